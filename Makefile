@@ -1,0 +1,49 @@
+# The README's two commands: `make demo` (the main job) and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+ENVCTL := $(BIN)/envctl
+
+.PHONY: setup engine demo test test-unit check lint typecheck format proto bench bench-full clean
+
+setup:
+	@scripts/setup.sh
+
+engine: setup
+
+demo: setup
+	$(ENVCTL) daemon status
+	$(ENVCTL) build environments/default
+	$(ENVCTL) enter environments/default -- python -c "import sys, numpy; print('python', sys.version.split()[0], 'numpy', numpy.__version__)"
+	$(ENVCTL) fingerprint environments/default
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-unit: setup
+	$(BIN)/python -m pytest -m "not integration"
+
+lint: setup
+	$(BIN)/ruff check envd cli tests bench scripts
+	$(BIN)/ruff format --check envd cli tests bench scripts
+
+typecheck: setup
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+format: setup
+	$(BIN)/ruff check --fix envd cli tests bench scripts
+	$(BIN)/ruff format envd cli tests bench scripts
+
+proto: setup
+	$(BIN)/python scripts/gen_proto.py
+
+bench: setup
+	$(BIN)/python -m bench
+
+bench-full: setup
+	$(BIN)/python -m bench --full
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,142 @@
+"""envctl daemon status|start|stop|logs, envctl events, envctl config."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import click
+
+from cli.context import AppContext
+from cli.output import emit_json, table
+
+
+@click.group("daemon")
+def daemon_cmd() -> None:
+    """Manage the envd daemon (it starts by itself when needed)."""
+
+
+@daemon_cmd.command("status")
+@click.pass_obj
+def daemon_status(obj: AppContext) -> None:
+    """Show the daemon and the Docker engine it uses (starts the daemon if needed)."""
+    from envd.v1 import envd_pb2 as pb
+
+    reply = obj.client().call("Status", pb.StatusRequest(), timeout=30)
+    if obj.as_json:
+        emit_json(reply)
+        return
+    engine = reply.engine
+    click.echo(f"envd {reply.version}, pid {reply.pid}, up {reply.uptime_s:.0f}s")
+    click.echo(f"  socket:   {reply.socket_path}")
+    click.echo(f"  state:    {reply.home}")
+    click.echo(f"  log:      {reply.log_path}")
+    click.echo(f"  projects: {reply.projects}")
+    if engine.reachable:
+        runtimes = ", ".join(engine.runtimes)
+        click.echo(
+            f"  engine:   Docker {engine.version} (API {engine.api_version}; runtimes {runtimes})"
+        )
+    else:
+        click.echo(f"  engine:   unreachable: {engine.error}")
+
+
+@daemon_cmd.command("start")
+@click.pass_obj
+def daemon_start(obj: AppContext) -> None:
+    """Start the daemon in the background if it is not running."""
+    obj.client()
+    click.echo(f"envd is running on {obj.paths.socket}")
+
+
+@daemon_cmd.command("stop")
+@click.pass_obj
+def daemon_stop(obj: AppContext) -> None:
+    """Stop the daemon (warm containers keep running and are found again on restart)."""
+    from cli.client import socket_answers
+    from envd.v1 import envd_pb2 as pb
+
+    if not socket_answers(obj.paths.socket):
+        click.echo("envd is not running")
+        return
+    obj.client(start=False).call("Shutdown", pb.ShutdownRequest(), timeout=10)
+    deadline = time.monotonic() + 10
+    while socket_answers(obj.paths.socket) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if socket_answers(obj.paths.socket):
+        pid = _pid(obj)
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+    click.echo("envd stopped")
+
+
+def _pid(obj: AppContext) -> int:
+    try:
+        return int(obj.paths.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+@daemon_cmd.command("logs")
+@click.option("-n", "--lines", default=50, show_default=True, help="How many lines to show.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.pass_obj
+def daemon_logs(obj: AppContext, lines: int, follow: bool) -> None:
+    """Print the daemon's log."""
+    path = obj.paths.log_file
+    if not path.exists():
+        click.echo(f"no log yet at {path}")
+        return
+    with open(path, errors="replace") as f:
+        for line in f.readlines()[-lines:]:
+            click.echo(line.rstrip("\n"))
+        while follow:
+            line = f.readline()
+            if line:
+                click.echo(line.rstrip("\n"))
+            else:
+                time.sleep(0.2)
+
+
+@click.command("events")
+@click.option("--project", "-p", default="", help="Only this project's events.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_obj
+def events_cmd(obj: AppContext, project: str, as_json: bool) -> None:
+    """Stream what the daemon does: builds, stale projects, containers, runs."""
+    import json
+
+    from cli.output import message_dict
+    from envd.v1 import envd_pb2 as pb
+
+    for event in obj.client().stream("Events", pb.EventsRequest(project=project)):
+        if as_json or obj.as_json:
+            click.echo(json.dumps(message_dict(event), sort_keys=True), nl=True)
+        else:
+            when = time.strftime("%H:%M:%S", time.localtime(event.time))
+            who = f" {event.project}" if event.project else ""
+            extra = " ".join(f"{k}={v}" for k, v in sorted(event.fields.items()))
+            click.echo(f"{when} {event.kind}{who}: {event.message} {extra}".rstrip())
+
+
+@click.command("config")
+@click.argument("key", required=False)
+@click.argument("value", required=False)
+@click.pass_obj
+def config_cmd(obj: AppContext, key: str | None, value: str | None) -> None:
+    """Show settings, or set KEY to VALUE (stored in $ENVD_HOME/config.yaml)."""
+    from envd.v1 import envd_pb2 as pb
+
+    client = obj.client()
+    if key and value is not None:
+        reply = client.call("SetConfig", pb.SetConfigRequest(key=key, value=value))
+    else:
+        reply = client.call("GetConfig", pb.GetConfigRequest())
+    entries = [e for e in reply.entries if not key or e.key == key]
+    if key and not entries:
+        raise click.UsageError(f"unknown setting {key!r}")
+    if obj.as_json:
+        emit_json({e.key: e.value for e in entries})
+    else:
+        table(["key", "value", "meaning"], [(e.key, e.value, e.description) for e in entries])

@@ -1,0 +1,147 @@
+"""envctl init, add, ls, rm, validate, status."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from cli.context import AppContext
+from cli.output import ago, emit_json, table
+from cli.refs import project_ref
+
+STATE_NAMES = {
+    0: "unknown",
+    1: "new",
+    2: "ready",
+    3: "stale",
+    4: "building",
+    5: "invalid",
+    6: "missing",
+    7: "failed",
+}
+
+
+@click.command("init")
+@click.argument("directory", required=False, default=".")
+@click.option("--template", "-t", default="default", show_default=True, help="Template name.")
+@click.option("--list", "list_only", is_flag=True, help="List the templates and exit.")
+@click.pass_obj
+def init_cmd(obj: AppContext, directory: str, template: str, list_only: bool) -> None:
+    """Write DIRECTORY/envd.yaml from a template and register the project (never overwrites)."""
+    from envd.v1 import envd_pb2 as pb
+
+    client = obj.client()
+    if list_only:
+        reply = client.call("ListTemplates", pb.ListTemplatesRequest())
+        if obj.as_json:
+            emit_json(reply)
+        else:
+            table(["template", "description"], [(t.name, t.description) for t in reply.templates])
+        return
+    path = os.path.abspath(os.path.expanduser(directory))
+    project = client.call("InitProject", pb.InitProjectRequest(directory=path, template=template))
+    if obj.as_json:
+        emit_json(project)
+    else:
+        click.echo(f"wrote {project.path}/envd.yaml from template `{template}`")
+        click.echo(f"registered project `{project.name}`; next: envctl lock {project.name}")
+
+
+@click.command("add")
+@click.argument("path", default=".")
+@click.pass_obj
+def add_cmd(obj: AppContext, path: str) -> None:
+    """Register the project in PATH (a directory with envd.yaml)."""
+    from envd.v1 import envd_pb2 as pb
+
+    project = obj.client().call(
+        "AddProject", pb.AddProjectRequest(path=os.path.abspath(os.path.expanduser(path)))
+    )
+    if obj.as_json:
+        emit_json(project)
+    else:
+        click.echo(f"registered project `{project.name}` at {project.path}")
+
+
+@click.command("ls")
+@click.pass_obj
+def ls_cmd(obj: AppContext) -> None:
+    """List registered projects: name, path, state."""
+    from envd.v1 import envd_pb2 as pb
+
+    reply = obj.client().call("ListProjects", pb.ListProjectsRequest())
+    if obj.as_json:
+        emit_json(reply)
+        return
+    if not reply.projects:
+        click.echo("no projects yet: `envctl init DIR` or `envctl add DIR`")
+        return
+    table(
+        ["name", "state", "image", "path", "reason"],
+        [
+            (p.name, STATE_NAMES.get(p.state, "?"), p.image or "-", p.path, p.state_reason)
+            for p in reply.projects
+        ],
+    )
+
+
+@click.command("rm")
+@click.argument("name")
+@click.option("--image", "is_image", is_flag=True, help="NAME is an image to remove.")
+@click.pass_obj
+def rm_cmd(obj: AppContext, name: str, is_image: bool) -> None:
+    """Forget project NAME (deletes nothing on disk), or with --image remove an image."""
+    from envd.v1 import envd_pb2 as pb
+
+    client = obj.client()
+    if is_image:
+        reply = client.call("RemoveImage", pb.RemoveImageRequest(image=name))
+        if obj.as_json:
+            emit_json(reply)
+        else:
+            for removed in reply.removed:
+                click.echo(f"removed {removed}")
+        return
+    reply = client.call("RemoveProject", pb.ProjectRef(ref=project_ref(name)))
+    if obj.as_json:
+        emit_json(reply)
+    else:
+        click.echo(f"forgot project `{reply.project.name}` ({reply.project.path} is untouched)")
+
+
+@click.command("validate")
+@click.argument("project", required=False)
+@click.pass_obj
+def validate_cmd(obj: AppContext, project: str | None) -> None:
+    """Check PROJECT's envd.yaml (default: the current directory)."""
+    from envd.v1 import envd_pb2 as pb
+
+    reply = obj.client().call("Validate", pb.ProjectRef(ref=project_ref(project)))
+    if obj.as_json:
+        emit_json(reply)
+    else:
+        click.echo(f"{reply.spec_path}: valid (project `{reply.project.name}`)")
+
+
+@click.command("status")
+@click.argument("project", required=False)
+@click.pass_obj
+def status_cmd(obj: AppContext, project: str | None) -> None:
+    """Show PROJECT's state, why it is stale, its lock and warm containers."""
+    from envd.v1 import envd_pb2 as pb
+
+    reply = obj.client().call("ProjectStatus", pb.ProjectRef(ref=project_ref(project)))
+    if obj.as_json:
+        emit_json(reply)
+        return
+    p = reply.project
+    click.echo(f"{p.name}: {STATE_NAMES.get(p.state, '?')}  ({p.path})")
+    if p.state_reason:
+        click.echo(f"  reason: {p.state_reason}")
+    click.echo(f"  lock:   {reply.lock_path if reply.lock_exists else 'none (run envctl lock)'}")
+    for reason in reply.stale_reasons:
+        click.echo(f"    - {reason}")
+    click.echo(f"  image:  {p.image or 'none'}")
+    for c in reply.containers:
+        click.echo(f"  warm:   {c.container_id[:12]} {c.status}, last used {ago(c.last_used_at)}")

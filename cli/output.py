@@ -1,0 +1,96 @@
+"""Printing: tables and lines for people, JSON for programs, progress for long calls."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import click
+
+
+def message_dict(message: Any) -> dict[str, Any]:
+    from google.protobuf.json_format import MessageToDict
+
+    result: dict[str, Any] = MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return result
+
+
+def emit_json(data: Any) -> None:
+    if hasattr(data, "DESCRIPTOR"):
+        data = message_dict(data)
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    rows = [[str(c) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    click.echo(line.format(*[h.upper() for h in headers]).rstrip())
+    for row in rows:
+        click.echo(line.format(*row).rstrip())
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def ago(ts: float) -> str:
+    if not ts:
+        return "-"
+    delta = max(0.0, time.time() - ts)
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if delta >= size:
+            return f"{delta // size:.0f}{unit} ago"
+    return f"{delta:.0f}s ago"
+
+
+class ProgressDisplay:
+    """One updating status line on a terminal; plain lines otherwise (CI logs, pipes)."""
+
+    def __init__(self, as_json: bool = False, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.as_json = as_json
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) and not as_json
+        self._open = False
+        self._last_step = ""
+
+    def update(self, progress: Any) -> None:
+        if self.as_json:
+            click.echo(json.dumps({"progress": message_dict(progress)}, sort_keys=True))
+            return
+        text = progress.message
+        if progress.total:
+            text += f" ({progress.current}/{progress.total})"
+        label = f"[{progress.step}] " if progress.step else ""
+        if progress.log:
+            self._clear()
+            click.echo(f"  {label}{text}", file=self.stream)
+            return
+        if self.tty:
+            width = 100
+            line = f"{label}{text} {progress.elapsed_s:5.1f}s"[:width]
+            self.stream.write("\r\033[K" + line)
+            self.stream.flush()
+            self._open = True
+        else:
+            click.echo(f"{label}{text}", file=self.stream)
+
+    def _clear(self) -> None:
+        if self._open:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self._open = False
+
+    def close(self) -> None:
+        self._clear()

@@ -1,0 +1,82 @@
+"""The daemon's service object: owns the store, the engine and the parts built on them.
+
+The gRPC servicer only converts messages and calls methods reached from here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from envd import __version__
+from envd.config import Config, load_config, save_config
+from envd.events import EventBus
+from envd.gateways.engine import Engine, EngineInfo
+from envd.paths import Paths
+from envd.projects import Projects
+from envd.store import Store
+
+
+@dataclass(frozen=True)
+class DaemonStatus:
+    version: str
+    uptime_s: float
+    socket_path: str
+    pid: int
+    home: str
+    log_path: str
+    engine: EngineInfo
+    projects: int
+
+
+def engine_labels_from_env() -> dict[str, str]:
+    """ENVD_ENGINE_LABELS="k=v,k2=v2": extra labels on everything envd creates (tests use it)."""
+    raw = os.environ.get("ENVD_ENGINE_LABELS", "")
+    pairs = (item.split("=", 1) for item in raw.split(",") if "=" in item)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+class App:
+    def __init__(self, paths: Paths, engine: Engine | None = None) -> None:
+        self.paths = paths
+        self.started = time.time()
+        paths.home.mkdir(parents=True, exist_ok=True)
+        paths.cache.mkdir(parents=True, exist_ok=True)
+        self.store = Store(paths.database)
+        self.config = load_config(paths.config_file)
+        self.events = EventBus()
+        self.engine = engine or Engine(extra_labels=engine_labels_from_env())
+        self.projects = Projects(self.store, self.events)
+
+    def status(self) -> DaemonStatus:
+        return DaemonStatus(
+            version=__version__,
+            uptime_s=time.time() - self.started,
+            socket_path=str(self.paths.socket),
+            pid=os.getpid(),
+            home=str(self.paths.home),
+            log_path=str(self.paths.log_file),
+            engine=self.engine.info(),
+            projects=len(self.store.projects()),
+        )
+
+    def set_config(self, key: str, value: str) -> Config:
+        self.config = self.config.with_value(key, value)
+        save_config(self.paths.config_file, self.config)
+        self.events.publish("config.changed", message=f"{key}={value}")
+        return self.config
+
+    def start(self) -> None:
+        """Start background work (idle reaper, watcher); called once the socket is up."""
+
+    def close(self) -> None:
+        self.events.close()
+        self.store.close()
+
+
+def cache_dir(app: App, name: str) -> Path:
+    path = app.paths.cache / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,173 @@
+"""The one error root, and the exit codes users see.
+
+Every error a user can cause is an EnvdError subclass. Each class fixes its exit code and
+the gRPC status code it travels as, so a meaning survives the trip from daemon to CLI
+without matching message text.
+"""
+
+from __future__ import annotations
+
+# Exit codes, documented in README.md ("Exit codes").
+EXIT_OK = 0
+EXIT_USER = 1
+EXIT_USAGE = 2
+EXIT_BUG = 3
+EXIT_NOT_FOUND = 4
+EXIT_STALE = 5
+EXIT_BUILD = 6
+EXIT_HOST = 7
+EXIT_REGISTRY = 8
+EXIT_VERIFY = 9
+EXIT_CONTAINER = 10
+EXIT_DAEMON = 11
+EXIT_ENGINE = 12
+EXIT_INTERRUPTED = 130
+
+
+class EnvdError(Exception):
+    """A failure the user can understand and act on."""
+
+    exit_code = EXIT_USER
+    grpc_code = "FAILED_PRECONDITION"  # a grpc.StatusCode name; grpc itself is not imported here
+    kind = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class SpecError(EnvdError):
+    """envd.yaml (or a file it names) is invalid."""
+
+    grpc_code = "INVALID_ARGUMENT"
+    kind = "spec"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str,
+        line: int | None = None,
+        key_path: str = "",
+        hint: str | None = None,
+    ) -> None:
+        where = file if line is None else f"{file}:{line}"
+        prefix = f"{where}: " + (f"{key_path}: " if key_path else "")
+        super().__init__(prefix + message, hint=hint)
+        self.file = file
+        self.line = line
+        self.key_path = key_path
+
+
+class UsageError(EnvdError):
+    """Arguments that do not make sense together."""
+
+    exit_code = EXIT_USAGE
+    grpc_code = "INVALID_ARGUMENT"
+    kind = "usage"
+
+
+class NotFound(EnvdError):
+    """An unknown project, image, run or template."""
+
+    exit_code = EXIT_NOT_FOUND
+    grpc_code = "NOT_FOUND"
+    kind = "not_found"
+
+
+class Conflict(EnvdError):
+    """Something already exists (a project name, an envd.yaml)."""
+
+    grpc_code = "ALREADY_EXISTS"
+    kind = "conflict"
+
+
+class LockError(EnvdError):
+    """Resolution failed: a conflict, an unreachable index, a base that cannot be read."""
+
+    kind = "lock"
+
+
+class LockStale(EnvdError):
+    """envd.lock no longer matches envd.yaml."""
+
+    exit_code = EXIT_STALE
+    kind = "stale"
+
+
+class BuildFailed(EnvdError):
+    """A build step failed; the previous image is untouched."""
+
+    exit_code = EXIT_BUILD
+    grpc_code = "ABORTED"
+    kind = "build"
+
+
+class HostRequirementError(EnvdError):
+    """The host cannot run what the spec asks for (GPU, CUDA, driver)."""
+
+    exit_code = EXIT_HOST
+    kind = "host"
+
+
+class RegistryError(EnvdError):
+    """A registry or archive could not be read or written."""
+
+    exit_code = EXIT_REGISTRY
+    grpc_code = "UNAVAILABLE"
+    kind = "registry"
+
+
+class VerificationError(EnvdError):
+    """An image or environment does not match its recorded fingerprint."""
+
+    exit_code = EXIT_VERIFY
+    grpc_code = "DATA_LOSS"
+    kind = "verify"
+
+
+class ContainerError(EnvdError):
+    """A warm container died or could not be started."""
+
+    exit_code = EXIT_CONTAINER
+    grpc_code = "ABORTED"
+    kind = "container"
+
+
+class DaemonUnavailable(EnvdError):
+    """The envd daemon cannot be reached or started (raised by the CLI only)."""
+
+    exit_code = EXIT_DAEMON
+    grpc_code = "UNAVAILABLE"
+    kind = "daemon"
+
+
+class EngineUnavailable(EnvdError):
+    """The Docker engine does not answer."""
+
+    exit_code = EXIT_ENGINE
+    grpc_code = "UNAVAILABLE"
+    kind = "engine"
+
+
+ALL_ERRORS: tuple[type[EnvdError], ...] = (
+    EnvdError,
+    SpecError,
+    UsageError,
+    NotFound,
+    Conflict,
+    LockError,
+    LockStale,
+    BuildFailed,
+    HostRequirementError,
+    RegistryError,
+    VerificationError,
+    ContainerError,
+    DaemonUnavailable,
+    EngineUnavailable,
+)
+ERRORS_BY_KIND: dict[str, type[EnvdError]] = {cls.kind: cls for cls in ALL_ERRORS}

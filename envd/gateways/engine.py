@@ -1,0 +1,523 @@
+"""The Docker engine: the only module that imports the docker SDK.
+
+Everything envd creates on the engine carries the label `envd.managed=1`, plus the extra labels
+the daemon was configured with (tests use these to find and remove what they made).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from envd.errors import ContainerError, EngineUnavailable, EnvdError, NotFound
+
+if TYPE_CHECKING:
+    import docker
+
+MANAGED_LABEL = "envd.managed"
+OutputSink = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    reachable: bool
+    version: str = ""
+    api_version: str = ""
+    runtimes: tuple[str, ...] = ()
+    error: str = ""
+
+    @property
+    def nvidia_runtime(self) -> bool:
+        return "nvidia" in self.runtimes
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    tags: tuple[str, ...]
+    labels: Mapping[str, str]
+    size: int
+    repo_digests: tuple[str, ...]
+    layers: tuple[str, ...]  # RootFS layer diff IDs, bottom first
+    env: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A bind mount (source is an absolute host path) or a named volume (volume=True)."""
+
+    source: str
+    target: str
+    read_only: bool = False
+    volume: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+    image: str
+    status: str  # "running", "exited", ...
+    labels: Mapping[str, str]
+    created: str = ""
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    output: str  # the last lines of stdout+stderr
+    image_id: str = ""  # set when the container was committed
+    container_id: str = ""
+
+
+@dataclass
+class _Tail:
+    limit: int = 200
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+        if len(self.lines) > self.limit:
+            del self.lines[: len(self.lines) - self.limit]
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+class Engine:
+    """A thin, typed face over docker-py. Connects lazily, so importing this costs nothing."""
+
+    def __init__(self, extra_labels: Mapping[str, str] | None = None, timeout: int = 600) -> None:
+        self.extra_labels = dict(extra_labels or {})
+        self._timeout = timeout
+        self._client: docker.DockerClient | None = None
+        self._client_lock = threading.Lock()
+
+    # ------------------------------------------------------------ connection
+
+    @property
+    def client(self) -> docker.DockerClient:
+        with self._client_lock:
+            if self._client is None:
+                import docker
+
+                try:
+                    self._client = docker.from_env(timeout=self._timeout)
+                    self._client.ping()
+                except Exception as exc:  # docker raises several unrelated types here
+                    self._client = None
+                    raise EngineUnavailable(
+                        f"the Docker engine does not answer ({_short(exc)})",
+                        hint="start it with `make engine` (or `dockerd &`), then retry",
+                    ) from exc
+            return self._client
+
+    def info(self) -> EngineInfo:
+        try:
+            client = self.client
+            version = client.version()
+            info = client.info()
+        except EngineUnavailable as exc:
+            return EngineInfo(reachable=False, error=exc.message)
+        except Exception as exc:
+            self._client = None
+            return EngineInfo(reachable=False, error=_short(exc))
+        return EngineInfo(
+            reachable=True,
+            version=str(version.get("Version", "")),
+            api_version=str(version.get("ApiVersion", "")),
+            runtimes=tuple(sorted((info.get("Runtimes") or {}).keys())),
+        )
+
+    def labels(self, **more: str) -> dict[str, str]:
+        return {MANAGED_LABEL: "1", **self.extra_labels, **more}
+
+    # ------------------------------------------------------------ images
+
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        import docker.errors
+
+        try:
+            attrs = self.client.api.inspect_image(ref)
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise _engine_error(exc) from exc
+        config = attrs.get("Config") or {}
+        return ImageInfo(
+            id=str(attrs["Id"]),
+            tags=tuple(attrs.get("RepoTags") or ()),
+            labels=dict(config.get("Labels") or {}),
+            size=int(attrs.get("Size") or 0),
+            repo_digests=tuple(attrs.get("RepoDigests") or ()),
+            layers=tuple((attrs.get("RootFS") or {}).get("Layers") or ()),
+            env=tuple(config.get("Env") or ()),
+        )
+
+    def image_exists(self, ref: str) -> bool:
+        return self.inspect_image(ref) is not None
+
+    def import_tarball(
+        self,
+        path: str | Path,
+        repository: str,
+        tag: str,
+        labels: Mapping[str, str] | None = None,
+        changes: Sequence[str] = (),
+    ) -> str:
+        """Import a root filesystem tarball as an image; returns the image ID."""
+        all_labels = self.labels(**dict(labels or {}))
+        instructions = [
+            *changes,
+            *(f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in sorted(all_labels.items())),
+        ]
+        try:
+            out = self.client.api.import_image_from_file(
+                str(path), repository=repository, tag=tag, changes=instructions
+            )
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+        image = self.inspect_image(f"{repository}:{tag}")
+        if image is None:
+            raise EnvdError(f"importing {path} into the engine failed: {str(out)[-500:]}")
+        return image.id
+
+    def tag(self, image: str, repository: str, tag: str) -> None:
+        try:
+            self.client.api.tag(image, repository, tag)
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+
+    def remove_image(self, ref: str, *, force: bool = False) -> bool:
+        """Remove an image (tag or ID); False when it did not exist."""
+        import docker.errors
+
+        try:
+            self.client.api.remove_image(ref, force=force, noprune=False)
+        except docker.errors.ImageNotFound:
+            return False
+        except docker.errors.APIError as exc:
+            if exc.status_code == 404:
+                return False
+            raise _engine_error(exc) from exc
+        return True
+
+    def list_images(self, label: str = MANAGED_LABEL) -> list[ImageInfo]:
+        try:
+            summaries = self.client.api.images(filters={"label": label})
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+        return [
+            ImageInfo(
+                id=str(s["Id"]),
+                tags=tuple(t for t in (s.get("RepoTags") or ()) if t != "<none>:<none>"),
+                labels=dict(s.get("Labels") or {}),
+                size=int(s.get("Size") or 0),
+                repo_digests=tuple(s.get("RepoDigests") or ()),
+                layers=(),
+            )
+            for s in summaries
+        ]
+
+    # ------------------------------------------------------------ volumes
+
+    def ensure_volume(self, name: str) -> str:
+        import docker.errors
+
+        try:
+            self.client.volumes.get(name)
+        except docker.errors.NotFound:
+            self.client.volumes.create(name=name, labels=self.labels())
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+        return name
+
+    # ------------------------------------------------------------ one-shot containers
+
+    def run(
+        self,
+        image: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        mounts: Sequence[Mount] = (),
+        network: bool = True,
+        user: str = "",
+        workdir: str = "",
+        labels: Mapping[str, str] | None = None,
+        on_output: OutputSink | None = None,
+        commit: CommitSpec | None = None,
+        timeout: float | None = None,
+    ) -> RunResult:
+        """Run argv in a fresh container and wait; optionally commit it as an image.
+
+        The container is always removed, also when the caller is interrupted.
+        """
+        container_id = ""
+        tail = _Tail()
+        try:
+            container_id = self._create(
+                image,
+                list(argv),
+                env=env,
+                mounts=mounts,
+                network=network,
+                user=user,
+                workdir=workdir,
+                labels=self.labels(**dict(labels or {})),
+            )
+            api = self.client.api
+            api.start(container_id)
+            for line in _lines(api.logs(container_id, stream=True, follow=True)):
+                tail.add(line)
+                if on_output is not None:
+                    on_output(line)
+            status = api.wait(container_id, timeout=timeout)
+            code = int(status.get("StatusCode", 1))
+            result = RunResult(exit_code=code, output=tail.text(), container_id=container_id)
+            if code == 0 and commit is not None:
+                committed = api.commit(
+                    container_id,
+                    repository=commit.repository,
+                    tag=commit.tag,
+                    changes=commit.instructions(self.labels(**dict(commit.labels))),
+                )
+                result.image_id = str(committed["Id"])
+            return result
+        except EnvdError:
+            raise
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+        finally:
+            if container_id:
+                self.remove_container(container_id)
+
+    def _create(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        env: Mapping[str, str] | None,
+        mounts: Sequence[Mount],
+        network: bool,
+        user: str,
+        workdir: str,
+        labels: Mapping[str, str],
+        name: str | None = None,
+        device_requests: Sequence[Mapping[str, Any]] = (),
+        ports: Sequence[int] = (),
+        extra_hosts: Mapping[str, str] | None = None,
+    ) -> str:
+        import docker.errors
+        import docker.types
+
+        api = self.client.api
+        host_config = api.create_host_config(
+            mounts=[
+                docker.types.Mount(
+                    target=m.target,
+                    source=m.source,
+                    type="volume" if m.volume else "bind",
+                    read_only=m.read_only,
+                )
+                for m in mounts
+            ],
+            network_mode="bridge" if network else "none",
+            device_requests=[docker.types.DeviceRequest(**dict(d)) for d in device_requests]
+            or None,
+            port_bindings={p: ("127.0.0.1", p) for p in ports} or None,
+            init=True,
+        )
+        try:
+            created = api.create_container(
+                image,
+                command=command,
+                environment=dict(env or {}),
+                user=user or None,
+                working_dir=workdir or None,
+                labels=dict(labels),
+                host_config=host_config,
+                name=name,
+                ports=list(ports) or None,
+            )
+        except docker.errors.ImageNotFound as exc:
+            raise NotFound(f"image {image} is not on the engine", hint="build it first") from exc
+        return str(created["Id"])
+
+    # ------------------------------------------------------------ long-running containers
+
+    def start_container(
+        self,
+        name: str,
+        image: str,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        mounts: Sequence[Mount] = (),
+        labels: Mapping[str, str] | None = None,
+        workdir: str = "",
+        device_requests: Sequence[Mapping[str, Any]] = (),
+        ports: Sequence[int] = (),
+    ) -> ContainerInfo:
+        """Create and start a detached container (a warm environment)."""
+        try:
+            container_id = self._create(
+                image,
+                list(command),
+                env=env,
+                mounts=mounts,
+                network=True,
+                user="",
+                workdir=workdir,
+                labels=self.labels(**dict(labels or {})),
+                name=name,
+                device_requests=device_requests,
+                ports=ports,
+            )
+            self.client.api.start(container_id)
+        except EnvdError:
+            raise
+        except Exception as exc:
+            raise ContainerError(f"could not start container {name}: {_short(exc)}") from exc
+        info = self.inspect_container(container_id)
+        if info is None:
+            raise ContainerError(f"container {name} vanished right after it started")
+        return info
+
+    def inspect_container(self, ref: str) -> ContainerInfo | None:
+        import docker.errors
+
+        try:
+            attrs = self.client.api.inspect_container(ref)
+        except docker.errors.NotFound:
+            return None
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+        return ContainerInfo(
+            id=str(attrs["Id"]),
+            name=str(attrs.get("Name", "")).lstrip("/"),
+            image=str((attrs.get("Config") or {}).get("Image", "")),
+            status=str((attrs.get("State") or {}).get("Status", "")),
+            labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
+            created=str(attrs.get("Created", "")),
+        )
+
+    def list_containers(self, label: str = MANAGED_LABEL) -> list[ContainerInfo]:
+        try:
+            summaries = self.client.api.containers(all=True, filters={"label": label})
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+        return [
+            ContainerInfo(
+                id=str(s["Id"]),
+                name=str((s.get("Names") or ["/"])[0]).lstrip("/"),
+                image=str(s.get("Image", "")),
+                status=str(s.get("State", "")),
+                labels=dict(s.get("Labels") or {}),
+            )
+            for s in summaries
+        ]
+
+    def exec_capture(self, container: str, argv: Sequence[str], user: str = "") -> RunResult:
+        """Run argv in a running container and collect its output (for probes, not for users)."""
+        try:
+            api = self.client.api
+            exec_id = api.exec_create(container, list(argv), user=user or "")["Id"]
+            output = api.exec_start(exec_id)
+            code = api.exec_inspect(exec_id).get("ExitCode")
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+        text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
+        return RunResult(exit_code=int(code if code is not None else 1), output=text)
+
+    def remove_container(self, ref: str) -> None:
+        """Stop and remove a container; a missing one is fine."""
+        import docker.errors
+
+        try:
+            self.client.api.remove_container(ref, force=True, v=True)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if exc.status_code in (404, 409):  # gone, or removal already in progress
+                return
+            raise _engine_error(exc) from exc
+
+    def copy_into(self, container: str, path: str, files: Mapping[str, bytes]) -> None:
+        """Write small files into a container's directory `path` (e.g. a probe script)."""
+        import tarfile
+
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in sorted(files.items()):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(data))
+        try:
+            self.client.api.put_archive(container, path, buf.getvalue())
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+
+
+@dataclass(frozen=True)
+class CommitSpec:
+    """How a finished step container becomes an image."""
+
+    repository: str
+    tag: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    cmd: Sequence[str] = ()
+    workdir: str = ""
+
+    def instructions(self, labels: Mapping[str, str]) -> list[str]:
+        out = [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in sorted(labels.items())]
+        out += [f"ENV {k}={json.dumps(v)}" for k, v in sorted(self.env.items())]
+        if self.cmd:
+            out.append(f"CMD {json.dumps(list(self.cmd))}")
+        if self.workdir:
+            out.append(f"WORKDIR {self.workdir}")
+        return out
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.decode("utf-8", "replace").rstrip("\r")
+    if pending:
+        yield pending.decode("utf-8", "replace")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:300] if text else type(exc).__name__
+
+
+def _engine_error(exc: BaseException) -> EnvdError:
+    """Map an SDK exception to the error root without inspecting message text for meaning."""
+    import docker.errors
+    import requests.exceptions
+
+    if isinstance(exc, EnvdError):
+        return exc
+    if isinstance(
+        exc, requests.exceptions.ConnectionError | docker.errors.DockerException
+    ) and not isinstance(exc, docker.errors.APIError):
+        return EngineUnavailable(
+            f"the Docker engine does not answer ({_short(exc)})",
+            hint="start it with `make engine` (or `dockerd &`), then retry",
+        )
+    if isinstance(exc, docker.errors.APIError) and exc.status_code == 404:
+        return NotFound(_short(exc))
+    return EnvdError(f"the Docker engine refused: {_short(exc)}")

@@ -1,0 +1,54 @@
+"""Where envd keeps its socket, state, logs and caches (pure: reads only the environment)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Paths:
+    home: Path
+    socket: Path
+
+    @property
+    def database(self) -> Path:
+        return self.home / "envd.db"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def log_file(self) -> Path:
+        return self.logs / "envd.log"
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "config.yaml"
+
+    @property
+    def cache(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "envd.pid"
+
+
+def resolve_paths(environ: Mapping[str, str] | None = None) -> Paths:
+    """$ENVD_HOME (default ~/.local/state/envd); socket: $ENVD_SOCKET, else
+    $XDG_RUNTIME_DIR/envd/envd.sock, else $ENVD_HOME/envd.sock."""
+    env = os.environ if environ is None else environ
+    home = Path(
+        env.get("ENVD_HOME") or Path(env.get("HOME", "~")).expanduser() / ".local/state/envd"
+    )
+    if env.get("ENVD_SOCKET"):
+        socket = Path(env["ENVD_SOCKET"])
+    elif env.get("XDG_RUNTIME_DIR"):
+        socket = Path(env["XDG_RUNTIME_DIR"]) / "envd" / "envd.sock"
+    else:
+        socket = home / "envd.sock"
+    return Paths(home=home.absolute(), socket=socket.absolute())

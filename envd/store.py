@@ -1,0 +1,186 @@
+"""The daemon's state: one SQLite database (WAL) under $ENVD_HOME.
+
+All access goes through Store, which serialises writers with one lock; SQLite in WAL mode lets
+readers proceed. Rows are returned as small frozen dataclasses, never as sqlite3.Row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS projects (
+    name TEXT PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    added_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'new',
+    state_reason TEXT NOT NULL DEFAULT '',
+    image TEXT NOT NULL DEFAULT '',
+    lock_hash TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS images (
+    image TEXT PRIMARY KEY,          -- tag, e.g. envd/churn:0123456789ab
+    image_id TEXT NOT NULL,
+    project TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL,              -- project | step | base
+    cache_key TEXT NOT NULL DEFAULT '',
+    lock_hash TEXT NOT NULL DEFAULT '',
+    size_bytes INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    last_used_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS steps (
+    cache_key TEXT PRIMARY KEY,
+    parent_key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    last_used_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fingerprints (
+    image_id TEXT PRIMARY KEY,
+    document TEXT NOT NULL,          -- the fingerprint file format (envd.fingerprint.dumps)
+    environment_hash TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    command TEXT NOT NULL,           -- a JSON list of argv strings
+    image TEXT NOT NULL DEFAULT '',
+    started_at REAL NOT NULL,
+    ended_at REAL NOT NULL DEFAULT 0,
+    exit_code INTEGER NOT NULL DEFAULT 0,
+    finished INTEGER NOT NULL DEFAULT 0,
+    environment_hash TEXT NOT NULL DEFAULT '',
+    host_hash TEXT NOT NULL DEFAULT '',
+    git_commit TEXT NOT NULL DEFAULT '',
+    git_dirty INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS runs_by_project ON runs (project, started_at);
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class ProjectRow:
+    name: str
+    path: str
+    added_at: float
+    state: str
+    state_reason: str
+    image: str
+    lock_hash: str
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        with self.transaction() as db:
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            return list(self._db.execute(sql, params).fetchall())
+
+    # ------------------------------------------------------------ projects
+
+    _PROJECT_COLUMNS = "name, path, added_at, state, state_reason, image, lock_hash"
+
+    def projects(self) -> list[ProjectRow]:
+        rows = self.query(f"SELECT {self._PROJECT_COLUMNS} FROM projects ORDER BY name")
+        return [_project(r) for r in rows]
+
+    def project_by_name(self, name: str) -> ProjectRow | None:
+        rows = self.query(f"SELECT {self._PROJECT_COLUMNS} FROM projects WHERE name=?", (name,))
+        return _project(rows[0]) if rows else None
+
+    def project_by_path(self, path: str) -> ProjectRow | None:
+        rows = self.query(f"SELECT {self._PROJECT_COLUMNS} FROM projects WHERE path=?", (path,))
+        return _project(rows[0]) if rows else None
+
+    def add_project(self, name: str, path: str) -> ProjectRow:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO projects (name, path, added_at) VALUES (?, ?, ?)",
+                (name, path, time.time()),
+            )
+        row = self.project_by_name(name)
+        assert row is not None
+        return row
+
+    def rename_project(self, old: str, new: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE projects SET name=? WHERE name=?", (new, old))
+
+    def remove_project(self, name: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM projects WHERE name=?", (name,))
+
+    def set_project_state(self, name: str, state: str, reason: str = "") -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE projects SET state=?, state_reason=? WHERE name=?", (state, reason, name)
+            )
+
+    def set_project_image(self, name: str, image: str, lock_hash: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE projects SET image=?, lock_hash=? WHERE name=?", (image, lock_hash, name)
+            )
+
+    # ------------------------------------------------------------ key/value cache
+
+    def get(self, key: str) -> str | None:
+        rows = self.query("SELECT value FROM kv WHERE key=?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def put(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+
+
+def _project(row: tuple[object, ...]) -> ProjectRow:
+    name, path, added_at, state, reason, image, lock_hash = row
+    return ProjectRow(
+        name=str(name),
+        path=str(path),
+        added_at=float(added_at),  # type: ignore[arg-type]
+        state=str(state),
+        state_reason=str(reason),
+        image=str(image),
+        lock_hash=str(lock_hash),
+    )

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Installs what envd needs on a Debian machine, reusing whatever is already there:
+#   - a virtualenv (.venv) with envd and its dev tools;
+#   - a Docker engine: reused when `docker info` answers, else docker.io is installed and
+#     dockerd started in the background (log: /var/log/envd-dockerd.log);
+#   - mmdebstrap (Debian base images) and docker-registry (sharing tests).
+# Without root or apt it says what to install and stops.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+APT_UPDATED=0
+apt_install() {
+  if [ "$(id -u)" != 0 ] || ! have apt-get; then
+    say "missing: $*; install these packages (as root: apt-get install $*) and rerun"
+    exit 1
+  fi
+  if [ "$APT_UPDATED" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    APT_UPDATED=1
+  fi
+  say "installing $* with apt"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# 1. System packages.
+missing=()
+have mmdebstrap || missing+=(mmdebstrap)
+have docker-registry || missing+=(docker-registry)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if ! timeout 10 docker info >/dev/null 2>&1 && ! have dockerd; then
+  missing+=(docker.io)
+fi
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+
+# 2. The engine.
+if timeout 10 docker info >/dev/null 2>&1; then
+  say "reusing the running Docker engine ($(docker version -f '{{.Server.Version}}' 2>/dev/null))"
+else
+  if [ "$(id -u)" != 0 ]; then
+    say "no Docker engine answers and starting one needs root: start dockerd, then rerun"
+    exit 1
+  fi
+  say "starting dockerd (log: /var/log/envd-dockerd.log)"
+  nohup dockerd >/var/log/envd-dockerd.log 2>&1 &
+  for _ in $(seq 60); do
+    timeout 5 docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  if ! timeout 10 docker info >/dev/null 2>&1; then
+    say "dockerd did not come up; last lines of its log:"
+    tail -n 20 /var/log/envd-dockerd.log >&2
+    exit 1
+  fi
+  say "Docker engine $(docker version -f '{{.Server.Version}}') is up"
+fi
+
+# 3. The virtualenv.
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+stamp=.venv/.envd-installed
+if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  say "installing envd into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  touch "$stamp"
+fi
