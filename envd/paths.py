@@ -12,6 +12,7 @@ from pathlib import Path
 class Paths:
     home: Path
     socket: Path
+    cache: Path  # content-addressed caches (base tarballs, uv): $ENVD_CACHE or $ENVD_HOME/cache
 
     @property
     def database(self) -> Path:
@@ -28,10 +29,6 @@ class Paths:
     @property
     def config_file(self) -> Path:
         return self.home / "config.yaml"
-
-    @property
-    def cache(self) -> Path:
-        return self.home / "cache"
 
     @property
     def pid_file(self) -> Path:
@@ -51,4 +48,5 @@ def resolve_paths(environ: Mapping[str, str] | None = None) -> Paths:
         socket = Path(env["XDG_RUNTIME_DIR"]) / "envd" / "envd.sock"
     else:
         socket = home / "envd.sock"
-    return Paths(home=home.absolute(), socket=socket.absolute())
+    cache = Path(env["ENVD_CACHE"]) if env.get("ENVD_CACHE") else home / "cache"
+    return Paths(home=home.absolute(), socket=socket.absolute(), cache=cache.absolute())
