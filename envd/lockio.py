@@ -167,10 +167,13 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
 
 
 def _normalise(requirement: str) -> str:
+    """The requirement as packaging writes it, with its name in canonical form."""
     try:
-        return str(Requirement(requirement))
+        parsed = Requirement(requirement)
     except InvalidRequirement:
         return requirement.strip()
+    parsed.name = canonicalize_name(parsed.name)
+    return str(parsed)
 
 
 def _requirement_key(requirement: str) -> str:
@@ -190,6 +193,8 @@ def _requirement_changes(old: Sequence[str], new: Sequence[str]) -> list[str]:
             was, now = ", ".join(old_by_name[name]), ", ".join(written)
             reasons.append(f"constraint changed: {was} → {now}")
     reasons += [f"package removed: {name}" for name in old_by_name if name not in new_by_name]
+    if not reasons and [_normalise(r) for r in old] != [_normalise(r) for r in new]:
+        reasons.append("package order changed")
     return reasons
 
 
