@@ -6,9 +6,12 @@ The gRPC servicer only converts messages and calls methods reached from here.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from envd import __version__
 from envd.config import Config, load_config, save_config
@@ -17,6 +20,10 @@ from envd.gateways.engine import Engine, EngineInfo
 from envd.paths import Paths
 from envd.projects import Projects
 from envd.store import Store
+
+if TYPE_CHECKING:
+    from envd.host import HostInfo
+    from envd.locking import Locker
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,46 @@ class App:
         self.events = EventBus()
         self.engine = engine or Engine(extra_labels=engine_labels_from_env())
         self.projects = Projects(self.store, self.events)
+        self._host: HostInfo | None = None
+        self._host_lock = threading.Lock()
+
+    @cached_property
+    def locker(self) -> Locker:
+        from envd.locking import Locker
+
+        return Locker(self)
+
+    @property
+    def host(self) -> HostInfo:
+        """The host as read at start (NVML is read once; `refresh_host` reads it again)."""
+        with self._host_lock:
+            if self._host is None:
+                self._host = self._detect_host()
+            return self._host
+
+    def refresh_host(self) -> HostInfo:
+        with self._host_lock:
+            self._host = self._detect_host()
+            return self._host
+
+    def _detect_host(self) -> HostInfo:
+        from envd.gateways.nvml import nvml_from_env
+        from envd.host import detect_host
+
+        return detect_host(nvml_from_env())
+
+    def fingerprint_hashes(self, image_id: str) -> tuple[str, str]:
+        """(environment hash, host hash) recorded for an image; ("", "") when unknown."""
+        rows = self.store.query(
+            "SELECT environment_hash FROM fingerprints WHERE image_id=?", (image_id,)
+        )
+        env_hash = str(rows[0][0]) if rows else ""
+        return env_hash, self.host_hash()
+
+    def host_hash(self) -> str:
+        from envd.fingerprinting import host_section_hash
+
+        return host_section_hash(self)
 
     def status(self) -> DaemonStatus:
         return DaemonStatus(

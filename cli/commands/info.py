@@ -1,0 +1,51 @@
+"""envctl info."""
+
+from __future__ import annotations
+
+import click
+
+from cli.context import AppContext
+from cli.output import emit_json, human_bytes, table
+
+
+@click.command("info")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def info_cmd(obj: AppContext, as_json: bool) -> None:
+    """Show the host: CPU, memory, kernel, engine and runtimes, GPUs, driver and CUDA."""
+    from envd.v1 import envd_pb2 as pb
+
+    host = obj.client().call("HostInfo", pb.HostInfoRequest(), timeout=60)
+    if as_json or obj.as_json:
+        emit_json(host)
+        return
+    engine = host.engine
+    rows = [
+        ("os", host.os),
+        ("kernel", host.kernel),
+        ("cpu", f"{host.cpu_model} ({host.arch}, {host.cpu_count} cores)"),
+        ("memory", human_bytes(host.memory_bytes)),
+        (
+            "engine",
+            f"Docker {engine.version}, runtimes: {', '.join(engine.runtimes) or '-'}"
+            if engine.reachable
+            else f"unreachable: {engine.error}",
+        ),
+        ("nvidia runtime", "yes" if engine.nvidia_runtime else "no"),
+    ]
+    if host.gpus:
+        rows.append(("driver", f"{host.driver_version} (CUDA {host.cuda_driver_version})"))
+    else:
+        rows.append(("gpus", f"none ({host.gpu_error or 'no NVIDIA GPU found'})"))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key.ljust(width)}  {value}")
+    if host.gpus:
+        click.echo("")
+        table(
+            ["gpu", "model", "memory", "compute", "uuid"],
+            [
+                (g.index, g.name, human_bytes(g.memory_bytes), g.compute_capability, g.uuid)
+                for g in host.gpus
+            ],
+        )
