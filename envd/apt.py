@@ -7,7 +7,9 @@ import re
 from envd.lockfile import DebianPackage
 
 # `apt-get install -s` prints: Inst libgomp1 (12.2.0-14 Debian:12.5/stable [amd64])
-_INST = re.compile(r"^Inst (?P<name>\S+) (?:\[[^\]]*\] )?\((?P<version>\S+) [^\[]*\[(?P<arch>[^\]]+)\]")
+_INST = re.compile(
+    r"^Inst (?P<name>\S+) (?:\[[^\]]*\] )?\((?P<version>\S+) [^\[]*\[(?P<arch>[^\]]+)\]"
+)
 
 
 def parse_simulated_install(output: str) -> tuple[DebianPackage, ...]:

@@ -113,7 +113,9 @@ class Locker:
                 min_driver=min_driver_for_cuda(spec.cuda),
             )
         system = self._system(spec, base, progress)
-        progress(Progress("resolve", f"resolving {len(spec.all_requirements)} requirements with uv"))
+        progress(
+            Progress("resolve", f"resolving {len(spec.all_requirements)} requirements with uv")
+        )
         keep = () if upgrade or previous is None else previous.python
         python = uv.resolve(
             spec.all_requirements,

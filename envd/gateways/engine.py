@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from envd.errors import ContainerError, EngineUnavailable, EnvdError, NotFound
+from envd.errors import ContainerError, EngineUnavailable, EnvdError, NotFound, RegistryError
 
 if TYPE_CHECKING:
     import docker
@@ -225,6 +225,22 @@ class Engine:
             )
             for s in summaries
         ]
+
+    def pull(self, reference: str) -> ImageInfo:
+        """Pull an image; an unreachable registry or unknown image is a RegistryError."""
+        try:
+            for _ in self.client.api.pull(reference, stream=True, decode=True):
+                pass
+        except Exception as exc:
+            raise RegistryError(
+                f"image {reference} is not on the engine and cannot be pulled ({_short(exc)})",
+                hint="check the reference and the registry, or build a local base "
+                "with `base: {debian: bookworm}`",
+            ) from exc
+        image = self.inspect_image(reference)
+        if image is None:
+            raise RegistryError(f"pulling {reference} finished, but the image is not there")
+        return image
 
     # ------------------------------------------------------------ volumes
 

@@ -28,7 +28,9 @@ def lock_result(outcome: LockOutcome) -> pb.LockResult:
 
 
 class LockRpc(RpcBase):
-    def Lock(self, request: pb.LockRequest, context: grpc.ServicerContext) -> Iterator[pb.LockEvent]:
+    def Lock(
+        self, request: pb.LockRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.LockEvent]:
         row = self.app.projects.resolve(request.project.ref)
 
         def work(progress: Reporter) -> LockOutcome:
