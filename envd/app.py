@@ -22,6 +22,7 @@ from envd.projects import Projects
 from envd.store import Store
 
 if TYPE_CHECKING:
+    from envd.builder import Builder
     from envd.host import HostInfo
     from envd.locking import Locker
 
@@ -64,6 +65,12 @@ class App:
         from envd.locking import Locker
 
         return Locker(self)
+
+    @cached_property
+    def builder(self) -> Builder:
+        from envd.builder import Builder
+
+        return Builder(self)
 
     @property
     def host(self) -> HostInfo:
@@ -117,6 +124,11 @@ class App:
 
     def start(self) -> None:
         """Start background work (idle reaper, watcher); called once the socket is up."""
+        threading.Thread(target=self._start_background, daemon=True, name="start").start()
+
+    def _start_background(self) -> None:
+        if self.engine.info().reachable:
+            self.builder.cleanup_orphans()
 
     def close(self) -> None:
         self.events.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from envd.app import App
+from envd.rpc.build import BuildRpc
 from envd.rpc.daemon import DaemonRpc
 from envd.rpc.host import HostRpc
 from envd.rpc.lock import LockRpc
@@ -12,7 +13,7 @@ from envd.rpc.projects import ProjectsRpc
 from envd.v1 import envd_pb2_grpc
 
 
-class Servicer(DaemonRpc, ProjectsRpc, LockRpc, HostRpc, envd_pb2_grpc.EnvdServicer):
+class Servicer(DaemonRpc, ProjectsRpc, LockRpc, BuildRpc, HostRpc, envd_pb2_grpc.EnvdServicer):
     def __init__(self, app: App, shutdown: Callable[[], None]) -> None:
         self.app = app
         self._shutdown = shutdown

@@ -260,10 +260,12 @@ class BuildEvent(_message.Message):
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[BuildResult, _Mapping]] = ...) -> None: ...
 
 class ExportDockerfileReply(_message.Message):
-    __slots__ = ("dockerfile",)
+    __slots__ = ("dockerfile", "requirements")
     DOCKERFILE_FIELD_NUMBER: _ClassVar[int]
+    REQUIREMENTS_FIELD_NUMBER: _ClassVar[int]
     dockerfile: str
-    def __init__(self, dockerfile: _Optional[str] = ...) -> None: ...
+    requirements: str
+    def __init__(self, dockerfile: _Optional[str] = ..., requirements: _Optional[str] = ...) -> None: ...
 
 class ImageRecord(_message.Message):
     __slots__ = ("image", "image_id", "project", "kind", "size_bytes", "created_at", "last_used_at", "in_use")

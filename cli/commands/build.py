@@ -1,0 +1,158 @@
+"""envctl build, export, images, gc."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.context import AppContext
+from cli.output import ProgressDisplay, ago, emit_json, human_bytes, message_dict, table
+from cli.refs import project_ref
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw]?)$")
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_size(text: str) -> int:
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a size (e.g. 10GB, 500MiB)")
+    unit = (match.group(2) or "").lower()
+    binary = "i" in unit
+    factor = _UNITS.get(unit[:1], 1)
+    if binary and unit[:1]:
+        factor = 1024 ** ("kmgt".index(unit[0]) + 1)
+    return int(float(match.group(1)) * factor)
+
+
+def parse_duration(text: str) -> float:
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration (e.g. 7d, 12h, 30m)")
+    return float(match.group(1)) * _SECONDS[match.group(2)]
+
+
+def run_build(obj: AppContext, ref: str, dry_run: bool, as_json: bool) -> Any:
+    """Stream a build, showing progress; returns the BuildResult."""
+    from envd.v1 import envd_pb2 as pb
+
+    display = ProgressDisplay(as_json=as_json)
+    result = None
+    try:
+        request = pb.BuildRequest(project=pb.ProjectRef(ref=ref), dry_run=dry_run)
+        for event in obj.client().stream("Build", request):
+            if event.HasField("progress"):
+                display.update(event.progress)
+            else:
+                result = event.result
+    finally:
+        display.close()
+    assert result is not None
+    return result
+
+
+@click.command("build")
+@click.argument("project", required=False)
+@click.option("--dry-run", is_flag=True, help="Print the plan: each step's key, cached or not.")
+@click.option("--json", "as_json", is_flag=True, help="Progress and result as JSON lines.")
+@click.pass_obj
+def build_cmd(obj: AppContext, project: str | None, dry_run: bool, as_json: bool) -> None:
+    """Build PROJECT's image from envd.lock (locking first when there is none)."""
+    as_json = as_json or obj.as_json
+    result = run_build(obj, project_ref(project), dry_run, as_json)
+    if as_json:
+        emit_json({"result": message_dict(result)})
+        return
+    if dry_run:
+        table(
+            ["step", "key", "cached", "what"],
+            [(s.name, s.key[:12], "yes" if s.cached else "no", s.summary) for s in result.steps],
+        )
+        click.echo(f"image: {result.image}")
+        return
+    ran = [s.name for s in result.steps if not s.cached]
+    if result.cached:
+        click.echo(f"{result.image} is up to date")
+    else:
+        click.echo(f"built {result.image} in {result.elapsed_s:.1f}s (ran: {', '.join(ran)})")
+    if result.environment_hash:
+        click.echo(f"environment {result.environment_hash}")
+
+
+@click.group("export")
+def export_cmd() -> None:
+    """Render the build plan for building elsewhere."""
+
+
+@export_cmd.command("dockerfile")
+@click.argument("project", required=False)
+@click.option("--output", "-o", type=click.Path(file_okay=False), help="Write the files to DIR.")
+@click.pass_obj
+def export_dockerfile(obj: AppContext, project: str | None, output: str | None) -> None:
+    """Print PROJECT's plan as a Dockerfile (with --output, write it and requirements.lock.txt)."""
+    from envd.v1 import envd_pb2 as pb
+
+    reply = obj.client().call("ExportDockerfile", pb.ProjectRef(ref=project_ref(project)))
+    if not output:
+        click.echo(reply.dockerfile, nl=False)
+        return
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "Dockerfile").write_text(reply.dockerfile)
+    (out / "requirements.lock.txt").write_text(reply.requirements)
+    click.echo(f"wrote {out / 'Dockerfile'} and {out / 'requirements.lock.txt'}")
+
+
+@click.command("images")
+@click.pass_obj
+def images_cmd(obj: AppContext) -> None:
+    """List the images and cached build steps envd keeps."""
+    from envd.v1 import envd_pb2 as pb
+
+    reply = obj.client().call("ListImages", pb.ListImagesRequest())
+    if obj.as_json:
+        emit_json(reply)
+        return
+    table(
+        ["image", "kind", "project", "size", "last used", "in use"],
+        [
+            (
+                i.image,
+                i.kind,
+                i.project or "-",
+                human_bytes(i.size_bytes),
+                ago(i.last_used_at),
+                "yes" if i.in_use else "no",
+            )
+            for i in reply.images
+        ],
+    )
+
+
+@click.command("gc")
+@click.option("--keep-storage", default="", help="Keep at most this much, e.g. 10GB.")
+@click.option("--keep-duration", default="", help="Keep what was used within, e.g. 7d.")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.pass_obj
+def gc_cmd(obj: AppContext, keep_storage: str, keep_duration: str, dry_run: bool) -> None:
+    """Remove images and steps that no registered project's current lock needs."""
+    from envd.v1 import envd_pb2 as pb
+
+    request = pb.GcRequest(
+        keep_storage_bytes=parse_size(keep_storage) if keep_storage else 0,
+        keep_duration_s=parse_duration(keep_duration) if keep_duration else 0.0,
+        dry_run=dry_run,
+    )
+    reply = obj.client().call("Gc", request)
+    if obj.as_json:
+        emit_json(reply)
+        return
+    verb = "would remove" if dry_run else "removed"
+    for image in reply.removed:
+        click.echo(f"{verb} {image.image} ({image.kind}, {human_bytes(image.size_bytes)})")
+    click.echo(f"{verb} {len(reply.removed)} images, {human_bytes(reply.freed_bytes)}")

@@ -1,0 +1,320 @@
+"""Runs a build plan on the engine: one container per step, committed as a layer.
+
+Caches (uv, apt archives) are named volumes mounted into steps and never committed; the host
+CA bundle and the uv binary are bind-mounted read-only, so neither is ever baked into an image.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from envd import plan as p
+from envd.cuda import check_host
+from envd.debian_base import restore_debian_base
+from envd.errors import BuildFailed, EnvdError
+from envd.gateways.engine import CommitSpec, Mount
+from envd.lockfile import LockFile
+from envd.locking import lock_path, read_lock
+from envd.lockio import inputs_from_spec, staleness
+from envd.progress import Progress, Reporter
+from envd.store import ProjectRow
+from envd.trust import host_ca_bundle
+
+if TYPE_CHECKING:
+    from envd.app import App
+
+STEP_ROLE = {"envd.role": "step"}
+CACHE_REPOSITORY = "envd/cache"
+UV_VOLUME = "envd-uv-cache"
+APT_VOLUME = "envd-apt-archives"
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    name: str
+    key: str
+    cached: bool
+    summary: str
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    image: str
+    image_id: str
+    steps: tuple[StepOutcome, ...]
+    cached: bool  # nothing ran
+    elapsed_s: float
+    lock_hash: str
+
+
+def uv_binary() -> str:
+    beside = Path(sys.executable).with_name("uv")
+    found = str(beside) if beside.exists() else shutil.which("uv")
+    if not found:
+        raise EnvdError("uv is not installed", hint="run `make setup` (uv is a dependency)")
+    return found
+
+
+class Builder:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.after_build: list[Callable[[ProjectRow, BuildOutcome], None]] = []
+        self._flights: dict[str, Future[BuildOutcome]] = {}
+        self._flights_lock = threading.Lock()
+
+    # ------------------------------------------------------------ queries
+
+    def plan(self, row: ProjectRow, lock: LockFile) -> p.BuildPlan:
+        return p.make_plan(row.name, lock)
+
+    def current_image(self, row: ProjectRow) -> str | None:
+        """The image matching the project's current lock, from files and the store only."""
+        try:
+            lock = read_lock(lock_path(row))
+            if lock is None or staleness(lock, inputs_from_spec(self.app.projects.spec(row))):
+                return None
+        except EnvdError:
+            return None
+        tag = self.plan(row, lock).tag
+        return tag if self.app.store.image(tag) is not None else None
+
+    def _cached(self, key: str) -> str | None:
+        """A step's image when it is recorded and still on the engine (else forget it)."""
+        image_id = self.app.store.step_image(key)
+        if image_id is None:
+            return None
+        if self.app.engine.inspect_image(image_id) is None:
+            self.app.store.drop_step(key)
+            return None
+        return image_id
+
+    # ------------------------------------------------------------ build
+
+    def build(self, row: ProjectRow, progress: Reporter, dry_run: bool = False) -> BuildOutcome:
+        lock = self.app.locker.ensure_lock(row, progress)
+        spec = self.app.projects.spec(row)
+        host = self.app.host
+        check_host(
+            spec.gpu,
+            spec.cuda,
+            len(host.gpus),
+            host.driver_version,
+            host.cuda_driver_version,
+            host.gpu_error,
+            self.app.engine.info().nvidia_runtime,
+        )
+        plan = self.plan(row, lock)
+        if dry_run:
+            steps = tuple(
+                StepOutcome(
+                    s.name, s.key, self._cached(s.key) is not None or s.name == "base", s.summary
+                )
+                for s in plan.steps
+            )
+            return BuildOutcome(
+                plan.tag, "", steps, all(s.cached for s in steps), 0.0, plan.lock_hash
+            )
+        with self._flights_lock:
+            flight = self._flights.get(plan.final_key)
+            leader = flight is None
+            if flight is None:
+                flight = Future()
+                self._flights[plan.final_key] = flight
+        if not leader:
+            progress(Progress("build", f"waiting for the running build of {row.name}"))
+            return flight.result()
+        try:
+            outcome = self._run(row, lock, plan, progress)
+            flight.set_result(outcome)
+        except BaseException as exc:
+            flight.set_exception(exc)
+            raise
+        finally:
+            with self._flights_lock:
+                self._flights.pop(plan.final_key, None)
+        return outcome
+
+    def _run(
+        self, row: ProjectRow, lock: LockFile, plan: p.BuildPlan, progress: Reporter
+    ) -> BuildOutcome:
+        started = time.monotonic()
+        final = self.app.store.image(plan.tag)
+        if final is not None and self.app.engine.inspect_image(plan.tag) is not None:
+            self.app.store.touch_image(plan.tag)
+            self.app.store.touch_steps([s.key for s in plan.steps])
+            self._ready(row, plan)
+            steps = tuple(StepOutcome(s.name, s.key, True, s.summary) for s in plan.steps)
+            return BuildOutcome(
+                plan.tag, final.image_id, steps, True, time.monotonic() - started, plan.lock_hash
+            )
+
+        self.app.store.set_project_state(row.name, "building")
+        self.app.events.publish("build.started", row.name, plan.tag)
+        try:
+            outcome = self._execute(row, lock, plan, progress, started)
+        except BaseException as exc:
+            reason = exc.message if isinstance(exc, EnvdError) else f"{type(exc).__name__}: {exc}"
+            self.app.store.set_project_state(row.name, "failed", reason.splitlines()[0])
+            self.app.events.publish("build.failed", row.name, reason.splitlines()[0])
+            raise
+        self._ready(row, plan)
+        self.app.events.publish(
+            "build.finished", row.name, plan.tag, elapsed=f"{outcome.elapsed_s:.1f}s"
+        )
+        for hook in self.after_build:
+            hook(row, outcome)
+        return outcome
+
+    def _ready(self, row: ProjectRow, plan: p.BuildPlan) -> None:
+        self.app.store.set_project_image(row.name, plan.tag, plan.lock_hash)
+        self.app.store.set_project_state(row.name, "ready")
+
+    def _base_image(self, lock: LockFile, progress: Reporter) -> str:
+        engine = self.app.engine
+        if lock.base.kind == "debian":
+            system = [pkg.name for pkg in lock.system]
+            return restore_debian_base(
+                engine, lock.base, system, self.app.paths.cache / "debian", progress=progress
+            )
+        image = engine.inspect_image(lock.base.digest)
+        if image is None:
+            progress(Progress("base", f"pulling {lock.base.digest}"))
+            image = engine.pull(lock.base.digest)
+        return image.id
+
+    def _execute(
+        self,
+        row: ProjectRow,
+        lock: LockFile,
+        plan: p.BuildPlan,
+        progress: Reporter,
+        started: float,
+    ) -> BuildOutcome:
+        engine = self.app.engine
+        outcomes = [StepOutcome("base", plan.steps[0].key, True, plan.steps[0].summary)]
+        parent = self._base_image(lock, progress)
+        with tempfile.TemporaryDirectory(prefix="envd-build-") as tmp:
+            requirements = Path(tmp) / "requirements.txt"
+            requirements.write_text(plan.requirements)
+            previous_key = plan.steps[0].key
+            for step in plan.steps[1:]:
+                cached = self._cached(step.key)
+                if cached is not None:
+                    progress(Progress(step.name, f"cached: {step.summary}"))
+                    outcomes.append(StepOutcome(step.name, step.key, True, step.summary))
+                    parent = cached
+                    previous_key = step.key
+                    continue
+                progress(
+                    Progress(
+                        step.name, f"running: {step.summary}", elapsed_s=time.monotonic() - started
+                    )
+                )
+                parent = self._run_step(row, plan, step, parent, requirements, progress)
+                size = (engine.inspect_image(parent) or _NO_IMAGE).size
+                self.app.store.record_step(step.key, previous_key, step.name, parent, size)
+                outcomes.append(StepOutcome(step.name, step.key, False, step.summary))
+                previous_key = step.key
+        repository, tag = plan.tag.split(":")
+        engine.tag(parent, repository, tag)
+        info = engine.inspect_image(plan.tag)
+        self.app.store.record_image(
+            plan.tag,
+            parent,
+            row.name,
+            "project",
+            plan.final_key,
+            plan.lock_hash,
+            info.size if info else 0,
+        )
+        self.app.store.touch_steps([s.key for s in plan.steps])
+        return BuildOutcome(
+            plan.tag,
+            parent,
+            tuple(outcomes),
+            all(o.cached for o in outcomes),
+            time.monotonic() - started,
+            plan.lock_hash,
+        )
+
+    def _run_step(
+        self,
+        row: ProjectRow,
+        plan: p.BuildPlan,
+        step: p.Step,
+        parent: str,
+        requirements: Path,
+        progress: Reporter,
+    ) -> str:
+        engine = self.app.engine
+        mounts: list[Mount] = []
+        if step.uses_ca:
+            bundle = host_ca_bundle()
+            if bundle:
+                mounts.append(Mount(bundle, p.CA_BUNDLE, read_only=True))
+        if step.uses_uv:
+            mounts.append(Mount(uv_binary(), p.UV, read_only=True))
+            mounts.append(Mount(str(requirements), p.REQUIREMENTS, read_only=True))
+            mounts.append(Mount(engine.ensure_volume(UV_VOLUME), p.UV_CACHE, volume=True))
+        if step.uses_apt_cache:
+            mounts.append(Mount(engine.ensure_volume(APT_VOLUME), p.APT_ARCHIVES, volume=True))
+        final = step.name == "metadata"
+        commit = CommitSpec(
+            repository=CACHE_REPOSITORY,
+            tag=step.key[:24],
+            labels=dict(plan.labels) if final else {"envd.step": step.name},
+            env=dict(plan.env) if final else {},
+            cmd=p.IDLE_CMD if final else (),
+            workdir=p.WORKDIR if final else "",
+        )
+
+        def log(line: str) -> None:
+            progress(Progress(step.name, line, log=True))
+
+        result = engine.run(
+            parent,
+            list(step.argv),
+            mounts=mounts,
+            network=step.network,
+            user="0",
+            labels={**STEP_ROLE, "envd.project": row.name},
+            on_output=log,
+            commit=commit,
+        )
+        if result.exit_code != 0:
+            tail = "\n".join(result.output.splitlines()[-20:])
+            previous = self.app.store.project_by_name(row.name)
+            kept = previous.image if previous and previous.image else ""
+            raise BuildFailed(
+                f"build step `{step.name}` of {row.name} failed (exit {result.exit_code}): "
+                f"{step.summary}\n{tail}",
+                hint=(f"the previous image {kept} is still usable; " if kept else "")
+                + "fix envd.yaml and build again",
+            )
+        return result.image_id
+
+    # ------------------------------------------------------------ housekeeping
+
+    def cleanup_orphans(self) -> int:
+        """Remove step containers a killed daemon left behind."""
+        removed = 0
+        for container in self.app.engine.list_containers("envd.role=step"):
+            self.app.engine.remove_container(container.id)
+            removed += 1
+        return removed
+
+
+class _NoImage:
+    size = 0
+
+
+_NO_IMAGE = _NoImage()
