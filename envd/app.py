@@ -20,9 +20,11 @@ from envd.gateways.engine import Engine, EngineInfo
 from envd.paths import Paths
 from envd.projects import Projects
 from envd.store import Store
+from envd.warm import WarmContainers
 
 if TYPE_CHECKING:
     from envd.builder import Builder
+    from envd.entering import Entering
     from envd.host import HostInfo
     from envd.locking import Locker
 
@@ -57,6 +59,7 @@ class App:
         self.events = EventBus()
         self.engine = engine or Engine(extra_labels=engine_labels_from_env())
         self.projects = Projects(self.store, self.events)
+        self.warm = WarmContainers(self.engine, self.events, lambda: self.config)
         self._host: HostInfo | None = None
         self._host_lock = threading.Lock()
 
@@ -65,6 +68,12 @@ class App:
         from envd.locking import Locker
 
         return Locker(self)
+
+    @cached_property
+    def entering(self) -> Entering:
+        from envd.entering import Entering
+
+        return Entering(self)
 
     @cached_property
     def builder(self) -> Builder:
@@ -124,13 +133,13 @@ class App:
 
     def start(self) -> None:
         """Start background work (idle reaper, watcher); called once the socket is up."""
-        threading.Thread(target=self._start_background, daemon=True, name="start").start()
-
-    def _start_background(self) -> None:
         if self.engine.info().reachable:
             self.builder.cleanup_orphans()
+            self.warm.rediscover()
+        self.warm.start_reaper()
 
     def close(self) -> None:
+        self.warm.close()
         self.events.close()
         self.store.close()
 

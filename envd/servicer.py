@@ -7,13 +7,22 @@ from collections.abc import Callable
 from envd.app import App
 from envd.rpc.build import BuildRpc
 from envd.rpc.daemon import DaemonRpc
+from envd.rpc.enter import EnterRpc
 from envd.rpc.host import HostRpc
 from envd.rpc.lock import LockRpc
 from envd.rpc.projects import ProjectsRpc
 from envd.v1 import envd_pb2_grpc
 
 
-class Servicer(DaemonRpc, ProjectsRpc, LockRpc, BuildRpc, HostRpc, envd_pb2_grpc.EnvdServicer):
+class Servicer(
+    DaemonRpc,
+    ProjectsRpc,
+    LockRpc,
+    BuildRpc,
+    EnterRpc,
+    HostRpc,
+    envd_pb2_grpc.EnvdServicer,
+):
     def __init__(self, app: App, shutdown: Callable[[], None]) -> None:
         self.app = app
         self._shutdown = shutdown

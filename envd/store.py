@@ -6,6 +6,7 @@ readers proceed. Rows are returned as small frozen dataclasses, never as sqlite3
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -85,6 +86,22 @@ class ImageRow:
     size_bytes: int
     created_at: float
     last_used_at: float
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: str
+    project: str
+    command: tuple[str, ...]
+    image: str
+    started_at: float
+    ended_at: float
+    exit_code: int
+    finished: bool
+    environment_hash: str
+    host_hash: str
+    git_commit: str
+    git_dirty: bool
 
 
 @dataclass(frozen=True)
@@ -242,6 +259,55 @@ class Store:
         with self.transaction() as db:
             db.execute("DELETE FROM images WHERE image=?", (image,))
 
+    # ------------------------------------------------------------ runs
+
+    _RUN_COLUMNS = (
+        "id, project, command, image, started_at, ended_at, exit_code, finished, "
+        "environment_hash, host_hash, git_commit, git_dirty"
+    )
+
+    def start_run(self, run: RunRow) -> None:
+        with self.transaction() as db:
+            db.execute(
+                f"INSERT INTO runs ({self._RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run.id,
+                    run.project,
+                    json.dumps(list(run.command)),
+                    run.image,
+                    run.started_at,
+                    run.ended_at,
+                    run.exit_code,
+                    int(run.finished),
+                    run.environment_hash,
+                    run.host_hash,
+                    run.git_commit,
+                    int(run.git_dirty),
+                ),
+            )
+
+    def finish_run(self, run_id: str, exit_code: int) -> RunRow | None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET ended_at=?, exit_code=?, finished=1 WHERE id=? AND finished=0",
+                (time.time(), exit_code, run_id),
+            )
+        return self.run(run_id)
+
+    def run(self, run_id: str) -> RunRow | None:
+        rows = self.query(
+            f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id=? OR id LIKE ?", (run_id, f"{run_id}%")
+        )
+        return _run(rows[0]) if len(rows) == 1 else None
+
+    def runs(self, project: str = "", limit: int = 50) -> list[RunRow]:
+        where, params = ("WHERE project=?", (project,)) if project else ("", ())
+        rows = self.query(
+            f"SELECT {self._RUN_COLUMNS} FROM runs {where} ORDER BY started_at DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [_run(r) for r in rows]
+
     # ------------------------------------------------------------ key/value cache
 
     def get(self, key: str) -> str | None:
@@ -251,6 +317,37 @@ class Store:
     def put(self, key: str, value: str) -> None:
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+
+
+def _run(row: tuple[object, ...]) -> RunRow:
+    (
+        rid,
+        project,
+        command,
+        image,
+        started,
+        ended,
+        code,
+        finished,
+        env_hash,
+        host_hash,
+        commit,
+        dirty,
+    ) = row
+    return RunRow(
+        id=str(rid),
+        project=str(project),
+        command=tuple(json.loads(str(command))),
+        image=str(image),
+        started_at=float(started),  # type: ignore[arg-type]
+        ended_at=float(ended),  # type: ignore[arg-type]
+        exit_code=int(code),  # type: ignore[call-overload]
+        finished=bool(finished),
+        environment_hash=str(env_hash),
+        host_hash=str(host_hash),
+        git_commit=str(commit),
+        git_dirty=bool(dirty),
+    )
 
 
 def _project(row: tuple[object, ...]) -> ProjectRow:

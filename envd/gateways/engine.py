@@ -453,6 +453,25 @@ class Engine:
         text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
         return RunResult(exit_code=int(code if code is not None else 1), output=text)
 
+    def running_execs(self, container: str) -> int:
+        """How many `docker exec` processes are still running in a container."""
+        import docker.errors
+
+        api = self.client.api
+        try:
+            exec_ids = api.inspect_container(container).get("ExecIDs") or []
+        except docker.errors.NotFound:
+            return 0
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+        running = 0
+        for exec_id in exec_ids:
+            try:
+                running += bool(api.exec_inspect(exec_id).get("Running"))
+            except docker.errors.NotFound:
+                continue
+        return running
+
     def remove_container(self, ref: str) -> None:
         """Stop and remove a container; a missing one is fine."""
         import docker.errors
