@@ -19,12 +19,13 @@ from envd.events import EventBus
 from envd.gateways.engine import Engine, EngineInfo
 from envd.paths import Paths
 from envd.projects import Projects
-from envd.store import Store
+from envd.store import ProjectRow, Store
 from envd.warm import WarmContainers
 
 if TYPE_CHECKING:
-    from envd.builder import Builder
+    from envd.builder import Builder, BuildOutcome
     from envd.entering import Entering
+    from envd.fingerprinting import Fingerprints
     from envd.host import HostInfo
     from envd.locking import Locker
 
@@ -79,7 +80,23 @@ class App:
     def builder(self) -> Builder:
         from envd.builder import Builder
 
-        return Builder(self)
+        builder = Builder(self)
+        builder.metadata_labels = self.fingerprints.labels_before_metadata
+        builder.after_build.append(lambda row, outcome: self._record_fingerprint(row, outcome))
+        return builder
+
+    @cached_property
+    def fingerprints(self) -> Fingerprints:
+        from envd.fingerprinting import Fingerprints
+
+        return Fingerprints(self)
+
+    def _record_fingerprint(self, row: ProjectRow, outcome: BuildOutcome) -> None:
+        from envd.locking import lock_path, read_lock
+
+        lock = read_lock(lock_path(row))
+        if lock is not None:
+            self.fingerprints.record(outcome.image_id, lock)
 
     @property
     def host(self) -> HostInfo:

@@ -68,6 +68,8 @@ class Builder:
     def __init__(self, app: App) -> None:
         self.app = app
         self.after_build: list[Callable[[ProjectRow, BuildOutcome], None]] = []
+        # Labels computed from the image just before its last step (the fingerprint).
+        self.metadata_labels: Callable[[str, LockFile], dict[str, str]] | None = None
         self._flights: dict[str, Future[BuildOutcome]] = {}
         self._flights_lock = threading.Lock()
 
@@ -254,6 +256,7 @@ class Builder:
         parent: str,
         requirements: Path,
         progress: Reporter,
+        extra_labels: dict[str, str] | None = None,
     ) -> str:
         engine = self.app.engine
         mounts: list[Mount] = []
@@ -271,7 +274,9 @@ class Builder:
         commit = CommitSpec(
             repository=CACHE_REPOSITORY,
             tag=step.key[:24],
-            labels=dict(plan.labels) if final else {"envd.step": step.name},
+            labels={**dict(plan.labels), **(extra_labels or {})}
+            if final
+            else {"envd.step": step.name},
             env=dict(plan.env) if final else {},
             cmd=p.IDLE_CMD if final else (),
             workdir=p.WORKDIR if final else "",

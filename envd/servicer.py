@@ -8,6 +8,7 @@ from envd.app import App
 from envd.rpc.build import BuildRpc
 from envd.rpc.daemon import DaemonRpc
 from envd.rpc.enter import EnterRpc
+from envd.rpc.fingerprint import FingerprintRpc
 from envd.rpc.host import HostRpc
 from envd.rpc.lock import LockRpc
 from envd.rpc.projects import ProjectsRpc
@@ -20,6 +21,7 @@ class Servicer(
     LockRpc,
     BuildRpc,
     EnterRpc,
+    FingerprintRpc,
     HostRpc,
     envd_pb2_grpc.EnvdServicer,
 ):

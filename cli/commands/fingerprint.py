@@ -1,0 +1,184 @@
+"""envctl fingerprint, diff, verify, runs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.context import AppContext
+from cli.output import ago, emit_json, table
+from cli.refs import project_ref
+
+_RUN_ID = re.compile(r"^(run:)?[0-9a-f]{6,12}$")
+
+
+def subject(text: str) -> Any:
+    """A fingerprint file, `run:ID`, an image (name:tag or sha256:...), or a project."""
+    from envd.v1 import envd_pb2 as pb
+
+    if Path(text).is_file():
+        return pb.Subject(file=os.path.abspath(text))
+    if text.startswith("run:") or (_RUN_ID.match(text) and not Path(text).exists()):
+        return pb.Subject(run_id=text.removeprefix("run:"))
+    if text.startswith("sha256:") or (":" in text and "/" in text and not Path(text).exists()):
+        return pb.Subject(image=text)
+    return pb.Subject(project=pb.ProjectRef(ref=project_ref(text)))
+
+
+@click.command("fingerprint")
+@click.argument("project", required=False)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the file here.")
+@click.option("--json", "as_json", is_flag=True, help="The full fingerprint as JSON.")
+@click.pass_obj
+def fingerprint_cmd(
+    obj: AppContext, project: str | None, output: str | None, as_json: bool
+) -> None:
+    """Print PROJECT's fingerprint: every package, hashed by section (or write it to a file)."""
+    from envd.fingerprint import dumps
+    from envd.fpconvert import from_msg
+    from envd.v1 import envd_pb2 as pb
+
+    msg = obj.client().call(
+        "GetFingerprint", pb.FingerprintRequest(subject=subject(project or "."))
+    )
+    fp = from_msg(msg)
+    if output:
+        Path(output).write_text(dumps(fp))
+        click.echo(f"wrote {output} (root {fp.root_hash})")
+        return
+    if as_json or obj.as_json:
+        click.echo(dumps(fp), nl=False)
+        return
+    e, h = fp.environment, fp.host
+    click.echo(f"root         {fp.root_hash}")
+    click.echo(f"environment  {fp.environment_hash}")
+    click.echo(f"host         {fp.host_hash}")
+    click.echo(f"os           {e.os_release.get('PRETTY_NAME', '?')}, glibc {e.glibc}, {e.arch}")
+    click.echo(f"python       {e.python_implementation} {e.python_version} ({e.python_build})")
+    click.echo(f"base         {e.base_digest}")
+    if e.env:
+        click.echo("env          " + " ".join(f"{k}={v}" for k, v in sorted(e.env.items())))
+    click.echo(f"python packages ({len(e.python_packages)}):")
+    for p in e.python_packages:
+        click.echo(f"  {p.name}=={p.version}")
+    click.echo(f"debian packages ({len(e.debian_packages)}):")
+    click.echo("  " + " ".join(f"{p.name}={p.version}" for p in e.debian_packages))
+    if e.cuda_libraries:
+        click.echo("cuda: " + ", ".join(f"{p.name} {p.version}" for p in e.cuda_libraries))
+    gpus = ", ".join(g.model for g in h.gpus) or "none"
+    click.echo(
+        f"host         {h.cpu_model} ({h.arch}), kernel {h.kernel}, Docker {h.engine_version}"
+    )
+    click.echo(f"gpus         {gpus}" + (f", driver {h.driver_version}" if h.gpus else ""))
+
+
+@click.command("diff")
+@click.argument("a")
+@click.argument("b")
+@click.option("--json", "as_json", is_flag=True, help="The differences as JSON.")
+@click.pass_obj
+def diff_cmd(obj: AppContext, a: str, b: str, as_json: bool) -> int:
+    """Name what differs between A and B (projects, fingerprint files, run IDs or images).
+
+    Exits 0 when identical, 1 when anything differs.
+    """
+    from envd.fpconvert import change_from_msg
+    from envd.fpdiff import FingerprintDiff, format_diff
+    from envd.v1 import envd_pb2 as pb
+
+    reply = obj.client().call("Diff", pb.DiffRequest(a=subject(a), b=subject(b)))
+    if as_json or obj.as_json:
+        emit_json(reply)
+    else:
+        diff = FingerprintDiff(
+            tuple(change_from_msg(c) for c in reply.changes),
+            reply.environment_identical,
+            reply.host_identical,
+        )
+        click.echo(format_diff(diff, reply.a_label, reply.b_label), nl=False)
+    return 0 if reply.identical else 1
+
+
+@click.command("verify")
+@click.argument("project", required=False)
+@click.pass_obj
+def verify_cmd(obj: AppContext, project: str | None) -> int:
+    """Check that PROJECT's image and warm container still match the recorded fingerprint."""
+    from envd.errors import EXIT_VERIFY
+    from envd.v1 import envd_pb2 as pb
+
+    reply = obj.client().call("Verify", pb.ProjectRef(ref=project_ref(project)), timeout=300)
+    if obj.as_json:
+        emit_json(reply)
+    elif reply.ok:
+        click.echo(f"ok: {reply.checked} match the recorded fingerprint")
+    else:
+        click.echo(f"MISMATCH: {reply.checked} differ from the recorded fingerprint:")
+        for c in reply.changes:
+            what = f"{c.field}: {c.name}" if c.name else c.field
+            click.echo(f"  {c.kind} {what} {c.old} -> {c.new}".rstrip(" ->"))
+    return 0 if reply.ok else EXIT_VERIFY
+
+
+@click.group("runs", invoke_without_command=True)
+@click.option("--project", "-p", default="", help="Only this project's runs.")
+@click.option("--limit", "-n", default=20, show_default=True)
+@click.pass_context
+def runs_cmd(ctx: click.Context, project: str, limit: int) -> None:
+    """List recorded runs (`envctl runs show ID` shows one)."""
+    if ctx.invoked_subcommand:
+        return
+    from envd.v1 import envd_pb2 as pb
+
+    obj: AppContext = ctx.obj
+    ref = pb.ProjectRef(ref=project_ref(project)) if project else pb.ProjectRef()
+    reply = obj.client().call("ListRuns", pb.ListRunsRequest(project=ref, limit=limit))
+    if obj.as_json:
+        emit_json(reply)
+        return
+    table(
+        ["id", "project", "started", "exit", "environment", "commit", "command"],
+        [
+            (
+                r.id,
+                r.project,
+                ago(r.started_at),
+                r.exit_code if r.finished else "running",
+                r.environment_hash.removeprefix("sha256:")[:12] or "-",
+                (r.git_commit[:8] + ("+" if r.git_dirty else "")) or "-",
+                shlex.join(r.command)[:40],
+            )
+            for r in reply.runs
+        ],
+    )
+
+
+@runs_cmd.command("show")
+@click.argument("run_id")
+@click.pass_obj
+def runs_show(obj: AppContext, run_id: str) -> None:
+    """Show one run."""
+    from envd.v1 import envd_pb2 as pb
+
+    r = obj.client().call("GetRun", pb.GetRunRequest(id=run_id))
+    if obj.as_json:
+        emit_json(r)
+        return
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at))
+    took = f"{r.ended_at - r.started_at:.1f}s" if r.finished else "still running"
+    click.echo(f"run          {r.id}")
+    click.echo(f"project      {r.project}")
+    click.echo(f"command      {shlex.join(r.command)}")
+    click.echo(f"started      {when} ({took})")
+    click.echo(f"exit status  {r.exit_code if r.finished else '-'}")
+    click.echo(f"image        {r.image}")
+    click.echo(f"environment  {r.environment_hash or '-'}")
+    click.echo(f"host         {r.host_hash or '-'}")
+    commit = (r.git_commit + (" (dirty)" if r.git_dirty else "")) if r.git_commit else "-"
+    click.echo(f"git commit   {commit}")

@@ -1,0 +1,1 @@
+"""Scripts run inside containers (stdlib only, any Python >= 3.7)."""
