@@ -1,0 +1,85 @@
+"""The build plan is pure: keys change from the changed step on, and nowhere before."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from envd.dockerfile import render
+from envd.lockfile import BaseLock, DebianPackage, Inputs, LockFile, PythonPackage, Target
+from envd.plan import make_plan, requirements_text
+
+
+def lock(python: tuple[PythonPackage, ...] = (), setup: tuple[str, ...] = (), image: bool = False,
+         system: tuple[DebianPackage, ...] = ()) -> LockFile:
+    base = (
+        BaseLock(kind="image", reference="python:3.11-slim", digest="sha256:" + "a" * 64)
+        if image
+        else BaseLock(kind="debian", reference="envd/base-debian:abc", digest="sha256:" + "b" * 64,
+                      suite="bookworm", tarball_sha256="sha256:" + "b" * 64)
+    )
+    inputs = Inputs(base="debian:bookworm", python="3.11", system=(), requirements=("numpy",),
+                    indexes=(), cuda="", env=(("PYTHONHASHSEED", "0"),), setup=setup)
+    return LockFile("0.1.0", "0.13.9", inputs, "sha256:x",
+                    Target("3.11.2", "manylinux_2_36_x86_64", "2.36", "x86_64"), base, system,
+                    python)
+
+
+NUMPY = PythonPackage("numpy", "2.0.0", ("sha256:" + "1" * 64,))
+SIX = PythonPackage("six", "1.16.0", ("sha256:" + "2" * 64,))
+
+
+def keys(plan) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {s.name: s.key for s in plan.steps}
+
+
+def test_plan_is_deterministic() -> None:
+    assert make_plan("p", lock((NUMPY,))) == make_plan("p", lock((NUMPY,)))
+
+
+def test_adding_a_package_changes_packages_step_on_only() -> None:
+    before = keys(make_plan("p", lock((NUMPY,))))
+    after = keys(make_plan("p", lock((NUMPY, SIX))))
+    assert before["base"] == after["base"] and before["venv"] == after["venv"]
+    assert before["packages"] != after["packages"] and before["metadata"] != after["metadata"]
+
+
+def test_system_step_only_for_image_bases_and_kept_across_package_changes() -> None:
+    debs = (DebianPackage("git", "1:2.39.5-0+deb12u1", "amd64"),)
+    assert "system" not in keys(make_plan("p", lock((NUMPY,), system=debs)))
+    a = keys(make_plan("p", lock((NUMPY,), image=True, system=debs)))
+    b = keys(make_plan("p", lock((SIX,), image=True, system=debs)))
+    assert a["system"] == b["system"] and a["packages"] != b["packages"]
+
+
+def test_setup_steps_and_tag() -> None:
+    plan = make_plan("churn", lock((NUMPY,), setup=("echo one", "echo two")))
+    assert [s.name for s in plan.steps] == ["base", "venv", "packages", "setup[0]", "setup[1]",
+                                           "metadata"]
+    assert plan.tag == f"envd/churn:{plan.final_key[:12]}"
+    assert ("PYTHONHASHSEED", "0") in plan.env
+
+
+def test_ca_and_uv_are_passed_per_command_not_baked() -> None:
+    plan = make_plan("p", lock((NUMPY,)))
+    packages = next(s for s in plan.steps if s.name == "packages")
+    assert packages.uses_ca and packages.uses_uv and packages.network
+    assert packages.argv[0] == "env" and "--require-hashes" in packages.argv
+    assert not any(k in ("SSL_CERT_FILE", "UV_CACHE_DIR") for k, _ in plan.env)
+
+
+def test_requirements_have_hashes() -> None:
+    text = requirements_text(lock((NUMPY,)))
+    assert text.startswith("numpy==2.0.0 \\\n    --hash=sha256:1111")
+
+
+def test_no_packages_means_no_packages_step() -> None:
+    assert "packages" not in keys(make_plan("p", lock(())))
+
+
+def test_dockerfile_renders_the_same_plan() -> None:
+    the_lock = replace(lock((NUMPY,), setup=("echo hi",)))
+    text = render(make_plan("p", the_lock), the_lock)
+    assert text.splitlines()[4].startswith("FROM envd/base-debian:abc")
+    assert "RUN python3 -m venv /opt/venv" in text
+    assert "--require-hashes" in text and "COPY requirements.lock.txt" in text
+    assert 'CMD ["sleep", "infinity"]' in text and "WORKDIR /workspace" in text
