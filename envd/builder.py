@@ -6,6 +6,7 @@ CA bundle and the uv binary are bind-mounted read-only, so neither is ever baked
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -54,6 +55,20 @@ class BuildOutcome:
     cached: bool  # nothing ran
     elapsed_s: float
     lock_hash: str
+
+
+def prepare_run_dir(run_dir: Path, requirements: str) -> None:
+    """What steps see at /mnt: uv, the host CA bundle and the hashed requirements (host only)."""
+    (run_dir / "requirements.txt").write_text(requirements)
+    uv = Path(uv_binary())
+    try:
+        os.link(uv.resolve(), run_dir / "uv")
+    except OSError:  # another filesystem: copy instead
+        shutil.copy2(uv, run_dir / "uv")
+    bundle = host_ca_bundle()
+    if bundle:
+        shutil.copyfile(bundle, run_dir / "ca.pem")
+    run_dir.chmod(0o755)
 
 
 def uv_binary() -> str:
@@ -205,8 +220,8 @@ class Builder:
         outcomes = [StepOutcome("base", plan.steps[0].key, True, plan.steps[0].summary)]
         parent = self._base_image(lock, progress)
         with tempfile.TemporaryDirectory(prefix="envd-build-") as tmp:
-            requirements = Path(tmp) / "requirements.txt"
-            requirements.write_text(plan.requirements)
+            run_dir = Path(tmp)
+            prepare_run_dir(run_dir, plan.requirements)
             previous_key = plan.steps[0].key
             for step in plan.steps[1:]:
                 cached = self._cached(step.key)
@@ -221,7 +236,11 @@ class Builder:
                         step.name, f"running: {step.summary}", elapsed_s=time.monotonic() - started
                     )
                 )
-                parent = self._run_step(row, plan, step, parent, requirements, progress)
+                extra: dict[str, str] = {}
+                if step.name == "metadata" and self.metadata_labels is not None:
+                    progress(Progress("fingerprint", "reading the environment's fingerprint"))
+                    extra = self.metadata_labels(parent, lock)
+                parent = self._run_step(row, plan, step, parent, run_dir, progress, extra)
                 size = (engine.inspect_image(parent) or _NO_IMAGE).size
                 self.app.store.record_step(step.key, previous_key, step.name, parent, size)
                 outcomes.append(StepOutcome(step.name, step.key, False, step.summary))
@@ -254,29 +273,25 @@ class Builder:
         plan: p.BuildPlan,
         step: p.Step,
         parent: str,
-        requirements: Path,
+        run_dir: Path,
         progress: Reporter,
         extra_labels: dict[str, str] | None = None,
     ) -> str:
         engine = self.app.engine
         mounts: list[Mount] = []
-        if step.uses_ca:
-            bundle = host_ca_bundle()
-            if bundle:
-                mounts.append(Mount(bundle, p.CA_BUNDLE, read_only=True))
+        if step.uses_ca or step.uses_uv:
+            mounts.append(Mount(str(run_dir), p.RUN_DIR, read_only=True))
         if step.uses_uv:
-            mounts.append(Mount(uv_binary(), p.UV, read_only=True))
-            mounts.append(Mount(str(requirements), p.REQUIREMENTS, read_only=True))
-            mounts.append(Mount(engine.ensure_volume(UV_VOLUME), p.UV_CACHE, volume=True))
+            mounts.append(Mount(engine.ensure_volume(UV_VOLUME), p.UV_CACHE_MOUNT, volume=True))
         if step.uses_apt_cache:
             mounts.append(Mount(engine.ensure_volume(APT_VOLUME), p.APT_ARCHIVES, volume=True))
         final = step.name == "metadata"
         commit = CommitSpec(
             repository=CACHE_REPOSITORY,
             tag=step.key[:24],
-            labels={**dict(plan.labels), **(extra_labels or {})}
+            labels={**dict(plan.labels), **(extra_labels or {}), **_role("image", step.name)}
             if final
-            else {"envd.step": step.name},
+            else _role("layer", step.name),
             env=dict(plan.env) if final else {},
             cmd=p.IDLE_CMD if final else (),
             workdir=p.WORKDIR if final else "",
@@ -316,6 +331,11 @@ class Builder:
             self.app.engine.remove_container(container.id)
             removed += 1
         return removed
+
+
+def _role(role: str, step: str) -> dict[str, str]:
+    """Committed images would inherit the step container's labels: say what they are."""
+    return {"envd.role": role, "envd.step": step}
 
 
 class _NoImage:

@@ -14,14 +14,18 @@ from envd.lockfile import LockFile
 
 VENV = "/opt/venv"
 WORKDIR = "/workspace"
-RUN_DIR = "/run/envd"  # where the executor mounts uv, the CA bundle and the requirements
+# The executor mounts one host folder (uv, the CA bundle, the requirements) over /mnt, and the
+# uv cache volume over /tmp: both already exist in Debian images, so no mount point is left in
+# a committed layer.
+RUN_DIR = "/mnt"
 REQUIREMENTS = f"{RUN_DIR}/requirements.txt"
 UV = f"{RUN_DIR}/uv"
 CA_BUNDLE = f"{RUN_DIR}/ca.pem"
-UV_CACHE = "/var/cache/envd-uv"
+UV_CACHE_MOUNT = "/tmp"
+UV_CACHE = "/tmp/uv"
 APT_ARCHIVES = "/var/cache/apt/archives"
 IDLE_CMD = ("sleep", "infinity")
-PLAN_VERSION = 1  # bump when the meaning of a step changes, so old cache keys stop matching
+PLAN_VERSION = 2  # bump when the meaning of a step changes, so old cache keys stop matching
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,31 @@
+"""A daemon shared by a module's tests, with projects built once (builds cost seconds)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Envctl, _envctl_env, copy_template, stop_daemon
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory, engine: None) -> Iterator[Envctl]:
+    """One daemon for the whole module (its own home), stopped at the end."""
+    root = tmp_path_factory.mktemp("shared")
+    home = root / "home"
+    home.mkdir()
+    runner = Envctl(env=_envctl_env(home), home=home, cwd=root)
+    yield runner
+    runner("stop", "--all", timeout=60)
+    stop_daemon(runner)
+
+
+@pytest.fixture(scope="module")
+def default_project(shared: Envctl) -> Path:
+    """environments/default, copied and built once per module."""
+    path = copy_template("default", shared.cwd / "default")
+    (path / "envd.yaml").write_text((path / "envd.yaml").read_text() + "name: dflt\n")
+    shared.ok("build", str(path))
+    return path

@@ -1,0 +1,152 @@
+"""envctl build on the real engine: caching, failure, concurrency, CA trust, gc."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from envd.trust import host_ca_bundle
+from tests.conftest import Envctl, copy_template
+
+pytestmark = pytest.mark.integration
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
+
+
+def build_json(envctl: Envctl, path: Path, *extra: str) -> dict:  # type: ignore[type-arg]
+    out = envctl.ok("build", "--json", *extra, str(path))
+    return json.loads(out[out.index('{\n  "result"'):])["result"]
+
+
+def layers(image: str) -> list[str]:
+    return json.loads(docker("image", "inspect", "-f", "{{json .RootFS.Layers}}", image))
+
+
+def test_noop_rebuild_runs_nothing(shared: Envctl, default_project: Path) -> None:
+    result = build_json(shared, default_project)
+    assert result["cached"] is True
+    assert all(step["cached"] for step in result["steps"])
+    labels = json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}",
+                               result["image"]))
+    assert labels["envd.lock-hash"].startswith("sha256:")
+    assert labels["envd.fingerprint.environment"].startswith("sha256:")
+
+
+def test_adding_a_package_reuses_base_and_venv(shared: Envctl, tmp_path: Path) -> None:
+    path = copy_template("default", shared.cwd / "grow")
+    old = build_json(shared, path)
+    spec = (path / "envd.yaml").read_text()
+    (path / "envd.yaml").write_text(spec.replace("  - pyyaml", "  - pyyaml\n  - six"))
+    shared.ok("lock", str(path))
+    plan = {s["name"]: s["cached"] for s in build_json(shared, path, "--dry-run")["steps"]}
+    assert plan == {"base": True, "venv": True, "packages": False, "metadata": False}
+    new = build_json(shared, path)
+    ran = [s["name"] for s in new["steps"] if not s["cached"]]
+    assert ran == ["packages", "metadata"]
+    old_layers, new_layers = layers(old["image"]), layers(new["image"])
+    assert new_layers[:2] == old_layers[:2]  # base and venv layers are the same layers
+    assert new_layers[2] != old_layers[2]
+
+
+def test_failing_setup_names_the_step_and_keeps_the_old_image(shared: Envctl) -> None:
+    path = copy_template("default", shared.cwd / "failing")
+    good = build_json(shared, path)["image"]
+    spec = (path / "envd.yaml").read_text()
+    (path / "envd.yaml").write_text(spec + "setup: ['echo about to fail; exit 3']\n")
+    shared.ok("lock", str(path))
+    proc = shared("build", str(path))
+    assert proc.returncode == 6
+    assert "setup[0]" in proc.stderr and "about to fail" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert docker("image", "inspect", "-f", "{{.Id}}", good).strip()
+    ls = json.loads(shared.ok("--json", "ls"))["projects"]
+    project = next(p for p in ls if p["path"] == str(path))
+    assert project["image"] == good and project["state"] == "PROJECT_STATE_FAILED"
+    left = docker("ps", "-aq", "--filter", "label=envd.role=step")
+    assert left.strip() == ""
+
+
+def test_concurrent_builds_share_one_build(shared: Envctl) -> None:
+    path = copy_template("default", shared.cwd / "twice")
+    spec = (path / "envd.yaml").read_text()
+    (path / "envd.yaml").write_text(spec.replace("  - pyyaml", "  - pyyaml\n  - idna"))
+    shared.ok("lock", str(path))
+    outputs: list[str] = []
+
+    def build() -> None:
+        outputs.append(shared("build", str(path)).stderr)
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ran = sum("running: 3 Python packages" in out for out in outputs)
+    assert ran == 1, outputs
+
+
+def test_ca_bundle_is_in_no_layer(shared: Envctl, default_project: Path, tmp_path: Path) -> None:
+    bundle = host_ca_bundle()
+    assert bundle
+    image = json.loads(shared.ok("--json", "ls"))["projects"]
+    tag = next(p["image"] for p in image if p["path"] == str(default_project))
+    archive = tmp_path / "image.tar"
+    subprocess.run(["docker", "save", "-o", str(archive), tag], check=True)
+    host_certs = _pem_blocks(Path(bundle).read_text())
+    packaged = _pem_blocks(docker("run", "--rm", tag, "cat", "/etc/ssl/certs/ca-certificates.crt"))
+    extra = [c for c in host_certs if c not in packaged]  # e.g. the proxy's own CA
+    with tarfile.open(archive) as outer:
+        for member in outer.getmembers():
+            if not member.name.endswith("layer.tar"):
+                continue
+            layer = tarfile.open(fileobj=outer.extractfile(member))
+            names = layer.getnames()
+            assert not any(n.startswith(("mnt/", "tmp/")) for n in names), names
+            for inner in layer.getmembers():
+                if inner.isfile() and inner.size < 5_000_000:
+                    data = layer.extractfile(inner).read().decode("latin-1")  # type: ignore[union-attr]
+                    for cert in extra:
+                        assert cert not in data, inner.name
+
+
+def _pem_blocks(text: str) -> list[str]:
+    parts = text.split("-----BEGIN CERTIFICATE-----")[1:]
+    return [p.split("-----END CERTIFICATE-----")[0].strip() for p in parts]
+
+
+def test_gc_keeps_what_a_current_lock_needs(shared: Envctl) -> None:
+    path = copy_template("default", shared.cwd / "gc")
+    first = build_json(shared, path)["image"]
+    spec = (path / "envd.yaml").read_text()
+    (path / "envd.yaml").write_text(spec.replace("  - pyyaml", "  - pyyaml\n  - certifi"))
+    shared.ok("lock", str(path))
+    second = build_json(shared, path)["image"]
+    removed = json.loads(shared.ok("--json", "gc"))["removed"]
+    names = {r["image"] for r in removed}
+    assert first in names and second not in names
+    assert docker("image", "inspect", "-f", "{{.Id}}", second).strip()
+    assert "up to date" in shared.ok("build", str(path))
+
+
+def test_export_dockerfile(shared: Envctl, default_project: Path, tmp_path: Path) -> None:
+    out = shared.ok("export", "dockerfile", str(default_project), "--output", str(tmp_path / "x"))
+    assert "wrote" in out
+    text = (tmp_path / "x" / "Dockerfile").read_text()
+    assert text.count("FROM ") == 1 and "--require-hashes" in text
+    assert "--hash=sha256:" in (tmp_path / "x" / "requirements.lock.txt").read_text()
+
+
+def test_gpu_required_fails_before_any_build(shared: Envctl) -> None:
+    path = copy_template("default", shared.cwd / "needsgpu")
+    spec = (path / "envd.yaml").read_text()
+    (path / "envd.yaml").write_text(spec + "gpu: required\n")
+    proc = shared("build", str(path))
+    assert proc.returncode == 7
+    assert "no NVIDIA GPU" in proc.stderr

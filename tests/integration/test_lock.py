@@ -1,0 +1,101 @@
+"""envctl lock on the real engine and the real index."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Envctl, copy_template
+
+pytestmark = pytest.mark.integration
+
+
+def lock_data(path: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((path / "envd.lock").read_text())
+
+
+def test_sklearn_lock_pins_everything_and_is_stable(shared: Envctl) -> None:
+    path = copy_template("sklearn", shared.cwd / "sk")
+    out = shared.ok("lock", str(path))
+    assert "wrote" in out
+    data = lock_data(path)
+    names = {p["name"] for p in data["python"]}
+    assert {"scikit-learn", "pandas", "numpy", "scipy"} <= names
+    for package in data["python"]:
+        assert package["version"] and package["hashes"]
+        assert all(h.startswith("sha256:") for h in package["hashes"])
+    assert data["base"]["kind"] == "debian" and data["base"]["packages"]
+    assert all(p["version"] for p in data["base"]["packages"])
+    assert data["target"]["python_version"].startswith("3.11.")
+    assert data["target"]["platform"] == "manylinux_2_36_x86_64"
+    before = (path / "envd.lock").read_bytes()
+    assert "unchanged" in shared.ok("lock", str(path))
+    assert (path / "envd.lock").read_bytes() == before
+    assert shared("lock", "--check", str(path)).returncode == 0
+
+
+def test_check_names_each_kind_of_drift(shared: Envctl) -> None:
+    path = copy_template("default", shared.cwd / "drift")
+    shared.ok("lock", str(path))
+    spec = (path / "envd.yaml").read_text()
+    cases = {
+        "package added: six": spec.replace("  - pyyaml", "  - pyyaml\n  - six"),
+        "package removed: pyyaml": spec.replace("  - pyyaml\n", ""),
+        "constraint changed": spec.replace("numpy>=1.26", "numpy>=1.25"),
+        "python changed": spec.replace('python: "3.11"', 'python: "3.11.2"'),
+        "base changed": spec.replace("debian: bookworm", "debian: trixie"),
+    }
+    for reason, text in cases.items():
+        (path / "envd.yaml").write_text(text)
+        proc = shared("lock", "--check", str(path))
+        assert proc.returncode == 5, (reason, proc.stderr)
+        assert reason in proc.stderr, proc.stderr
+    (path / "envd.yaml").write_text(spec)
+    assert shared("lock", "--check", str(path)).returncode == 0
+
+
+def test_conflict_is_named_and_old_lock_kept(shared: Envctl) -> None:
+    path = copy_template("default", shared.cwd / "conflict")
+    shared.ok("lock", str(path))
+    before = (path / "envd.lock").read_bytes()
+    spec = (path / "envd.yaml").read_text()
+    (path / "envd.yaml").write_text(spec.replace("  - pyyaml", "  - pyyaml\n  - numpy<1.20"))
+    proc = shared("lock", str(path))
+    assert proc.returncode == 1
+    assert "numpy" in proc.stderr and "Traceback" not in proc.stderr
+    assert (path / "envd.lock").read_bytes() == before
+    assert not list(path.glob("*.tmp*")) and not list(path.glob(".envd.lock*"))
+
+
+def test_pytorch_cuda_locks_on_a_cpu_host(shared: Envctl) -> None:
+    path = copy_template("pytorch-cuda", shared.cwd / "cuda")
+    shared.ok("lock", str(path))
+    data = lock_data(path)
+    assert data["target"]["accelerator"] == "cu124"
+    assert data["target"]["min_driver"] == "550.54.14"
+    torch = next(p for p in data["python"] if p["name"] == "torch")
+    assert torch["version"].startswith(("2.5.", "2.6."))
+
+
+def test_mmdebstrap_is_bit_identical(tmp_path: Path) -> None:
+    from envd.gateways.mmdebstrap import build_tarball
+
+    digests = []
+    for name in ("a.tar", "b.tar"):
+        build_tarball("bookworm", ["ca-certificates"], "http://deb.debian.org/debian",
+                      tmp_path / name, source_date_epoch=1_700_000_000)
+        digests.append(subprocess.run(["sha256sum", str(tmp_path / name)], capture_output=True,
+                                      text=True, check=True).stdout.split()[0])
+    assert digests[0] == digests[1]
+
+
+def test_unknown_debian_package_is_named(shared: Envctl) -> None:
+    path = copy_template("default", shared.cwd / "nodeb")
+    spec = (path / "envd.yaml").read_text()
+    (path / "envd.yaml").write_text(spec + "system: [no-such-package-xyz]\n")
+    proc = shared("lock", str(path))
+    assert proc.returncode == 1
+    assert "no-such-package-xyz" in proc.stderr
