@@ -145,6 +145,7 @@ class App:
     def set_config(self, key: str, value: str) -> Config:
         self.config = self.config.with_value(key, value)
         save_config(self.paths.config_file, self.config)
+        self.warm.wake()
         self.events.publish("config.changed", message=f"{key}={value}")
         return self.config
 

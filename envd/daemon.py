@@ -121,10 +121,10 @@ def serve(paths: Paths, foreground: bool = True) -> int:
     envd_pb2_grpc.add_EnvdServicer_to_server(Servicer(app, stop.set), server)
     server.add_insecure_port(f"unix:{backend}")
     server.start()
+    app.start()  # adopt warm containers before the first request can race us to them
     guard = PeerGuard(paths.socket, backend)
     guard.listen()
     paths.pid_file.write_text(f"{os.getpid()}\n")
-    app.start()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

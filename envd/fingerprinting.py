@@ -75,6 +75,7 @@ class Fingerprints:
         result = self.app.engine.run(
             image,
             ["sh", "-c", PYTHON_CANDIDATES, "sh", PROBE_IN_CONTAINER, *sorted(env)],
+            env=env,  # what the image's last step sets; the probe may run before it
             mounts=[Mount(str(PROBE), PROBE_IN_CONTAINER, read_only=True)],
             network=False,
             user="0",

@@ -100,6 +100,7 @@ class WarmContainers:
         self._retiring: list[Warm] = []
         self._lock = threading.RLock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
 
     # ------------------------------------------------------------ discovery and listing
 
@@ -250,7 +251,11 @@ class WarmContainers:
 
     def start_reaper(self) -> None:
         def loop() -> None:
-            while not self._stop.wait(self._interval()):
+            while not self._stop.is_set():
+                self._wake.wait(self._interval())
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
                 try:
                     self.reap()
                 except Exception:  # the engine may be briefly away; try again next round
@@ -258,9 +263,14 @@ class WarmContainers:
 
         threading.Thread(target=loop, daemon=True, name="reaper").start()
 
+    def wake(self) -> None:
+        """Re-read the settings now (after `envctl config idle_timeout ...`)."""
+        self._wake.set()
+
     def _interval(self) -> float:
         timeout = self.config().idle_timeout
         return max(1.0, min(30.0, timeout / 2)) if timeout > 0 else 30.0
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
