@@ -66,8 +66,8 @@ class ProgressDisplay:
         self._last_step = ""
 
     def update(self, progress: Any) -> None:
-        if self.as_json:
-            click.echo(json.dumps({"progress": message_dict(progress)}, sort_keys=True))
+        if self.as_json:  # stdout carries only the result; progress goes to stderr as JSON lines
+            click.echo(json.dumps({"progress": message_dict(progress)}, sort_keys=True), err=True)
             return
         text = progress.message
         if progress.total:

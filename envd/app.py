@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from envd.fingerprinting import Fingerprints
     from envd.host import HostInfo
     from envd.locking import Locker
+    from envd.sharing import Sharing
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,12 @@ class App:
         builder.metadata_labels = self.fingerprints.labels_before_metadata
         builder.after_build.append(lambda row, outcome: self._record_fingerprint(row, outcome))
         return builder
+
+    @cached_property
+    def sharing(self) -> Sharing:
+        from envd.sharing import Sharing
+
+        return Sharing(self)
 
     @cached_property
     def fingerprints(self) -> Fingerprints:

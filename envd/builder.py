@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from envd import plan as p
 from envd.cuda import check_host
 from envd.debian_base import restore_debian_base
-from envd.errors import BuildFailed, EnvdError
+from envd.errors import BuildFailed, EnvdError, RegistryError, VerificationError
 from envd.gateways.engine import CommitSpec, Mount
 from envd.lockfile import LockFile
 from envd.locking import lock_path, read_lock
@@ -174,6 +174,10 @@ class Builder:
                 plan.tag, final.image_id, steps, True, time.monotonic() - started, plan.lock_hash
             )
 
+        if lock.shared_image:
+            shared = self._from_shared_image(row, lock, plan, progress, started)
+            if shared is not None:
+                return shared
         self.app.store.set_project_state(row.name, "building")
         self.app.events.publish("build.started", row.name, plan.tag)
         try:
@@ -190,6 +194,28 @@ class Builder:
         for hook in self.after_build:
             hook(row, outcome)
         return outcome
+
+    def _from_shared_image(
+        self,
+        row: ProjectRow,
+        lock: LockFile,
+        plan: p.BuildPlan,
+        progress: Reporter,
+        started: float,
+    ) -> BuildOutcome | None:
+        """A lock that names a shared image: pull and verify it instead of building."""
+        try:
+            received = self.app.sharing.pull(lock.shared_image, progress)
+        except (RegistryError, VerificationError) as exc:
+            progress(Progress("pull", f"cannot use {lock.shared_image} ({exc.message}); building"))
+            return None
+        if self.app.store.image(plan.tag) is None:
+            progress(Progress("pull", f"{lock.shared_image} is not this lock's image; building"))
+            return None
+        steps = tuple(StepOutcome(s.name, s.key, True, s.summary) for s in plan.steps)
+        return BuildOutcome(
+            plan.tag, received.image_id, steps, False, time.monotonic() - started, plan.lock_hash
+        )
 
     def _ready(self, row: ProjectRow, plan: p.BuildPlan) -> None:
         self.app.store.set_project_image(row.name, plan.tag, plan.lock_hash)

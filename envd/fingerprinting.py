@@ -64,6 +64,12 @@ def _host_dict(section: HostSection) -> dict[str, object]:
     return asdict(section)
 
 
+def spec_env_names(image_env: tuple[str, ...]) -> list[str]:
+    """The variables a spec set, from an image's ENV (without what every envd image has)."""
+    skip = {"PATH", "VIRTUAL_ENV", "LANG", "HOME"}
+    return sorted(n for n in (e.split("=", 1)[0] for e in image_env) if n not in skip)
+
+
 class Fingerprints:
     def __init__(self, app: App) -> None:
         self.app = app
@@ -71,32 +77,37 @@ class Fingerprints:
 
     # ------------------------------------------------------------ computing
 
-    def probe_image(self, image: str, base_digest: str, env: dict[str, str]) -> EnvironmentSection:
+    def probe_image(
+        self,
+        image: str,
+        base_digest: str,
+        names: list[str],
+        set_env: dict[str, str] | None = None,
+    ) -> EnvironmentSection:
+        """Probe a container of `image`; `set_env` stands in for ENV the last step adds."""
         result = self.app.engine.run(
             image,
-            ["sh", "-c", PYTHON_CANDIDATES, "sh", PROBE_IN_CONTAINER, *sorted(env)],
-            env=env,  # what the image's last step sets; the probe may run before it
+            ["sh", "-c", PYTHON_CANDIDATES, "sh", PROBE_IN_CONTAINER, *sorted(names)],
+            env=set_env,
             mounts=[Mount(str(PROBE), PROBE_IN_CONTAINER, read_only=True)],
             network=False,
             user="0",
             labels={"envd.role": "probe"},
         )
-        return self._section(result.exit_code, result.output, image, base_digest, env)
+        return self._section(result.exit_code, result.output, image, base_digest)
 
     def probe_container(
-        self, container: str, base_digest: str, env: dict[str, str]
+        self, container: str, base_digest: str, names: list[str]
     ) -> EnvironmentSection:
         self.app.engine.copy_into(container, "/tmp", {"envd_probe_env.py": PROBE.read_bytes()})
         result = self.app.engine.exec_capture(
             container,
-            ["sh", "-c", PYTHON_CANDIDATES, "sh", "/tmp/envd_probe_env.py", *sorted(env)],
+            ["sh", "-c", PYTHON_CANDIDATES, "sh", "/tmp/envd_probe_env.py", *sorted(names)],
             user="0",
         )
-        return self._section(result.exit_code, result.output, container, base_digest, env)
+        return self._section(result.exit_code, result.output, container, base_digest)
 
-    def _section(
-        self, code: int, output: str, what: str, base_digest: str, env: dict[str, str]
-    ) -> EnvironmentSection:
+    def _section(self, code: int, output: str, what: str, base_digest: str) -> EnvironmentSection:
         lines = [line for line in output.splitlines() if line.startswith("{")]
         if code != 0 or not lines:
             raise VerificationError(
@@ -109,14 +120,18 @@ class Fingerprints:
 
     def labels_before_metadata(self, image: str, lock: LockFile) -> dict[str, str]:
         """Called by the builder before the last step, so the hash becomes an image label."""
-        section = self.probe_image(image, lock.base.digest, dict(lock.inputs.env))
+        env = dict(lock.inputs.env)
+        section = self.probe_image(image, lock.base.digest, list(env), set_env=env)
         self._pending[lock.inputs_hash] = section
         return {ENV_LABEL: section_hash(section)}
 
     def record(self, image_id: str, lock: LockFile) -> Fingerprint:
         section = self._pending.pop(lock.inputs_hash, None)
         if section is None:
-            section = self.probe_image(image_id, lock.base.digest, dict(lock.inputs.env))
+            section = self.probe_image(image_id, lock.base.digest, [k for k, _ in lock.inputs.env])
+        return self.record_section(image_id, section)
+
+    def record_section(self, image_id: str, section: EnvironmentSection) -> Fingerprint:
         fp = make_fingerprint(section, host_section(self.app))
         with self.app.store.transaction() as db:
             db.execute(
@@ -140,10 +155,9 @@ class Fingerprints:
         if rows:
             stored = loads(str(rows[0][0]), f"the fingerprint of {image}")
             return make_fingerprint(stored.environment, host)
-        names = {e.split("=", 1)[0]: "" for e in info.env if not e.startswith(("PATH=", "HOME="))}
-        section = self.probe_image(
-            info.id, base_digest or info.labels.get("envd.base", ""), env or names
-        )
+        names = spec_env_names(info.env)
+        base = base_digest or info.labels.get("envd.base-digest", "")
+        section = self.probe_image(info.id, base, names)
         return make_fingerprint(section, host)
 
     def for_project(self, row: ProjectRow) -> Fingerprint:
@@ -184,14 +198,14 @@ class Fingerprints:
             )
         recorded = self.for_image(image)
         base = recorded.environment.base_digest
-        env = recorded.environment.env
+        names = list(recorded.environment.env)
         host = host_section(self.app)
-        now = make_fingerprint(self.probe_image(image, base, env), host)
+        now = make_fingerprint(self.probe_image(image, base, names), host)
         diff = diff_fingerprints(recorded, now)
         checked = f"image {image}"
         warm = self.app.warm.get(row.name)
         if warm is not None and warm.image == image:
-            live = make_fingerprint(self.probe_container(warm.container_id, base, env), host)
+            live = make_fingerprint(self.probe_container(warm.container_id, base, names), host)
             live_diff = diff_fingerprints(recorded, live)
             diff = FingerprintDiff(
                 diff.changes + live_diff.changes,

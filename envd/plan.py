@@ -200,6 +200,7 @@ def make_plan(project: str, lock: LockFile) -> BuildPlan:
 
     digest = lock_hash(lock)
     labels = (
+        ("envd.base-digest", lock.base.digest),
         ("envd.lock-hash", digest),
         ("envd.project", project),
         ("envd.python", lock.target.python_version),

@@ -12,6 +12,7 @@ from envd.rpc.fingerprint import FingerprintRpc
 from envd.rpc.host import HostRpc
 from envd.rpc.lock import LockRpc
 from envd.rpc.projects import ProjectsRpc
+from envd.rpc.share import ShareRpc
 from envd.v1 import envd_pb2_grpc
 
 
@@ -23,6 +24,7 @@ class Servicer(
     EnterRpc,
     FingerprintRpc,
     HostRpc,
+    ShareRpc,
     envd_pb2_grpc.EnvdServicer,
 ):
     def __init__(self, app: App, shutdown: Callable[[], None]) -> None:

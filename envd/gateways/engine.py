@@ -242,6 +242,65 @@ class Engine:
             raise RegistryError(f"pulling {reference} finished, but the image is not there")
         return image
 
+    def push(self, reference: str, on_progress: OutputSink | None = None) -> PushResult:
+        """Push a tagged image with Docker's stored credentials; count layers moved."""
+        repository, tag = split_reference(reference)
+        pushed: set[str] = set()
+        skipped: set[str] = set()
+        digest = ""
+        try:
+            for item in self.client.api.push(repository, tag=tag, stream=True, decode=True):
+                if "error" in item:
+                    raise RegistryError(
+                        f"pushing {reference} failed: {item['error']}",
+                        hint=_registry_hint(str(item["error"])),
+                    )
+                status, layer = str(item.get("status", "")), str(item.get("id", ""))
+                if status == "Pushed":
+                    pushed.add(layer)
+                elif status == "Layer already exists":
+                    skipped.add(layer)
+                aux = item.get("aux") or {}
+                digest = str(aux.get("Digest", digest))
+                if on_progress is not None and status:
+                    on_progress(f"{layer}: {status}".strip(": "))
+        except RegistryError:
+            raise
+        except Exception as exc:
+            raise RegistryError(
+                f"cannot push {reference}: {_short(exc)}", hint=_registry_hint(str(exc))
+            ) from exc
+        if not digest:
+            raise RegistryError(f"the registry did not return a digest for {reference}")
+        return PushResult(digest=digest, pushed=len(pushed), skipped=len(skipped))
+
+    def save(self, image: str, path: Path) -> None:
+        """Write `docker save` of one image to path."""
+        try:
+            with open(path, "wb") as f:
+                for chunk in self.client.api.get_image(image, chunk_size=1 << 20):
+                    f.write(chunk)
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+
+    def load(self, path: Path) -> list[str]:
+        """`docker load` a tar archive; returns the loaded image references."""
+        loaded: list[str] = []
+        try:
+            with open(path, "rb") as f:
+                for item in self.client.api.load_image(f.read()):
+                    if "error" in item:
+                        raise RegistryError(f"the engine refused the archive: {item['error']}")
+                    stream = str(item.get("stream", ""))
+                    for prefix in ("Loaded image ID: ", "Loaded image: "):
+                        if stream.startswith(prefix):
+                            loaded.append(stream[len(prefix) :].strip())
+        except RegistryError:
+            raise
+        except Exception as exc:
+            raise RegistryError(f"the engine refused the archive: {_short(exc)}") from exc
+        return loaded
+
     # ------------------------------------------------------------ volumes
 
     def ensure_volume(self, name: str) -> str:
@@ -500,6 +559,30 @@ class Engine:
             self.client.api.put_archive(container, path, buf.getvalue())
         except Exception as exc:
             raise _engine_error(exc) from exc
+
+
+@dataclass(frozen=True)
+class PushResult:
+    digest: str
+    pushed: int
+    skipped: int
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """repository and tag of REGISTRY/REPO[:TAG] (a port's colon is not a tag)."""
+    name, _, tag = reference.rpartition(":")
+    if not name or "/" in tag:
+        return reference, "latest"
+    return name, tag
+
+
+def _registry_hint(text: str) -> str:
+    lowered = text.lower()
+    if "unauthorized" in lowered or "authentication required" in lowered:
+        return "log in first: `docker login REGISTRY` (envd uses Docker's stored credentials)"
+    if "connection refused" in lowered or "no such host" in lowered or "dial tcp" in lowered:
+        return "is the registry running and reachable from the engine?"
+    return "check the registry address and your access to it"
 
 
 @dataclass(frozen=True)

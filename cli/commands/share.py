@@ -1,0 +1,96 @@
+"""envctl share image, pull, load."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from cli.context import AppContext
+from cli.output import ProgressDisplay, emit_json, message_dict
+from cli.refs import project_ref
+
+
+def _stream(obj: AppContext, method: str, request: Any) -> Any:
+    display = ProgressDisplay(as_json=obj.as_json)
+    result = None
+    try:
+        for event in obj.client().stream(method, request):
+            if event.HasField("progress"):
+                display.update(event.progress)
+            else:
+                result = event.result
+    finally:
+        display.close()
+    assert result is not None
+    return result
+
+
+@click.group("share")
+def share_cmd() -> None:
+    """Share an environment with colleagues."""
+
+
+@share_cmd.command("image")
+@click.argument("project")
+@click.option("--to", "to", default="", help="Push to REGISTRY/REPO[:TAG].")
+@click.option("--output", "-o", default="", help="Write a compressed archive instead.")
+@click.option("--pin", is_flag=True, help="Write the pushed digest into envd.lock.")
+@click.pass_obj
+def share_image(obj: AppContext, project: str, to: str, output: str, pin: bool) -> None:
+    """Push PROJECT's image (lock and fingerprint as labels), or write it to a file.
+
+    Prints the pushed reference as NAME@sha256:DIGEST.
+    """
+    from envd.v1 import envd_pb2 as pb
+
+    request = pb.ShareRequest(
+        project=pb.ProjectRef(ref=project_ref(project)),
+        to=to,
+        output=os.path.abspath(output) if output else "",
+        pin=pin,
+    )
+    result = _stream(obj, "Share", request)
+    if obj.as_json:
+        emit_json({"result": message_dict(result)})
+        return
+    click.echo(result.reference)
+    if to:
+        click.echo(
+            f"layers: {result.layers_pushed} pushed, {result.layers_skipped} already there",
+            err=True,
+        )
+    if result.pinned:
+        click.echo("pinned in envd.lock: colleagues' `envctl enter` pulls it", err=True)
+
+
+def _received(obj: AppContext, result: Any) -> None:
+    if obj.as_json:
+        emit_json({"result": message_dict(result)})
+        return
+    click.echo(f"verified {result.image} (environment {result.environment_hash})")
+    if result.project:
+        click.echo(f"registered for project {result.project}: `envctl enter {result.project}`")
+    else:
+        click.echo("no registered project has this lock; `envctl add DIR` one that does")
+
+
+@click.command("pull")
+@click.argument("reference")
+@click.pass_obj
+def pull_cmd(obj: AppContext, reference: str) -> None:
+    """Pull a shared image, check it against its fingerprint, and register it."""
+    from envd.v1 import envd_pb2 as pb
+
+    _received(obj, _stream(obj, "Pull", pb.PullRequest(reference=reference)))
+
+
+@click.command("load")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.pass_obj
+def load_cmd(obj: AppContext, path: str) -> None:
+    """Load a shared archive, check it against its fingerprint, and register it."""
+    from envd.v1 import envd_pb2 as pb
+
+    _received(obj, _stream(obj, "Load", pb.LoadRequest(path=os.path.abspath(path))))
