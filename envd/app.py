@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from envd.host import HostInfo
     from envd.locking import Locker
     from envd.sharing import Sharing
+    from envd.watching import ProjectWatcher
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class App:
         self.engine = engine or Engine(extra_labels=engine_labels_from_env())
         self.projects = Projects(self.store, self.events)
         self.warm = WarmContainers(self.engine, self.events, lambda: self.config)
+        self.watcher: ProjectWatcher | None = None
         self._host: HostInfo | None = None
         self._host_lock = threading.Lock()
 
@@ -162,8 +164,15 @@ class App:
             self.builder.cleanup_orphans()
             self.warm.rediscover()
         self.warm.start_reaper()
+        if self.config.watch:
+            from envd.watching import ProjectWatcher
+
+            self.watcher = ProjectWatcher(self)
+            self.watcher.start()
 
     def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
         self.warm.close()
         self.events.close()
         self.store.close()

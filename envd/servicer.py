@@ -13,6 +13,7 @@ from envd.rpc.host import HostRpc
 from envd.rpc.lock import LockRpc
 from envd.rpc.projects import ProjectsRpc
 from envd.rpc.share import ShareRpc
+from envd.rpc.status import StatusRpc
 from envd.v1 import envd_pb2_grpc
 
 
@@ -25,6 +26,7 @@ class Servicer(
     FingerprintRpc,
     HostRpc,
     ShareRpc,
+    StatusRpc,
     envd_pb2_grpc.EnvdServicer,
 ):
     def __init__(self, app: App, shutdown: Callable[[], None]) -> None:

@@ -27,7 +27,9 @@ SESSION_CACHE = Path(os.environ.get("ENVD_TEST_CACHE", "/tmp/envd-test-cache"))
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path_factory.mktemp("envd-home")
     monkeypatch.setenv("ENVD_HOME", str(home))
     monkeypatch.setenv("ENVD_SOCKET", str(home / "envd.sock"))

@@ -19,11 +19,19 @@ class FakeEngine:
     exec_calls: list[tuple[str, tuple[str, ...], str]] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
-    def start_container(self, name: str, image: str, command: Sequence[str], *,
-                        env: Mapping[str, str] | None = None, mounts: Sequence[Mount] = (),
-                        labels: Mapping[str, str] | None = None, workdir: str = "",
-                        device_requests: Sequence[Mapping[str, Any]] = (),
-                        ports: Sequence[int] = ()) -> ContainerInfo:
+    def start_container(
+        self,
+        name: str,
+        image: str,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        mounts: Sequence[Mount] = (),
+        labels: Mapping[str, str] | None = None,
+        workdir: str = "",
+        device_requests: Sequence[Mapping[str, Any]] = (),
+        ports: Sequence[int] = (),
+    ) -> ContainerInfo:
         cid = f"c{next(self._ids):063d}"
         info = ContainerInfo(cid, name, image, "running", dict(labels or {}))
         self.containers[cid] = info
@@ -55,5 +63,6 @@ class FakeEngine:
 
     def kill(self, container_id: str) -> None:
         info = self.containers[container_id]
-        self.containers[container_id] = ContainerInfo(info.id, info.name, info.image, "exited",
-                                                      info.labels)
+        self.containers[container_id] = ContainerInfo(
+            info.id, info.name, info.image, "exited", info.labels
+        )

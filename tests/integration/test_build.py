@@ -22,7 +22,7 @@ def docker(*args: str) -> str:
 
 def build_json(envctl: Envctl, path: Path, *extra: str) -> dict:  # type: ignore[type-arg]
     out = envctl.ok("build", "--json", *extra, str(path))
-    return json.loads(out[out.index('{\n  "result"'):])["result"]
+    return json.loads(out[out.index('{\n  "result"') :])["result"]
 
 
 def layers(image: str) -> list[str]:
@@ -33,8 +33,9 @@ def test_noop_rebuild_runs_nothing(shared: Envctl, default_project: Path) -> Non
     result = build_json(shared, default_project)
     assert result["cached"] is True
     assert all(step["cached"] for step in result["steps"])
-    labels = json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}",
-                               result["image"]))
+    labels = json.loads(
+        docker("image", "inspect", "-f", "{{json .Config.Labels}}", result["image"])
+    )
     assert labels["envd.lock-hash"].startswith("sha256:")
     assert labels["envd.fingerprint.environment"].startswith("sha256:")
 

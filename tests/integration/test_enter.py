@@ -17,8 +17,9 @@ pytestmark = pytest.mark.integration
 
 
 def warm(envctl: Envctl) -> dict[str, str]:
-    return {c["project"]: c["container_id"]
-            for c in json.loads(envctl.ok("--json", "ps"))["containers"]}
+    return {
+        c["project"]: c["container_id"] for c in json.loads(envctl.ok("--json", "ps"))["containers"]
+    }
 
 
 @pytest.mark.parametrize("code", [0, 1, 42])
@@ -28,9 +29,15 @@ def test_exit_codes_pass_through(shared: Envctl, default_project: Path, code: in
 
 
 def test_python_runs_with_the_spec_env(shared: Envctl, default_project: Path) -> None:
-    out = shared.ok("enter", str(default_project), "--", "python", "-c",
-                    "import os, sys, numpy; print(sys.version_info[:2], os.environ['PYTHONHASHSEED'],"
-                    " os.getcwd(), sys.prefix)")
+    out = shared.ok(
+        "enter",
+        str(default_project),
+        "--",
+        "python",
+        "-c",
+        "import os, sys, numpy; print(sys.version_info[:2], os.environ['PYTHONHASHSEED'],"
+        " os.getcwd(), sys.prefix)",
+    )
     assert out.strip() == "(3, 11) 0 /workspace /opt/venv"
 
 
@@ -63,18 +70,31 @@ def test_files_belong_to_a_non_root_caller(shared: Envctl, default_project: Path
         "print(json.dumps({'c': t.container_id, 'u': t.user, 'argv': list(t.argv),"
         " 'env': dict(t.env), 'w': t.workdir}))\n"
     )
-    target = json.loads(subprocess.run([sys.executable, "-c", code], env=shared.env, cwd=shared.cwd,
-                                       capture_output=True, text=True, check=True).stdout)
+    target = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env=shared.env,
+            cwd=shared.cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert target["u"] == "4321:4321" and target["env"]["HOME"] == "/home/ada"
     assert target["w"] == "/workspace/u4321"
-    subprocess.run(["docker", "exec", "-u", target["u"], "-w", target["w"], target["c"],
-                    *target["argv"]], check=True)
+    subprocess.run(
+        ["docker", "exec", "-u", target["u"], "-w", target["w"], target["c"], *target["argv"]],
+        check=True,
+    )
     made = mine / "by-4321"
     assert made.stat().st_uid == 4321
     made.unlink()
     mine.rmdir()
-    home = subprocess.run(["docker", "exec", "-u", "4321", target["c"], "sh", "-c",
-                           "cd ~ && touch ok && echo $HOME"], capture_output=True, text=True)
+    home = subprocess.run(
+        ["docker", "exec", "-u", "4321", target["c"], "sh", "-c", "cd ~ && touch ok && echo $HOME"],
+        capture_output=True,
+        text=True,
+    )
     assert home.returncode == 0
 
 
@@ -115,7 +135,9 @@ def test_daemon_restart_keeps_the_warm_container(shared: Envctl, default_project
 
 def test_a_killed_container_is_replaced(shared: Envctl, default_project: Path) -> None:
     shared.ok("enter", str(default_project), "--", "true")
-    killed = subprocess.run(["docker", "kill", warm(shared)["dflt"]], capture_output=True, text=True)
+    killed = subprocess.run(
+        ["docker", "kill", warm(shared)["dflt"]], capture_output=True, text=True
+    )
     assert killed.returncode == 0, killed.stderr
     assert shared.ok("enter", str(default_project), "--", "echo", "ok") == "ok\n"
 
@@ -129,9 +151,21 @@ def test_unknown_project_is_a_clear_error(shared: Envctl) -> None:
 
 def test_sigterm_reaches_the_command(shared: Envctl, default_project: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "enter", str(default_project), "--", "sh", "-c",
-         "trap 'echo got-term; exit 7' TERM; while true; do sleep 0.1; done"],
-        env=shared.env, cwd=shared.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "enter",
+            str(default_project),
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 7' TERM; while true; do sleep 0.1; done",
+        ],
+        env=shared.env,
+        cwd=shared.cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         text=True,
     )
     time.sleep(2.0)

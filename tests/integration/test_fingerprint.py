@@ -46,8 +46,9 @@ def test_same_lock_rebuilt_from_scratch_gives_same_hash(shared: Envctl, tmp_path
     assert first == second
 
 
-def test_diff_names_added_packages_and_file_round_trip(shared: Envctl, default_project: Path,
-                                                       tmp_path: Path) -> None:
+def test_diff_names_added_packages_and_file_round_trip(
+    shared: Envctl, default_project: Path, tmp_path: Path
+) -> None:
     grown = copy_template("default", shared.cwd / "grown")
     spec = (grown / "envd.yaml").read_text()
     (grown / "envd.yaml").write_text(spec.replace("  - pyyaml", "  - pyyaml\n  - six"))
@@ -78,8 +79,9 @@ def test_runs_record_status_and_commit(shared: Envctl) -> None:
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-qm", "init"], check=True)
-    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
-                            check=True).stdout.strip()
+    commit = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert shared("enter", str(path), "--", "sh", "-c", "exit 3").returncode == 3
     runs = json.loads(shared.ok("--json", "runs", "--project", str(path)))["runs"]
     run = runs[0]
@@ -94,13 +96,34 @@ def test_info_without_a_gpu_and_with_a_recorded_report(shared: Envctl, tmp_path:
     out = shared.ok("info")
     assert "gpus            none" in out
     report = tmp_path / "gpus.json"
-    report.write_text(json.dumps({
-        "gpus": [{"index": i, "name": "NVIDIA H200", "uuid": f"GPU-{i}",
-                  "memory_bytes": 150_000_000_000, "compute_capability": "9.0"} for i in range(2)],
-        "driver_version": "560.35.03", "cuda_driver_version": "12.6"}))
-    fake = Envctl(env={**shared.env, "ENVD_NVML_REPORT": str(report),
-                       "ENVD_HOME": str(tmp_path / "h"), "ENVD_SOCKET": str(tmp_path / "h/s")},
-                  home=tmp_path / "h", cwd=tmp_path)
+    report.write_text(
+        json.dumps(
+            {
+                "gpus": [
+                    {
+                        "index": i,
+                        "name": "NVIDIA H200",
+                        "uuid": f"GPU-{i}",
+                        "memory_bytes": 150_000_000_000,
+                        "compute_capability": "9.0",
+                    }
+                    for i in range(2)
+                ],
+                "driver_version": "560.35.03",
+                "cuda_driver_version": "12.6",
+            }
+        )
+    )
+    fake = Envctl(
+        env={
+            **shared.env,
+            "ENVD_NVML_REPORT": str(report),
+            "ENVD_HOME": str(tmp_path / "h"),
+            "ENVD_SOCKET": str(tmp_path / "h/s"),
+        },
+        home=tmp_path / "h",
+        cwd=tmp_path,
+    )
     try:
         out = fake.ok("info")
         assert "NVIDIA H200" in out and "560.35.03" in out and "12.6" in out

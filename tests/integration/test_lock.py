@@ -85,10 +85,18 @@ def test_mmdebstrap_is_bit_identical(tmp_path: Path) -> None:
 
     digests = []
     for name in ("a.tar", "b.tar"):
-        build_tarball("bookworm", ["ca-certificates"], "http://deb.debian.org/debian",
-                      tmp_path / name, source_date_epoch=1_700_000_000)
-        digests.append(subprocess.run(["sha256sum", str(tmp_path / name)], capture_output=True,
-                                      text=True, check=True).stdout.split()[0])
+        build_tarball(
+            "bookworm",
+            ["ca-certificates"],
+            "http://deb.debian.org/debian",
+            tmp_path / name,
+            source_date_epoch=1_700_000_000,
+        )
+        digests.append(
+            subprocess.run(
+                ["sha256sum", str(tmp_path / name)], capture_output=True, text=True, check=True
+            ).stdout.split()[0]
+        )
     assert digests[0] == digests[1]
 
 

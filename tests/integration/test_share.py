@@ -36,8 +36,9 @@ def share(envctl: Envctl, *args: str) -> dict:  # type: ignore[type-arg]
     return json.loads(envctl.ok("--json", "share", "image", *args))["result"]
 
 
-def test_share_pull_enter_same_fingerprint(shared: Envctl, default_project: Path, registry: str,
-                                           colleague: Envctl, tmp_path: Path) -> None:
+def test_share_pull_enter_same_fingerprint(
+    shared: Envctl, default_project: Path, registry: str, colleague: Envctl, tmp_path: Path
+) -> None:
     result = share(shared, str(default_project), "--to", f"{registry}/team/dflt")
     reference = result["reference"]
     assert reference.startswith(f"{registry}/team/dflt@sha256:")
@@ -62,8 +63,9 @@ def test_share_pull_enter_same_fingerprint(shared: Envctl, default_project: Path
     assert diff.returncode == 0 or "environment: identical" in diff.stdout, diff.stdout
 
 
-def test_pinned_lock_enters_without_building(shared: Envctl, registry: str,
-                                             colleague: Envctl, tmp_path: Path) -> None:
+def test_pinned_lock_enters_without_building(
+    shared: Envctl, registry: str, colleague: Envctl, tmp_path: Path
+) -> None:
     path = copy_template("default", shared.cwd / "pinned")
     shared.ok("build", str(path))
     result = share(shared, str(path), "--to", f"{registry}/team/pinned", "--pin")
@@ -77,8 +79,9 @@ def test_pinned_lock_enters_without_building(shared: Envctl, registry: str,
     assert "pulling" in proc.stderr and "running: " not in proc.stderr
 
 
-def test_archive_round_trip_and_corruption(shared: Envctl, default_project: Path,
-                                           colleague: Envctl, tmp_path: Path) -> None:
+def test_archive_round_trip_and_corruption(
+    shared: Envctl, default_project: Path, colleague: Envctl, tmp_path: Path
+) -> None:
     archive = tmp_path / "dflt.tar.gz"
     out = shared.ok("share", "image", str(default_project), "--output", str(archive))
     assert str(archive) in out and archive.stat().st_size > 1_000_000
@@ -96,18 +99,24 @@ def test_archive_round_trip_and_corruption(shared: Envctl, default_project: Path
     assert proc.returncode == 8 and "corrupt or truncated" in proc.stderr
 
 
-def test_tampered_image_is_refused(shared: Envctl, default_project: Path, registry: str,
-                                   colleague: Envctl, tmp_path: Path) -> None:
+def test_tampered_image_is_refused(
+    shared: Envctl, default_project: Path, registry: str, colleague: Envctl, tmp_path: Path
+) -> None:
     tag = json.loads(shared.ok("--json", "ls"))["projects"]
     image = next(p["image"] for p in tag if p["path"] == str(default_project))
     evil = tmp_path / "evil"
     evil.mkdir()
     (evil / "Dockerfile").write_text(
         f"FROM {image}\nRUN /opt/venv/bin/python -m pip uninstall -y -q pyyaml\n"
-        "LABEL envd.test.evil=1\n")
+        "LABEL envd.test.evil=1\n"
+    )
     target = f"{registry}/team/evil:1"
-    subprocess.run(["docker", "build", "-q", "-t", target, str(evil)], check=True,
-                   capture_output=True, env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/bin:/bin"})
+    subprocess.run(
+        ["docker", "build", "-q", "-t", target, str(evil)],
+        check=True,
+        capture_output=True,
+        env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/bin:/bin"},
+    )
     subprocess.run(["docker", "push", target], check=True, capture_output=True)
     subprocess.run(["docker", "rmi", "-f", target], capture_output=True)
     proc = colleague("pull", target)
@@ -120,8 +129,7 @@ def test_tampered_image_is_refused(shared: Envctl, default_project: Path, regist
 def test_unreachable_registry_is_a_clear_error(shared: Envctl, default_project: Path) -> None:
     from tests.integration.registry import free_port
 
-    proc = shared("share", "image", str(default_project), "--to",
-                  f"127.0.0.1:{free_port()}/team/x")
+    proc = shared("share", "image", str(default_project), "--to", f"127.0.0.1:{free_port()}/team/x")
     assert proc.returncode == 8
     assert "Traceback" not in proc.stderr
     proc = shared("pull", f"127.0.0.1:{free_port()}/team/x:1")

@@ -25,8 +25,12 @@ PROBE = {
     "glibc": "2.36",
     "arch": "x86_64",
     "debian_packages": [["bash", "5.2.15-2+b7", "amd64"]],
-    "python": {"version": "3.11.2", "implementation": "CPython", "build": ["main", "Mar 13 2023"],
-               "compiler": "GCC 12.2.0"},
+    "python": {
+        "version": "3.11.2",
+        "implementation": "CPython",
+        "build": ["main", "Mar 13 2023"],
+        "compiler": "GCC 12.2.0",
+    },
     "python_packages": [["numpy", "2.0.0", "ab" * 32]],
     "cuda_libraries": [],
     "env": {"PYTHONHASHSEED": "0"},
@@ -52,12 +56,25 @@ def test_hash_is_stable() -> None:
     assert fp.environment_hash.startswith("sha256:") and len(fp.environment_hash) == 71
     # A fixed input has a fixed hash: a change of canonical form is caught here.
     assert make_fingerprint(env(), HOST).host_hash == (
-        "sha256:" + __import__("hashlib").sha256(
-            canonical_json({"schema_version": 1, "section": {
-                "arch": "x86_64", "cpu_model": "Intel Xeon", "cuda_driver_version": "",
-                "driver_version": "", "engine_version": "20.10.24", "gpus": [],
-                "kernel": "6.1.0"}})
-        ).hexdigest()
+        "sha256:"
+        + __import__("hashlib")
+        .sha256(
+            canonical_json(
+                {
+                    "schema_version": 1,
+                    "section": {
+                        "arch": "x86_64",
+                        "cpu_model": "Intel Xeon",
+                        "cuda_driver_version": "",
+                        "driver_version": "",
+                        "engine_version": "20.10.24",
+                        "gpus": [],
+                        "kernel": "6.1.0",
+                    },
+                }
+            )
+        )
+        .hexdigest()
     )
 
 

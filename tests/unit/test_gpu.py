@@ -70,9 +70,23 @@ def test_real_nvml_on_this_machine_does_not_crash() -> None:
 
 def test_recorded_report(tmp_path: Path) -> None:
     path = tmp_path / "gpus.json"
-    path.write_text(json.dumps({"gpus": [{"index": 0, "name": "H200", "uuid": "GPU-1",
-                                          "memory_bytes": 1, "compute_capability": "9.0"}],
-                                "driver_version": "560.1", "cuda_driver_version": "12.6"}))
+    path.write_text(
+        json.dumps(
+            {
+                "gpus": [
+                    {
+                        "index": 0,
+                        "name": "H200",
+                        "uuid": "GPU-1",
+                        "memory_bytes": 1,
+                        "compute_capability": "9.0",
+                    }
+                ],
+                "driver_version": "560.1",
+                "cuda_driver_version": "12.6",
+            }
+        )
+    )
     assert RecordedGpus(str(path)).read().gpus[0].name == "H200"
     assert "cannot read" in RecordedGpus(str(tmp_path / "nope")).read().error
 

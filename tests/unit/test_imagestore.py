@@ -5,8 +5,12 @@ def entry(name: str, used: float, size: int, in_use: bool = False) -> ImageEntry
     return ImageEntry(name, "sha256:" + name, "p", "project", name, size, used, used, in_use)
 
 
-ENTRIES = [entry("old", 100, 10), entry("mid", 200, 10), entry("new", 300, 10),
-           entry("live", 50, 10, in_use=True)]
+ENTRIES = [
+    entry("old", 100, 10),
+    entry("mid", 200, 10),
+    entry("new", 300, 10),
+    entry("live", 50, 10, in_use=True),
+]
 
 
 def test_without_limits_every_unused_image_goes() -> None:

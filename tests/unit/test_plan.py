@@ -9,19 +9,43 @@ from envd.lockfile import BaseLock, DebianPackage, Inputs, LockFile, PythonPacka
 from envd.plan import make_plan, requirements_text
 
 
-def lock(python: tuple[PythonPackage, ...] = (), setup: tuple[str, ...] = (), image: bool = False,
-         system: tuple[DebianPackage, ...] = ()) -> LockFile:
+def lock(
+    python: tuple[PythonPackage, ...] = (),
+    setup: tuple[str, ...] = (),
+    image: bool = False,
+    system: tuple[DebianPackage, ...] = (),
+) -> LockFile:
     base = (
         BaseLock(kind="image", reference="python:3.11-slim", digest="sha256:" + "a" * 64)
         if image
-        else BaseLock(kind="debian", reference="envd/base-debian:abc", digest="sha256:" + "b" * 64,
-                      suite="bookworm", tarball_sha256="sha256:" + "b" * 64)
+        else BaseLock(
+            kind="debian",
+            reference="envd/base-debian:abc",
+            digest="sha256:" + "b" * 64,
+            suite="bookworm",
+            tarball_sha256="sha256:" + "b" * 64,
+        )
     )
-    inputs = Inputs(base="debian:bookworm", python="3.11", system=(), requirements=("numpy",),
-                    indexes=(), cuda="", env=(("PYTHONHASHSEED", "0"),), setup=setup)
-    return LockFile("0.1.0", "0.13.9", inputs, "sha256:x",
-                    Target("3.11.2", "manylinux_2_36_x86_64", "2.36", "x86_64"), base, system,
-                    python)
+    inputs = Inputs(
+        base="debian:bookworm",
+        python="3.11",
+        system=(),
+        requirements=("numpy",),
+        indexes=(),
+        cuda="",
+        env=(("PYTHONHASHSEED", "0"),),
+        setup=setup,
+    )
+    return LockFile(
+        "0.1.0",
+        "0.13.9",
+        inputs,
+        "sha256:x",
+        Target("3.11.2", "manylinux_2_36_x86_64", "2.36", "x86_64"),
+        base,
+        system,
+        python,
+    )
 
 
 NUMPY = PythonPackage("numpy", "2.0.0", ("sha256:" + "1" * 64,))
@@ -53,8 +77,14 @@ def test_system_step_only_for_image_bases_and_kept_across_package_changes() -> N
 
 def test_setup_steps_and_tag() -> None:
     plan = make_plan("churn", lock((NUMPY,), setup=("echo one", "echo two")))
-    assert [s.name for s in plan.steps] == ["base", "venv", "packages", "setup[0]", "setup[1]",
-                                           "metadata"]
+    assert [s.name for s in plan.steps] == [
+        "base",
+        "venv",
+        "packages",
+        "setup[0]",
+        "setup[1]",
+        "metadata",
+    ]
     assert plan.tag == f"envd/churn:{plan.final_key[:12]}"
     assert ("PYTHONHASHSEED", "0") in plan.env
 

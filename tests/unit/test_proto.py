@@ -10,7 +10,10 @@ from tests.conftest import ROOT
 
 def test_generated_stubs_are_current() -> None:
     proc = subprocess.run(
-        [sys.executable, "scripts/gen_proto.py", "--check"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "scripts/gen_proto.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
 
