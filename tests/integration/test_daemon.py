@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import socket
 import stat
 import subprocess
@@ -38,26 +39,33 @@ def test_socket_is_private(envctl: Envctl) -> None:
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another uid")
 def test_client_of_another_uid_is_refused(envctl: Envctl) -> None:
+    import tempfile
+
+    open_dir = Path(tempfile.mkdtemp(prefix="envd-uid-test-"))
+    sock = open_dir / "envd.sock"
+    envctl.env["ENVD_SOCKET"] = str(sock)
     envctl.ok("daemon", "start")
-    sock = envctl.home / "envd.sock"
-    # Open the socket's permissions so the kernel lets `nobody` connect: SO_PEERCRED must
-    # still refuse it, which proves the check itself and not just the file mode.
+    # Open the socket and its folders to everyone, so the kernel lets `nobody` connect:
+    # SO_PEERCRED must still refuse it, which proves the check itself and not the file mode.
+    os.chmod(open_dir, 0o755)
     os.chmod(sock, 0o777)
-    os.chmod(envctl.home, 0o755)
     nobody = pwd.getpwnam("nobody")
     script = (
         "import socket,sys\n"
         "s=socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])\n"
         "s.sendall(b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n')\n"
-        "print('closed' if s.recv(100)==b'' else 'answered')\n"
+        "try:\n    data = s.recv(100)\nexcept ConnectionResetError:\n    data = b''\n"
+        "print('closed' if data == b'' else 'answered')\n"
     )
 
     def as_nobody() -> None:
         os.setgid(nobody.pw_gid)
         os.setuid(nobody.pw_uid)
 
+    # The venv's interpreter lives under /root; the system one is readable by nobody.
+    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
     out = subprocess.run(
-        [sys.executable, "-c", script, str(sock)],
+        [python, "-c", script, str(sock)],
         preexec_fn=as_nobody,
         capture_output=True,
         text=True,
@@ -66,6 +74,8 @@ def test_client_of_another_uid_is_refused(envctl: Envctl) -> None:
     assert out.stdout.strip() == "closed", out.stderr
     log = (envctl.home / "logs" / "envd.log").read_text()
     assert f"refused a connection from uid {nobody.pw_uid}" in log
+    envctl.ok("daemon", "stop")
+    shutil.rmtree(open_dir, ignore_errors=True)
 
 
 def test_second_daemon_refuses_to_start(envctl: Envctl) -> None:

@@ -1,0 +1,459 @@
+"""`make bench`: envd against what users would otherwise run, as ratios measured side by side.
+
+Each case interleaves A (envd) and B (the plain tool) runs, so drift on a shared machine hits
+both alike; the report gives the median and spread of each and the ratio of medians.
+Benchmarks, not tests: nothing here fails for a slow machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = Path(os.environ.get("ENVD_BENCH_DIR", "/tmp/envd-bench"))
+RESULTS = ROOT / "bench" / "results"
+LABEL = "envd.bench=1"
+ENV = {
+    **os.environ,
+    "ENVD_HOME": str(WORK / "home"),
+    "ENVD_SOCKET": str(WORK / "home" / "envd.sock"),
+    "ENVD_CACHE": str(WORK / "cache"),
+    "ENVD_ENGINE_LABELS": LABEL,
+    "PYTHONPATH": str(ROOT),
+}
+ENVCTL = [sys.executable, "-m", "cli.main"]
+
+
+@dataclass
+class Case:
+    name: str
+    a_label: str
+    b_label: str
+    a: list[float] = field(default_factory=list)
+    b: list[float] = field(default_factory=list)
+    target: str = ""  # e.g. "<= 1.5", from the issues
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.a) / statistics.median(self.b) if self.a and self.b else 0.0
+
+    def met(self) -> str:
+        if not self.target or not self.a or not self.b:
+            return ""
+        op, value = self.target.split()
+        ok = self.ratio <= float(value) if op == "<=" else self.ratio >= float(value)
+        return "yes" if ok else "no"
+
+
+def run(argv: list[str], check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, env=ENV, text=True, capture_output=True, check=check, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+
+def envctl(*args: str) -> str:
+    proc = run([*ENVCTL, *args], check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"envctl {' '.join(args)} failed:\n{proc.stderr}")
+    return proc.stdout
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def interleave(
+    case: Case,
+    reps: int,
+    a: Callable[[], object],
+    b: Callable[[], object],
+    before_a: Callable[[], object] | None = None,
+    before_b: Callable[[], object] | None = None,
+) -> Case:
+    for _ in range(reps):
+        if before_a:
+            before_a()
+        case.a.append(timed(a))
+        if before_b:
+            before_b()
+        case.b.append(timed(b))
+    return case
+
+
+def project(name: str, template: str, extra: str = "") -> Path:
+    path = WORK / name
+    path.mkdir(parents=True, exist_ok=True)
+    text = (ROOT / "environments" / template / "envd.yaml").read_text()
+    (path / "envd.yaml").write_text(text + f"name: {name}\n" + extra)
+    return path
+
+
+def image_of(path: Path) -> str:
+    for p in json.loads(envctl("--json", "ls"))["projects"]:
+        if p["path"] == str(path):
+            return str(p["image"])
+    raise SystemExit(f"{path} has no image")
+
+
+def container_of(name: str) -> str:
+    for c in json.loads(envctl("--json", "ps"))["containers"]:
+        if c["project"] == name:
+            return str(c["container_id"])
+    raise SystemExit(f"{name} has no warm container")
+
+
+def docker_build(context: Path, tag: str, no_cache: bool = False) -> None:
+    argv = ["docker", "build", "-q", "-t", tag, str(context)]
+    if no_cache:
+        argv.insert(2, "--no-cache")
+    run(argv, env={**ENV, "DOCKER_BUILDKIT": "0"})  # type: ignore[arg-type]
+
+
+def export(path: Path, dest: Path) -> Path:
+    """The exported Dockerfile, plus the CA bundle this machine's proxy needs (baked: it is
+    only the baseline, never an envd image)."""
+    envctl("export", "dockerfile", str(path), "--output", str(dest))
+    bundle = os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
+    shutil.copyfile(bundle, dest / "ca.pem")
+    text = (dest / "Dockerfile").read_text()
+    text = text.replace(
+        "RUN /opt/venv/bin/pip install",
+        "COPY ca.pem /tmp/ca.pem\nRUN PIP_CERT=/tmp/ca.pem /opt/venv/bin/pip install",
+    )
+    (dest / "Dockerfile").write_text(text)
+    return dest
+
+
+# ---------------------------------------------------------------------- cases
+
+
+def bench_enter(reps: int) -> list[Case]:
+    a = project("bench-a", "default")
+    b = project("bench-b", "default")
+    (b / "envd.yaml").write_text((b / "envd.yaml").read_text().replace('"0"', '"1"'))
+    envctl("build", str(a))
+    envctl("build", str(b))
+    envctl("enter", str(a), "--", "true")
+    container = container_of("bench-a")
+    warm = interleave(
+        Case("warm enter", "envctl enter P -- true", "docker exec C true", target="<= 1.5"),
+        reps * 3,
+        lambda: run([*ENVCTL, "enter", str(a), "--", "true"]),
+        lambda: run(["docker", "exec", container, "true"]),
+    )
+    image = image_of(a)
+    cold = interleave(
+        Case(
+            "cold enter",
+            "envctl enter (no warm container)",
+            "docker run --rm IMAGE true",
+            target="<= 1.2",
+        ),
+        reps,
+        lambda: run([*ENVCTL, "enter", str(a), "--", "true"]),
+        lambda: run(["docker", "run", "--rm", "--label", LABEL, image, "true"]),
+        before_a=lambda: envctl("stop", "bench-a"),
+    )
+    swap = Case("swap", "enter A, B, A, B (per enter)", "docker exec (per exec)")
+    envctl("enter", str(b), "--", "true")
+    other = container_of("bench-b")
+    for _ in range(reps * 2):
+        for path in (a, b):
+            swap.a.append(timed(lambda p=path: run([*ENVCTL, "enter", str(p), "--", "true"])))
+        for c in (container, other):
+            swap.b.append(timed(lambda c=c: run(["docker", "exec", c, "true"])))
+    return [warm, cold, swap]
+
+
+def bench_build(reps: int, full: bool) -> list[Case]:
+    sk = project("bench-sk", "sklearn")
+    envctl("lock", str(sk))
+    envctl("build", str(sk))
+    ctx = export(sk, WORK / "ctx-noop")
+    docker_build(ctx, "envd-bench/noop:1")  # prime the engine's cache
+    noop = interleave(
+        Case(
+            "no-op build", "envctl build (unchanged)", "docker build (full cache)", target="<= 1.0"
+        ),
+        reps * 2,
+        lambda: envctl("build", str(sk)),
+        lambda: docker_build(ctx, "envd-bench/noop:1"),
+    )
+    rebuild = Case(
+        "rebuild +1 package",
+        "envctl build after adding a package",
+        "docker build of the exported Dockerfile",
+        target="<= 0.3",
+    )
+    base_text = (sk / "envd.yaml").read_text()
+    for i, extra in enumerate(["six", "idna", "certifi", "packaging", "tomli"][:reps]):
+        (sk / "envd.yaml").write_text(base_text.replace("  - pandas", f"  - pandas\n  - {extra}"))
+        envctl("lock", str(sk))
+        ctx_i = export(sk, WORK / f"ctx-re{i}")
+        rebuild.a.append(timed(lambda: envctl("build", str(sk))))
+        rebuild.b.append(timed(lambda c=ctx_i: docker_build(c, "envd-bench/rebuild:1")))
+        (sk / "envd.yaml").write_text(base_text)
+        envctl("lock", str(sk))
+    cold = Case(
+        "cold build (sklearn)",
+        "envctl build, empty caches",
+        "docker build with pip, --no-cache",
+        target="<= 0.5",
+    )
+    for _ in range(reps if full else 1):
+        cold.a.append(timed(lambda: _cold_envd_build(sk)))
+        cold.b.append(timed(lambda: docker_build(ctx, "envd-bench/cold:1", no_cache=True)))
+    return [noop, rebuild, cold]
+
+
+def _cold_envd_build(path: Path) -> None:
+    """Drop this project's image and every step layer nobody else holds, and the uv cache."""
+    images = json.loads(envctl("--json", "images"))["images"]
+    for image in images:
+        if image["project"] in ("", path.name):
+            run(["docker", "rmi", "-f", image["image"]], check=False)
+    run(["docker", "volume", "rm", "-f", "envd-uv-cache"], check=False)
+    envctl("gc")
+    envctl("build", str(path))
+
+
+def bench_lock(reps: int) -> list[Case]:
+    sk = project("bench-lock", "sklearn")
+    reqs = WORK / "requirements.in"
+    reqs.write_text("scikit-learn\npandas\n")
+    pip_compile = str(Path(sys.executable).with_name("pip-compile"))
+    uv_cache = WORK / "cache" / "uv"
+    pip_cache = WORK / "pip-cache"
+
+    def envd_lock() -> None:
+        (sk / "envd.lock").unlink(missing_ok=True)
+        envctl("lock", str(sk))
+
+    def compile_hashes() -> None:
+        run(
+            [
+                pip_compile,
+                "--quiet",
+                "--generate-hashes",
+                "--cache-dir",
+                str(pip_cache),
+                "--output-file",
+                str(WORK / "requirements.txt"),
+                str(reqs),
+            ]
+        )
+
+    cold = interleave(
+        Case("lock, cold cache", "envctl lock", "pip-compile --generate-hashes"),
+        1,
+        envd_lock,
+        compile_hashes,
+        before_a=lambda: shutil.rmtree(uv_cache, ignore_errors=True),
+        before_b=lambda: shutil.rmtree(pip_cache, ignore_errors=True),
+    )
+    warm = interleave(
+        Case("lock, warm cache", "envctl lock", "pip-compile --generate-hashes", target="<= 0.1"),
+        reps,
+        envd_lock,
+        compile_hashes,
+    )
+    return [cold, warm]
+
+
+def bench_share(reps: int) -> list[Case]:
+    sys.path.insert(0, str(ROOT))
+    from tests.integration.registry import local_registry
+
+    a = WORK / "bench-a"
+    root = WORK / "registry"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    with local_registry(root) as address:
+        image = image_of(a)
+        envctl("share", "image", str(a), "--to", f"{address}/bench/a:1")
+        run(["docker", "tag", image, f"{address}/bench/plain:1"])
+        run(["docker", "push", f"{address}/bench/plain:1"])
+        case = interleave(
+            Case(
+                "share (unchanged image)", "envctl share image --to", "docker push", target="<= 1.1"
+            ),
+            reps,
+            lambda: envctl("share", "image", str(a), "--to", f"{address}/bench/a:1"),
+            lambda: run(["docker", "push", f"{address}/bench/plain:1"]),
+        )
+        moved = json.loads(
+            envctl("--json", "share", "image", str(a), "--to", f"{address}/bench/a:1")
+        )["result"]["layers_pushed"]
+        case.note = f"layers moved by a second share: {moved}"
+    return [case]
+
+
+def bench_startup(reps: int) -> tuple[list[Case], dict[str, float]]:
+    help_case = Case("envctl --help", "envctl --help", "python -c pass")
+    ps_case = Case("envctl ps", "envctl ps", "docker ps")
+    interleave(
+        help_case,
+        reps * 3,
+        lambda: run([*ENVCTL, "--help"]),
+        lambda: run([sys.executable, "-c", "pass"]),
+    )
+    interleave(ps_case, reps * 3, lambda: run([*ENVCTL, "ps"]), lambda: run(["docker", "ps"]))
+    pid = int((WORK / "home" / "envd.pid").read_text())
+    facts = {"daemon_rss_mib_idle": _rss(pid)}
+    for i in range(20):
+        p = project(f"watched-{i:02d}", "default")
+        envctl("add", str(p))
+    time.sleep(2)
+    facts["daemon_rss_mib_20_projects"] = _rss(pid)
+    facts["daemon_cpu_percent_idle_20_projects"] = _cpu_percent(pid, 20.0)
+    return [help_case, ps_case], facts
+
+
+def _rss(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _cpu_percent(pid: int, seconds: float) -> float:
+    hz = os.sysconf("SC_CLK_TCK")
+    before = _cpu_ticks(pid)
+    time.sleep(seconds)
+    return round(100.0 * (_cpu_ticks(pid) - before) / hz / seconds, 2)
+
+
+# ---------------------------------------------------------------------- report
+
+
+def machine() -> dict[str, str]:
+    engine = run(["docker", "version", "-f", "{{.Server.Version}}"]).stdout.strip()
+    mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cores": str(os.cpu_count()),
+        "memory": f"{int(mem) / 1024 / 1024:.1f} GiB",
+        "engine": f"Docker {engine}",
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def write_report(cases: list[Case], facts: dict[str, float], full: bool) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    data = {
+        "machine": info,
+        "mode": "full" if full else "quick",
+        "facts": facts,
+        "cases": [{**asdict(c), "ratio": c.ratio} for c in cases],
+    }
+    (RESULTS / "latest.json").write_text(json.dumps(data, indent=2) + "\n")
+    chart = ROOT / "bench" / "ratios.png"
+    _chart([c for c in cases if c.a and c.b], chart)
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `make bench{'-full' if full else ''}` on {info['date']}: {info['cores']} "
+        f"cores, {info['memory']}, {info['engine']}, kernel {info['kernel']}.",
+        "A and B runs are interleaved; times are medians (min-max) in seconds; the ratio is "
+        "A/B, so below 1 means envd is faster. Targets come from the issues.",
+        "",
+        "| case | A (envd) | B (baseline) | A median | B median | ratio A/B | target | met |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in cases:
+        lines.append(
+            f"| {c.name} | {c.a_label} | {c.b_label} | {_spread(c.a)} | {_spread(c.b)} | "
+            f"{c.ratio:.2f} | {c.target or '-'} | {c.met() or '-'} |"
+        )
+    lines += ["", "Daemon facts:", ""]
+    lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in facts.items()]
+    notes = [f"- {c.name}: {c.note}" for c in cases if c.note]
+    if notes:
+        lines += ["", "Notes:", "", *notes]
+    lines += ["", "![ratios](bench/ratios.png)", ""]
+    (ROOT / "BENCHMARKS.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+def _chart(cases: list[Case], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(cases) + 1.2))
+    names = [c.name for c in cases][::-1]
+    ratios = [c.ratio for c in cases][::-1]
+    colors = ["#2a9d8f" if r <= 1 else "#e76f51" for r in ratios]
+    ax.barh(names, ratios, color=colors)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("envd time / baseline time (log scale; < 1 is faster)")
+    for y, r in enumerate(ratios):
+        ax.text(r, y, f" {r:.2f}", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def cleanup() -> None:
+    run([*ENVCTL, "stop", "--all"], check=False)
+    run([*ENVCTL, "daemon", "stop"], check=False)
+    for kind in ("ps -aq", "images -q"):
+        ids = run(["docker", *kind.split(), "--filter", f"label={LABEL}"], check=False).stdout
+        if ids.split():
+            verb = ["rm", "-f"] if kind.startswith("ps") else ["rmi", "-f"]
+            run(["docker", *verb, *sorted(set(ids.split()))], check=False)
+    for tag in ("noop", "rebuild", "cold"):
+        run(["docker", "rmi", "-f", f"envd-bench/{tag}:1"], check=False)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="bench")
+    parser.add_argument("--full", action="store_true", help="more repetitions (slower)")
+    args = parser.parse_args()
+    reps = 10 if args.full else 3
+    shutil.rmtree(WORK / "home", ignore_errors=True)
+    for name in os.listdir(WORK) if WORK.exists() else []:
+        if name not in ("cache",):
+            shutil.rmtree(WORK / name, ignore_errors=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    try:
+        cases = bench_enter(reps)
+        cases += bench_build(reps, args.full)
+        cases += bench_lock(reps)
+        cases += bench_share(reps)
+        startup, facts = bench_startup(reps)
+        cases += startup
+    finally:
+        cleanup()
+    write_report(cases, facts, args.full)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
