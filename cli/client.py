@@ -95,7 +95,7 @@ def connect(paths: Paths, start: bool = True) -> Client:
 
 def to_error(exc: grpc.RpcError, paths: Paths) -> EnvdError:
     """Rebuild the daemon's error from the status and trailing metadata."""
-    meta = dict(exc.trailing_metadata() or ())
+    meta = {str(m.key): str(m.value) for m in (exc.trailing_metadata() or ())}
     kind = str(meta.get("envd-kind", ""))
     message = exc.details() or str(exc.code())
     hint = str(meta.get("envd-hint", "")) or None
@@ -122,7 +122,7 @@ class Client:
         self.channel = grpc.insecure_channel(
             f"unix:{paths.socket}", options=[("grpc.enable_http_proxy", 0)]
         )
-        self.stub = envd_pb2_grpc.EnvdStub(self.channel)
+        self.stub = envd_pb2_grpc.EnvdStub(self.channel)  # type: ignore[no-untyped-call]
 
     def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         try:

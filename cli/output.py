@@ -27,13 +27,13 @@ def emit_json(data: Any) -> None:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    rows = [[str(c) for c in row] for row in rows]
+    cells = [[str(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
-    for row in rows:
+    for row in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
     line = "  ".join(f"{{:<{w}}}" for w in widths)
     click.echo(line.format(*[h.upper() for h in headers]).rstrip())
-    for row in rows:
+    for row in cells:
         click.echo(line.format(*row).rstrip())
 
 

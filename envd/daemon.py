@@ -118,7 +118,9 @@ def serve(paths: Paths, foreground: bool = True) -> int:
         interceptors=[ErrorInterceptor(str(paths.log_file))],
         options=[("grpc.so_reuseport", 0)],
     )
-    envd_pb2_grpc.add_EnvdServicer_to_server(Servicer(app, stop.set), server)
+    envd_pb2_grpc.add_EnvdServicer_to_server(  # type: ignore[no-untyped-call]
+        Servicer(app, stop.set), server
+    )
     server.add_insecure_port(f"unix:{backend}")
     server.start()
     app.start()  # adopt warm containers before the first request can race us to them

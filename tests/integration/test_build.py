@@ -107,14 +107,14 @@ def test_ca_bundle_is_in_no_layer(shared: Envctl, default_project: Path, tmp_pat
         for member in outer.getmembers():
             if not member.name.endswith("layer.tar"):
                 continue
-            layer = tarfile.open(fileobj=outer.extractfile(member))
-            names = layer.getnames()
-            assert not any(n.startswith(("mnt/", "tmp/")) for n in names), names
-            for inner in layer.getmembers():
-                if inner.isfile() and inner.size < 5_000_000:
-                    data = layer.extractfile(inner).read().decode("latin-1")  # type: ignore[union-attr]
-                    for cert in extra:
-                        assert cert not in data, inner.name
+            with tarfile.open(fileobj=outer.extractfile(member)) as layer:
+                names = layer.getnames()
+                assert not any(n.startswith(("mnt/", "tmp/")) for n in names), names
+                for inner in layer.getmembers():
+                    if inner.isfile() and inner.size < 5_000_000:
+                        data = layer.extractfile(inner).read().decode("latin-1")  # type: ignore[union-attr]
+                        for cert in extra:
+                            assert cert not in data, inner.name
 
 
 def _pem_blocks(text: str) -> list[str]:
