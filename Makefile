@@ -30,7 +30,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-check: lint typecheck test
+check: lint typecheck test  # what CI runs (.ci/run)
 
 format: setup
 	$(BIN)/ruff check --fix envd cli tests bench scripts
@@ -40,9 +40,11 @@ proto: setup
 	$(BIN)/python scripts/gen_proto.py
 
 bench: setup
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q matplotlib
 	$(BIN)/python -m bench
 
 bench-full: setup
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q matplotlib
 	$(BIN)/python -m bench --full
 
 clean:

@@ -57,8 +57,10 @@ class Case:
         return "yes" if ok else "no"
 
 
-def run(argv: list[str], check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, env=ENV, text=True, capture_output=True, check=check, **kwargs)  # type: ignore[call-overload, no-any-return]
+def run(
+    argv: list[str], check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, env=env or ENV, text=True, capture_output=True, check=check)
 
 
 def envctl(*args: str) -> str:
@@ -118,7 +120,7 @@ def docker_build(context: Path, tag: str, no_cache: bool = False) -> None:
     argv = ["docker", "build", "-q", "-t", tag, str(context)]
     if no_cache:
         argv.insert(2, "--no-cache")
-    run(argv, env={**ENV, "DOCKER_BUILDKIT": "0"})  # type: ignore[arg-type]
+    run(argv, env={**ENV, "DOCKER_BUILDKIT": "0"})
 
 
 def export(path: Path, dest: Path) -> Path:
@@ -167,8 +169,9 @@ def bench_enter(reps: int) -> list[Case]:
         before_a=lambda: envctl("stop", "bench-a"),
     )
     swap = Case("swap", "enter A, B, A, B (per enter)", "docker exec (per exec)")
+    envctl("enter", str(a), "--", "true")
     envctl("enter", str(b), "--", "true")
-    other = container_of("bench-b")
+    container, other = container_of("bench-a"), container_of("bench-b")
     for _ in range(reps * 2):
         for path in (a, b):
             swap.a.append(timed(lambda p=path: run([*ENVCTL, "enter", str(p), "--", "true"])))

@@ -38,7 +38,7 @@ def run_cli(command: click.Command, argv: list[str] | None) -> int:
         sys.stderr.close()
         return 0
     except Exception:
-        return _crash()
+        return crash_report()
     return int(result) if isinstance(result, int) else 0
 
 
@@ -48,7 +48,7 @@ def _report(exc: EnvdError) -> None:
         click.echo(f"  hint: {exc.hint}", err=True)
 
 
-def _crash() -> int:
+def crash_report() -> int:
     """A bug: keep the traceback in a log with the versions, show one line."""
     paths = resolve_paths()
     log = paths.logs / "envctl-crash.log"

@@ -7,7 +7,7 @@ import sys
 
 from click.testing import CliRunner
 
-from cli.main import COMMANDS, cli
+from cli.app import COMMANDS, cli
 from tests.conftest import ROOT
 
 

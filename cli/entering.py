@@ -1,0 +1,147 @@
+"""The enter hot path, free of click: ask the daemon for an exec target, run `docker exec`.
+
+`envctl enter P -- CMD` is typed fifty times a day; `cli.main` sends that exact shape here
+before importing click, so the cost over `docker exec` is Python, grpc and one round trip.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from cli.refs import project_ref
+from envd.errors import EXIT_BUG, EXIT_INTERRUPTED, EnvdError
+from envd.paths import Paths, resolve_paths
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def user_name() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"user{os.getuid()}"
+
+
+def request_target(paths: Paths, ref: str, command: list[str], gpus: str, tty: bool) -> Any:
+    """Stream the Enter call: show build progress if any, return the ExecTarget."""
+    from cli.client import connect
+    from envd.v1 import envd_pb2 as pb
+
+    request = pb.EnterRequest(
+        project=pb.ProjectRef(ref=ref),
+        command=command,
+        gpus=gpus,
+        tty=tty,
+        cwd=os.getcwd(),
+        uid=os.getuid(),
+        gid=os.getgid(),
+        user_name=user_name(),
+    )
+    client = connect(paths)
+    display = None
+    try:
+        for event in client.stream("Enter", request):
+            if event.HasField("target"):
+                return client, event.target
+            if display is None:
+                from cli.output import ProgressDisplay
+
+                display = ProgressDisplay()
+            display.update(event.progress)
+    finally:
+        if display is not None:
+            display.close()
+    raise EnvdError("the daemon sent no exec target")
+
+
+def exec_argv(target: Any, interactive_tty: bool) -> list[str]:
+    argv = ["docker", "exec", "-i"]
+    if interactive_tty:
+        argv.append("-t")
+    argv += ["-u", target.user, "-w", target.workdir]
+    for key, value in sorted(target.env.items()):
+        argv += ["-e", f"{key}={value}"]
+    return [*argv, target.container_id, *target.argv]
+
+
+def forward_signals(target: Any) -> None:
+    """Without a TTY, `docker exec` does not pass signals on: send them to the command."""
+
+    def forward(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name.removeprefix("SIG")
+        pid_file = f"/tmp/.envd-run-{target.run_id}.pid"
+        subprocess.run(
+            ["docker", "exec", target.container_id, "sh", "-c", f"kill -{name} $(cat {pid_file})"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
+
+
+def enter(paths: Paths, project: str, command: list[str], gpus: str = "") -> int:
+    """Run CMD (or a login shell) in the project's warm container; CMD's status is returned."""
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    client, target = request_target(paths, project_ref(project), command, gpus, tty)
+    argv = exec_argv(target, tty)
+    if command and not tty:
+        forward_signals(target)
+        # Keep the terminal's Ctrl-C for us (we forward it) when stdin is not the terminal.
+        proc = subprocess.Popen(argv, start_new_session=not sys.stdin.isatty())
+    else:
+        proc = subprocess.Popen(argv)
+    while True:
+        try:
+            code = proc.wait()
+            break
+        except KeyboardInterrupt:
+            continue  # with a TTY, Ctrl-C went to the command itself; wait for it to end
+    if target.run_id:
+        from envd.v1 import envd_pb2 as pb
+
+        client.call("FinishRun", pb.FinishRunRequest(run_id=target.run_id, exit_code=code))
+    return code if code >= 0 else 128 - code
+
+
+def parse_fast(argv: list[str]) -> tuple[str, list[str], str] | None:
+    """`enter PROJECT [--gpus G] -- CMD...`, or None for anything click should parse."""
+    if len(argv) < 3 or argv[0] != "enter":
+        return None
+    rest = argv[1:]
+    gpus = ""
+    if rest[:1] == ["--gpus"] and len(rest) > 2:
+        gpus, rest = rest[1], rest[2:]
+    if len(rest) < 3 or rest[0].startswith("-") or rest[1] != "--":
+        return None
+    return rest[0], rest[2:], gpus
+
+
+def main_fast(argv: list[str]) -> int | None:
+    """Handle the hot path, or return None to let click take the command line."""
+    parsed = parse_fast(argv)
+    if parsed is None:
+        return None
+    project, command, gpus = parsed
+    try:
+        code = enter(resolve_paths(), project, command, gpus)
+    except EnvdError as exc:
+        sys.stderr.write(f"envctl: error: {exc.message}\n")
+        if exc.hint:
+            sys.stderr.write(f"  hint: {exc.hint}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("Interrupted.\n")
+        return EXIT_INTERRUPTED
+    except Exception:
+        from cli.errors import crash_report
+
+        return crash_report()
+    return code if code is not None else EXIT_BUG
