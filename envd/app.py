@@ -5,6 +5,7 @@ The gRPC servicer only converts messages and calls methods reached from here.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -55,6 +56,8 @@ class App:
     def __init__(self, paths: Paths, engine: Engine | None = None) -> None:
         self.paths = paths
         self.started = time.time()
+        # Which daemon made a container: several users' daemons may share one engine.
+        self.owner = hashlib.sha256(str(paths.home).encode()).hexdigest()[:16]
         paths.home.mkdir(parents=True, exist_ok=True)
         paths.cache.mkdir(parents=True, exist_ok=True)
         self.store = Store(paths.database)

@@ -332,7 +332,7 @@ class Builder:
             mounts=mounts,
             network=step.network,
             user="0",
-            labels={**STEP_ROLE, "envd.project": row.name},
+            labels={**STEP_ROLE, "envd.project": row.name, "envd.owner": self.app.owner},
             on_output=log,
             commit=commit,
         )
@@ -351,11 +351,12 @@ class Builder:
     # ------------------------------------------------------------ housekeeping
 
     def cleanup_orphans(self) -> int:
-        """Remove step containers a killed daemon left behind."""
+        """Remove step containers a killed daemon of this $ENVD_HOME left behind."""
         removed = 0
         for container in self.app.engine.list_containers("envd.role=step"):
-            self.app.engine.remove_container(container.id)
-            removed += 1
+            if container.labels.get("envd.owner") == self.app.owner:  # not another daemon's
+                self.app.engine.remove_container(container.id)
+                removed += 1
         return removed
 
 

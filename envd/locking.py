@@ -96,6 +96,9 @@ class Locker:
         previous = loads(previous_text, str(path)) if previous_text is not None else None
         inputs = inputs_from_spec(spec)
         reasons = tuple(staleness(previous, inputs)) if previous else ("new lock",)
+        if previous is not None and not reasons and not upgrade and not upgrade_packages:
+            # In sync: nothing to resolve (`--upgrade` re-resolves on purpose).
+            return LockOutcome(path, previous, changed=False, in_sync=True, reasons=())
 
         base = self._base(spec, previous, upgrade, progress)
         progress(Progress("target", "reading the Python target from the base image"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from envd.trust import host_ca_bundle
-from tests.conftest import Envctl, copy_template
+from tests.conftest import SESSION_LABEL, Envctl, copy_template
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +70,9 @@ def test_failing_setup_names_the_step_and_keeps_the_old_image(shared: Envctl) ->
     ls = json.loads(shared.ok("--json", "ls"))["projects"]
     project = next(p for p in ls if p["path"] == str(path))
     assert project["image"] == good and project["state"] == "PROJECT_STATE_FAILED"
-    left = docker("ps", "-aq", "--filter", "label=envd.role=step")
+    left = docker(
+        "ps", "-aq", "--filter", "label=envd.role=step", "--filter", f"label={SESSION_LABEL}"
+    )
     assert left.strip() == ""
 
 
