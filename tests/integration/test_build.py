@@ -153,3 +153,31 @@ def test_gpu_required_fails_before_any_build(shared: Envctl) -> None:
     proc = shared("build", str(path))
     assert proc.returncode == 7
     assert "no NVIDIA GPU" in proc.stderr
+
+
+def test_a_daemon_killed_mid_build_leaves_no_containers(shared: Envctl) -> None:
+    import os
+    import signal
+    import sys
+    import time
+
+    path = copy_template("default", shared.cwd / "killed")
+    spec = (path / "envd.yaml").read_text()
+    (path / "envd.yaml").write_text(spec + "setup: ['sleep 60']\n")
+    shared.ok("lock", str(path))
+    build = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "build", str(path)],
+        env=shared.env,
+        cwd=shared.cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    step = ["ps", "-q", "--filter", "label=envd.role=step", "--filter", f"label={SESSION_LABEL}"]
+    deadline = time.monotonic() + 120
+    while not docker(*step).strip():
+        assert time.monotonic() < deadline, "no step container appeared"
+        time.sleep(0.2)
+    os.kill(int((shared.home / "envd.pid").read_text()), signal.SIGKILL)
+    build.wait(timeout=30)
+    shared.ok("daemon", "status")  # a fresh daemon starts and cleans up after the old one
+    assert docker(*step).strip() == ""
