@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = Path(os.environ.get("ENVD_BENCH_DIR", "/tmp/envd-bench"))
 RESULTS = ROOT / "bench" / "results"
 LABEL = "envd.bench=1"
+RUN_ID = f"{time.time_ns()}"
 ENV = {
     **os.environ,
     "ENVD_HOME": str(WORK / "home"),
@@ -135,6 +136,9 @@ def export(path: Path, dest: Path) -> Path:
         "COPY ca.pem /tmp/ca.pem\nRUN PIP_CERT=/tmp/ca.pem /opt/venv/bin/pip install",
     )
     (dest / "Dockerfile").write_text(text)
+    # A stamp unique to this run, so layers cached by an earlier bench run cannot answer.
+    requirements = dest / "requirements.lock.txt"
+    requirements.write_text(f"# bench run {RUN_ID}\n" + requirements.read_text())
     return dest
 
 
@@ -245,18 +249,10 @@ def bench_lock(reps: int) -> list[Case]:
         envctl("lock", str(sk))
 
     def compile_hashes() -> None:
-        run(
-            [
-                pip_compile,
-                "--quiet",
-                "--generate-hashes",
-                "--cache-dir",
-                str(pip_cache),
-                "--output-file",
-                str(WORK / "requirements.txt"),
-                str(reqs),
-            ]
-        )
+        # pip's HTTP cache and pip-tools' dependency cache both live under pip_cache.
+        env = {**ENV, "XDG_CACHE_HOME": str(pip_cache)}
+        argv = [pip_compile, "--quiet", "--generate-hashes", "--cache-dir", str(pip_cache / "pip")]
+        run([*argv, "--output-file", str(WORK / "requirements.txt"), str(reqs)], env=env)
 
     cold = interleave(
         Case("lock, cold cache", "envctl lock", "pip-compile --generate-hashes"),

@@ -94,3 +94,20 @@ class ProgressDisplay:
 
     def close(self) -> None:
         self._clear()
+
+
+def follow(events: Iterable[Any], as_json: bool = False) -> Any:
+    """Show a long call's progress events; return its final `result`."""
+    display = ProgressDisplay(as_json=as_json)
+    result = None
+    try:
+        for event in events:
+            if event.HasField("progress"):
+                display.update(event.progress)
+            else:
+                result = event.result
+    finally:
+        display.close()
+    if result is None:
+        raise click.ClickException("the daemon ended the call without a result")
+    return result

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from cli.context import AppContext
-from cli.output import ProgressDisplay, ago, emit_json, human_bytes, message_dict, table
+from cli.output import ago, emit_json, follow, human_bytes, message_dict, table
 from cli.refs import project_ref
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?$", re.IGNORECASE)
@@ -41,19 +41,8 @@ def run_build(obj: AppContext, ref: str, dry_run: bool, as_json: bool) -> Any:
     """Stream a build, showing progress; returns the BuildResult."""
     from envd.v1 import envd_pb2 as pb
 
-    display = ProgressDisplay(as_json=as_json)
-    result = None
-    try:
-        request = pb.BuildRequest(project=pb.ProjectRef(ref=ref), dry_run=dry_run)
-        for event in obj.client().stream("Build", request):
-            if event.HasField("progress"):
-                display.update(event.progress)
-            else:
-                result = event.result
-    finally:
-        display.close()
-    assert result is not None
-    return result
+    request = pb.BuildRequest(project=pb.ProjectRef(ref=ref), dry_run=dry_run)
+    return follow(obj.client().stream("Build", request), as_json)
 
 
 @click.command("build")

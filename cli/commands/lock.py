@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cli.context import AppContext
-from cli.output import ProgressDisplay, emit_json
+from cli.output import emit_json, follow
 from cli.refs import project_ref
 
 
@@ -36,17 +36,7 @@ def lock_cmd(
         upgrade=upgrade or False,
         upgrade_packages=list(upgrade_packages),
     )
-    display = ProgressDisplay(as_json=as_json)
-    result = None
-    try:
-        for event in obj.client().stream("Lock", request):
-            if event.HasField("progress"):
-                display.update(event.progress)
-            else:
-                result = event.result
-    finally:
-        display.close()
-    assert result is not None
+    result = follow(obj.client().stream("Lock", request), as_json)
     if as_json:
         emit_json({"result": _dict(result)})
         return

@@ -8,23 +8,12 @@ from typing import Any
 import click
 
 from cli.context import AppContext
-from cli.output import ProgressDisplay, emit_json, message_dict
+from cli.output import emit_json, follow, message_dict
 from cli.refs import project_ref
 
 
 def _stream(obj: AppContext, method: str, request: Any) -> Any:
-    display = ProgressDisplay(as_json=obj.as_json)
-    result = None
-    try:
-        for event in obj.client().stream(method, request):
-            if event.HasField("progress"):
-                display.update(event.progress)
-            else:
-                result = event.result
-    finally:
-        display.close()
-    assert result is not None
-    return result
+    return follow(obj.client().stream(method, request), obj.as_json)
 
 
 @click.group("share")
