@@ -8,9 +8,11 @@ or corrupt image is never registered.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,6 +107,7 @@ class Sharing:
                 "image_id": info.id,
                 "project": row.name,
                 "environment_hash": fp.environment_hash,
+                "image_sha256": file_sha256(raw),
             }
             try:
                 with tarfile.open(partial, "w:gz", compresslevel=3) as archive:
@@ -129,17 +132,23 @@ class Sharing:
         progress(Progress("load", f"reading {path}"))
         with tempfile.TemporaryDirectory(prefix="envd-load-") as tmp:
             try:
+                _check_gzip(path)  # tarfile stops at the tar end marker, before gzip's CRC
                 with tarfile.open(path, "r:gz") as archive:
                     names = set(archive.getnames())
                     if not {ARCHIVE_IMAGE, ARCHIVE_META} <= names:
                         raise RegistryError(f"{path} is not an envd archive (missing members)")
                     archive.extractall(tmp, filter="data")
-            except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile) as exc:
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
                 raise RegistryError(
                     f"{path} is corrupt or truncated ({exc})",
                     hint="copy it again, or pull the image from a registry",
                 ) from None
             meta = json.loads((Path(tmp) / ARCHIVE_META).read_text())
+            if file_sha256(Path(tmp) / ARCHIVE_IMAGE) != meta.get("image_sha256"):
+                raise RegistryError(
+                    f"{path} is corrupt: the image inside does not match its recorded sha256",
+                    hint="copy it again, or pull the image from a registry",
+                )
             loaded = self.app.engine.load(Path(tmp) / ARCHIVE_IMAGE)
         info = self.app.engine.inspect_image(str(meta["image_id"]))
         if info is None:
@@ -193,6 +202,21 @@ class Sharing:
                 self.app.store.set_project_state(row.name, "ready")
                 return row.name
         return ""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_gzip(path: Path) -> None:
+    """Read the whole gzip stream, so a flipped or missing byte fails its CRC or length."""
+    with gzip.open(path, "rb") as f:
+        while f.read(1 << 20):
+            pass
 
 
 def _add_text(archive: tarfile.TarFile, name: str, text: str) -> None:
