@@ -108,7 +108,7 @@ class Locker:
             cache=self.app.store,
             cache_key=f"target:{base.digest}",
         )
-        check_python(spec.python, target, f"{row.path}/envd.yaml")
+        check_python(spec.python, target, f"{row.path}/envd.yaml", base=base.reference)
         if spec.cuda:
             target = replace(
                 target,
@@ -162,6 +162,7 @@ class Locker:
                 DEFAULT_MIRROR,
                 self.app.paths.cache / "debian",
                 progress=progress,
+                refresh=upgrade,  # --upgrade takes the mirror's packages of today
             )
         reference = spec.base.image or ""
         image = self.app.engine.inspect_image(reference)
