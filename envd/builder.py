@@ -6,13 +6,15 @@ CA bundle and the uv binary are bind-mounted read-only, so neither is ever baked
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING
 from envd import plan as p
 from envd.cuda import check_host
 from envd.debian_base import restore_debian_base
+from envd.dockerfile import quote
 from envd.errors import BuildFailed, EnvdError, RegistryError, VerificationError
 from envd.gateways.engine import CommitSpec, Mount
 from envd.lockfile import LockFile
@@ -32,6 +35,8 @@ from envd.trust import host_ca_bundle
 
 if TYPE_CHECKING:
     from envd.app import App
+
+log = logging.getLogger(__name__)
 
 STEP_ROLE = {"envd.role": "step"}
 CACHE_REPOSITORY = "envd/cache"
@@ -120,6 +125,8 @@ class Builder:
         lock = self.app.locker.ensure_lock(row, progress)
         spec = self.app.projects.spec(row)
         host = self.app.host
+        # The engine is asked only when the answer matters: a no-op build stays engine-free.
+        needs_runtime = spec.gpu == "required" and len(host.gpus) > 0
         check_host(
             spec.gpu,
             spec.cuda,
@@ -127,13 +134,20 @@ class Builder:
             host.driver_version,
             host.cuda_driver_version,
             host.gpu_error,
-            self.app.engine.info().nvidia_runtime,
+            needs_runtime and self.app.engine.info().nvidia_runtime,
         )
         plan = self.plan(row, lock)
         if dry_run:
+            # What _base_image would use: a Debian base by its tag, an image base by its digest.
+            base = lock.base.reference if lock.base.kind == "debian" else lock.base.digest
             steps = tuple(
                 StepOutcome(
-                    s.name, s.key, self._cached(s.key) is not None or s.name == "base", s.summary
+                    s.name,
+                    s.key,
+                    self.app.engine.image_exists(base)
+                    if s.name == "base"
+                    else self._cached(s.key) is not None,
+                    s.summary,
                 )
                 for s in plan.steps
             )
@@ -192,7 +206,11 @@ class Builder:
             "build.finished", row.name, plan.tag, elapsed=f"{outcome.elapsed_s:.1f}s"
         )
         for hook in self.after_build:
-            hook(row, outcome)
+            try:
+                hook(row, outcome)
+            except EnvdError as exc:  # the image is built and tagged: report, do not fail it
+                log.warning("after-build hook for %s failed: %s", row.name, exc.message)
+                progress(Progress("build", f"built, but {exc.message}"))
         return outcome
 
     def _from_shared_image(
@@ -224,7 +242,7 @@ class Builder:
     def _base_image(self, lock: LockFile, progress: Reporter) -> str:
         engine = self.app.engine
         if lock.base.kind == "debian":
-            system = [pkg.name for pkg in lock.system]
+            system = list(lock.inputs.system)  # as written in envd.yaml: the same cache key
             return restore_debian_base(
                 engine, lock.base, system, self.app.paths.cache / "debian", progress=progress
             )
@@ -266,9 +284,13 @@ class Builder:
                 if step.name == "metadata" and self.metadata_labels is not None:
                     progress(Progress("fingerprint", "reading the environment's fingerprint"))
                     extra = self.metadata_labels(parent, lock)
+                before = (engine.inspect_image(parent) or _NO_IMAGE).size
                 parent = self._run_step(row, plan, step, parent, run_dir, progress, extra)
                 size = (engine.inspect_image(parent) or _NO_IMAGE).size
-                self.app.store.record_step(step.key, previous_key, step.name, parent, size)
+                # A step owns only its own layer; the image's size counts every parent's too.
+                self.app.store.record_step(
+                    step.key, previous_key, step.name, parent, max(size - before, 0)
+                )
                 outcomes.append(StepOutcome(step.name, step.key, False, step.summary))
                 previous_key = step.key
         repository, tag = plan.tag.split(":")
@@ -310,9 +332,9 @@ class Builder:
         if step.uses_uv:
             mounts.append(Mount(engine.ensure_volume(UV_VOLUME), p.UV_CACHE_MOUNT, volume=True))
         if step.uses_apt_cache:
-            mounts.append(Mount(engine.ensure_volume(APT_VOLUME), p.APT_ARCHIVES, volume=True))
+            mounts.append(Mount(engine.ensure_volume(APT_VOLUME), p.APT_CACHE_MOUNT, volume=True))
         final = step.name == "metadata"
-        commit = CommitSpec(
+        commit = ExactCommit(
             repository=CACHE_REPOSITORY,
             tag=step.key[:24],
             labels={**dict(plan.labels), **(extra_labels or {}), **_role("image", step.name)}
@@ -358,6 +380,21 @@ class Builder:
                 self.app.engine.remove_container(container.id)
                 removed += 1
         return removed
+
+
+@dataclass(frozen=True)
+class ExactCommit(CommitSpec):
+    """Values reach the image as written: `docker commit --change` expands `$NAME` in ENV and
+    LABEL values (a spec's `env: {A: "$HOME"}` must stay `$HOME`), so quote them for its parser."""
+
+    def instructions(self, labels: Mapping[str, str]) -> list[str]:
+        out = [f"LABEL {json.dumps(k)}={quote(v)}" for k, v in sorted(labels.items())]
+        out += [f"ENV {k}={quote(v)}" for k, v in sorted(self.env.items())]
+        if self.cmd:
+            out.append(f"CMD {json.dumps(list(self.cmd))}")
+        if self.workdir:
+            out.append(f"WORKDIR {self.workdir}")
+        return out
 
 
 def _role(role: str, step: str) -> dict[str, str]:

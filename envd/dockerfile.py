@@ -1,13 +1,36 @@
-"""The build plan rendered as a Dockerfile, for building elsewhere (pure)."""
+"""The build plan rendered as a Dockerfile, for building elsewhere (pure).
+
+Plain Dockerfile syntax for the legacy builder: no heredocs, no `RUN --mount`. The hashed
+requirements travel as a file next to the Dockerfile. Commands use the exec (JSON) form, so a
+setup command reaches `sh -c` byte for byte, as it does in envd's own build.
+"""
 
 from __future__ import annotations
 
 import json
+import shlex
 
 from envd import plan as p
 from envd.lockfile import LockFile
 
 REQUIREMENTS_FILE = "requirements.lock.txt"
+
+
+def quote(value: str) -> str:
+    """A double-quoted ENV/LABEL value: the parser unescapes backslashes, expands `$`."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return '"' + escaped.replace("\n", "\\n") + '"'
+
+
+def run(argv: list[str]) -> str:
+    return "RUN " + json.dumps(argv)
+
+
+def base_image(lock: LockFile) -> str:
+    """The pinned digest where the lock has a registry's one; else the reference (local)."""
+    if lock.base.kind == "image" and "@sha256:" in lock.base.digest:
+        return lock.base.digest
+    return lock.base.reference or lock.base.digest
 
 
 def render(plan: p.BuildPlan, lock: LockFile) -> str:
@@ -16,33 +39,34 @@ def render(plan: p.BuildPlan, lock: LockFile) -> str:
         f"# Lock hash {plan.lock_hash}. Build next to {REQUIREMENTS_FILE}:",
         f"#   docker build -t {plan.tag} .",
     ]
+    if lock.base.kind == "image" and base_image(lock) != lock.base.reference:
+        out.append(f"# The base is {lock.base.reference}, pinned to the digest envd.lock has.")
     if lock.base.kind == "debian":
         out.append(
             f"# The base is Debian {lock.base.suite} made by mmdebstrap (tarball "
             f"{lock.base.tarball_sha256}); `envctl lock` imports it into the engine."
         )
-    out.append(f"FROM {plan.base_reference}")
-    env = dict(plan.env)
+    out.append(f"FROM {base_image(lock)}")
+    env_written = False
     for step in plan.steps[1:]:
+        if step.name.startswith("setup") and not env_written:
+            # Setup commands run in the finished environment, as they do in envd's build.
+            out += [f"ENV {key}={quote(value)}" for key, value in plan.env]
+            env_written = True
         if step.name == "system":
-            out.append(f"RUN {step.argv[-1]}")
+            out.append(run(["sh", "-c", p.apt_script(p.system_pins(lock))]))
         elif step.name == "venv":
-            out.append(f"RUN python3 -m venv {p.VENV}")
+            out.append(run(["python3", "-m", "venv", p.VENV]))
         elif step.name == "packages":
-            indexes = " ".join(p.index_args(lock))
             out.append(f"COPY {REQUIREMENTS_FILE} /tmp/{REQUIREMENTS_FILE}")
-            out.append(
-                f"RUN {p.VENV}/bin/pip install --no-cache-dir --require-hashes --no-deps "
-                + (f"{indexes} " if indexes else "")
-                + f"-r /tmp/{REQUIREMENTS_FILE} && rm /tmp/{REQUIREMENTS_FILE}"
-            )
+            pip = [f"{p.VENV}/bin/pip", "install", "--no-cache-dir", "--require-hashes"]
+            pip += ["--no-deps", *p.index_args(lock), "-r", f"/tmp/{REQUIREMENTS_FILE}"]
+            out.append(run(["sh", "-c", f"{shlex.join(pip)} && rm /tmp/{REQUIREMENTS_FILE}"]))
         elif step.name.startswith("setup"):
-            prefix = " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(env.items()))
-            out.append(f"RUN {prefix} sh -c {json.dumps(step.summary)}")
-    for key, value in plan.env:
-        out.append(f"ENV {key}={json.dumps(value)}")
-    for key, value in plan.labels:
-        out.append(f"LABEL {json.dumps(key)}={json.dumps(value)}")
+            out.append(run(["sh", "-c", step.argv[-1]]))
+    if not env_written:
+        out += [f"ENV {key}={quote(value)}" for key, value in plan.env]
+    out += [f"LABEL {json.dumps(key)}={quote(value)}" for key, value in plan.labels]
     out.append(f"WORKDIR {p.WORKDIR}")
     out.append(f"CMD {json.dumps(list(p.IDLE_CMD))}")
     return "\n".join(out) + "\n"

@@ -25,12 +25,13 @@ class ImageEntry:
     image: str
     image_id: str
     project: str
-    kind: str  # "project" or "step"
+    kind: str  # "project" or "step:<name>"
     key: str
-    size_bytes: int
+    size_bytes: int  # a project image: all its layers; a step: its own layer
     created_at: float
     last_used_at: float
-    in_use: bool  # a registered project's current lock needs it
+    in_use: bool  # a registered project's current lock (or current image) needs it
+    owned_bytes: int = 0  # what it alone accounts for: layers are shared down the step chain
 
 
 def needed_keys(app: App) -> set[str]:
@@ -47,30 +48,15 @@ def needed_keys(app: App) -> set[str]:
 
 
 def list_images(app: App) -> list[ImageEntry]:
+    """What the store records and the engine still has; records of vanished images are dropped."""
     needed = needed_keys(app)
-    entries: list[ImageEntry] = []
-    for row in app.store.images():
-        if app.engine.inspect_image(row.image) is None:
-            app.store.drop_image(row.image)
-            continue
-        entries.append(
-            ImageEntry(
-                row.image,
-                row.image_id,
-                row.project,
-                row.kind,
-                row.cache_key,
-                row.size_bytes,
-                row.created_at,
-                row.last_used_at,
-                row.cache_key in needed,
-            )
-        )
+    current = {row.image for row in app.store.projects() if row.image}
+    steps: list[ImageEntry] = []
     for key, name, image_id, size, last_used in app.store.steps():
         if app.engine.inspect_image(image_id) is None:
             app.store.drop_step(key)
             continue
-        entries.append(
+        steps.append(
             ImageEntry(
                 f"{STEP_REPOSITORY}:{key[:24]}",
                 image_id,
@@ -81,9 +67,30 @@ def list_images(app: App) -> list[ImageEntry]:
                 last_used,
                 last_used,
                 key in needed,
+                size,
             )
         )
-    return entries
+    stepped = {e.image_id for e in steps}
+    projects: list[ImageEntry] = []
+    for row in app.store.images():
+        if app.engine.inspect_image(row.image) is None:
+            app.store.drop_image(row.image)
+            continue
+        projects.append(
+            ImageEntry(
+                row.image,
+                row.image_id,
+                row.project,
+                row.kind,
+                row.cache_key,
+                row.size_bytes,
+                row.created_at,
+                row.last_used_at,
+                row.cache_key in needed or row.image in current,
+                0 if row.image_id in stepped else row.size_bytes,
+            )
+        )
+    return projects + steps
 
 
 def select_garbage(
@@ -96,13 +103,13 @@ def select_garbage(
         return unused
     chosen = [e for e in unused if keep_duration and now - e.last_used_at > keep_duration]
     if keep_storage:
-        total = sum(e.size_bytes for e in entries) - sum(e.size_bytes for e in chosen)
+        total = sum(e.owned_bytes for e in entries) - sum(e.owned_bytes for e in chosen)
         for entry in unused:
             if total <= keep_storage:
                 break
             if entry not in chosen:
                 chosen.append(entry)
-                total -= entry.size_bytes
+                total -= entry.owned_bytes
     return chosen
 
 

@@ -23,9 +23,14 @@ UV = f"{RUN_DIR}/uv"
 CA_BUNDLE = f"{RUN_DIR}/ca.pem"
 UV_CACHE_MOUNT = "/tmp"
 UV_CACHE = "/tmp/uv"
-APT_ARCHIVES = "/var/cache/apt/archives"
+# The apt cache volume goes over /var/cache/apt, and the .debs into a folder of their own: the
+# `docker-clean` hook of Docker Hub's Debian images deletes /var/cache/apt/archives/*.deb.
+APT_CACHE_MOUNT = "/var/cache/apt"
+APT_ARCHIVES = "/var/cache/apt/envd-archives"
 IDLE_CMD = ("sleep", "infinity")
 PLAN_VERSION = 2  # bump when the meaning of a step changes, so old cache keys stop matching
+# The same for the metadata step alone (3: env and label values are committed unexpanded).
+METADATA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,22 @@ def requirements_text(lock: LockFile) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def system_pins(lock: LockFile) -> list[str]:
+    return [f"{p.name}={p.version}" for p in lock.system]
+
+
+def apt_script(pins: list[str], archives: str = "") -> str:
+    """Install exact Debian versions; with `archives`, the .debs are kept there (a cache)."""
+    cache = f"mkdir -p {archives}/partial; " if archives else ""
+    option = f"-o Dir::Cache::Archives={archives} " if archives else ""
+    clean = "" if archives else "apt-get clean; "
+    return (
+        f"set -e; export DEBIAN_FRONTEND=noninteractive; {cache}apt-get update -qq; "
+        f"apt-get install -y -qq --no-install-recommends {option}{' '.join(pins)}; "
+        f"{clean}rm -rf /var/lib/apt/lists/*"
+    )
+
+
 def index_args(lock: LockFile) -> tuple[str, ...]:
     args: list[str] = []
     for url in lock.inputs.indexes:
@@ -119,14 +140,9 @@ def make_plan(project: str, lock: LockFile) -> BuildPlan:
     steps.append(Step("base", key, f"{lock.base.kind} base {lock.base.reference}"))
 
     if lock.base.kind == "image" and lock.system:
-        pins = [f"{p.name}={p.version}" for p in lock.system]
+        pins = system_pins(lock)
         key = step_key(key, "system", pins)
-        script = (
-            "set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; "
-            "apt-get install -y -qq --no-install-recommends "
-            + " ".join(pins)
-            + "; rm -rf /var/lib/apt/lists/*"
-        )
+        script = apt_script(pins, APT_ARCHIVES)
         steps.append(
             Step(
                 "system",
@@ -205,7 +221,8 @@ def make_plan(project: str, lock: LockFile) -> BuildPlan:
         ("envd.project", project),
         ("envd.python", lock.target.python_version),
     )
-    key = step_key(key, "metadata", [list(env), list(labels), WORKDIR, list(IDLE_CMD)])
+    content = [METADATA_VERSION, list(env), list(labels), WORKDIR, list(IDLE_CMD)]
+    key = step_key(key, "metadata", content)
     steps.append(Step("metadata", key, "environment, labels, workdir", ("true",)))
     return BuildPlan(
         project=project,

@@ -73,7 +73,7 @@ class BuildRpc(RpcBase):
             dry_run=request.dry_run,
         )
         return pb.GcReply(
-            removed=[_image(r) for r in removed], freed_bytes=sum(r.size_bytes for r in removed)
+            removed=[_image(r) for r in removed], freed_bytes=sum(r.owned_bytes for r in removed)
         )
 
     def RemoveImage(

@@ -6,6 +6,7 @@ import json
 import subprocess
 import tarfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,148 @@ def test_a_daemon_killed_mid_build_leaves_no_containers(shared: Envctl) -> None:
     build.wait(timeout=30)
     shared.ok("daemon", "status")  # a fresh daemon starts and cleans up after the old one
     assert docker(*step).strip() == ""
+
+
+def test_timings_cold_and_noop(envctl: Envctl) -> None:
+    """Measured, not asserted: a cold build (a fresh daemon: no step cached) and a no-op."""
+    import time
+
+    path = copy_template("default", envctl.cwd / "timed")
+    started = time.monotonic()
+    envctl.ok("lock", str(path))
+    locked = time.monotonic()
+    cold = build_json(envctl, path)
+    built = time.monotonic()
+    noop = build_json(envctl, path)
+    done = time.monotonic()
+    assert not cold["cached"] and noop["cached"]
+    print(
+        f"\n[timing] default template: lock {locked - started:.1f}s, "
+        f"cold build {built - locked:.1f}s (daemon {cold['elapsed_s']:.1f}s), "
+        f"no-op build {done - built:.2f}s (daemon {noop['elapsed_s'] * 1000:.0f}ms)"
+    )
+
+
+@pytest.fixture
+def no_background_builds(shared: Envctl) -> Iterator[None]:
+    """The watcher rebuilds a project whose image went missing: not while a test removes one."""
+    shared.ok("config", "rebuild_on_change", "false")
+    yield
+    shared.ok("config", "rebuild_on_change", "true")
+
+
+def test_images_rm_and_images_removed_behind_envds_back(
+    shared: Envctl, no_background_builds: None
+) -> None:
+    path = copy_template("default", shared.cwd / "rmme")
+    tag = build_json(shared, path)["image"]
+    listed = {i["image"]: i for i in json.loads(shared.ok("--json", "images"))["images"]}
+    assert listed[tag]["in_use"] and listed[tag]["kind"] == "project"
+    steps = [i for i in listed.values() if i["kind"].startswith("step:")]
+    assert {"step:venv", "step:packages", "step:metadata"} <= {i["kind"] for i in steps}
+
+    assert tag in json.loads(shared.ok("--json", "rm", "--image", tag))["removed"]
+    assert subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode
+    assert tag not in {i["image"] for i in json.loads(shared.ok("--json", "images"))["images"]}
+
+    again = build_json(shared, path)  # every step is still cached: only the tag comes back
+    assert again["image"] == tag and all(s["cached"] for s in again["steps"])
+    docker("rmi", tag)  # behind envd's back
+    assert tag not in {i["image"] for i in json.loads(shared.ok("--json", "images"))["images"]}
+    assert build_json(shared, path)["image"] == tag
+    docker("image", "inspect", tag)
+
+
+def test_exported_dockerfile_builds_the_same_environment(shared: Envctl, tmp_path: Path) -> None:
+    """The export, built by the legacy builder, gives envd's environment (config and files)."""
+    path = copy_template("default", shared.cwd / "exported")
+    (path / "envd.yaml").write_text(
+        "version: 1\nbase:\n  debian: bookworm\npython: '3.11'\npackages: [six]\n"
+        "env: {GREETING: 'it''s $HOME \"quoted\"'}\n"
+        'setup: [\'echo "$GREETING" > /opt/marker && six_v=$(python -c "import six; '
+        'print(six.__version__)") && echo "six $six_v" >> /opt/marker\']\n'
+    )
+    envd_tag = build_json(shared, path)["image"]
+    out = tmp_path / "ctx"
+    shared.ok("export", "dockerfile", str(path), "--output", str(out))
+    # Test-only: this machine reaches PyPI through a TLS-intercepting proxy, so the test image
+    # (never the export) gets the host CA for pip at build time.
+    bundle = host_ca_bundle()
+    assert bundle
+    (out / "ca.pem").write_bytes(Path(bundle).read_bytes())
+    lines = (out / "Dockerfile").read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("FROM ")) + 1
+    lines[at:at] = ["COPY ca.pem /tmp/test-ca.pem", "ARG PIP_CERT=/tmp/test-ca.pem"]
+    (out / "Dockerfile").write_text("\n".join(lines) + "\n")
+    exported = "envd-test/exported:1"
+    subprocess.run(
+        ["docker", "build", "-q", "--force-rm", "--label", SESSION_LABEL, "-t", exported, str(out)],
+        env={**shared.env, "DOCKER_BUILDKIT": "0"},
+        check=True,
+        capture_output=True,
+    )
+
+    def config(image: str) -> dict:  # type: ignore[type-arg]
+        return json.loads(docker("image", "inspect", "-f", "{{json .Config}}", image))
+
+    ours, theirs = config(envd_tag), config(exported)
+    assert sorted(theirs["Env"]) == sorted(ours["Env"])
+    assert theirs["WorkingDir"] == ours["WorkingDir"] == "/workspace"
+    assert theirs["Cmd"] == ours["Cmd"]
+    for key in ("envd.project", "envd.lock-hash", "envd.base-digest", "envd.python"):
+        assert theirs["Labels"][key] == ours["Labels"][key]
+    marker = [docker("run", "--rm", image, "cat", "/opt/marker") for image in (envd_tag, exported)]
+    assert marker[0] == marker[1], marker
+    assert marker[0].startswith('it\'s $HOME "quoted"\nsix 1.'), marker
+
+
+def test_registry_style_base_installs_system_packages_once(
+    shared: Envctl, default_project: Path
+) -> None:
+    """An image base gets a system step; its .debs land in the shared apt volume (even with
+    Docker Hub's docker-clean hook), never in the image; a package change keeps that step."""
+    base = json.loads((default_project / "envd.lock").read_text())["base"]["reference"]
+    hub_like = "envd-test/debian-like:1"
+    hook = (
+        'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb '
+        '/var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };'
+    )
+    name = f"envd-test-hub-{SESSION_LABEL[-12:]}"
+    docker(
+        "run", "--name", name, "--label", SESSION_LABEL, base,
+        "sh", "-c", f"echo '{hook}' > /etc/apt/apt.conf.d/docker-clean",
+    )  # fmt: skip
+    docker("commit", "--change", f"LABEL {SESSION_LABEL}", name, hub_like)
+    docker("rm", name)
+
+    path = shared.cwd / "hub"
+    path.mkdir()
+    spec = (
+        f"version: 1\nbase:\n  image: {hub_like}\npython: '3.11'\nsystem: [jq]\npackages: [six]\n"
+    )
+    (path / "envd.yaml").write_text(spec)
+    first = build_json(shared, path)
+    assert [s["name"] for s in first["steps"]] == ["base", "system", "venv", "packages", "metadata"]
+    assert not any(s["cached"] for s in first["steps"][1:])
+    assert docker("run", "--rm", first["image"], "jq", "--version").startswith("jq-")
+    in_image = docker(
+        "run", "--rm", first["image"], "sh", "-c",
+        "ls /var/cache/apt/envd-archives /var/lib/apt/lists 2>/dev/null; "
+        "find / -xdev -name '*.deb' | head",
+    )  # fmt: skip
+    assert ".deb" not in in_image and "Packages" not in in_image, in_image
+    cached = docker(
+        "run", "--rm", "-v", "envd-apt-archives:/c", first["image"], "ls", "/c/envd-archives"
+    )
+    assert any(line.startswith("jq_") for line in cached.split()), cached
+
+    (path / "envd.yaml").write_text(spec.replace("[six]", "[six, idna]"))
+    shared.ok("lock", str(path))
+    plan = {s["name"]: s["cached"] for s in build_json(shared, path, "--dry-run")["steps"]}
+    assert plan == {
+        "base": True, "system": True, "venv": True, "packages": False, "metadata": False
+    }  # fmt: skip
+    second = build_json(shared, path)
+    kept = len(layers(hub_like)) + 2  # the base's layers, then system and venv
+    assert layers(second["image"])[:kept] == layers(first["image"])[:kept]
+    assert layers(second["image"])[kept] != layers(first["image"])[kept]

@@ -1,8 +1,31 @@
-from envd.imagestore import ImageEntry, select_garbage
+"""Image and step records: gc selection (pure), and the store kept honest about the engine."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from envd.builder import Builder
+from envd.events import EventBus
+from envd.gateways.engine import ImageInfo
+from envd.imagestore import ImageEntry, collect_garbage, list_images, select_garbage
+from envd.lockfile import LockFile
+from envd.locking import lock_path, read_lock
+from envd.lockio import dumps, hash_inputs
+from envd.plan import make_plan
+from envd.progress import Progress
+from envd.store import Store
+from tests.unit.test_plan import NUMPY, SIX, lock
 
 
 def entry(name: str, used: float, size: int, in_use: bool = False) -> ImageEntry:
-    return ImageEntry(name, "sha256:" + name, "p", "project", name, size, used, used, in_use)
+    return ImageEntry(
+        name, "sha256:" + name, "p", "project", name, size, used, used, in_use, owned_bytes=size
+    )
 
 
 ENTRIES = [
@@ -25,5 +48,159 @@ def test_keep_storage_removes_least_recently_used_first() -> None:
     assert [e.image for e in select_garbage(ENTRIES, 25, 0, 400)] == ["old", "mid"]
 
 
+def test_keep_storage_and_duration_together() -> None:
+    # "old" is too old; then "mid" goes to fit 20 bytes (with "live"); "new" stays.
+    assert [e.image for e in select_garbage(ENTRIES, 20, 250, 400)] == ["old", "mid"]
+
+
+def test_keep_storage_counts_shared_layers_once() -> None:
+    """A project tag owns nothing beyond its steps' layers: dropping it frees no space."""
+    tag = replace(entry("tag", 10, 500), owned_bytes=0)
+    layer = entry("layer", 20, 10)
+    assert [e.image for e in select_garbage([tag, layer], 5, 0, 400)] == ["tag", "layer"]
+    assert select_garbage([tag, layer], 10, 0, 400) == []
+
+
 def test_what_a_lock_needs_is_never_chosen() -> None:
     assert all(e.image != "live" for e in select_garbage(ENTRIES, 1, 1, 10_000))
+
+
+# ------------------------------------------------------------ with a store and a fake engine
+
+
+class FakeImages:
+    """Only what the builder's cache checks and gc use; no containers ever run."""
+
+    def __init__(self) -> None:
+        self.present: set[str] = set()
+        self.removed: list[str] = []
+
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        return ImageInfo(ref, (), {}, 1, (), ()) if ref in self.present else None
+
+    def image_exists(self, ref: str) -> bool:
+        return ref in self.present
+
+    def remove_image(self, ref: str, *, force: bool = False) -> bool:
+        self.removed.append(ref)
+        self.present.discard(ref)
+        return True
+
+
+def valid(the_lock: LockFile) -> LockFile:
+    return replace(the_lock, inputs_hash=hash_inputs(the_lock.inputs))
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Any:
+    store = Store(tmp_path / "state.db")
+    engine = FakeImages()
+    spec = SimpleNamespace(gpu="auto", cuda=None)
+    host = SimpleNamespace(gpus=[], driver_version="", cuda_driver_version="", gpu_error="")
+    fake = SimpleNamespace(store=store, engine=engine, events=EventBus(), host=host)
+    fake.projects = SimpleNamespace(spec=lambda row: spec)
+    fake.locker = SimpleNamespace(ensure_lock=lambda row, progress: read_lock(lock_path(row)))
+    yield fake
+    store.close()
+
+
+def project(app: Any, tmp_path: Path, name: str, the_lock: LockFile) -> Any:
+    path = tmp_path / name
+    path.mkdir(exist_ok=True)
+    (path / "envd.lock").write_text(dumps(valid(the_lock)))
+    return app.store.project_by_name(name) or app.store.add_project(name, str(path))
+
+
+def record_built(app: Any, name: str, the_lock: LockFile) -> None:
+    """What a finished build leaves: every step recorded, the project image tagged."""
+    plan = make_plan(name, valid(the_lock))
+    parent = ""
+    for step in plan.steps[1:]:
+        image_id = f"sha256:{step.key}"
+        app.store.record_step(step.key, parent, step.name, image_id, 100)
+        app.engine.present.add(image_id)
+        app.engine.present.add(f"envd/cache:{step.key[:24]}")
+        parent = step.key
+    app.store.record_image(plan.tag, image_id, name, "project", plan.final_key, "", 1000)
+    app.engine.present.add(plan.tag)
+    app.engine.present.add(the_lock.base.reference)
+
+
+def test_a_step_whose_image_is_gone_is_not_cached_and_forgotten(app: Any, tmp_path: Path) -> None:
+    the_lock = lock((NUMPY,))
+    row = project(app, tmp_path, "p", the_lock)
+    record_built(app, "p", the_lock)
+    packages = next(s for s in make_plan("p", valid(the_lock)).steps if s.name == "packages")
+    app.engine.present.discard(f"sha256:{packages.key}")  # `docker rmi` behind envd's back
+    app.engine.present.discard(make_plan("p", valid(the_lock)).tag)
+    outcome = Builder(app).build(row, lambda p: None, dry_run=True)
+    cached = {s.name: s.cached for s in outcome.steps}
+    assert cached == {"base": True, "venv": True, "packages": False, "metadata": True}
+    assert app.store.step_image(packages.key) is None
+    assert not outcome.cached
+
+
+def test_a_noop_build_runs_nothing(app: Any, tmp_path: Path) -> None:
+    the_lock = lock((NUMPY,))
+    row = project(app, tmp_path, "p", the_lock)
+    record_built(app, "p", the_lock)
+    seen: list[Progress] = []
+    outcome = Builder(app).build(row, seen.append)  # FakeImages has no run(): nothing may run
+    assert outcome.cached and all(s.cached for s in outcome.steps)
+    assert outcome.image == make_plan("p", valid(the_lock)).tag
+    assert app.store.project_by_name("p").state == "ready"
+
+
+def test_dry_run_of_a_changed_lock_reuses_everything_before_packages(
+    app: Any, tmp_path: Path
+) -> None:
+    row = project(app, tmp_path, "p", lock((NUMPY,)))
+    record_built(app, "p", lock((NUMPY,)))
+    project(app, tmp_path, "p", lock((NUMPY, SIX)))
+    outcome = Builder(app).build(row, lambda p: None, dry_run=True)
+    cached = {s.name: s.cached for s in outcome.steps}
+    assert cached == {"base": True, "venv": True, "packages": False, "metadata": False}
+
+
+def test_gc_keeps_what_current_locks_need_and_drops_vanished_records(
+    app: Any, tmp_path: Path
+) -> None:
+    old, new = lock((NUMPY,)), lock((NUMPY, SIX))
+    project(app, tmp_path, "p", old)
+    record_built(app, "p", old)
+    project(app, tmp_path, "p", new)
+    record_built(app, "p", new)
+    app.store.set_project_image("p", make_plan("p", valid(new)).tag, "")
+    orphan_tag = make_plan("p", valid(old)).tag
+
+    entries = {e.image: e for e in list_images(app)}
+    assert not entries[orphan_tag].in_use and entries[make_plan("p", valid(new)).tag].in_use
+    assert entries[orphan_tag].owned_bytes == 0  # its layers belong to its steps
+
+    removed = {e.image for e in collect_garbage(app)}
+    assert orphan_tag in removed
+    new_keys = {s.key for s in make_plan("p", valid(new)).steps}
+    assert not any(e.key in new_keys for e in collect_garbage(app, dry_run=True))
+    assert all(app.store.step_image(k) is not None for k in new_keys if k != _base_key(new))
+    assert app.store.image(orphan_tag) is None
+
+    app.engine.present.discard(make_plan("p", valid(new)).tag)  # removed behind envd's back
+    assert make_plan("p", valid(new)).tag not in {e.image for e in list_images(app)}
+    assert app.store.image(make_plan("p", valid(new)).tag) is None
+
+
+def test_the_image_a_project_points_at_is_kept_when_its_lock_moved_on(
+    app: Any, tmp_path: Path
+) -> None:
+    """After a failed build the previous image stays usable: gc does not take it either."""
+    old = lock((NUMPY,))
+    project(app, tmp_path, "p", old)
+    record_built(app, "p", old)
+    app.store.set_project_image("p", make_plan("p", valid(old)).tag, "")
+    project(app, tmp_path, "p", lock((SIX,)))  # locked again, not built (or its build failed)
+    removed = {e.image for e in collect_garbage(app)}
+    assert make_plan("p", valid(old)).tag not in removed
+
+
+def _base_key(the_lock: LockFile) -> str:
+    return make_plan("p", valid(the_lock)).steps[0].key

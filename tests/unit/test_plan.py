@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from envd.dockerfile import render
 from envd.lockfile import BaseLock, DebianPackage, Inputs, LockFile, PythonPackage, Target
 from envd.plan import make_plan, requirements_text
 
@@ -14,6 +11,8 @@ def lock(
     setup: tuple[str, ...] = (),
     image: bool = False,
     system: tuple[DebianPackage, ...] = (),
+    env: tuple[tuple[str, str], ...] = (("PYTHONHASHSEED", "0"),),
+    indexes: tuple[str, ...] = (),
 ) -> LockFile:
     base = (
         BaseLock(kind="image", reference="python:3.11-slim", digest="sha256:" + "a" * 64)
@@ -31,9 +30,9 @@ def lock(
         python="3.11",
         system=(),
         requirements=("numpy",),
-        indexes=(),
+        indexes=indexes,
         cuda="",
-        env=(("PYTHONHASHSEED", "0"),),
+        env=env,
         setup=setup,
     )
     return LockFile(
@@ -106,10 +105,19 @@ def test_no_packages_means_no_packages_step() -> None:
     assert "packages" not in keys(make_plan("p", lock(())))
 
 
-def test_dockerfile_renders_the_same_plan() -> None:
-    the_lock = replace(lock((NUMPY,), setup=("echo hi",)))
-    text = render(make_plan("p", the_lock), the_lock)
-    assert text.splitlines()[4].startswith("FROM envd/base-debian:abc")
-    assert "RUN python3 -m venv /opt/venv" in text
-    assert "--require-hashes" in text and "COPY requirements.lock.txt" in text
-    assert 'CMD ["sleep", "infinity"]' in text and "WORKDIR /workspace" in text
+def test_system_debs_go_to_the_cache_volume_not_the_image() -> None:
+    debs = (DebianPackage("jq", "1.6-2.1", "amd64"),)
+    plan = make_plan("p", lock((NUMPY,), image=True, system=debs))
+    system = next(s for s in plan.steps if s.name == "system")
+    assert system.uses_apt_cache and system.network
+    script = system.argv[-1]
+    assert (
+        "jq=1.6-2.1" in script and "-o Dir::Cache::Archives=/var/cache/apt/envd-archives" in script
+    )
+    assert script.endswith("rm -rf /var/lib/apt/lists/*")
+
+
+def test_projects_with_one_lock_share_every_step_but_metadata() -> None:
+    """Projects with the same packages share every step but the last (labels name the project)."""
+    a, b = keys(make_plan("a", lock((NUMPY,)))), keys(make_plan("b", lock((NUMPY,))))
+    assert a["packages"] == b["packages"] and a["metadata"] != b["metadata"]
