@@ -62,9 +62,12 @@ def remove_labelled(label: str) -> None:
     containers = ids("ps", "-aq", "--filter", f"label={label}")
     if containers:
         subprocess.run(["docker", "rm", "-f", *containers], capture_output=True)
-    images = ids("images", "-q", "--filter", f"label={label}")
-    if images:
-        subprocess.run(["docker", "rmi", "-f", *sorted(set(images))], capture_output=True)
+    # A parent with children cannot be removed, even forced: repeat until nothing more goes.
+    for _ in range(6):
+        images = sorted(set(ids("images", "-q", "--filter", f"label={label}")))
+        if not images:
+            break
+        subprocess.run(["docker", "rmi", "-f", *images], capture_output=True)
     volumes = ids("volume", "ls", "-q", "--filter", f"label={label}")
     if volumes:
         subprocess.run(["docker", "volume", "rm", "-f", *volumes], capture_output=True)
