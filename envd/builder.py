@@ -6,7 +6,6 @@ CA bundle and the uv binary are bind-mounted read-only, so neither is ever baked
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -14,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,6 @@ from typing import TYPE_CHECKING
 from envd import plan as p
 from envd.cuda import check_host
 from envd.debian_base import restore_debian_base
-from envd.dockerfile import quote
 from envd.errors import BuildFailed, EnvdError, RegistryError, VerificationError
 from envd.gateways.engine import CommitSpec, Mount
 from envd.lockfile import LockFile
@@ -334,7 +332,7 @@ class Builder:
         if step.uses_apt_cache:
             mounts.append(Mount(engine.ensure_volume(APT_VOLUME), p.APT_CACHE_MOUNT, volume=True))
         final = step.name == "metadata"
-        commit = ExactCommit(
+        commit = CommitSpec(
             repository=CACHE_REPOSITORY,
             tag=step.key[:24],
             labels={**dict(plan.labels), **(extra_labels or {}), **_role("image", step.name)}
@@ -380,21 +378,6 @@ class Builder:
                 self.app.engine.remove_container(container.id)
                 removed += 1
         return removed
-
-
-@dataclass(frozen=True)
-class ExactCommit(CommitSpec):
-    """Values reach the image as written: `docker commit --change` expands `$NAME` in ENV and
-    LABEL values (a spec's `env: {A: "$HOME"}` must stay `$HOME`), so quote them for its parser."""
-
-    def instructions(self, labels: Mapping[str, str]) -> list[str]:
-        out = [f"LABEL {json.dumps(k)}={quote(v)}" for k, v in sorted(labels.items())]
-        out += [f"ENV {k}={quote(v)}" for k, v in sorted(self.env.items())]
-        if self.cmd:
-            out.append(f"CMD {json.dumps(list(self.cmd))}")
-        if self.workdir:
-            out.append(f"WORKDIR {self.workdir}")
-        return out
 
 
 def _role(role: str, step: str) -> dict[str, str]:

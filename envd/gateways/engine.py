@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from envd.dockerfile import quote
 from envd.errors import ContainerError, EngineUnavailable, EnvdError, NotFound, RegistryError
 
 if TYPE_CHECKING:
@@ -176,7 +177,7 @@ class Engine:
         all_labels = self.labels(**dict(labels or {}))
         instructions = [
             *changes,
-            *(f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in sorted(all_labels.items())),
+            *(f"LABEL {json.dumps(k)}={quote(v)}" for k, v in sorted(all_labels.items())),
         ]
         try:
             out = self.client.api.import_image_from_file(
@@ -597,8 +598,10 @@ class CommitSpec:
     workdir: str = ""
 
     def instructions(self, labels: Mapping[str, str]) -> list[str]:
-        out = [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in sorted(labels.items())]
-        out += [f"ENV {k}={json.dumps(v)}" for k, v in sorted(self.env.items())]
+        # `docker commit --change` parses values as a Dockerfile does (it expands `$NAME`):
+        # quote them so they reach the image exactly as written.
+        out = [f"LABEL {json.dumps(k)}={quote(v)}" for k, v in sorted(labels.items())]
+        out += [f"ENV {k}={quote(v)}" for k, v in sorted(self.env.items())]
         if self.cmd:
             out.append(f"CMD {json.dumps(list(self.cmd))}")
         if self.workdir:

@@ -89,9 +89,9 @@ def test_a_registry_base_is_pinned_by_digest() -> None:
 
 def test_envd_commits_env_and_labels_with_the_same_quoting() -> None:
     """`docker commit --change` parses like a Dockerfile: `$HOME` in a value must stay literal."""
-    from envd.builder import ExactCommit
+    from envd.gateways.engine import CommitSpec
 
-    commit = ExactCommit("envd/cache", "k", env={"A": "$HOME"}, cmd=("sleep", "infinity"))
+    commit = CommitSpec("envd/cache", "k", env={"A": "$HOME"}, cmd=("sleep", "infinity"))
     assert commit.instructions({"envd.project": "p$x"}) == [
         'LABEL "envd.project"="p\\$x"',
         'ENV A="\\$HOME"',
