@@ -1,0 +1,1 @@
+"""Gateways: one module per external system (Docker, NVML, watchdog, uv, mmdebstrap, git)."""
