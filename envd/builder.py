@@ -126,13 +126,7 @@ class Builder:
         # The engine is asked only when the answer matters: a no-op build stays engine-free.
         needs_runtime = spec.gpu == "required" and len(host.gpus) > 0
         check_host(
-            spec.gpu,
-            spec.cuda,
-            len(host.gpus),
-            host.driver_version,
-            host.cuda_driver_version,
-            host.gpu_error,
-            needs_runtime and self.app.engine.info().nvidia_runtime,
+            spec.gpu, spec.cuda, host, needs_runtime and self.app.engine.info().nvidia_runtime
         )
         plan = self.plan(row, lock)
         if dry_run:

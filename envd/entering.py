@@ -100,7 +100,7 @@ class Entering:
             lock = read_lock(lock_path(row))
             host = app.host
             if lock is not None:
-                check_driver_for_lock(lock.target.min_driver, host.driver_version, len(host.gpus))
+                check_driver_for_lock(lock.target.min_driver, host)
             devices: tuple[dict[str, Any], ...] = ()
             use_gpu = spec.gpu != "none" and host.gpus and app.engine.info().nvidia_runtime
             if use_gpu:

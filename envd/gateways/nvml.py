@@ -1,7 +1,7 @@
 """NVML (nvidia-ml-py): the only module that imports pynvml.
 
-No library, no driver, or an NVML error is never an exception here: the report says so and the
-host is treated as having no (or fewer) GPUs.
+Reading the GPUs never raises: no library, no driver or an NVML error mid-query comes back as a
+report whose `error` says why there are no (or fewer) GPUs, so a CPU host is a host, not a failure.
 """
 
 from __future__ import annotations
@@ -12,39 +12,86 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-# pynvml ships no type information; the module is reached only through this file.
-NvmlModule = Any
+# NVML return codes (nvml.h); stable ABI values, so a fake module need not define them.
+NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_NO_PERMISSION = 4
+NVML_ERROR_DRIVER_NOT_LOADED = 9
+NVML_ERROR_LIBRARY_NOT_FOUND = 12
+NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18
+
+_INIT_REASONS = {
+    NVML_ERROR_LIBRARY_NOT_FOUND: "the NVIDIA driver is not installed (no libnvidia-ml.so.1)",
+    NVML_ERROR_DRIVER_NOT_LOADED: "the NVIDIA kernel driver is not loaded",
+    NVML_ERROR_NO_PERMISSION: "no permission to talk to the NVIDIA driver",
+    NVML_ERROR_LIB_RM_VERSION_MISMATCH: (
+        "the NVIDIA driver library and kernel module differ (reboot after a driver upgrade)"
+    ),
+}
 
 
 @dataclass(frozen=True)
 class GpuDevice:
-    index: int
-    name: str
-    uuid: str
-    memory_bytes: int
+    index: int  # NVML index, the one `nvidia-smi` and `--gpus` use
+    name: str  # "NVIDIA H100 80GB HBM3"
+    uuid: str  # "GPU-..."
+    memory_bytes: int  # total device memory; 0 where NVML cannot say (unified-memory parts)
     compute_capability: str  # "9.0"
 
 
 @dataclass(frozen=True)
 class GpuReport:
     gpus: tuple[GpuDevice, ...] = ()
-    driver_version: str = ""
+    driver_version: str = ""  # "550.54.15"
     cuda_driver_version: str = ""  # highest CUDA the driver supports, "12.4"
-    error: str = ""  # why there are no (or fewer) GPUs; "" when all went well
+    # Why there are no (or fewer) GPUs; "" when all went well. With no GPUs it always reads
+    # "no NVIDIA GPU: <reason>", a clause the checks and `envctl info` show as is.
+    error: str = ""
 
 
-class GpuSource(Protocol):
+class Nvml(Protocol):
+    """What the rest of envd needs from NVML: one read of the host's GPUs."""
+
     def read(self) -> GpuReport: ...
+
+
+class _Memory(Protocol):
+    total: int
+
+
+class NvmlModule(Protocol):
+    """The part of pynvml this gateway calls (pynvml ships no type information)."""
+
+    NVMLError: type[Exception]
+
+    def nvmlInit(self) -> None: ...
+    def nvmlShutdown(self) -> None: ...
+    def nvmlSystemGetDriverVersion(self) -> str | bytes: ...
+    def nvmlSystemGetCudaDriverVersion(self) -> int: ...
+    def nvmlDeviceGetCount(self) -> int: ...
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> Any: ...
+    def nvmlDeviceGetName(self, handle: Any) -> str | bytes: ...
+    def nvmlDeviceGetUUID(self, handle: Any) -> str | bytes: ...
+    def nvmlDeviceGetMemoryInfo(self, handle: Any) -> _Memory: ...
+    def nvmlDeviceGetCudaComputeCapability(self, handle: Any) -> tuple[int, int]: ...
+
+
+def _import_pynvml() -> NvmlModule:
+    # Imported here, not at module level, so envd runs (and tests import this) without it.
+    return cast(NvmlModule, importlib.import_module("pynvml"))
 
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _describe(exc: BaseException) -> str:
+    return _text(exc) or type(exc).__name__
+
+
 def cuda_version_text(code: int) -> str:
-    """NVML's integer CUDA version (12040) as text ("12.4")."""
+    """NVML's integer CUDA version as text: 12040 -> "12.4", 13000 -> "13.0"."""
     return f"{code // 1000}.{(code % 1000) // 10}"
 
 
@@ -52,44 +99,78 @@ def cuda_version_text(code: int) -> str:
 class NvmlGateway:
     """Reads the host's GPUs through NVML; `module_loader` lets tests hand in a fake pynvml."""
 
-    module_loader: Callable[[], NvmlModule] = field(
-        default=lambda: importlib.import_module("pynvml")
-    )
+    module_loader: Callable[[], NvmlModule] = field(default=_import_pynvml)
 
     def read(self) -> GpuReport:
         try:
             nvml = self.module_loader()
         except ImportError as exc:
-            return GpuReport(error=f"nvidia-ml-py is not installed ({exc})")
+            return GpuReport(error=f"no NVIDIA GPU: nvidia-ml-py is not installed ({exc})")
         try:
             nvml.nvmlInit()
-        except Exception as exc:  # NVMLError_LibraryNotFound, NVMLError_DriverNotLoaded, ...
-            return GpuReport(error=f"no NVIDIA driver: {_text(exc) or type(exc).__name__}")
-        gpus: list[GpuDevice] = []
-        driver = cuda = error = ""
+        except nvml.NVMLError as exc:
+            code: int = getattr(exc, "value", -1)
+            reason = _INIT_REASONS.get(code, "NVML could not start")
+            return GpuReport(error=f"no NVIDIA GPU: {reason}; NVML: {_describe(exc)}")
+        except OSError as exc:  # a broken libnvidia-ml.so that the loader found but cannot load
+            return GpuReport(error=f"no NVIDIA GPU: cannot load NVML ({exc})")
         try:
-            driver = _text(nvml.nvmlSystemGetDriverVersion())
-            cuda = cuda_version_text(int(nvml.nvmlSystemGetCudaDriverVersion()))
-            for index in range(int(nvml.nvmlDeviceGetCount())):
-                handle = nvml.nvmlDeviceGetHandleByIndex(index)
-                major, minor = nvml.nvmlDeviceGetCudaComputeCapability(handle)
-                gpus.append(
-                    GpuDevice(
-                        index=index,
-                        name=_text(nvml.nvmlDeviceGetName(handle)),
-                        uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
-                        memory_bytes=int(nvml.nvmlDeviceGetMemoryInfo(handle).total),
-                        compute_capability=f"{major}.{minor}",
-                    )
-                )
-        except Exception as exc:  # an NVML error mid-query: keep what was read
-            error = f"NVML failed while reading GPU {len(gpus)}: {_text(exc) or type(exc).__name__}"
+            return _query(nvml)
+        except Exception as exc:  # a binding bug must not take the daemon down: report it
+            failure = f"{type(exc).__name__}: {exc}"
+            return GpuReport(error=f"no NVIDIA GPU: NVML failed unexpectedly ({failure})")
         finally:
             try:
                 nvml.nvmlShutdown()
-            except Exception:
-                pass
-        return GpuReport(tuple(gpus), driver, cuda, error)
+            except nvml.NVMLError:
+                pass  # nothing left to release; the report is already made
+
+
+def _query(nvml: NvmlModule) -> GpuReport:
+    """Everything after nvmlInit; an NVML error keeps what was read and says what was lost."""
+    errors: list[str] = []
+    driver = cuda = ""
+    try:
+        driver = _text(nvml.nvmlSystemGetDriverVersion())
+    except nvml.NVMLError as exc:
+        errors.append(f"driver version: {_describe(exc)}")
+    try:
+        cuda = cuda_version_text(int(nvml.nvmlSystemGetCudaDriverVersion()))
+    except nvml.NVMLError as exc:
+        errors.append(f"CUDA driver version: {_describe(exc)}")
+    try:
+        count = int(nvml.nvmlDeviceGetCount())
+    except nvml.NVMLError as exc:
+        errors.append(f"GPU count: {_describe(exc)}")
+        count = 0
+    gpus: list[GpuDevice] = []
+    for index in range(count):
+        try:
+            gpus.append(_device(nvml, index))
+        except nvml.NVMLError as exc:
+            errors.append(f"GPU {index}: {_describe(exc)}")
+    error = "NVML failed reading " + "; ".join(errors) if errors else ""
+    if not gpus:  # the report must say there is no GPU, and why
+        error = f"no NVIDIA GPU: {error or 'the driver is loaded but NVML lists no devices'}"
+    return GpuReport(tuple(gpus), driver, cuda, error)
+
+
+def _device(nvml: NvmlModule, index: int) -> GpuDevice:
+    handle = nvml.nvmlDeviceGetHandleByIndex(index)
+    major, minor = nvml.nvmlDeviceGetCudaComputeCapability(handle)
+    try:
+        memory = int(nvml.nvmlDeviceGetMemoryInfo(handle).total)
+    except nvml.NVMLError as exc:
+        if getattr(exc, "value", None) != NVML_ERROR_NOT_SUPPORTED:
+            raise
+        memory = 0  # unified-memory parts have no separate device memory to report
+    return GpuDevice(
+        index=index,
+        name=_text(nvml.nvmlDeviceGetName(handle)),
+        uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
+        memory_bytes=memory,
+        compute_capability=f"{major}.{minor}",
+    )
 
 
 @dataclass(frozen=True)
@@ -101,16 +182,16 @@ class RecordedGpus:
     def read(self) -> GpuReport:
         try:
             data = json.loads(Path(self.path).read_text())
-        except (OSError, ValueError) as exc:
+            return GpuReport(
+                gpus=tuple(GpuDevice(**g) for g in data.get("gpus", [])),
+                driver_version=str(data.get("driver_version", "")),
+                cuda_driver_version=str(data.get("cuda_driver_version", "")),
+                error=str(data.get("error", "")),
+            )
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
             return GpuReport(error=f"cannot read the recorded GPU report {self.path}: {exc}")
-        return GpuReport(
-            gpus=tuple(GpuDevice(**g) for g in data.get("gpus", [])),
-            driver_version=str(data.get("driver_version", "")),
-            cuda_driver_version=str(data.get("cuda_driver_version", "")),
-            error=str(data.get("error", "")),
-        )
 
 
-def nvml_from_env() -> GpuSource:
+def nvml_from_env() -> Nvml:
     recorded = os.environ.get("ENVD_NVML_REPORT")
     return RecordedGpus(recorded) if recorded else NvmlGateway()
