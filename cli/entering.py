@@ -73,11 +73,24 @@ def exec_argv(target: Any, interactive_tty: bool) -> list[str]:
 def forward_signals(target: Any) -> None:
     """Without a TTY, `docker exec` does not pass signals on: send them to the command."""
 
+    pid_file = f"/tmp/.envd-run-{target.run_id}.pid"  # written by envd.entering.wrap_for_signals
+    interrupts = 0
+
     def forward(signum: int, _frame: object) -> None:
+        nonlocal interrupts
         name = signal.Signals(signum).name.removeprefix("SIG")
-        pid_file = f"/tmp/.envd-run-{target.run_id}.pid"
+        if signum == signal.SIGINT:
+            interrupts += 1
+            if interrupts >= 3:  # a command that ignores Ctrl-C still ends at the third
+                name = "KILL"
+        # A signal may come before the command has written its pid: wait for it (5 s at most).
+        script = (
+            f"i=0; while [ ! -s {pid_file} ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; "
+            f"kill -{name} $(cat {pid_file})"
+        )
         subprocess.run(
-            ["docker", "exec", target.container_id, "sh", "-c", f"kill -{name} $(cat {pid_file})"],
+            ["docker", "exec", "-u", "0", target.container_id, "sh", "-c", script],
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             check=False,
@@ -94,8 +107,9 @@ def enter(paths: Paths, project: str, command: list[str], gpus: str = "") -> int
     argv = exec_argv(target, tty)
     if command and not tty:
         forward_signals(target)
-        # Keep the terminal's Ctrl-C for us (we forward it) when stdin is not the terminal.
-        proc = subprocess.Popen(argv, start_new_session=not sys.stdin.isatty())
+        # Out of the terminal's process group: a Ctrl-C would kill the docker client and leave
+        # the command running unseen. We get the signal and forward it to the command instead.
+        proc = subprocess.Popen(argv, start_new_session=True)
     else:
         proc = subprocess.Popen(argv)
     while True:
@@ -104,11 +118,15 @@ def enter(paths: Paths, project: str, command: list[str], gpus: str = "") -> int
             break
         except KeyboardInterrupt:
             continue  # with a TTY, Ctrl-C went to the command itself; wait for it to end
+    code = code if code >= 0 else 128 - code
     if target.run_id:
         from envd.v1 import envd_pb2 as pb
 
-        client.call("FinishRun", pb.FinishRunRequest(run_id=target.run_id, exit_code=code))
-    return code if code >= 0 else 128 - code
+        try:
+            client.call("FinishRun", pb.FinishRunRequest(run_id=target.run_id, exit_code=code))
+        except EnvdError as exc:  # the command's status matters more than its record
+            sys.stderr.write(f"envctl: warning: run {target.run_id} not recorded: {exc.message}\n")
+    return code
 
 
 def parse_fast(argv: list[str]) -> tuple[str, list[str], str] | None:

@@ -65,7 +65,7 @@ class App:
         self.events = EventBus()
         self.engine = engine or Engine(extra_labels=engine_labels_from_env())
         self.projects = Projects(self.store, self.events)
-        self.warm = WarmContainers(self.engine, self.events, lambda: self.config)
+        self.warm = WarmContainers(self.engine, self.events, lambda: self.config, self.owner)
         self.watcher: ProjectWatcher | None = None
         self._host: HostInfo | None = None
         self._host_lock = threading.Lock()

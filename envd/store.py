@@ -318,6 +318,17 @@ class Store:
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
 
+    def set_run_provenance(
+        self, run_id: str, environment_hash: str, host_hash: str, git_commit: str, git_dirty: bool
+    ) -> None:
+        """What a run ran on, filled in just after it starts (off the enter hot path)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET environment_hash=?, host_hash=?, git_commit=?, git_dirty=? "
+                "WHERE id=?",
+                (environment_hash, host_hash, git_commit, int(git_dirty), run_id),
+            )
+
 
 def _run(row: tuple[object, ...]) -> RunRow:
     (

@@ -86,7 +86,7 @@ class EnterRpc(RpcBase):
     def ListContainers(
         self, request: pb.ListContainersRequest, context: grpc.ServicerContext
     ) -> pb.ListContainersReply:
-        return pb.ListContainersReply(containers=[warm_msg(w) for w in self.app.warm.all()])
+        return pb.ListContainersReply(containers=[warm_msg(w) for w in self.app.warm.refresh()])
 
     def Stop(self, request: pb.StopRequest, context: grpc.ServicerContext) -> pb.StopReply:
         project = None
