@@ -47,7 +47,7 @@ def start_daemon(paths: Paths) -> None:
     out = paths.logs / "daemon.out"
     with open(out, "ab") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "envd.daemon", "serve"],
+            [sys.executable, "-m", "envd.daemon.serve", "serve"],
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=sink,

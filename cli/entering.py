@@ -73,7 +73,7 @@ def exec_argv(target: Any, interactive_tty: bool) -> list[str]:
 def forward_signals(target: Any) -> None:
     """Without a TTY, `docker exec` does not pass signals on: send them to the command."""
 
-    pid_file = f"/tmp/.envd-run-{target.run_id}.pid"  # written by envd.entering.wrap_for_signals
+    pid_file = f"/tmp/.envd-run-{target.run_id}.pid"  # see wrap_for_signals
     interrupts = 0
 
     def forward(signum: int, _frame: object) -> None:

@@ -40,9 +40,9 @@ def fingerprint_cmd(
     obj: AppContext, project: str | None, output: str | None, as_json: bool
 ) -> None:
     """Print PROJECT's fingerprint: every package, hashed by section (or write it to a file)."""
-    from envd.fingerprint import dumps
-    from envd.fpconvert import from_msg
+    from envd.model.fingerprint import dumps
     from envd.v1 import envd_pb2 as pb
+    from envd.wire import from_msg
 
     msg = obj.client().call(
         "GetFingerprint", pb.FingerprintRequest(subject=subject(project or "."))
@@ -88,9 +88,9 @@ def diff_cmd(obj: AppContext, a: str, b: str, as_json: bool) -> int:
 
     Exits 0 when identical, 1 when anything differs.
     """
-    from envd.fpconvert import change_from_msg
-    from envd.fpdiff import FingerprintDiff, format_diff
+    from envd.model.fingerprint import FingerprintDiff, format_diff
     from envd.v1 import envd_pb2 as pb
+    from envd.wire import change_from_msg
 
     reply = obj.client().call("Diff", pb.DiffRequest(a=subject(a), b=subject(b)))
     if as_json or obj.as_json:

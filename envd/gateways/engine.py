@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from envd.dockerfile import quote
 from envd.errors import ContainerError, EngineUnavailable, EnvdError, NotFound, RegistryError
+from envd.model.dockerfile import quote
 
 if TYPE_CHECKING:
     import docker

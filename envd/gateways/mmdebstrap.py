@@ -18,7 +18,7 @@ from pathlib import Path
 
 from envd.errors import EnvdError
 from envd.gateways.proc import CommandError, LineSink, run, tail
-from envd.lockfile import DebianPackage
+from envd.model.lockfile import DebianPackage
 
 _CUSTOMIZE_HOOK = (
     'rm -f "$1/etc/hostname" "$1/etc/resolv.conf" '

@@ -22,7 +22,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from envd.errors import EnvdError, LockError
-from envd.lockfile import PythonPackage
+from envd.model.lockfile import PythonPackage
 
 PYPI_SIMPLE = "https://pypi.org/simple"
 _PYPI_HOSTS = frozenset({"pypi.org", "files.pythonhosted.org"})

@@ -84,7 +84,7 @@ def test_client_of_another_uid_is_refused(envctl: Envctl) -> None:
 def test_second_daemon_refuses_to_start(envctl: Envctl) -> None:
     envctl.ok("daemon", "start")
     proc = subprocess.run(
-        [sys.executable, "-m", "envd.daemon", "serve"],
+        [sys.executable, "-m", "envd.daemon.serve", "serve"],
         env=envctl.env,
         capture_output=True,
         text=True,

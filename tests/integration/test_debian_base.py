@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from envd import debian_base
 from envd.errors import LockError
 from envd.gateways import mmdebstrap
 from envd.gateways.engine import Engine, RunResult
-from envd.lockfile import BaseLock
-from envd.target import inspect_target
+from envd.model.lockfile import BaseLock
+from envd.model.target import inspect_target
+from envd.services import debian_base
 
 pytestmark = pytest.mark.integration
 

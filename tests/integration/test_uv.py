@@ -17,7 +17,7 @@ from packaging.version import Version
 
 from envd.errors import LockError
 from envd.gateways import uv
-from envd.lockfile import PythonPackage
+from envd.model.lockfile import PythonPackage
 
 pytestmark = pytest.mark.integration
 

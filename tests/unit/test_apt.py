@@ -1,5 +1,5 @@
-from envd.apt import parse_simulated_install
-from envd.lockfile import DebianPackage
+from envd.model.apt import parse_simulated_install
+from envd.model.lockfile import DebianPackage
 
 OUTPUT = """\
 Reading package lists...

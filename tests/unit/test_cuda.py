@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from packaging.requirements import Requirement
 
-from envd.cuda import (
+from envd.errors import EXIT_HOST, EXIT_USAGE, HostRequirementError, LockError, UsageError
+from envd.gateways.nvml import GpuReport
+from envd.model.cuda import (
     MIN_DRIVER,
     TORCH_PYPI_CUDA,
     accelerator_variant,
@@ -19,9 +21,7 @@ from envd.cuda import (
     parse_gpu_selection,
     torch_pypi_cuda_constraint,
 )
-from envd.errors import EXIT_HOST, EXIT_USAGE, HostRequirementError, LockError, UsageError
-from envd.gateways.nvml import GpuReport
-from envd.host import HostInfo
+from envd.model.host import HostInfo
 from tests.fakes.nvml import H100, FakeNvml
 
 

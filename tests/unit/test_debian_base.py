@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from envd import debian_base
 from envd.errors import EnvdError, LockError, LockStale
 from envd.gateways import mmdebstrap, proc
 from envd.gateways.proc import CommandError
-from envd.lockfile import BaseLock, DebianPackage
+from envd.model.lockfile import BaseLock, DebianPackage
 from envd.progress import Progress
+from envd.services import debian_base
 
 STATUS = """\
 Package: libc6
@@ -118,7 +118,7 @@ def test_cache_key_changes_with_every_input() -> None:
 
 def test_cache_key_is_the_same_in_another_process() -> None:
     code = (
-        "from envd.debian_base import cache_key; "
+        "from envd.services.debian_base import cache_key; "
         "print(cache_key('bookworm', 'http://deb.debian.org/debian', ['git', 'python3']))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from envd.dockerfile import quote, render
-from envd.plan import make_plan
+from envd.model.dockerfile import quote, render
+from envd.model.plan import make_plan
 from tests.unit.test_plan import NUMPY, SIX, lock
 
 
@@ -53,7 +53,7 @@ def test_quote() -> None:
 
 
 def test_extra_indexes_and_image_base_with_system_packages() -> None:
-    from envd.lockfile import DebianPackage
+    from envd.model.lockfile import DebianPackage
 
     debs = (DebianPackage("git", "1:2.39.5-0+deb12u1", "amd64"),)
     the_lock = lock((NUMPY,), image=True, system=debs, indexes=("https://example.org/simple",))

@@ -10,8 +10,14 @@ from typing import Any
 
 import pytest
 
-from envd.app import App
-from envd.entering import (
+from envd.daemon.wiring import App
+from envd.errors import BuildFailed, EngineUnavailable, NotFound, SpecError, UsageError
+from envd.gateways.engine import ContainerInfo, EngineInfo, Mount
+from envd.gateways.nvml import GpuDevice
+from envd.model.host import HostInfo
+from envd.paths import resolve_paths
+from envd.progress import Progress
+from envd.services.entering import (
     SHELL,
     EnterCall,
     gpu_requests,
@@ -20,12 +26,6 @@ from envd.entering import (
     workdir_for,
     wrap_for_signals,
 )
-from envd.errors import BuildFailed, EngineUnavailable, NotFound, SpecError, UsageError
-from envd.gateways.engine import ContainerInfo, EngineInfo, Mount
-from envd.gateways.nvml import GpuDevice
-from envd.host import HostInfo
-from envd.paths import resolve_paths
-from envd.progress import Progress
 from tests.fakes.engine import FakeEngine
 
 SPEC = """\

@@ -8,17 +8,18 @@ from dataclasses import replace
 import pytest
 
 from envd.errors import VerificationError
-from envd.fingerprint import (
+from envd.model.fingerprint import (
     EnvironmentSection,
     HostSection,
     Package,
     canonical_json,
+    diff_fingerprints,
     dumps,
     environment_from_probe,
+    format_diff,
     loads,
     make_fingerprint,
 )
-from envd.fpdiff import diff_fingerprints, format_diff
 
 PROBE = {
     "os_release": {"ID": "debian", "VERSION_ID": "12"},

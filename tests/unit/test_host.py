@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from envd.gateways.nvml import NvmlGateway
-from envd.host import HostInfo, cpu_model, detect_host, memory_bytes, os_name
+from envd.model.host import HostInfo, cpu_model, detect_host, memory_bytes, os_name
 from tests.fakes.nvml import A100, H100, FakeNvml
 
 X86_CPUINFO = """\

@@ -9,16 +9,15 @@ from typing import Any
 
 import pytest
 
-from envd.builder import Builder
 from envd.events import EventBus
 from envd.gateways.engine import ImageInfo
-from envd.imagestore import ImageEntry, collect_garbage, list_images, select_garbage
-from envd.lockfile import LockFile
-from envd.locking import lock_path, read_lock
-from envd.lockio import dumps, hash_inputs
-from envd.plan import make_plan
+from envd.gateways.store import Store
+from envd.model.lockfile import LockFile, dumps, hash_inputs
+from envd.model.plan import make_plan
 from envd.progress import Progress
-from envd.store import Store
+from envd.services.builder import Builder
+from envd.services.images import ImageEntry, collect_garbage, list_images, select_garbage
+from envd.services.locker import lock_path, read_lock
 from tests.unit.test_plan import NUMPY, SIX, lock
 
 

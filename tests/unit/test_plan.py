@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from envd.lockfile import BaseLock, DebianPackage, Inputs, LockFile, PythonPackage, Target
-from envd.plan import make_plan, requirements_text
+from envd.model.lockfile import BaseLock, DebianPackage, Inputs, LockFile, PythonPackage, Target
+from envd.model.plan import make_plan, requirements_text
 
 
 def lock(

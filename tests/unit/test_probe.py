@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from envd.fingerprinting import PROBE
+from envd.services.fingerprints import PROBE
 
 
 def test_probe_shape() -> None:

@@ -12,8 +12,14 @@ from dataclasses import dataclass, field
 import pytest
 
 from envd.errors import LockError
-from envd.lockfile import Target
-from envd.target import PROBE_SCRIPT, check_python, inspect_target, platform_tag, target_from_probe
+from envd.model.lockfile import Target
+from envd.model.target import (
+    PROBE_SCRIPT,
+    check_python,
+    inspect_target,
+    platform_tag,
+    target_from_probe,
+)
 
 PROBE = '{"python": "3.11.2", "glibc": "2.36", "arch": "x86_64"}'
 TARGET = Target("3.11.2", "manylinux_2_36_x86_64", "2.36", "x86_64")

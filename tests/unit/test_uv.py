@@ -12,7 +12,7 @@ import pytest
 
 from envd.errors import EnvdError, LockError
 from envd.gateways import uv
-from envd.lockfile import PythonPackage
+from envd.model.lockfile import PythonPackage
 
 H = {c: f"sha256:{c * 64}" for c in "abcdef"}
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from envd.config import Config
 from envd.events import EventBus
 from envd.gateways.engine import ContainerInfo
-from envd.warm import (
+from envd.services.warm import (
     HANDOFF_GRACE_S,
     WarmContainers,
     WarmRequest,

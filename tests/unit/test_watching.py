@@ -1,8 +1,8 @@
 import threading
 import time
 
-from envd.spec import Base, Spec
-from envd.watching import Debouncer, relevant_files
+from envd.model.spec import Base, Spec
+from envd.services.watching import Debouncer, relevant_files
 
 
 def test_a_burst_is_one_change() -> None:

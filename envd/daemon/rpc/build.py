@@ -1,0 +1,100 @@
+"""Build RPCs: build, export, images, gc."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from envd.daemon.rpc import RpcBase, streamed
+from envd.progress import Reporter
+from envd.services.builder import BuildOutcome
+from envd.v1 import envd_pb2 as pb
+
+
+def build_result(outcome: BuildOutcome, environment_hash: str = "") -> pb.BuildResult:
+    return pb.BuildResult(
+        image=outcome.image,
+        image_id=outcome.image_id,
+        steps=[
+            pb.PlanStep(name=s.name, key=s.key, cached=s.cached, summary=s.summary)
+            for s in outcome.steps
+        ],
+        cached=outcome.cached,
+        elapsed_s=outcome.elapsed_s,
+        environment_hash=environment_hash,
+    )
+
+
+class BuildRpc(RpcBase):
+    def Build(
+        self, request: pb.BuildRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.BuildEvent]:
+        row = self.app.projects.resolve(request.project.ref)
+
+        def work(progress: Reporter) -> BuildOutcome:
+            return self.app.builder.build(row, progress, dry_run=request.dry_run)
+
+        return streamed(
+            work,
+            lambda p: pb.BuildEvent(progress=p),
+            lambda o: pb.BuildEvent(
+                result=build_result(o, self.app.fingerprint_hashes(o.image_id)[0])
+            ),
+        )
+
+    def ExportDockerfile(
+        self, request: pb.ProjectRef, context: grpc.ServicerContext
+    ) -> pb.ExportDockerfileReply:
+        from envd.model.dockerfile import render
+
+        row = self.app.projects.resolve(request.ref)
+        lock = self.app.locker.check(row).lock
+        assert lock is not None
+        plan = self.app.builder.plan(row, lock)
+        return pb.ExportDockerfileReply(
+            dockerfile=render(plan, lock), requirements=plan.requirements
+        )
+
+    def ListImages(
+        self, request: pb.ListImagesRequest, context: grpc.ServicerContext
+    ) -> pb.ListImagesReply:
+        from envd.services.images import list_images
+
+        return pb.ListImagesReply(images=[_image(r) for r in list_images(self.app)])
+
+    def Gc(self, request: pb.GcRequest, context: grpc.ServicerContext) -> pb.GcReply:
+        from envd.services.images import collect_garbage
+
+        removed = collect_garbage(
+            self.app,
+            keep_storage=request.keep_storage_bytes,
+            keep_duration=request.keep_duration_s,
+            dry_run=request.dry_run,
+        )
+        return pb.GcReply(
+            removed=[_image(r) for r in removed], freed_bytes=sum(r.owned_bytes for r in removed)
+        )
+
+    def RemoveImage(
+        self, request: pb.RemoveImageRequest, context: grpc.ServicerContext
+    ) -> pb.RemoveImageReply:
+        from envd.services.images import remove_image
+
+        return pb.RemoveImageReply(removed=remove_image(self.app, request.image))
+
+
+def _image(r: object) -> pb.ImageRecord:
+    from envd.services.images import ImageEntry
+
+    assert isinstance(r, ImageEntry)
+    return pb.ImageRecord(
+        image=r.image,
+        image_id=r.image_id,
+        project=r.project,
+        kind=r.kind,
+        size_bytes=r.size_bytes,
+        created_at=r.created_at,
+        last_used_at=r.last_used_at,
+        in_use=r.in_use,
+    )

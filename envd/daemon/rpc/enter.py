@@ -1,0 +1,110 @@
+"""Enter RPCs: prepare an exec, finish a run, list and stop warm containers, list runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from envd.daemon.rpc import RpcBase, streamed
+from envd.errors import NotFound
+from envd.gateways.store import RunRow
+from envd.progress import Reporter
+from envd.services.entering import EnterCall, ExecPlan
+from envd.services.warm import Warm
+from envd.v1 import envd_pb2 as pb
+
+
+def warm_msg(w: Warm) -> pb.WarmContainer:
+    return pb.WarmContainer(
+        project=w.project,
+        container_id=w.container_id,
+        image=w.image,
+        started_at=w.started_at,
+        last_used_at=w.last_used_at,
+        status="retiring" if w.retiring else w.status,
+    )
+
+
+def run_msg(r: RunRow) -> pb.RunRecord:
+    return pb.RunRecord(
+        id=r.id,
+        project=r.project,
+        command=list(r.command),
+        started_at=r.started_at,
+        ended_at=r.ended_at,
+        exit_code=r.exit_code,
+        finished=r.finished,
+        environment_hash=r.environment_hash,
+        host_hash=r.host_hash,
+        git_commit=r.git_commit,
+        git_dirty=r.git_dirty,
+        image=r.image,
+    )
+
+
+class EnterRpc(RpcBase):
+    def Enter(
+        self, request: pb.EnterRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.EnterEvent]:
+        call = EnterCall(
+            project=request.project.ref,
+            command=tuple(request.command),
+            gpus=request.gpus,
+            tty=request.tty,
+            cwd=request.cwd,
+            uid=request.uid,
+            gid=request.gid,
+            user_name=request.user_name,
+        )
+
+        def work(progress: Reporter) -> ExecPlan:
+            return self.app.entering.prepare(call, progress)
+
+        def result(plan: ExecPlan) -> pb.EnterEvent:
+            return pb.EnterEvent(
+                target=pb.ExecTarget(
+                    container_id=plan.container_id,
+                    container_name=plan.container_name,
+                    user=plan.user,
+                    workdir=plan.workdir,
+                    env=plan.env,
+                    argv=list(plan.argv),
+                    run_id=plan.run_id,
+                    started=plan.started,
+                )
+            )
+
+        return streamed(work, lambda p: pb.EnterEvent(progress=p), result)
+
+    def FinishRun(
+        self, request: pb.FinishRunRequest, context: grpc.ServicerContext
+    ) -> pb.FinishRunReply:
+        self.app.entering.finish(request.run_id, request.exit_code)
+        return pb.FinishRunReply()
+
+    def ListContainers(
+        self, request: pb.ListContainersRequest, context: grpc.ServicerContext
+    ) -> pb.ListContainersReply:
+        return pb.ListContainersReply(containers=[warm_msg(w) for w in self.app.warm.refresh()])
+
+    def Stop(self, request: pb.StopRequest, context: grpc.ServicerContext) -> pb.StopReply:
+        project = None
+        if not request.all:
+            project = self.app.projects.resolve_registered(request.project.ref).name
+        return pb.StopReply(stopped=[warm_msg(w) for w in self.app.warm.stop(project)])
+
+    def ListRuns(
+        self, request: pb.ListRunsRequest, context: grpc.ServicerContext
+    ) -> pb.ListRunsReply:
+        project = ""
+        if request.project.ref:
+            project = self.app.projects.resolve_registered(request.project.ref).name
+        runs = self.app.store.runs(project, request.limit or 50)
+        return pb.ListRunsReply(runs=[run_msg(r) for r in runs])
+
+    def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pb.RunRecord:
+        run = self.app.store.run(request.id)
+        if run is None:
+            raise NotFound(f"no run {request.id}", hint="`envctl runs` lists them")
+        return run_msg(run)

@@ -1,0 +1,54 @@
+"""Project RPCs: add, list, remove, init, templates, validate."""
+
+from __future__ import annotations
+
+import grpc
+
+from envd.daemon.rpc import RpcBase, project_msg
+from envd.v1 import envd_pb2 as pb
+
+
+class ProjectsRpc(RpcBase):
+    # ------------------------------------------------------------ projects
+
+    def AddProject(
+        self, request: pb.AddProjectRequest, context: grpc.ServicerContext
+    ) -> pb.Project:
+        from pathlib import Path
+
+        return project_msg(self.app.projects.add(Path(request.path)))
+
+    def ListProjects(
+        self, request: pb.ListProjectsRequest, context: grpc.ServicerContext
+    ) -> pb.ListProjectsReply:
+        return pb.ListProjectsReply(projects=[project_msg(r) for r in self.app.projects.list()])
+
+    def RemoveProject(
+        self, request: pb.ProjectRef, context: grpc.ServicerContext
+    ) -> pb.RemoveProjectReply:
+        return pb.RemoveProjectReply(project=project_msg(self.app.projects.remove(request.ref)))
+
+    def InitProject(
+        self, request: pb.InitProjectRequest, context: grpc.ServicerContext
+    ) -> pb.Project:
+        from pathlib import Path
+
+        return project_msg(self.app.projects.init(Path(request.directory), request.template))
+
+    def ListTemplates(
+        self, request: pb.ListTemplatesRequest, context: grpc.ServicerContext
+    ) -> pb.ListTemplatesReply:
+        from envd.services.templates import list_templates
+
+        return pb.ListTemplatesReply(
+            templates=[
+                pb.Template(name=t.name, description=t.description) for t in list_templates()
+            ]
+        )
+
+    def Validate(self, request: pb.ProjectRef, context: grpc.ServicerContext) -> pb.ValidateReply:
+        row = self.app.projects.resolve(request.ref)
+        self.app.projects.spec(row)
+        from envd.model.spec import SPEC_FILENAME
+
+        return pb.ValidateReply(project=project_msg(row), spec_path=f"{row.path}/{SPEC_FILENAME}")

@@ -1,0 +1,374 @@
+"""The daemon's state: one SQLite database (WAL) under $ENVD_HOME.
+
+All access goes through Store, which serialises writers with one lock; SQLite in WAL mode lets
+readers proceed. Rows are returned as small frozen dataclasses, never as sqlite3.Row.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS projects (
+    name TEXT PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    added_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'new',
+    state_reason TEXT NOT NULL DEFAULT '',
+    image TEXT NOT NULL DEFAULT '',
+    lock_hash TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS images (
+    image TEXT PRIMARY KEY,          -- tag, e.g. envd/churn:0123456789ab
+    image_id TEXT NOT NULL,
+    project TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL,              -- project | step | base
+    cache_key TEXT NOT NULL DEFAULT '',
+    lock_hash TEXT NOT NULL DEFAULT '',
+    size_bytes INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    last_used_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS steps (
+    cache_key TEXT PRIMARY KEY,
+    parent_key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    last_used_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fingerprints (
+    image_id TEXT PRIMARY KEY,
+    document TEXT NOT NULL,          -- the fingerprint file format (envd.model.fingerprint.dumps)
+    environment_hash TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    command TEXT NOT NULL,           -- a JSON list of argv strings
+    image TEXT NOT NULL DEFAULT '',
+    started_at REAL NOT NULL,
+    ended_at REAL NOT NULL DEFAULT 0,
+    exit_code INTEGER NOT NULL DEFAULT 0,
+    finished INTEGER NOT NULL DEFAULT 0,
+    environment_hash TEXT NOT NULL DEFAULT '',
+    host_hash TEXT NOT NULL DEFAULT '',
+    git_commit TEXT NOT NULL DEFAULT '',
+    git_dirty INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS runs_by_project ON runs (project, started_at);
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    image: str
+    image_id: str
+    project: str
+    kind: str
+    cache_key: str
+    lock_hash: str
+    size_bytes: int
+    created_at: float
+    last_used_at: float
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: str
+    project: str
+    command: tuple[str, ...]
+    image: str
+    started_at: float
+    ended_at: float
+    exit_code: int
+    finished: bool
+    environment_hash: str
+    host_hash: str
+    git_commit: str
+    git_dirty: bool
+
+
+@dataclass(frozen=True)
+class ProjectRow:
+    name: str
+    path: str
+    added_at: float
+    state: str
+    state_reason: str
+    image: str
+    lock_hash: str
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        with self._lock:  # executescript manages its own transaction
+            self._db.executescript(_SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            return list(self._db.execute(sql, params).fetchall())
+
+    # ------------------------------------------------------------ projects
+
+    _PROJECT_COLUMNS = "name, path, added_at, state, state_reason, image, lock_hash"
+
+    def projects(self) -> list[ProjectRow]:
+        rows = self.query(f"SELECT {self._PROJECT_COLUMNS} FROM projects ORDER BY name")
+        return [_project(r) for r in rows]
+
+    def project_by_name(self, name: str) -> ProjectRow | None:
+        rows = self.query(f"SELECT {self._PROJECT_COLUMNS} FROM projects WHERE name=?", (name,))
+        return _project(rows[0]) if rows else None
+
+    def project_by_path(self, path: str) -> ProjectRow | None:
+        rows = self.query(f"SELECT {self._PROJECT_COLUMNS} FROM projects WHERE path=?", (path,))
+        return _project(rows[0]) if rows else None
+
+    def add_project(self, name: str, path: str) -> ProjectRow:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO projects (name, path, added_at) VALUES (?, ?, ?)",
+                (name, path, time.time()),
+            )
+        row = self.project_by_name(name)
+        assert row is not None
+        return row
+
+    def rename_project(self, old: str, new: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE projects SET name=? WHERE name=?", (new, old))
+
+    def remove_project(self, name: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM projects WHERE name=?", (name,))
+
+    def set_project_state(self, name: str, state: str, reason: str = "") -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE projects SET state=?, state_reason=? WHERE name=?", (state, reason, name)
+            )
+
+    def set_project_image(self, name: str, image: str, lock_hash: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE projects SET image=?, lock_hash=? WHERE name=?", (image, lock_hash, name)
+            )
+
+    # ------------------------------------------------------------ build steps and images
+
+    def step_image(self, cache_key: str) -> str | None:
+        rows = self.query("SELECT image_id FROM steps WHERE cache_key=?", (cache_key,))
+        return str(rows[0][0]) if rows else None
+
+    def record_step(self, cache_key: str, parent: str, name: str, image_id: str, size: int) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (cache_key, parent, name, image_id, size, now, now),
+            )
+
+    def touch_steps(self, keys: list[str]) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE steps SET last_used_at=? WHERE cache_key=?",
+                [(time.time(), k) for k in keys],
+            )
+
+    def drop_step(self, cache_key: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM steps WHERE cache_key=?", (cache_key,))
+
+    def steps(self) -> list[tuple[str, str, str, int, float]]:
+        """(cache_key, name, image_id, size_bytes, last_used_at) of every recorded step."""
+        rows = self.query("SELECT cache_key, name, image_id, size_bytes, last_used_at FROM steps")
+        return [(str(k), str(n), str(i), int(s), float(t)) for k, n, i, s, t in rows]  # type: ignore[call-overload, arg-type]
+
+    _IMAGE_COLUMNS = (
+        "image, image_id, project, kind, cache_key, lock_hash, size_bytes, created_at, last_used_at"
+    )
+
+    def record_image(
+        self,
+        image: str,
+        image_id: str,
+        project: str,
+        kind: str,
+        cache_key: str,
+        lock_hash: str,
+        size: int,
+    ) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO images ({self._IMAGE_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (image, image_id, project, kind, cache_key, lock_hash, size, now, now),
+            )
+
+    def image(self, image: str) -> ImageRow | None:
+        rows = self.query(f"SELECT {self._IMAGE_COLUMNS} FROM images WHERE image=?", (image,))
+        return ImageRow(*rows[0]) if rows else None  # type: ignore[arg-type]
+
+    def images(self) -> list[ImageRow]:
+        rows = self.query(f"SELECT {self._IMAGE_COLUMNS} FROM images ORDER BY last_used_at")
+        return [ImageRow(*r) for r in rows]  # type: ignore[arg-type]
+
+    def touch_image(self, image: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE images SET last_used_at=? WHERE image=?", (time.time(), image))
+
+    def drop_image(self, image: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM images WHERE image=?", (image,))
+
+    # ------------------------------------------------------------ runs
+
+    _RUN_COLUMNS = (
+        "id, project, command, image, started_at, ended_at, exit_code, finished, "
+        "environment_hash, host_hash, git_commit, git_dirty"
+    )
+
+    def start_run(self, run: RunRow) -> None:
+        with self.transaction() as db:
+            db.execute(
+                f"INSERT INTO runs ({self._RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run.id,
+                    run.project,
+                    json.dumps(list(run.command)),
+                    run.image,
+                    run.started_at,
+                    run.ended_at,
+                    run.exit_code,
+                    int(run.finished),
+                    run.environment_hash,
+                    run.host_hash,
+                    run.git_commit,
+                    int(run.git_dirty),
+                ),
+            )
+
+    def finish_run(self, run_id: str, exit_code: int) -> RunRow | None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET ended_at=?, exit_code=?, finished=1 WHERE id=? AND finished=0",
+                (time.time(), exit_code, run_id),
+            )
+        return self.run(run_id)
+
+    def run(self, run_id: str) -> RunRow | None:
+        rows = self.query(
+            f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id=? OR id LIKE ?", (run_id, f"{run_id}%")
+        )
+        return _run(rows[0]) if len(rows) == 1 else None
+
+    def runs(self, project: str = "", limit: int = 50) -> list[RunRow]:
+        where, params = ("WHERE project=?", (project,)) if project else ("", ())
+        rows = self.query(
+            f"SELECT {self._RUN_COLUMNS} FROM runs {where} ORDER BY started_at DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [_run(r) for r in rows]
+
+    # ------------------------------------------------------------ key/value cache
+
+    def get(self, key: str) -> str | None:
+        rows = self.query("SELECT value FROM kv WHERE key=?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def put(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+
+    def set_run_provenance(
+        self, run_id: str, environment_hash: str, host_hash: str, git_commit: str, git_dirty: bool
+    ) -> None:
+        """What a run ran on, filled in just after it starts (off the enter hot path)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET environment_hash=?, host_hash=?, git_commit=?, git_dirty=? "
+                "WHERE id=?",
+                (environment_hash, host_hash, git_commit, int(git_dirty), run_id),
+            )
+
+
+def _run(row: tuple[object, ...]) -> RunRow:
+    (
+        rid,
+        project,
+        command,
+        image,
+        started,
+        ended,
+        code,
+        finished,
+        env_hash,
+        host_hash,
+        commit,
+        dirty,
+    ) = row
+    return RunRow(
+        id=str(rid),
+        project=str(project),
+        command=tuple(json.loads(str(command))),
+        image=str(image),
+        started_at=float(started),  # type: ignore[arg-type]
+        ended_at=float(ended),  # type: ignore[arg-type]
+        exit_code=int(code),  # type: ignore[call-overload]
+        finished=bool(finished),
+        environment_hash=str(env_hash),
+        host_hash=str(host_hash),
+        git_commit=str(commit),
+        git_dirty=bool(dirty),
+    )
+
+
+def _project(row: tuple[object, ...]) -> ProjectRow:
+    name, path, added_at, state, reason, image, lock_hash = row
+    return ProjectRow(
+        name=str(name),
+        path=str(path),
+        added_at=float(added_at),  # type: ignore[arg-type]
+        state=str(state),
+        state_reason=str(reason),
+        image=str(image),
+        lock_hash=str(lock_hash),
+    )

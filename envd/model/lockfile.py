@@ -1,0 +1,316 @@
+"""envd.lock: the typed model, its deterministic serialisation, inputs, hashing and staleness.
+
+Pure: no I/O. The file is JSON with sorted keys and a trailing newline, so the same inputs
+always give the same bytes; `envd.gateways.files.write_atomic` puts it on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import types
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, get_args, get_origin, get_type_hints
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from envd.errors import LockError
+from envd.model.spec import Spec
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+LOCK_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DebianPackage:
+    name: str
+    version: str
+    arch: str = ""
+
+
+@dataclass(frozen=True)
+class PythonPackage:
+    name: str  # canonical (PEP 503 normalised) name
+    version: str
+    hashes: tuple[str, ...]  # "sha256:<hex>", sorted
+    index: str = ""  # index URL the artifacts come from; "" means PyPI
+
+
+@dataclass(frozen=True)
+class BaseLock:
+    """How the base image is pinned.
+
+    kind == "debian": built with mmdebstrap; `suite`, `mirror`, `packages` (the exact set in the
+    tarball) and `tarball_sha256` (bit-identical with SOURCE_DATE_EPOCH) pin it.
+    kind == "image": `reference` as written, `digest` the repo digest or image ID it resolved to.
+    """
+
+    kind: str
+    reference: str = ""
+    digest: str = ""
+    suite: str = ""
+    mirror: str = ""
+    tarball_sha256: str = ""
+    packages: tuple[DebianPackage, ...] = ()
+
+
+@dataclass(frozen=True)
+class Target:
+    """What packages are resolved for, read from inside the base image."""
+
+    python_version: str  # exact, e.g. "3.11.2"
+    platform: str  # platform tag, e.g. "manylinux_2_36_x86_64"
+    glibc: str  # e.g. "2.36"
+    arch: str  # e.g. "x86_64"
+    accelerator: str = "cpu"  # "cpu" or a CUDA variant such as "cu124"
+    min_driver: str = ""  # minimum NVIDIA driver for `accelerator`, "" for cpu
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The normalised spec inputs a lock was made from (hashed for a fast staleness check)."""
+
+    base: str  # "debian:bookworm" or "image:python:3.11-slim"
+    python: str
+    system: tuple[str, ...]
+    requirements: tuple[str, ...]  # packages + requirements file lines, normalised, in order
+    indexes: tuple[str, ...]
+    cuda: str
+    env: tuple[tuple[str, str], ...]
+    setup: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LockFile:
+    envd_version: str
+    uv_version: str
+    inputs: Inputs
+    inputs_hash: str  # "sha256:<hex>" of the canonical inputs
+    target: Target
+    base: BaseLock
+    system: tuple[DebianPackage, ...]  # system packages (and their deps) at exact versions
+    python: tuple[PythonPackage, ...]  # sorted by name
+    shared_image: str = ""  # "registry/repo@sha256:..." when pinned by `share image --pin`
+    lock_version: int = LOCK_VERSION
+
+
+_T = TypeVar("_T", bound="DataclassInstance")
+_SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
+_RELOCK_HINT = "run `envctl lock` to write it again"
+
+
+def inputs_from_spec(spec: Spec) -> Inputs:
+    """The spec inputs a lock depends on, normalised so that equal meaning gives equal inputs."""
+    if spec.base.debian:
+        base = f"debian:{spec.base.debian}"
+    elif spec.base.image:
+        base = f"image:{spec.base.image}"
+    else:
+        raise LockError("envd.yaml: `base` names neither `image` nor `debian`")
+    return Inputs(
+        base=base,
+        python=spec.python or "",
+        system=tuple(sorted(set(spec.system))),
+        requirements=tuple(_normalise(r) for r in spec.all_requirements),
+        indexes=tuple(spec.indexes),
+        cuda=spec.cuda or "",
+        env=tuple(sorted(spec.env)),
+        setup=tuple(spec.setup),
+    )
+
+
+def hash_inputs(inputs: Inputs) -> str:
+    """sha256 of the canonical JSON of `inputs` (sorted keys, UTF-8, compact)."""
+    return "sha256:" + hashlib.sha256(_canonical_json(dataclasses.asdict(inputs))).hexdigest()
+
+
+def dumps(lock: LockFile) -> str:
+    """The lock file's text: the same lock always gives the same bytes."""
+    lock = dataclasses.replace(
+        lock,
+        python=tuple(
+            sorted(
+                (dataclasses.replace(p, hashes=tuple(sorted(p.hashes))) for p in lock.python),
+                key=lambda p: (p.name, p.version),
+            )
+        ),
+        system=tuple(sorted(lock.system, key=lambda d: (d.name, d.arch, d.version))),
+        base=dataclasses.replace(
+            lock.base,
+            packages=tuple(sorted(lock.base.packages, key=lambda d: (d.name, d.arch, d.version))),
+        ),
+    )
+    return json.dumps(dataclasses.asdict(lock), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def loads(text: str, source: str) -> LockFile:
+    """Parse and validate a lock file's text; `source` names the file in errors."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _corrupt(source, f"not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    if not isinstance(data, dict):
+        raise _corrupt(source, "expected a JSON object at the top level")
+    version = data.get("lock_version")
+    if type(version) is not int:
+        raise _corrupt(source, "`lock_version` is missing or not an integer")
+    if version > LOCK_VERSION:
+        raise LockError(
+            f"{source}: written by a newer envd (lock version {version}; "
+            f"this envd reads version {LOCK_VERSION})",
+            hint="upgrade envd, or run `envctl lock` to write it again for this version",
+        )
+    if version != LOCK_VERSION:
+        raise _corrupt(source, f"unknown lock version {version} (expected {LOCK_VERSION})")
+    try:
+        lock = _convert_dataclass(LockFile, data, "")
+    except _Invalid as exc:
+        raise _corrupt(source, str(exc)) from exc
+    if lock.inputs_hash != hash_inputs(lock.inputs):
+        raise _corrupt(source, "`inputs_hash` does not match `inputs` (edited by hand?)")
+    seen: set[str] = set()
+    for i, package in enumerate(lock.python):
+        if package.name in seen:
+            raise _corrupt(source, f"python[{i}]: {package.name} is listed twice")
+        seen.add(package.name)
+        if not package.hashes or not all(_SHA256.fullmatch(h) for h in package.hashes):
+            raise _corrupt(source, f"python[{i}]: {package.name} needs sha256 hashes")
+    return lock
+
+
+def staleness(lock: LockFile, inputs: Inputs) -> list[str]:
+    """Why `lock` no longer matches `inputs`, one reason per change; empty when in sync."""
+    old, new = lock.inputs, inputs
+    reasons: list[str] = []
+    if old.base != new.base:
+        reasons.append(f"base changed: {old.base} → {new.base}")
+    if old.python != new.python:
+        reasons.append(f"python changed: {old.python or 'unset'} → {new.python or 'unset'}")
+    reasons += _added_removed("system package", old.system, new.system)
+    reasons += _requirement_changes(old.requirements, new.requirements)
+    index_changes = _added_removed("index", old.indexes, new.indexes)
+    if not index_changes and old.indexes != new.indexes:
+        index_changes = ["index order changed"]  # the first index that has a package wins
+    reasons += index_changes
+    if old.cuda != new.cuda:
+        reasons.append(f"cuda changed: {old.cuda or 'unset'} → {new.cuda or 'unset'}")
+    old_env, new_env = dict(old.env), dict(new.env)
+    for key in sorted(old_env.keys() | new_env.keys()):
+        if old_env.get(key) != new_env.get(key):
+            reasons.append(f"env changed: {key}")
+    if old.setup != new.setup:
+        reasons.append("setup changed")
+    if not reasons and lock.inputs_hash != hash_inputs(new):
+        reasons.append("inputs hash changed")
+    return reasons
+
+
+def _normalise(requirement: str) -> str:
+    """The requirement as packaging writes it, with its name in canonical form."""
+    try:
+        parsed = Requirement(requirement)
+    except InvalidRequirement:
+        return requirement.strip()
+    parsed.name = canonicalize_name(parsed.name)
+    return str(parsed)
+
+
+def _requirement_key(requirement: str) -> str:
+    try:
+        return canonicalize_name(Requirement(requirement).name)
+    except InvalidRequirement:
+        return requirement.strip()
+
+
+def _requirement_changes(old: Sequence[str], new: Sequence[str]) -> list[str]:
+    old_by_name, new_by_name = _by_name(old), _by_name(new)
+    reasons: list[str] = []
+    for name, written in new_by_name.items():
+        if name not in old_by_name:
+            reasons.append(f"package added: {name}")
+        elif sorted(old_by_name[name]) != sorted(written):
+            was, now = ", ".join(old_by_name[name]), ", ".join(written)
+            reasons.append(f"constraint changed: {was} → {now}")
+    reasons += [f"package removed: {name}" for name in old_by_name if name not in new_by_name]
+    if not reasons and [_normalise(r) for r in old] != [_normalise(r) for r in new]:
+        reasons.append("package order changed")
+    return reasons
+
+
+def _by_name(requirements: Sequence[str]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for requirement in requirements:
+        grouped.setdefault(_requirement_key(requirement), []).append(_normalise(requirement))
+    return grouped
+
+
+def _added_removed(what: str, old: Sequence[str], new: Sequence[str]) -> list[str]:
+    return [f"{what} added: {x}" for x in new if x not in old] + [
+        f"{what} removed: {x}" for x in old if x not in new
+    ]
+
+
+def _canonical_json(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _corrupt(source: str, what: str) -> LockError:
+    return LockError(f"{source}: {what}", hint=_RELOCK_HINT)
+
+
+class _Invalid(Exception):
+    """A value in the lock does not have the type the model needs."""
+
+
+def _convert(tp: Any, value: object, where: str) -> Any:
+    """`value` (parsed JSON) as type `tp` from the lock model; raises _Invalid naming `where`."""
+    label = where or "the top level"
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _convert_dataclass(tp, value, where)
+    if tp is str or tp is int:
+        if type(value) is not tp:
+            raise _Invalid(f"{label}: expected {_json_type(tp)}, found {_json_type(type(value))}")
+        return value
+    if get_origin(tp) is tuple:
+        args = get_args(tp)
+        if not isinstance(value, list):
+            raise _Invalid(f"{label}: expected a list, found {_json_type(type(value))}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            args = (args[0],) * len(value)
+        elif len(value) != len(args):
+            raise _Invalid(f"{label}: expected {len(args)} items, found {len(value)}")
+        return tuple(
+            _convert(t, v, f"{where}[{i}]")
+            for i, (t, v) in enumerate(zip(args, value, strict=True))
+        )
+    raise TypeError(f"lock model type not handled: {tp!r}")  # a bug in the model, not the file
+
+
+def _convert_dataclass(cls: type[_T], value: object, where: str) -> _T:
+    if not isinstance(value, dict):
+        raise _Invalid(f"{where or 'the top level'}: expected an object")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = get_type_hints(cls)
+    prefix = f"{where}." if where else ""
+    unknown = sorted(set(value) - fields.keys())
+    if unknown:
+        raise _Invalid(f"unknown key `{prefix}{unknown[0]}`")
+    kwargs: dict[str, Any] = {}
+    for name, field in fields.items():
+        if name in value:
+            kwargs[name] = _convert(hints[name], value[name], f"{prefix}{name}")
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise _Invalid(f"missing key `{prefix}{name}`")
+    return cls(**kwargs)
+
+
+def _json_type(tp: type) -> str:
+    names = {str: "a string", int: "an integer", bool: "a boolean", float: "a number"}
+    names |= {list: "a list", dict: "an object", types.NoneType: "null"}
+    return names.get(tp, tp.__name__)

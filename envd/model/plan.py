@@ -1,0 +1,235 @@
+"""The build plan: a pure function of envd.lock.
+
+Each step's cache key is sha256(parent key, step content), so a change to one Python package
+changes the packages step's key and every key after it, and nothing before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from envd.model.lockfile import LockFile
+
+VENV = "/opt/venv"
+WORKDIR = "/workspace"
+# The executor mounts one host folder (uv, the CA bundle, the requirements) over /mnt, and the
+# uv cache volume over /tmp: both already exist in Debian images, so no mount point is left in
+# a committed layer.
+RUN_DIR = "/mnt"
+REQUIREMENTS = f"{RUN_DIR}/requirements.txt"
+UV = f"{RUN_DIR}/uv"
+CA_BUNDLE = f"{RUN_DIR}/ca.pem"
+UV_CACHE_MOUNT = "/tmp"
+UV_CACHE = "/tmp/uv"
+# The apt cache volume goes over /var/cache/apt, and the .debs into a folder of their own: the
+# `docker-clean` hook of Docker Hub's Debian images deletes /var/cache/apt/archives/*.deb.
+APT_CACHE_MOUNT = "/var/cache/apt"
+APT_ARCHIVES = "/var/cache/apt/envd-archives"
+IDLE_CMD = ("sleep", "infinity")
+PLAN_VERSION = 2  # bump when the meaning of a step changes, so old cache keys stop matching
+# The same for the metadata step alone (3: env and label values are committed unexpanded).
+METADATA_VERSION = 3
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str  # "base", "system", "venv", "packages", "setup[0]", "metadata"
+    key: str  # hex sha256
+    summary: str
+    argv: tuple[str, ...] = ()  # what runs in the step's container; () for the base
+    network: bool = False
+    uses_ca: bool = False  # mount the host CA bundle (and point tools at it)
+    uses_uv: bool = False  # mount the host uv binary, the uv cache and the requirements file
+    uses_apt_cache: bool = False
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    project: str
+    lock_hash: str
+    base_reference: str
+    steps: tuple[Step, ...]
+    requirements: str  # the hashed requirements file the packages step installs
+    env: tuple[tuple[str, str], ...]  # the image's environment (spec env + venv)
+    labels: tuple[tuple[str, str], ...]
+
+    @property
+    def final_key(self) -> str:
+        return self.steps[-1].key
+
+    @property
+    def tag(self) -> str:
+        return f"envd/{self.project}:{self.final_key[:12]}"
+
+
+def step_key(parent: str, kind: str, content: object) -> str:
+    payload = json.dumps([PLAN_VERSION, parent, kind, content], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def lock_hash(lock: LockFile) -> str:
+    """What the image was built from: the inputs and every pinned artifact."""
+    content = [
+        lock.inputs_hash,
+        lock.base.digest,
+        [(p.name, p.version) for p in lock.system],
+        [(p.name, p.version, list(p.hashes), p.index) for p in lock.python],
+    ]
+    return "sha256:" + hashlib.sha256(json.dumps(content).encode()).hexdigest()
+
+
+def requirements_text(lock: LockFile) -> str:
+    """The lock's Python packages as a hashed requirements file (uv/pip --require-hashes)."""
+    lines = []
+    for p in lock.python:
+        hashes = "".join(f" \\\n    --hash={h}" for h in p.hashes)
+        lines.append(f"{p.name}=={p.version}{hashes}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def system_pins(lock: LockFile) -> list[str]:
+    return [f"{p.name}={p.version}" for p in lock.system]
+
+
+def apt_script(pins: list[str], archives: str = "") -> str:
+    """Install exact Debian versions; with `archives`, the .debs are kept there (a cache)."""
+    cache = f"mkdir -p {archives}/partial; " if archives else ""
+    option = f"-o Dir::Cache::Archives={archives} " if archives else ""
+    clean = "" if archives else "apt-get clean; "
+    return (
+        f"set -e; export DEBIAN_FRONTEND=noninteractive; {cache}apt-get update -qq; "
+        f"apt-get install -y -qq --no-install-recommends {option}{' '.join(pins)}; "
+        f"{clean}rm -rf /var/lib/apt/lists/*"
+    )
+
+
+def index_args(lock: LockFile) -> tuple[str, ...]:
+    args: list[str] = []
+    for url in lock.inputs.indexes:
+        args += ["--extra-index-url", url]
+    return tuple(args)
+
+
+def image_env(lock: LockFile) -> tuple[tuple[str, str], ...]:
+    env = dict(lock.inputs.env)
+    env["VIRTUAL_ENV"] = VENV
+    env["PATH"] = f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    env.setdefault("LANG", "C.UTF-8")
+    return tuple(sorted(env.items()))
+
+
+def _with_env(env: dict[str, str], argv: list[str]) -> tuple[str, ...]:
+    """Variables for one command only: they must not end up in the committed image's config."""
+    return ("env", *(f"{k}={v}" for k, v in sorted(env.items())), *argv)
+
+
+CA_ENV = {
+    "SSL_CERT_FILE": CA_BUNDLE,
+    "REQUESTS_CA_BUNDLE": CA_BUNDLE,
+    "PIP_CERT": CA_BUNDLE,
+    "CURL_CA_BUNDLE": CA_BUNDLE,
+}
+
+
+def make_plan(project: str, lock: LockFile) -> BuildPlan:
+    steps: list[Step] = []
+    base_content = [lock.base.kind, lock.base.digest, lock.base.reference]
+    key = step_key("", "base", base_content)
+    steps.append(Step("base", key, f"{lock.base.kind} base {lock.base.reference}"))
+
+    if lock.base.kind == "image" and lock.system:
+        pins = system_pins(lock)
+        key = step_key(key, "system", pins)
+        script = apt_script(pins, APT_ARCHIVES)
+        steps.append(
+            Step(
+                "system",
+                key,
+                f"{len(pins)} Debian packages",
+                ("sh", "-c", script),
+                network=True,
+                uses_apt_cache=True,
+            )
+        )
+
+    key = step_key(key, "venv", [VENV, lock.target.python_version])
+    steps.append(
+        Step(
+            "venv",
+            key,
+            f"Python {lock.target.python_version} virtualenv at {VENV}",
+            ("python3", "-m", "venv", VENV),
+        )
+    )
+
+    requirements = requirements_text(lock)
+    if lock.python:
+        key = step_key(key, "packages", [requirements, list(lock.inputs.indexes)])
+        uv_env = {
+            **CA_ENV,
+            "UV_CACHE_DIR": UV_CACHE,
+            "UV_LINK_MODE": "copy",
+            "UV_NO_PROGRESS": "1",
+            "UV_PYTHON_DOWNLOADS": "never",
+        }
+        argv = [
+            UV,
+            "pip",
+            "install",
+            "--no-config",
+            "--python",
+            f"{VENV}/bin/python",
+            "--require-hashes",
+            "--no-deps",
+            *index_args(lock),
+            "-r",
+            REQUIREMENTS,
+        ]
+        steps.append(
+            Step(
+                "packages",
+                key,
+                f"{len(lock.python)} Python packages with uv (hashes required)",
+                _with_env(uv_env, argv),
+                network=True,
+                uses_ca=True,
+                uses_uv=True,
+            )
+        )
+
+    env = image_env(lock)
+    for i, command in enumerate(lock.inputs.setup):
+        key = step_key(key, "setup", [command, list(env)])
+        run_env = {**dict(env), **CA_ENV}
+        steps.append(
+            Step(
+                f"setup[{i}]",
+                key,
+                command,
+                _with_env(run_env, ["sh", "-c", command]),
+                network=True,
+                uses_ca=True,
+            )
+        )
+
+    digest = lock_hash(lock)
+    labels = (
+        ("envd.base-digest", lock.base.digest),
+        ("envd.lock-hash", digest),
+        ("envd.project", project),
+        ("envd.python", lock.target.python_version),
+    )
+    content = [METADATA_VERSION, list(env), list(labels), WORKDIR, list(IDLE_CMD)]
+    key = step_key(key, "metadata", content)
+    steps.append(Step("metadata", key, "environment, labels, workdir", ("true",)))
+    return BuildPlan(
+        project=project,
+        lock_hash=digest,
+        base_reference=lock.base.reference or lock.base.digest,
+        steps=tuple(steps),
+        requirements=requirements,
+        env=env,
+        labels=labels,
+    )

@@ -1,0 +1,258 @@
+"""Preparing an `enter`: the image, the warm container, the user, and the run record.
+
+The CLI then runs `docker exec` itself, so the command's terminal, pipes and exit status are
+the user's own; it reports the exit status back with FinishRun.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from envd.errors import BuildFailed, NotFound, UsageError
+from envd.gateways.git import commit_and_dirty
+from envd.gateways.store import ProjectRow, RunRow
+from envd.model.cuda import check_driver_for_lock, check_host, parse_gpu_selection
+from envd.model.plan import VENV, WORKDIR
+from envd.model.spec import Spec
+from envd.progress import Progress, Reporter
+from envd.services.locker import lock_path, read_lock
+from envd.services.warm import WarmRequest, fits
+
+if TYPE_CHECKING:
+    from envd.daemon.wiring import App
+
+log = logging.getLogger(__name__)
+
+SHELL = ("sh", "-c", "if command -v bash >/dev/null; then exec bash -l; else exec sh -l; fi")
+RUNTIME_TTL_S = 300.0  # how long the engine's runtime list is trusted
+PROVENANCE_WAIT_S = 30.0
+_USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
+
+
+@dataclass(frozen=True)
+class EnterCall:
+    project: str
+    command: tuple[str, ...]
+    gpus: str = ""
+    tty: bool = False
+    cwd: str = ""
+    uid: int = 0
+    gid: int = 0
+    user_name: str = ""
+
+
+@dataclass(frozen=True)
+class ExecPlan:
+    container_id: str
+    container_name: str
+    user: str
+    workdir: str
+    env: dict[str, str] = field(default_factory=dict)
+    argv: tuple[str, ...] = ()
+    run_id: str = ""
+    started: bool = False
+
+
+def workdir_for(project_dir: str, cwd: str) -> str:
+    """The caller's directory inside the container when it is inside the project."""
+    if cwd:
+        try:
+            rel = Path(cwd).resolve().relative_to(Path(project_dir).resolve())
+        except ValueError:
+            return WORKDIR
+        return WORKDIR if str(rel) == "." else f"{WORKDIR}/{rel.as_posix()}"
+    return WORKDIR
+
+
+def safe_user_name(name: str, uid: int) -> str:
+    """The caller's name when it is a plain POSIX user name, else user<uid>."""
+    if uid == 0:
+        return "root"
+    return name if _USER_NAME.fullmatch(name) else f"user{uid}"
+
+
+def wrap_for_signals(run_id: str, command: tuple[str, ...]) -> tuple[str, ...]:
+    """Record the command's pid so the CLI can forward signals to it (when there is no TTY)."""
+    return ("sh", "-c", f'echo $$ > {pid_file(run_id)}; exec "$@"', "sh", *command)
+
+
+def pid_file(run_id: str) -> str:
+    return f"/tmp/.envd-run-{run_id}.pid"
+
+
+def gpu_requests(selection: tuple[int, ...] | None) -> tuple[dict[str, Any], ...]:
+    request: dict[str, Any] = {"Driver": "nvidia", "Capabilities": [["gpu"]]}
+    if selection is None:
+        request["Count"] = -1
+    else:
+        request["DeviceIDs"] = [str(i) for i in selection]
+    return (request,)
+
+
+class Entering:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._runtime: tuple[float, bool] | None = None  # (read at, engine has nvidia runtime)
+        self._provenance: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    def prepare(self, call: EnterCall, progress: Reporter) -> ExecPlan:
+        app = self.app
+        row = app.projects.resolve(call.project)
+        spec = app.projects.spec(row)  # an invalid spec stops here, before any build
+        image = app.builder.current_image(row)  # no engine call: a fresh project stays fast
+        if image is None:
+            image = self._build(row, progress)
+        record = app.store.image(image)
+        image_id = record.image_id if record else image
+        request = WarmRequest(
+            row.name,
+            image,
+            image_id,
+            row.path,
+            ports=spec.ports,
+            device_requests=self._devices(spec, call.gpus),
+        )
+        before = app.warm.get(row.name)
+        if before is None or not fits(before, request):
+            self._check_host(row, spec)  # only before a container starts
+        warm = app.warm.ensure(request)
+        name = safe_user_name(call.user_name, call.uid)
+        app.warm.ensure_user(warm, call.uid, call.gid, name, VENV)
+        home = "/root" if call.uid == 0 else f"/home/{name}"
+        env = {"HOME": home, "USER": name, "ENVD_PROJECT": row.name}
+        run_id = ""
+        argv: tuple[str, ...] = SHELL
+        if call.command:
+            run_id = self._record_run(row, call, image_id, image)
+            env["ENVD_RUN_ID"] = run_id
+            argv = call.command if call.tty else wrap_for_signals(run_id, call.command)
+        return ExecPlan(
+            container_id=warm.container_id,
+            container_name=warm.name,
+            user=f"{call.uid}:{call.gid}",
+            workdir=workdir_for(row.path, call.cwd),
+            env=env,
+            argv=tuple(argv),
+            run_id=run_id,
+            started=before is None or before.container_id != warm.container_id,
+        )
+
+    # ------------------------------------------------------------ image
+
+    def _build(self, row: ProjectRow, progress: Reporter) -> str:
+        progress(Progress("build", f"building {row.name} first"))
+        try:
+            return self.app.builder.build(row, progress).image
+        except BuildFailed as exc:
+            previous = self.app.store.project_by_name(row.name)
+            if previous and previous.image and self.app.store.image(previous.image):
+                exc.hint = (
+                    f"the previous image {previous.image} is untouched: undo the change to "
+                    f"envd.yaml (and envd.lock) and `envctl enter {row.name}` uses it again "
+                    "with no build; or fix envd.yaml and enter again"
+                )
+            raise
+
+    # ------------------------------------------------------------ host and GPUs
+
+    def _devices(self, spec: Spec, gpus: str) -> tuple[dict[str, Any], ...]:
+        host = self.app.host
+        if gpus and spec.gpu == "none":
+            raise UsageError(
+                f"--gpus {gpus}: envd.yaml says `gpu: none`",
+                hint="set `gpu: auto` in envd.yaml to attach GPUs",
+            )
+        selection = parse_gpu_selection(gpus, len(host.gpus))  # refuses bad indexes
+        if spec.gpu == "none" or not host.gpus or not self._nvidia_runtime():
+            return ()
+        return gpu_requests(selection)
+
+    def _nvidia_runtime(self) -> bool:
+        now = time.monotonic()
+        if self._runtime is None or now - self._runtime[0] > RUNTIME_TTL_S:
+            self._runtime = (now, self.app.engine.info().nvidia_runtime)
+        return self._runtime[1]
+
+    def _check_host(self, row: ProjectRow, spec: Spec) -> None:
+        host = self.app.host
+        check_host(spec.gpu, spec.cuda, host, bool(host.gpus) and self._nvidia_runtime())
+        lock = read_lock(lock_path(row))
+        if lock is not None:
+            check_driver_for_lock(lock.target.min_driver, host)
+
+    # ------------------------------------------------------------ runs
+
+    def _record_run(self, row: ProjectRow, call: EnterCall, image_id: str, image: str) -> str:
+        run = RunRow(
+            id=uuid.uuid4().hex[:12],
+            project=row.name,
+            command=call.command,
+            image=image,
+            started_at=time.time(),
+            ended_at=0.0,
+            exit_code=0,
+            finished=False,
+            environment_hash="",
+            host_hash="",
+            git_commit="",
+            git_dirty=False,
+        )
+        self.app.store.start_run(run)
+        # Hashes and git state are filled in beside the command: `git status` on a large
+        # repository must not delay the command's start. FinishRun waits for them.
+        worker = threading.Thread(
+            target=self._fill_provenance,
+            args=(run.id, row.path, image_id),
+            daemon=True,
+            name=f"run-{run.id}",
+        )
+        with self._lock:
+            self._provenance[run.id] = worker
+        worker.start()
+        return run.id
+
+    def _fill_provenance(self, run_id: str, project_dir: str, image_id: str) -> None:
+        try:
+            try:
+                env_hash, host_hash = self.app.fingerprint_hashes(image_id)
+            except Exception:  # engine away: a run without hashes, not a failed run
+                log.warning("run %s: no fingerprint hashes", run_id, exc_info=True)
+                env_hash, host_hash = "", ""
+            commit, dirty = commit_and_dirty(project_dir)
+            self.app.store.set_run_provenance(run_id, env_hash, host_hash, commit, dirty)
+        except Exception:  # e.g. the daemon closing its store: the run stays, without these
+            log.warning("run %s: provenance not recorded", run_id, exc_info=True)
+        finally:
+            with self._lock:
+                self._provenance.pop(run_id, None)
+
+    def wait_provenance(self, run_id: str | None = None) -> None:
+        """Wait until a run's (or every pending run's) hashes and git state are stored."""
+        with self._lock:
+            workers = [w for r, w in self._provenance.items() if run_id in (None, r)]
+        for worker in workers:
+            worker.join(PROVENANCE_WAIT_S)
+
+    def finish(self, run_id: str, exit_code: int) -> RunRow:
+        self.wait_provenance(run_id)
+        run = self.app.store.finish_run(run_id, exit_code)
+        if run is None:
+            raise NotFound(f"no run {run_id}", hint="`envctl runs` lists them")
+        self.app.warm.touch(run.project)
+        self.app.events.publish(
+            "run.recorded",
+            run.project,
+            shlex.join(run.command),
+            run=run.id,
+            exit_code=str(run.exit_code),
+        )
+        return run

@@ -1,0 +1,231 @@
+"""`envctl lock`: from envd.yaml to envd.lock (base pinned, target read, everything resolved).
+
+The pieces are elsewhere (debian_base, target, gateways.uv, apt, cuda, lockio); this module only
+puts them in order and makes sure a failure leaves the previous lock untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from envd import __version__
+from envd.errors import LockError, LockStale
+from envd.gateways import uv
+from envd.gateways.files import write_atomic
+from envd.gateways.store import ProjectRow
+from envd.model.apt import parse_simulated_install, resolve_script
+from envd.model.cuda import accelerator_variant, min_driver_for_cuda, torch_pypi_cuda_constraint
+from envd.model.lockfile import (
+    BaseLock,
+    DebianPackage,
+    LockFile,
+    dumps,
+    hash_inputs,
+    inputs_from_spec,
+    loads,
+    staleness,
+)
+from envd.model.spec import LOCK_FILENAME, Spec
+from envd.model.target import check_python, inspect_target
+from envd.progress import Progress, Reporter
+from envd.services.debian_base import DEFAULT_MIRROR, ensure_debian_base
+
+if TYPE_CHECKING:
+    from envd.daemon.wiring import App
+
+
+@dataclass(frozen=True)
+class LockOutcome:
+    path: Path
+    lock: LockFile | None
+    changed: bool
+    in_sync: bool
+    reasons: tuple[str, ...]
+
+
+def lock_path(row: ProjectRow) -> Path:
+    return Path(row.path) / LOCK_FILENAME
+
+
+def read_lock(path: Path) -> LockFile | None:
+    if not path.exists():
+        return None
+    return loads(path.read_text(), str(path))
+
+
+class Locker:
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    # ------------------------------------------------------------ public
+
+    def check(self, row: ProjectRow) -> LockOutcome:
+        """Compare envd.lock with envd.yaml; raise LockStale naming every reason."""
+        spec = self.app.projects.spec(row)
+        path = lock_path(row)
+        current = read_lock(path)
+        if current is None:
+            raise LockStale(f"{path} does not exist", hint=f"run `envctl lock {row.name}`")
+        reasons = staleness(current, inputs_from_spec(spec))
+        if reasons:
+            raise LockStale(
+                f"{path} is out of date: " + "; ".join(reasons),
+                hint=f"run `envctl lock {row.name}` and commit envd.lock",
+            )
+        return LockOutcome(path, current, changed=False, in_sync=True, reasons=())
+
+    def ensure_lock(self, row: ProjectRow, progress: Reporter) -> LockFile:
+        """The project's lock: made when missing, refused when stale (never silently rewritten)."""
+        path = lock_path(row)
+        if not path.exists():
+            progress(Progress("lock", f"no {LOCK_FILENAME} yet: locking {row.name}"))
+            outcome = self.lock(row, progress)
+            assert outcome.lock is not None
+            return outcome.lock
+        outcome = self.check(row)
+        assert outcome.lock is not None
+        return outcome.lock
+
+    def lock(
+        self,
+        row: ProjectRow,
+        progress: Reporter,
+        *,
+        upgrade: bool = False,
+        upgrade_packages: tuple[str, ...] = (),
+    ) -> LockOutcome:
+        spec = self.app.projects.spec(row)
+        path = lock_path(row)
+        previous_text = path.read_text() if path.exists() else None
+        previous = loads(previous_text, str(path)) if previous_text is not None else None
+        inputs = inputs_from_spec(spec)
+        reasons = tuple(staleness(previous, inputs)) if previous else ("new lock",)
+        if previous is not None and not reasons and not upgrade and not upgrade_packages:
+            # In sync: nothing to resolve (`--upgrade` re-resolves on purpose).
+            return LockOutcome(path, previous, changed=False, in_sync=True, reasons=())
+
+        base = self._base(spec, previous, upgrade, progress)
+        progress(Progress("target", "reading the Python target from the base image"))
+        target = inspect_target(
+            self.app.engine,
+            base.reference or base.digest,
+            cache=self.app.store,
+            cache_key=f"target:{base.digest}",
+        )
+        check_python(spec.python, target, f"{row.path}/envd.yaml", base=base.reference)
+        if spec.cuda:
+            target = replace(
+                target,
+                accelerator=accelerator_variant(spec.cuda),
+                min_driver=min_driver_for_cuda(spec.cuda),
+            )
+        system = self._system(spec, base, progress)
+        progress(
+            Progress("resolve", f"resolving {len(spec.all_requirements)} requirements with uv")
+        )
+        keep = () if upgrade or previous is None else previous.python
+        python = uv.resolve(
+            spec.all_requirements,
+            python_version=target.python_version,
+            platform=target.platform,
+            indexes=spec.indexes,
+            preferences=keep,
+            upgrade=upgrade,
+            upgrade_packages=upgrade_packages,
+            cache_dir=str(self.app.paths.cache / "uv"),
+            extra_constraints=_cuda_constraints(spec),
+        )
+        lock = LockFile(
+            envd_version=__version__,
+            uv_version=uv.uv_version(),
+            inputs=inputs,
+            inputs_hash=hash_inputs(inputs),
+            target=target,
+            base=base,
+            system=system,
+            python=python,
+            shared_image=_kept_shared_image(previous, base),
+        )
+        text = dumps(lock)
+        changed = text != previous_text
+        if changed:
+            write_atomic(path, text)
+        self.app.events.publish("project.locked", row.name, str(path), changed=str(changed))
+        return LockOutcome(path, lock, changed=changed, in_sync=True, reasons=reasons)
+
+    # ------------------------------------------------------------ pieces
+
+    def _base(
+        self, spec: Spec, previous: LockFile | None, upgrade: bool, progress: Reporter
+    ) -> BaseLock:
+        if spec.base.debian:
+            return ensure_debian_base(
+                self.app.engine,
+                spec.base.debian,
+                list(spec.system),
+                DEFAULT_MIRROR,
+                self.app.paths.cache / "debian",
+                progress=progress,
+                refresh=upgrade,  # --upgrade takes the mirror's packages of today
+            )
+        reference = spec.base.image or ""
+        image = self.app.engine.inspect_image(reference)
+        if image is None:
+            progress(Progress("base", f"pulling {reference}"))
+            image = self.app.engine.pull(reference)
+        digest = image.repo_digests[0] if image.repo_digests else image.id
+        if (
+            previous is not None
+            and not upgrade
+            and previous.base.kind == "image"
+            and previous.base.reference == reference
+            and previous.base.digest != digest
+        ):
+            # The tag moved on; the lock keeps what it pinned when that image is still here.
+            pinned = self.app.engine.inspect_image(previous.base.digest)
+            if pinned is not None:
+                return previous.base
+        return BaseLock(kind="image", reference=reference, digest=digest)
+
+    def _system(self, spec: Spec, base: BaseLock, progress: Reporter) -> tuple[DebianPackage, ...]:
+        if not spec.system:
+            return ()
+        if base.kind == "debian":
+            wanted = {name.split("=", 1)[0] for name in spec.system}
+            return tuple(p for p in base.packages if p.name in wanted)
+        progress(Progress("system", f"resolving {len(spec.system)} Debian packages with apt"))
+        result = self.app.engine.run(base.digest, resolve_script(list(spec.system)), user="0")
+        if result.exit_code != 0:
+            raise LockError(
+                f"apt could not resolve {', '.join(spec.system)} on {base.reference}:\n"
+                + "\n".join(result.output.splitlines()[-10:]),
+                hint="check the package names (`apt-cache search NAME` on a Debian machine)",
+            )
+        return parse_simulated_install(result.output)
+
+
+def _cuda_constraints(spec: Spec) -> tuple[str, ...]:
+    if not spec.cuda:
+        return ()
+    names = {canonicalize_name(Requirement(r).name) for r in spec.all_requirements}
+    if "torch" not in names:
+        return ()
+    constraint = torch_pypi_cuda_constraint(spec.cuda)
+    if constraint is None:
+        raise LockError(
+            f"no torch release on PyPI is built for CUDA {spec.cuda} or older",
+            hint="raise `cuda:`, or add the PyTorch index for your CUDA to `indexes:`",
+        )
+    return (constraint,)
+
+
+def _kept_shared_image(previous: LockFile | None, base: BaseLock) -> str:
+    """A pinned shared image survives a re-lock only while the base is the same."""
+    if previous is None or previous.base != base:
+        return ""
+    return previous.shared_image

@@ -1,0 +1,98 @@
+"""The project registry: names and paths of the projects envd knows."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from envd.errors import Conflict, NotFound
+from envd.events import EventBus
+from envd.gateways.store import ProjectRow, Store
+from envd.model.spec import SPEC_FILENAME, Spec, load_spec
+from envd.services.templates import write_template
+
+
+def looks_like_path(ref: str) -> bool:
+    return os.sep in ref or ref in (".", "..") or ref.startswith("~")
+
+
+class Projects:
+    def __init__(self, store: Store, events: EventBus) -> None:
+        self._store = store
+        self._events = events
+
+    def list(self) -> list[ProjectRow]:
+        return self._store.projects()
+
+    def resolve(self, ref: str) -> ProjectRow:
+        """A registered name, or a directory path (registered on first use)."""
+        if not ref:
+            raise NotFound("no project given", hint="name a project or a directory with envd.yaml")
+        if not looks_like_path(ref):
+            row = self._store.project_by_name(ref)
+            if row is not None:
+                return row
+            if not Path(ref).is_dir():
+                raise NotFound(
+                    f"no project named `{ref}`",
+                    hint="`envctl ls` lists projects; a path (./DIR) registers a new one",
+                )
+        path = Path(ref).expanduser().resolve()
+        row = self._store.project_by_path(str(path))
+        if row is not None:
+            return row
+        return self.add(path)
+
+    def spec(self, row: ProjectRow) -> Spec:
+        if not Path(row.path).is_dir():
+            raise NotFound(
+                f"project `{row.name}`: its directory {row.path} is gone",
+                hint=f"restore it, or forget the project with `envctl rm {row.name}`",
+            )
+        return load_spec(row.path)
+
+    def add(self, path: Path) -> ProjectRow:
+        path = path.expanduser().resolve()
+        if not path.is_dir():
+            raise NotFound(f"{path} is not a directory")
+        if not (path / SPEC_FILENAME).is_file():
+            raise NotFound(
+                f"{path} has no {SPEC_FILENAME}",
+                hint=f"create one with `envctl init {path}` (see `envctl init --list`)",
+            )
+        spec = load_spec(path)
+        existing = self._store.project_by_path(str(path))
+        clash = self._store.project_by_name(spec.name)
+        if clash is not None and clash.path != str(path):
+            raise Conflict(
+                f"project name `{spec.name}` is already used by {clash.path}",
+                hint=f"set a different `name:` in {path / SPEC_FILENAME}",
+            )
+        if existing is not None:
+            if existing.name != spec.name:
+                self._store.rename_project(existing.name, spec.name)
+            row = self._store.project_by_name(spec.name)
+            assert row is not None
+            return row
+        row = self._store.add_project(spec.name, str(path))
+        self._events.publish("project.added", row.name, str(path))
+        return row
+
+    def init(self, directory: Path, template: str) -> ProjectRow:
+        write_template(template or "default", directory.expanduser().resolve())
+        return self.add(directory)
+
+    def remove(self, ref: str) -> ProjectRow:
+        row = self.resolve_registered(ref)
+        self._store.remove_project(row.name)
+        self._events.publish("project.removed", row.name, row.path)
+        return row
+
+    def resolve_registered(self, ref: str) -> ProjectRow:
+        """Like resolve, but never registers: for commands that forget or inspect."""
+        row = self._store.project_by_name(ref)
+        if row is None and looks_like_path(ref):
+            row = self._store.project_by_path(str(Path(ref).expanduser().resolve()))
+        if row is None:
+            raise NotFound(f"no project `{ref}` is registered", hint="`envctl ls` lists projects")
+        return row

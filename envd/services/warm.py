@@ -1,0 +1,448 @@
+"""Warm containers: one running container per entered project, so `enter` is a `docker exec`.
+
+The registry lives in memory and is rebuilt from container labels when the daemon starts, so a
+restart finds its warm containers again. Only containers labelled with this daemon's owner are
+ever adopted, listed or removed: several daemons (users, test sessions) may share one engine.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from envd.config import Config
+from envd.errors import ContainerError
+from envd.events import EventBus
+from envd.gateways.engine import ContainerInfo, Mount, RunResult
+from envd.model.plan import IDLE_CMD, WORKDIR
+
+ROLE = "warm"
+REAP_EVERY_S = 30.0
+# A container handed to a caller this recently may be about to get its `docker exec`: it is
+# treated as busy even though the engine lists no exec in it yet.
+HANDOFF_GRACE_S = 5.0
+
+
+class ContainerEngine(Protocol):
+    def start_container(
+        self,
+        name: str,
+        image: str,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = ...,
+        mounts: Sequence[Mount] = ...,
+        labels: Mapping[str, str] | None = ...,
+        workdir: str = ...,
+        device_requests: Sequence[Mapping[str, Any]] = ...,
+        ports: Sequence[int] = ...,
+    ) -> ContainerInfo: ...
+
+    def inspect_container(self, ref: str) -> ContainerInfo | None: ...
+
+    def list_containers(self, label: str = ...) -> list[ContainerInfo]: ...
+
+    def remove_container(self, ref: str) -> None: ...
+
+    def exec_capture(self, container: str, argv: Sequence[str], user: str = ...) -> RunResult: ...
+
+    def running_execs(self, container: str) -> int: ...
+
+
+@dataclass
+class Warm:
+    project: str
+    container_id: str
+    name: str
+    image: str
+    started_at: float
+    last_used_at: float
+    ports: tuple[int, ...] = ()
+    gpus: str = ""  # gpu_key of its device requests: "" none, "all", or "0,1"
+    users: set[int] = field(default_factory=set)  # uids with a passwd entry already
+    retiring: bool = False  # replaced; removed once its commands finish
+    status: str = "running"
+
+
+@dataclass(frozen=True)
+class WarmRequest:
+    project: str
+    image: str
+    image_id: str
+    project_dir: str
+    ports: tuple[int, ...] = ()
+    device_requests: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def gpus(self) -> str:
+        return gpu_key(self.device_requests)
+
+
+def gpu_key(device_requests: Sequence[Mapping[str, Any]]) -> str:
+    """A short, comparable name for a container's GPU requests (also stored as a label)."""
+    for request in device_requests:
+        if request.get("Count") == -1:
+            return "all"
+        ids = request.get("DeviceIDs")
+        if ids:
+            return ",".join(str(i) for i in ids)
+    return ""
+
+
+def container_name(project: str, image_id: str) -> str:
+    return f"envd-{project}-{image_id.removeprefix('sha256:')[:12]}"
+
+
+def user_setup_script(uid: int, gid: int, name: str, venv: str) -> str:
+    """Run as root once per user: a passwd/group entry, a HOME, and the venv on login PATHs.
+
+    `name` must be a safe user name (see envd.services.entering.safe_user_name): it is not quoted.
+    """
+    home = "/root" if uid == 0 else f"/home/{name}"
+    return (
+        "set -e; "
+        f"grep -q '^[^:]*:[^:]*:{uid}:' /etc/passwd || "
+        f"echo '{name}:x:{uid}:{gid}::{home}:/bin/sh' >> /etc/passwd; "
+        f"grep -q '^[^:]*:[^:]*:{gid}:' /etc/group || echo '{name}:x:{gid}:' >> /etc/group; "
+        f"mkdir -p {home} && chown {uid}:{gid} {home}; "
+        "mkdir -p /etc/profile.d; "
+        f"printf 'export VIRTUAL_ENV={venv}\\nexport PATH={venv}/bin:$PATH\\n' "
+        "> /etc/profile.d/envd.sh"
+    )
+
+
+class WarmContainers:
+    """The registry of warm containers, and the reaper that stops idle ones.
+
+    One lock per project serialises what changes that project's container (ensure, stop, reap),
+    so starting one project's container never holds up `enter` on another; `_lock` guards only
+    the registry's dicts and is never held across an engine call.
+    """
+
+    def __init__(
+        self,
+        engine: ContainerEngine,
+        events: EventBus,
+        config: Callable[[], Config],
+        owner: str = "",
+    ) -> None:
+        self.engine = engine
+        self.events = events
+        self.config = config  # read each time: `envctl config` may change it
+        self.owner = owner
+        self._by_project: dict[str, Warm] = {}
+        self._retiring: list[Warm] = []
+        self._lock = threading.RLock()
+        self._project_locks: dict[str, threading.Lock] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._reaper: threading.Thread | None = None
+
+    def _labels(self, request: WarmRequest) -> dict[str, str]:
+        labels = {
+            "envd.role": ROLE,
+            "envd.project": request.project,
+            "envd.image": request.image,
+            "envd.ports": ",".join(str(p) for p in request.ports),
+            "envd.gpus": request.gpus,
+        }
+        if self.owner:
+            labels["envd.owner"] = self.owner
+        return labels
+
+    def _ours(self, info: ContainerInfo) -> bool:
+        return info.labels.get("envd.owner", "") == self.owner
+
+    @contextmanager
+    def _holding(self, project: str, wait: bool = True) -> Iterator[bool]:
+        with self._lock:
+            lock = self._project_locks.setdefault(project, threading.Lock())
+        acquired = lock.acquire(blocking=wait)
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                lock.release()
+
+    # ------------------------------------------------------------ discovery and listing
+
+    def rediscover(self) -> None:
+        """Adopt the warm containers a previous daemon of ours left running (found by label)."""
+        now = time.time()
+        for c in self.engine.list_containers(f"envd.role={ROLE}"):
+            project = c.labels.get("envd.project", "")
+            if not project or not self._ours(c):
+                continue
+            if c.status != "running":
+                self.engine.remove_container(c.id)
+                continue
+            ports = tuple(int(p) for p in c.labels.get("envd.ports", "").split(",") if p.isdigit())
+            warm = Warm(
+                project,
+                c.id,
+                c.name,
+                c.labels.get("envd.image", c.image),
+                now,
+                now,
+                ports=ports,
+                gpus=c.labels.get("envd.gpus", ""),
+            )
+            with self._lock:
+                if any(w.container_id == c.id for w in self.all()):
+                    continue
+                if project not in self._by_project:
+                    self._by_project[project] = warm
+                else:  # two for one project: the next enter picks the one that fits
+                    warm.retiring = True
+                    self._retiring.append(warm)
+
+    def all(self) -> list[Warm]:
+        with self._lock:
+            return sorted(self._by_project.values(), key=lambda w: w.project) + list(self._retiring)
+
+    def get(self, project: str) -> Warm | None:
+        with self._lock:
+            return self._by_project.get(project)
+
+    def refresh(self) -> list[Warm]:
+        """all(), with each status read from the engine (a container may have died meanwhile)."""
+        warms = self.all()
+        for warm in warms:
+            info = self.engine.inspect_container(warm.container_id)
+            if warm.status == "running" and (info is None or info.status != "running"):
+                warm.status = info.status if info is not None else "gone"
+        return warms
+
+    # ------------------------------------------------------------ ensure
+
+    def ensure(self, request: WarmRequest) -> Warm:
+        """The project's running container for `request`, started or replaced if needed.
+
+        Reused when image, ports and GPUs match and it still runs; a dead one is removed and
+        started afresh; one that no longer fits is retired (kept until its commands finish).
+        """
+        with self._holding(request.project):
+            warm = self.get(request.project)
+            if warm is not None:
+                if fits(warm, request):
+                    info = self.engine.inspect_container(warm.container_id)
+                    if info is not None and info.status == "running":
+                        warm.last_used_at = time.time()
+                        return warm
+                    self._remove(warm, "died")
+                else:
+                    self._retire(warm)
+            revived = self._revive(request)
+            return revived if revived is not None else self._start(request)
+
+    def _busy(self, warm: Warm, now: float) -> bool:
+        """Running a command, or just handed to a caller whose `docker exec` may be starting."""
+        recent = now - warm.last_used_at < HANDOFF_GRACE_S
+        return recent or self.engine.running_execs(warm.container_id) > 0
+
+    def _retire(self, warm: Warm) -> None:
+        """Replace without cutting a running command short."""
+        if self._busy(warm, time.time()):
+            with self._lock:
+                if self._by_project.get(warm.project) is warm:
+                    del self._by_project[warm.project]
+                warm.retiring = True
+                self._retiring.append(warm)
+        else:
+            self._remove(warm, "replaced")
+
+    def _revive(self, request: WarmRequest) -> Warm | None:
+        """A retiring container that fits again (e.g. the lock was reverted) becomes current."""
+        with self._lock:
+            candidates = [
+                w for w in self._retiring if w.project == request.project and fits(w, request)
+            ]
+        for warm in candidates:
+            info = self.engine.inspect_container(warm.container_id)
+            if info is None or info.status != "running":
+                continue
+            with self._lock:
+                self._retiring.remove(warm)
+                warm.retiring = False
+                warm.last_used_at = time.time()
+                self._by_project[request.project] = warm
+            return warm
+        return None
+
+    def _free_name(self, request: WarmRequest) -> str:
+        """envd-<project>-<image id>, unless that name is in use by a container to keep."""
+        name = container_name(request.project, request.image_id)
+        existing = self.engine.inspect_container(name)
+        if existing is None:
+            return name
+        mine = {w.container_id for w in self.all()}
+        if self._ours(existing) and existing.id not in mine:
+            self.engine.remove_container(existing.id)  # a leftover of ours, e.g. stopped
+            return name
+        # Still running someone's commands (ours retiring, or another daemon's): do not touch.
+        return f"{name}-{secrets.token_hex(2)}"
+
+    def _start(self, request: WarmRequest) -> Warm:
+        name = self._free_name(request)
+        try:
+            info = self.engine.start_container(
+                name,
+                request.image,
+                list(IDLE_CMD),
+                mounts=[Mount(request.project_dir, WORKDIR)],
+                labels=self._labels(request),
+                workdir=WORKDIR,
+                device_requests=request.device_requests,
+                ports=request.ports,
+            )
+        except ContainerError as exc:
+            self.engine.remove_container(name)  # created but not started: leave nothing
+            if request.ports and not exc.hint:
+                ports = ", ".join(str(p) for p in request.ports)
+                exc.hint = (
+                    f"is a port of envd.yaml ({ports}) in use? `envctl ps` lists warm "
+                    "environments; `envctl stop PROJECT` frees theirs"
+                )
+            raise
+        if info.status != "running":
+            self.engine.remove_container(info.id)
+            raise ContainerError(
+                f"the container for {request.project} stopped right after it started",
+                hint=f"`envctl build {request.project}` rebuilds the image; "
+                "`envctl daemon logs` may say more",
+            )
+        now = time.time()
+        warm = Warm(
+            request.project,
+            info.id,
+            name,
+            request.image,
+            now,
+            now,
+            ports=request.ports,
+            gpus=request.gpus,
+        )
+        with self._lock:
+            self._by_project[request.project] = warm
+        self.events.publish("container.started", request.project, name, image=request.image)
+        return warm
+
+    def ensure_user(self, warm: Warm, uid: int, gid: int, name: str, venv: str) -> None:
+        if uid in warm.users:
+            return
+        with self._holding(warm.project):
+            if uid in warm.users:
+                return
+            result = self.engine.exec_capture(
+                warm.container_id, ["sh", "-c", user_setup_script(uid, gid, name, venv)], user="0"
+            )
+            if result.exit_code != 0:
+                raise ContainerError(
+                    f"could not set up user {name} ({uid}:{gid}) in {warm.name}: "
+                    f"{result.output.strip()[-300:]}"
+                )
+            warm.users.add(uid)
+
+    def touch(self, project: str) -> None:
+        with self._lock:
+            warm = self._by_project.get(project)
+            if warm is not None:
+                warm.last_used_at = time.time()
+
+    # ------------------------------------------------------------ stopping
+
+    def stop(self, project: str | None) -> list[Warm]:
+        """Stop one project's warm containers (retiring ones too), or all of them."""
+        chosen = [w for w in self.all() if project is None or w.project == project]
+        stopped = []
+        for warm in chosen:
+            with self._holding(warm.project):
+                if any(w is warm for w in self.all()):
+                    self._remove(warm, "stopped by request")
+                    stopped.append(warm)
+        return stopped
+
+    def _remove(self, warm: Warm, reason: str) -> None:
+        self.engine.remove_container(warm.container_id)
+        with self._lock:
+            warm.status = "stopped"
+            if self._by_project.get(warm.project) is warm:
+                del self._by_project[warm.project]
+            if warm in self._retiring:
+                self._retiring.remove(warm)
+        self.events.publish("container.stopped", warm.project, warm.name, reason=reason)
+
+    def reap(self, now: float | None = None) -> list[Warm]:
+        """Stop idle, dead and finished retiring containers; never one running a command.
+
+        A busy container counts as used now, so its idle time starts when its commands end.
+        A project whose container is being started or stopped right now is left for next time.
+        """
+        now = time.time() if now is None else now
+        timeout = self.config().idle_timeout
+        removed = []
+        for warm in self.all():
+            with self._holding(warm.project, wait=False) as held:
+                if not held or not any(w is warm for w in self.all()):
+                    continue
+                info = self.engine.inspect_container(warm.container_id)
+                if info is None or info.status != "running":
+                    self._remove(warm, "died")
+                    removed.append(warm)
+                    continue
+                if warm.retiring:
+                    if self._busy(warm, now):
+                        continue
+                    reason = "replaced"
+                else:
+                    idle = now - warm.last_used_at
+                    if timeout <= 0 or idle <= timeout:
+                        continue
+                    if self.engine.running_execs(warm.container_id):
+                        warm.last_used_at = now  # in use: idle time starts when it ends
+                        continue
+                    reason = f"idle for {idle:.0f}s"
+                self._remove(warm, reason)
+                removed.append(warm)
+        return removed
+
+    def start_reaper(self) -> None:
+        if self._reaper is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                self._wake.wait(self.interval())
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
+                try:
+                    self.reap()
+                except Exception:  # the engine may be briefly away; try again next round
+                    continue
+
+        self._reaper = threading.Thread(target=loop, daemon=True, name="reaper")
+        self._reaper.start()
+
+    def wake(self) -> None:
+        """Re-read the settings now (after `envctl config idle_timeout ...`)."""
+        self._wake.set()
+
+    def interval(self) -> float:
+        """How often the reaper looks: min(30 s, timeout / 2), at least once a second."""
+        timeout = self.config().idle_timeout
+        return max(1.0, min(REAP_EVERY_S, timeout / 2)) if timeout > 0 else REAP_EVERY_S
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+
+def fits(warm: Warm, request: WarmRequest) -> bool:
+    """Whether a warm container serves a request as is (same image, ports and GPUs)."""
+    return warm.image == request.image and warm.ports == request.ports and warm.gpus == request.gpus

@@ -1,0 +1,199 @@
+"""Reacting to edits: mark projects stale, invalid or missing, and rebuild in the background.
+
+A committed envd.lock is never rewritten here: a stale lock only marks the project stale and
+says to run `envctl lock`; a missing lock is made (there is nothing to overwrite).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from envd.errors import EnvdError, SpecError
+from envd.gateways.store import ProjectRow
+from envd.model.lockfile import inputs_from_spec, staleness
+from envd.model.spec import LOCK_FILENAME, SPEC_FILENAME, Spec, load_spec
+from envd.progress import ignore
+from envd.services.locker import lock_path, read_lock
+
+if TYPE_CHECKING:
+    from envd.daemon.wiring import App
+
+log = logging.getLogger(__name__)
+DEBOUNCE_S = 1.0  # watchdog pairs rename events with a delay of its own
+
+
+def relevant_files(spec: Spec | None) -> set[str]:
+    files = {SPEC_FILENAME, LOCK_FILENAME}
+    if spec is not None and spec.requirements_file:
+        files.add(Path(spec.requirements_file).name)
+    else:
+        files.add("requirements.txt")  # the spec is unreadable: keep a common name in view
+    return files
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: str  # "ready", "stale", "invalid", "missing"
+    reason: str
+    action: str  # "", "lock-and-build", "build"
+
+
+def judge(row: ProjectRow, app: App) -> Verdict:
+    """What the project's files say now (reads files and the store, no engine work)."""
+    if not Path(row.path).is_dir():
+        return Verdict("missing", f"{row.path} is gone", "")
+    try:
+        spec = load_spec(row.path)
+    except SpecError as exc:
+        return Verdict("invalid", exc.message, "")
+    try:
+        lock = read_lock(lock_path(row))
+    except EnvdError as exc:
+        return Verdict("stale", exc.message, "")
+    if lock is None:
+        return Verdict("stale", f"no {LOCK_FILENAME} yet", "lock-and-build")
+    reasons = staleness(lock, inputs_from_spec(spec))
+    if reasons:
+        return Verdict(
+            "stale", f"{SPEC_FILENAME} changed: {'; '.join(reasons)}; run envctl lock", ""
+        )
+    if app.builder.current_image(row) is None:
+        return Verdict("stale", "the image is older than envd.lock", "build")
+    return Verdict("ready", "", "")
+
+
+class Debouncer:
+    """Calls `fire(key)` once a key has been quiet for `delay` seconds."""
+
+    def __init__(self, fire: Callable[[str], None], delay: float = DEBOUNCE_S) -> None:
+        self._fire = fire
+        self._delay = delay
+        self._timers: dict[str, threading.Timer] = {}
+        self._lock = threading.Lock()
+
+    def poke(self, key: str) -> None:
+        with self._lock:
+            old = self._timers.pop(key, None)
+            if old is not None:
+                old.cancel()
+            timer = threading.Timer(self._delay, self._run, args=(key,))
+            timer.daemon = True
+            self._timers[key] = timer
+            timer.start()
+
+    def _run(self, key: str) -> None:
+        with self._lock:
+            self._timers.pop(key, None)
+        self._fire(key)
+
+    def cancel(self) -> None:
+        with self._lock:
+            for timer in self._timers.values():
+                timer.cancel()
+            self._timers.clear()
+
+
+class ProjectWatcher:
+    def __init__(self, app: App) -> None:
+        from envd.gateways.watcher import FolderWatcher
+
+        self.app = app
+        self._folders = FolderWatcher(self._on_file)
+        self._debounce = Debouncer(self._react)
+        self._building: set[str] = set()
+        self._again: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self._folders.start()
+        for row in self.app.store.projects():
+            self._folders.watch(row.path)
+        threading.Thread(target=self._follow_registry, daemon=True, name="watch-registry").start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._debounce.cancel()
+        self._folders.stop()
+
+    def watched(self) -> list[str]:
+        return self._folders.watched()
+
+    def _follow_registry(self) -> None:
+        for event in self.app.events.subscribe(is_active=lambda: not self._stop.is_set()):
+            if event.kind == "project.added":
+                self._folders.watch(event.message)
+            elif event.kind == "project.removed":
+                self._folders.unwatch(event.message)
+
+    def _on_file(self, directory: str, name: str) -> None:
+        row = self.app.store.project_by_path(directory)
+        if row is None:
+            return
+        spec = None
+        try:
+            spec = load_spec(directory)
+        except EnvdError:
+            pass
+        if name == "" or name in relevant_files(spec):
+            self._debounce.poke(row.name)
+
+    def _react(self, name: str) -> None:
+        row = self.app.store.project_by_name(name)
+        if row is None:
+            return
+        verdict = judge(row, self.app)
+        if verdict.state != "ready" or row.state not in ("building",):
+            self.app.store.set_project_state(name, verdict.state, verdict.reason)
+        if verdict.state != "ready":
+            self.app.events.publish(f"project.{verdict.state}", name, verdict.reason)
+        if verdict.state == "missing":
+            self._folders.unwatch(row.path)
+        if verdict.action and self._rebuilds_enabled(row):
+            self._rebuild(row)
+
+    def _rebuilds_enabled(self, row: ProjectRow) -> bool:
+        if not (self.app.config.watch and self.app.config.rebuild_on_change):
+            return False
+        try:
+            return load_spec(row.path).watch
+        except EnvdError:
+            return False
+
+    def _rebuild(self, row: ProjectRow) -> None:
+        """One background build per project; a change during it queues exactly one more."""
+        with self._lock:
+            if row.name in self._building:
+                self._again.add(row.name)
+                return
+            self._building.add(row.name)
+
+        def run() -> None:
+            first = True
+            while True:
+                current = self.app.store.project_by_name(row.name)
+                if current is None or (not first and not judge(current, self.app).action):
+                    with self._lock:  # the queued change needs no build after all
+                        self._building.discard(row.name)
+                        self._again.discard(row.name)
+                    return
+                first = False
+                self.app.events.publish("watch.rebuild", row.name, "rebuilding after a change")
+                try:
+                    self.app.builder.build(row, ignore)
+                except EnvdError as exc:
+                    log.warning("background build of %s failed: %s", row.name, exc.message)
+                except Exception:
+                    log.exception("background build of %s crashed", row.name)
+                with self._lock:
+                    if row.name not in self._again:
+                        self._building.discard(row.name)
+                        return
+                    self._again.discard(row.name)
+
+        threading.Thread(target=run, daemon=True, name=f"rebuild-{row.name}").start()
