@@ -104,7 +104,8 @@ class App:
         return Fingerprints(self)
 
     def _record_fingerprint(self, row: ProjectRow, outcome: BuildOutcome) -> None:
-        from envd.services.locker import lock_path, read_lock
+        from envd.gateways.projectfiles import read_lock
+        from envd.services.locker import lock_path
 
         lock = read_lock(lock_path(row))
         if lock is not None:

@@ -473,24 +473,3 @@ def parse_spec(
 ) -> Spec:
     """Parse and validate envd.yaml text (pure: files are read only through `read_text`)."""
     return _Parser(source, project_dir, read_text).parse(text)
-
-
-def load_spec(project_dir: str | Path) -> Spec:
-    """Read and validate <project_dir>/envd.yaml and the requirements file it names."""
-    root = Path(project_dir).resolve()
-    path = root / SPEC_FILENAME
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SpecError(
-            "no envd.yaml here",
-            file=str(path),
-            hint=f"create one with `envctl init {root}` (templates: `envctl init --list`)",
-        ) from None
-    except UnicodeDecodeError:
-        raise SpecError("not UTF-8 text", file=str(path), line=1) from None
-
-    def read_text(relpath: str) -> str:
-        return (root / relpath).read_text()
-
-    return parse_spec(text, source=str(path), project_dir=str(root), read_text=read_text)

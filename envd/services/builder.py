@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from envd.errors import BuildFailed, EnvdError, RegistryError, VerificationError
 from envd.gateways.engine import CommitSpec, Mount
+from envd.gateways.projectfiles import read_lock
 from envd.gateways.store import ProjectRow
 from envd.gateways.trust import host_ca_bundle
 from envd.model import plan as p
@@ -28,7 +29,7 @@ from envd.model.cuda import check_host
 from envd.model.lockfile import LockFile, inputs_from_spec, staleness
 from envd.progress import Progress, Reporter
 from envd.services.debian_base import restore_debian_base
-from envd.services.locker import lock_path, read_lock
+from envd.services.locker import lock_path
 
 if TYPE_CHECKING:
     from envd.daemon.wiring import App

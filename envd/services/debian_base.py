@@ -19,6 +19,7 @@ from typing import Protocol
 
 from envd.errors import LockError, LockStale
 from envd.gateways import mmdebstrap
+from envd.gateways.files import sha256_file
 from envd.gateways.proc import CommandError
 from envd.model.lockfile import BaseLock, DebianPackage
 from envd.progress import Progress, Reporter, ignore
@@ -279,8 +280,4 @@ def _write_meta(meta: Path, made: BaseTarball) -> None:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()}"
+    return f"sha256:{sha256_file(path)}"

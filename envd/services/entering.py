@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from envd.errors import BuildFailed, NotFound, UsageError
 from envd.gateways.git import commit_and_dirty
+from envd.gateways.projectfiles import read_lock
 from envd.gateways.store import ProjectRow, RunRow
 from envd.model.cuda import check_driver_for_lock, check_host, parse_gpu_selection
 from envd.model.plan import VENV, WORKDIR
 from envd.model.spec import Spec
 from envd.progress import Progress, Reporter
-from envd.services.locker import lock_path, read_lock
+from envd.services.locker import lock_path
 from envd.services.warm import WarmRequest, fits
 
 if TYPE_CHECKING:

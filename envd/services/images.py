@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from envd.errors import EnvdError, NotFound
+from envd.gateways.projectfiles import read_lock
 from envd.model.plan import make_plan
-from envd.services.locker import lock_path, read_lock
+from envd.services.locker import lock_path
 
 if TYPE_CHECKING:
     from envd.daemon.wiring import App

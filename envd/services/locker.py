@@ -17,6 +17,7 @@ from envd import __version__
 from envd.errors import LockError, LockStale
 from envd.gateways import uv
 from envd.gateways.files import write_atomic
+from envd.gateways.projectfiles import read_lock
 from envd.gateways.store import ProjectRow
 from envd.model.apt import parse_simulated_install, resolve_script
 from envd.model.cuda import accelerator_variant, min_driver_for_cuda, torch_pypi_cuda_constraint
@@ -50,12 +51,6 @@ class LockOutcome:
 
 def lock_path(row: ProjectRow) -> Path:
     return Path(row.path) / LOCK_FILENAME
-
-
-def read_lock(path: Path) -> LockFile | None:
-    if not path.exists():
-        return None
-    return loads(path.read_text(), str(path))
 
 
 class Locker:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from envd.errors import Conflict, NotFound
 from envd.events import EventBus
+from envd.gateways.projectfiles import load_spec
 from envd.gateways.store import ProjectRow, Store
-from envd.model.spec import SPEC_FILENAME, Spec, load_spec
+from envd.model.spec import SPEC_FILENAME, Spec
 from envd.services.templates import write_template
 
 

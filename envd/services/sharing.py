@@ -8,7 +8,6 @@ or corrupt image is never registered.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import tarfile
 import tempfile
@@ -19,14 +18,15 @@ from typing import TYPE_CHECKING
 
 from envd.errors import NotFound, RegistryError, UsageError, VerificationError
 from envd.gateways.engine import ImageInfo, split_reference
-from envd.gateways.files import write_atomic
+from envd.gateways.files import sha256_file, write_atomic
+from envd.gateways.projectfiles import read_lock
 from envd.gateways.store import ProjectRow
 from envd.model.fingerprint import dumps, section_hash
 from envd.model.lockfile import dumps as dump_lock
 from envd.model.plan import make_plan
 from envd.progress import Progress, Reporter
 from envd.services.fingerprints import ENV_LABEL, spec_env_names
-from envd.services.locker import lock_path, read_lock
+from envd.services.locker import lock_path
 
 if TYPE_CHECKING:
     from envd.daemon.wiring import App
@@ -107,7 +107,7 @@ class Sharing:
                 "image_id": info.id,
                 "project": row.name,
                 "environment_hash": fp.environment_hash,
-                "image_sha256": file_sha256(raw),
+                "image_sha256": sha256_file(raw),
             }
             try:
                 with tarfile.open(partial, "w:gz", compresslevel=3) as archive:
@@ -144,7 +144,7 @@ class Sharing:
                     hint="copy it again, or pull the image from a registry",
                 ) from None
             meta = json.loads((Path(tmp) / ARCHIVE_META).read_text())
-            if file_sha256(Path(tmp) / ARCHIVE_IMAGE) != meta.get("image_sha256"):
+            if sha256_file(Path(tmp) / ARCHIVE_IMAGE) != meta.get("image_sha256"):
                 raise RegistryError(
                     f"{path} is corrupt: the image inside does not match its recorded sha256",
                     hint="copy it again, or pull the image from a registry",
@@ -202,14 +202,6 @@ class Sharing:
                 self.app.store.set_project_state(row.name, "ready")
                 return row.name
         return ""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_gzip(path: Path) -> None:

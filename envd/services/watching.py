@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from envd.errors import EnvdError, SpecError
+from envd.gateways.projectfiles import load_spec, read_lock
 from envd.gateways.store import ProjectRow
 from envd.model.lockfile import inputs_from_spec, staleness
-from envd.model.spec import LOCK_FILENAME, SPEC_FILENAME, Spec, load_spec
+from envd.model.spec import LOCK_FILENAME, SPEC_FILENAME, Spec
 from envd.progress import ignore
-from envd.services.locker import lock_path, read_lock
+from envd.services.locker import lock_path
 
 if TYPE_CHECKING:
     from envd.daemon.wiring import App

@@ -11,13 +11,14 @@ import pytest
 
 from envd.events import EventBus
 from envd.gateways.engine import ImageInfo
+from envd.gateways.projectfiles import read_lock
 from envd.gateways.store import Store
 from envd.model.lockfile import LockFile, dumps, hash_inputs
 from envd.model.plan import make_plan
 from envd.progress import Progress
 from envd.services.builder import Builder
 from envd.services.images import ImageEntry, collect_garbage, list_images, select_garbage
-from envd.services.locker import lock_path, read_lock
+from envd.services.locker import lock_path
 from tests.unit.test_plan import NUMPY, SIX, lock
 
 

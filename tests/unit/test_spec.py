@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from envd.errors import SpecError
-from envd.model.spec import Base, load_spec, parse_spec
+from envd.gateways.projectfiles import load_spec
+from envd.model.spec import Base, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

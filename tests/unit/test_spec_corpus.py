@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from envd.errors import SpecError
-from envd.model.spec import load_spec
+from envd.gateways.projectfiles import load_spec
 
 CORPUS = Path(__file__).resolve().parent.parent / "specs"
 BAD = sorted((CORPUS / "bad").glob("*.yaml"))

@@ -7,8 +7,9 @@ import grpc
 from envd.daemon.rpc import RpcBase, project_msg
 from envd.daemon.rpc.enter import warm_msg
 from envd.errors import EnvdError
+from envd.gateways.projectfiles import read_lock
 from envd.model.lockfile import inputs_from_spec, staleness
-from envd.services.locker import lock_path, read_lock
+from envd.services.locker import lock_path
 from envd.v1 import envd_pb2 as pb
 
 
