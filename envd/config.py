@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -60,25 +57,19 @@ def _format(value: object) -> str:
     return str(value)
 
 
-def load_config(path: Path) -> Config:
-    if not path.exists():
-        return Config()
+def parse_config(text: str, source: str) -> Config:
+    """config.yaml's text as settings (unknown keys and bad values are refused)."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise EnvdError(f"{path}: not valid YAML: {exc}") from exc
+        raise EnvdError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise EnvdError(f"{path}: expected a mapping of settings")
+        raise EnvdError(f"{source}: expected a mapping of settings")
     config = Config()
     for key, value in data.items():
         config = config.with_value(str(key), _format(value))
     return config
 
 
-def save_config(path: Path, config: Config) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump({k: yaml.safe_load(v) for k, v, _ in config.entries()}, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump({k: yaml.safe_load(v) for k, v, _ in config.entries()}, sort_keys=True)

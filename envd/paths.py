@@ -50,3 +50,8 @@ def resolve_paths(environ: Mapping[str, str] | None = None) -> Paths:
         socket = home / "envd.sock"
     cache = Path(env["ENVD_CACHE"]) if env.get("ENVD_CACHE") else home / "cache"
     return Paths(home=home.absolute(), socket=socket.absolute(), cache=cache.absolute())
+
+
+def run_pid_file(run_id: str) -> str:
+    """Inside a warm container: where a run's pid is kept for signal forwarding (no TTY)."""
+    return f"/tmp/.envd-run-{run_id}.pid"

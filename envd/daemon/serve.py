@@ -103,7 +103,7 @@ def serve(paths: Paths, foreground: bool = True) -> int:
     from envd.daemon.interceptor import ErrorInterceptor
     from envd.daemon.peerguard import PeerGuard
     from envd.daemon.servicer import Servicer
-    from envd.daemon.wiring import App
+    from envd.daemon.wiring import build_services
     from envd.v1 import envd_pb2_grpc
 
     paths.home.mkdir(parents=True, exist_ok=True)
@@ -111,7 +111,7 @@ def serve(paths: Paths, foreground: bool = True) -> int:
     _setup_logging(paths, foreground)
     backend = _prepare_socket(paths)
 
-    app = App(paths)
+    services = build_services(paths)
     stop = threading.Event()
     server = grpc.server(
         ThreadPoolExecutor(max_workers=32, thread_name_prefix="rpc"),
@@ -119,11 +119,11 @@ def serve(paths: Paths, foreground: bool = True) -> int:
         options=[("grpc.so_reuseport", 0)],
     )
     envd_pb2_grpc.add_EnvdServicer_to_server(  # type: ignore[no-untyped-call]
-        Servicer(app, stop.set), server
+        Servicer(services, stop.set), server
     )
     server.add_insecure_port(f"unix:{backend}")
     server.start()
-    app.start()  # adopt warm containers before the first request can race us to them
+    services.start()  # adopt warm containers before the first request can race us to them
     guard = PeerGuard(paths.socket, backend)
     guard.listen()
     paths.pid_file.write_text(f"{os.getpid()}\n")
@@ -138,7 +138,7 @@ def serve(paths: Paths, foreground: bool = True) -> int:
         log.info("shutting down")
         guard.close()
         server.stop(grace=2).wait(5)
-        app.close()
+        services.close()
         for leftover in (paths.socket, backend, paths.pid_file):
             try:
                 leftover.unlink()

@@ -13,7 +13,7 @@ from envd.daemon.rpc.lock import LockRpc
 from envd.daemon.rpc.projects import ProjectsRpc
 from envd.daemon.rpc.share import ShareRpc
 from envd.daemon.rpc.status import StatusRpc
-from envd.daemon.wiring import App
+from envd.daemon.wiring import Services
 from envd.v1 import envd_pb2_grpc
 
 
@@ -29,6 +29,6 @@ class Servicer(
     StatusRpc,
     envd_pb2_grpc.EnvdServicer,
 ):
-    def __init__(self, app: App, shutdown: Callable[[], None]) -> None:
-        self.app = app
+    def __init__(self, services: Services, shutdown: Callable[[], None]) -> None:
+        self.services = services
         self._shutdown = shutdown

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from envd.model.host import GpuDevice
+
 # NVML return codes (nvml.h); stable ABI values, so a fake module need not define them.
 NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_NO_PERMISSION = 4
@@ -29,15 +31,6 @@ _INIT_REASONS = {
         "the NVIDIA driver library and kernel module differ (reboot after a driver upgrade)"
     ),
 }
-
-
-@dataclass(frozen=True)
-class GpuDevice:
-    index: int  # NVML index, the one `nvidia-smi` and `--gpus` use
-    name: str  # "NVIDIA H100 80GB HBM3"
-    uuid: str  # "GPU-..."
-    memory_bytes: int  # total device memory; 0 where NVML cannot say (unified-memory parts)
-    compute_capability: str  # "9.0"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from envd.model.state import ProjectState
+
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -109,7 +111,7 @@ class ProjectRow:
     name: str
     path: str
     added_at: float
-    state: str
+    state: ProjectState
     state_reason: str
     image: str
     lock_hash: str
@@ -131,7 +133,7 @@ class Store:
             self._db.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -141,7 +143,7 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
-    def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with self._lock:
             return list(self._db.execute(sql, params).fetchall())
 
@@ -150,19 +152,19 @@ class Store:
     _PROJECT_COLUMNS = "name, path, added_at, state, state_reason, image, lock_hash"
 
     def projects(self) -> list[ProjectRow]:
-        rows = self.query(f"SELECT {self._PROJECT_COLUMNS} FROM projects ORDER BY name")
+        rows = self._query(f"SELECT {self._PROJECT_COLUMNS} FROM projects ORDER BY name")
         return [_project(r) for r in rows]
 
     def project_by_name(self, name: str) -> ProjectRow | None:
-        rows = self.query(f"SELECT {self._PROJECT_COLUMNS} FROM projects WHERE name=?", (name,))
+        rows = self._query(f"SELECT {self._PROJECT_COLUMNS} FROM projects WHERE name=?", (name,))
         return _project(rows[0]) if rows else None
 
     def project_by_path(self, path: str) -> ProjectRow | None:
-        rows = self.query(f"SELECT {self._PROJECT_COLUMNS} FROM projects WHERE path=?", (path,))
+        rows = self._query(f"SELECT {self._PROJECT_COLUMNS} FROM projects WHERE path=?", (path,))
         return _project(rows[0]) if rows else None
 
     def add_project(self, name: str, path: str) -> ProjectRow:
-        with self.transaction() as db:
+        with self._transaction() as db:
             db.execute(
                 "INSERT INTO projects (name, path, added_at) VALUES (?, ?, ?)",
                 (name, path, time.time()),
@@ -172,21 +174,21 @@ class Store:
         return row
 
     def rename_project(self, old: str, new: str) -> None:
-        with self.transaction() as db:
+        with self._transaction() as db:
             db.execute("UPDATE projects SET name=? WHERE name=?", (new, old))
 
     def remove_project(self, name: str) -> None:
-        with self.transaction() as db:
+        with self._transaction() as db:
             db.execute("DELETE FROM projects WHERE name=?", (name,))
 
-    def set_project_state(self, name: str, state: str, reason: str = "") -> None:
-        with self.transaction() as db:
+    def set_project_state(self, name: str, state: ProjectState, reason: str = "") -> None:
+        with self._transaction() as db:
             db.execute(
                 "UPDATE projects SET state=?, state_reason=? WHERE name=?", (state, reason, name)
             )
 
     def set_project_image(self, name: str, image: str, lock_hash: str) -> None:
-        with self.transaction() as db:
+        with self._transaction() as db:
             db.execute(
                 "UPDATE projects SET image=?, lock_hash=? WHERE name=?", (image, lock_hash, name)
             )
@@ -194,31 +196,31 @@ class Store:
     # ------------------------------------------------------------ build steps and images
 
     def step_image(self, cache_key: str) -> str | None:
-        rows = self.query("SELECT image_id FROM steps WHERE cache_key=?", (cache_key,))
+        rows = self._query("SELECT image_id FROM steps WHERE cache_key=?", (cache_key,))
         return str(rows[0][0]) if rows else None
 
     def record_step(self, cache_key: str, parent: str, name: str, image_id: str, size: int) -> None:
         now = time.time()
-        with self.transaction() as db:
+        with self._transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (cache_key, parent, name, image_id, size, now, now),
             )
 
     def touch_steps(self, keys: list[str]) -> None:
-        with self.transaction() as db:
+        with self._transaction() as db:
             db.executemany(
                 "UPDATE steps SET last_used_at=? WHERE cache_key=?",
                 [(time.time(), k) for k in keys],
             )
 
     def drop_step(self, cache_key: str) -> None:
-        with self.transaction() as db:
+        with self._transaction() as db:
             db.execute("DELETE FROM steps WHERE cache_key=?", (cache_key,))
 
     def steps(self) -> list[tuple[str, str, str, int, float]]:
         """(cache_key, name, image_id, size_bytes, last_used_at) of every recorded step."""
-        rows = self.query("SELECT cache_key, name, image_id, size_bytes, last_used_at FROM steps")
+        rows = self._query("SELECT cache_key, name, image_id, size_bytes, last_used_at FROM steps")
         return [(str(k), str(n), str(i), int(s), float(t)) for k, n, i, s, t in rows]  # type: ignore[call-overload, arg-type]
 
     _IMAGE_COLUMNS = (
@@ -236,7 +238,7 @@ class Store:
         size: int,
     ) -> None:
         now = time.time()
-        with self.transaction() as db:
+        with self._transaction() as db:
             db.execute(
                 f"INSERT OR REPLACE INTO images ({self._IMAGE_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -244,20 +246,40 @@ class Store:
             )
 
     def image(self, image: str) -> ImageRow | None:
-        rows = self.query(f"SELECT {self._IMAGE_COLUMNS} FROM images WHERE image=?", (image,))
+        rows = self._query(f"SELECT {self._IMAGE_COLUMNS} FROM images WHERE image=?", (image,))
         return ImageRow(*rows[0]) if rows else None  # type: ignore[arg-type]
 
     def images(self) -> list[ImageRow]:
-        rows = self.query(f"SELECT {self._IMAGE_COLUMNS} FROM images ORDER BY last_used_at")
+        rows = self._query(f"SELECT {self._IMAGE_COLUMNS} FROM images ORDER BY last_used_at")
         return [ImageRow(*r) for r in rows]  # type: ignore[arg-type]
 
     def touch_image(self, image: str) -> None:
-        with self.transaction() as db:
+        with self._transaction() as db:
             db.execute("UPDATE images SET last_used_at=? WHERE image=?", (time.time(), image))
 
     def drop_image(self, image: str) -> None:
-        with self.transaction() as db:
+        with self._transaction() as db:
             db.execute("DELETE FROM images WHERE image=?", (image,))
+
+    # ------------------------------------------------------------ fingerprints
+
+    def record_fingerprint(self, image_id: str, document: str, environment_hash: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?, ?)",
+                (image_id, document, environment_hash, time.time()),
+            )
+
+    def fingerprint_document(self, image_id: str) -> str | None:
+        rows = self._query("SELECT document FROM fingerprints WHERE image_id=?", (image_id,))
+        return str(rows[0][0]) if rows else None
+
+    def environment_hash(self, image_id: str) -> str:
+        """The recorded environment hash of an image; "" when none is recorded."""
+        rows = self._query(
+            "SELECT environment_hash FROM fingerprints WHERE image_id=?", (image_id,)
+        )
+        return str(rows[0][0]) if rows else ""
 
     # ------------------------------------------------------------ runs
 
@@ -267,7 +289,7 @@ class Store:
     )
 
     def start_run(self, run: RunRow) -> None:
-        with self.transaction() as db:
+        with self._transaction() as db:
             db.execute(
                 f"INSERT INTO runs ({self._RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -287,7 +309,7 @@ class Store:
             )
 
     def finish_run(self, run_id: str, exit_code: int) -> RunRow | None:
-        with self.transaction() as db:
+        with self._transaction() as db:
             db.execute(
                 "UPDATE runs SET ended_at=?, exit_code=?, finished=1 WHERE id=? AND finished=0",
                 (time.time(), exit_code, run_id),
@@ -295,14 +317,14 @@ class Store:
         return self.run(run_id)
 
     def run(self, run_id: str) -> RunRow | None:
-        rows = self.query(
+        rows = self._query(
             f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id=? OR id LIKE ?", (run_id, f"{run_id}%")
         )
         return _run(rows[0]) if len(rows) == 1 else None
 
     def runs(self, project: str = "", limit: int = 50) -> list[RunRow]:
         where, params = ("WHERE project=?", (project,)) if project else ("", ())
-        rows = self.query(
+        rows = self._query(
             f"SELECT {self._RUN_COLUMNS} FROM runs {where} ORDER BY started_at DESC LIMIT ?",
             (*params, limit),
         )
@@ -311,18 +333,18 @@ class Store:
     # ------------------------------------------------------------ key/value cache
 
     def get(self, key: str) -> str | None:
-        rows = self.query("SELECT value FROM kv WHERE key=?", (key,))
+        rows = self._query("SELECT value FROM kv WHERE key=?", (key,))
         return str(rows[0][0]) if rows else None
 
     def put(self, key: str, value: str) -> None:
-        with self.transaction() as db:
+        with self._transaction() as db:
             db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
 
     def set_run_provenance(
         self, run_id: str, environment_hash: str, host_hash: str, git_commit: str, git_dirty: bool
     ) -> None:
         """What a run ran on, filled in just after it starts (off the enter hot path)."""
-        with self.transaction() as db:
+        with self._transaction() as db:
             db.execute(
                 "UPDATE runs SET environment_hash=?, host_hash=?, git_commit=?, git_dirty=? "
                 "WHERE id=?",
@@ -367,7 +389,7 @@ def _project(row: tuple[object, ...]) -> ProjectRow:
         name=str(name),
         path=str(path),
         added_at=float(added_at),  # type: ignore[arg-type]
-        state=str(state),
+        state=ProjectState.parse(str(state)),
         state_reason=str(reason),
         image=str(image),
         lock_hash=str(lock_hash),

@@ -11,7 +11,6 @@ import functools
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Collection, Mapping, Sequence
@@ -22,6 +21,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from envd.errors import EnvdError, LockError
+from envd.gateways import proc
+from envd.gateways.trust import host_ca_bundle
 from envd.model.lockfile import PythonPackage
 
 PYPI_SIMPLE = "https://pypi.org/simple"
@@ -32,12 +33,6 @@ _INSTALL_HINT = "install it with `pip install uv` in envd's environment, or put 
 _UV_ENV_KEPT = frozenset(
     {"UV_CACHE_DIR", "UV_HTTP_TIMEOUT", "UV_HTTP_RETRIES", "UV_CONCURRENT_DOWNLOADS"}
 )
-_CA_BUNDLE_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT")
-_SYSTEM_CA_BUNDLES = (
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/cert.pem",
-)
 _MANYLINUX = re.compile(r"manylinux_(\d+)_(\d+)_(\w+)")
 _LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
 _MAX_EXPLANATION_LINES = 30
@@ -45,7 +40,7 @@ _MAX_EXPLANATION_LINES = 30
 
 def uv_version() -> str:
     """The version of the uv that `resolve` runs, e.g. "0.13.9"."""
-    result = _run([_uv_bin(), "--version"], env=_uv_env(None), timeout=60)
+    result = _run([binary(), "--version"], env=_uv_env(None), timeout=60)
     parts = result.stdout.split()
     if result.returncode != 0 or len(parts) < 2 or parts[0] != "uv":
         raise EnvdError(f"`uv --version` failed: {_tail(result.stderr or result.stdout)}")
@@ -75,7 +70,7 @@ def resolve(
             raise LockError(f"not a requirement: {line!r}")
     if not python_version or not platform:
         raise LockError("the target's Python version and platform are needed to resolve")
-    uv = _uv_bin()
+    uv = binary()
     target = python_platform_for(platform, _supported_platforms(uv))
     with tempfile.TemporaryDirectory(prefix="envd-uv-") as tmp:
         work = Path(tmp)
@@ -279,11 +274,12 @@ def _supported_platforms(uv: str) -> frozenset[str]:
     return frozenset(p for p in re.split(r"[,\s]+", match[1]) if p)
 
 
-def _uv_bin() -> str:
+def binary() -> str:
+    """The uv executable envd uses for locking and building (the `uv` package's own first)."""
     try:
         from uv import find_uv_bin
 
-        return find_uv_bin()
+        return str(find_uv_bin())
     except (ImportError, FileNotFoundError):
         pass
     found = shutil.which("uv")
@@ -294,21 +290,13 @@ def _uv_bin() -> str:
     return found
 
 
-def _host_ca_bundle() -> str | None:
-    """The host's CA bundle, so uv trusts a TLS-intercepting proxy as the host does."""
-    for candidate in (*(os.environ.get(v, "") for v in _CA_BUNDLE_ENV), *_SYSTEM_CA_BUNDLES):
-        if candidate and os.path.isfile(candidate):
-            return candidate
-    return None
-
-
 def _uv_env(cache_dir: str | None) -> dict[str, str]:
     """The daemon's environment without UV_* settings that would change a resolution."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("UV_") or k in _UV_ENV_KEPT}
     env["UV_NO_PROGRESS"] = "1"
     if cache_dir is not None:
         env["UV_CACHE_DIR"] = cache_dir
-    if bundle := _host_ca_bundle():
+    if bundle := host_ca_bundle():
         env["SSL_CERT_FILE"] = bundle  # read by every uv version; --native-tls is deprecated
     return env
 
@@ -319,25 +307,14 @@ def _run(
     env: Mapping[str, str],
     timeout: float,
     cwd: str | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run uv and capture its output (the one place a subprocess is started)."""
+) -> proc.Completed:
+    """Run uv and capture its output (through the one host-program gateway)."""
     try:
-        return subprocess.run(
-            list(argv),
-            env=dict(env),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            timeout=timeout,
-            check=False,
-        )
-    except FileNotFoundError as exc:
-        raise EnvdError(f"uv is not installed ({argv[0]} not found)", hint=_INSTALL_HINT) from exc
-    except subprocess.TimeoutExpired as exc:
+        return proc.run(argv, env=env, cwd=cwd, timeout=timeout, check=False)
+    except proc.CommandError as exc:  # only a timeout: check=False keeps failures as results
         raise LockError(f"uv did not finish within {timeout:.0f} s: {' '.join(argv[1:4])}") from exc
+    except EnvdError as exc:
+        raise EnvdError(f"uv is not installed ({argv[0]} not found)", hint=_INSTALL_HINT) from exc
 
 
 def _tail(text: str, lines: int = 10) -> str:

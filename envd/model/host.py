@@ -1,19 +1,23 @@
 """The host envd runs on: CPU, memory, kernel, OS, and GPUs from NVML.
 
 The Docker engine (version, runtimes) is not here; it comes from the engine gateway. File
-readers take the text, so each is tested on sample files; `detect_host` takes a root to read
-them under.
+readers take the text, so each is tested on sample files; `envd.gateways.machine.detect_host`
+reads them (pure here).
 """
 
 from __future__ import annotations
 
-import os
-import platform
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
 
-from envd.gateways.nvml import GpuDevice, Nvml
+
+@dataclass(frozen=True)
+class GpuDevice:
+    index: int  # NVML index, the one `nvidia-smi` and `--gpus` use
+    name: str  # "NVIDIA H100 80GB HBM3"
+    uuid: str  # "GPU-..."
+    memory_bytes: int  # total device memory; 0 where NVML cannot say (unified-memory parts)
+    compute_capability: str  # "9.0"
 
 
 @dataclass(frozen=True)
@@ -83,33 +87,3 @@ def os_name(os_release: str) -> str:
         return values["PRETTY_NAME"]
     name = " ".join(v for v in (values.get("NAME", ""), values.get("VERSION", "")) if v)
     return name or "Linux"
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-def _os_release(root: Path) -> str:
-    # os-release(5): /etc/os-release, falling back to /usr/lib/os-release.
-    return _read(root / "etc/os-release") or _read(root / "usr/lib/os-release")
-
-
-def detect_host(nvml: Nvml, root: Path = Path("/")) -> HostInfo:
-    """Read the host once. Never raises for a missing GPU or driver: that is a CPU host."""
-    report = nvml.read()
-    uname = os.uname()
-    return HostInfo(
-        cpu_model=cpu_model(_read(root / "proc/cpuinfo")),
-        arch=uname.machine or platform.machine(),
-        cpu_count=os.cpu_count() or 0,
-        memory_bytes=memory_bytes(_read(root / "proc/meminfo")),
-        kernel=uname.release,
-        os=os_name(_os_release(root)),
-        gpus=report.gpus,
-        driver_version=report.driver_version,
-        cuda_driver_version=report.cuda_driver_version,
-        gpu_error=report.error,
-    )

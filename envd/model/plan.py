@@ -49,7 +49,6 @@ class Step:
 class BuildPlan:
     project: str
     lock_hash: str
-    base_reference: str
     steps: tuple[Step, ...]
     requirements: str  # the hashed requirements file the packages step installs
     env: tuple[tuple[str, str], ...]  # the image's environment (spec env + venv)
@@ -227,7 +226,6 @@ def make_plan(project: str, lock: LockFile) -> BuildPlan:
     return BuildPlan(
         project=project,
         lock_hash=digest,
-        base_reference=lock.base.reference or lock.base.digest,
         steps=tuple(steps),
         requirements=requirements,
         env=env,

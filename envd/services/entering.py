@@ -14,21 +14,24 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from envd.errors import BuildFailed, NotFound, UsageError
+from envd.errors import BuildFailed, UsageError
+from envd.events import EventBus
+from envd.gateways.engine import Engine
 from envd.gateways.git import commit_and_dirty
-from envd.gateways.projectfiles import read_lock
 from envd.gateways.store import ProjectRow, RunRow
 from envd.model.cuda import check_driver_for_lock, check_host, parse_gpu_selection
 from envd.model.plan import VENV, WORKDIR
 from envd.model.spec import Spec
 from envd.progress import Progress, Reporter
-from envd.services.locker import lock_path
-from envd.services.warm import WarmRequest, fits
-
-if TYPE_CHECKING:
-    from envd.daemon.wiring import App
+from envd.services.builder import Builder
+from envd.services.fingerprints import Fingerprints
+from envd.services.host import HostProbe
+from envd.services.images import Images
+from envd.services.projects import Projects
+from envd.services.runs import Runs
+from envd.services.warm import WarmContainers, WarmRequest, fits
 
 log = logging.getLogger(__name__)
 
@@ -99,21 +102,38 @@ def gpu_requests(selection: tuple[int, ...] | None) -> tuple[dict[str, Any], ...
 
 
 class Entering:
-    def __init__(self, app: App) -> None:
-        self.app = app
+    def __init__(
+        self,
+        projects: Projects,
+        images: Images,
+        builder: Builder,
+        warm: WarmContainers,
+        fingerprints: Fingerprints,
+        runs: Runs,
+        host: HostProbe,
+        engine: Engine,
+        events: EventBus,
+    ) -> None:
+        self._projects = projects
+        self._images = images
+        self._builder = builder
+        self._warm = warm
+        self._fingerprints = fingerprints
+        self._runs = runs
+        self._host = host
+        self._engine = engine
+        self._events = events
         self._runtime: tuple[float, bool] | None = None  # (read at, engine has nvidia runtime)
         self._provenance: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
 
     def prepare(self, call: EnterCall, progress: Reporter) -> ExecPlan:
-        app = self.app
-        row = app.projects.resolve(call.project)
-        spec = app.projects.spec(row)  # an invalid spec stops here, before any build
-        image = app.builder.current_image(row)  # no engine call: a fresh project stays fast
+        row = self._projects.resolve(call.project)
+        spec = self._projects.spec(row)  # an invalid spec stops here, before any build
+        image = self._images.current_image(row)  # no engine call: a fresh project stays fast
         if image is None:
             image = self._build(row, progress)
-        record = app.store.image(image)
-        image_id = record.image_id if record else image
+        image_id = self._images.image_id(image)
         request = WarmRequest(
             row.name,
             image,
@@ -122,12 +142,12 @@ class Entering:
             ports=spec.ports,
             device_requests=self._devices(spec, call.gpus),
         )
-        before = app.warm.get(row.name)
+        before = self._warm.get(row.name)
         if before is None or not fits(before, request):
             self._check_host(row, spec)  # only before a container starts
-        warm = app.warm.ensure(request)
+        warm = self._warm.ensure(request)
         name = safe_user_name(call.user_name, call.uid)
-        app.warm.ensure_user(warm, call.uid, call.gid, name, VENV)
+        self._warm.ensure_user(warm, call.uid, call.gid, name, VENV)
         home = "/root" if call.uid == 0 else f"/home/{name}"
         env = {"HOME": home, "USER": name, "ENVD_PROJECT": row.name}
         run_id = ""
@@ -152,10 +172,10 @@ class Entering:
     def _build(self, row: ProjectRow, progress: Reporter) -> str:
         progress(Progress("build", f"building {row.name} first"))
         try:
-            return self.app.builder.build(row, progress).image
+            return self._builder.build(row, progress).image
         except BuildFailed as exc:
-            previous = self.app.store.project_by_name(row.name)
-            if previous and previous.image and self.app.store.image(previous.image):
+            previous = self._projects.by_name(row.name)
+            if previous and previous.image and self._images.recorded(previous.image):
                 exc.hint = (
                     f"the previous image {previous.image} is untouched: undo the change to "
                     f"envd.yaml (and envd.lock) and `envctl enter {row.name}` uses it again "
@@ -166,7 +186,7 @@ class Entering:
     # ------------------------------------------------------------ host and GPUs
 
     def _devices(self, spec: Spec, gpus: str) -> tuple[dict[str, Any], ...]:
-        host = self.app.host
+        host = self._host.host
         if gpus and spec.gpu == "none":
             raise UsageError(
                 f"--gpus {gpus}: envd.yaml says `gpu: none`",
@@ -180,13 +200,13 @@ class Entering:
     def _nvidia_runtime(self) -> bool:
         now = time.monotonic()
         if self._runtime is None or now - self._runtime[0] > RUNTIME_TTL_S:
-            self._runtime = (now, self.app.engine.info().nvidia_runtime)
+            self._runtime = (now, self._engine.info().nvidia_runtime)
         return self._runtime[1]
 
     def _check_host(self, row: ProjectRow, spec: Spec) -> None:
-        host = self.app.host
+        host = self._host.host
         check_host(spec.gpu, spec.cuda, host, bool(host.gpus) and self._nvidia_runtime())
-        lock = read_lock(lock_path(row))
+        lock = self._projects.lock_state(row, spec).lock
         if lock is not None:
             check_driver_for_lock(lock.target.min_driver, host)
 
@@ -207,7 +227,7 @@ class Entering:
             git_commit="",
             git_dirty=False,
         )
-        self.app.store.start_run(run)
+        self._runs.start(run)
         # Hashes and git state are filled in beside the command: `git status` on a large
         # repository must not delay the command's start. FinishRun waits for them.
         worker = threading.Thread(
@@ -224,12 +244,12 @@ class Entering:
     def _fill_provenance(self, run_id: str, project_dir: str, image_id: str) -> None:
         try:
             try:
-                env_hash, host_hash = self.app.fingerprint_hashes(image_id)
+                env_hash, host_hash = self._fingerprints.hashes(image_id)
             except Exception:  # engine away: a run without hashes, not a failed run
                 log.warning("run %s: no fingerprint hashes", run_id, exc_info=True)
                 env_hash, host_hash = "", ""
             commit, dirty = commit_and_dirty(project_dir)
-            self.app.store.set_run_provenance(run_id, env_hash, host_hash, commit, dirty)
+            self._runs.set_provenance(run_id, env_hash, host_hash, commit, dirty)
         except Exception:  # e.g. the daemon closing its store: the run stays, without these
             log.warning("run %s: provenance not recorded", run_id, exc_info=True)
         finally:
@@ -245,11 +265,9 @@ class Entering:
 
     def finish(self, run_id: str, exit_code: int) -> RunRow:
         self.wait_provenance(run_id)
-        run = self.app.store.finish_run(run_id, exit_code)
-        if run is None:
-            raise NotFound(f"no run {run_id}", hint="`envctl runs` lists them")
-        self.app.warm.touch(run.project)
-        self.app.events.publish(
+        run = self._runs.finish(run_id, exit_code)
+        self._warm.touch(run.project)
+        self._events.publish(
             "run.recorded",
             run.project,
             shlex.join(run.command),

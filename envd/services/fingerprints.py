@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from envd.errors import NotFound, VerificationError
-from envd.gateways.engine import Mount
-from envd.gateways.store import ProjectRow
+from envd.gateways.engine import Engine, Mount
+from envd.gateways.store import ProjectRow, Store
 from envd.model.fingerprint import (
     EnvironmentSection,
     Fingerprint,
@@ -25,9 +23,9 @@ from envd.model.fingerprint import (
 )
 from envd.model.lockfile import LockFile
 from envd.model.plan import VENV
-
-if TYPE_CHECKING:
-    from envd.daemon.wiring import App
+from envd.services.host import HostProbe
+from envd.services.images import Images
+from envd.services.warm import WarmContainers
 
 PROBE = Path(__file__).resolve().parents[1] / "probe" / "probe_env.py"
 PROBE_IN_CONTAINER = "/run/envd-probe/probe_env.py"
@@ -35,28 +33,6 @@ ENV_LABEL = "envd.model.fingerprint.environment"
 PYTHON_CANDIDATES = (
     f'if [ -x {VENV}/bin/python ]; then exec {VENV}/bin/python "$@"; fi; exec python3 "$@"'
 )
-
-
-def host_section(app: App) -> HostSection:
-    host = app.host
-    return HostSection(
-        cpu_model=host.cpu_model,
-        arch=host.arch,
-        kernel=host.kernel,
-        engine_version=app.engine.info().version,
-        gpus=tuple(HostGpu(g.name, g.compute_capability, g.memory_bytes) for g in host.gpus),
-        driver_version=host.driver_version,
-        cuda_driver_version=host.cuda_driver_version,
-    )
-
-
-def host_section_hash(app: App) -> str:
-    section = host_section(app)
-    digest = section_hash(section)
-    key = f"host:{digest}"
-    if app.store.get(key) is None:  # kept so a run's host can be shown later
-        app.store.put(key, json.dumps({"host": _host_dict(section)}))
-    return digest
 
 
 def _host_dict(section: HostSection) -> dict[str, object]:
@@ -72,9 +48,46 @@ def spec_env_names(image_env: tuple[str, ...]) -> list[str]:
 
 
 class Fingerprints:
-    def __init__(self, app: App) -> None:
-        self.app = app
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        host: HostProbe,
+        images: Images,
+        warm: WarmContainers,
+    ) -> None:
+        self._engine = engine
+        self._store = store
+        self._host = host
+        self._images = images
+        self._warm = warm
         self._pending: dict[str, EnvironmentSection] = {}  # image -> section, between steps
+
+    # ------------------------------------------------------------ the host
+
+    def host_section(self) -> HostSection:
+        host = self._host.host
+        return HostSection(
+            cpu_model=host.cpu_model,
+            arch=host.arch,
+            kernel=host.kernel,
+            engine_version=self._engine.info().version,
+            gpus=tuple(HostGpu(g.name, g.compute_capability, g.memory_bytes) for g in host.gpus),
+            driver_version=host.driver_version,
+            cuda_driver_version=host.cuda_driver_version,
+        )
+
+    def host_hash(self) -> str:
+        section = self.host_section()
+        digest = section_hash(section)
+        key = f"host:{digest}"
+        if self._store.get(key) is None:  # kept so a run's host can be shown later
+            self._store.put(key, json.dumps({"host": _host_dict(section)}))
+        return digest
+
+    def hashes(self, image_id: str) -> tuple[str, str]:
+        """(environment hash, host hash) recorded for an image; "" for an unknown environment."""
+        return self._store.environment_hash(image_id), self.host_hash()
 
     # ------------------------------------------------------------ computing
 
@@ -86,7 +99,7 @@ class Fingerprints:
         set_env: dict[str, str] | None = None,
     ) -> EnvironmentSection:
         """Probe a container of `image`; `set_env` stands in for ENV the last step adds."""
-        result = self.app.engine.run(
+        result = self._engine.run(
             image,
             ["sh", "-c", PYTHON_CANDIDATES, "sh", PROBE_IN_CONTAINER, *sorted(names)],
             env=set_env,
@@ -100,8 +113,8 @@ class Fingerprints:
     def probe_container(
         self, container: str, base_digest: str, names: list[str]
     ) -> EnvironmentSection:
-        self.app.engine.copy_into(container, "/tmp", {"envd_probe_env.py": PROBE.read_bytes()})
-        result = self.app.engine.exec_capture(
+        self._engine.copy_into(container, "/tmp", {"envd_probe_env.py": PROBE.read_bytes()})
+        result = self._engine.exec_capture(
             container,
             ["sh", "-c", PYTHON_CANDIDATES, "sh", "/tmp/envd_probe_env.py", *sorted(names)],
             user="0",
@@ -133,12 +146,8 @@ class Fingerprints:
         return self.record_section(image_id, section)
 
     def record_section(self, image_id: str, section: EnvironmentSection) -> Fingerprint:
-        fp = make_fingerprint(section, host_section(self.app))
-        with self.app.store.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?, ?)",
-                (image_id, dumps(fp), fp.environment_hash, time.time()),
-            )
+        fp = make_fingerprint(section, self.host_section())
+        self._store.record_fingerprint(image_id, dumps(fp), fp.environment_hash)
         return fp
 
     # ------------------------------------------------------------ lookups
@@ -146,15 +155,13 @@ class Fingerprints:
     def for_image(
         self, image: str, base_digest: str = "", env: dict[str, str] | None = None
     ) -> Fingerprint:
-        info = self.app.engine.inspect_image(image)
+        info = self._engine.inspect_image(image)
         if info is None:
             raise NotFound(f"image {image} is not on the engine")
-        rows = self.app.store.query(
-            "SELECT document FROM fingerprints WHERE image_id=?", (info.id,)
-        )
-        host = host_section(self.app)
-        if rows:
-            stored = loads(str(rows[0][0]), f"the fingerprint of {image}")
+        document = self._store.fingerprint_document(info.id)
+        host = self.host_section()
+        if document is not None:
+            stored = loads(document, f"the fingerprint of {image}")
             return make_fingerprint(stored.environment, host)
         names = spec_env_names(info.env)
         base = base_digest or info.labels.get("envd.base-digest", "")
@@ -162,7 +169,7 @@ class Fingerprints:
         return make_fingerprint(section, host)
 
     def for_project(self, row: ProjectRow) -> Fingerprint:
-        image = self.app.builder.current_image(row) or row.image
+        image = self._images.current_image(row) or row.image
         if not image:
             raise NotFound(
                 f"project {row.name} has no image yet", hint=f"run `envctl build {row.name}`"
@@ -170,11 +177,11 @@ class Fingerprints:
         return self.for_image(image)
 
     def for_run(self, run_id: str) -> Fingerprint:
-        run = self.app.store.run(run_id)
+        run = self._store.run(run_id)
         if run is None:
             raise NotFound(f"no run {run_id}", hint="`envctl runs` lists them")
         fp = self.for_image(run.image)
-        stored = self.app.store.get(f"host:{run.host_hash}")
+        stored = self._store.get(f"host:{run.host_hash}")
         if stored is None:
             return fp
         host = json.loads(stored)["host"]
@@ -192,7 +199,7 @@ class Fingerprints:
 
     def verify(self, row: ProjectRow) -> tuple[FingerprintDiff, str]:
         """Recorded fingerprint vs the image now, and vs the warm container if one runs."""
-        image = self.app.builder.current_image(row) or row.image
+        image = self._images.current_image(row) or row.image
         if not image:
             raise NotFound(
                 f"project {row.name} has no image yet", hint=f"run `envctl build {row.name}`"
@@ -200,11 +207,11 @@ class Fingerprints:
         recorded = self.for_image(image)
         base = recorded.environment.base_digest
         names = list(recorded.environment.env)
-        host = host_section(self.app)
+        host = self.host_section()
         now = make_fingerprint(self.probe_image(image, base, names), host)
         diff = diff_fingerprints(recorded, now)
         checked = f"image {image}"
-        warm = self.app.warm.get(row.name)
+        warm = self._warm.get(row.name)
         if warm is not None and warm.image == image:
             live = make_fingerprint(self.probe_container(warm.container_id, base, names), host)
             live_diff = diff_fingerprints(recorded, live)

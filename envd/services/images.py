@@ -1,4 +1,4 @@
-"""What envd keeps on the engine: images and step layers, their use, and garbage collection.
+"""What envd keeps on the engine: each project's current image, step layers, their use, and gc.
 
 Selection is pure (`select_garbage`); the rest reconciles the store with the engine, so an
 image removed behind envd's back simply disappears from the records.
@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from envd.errors import EnvdError, NotFound
-from envd.gateways.projectfiles import read_lock
-from envd.model.plan import make_plan
-from envd.services.locker import lock_path
-
-if TYPE_CHECKING:
-    from envd.daemon.wiring import App
+from envd.gateways.engine import Engine
+from envd.gateways.store import ImageRow, ProjectRow, Store
+from envd.model.plan import BuildPlan, make_plan
+from envd.services.projects import Projects
 
 STEP_REPOSITORY = "envd/cache"
 
@@ -35,63 +32,143 @@ class ImageEntry:
     owned_bytes: int = 0  # what it alone accounts for: layers are shared down the step chain
 
 
-def needed_keys(app: App) -> set[str]:
-    """Every step key of every registered project's current lock."""
-    keys: set[str] = set()
-    for row in app.store.projects():
+class Images:
+    def __init__(self, store: Store, engine: Engine, projects: Projects) -> None:
+        self._store = store
+        self._engine = engine
+        self._projects = projects
+
+    # ------------------------------------------------------------ the current image
+
+    def current_image(self, row: ProjectRow) -> str | None:
+        """The image matching the project's current lock, from files and the store only."""
         try:
-            lock = read_lock(lock_path(row))
+            lock = self._projects.lock_state(row).current
         except EnvdError:
-            continue
-        if lock is not None:
-            keys.update(step.key for step in make_plan(row.name, lock).steps)
-    return keys
+            return None
+        if lock is None:
+            return None
+        tag = make_plan(row.name, lock).tag
+        return tag if self._store.image(tag) is not None else None
 
+    def record(self, row: ProjectRow, plan: BuildPlan, image_id: str) -> None:
+        """A project image built (or received) for `plan`, now tagged `plan.tag`."""
+        info = self._engine.inspect_image(plan.tag)
+        self._store.record_image(
+            plan.tag,
+            image_id,
+            row.name,
+            "project",
+            plan.final_key,
+            plan.lock_hash,
+            info.size if info else 0,
+        )
 
-def list_images(app: App) -> list[ImageEntry]:
-    """What the store records and the engine still has; records of vanished images are dropped."""
-    needed = needed_keys(app)
-    current = {row.image for row in app.store.projects() if row.image}
-    steps: list[ImageEntry] = []
-    for key, name, image_id, size, last_used in app.store.steps():
-        if app.engine.inspect_image(image_id) is None:
-            app.store.drop_step(key)
-            continue
-        steps.append(
-            ImageEntry(
-                f"{STEP_REPOSITORY}:{key[:24]}",
-                image_id,
-                "",
-                f"step:{name}",
-                key,
-                size,
-                last_used,
-                last_used,
-                key in needed,
-                size,
+    def built(self, plan: BuildPlan) -> ImageRow | None:
+        """The recorded image of `plan` when the engine still has it (else forget it)."""
+        record = self._store.image(plan.tag)
+        if record is None:
+            return None
+        if self._engine.inspect_image(plan.tag) is None:
+            self._store.drop_image(plan.tag)
+            return None
+        return record
+
+    def touch(self, plan: BuildPlan) -> None:
+        self._store.touch_image(plan.tag)
+        self._store.touch_steps([s.key for s in plan.steps])
+
+    def recorded(self, image: str) -> bool:
+        return self._store.image(image) is not None
+
+    def image_id(self, image: str) -> str:
+        """The engine ID recorded for a tag (the tag itself when none is recorded)."""
+        record = self._store.image(image)
+        return record.image_id if record else image
+
+    # ------------------------------------------------------------ listing and gc
+
+    def needed_keys(self) -> set[str]:
+        """Every step key of every registered project's current lock."""
+        keys: set[str] = set()
+        for row in self._store.projects():
+            try:
+                lock = self._projects.lock_state(row).lock
+            except EnvdError:
+                continue
+            if lock is not None:
+                keys.update(step.key for step in make_plan(row.name, lock).steps)
+        return keys
+
+    def entries(self) -> list[ImageEntry]:
+        """What the store records and the engine still has; records of vanished images go."""
+        needed = self.needed_keys()
+        current = {row.image for row in self._store.projects() if row.image}
+        steps: list[ImageEntry] = []
+        for key, name, image_id, size, last_used in self._store.steps():
+            if self._engine.inspect_image(image_id) is None:
+                self._store.drop_step(key)
+                continue
+            steps.append(
+                ImageEntry(
+                    f"{STEP_REPOSITORY}:{key[:24]}",
+                    image_id,
+                    "",
+                    f"step:{name}",
+                    key,
+                    size,
+                    last_used,
+                    last_used,
+                    key in needed,
+                    size,
+                )
             )
-        )
-    stepped = {e.image_id for e in steps}
-    projects: list[ImageEntry] = []
-    for row in app.store.images():
-        if app.engine.inspect_image(row.image) is None:
-            app.store.drop_image(row.image)
-            continue
-        projects.append(
-            ImageEntry(
-                row.image,
-                row.image_id,
-                row.project,
-                row.kind,
-                row.cache_key,
-                row.size_bytes,
-                row.created_at,
-                row.last_used_at,
-                row.cache_key in needed or row.image in current,
-                0 if row.image_id in stepped else row.size_bytes,
+        stepped = {e.image_id for e in steps}
+        projects: list[ImageEntry] = []
+        for row in self._store.images():
+            if self._engine.inspect_image(row.image) is None:
+                self._store.drop_image(row.image)
+                continue
+            projects.append(
+                ImageEntry(
+                    row.image,
+                    row.image_id,
+                    row.project,
+                    row.kind,
+                    row.cache_key,
+                    row.size_bytes,
+                    row.created_at,
+                    row.last_used_at,
+                    row.cache_key in needed or row.image in current,
+                    0 if row.image_id in stepped else row.size_bytes,
+                )
             )
-        )
-    return projects + steps
+        return projects + steps
+
+    def collect_garbage(
+        self, *, keep_storage: int = 0, keep_duration: float = 0.0, dry_run: bool = False
+    ) -> list[ImageEntry]:
+        chosen = select_garbage(self.entries(), keep_storage, keep_duration, time.time())
+        if dry_run:
+            return chosen
+        return [entry for entry in chosen if self._remove(entry)]
+
+    def remove(self, ref: str) -> list[str]:
+        matches = [e for e in self.entries() if ref in (e.image, e.image_id, e.key)]
+        if not matches:
+            raise NotFound(f"envd has no image {ref}", hint="`envctl images` lists them")
+        return [e.image for e in matches if self._remove(e)]
+
+    def _remove(self, entry: ImageEntry) -> bool:
+        try:
+            self._engine.remove_image(entry.image)
+        except EnvdError:
+            return False  # still a parent of a kept image: the engine keeps the layers
+        if entry.kind == "project":
+            self._store.drop_image(entry.image)
+        else:
+            self._store.drop_step(entry.key)
+        return True
 
 
 def select_garbage(
@@ -112,31 +189,3 @@ def select_garbage(
                 chosen.append(entry)
                 total -= entry.owned_bytes
     return chosen
-
-
-def _remove(app: App, entry: ImageEntry) -> bool:
-    try:
-        app.engine.remove_image(entry.image)
-    except EnvdError:
-        return False  # still a parent of a kept image: the engine keeps the layers
-    if entry.kind == "project":
-        app.store.drop_image(entry.image)
-    else:
-        app.store.drop_step(entry.key)
-    return True
-
-
-def collect_garbage(
-    app: App, *, keep_storage: int = 0, keep_duration: float = 0.0, dry_run: bool = False
-) -> list[ImageEntry]:
-    chosen = select_garbage(list_images(app), keep_storage, keep_duration, time.time())
-    if dry_run:
-        return chosen
-    return [entry for entry in chosen if _remove(app, entry)]
-
-
-def remove_image(app: App, ref: str) -> list[str]:
-    matches = [e for e in list_images(app) if ref in (e.image, e.image_id, e.key)]
-    if not matches:
-        raise NotFound(f"envd has no image {ref}", hint="`envctl images` lists them")
-    return [e.image for e in matches if _remove(app, e)]

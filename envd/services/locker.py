@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from envd import __version__
 from envd.errors import LockError, LockStale
+from envd.events import EventBus
 from envd.gateways import uv
+from envd.gateways.engine import Engine
 from envd.gateways.files import write_atomic
-from envd.gateways.projectfiles import read_lock
-from envd.gateways.store import ProjectRow
+from envd.gateways.store import ProjectRow, Store
 from envd.model.apt import parse_simulated_install, resolve_script
 from envd.model.cuda import accelerator_variant, min_driver_for_cuda, torch_pypi_cuda_constraint
 from envd.model.lockfile import (
@@ -28,16 +28,12 @@ from envd.model.lockfile import (
     dumps,
     hash_inputs,
     inputs_from_spec,
-    loads,
-    staleness,
 )
 from envd.model.spec import LOCK_FILENAME, Spec
 from envd.model.target import check_python, inspect_target
 from envd.progress import Progress, Reporter
 from envd.services.debian_base import DEFAULT_MIRROR, ensure_debian_base
-
-if TYPE_CHECKING:
-    from envd.daemon.wiring import App
+from envd.services.projects import Projects
 
 
 @dataclass(frozen=True)
@@ -49,37 +45,40 @@ class LockOutcome:
     reasons: tuple[str, ...]
 
 
-def lock_path(row: ProjectRow) -> Path:
-    return Path(row.path) / LOCK_FILENAME
-
-
 class Locker:
-    def __init__(self, app: App) -> None:
-        self.app = app
+    def __init__(
+        self,
+        projects: Projects,
+        engine: Engine,
+        events: EventBus,
+        target_cache: Store,
+        cache_dir: Path,
+    ) -> None:
+        self._projects = projects
+        self._engine = engine
+        self._events = events
+        self._target_cache = target_cache  # the Python target read from a base, by its digest
+        self._cache_dir = cache_dir
 
     # ------------------------------------------------------------ public
 
     def check(self, row: ProjectRow) -> LockOutcome:
         """Compare envd.lock with envd.yaml; raise LockStale naming every reason."""
-        spec = self.app.projects.spec(row)
-        path = lock_path(row)
-        current = read_lock(path)
-        if current is None:
-            raise LockStale(f"{path} does not exist", hint=f"run `envctl lock {row.name}`")
-        reasons = staleness(current, inputs_from_spec(spec))
-        if reasons:
+        state = self._projects.lock_state(row)
+        if state.lock is None:
+            raise LockStale(f"{state.path} does not exist", hint=f"run `envctl lock {row.name}`")
+        if state.reasons:
             raise LockStale(
-                f"{path} is out of date: " + "; ".join(reasons),
+                f"{state.path} is out of date: " + "; ".join(state.reasons),
                 hint=f"run `envctl lock {row.name}` and commit envd.lock",
             )
-        return LockOutcome(path, current, changed=False, in_sync=True, reasons=())
+        return LockOutcome(state.path, state.lock, changed=False, in_sync=True, reasons=())
 
-    def ensure_lock(self, row: ProjectRow, progress: Reporter) -> LockFile:
+    def ensure_lock(self, row: ProjectRow, progress: Reporter, write: bool = True) -> LockFile:
         """The project's lock: made when missing, refused when stale (never silently rewritten)."""
-        path = lock_path(row)
-        if not path.exists():
+        if self._projects.lock_state(row).lock is None:
             progress(Progress("lock", f"no {LOCK_FILENAME} yet: locking {row.name}"))
-            outcome = self.lock(row, progress)
+            outcome = self.lock(row, progress, write=write)
             assert outcome.lock is not None
             return outcome.lock
         outcome = self.check(row)
@@ -93,13 +92,15 @@ class Locker:
         *,
         upgrade: bool = False,
         upgrade_packages: tuple[str, ...] = (),
+        write: bool = True,
     ) -> LockOutcome:
-        spec = self.app.projects.spec(row)
-        path = lock_path(row)
-        previous_text = path.read_text() if path.exists() else None
-        previous = loads(previous_text, str(path)) if previous_text is not None else None
+        """Resolve envd.yaml into envd.lock (`write=False`: resolve only, e.g. for a dry run)."""
+        spec = self._projects.spec(row)
+        state = self._projects.lock_state(row, spec)
+        path, previous = state.path, state.lock
+        previous_text = dumps(previous) if previous is not None else None
         inputs = inputs_from_spec(spec)
-        reasons = tuple(staleness(previous, inputs)) if previous else ("new lock",)
+        reasons = state.reasons if previous else ("new lock",)
         if previous is not None and not reasons and not upgrade and not upgrade_packages:
             # In sync: nothing to resolve (`--upgrade` re-resolves on purpose).
             return LockOutcome(path, previous, changed=False, in_sync=True, reasons=())
@@ -107,9 +108,9 @@ class Locker:
         base = self._base(spec, previous, upgrade, progress)
         progress(Progress("target", "reading the Python target from the base image"))
         target = inspect_target(
-            self.app.engine,
+            self._engine,
             base.reference or base.digest,
-            cache=self.app.store,
+            cache=self._target_cache,
             cache_key=f"target:{base.digest}",
         )
         check_python(spec.python, target, f"{row.path}/envd.yaml", base=base.reference)
@@ -132,7 +133,7 @@ class Locker:
             preferences=keep,
             upgrade=upgrade,
             upgrade_packages=upgrade_packages,
-            cache_dir=str(self.app.paths.cache / "uv"),
+            cache_dir=str(self._cache_dir / "uv"),
             extra_constraints=_cuda_constraints(spec),
         )
         lock = LockFile(
@@ -148,9 +149,11 @@ class Locker:
         )
         text = dumps(lock)
         changed = text != previous_text
+        if not write:
+            return LockOutcome(path, lock, changed=changed, in_sync=not changed, reasons=reasons)
         if changed:
             write_atomic(path, text)
-        self.app.events.publish("project.locked", row.name, str(path), changed=str(changed))
+        self._events.publish("project.locked", row.name, str(path), changed=str(changed))
         return LockOutcome(path, lock, changed=changed, in_sync=True, reasons=reasons)
 
     # ------------------------------------------------------------ pieces
@@ -160,19 +163,19 @@ class Locker:
     ) -> BaseLock:
         if spec.base.debian:
             return ensure_debian_base(
-                self.app.engine,
+                self._engine,
                 spec.base.debian,
                 list(spec.system),
                 DEFAULT_MIRROR,
-                self.app.paths.cache / "debian",
+                self._cache_dir / "debian",
                 progress=progress,
                 refresh=upgrade,  # --upgrade takes the mirror's packages of today
             )
         reference = spec.base.image or ""
-        image = self.app.engine.inspect_image(reference)
+        image = self._engine.inspect_image(reference)
         if image is None:
             progress(Progress("base", f"pulling {reference}"))
-            image = self.app.engine.pull(reference)
+            image = self._engine.pull(reference)
         digest = image.repo_digests[0] if image.repo_digests else image.id
         if (
             previous is not None
@@ -182,7 +185,7 @@ class Locker:
             and previous.base.digest != digest
         ):
             # The tag moved on; the lock keeps what it pinned when that image is still here.
-            pinned = self.app.engine.inspect_image(previous.base.digest)
+            pinned = self._engine.inspect_image(previous.base.digest)
             if pinned is not None:
                 return previous.base
         return BaseLock(kind="image", reference=reference, digest=digest)
@@ -194,7 +197,7 @@ class Locker:
             wanted = {name.split("=", 1)[0] for name in spec.system}
             return tuple(p for p in base.packages if p.name in wanted)
         progress(Progress("system", f"resolving {len(spec.system)} Debian packages with apt"))
-        result = self.app.engine.run(base.digest, resolve_script(list(spec.system)), user="0")
+        result = self._engine.run(base.digest, resolve_script(list(spec.system)), user="0")
         if result.exit_code != 0:
             raise LockError(
                 f"apt could not resolve {', '.join(spec.system)} on {base.reference}:\n"

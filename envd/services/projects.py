@@ -1,16 +1,38 @@
-"""The project registry: names and paths of the projects envd knows."""
+"""The project registry: names and paths of the projects envd knows, their state, and the one
+answer to "what is this project's lock state"."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from envd.errors import Conflict, NotFound
 from envd.events import EventBus
-from envd.gateways.projectfiles import load_spec
+from envd.gateways.projectfiles import load_spec, read_lock
 from envd.gateways.store import ProjectRow, Store
-from envd.model.spec import SPEC_FILENAME, Spec
+from envd.model.lockfile import LockFile, inputs_from_spec, staleness
+from envd.model.spec import LOCK_FILENAME, SPEC_FILENAME, Spec
+from envd.model.state import ProjectState
 from envd.services.templates import write_template
+
+
+@dataclass(frozen=True)
+class LockState:
+    """envd.lock against envd.yaml, as read now."""
+
+    path: Path
+    lock: LockFile | None  # None: there is no envd.lock yet
+    reasons: tuple[str, ...]  # why the lock no longer matches envd.yaml; () when it does
+
+    @property
+    def current(self) -> LockFile | None:
+        """The lock when it exists and matches envd.yaml, else None."""
+        return self.lock if self.lock is not None and not self.reasons else None
+
+
+def lock_path(row: ProjectRow) -> Path:
+    return Path(row.path) / LOCK_FILENAME
 
 
 def looks_like_path(ref: str) -> bool:
@@ -51,6 +73,29 @@ class Projects:
                 hint=f"restore it, or forget the project with `envctl rm {row.name}`",
             )
         return load_spec(row.path)
+
+    def lock_state(self, row: ProjectRow, spec: Spec | None = None) -> LockState:
+        """Raises SpecError for an invalid envd.yaml and LockError for an unreadable lock."""
+        spec = spec if spec is not None else self.spec(row)
+        path = lock_path(row)
+        lock = read_lock(path)
+        if lock is None:
+            return LockState(path, None, (f"no {LOCK_FILENAME} yet",))
+        return LockState(path, lock, tuple(staleness(lock, inputs_from_spec(spec))))
+
+    def set_state(self, name: str, state: ProjectState, reason: str = "") -> None:
+        self._store.set_project_state(name, state, reason)
+
+    def set_image(self, name: str, image: str, lock_hash: str) -> None:
+        """The project's current image; it is then ready."""
+        self._store.set_project_image(name, image, lock_hash)
+        self._store.set_project_state(name, ProjectState.READY)
+
+    def by_name(self, name: str) -> ProjectRow | None:
+        return self._store.project_by_name(name)
+
+    def by_path(self, path: str) -> ProjectRow | None:
+        return self._store.project_by_path(path)
 
     def add(self, path: Path) -> ProjectRow:
         path = path.expanduser().resolve()

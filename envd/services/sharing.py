@@ -14,22 +14,19 @@ import tempfile
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from envd.errors import NotFound, RegistryError, UsageError, VerificationError
-from envd.gateways.engine import ImageInfo, split_reference
+from envd.errors import EnvdError, NotFound, RegistryError, UsageError, VerificationError
+from envd.events import EventBus
+from envd.gateways.engine import Engine, ImageInfo, split_reference
 from envd.gateways.files import sha256_file, write_atomic
-from envd.gateways.projectfiles import read_lock
 from envd.gateways.store import ProjectRow
 from envd.model.fingerprint import dumps, section_hash
 from envd.model.lockfile import dumps as dump_lock
 from envd.model.plan import make_plan
 from envd.progress import Progress, Reporter
-from envd.services.fingerprints import ENV_LABEL, spec_env_names
-from envd.services.locker import lock_path
-
-if TYPE_CHECKING:
-    from envd.daemon.wiring import App
+from envd.services.fingerprints import ENV_LABEL, Fingerprints, spec_env_names
+from envd.services.images import Images
+from envd.services.projects import Projects
 
 ARCHIVE_IMAGE = "image.tar"
 ARCHIVE_FINGERPRINT = "fingerprint.json"
@@ -54,11 +51,22 @@ class Received:
 
 
 class Sharing:
-    def __init__(self, app: App) -> None:
-        self.app = app
+    def __init__(
+        self,
+        engine: Engine,
+        projects: Projects,
+        images: Images,
+        fingerprints: Fingerprints,
+        events: EventBus,
+    ) -> None:
+        self._engine = engine
+        self._projects = projects
+        self._images = images
+        self._fingerprints = fingerprints
+        self._events = events
 
     def _current(self, row: ProjectRow) -> str:
-        image = self.app.builder.current_image(row)
+        image = self._images.current_image(row)
         if image is None:
             raise NotFound(
                 f"{row.name} has no image for its current lock",
@@ -73,35 +81,34 @@ class Sharing:
         repository, tag = split_reference(to)
         if tag == "latest" and not to.endswith(":latest"):
             tag = image.split(":")[-1]
-        self.app.engine.tag(image, repository, tag)
+        self._engine.tag(image, repository, tag)
         progress(Progress("push", f"pushing {image} to {repository}:{tag}"))
-        result = self.app.engine.push(
+        result = self._engine.push(
             f"{repository}:{tag}", lambda line: progress(Progress("push", line, log=True))
         )
         reference = f"{repository}@{result.digest}"
         if pin:
             self._pin(row, reference)
-        self.app.events.publish("image.shared", row.name, reference, pushed=str(result.pushed))
+        self._events.publish("image.shared", row.name, reference, pushed=str(result.pushed))
         return Shared(reference, result.digest, result.pushed, result.skipped, pin)
 
     def _pin(self, row: ProjectRow, reference: str) -> None:
-        path = lock_path(row)
-        lock = read_lock(path)
-        if lock is None:
-            raise NotFound(f"{path} does not exist", hint=f"run `envctl lock {row.name}`")
-        write_atomic(path, dump_lock(replace(lock, shared_image=reference)))
+        state = self._projects.lock_state(row)
+        if state.lock is None:
+            raise NotFound(f"{state.path} does not exist", hint=f"run `envctl lock {row.name}`")
+        write_atomic(state.path, dump_lock(replace(state.lock, shared_image=reference)))
 
     def save(self, row: ProjectRow, output: Path, progress: Reporter) -> Shared:
         image = self._current(row)
-        info = self.app.engine.inspect_image(image)
+        info = self._engine.inspect_image(image)
         assert info is not None
-        fp = self.app.fingerprints.for_image(image)
+        fp = self._fingerprints.for_image(image)
         progress(Progress("save", f"writing {image} to {output}"))
         output.parent.mkdir(parents=True, exist_ok=True)
         partial = output.with_name(f".{output.name}.partial")
         with tempfile.TemporaryDirectory(prefix="envd-save-") as tmp:
             raw = Path(tmp) / ARCHIVE_IMAGE
-            self.app.engine.save(image, raw)
+            self._engine.save(image, raw)
             meta = {
                 "image": image,
                 "image_id": info.id,
@@ -123,7 +130,7 @@ class Sharing:
 
     def pull(self, reference: str, progress: Reporter) -> Received:
         progress(Progress("pull", f"pulling {reference}"))
-        info = self.app.engine.pull(reference)
+        info = self._engine.pull(reference)
         return self._admit(info, reference, progress)
 
     def load(self, path: Path, progress: Reporter) -> Received:
@@ -149,8 +156,8 @@ class Sharing:
                     f"{path} is corrupt: the image inside does not match its recorded sha256",
                     hint="copy it again, or pull the image from a registry",
                 )
-            loaded = self.app.engine.load(Path(tmp) / ARCHIVE_IMAGE)
-        info = self.app.engine.inspect_image(str(meta["image_id"]))
+            loaded = self._engine.load(Path(tmp) / ARCHIVE_IMAGE)
+        info = self._engine.inspect_image(str(meta["image_id"]))
         if info is None:
             raise RegistryError(f"{path}: the engine loaded {loaded}, not the image it names")
         if info.labels.get(ENV_LABEL) != meta.get("environment_hash"):
@@ -164,7 +171,7 @@ class Sharing:
             self._refuse(info, f"{source} was not made by envd (no {ENV_LABEL} label)")
         progress(Progress("verify", "recomputing the environment fingerprint from the image"))
         base = info.labels.get("envd.base-digest", "")
-        section = self.app.fingerprints.probe_image(info.id, base, spec_env_names(info.env))
+        section = self._fingerprints.probe_image(info.id, base, spec_env_names(info.env))
         actual = section_hash(section)
         if actual != claimed:
             self._refuse(
@@ -173,33 +180,30 @@ class Sharing:
                 f"contents {actual})",
             )
         project = self._register(info)
-        self.app.fingerprints.record_section(info.id, section)
-        self.app.events.publish("image.received", project, source)
+        self._fingerprints.record_section(info.id, section)
+        self._events.publish("image.received", project, source)
         return Received(info.tags[0] if info.tags else info.id, info.id, project, claimed)
 
     def _refuse(self, info: ImageInfo, message: str) -> None:
-        self.app.engine.remove_image(info.id, force=True)
+        self._engine.remove_image(info.id, force=True)
         raise VerificationError(message, hint="the image was removed; ask for a fresh share")
 
     def _register(self, info: ImageInfo) -> str:
         """Tag the image for every registered project whose current lock it was built from."""
         lock_hash = info.labels.get("envd.lock-hash", "")
-        for row in self.app.store.projects():
+        for row in self._projects.list():
             try:
-                lock = read_lock(lock_path(row))
-            except Exception:  # an unreadable lock: that project cannot claim the image
+                lock = self._projects.lock_state(row).lock
+            except EnvdError:  # an unreadable spec or lock: that project cannot claim the image
                 continue
             if lock is None:
                 continue
             plan = make_plan(row.name, lock)
             if plan.lock_hash == lock_hash:
                 repository, tag = plan.tag.split(":")
-                self.app.engine.tag(info.id, repository, tag)
-                self.app.store.record_image(
-                    plan.tag, info.id, row.name, "project", plan.final_key, lock_hash, info.size
-                )
-                self.app.store.set_project_image(row.name, plan.tag, lock_hash)
-                self.app.store.set_project_state(row.name, "ready")
+                self._engine.tag(info.id, repository, tag)
+                self._images.record(row, plan, info.id)
+                self._projects.set_image(row.name, plan.tag, lock_hash)
                 return row.name
         return ""
 

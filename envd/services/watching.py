@@ -11,18 +11,19 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from envd.errors import EnvdError, SpecError
-from envd.gateways.projectfiles import load_spec, read_lock
+from envd.events import EventBus
+from envd.gateways.projectfiles import load_spec
 from envd.gateways.store import ProjectRow
-from envd.model.lockfile import inputs_from_spec, staleness
+from envd.gateways.watcher import FolderWatcher
 from envd.model.spec import LOCK_FILENAME, SPEC_FILENAME, Spec
+from envd.model.state import ProjectState
 from envd.progress import ignore
-from envd.services.locker import lock_path
-
-if TYPE_CHECKING:
-    from envd.daemon.wiring import App
+from envd.services.builder import Builder
+from envd.services.images import Images
+from envd.services.projects import Projects
+from envd.services.settings import Settings
 
 log = logging.getLogger(__name__)
 DEBOUNCE_S = 1.0  # watchdog pairs rename events with a delay of its own
@@ -39,33 +40,34 @@ def relevant_files(spec: Spec | None) -> set[str]:
 
 @dataclass(frozen=True)
 class Verdict:
-    state: str  # "ready", "stale", "invalid", "missing"
+    state: ProjectState  # READY, STALE, INVALID or MISSING
     reason: str
     action: str  # "", "lock-and-build", "build"
 
 
-def judge(row: ProjectRow, app: App) -> Verdict:
+def judge(row: ProjectRow, projects: Projects, images: Images) -> Verdict:
     """What the project's files say now (reads files and the store, no engine work)."""
     if not Path(row.path).is_dir():
-        return Verdict("missing", f"{row.path} is gone", "")
+        return Verdict(ProjectState.MISSING, f"{row.path} is gone", "")
     try:
         spec = load_spec(row.path)
     except SpecError as exc:
-        return Verdict("invalid", exc.message, "")
+        return Verdict(ProjectState.INVALID, exc.message, "")
     try:
-        lock = read_lock(lock_path(row))
+        state = projects.lock_state(row, spec)
     except EnvdError as exc:
-        return Verdict("stale", exc.message, "")
-    if lock is None:
-        return Verdict("stale", f"no {LOCK_FILENAME} yet", "lock-and-build")
-    reasons = staleness(lock, inputs_from_spec(spec))
-    if reasons:
+        return Verdict(ProjectState.STALE, exc.message, "")
+    if state.lock is None:
+        return Verdict(ProjectState.STALE, f"no {LOCK_FILENAME} yet", "lock-and-build")
+    if state.reasons:
         return Verdict(
-            "stale", f"{SPEC_FILENAME} changed: {'; '.join(reasons)}; run envctl lock", ""
+            ProjectState.STALE,
+            f"{SPEC_FILENAME} changed: {'; '.join(state.reasons)}; run envctl lock",
+            "",
         )
-    if app.builder.current_image(row) is None:
-        return Verdict("stale", "the image is older than envd.lock", "build")
-    return Verdict("ready", "", "")
+    if images.current_image(row) is None:
+        return Verdict(ProjectState.STALE, "the image is older than envd.lock", "build")
+    return Verdict(ProjectState.READY, "", "")
 
 
 class Debouncer:
@@ -100,10 +102,19 @@ class Debouncer:
 
 
 class ProjectWatcher:
-    def __init__(self, app: App) -> None:
-        from envd.gateways.watcher import FolderWatcher
-
-        self.app = app
+    def __init__(
+        self,
+        projects: Projects,
+        images: Images,
+        builder: Builder,
+        settings: Settings,
+        events: EventBus,
+    ) -> None:
+        self._projects = projects
+        self._images = images
+        self._builder = builder
+        self._settings = settings
+        self._events = events
         self._folders = FolderWatcher(self._on_file)
         self._debounce = Debouncer(self._react)
         self._building: set[str] = set()
@@ -113,7 +124,7 @@ class ProjectWatcher:
 
     def start(self) -> None:
         self._folders.start()
-        for row in self.app.store.projects():
+        for row in self._projects.list():
             self._folders.watch(row.path)
         threading.Thread(target=self._follow_registry, daemon=True, name="watch-registry").start()
 
@@ -126,14 +137,14 @@ class ProjectWatcher:
         return self._folders.watched()
 
     def _follow_registry(self) -> None:
-        for event in self.app.events.subscribe(is_active=lambda: not self._stop.is_set()):
+        for event in self._events.subscribe(is_active=lambda: not self._stop.is_set()):
             if event.kind == "project.added":
                 self._folders.watch(event.message)
             elif event.kind == "project.removed":
                 self._folders.unwatch(event.message)
 
     def _on_file(self, directory: str, name: str) -> None:
-        row = self.app.store.project_by_path(directory)
+        row = self._projects.by_path(directory)
         if row is None:
             return
         spec = None
@@ -145,21 +156,22 @@ class ProjectWatcher:
             self._debounce.poke(row.name)
 
     def _react(self, name: str) -> None:
-        row = self.app.store.project_by_name(name)
+        row = self._projects.by_name(name)
         if row is None:
             return
-        verdict = judge(row, self.app)
-        if verdict.state != "ready" or row.state not in ("building",):
-            self.app.store.set_project_state(name, verdict.state, verdict.reason)
-        if verdict.state != "ready":
-            self.app.events.publish(f"project.{verdict.state}", name, verdict.reason)
-        if verdict.state == "missing":
+        verdict = judge(row, self._projects, self._images)
+        if verdict.state != ProjectState.READY or row.state != ProjectState.BUILDING:
+            self._projects.set_state(name, verdict.state, verdict.reason)
+        if verdict.state != ProjectState.READY:
+            self._events.publish(f"project.{verdict.state}", name, verdict.reason)
+        if verdict.state == ProjectState.MISSING:
             self._folders.unwatch(row.path)
         if verdict.action and self._rebuilds_enabled(row):
             self._rebuild(row)
 
     def _rebuilds_enabled(self, row: ProjectRow) -> bool:
-        if not (self.app.config.watch and self.app.config.rebuild_on_change):
+        config = self._settings.current
+        if not (config.watch and config.rebuild_on_change):
             return False
         try:
             return load_spec(row.path).watch
@@ -177,16 +189,18 @@ class ProjectWatcher:
         def run() -> None:
             first = True
             while True:
-                current = self.app.store.project_by_name(row.name)
-                if current is None or (not first and not judge(current, self.app).action):
+                current = self._projects.by_name(row.name)
+                if current is None or (
+                    not first and not judge(current, self._projects, self._images).action
+                ):
                     with self._lock:  # the queued change needs no build after all
                         self._building.discard(row.name)
                         self._again.discard(row.name)
                     return
                 first = False
-                self.app.events.publish("watch.rebuild", row.name, "rebuilding after a change")
+                self._events.publish("watch.rebuild", row.name, "rebuilding after a change")
                 try:
-                    self.app.builder.build(row, ignore)
+                    self._builder.build(row, ignore)
                 except EnvdError as exc:
                     log.warning("background build of %s failed: %s", row.name, exc.message)
                 except Exception:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from envd.gateways.nvml import GpuDevice, GpuReport
+from envd.gateways.nvml import GpuReport
+from envd.model.host import GpuDevice
 
 # NVML return codes, as pynvml defines them.
 NOT_SUPPORTED = 3

@@ -2,14 +2,30 @@ from pathlib import Path
 
 import pytest
 
-from envd.config import Config, load_config, save_config
-from envd.errors import UsageError
+from envd.config import Config
+from envd.errors import EnvdError, UsageError
+from envd.events import EventBus
+from envd.services.settings import Settings
 
 
 def test_round_trip(tmp_path: Path) -> None:
     config = Config().with_value("idle_timeout", "60").with_value("watch", "false")
-    save_config(tmp_path / "config.yaml", config)
-    assert load_config(tmp_path / "config.yaml") == config
+    settings = Settings(tmp_path / "config.yaml", EventBus())
+    settings.set("idle_timeout", "60")
+    settings.set("watch", "false")
+    assert settings.current == config
+    assert Settings(tmp_path / "config.yaml", EventBus()).current == config
+
+
+def test_a_failed_write_changes_nothing(tmp_path: Path) -> None:
+    settings = Settings(tmp_path / "config.yaml", EventBus())
+    settings.set("idle_timeout", "99")
+    (tmp_path / "config.yaml").unlink()
+    (tmp_path / "config.yaml").mkdir()  # the rename into place fails (as on a full disk)
+    with pytest.raises(EnvdError, match="idle_timeout` is unchanged"):
+        settings.set("idle_timeout", "1800")
+    assert settings.current.idle_timeout == 99
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # no stray temp file
 
 
 def test_bad_values() -> None:

@@ -10,22 +10,27 @@ from typing import Any
 
 import pytest
 
-from envd.daemon.wiring import App
+from envd.config import Config
 from envd.errors import BuildFailed, EngineUnavailable, NotFound, SpecError, UsageError
+from envd.events import EventBus
 from envd.gateways.engine import ContainerInfo, EngineInfo, Mount
-from envd.gateways.nvml import GpuDevice
-from envd.model.host import HostInfo
-from envd.paths import resolve_paths
+from envd.gateways.store import Store
+from envd.model.host import GpuDevice, HostInfo
 from envd.progress import Progress
+from envd.services import images as images_service
 from envd.services.entering import (
     SHELL,
     EnterCall,
+    Entering,
     gpu_requests,
     pid_file,
     safe_user_name,
     workdir_for,
     wrap_for_signals,
 )
+from envd.services.projects import Projects
+from envd.services.runs import Runs
+from envd.services.warm import WarmContainers
 from tests.fakes.engine import FakeEngine
 
 SPEC = """\
@@ -87,7 +92,7 @@ class Outcome:
 class Builder:
     """Builds on request; `current` is what current_image answers (None: needs a build)."""
 
-    app: App
+    store: Store
     current: str | None = None
     fail: bool = False
     builds: list[str] = field(default_factory=list)
@@ -102,8 +107,8 @@ class Builder:
             raise BuildFailed("build step `packages` of proj failed (exit 1)", hint="builder's")
         n = len(self.builds)
         tag, image_id = f"envd/{row.name}:{n:012d}", f"sha256:{n:064d}"
-        self.app.store.record_image(tag, image_id, row.name, "project", "", "", 0)
-        self.app.store.set_project_image(row.name, tag, "")
+        self.store.record_image(tag, image_id, row.name, "project", "", "", 0)
+        self.store.set_project_image(row.name, tag, "")
         self.current = tag
         return Outcome(tag, image_id)
 
@@ -123,9 +128,46 @@ def host(gpus: int = 0) -> HostInfo:
     )
 
 
+class Images(images_service.Images):
+    """The real image records, with the current image decided by the fake builder."""
+
+    def __init__(self, store: Store, engine: Engine, projects: Projects, builder: Builder) -> None:
+        super().__init__(store, engine, projects)  # type: ignore[arg-type]
+        self.builder = builder
+
+    def current_image(self, row: Any) -> str | None:
+        return self.builder.current
+
+
+@dataclass
+class Fingerprints:
+    """Hashes recorded for an image (the real service probes images on the engine)."""
+
+    def hashes(self, image_id: str) -> tuple[str, str]:
+        return f"env-of-{image_id[-4:]}", "host-hash"
+
+
+@dataclass
+class Host:
+    host: HostInfo
+
+
+class Events(EventBus):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
+
+    def publish(self, kind: str, project: str = "", message: str = "", **fields: str) -> None:
+        self.seen.append((kind, project, fields))
+        super().publish(kind, project, message, **fields)
+
+
 @dataclass
 class World:
-    app: App
+    entering: Entering
+    warm: WarmContainers
+    store: Store
+    fingerprints: Fingerprints
     engine: Engine
     builder: Builder
     project: Path
@@ -133,7 +175,7 @@ class World:
 
     def enter(self, *command: str, **kw: Any) -> Any:
         call = EnterCall(str(self.project), tuple(command), **kw)
-        return self.app.entering.prepare(call, self.progress.append)
+        return self.entering.prepare(call, self.progress.append)
 
     @property
     def progress(self) -> list[Progress]:
@@ -145,20 +187,24 @@ def make_world(tmp_path: Path, *, gpus: int = 0, runtimes: tuple[str, ...] = ())
     project.mkdir()
     (project / "envd.yaml").write_text(SPEC)
     engine = Engine(runtimes)
-    app = App(resolve_paths(), engine=engine)  # type: ignore[arg-type]
-    builder = Builder(app)
-    app.__dict__["builder"] = builder
-    app._host = host(gpus)
-    app.fingerprint_hashes = lambda image_id: (f"env-of-{image_id[-4:]}", "host-hash")  # type: ignore[method-assign]
-    events: list[tuple[str, str, dict[str, str]]] = []
-    publish = app.events.publish
-
-    def record(kind: str, project: str = "", message: str = "", **fields: str) -> None:
-        events.append((kind, project, fields))
-        publish(kind, project, message, **fields)
-
-    app.events.publish = record  # type: ignore[method-assign]
-    return World(app, engine, builder, project, events)
+    store = Store(tmp_path / "home" / "envd.db")
+    events = Events()
+    projects = Projects(store, events)
+    builder = Builder(store)
+    warm = WarmContainers(engine, events, Config, "test-owner")  # type: ignore[arg-type]
+    fingerprints = Fingerprints()
+    entering = Entering(
+        projects,
+        Images(store, engine, projects, builder),
+        builder,  # type: ignore[arg-type]
+        warm,
+        fingerprints,  # type: ignore[arg-type]
+        Runs(store),
+        Host(host(gpus)),  # type: ignore[arg-type]
+        engine,  # type: ignore[arg-type]
+        events,
+    )
+    return World(entering, warm, store, fingerprints, engine, builder, project, events.seen)
 
 
 @pytest.fixture
@@ -169,8 +215,9 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 
 def close(w: World) -> None:
-    w.app.entering.wait_provenance()
-    w.app.close()
+    w.entering.wait_provenance()
+    w.warm.close()
+    w.store.close()
 
 
 # ---------------------------------------------------------------- image and container
@@ -199,7 +246,7 @@ def test_a_fresh_project_is_entered_without_a_build_or_engine_info(world: World)
 
 def test_a_rebuilt_image_replaces_the_container(world: World) -> None:
     first = world.enter("true")
-    world.app.warm.all()[0].last_used_at -= 60  # its command has long finished
+    world.warm.all()[0].last_used_at -= 60  # its command has long finished
     world.builder.current = None  # envd.yaml changed: the next enter builds
     second = world.enter("true")
     assert second.started and second.container_id != first.container_id
@@ -215,7 +262,7 @@ def test_a_dead_container_is_replaced_transparently(world: World) -> None:
 
 def test_unknown_project_is_not_found(world: World) -> None:
     with pytest.raises(NotFound, match="no project named `nope`"):
-        world.app.entering.prepare(EnterCall("nope", ("true",)), world.progress.append)
+        world.entering.prepare(EnterCall("nope", ("true",)), world.progress.append)
 
 
 def test_an_invalid_spec_fails_before_any_build(world: World) -> None:
@@ -263,8 +310,8 @@ def test_exec_target_with_tty_and_for_a_shell(world: World) -> None:
     assert world.enter("bash", tty=True).argv == ("bash",)
     shell = world.enter(tty=True)
     assert shell.argv == SHELL and shell.run_id == "" and "ENVD_RUN_ID" not in shell.env
-    assert world.app.store.runs("proj", 10)[0].command == ("bash",)
-    assert len(world.app.store.runs("proj", 10)) == 1  # a shell is not a recorded run
+    assert world.store.runs("proj", 10)[0].command == ("bash",)
+    assert len(world.store.runs("proj", 10)) == 1  # a shell is not a recorded run
 
 
 def test_root_and_odd_user_names(world: World) -> None:
@@ -343,7 +390,7 @@ def test_a_run_is_recorded_with_its_provenance(world: World) -> None:
     git(world.project, "commit", "-qm", "x")
     commit = git(world.project, "rev-parse", "HEAD")
     plan = world.enter("python", "train.py")
-    run = world.app.entering.finish(plan.run_id, 42)
+    run = world.entering.finish(plan.run_id, 42)
     assert run.finished and run.exit_code == 42 and run.command == ("python", "train.py")
     assert run.environment_hash == "env-of-0001" and run.host_hash == "host-hash"
     assert run.git_commit == commit and not run.git_dirty
@@ -356,32 +403,32 @@ def test_a_run_is_recorded_with_its_provenance(world: World) -> None:
         plan.run_id,
     )
     (world.project / "envd.yaml").write_text(SPEC + "# edited\n")
-    dirty = world.app.entering.finish(world.enter("true").run_id, 0)
+    dirty = world.entering.finish(world.enter("true").run_id, 0)
     assert dirty.git_dirty and dirty.git_commit == commit
 
 
 def test_a_run_outside_git_has_no_commit(world: World) -> None:
-    run = world.app.entering.finish(world.enter("true").run_id, 0)
+    run = world.entering.finish(world.enter("true").run_id, 0)
     assert run.git_commit == "" and not run.git_dirty and len(run.id) == 12
 
 
 def test_finish_touches_the_container_and_refuses_unknown_runs(world: World) -> None:
     plan = world.enter("true")
-    warm = world.app.warm.get("proj")
+    warm = world.warm.get("proj")
     assert warm is not None
     warm.last_used_at = 0
-    world.app.entering.finish(plan.run_id, 0)
+    world.entering.finish(plan.run_id, 0)
     assert warm.last_used_at > 0
     with pytest.raises(NotFound):
-        world.app.entering.finish("nope", 0)
+        world.entering.finish("nope", 0)
 
 
 def test_a_run_is_recorded_even_when_hashes_fail(world: World) -> None:
     def broken(image_id: str) -> tuple[str, str]:
         raise RuntimeError("engine away")
 
-    world.app.fingerprint_hashes = broken  # type: ignore[method-assign]
-    run = world.app.entering.finish(world.enter("true").run_id, 3)
+    world.fingerprints.hashes = broken  # type: ignore[method-assign]
+    run = world.entering.finish(world.enter("true").run_id, 3)
     assert run.exit_code == 3 and run.environment_hash == "" and run.host_hash == ""
 
 

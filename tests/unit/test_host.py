@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from envd.gateways.machine import detect_host
 from envd.gateways.nvml import NvmlGateway
-from envd.model.host import HostInfo, cpu_model, detect_host, memory_bytes, os_name
+from envd.model.host import HostInfo, cpu_model, memory_bytes, os_name
 from tests.fakes.nvml import A100, H100, FakeNvml
 
 X86_CPUINFO = """\

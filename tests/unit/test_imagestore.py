@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,13 +11,15 @@ import pytest
 from envd.events import EventBus
 from envd.gateways.engine import ImageInfo
 from envd.gateways.projectfiles import read_lock
-from envd.gateways.store import Store
+from envd.gateways.store import ProjectRow, Store
+from envd.model.host import HostInfo
 from envd.model.lockfile import LockFile, dumps, hash_inputs
 from envd.model.plan import make_plan
 from envd.progress import Progress
 from envd.services.builder import Builder
-from envd.services.images import ImageEntry, collect_garbage, list_images, select_garbage
-from envd.services.locker import lock_path
+from envd.services.images import ImageEntry, Images, select_garbage
+from envd.services.projects import LockState, Projects, lock_path
+from envd.services.steps import StepRunner
 from tests.unit.test_plan import NUMPY, SIX, lock
 
 
@@ -91,16 +92,65 @@ def valid(the_lock: LockFile) -> LockFile:
     return replace(the_lock, inputs_hash=hash_inputs(the_lock.inputs))
 
 
+class FakeProjects(Projects):
+    """Projects that hold only an envd.lock (no envd.yaml): the lock is taken as current."""
+
+    def spec(self, row: ProjectRow) -> Any:
+        return SimpleSpec()
+
+    def lock_state(self, row: ProjectRow, spec: Any = None) -> LockState:
+        path = lock_path(row)
+        return LockState(path, read_lock(path), ())
+
+
+@dataclass(frozen=True)
+class SimpleSpec:
+    gpu: str = "auto"
+    cuda: str | None = None
+
+
+CPU_HOST = HostInfo("test", "x86_64", 2, 1 << 30, "6.1", "Debian", (), "", "", "")
+
+
+@dataclass(frozen=True)
+class Host:
+    host: HostInfo = CPU_HOST
+
+
+@dataclass(frozen=True)
+class Locker:
+    def ensure_lock(self, row: ProjectRow, progress: Any, write: bool = True) -> LockFile | None:
+        return read_lock(lock_path(row))
+
+
+@dataclass
+class World:
+    store: Store
+    engine: FakeImages
+    images: Images
+    builder: Builder
+
+
 @pytest.fixture
 def app(tmp_path: Path) -> Any:
     store = Store(tmp_path / "state.db")
     engine = FakeImages()
-    spec = SimpleNamespace(gpu="auto", cuda=None)
-    host = SimpleNamespace(gpus=[], driver_version="", cuda_driver_version="", gpu_error="")
-    fake = SimpleNamespace(store=store, engine=engine, events=EventBus(), host=host)
-    fake.projects = SimpleNamespace(spec=lambda row: spec)
-    fake.locker = SimpleNamespace(ensure_lock=lambda row, progress: read_lock(lock_path(row)))
-    yield fake
+    events = EventBus()
+    projects = FakeProjects(store, events)
+    images = Images(store, engine, projects)  # type: ignore[arg-type]
+    steps = StepRunner(engine, store, "owner", tmp_path / "debian")  # type: ignore[arg-type]
+    builder = Builder(
+        projects,
+        Locker(),  # type: ignore[arg-type]
+        images,
+        steps,
+        None,  # type: ignore[arg-type]  # fingerprints: nothing is built here
+        None,  # type: ignore[arg-type]  # sharing: no lock names a shared image
+        Host(),  # type: ignore[arg-type]
+        engine,  # type: ignore[arg-type]
+        events,
+    )
+    yield World(store, engine, images, builder)
     store.close()
 
 
@@ -133,7 +183,7 @@ def test_a_step_whose_image_is_gone_is_not_cached_and_forgotten(app: Any, tmp_pa
     packages = next(s for s in make_plan("p", valid(the_lock)).steps if s.name == "packages")
     app.engine.present.discard(f"sha256:{packages.key}")  # `docker rmi` behind envd's back
     app.engine.present.discard(make_plan("p", valid(the_lock)).tag)
-    outcome = Builder(app).build(row, lambda p: None, dry_run=True)
+    outcome = app.builder.build(row, lambda p: None, dry_run=True)
     cached = {s.name: s.cached for s in outcome.steps}
     assert cached == {"base": True, "venv": True, "packages": False, "metadata": True}
     assert app.store.step_image(packages.key) is None
@@ -145,7 +195,7 @@ def test_a_noop_build_runs_nothing(app: Any, tmp_path: Path) -> None:
     row = project(app, tmp_path, "p", the_lock)
     record_built(app, "p", the_lock)
     seen: list[Progress] = []
-    outcome = Builder(app).build(row, seen.append)  # FakeImages has no run(): nothing may run
+    outcome = app.builder.build(row, seen.append)  # FakeImages has no run(): nothing may run
     assert outcome.cached and all(s.cached for s in outcome.steps)
     assert outcome.image == make_plan("p", valid(the_lock)).tag
     assert app.store.project_by_name("p").state == "ready"
@@ -157,7 +207,7 @@ def test_dry_run_of_a_changed_lock_reuses_everything_before_packages(
     row = project(app, tmp_path, "p", lock((NUMPY,)))
     record_built(app, "p", lock((NUMPY,)))
     project(app, tmp_path, "p", lock((NUMPY, SIX)))
-    outcome = Builder(app).build(row, lambda p: None, dry_run=True)
+    outcome = app.builder.build(row, lambda p: None, dry_run=True)
     cached = {s.name: s.cached for s in outcome.steps}
     assert cached == {"base": True, "venv": True, "packages": False, "metadata": False}
 
@@ -173,19 +223,19 @@ def test_gc_keeps_what_current_locks_need_and_drops_vanished_records(
     app.store.set_project_image("p", make_plan("p", valid(new)).tag, "")
     orphan_tag = make_plan("p", valid(old)).tag
 
-    entries = {e.image: e for e in list_images(app)}
+    entries = {e.image: e for e in app.images.entries()}
     assert not entries[orphan_tag].in_use and entries[make_plan("p", valid(new)).tag].in_use
     assert entries[orphan_tag].owned_bytes == 0  # its layers belong to its steps
 
-    removed = {e.image for e in collect_garbage(app)}
+    removed = {e.image for e in app.images.collect_garbage()}
     assert orphan_tag in removed
     new_keys = {s.key for s in make_plan("p", valid(new)).steps}
-    assert not any(e.key in new_keys for e in collect_garbage(app, dry_run=True))
+    assert not any(e.key in new_keys for e in app.images.collect_garbage(dry_run=True))
     assert all(app.store.step_image(k) is not None for k in new_keys if k != _base_key(new))
     assert app.store.image(orphan_tag) is None
 
     app.engine.present.discard(make_plan("p", valid(new)).tag)  # removed behind envd's back
-    assert make_plan("p", valid(new)).tag not in {e.image for e in list_images(app)}
+    assert make_plan("p", valid(new)).tag not in {e.image for e in app.images.entries()}
     assert app.store.image(make_plan("p", valid(new)).tag) is None
 
 
@@ -198,7 +248,7 @@ def test_the_image_a_project_points_at_is_kept_when_its_lock_moved_on(
     record_built(app, "p", old)
     app.store.set_project_image("p", make_plan("p", valid(old)).tag, "")
     project(app, tmp_path, "p", lock((SIX,)))  # locked again, not built (or its build failed)
-    removed = {e.image for e in collect_garbage(app)}
+    removed = {e.image for e in app.images.collect_garbage()}
     assert make_plan("p", valid(old)).tag not in removed
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from envd.gateways.nvml import (
-    GpuDevice,
     GpuReport,
     Nvml,
     NvmlGateway,
@@ -17,6 +16,7 @@ from envd.gateways.nvml import (
     cuda_version_text,
     nvml_from_env,
 )
+from envd.model.host import GpuDevice
 from tests.fakes import nvml as fake
 from tests.fakes.nvml import H100, FakeGpu, FakeNvml, FakePynvml
 

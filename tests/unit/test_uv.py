@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from envd.errors import EnvdError, LockError
-from envd.gateways import uv
+from envd.gateways import proc, uv
 from envd.model.lockfile import PythonPackage
 
 H = {c: f"sha256:{c * 64}" for c in "abcdef"}
@@ -88,16 +87,14 @@ class FakeUv:
         env: Mapping[str, str],
         timeout: float,
         cwd: str | None = None,
-    ) -> subprocess.CompletedProcess[str]:
+    ) -> proc.Completed:
         argv = list(argv)
         self.calls.append(argv)
         self.envs.append(dict(env))
         if argv[1:] == ["--version"]:
-            return subprocess.CompletedProcess(
-                argv, 0, "uv 0.13.9 (x86_64-unknown-linux-gnu)\n", ""
-            )
+            return proc.Completed(0, "uv 0.13.9 (x86_64-unknown-linux-gnu)\n", "")
         if argv[1:] == ["pip", "compile", "--help"]:
-            return subprocess.CompletedProcess(argv, 0, HELP, "")
+            return proc.Completed(0, HELP, "")
         assert argv[1:3] == ["pip", "compile"]
         self.source = Path(argv[3]).read_text()
         output = Path(argv[argv.index("-o") + 1])
@@ -106,7 +103,7 @@ class FakeUv:
             self.constraints = Path(argv[argv.index("-c") + 1]).read_text()
         if self.returncode == 0:
             output.write_text(self.output)
-        return subprocess.CompletedProcess(argv, self.returncode, "", self.stderr)
+        return proc.Completed(self.returncode, "", self.stderr)
 
     @property
     def argv(self) -> list[str]:
@@ -117,7 +114,7 @@ class FakeUv:
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeUv]:
     fake = FakeUv()
     monkeypatch.setattr(uv, "_run", fake)
-    monkeypatch.setattr(uv, "_uv_bin", lambda: "/opt/uv/bin/uv")
+    monkeypatch.setattr(uv, "binary", lambda: "/opt/uv/bin/uv")
     uv._supported_platforms.cache_clear()
     yield fake
     uv._supported_platforms.cache_clear()
@@ -348,7 +345,7 @@ def test_missing_uv_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setitem(sys.modules, "uv", None)  # the uv package is not installed
     monkeypatch.setattr(uv.shutil, "which", lambda name: None)
     with pytest.raises(EnvdError, match="uv is not installed") as info:
-        uv._uv_bin()
+        uv.binary()
     assert not isinstance(info.value, LockError)
     assert info.value.hint is not None and "pip install uv" in info.value.hint
 
@@ -360,4 +357,4 @@ def test_a_vanished_uv_binary_says_how_to_install_it(tmp_path: Path) -> None:
 
 
 def test_the_packaged_uv_is_found() -> None:
-    assert Path(uv._uv_bin()).name == "uv"
+    assert Path(uv.binary()).name == "uv"

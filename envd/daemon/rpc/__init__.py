@@ -10,23 +10,24 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from envd.daemon.wiring import App
+from envd.daemon.wiring import Services
 from envd.events import Event
 from envd.gateways.engine import EngineInfo
 from envd.gateways.store import ProjectRow
+from envd.model.state import ProjectState
 from envd.progress import Progress, Reporter
 from envd.v1 import envd_pb2 as pb
 
 T = TypeVar("T")
 
 _STATES = {
-    "new": pb.PROJECT_STATE_NEW,
-    "ready": pb.PROJECT_STATE_READY,
-    "stale": pb.PROJECT_STATE_STALE,
-    "building": pb.PROJECT_STATE_BUILDING,
-    "invalid": pb.PROJECT_STATE_INVALID,
-    "missing": pb.PROJECT_STATE_MISSING,
-    "failed": pb.PROJECT_STATE_FAILED,
+    ProjectState.NEW: pb.PROJECT_STATE_NEW,
+    ProjectState.READY: pb.PROJECT_STATE_READY,
+    ProjectState.STALE: pb.PROJECT_STATE_STALE,
+    ProjectState.BUILDING: pb.PROJECT_STATE_BUILDING,
+    ProjectState.INVALID: pb.PROJECT_STATE_INVALID,
+    ProjectState.MISSING: pb.PROJECT_STATE_MISSING,
+    ProjectState.FAILED: pb.PROJECT_STATE_FAILED,
 }
 
 
@@ -108,4 +109,4 @@ def streamed(
 class RpcBase:
     """What every mixin may use."""
 
-    app: App
+    services: Services

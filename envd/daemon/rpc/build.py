@@ -9,6 +9,7 @@ import grpc
 from envd.daemon.rpc import RpcBase, streamed
 from envd.progress import Reporter
 from envd.services.builder import BuildOutcome
+from envd.services.images import ImageEntry
 from envd.v1 import envd_pb2 as pb
 
 
@@ -30,16 +31,16 @@ class BuildRpc(RpcBase):
     def Build(
         self, request: pb.BuildRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.BuildEvent]:
-        row = self.app.projects.resolve(request.project.ref)
+        row = self.services.projects.resolve(request.project.ref)
 
         def work(progress: Reporter) -> BuildOutcome:
-            return self.app.builder.build(row, progress, dry_run=request.dry_run)
+            return self.services.builder.build(row, progress, dry_run=request.dry_run)
 
         return streamed(
             work,
             lambda p: pb.BuildEvent(progress=p),
             lambda o: pb.BuildEvent(
-                result=build_result(o, self.app.fingerprint_hashes(o.image_id)[0])
+                result=build_result(o, self.services.fingerprints.hashes(o.image_id)[0])
             ),
         )
 
@@ -48,10 +49,10 @@ class BuildRpc(RpcBase):
     ) -> pb.ExportDockerfileReply:
         from envd.model.dockerfile import render
 
-        row = self.app.projects.resolve(request.ref)
-        lock = self.app.locker.check(row).lock
+        row = self.services.projects.resolve(request.ref)
+        lock = self.services.locker.check(row).lock
         assert lock is not None
-        plan = self.app.builder.plan(row, lock)
+        plan = self.services.builder.plan(row, lock)
         return pb.ExportDockerfileReply(
             dockerfile=render(plan, lock), requirements=plan.requirements
         )
@@ -59,15 +60,10 @@ class BuildRpc(RpcBase):
     def ListImages(
         self, request: pb.ListImagesRequest, context: grpc.ServicerContext
     ) -> pb.ListImagesReply:
-        from envd.services.images import list_images
-
-        return pb.ListImagesReply(images=[_image(r) for r in list_images(self.app)])
+        return pb.ListImagesReply(images=[_image(r) for r in self.services.images.entries()])
 
     def Gc(self, request: pb.GcRequest, context: grpc.ServicerContext) -> pb.GcReply:
-        from envd.services.images import collect_garbage
-
-        removed = collect_garbage(
-            self.app,
+        removed = self.services.images.collect_garbage(
             keep_storage=request.keep_storage_bytes,
             keep_duration=request.keep_duration_s,
             dry_run=request.dry_run,
@@ -79,15 +75,10 @@ class BuildRpc(RpcBase):
     def RemoveImage(
         self, request: pb.RemoveImageRequest, context: grpc.ServicerContext
     ) -> pb.RemoveImageReply:
-        from envd.services.images import remove_image
-
-        return pb.RemoveImageReply(removed=remove_image(self.app, request.image))
+        return pb.RemoveImageReply(removed=self.services.images.remove(request.image))
 
 
-def _image(r: object) -> pb.ImageRecord:
-    from envd.services.images import ImageEntry
-
-    assert isinstance(r, ImageEntry)
+def _image(r: ImageEntry) -> pb.ImageRecord:
     return pb.ImageRecord(
         image=r.image,
         image_id=r.image_id,

@@ -17,7 +17,7 @@ class DaemonRpc(RpcBase):
     # ------------------------------------------------------------ daemon
 
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusReply:
-        s = self.app.status()
+        s = self.services.status()
         return pb.StatusReply(
             version=s.version,
             uptime_s=s.uptime_s,
@@ -40,7 +40,7 @@ class DaemonRpc(RpcBase):
     def Events(
         self, request: pb.EventsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.DaemonEvent]:
-        for event in self.app.events.subscribe(is_active=context.is_active):
+        for event in self.services.events.subscribe(is_active=context.is_active):
             if not request.project or event.project == request.project:
                 yield event_msg(event)
 
@@ -52,13 +52,13 @@ class DaemonRpc(RpcBase):
     def SetConfig(
         self, request: pb.SetConfigRequest, context: grpc.ServicerContext
     ) -> pb.GetConfigReply:
-        self.app.set_config(request.key, request.value)
+        self.services.set_config(request.key, request.value)
         return self._config_reply()
 
     def _config_reply(self) -> pb.GetConfigReply:
         return pb.GetConfigReply(
             entries=[
                 pb.ConfigEntry(key=k, value=v, description=d)
-                for k, v, d in self.app.config.entries()
+                for k, v, d in self.services.settings.current.entries()
             ]
         )

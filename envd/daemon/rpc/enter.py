@@ -7,7 +7,6 @@ from collections.abc import Iterator
 import grpc
 
 from envd.daemon.rpc import RpcBase, streamed
-from envd.errors import NotFound
 from envd.gateways.store import RunRow
 from envd.progress import Reporter
 from envd.services.entering import EnterCall, ExecPlan
@@ -59,7 +58,7 @@ class EnterRpc(RpcBase):
         )
 
         def work(progress: Reporter) -> ExecPlan:
-            return self.app.entering.prepare(call, progress)
+            return self.services.entering.prepare(call, progress)
 
         def result(plan: ExecPlan) -> pb.EnterEvent:
             return pb.EnterEvent(
@@ -80,31 +79,30 @@ class EnterRpc(RpcBase):
     def FinishRun(
         self, request: pb.FinishRunRequest, context: grpc.ServicerContext
     ) -> pb.FinishRunReply:
-        self.app.entering.finish(request.run_id, request.exit_code)
+        self.services.entering.finish(request.run_id, request.exit_code)
         return pb.FinishRunReply()
 
     def ListContainers(
         self, request: pb.ListContainersRequest, context: grpc.ServicerContext
     ) -> pb.ListContainersReply:
-        return pb.ListContainersReply(containers=[warm_msg(w) for w in self.app.warm.refresh()])
+        return pb.ListContainersReply(
+            containers=[warm_msg(w) for w in self.services.warm.refresh()]
+        )
 
     def Stop(self, request: pb.StopRequest, context: grpc.ServicerContext) -> pb.StopReply:
         project = None
         if not request.all:
-            project = self.app.projects.resolve_registered(request.project.ref).name
-        return pb.StopReply(stopped=[warm_msg(w) for w in self.app.warm.stop(project)])
+            project = self.services.projects.resolve_registered(request.project.ref).name
+        return pb.StopReply(stopped=[warm_msg(w) for w in self.services.warm.stop(project)])
 
     def ListRuns(
         self, request: pb.ListRunsRequest, context: grpc.ServicerContext
     ) -> pb.ListRunsReply:
         project = ""
         if request.project.ref:
-            project = self.app.projects.resolve_registered(request.project.ref).name
-        runs = self.app.store.runs(project, request.limit or 50)
+            project = self.services.projects.resolve_registered(request.project.ref).name
+        runs = self.services.runs.list(project, request.limit or 50)
         return pb.ListRunsReply(runs=[run_msg(r) for r in runs])
 
     def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pb.RunRecord:
-        run = self.app.store.run(request.id)
-        if run is None:
-            raise NotFound(f"no run {request.id}", hint="`envctl runs` lists them")
-        return run_msg(run)
+        return run_msg(self.services.runs.get(request.id))

@@ -14,9 +14,9 @@ from envd.wire import change_msg, to_msg
 class FingerprintRpc(RpcBase):
     def _subject(self, subject: pb.Subject) -> tuple[Fingerprint, str]:
         which = subject.WhichOneof("subject")
-        fps = self.app.fingerprints
+        fps = self.services.fingerprints
         if which == "project":
-            row = self.app.projects.resolve(subject.project.ref)
+            row = self.services.projects.resolve(subject.project.ref)
             return fps.for_project(row), f"project {row.name}"
         if which == "file":
             return fps.for_file(subject.file), subject.file
@@ -47,8 +47,8 @@ class FingerprintRpc(RpcBase):
         )
 
     def Verify(self, request: pb.ProjectRef, context: grpc.ServicerContext) -> pb.VerifyReply:
-        row = self.app.projects.resolve(request.ref)
-        diff, checked = self.app.fingerprints.verify(row)
+        row = self.services.projects.resolve(request.ref)
+        diff, checked = self.services.fingerprints.verify(row)
         return pb.VerifyReply(
             ok=diff.environment_identical,
             changes=[change_msg(c) for c in diff.changes if c.section == "environment"],

@@ -12,7 +12,7 @@ class HostRpc(RpcBase):
     def HostInfo(
         self, request: pb.HostInfoRequest, context: grpc.ServicerContext
     ) -> pb.HostInfoReply:
-        host = self.app.refresh_host()
+        host = self.services.host.refresh()
         return pb.HostInfoReply(
             cpu_model=host.cpu_model,
             arch=host.arch,
@@ -20,7 +20,7 @@ class HostRpc(RpcBase):
             memory_bytes=host.memory_bytes,
             kernel=host.kernel,
             os=host.os,
-            engine=engine_msg(self.app.engine.info()),
+            engine=engine_msg(self.services.engine.info()),
             gpus=[
                 pb.Gpu(
                     index=g.index,

@@ -31,12 +31,12 @@ class LockRpc(RpcBase):
     def Lock(
         self, request: pb.LockRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.LockEvent]:
-        row = self.app.projects.resolve(request.project.ref)
+        row = self.services.projects.resolve(request.project.ref)
 
         def work(progress: Reporter) -> LockOutcome:
             if request.check:
-                return self.app.locker.check(row)
-            return self.app.locker.lock(
+                return self.services.locker.check(row)
+            return self.services.locker.lock(
                 row,
                 progress,
                 upgrade=request.upgrade,

@@ -16,24 +16,28 @@ class ProjectsRpc(RpcBase):
     ) -> pb.Project:
         from pathlib import Path
 
-        return project_msg(self.app.projects.add(Path(request.path)))
+        return project_msg(self.services.projects.add(Path(request.path)))
 
     def ListProjects(
         self, request: pb.ListProjectsRequest, context: grpc.ServicerContext
     ) -> pb.ListProjectsReply:
-        return pb.ListProjectsReply(projects=[project_msg(r) for r in self.app.projects.list()])
+        return pb.ListProjectsReply(
+            projects=[project_msg(r) for r in self.services.projects.list()]
+        )
 
     def RemoveProject(
         self, request: pb.ProjectRef, context: grpc.ServicerContext
     ) -> pb.RemoveProjectReply:
-        return pb.RemoveProjectReply(project=project_msg(self.app.projects.remove(request.ref)))
+        return pb.RemoveProjectReply(
+            project=project_msg(self.services.projects.remove(request.ref))
+        )
 
     def InitProject(
         self, request: pb.InitProjectRequest, context: grpc.ServicerContext
     ) -> pb.Project:
         from pathlib import Path
 
-        return project_msg(self.app.projects.init(Path(request.directory), request.template))
+        return project_msg(self.services.projects.init(Path(request.directory), request.template))
 
     def ListTemplates(
         self, request: pb.ListTemplatesRequest, context: grpc.ServicerContext
@@ -47,8 +51,8 @@ class ProjectsRpc(RpcBase):
         )
 
     def Validate(self, request: pb.ProjectRef, context: grpc.ServicerContext) -> pb.ValidateReply:
-        row = self.app.projects.resolve(request.ref)
-        self.app.projects.spec(row)
+        row = self.services.projects.resolve(request.ref)
+        self.services.projects.spec(row)
         from envd.model.spec import SPEC_FILENAME
 
         return pb.ValidateReply(project=project_msg(row), spec_path=f"{row.path}/{SPEC_FILENAME}")

@@ -30,7 +30,7 @@ class ShareRpc(RpcBase):
     def Share(
         self, request: pb.ShareRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.ShareEvent]:
-        row = self.app.projects.resolve(request.project.ref)
+        row = self.services.projects.resolve(request.project.ref)
         if bool(request.to) == bool(request.output):
             raise UsageError("give exactly one of --to REGISTRY/REPO[:TAG] or --output FILE")
         if request.to:
@@ -40,8 +40,8 @@ class ShareRpc(RpcBase):
 
         def work(progress: Reporter) -> Shared:
             if request.to:
-                return self.app.sharing.push(row, request.to, request.pin, progress)
-            return self.app.sharing.save(row, Path(request.output), progress)
+                return self.services.sharing.push(row, request.to, request.pin, progress)
+            return self.services.sharing.save(row, Path(request.output), progress)
 
         def result(s: Shared) -> pb.ShareEvent:
             return pb.ShareEvent(
@@ -61,7 +61,7 @@ class ShareRpc(RpcBase):
     ) -> Iterator[pb.PullEvent]:
         check_reference(request.reference)
         return streamed(
-            lambda progress: self.app.sharing.pull(request.reference, progress),
+            lambda progress: self.services.sharing.pull(request.reference, progress),
             lambda p: pb.PullEvent(progress=p),
             _received,
         )
@@ -70,7 +70,7 @@ class ShareRpc(RpcBase):
         self, request: pb.LoadRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.PullEvent]:
         return streamed(
-            lambda progress: self.app.sharing.load(Path(request.path), progress),
+            lambda progress: self.services.sharing.load(Path(request.path), progress),
             lambda p: pb.PullEvent(progress=p),
             _received,
         )

@@ -1,0 +1,231 @@
+"""Runs a build plan's steps on the engine: one container per step, committed as a layer.
+
+Caches (uv, apt archives) are named volumes mounted into steps and never committed; the host
+CA bundle and the uv binary are bind-mounted read-only, so neither is ever baked into an image.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from envd.errors import BuildFailed
+from envd.gateways import uv
+from envd.gateways.engine import CommitSpec, Engine, Mount
+from envd.gateways.store import Store
+from envd.gateways.trust import host_ca_bundle
+from envd.model import plan as p
+from envd.model.lockfile import LockFile
+from envd.progress import Progress, Reporter
+from envd.services.debian_base import restore_debian_base
+
+STEP_ROLE = {"envd.role": "step"}
+CACHE_REPOSITORY = "envd/cache"
+UV_VOLUME = "envd-uv-cache"
+APT_VOLUME = "envd-apt-archives"
+
+# Labels for the image from the parent of its last step (the fingerprint, set in that commit).
+MetadataLabels = Callable[[str, LockFile], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    name: str
+    key: str
+    cached: bool
+    summary: str
+
+
+@dataclass(frozen=True)
+class StepsRun:
+    image_id: str  # the last step's image, untagged
+    steps: tuple[StepOutcome, ...]
+
+
+def prepare_run_dir(run_dir: Path, requirements: str) -> None:
+    """What steps see at /mnt: uv, the host CA bundle and the hashed requirements (host only)."""
+    (run_dir / "requirements.txt").write_text(requirements)
+    binary = Path(uv.binary())
+    try:
+        os.link(binary.resolve(), run_dir / "uv")
+    except OSError:  # another filesystem: copy instead
+        shutil.copy2(binary, run_dir / "uv")
+    bundle = host_ca_bundle()
+    if bundle:
+        shutil.copyfile(bundle, run_dir / "ca.pem")
+    run_dir.chmod(0o755)
+
+
+class StepRunner:
+    def __init__(self, engine: Engine, store: Store, owner: str, debian_cache: Path) -> None:
+        self._engine = engine
+        self._store = store
+        self._owner = owner  # which daemon's step containers these are
+        self._debian_cache = debian_cache
+
+    def cached(self, key: str) -> str | None:
+        """A step's image when it is recorded and still on the engine (else forget it)."""
+        image_id = self._store.step_image(key)
+        if image_id is None:
+            return None
+        if self._engine.inspect_image(image_id) is None:
+            self._store.drop_step(key)
+            return None
+        return image_id
+
+    def dry_run(self, lock: LockFile, plan: p.BuildPlan) -> tuple[StepOutcome, ...]:
+        """Which steps a build would take from the cache, asking the engine only."""
+        # What base_image would use: a Debian base by its tag, an image base by its digest.
+        base = lock.base.reference if lock.base.kind == "debian" else lock.base.digest
+        return tuple(
+            StepOutcome(
+                s.name,
+                s.key,
+                self._engine.image_exists(base)
+                if s.name == "base"
+                else self.cached(s.key) is not None,
+                s.summary,
+            )
+            for s in plan.steps
+        )
+
+    def run(
+        self,
+        project: str,
+        lock: LockFile,
+        plan: p.BuildPlan,
+        progress: Reporter,
+        metadata_labels: MetadataLabels,
+        previous_image: str = "",
+    ) -> StepsRun:
+        started = time.monotonic()
+        outcomes = [StepOutcome("base", plan.steps[0].key, True, plan.steps[0].summary)]
+        parent = self._base_image(lock, progress)
+        with tempfile.TemporaryDirectory(prefix="envd-build-") as tmp:
+            run_dir = Path(tmp)
+            prepare_run_dir(run_dir, plan.requirements)
+            previous_key = plan.steps[0].key
+            for step in plan.steps[1:]:
+                cached = self.cached(step.key)
+                if cached is not None:
+                    progress(Progress(step.name, f"cached: {step.summary}"))
+                    outcomes.append(StepOutcome(step.name, step.key, True, step.summary))
+                    parent = cached
+                    previous_key = step.key
+                    continue
+                progress(
+                    Progress(
+                        step.name, f"running: {step.summary}", elapsed_s=time.monotonic() - started
+                    )
+                )
+                extra: dict[str, str] = {}
+                if step.name == "metadata":
+                    progress(Progress("fingerprint", "reading the environment's fingerprint"))
+                    extra = metadata_labels(parent, lock)
+                before = self._size(parent)
+                parent = self._run_step(
+                    project, plan, step, parent, run_dir, progress, extra, previous_image
+                )
+                # A step owns only its own layer; the image's size counts every parent's too.
+                self._store.record_step(
+                    step.key, previous_key, step.name, parent, max(self._size(parent) - before, 0)
+                )
+                outcomes.append(StepOutcome(step.name, step.key, False, step.summary))
+                previous_key = step.key
+        return StepsRun(parent, tuple(outcomes))
+
+    def _size(self, image: str) -> int:
+        info = self._engine.inspect_image(image)
+        return info.size if info else 0
+
+    def _base_image(self, lock: LockFile, progress: Reporter) -> str:
+        if lock.base.kind == "debian":
+            system = list(lock.inputs.system)  # as written in envd.yaml: the same cache key
+            return restore_debian_base(
+                self._engine, lock.base, system, self._debian_cache, progress=progress
+            )
+        image = self._engine.inspect_image(lock.base.digest)
+        if image is None:
+            progress(Progress("base", f"pulling {lock.base.digest}"))
+            image = self._engine.pull(lock.base.digest)
+        return image.id
+
+    def _run_step(
+        self,
+        project: str,
+        plan: p.BuildPlan,
+        step: p.Step,
+        parent: str,
+        run_dir: Path,
+        progress: Reporter,
+        extra_labels: dict[str, str],
+        previous_image: str,
+    ) -> str:
+        mounts: list[Mount] = []
+        if step.uses_ca or step.uses_uv:
+            mounts.append(Mount(str(run_dir), p.RUN_DIR, read_only=True))
+        if step.uses_uv:
+            mounts.append(
+                Mount(self._engine.ensure_volume(UV_VOLUME), p.UV_CACHE_MOUNT, volume=True)
+            )
+        if step.uses_apt_cache:
+            mounts.append(
+                Mount(self._engine.ensure_volume(APT_VOLUME), p.APT_CACHE_MOUNT, volume=True)
+            )
+        final = step.name == "metadata"
+        commit = CommitSpec(
+            repository=CACHE_REPOSITORY,
+            tag=step.key[:24],
+            labels={**dict(plan.labels), **extra_labels, **_role("image", step.name)}
+            if final
+            else _role("layer", step.name),
+            env=dict(plan.env) if final else {},
+            cmd=p.IDLE_CMD if final else (),
+            workdir=p.WORKDIR if final else "",
+        )
+
+        def log(line: str) -> None:
+            progress(Progress(step.name, line, log=True))
+
+        result = self._engine.run(
+            parent,
+            list(step.argv),
+            mounts=mounts,
+            network=step.network,
+            user="0",
+            labels={**STEP_ROLE, "envd.project": project, "envd.owner": self._owner},
+            on_output=log,
+            commit=commit,
+        )
+        if result.exit_code != 0:
+            tail = "\n".join(result.output.splitlines()[-20:])
+            raise BuildFailed(
+                f"build step `{step.name}` of {project} failed (exit {result.exit_code}): "
+                f"{step.summary}\n{tail}",
+                hint=(
+                    f"the previous image {previous_image} is still usable; "
+                    if previous_image
+                    else ""
+                )
+                + "fix envd.yaml and build again",
+            )
+        return result.image_id
+
+    def cleanup_orphans(self) -> int:
+        """Remove step containers a killed daemon of this $ENVD_HOME left behind."""
+        removed = 0
+        for container in self._engine.list_containers("envd.role=step"):
+            if container.labels.get("envd.owner") == self._owner:  # not another daemon's
+                self._engine.remove_container(container.id)
+                removed += 1
+        return removed
+
+
+def _role(role: str, step: str) -> dict[str, str]:
+    """Committed images would inherit the step container's labels: say what they are."""
+    return {"envd.role": role, "envd.step": step}
