@@ -46,7 +46,7 @@ def request_target(paths: Paths, ref: str, command: list[str], gpus: str, tty: b
     client = connect(paths)
     display = None
     try:
-        for event in client.stream("Enter", request):
+        for event in client.enter(request):
             if event.HasField("target"):
                 return client, event.target
             if display is None:
@@ -123,7 +123,7 @@ def enter(paths: Paths, project: str, command: list[str], gpus: str = "") -> int
         from envd.v1 import envd_pb2 as pb
 
         try:
-            client.call("FinishRun", pb.FinishRunRequest(run_id=target.run_id, exit_code=code))
+            client.finish_run(pb.FinishRunRequest(run_id=target.run_id, exit_code=code))
         except EnvdError as exc:  # the command's status matters more than its record
             sys.stderr.write(f"envctl: warning: run {target.run_id} not recorded: {exc.message}\n")
     return code

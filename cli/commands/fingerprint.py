@@ -44,9 +44,7 @@ def fingerprint_cmd(
     from envd.v1 import envd_pb2 as pb
     from envd.wire import from_msg
 
-    msg = obj.client().call(
-        "GetFingerprint", pb.FingerprintRequest(subject=subject(project or "."))
-    )
+    msg = obj.client().get_fingerprint(pb.FingerprintRequest(subject=subject(project or ".")))
     fp = from_msg(msg)
     if output:
         Path(output).write_text(dumps(fp))
@@ -92,7 +90,7 @@ def diff_cmd(obj: AppContext, a: str, b: str, as_json: bool) -> int:
     from envd.v1 import envd_pb2 as pb
     from envd.wire import change_from_msg
 
-    reply = obj.client().call("Diff", pb.DiffRequest(a=subject(a), b=subject(b)))
+    reply = obj.client().diff(pb.DiffRequest(a=subject(a), b=subject(b)))
     if as_json or obj.as_json:
         emit_json(reply)
     else:
@@ -113,7 +111,7 @@ def verify_cmd(obj: AppContext, project: str | None) -> int:
     from envd.errors import EXIT_VERIFY
     from envd.v1 import envd_pb2 as pb
 
-    reply = obj.client().call("Verify", pb.ProjectRef(ref=project_ref(project)), timeout=300)
+    reply = obj.client().verify(pb.ProjectRef(ref=project_ref(project)), timeout=300)
     if obj.as_json:
         emit_json(reply)
     elif reply.ok:
@@ -138,7 +136,7 @@ def runs_cmd(ctx: click.Context, project: str, limit: int) -> None:
 
     obj: AppContext = ctx.obj
     ref = pb.ProjectRef(ref=project_ref(project)) if project else pb.ProjectRef()
-    reply = obj.client().call("ListRuns", pb.ListRunsRequest(project=ref, limit=limit))
+    reply = obj.client().list_runs(pb.ListRunsRequest(project=ref, limit=limit))
     if obj.as_json:
         emit_json(reply)
         return
@@ -166,7 +164,7 @@ def runs_show(obj: AppContext, run_id: str) -> None:
     """Show one run."""
     from envd.v1 import envd_pb2 as pb
 
-    r = obj.client().call("GetRun", pb.GetRunRequest(id=run_id))
+    r = obj.client().get_run(pb.GetRunRequest(id=run_id))
     if obj.as_json:
         emit_json(r)
         return
