@@ -83,7 +83,7 @@ class ProgressDisplay:
         self._open = False
         self._last_step = ""
 
-    def update(self, progress: Any) -> None:
+    def update(self, progress: pb.Progress) -> None:
         if self.as_json:  # stdout carries only the result; progress goes to stderr as JSON lines
             click.echo(json.dumps({"progress": message_dict(progress)}, sort_keys=True), err=True)
             return

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from cli.context import AppContext
 from cli.output import ago, emit_json, follow, human_bytes, message_dict, table
 from cli.refs import project_ref
+
+if TYPE_CHECKING:
+    from envd.v1 import envd_pb2 as pb
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
@@ -37,7 +40,7 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _SECONDS[match.group(2)]
 
 
-def run_build(obj: AppContext, ref: str, dry_run: bool, as_json: bool) -> Any:
+def run_build(obj: AppContext, ref: str, dry_run: bool, as_json: bool) -> pb.BuildResult:
     """Stream a build, showing progress; returns the BuildResult."""
     from envd.v1 import envd_pb2 as pb
 

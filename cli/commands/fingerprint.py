@@ -7,7 +7,7 @@ import re
 import shlex
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,10 +15,13 @@ from cli.context import AppContext
 from cli.output import ago, emit_json, table
 from cli.refs import project_ref
 
+if TYPE_CHECKING:
+    from envd.v1 import envd_pb2 as pb
+
 _RUN_ID = re.compile(r"^(run:)?[0-9a-f]{6,12}$")
 
 
-def subject(text: str) -> Any:
+def subject(text: str) -> pb.Subject:
     """A fingerprint file, `run:ID`, an image (name:tag or sha256:...), or a project."""
     from envd.v1 import envd_pb2 as pb
 
