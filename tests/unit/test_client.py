@@ -8,6 +8,7 @@ code, message and hint. Nothing of grpc is mocked.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tempfile
 import time
@@ -35,7 +36,7 @@ HINT = "see /tmp/données/é — 日本語 ✓"
 MESSAGE = "cannot read /home/zoë/projets/naïve/envd.yaml"
 
 
-class FakeEnvd(envd_pb2_grpc.EnvdServicer):  # type: ignore[misc]
+class FakeEnvd(envd_pb2_grpc.EnvdServicer):
     """Raises `error` from every call it implements; streams `events` first."""
 
     def __init__(self) -> None:
@@ -210,6 +211,56 @@ def test_status_details_are_ascii_for_clients_that_read_only_the_status(
     assert details.isascii() and details.isprintable()
     assert details == r"no project `caf\xe9` at /tmp/\xe9"
     assert details == ascii_safe("no project `café`\nat /tmp/é")
+
+
+def test_undecodable_path_bytes_arrive_as_replacement_characters(
+    daemon: tuple[FakeEnvd, Client],
+) -> None:
+    servicer, client = daemon
+    path = os.fsdecode(b"/tmp/caf\xe9")  # Latin-1 bytes in a file name: a surrogate escape
+    servicer.error = errors.NotFound(f"no envd.yaml in {path}", hint=f"look in {path}")
+    with pytest.raises(errors.NotFound) as caught:
+        client.list_projects(pb.ListProjectsRequest())
+    assert caught.value.message == "no envd.yaml in /tmp/caf\ufffd"
+    assert caught.value.hint == "look in /tmp/caf\ufffd"
+
+
+def test_a_lone_surrogate_does_not_break_the_error(daemon: tuple[FakeEnvd, Client]) -> None:
+    servicer, client = daemon
+    servicer.error = errors.UsageError("odd \ud800 text")
+    with pytest.raises(errors.UsageError) as caught:
+        client.list_projects(pb.ListProjectsRequest())
+    assert caught.value.message == "odd \\ud800 text"
+
+
+class AsciiOnlyEnvd(envd_pb2_grpc.EnvdServicer):
+    """A daemon from before binary metadata: ASCII kind, exit and hint, set by the handler."""
+
+    def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusReply:
+        context.set_trailing_metadata(
+            (("envd-kind", "not_found"), ("envd-exit", "4"), ("envd-hint", "run `envctl ls`"))
+        )
+        context.abort(grpc.StatusCode.NOT_FOUND, "no project `old`")
+        raise AssertionError("abort returns only by raising")
+
+
+def test_errors_of_a_daemon_with_ascii_metadata_still_map() -> None:
+    with tempfile.TemporaryDirectory(prefix="envd-client-", dir="/tmp") as folder:
+        paths = dataclasses.replace(resolve_paths(), socket=Path(folder) / "envd.sock")
+        server = grpc.server(ThreadPoolExecutor(max_workers=2))  # no ErrorInterceptor
+        envd_pb2_grpc.add_EnvdServicer_to_server(AsciiOnlyEnvd(), server)
+        server.add_insecure_port(f"unix:{paths.socket}")
+        server.start()
+        client = Client(paths)
+        try:
+            with pytest.raises(errors.NotFound) as caught:
+                client.status(pb.StatusRequest())
+        finally:
+            client.close()
+            server.stop(grace=None)
+    assert caught.value.exit_code == errors.EXIT_NOT_FOUND
+    assert caught.value.message == "no project `old`"
+    assert caught.value.hint == "run `envctl ls`"
 
 
 def test_timeout_is_passed_to_the_call(daemon: tuple[FakeEnvd, Client]) -> None:
