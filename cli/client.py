@@ -1,7 +1,12 @@
 """The daemon's client: connects to its socket, starts it when needed, maps errors back.
 
 This is the only CLI module that imports grpc, and it is imported only by commands that talk
-to the daemon.
+to the daemon. `Client` has one typed method per RPC of proto/envd/v1/envd.proto (snake_case),
+so mypy checks requests and replies across the socket.
+
+Errors travel in trailing metadata (see envd/daemon/interceptor.py): `envd-kind` and
+`envd-exit` are ASCII; the message and hint travel as UTF-8 in `envd-message-bin` and
+`envd-hint-bin`, since plain metadata values must be ASCII and a path may not be.
 """
 
 from __future__ import annotations
@@ -11,17 +16,21 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from envd.errors import ERRORS_BY_KIND, EXIT_BUG, DaemonUnavailable, EnvdError
 from envd.paths import Paths
+from envd.v1 import envd_pb2 as pb
 from envd.v1 import envd_pb2_grpc
 
 START_TIMEOUT_S = 20.0
+
+_Reply = TypeVar("_Reply", bound=Message)
 
 
 class InternalDaemonError(EnvdError):
@@ -93,20 +102,31 @@ def connect(paths: Paths, start: bool = True) -> Client:
     return Client(paths)
 
 
+def _metadata_text(meta: dict[str, str | bytes], key: str) -> str:
+    """A text value: `KEY-bin` (UTF-8 bytes) when present, else the ASCII `KEY`."""
+    value = meta.get(f"{key}-bin")
+    if value is None:
+        value = meta.get(key, "")
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
 def to_error(exc: grpc.RpcError, paths: Paths) -> EnvdError:
     """Rebuild the daemon's error from the status and trailing metadata."""
-    meta = {str(m.key): str(m.value) for m in (exc.trailing_metadata() or ())}
-    kind = str(meta.get("envd-kind", ""))
-    message = exc.details() or str(exc.code())
-    hint = str(meta.get("envd-hint", "")) or None
+    meta: dict[str, str | bytes] = {str(m.key): m.value for m in (exc.trailing_metadata() or ())}
+    kind = _metadata_text(meta, "envd-kind")
+    message = _metadata_text(meta, "envd-message") or exc.details() or str(exc.code())
+    hint = _metadata_text(meta, "envd-hint") or None
     if kind == "bug":
         return InternalDaemonError(message, hint=f"the daemon's log is {paths.log_file}")
     if kind in ERRORS_BY_KIND:
         cls = ERRORS_BY_KIND[kind]
         err = cls.__new__(cls)  # keep the class (and so its meaning); the message is final text
         EnvdError.__init__(err, message, hint=hint)
-        if "envd-exit" in meta:
-            err.exit_code = int(meta["envd-exit"])
+        exit_code = _metadata_text(meta, "envd-exit")
+        if exit_code.isdigit():
+            err.exit_code = int(exit_code)
         return err
     if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
         return DaemonUnavailable(
@@ -117,6 +137,8 @@ def to_error(exc: grpc.RpcError, paths: Paths) -> EnvdError:
 
 
 class Client:
+    """The daemon's API: one method per RPC, with the request and reply types of envd_pb2."""
+
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         self.channel = grpc.insecure_channel(
@@ -124,17 +146,178 @@ class Client:
         )
         self.stub = envd_pb2_grpc.EnvdStub(self.channel)  # type: ignore[no-untyped-call]
 
-    def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
-        try:
-            return getattr(self.stub, method)(request, timeout=timeout)
-        except grpc.RpcError as exc:
-            raise to_error(exc, self.paths) from None
-
-    def stream(self, method: str, request: Any) -> Iterator[Any]:
-        try:
-            yield from getattr(self.stub, method)(request)
-        except grpc.RpcError as exc:
-            raise to_error(exc, self.paths) from None
-
     def close(self) -> None:
         self.channel.close()
+
+    def _unary(
+        self,
+        method: Callable[..., Any],
+        request: Message,
+        reply_type: type[_Reply],
+        timeout: float | None,
+    ) -> _Reply:
+        try:
+            reply = method(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise to_error(exc, self.paths) from None
+        if not isinstance(reply, reply_type):
+            raise TypeError(f"the daemon sent {type(reply).__name__}, not {reply_type.__name__}")
+        return reply
+
+    def _stream(
+        self,
+        method: Callable[..., Any],
+        request: Message,
+        event_type: type[_Reply],
+        timeout: float | None,
+    ) -> Iterator[_Reply]:
+        try:
+            for event in method(request, timeout=timeout):
+                if not isinstance(event, event_type):
+                    raise TypeError(
+                        f"the daemon sent {type(event).__name__}, not {event_type.__name__}"
+                    )
+                yield event
+        except grpc.RpcError as exc:
+            raise to_error(exc, self.paths) from None
+
+    def status(self, request: pb.StatusRequest, *, timeout: float | None = None) -> pb.StatusReply:
+        return self._unary(self.stub.Status, request, pb.StatusReply, timeout)
+
+    def shutdown(
+        self, request: pb.ShutdownRequest, *, timeout: float | None = None
+    ) -> pb.ShutdownReply:
+        return self._unary(self.stub.Shutdown, request, pb.ShutdownReply, timeout)
+
+    def add_project(
+        self, request: pb.AddProjectRequest, *, timeout: float | None = None
+    ) -> pb.Project:
+        return self._unary(self.stub.AddProject, request, pb.Project, timeout)
+
+    def list_projects(
+        self, request: pb.ListProjectsRequest, *, timeout: float | None = None
+    ) -> pb.ListProjectsReply:
+        return self._unary(self.stub.ListProjects, request, pb.ListProjectsReply, timeout)
+
+    def remove_project(
+        self, request: pb.ProjectRef, *, timeout: float | None = None
+    ) -> pb.RemoveProjectReply:
+        return self._unary(self.stub.RemoveProject, request, pb.RemoveProjectReply, timeout)
+
+    def init_project(
+        self, request: pb.InitProjectRequest, *, timeout: float | None = None
+    ) -> pb.Project:
+        return self._unary(self.stub.InitProject, request, pb.Project, timeout)
+
+    def list_templates(
+        self, request: pb.ListTemplatesRequest, *, timeout: float | None = None
+    ) -> pb.ListTemplatesReply:
+        return self._unary(self.stub.ListTemplates, request, pb.ListTemplatesReply, timeout)
+
+    def validate(self, request: pb.ProjectRef, *, timeout: float | None = None) -> pb.ValidateReply:
+        return self._unary(self.stub.Validate, request, pb.ValidateReply, timeout)
+
+    def project_status(
+        self, request: pb.ProjectRef, *, timeout: float | None = None
+    ) -> pb.ProjectStatusReply:
+        return self._unary(self.stub.ProjectStatus, request, pb.ProjectStatusReply, timeout)
+
+    def lock(
+        self, request: pb.LockRequest, *, timeout: float | None = None
+    ) -> Iterator[pb.LockEvent]:
+        return self._stream(self.stub.Lock, request, pb.LockEvent, timeout)
+
+    def build(
+        self, request: pb.BuildRequest, *, timeout: float | None = None
+    ) -> Iterator[pb.BuildEvent]:
+        return self._stream(self.stub.Build, request, pb.BuildEvent, timeout)
+
+    def export_dockerfile(
+        self, request: pb.ProjectRef, *, timeout: float | None = None
+    ) -> pb.ExportDockerfileReply:
+        return self._unary(self.stub.ExportDockerfile, request, pb.ExportDockerfileReply, timeout)
+
+    def list_images(
+        self, request: pb.ListImagesRequest, *, timeout: float | None = None
+    ) -> pb.ListImagesReply:
+        return self._unary(self.stub.ListImages, request, pb.ListImagesReply, timeout)
+
+    def gc(self, request: pb.GcRequest, *, timeout: float | None = None) -> pb.GcReply:
+        return self._unary(self.stub.Gc, request, pb.GcReply, timeout)
+
+    def remove_image(
+        self, request: pb.RemoveImageRequest, *, timeout: float | None = None
+    ) -> pb.RemoveImageReply:
+        return self._unary(self.stub.RemoveImage, request, pb.RemoveImageReply, timeout)
+
+    def enter(
+        self, request: pb.EnterRequest, *, timeout: float | None = None
+    ) -> Iterator[pb.EnterEvent]:
+        return self._stream(self.stub.Enter, request, pb.EnterEvent, timeout)
+
+    def finish_run(
+        self, request: pb.FinishRunRequest, *, timeout: float | None = None
+    ) -> pb.FinishRunReply:
+        return self._unary(self.stub.FinishRun, request, pb.FinishRunReply, timeout)
+
+    def list_containers(
+        self, request: pb.ListContainersRequest, *, timeout: float | None = None
+    ) -> pb.ListContainersReply:
+        return self._unary(self.stub.ListContainers, request, pb.ListContainersReply, timeout)
+
+    def stop(self, request: pb.StopRequest, *, timeout: float | None = None) -> pb.StopReply:
+        return self._unary(self.stub.Stop, request, pb.StopReply, timeout)
+
+    def host_info(
+        self, request: pb.HostInfoRequest, *, timeout: float | None = None
+    ) -> pb.HostInfoReply:
+        return self._unary(self.stub.HostInfo, request, pb.HostInfoReply, timeout)
+
+    def get_fingerprint(
+        self, request: pb.FingerprintRequest, *, timeout: float | None = None
+    ) -> pb.Fingerprint:
+        return self._unary(self.stub.GetFingerprint, request, pb.Fingerprint, timeout)
+
+    def diff(self, request: pb.DiffRequest, *, timeout: float | None = None) -> pb.DiffReply:
+        return self._unary(self.stub.Diff, request, pb.DiffReply, timeout)
+
+    def verify(self, request: pb.ProjectRef, *, timeout: float | None = None) -> pb.VerifyReply:
+        return self._unary(self.stub.Verify, request, pb.VerifyReply, timeout)
+
+    def list_runs(
+        self, request: pb.ListRunsRequest, *, timeout: float | None = None
+    ) -> pb.ListRunsReply:
+        return self._unary(self.stub.ListRuns, request, pb.ListRunsReply, timeout)
+
+    def get_run(self, request: pb.GetRunRequest, *, timeout: float | None = None) -> pb.RunRecord:
+        return self._unary(self.stub.GetRun, request, pb.RunRecord, timeout)
+
+    def share(
+        self, request: pb.ShareRequest, *, timeout: float | None = None
+    ) -> Iterator[pb.ShareEvent]:
+        return self._stream(self.stub.Share, request, pb.ShareEvent, timeout)
+
+    def pull(
+        self, request: pb.PullRequest, *, timeout: float | None = None
+    ) -> Iterator[pb.PullEvent]:
+        return self._stream(self.stub.Pull, request, pb.PullEvent, timeout)
+
+    def load(
+        self, request: pb.LoadRequest, *, timeout: float | None = None
+    ) -> Iterator[pb.PullEvent]:
+        return self._stream(self.stub.Load, request, pb.PullEvent, timeout)
+
+    def events(
+        self, request: pb.EventsRequest, *, timeout: float | None = None
+    ) -> Iterator[pb.DaemonEvent]:
+        return self._stream(self.stub.Events, request, pb.DaemonEvent, timeout)
+
+    def get_config(
+        self, request: pb.GetConfigRequest, *, timeout: float | None = None
+    ) -> pb.GetConfigReply:
+        return self._unary(self.stub.GetConfig, request, pb.GetConfigReply, timeout)
+
+    def set_config(
+        self, request: pb.SetConfigRequest, *, timeout: float | None = None
+    ) -> pb.GetConfigReply:
+        return self._unary(self.stub.SetConfig, request, pb.GetConfigReply, timeout)

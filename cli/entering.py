@@ -10,11 +10,15 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cli.refs import project_ref
 from envd.errors import EXIT_BUG, EXIT_INTERRUPTED, EnvdError
 from envd.paths import Paths, resolve_paths
+
+if TYPE_CHECKING:
+    from cli.client import Client
+    from envd.v1 import envd_pb2 as pb
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -28,7 +32,9 @@ def user_name() -> str:
         return f"user{os.getuid()}"
 
 
-def request_target(paths: Paths, ref: str, command: list[str], gpus: str, tty: bool) -> Any:
+def request_target(
+    paths: Paths, ref: str, command: list[str], gpus: str, tty: bool
+) -> tuple[Client, pb.ExecTarget]:
     """Stream the Enter call: show build progress if any, return the ExecTarget."""
     from cli.client import connect
     from envd.v1 import envd_pb2 as pb
@@ -46,7 +52,7 @@ def request_target(paths: Paths, ref: str, command: list[str], gpus: str, tty: b
     client = connect(paths)
     display = None
     try:
-        for event in client.stream("Enter", request):
+        for event in client.enter(request):
             if event.HasField("target"):
                 return client, event.target
             if display is None:
@@ -60,7 +66,7 @@ def request_target(paths: Paths, ref: str, command: list[str], gpus: str, tty: b
     raise EnvdError("the daemon sent no exec target")
 
 
-def exec_argv(target: Any, interactive_tty: bool) -> list[str]:
+def exec_argv(target: pb.ExecTarget, interactive_tty: bool) -> list[str]:
     argv = ["docker", "exec", "-i"]
     if interactive_tty:
         argv.append("-t")
@@ -70,7 +76,7 @@ def exec_argv(target: Any, interactive_tty: bool) -> list[str]:
     return [*argv, target.container_id, *target.argv]
 
 
-def forward_signals(target: Any) -> None:
+def forward_signals(target: pb.ExecTarget) -> None:
     """Without a TTY, `docker exec` does not pass signals on: send them to the command."""
 
     pid_file = f"/tmp/.envd-run-{target.run_id}.pid"  # see wrap_for_signals
@@ -123,7 +129,7 @@ def enter(paths: Paths, project: str, command: list[str], gpus: str = "") -> int
         from envd.v1 import envd_pb2 as pb
 
         try:
-            client.call("FinishRun", pb.FinishRunRequest(run_id=target.run_id, exit_code=code))
+            client.finish_run(pb.FinishRunRequest(run_id=target.run_id, exit_code=code))
         except EnvdError as exc:  # the command's status matters more than its record
             sys.stderr.write(f"envctl: warning: run {target.run_id} not recorded: {exc.message}\n")
     return code

@@ -6,9 +6,27 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from envd.v1 import envd_pb2 as pb
+
+_Result_co = TypeVar("_Result_co", covariant=True)
+_Result = TypeVar("_Result")
+
+
+class ProgressEvent(Protocol[_Result_co]):
+    """A long call's stream event (LockEvent, BuildEvent, ShareEvent, PullEvent)."""
+
+    @property
+    def progress(self) -> pb.Progress: ...
+
+    @property
+    def result(self) -> _Result_co: ...
+
+    def HasField(self, field_name: str) -> bool: ...  # protobuf's name
 
 
 def message_dict(message: Any) -> dict[str, Any]:
@@ -65,7 +83,7 @@ class ProgressDisplay:
         self._open = False
         self._last_step = ""
 
-    def update(self, progress: Any) -> None:
+    def update(self, progress: pb.Progress) -> None:
         if self.as_json:  # stdout carries only the result; progress goes to stderr as JSON lines
             click.echo(json.dumps({"progress": message_dict(progress)}, sort_keys=True), err=True)
             return
@@ -96,10 +114,10 @@ class ProgressDisplay:
         self._clear()
 
 
-def follow(events: Iterable[Any], as_json: bool = False) -> Any:
+def follow(events: Iterable[ProgressEvent[_Result]], as_json: bool = False) -> _Result:
     """Show a long call's progress events; return its final `result`."""
     display = ProgressDisplay(as_json=as_json)
-    result = None
+    result: _Result | None = None
     try:
         for event in events:
             if event.HasField("progress"):

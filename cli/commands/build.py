@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from cli.context import AppContext
 from cli.output import ago, emit_json, follow, human_bytes, message_dict, table
 from cli.refs import project_ref
+
+if TYPE_CHECKING:
+    from envd.v1 import envd_pb2 as pb
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
@@ -37,12 +40,12 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _SECONDS[match.group(2)]
 
 
-def run_build(obj: AppContext, ref: str, dry_run: bool, as_json: bool) -> Any:
+def run_build(obj: AppContext, ref: str, dry_run: bool, as_json: bool) -> pb.BuildResult:
     """Stream a build, showing progress; returns the BuildResult."""
     from envd.v1 import envd_pb2 as pb
 
     request = pb.BuildRequest(project=pb.ProjectRef(ref=ref), dry_run=dry_run)
-    return follow(obj.client().stream("Build", request), as_json)
+    return follow(obj.client().build(request), as_json)
 
 
 @click.command("build")
@@ -86,7 +89,7 @@ def export_dockerfile(obj: AppContext, project: str | None, output: str | None) 
     """Print PROJECT's plan as a Dockerfile (with --output, write it and requirements.lock.txt)."""
     from envd.v1 import envd_pb2 as pb
 
-    reply = obj.client().call("ExportDockerfile", pb.ProjectRef(ref=project_ref(project)))
+    reply = obj.client().export_dockerfile(pb.ProjectRef(ref=project_ref(project)))
     if not output:
         click.echo(reply.dockerfile, nl=False)
         return
@@ -103,7 +106,7 @@ def images_cmd(obj: AppContext) -> None:
     """List the images and cached build steps envd keeps."""
     from envd.v1 import envd_pb2 as pb
 
-    reply = obj.client().call("ListImages", pb.ListImagesRequest())
+    reply = obj.client().list_images(pb.ListImagesRequest())
     if obj.as_json:
         emit_json(reply)
         return
@@ -137,7 +140,7 @@ def gc_cmd(obj: AppContext, keep_storage: str, keep_duration: str, dry_run: bool
         keep_duration_s=parse_duration(keep_duration) if keep_duration else 0.0,
         dry_run=dry_run,
     )
-    reply = obj.client().call("Gc", request)
+    reply = obj.client().gc(request)
     if obj.as_json:
         emit_json(reply)
         return

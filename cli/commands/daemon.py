@@ -23,7 +23,7 @@ def daemon_status(obj: AppContext) -> None:
     """Show the daemon and the Docker engine it uses (starts the daemon if needed)."""
     from envd.v1 import envd_pb2 as pb
 
-    reply = obj.client().call("Status", pb.StatusRequest(), timeout=30)
+    reply = obj.client().status(pb.StatusRequest(), timeout=30)
     if obj.as_json:
         emit_json(reply)
         return
@@ -60,7 +60,7 @@ def daemon_stop(obj: AppContext) -> None:
     if not socket_answers(obj.paths.socket):
         click.echo("envd is not running")
         return
-    obj.client(start=False).call("Shutdown", pb.ShutdownRequest(), timeout=10)
+    obj.client(start=False).shutdown(pb.ShutdownRequest(), timeout=10)
     deadline = time.monotonic() + 10
     while socket_answers(obj.paths.socket) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -110,7 +110,7 @@ def events_cmd(obj: AppContext, project: str, as_json: bool) -> None:
     from cli.output import message_dict
     from envd.v1 import envd_pb2 as pb
 
-    for event in obj.client().stream("Events", pb.EventsRequest(project=project)):
+    for event in obj.client().events(pb.EventsRequest(project=project)):
         if as_json or obj.as_json:
             click.echo(json.dumps(message_dict(event), sort_keys=True), nl=True)
         else:
@@ -130,9 +130,9 @@ def config_cmd(obj: AppContext, key: str | None, value: str | None) -> None:
 
     client = obj.client()
     if key and value is not None:
-        reply = client.call("SetConfig", pb.SetConfigRequest(key=key, value=value))
+        reply = client.set_config(pb.SetConfigRequest(key=key, value=value))
     else:
-        reply = client.call("GetConfig", pb.GetConfigRequest())
+        reply = client.get_config(pb.GetConfigRequest())
     entries = [e for e in reply.entries if not key or e.key == key]
     if key and not entries:
         raise click.UsageError(f"unknown setting {key!r}")

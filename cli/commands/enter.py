@@ -35,7 +35,7 @@ def ps_cmd(obj: AppContext) -> None:
     """List warm environments."""
     from envd.v1 import envd_pb2 as pb
 
-    reply = obj.client().call("ListContainers", pb.ListContainersRequest())
+    reply = obj.client().list_containers(pb.ListContainersRequest())
     if obj.as_json:
         emit_json(reply)
         return
@@ -66,7 +66,7 @@ def stop_cmd(obj: AppContext, project: str | None, stop_all: bool) -> None:
     if not project and not stop_all:
         raise click.UsageError("name a PROJECT, or pass --all")
     request = pb.StopRequest(project=pb.ProjectRef(ref=project_ref(project)), all=stop_all)
-    reply = obj.client().call("Stop", request)
+    reply = obj.client().stop(request)
     if obj.as_json:
         emit_json(reply)
         return

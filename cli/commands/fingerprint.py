@@ -7,7 +7,7 @@ import re
 import shlex
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,10 +15,13 @@ from cli.context import AppContext
 from cli.output import ago, emit_json, table
 from cli.refs import project_ref
 
+if TYPE_CHECKING:
+    from envd.v1 import envd_pb2 as pb
+
 _RUN_ID = re.compile(r"^(run:)?[0-9a-f]{6,12}$")
 
 
-def subject(text: str) -> Any:
+def subject(text: str) -> pb.Subject:
     """A fingerprint file, `run:ID`, an image (name:tag or sha256:...), or a project."""
     from envd.v1 import envd_pb2 as pb
 
@@ -44,9 +47,7 @@ def fingerprint_cmd(
     from envd.v1 import envd_pb2 as pb
     from envd.wire import from_msg
 
-    msg = obj.client().call(
-        "GetFingerprint", pb.FingerprintRequest(subject=subject(project or "."))
-    )
+    msg = obj.client().get_fingerprint(pb.FingerprintRequest(subject=subject(project or ".")))
     fp = from_msg(msg)
     if output:
         Path(output).write_text(dumps(fp))
@@ -92,7 +93,7 @@ def diff_cmd(obj: AppContext, a: str, b: str, as_json: bool) -> int:
     from envd.v1 import envd_pb2 as pb
     from envd.wire import change_from_msg
 
-    reply = obj.client().call("Diff", pb.DiffRequest(a=subject(a), b=subject(b)))
+    reply = obj.client().diff(pb.DiffRequest(a=subject(a), b=subject(b)))
     if as_json or obj.as_json:
         emit_json(reply)
     else:
@@ -113,7 +114,7 @@ def verify_cmd(obj: AppContext, project: str | None) -> int:
     from envd.errors import EXIT_VERIFY
     from envd.v1 import envd_pb2 as pb
 
-    reply = obj.client().call("Verify", pb.ProjectRef(ref=project_ref(project)), timeout=300)
+    reply = obj.client().verify(pb.ProjectRef(ref=project_ref(project)), timeout=300)
     if obj.as_json:
         emit_json(reply)
     elif reply.ok:
@@ -138,7 +139,7 @@ def runs_cmd(ctx: click.Context, project: str, limit: int) -> None:
 
     obj: AppContext = ctx.obj
     ref = pb.ProjectRef(ref=project_ref(project)) if project else pb.ProjectRef()
-    reply = obj.client().call("ListRuns", pb.ListRunsRequest(project=ref, limit=limit))
+    reply = obj.client().list_runs(pb.ListRunsRequest(project=ref, limit=limit))
     if obj.as_json:
         emit_json(reply)
         return
@@ -166,7 +167,7 @@ def runs_show(obj: AppContext, run_id: str) -> None:
     """Show one run."""
     from envd.v1 import envd_pb2 as pb
 
-    r = obj.client().call("GetRun", pb.GetRunRequest(id=run_id))
+    r = obj.client().get_run(pb.GetRunRequest(id=run_id))
     if obj.as_json:
         emit_json(r)
         return

@@ -15,7 +15,7 @@ def info_cmd(obj: AppContext, as_json: bool) -> None:
     """Show the host: CPU, memory, kernel, engine and runtimes, GPUs, driver and CUDA."""
     from envd.v1 import envd_pb2 as pb
 
-    host = obj.client().call("HostInfo", pb.HostInfoRequest(), timeout=60)
+    host = obj.client().host_info(pb.HostInfoRequest(), timeout=60)
     if as_json or obj.as_json:
         emit_json(host)
         return

@@ -36,7 +36,7 @@ def lock_cmd(
         upgrade=upgrade or False,
         upgrade_packages=list(upgrade_packages),
     )
-    result = follow(obj.client().stream("Lock", request), as_json)
+    result = follow(obj.client().lock(request), as_json)
     if as_json:
         emit_json({"result": _dict(result)})
         return

@@ -33,14 +33,14 @@ def init_cmd(obj: AppContext, directory: str, template: str, list_only: bool) ->
 
     client = obj.client()
     if list_only:
-        reply = client.call("ListTemplates", pb.ListTemplatesRequest())
+        reply = client.list_templates(pb.ListTemplatesRequest())
         if obj.as_json:
             emit_json(reply)
         else:
             table(["template", "description"], [(t.name, t.description) for t in reply.templates])
         return
     path = os.path.abspath(os.path.expanduser(directory))
-    project = client.call("InitProject", pb.InitProjectRequest(directory=path, template=template))
+    project = client.init_project(pb.InitProjectRequest(directory=path, template=template))
     if obj.as_json:
         emit_json(project)
     else:
@@ -55,8 +55,8 @@ def add_cmd(obj: AppContext, path: str) -> None:
     """Register the project in PATH (a directory with envd.yaml)."""
     from envd.v1 import envd_pb2 as pb
 
-    project = obj.client().call(
-        "AddProject", pb.AddProjectRequest(path=os.path.abspath(os.path.expanduser(path)))
+    project = obj.client().add_project(
+        pb.AddProjectRequest(path=os.path.abspath(os.path.expanduser(path)))
     )
     if obj.as_json:
         emit_json(project)
@@ -70,7 +70,7 @@ def ls_cmd(obj: AppContext) -> None:
     """List registered projects: name, path, state."""
     from envd.v1 import envd_pb2 as pb
 
-    reply = obj.client().call("ListProjects", pb.ListProjectsRequest())
+    reply = obj.client().list_projects(pb.ListProjectsRequest())
     if obj.as_json:
         emit_json(reply)
         return
@@ -96,14 +96,14 @@ def rm_cmd(obj: AppContext, name: str, is_image: bool) -> None:
 
     client = obj.client()
     if is_image:
-        reply = client.call("RemoveImage", pb.RemoveImageRequest(image=name))
+        removed_images = client.remove_image(pb.RemoveImageRequest(image=name))
         if obj.as_json:
-            emit_json(reply)
+            emit_json(removed_images)
         else:
-            for removed in reply.removed:
+            for removed in removed_images.removed:
                 click.echo(f"removed {removed}")
         return
-    reply = client.call("RemoveProject", pb.ProjectRef(ref=project_ref(name)))
+    reply = client.remove_project(pb.ProjectRef(ref=project_ref(name)))
     if obj.as_json:
         emit_json(reply)
     else:
@@ -117,7 +117,7 @@ def validate_cmd(obj: AppContext, project: str | None) -> None:
     """Check PROJECT's envd.yaml (default: the current directory)."""
     from envd.v1 import envd_pb2 as pb
 
-    reply = obj.client().call("Validate", pb.ProjectRef(ref=project_ref(project)))
+    reply = obj.client().validate(pb.ProjectRef(ref=project_ref(project)))
     if obj.as_json:
         emit_json(reply)
     else:
@@ -131,7 +131,7 @@ def status_cmd(obj: AppContext, project: str | None) -> None:
     """Show PROJECT's state, why it is stale, its lock and warm containers."""
     from envd.v1 import envd_pb2 as pb
 
-    reply = obj.client().call("ProjectStatus", pb.ProjectRef(ref=project_ref(project)))
+    reply = obj.client().project_status(pb.ProjectRef(ref=project_ref(project)))
     if obj.as_json:
         emit_json(reply)
         return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -11,9 +11,8 @@ from cli.context import AppContext
 from cli.output import emit_json, follow, message_dict
 from cli.refs import project_ref
 
-
-def _stream(obj: AppContext, method: str, request: Any) -> Any:
-    return follow(obj.client().stream(method, request), obj.as_json)
+if TYPE_CHECKING:
+    from envd.v1 import envd_pb2 as pb
 
 
 @click.group("share")
@@ -40,7 +39,7 @@ def share_image(obj: AppContext, project: str, to: str, output: str, pin: bool) 
         output=os.path.abspath(output) if output else "",
         pin=pin,
     )
-    result = _stream(obj, "Share", request)
+    result = follow(obj.client().share(request), obj.as_json)
     if obj.as_json:
         emit_json({"result": message_dict(result)})
         return
@@ -54,7 +53,7 @@ def share_image(obj: AppContext, project: str, to: str, output: str, pin: bool) 
         click.echo("pinned in envd.lock: colleagues' `envctl enter` pulls it", err=True)
 
 
-def _received(obj: AppContext, result: Any) -> None:
+def _received(obj: AppContext, result: pb.PullResult) -> None:
     if obj.as_json:
         emit_json({"result": message_dict(result)})
         return
@@ -72,7 +71,8 @@ def pull_cmd(obj: AppContext, reference: str) -> None:
     """Pull a shared image, check it against its fingerprint, and register it."""
     from envd.v1 import envd_pb2 as pb
 
-    _received(obj, _stream(obj, "Pull", pb.PullRequest(reference=reference)))
+    events = obj.client().pull(pb.PullRequest(reference=reference))
+    _received(obj, follow(events, obj.as_json))
 
 
 @click.command("load")
@@ -82,4 +82,5 @@ def load_cmd(obj: AppContext, path: str) -> None:
     """Load a shared archive, check it against its fingerprint, and register it."""
     from envd.v1 import envd_pb2 as pb
 
-    _received(obj, _stream(obj, "Load", pb.LoadRequest(path=os.path.abspath(path))))
+    events = obj.client().load(pb.LoadRequest(path=os.path.abspath(path)))
+    _received(obj, follow(events, obj.as_json))

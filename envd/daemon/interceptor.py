@@ -1,7 +1,11 @@
 """Maps the error root to gRPC status codes, so errors keep their meaning end to end.
 
-The CLI reads the trailing metadata `envd-kind`, `envd-exit` and `envd-hint` back into the same
-exit codes; nothing downstream matches on message text.
+The CLI reads the trailing metadata back into the same error class and exit code; nothing
+downstream matches on message text. `envd-kind` and `envd-exit` are ASCII. Plain metadata
+values must be printable ASCII (grpc fails the whole call with "Invalid metadata" otherwise),
+and a message or hint often holds a path, so those travel as UTF-8 bytes in binary keys,
+`envd-message-bin` and `envd-hint-bin`. The status details carry the message too, made ASCII
+(backslash escapes), for clients that read only the status.
 """
 
 from __future__ import annotations
@@ -17,23 +21,42 @@ from envd.errors import EXIT_BUG, EnvdError
 log = logging.getLogger(__name__)
 
 
+def ascii_safe(text: str) -> str:
+    """Text that fits in a status detail or a plain metadata value: printable ASCII."""
+    escaped = text.encode("ascii", errors="backslashreplace").decode("ascii")
+    return "".join(c if c.isprintable() else " " for c in escaped)
+
+
+def _utf8(text: str) -> bytes:
+    """A binary metadata value. A path with undecodable bytes (surrogates) keeps its bytes."""
+    try:
+        return text.encode("utf-8", errors="surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decodes to
+        return text.encode("utf-8", errors="backslashreplace")
+
+
 def _abort(context: grpc.ServicerContext, exc: BaseException, log_path: str) -> None:
     if isinstance(exc, EnvdError):
         code = getattr(grpc.StatusCode, exc.grpc_code)
-        context.set_trailing_metadata(
-            (
-                ("envd-kind", exc.kind),
-                ("envd-exit", str(exc.exit_code)),
-                ("envd-hint", (exc.hint or "").replace("\n", " ")),
-            )
+        metadata: tuple[tuple[str, str | bytes], ...] = (
+            ("envd-kind", ascii_safe(exc.kind)),
+            ("envd-exit", str(exc.exit_code)),
+            ("envd-message-bin", _utf8(exc.message)),
         )
-        context.abort(code, exc.message)
+        if exc.hint:
+            metadata += (("envd-hint-bin", _utf8(exc.hint)),)
+        context.set_trailing_metadata(metadata)
+        context.abort(code, ascii_safe(exc.message))
     log.exception("internal error")
-    context.set_trailing_metadata((("envd-kind", "bug"), ("envd-exit", str(EXIT_BUG))))
-    context.abort(
-        grpc.StatusCode.INTERNAL,
-        f"internal error in envd: {type(exc).__name__}: {exc} (details in {log_path})",
+    message = f"internal error in envd: {type(exc).__name__}: {exc} (details in {log_path})"
+    context.set_trailing_metadata(
+        (
+            ("envd-kind", "bug"),
+            ("envd-exit", str(EXIT_BUG)),
+            ("envd-message-bin", _utf8(message)),
+        )
     )
+    context.abort(grpc.StatusCode.INTERNAL, ascii_safe(message))
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]

@@ -34,6 +34,20 @@ def test_help_imports_neither_grpc_nor_docker() -> None:
     assert "IMPORTED []" in out.stdout, out.stdout + out.stderr
 
 
+def test_enter_hot_path_with_the_client_imports_no_click() -> None:
+    code = (
+        "import sys\n"
+        "import cli.entering\n"
+        "assert 'grpc' not in sys.modules, 'grpc before the call'\n"
+        "import cli.client\n"
+        "heavy = ('click', 'docker', 'yaml', 'cli.app', 'cli.output')\n"
+        "bad = [m for m in heavy if m in sys.modules]\n"
+        "print('IMPORTED', bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert "IMPORTED []" in out.stdout, out.stdout + out.stderr
+
+
 def test_help_lists_every_command() -> None:
     result = CliRunner().invoke(cli, ["--help"], catch_exceptions=False)
     assert result.exit_code == 0
