@@ -25,6 +25,7 @@ test-unit: setup
 
 lint: setup
 	$(BIN)/ruff check envd cli tests bench scripts
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check envd cli tests bench scripts
 
 typecheck: setup

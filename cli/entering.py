@@ -79,7 +79,7 @@ def exec_argv(target: pb.ExecTarget, interactive_tty: bool) -> list[str]:
 def forward_signals(target: pb.ExecTarget) -> None:
     """Without a TTY, `docker exec` does not pass signals on: send them to the command."""
 
-    pid_file = f"/tmp/.envd-run-{target.run_id}.pid"  # see wrap_for_signals
+    pid_file = run_pid_file(target.run_id)  # written by the daemon's wrap_for_signals
     interrupts = 0
 
     def forward(signum: int, _frame: object) -> None:

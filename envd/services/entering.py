@@ -24,6 +24,7 @@ from envd.gateways.store import ProjectRow, RunRow
 from envd.model.cuda import check_driver_for_lock, check_host, parse_gpu_selection
 from envd.model.plan import VENV, WORKDIR
 from envd.model.spec import Spec
+from envd.paths import run_pid_file
 from envd.progress import Progress, Reporter
 from envd.services.builder import Builder
 from envd.services.fingerprints import Fingerprints
@@ -85,11 +86,7 @@ def safe_user_name(name: str, uid: int) -> str:
 
 def wrap_for_signals(run_id: str, command: tuple[str, ...]) -> tuple[str, ...]:
     """Record the command's pid so the CLI can forward signals to it (when there is no TTY)."""
-    return ("sh", "-c", f'echo $$ > {pid_file(run_id)}; exec "$@"', "sh", *command)
-
-
-def pid_file(run_id: str) -> str:
-    return f"/tmp/.envd-run-{run_id}.pid"
+    return ("sh", "-c", f'echo $$ > {run_pid_file(run_id)}; exec "$@"', "sh", *command)
 
 
 def gpu_requests(selection: tuple[int, ...] | None) -> tuple[dict[str, Any], ...]:

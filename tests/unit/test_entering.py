@@ -16,6 +16,7 @@ from envd.events import EventBus
 from envd.gateways.engine import ContainerInfo, EngineInfo, Mount
 from envd.gateways.store import Store
 from envd.model.host import GpuDevice, HostInfo
+from envd.paths import run_pid_file
 from envd.progress import Progress
 from envd.services import images as images_service
 from envd.services.entering import (
@@ -23,7 +24,6 @@ from envd.services.entering import (
     EnterCall,
     Entering,
     gpu_requests,
-    pid_file,
     safe_user_name,
     workdir_for,
     wrap_for_signals,
@@ -301,7 +301,7 @@ def test_exec_target_for_a_command_without_tty(world: World) -> None:
         "ENVD_RUN_ID": plan.run_id,
     }
     assert plan.argv == wrap_for_signals(plan.run_id, ("python", "-c", "pass"))
-    assert plan.argv[2].startswith(f"echo $$ > {pid_file(plan.run_id)}; exec")
+    assert plan.argv[2].startswith(f"echo $$ > {run_pid_file(plan.run_id)}; exec")
     (setup,) = world.engine.exec_calls
     assert setup[2] == "0" and "ada:x:1000:100::/home/ada" in setup[1][2]
 
