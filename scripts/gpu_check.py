@@ -116,6 +116,11 @@ def environment_section(loader: ModuleLoader) -> dict[str, object]:
         info["pynvml_file"] = str(getattr(module, "__file__", "") or repr(module))
     except Exception as exc:
         info["pynvml_import_error"] = _error(exc)
+    for name in ("yaml", "packaging"):  # what envd's spec loader will use
+        try:
+            info[f"{name}_file"] = str(importlib.import_module(name).__file__)
+        except Exception as exc:
+            info[f"{name}_import_error"] = _error(exc)
     try:
         from importlib.metadata import version
 
