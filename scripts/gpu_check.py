@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None, module_loader: ModuleLoader | None = Non
     parser.add_argument("--out", required=True, type=Path, help="folder for the JSON files")
     parser.add_argument("--docker", default="docker", help="docker CLI to try (default: docker)")
     parser.add_argument("--no-docker", action="store_true", help="skip the container check")
-    parser.add_argument("--timeout", type=float, default=120.0, help="per docker command, s")
+    parser.add_argument("--timeout", type=float, default=60.0, help="per docker command, s")
     args = parser.parse_args(argv)
     loader = module_loader or _import_pynvml
     args.out.mkdir(parents=True, exist_ok=True)

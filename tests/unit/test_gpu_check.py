@@ -348,3 +348,26 @@ def test_shell_script_with_the_real_library(
     assert data["gateway_report"] == gpu_check.replay_dict(NvmlGateway().read())
     assert data["replay"]["report_matches"] and data["replay"]["host_info_matches"]
     assert replayed_host(tmp_path, monkeypatch) == data["host_info"]
+
+
+def test_ctypes_answers_become_json() -> None:
+    """The real pynvml answers with ctypes structures (memory, PCI info): their fields are kept."""
+    import ctypes
+
+    class Memory(ctypes.Structure):
+        _fields_ = [
+            ("total", ctypes.c_ulonglong),
+            ("free", ctypes.c_ulonglong),
+            ("used", ctypes.c_ulonglong),
+        ]
+
+    class Pci(ctypes.Structure):
+        _fields_ = [("busId", ctypes.c_char * 16), ("domain", ctypes.c_uint)]
+
+    assert gpu_check._jsonable(Memory(150, 100, 50)) == {"total": 150, "free": 100, "used": 50}
+    assert gpu_check._jsonable(Pci(b"00000000:01:00.0", 0)) == {
+        "busId": "00000000:01:00.0",
+        "domain": 0,
+    }
+    assert gpu_check._jsonable([b"x", (1, 2)]) == ["x", [1, 2]]
+    assert isinstance(gpu_check._jsonable(object()), str)
