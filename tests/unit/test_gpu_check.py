@@ -371,3 +371,19 @@ def test_ctypes_answers_become_json() -> None:
     }
     assert gpu_check._jsonable([b"x", (1, 2)]) == ["x", [1, 2]]
     assert isinstance(gpu_check._jsonable(object()), str)
+
+
+# ---------------------------------------------------------------- recorded fixtures
+
+
+FIXTURES = sorted((REPO / "tests" / "fixtures").glob("nvml-*.json"))
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.name for p in FIXTURES])
+def test_recorded_fixture_replays(path: Path) -> None:
+    """A replay file gpu_check wrote on a real GPU machine reads back as it was written."""
+    written = json.loads(path.read_text())
+    assert sorted(written) == ["cuda_driver_version", "driver_version", "error", "gpus"]
+    report = RecordedGpus(str(path)).read()
+    assert "cannot read the recorded GPU report" not in report.error
+    assert gpu_check.replay_dict(report) == written
