@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from cli.refs import project_ref
 from envd.errors import EXIT_BUG, EXIT_INTERRUPTED, EnvdError
-from envd.paths import Paths, resolve_paths
+from envd.paths import Paths, resolve_paths, run_pid_file
 
 if TYPE_CHECKING:
     from cli.client import Client

@@ -33,10 +33,11 @@ if str(REPO) not in sys.path:  # run as `python scripts/gpu_check.py` from anywh
     sys.path.insert(0, str(REPO))
 
 from envd.errors import EnvdError  # noqa: E402
+from envd.gateways.machine import detect_host  # noqa: E402
 from envd.gateways.nvml import GpuReport, NvmlGateway, NvmlModule, RecordedGpus  # noqa: E402
 from envd.model import cuda as cudamod  # noqa: E402
 from envd.model.fingerprint import HostGpu, HostSection, section_hash  # noqa: E402
-from envd.model.host import HostInfo, detect_host  # noqa: E402
+from envd.model.host import HostInfo  # noqa: E402
 
 REPORT_NAME = "gpu_check.json"
 REPLAY_NAME = "nvml-report.json"

@@ -167,11 +167,14 @@ def check_host(spec_gpu: str, spec_cuda: str | None, host: HostInfo, nvidia_runt
         return  # NVML could not say which CUDA the driver supports; nothing to compare
     if too_new:
         driver = host.driver_version or "(unknown version)"
+        try:
+            needed = f"driver {min_driver_for_cuda(spec_cuda)} or newer"
+        except LockError:  # a CUDA newer than envd's table: the host is still the problem
+            needed = "a newer driver than envd knows of"
         raise HostRequirementError(
             f"envd.yaml asks for CUDA {spec_cuda}, but this host's NVIDIA driver {driver} "
-            f"supports CUDA {driver_cuda} at most; CUDA {spec_cuda} needs driver "
-            f"{min_driver_for_cuda(spec_cuda)} or newer",
-            hint=f"upgrade the NVIDIA driver to {min_driver_for_cuda(spec_cuda)} or newer, "
+            f"supports CUDA {driver_cuda} at most; CUDA {spec_cuda} needs {needed}",
+            hint=f"upgrade the NVIDIA driver ({needed}), "
             f'or set `cuda: "{driver_cuda}"` in envd.yaml and run `envctl lock`',
         )
 
