@@ -153,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"envd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve_cmd = sub.add_parser("serve", help="run the daemon in the foreground")
-    serve_cmd.add_argument("--socket", help="Unix socket path (default: see DESIGN.md)")
+    serve_cmd.add_argument(
+        "--socket",
+        help="Unix socket path (default: $ENVD_SOCKET, else $XDG_RUNTIME_DIR/envd/envd.sock, else $ENVD_HOME/envd.sock)",
+    )
     serve_cmd.add_argument("--home", help="state folder (default: $ENVD_HOME)")
     args = parser.parse_args(argv)
     if args.home:
