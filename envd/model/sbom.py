@@ -198,7 +198,8 @@ def render_spdx(
 def _components(fp: Fingerprint, lock: LockFile | None) -> list[_Component]:
     env = fp.environment
     vendor = env.os_release.get("ID", "") or "debian"
-    distro = "-".join(x for x in (vendor, env.os_release.get("VERSION_ID", "")) if x)
+    release = env.os_release.get("VERSION_ID", "")
+    distro = f"{vendor}-{release}" if release else env.os_release.get("VERSION_CODENAME", "")
     debs = [
         _Component(
             "deb",

@@ -249,3 +249,14 @@ def test_an_empty_image_is_still_valid(tmp_path: Path) -> None:
     fp = make_fp((), ())
     assert_valid_cyclonedx(cyclonedx(fp))
     spdx_document(spdx(fp), tmp_path)
+
+
+def test_a_release_without_version_id_names_its_codename() -> None:
+    fp = make_fp()
+    env = fp.environment
+    sid = make_fingerprint(
+        type(env)(**{**env.__dict__, "os_release": {"ID": "debian", "VERSION_CODENAME": "trixie"}}),
+        fp.host,
+    )
+    purls = {c.get("purl") for c in json.loads(cyclonedx(sid))["components"]}
+    assert "pkg:deb/debian/git@1:2.39.2-1.1?arch=amd64&distro=trixie" in purls
