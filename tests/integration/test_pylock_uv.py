@@ -72,30 +72,53 @@ def _lock(python_version: str, arch: str, cache_dir: Path) -> LockFile:
     )
 
 
-def test_uv_installs_a_rendered_pylock_to_the_locked_versions(tmp_path: Path) -> None:
-    arch = platform.machine()
-    if arch not in {"x86_64", "aarch64"}:
-        pytest.skip(f"no manylinux target for {arch}")
-    cache_dir = Path(os.environ.get("ENVD_CACHE", "/tmp/envd-test-cache")) / "uv"
-    python_version = platform.python_version()
-    lock = _lock(python_version, arch, cache_dir)
-    assert {p.name for p in lock.python} == {"six", "idna"}
+CACHE_DIR = Path(os.environ.get("ENVD_CACHE", "/tmp/envd-test-cache")) / "uv"
+QUIET = ["--no-config", "--color", "never"]
 
-    files = [f for p in lock.python for f in _index_files(p.name)]
+
+@pytest.fixture
+def arch() -> str:
+    machine = platform.machine()
+    if machine not in {"x86_64", "aarch64"}:
+        pytest.skip(f"no manylinux target for {machine}")
+    return machine
+
+
+def _pylock_text(lock: LockFile) -> str:
+    return render_pylock(lock, [f for p in lock.python for f in _index_files(p.name)])
+
+
+def _install(pylock_text: str, tmp_path: Path, cache_dir: Path) -> tuple[Path, str, dict[str, str]]:
+    """A fresh venv for this Python and `uv pip install -r pylock.toml` into it."""
     pylock = tmp_path / "pylock.toml"
-    pylock.write_text(render_pylock(lock, files), encoding="utf-8")
-
+    pylock.write_text(pylock_text, encoding="utf-8")
     uv_bin, env, venv = _uv_bin(), _env(cache_dir), tmp_path / "venv"
-    quiet = ["--no-config", "--color", "never"]
-    steps = [
-        [uv_bin, "venv", *quiet, "--python", sys.executable, str(venv)],
-        [uv_bin, "pip", "install", *quiet, "--python", str(venv), "-r", str(pylock)],
-    ]
-    for argv in steps:
-        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, f"{argv[1:3]} failed:\n{result.stderr}"
+    subprocess.run(
+        [uv_bin, "venv", *QUIET, "--python", sys.executable, str(venv)],
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    result = subprocess.run(
+        [uv_bin, "pip", "install", *QUIET, "--python", str(venv), "-r", str(pylock)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        return venv, result.stderr, env
+    return venv, "", env
+
+
+def test_uv_installs_a_rendered_pylock_to_the_locked_versions(tmp_path: Path, arch: str) -> None:
+    lock = _lock(platform.python_version(), arch, CACHE_DIR)
+    assert {p.name for p in lock.python} == {"six", "idna"}
+    venv, error, env = _install(_pylock_text(lock), tmp_path, CACHE_DIR)
+    assert error == ""
     freeze = subprocess.run(
-        [uv_bin, "pip", "freeze", *quiet, "--python", str(venv)],
+        [_uv_bin(), "pip", "freeze", *QUIET, "--python", str(venv)],
         env=env,
         capture_output=True,
         text=True,
@@ -106,65 +129,20 @@ def test_uv_installs_a_rendered_pylock_to_the_locked_versions(tmp_path: Path) ->
     assert installed == {p.name: p.version for p in lock.python}
 
 
-def test_uv_refuses_a_pylock_for_another_python(tmp_path: Path) -> None:
+def test_uv_refuses_a_pylock_for_another_python(tmp_path: Path, arch: str) -> None:
     """requires-python is the lock's exact Python: uv must not install it elsewhere."""
-    arch = platform.machine()
-    if arch not in {"x86_64", "aarch64"}:
-        pytest.skip(f"no manylinux target for {arch}")
-    cache_dir = Path(os.environ.get("ENVD_CACHE", "/tmp/envd-test-cache")) / "uv"
-    lock = _lock("3.10.1", arch, cache_dir)
-    files = [f for p in lock.python for f in _index_files(p.name)]
-    pylock = tmp_path / "pylock.toml"
-    pylock.write_text(render_pylock(lock, files), encoding="utf-8")
-    uv_bin, env, venv = _uv_bin(), _env(cache_dir), tmp_path / "venv"
-    quiet = ["--no-config", "--color", "never"]
-    subprocess.run(
-        [uv_bin, "venv", *quiet, "--python", sys.executable, str(venv)],
-        env=env,
-        capture_output=True,
-        check=True,
-        timeout=120,
-    )
-    result = subprocess.run(
-        [uv_bin, "pip", "install", *quiet, "--python", str(venv), "-r", str(pylock)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode != 0
-    assert "3.10.1" in result.stderr
+    lock = _lock("3.10.1", arch, CACHE_DIR)
+    _, error, _ = _install(_pylock_text(lock), tmp_path, CACHE_DIR)
+    assert "3.10.1" in error
 
 
-def test_uv_rejects_files_that_do_not_match_the_locked_sha256(tmp_path: Path) -> None:
+def test_uv_rejects_files_that_do_not_match_the_locked_sha256(tmp_path: Path, arch: str) -> None:
     """The hashes in the pylock are enforced: a wrong one makes the install fail."""
-    arch = platform.machine()
-    if arch not in {"x86_64", "aarch64"}:
-        pytest.skip(f"no manylinux target for {arch}")
-    cache_dir = Path(os.environ.get("ENVD_CACHE", "/tmp/envd-test-cache")) / "uv"
-    lock = _lock(platform.python_version(), arch, cache_dir)
-    files = [f for p in lock.python for f in _index_files(p.name)]
-    text = render_pylock(lock, files)
+    lock = _lock(platform.python_version(), arch, CACHE_DIR)
+    text = _pylock_text(lock)
     six = next(p for p in lock.python if p.name == "six")
     for digest in six.hashes:
+        assert digest.removeprefix("sha256:") in text
         text = text.replace(digest.removeprefix("sha256:"), "0" * 64)
-    pylock = tmp_path / "pylock.toml"
-    pylock.write_text(text, encoding="utf-8")
-    uv_bin, env, venv = _uv_bin(), _env(tmp_path / "cache"), tmp_path / "venv"
-    quiet = ["--no-config", "--color", "never"]
-    subprocess.run(
-        [uv_bin, "venv", *quiet, "--python", sys.executable, str(venv)],
-        env=env,
-        capture_output=True,
-        check=True,
-        timeout=120,
-    )
-    result = subprocess.run(
-        [uv_bin, "pip", "install", *quiet, "--python", str(venv), "-r", str(pylock)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode != 0
-    assert "hash" in result.stderr.lower(), result.stderr
+    _, error, _ = _install(text, tmp_path, tmp_path / "cache")  # a fresh cache: a real download
+    assert "hash" in error.lower(), error
