@@ -31,7 +31,6 @@ class PeerGuard:
         self.public = public
         self.backend = backend
         self.uid = os.getuid() if uid is None else uid
-        self.refused = 0
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
 
@@ -66,7 +65,6 @@ class PeerGuard:
                 return
             pid, uid = peer_uid(conn)
             if uid != self.uid:
-                self.refused += 1
                 log.warning("refused a connection from uid %d (pid %d): not the owner", uid, pid)
                 conn.close()
                 continue

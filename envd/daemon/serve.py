@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd = sub.add_parser("serve", help="run the daemon in the foreground")
     serve_cmd.add_argument(
         "--socket",
-        help="Unix socket path (default: $ENVD_SOCKET, else $XDG_RUNTIME_DIR/envd/envd.sock, else $ENVD_HOME/envd.sock)",
+        help="Unix socket path (default: $ENVD_SOCKET, else $XDG_RUNTIME_DIR/envd/envd.sock, "
+        "else $ENVD_HOME/envd.sock)",
     )
     serve_cmd.add_argument("--home", help="state folder (default: $ENVD_HOME)")
     args = parser.parse_args(argv)

@@ -121,8 +121,10 @@ class ProjectWatcher:
         self._again: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._started = False
 
     def start(self) -> None:
+        self._started = True
         self._folders.start()
         for row in self._projects.list():
             self._folders.watch(row.path)
@@ -131,7 +133,8 @@ class ProjectWatcher:
     def stop(self) -> None:
         self._stop.set()
         self._debounce.cancel()
-        self._folders.stop()
+        if self._started:
+            self._folders.stop()
 
     def watched(self) -> list[str]:
         return self._folders.watched()

@@ -261,6 +261,6 @@ def test_parse_gpu_selection_refuses(text: str, count: int, message: str) -> Non
 def test_a_cuda_newer_than_the_table_and_the_driver_is_a_host_error() -> None:
     """On a CUDA 13.0 driver, `cuda: "14.0"` is the host's limit (exit 7), not a lock error."""
     new_driver = host(FakeNvml.gpu_host(H100, driver="580.159", cuda="13.0").report)
-    with pytest.raises(HostRequirementError, match="CUDA 14.0 needs a newer driver") as failed:
+    with pytest.raises(HostRequirementError, match=r"CUDA 14\.0 needs a newer driver") as failed:
         check_host("auto", "14.0", new_driver, True)
     assert failed.value.exit_code == EXIT_HOST
