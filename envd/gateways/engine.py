@@ -769,7 +769,7 @@ class _Peeked:
                 data, self._head = self._head + self._rest.read(), b""
                 return data
             data, self._head = self._head[:size], self._head[size:]
-            return data
+            return data + self._rest.read(size - len(data)) if len(data) < size else data
         return self._rest.read(size)
 
 

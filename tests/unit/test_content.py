@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -374,3 +375,51 @@ def test_skipped_layers_are_still_verified_but_not_parsed() -> None:
         read_saved_image(
             io.BytesIO(saved_archive([layer], oci=True, lie=0)), summarise_layer, skip={diff_id}
         )
+
+
+def test_legacy_archive_with_a_layer_saved_as_a_link_to_an_identical_one() -> None:
+    layer = tar_bytes([M("same", b"s")])
+    diff_id = "sha256:" + sha(layer)
+    config = json.dumps({"rootfs": {"diff_ids": [diff_id, diff_id]}}).encode()
+    members = {f"{sha(config)}.json": config, f"{1:064x}/layer.tar": layer}
+    names = [f"{1:064x}/layer.tar", f"{2:064x}/layer.tar"]
+    manifest_json = json.dumps([{"Config": f"{sha(config)}.json", "Layers": names}]).encode()
+    members["manifest.json"] = manifest_json
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in sorted(members.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo(names[1])
+        link.type, link.linkname = tarfile.SYMTYPE, f"../{1:064x}/layer.tar"
+        tar.addfile(link)
+    saved = read_saved_image(io.BytesIO(buf.getvalue()), summarise_layer)
+    assert saved.diff_ids == (diff_id, diff_id)
+    assert saved.image_id == "sha256:" + sha(config)
+    assert saved.layers[0] == saved.layers[1] is not None
+
+
+def test_oci_archive_with_a_gzip_layer_checks_blob_digest_and_diff_id() -> None:
+    layer = tar_bytes([M("zipped", b"z")])
+    blob = gzip.compress(layer, mtime=0)
+    config = json.dumps({"rootfs": {"diff_ids": ["sha256:" + sha(layer)]}}).encode()
+    members = {f"blobs/sha256/{sha(blob)}": blob, f"blobs/sha256/{sha(config)}": config}
+    members["manifest.json"] = json.dumps(
+        [{"Config": f"blobs/sha256/{sha(config)}", "Layers": [f"blobs/sha256/{sha(blob)}"]}]
+    ).encode()
+
+    def archive(blob_name: str) -> io.BytesIO:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in sorted(members.items()):
+                info = tarfile.TarInfo(name.replace(f"blobs/sha256/{sha(blob)}", blob_name))
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return io.BytesIO(buf.getvalue())
+
+    saved = read_saved_image(archive(f"blobs/sha256/{sha(blob)}"), summarise_layer)
+    assert saved.layers[0] is not None and "/zipped" in saved.layers[0].entries
+    members["manifest.json"] = members["manifest.json"].replace(sha(blob).encode(), b"f" * 64)
+    with pytest.raises(VerificationError, match="does not match its digest"):
+        read_saved_image(archive("blobs/sha256/" + "f" * 64), summarise_layer)
