@@ -492,7 +492,29 @@ def file_owners(manifest: Manifest) -> dict[str, str]:
         for item in fact.items:
             if item and item[0] != "/":
                 owners.setdefault(item[0], owner)
+                # dpkg lists /bin/ls where a merged /usr holds it at /usr/bin/ls
+                owners.setdefault(resolve_dirs(manifest, item[0]), owner)
     return owners
+
+
+def resolve_dirs(manifest: Manifest, path: str) -> str:
+    """path with symlinked directories on the way followed (the last component is kept)."""
+    parts = path.strip("/").split("/")
+    for _ in range(40):  # bounded: symlink loops end here
+        current = "/"
+        for i, part in enumerate(parts[:-1]):
+            candidate = posixpath.join(current, part)
+            entry = manifest.entries.get(candidate)
+            if entry is not None and entry.kind == "symlink":
+                base = "/" if entry.target.startswith("/") else current
+                joined = normalise(posixpath.join(base, entry.target))
+                parts = [*joined.strip("/").split("/"), *parts[i + 1 :]]
+                parts = [p for p in parts if p]
+                break
+            current = candidate
+        else:
+            return normalise("/".join(parts))
+    return path
 
 
 def diff_manifests(old: Manifest, new: Manifest) -> list[Change]:

@@ -29,6 +29,7 @@ from envd.model.content import (
     manifest_from_tars,
     merge,
     python_distributions,
+    resolve_dirs,
     summarise_layer,
     summary_from_json,
     summary_to_json,
@@ -266,6 +267,18 @@ def test_readable_lists_come_from_the_same_bytes() -> None:
     assert owners["/usr/lib/python3/dist-packages/six.py"] == "python:six"
     assert owners["/usr/bin/six-tool"] == "python:six"  # RECORD paths relative to site-packages
     assert "/" not in owners
+
+
+def test_owners_follow_a_merged_usr() -> None:
+    usrmerge = [
+        M("bin", kind="symlink", target="usr/bin"),
+        M("usr/bin/ls", b"ls"),
+        M("var/lib/dpkg/info/coreutils.list", b"/.\n/bin\n/bin/ls\n"),
+    ]
+    owners = file_owners(manifest(usrmerge))
+    assert owners["/bin/ls"] == owners["/usr/bin/ls"] == "deb:coreutils"
+    loop = manifest([M("a", kind="symlink", target="b"), M("b", kind="symlink", target="a")])
+    assert resolve_dirs(loop, "/a/x") == "/a/x"
 
 
 def test_a_deleted_dist_info_takes_its_distribution_off_the_list() -> None:
