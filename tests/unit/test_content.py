@@ -6,14 +6,17 @@ import gzip
 import hashlib
 import io
 import json
+import stat
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from envd.errors import VerificationError
-from envd.gateways.engine import read_saved_image
+from envd.errors import NotFound, VerificationError
+from envd.gateways.engine import ImageInfo, SavedImage, read_saved_image
 from envd.model.content import (
     MAX_DPKG_STATUS,
     Change,
@@ -34,6 +37,7 @@ from envd.model.content import (
     summary_from_json,
     summary_to_json,
 )
+from envd.services.content import ContentHasher
 
 
 @dataclass
@@ -436,3 +440,53 @@ def test_oci_archive_with_a_gzip_layer_checks_blob_digest_and_diff_id() -> None:
     members["manifest.json"] = members["manifest.json"].replace(sha(blob).encode(), b"f" * 64)
     with pytest.raises(VerificationError, match="does not match its digest"):
         read_saved_image(archive("blobs/sha256/" + "f" * 64), summarise_layer)
+
+
+class FakeEngine:
+    """inspect_image and read_image_layers over in-memory `docker save` archives."""
+
+    def __init__(self) -> None:
+        self.archives: dict[str, bytes] = {}
+        self.diff_ids: dict[str, tuple[str, ...]] = {}
+        self.reads = 0
+
+    def add(self, ref: str, layers: list[bytes]) -> None:
+        self.archives[ref] = saved_archive(layers)
+        self.diff_ids[ref] = tuple("sha256:" + sha(layer) for layer in layers)
+
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        if ref not in self.archives:
+            return None
+        return ImageInfo(
+            id=ref, tags=(), labels={}, size=0, repo_digests=(), layers=self.diff_ids[ref]
+        )
+
+    def read_image_layers(self, image: str, read_layer: Any, skip: Any = ()) -> SavedImage[Any]:
+        self.reads += 1
+        return read_saved_image(io.BytesIO(self.archives[image]), read_layer, skip)
+
+
+def test_content_hasher_caches_each_layer_once(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    base, top = tar_bytes(BASE), tar_bytes(DEBIAN)
+    engine.add("one", [base, top])
+    engine.add("two", [base])
+    hasher = ContentHasher(engine, tmp_path / "cache")  # type: ignore[arg-type]
+    assert hasher.content_hash("one") == content_hash(manifest(BASE, DEBIAN))
+    assert engine.reads == 1
+    assert hasher.content_hash("two") == content_hash(manifest(BASE))  # its one layer is cached
+    assert hasher.content_hash("one") == content_hash(manifest(BASE, DEBIAN))
+    assert engine.reads == 1
+    files = sorted((tmp_path / "cache").iterdir())
+    assert [f.name for f in files] == sorted(f"{sha(t)}.json" for t in (base, top))
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    with pytest.raises(NotFound):
+        hasher.content_hash("missing")
+
+
+def test_content_hasher_refuses_an_image_whose_layers_changed_under_it(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    engine.add("img", [tar_bytes(BASE)])
+    engine.diff_ids["img"] = ("sha256:" + "1" * 64,)  # what inspect says differs from the bytes
+    with pytest.raises(VerificationError, match="changed"):
+        ContentHasher(engine, tmp_path).content_hash("img")  # type: ignore[arg-type]
