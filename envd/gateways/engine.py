@@ -6,15 +6,26 @@ the daemon was configured with (tests use these to find and remove what they mad
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
 import json
+import posixpath
+import tarfile
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
-from envd.errors import ContainerError, EngineUnavailable, EnvdError, NotFound, RegistryError
+from envd.errors import (
+    ContainerError,
+    EngineUnavailable,
+    EnvdError,
+    NotFound,
+    RegistryError,
+    VerificationError,
+)
 from envd.model.dockerfile import quote
 
 if TYPE_CHECKING:
@@ -301,6 +312,32 @@ class Engine:
         except Exception as exc:
             raise RegistryError(f"the engine refused the archive: {_short(exc)}") from exc
         return loaded
+
+    def read_image_layers(
+        self,
+        image: str,
+        read_layer: Callable[[IO[bytes]], T],
+        skip: Collection[str] = (),
+    ) -> SavedImage[T]:
+        """Stream `docker save` of one image and hand each layer tar to read_layer.
+
+        Nothing is written to disk. Every layer's sha256 is checked against the config's
+        diff-id (VerificationError on a mismatch). A layer whose blob digest is in `skip` and
+        is known before reading (OCI layout) is hashed but not given to read_layer.
+        """
+        try:
+            chunks = self.client.api.get_image(image, chunk_size=1 << 20)
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+        raw = _ChunkReader(chunks)
+        try:
+            return read_saved_image(io.BufferedReader(raw, 1 << 20), read_layer, skip)
+        except EnvdError:
+            raise
+        except Exception as exc:  # the stream broke off: the engine or the connection failed
+            raise _engine_error(exc) from exc
+        finally:
+            raw.close()
 
     # ------------------------------------------------------------ volumes
 
@@ -642,3 +679,226 @@ def _engine_error(exc: BaseException) -> EnvdError:
     if isinstance(exc, docker.errors.APIError) and exc.status_code == 404:
         return NotFound(_short(exc))
     return EnvdError(f"the Docker engine refused: {_short(exc)}")
+
+
+# ---------------------------------------------------------------- `docker save` archives
+
+T = TypeVar("T")
+_MAX_JSON = 16 << 20  # one manifest, index or config
+_MAX_JSON_TOTAL = 64 << 20  # all JSON kept from one archive
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+@dataclass(frozen=True)
+class SavedImage(Generic[T]):
+    image_id: str  # sha256:<config digest>
+    diff_ids: tuple[str, ...]  # bottom first, each one checked against the bytes read
+    layers: tuple[T | None, ...]  # read_layer's result per diff-id; None where skipped
+
+
+@dataclass
+class _LayerRead(Generic[T]):
+    blob_digest: str  # sha256 of the member as stored (compressed or not)
+    diff_id: str  # sha256 of the uncompressed tar
+    result: T | None
+    error: str = ""
+
+
+class _ChunkReader(io.RawIOBase):
+    """A readable stream over an iterator of byte chunks (the engine's HTTP response)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), len(self._pending))
+        view[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        closer = getattr(self._chunks, "close", None)
+        if closer is not None:
+            closer()
+        super().close()
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class _Hashing:
+    """Passes reads through and hashes them; `drain` reads what the consumer left."""
+
+    def __init__(self, stream: _Readable) -> None:
+        self._stream = stream
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.digest.update(data)
+        return data
+
+    def drain(self) -> str:
+        while self.read(1 << 20):
+            pass
+        return "sha256:" + self.digest.hexdigest()
+
+
+class _Peeked:
+    """A stream whose first bytes were already read."""
+
+    def __init__(self, head: bytes, rest: _Readable) -> None:
+        self._head = head
+        self._rest = rest
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            if size < 0:
+                data, self._head = self._head + self._rest.read(), b""
+                return data
+            data, self._head = self._head[:size], self._head[size:]
+            return data + self._rest.read(size - len(data)) if len(data) < size else data
+        return self._rest.read(size)
+
+
+def _read_layer(
+    member: _Readable, read_layer: Callable[[IO[bytes]], T], parse: bool
+) -> _LayerRead[T]:
+    outer = _Hashing(member)
+    head = outer.read(4)
+    source: _Readable = _Peeked(head, outer)
+    if head.startswith(_ZSTD_MAGIC):
+        outer.drain()
+        return _LayerRead("", "", None, error="zstd-compressed layers are not supported")
+    gz: gzip.GzipFile | None = None
+    if head.startswith(_GZIP_MAGIC):
+        gz = gzip.GzipFile(fileobj=cast(IO[bytes], source), mode="rb")
+        source = gz
+    inner = _Hashing(source)
+    result: T | None = None
+    error = ""
+    try:
+        if parse:
+            result = read_layer(cast(IO[bytes], inner))
+        diff_id = inner.drain()
+    except (ValueError, OSError, EOFError, tarfile.TarError) as exc:
+        error, diff_id = f"{type(exc).__name__}: {exc}", ""
+    finally:
+        if gz is not None:
+            gz.close()
+    return _LayerRead(outer.drain(), diff_id, result, error)
+
+
+def read_saved_image(
+    archive: IO[bytes],
+    read_layer: Callable[[IO[bytes]], T],
+    skip: Collection[str] = (),
+) -> SavedImage[T]:
+    """Read a `docker save` tar in one pass: legacy (`<id>/layer.tar`) or OCI (`blobs/sha256/`).
+
+    The archive lists layers before manifest.json, so every layer is read as it passes (the
+    legacy layout names layers by a v1 id, not by digest); JSON members are kept (bounded) and
+    blobs that look like JSON are kept in memory to be told apart once manifest.json is read.
+    """
+    layers: dict[str, _LayerRead[T]] = {}
+    jsons: dict[str, bytes] = {}
+    links: dict[str, str] = {}
+    json_total = 0
+    try:
+        with tarfile.open(fileobj=archive, mode="r|") as outer:
+            for info in outer:
+                name = posixpath.normpath(info.name)
+                if info.issym() or info.islnk():
+                    base = posixpath.dirname(name) if info.issym() else ""
+                    links[name] = posixpath.normpath(posixpath.join(base, info.linkname))
+                    continue
+                if not info.isfile():
+                    continue
+                member = outer.extractfile(info)
+                if member is None:
+                    continue
+                is_blob = name.startswith("blobs/")
+                if name.endswith("/layer.tar") or is_blob:
+                    head = member.read(1)
+                    if is_blob and head == b"{" and info.size <= _MAX_JSON:
+                        json_total += info.size
+                        if json_total > _MAX_JSON_TOTAL:
+                            raise VerificationError("the image archive holds too much metadata")
+                        jsons[name] = head + member.read()
+                        continue
+                    digest = "sha256:" + posixpath.basename(name)
+                    parse = not (is_blob and digest in skip)
+                    layers[name] = _read_layer(_Peeked(head, member), read_layer, parse)
+                elif name.endswith(".json") or name == "index.json":
+                    if info.size > _MAX_JSON:
+                        raise VerificationError(f"{name} in the image archive is too large")
+                    json_total += info.size
+                    if json_total > _MAX_JSON_TOTAL:
+                        raise VerificationError("the image archive holds too much metadata")
+                    jsons[name] = member.read()
+    except tarfile.TarError as exc:
+        raise VerificationError(f"the engine's image archive is not a readable tar: {exc}") from exc
+    return _assemble(layers, jsons, links, read_layer)
+
+
+def _assemble(
+    layers: dict[str, _LayerRead[T]],
+    jsons: dict[str, bytes],
+    links: dict[str, str],
+    read_layer: Callable[[IO[bytes]], T],
+) -> SavedImage[T]:
+    def resolve(name: str) -> str:
+        name = posixpath.normpath(name)
+        for _ in range(8):
+            if name not in links:
+                break
+            name = links[name]
+        return name
+
+    try:
+        manifest = json.loads(jsons[resolve("manifest.json")])
+        entry = manifest[0]
+        config_name = resolve(str(entry["Config"]))
+        layer_names = [resolve(str(n)) for n in entry["Layers"]]
+        config_bytes = jsons[config_name]
+        config = json.loads(config_bytes)
+        diff_ids = tuple(str(d) for d in config["rootfs"]["diff_ids"])
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise VerificationError(f"the image archive has no usable manifest ({exc})") from exc
+    config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
+    expected = posixpath.basename(config_name).removesuffix(".json")
+    if config_digest != "sha256:" + expected:
+        raise VerificationError(f"the image config does not match its name {config_name}")
+    if len(layer_names) != len(diff_ids):
+        raise VerificationError(
+            f"the manifest lists {len(layer_names)} layers, the config {len(diff_ids)}"
+        )
+    results: list[T | None] = []
+    for name, diff_id in zip(layer_names, diff_ids, strict=True):
+        read = layers.get(name)
+        if read is None and name in jsons:  # a small blob kept in memory: read it now
+            read = _read_layer(io.BytesIO(jsons[name]), read_layer, True)
+        if read is None:
+            raise VerificationError(f"layer {name} is missing from the image archive")
+        if read.error:
+            raise VerificationError(f"layer {diff_id} cannot be read: {read.error}")
+        if name.startswith("blobs/") and read.blob_digest != "sha256:" + posixpath.basename(name):
+            raise VerificationError(f"blob {name} does not match its digest")
+        if read.diff_id != diff_id:
+            raise VerificationError(
+                f"layer {name} hashes to {read.diff_id}, but the image says {diff_id}"
+            )
+        results.append(read.result)
+    return SavedImage(config_digest, diff_ids, tuple(results))

@@ -1,0 +1,558 @@
+"""The content of an image's filesystem, read from its layer tars; nothing in the image runs.
+
+Pure: the only I/O is reading the binary streams passed in. Each layer tar becomes a
+`LayerSummary` (its entries, whiteouts and the few files the readable lists come from), which
+serialises to JSON so a layer is read once and cached by diff-id. Summaries merge bottom to
+top with the OCI whiteout rules into a `Manifest`; its content hash is the sha256 of a
+canonical serialisation (entries sorted by path bytes, UTF-8 JSON, paths that are not UTF-8
+written as hex under a separate key so no two paths can collide).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import posixpath
+import tarfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+CONTENT_SCHEMA = 1
+SUMMARY_SCHEMA = 1
+
+# Paths left out of the manifest, with everything under them.
+EXCLUDED = (
+    "/etc/hostname",  # bind-mounted by Docker per container; builds leave an empty placeholder
+    "/etc/hosts",  # same: bind-mounted at run time, placeholder in committed layers
+    "/etc/resolv.conf",  # same: written from the host's DNS settings at run time
+    "/.dockerenv",  # created by Docker in every container, so committed layers carry it
+    "/proc",  # kernel filesystem mounted at run time; the image only holds a mount point
+    "/sys",  # same, sysfs
+    "/dev",  # devtmpfs/tmpfs mounted at run time; device nodes in a layer are never seen
+)
+
+# Bounds on what is kept from file contents, so a crafted image cannot exhaust memory.
+MAX_DPKG_STATUS = 32 << 20
+MAX_DPKG_LIST = 8 << 20
+MAX_METADATA = 1 << 20  # only the header block is parsed
+MAX_RECORD = 8 << 20
+MAX_FACT_BYTES_PER_LAYER = 256 << 20
+MAX_ENTRIES_PER_LAYER = 2_000_000
+MAX_HEADER_BYTES = 1 << 20  # pax / GNU long-name headers
+
+DPKG_STATUS = "/var/lib/dpkg/status"
+DPKG_INFO = "/var/lib/dpkg/info/"
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+
+FACT_DPKG_STATUS = "dpkg-status"  # items: (package, version, arch)
+FACT_DPKG_LIST = "dpkg-list"  # items: (path,) owned by the package named in the file name
+FACT_METADATA = "dist-metadata"  # items: ((name, version),)
+FACT_RECORD = "dist-record"  # items: (path,) owned by the distribution of the dist-info
+
+KINDS = ("file", "dir", "symlink", "hardlink", "char", "block", "fifo")
+
+
+class ContentError(ValueError):
+    """A layer or summary that cannot be read (not a tar, over a bound, bad cache JSON)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str  # one of KINDS; "hardlink" only inside a LayerSummary
+    mode: int  # permission bits including setuid/setgid/sticky
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    sha256: str = ""  # regular files
+    target: str = ""  # symlink target, or the path a hardlink points at
+    device: str = ""  # "major:minor" for char and block devices
+
+
+@dataclass(frozen=True)
+class Fact:
+    kind: str
+    items: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class LayerSummary:
+    entries: dict[str, Entry]  # path -> entry, in tar order
+    whiteouts: frozenset[str] = frozenset()  # paths this layer deletes from lower layers
+    opaque: frozenset[str] = frozenset()  # directories whose lower contents this layer hides
+    facts: dict[str, Fact] = field(default_factory=dict)  # path -> parsed content
+
+
+@dataclass(frozen=True)
+class Manifest:
+    entries: dict[str, Entry]
+    facts: dict[str, Fact] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DebianPackage:
+    name: str
+    version: str
+    arch: str
+
+
+@dataclass(frozen=True)
+class Distribution:
+    name: str
+    version: str
+    path: str  # the .dist-info directory
+
+
+@dataclass(frozen=True)
+class Change:
+    path: str
+    kind: str  # added, removed, modified, mode, symlink
+    owner: str = ""  # "deb:NAME" or "python:NAME" when a package owns the path
+
+
+# ------------------------------------------------------------------ paths
+
+
+def normalise(name: str) -> str:
+    """A tar member name as an absolute path: '/' root, no '.', '..' or trailing slash."""
+    parts: list[str] = []
+    for part in name.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(part)
+    return "/" + "/".join(parts)
+
+
+def path_bytes(path: str) -> bytes:
+    return path.encode("utf-8", "surrogateescape")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _put_text(out: dict[str, Any], key: str, text: str) -> None:
+    if _is_utf8(text):
+        out[key] = text
+    else:  # undecodable bytes: hex under a key of its own, so it cannot collide with text
+        out[key + "_hex"] = path_bytes(text).hex()
+
+
+def _get_text(data: Mapping[str, Any], key: str) -> str:
+    if key + "_hex" in data:
+        return bytes.fromhex(str(data[key + "_hex"])).decode("utf-8", "surrogateescape")
+    return str(data.get(key, ""))
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    while path != "/":
+        path = posixpath.dirname(path)
+        yield path
+
+
+def is_excluded(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in EXCLUDED)
+
+
+# ------------------------------------------------------------------ reading one layer
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses pax and GNU long-name headers larger than MAX_HEADER_BYTES before reading them."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        header_types = (
+            tarfile.XHDTYPE,
+            tarfile.XGLTYPE,
+            tarfile.SOLARIS_XHDTYPE,
+            tarfile.GNUTYPE_LONGNAME,
+            tarfile.GNUTYPE_LONGLINK,
+        )
+        if self.type in header_types and self.size > MAX_HEADER_BYTES:
+            raise ContentError(f"a tar header of {self.size} bytes is over the bound")
+        return super()._proc_member(tarfile_)  # type: ignore[misc, no-any-return]
+
+
+def _fact_kind(path: str) -> tuple[str, int] | None:
+    if path == DPKG_STATUS:
+        return FACT_DPKG_STATUS, MAX_DPKG_STATUS
+    if path.startswith(DPKG_INFO) and path.endswith(".list") and path.count("/") == 5:
+        return FACT_DPKG_LIST, MAX_DPKG_LIST
+    parent = posixpath.basename(posixpath.dirname(path))
+    if parent.endswith(".dist-info"):
+        base = posixpath.basename(path)
+        if base == "METADATA":
+            return FACT_METADATA, MAX_METADATA
+        if base == "RECORD":
+            return FACT_RECORD, MAX_RECORD
+    return None
+
+
+def summarise_layer(stream: IO[bytes]) -> LayerSummary:
+    """Read one uncompressed layer tar from start to end-of-archive."""
+    entries: dict[str, Entry] = {}
+    whiteouts: set[str] = set()
+    opaque: set[str] = set()
+    facts: dict[str, Fact] = {}
+    fact_bytes = 0
+    try:
+        with tarfile.open(
+            fileobj=stream,
+            mode="r|",
+            encoding="utf-8",
+            errors="surrogateescape",
+            tarinfo=_BoundedTarInfo,
+        ) as tar:
+            for info in tar:
+                if len(entries) + len(whiteouts) >= MAX_ENTRIES_PER_LAYER:
+                    raise ContentError(f"a layer with more than {MAX_ENTRIES_PER_LAYER} entries")
+                path = normalise(info.name)
+                base = posixpath.basename(path)
+                if base == OPAQUE:
+                    opaque.add(posixpath.dirname(path))
+                    continue
+                if base.startswith(WHITEOUT):
+                    whiteouts.add(posixpath.join(posixpath.dirname(path), base[len(WHITEOUT) :]))
+                    continue
+                entry, data = _read_entry(tar, info, path, MAX_FACT_BYTES_PER_LAYER - fact_bytes)
+                entries.pop(path, None)  # a repeated path: the later entry wins, in its place
+                entries[path] = entry
+                facts.pop(path, None)
+                if data is not None:
+                    fact_bytes += len(data)
+                    fact = _parse_fact(path, data)
+                    if fact is not None:
+                        facts[path] = fact
+    except tarfile.TarError as exc:
+        raise ContentError(f"not a readable layer tar: {exc}") from exc
+    return LayerSummary(entries, frozenset(whiteouts), frozenset(opaque), facts)
+
+
+def _read_entry(
+    tar: tarfile.TarFile, info: tarfile.TarInfo, path: str, fact_budget: int
+) -> tuple[Entry, bytes | None]:
+    mode, uid, gid = info.mode & 0o7777, info.uid, info.gid
+    if info.isdir():
+        return Entry("dir", mode=mode, uid=uid, gid=gid), None
+    if info.issym():
+        return Entry("symlink", target=info.linkname, mode=mode, uid=uid, gid=gid), None
+    if info.islnk():
+        return Entry("hardlink", target=normalise(info.linkname), mode=mode, uid=uid, gid=gid), None
+    if info.ischr() or info.isblk():
+        kind = "char" if info.ischr() else "block"
+        return Entry(
+            kind, device=f"{info.devmajor}:{info.devminor}", mode=mode, uid=uid, gid=gid
+        ), None
+    if info.isfifo():
+        return Entry("fifo", mode=mode, uid=uid, gid=gid), None
+    # Regular files (and anything else tar calls a file: contiguous, sparse).
+    fact = _fact_kind(path)
+    keep = fact is not None and info.size <= min(fact[1], fact_budget)
+    digest = hashlib.sha256()
+    kept = bytearray()
+    size = 0
+    member = tar.extractfile(info)
+    if member is not None:
+        with member:
+            while block := member.read(1 << 20):
+                digest.update(block)
+                size += len(block)
+                if keep:
+                    kept += block
+    return Entry("file", size=size, sha256=digest.hexdigest(), mode=mode, uid=uid, gid=gid), (
+        bytes(kept) if keep else None
+    )
+
+
+# ------------------------------------------------------------------ readable lists
+
+
+def _parse_fact(path: str, data: bytes) -> Fact | None:
+    kind = _fact_kind(path)
+    if kind is None:
+        return None
+    text = data.decode("utf-8", "replace")
+    if kind[0] == FACT_DPKG_STATUS:
+        return Fact(FACT_DPKG_STATUS, tuple(_dpkg_status(text)))
+    if kind[0] == FACT_DPKG_LIST:
+        paths = {normalise(line) for line in text.splitlines() if line.startswith("/")}
+        return Fact(FACT_DPKG_LIST, tuple((p,) for p in sorted(paths)))
+    if kind[0] == FACT_METADATA:
+        headers = _headers(text)
+        return Fact(FACT_METADATA, ((headers.get("name", ""), headers.get("version", "")),))
+    site = posixpath.dirname(posixpath.dirname(path))
+    owned: set[str] = set()
+    for row in csv.reader(text.splitlines()):
+        if row and row[0]:
+            owned.add(normalise(posixpath.join(site, row[0])))
+    return Fact(FACT_RECORD, tuple((p,) for p in sorted(owned)))
+
+
+def _headers(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break
+        name, sep, value = line.partition(":")
+        if sep and not line[0].isspace():
+            out.setdefault(name.strip().lower(), value.strip())
+    return out
+
+
+def _dpkg_status(text: str) -> Iterator[tuple[str, str, str]]:
+    for stanza in text.split("\n\n"):
+        fields = _headers(stanza.strip("\n"))
+        if fields.get("package") and fields.get("status", "").endswith(" installed"):
+            yield fields["package"], fields.get("version", ""), fields.get("architecture", "")
+
+
+# ------------------------------------------------------------------ merging
+
+
+def merge(layers: Iterable[LayerSummary]) -> Manifest:
+    """Apply layers bottom first: whiteouts and opaque dirs hide lower content only."""
+    state: dict[str, Entry] = {}
+    facts: dict[str, Fact] = {}
+    for layer in layers:
+        replaced = {p for p, e in layer.entries.items() if e.kind != "dir"}
+        hide_below = layer.whiteouts | layer.opaque | replaced
+        if hide_below:
+            for path in list(state):
+                if path in layer.whiteouts or any(a in hide_below for a in _ancestors(path)):
+                    del state[path]
+                    facts.pop(path, None)
+        for path, entry in layer.entries.items():
+            if entry.kind != "hardlink":
+                state[path] = entry
+                facts.pop(path, None)
+                if path in layer.facts:
+                    facts[path] = layer.facts[path]
+        for path, entry in layer.entries.items():
+            if entry.kind == "hardlink":
+                _link(state, facts, path, entry)
+    kept = {p: e for p, e in state.items() if not is_excluded(p)}
+    return Manifest(kept, {p: f for p, f in facts.items() if p in kept})
+
+
+def _link(state: dict[str, Entry], facts: dict[str, Fact], path: str, link: Entry) -> None:
+    target = state.get(link.target)
+    facts.pop(path, None)
+    if target is None or target.kind in ("dir", "hardlink"):
+        # A link to nothing readable: record it, so the manifest still shows the path.
+        state[path] = Entry("hardlink", link.mode, link.uid, link.gid, target=link.target)
+        return
+    state[path] = target  # one inode: same content, mode and owner as its target
+    if link.target in facts:
+        facts[path] = facts[link.target]
+
+
+def manifest_from_tars(streams: Iterable[IO[bytes]]) -> Manifest:
+    return merge(summarise_layer(s) for s in streams)
+
+
+# ------------------------------------------------------------------ serialising
+
+
+def _entry_dict(path: str, entry: Entry) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    _put_text(out, "path", path)
+    out.update(kind=entry.kind, mode=entry.mode, uid=entry.uid, gid=entry.gid)
+    if entry.kind == "file":
+        out.update(size=entry.size, sha256=entry.sha256)
+    if entry.kind in ("symlink", "hardlink"):
+        _put_text(out, "target", entry.target)
+    if entry.device:
+        out["device"] = entry.device
+    return out
+
+
+def _entry_from(data: Mapping[str, Any]) -> tuple[str, Entry]:
+    kind = str(data["kind"])
+    if kind not in KINDS:
+        raise ContentError(f"unknown entry kind {kind!r}")
+    return _get_text(data, "path"), Entry(
+        kind=kind,
+        mode=int(data["mode"]),
+        uid=int(data["uid"]),
+        gid=int(data["gid"]),
+        size=int(data.get("size", 0)),
+        sha256=str(data.get("sha256", "")),
+        target=_get_text(data, "target"),
+        device=str(data.get("device", "")),
+    )
+
+
+def canonical_bytes(manifest: Manifest) -> bytes:
+    """What the content hash covers: schema version and every entry, sorted by path bytes."""
+    rows = [_entry_dict(p, manifest.entries[p]) for p in sorted(manifest.entries, key=path_bytes)]
+    payload = {"schema": CONTENT_SCHEMA, "entries": rows}
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8")
+
+
+def content_hash(manifest: Manifest) -> str:
+    return "sha256:" + hashlib.sha256(canonical_bytes(manifest)).hexdigest()
+
+
+def _fact_dict(path: str, fact: Fact) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": fact.kind, "items": [list(i) for i in fact.items]}
+    _put_text(out, "path", path)
+    return out
+
+
+def summary_to_json(summary: LayerSummary) -> str:
+    payload = {
+        "schema": SUMMARY_SCHEMA,
+        "entries": [_entry_dict(p, e) for p, e in summary.entries.items()],
+        "whiteouts": [_text_dict(p) for p in sorted(summary.whiteouts, key=path_bytes)],
+        "opaque": [_text_dict(p) for p in sorted(summary.opaque, key=path_bytes)],
+        "facts": [_fact_dict(p, f) for p, f in summary.facts.items()],
+    }
+    # Facts may carry undecodable text from file contents: keep them lossless as surrogates.
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def _text_dict(path: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    _put_text(out, "path", path)
+    return out
+
+
+def summary_from_json(text: str) -> LayerSummary:
+    try:
+        data = json.loads(text)
+        if data.get("schema") != SUMMARY_SCHEMA:
+            raise ContentError(f"summary schema {data.get('schema')!r}, not {SUMMARY_SCHEMA}")
+        entries = dict(_entry_from(e) for e in data["entries"])
+        return LayerSummary(
+            entries=entries,
+            whiteouts=frozenset(_get_text(w, "path") for w in data["whiteouts"]),
+            opaque=frozenset(_get_text(o, "path") for o in data["opaque"]),
+            facts={
+                _get_text(f, "path"): Fact(
+                    str(f["kind"]), tuple(tuple(str(x) for x in i) for i in f["items"])
+                )
+                for f in data["facts"]
+            },
+        )
+    except ContentError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ContentError(f"unreadable layer summary: {exc}") from exc
+
+
+# ------------------------------------------------------------------ lists and owners
+
+
+def debian_packages(manifest: Manifest) -> list[DebianPackage]:
+    fact = manifest.facts.get(DPKG_STATUS)
+    if fact is None:
+        return []
+    return sorted({DebianPackage(*i[:3]) for i in fact.items if len(i) >= 3}, key=_deb_key)
+
+
+def _deb_key(p: DebianPackage) -> tuple[str, str, str]:
+    return (p.name, p.arch, p.version)
+
+
+def python_distributions(manifest: Manifest) -> list[Distribution]:
+    out = []
+    for path, fact in manifest.facts.items():
+        if fact.kind == FACT_METADATA and fact.items and len(fact.items[0]) == 2:
+            name, version = fact.items[0]
+            out.append(Distribution(name, version, posixpath.dirname(path)))
+    return sorted(out, key=lambda d: (d.name.lower(), d.version, path_bytes(d.path)))
+
+
+def file_owners(manifest: Manifest) -> dict[str, str]:
+    """path -> "deb:PACKAGE" or "python:DISTRIBUTION" for every path a package lists."""
+    owners: dict[str, str] = {}
+    for path in sorted(manifest.facts, key=path_bytes):
+        fact = manifest.facts[path]
+        if fact.kind == FACT_DPKG_LIST:
+            package = posixpath.basename(path)[: -len(".list")].split(":")[0]
+            owner = f"deb:{package}"
+        elif fact.kind == FACT_RECORD:
+            metadata = manifest.facts.get(posixpath.join(posixpath.dirname(path), "METADATA"))
+            name = metadata.items[0][0] if metadata and metadata.items else ""
+            stem = posixpath.basename(posixpath.dirname(path))[: -len(".dist-info")]
+            owner = f"python:{name or stem.rsplit('-', 1)[0]}"
+        else:
+            continue
+        for item in fact.items:
+            if item and item[0] != "/":
+                owners.setdefault(item[0], owner)
+                # dpkg lists /bin/ls where a merged /usr holds it at /usr/bin/ls
+                owners.setdefault(resolve_dirs(manifest, item[0]), owner)
+    return owners
+
+
+def resolve_dirs(manifest: Manifest, path: str) -> str:
+    """path with symlinked directories on the way followed (the last component is kept)."""
+    parts = path.strip("/").split("/")
+    for _ in range(40):  # bounded: symlink loops end here
+        current = "/"
+        for i, part in enumerate(parts[:-1]):
+            candidate = posixpath.join(current, part)
+            entry = manifest.entries.get(candidate)
+            if entry is not None and entry.kind == "symlink":
+                base = "/" if entry.target.startswith("/") else current
+                joined = normalise(posixpath.join(base, entry.target))
+                parts = [*joined.strip("/").split("/"), *parts[i + 1 :]]
+                parts = [p for p in parts if p]
+                break
+            current = candidate
+        else:
+            return normalise("/".join(parts))
+    return path
+
+
+def diff_manifests(old: Manifest, new: Manifest) -> list[Change]:
+    """Every path that differs, sorted by path bytes, with its owner when one is known."""
+    old_owners, new_owners = file_owners(old), file_owners(new)
+    changes = []
+    for path in sorted(old.entries.keys() | new.entries.keys(), key=path_bytes):
+        a, b = old.entries.get(path), new.entries.get(path)
+        if a == b:
+            continue
+        kind = _change_kind(a, b)
+        owner = new_owners.get(path) or old_owners.get(path, "")
+        changes.append(Change(path, kind, owner))
+    return changes
+
+
+def _change_kind(a: Entry | None, b: Entry | None) -> str:
+    if a is None:
+        return "added"
+    if b is None:
+        return "removed"
+    if a.kind == b.kind == "symlink" and a.target != b.target:
+        return "symlink"
+    same_content = (a.kind, a.size, a.sha256, a.target, a.device) == (
+        b.kind,
+        b.size,
+        b.sha256,
+        b.target,
+        b.device,
+    )
+    return "mode" if same_content else "modified"
+
+
+def summaries_by_diff_id(
+    diff_ids: Sequence[str], summaries: Mapping[str, LayerSummary]
+) -> list[LayerSummary]:
+    """The summaries for an image's layers, bottom first; a missing one is an error."""
+    missing = [d for d in diff_ids if d not in summaries]
+    if missing:
+        raise ContentError(f"no summary for layer {missing[0]}")
+    return [summaries[d] for d in diff_ids]
