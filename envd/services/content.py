@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
 from envd.errors import NotFound, VerificationError
 from envd.gateways.engine import Engine
+from envd.gateways.files import write_atomic
 from envd.model.content import (
     ContentError,
     LayerSummary,
@@ -69,17 +68,7 @@ class ContentHasher:
     def _store(self, diff_id: str, summary: LayerSummary) -> None:
         path = self._path(diff_id)
         self._cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self._cache_dir / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                file.write(summary_to_json(summary))
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomic(path, summary_to_json(summary), mode=0o600)
 
 
 def _is_hex(text: str) -> bool:

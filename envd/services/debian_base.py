@@ -7,10 +7,8 @@ machine, and the same lock must give the same environment hash everywhere.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ from typing import Protocol
 
 from envd.errors import LockError, LockStale
 from envd.gateways import mmdebstrap
-from envd.gateways.files import sha256_file
+from envd.gateways.files import file_lock, sha256_file, write_atomic
 from envd.gateways.proc import CommandError
 from envd.model.lockfile import BaseLock, DebianPackage
 from envd.progress import Progress, Reporter, ignore
@@ -246,13 +244,8 @@ def restore_debian_base(
 @contextmanager
 def _locked(cache_dir: Path, key: str) -> Iterator[None]:
     """One build (or import) per key at a time, across threads and processes."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / f"{key}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(cache_dir / f"{key}.lock"):
+        yield
 
 
 def _read_meta(meta: Path, tar: Path) -> BaseTarball | None:
@@ -270,13 +263,11 @@ def _read_meta(meta: Path, tar: Path) -> BaseTarball | None:
 
 
 def _write_meta(meta: Path, made: BaseTarball) -> None:
-    partial = meta.with_name(f".{meta.name}.{os.getpid()}.partial")
     record = {
         "sha256": made.sha256,
         "packages": [[p.name, p.version, p.arch] for p in made.packages],
     }
-    partial.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    os.replace(partial, meta)
+    write_atomic(meta, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 def _sha256(path: Path) -> str:
