@@ -33,11 +33,11 @@ def to_msg(fp: Fingerprint) -> pb.Fingerprint:
             debian_packages=_named(e.debian_packages),
             python_version=e.python_version,
             python_implementation=e.python_implementation,
-            python_build=e.python_build,
-            python_compiler=e.python_compiler,
             python_packages=_named(e.python_packages),
             cuda_libraries=_named(e.cuda_libraries),
             env=e.env,
+            content_hash=e.content_hash,
+            files=e.files,
         ),
         host=pb.HostSection(
             cpu_model=h.cpu_model,
@@ -71,11 +71,11 @@ def from_msg(msg: pb.Fingerprint) -> Fingerprint:
         debian_packages=_packages(e.debian_packages),
         python_version=e.python_version,
         python_implementation=e.python_implementation,
-        python_build=e.python_build,
-        python_compiler=e.python_compiler,
         python_packages=_packages(e.python_packages),
         cuda_libraries=_packages(e.cuda_libraries),
         env=dict(e.env),
+        content_hash=e.content_hash,
+        files=e.files,
     )
     host = HostSection(
         cpu_model=h.cpu_model,

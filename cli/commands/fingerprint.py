@@ -61,8 +61,9 @@ def fingerprint_cmd(
     click.echo(f"environment  {fp.environment_hash}")
     click.echo(f"host         {fp.host_hash}")
     click.echo(f"os           {e.os_release.get('PRETTY_NAME', '?')}, glibc {e.glibc}, {e.arch}")
-    click.echo(f"python       {e.python_implementation} {e.python_version} ({e.python_build})")
+    click.echo(f"python       {e.python_implementation} {e.python_version}")
     click.echo(f"base         {e.base_digest}")
+    click.echo(f"content      {e.content_hash} ({e.files} files)")
     if e.env:
         click.echo("env          " + " ".join(f"{k}={v}" for k, v in sorted(e.env.items())))
     click.echo(f"python packages ({len(e.python_packages)}):")

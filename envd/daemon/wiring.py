@@ -18,6 +18,7 @@ from envd.gateways.nvml import nvml_from_env
 from envd.gateways.store import Store
 from envd.paths import Paths
 from envd.services.builder import Builder
+from envd.services.content import ContentHasher
 from envd.services.entering import Entering
 from envd.services.fingerprints import Fingerprints
 from envd.services.host import HostProbe
@@ -126,7 +127,8 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
     images = Images(store, engine, projects)
     steps = StepRunner(engine, store, owner, paths.cache / "debian")
     warm = WarmContainers(engine, events, lambda: settings.current, owner)
-    fingerprints = Fingerprints(engine, store, host, images, warm)
+    content = ContentHasher(engine, paths.cache / "layers")
+    fingerprints = Fingerprints(engine, store, host, images, warm, content)
     sharing = Sharing(engine, projects, images, fingerprints, events)
     builder = Builder(projects, locker, images, steps, fingerprints, sharing, host, engine, events)
     runs = Runs(store)

@@ -522,6 +522,16 @@ class Engine:
             created=str(attrs.get("Created", "")),
         )
 
+    def container_changes(self, ref: str) -> list[tuple[str, str]]:
+        """(path, "added" | "changed" | "removed") for files a container changed in its image,
+        as the engine reports them from its writable layer (`docker diff`); nothing runs."""
+        kinds = {0: "changed", 1: "added", 2: "removed"}
+        try:
+            changes = self.client.api.diff(ref) or []
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+        return sorted((str(c["Path"]), kinds.get(int(c["Kind"]), "changed")) for c in changes)
+
     def list_containers(self, label: str = MANAGED_LABEL) -> list[ContainerInfo]:
         try:
             summaries = self.client.api.containers(all=True, filters={"label": label})

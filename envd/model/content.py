@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 CONTENT_SCHEMA = 1
-SUMMARY_SCHEMA = 1
+SUMMARY_SCHEMA = 2  # 2: os-release and pyvenv.cfg facts
 
 # Paths left out of the manifest, with everything under them.
 EXCLUDED = (
@@ -51,6 +51,9 @@ FACT_DPKG_STATUS = "dpkg-status"  # items: (package, version, arch)
 FACT_DPKG_LIST = "dpkg-list"  # items: (path,) owned by the package named in the file name
 FACT_METADATA = "dist-metadata"  # items: ((name, version),)
 FACT_RECORD = "dist-record"  # items: (path,) owned by the distribution of the dist-info
+FACT_KEY_VALUES = "key-values"  # items: (key, value): os-release(5) and pyvenv.cfg files
+OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
+MAX_SMALL_TEXT = 64 << 10
 
 KINDS = ("file", "dir", "symlink", "hardlink", "char", "block", "fifo")
 
@@ -186,6 +189,8 @@ class _BoundedTarInfo(tarfile.TarInfo):
 def _fact_kind(path: str) -> tuple[str, int] | None:
     if path == DPKG_STATUS:
         return FACT_DPKG_STATUS, MAX_DPKG_STATUS
+    if path in OS_RELEASE or posixpath.basename(path) == "pyvenv.cfg":
+        return FACT_KEY_VALUES, MAX_SMALL_TEXT
     if path.startswith(DPKG_INFO) and path.endswith(".list") and path.count("/") == 5:
         return FACT_DPKG_LIST, MAX_DPKG_LIST
     parent = posixpath.basename(posixpath.dirname(path))
@@ -284,6 +289,8 @@ def _parse_fact(path: str, data: bytes) -> Fact | None:
     text = data.decode("utf-8", "replace")
     if kind[0] == FACT_DPKG_STATUS:
         return Fact(FACT_DPKG_STATUS, tuple(_dpkg_status(text)))
+    if kind[0] == FACT_KEY_VALUES:
+        return Fact(FACT_KEY_VALUES, tuple(_key_values(text)))
     if kind[0] == FACT_DPKG_LIST:
         paths = {normalise(line) for line in text.splitlines() if line.startswith("/")}
         return Fact(FACT_DPKG_LIST, tuple((p,) for p in sorted(paths)))
@@ -296,6 +303,25 @@ def _parse_fact(path: str, data: bytes) -> Fact | None:
         if row and row[0]:
             owned.add(normalise(posixpath.join(site, row[0])))
     return Fact(FACT_RECORD, tuple((p,) for p in sorted(owned)))
+
+
+def _key_values(text: str) -> Iterator[tuple[str, str]]:
+    """`KEY=value` (os-release, shell quoting) or `key = value` (pyvenv.cfg) lines."""
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if sep and key and not key.startswith("#"):
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            yield key, value
+
+
+def key_values(manifest: Manifest, path: str) -> dict[str, str]:
+    """The key/value pairs of an os-release or pyvenv.cfg file in the image ({} if absent)."""
+    fact = manifest.facts.get(path)
+    if fact is None or fact.kind != FACT_KEY_VALUES:
+        return {}
+    return {item[0]: item[1] for item in fact.items if len(item) == 2}
 
 
 def _headers(text: str) -> dict[str, str]:

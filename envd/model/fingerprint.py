@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from envd.errors import VerificationError
+from envd.model import content
+from envd.model.content import Manifest
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: read from the image's bytes, with the content hash of every file
 
 
 @dataclass(frozen=True)
@@ -34,11 +37,11 @@ class EnvironmentSection:
     debian_packages: tuple[Package, ...]
     python_version: str
     python_implementation: str
-    python_build: str
-    python_compiler: str
     python_packages: tuple[Package, ...]
     cuda_libraries: tuple[Package, ...]
     env: dict[str, str]
+    content_hash: str = ""  # every file's path, mode and sha256 (envd.model.content)
+    files: int = 0  # how many entries the content hash covers
 
 
 @dataclass(frozen=True)
@@ -102,24 +105,83 @@ def make_fingerprint(environment: EnvironmentSection, host: HostSection) -> Fing
     return Fingerprint(environment, host, env_hash, host_hash, root_hash(env_hash, host_hash))
 
 
-def environment_from_probe(
-    probe: dict[str, Any], base_digest: str, env: dict[str, str]
+CUDA_LIBS = ("libcudart", "libcudnn", "libnccl", "libcublas")
+_DPKG_ARCH = {"amd64": "x86_64", "arm64": "aarch64", "i386": "i686", "ppc64el": "ppc64le"}
+
+
+def environment_from_manifest(
+    manifest: Manifest, base_digest: str, env: dict[str, str], venv: str
 ) -> EnvironmentSection:
-    python = probe.get("python", {})
+    """The environment section, read from the image's files alone (nothing in it is run)."""
+    os_release = content.key_values(manifest, "/etc/os-release") or content.key_values(
+        manifest, "/usr/lib/os-release"
+    )
+    debs = content.debian_packages(manifest)
+    libc = next((d for d in debs if d.name == "libc6"), None)
+    pyvenv = content.key_values(manifest, f"{venv}/pyvenv.cfg")
+    python_version = pyvenv.get("version_info") or pyvenv.get("version") or _debian_python(debs)
     return EnvironmentSection(
         base_digest=base_digest,
-        os_release={str(k): str(v) for k, v in sorted(probe.get("os_release", {}).items())},
-        glibc=str(probe.get("glibc", "")),
-        arch=str(probe.get("arch", "")),
-        debian_packages=tuple(Package(n, v, a) for n, v, a in probe.get("debian_packages", [])),
-        python_version=str(python.get("version", "")),
-        python_implementation=str(python.get("implementation", "")),
-        python_build=" ".join(str(x) for x in python.get("build", [])),
-        python_compiler=str(python.get("compiler", "")),
-        python_packages=tuple(Package(n, v, d) for n, v, d in probe.get("python_packages", [])),
-        cuda_libraries=tuple(Package(n, v) for n, v in probe.get("cuda_libraries", [])),
+        os_release={
+            k: v
+            for k, v in sorted(os_release.items())
+            if k in ("ID", "VERSION_ID", "VERSION_CODENAME", "PRETTY_NAME")
+        },
+        glibc=_upstream(libc.version).split("+")[0] if libc else "",
+        arch=_DPKG_ARCH.get(libc.arch, libc.arch) if libc else "",
+        debian_packages=tuple(Package(d.name, d.version, d.arch) for d in debs),
+        python_version=_three_part(python_version),
+        python_implementation=pyvenv.get("implementation", "CPython" if python_version else ""),
+        python_packages=_distributions(manifest, venv),
+        cuda_libraries=_cuda_libraries(manifest),
         env=dict(sorted(env.items())),
+        content_hash=content.content_hash(manifest),
+        files=len(manifest.entries),
     )
+
+
+def _upstream(version: str) -> str:
+    """A Debian version's upstream part: "2.36-9+deb12u4" -> "2.36"."""
+    version = version.split(":", 1)[-1]
+    return version.rsplit("-", 1)[0] if "-" in version else version
+
+
+def _three_part(version: str) -> str:
+    parts = version.split(".")
+    return ".".join(parts[:3]) if len(parts) >= 3 else version
+
+
+def _debian_python(debs: list[content.DebianPackage]) -> str:
+    """The version of the newest pythonX.Y Debian package (a venv-less image)."""
+    found = sorted(
+        (d for d in debs if d.name.startswith("python3.") and d.name[8:].isdigit()),
+        key=lambda d: int(d.name[8:]),
+    )
+    return _upstream(found[-1].version) if found else ""
+
+
+def _distributions(manifest: Manifest, venv: str) -> tuple[Package, ...]:
+    """Python distributions (name canonicalised, version, sha256 of RECORD), venv first."""
+    seen: dict[str, Package] = {}
+    for dist in sorted(
+        content.python_distributions(manifest), key=lambda d: not d.path.startswith(venv + "/")
+    ):
+        key = re.sub(r"[-_.]+", "-", dist.name).lower()
+        if not key or key in seen:
+            continue
+        record = manifest.entries.get(f"{dist.path}/RECORD")
+        seen[key] = Package(key, dist.version, record.sha256 if record else "")
+    return tuple(seen[k] for k in sorted(seen))
+
+
+def _cuda_libraries(manifest: Manifest) -> tuple[Package, ...]:
+    found: set[tuple[str, str]] = set()
+    for path in manifest.entries:
+        base = path.rsplit("/", 1)[-1]
+        for lib in CUDA_LIBS:
+            if base.startswith(lib + ".so"):
+                found.add((lib, base[len(lib) + 4 :]))
+    return tuple(Package(name, version) for name, version in sorted(found))
 
 
 # ---------------------------------------------------------------- the file format

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from envd.errors import NotFound, VerificationError
-from envd.gateways.engine import Engine, Mount
+from envd.errors import NotFound
+from envd.gateways.engine import Engine, ImageInfo
 from envd.gateways.store import ProjectRow, Store
+from envd.model.content import Manifest, diff_manifests, file_owners, is_excluded
 from envd.model.fingerprint import (
+    Change,
     EnvironmentSection,
     Fingerprint,
     FingerprintDiff,
@@ -16,23 +18,19 @@ from envd.model.fingerprint import (
     HostSection,
     diff_fingerprints,
     dumps,
-    environment_from_probe,
+    environment_from_manifest,
     loads,
     make_fingerprint,
     section_hash,
 )
 from envd.model.lockfile import LockFile
 from envd.model.plan import VENV
+from envd.services.content import ContentHasher
 from envd.services.host import HostProbe
 from envd.services.images import Images
 from envd.services.warm import WarmContainers
 
-PROBE = Path(__file__).resolve().parents[1] / "probe" / "probe_env.py"
-PROBE_IN_CONTAINER = "/run/envd-probe/probe_env.py"
-ENV_LABEL = "envd.model.fingerprint.environment"
-PYTHON_CANDIDATES = (
-    f'if [ -x {VENV}/bin/python ]; then exec {VENV}/bin/python "$@"; fi; exec python3 "$@"'
-)
+ENV_LABEL = "envd.fingerprint.environment"
 
 
 def _host_dict(section: HostSection) -> dict[str, object]:
@@ -55,7 +53,9 @@ class Fingerprints:
         host: HostProbe,
         images: Images,
         warm: WarmContainers,
+        content: ContentHasher,
     ) -> None:
+        self._content = content
         self._engine = engine
         self._store = store
         self._host = host
@@ -91,58 +91,33 @@ class Fingerprints:
 
     # ------------------------------------------------------------ computing
 
-    def probe_image(
-        self,
-        image: str,
-        base_digest: str,
-        names: list[str],
-        set_env: dict[str, str] | None = None,
-    ) -> EnvironmentSection:
-        """Probe a container of `image`; `set_env` stands in for ENV the last step adds."""
-        result = self._engine.run(
-            image,
-            ["sh", "-c", PYTHON_CANDIDATES, "sh", PROBE_IN_CONTAINER, *sorted(names)],
-            env=set_env,
-            mounts=[Mount(str(PROBE), PROBE_IN_CONTAINER, read_only=True)],
-            network=False,
-            user="0",
-            labels={"envd.role": "probe"},
+    def environment(self, image: str, base_digest: str, env: dict[str, str]) -> EnvironmentSection:
+        """The environment section of `image`, from its layer bytes (nothing in it runs)."""
+        return environment_from_manifest(
+            self._content.image_manifest(image), base_digest, env, VENV
         )
-        return self._section(result.exit_code, result.output, image, base_digest)
 
-    def probe_container(
-        self, container: str, base_digest: str, names: list[str]
-    ) -> EnvironmentSection:
-        self._engine.copy_into(container, "/tmp", {"envd_probe_env.py": PROBE.read_bytes()})
-        result = self._engine.exec_capture(
-            container,
-            ["sh", "-c", PYTHON_CANDIDATES, "sh", "/tmp/envd_probe_env.py", *sorted(names)],
-            user="0",
-        )
-        return self._section(result.exit_code, result.output, container, base_digest)
+    def manifest(self, image: str) -> Manifest:
+        return self._content.image_manifest(image)
 
-    def _section(self, code: int, output: str, what: str, base_digest: str) -> EnvironmentSection:
-        lines = [line for line in output.splitlines() if line.startswith("{")]
-        if code != 0 or not lines:
-            raise VerificationError(
-                f"could not read the environment of {what} (exit {code}): {output[-300:]}"
-            )
-        probe = json.loads(lines[-1])
-        return environment_from_probe(probe, base_digest, dict(probe.get("env", {})))
+    def image_environment(self, info: ImageInfo) -> EnvironmentSection:
+        """An image's environment, with the variables its spec set taken from its own ENV."""
+        names = set(spec_env_names(info.env))
+        env = dict(e.split("=", 1) for e in info.env if "=" in e and e.split("=", 1)[0] in names)
+        return self.environment(info.id, info.labels.get("envd.base-digest", ""), env)
 
     # ------------------------------------------------------------ build hooks
 
     def labels_before_metadata(self, image: str, lock: LockFile) -> dict[str, str]:
         """Called by the builder before the last step, so the hash becomes an image label."""
-        env = dict(lock.inputs.env)
-        section = self.probe_image(image, lock.base.digest, list(env), set_env=env)
+        section = self.environment(image, lock.base.digest, dict(lock.inputs.env))
         self._pending[lock.inputs_hash] = section
         return {ENV_LABEL: section_hash(section)}
 
     def record(self, image_id: str, lock: LockFile) -> Fingerprint:
         section = self._pending.pop(lock.inputs_hash, None)
         if section is None:
-            section = self.probe_image(image_id, lock.base.digest, [k for k, _ in lock.inputs.env])
+            section = self.environment(image_id, lock.base.digest, dict(lock.inputs.env))
         return self.record_section(image_id, section)
 
     def record_section(self, image_id: str, section: EnvironmentSection) -> Fingerprint:
@@ -163,10 +138,7 @@ class Fingerprints:
         if document is not None:
             stored = loads(document, f"the fingerprint of {image}")
             return make_fingerprint(stored.environment, host)
-        names = spec_env_names(info.env)
-        base = base_digest or info.labels.get("envd.base-digest", "")
-        section = self.probe_image(info.id, base, names)
-        return make_fingerprint(section, host)
+        return make_fingerprint(self.image_environment(info), host)
 
     def for_project(self, row: ProjectRow) -> Fingerprint:
         image = self._images.current_image(row) or row.image
@@ -198,27 +170,65 @@ class Fingerprints:
     # ------------------------------------------------------------ verify
 
     def verify(self, row: ProjectRow) -> tuple[FingerprintDiff, str]:
-        """Recorded fingerprint vs the image now, and vs the warm container if one runs."""
+        """The recorded fingerprint against the image's bytes now, and the warm container's
+        changes to its image's files (read from the engine; nothing runs in either)."""
         image = self._images.current_image(row) or row.image
         if not image:
             raise NotFound(
                 f"project {row.name} has no image yet", hint=f"run `envctl build {row.name}`"
             )
         recorded = self.for_image(image)
-        base = recorded.environment.base_digest
-        names = list(recorded.environment.env)
+        info = self._engine.inspect_image(image)
+        if info is None:
+            raise NotFound(
+                f"the image {image} of {row.name} is gone from the engine",
+                hint=f"build it again: `envctl build {row.name}`",
+            )
         host = self.host_section()
-        now = make_fingerprint(self.probe_image(image, base, names), host)
+        now = make_fingerprint(self.image_environment(info), host)
         diff = diff_fingerprints(recorded, now)
+        changes = list(diff.changes)
+        if not diff.environment_identical and recorded.environment.content_hash:
+            changes += file_changes(self._content.image_manifest(info.id), None, "image")
         checked = f"image {image}"
+        identical = diff.environment_identical
         warm = self._warm.get(row.name)
         if warm is not None and warm.image == image:
-            live = make_fingerprint(self.probe_container(warm.container_id, base, names), host)
-            live_diff = diff_fingerprints(recorded, live)
-            diff = FingerprintDiff(
-                diff.changes + live_diff.changes,
-                diff.environment_identical and live_diff.environment_identical,
-                diff.host_identical and live_diff.host_identical,
-            )
+            live = [
+                Change("environment", "files", kind, name=path)
+                for path, kind in self._engine.container_changes(warm.container_id)
+                if not _envd_owned(path)
+            ]
+            changes += live
+            identical = identical and not live
             checked += f" and warm container {warm.name}"
-        return diff, checked
+        return FingerprintDiff(tuple(changes), identical, diff.host_identical), checked
+
+
+# What envd itself changes in a warm container: the caller's user entry and home, scratch space.
+_ENVD_OWNED = (
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/shadow",
+    "/home",
+    "/root",
+    "/tmp",
+    "/run",
+    "/var/tmp",
+    "/workspace",
+)
+
+
+def _envd_owned(path: str) -> bool:
+    return is_excluded(path) or any(path == p or path.startswith(p + "/") for p in _ENVD_OWNED)
+
+
+def file_changes(old: Manifest, new: Manifest | None, what: str) -> list[Change]:
+    """Files that differ between two manifests, with the package that owns each when known."""
+    if new is None:
+        return []
+    owners = file_owners(new) | file_owners(old)
+    return [
+        Change("environment", "files", c.kind, name=c.path, old=owners.get(c.path, ""))
+        for c in diff_manifests(old, new)
+    ]

@@ -489,7 +489,7 @@ class NamedVersion(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class EnvironmentSection(_message.Message):
-    __slots__ = ("base_digest", "os_release", "glibc", "arch", "debian_packages", "python_version", "python_implementation", "python_build", "python_compiler", "python_packages", "cuda_libraries", "env")
+    __slots__ = ("base_digest", "os_release", "glibc", "arch", "debian_packages", "python_version", "python_implementation", "python_packages", "cuda_libraries", "env", "content_hash", "files")
     class OsReleaseEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -511,11 +511,11 @@ class EnvironmentSection(_message.Message):
     DEBIAN_PACKAGES_FIELD_NUMBER: _ClassVar[int]
     PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
     PYTHON_IMPLEMENTATION_FIELD_NUMBER: _ClassVar[int]
-    PYTHON_BUILD_FIELD_NUMBER: _ClassVar[int]
-    PYTHON_COMPILER_FIELD_NUMBER: _ClassVar[int]
     PYTHON_PACKAGES_FIELD_NUMBER: _ClassVar[int]
     CUDA_LIBRARIES_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
     base_digest: str
     os_release: _containers.ScalarMap[str, str]
     glibc: str
@@ -523,12 +523,12 @@ class EnvironmentSection(_message.Message):
     debian_packages: _containers.RepeatedCompositeFieldContainer[NamedVersion]
     python_version: str
     python_implementation: str
-    python_build: str
-    python_compiler: str
     python_packages: _containers.RepeatedCompositeFieldContainer[NamedVersion]
     cuda_libraries: _containers.RepeatedCompositeFieldContainer[NamedVersion]
     env: _containers.ScalarMap[str, str]
-    def __init__(self, base_digest: _Optional[str] = ..., os_release: _Optional[_Mapping[str, str]] = ..., glibc: _Optional[str] = ..., arch: _Optional[str] = ..., debian_packages: _Optional[_Iterable[_Union[NamedVersion, _Mapping]]] = ..., python_version: _Optional[str] = ..., python_implementation: _Optional[str] = ..., python_build: _Optional[str] = ..., python_compiler: _Optional[str] = ..., python_packages: _Optional[_Iterable[_Union[NamedVersion, _Mapping]]] = ..., cuda_libraries: _Optional[_Iterable[_Union[NamedVersion, _Mapping]]] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    content_hash: str
+    files: int
+    def __init__(self, base_digest: _Optional[str] = ..., os_release: _Optional[_Mapping[str, str]] = ..., glibc: _Optional[str] = ..., arch: _Optional[str] = ..., debian_packages: _Optional[_Iterable[_Union[NamedVersion, _Mapping]]] = ..., python_version: _Optional[str] = ..., python_implementation: _Optional[str] = ..., python_packages: _Optional[_Iterable[_Union[NamedVersion, _Mapping]]] = ..., cuda_libraries: _Optional[_Iterable[_Union[NamedVersion, _Mapping]]] = ..., env: _Optional[_Mapping[str, str]] = ..., content_hash: _Optional[str] = ..., files: _Optional[int] = ...) -> None: ...
 
 class HostGpu(_message.Message):
     __slots__ = ("model", "compute_capability", "memory_bytes")

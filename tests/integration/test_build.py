@@ -38,7 +38,7 @@ def test_noop_rebuild_runs_nothing(shared: Envctl, default_project: Path) -> Non
         docker("image", "inspect", "-f", "{{json .Config.Labels}}", result["image"])
     )
     assert labels["envd.lock-hash"].startswith("sha256:")
-    assert labels["envd.model.fingerprint.environment"].startswith("sha256:")
+    assert labels["envd.fingerprint.environment"].startswith("sha256:")
 
 
 def test_adding_a_package_reuses_base_and_venv(shared: Envctl, tmp_path: Path) -> None:

@@ -51,8 +51,6 @@ def make_fp(
         debian_packages=debs,
         python_version="3.11.2",
         python_implementation="CPython",
-        python_build="main",
-        python_compiler="GCC 12.2.0",
         python_packages=pythons,
         cuda_libraries=(),
         env={},
