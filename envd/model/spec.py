@@ -300,6 +300,8 @@ def suggest_name(text: str) -> str:
 def _direct_reference(text: str) -> str | None:
     """What kind of non-index requirement `text` is (a URL, VCS or local path), if it is one."""
     lowered = text.strip().lower()
+    if lowered.split(";")[0].strip().endswith(_ARCHIVE_SUFFIXES):
+        return "a local path requirement"
     try:
         url = Requirement(text).url
     except InvalidRequirement:
@@ -377,8 +379,7 @@ class _Parser:
             if (
                 tag == "str"
                 and isinstance(node, yaml.ScalarNode)
-                and _tag(node) in ("int", "float", "bool", "timestamp", "null")
-                and node.value
+                and _tag(node) in ("int", "float", "bool", "timestamp")
             ):
                 hint = f'quote it: `"{node.value}"` (YAML reads it as {_kind(node)})'
             raise self.error(f"expected {expected}, found {_kind(node)}", node, path, hint=hint)
@@ -578,7 +579,7 @@ class _Parser:
         return value
 
     def base(self, node: yaml.Node) -> Base:
-        if isinstance(node, yaml.ScalarNode):
+        if isinstance(node, yaml.ScalarNode) and _tag(node) == "str":
             raise self.error(
                 f"expected a mapping, found {_kind(node)}",
                 node,
@@ -883,12 +884,14 @@ class _Parser:
         for i, item in enumerate(self.sequence(node, "ports", "a list of port numbers")):
             path = f"ports[{i}]"
             if isinstance(item, yaml.ScalarNode) and _tag(item) == "str":
-                digits = re.match(r"^\s*([0-9]{1,5})", item.value)
-                hint = (
-                    f"write the number without quotes or protocol: `{digits.group(1)}`"
-                    if digits
-                    else "e.g. `ports: [8888]`"
-                )
+                text = item.value.strip()
+                hint = "e.g. `ports: [8888]`"
+                if _DECIMAL.match(text):
+                    hint = f"write the number without quotes: `{text}`"
+                elif re.match(r"^[0-9]{1,5}/(tcp|udp)$", text, re.IGNORECASE):
+                    hint = f"envd publishes TCP ports as numbers: `{text.split('/')[0]}`"
+                elif re.match(r"^[0-9]{1,5}:[0-9]{1,5}$", text):
+                    hint = "envd publishes a port on the same host port: list the number only"
                 raise self.error(
                     f"expected a port number, found {_kind(item)}", item, path, hint=hint
                 )
