@@ -269,6 +269,11 @@ def _kind(node: yaml.Node) -> str:
     return f"{names.get(tag, tag)} ({value!r})"
 
 
+def _show(text: str, limit: int = 40) -> str:
+    """`text` for a message, cut short when long."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _yaml_int(node: yaml.ScalarNode) -> int | None:
     """What YAML 1.1 makes of an int-tagged scalar (0x50, 0o17, 1_000, 22:22), if small."""
     if len(node.value) > 24:
@@ -300,8 +305,6 @@ def suggest_name(text: str) -> str:
 def _direct_reference(text: str) -> str | None:
     """What kind of non-index requirement `text` is (a URL, VCS or local path), if it is one."""
     lowered = text.strip().lower()
-    if lowered.split(";")[0].strip().endswith(_ARCHIVE_SUFFIXES):
-        return "a local path requirement"
     try:
         url = Requirement(text).url
     except InvalidRequirement:
@@ -319,6 +322,8 @@ def _direct_reference(text: str) -> str | None:
             return "a local path requirement"
         return None
     if url is None:
+        if lowered.split(";")[0].strip().endswith(_ARCHIVE_SUFFIXES):
+            return "a local path requirement"
         return None
     url = url.lower()
     if url.startswith(_VCS_PREFIXES):
@@ -544,7 +549,8 @@ class _Parser:
         value = self.scalar(node, "version", "int", "the number 1")
         if not _DECIMAL.match(value) or len(value) > 6 or int(value) != SCHEMA_VERSION:
             raise self.error(
-                f"unsupported schema version {value}; this envd reads version {SCHEMA_VERSION}",
+                f"unsupported schema version {_show(value)}; "
+                f"this envd reads version {SCHEMA_VERSION}",
                 node,
                 "version",
                 hint="upgrade envd, or set `version: 1`",
@@ -739,13 +745,14 @@ class _Parser:
                 hint="`requirements: requirements.txt` or `requirements: [a.txt, b.txt]`",
             )
         files: list[str] = []
-        lines: list[str] = []
         for relpath, item, path in named:
             if relpath in files:
                 raise self.error(f"`{relpath}` is listed twice", item, path)
             files.append(relpath)
+        lines: list[str] = []
+        for relpath, item, path in named:
             if self.read_text is None:
-                continue
+                break
             try:
                 text = self.read_text(relpath)
             except (FileNotFoundError, NotADirectoryError):
@@ -902,11 +909,11 @@ class _Parser:
                 if meant is not None:
                     hint = f"YAML reads `{value}` as {meant}; write the port in decimal"
                 raise self.error(
-                    f"`{value}` is not a plain decimal port number", item, path, hint=hint
+                    f"`{_show(value)}` is not a plain decimal port number", item, path, hint=hint
                 )
             port = int(value) if len(value) <= 6 else 0
             if not 1 <= port <= 65535:
-                raise self.error(f"port {value} is out of range 1-65535", item, path)
+                raise self.error(f"port {_show(value)} is out of range 1-65535", item, path)
             if port in out:
                 raise self.error(
                     f"port {port} is listed twice (first at ports[{out.index(port)}])", item, path
