@@ -157,8 +157,12 @@ def load_spec(
         return _read_requirements(root, relpath, requirements_limit)
 
     def is_file(relpath: str) -> bool:
-        target = (root / relpath).resolve()
-        return target.is_relative_to(root) and target.is_file()
+        """A regular file inside the project (after symlinks); never opened, so never blocks."""
+        try:
+            target = (root / relpath).resolve()
+            return target.is_relative_to(root) and target.is_file()
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
+            return False
 
     return parse_spec(
         text, source=str(path), project_dir=str(root), read_text=read_text, is_file=is_file

@@ -339,13 +339,13 @@ _DIRECT_HINT = (
 )
 
 
-def _check_requirement(text: str) -> tuple[str, str | None]:
-    """(normalised requirement, None) or (message, hint) raised by the caller as an error."""
+def _check_requirement(text: str) -> str:
+    """The normalised requirement, or _BadRequirement (message and hint)."""
     kind = _direct_reference(text)
     if kind is not None:
         raise _BadRequirement(f"`{text}` is {kind}, which envd does not support yet", _DIRECT_HINT)
     try:
-        return str(Requirement(text)), None
+        return str(Requirement(text))
     except InvalidRequirement as exc:
         raise _BadRequirement(
             f"`{text}` is not a valid requirement: {exc}",
@@ -715,7 +715,7 @@ class _Parser:
 
     def requirement(self, text: str, node: yaml.Node, path: str) -> str:
         try:
-            return _check_requirement(text)[0]
+            return _check_requirement(text)
         except _BadRequirement as exc:
             raise self.error(exc.message, node, path, hint=exc.hint) from None
 
@@ -938,7 +938,7 @@ def parse_requirements_text(text: str, source: str) -> tuple[str, ...]:
                 hint="list packages only; use `indexes:` in envd.yaml for extra indexes",
             )
         try:
-            out.append(_check_requirement(line)[0])
+            out.append(_check_requirement(line))
         except _BadRequirement as exc:
             raise SpecError(exc.message, file=source, line=number, hint=exc.hint) from None
     return tuple(out)

@@ -305,3 +305,13 @@ def test_lock_size_limit(tmp_path: Path) -> None:
     assert read_lock(path, limit=len(content)) is not None
     with pytest.raises(LockError, match="larger than the limit"):
         read_lock(path, limit=len(content) - 1)
+
+
+def test_symlink_loops_are_refused(tmp_path: Path) -> None:
+    project = make(tmp_path, SPEC + "requirements: r.txt\nsetup: [{run: sh x, files: [x]}]\n")
+    (project / "r.txt").symlink_to(project / "r.txt")
+    assert refused(project).key_path == "requirements"
+    (project / "r.txt").unlink()
+    (project / "r.txt").write_text("six\n")
+    (project / "x").symlink_to(project / "x")
+    assert refused(project).key_path == "setup[0].files[0]"
