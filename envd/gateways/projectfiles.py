@@ -31,8 +31,8 @@ from envd.model.lockfile import LockFile, loads
 from envd.model.spec import SPEC_FILENAME, FileRefused, Spec, parse_spec
 
 MIB = 1024 * 1024
-SPEC_MAX_BYTES = 1 * MIB  # envd.yaml
-REQUIREMENTS_MAX_BYTES = 4 * MIB  # each requirements file envd.yaml names
+SPEC_MAX_BYTES = 256 * 1024  # envd.yaml: real ones are a few KiB; pure-Python YAML parses ~9 s/MiB
+REQUIREMENTS_MAX_BYTES = 1 * MIB  # each requirements file (~20,000 lines)
 LOCK_MAX_BYTES = 32 * MIB  # envd.lock (every artifact hash of a large environment)
 
 _CHUNK = 64 * 1024
@@ -62,7 +62,11 @@ def _kind(mode: int) -> str:
 
 
 def _size(n: int) -> str:
-    return f"{n // MIB} MiB" if n >= MIB and n % MIB == 0 else f"{n} bytes"
+    if n >= MIB and n % MIB == 0:
+        return f"{n // MIB} MiB"
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n // 1024} KiB"
+    return f"{n} bytes"
 
 
 def read_bounded(path: Path, limit: int) -> bytes:
@@ -202,14 +206,18 @@ def _read_requirements(root: Path, relpath: str, limit: int) -> str:
         ) from None
 
 
-def read_lock(path: Path, *, limit: int = LOCK_MAX_BYTES) -> LockFile | None:
-    """The lock at `path`, or None when there is none."""
+def _relock_fix(path: Path) -> str:
+    return f"delete {path} and run `envctl lock {path.parent}` to write it again"
+
+
+def read_lock_text(path: Path, *, limit: int = LOCK_MAX_BYTES) -> str | None:
+    """The checked text of the lock at `path` (regular, bounded, UTF-8), or None when absent."""
     if not path.exists():
         return None
     path = path.absolute()
-    fix = f"delete {path} and run `envctl lock {path.parent}` to write it again"
+    fix = _relock_fix(path)
     try:
-        text = read_text_bounded(path, limit)
+        return read_text_bounded(path, limit)
     except FileNotFoundError:
         return None
     except PermissionError:
@@ -218,9 +226,20 @@ def read_lock(path: Path, *, limit: int = LOCK_MAX_BYTES) -> LockFile | None:
         where = f"{path}:{exc.line}" if exc.line is not None else str(path)
         hint = fix if exc.line is not None else f"it must be a regular file; {fix}"
         raise LockError(f"{where}: {exc.message}", hint=hint) from None
+
+
+def parse_lock(text: str, path: Path) -> LockFile:
+    """loads(), with a fix that works: `envctl lock` itself refuses a corrupt lock."""
+    path = path.absolute()
     try:
         return loads(text, str(path))
     except LockError as exc:
-        # `envctl lock` itself refuses to read a corrupt lock, so the fix is to remove it.
+        fix = _relock_fix(path)
         hint = f"upgrade envd, or {fix}" if (exc.hint or "").startswith("upgrade") else fix
         raise LockError(exc.message, hint=hint) from exc
+
+
+def read_lock(path: Path, *, limit: int = LOCK_MAX_BYTES) -> LockFile | None:
+    """The lock at `path`, or None when there is none."""
+    text = read_lock_text(path, limit=limit)
+    return None if text is None else parse_lock(text, path)

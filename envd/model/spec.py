@@ -473,17 +473,17 @@ class _Parser:
         return norm + "/" if is_dir and norm != "." else norm
 
     def relpaths(self, node: yaml.Node, path: str, *, file: bool) -> tuple[str, ...]:
-        out: list[str] = []
+        seen: dict[str, int] = {}
         for i, item in enumerate(self.sequence(node, path, "a list of paths")):
             value = self.relpath(item, f"{path}[{i}]", file=file)
-            if value in out:
+            if value in seen:
                 raise self.error(
-                    f"`{value}` is listed twice (first at {path}[{out.index(value)}])",
+                    f"`{value}` is listed twice (first at {path}[{seen[value]}])",
                     item,
                     f"{path}[{i}]",
                 )
-            out.append(value)
-        return tuple(out)
+            seen[value] = i
+        return tuple(seen)
 
     # -------------------------------------------------------- the document
 
@@ -744,11 +744,11 @@ class _Parser:
                 "requirements",
                 hint="`requirements: requirements.txt` or `requirements: [a.txt, b.txt]`",
             )
-        files: list[str] = []
+        files: dict[str, None] = {}
         for relpath, item, path in named:
             if relpath in files:
                 raise self.error(f"`{relpath}` is listed twice", item, path)
-            files.append(relpath)
+            files[relpath] = None
         lines: list[str] = []
         for relpath, item, path in named:
             if self.read_text is None:
@@ -776,6 +776,7 @@ class _Parser:
         if node is None:
             return []
         out: list[str] = []
+        seen: set[str] = set()
         for i, (url, item) in enumerate(self.strings(node, "indexes")):
             if not _URL.match(url):
                 raise self.error(
@@ -794,8 +795,9 @@ class _Parser:
                     hint="give credentials to uv instead: ~/.netrc or UV_INDEX_<NAME>_PASSWORD",
                 )
             normalised = url.rstrip("/")
-            if normalised in out:
+            if normalised in seen:
                 raise self.error(f"`{url}` is listed twice", item, f"indexes[{i}]")
+            seen.add(normalised)
             out.append(normalised)
         return out
 
@@ -887,7 +889,7 @@ class _Parser:
     def ports(self, node: yaml.Node | None) -> tuple[int, ...]:
         if node is None:
             return ()
-        out: list[int] = []
+        seen: dict[int, int] = {}
         for i, item in enumerate(self.sequence(node, "ports", "a list of port numbers")):
             path = f"ports[{i}]"
             if isinstance(item, yaml.ScalarNode) and _tag(item) == "str":
@@ -914,12 +916,12 @@ class _Parser:
             port = int(value) if len(value) <= 6 else 0
             if not 1 <= port <= 65535:
                 raise self.error(f"port {_show(value)} is out of range 1-65535", item, path)
-            if port in out:
+            if port in seen:
                 raise self.error(
-                    f"port {port} is listed twice (first at ports[{out.index(port)}])", item, path
+                    f"port {port} is listed twice (first at ports[{seen[port]}])", item, path
                 )
-            out.append(port)
-        return tuple(out)
+            seen[port] = i
+        return tuple(seen)
 
 
 def parse_requirements_text(text: str, source: str) -> tuple[str, ...]:

@@ -123,8 +123,8 @@ def test_size_limit(tmp_path: Path) -> None:
 
 
 def test_default_limits_are_documented_sizes() -> None:
-    assert projectfiles.SPEC_MAX_BYTES == 1024 * 1024
-    assert projectfiles.REQUIREMENTS_MAX_BYTES == 4 * 1024 * 1024
+    assert projectfiles.SPEC_MAX_BYTES == 256 * 1024
+    assert projectfiles.REQUIREMENTS_MAX_BYTES == 1024 * 1024
     assert projectfiles.LOCK_MAX_BYTES == 32 * 1024 * 1024
 
 
