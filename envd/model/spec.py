@@ -430,7 +430,10 @@ class _Parser:
             where = f"{path}.{key}" if path else key
             if key in out:
                 raise self.error(
-                    f"duplicate key `{key}` (first on line {_line(out[key][0])})", key_node, where
+                    f"duplicate key `{key}` (first on line {_line(out[key][0])})",
+                    key_node,
+                    where,
+                    hint="YAML keeps only one of them; remove or merge the other",
                 )
             if allowed is not None and key not in allowed:
                 close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
@@ -927,6 +930,7 @@ class _Parser:
 def parse_requirements_text(text: str, source: str) -> tuple[str, ...]:
     """Requirement lines of a requirements file; options and bad lines are errors with lines."""
     out = []
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark, as some editors write
     for number, raw in enumerate(text.split("\n"), start=1):
         line = re.sub(r"(^|\s)#.*$", "", raw).strip()
         if not line:

@@ -315,3 +315,11 @@ def test_symlink_loops_are_refused(tmp_path: Path) -> None:
     (project / "r.txt").write_text("six\n")
     (project / "x").symlink_to(project / "x")
     assert refused(project).key_path == "setup[0].files[0]"
+
+
+def test_newer_lock_hint_offers_both_fixes(tmp_path: Path) -> None:
+    text = dumps(make_lock()).replace('"lock_version": 1', '"lock_version": 99')
+    assert '"lock_version": 99' in text
+    with pytest.raises(LockError) as info:
+        read_lock(write_lock(tmp_path, text.encode()))
+    assert info.value.hint and info.value.hint.startswith("upgrade envd, or delete")

@@ -245,3 +245,10 @@ def test_odd_inputs_never_crash(extra: str) -> None:
     except SpecError as exc:
         assert exc.line is not None and exc.line >= 1
         assert exc.file == "envd.yaml"
+
+
+def test_requirements_file_with_a_byte_order_mark_and_crlf() -> None:
+    spec = parse(
+        "base: {debian: bookworm}\nrequirements: r.txt\n", {"r.txt": "\ufeffsix\r\nidna\r\n"}
+    )
+    assert spec.requirements == ("six", "idna")
