@@ -2,40 +2,244 @@
 
 The one place envd reads files a user controls, so the checks every such read needs live
 here; the parsing itself is pure (envd.model).
+
+Every read is bounded, before any byte is decoded:
+
+- the path must name a regular file (after following symlinks). It is opened with
+  O_NONBLOCK and checked with fstat on the open descriptor, so a FIFO never blocks the
+  daemon, and a directory, a socket or a device such as /dev/zero is refused;
+- at most a size limit is read (``SPEC_MAX_BYTES``, ``REQUIREMENTS_MAX_BYTES``,
+  ``LOCK_MAX_BYTES``): the file's size is checked, and then at most limit + 1 bytes are
+  read, so a file that grows, or lies about its size (procfs), cannot exhaust memory;
+- the bytes must be UTF-8; the error names the absolute file and the line of the first
+  bad byte;
+- a requirements file must lie inside the project directory, also after resolving symlinks
+  (the spec parser already refuses absolute paths and `..`).
+
+Spec and requirements problems are SpecError (exit 1), lock problems LockError.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from pathlib import Path
 
-from envd.errors import SpecError
+from envd.errors import LockError, SpecError
 from envd.model.lockfile import LockFile, loads
-from envd.model.spec import SPEC_FILENAME, Spec, parse_spec
+from envd.model.spec import SPEC_FILENAME, FileRefused, Spec, parse_spec
+
+MIB = 1024 * 1024
+SPEC_MAX_BYTES = 256 * 1024  # envd.yaml: real ones are a few KiB; pure-Python YAML parses ~9 s/MiB
+REQUIREMENTS_MAX_BYTES = 1 * MIB  # each requirements file (~20,000 lines)
+LOCK_MAX_BYTES = 32 * MIB  # envd.lock (every artifact hash of a large environment)
+
+_CHUNK = 64 * 1024
 
 
-def load_spec(project_dir: str | Path) -> Spec:
-    """Read and validate <project_dir>/envd.yaml and the requirements file it names."""
+class _NotReadable(Exception):
+    """A project file that is not a bounded, regular, UTF-8 file; `line` for decoding errors."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "not a regular file"
+
+
+def _size(n: int) -> str:
+    if n >= MIB and n % MIB == 0:
+        return f"{n // MIB} MiB"
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n // 1024} KiB"
+    return f"{n} bytes"
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of the regular file at `path`, or _NotReadable.
+
+    FileNotFoundError (also for a dangling symlink) and PermissionError pass through.
+    """
+    try:
+        st = os.stat(path)  # never blocks, not even on a FIFO or a socket
+    except NotADirectoryError:
+        raise FileNotFoundError(errno.ENOENT, "no such file", str(path)) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _NotReadable("is a symlink loop") from None
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        raise _NotReadable(f"is {_kind(st.st_mode)}, not a regular file")
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno in (errno.ENXIO, errno.ELOOP, errno.EISDIR):
+            raise _NotReadable("is not a regular file") from None
+        raise
+    try:
+        st = os.fstat(fd)  # what was opened, not what the name pointed at a moment ago
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotReadable(f"is {_kind(st.st_mode)}, not a regular file")
+        if st.st_size > limit:
+            raise _NotReadable(f"is {st.st_size} bytes, larger than the limit of {_size(limit)}")
+        chunks: list[bytes] = []
+        total = 0
+        while total <= limit:
+            chunk = os.read(fd, min(_CHUNK, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise _NotReadable(f"is larger than the limit of {_size(limit)}")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def decode_utf8(data: bytes) -> str:
+    """`data` as text, or _NotReadable naming the line of the first byte that is not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise _NotReadable(
+            f"is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})", line=line
+        ) from None
+
+
+def read_text_bounded(path: Path, limit: int) -> str:
+    """The UTF-8 text of the regular file at `path`, at most `limit` bytes (or _NotReadable)."""
+    return decode_utf8(read_bounded(path, limit))
+
+
+def load_spec(
+    project_dir: str | Path,
+    *,
+    spec_limit: int = SPEC_MAX_BYTES,
+    requirements_limit: int = REQUIREMENTS_MAX_BYTES,
+) -> Spec:
+    """Read and validate <project_dir>/envd.yaml and the requirements file(s) it names."""
     root = Path(project_dir).resolve()
     path = root / SPEC_FILENAME
     try:
-        text = path.read_text()
+        text = read_text_bounded(path, spec_limit)
     except FileNotFoundError:
+        what = "envd.yaml is a dangling symlink" if path.is_symlink() else "no envd.yaml here"
         raise SpecError(
-            "no envd.yaml here",
+            what,
             file=str(path),
             hint=f"create one with `envctl init {root}` (templates: `envctl init --list`)",
         ) from None
-    except UnicodeDecodeError:
-        raise SpecError("not UTF-8 text", file=str(path), line=1) from None
+    except PermissionError:
+        raise SpecError(
+            "cannot be read: permission denied", file=str(path), hint="check its permissions"
+        ) from None
+    except _NotReadable as exc:
+        if exc.line is not None:
+            hint = "save envd.yaml as UTF-8 (it is YAML text)"
+        else:
+            hint = f"envd.yaml must be a regular text file of at most {_size(spec_limit)}"
+        raise SpecError(exc.message, file=str(path), line=exc.line, hint=hint) from None
 
     def read_text(relpath: str) -> str:
-        return (root / relpath).read_text()
+        return _read_requirements(root, relpath, requirements_limit)
 
-    return parse_spec(text, source=str(path), project_dir=str(root), read_text=read_text)
+    def is_file(relpath: str) -> bool:
+        """A regular file inside the project (after symlinks); never opened, so never blocks."""
+        try:
+            target = (root / relpath).resolve()
+            return target.is_relative_to(root) and target.is_file()
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
+            return False
+
+    return parse_spec(
+        text, source=str(path), project_dir=str(root), read_text=read_text, is_file=is_file
+    )
 
 
-def read_lock(path: Path) -> LockFile | None:
-    """The lock at `path`, or None when there is none."""
+def _read_requirements(root: Path, relpath: str, limit: int) -> str:
+    """A requirements file named by envd.yaml (relpath already checked to stay inside)."""
+    path = root / relpath
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        raise FileRefused(f"requirements file `{relpath}` is a symlink loop") from None
+    if not resolved.is_relative_to(root):
+        raise FileRefused(
+            f"requirements file `{relpath}` resolves to {resolved}, outside the project",
+            hint="copy the file into the project directory (envd only reads files inside it)",
+        )
+    try:
+        return read_text_bounded(path, limit)
+    except PermissionError:
+        raise FileRefused(
+            f"requirements file `{relpath}` cannot be read: permission denied",
+            hint="check its permissions",
+        ) from None
+    except _NotReadable as exc:
+        if exc.line is not None:
+            raise SpecError(
+                exc.message,
+                file=str(path),
+                line=exc.line,
+                hint="save the requirements file as UTF-8 text",
+            ) from None
+        raise FileRefused(
+            f"requirements file `{relpath}` {exc.message}",
+            hint=f"name a regular text file of at most {_size(limit)}",
+        ) from None
+
+
+def _relock_fix(path: Path) -> str:
+    return f"delete {path} and run `envctl lock {path.parent}` to write it again"
+
+
+def read_lock_text(path: Path, *, limit: int = LOCK_MAX_BYTES) -> str | None:
+    """The checked text of the lock at `path` (regular, bounded, UTF-8), or None when absent."""
     if not path.exists():
         return None
-    return loads(path.read_text(), str(path))
+    path = path.absolute()
+    fix = _relock_fix(path)
+    try:
+        return read_text_bounded(path, limit)
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise LockError(f"{path}: cannot be read: permission denied", hint=fix) from None
+    except _NotReadable as exc:
+        where = f"{path}:{exc.line}" if exc.line is not None else str(path)
+        hint = fix if exc.line is not None else f"it must be a regular file; {fix}"
+        raise LockError(f"{where}: {exc.message}", hint=hint) from None
+
+
+def parse_lock(text: str, path: Path) -> LockFile:
+    """loads(), with a fix that works: `envctl lock` itself refuses a corrupt lock."""
+    path = path.absolute()
+    try:
+        return loads(text, str(path))
+    except LockError as exc:
+        fix = _relock_fix(path)
+        hint = f"upgrade envd, or {fix}" if (exc.hint or "").startswith("upgrade") else fix
+        raise LockError(exc.message, hint=hint) from exc
+
+
+def read_lock(path: Path, *, limit: int = LOCK_MAX_BYTES) -> LockFile | None:
+    """The lock at `path`, or None when there is none."""
+    text = read_lock_text(path, limit=limit)
+    return None if text is None else parse_lock(text, path)

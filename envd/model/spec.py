@@ -1,17 +1,48 @@
 """envd.yaml, schema version 1: the typed model and its pure parser.
 
-Parsing never touches the network or Docker; `load_spec` reads the files and hands text to
-`parse_spec`, which is pure and tested without I/O.
+Parsing never touches the network or Docker; `load_spec` (envd.gateways.projectfiles) reads
+the files, with size and type checks, and hands text to `parse_spec`, which is pure and tested
+without I/O: it reads other files only through the `read_text` and `is_file` callbacks.
+
+Keys (all but `base` optional):
+
+    version: 1
+    name: churn              # default: the directory name, lowercased; either way it must be a
+                             #   valid Docker repository path component (envd/<name>:<tag>):
+                             #   [a-z0-9]+((.|_|__|-*)[a-z0-9]+)*, at most 128 characters
+    base: {image: REF} | {debian: SUITE}
+    python: "3.11"
+    system: [git]            # Debian packages, optionally `=version`
+    packages: [numpy>=1.26]  # PEP 508, by name: direct URLs, VCS and local paths are refused
+    requirements: FILE | [FILE, ...]   # requirements files inside the project (no `..`)
+    constraints: [PEP 508, ...]        # optional; stored, not yet used
+    overrides: [PEP 508, ...]          # optional; stored, not yet used
+    indexes: [https://...]   # no credentials in the URL
+    gpu: auto | required | none
+    cuda: "12.4"
+    env: {NAME: value}       # POSIX names; values without NUL or line breaks
+    setup: ["cmd", {run: "bash postBuild", files: [postBuild]}]
+    ports: [8888]            # decimal integers 1-65535, each once
+    project: editable | install        # optional; stored, not yet used
+    runs: {params: [...], data: [...], outputs: [...], metrics: [...]}
+                             # relative paths inside the project; stored, not yet used
+    watch: true
+
+Every mistake is a SpecError with the file, the line, the key path and a hint. Anything the
+parser cannot understand is refused, never guessed: YAML 1.1 surprises (`0x50`, `22:22`,
+`yes`, unquoted `3.10`) are named with what they would have meant.
 """
 
 from __future__ import annotations
 
 import difflib
+import posixpath
 import re
+import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
@@ -21,8 +52,11 @@ from envd.errors import SpecError
 SPEC_FILENAME = "envd.yaml"
 LOCK_FILENAME = "envd.lock"
 SCHEMA_VERSION = 1
+NAME_MAX = 128  # "envd/" + name must stay well inside Docker's 255-character repository limit
+MAX_DEPTH = 32  # YAML nesting; envd.yaml needs 4
 
 GpuMode = Literal["auto", "required", "none"]
+ProjectMode = Literal["editable", "install"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +65,24 @@ class Base:
 
     image: str | None = None
     debian: str | None = None
+
+
+@dataclass(frozen=True)
+class SetupStep:
+    """One `setup:` entry: a command, and project files it needs (relative, inside the project)."""
+
+    run: str
+    files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Runs:
+    """`runs:`: what every run records. Relative paths inside the project; `dir/` names a folder."""
+
+    params: tuple[str, ...] = ()
+    data: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -43,16 +95,22 @@ class Spec:
     python: str | None = None  # "3.11" or "3.11.2"
     system: tuple[str, ...] = ()
     packages: tuple[str, ...] = ()  # from `packages:`
-    requirements_file: str | None = None  # as written, relative to project_dir
-    requirements: tuple[str, ...] = ()  # requirement lines read from requirements_file
+    requirements_file: str | None = None  # the first of requirements_files, as written
+    requirements: tuple[str, ...] = ()  # requirement lines read from requirements_files, in order
     indexes: tuple[str, ...] = ()
     gpu: GpuMode = "auto"
     cuda: str | None = None  # "12.4"
     env: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs
-    setup: tuple[str, ...] = ()
+    setup: tuple[str, ...] = ()  # the commands of setup_steps, in order
     ports: tuple[int, ...] = ()
     watch: bool = True
     version: int = SCHEMA_VERSION
+    requirements_files: tuple[str, ...] = ()  # every requirements file, normalised relative paths
+    constraints: tuple[str, ...] = ()  # PEP 508, normalised
+    overrides: tuple[str, ...] = ()  # PEP 508, normalised
+    project: ProjectMode | None = None
+    runs: Runs = field(default_factory=Runs)
+    setup_steps: tuple[SetupStep, ...] = ()
 
     @property
     def all_requirements(self) -> tuple[str, ...]:
@@ -70,28 +128,76 @@ _KEYS = (
     "system",
     "packages",
     "requirements",
+    "constraints",
+    "overrides",
     "indexes",
     "gpu",
     "cuda",
     "env",
     "setup",
     "ports",
+    "project",
+    "runs",
     "watch",
 )
 _BASE_KEYS = ("image", "debian")
-_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+_RUNS_KEYS = ("params", "data", "outputs", "metrics")
+_SETUP_KEYS = ("run", "files")
+# One path component of a Docker repository name (distribution/reference).
+_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*$")
+_SEPARATOR = re.compile(r"^(?:[._]|__|-+)$")
 _DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
 _SUITE = re.compile(r"^[a-z][a-z0-9-]*$")
 _PYTHON = re.compile(r"^3\.\d{1,2}(\.\d{1,2})?$")
 _CUDA = re.compile(r"^\d{1,2}\.\d{1,2}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$")
+_DECIMAL = re.compile(r"^[0-9]+$")
+# An image reference: [domain[:port]/]path[:tag][@digest] (distribution/reference grammar).
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*"
+_IMAGE = re.compile(
+    rf"^(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_PATH_PART}(?:/{_PATH_PART})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
+    r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?$"
+)
+_VCS_PREFIXES = ("git+", "hg+", "svn+", "bzr+")
+_ARCHIVE_SUFFIXES = (".whl", ".tar.gz", ".tgz", ".zip", ".tar.bz2", ".tar.xz", ".tar")
+_YAML_TAG = "tag:yaml.org,2002:"
 
 ReadText = Callable[[str], str]
+IsFile = Callable[[str], bool]
+
+
+class FileRefused(Exception):
+    """Raised by a `read_text` callback for a file that exists but may not be read.
+
+    The parser reports it at the envd.yaml key that names the file.
+    """
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader's node graph, refusing duplicate keys (PyYAML silently keeps the last)."""
+    """SafeLoader's node graph with a nesting limit (the composer recurses once per level)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels", mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _compose(text: str, source: str) -> yaml.Node | None:
@@ -105,14 +211,41 @@ def _compose(text: str, source: str) -> yaml.Node | None:
             f"YAML syntax error: {problem}",
             file=source,
             line=line,
+            key_path=_key_near(text, line),
             hint="check indentation (spaces, not tabs) and closing brackets and quotes",
         ) from None
+    except yaml.reader.ReaderError as exc:
+        position = exc.position if isinstance(exc.position, int) else 0
+        line = text.count("\n", 0, position) + 1
+        raise SpecError(
+            f"YAML syntax error: character {exc.character!r} is not allowed in YAML",
+            file=source,
+            line=line,
+            key_path=_key_near(text, line),
+            hint="remove control characters; write them as escapes in a double-quoted string",
+        ) from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"YAML syntax error: {exc}", file=source, line=1) from None
+        raise SpecError(
+            f"YAML syntax error: {exc}", file=source, line=1, key_path="(top)"
+        ) from None
+
+
+def _key_near(text: str, line: int) -> str:
+    """The top-level key whose value holds `line` (YAML could not say; a plain text guess)."""
+    for raw in reversed(text.split("\n")[:line]):
+        match = re.match(r"^([A-Za-z_][\w-]*)\s*:", raw)
+        if match:
+            return match.group(1)
+    return "(top)"
 
 
 def _line(node: yaml.Node) -> int:
     return int(node.start_mark.line) + 1
+
+
+def _tag(node: yaml.Node) -> str:
+    tag = str(node.tag)
+    return tag[len(_YAML_TAG) :] if tag.startswith(_YAML_TAG) else tag
 
 
 def _kind(node: yaml.Node) -> str:
@@ -120,19 +253,125 @@ def _kind(node: yaml.Node) -> str:
         return "a mapping"
     if isinstance(node, yaml.SequenceNode):
         return "a list"
-    tag = node.tag.rsplit(":", 1)[-1]
-    value = node.value
-    names = {"str": "a string", "int": "a number", "float": "a number", "bool": "true/false"}
+    tag = _tag(node)
+    value = str(node.value)
+    if len(value) > 40:
+        value = value[:37] + "..."
+    names = {
+        "str": "a string",
+        "int": "a number",
+        "float": "a decimal number",
+        "bool": "true/false",
+        "timestamp": "a date",
+    }
     if tag == "null":
         return "nothing (null)"
     return f"{names.get(tag, tag)} ({value!r})"
 
 
+def _show(text: str, limit: int = 40) -> str:
+    """`text` for a message, cut short when long."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _yaml_int(node: yaml.ScalarNode) -> int | None:
+    """What YAML 1.1 makes of an int-tagged scalar (0x50, 0o17, 1_000, 22:22), if small."""
+    if len(node.value) > 24:
+        return None
+    try:
+        return int(yaml.constructor.SafeConstructor().construct_yaml_int(node))
+    except (ValueError, TypeError):
+        return None
+
+
+def suggest_name(text: str) -> str:
+    """A valid project name close to `text`: ASCII, lowercase, bad separators become `-`."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    lower = ascii_text.lower()
+    parts = re.split(r"([^a-z0-9]+)", lower)
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            out.append(part)
+        else:
+            out.append(part if _SEPARATOR.match(part) else "-")
+    name = "".join(out)
+    name = re.sub(r"^[^a-z0-9]+|[^a-z0-9]+$", "", name)
+    name = name[:NAME_MAX]
+    name = re.sub(r"[^a-z0-9]+$", "", name)
+    return name if _NAME.match(name) else "project"
+
+
+def _direct_reference(text: str) -> str | None:
+    """What kind of non-index requirement `text` is (a URL, VCS or local path), if it is one."""
+    lowered = text.strip().lower()
+    try:
+        url = Requirement(text).url
+    except InvalidRequirement:
+        url = None
+        if lowered.startswith(_VCS_PREFIXES):
+            return "a VCS requirement"
+        if "://" in lowered or lowered.startswith("file:"):
+            return "a URL requirement"
+        if (
+            lowered.startswith((".", "/", "~"))
+            or "/" in lowered
+            or "\\" in lowered
+            or lowered.endswith(_ARCHIVE_SUFFIXES)
+        ):
+            return "a local path requirement"
+        return None
+    if url is None:
+        if lowered.split(";")[0].strip().endswith(_ARCHIVE_SUFFIXES):
+            return "a local path requirement"
+        return None
+    url = url.lower()
+    if url.startswith(_VCS_PREFIXES):
+        return "a VCS requirement (`name @ git+...`)"
+    if url.startswith("file:"):
+        return "a local path requirement (`name @ file:...`)"
+    return "a URL requirement (`name @ https://...`)"
+
+
+_DIRECT_HINT = (
+    "envd pins every package by version and sha256 from a package index: name a released "
+    "version (e.g. `pkg==1.2`), and add its index under `indexes:` if it is not on PyPI"
+)
+
+
+def _check_requirement(text: str) -> str:
+    """The normalised requirement, or _BadRequirement (message and hint)."""
+    kind = _direct_reference(text)
+    if kind is not None:
+        raise _BadRequirement(f"`{text}` is {kind}, which envd does not support yet", _DIRECT_HINT)
+    try:
+        return str(Requirement(text))
+    except InvalidRequirement as exc:
+        raise _BadRequirement(
+            f"`{text}` is not a valid requirement: {exc}",
+            "PEP 508, e.g. `numpy>=1.26` or `pandas==2.2.2`",
+        ) from None
+
+
+class _BadRequirement(Exception):
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
 class _Parser:
-    def __init__(self, source: str, project_dir: str, read_text: ReadText | None) -> None:
+    def __init__(
+        self,
+        source: str,
+        project_dir: str,
+        read_text: ReadText | None,
+        is_file: IsFile | None = None,
+    ) -> None:
         self.source = source
         self.project_dir = project_dir
         self.read_text = read_text
+        self.is_file = is_file
 
     def error(self, message: str, node: yaml.Node, path: str, hint: str | None = None) -> SpecError:
         return SpecError(message, file=self.source, line=_line(node), key_path=path, hint=hint)
@@ -140,35 +379,61 @@ class _Parser:
     # -------------------------------------------------------- scalars and shapes
 
     def scalar(self, node: yaml.Node, path: str, tag: str, expected: str) -> str:
-        if not isinstance(node, yaml.ScalarNode) or node.tag != f"tag:yaml.org,2002:{tag}":
-            raise self.error(f"expected {expected}, found {_kind(node)}", node, path)
+        if not isinstance(node, yaml.ScalarNode) or node.tag != f"{_YAML_TAG}{tag}":
+            hint = None
+            if (
+                tag == "str"
+                and isinstance(node, yaml.ScalarNode)
+                and _tag(node) in ("int", "float", "bool", "timestamp")
+            ):
+                hint = f'quote it: `"{node.value}"` (YAML reads it as {_kind(node)})'
+            raise self.error(f"expected {expected}, found {_kind(node)}", node, path, hint=hint)
         return str(node.value)
 
     def string(self, node: yaml.Node, path: str) -> str:
         value = self.scalar(node, path, "str", "a string")
         if not value.strip():
             raise self.error("must not be empty", node, path)
+        if "\x00" in value:
+            raise self.error("must not contain a NUL character", node, path)
         return value
 
-    def strings(self, node: yaml.Node, path: str) -> list[tuple[str, yaml.Node]]:
+    def sequence(self, node: yaml.Node, path: str, what: str) -> list[yaml.Node]:
         if not isinstance(node, yaml.SequenceNode):
-            raise self.error(f"expected a list of strings, found {_kind(node)}", node, path)
-        return [(self.string(item, f"{path}[{i}]"), item) for i, item in enumerate(node.value)]
+            hint = None
+            if isinstance(node, yaml.ScalarNode) and _tag(node) == "null":
+                hint = f"write `{path}: []`, or remove the key"
+            elif isinstance(node, yaml.ScalarNode):
+                hint = f"write a list: `{path}: [{node.value}]`"
+            raise self.error(f"expected {what}, found {_kind(node)}", node, path, hint=hint)
+        return list(node.value)
+
+    def strings(self, node: yaml.Node, path: str) -> list[tuple[str, yaml.Node]]:
+        items = self.sequence(node, path, "a list of strings")
+        return [(self.string(item, f"{path}[{i}]"), item) for i, item in enumerate(items)]
 
     def mapping(
         self, node: yaml.Node, path: str, allowed: tuple[str, ...] | None
     ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
         if not isinstance(node, yaml.MappingNode):
-            raise self.error(f"expected a mapping, found {_kind(node)}", node, path)
+            raise self.error(f"expected a mapping, found {_kind(node)}", node, path or "(top)")
         out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
         for key_node, value_node in node.value:
-            where = f"{path}.{key_node.value}" if path else str(key_node.value)
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise self.error("keys must be plain names", key_node, path)
+            if not isinstance(key_node, yaml.ScalarNode) or _tag(key_node) == "merge":
+                raise self.error(
+                    "keys must be plain names",
+                    key_node,
+                    path or "(top)",
+                    hint="write each key out; merge keys (`<<`) and complex keys are not read",
+                )
             key = str(key_node.value)
+            where = f"{path}.{key}" if path else key
             if key in out:
                 raise self.error(
-                    f"duplicate key `{key}` (first on line {_line(out[key][0])})", key_node, where
+                    f"duplicate key `{key}` (first on line {_line(out[key][0])})",
+                    key_node,
+                    where,
+                    hint="YAML keeps only one of them; remove or merge the other",
                 )
             if allowed is not None and key not in allowed:
                 close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
@@ -181,6 +446,48 @@ class _Parser:
             out[key] = (key_node, value_node)
         return out
 
+    def relpath(self, node: yaml.Node, path: str, *, file: bool) -> str:
+        """A path relative to the project that stays inside it; normalised, `dir/` kept."""
+        text = self.string(node, path)
+        if any(c in text for c in "\n\r"):
+            raise self.error("a path must not contain line breaks", node, path)
+        if "\\" in text:
+            raise self.error(
+                f"`{text}` uses a backslash", node, path, hint="separate folders with `/`"
+            )
+        if text.startswith(("/", "~")):
+            raise self.error(
+                f"`{text}` is not relative to the project",
+                node,
+                path,
+                hint="name files inside the project, relative to the folder of envd.yaml",
+            )
+        norm = posixpath.normpath(text)
+        if norm == ".." or norm.startswith("../"):
+            raise self.error(
+                f"`{text}` points outside the project",
+                node,
+                path,
+                hint="envd only reads and records files inside the project directory",
+            )
+        is_dir = text.endswith("/") or norm == "."
+        if file and is_dir:
+            raise self.error(f"`{text}` names a folder; a file is needed here", node, path)
+        return norm + "/" if is_dir and norm != "." else norm
+
+    def relpaths(self, node: yaml.Node, path: str, *, file: bool) -> tuple[str, ...]:
+        seen: dict[str, int] = {}
+        for i, item in enumerate(self.sequence(node, path, "a list of paths")):
+            value = self.relpath(item, f"{path}[{i}]", file=file)
+            if value in seen:
+                raise self.error(
+                    f"`{value}` is listed twice (first at {path}[{seen[value]}])",
+                    item,
+                    f"{path}[{i}]",
+                )
+            seen[value] = i
+        return tuple(seen)
+
     # -------------------------------------------------------- the document
 
     def parse(self, text: str) -> Spec:
@@ -190,13 +497,14 @@ class _Parser:
                 "the file is empty",
                 file=self.source,
                 line=1,
+                key_path="(top)",
                 hint="start from a template: `envctl init --list`",
             )
         if not isinstance(root, yaml.MappingNode):
             raise self.error(
                 f"expected a mapping of settings at the top, found {_kind(root)}",
                 root,
-                "",
+                "(top)",
                 hint="see `envctl init --list` for examples",
             )
         fields = self.mapping(root, "", _KEYS)
@@ -209,35 +517,43 @@ class _Parser:
                 "base",
                 hint="add `base: {debian: bookworm}` or `base: {image: python:3.11-slim}`",
             )
-        requirements_file, requirements = self.requirements(values.get("requirements"))
+        name = self.name(values.get("name"))
+        base = self.base(values["base"])
+        files, requirements = self.requirements(values.get("requirements"))
+        steps = self.setup(values.get("setup"))
         return Spec(
             project_dir=self.project_dir,
-            name=self.name(values.get("name")),
-            base=self.base(values["base"]),
+            name=name,
+            base=base,
             python=self.python(values.get("python")),
             system=tuple(self.system(values.get("system"))),
-            packages=tuple(self.packages(values.get("packages"))),
-            requirements_file=requirements_file,
+            packages=self.pep508_list(values.get("packages"), "packages"),
+            requirements_file=files[0] if files else None,
             requirements=requirements,
             indexes=tuple(self.indexes(values.get("indexes"))),
             gpu=self.gpu(values.get("gpu")),
             cuda=self.cuda(values.get("cuda")),
             env=self.env(values.get("env")),
-            setup=tuple(s for s, _ in self.strings(values["setup"], "setup"))
-            if "setup" in values
-            else (),
+            setup=tuple(step.run for step in steps),
             ports=self.ports(values.get("ports")),
             watch=self.boolean(values["watch"], "watch") if "watch" in values else True,
             version=version,
+            requirements_files=files,
+            constraints=self.pep508_list(values.get("constraints"), "constraints"),
+            overrides=self.pep508_list(values.get("overrides"), "overrides"),
+            project=self.project(values.get("project")),
+            runs=self.runs(values.get("runs")),
+            setup_steps=steps,
         )
 
     def version(self, node: yaml.Node | None) -> int:
         if node is None:
             return SCHEMA_VERSION
         value = self.scalar(node, "version", "int", "the number 1")
-        if int(value) != SCHEMA_VERSION:
+        if not _DECIMAL.match(value) or len(value) > 6 or int(value) != SCHEMA_VERSION:
             raise self.error(
-                f"unsupported schema version {value}; this envd reads version {SCHEMA_VERSION}",
+                f"unsupported schema version {_show(value)}; "
+                f"this envd reads version {SCHEMA_VERSION}",
                 node,
                 "version",
                 hint="upgrade envd, or set `version: 1`",
@@ -246,21 +562,33 @@ class _Parser:
 
     def name(self, node: yaml.Node | None) -> str:
         if node is None:
-            default = Path(self.project_dir).name.lower()
-            return re.sub(r"[^a-z0-9._-]+", "-", default).strip("._-") or "project"
+            directory = Path(self.project_dir).name
+            default = directory.lower()
+            if _NAME.match(default) and len(default) <= NAME_MAX:
+                return default
+            raise SpecError(
+                f"the project name defaults to the directory name `{directory}`, which Docker "
+                "cannot use in an image name (lowercase letters and digits, separated by one "
+                f". or _, two _, or dashes; at most {NAME_MAX} characters)",
+                file=self.source,
+                line=1,
+                key_path="name",
+                hint=f"set `name: {suggest_name(directory)}` in envd.yaml",
+            )
         value = self.string(node, "name")
-        if not _NAME.match(value):
-            suggestion = re.sub(r"[^a-z0-9._-]+", "-", value.lower()).strip("._-")
+        if not _NAME.match(value) or len(value) > NAME_MAX:
             raise self.error(
-                f"`{value}` is not a valid project name (lowercase letters, digits, . _ -)",
+                f"`{value}` is not a valid project name: Docker needs lowercase letters and "
+                "digits, separated by one . or _, two _, or dashes, "
+                f"at most {NAME_MAX} characters",
                 node,
                 "name",
-                hint=f"try `name: {suggestion}`" if suggestion else None,
+                hint=f"set `name: {suggest_name(value)}` in envd.yaml",
             )
         return value
 
     def base(self, node: yaml.Node) -> Base:
-        if isinstance(node, yaml.ScalarNode):
+        if isinstance(node, yaml.ScalarNode) and _tag(node) == "str":
             raise self.error(
                 f"expected a mapping, found {_kind(node)}",
                 node,
@@ -286,8 +614,15 @@ class _Parser:
                     hint="e.g. bookworm or trixie",
                 )
             return Base(debian=text)
-        if any(c.isspace() for c in text):
-            raise self.error(f"`{text}` is not an image reference", value, "base.image")
+        match = _IMAGE.match(text)
+        if match is None or len(match.group("path")) + len(match.group("domain") or "") > 255:
+            lower = text.lower()
+            hint = (
+                f"repository names are lowercase: `{lower}`"
+                if lower != text and _IMAGE.match(lower)
+                else "e.g. `python:3.11-slim` or `registry.example.com/team/base@sha256:...`"
+            )
+            raise self.error(f"`{text}` is not an image reference", value, "base.image", hint=hint)
         return Base(image=text)
 
     def python(self, node: yaml.Node | None) -> str | None:
@@ -329,16 +664,42 @@ class _Parser:
             return "auto"
         value = node.value if isinstance(node, yaml.ScalarNode) else None
         if node.tag.endswith("bool") or value not in ("auto", "required", "none"):
+            hint = "`gpu: auto` uses GPUs when present"
+            if node.tag.endswith("bool"):
+                hint = f"YAML reads `{value}` as true/false; write `gpu: required` or `gpu: none`"
             raise self.error(
                 f"expected one of auto, required, none; found {_kind(node)}",
                 node,
                 "gpu",
-                hint="`gpu: auto` uses GPUs when present",
+                hint=hint,
             )
         return cast(GpuMode, value)
 
+    def project(self, node: yaml.Node | None) -> ProjectMode | None:
+        if node is None:
+            return None
+        value = node.value if isinstance(node, yaml.ScalarNode) else None
+        if not node.tag.endswith(":str") or value not in ("editable", "install"):
+            raise self.error(
+                f"expected editable or install, found {_kind(node)}",
+                node,
+                "project",
+                hint="`project: editable` installs the project itself, live at /workspace",
+            )
+        if self.is_file is not None and not (
+            self.is_file("pyproject.toml") or self.is_file("setup.py")
+        ):
+            raise self.error(
+                "`project:` installs the project itself, but it has no pyproject.toml or setup.py",
+                node,
+                "project",
+                hint="add a pyproject.toml next to envd.yaml, or remove `project:`",
+            )
+        return cast(ProjectMode, value)
+
     def boolean(self, node: yaml.Node, path: str) -> bool:
-        return self.scalar(node, path, "bool", "true or false") in ("true", "True", "yes", "on")
+        value = self.scalar(node, path, "bool", "true or false")
+        return value.lower() in ("true", "yes", "on", "y")
 
     def system(self, node: yaml.Node | None) -> list[str]:
         if node is None:
@@ -357,44 +718,68 @@ class _Parser:
 
     def requirement(self, text: str, node: yaml.Node, path: str) -> str:
         try:
-            return str(Requirement(text))
-        except InvalidRequirement as exc:
-            raise self.error(
-                f"`{text}` is not a valid requirement: {exc}",
-                node,
-                path,
-                hint="PEP 508, e.g. `numpy>=1.26` or `pandas==2.2.2`",
-            ) from None
+            return _check_requirement(text)
+        except _BadRequirement as exc:
+            raise self.error(exc.message, node, path, hint=exc.hint) from None
 
-    def packages(self, node: yaml.Node | None) -> list[str]:
+    def pep508_list(self, node: yaml.Node | None, key: str) -> tuple[str, ...]:
         if node is None:
-            return []
-        return [
-            self.requirement(text, item, f"packages[{i}]")
-            for i, (text, item) in enumerate(self.strings(node, "packages"))
-        ]
+            return ()
+        return tuple(
+            self.requirement(text, item, f"{key}[{i}]")
+            for i, (text, item) in enumerate(self.strings(node, key))
+        )
 
-    def requirements(self, node: yaml.Node | None) -> tuple[str | None, tuple[str, ...]]:
+    def requirements(self, node: yaml.Node | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if node is None:
-            return None, ()
-        relpath = self.string(node, "requirements")
-        if self.read_text is None:
-            return relpath, ()
-        try:
-            text = self.read_text(relpath)
-        except (FileNotFoundError, IsADirectoryError):
+            return (), ()
+        if isinstance(node, yaml.SequenceNode):
+            named = [
+                (self.relpath(item, f"requirements[{i}]", file=True), item, f"requirements[{i}]")
+                for i, item in enumerate(node.value)
+            ]
+        elif isinstance(node, yaml.ScalarNode) and _tag(node) == "str":
+            named = [(self.relpath(node, "requirements", file=True), node, "requirements")]
+        else:
             raise self.error(
-                f"requirements file `{relpath}` does not exist",
+                f"expected a file name or a list of file names, found {_kind(node)}",
                 node,
                 "requirements",
-                hint=f"create it next to {self.source}, or remove `requirements:`",
-            ) from None
-        return relpath, parse_requirements_text(text, relpath)
+                hint="`requirements: requirements.txt` or `requirements: [a.txt, b.txt]`",
+            )
+        files: dict[str, None] = {}
+        for relpath, item, path in named:
+            if relpath in files:
+                raise self.error(f"`{relpath}` is listed twice", item, path)
+            files[relpath] = None
+        lines: list[str] = []
+        for relpath, item, path in named:
+            if self.read_text is None:
+                break
+            try:
+                text = self.read_text(relpath)
+            except (FileNotFoundError, NotADirectoryError):
+                raise self.error(
+                    f"requirements file `{relpath}` does not exist",
+                    item,
+                    path,
+                    hint=f"create it next to {self.source}, or remove it from `requirements:`",
+                ) from None
+            except IsADirectoryError:
+                raise self.error(
+                    f"requirements file `{relpath}` is a directory", item, path
+                ) from None
+            except FileRefused as exc:
+                raise self.error(exc.message, item, path, hint=exc.hint) from None
+            source = posixpath.join(self.project_dir, relpath) if self.project_dir else relpath
+            lines.extend(parse_requirements_text(text, source))
+        return tuple(files), tuple(lines)
 
     def indexes(self, node: yaml.Node | None) -> list[str]:
         if node is None:
             return []
-        out = []
+        out: list[str] = []
+        seen: set[str] = set()
         for i, (url, item) in enumerate(self.strings(node, "indexes")):
             if not _URL.match(url):
                 raise self.error(
@@ -403,7 +788,20 @@ class _Parser:
                     f"indexes[{i}]",
                     hint="e.g. https://download.pytorch.org/whl/cu124",
                 )
-            out.append(url.rstrip("/"))
+            netloc = url.split("://", 1)[1].split("/", 1)[0]
+            if "@" in netloc:
+                raise self.error(
+                    "an index URL must not hold credentials (envd.yaml and envd.lock are "
+                    "committed)",
+                    item,
+                    f"indexes[{i}]",
+                    hint="give credentials to uv instead: ~/.netrc or UV_INDEX_<NAME>_PASSWORD",
+                )
+            normalised = url.rstrip("/")
+            if normalised in seen:
+                raise self.error(f"`{url}` is listed twice", item, f"indexes[{i}]")
+            seen.add(normalised)
+            out.append(normalised)
         return out
 
     def env(self, node: yaml.Node | None) -> tuple[tuple[str, str], ...]:
@@ -416,60 +814,149 @@ class _Parser:
                     f"`{key}` is not a valid environment variable name",
                     key_node,
                     f"env.{key}",
-                    hint="letters, digits and _, not starting with a digit",
+                    hint="POSIX names: ASCII letters, digits and _, not starting with a digit",
                 )
-            if not isinstance(value, yaml.ScalarNode) or value.tag.endswith("null"):
+            if (
+                not isinstance(value, yaml.ScalarNode)
+                or _tag(value) == "null"
+                or _tag(value) not in ("str", "int", "float", "bool", "timestamp")
+            ):
                 raise self.error(
                     f"expected a string value, found {_kind(value)}",
                     value,
                     f"env.{key}",
                     hint=f'quote it: `{key}: "..."`',
                 )
-            pairs.append((key, str(value.value)))
+            text = str(value.value)
+            bad = next((c for c in ("\x00", "\n", "\r") if c in text), None)
+            if bad is not None:
+                what = "a NUL character" if bad == "\x00" else "a line break"
+                raise self.error(
+                    f"the value holds {what}, which cannot round-trip through an image's ENV "
+                    "(a process environment ends a value at NUL; Dockerfile ENV lines and "
+                    "env files end it at a line break)",
+                    value,
+                    f"env.{key}",
+                    hint="keep values on one line; put longer text in a file in the project",
+                )
+            pairs.append((key, text))
         return tuple(sorted(pairs))
+
+    def setup(self, node: yaml.Node | None) -> tuple[SetupStep, ...]:
+        if node is None:
+            return ()
+        steps = []
+        for i, item in enumerate(self.sequence(node, "setup", "a list of commands")):
+            path = f"setup[{i}]"
+            if isinstance(item, yaml.MappingNode):
+                fields = self.mapping(item, path, _SETUP_KEYS)
+                if "run" not in fields:
+                    raise self.error(
+                        "missing required key `run`",
+                        item,
+                        f"{path}.run",
+                        hint='e.g. `{run: "bash postBuild", files: [postBuild]}`',
+                    )
+                run = self.string(fields["run"][1], f"{path}.run")
+                files: tuple[str, ...] = ()
+                if "files" in fields:
+                    files = self.relpaths(fields["files"][1], f"{path}.files", file=False)
+                    for j, relpath in enumerate(files):
+                        file_node = cast(yaml.SequenceNode, fields["files"][1]).value[j]
+                        if (
+                            self.is_file is not None
+                            and not relpath.endswith("/")
+                            and not self.is_file(relpath)
+                        ):
+                            raise self.error(
+                                f"`{relpath}` is not a file in the project",
+                                file_node,
+                                f"{path}.files[{j}]",
+                                hint="create it, or remove it from `files:`",
+                            )
+                steps.append(SetupStep(run=run, files=files))
+            else:
+                steps.append(SetupStep(run=self.string(item, path)))
+        return tuple(steps)
+
+    def runs(self, node: yaml.Node | None) -> Runs:
+        if node is None:
+            return Runs()
+        fields = self.mapping(node, "runs", _RUNS_KEYS)
+        lists = {
+            key: self.relpaths(value, f"runs.{key}", file=key in ("params", "metrics"))
+            for key, (_, value) in fields.items()
+        }
+        return Runs(**lists)
 
     def ports(self, node: yaml.Node | None) -> tuple[int, ...]:
         if node is None:
             return ()
-        if not isinstance(node, yaml.SequenceNode):
-            raise self.error(f"expected a list of port numbers, found {_kind(node)}", node, "ports")
-        out = []
-        for i, item in enumerate(node.value):
-            port = int(self.scalar(item, f"ports[{i}]", "int", "a port number"))
+        seen: dict[int, int] = {}
+        for i, item in enumerate(self.sequence(node, "ports", "a list of port numbers")):
+            path = f"ports[{i}]"
+            if isinstance(item, yaml.ScalarNode) and _tag(item) == "str":
+                text = item.value.strip()
+                hint = "e.g. `ports: [8888]`"
+                if _DECIMAL.match(text):
+                    hint = f"write the number without quotes: `{text}`"
+                elif re.match(r"^[0-9]{1,5}/(tcp|udp)$", text, re.IGNORECASE):
+                    hint = f"envd publishes TCP ports as numbers: `{text.split('/')[0]}`"
+                elif re.match(r"^[0-9]{1,5}:[0-9]{1,5}$", text):
+                    hint = "envd publishes a port on the same host port: list the number only"
+                raise self.error(
+                    f"expected a port number, found {_kind(item)}", item, path, hint=hint
+                )
+            value = self.scalar(item, path, "int", "a port number")
+            if not _DECIMAL.match(value):
+                meant = _yaml_int(cast(yaml.ScalarNode, item))
+                hint = "write the port as a plain decimal number, e.g. `8888`"
+                if meant is not None:
+                    hint = f"YAML reads `{value}` as {meant}; write the port in decimal"
+                raise self.error(
+                    f"`{_show(value)}` is not a plain decimal port number", item, path, hint=hint
+                )
+            port = int(value) if len(value) <= 6 else 0
             if not 1 <= port <= 65535:
-                raise self.error(f"port {port} is out of range 1-65535", item, f"ports[{i}]")
-            out.append(port)
-        return tuple(out)
+                raise self.error(f"port {_show(value)} is out of range 1-65535", item, path)
+            if port in seen:
+                raise self.error(
+                    f"port {port} is listed twice (first at ports[{seen[port]}])", item, path
+                )
+            seen[port] = i
+        return tuple(seen)
 
 
 def parse_requirements_text(text: str, source: str) -> tuple[str, ...]:
     """Requirement lines of a requirements file; options and bad lines are errors with lines."""
     out = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark, as some editors write
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = re.sub(r"(^|\s)#.*$", "", raw).strip()
         if not line:
             continue
-        if line.startswith("-"):
+        option = re.search(r"(^|\s)(-{1,2}[A-Za-z][\w-]*)", line)
+        if option is not None:
             raise SpecError(
-                f"options such as `{line.split()[0]}` are not supported in requirements files",
+                f"options such as `{option.group(2)}` are not supported in requirements files",
                 file=source,
                 line=number,
                 hint="list packages only; use `indexes:` in envd.yaml for extra indexes",
             )
         try:
-            out.append(str(Requirement(line)))
-        except InvalidRequirement as exc:
-            raise SpecError(
-                f"`{line}` is not a valid requirement: {exc}",
-                file=source,
-                line=number,
-                hint="PEP 508, e.g. `numpy>=1.26`",
-            ) from None
+            out.append(_check_requirement(line))
+        except _BadRequirement as exc:
+            raise SpecError(exc.message, file=source, line=number, hint=exc.hint) from None
     return tuple(out)
 
 
 def parse_spec(
-    text: str, *, source: str, project_dir: str, read_text: ReadText | None = None
+    text: str,
+    *,
+    source: str,
+    project_dir: str,
+    read_text: ReadText | None = None,
+    is_file: IsFile | None = None,
 ) -> Spec:
-    """Parse and validate envd.yaml text (pure: files are read only through `read_text`)."""
-    return _Parser(source, project_dir, read_text).parse(text)
+    """Parse and validate envd.yaml text (pure: files are read only through the callbacks)."""
+    return _Parser(source, project_dir, read_text, is_file).parse(text)

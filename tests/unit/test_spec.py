@@ -8,7 +8,7 @@ import pytest
 
 from envd.errors import SpecError
 from envd.gateways.projectfiles import load_spec
-from envd.model.spec import Base, parse_spec
+from envd.model.spec import Base, Runs, SetupStep, parse_spec, suggest_name
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -77,3 +77,178 @@ def test_templates_parse(name: str) -> None:
     spec = load_spec(ROOT / "environments" / name)
     assert spec.name == name
     assert spec.base.debian == "bookworm"
+
+
+# ---------------------------------------------------------------- new keys
+
+
+def test_new_keys_default_safely() -> None:
+    spec = parse("base: {debian: bookworm}\n")
+    assert spec.requirements_files == () and spec.requirements_file is None
+    assert spec.constraints == () and spec.overrides == ()
+    assert spec.project is None
+    assert spec.runs == Runs()
+    assert spec.setup_steps == ()
+
+
+def test_new_keys_are_parsed_and_normalised() -> None:
+    spec = parse(
+        """
+base: {debian: bookworm}
+requirements: [req.txt, ./deps/dev.txt]
+constraints: ["NumPy < 2"]
+overrides: ["pandas == 2.2.2"]
+project: install
+runs:
+  params: [./params.yaml]
+  data: [data/, raw//x.csv]
+  outputs: [models/]
+  metrics: [metrics.json]
+setup:
+  - echo one
+  - {run: bash postBuild, files: [postBuild, scripts/]}
+""",
+        {"req.txt": "six\n", "deps/dev.txt": "idna==3.7\r\n"},
+    )
+    assert spec.requirements_files == ("req.txt", "deps/dev.txt")
+    assert spec.requirements_file == "req.txt"
+    assert spec.requirements == ("six", "idna==3.7")
+    assert spec.constraints == ("NumPy<2",) and spec.overrides == ("pandas==2.2.2",)
+    assert spec.project == "install"
+    assert spec.runs == Runs(
+        params=("params.yaml",),
+        data=("data/", "raw/x.csv"),
+        outputs=("models/",),
+        metrics=("metrics.json",),
+    )
+    assert spec.setup == ("echo one", "bash postBuild")
+    assert spec.setup_steps == (
+        SetupStep("echo one"),
+        SetupStep("bash postBuild", ("postBuild", "scripts/")),
+    )
+
+
+def test_requirements_file_errors_name_the_absolute_file() -> None:
+    with pytest.raises(SpecError) as info:
+        parse(
+            "base: {debian: bookworm}\nrequirements: r.txt\n",
+            {"r.txt": "six\nx @ git+https://h/x\n"},
+        )
+    assert info.value.file == "/p/My_Proj/r.txt" and info.value.line == 2
+    assert "VCS requirement" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("line", "expect"),
+    [
+        ("numpy --hash=sha256:00", "`--hash`"),
+        ("-e .", "`-e`"),
+        ("https://example.com/x-1.0.tar.gz", "URL requirement"),
+        ("./libs/x", "local path requirement"),
+        ("x-1.0-py3-none-any.whl", "local path requirement"),
+        ("x @ file:///opt/x", "local path requirement"),
+    ],
+)
+def test_requirements_file_lines_refused(line: str, expect: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse("base: {debian: bookworm}\nrequirements: r.txt\n", {"r.txt": f"six\n\n{line}\n"})
+    assert info.value.line == 3 and expect in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("true", True), ("Yes", True), ("ON", True), ("false", False), ("NO", False), ("Off", False)],
+)
+def test_watch_reads_every_yaml_boolean(value: str, expected: bool) -> None:
+    assert parse(f"base: {{debian: bookworm}}\nwatch: {value}\n").watch is expected
+
+
+def test_env_values_keep_the_text_as_written() -> None:
+    spec = parse("base: {debian: bookworm}\nenv: {A: 0x10, B: 1.50, C: yes, D: ''}\n")
+    assert dict(spec.env) == {"A": "0x10", "B": "1.50", "C": "yes", "D": ""}
+
+
+@pytest.mark.parametrize(
+    ("directory", "suggestion"),
+    [("rel..dd", "rel-dd"), ("rel._x", "rel-x"), ("My Project", "my-project"), ("café", "cafe")],
+)
+def test_directory_default_name_must_be_valid(directory: str, suggestion: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec("base: {debian: bookworm}\n", source="envd.yaml", project_dir=f"/p/{directory}")
+    assert info.value.key_path == "name"
+    assert info.value.hint == f"set `name: {suggestion}` in envd.yaml"
+    assert suggest_name(directory) == suggestion
+    # the suggestion is itself accepted
+    spec = parse_spec(
+        f"name: {suggestion}\nbase: {{debian: bookworm}}\n", source="envd.yaml", project_dir="/x"
+    )
+    assert spec.name == suggestion
+
+
+@pytest.mark.parametrize("name", ["a", "a.b", "a_b", "a__b", "a---b", "x9", "a" * 128])
+def test_docker_valid_names_are_accepted(name: str) -> None:
+    assert parse(f"name: {name}\nbase: {{debian: bookworm}}\n").name == name
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "python:3.11-slim",
+        "localhost:5000/team/churn",
+        "registry.example.com/a/b:v1.2",
+        "python@sha256:" + "0" * 64,
+        "python:3.11@sha256:" + "a" * 64,
+    ],
+)
+def test_image_references_are_accepted(image: str) -> None:
+    assert parse(f"base: {{image: '{image}'}}\n").base.image == image
+
+
+# Inputs that once crashed (exit 3) or look odd: each must give a Spec or a SpecError, never
+# another exception. Not a corpus case each, because several are several lines of noise.
+ODD = [
+    "ports: [0x50]",
+    "ports: [0o17]",
+    "ports: [1_000]",
+    "ports: [.inf]",
+    "ports: [" + "9" * 5000 + "]",
+    "version: " + "7" * 5000,
+    "a: &a [*a]",
+    "env: &a {A: *a}",
+    "? &a [*a]\n: 1",
+    "env: {A: !!binary aGVsbG8=}",
+    "env: {A: !custom x}",
+    "env: {A: 1e400}",
+    "env: {1: x}",
+    "env: {~: x}",
+    "packages: [" * 1000 + "]" * 1000,
+    "x:\n" + "".join("  " * i + "y:\n" for i in range(1, 300)),
+    "setup: [{run: [x]}]",
+    "setup: [{}]",
+    "runs: ~",
+    "runs: {params: ~}",
+    "requirements: [[a]]",
+    "requirements: ~",
+    "python: !!python/name:os.system x",
+    "name: !!python/object/apply:os.system [echo]",
+    "\x00",
+    "packages: ['\x85']",
+    "%TAG ! tag:x,2000:\n---\nbase: !x {debian: bookworm}",
+]
+
+
+@pytest.mark.parametrize("extra", ODD, ids=range(len(ODD)))
+def test_odd_inputs_never_crash(extra: str) -> None:
+    text = extra if extra.startswith("%") else "base: {debian: bookworm}\n" + extra + "\n"
+    try:
+        parse(text, {"r.txt": "six\n"})
+    except SpecError as exc:
+        assert exc.line is not None and exc.line >= 1
+        assert exc.file == "envd.yaml"
+
+
+def test_requirements_file_with_a_byte_order_mark_and_crlf() -> None:
+    spec = parse(
+        "base: {debian: bookworm}\nrequirements: r.txt\n", {"r.txt": "\ufeffsix\r\nidna\r\n"}
+    )
+    assert spec.requirements == ("six", "idna")

@@ -1,4 +1,12 @@
-"""Every malformed envd.yaml in tests/specs/bad is refused with its line and a clear message."""
+"""Every malformed envd.yaml in tests/specs/bad is refused with its line and a clear message.
+
+Each case starts with its expectations, one comment line each:
+
+    # expect-line: N        the line the error names
+    # expect: TEXT          a piece of the message (or hint)
+    # expect-key: PATH      the key path the error names ("(top)" for the document itself)
+    # dir: NAME             optional: the project directory's name (for the `name:` default)
+"""
 
 from __future__ import annotations
 
@@ -14,34 +22,43 @@ CORPUS = Path(__file__).resolve().parent.parent / "specs"
 BAD = sorted((CORPUS / "bad").glob("*.yaml"))
 
 
-def expectations(path: Path) -> tuple[int, str]:
-    lines = path.read_text().splitlines()
-    line = int(lines[0].removeprefix("# expect-line:").strip())
-    expect = lines[1].removeprefix("# expect:").strip()
-    return line, expect
+def expectations(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for raw in path.read_bytes().decode("utf-8", "replace").split("\n")[:4]:
+        for key in ("expect-line", "expect", "expect-key", "dir"):
+            prefix = f"# {key}:"
+            if raw.startswith(prefix):
+                out[key] = raw.removeprefix(prefix).strip()
+    assert {"expect-line", "expect", "expect-key"} <= out.keys(), f"{path}: bad header"
+    return out
 
 
 def test_corpus_is_large_enough() -> None:
-    assert len(BAD) >= 30
+    assert len(BAD) >= 80
 
 
 @pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
 def test_malformed_spec_is_refused_with_line(path: Path, tmp_path: Path) -> None:
-    line, expect = expectations(path)
-    shutil.copy(path, tmp_path / "envd.yaml")
+    expect = expectations(path)
+    project = tmp_path / expect.get("dir", "project")
+    project.mkdir()
+    shutil.copy(path, project / "envd.yaml")
     with pytest.raises(SpecError) as info:
-        load_spec(tmp_path)
+        load_spec(project)
     err = info.value
-    assert err.line == line, str(err)
-    assert expect in str(err)
-    assert str(tmp_path / "envd.yaml") in str(err)
+    assert err.exit_code == 1
+    assert err.file == str(project / "envd.yaml")
+    assert err.line == int(expect["expect-line"]), str(err)
+    assert err.key_path == expect["expect-key"], str(err)
+    assert expect["expect"] in str(err), str(err)
+    assert f"{project / 'envd.yaml'}:{err.line}: {err.key_path}: " in str(err)
 
 
 def test_bad_requirement_line_points_into_requirements_file(tmp_path: Path) -> None:
     shutil.copytree(CORPUS / "bad-requirements", tmp_path / "p")
     with pytest.raises(SpecError) as info:
         load_spec(tmp_path / "p")
-    assert info.value.file == "requirements.txt"
+    assert info.value.file == str(tmp_path / "p" / "requirements.txt")
     assert info.value.line == 4
     assert "not a requirement!!" in str(info.value)
 
