@@ -201,6 +201,18 @@ class Engine:
             raise EnvdError(f"importing {path} into the engine failed: {str(out)[-500:]}")
         return image.id
 
+    def image_layers(self, ref: str) -> tuple[str, ...] | None:
+        """An image's layer diff-ids as the engine computed them; None when it has no such image."""
+        info = self.inspect_image(ref)
+        return info.layers if info is not None else None
+
+    def image_ids(self) -> set[str]:
+        """Every image ID the engine holds (to tell a newly received image from a known one)."""
+        try:
+            return {str(i) for i in self.client.api.images(all=True, quiet=True)}
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+
     def tag(self, image: str, repository: str, tag: str) -> None:
         try:
             self.client.api.tag(image, repository, tag)

@@ -10,6 +10,7 @@ written as hex under a separate key so no two paths can collide).
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import json
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 CONTENT_SCHEMA = 1
-SUMMARY_SCHEMA = 2  # 2: os-release and pyvenv.cfg facts
+SUMMARY_SCHEMA = 3  # 2: os-release and pyvenv.cfg facts; 3: RECORD hashes
 
 # Paths left out of the manifest, with everything under them.
 EXCLUDED = (
@@ -298,11 +299,22 @@ def _parse_fact(path: str, data: bytes) -> Fact | None:
         headers = _headers(text)
         return Fact(FACT_METADATA, ((headers.get("name", ""), headers.get("version", "")),))
     site = posixpath.dirname(posixpath.dirname(path))
-    owned: set[str] = set()
+    owned: dict[str, str] = {}
     for row in csv.reader(text.splitlines()):
         if row and row[0]:
-            owned.add(normalise(posixpath.join(site, row[0])))
-    return Fact(FACT_RECORD, tuple((p,) for p in sorted(owned)))
+            owned[normalise(posixpath.join(site, row[0]))] = _record_sha256(row)
+    return Fact(FACT_RECORD, tuple((p, owned[p]) for p in sorted(owned)))
+
+
+def _record_sha256(row: list[str]) -> str:
+    """A RECORD row's sha256 as hex ("" when it records none, as for RECORD itself)."""
+    algorithm, _, encoded = (row[1] if len(row) > 1 else "").partition("=")
+    if algorithm != "sha256" or not encoded:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).hex()
+    except ValueError:
+        return "invalid"
 
 
 def _key_values(text: str) -> Iterator[tuple[str, str]]:
@@ -582,3 +594,50 @@ def summaries_by_diff_id(
     if missing:
         raise ContentError(f"no summary for layer {missing[0]}")
     return [summaries[d] for d in diff_ids]
+
+
+# ------------------------------------------------------------------ self-consistency
+
+# Files a Python start-up runs by itself: whoever adds one runs code in every interpreter.
+_STARTUP = ("sitecustomize.py", "usercustomize.py")
+# What `uv venv` itself writes into site-packages (owned by no distribution).
+_VENV_FILES = ("_virtualenv.pth", "_virtualenv.py")
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    what: str  # a sentence fragment: "does not match its RECORD (python:six)"
+
+
+def integrity_problems(manifest: Manifest) -> list[Problem]:
+    """Files that contradict the packages installed around them, read from the bytes alone:
+    a file whose sha256 differs from its distribution's RECORD, a file RECORD lists that is
+    gone, and start-up code (`.pth`, sitecustomize) in site-packages that no package owns."""
+    problems: list[Problem] = []
+    owned: set[str] = set()
+    site_dirs: set[str] = set()
+    for record_path, fact in manifest.facts.items():
+        if fact.kind != FACT_RECORD:
+            continue
+        dist_dir = posixpath.dirname(record_path)
+        site_dirs.add(posixpath.dirname(dist_dir))
+        name = posixpath.basename(dist_dir)[: -len(".dist-info")].rsplit("-", 1)[0]
+        for item in fact.items:
+            path = item[0]
+            owned.add(path)
+            expected = item[1] if len(item) > 1 else ""
+            if not expected:
+                continue
+            entry = manifest.entries.get(path)
+            if entry is None:
+                problems.append(Problem(path, f"is listed in {name}'s RECORD but missing"))
+            elif entry.kind == "file" and entry.sha256 != expected:
+                problems.append(Problem(path, f"does not match {name}'s RECORD"))
+    for path, entry in manifest.entries.items():
+        parent, base = posixpath.split(path)
+        if entry.kind != "file" or parent not in site_dirs or path in owned:
+            continue
+        if (base.endswith(".pth") and base not in _VENV_FILES) or base in _STARTUP:
+            problems.append(Problem(path, "runs at Python start-up and no package owns it"))
+    return sorted(problems, key=lambda p: path_bytes(p.path))

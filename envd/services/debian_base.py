@@ -43,6 +43,8 @@ class BaseEngine(Protocol):
 
     def image_exists(self, ref: str) -> bool: ...
 
+    def image_layers(self, ref: str) -> tuple[str, ...] | None: ...
+
     def import_tarball(
         self,
         path: str | Path,
@@ -151,12 +153,13 @@ def ensure_debian_base(
     """
     include = include_list(system_packages)
     made = ensure_tarball(suite, include, mirror, cache_dir, progress=progress, refresh=refresh)
-    if not engine.image_exists(f"{repository}:{made.tag}") and _sha256(made.path) != made.sha256:
+    reference = f"{repository}:{made.tag}"
+    if not is_base(engine, reference, made.sha256) and _sha256(made.path) != made.sha256:
         # The cached file changed since it was made (disk, hand edit): make it again.
         made = ensure_tarball(suite, include, mirror, cache_dir, progress=progress, refresh=True)
-    reference = f"{repository}:{made.tag}"
+        reference = f"{repository}:{made.tag}"
     with _locked(cache_dir, f"import-{made.tag}"):
-        if not engine.image_exists(reference):
+        if not is_base(engine, reference, made.sha256):  # a tag is never trusted by its name
             progress(Progress("base", f"importing the {suite} base into the engine as {reference}"))
             engine.import_tarball(
                 made.path,
@@ -230,12 +233,19 @@ def restore_debian_base(
     *,
     progress: Reporter = ignore,
 ) -> str:
-    """The engine reference of the base a lock names: as it is, or made again and verified."""
-    if locked.reference and engine.image_exists(locked.reference):
+    """The engine reference of the base a lock names: as it is when its one layer is the
+    locked tarball (a `docker import` of an uncompressed tar has the tar's sha256 as its
+    diff-id), else made again and verified."""
+    if locked.reference and is_base(engine, locked.reference, locked.tarball_sha256):
         return locked.reference
     return verify_debian_base(
         engine, locked, system_packages, cache_dir, progress=progress
     ).reference
+
+
+def is_base(engine: BaseEngine, reference: str, tarball_sha256: str) -> bool:
+    """Whether `reference` is the import of exactly the tarball with that sha256."""
+    return engine.image_layers(reference) == (tarball_sha256,)
 
 
 # ------------------------------------------------------------ cache files

@@ -8,23 +8,30 @@ or corrupt image is never registered.
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import json
 import tarfile
 import tempfile
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NoReturn
+
+from packaging.utils import canonicalize_name
 
 from envd.errors import EnvdError, NotFound, RegistryError, UsageError, VerificationError
 from envd.events import EventBus
 from envd.gateways.engine import Engine, ImageInfo, split_reference
 from envd.gateways.files import sha256_file, write_atomic
 from envd.gateways.store import ProjectRow
-from envd.model.fingerprint import dumps, section_hash
+from envd.model.content import integrity_problems
+from envd.model.fingerprint import EnvironmentSection, dumps, section_hash
+from envd.model.lockfile import LockFile
 from envd.model.lockfile import dumps as dump_lock
 from envd.model.plan import make_plan
 from envd.progress import Progress, Reporter
-from envd.services.fingerprints import ENV_LABEL, Fingerprints, spec_env_names
+from envd.services.fingerprints import ENV_LABEL, Fingerprints
 from envd.services.images import Images
 from envd.services.projects import Projects
 
@@ -129,9 +136,18 @@ class Sharing:
     # ------------------------------------------------------------ in
 
     def pull(self, reference: str, progress: Reporter) -> Received:
+        known = self._engine.image_ids()
+        moved = self._tag_target(reference)
         progress(Progress("pull", f"pulling {reference}"))
         info = self._engine.pull(reference)
-        return self._admit(info, reference, progress)
+        return self._admit(info, reference, progress, info.id not in known, moved)
+
+    def _tag_target(self, reference: str) -> tuple[str, str] | None:
+        """(tag, image it points at now) when pulling `reference` may move a local tag."""
+        if "@" in reference:
+            return None  # a digest reference names content; the engine tags nothing
+        current = self._engine.inspect_image(reference)
+        return (reference, current.id) if current is not None else None
 
     def load(self, path: Path, progress: Reporter) -> Received:
         if not path.is_file():
@@ -145,51 +161,98 @@ class Sharing:
                     if not {ARCHIVE_IMAGE, ARCHIVE_META} <= names:
                         raise RegistryError(f"{path} is not an envd archive (missing members)")
                     archive.extractall(tmp, filter="data")
-            except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+                meta = json.loads((Path(tmp) / ARCHIVE_META).read_text()[:MAX_META])
+                if not isinstance(meta, dict):
+                    raise ValueError("its record is not a JSON object")
+            except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as exc:
                 raise RegistryError(
                     f"{path} is corrupt or truncated ({exc})",
                     hint="copy it again, or pull the image from a registry",
                 ) from None
-            meta = json.loads((Path(tmp) / ARCHIVE_META).read_text())
-            if sha256_file(Path(tmp) / ARCHIVE_IMAGE) != meta.get("image_sha256"):
+            raw = Path(tmp) / ARCHIVE_IMAGE
+            if sha256_file(raw) != meta.get("image_sha256"):
                 raise RegistryError(
                     f"{path} is corrupt: the image inside does not match its recorded sha256",
                     hint="copy it again, or pull the image from a registry",
                 )
-            loaded = self._engine.load(Path(tmp) / ARCHIVE_IMAGE)
-        info = self._engine.inspect_image(str(meta["image_id"]))
+            # The archive's claims (image id, tags) are never acted on: the id is the sha256
+            # of the config it carries, and the image is loaded without any tag.
+            untagged = Path(tmp) / "untagged.tar"
+            try:
+                image_id = untag_image_tar(raw, untagged)
+            except (tarfile.TarError, OSError, ValueError) as exc:
+                raise RegistryError(f"{path}: the image inside is not readable ({exc})") from None
+            raw.unlink()
+            new = image_id not in self._engine.image_ids()
+            self._engine.load(untagged)
+        info = self._engine.inspect_image(image_id)
         if info is None:
-            raise RegistryError(f"{path}: the engine loaded {loaded}, not the image it names")
-        if info.labels.get(ENV_LABEL) != meta.get("environment_hash"):
-            self._refuse(info, f"{path}: the archive's record and the image's labels disagree")
-        return self._admit(info, str(path), progress)
-
-    def _admit(self, info: ImageInfo, source: str, progress: Reporter) -> Received:
-        """Recompute the environment from what is inside; register it only if it matches."""
-        claimed = info.labels.get(ENV_LABEL, "")
-        if not claimed:
-            self._refuse(info, f"{source} was not made by envd (no {ENV_LABEL} label)")
-        progress(Progress("verify", "recomputing the environment fingerprint from the image"))
-        base = info.labels.get("envd.base-digest", "")
-        section = self._fingerprints.probe_image(info.id, base, spec_env_names(info.env))
-        actual = section_hash(section)
-        if actual != claimed:
+            raise RegistryError(f"{path}: the engine did not load the image {image_id}")
+        claimed = meta.get("environment_hash")
+        if claimed != info.labels.get(ENV_LABEL):
             self._refuse(
                 info,
-                f"{source} does not match its fingerprint label (label {claimed}, "
-                f"contents {actual})",
+                f"{path}: the archive's record ({claimed}) and the image's label "
+                f"({info.labels.get(ENV_LABEL, 'none')}) disagree",
+                new,
+                None,
             )
-        project = self._register(info)
+        return self._admit(info, str(path), progress, new, None)
+
+    def _admit(
+        self,
+        info: ImageInfo,
+        source: str,
+        progress: Reporter,
+        new: bool,
+        moved: tuple[str, str] | None,
+    ) -> Received:
+        """Recompute the environment from the image's bytes; register it only if it matches
+        its label and, where a project's lock names it, that lock."""
+        claimed = info.labels.get(ENV_LABEL, "")
+        if not claimed:
+            self._refuse(info, f"{source} was not made by envd (no {ENV_LABEL} label)", new, moved)
+        progress(Progress("verify", "hashing every file of the image, from its layers"))
+        manifest = self._fingerprints.manifest(info.id)
+        section = self._fingerprints.image_environment(info)
+        problems = integrity_problems(manifest)
+        actual = section_hash(section)
+        if actual != claimed or problems:
+            named = "; ".join(f"{p.path} {p.what}" for p in problems[:10])
+            more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+            why = (
+                f"its files do not match its fingerprint label (label {claimed}, contents {actual})"
+                if actual != claimed
+                else "its label matches, but its files contradict its own packages"
+            )
+            self._refuse(
+                info, f"{source}: {why}" + (f": {named}{more}" if named else ""), new, moved
+            )
+        project, disagreement = self._register(info, section)
+        if disagreement:
+            self._refuse(info, f"{source}: {disagreement}", new, moved)
         self._fingerprints.record_section(info.id, section)
         self._events.publish("image.received", project, source)
         return Received(info.tags[0] if info.tags else info.id, info.id, project, claimed)
 
-    def _refuse(self, info: ImageInfo, message: str) -> None:
-        self._engine.remove_image(info.id, force=True)
-        raise VerificationError(message, hint="the image was removed; ask for a fresh share")
+    def _refuse(
+        self, info: ImageInfo, message: str, new: bool, moved: tuple[str, str] | None
+    ) -> NoReturn:
+        """Leave the engine as it was: a new image goes, a moved tag goes back."""
+        if moved is not None and moved[1] != info.id:
+            repository, tag = split_reference(moved[0])
+            self._engine.tag(moved[1], repository, tag)
+        if new:
+            self._engine.remove_image(info.id, force=True)
+        raise VerificationError(
+            message,
+            hint=("the image was removed; " if new else "nothing was changed; ")
+            + "ask for a fresh share, or build from envd.lock",
+        )
 
-    def _register(self, info: ImageInfo) -> str:
-        """Tag the image for every registered project whose current lock it was built from."""
+    def _register(self, info: ImageInfo, section: EnvironmentSection) -> tuple[str, str]:
+        """(project, "") after tagging the image for the registered project whose current lock
+        it was built from; ("", why) when that lock pins something else; ("", "") for none."""
         lock_hash = info.labels.get("envd.lock-hash", "")
         for row in self._projects.list():
             try:
@@ -199,13 +262,79 @@ class Sharing:
             if lock is None:
                 continue
             plan = make_plan(row.name, lock)
-            if plan.lock_hash == lock_hash:
-                repository, tag = plan.tag.split(":")
-                self._engine.tag(info.id, repository, tag)
-                self._images.record(row, plan, info.id)
-                self._projects.set_image(row.name, plan.tag, lock_hash)
-                return row.name
-        return ""
+            if plan.lock_hash != lock_hash:
+                continue
+            differences = lock_differences(lock, section)
+            if differences:
+                return "", (
+                    f"it claims to be {row.name}'s environment, but {'; '.join(differences)}"
+                )
+            repository, tag = plan.tag.split(":")
+            self._engine.tag(info.id, repository, tag)
+            self._images.record(row, plan, info.id)
+            self._projects.set_image(row.name, plan.tag, lock_hash)
+            return row.name, ""
+        return "", ""
+
+
+MAX_META = 1 << 20
+
+
+def lock_differences(lock: LockFile, section: EnvironmentSection) -> list[str]:
+    """What an environment's packages contradict in a lock (exact names and versions)."""
+    installed = {p.name: p.version for p in section.python_packages}
+    locked = {canonicalize_name(p.name): p.version for p in lock.python}
+    out = []
+    for name, version in sorted(locked.items()):
+        if name not in installed:
+            out.append(f"{name}=={version} (pinned by envd.lock) is not installed")
+        elif installed[name] != version:
+            out.append(f"{name} is {installed[name]}, envd.lock pins {version}")
+    out += [
+        f"{name} is installed but not in envd.lock" for name in sorted(set(installed) - set(locked))
+    ]
+    debs = {p.name: p.version for p in section.debian_packages}
+    for package in lock.system:
+        if debs.get(package.name) != package.version:
+            out.append(
+                f"Debian package {package.name} is {debs.get(package.name, 'missing')}, "
+                f"envd.lock pins {package.version}"
+            )
+    return out
+
+
+def untag_image_tar(source: Path, target: Path) -> str:
+    """Copy a `docker save` tar without its tags; return the image id (its config's sha256)."""
+    with tarfile.open(source, "r:") as tar:
+        member = tar.getmember("manifest.json")
+        if member.size > MAX_META:
+            raise ValueError("manifest.json is too large")
+        handle = tar.extractfile(member)
+        assert handle is not None
+        manifest = json.loads(handle.read())
+        if not isinstance(manifest, list) or len(manifest) != 1:
+            raise ValueError("the archive must hold exactly one image")
+        config = tar.extractfile(tar.getmember(str(manifest[0]["Config"])))
+        if config is None:
+            raise ValueError("the image config is not a file")
+        digest = hashlib.sha256()
+        while block := config.read(1 << 20):
+            digest.update(block)
+        manifest[0]["RepoTags"] = None
+        with tarfile.open(target, "w:") as out:
+            for info in tar:
+                if info.name in ("repositories", "index.json") and info.isfile():
+                    continue  # legacy tags, and the OCI index's image names
+                if info.name == "manifest.json":
+                    data = json.dumps(manifest).encode()
+                    copy = tarfile.TarInfo("manifest.json")
+                    copy.size, copy.mode = len(data), 0o644
+                    out.addfile(copy, io.BytesIO(data))
+                elif info.isfile():
+                    out.addfile(info, tar.extractfile(info))
+                else:
+                    out.addfile(info)
+    return f"sha256:{digest.hexdigest()}"
 
 
 def _check_gzip(path: Path) -> None:
@@ -216,8 +345,6 @@ def _check_gzip(path: Path) -> None:
 
 
 def _add_text(archive: tarfile.TarFile, name: str, text: str) -> None:
-    import io
-
     data = text.encode()
     member = tarfile.TarInfo(name)
     member.size = len(data)

@@ -258,6 +258,11 @@ class FakeImages:
     def image_exists(self, ref: str) -> bool:
         return ref in self.images
 
+    def image_layers(self, ref: str) -> tuple[str, ...] | None:
+        if ref not in self.images:
+            return None
+        return (self.images[ref].get(debian_base.LABEL_SHA256, ""),)  # the import's diff-id
+
     def import_tarball(
         self,
         path: str | Path,
@@ -433,6 +438,19 @@ def test_restore_makes_a_removed_base_again(tmp_path: Path, build: FakeBuild) ->
     engine = FakeImages()
     assert debian_base.restore_debian_base(engine, locked, ["git"], tmp_path) == locked.reference
     assert list(engine.images) == [locked.reference]
+
+
+def test_a_tag_pointing_at_another_image_is_never_trusted(
+    tmp_path: Path, build: FakeBuild
+) -> None:
+    """The lock's base tag moved to a different image: it is imported again from the tarball."""
+    engine = FakeImages()
+    locked = ensure(engine, tmp_path)
+    engine.images[locked.reference] = {debian_base.LABEL_SHA256: "sha256:" + "0" * 64}
+    before = len(engine.imports)
+    assert debian_base.restore_debian_base(engine, locked, ["git"], tmp_path) == locked.reference
+    assert len(engine.imports) == before + 1
+    assert engine.image_layers(locked.reference) == (locked.tarball_sha256,)
 
 
 # ------------------------------------------------------------ proc.run

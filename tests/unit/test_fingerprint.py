@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from dataclasses import replace
 
 import pytest
 
 from envd.errors import VerificationError
+from envd.model import content
 from envd.model.fingerprint import (
     EnvironmentSection,
     HostSection,
@@ -15,32 +18,61 @@ from envd.model.fingerprint import (
     canonical_json,
     diff_fingerprints,
     dumps,
-    environment_from_probe,
+    environment_from_manifest,
     format_diff,
     loads,
     make_fingerprint,
 )
+from envd.model.plan import VENV
 
-PROBE = {
-    "os_release": {"ID": "debian", "VERSION_ID": "12"},
-    "glibc": "2.36",
-    "arch": "x86_64",
-    "debian_packages": [["bash", "5.2.15-2+b7", "amd64"]],
-    "python": {
-        "version": "3.11.2",
-        "implementation": "CPython",
-        "build": ["main", "Mar 13 2023"],
-        "compiler": "GCC 12.2.0",
-    },
-    "python_packages": [["numpy", "2.0.0", "ab" * 32]],
-    "cuda_libraries": [],
-    "env": {"PYTHONHASHSEED": "0"},
-}
-HOST = HostSection("Intel Xeon", "x86_64", "6.1.0", "20.10.24")
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+SITE = "opt/venv/lib/python3.11/site-packages"
+RECORD = "numpy/__init__.py,sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU,4\n"
+IMAGE = _tar(
+    {
+        "usr/lib/os-release": b'ID=debian\nVERSION_ID="12"\nHOME_URL="https://x"\n',
+        "var/lib/dpkg/status": b"Package: bash\nStatus: install ok installed\n"
+        b"Architecture: amd64\nVersion: 5.2.15-2+b7\n\nPackage: libc6\n"
+        b"Status: install ok installed\nArchitecture: amd64\nVersion: 2.36-9+deb12u4\n",
+        "opt/venv/pyvenv.cfg": b"home = /usr/bin\nimplementation = CPython\n"
+        b"version_info = 3.11.2.final.0\n",
+        f"{SITE}/numpy/__init__.py": b"test",
+        f"{SITE}/numpy-2.0.0.dist-info/METADATA": b"Name: numpy\nVersion: 2.0.0\n\n",
+        f"{SITE}/numpy-2.0.0.dist-info/RECORD": RECORD.encode(),
+    }
+)
 
 
 def env(**changes: object) -> EnvironmentSection:
-    return replace(environment_from_probe(PROBE, "sha256:base", {"PYTHONHASHSEED": "0"}), **changes)
+    manifest = content.manifest_from_tars([io.BytesIO(IMAGE)])
+    section = environment_from_manifest(manifest, "sha256:base", {"PYTHONHASHSEED": "0"}, VENV)
+    return replace(section, **changes)
+
+
+def test_the_environment_is_read_from_the_files() -> None:
+    e = env()
+    assert e.os_release == {"ID": "debian", "VERSION_ID": "12"}
+    assert (e.glibc, e.arch) == ("2.36", "x86_64")
+    assert e.python_version == "3.11.2" and e.python_implementation == "CPython"
+    assert [(p.name, p.version) for p in e.python_packages] == [("numpy", "2.0.0")]
+    assert [p.name for p in e.debian_packages] == ["bash", "libc6"]
+    assert e.content_hash.startswith("sha256:") and e.files == 6
+    edited = IMAGE.replace(b"version_info = 3.11.2", b"version_info = 3.11.3")
+    other = content.manifest_from_tars([io.BytesIO(edited)])
+    assert environment_from_manifest(other, "", {}, VENV).content_hash != e.content_hash
+
+
+HOST = HostSection("Intel Xeon", "x86_64", "6.1.0", "20.10.24")
 
 
 def test_canonical_json_ignores_key_order_and_keeps_unicode() -> None:
@@ -62,7 +94,7 @@ def test_hash_is_stable() -> None:
         .sha256(
             canonical_json(
                 {
-                    "schema_version": 1,
+                    "schema_version": 2,
                     "section": {
                         "arch": "x86_64",
                         "cpu_model": "Intel Xeon",

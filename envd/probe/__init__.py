@@ -1,1 +1,0 @@
-"""Scripts run inside containers (stdlib only, any Python >= 3.7)."""
