@@ -68,6 +68,7 @@ class Parsed:
     gpu: bool = False
     cuda: str | None = None
     files: tuple[str, ...] = ()  # every file read, in order (the source first)
+    requirement_files: tuple[str, ...] = ()  # requirements files it names (checked, not merged)
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -93,6 +94,7 @@ class _Acc:
     gpu: bool = False
     cuda: str | None = None
     files: list[str] = field(default_factory=list)
+    requirement_files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -120,6 +122,7 @@ class _Acc:
             gpu=self.gpu,
             cuda=self.cuda,
             files=tuple(self.files) or (self.source,),
+            requirement_files=tuple(self.requirement_files),
             notes=tuple(self.notes),
             warnings=tuple(self.warnings),
         )
@@ -1318,8 +1321,8 @@ def parse_cog(text: str, read: Read, path: str = "cog.yaml", *, root: str = "") 
     if requirements:
         included = parse_requirements(str(requirements), read, root=root)
         acc.files.extend([path, *included.files])
-        acc.requirements.extend(included.requirements)
-        acc.pins.extend(included.pins)
+        acc.requirement_files.append(str(requirements))
+        acc.project = included.project
         for url in included.indexes:
             acc.index(url)
         acc.notes.extend(included.notes)
