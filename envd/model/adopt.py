@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,7 +94,9 @@ class _Found:
         self.notes.extend(parsed.notes)
         self.warnings.extend(parsed.warnings)
         if parsed.python:
-            if re.fullmatch(r"\d+(\.\d+){0,2}", parsed.python):
+            if re.fullmatch(r"\d+", parsed.python):
+                self.python_ranges.append((f"=={parsed.python}.*", parsed.source))
+            elif re.fullmatch(r"\d+(\.\d+){1,2}", parsed.python):
                 self.pythons.append((parsed.python, parsed.source))
             else:
                 self.python_ranges.append((parsed.python, parsed.source))
@@ -352,7 +355,11 @@ def _minor(version: str) -> str | None:
 
 
 def _suites_text() -> str:
-    return ", ".join(f"{suite} {python}" for suite, python in sorted(SUITES, key=lambda s: s[1]))
+    return ", ".join(f"{suite} {python}" for suite, python in _by_python())
+
+
+def _by_python() -> list[tuple[str, str]]:
+    return sorted(SUITES, key=lambda s: tuple(int(x) for x in s[1].split(".")))
 
 
 def _choose_base(found: _Found, root: str) -> None:
@@ -384,7 +391,7 @@ def _choose_base(found: _Found, root: str) -> None:
                 f"builds from: {_suites_text()}",
                 file=reqfiles.shown(root, source),
                 hint=f"write `base: {{image: python:{minor}-slim}}` in envd.yaml, or ask for "
-                f"Python {', '.join(sorted(p for _, p in SUITES))} in {source}",
+                f"Python {', '.join(p for _, p in _by_python())} in {source}",
             )
         found.doc["base"] = {"debian": suite}
         found.doc["python"] = minor
@@ -493,7 +500,10 @@ def _block(value: Any, indent: int) -> list[str]:
 
 def render(document: Mapping[str, Any], files: list[str] | tuple[str, ...] = ()) -> str:
     """envd.yaml text for the document, keys in the order given, with a header comment."""
-    lines = ["# Written by `envctl init`" + (f" from {', '.join(files)}." if files else ".")]
+    head = "# Written by `envctl init`" + (f" from {', '.join(files)}." if files else ".")
+    lines = textwrap.wrap(
+        head, width=98, subsequent_indent="#   ", break_on_hyphens=False, break_long_words=False
+    )
     for key, value in document.items():
         if isinstance(value, dict | list):
             if not value:
