@@ -257,11 +257,16 @@ def _python_packages(found: _Found, where: Where, files: Mapping[str, str], root
         }[posixpath.basename(lock)]
         parsed = parser(files[lock], lock, root=root)
         found.take(parsed)
-        found.extend("requirements", [lock], lock, f"requirements ({len(parsed.pins)} exact pins)")
+        found.extend(
+            "requirements", [lock], lock, f"requirements ({_count(len(parsed.pins), 'exact pin')})"
+        )
         found.extend("indexes", parsed.indexes, lock, "indexes")
         _project(found, parsed)
     requirements = where("requirements.txt")
-    if requirements and (conda or lock):
+    if requirements and "cog.yaml" in files:
+        if requirements not in found.files:
+            found.notes.append(f"{requirements} not taken: cog.yaml names its own requirements")
+    elif requirements and (conda or lock):
         found.notes.append(
             f"{requirements} not taken: {conda or lock} describes the Python packages"
             + (" (as repo2docker does)" if conda else " with exact pins")
@@ -295,16 +300,18 @@ def _python_packages(found: _Found, where: Where, files: Mapping[str, str], root
         found.extend("constraints", ["constraints.txt"], "constraints.txt", "constraints")
 
 
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
 def _pyproject(found: _Found, text: str, root: str, *, covered: bool) -> None:
     parsed = reqfiles.parse_pyproject(text, "pyproject.toml", root=root)
     found.take(parsed)
     if parsed.project:
         _project(found, parsed, installable_means="editable")
         if parsed.requirements:
-            found.notes.append(
-                f"pyproject.toml's {len(parsed.requirements)} dependencies come with the project "
-                "(project: editable)"
-            )
+            deps = _count(len(parsed.requirements), "dependency", "dependencies")
+            found.notes.append(f"pyproject.toml's {deps} come with the project (project: editable)")
     elif parsed.requirements and not covered:
         found.extend("packages", parsed.requirements, "pyproject.toml", "packages")
 
