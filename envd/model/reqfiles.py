@@ -491,11 +491,12 @@ def _toml(text: str, path: str, root: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         found = re.search(r"line (\d+)", str(exc))
+        line = int(found.group(1)) if found else max(1, len(text.splitlines()))
         raise _error(
             root,
             path,
             f"TOML syntax error: {str(exc).split(' (at')[0]}",
-            int(found.group(1)) if found else None,
+            line,
             "check quotes, brackets and `key = value` lines",
         ) from None
 
@@ -1302,12 +1303,14 @@ def parse_cog(text: str, read: Read, path: str = "cog.yaml", *, root: str = "") 
     version = build.get("python_version")
     if version is not None:
         if isinstance(version, float):
+            written = re.search(r"python_version:\s*([0-9.]+)", text)
+            raw = written.group(1) if written else str(version)
             raise _error(
                 root,
                 path,
-                f"python_version {version} is a number; 3.10 reads as 3.1",
+                f"python_version {raw} is a number, which YAML reads as {version}",
                 _line_of(text, "python_version"),
-                f'quote it: python_version: "{version}"',
+                f'quote it: python_version: "{raw}"',
             )
         acc.python = str(version)
     if build.get("gpu"):
