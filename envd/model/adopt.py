@@ -244,10 +244,12 @@ def _system(found: _Found, where: Where, files: Mapping[str, str], root: str) ->
 def _python_packages(found: _Found, where: Where, files: Mapping[str, str], root: str) -> None:
     conda = where("environment.yml") or where("environment.yaml")
     if conda:
-        parsed = reqfiles.parse_environment_yml(files[conda], conda, root=root)
+        parsed = reqfiles.parse_environment_yml(files[conda], conda, root=root, read=files.get)
         found.take(parsed)
         found.extend("packages", parsed.requirements, conda, "packages")
+        found.extend("requirements", parsed.requirement_files, conda, "requirements (pip: -r)")
         found.extend("indexes", parsed.indexes, conda, "indexes")
+        _project(found, parsed, installable_means="install")
     lock = next((p for p in (where(name) for name in LOCKS) if p), None)
     if lock:
         parser = {

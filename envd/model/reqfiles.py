@@ -7,6 +7,8 @@ naming the file (joined with the `root` passed in), the line where known, and a 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import posixpath
 import re
@@ -14,7 +16,7 @@ import shlex
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec
 
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
@@ -24,6 +26,7 @@ from packaging.utils import canonicalize_name
 from envd.errors import SpecError
 
 Read = Callable[[str], str | None]
+_P = ParamSpec("_P")
 
 PYPI_INDEXES = ("https://pypi.org/simple", "https://pypi.python.org/simple")
 
@@ -166,6 +169,29 @@ def _pin_of(req: Requirement, sha256: tuple[str, ...] = ()) -> Pin | None:
     if len(specs) == 1 and specs[0].operator in ("==", "===") and "*" not in specs[0].version:
         return Pin(name=name, version=specs[0].version, sha256=sha256, marker=marker)
     return None
+
+
+def _checked(parse: Callable[_P, Parsed]) -> Callable[_P, Parsed]:
+    """A value of the wrong type deep in a file is a SpecError naming the file, not a crash."""
+    signature = inspect.signature(parse)
+
+    @functools.wraps(parse)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Parsed:
+        try:
+            return parse(*args, **kwargs)
+        except (AttributeError, KeyError, TypeError) as exc:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            kind = {AttributeError: "a value of the wrong type", KeyError: "a missing key"}
+            raise _error(
+                str(bound.arguments["root"]),
+                str(bound.arguments["path"]),
+                f"unexpected content: {kind.get(type(exc), 'a value of the wrong type')} ({exc})",
+                None,
+                "compare it with what its tool writes; regenerate it if it was edited by hand",
+            ) from None
+
+    return wrapper
 
 
 # ---------------------------------------------------------------- pip requirements files
@@ -528,6 +554,7 @@ def _add_requirements(acc: _Acc, items: list[str], path: str, root: str, text: s
             acc.pins.append(pin)
 
 
+@_checked
 def parse_pyproject(
     text: str,
     path: str = "pyproject.toml",
@@ -711,12 +738,25 @@ def _poetry(acc: _Acc, poetry: dict[str, Any], path: str, root: str, text: str) 
         _add_requirements(acc, [f"{name}{extra}{spec}{marker}"], path, root, text)
 
 
+def _mapping(value: object, key: str, path: str, root: str, text: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _error(
+            root,
+            path,
+            f"unexpected content: `{key}` must be a table, found {type(value).__name__} {value!r}",
+            _line_of(text, repr(value).strip("'")) if isinstance(value, str) else None,
+            "compare it with what its tool writes; regenerate it if it was edited by hand",
+        )
+    return value
+
+
 def _sha256(value: object) -> str | None:
     if isinstance(value, str) and value.startswith("sha256:"):
         return value.removeprefix("sha256:").lower()
     return None
 
 
+@_checked
 def parse_uv_lock(text: str, path: str = "uv.lock", *, root: str = "") -> Parsed:
     """uv.lock: every [[package]] with its version, source and artifact hashes."""
     data = _toml(text, path, root)
@@ -726,9 +766,9 @@ def parse_uv_lock(text: str, path: str = "uv.lock", *, root: str = "") -> Parsed
         raise _error(root, path, "no [[package]] entries", None, "run `uv lock` to write it")
     if isinstance(data.get("requires-python"), str):
         acc.python = data["requires-python"]
-    for package in packages:
+    for package in (_mapping(p, "[[package]]", path, root, text) for p in packages):
         name = canonicalize_name(str(package.get("name", "")))
-        source = package.get("source") or {}
+        source = _mapping(package.get("source") or {}, "source", path, root, text)
         if "editable" in source or "virtual" in source:
             where = source.get("editable", source.get("virtual"))
             if where == ".":
@@ -758,6 +798,7 @@ def parse_uv_lock(text: str, path: str = "uv.lock", *, root: str = "") -> Parsed
     return acc.freeze()
 
 
+@_checked
 def parse_pylock(text: str, path: str = "pylock.toml", *, root: str = "") -> Parsed:
     """PEP 751 pylock.toml: [[packages]] with wheels/sdist/archive hashes, vcs, directories."""
     data = _toml(text, path, root)
@@ -772,7 +813,7 @@ def parse_pylock(text: str, path: str = "pylock.toml", *, root: str = "") -> Par
         )
     if isinstance(data.get("requires-python"), str):
         acc.python = data["requires-python"]
-    for package in data.get("packages", []):
+    for package in (_mapping(p, "[[packages]]", path, root, text) for p in data["packages"]):
         name = canonicalize_name(str(package.get("name", "")))
         marker = package.get("marker")
         if "directory" in package:
@@ -803,6 +844,7 @@ def parse_pylock(text: str, path: str = "pylock.toml", *, root: str = "") -> Par
     return acc.freeze()
 
 
+@_checked
 def parse_pipfile(text: str, path: str = "Pipfile", *, root: str = "", dev: bool = False) -> Parsed:
     """Pipfile: [packages] ("*", version strings, tables), [[source]], [requires]."""
     data = _toml(text, path, root)
@@ -851,6 +893,7 @@ def _pipenv_version(value: str) -> str:
     return f"=={value}" if re.match(r"^[0-9]", value) else value
 
 
+@_checked
 def parse_pipfile_lock(
     text: str, path: str = "Pipfile.lock", *, root: str = "", dev: bool = False
 ) -> Parsed:
@@ -870,6 +913,7 @@ def parse_pipfile_lock(
         if not isinstance(entries, dict):
             raise _error(root, path, f"`{section}` must be an object", None)
         for name, entry in entries.items():
+            entry = _mapping(entry, f"{section}.{name}", path, root, text)
             canonical = canonicalize_name(name)
             marker = entry.get("markers")
             if entry.get("editable") or "path" in entry:
@@ -962,6 +1006,7 @@ def _json(text: str, path: str, root: str, *, jsonc: bool = False) -> dict[str, 
     return data
 
 
+@_checked
 def parse_devcontainer(
     text: str, path: str = ".devcontainer/devcontainer.json", *, root: str = ""
 ) -> Parsed:
@@ -1072,8 +1117,15 @@ def conda_version(version: str) -> str:
     return version
 
 
-def parse_environment_yml(text: str, path: str = "environment.yml", *, root: str = "") -> Parsed:
-    """conda environment.yml: python from `python=3.x`, the `pip:` list, PyPI-known packages."""
+@_checked
+def parse_environment_yml(
+    text: str, path: str = "environment.yml", *, root: str = "", read: Read | None = None
+) -> Parsed:
+    """conda environment.yml: python from `python=3.x`, the `pip:` list, PyPI-known packages.
+
+    `-r FILE` in the pip: list is read through `read` (relative to environment.yml) and checked;
+    it is named in `requirement_files`, its requirements not merged.
+    """
     try:
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
@@ -1101,6 +1153,9 @@ def parse_environment_yml(text: str, path: str = "environment.yml", *, root: str
             for item in pip:
                 line = _line_of(text, str(item))
                 text_item = str(item).strip()
+                if text_item.startswith(("-r ", "--requirement ", "--requirement=")):
+                    _pip_include_in_conda(acc, text_item, path, root, read, line)
+                    continue
                 if text_item.startswith("-"):
                     _pip_option_in_conda(acc, text_item, path, root, line)
                     continue
@@ -1150,6 +1205,26 @@ def parse_environment_yml(text: str, path: str = "environment.yml", *, root: str
     if data.get("channels"):
         acc.notes.append(f"{shown(root, path)}: channels ({', '.join(data['channels'])}) not used")
     return acc.freeze()
+
+
+def _pip_include_in_conda(
+    acc: _Acc, item: str, path: str, root: str, read: Read | None, line: int | None
+) -> None:
+    target = re.split(r"[ =]", item, maxsplit=1)[1].strip().removeprefix("file:")
+    target = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    if read is None:
+        raise _error(root, path, f"`{item}` names a file, and no files can be read here", None)
+    if not acc.files:
+        acc.files.append(path)
+    included = _Acc(source=target, format="requirements")
+    _RequirementsReader(read, root, included).file(target, constraint=False, via=(path, line or 1))
+    acc.project = acc.project or included.project
+    acc.requirement_files.append(target)
+    for url in included.indexes:
+        acc.index(url)
+    acc.files.extend(f for f in included.files if f not in acc.files)
+    acc.notes.extend(included.notes)
+    acc.warnings.extend(included.warnings)
 
 
 def _pip_option_in_conda(acc: _Acc, item: str, path: str, root: str, line: int | None) -> None:
@@ -1290,6 +1365,7 @@ def parse_postbuild(text: str, path: str = "postBuild", *, root: str = "") -> Pa
 # ---------------------------------------------------------------- cog.yaml
 
 
+@_checked
 def parse_cog(text: str, read: Read, path: str = "cog.yaml", *, root: str = "") -> Parsed:
     """cog.yaml build: python_version, python_packages/_requirements, system_packages, run."""
     try:

@@ -667,3 +667,33 @@ def test_cog_unquoted_python_version() -> None:
 def test_cog_missing_requirements_file() -> None:
     err = error(rf.parse_cog, "build:\n  python_requirements: r.txt\n", reader({}), root=ROOT)
     assert "file not found" in str(err) and f"{ROOT}/r.txt" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("parse", "text"),
+    [
+        (rf.parse_pipfile_lock, '{"default": {"x": ["==1"]}}'),
+        (rf.parse_pipfile_lock, '{"default": {"x": {"hashes": 3, "version": "==1"}}}'),
+        (rf.parse_pylock, 'lock-version = "1.0"\n'),
+        (rf.parse_pylock, 'lock-version = "1.0"\npackages = ["x"]\n'),
+        (rf.parse_devcontainer, '{"containerEnv": ["A=1"]}'),
+        (rf.parse_uv_lock, 'version = 1\npackage = [{name = "x", source = "pypi"}]\n'),
+    ],
+)
+def test_wrong_shapes_are_spec_errors_naming_the_file(parse: object, text: str) -> None:
+    err = error(parse, text, root=ROOT)
+    assert err.file.startswith(ROOT + "/")
+    assert "unexpected content" in str(err)
+
+
+def test_environment_yml_pip_requirement_file_is_read_relative_to_it() -> None:
+    text = "dependencies:\n  - pip:\n    - -r file:reqs.txt\n    - black\n"
+    files = {"env/reqs.txt": "-e ..\nhttpx\n"}
+    parsed = rf.parse_environment_yml(text, "env/environment.yml", root=ROOT, read=reader(files))
+    assert parsed.requirements == ("black",)
+    assert parsed.requirement_files == ("env/reqs.txt",)
+    assert parsed.project == "editable"
+    assert parsed.files == ("env/environment.yml", "env/reqs.txt")
+    err = error(rf.parse_environment_yml, text, "environment.yml", root=ROOT, read=reader({}))
+    assert err.file == f"{ROOT}/environment.yml" and err.line == 3
+    assert "does not exist" in str(err)
