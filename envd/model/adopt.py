@@ -14,8 +14,10 @@ import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
+from packaging.requirements import Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from envd.errors import SpecError
@@ -102,6 +104,7 @@ class _Found:
                 self.python_ranges.append((parsed.python, parsed.source))
 
     def extend(self, key: str, items: list[Any] | tuple[Any, ...], source: str, what: str) -> None:
+        items = [item for item in items if self.allowed(key, item, source)]
         if not items:
             return
         current = self.doc.setdefault(key, [])
@@ -109,6 +112,22 @@ class _Found:
             if item not in current:
                 current.append(item)
         self.notes.append(f"took {what} from {source}")
+
+    def allowed(self, key: str, item: Any, source: str) -> bool:
+        """What envd.yaml refuses is left out with a warning instead of written."""
+        if key == "packages" and Requirement(item).url:
+            self.warnings.append(
+                f"{source}: `{item}` is a direct URL reference, which `packages:` refuses; left "
+                "out: list it in a requirements file and name that in `requirements:`"
+            )
+            return False
+        if key == "indexes" and urlsplit(item).username:
+            self.warnings.append(
+                f"{source}: index {urlsplit(item).hostname} carries credentials, which envd.yaml "
+                "refuses; left out: give them to uv through its environment (UV_INDEX_...)"
+            )
+            return False
+        return True
 
 
 def adopt(
@@ -162,8 +181,11 @@ def adopt(
 
 
 def project_name(directory_name: str) -> str:
-    name = re.sub(r"[^a-z0-9._-]+", "-", directory_name.lower()).strip("._-")
-    return name or "project"
+    """The directory name as a Docker repository component: [a-z0-9]+((.|_|__|-+)[a-z0-9]+)*."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", directory_name.lower())
+    name = re.sub(r"[._-]{2,}", lambda m: m.group(0) if m.group(0) == "__" else "-", name)
+    name = re.sub(r"-{2,}", "-", name)
+    return name[:128].strip("._-") or "project"
 
 
 def _config_dir(files: Mapping[str, str], root: str) -> str | None:
@@ -299,7 +321,7 @@ def _python_packages(found: _Found, where: Where, files: Mapping[str, str], root
     if "constraints.txt" in files:
         parsed = reqfiles.parse_constraints("constraints.txt", files.get, root=root)
         found.take(parsed)
-        found.extend("constraints", ["constraints.txt"], "constraints.txt", "constraints")
+        found.extend("constraints", parsed.constraints, "constraints.txt", "constraints")
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:

@@ -151,3 +151,6 @@ def test_render_quotes_what_yaml_would_misread() -> None:
 def test_name_comes_from_the_directory() -> None:
     assert adopt({}, "My Project!").document["name"] == "my-project"
     assert adopt({}, "___").document["name"] == "project"
+    assert adopt({}, "a__b.c").document["name"] == "a__b.c"
+    assert adopt({}, "Data._.Science--2").document["name"] == "data-science-2"
+    assert len(str(adopt({}, "x" * 300).document["name"])) == 128
