@@ -11,6 +11,7 @@ import json
 import posixpath
 import re
 import textwrap
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,7 +156,7 @@ def adopt(
     _python_packages(found, where, files, root)
     _extras(found, where, files, root)
     _devcontainer(found, files, root)
-    _choose_base(found, root)
+    _choose_base(found, root, at=1 if config else 0)
     document = _merge(template or {}, found.doc)
     document["version"] = 1
     document["name"] = project_name(directory_name)
@@ -338,6 +339,15 @@ def _pyproject(found: _Found, text: str, root: str, *, covered: bool) -> None:
             found.notes.append(f"pyproject.toml's {deps} come with the project (project: editable)")
     elif parsed.requirements and not covered:
         found.extend("packages", parsed.requirements, "pyproject.toml", "packages")
+    groups = tomllib.loads(text).get("dependency-groups")
+    if not covered and isinstance(groups, dict) and "dev" in groups:
+        dev = reqfiles.parse_pyproject(text, "pyproject.toml", root=root, groups=("dev",))
+        found.extend(
+            "packages",
+            dev.requirements[len(parsed.requirements) :],
+            "pyproject.toml",
+            "the `dev` dependency group (uv installs it by default)",
+        )
 
 
 def _extras(found: _Found, where: Where, files: Mapping[str, str], root: str) -> None:
@@ -393,7 +403,16 @@ def _by_python() -> list[tuple[str, str]]:
     return sorted(SUITES, key=lambda s: tuple(int(x) for x in s[1].split(".")))
 
 
-def _choose_base(found: _Found, root: str) -> None:
+def _choose_base(found: _Found, root: str, *, at: int) -> None:
+    """Base and python from the versions found; its notes go first (at index `at`)."""
+    notes, found.notes = found.notes, []
+    try:
+        _choose(found, root)
+    finally:
+        found.notes = notes[:at] + found.notes + notes[at:]
+
+
+def _choose(found: _Found, root: str) -> None:
     exact = [(v, src) for v, src in found.pythons if _minor(v)]
     for version, source in exact[1:]:
         if _minor(version) != _minor(exact[0][0]):
