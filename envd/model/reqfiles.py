@@ -750,6 +750,13 @@ def _mapping(value: object, key: str, path: str, root: str, text: str) -> dict[s
     return value
 
 
+def _is_project(path: str, target: object) -> bool:
+    """Whether a local path written in the file at `path` is the project's root."""
+    if not isinstance(target, str):
+        return False
+    return posixpath.normpath(posixpath.join(posixpath.dirname(path), target)) == "."
+
+
 def _sha256(value: object) -> str | None:
     if isinstance(value, str) and value.startswith("sha256:"):
         return value.removeprefix("sha256:").lower()
@@ -817,7 +824,7 @@ def parse_pylock(text: str, path: str = "pylock.toml", *, root: str = "") -> Par
         name = canonicalize_name(str(package.get("name", "")))
         marker = package.get("marker")
         if "directory" in package:
-            if package["directory"].get("path") in (".", "./"):
+            if _is_project(path, package["directory"].get("path")):
                 acc.project = "editable" if package["directory"].get("editable") else "install"
                 acc.project_name = name
             else:
@@ -863,8 +870,8 @@ def parse_pipfile(text: str, path: str = "Pipfile", *, root: str = "", dev: bool
             if isinstance(value, str):
                 req = name if value.strip() == "*" else f"{name}{_pipenv_version(value)}"
             elif isinstance(value, dict):
-                if value.get("editable") and value.get("path") in (".", "./"):
-                    acc.project = "editable"
+                if _is_project(path, value.get("path")):
+                    acc.project = "editable" if value.get("editable") else "install"
                     acc.project_name = name
                     continue
                 if "path" in value or "file" in value:
@@ -917,7 +924,7 @@ def parse_pipfile_lock(
             canonical = canonicalize_name(name)
             marker = entry.get("markers")
             if entry.get("editable") or "path" in entry:
-                if entry.get("path") in (".", "./"):
+                if _is_project(path, entry.get("path")):
                     acc.project = "editable" if entry.get("editable") else "install"
                     acc.project_name = canonical
                 else:
@@ -1056,6 +1063,11 @@ CONDA_ONLY: Mapping[str, str | None] = {
     "cmake": "cmake",
     "git": "git",
     "libgomp": "libgomp1",
+    "libgfortran": "libgfortran5",
+    "libgfortran-ng": "libgfortran5",
+    "libgfortran5": "libgfortran5",
+    "gfortran": "gfortran",
+    "fortran-compiler": "gfortran",
     "_openmp_mutex": "libgomp1",
     "openblas": "libopenblas0",
     "libopenblas": "libopenblas0",
