@@ -154,3 +154,26 @@ def test_name_comes_from_the_directory() -> None:
     assert adopt({}, "a__b.c").document["name"] == "a__b.c"
     assert adopt({}, "Data._.Science--2").document["name"] == "data-science-2"
     assert len(str(adopt({}, "x" * 300).document["name"])) == 128
+
+
+def test_conflicting_python_versions_are_warned_about() -> None:
+    files = {
+        "runtime.txt": "python-3.11\n",
+        ".python-version": "3.13\n",
+        "pyproject.toml": '[project]\nname = "x"\nrequires-python = ">=3.12"\n',
+    }
+    result = adopt(files, "p")
+    assert result.document["python"] == "3.11"
+    assert any(".python-version asks for Python 3.13" in w for w in result.warnings)
+    assert any("pyproject.toml requires Python >=3.12" in w for w in result.warnings)
+
+
+def test_python_versions_pick_the_suite() -> None:
+    for python, suite in (("3.9", "bullseye"), ("3.11.4", "bookworm"), ("3.13", "trixie")):
+        doc = adopt({".python-version": python}, "p").document
+        assert doc["base"] == {"debian": suite}
+        assert doc["python"] == python[:4]
+    with pytest.raises(SpecError) as info:
+        adopt({".python-version": "3.12"}, "p", root="/r")
+    assert info.value.file == "/r/.python-version"
+    assert info.value.hint and "python:3.12-slim" in info.value.hint

@@ -697,3 +697,13 @@ def test_environment_yml_pip_requirement_file_is_read_relative_to_it() -> None:
     err = error(rf.parse_environment_yml, text, "environment.yml", root=ROOT, read=reader({}))
     assert err.file == f"{ROOT}/environment.yml" and err.line == 3
     assert "does not exist" in str(err)
+
+
+def test_local_paths_are_resolved_against_the_files_folder() -> None:
+    pipfile = '[packages]\nme = {path = "..", editable = true}\nother = {path = "../lib"}\n'
+    parsed = rf.parse_pipfile(pipfile, ".binder/Pipfile")
+    assert parsed.project == "editable" and parsed.requirements == ()
+    assert any("other" in w for w in parsed.warnings)
+    assert rf.parse_pipfile(pipfile, "Pipfile").project is None
+    lock = 'lock-version = "1.0"\n[[packages]]\nname = "me"\ndirectory = {path = ".."}\n'
+    assert rf.parse_pylock(lock, "locks/pylock.toml").project == "install"
