@@ -28,6 +28,7 @@ from envd.errors import SpecError
 Read = Callable[[str], str | None]
 _P = ParamSpec("_P")
 
+_BOM = "\ufeff"  # a UTF-8 byte order mark, as some editors write
 PYPI_INDEXES = ("https://pypi.org/simple", "https://pypi.python.org/simple")
 
 
@@ -316,7 +317,7 @@ class _RequirementsReader:
         if path not in self.acc.files:
             self.acc.files.append(path)
         self.stack.append(path)
-        for number, raw in _logical_lines(text):
+        for number, raw in _logical_lines(text.removeprefix(_BOM)):
             self.line(path, number, raw, constraint)
         self.stack.pop()
 
@@ -514,7 +515,7 @@ def parse_constraints(path: str, read: Read, *, root: str = "") -> Parsed:
 
 def _toml(text: str, path: str, root: str) -> dict[str, Any]:
     try:
-        return tomllib.loads(text)
+        return tomllib.loads(text.removeprefix(_BOM))
     except tomllib.TOMLDecodeError as exc:
         found = re.search(r"line (\d+)", str(exc))
         line = int(found.group(1)) if found else max(1, len(text.splitlines()))
@@ -1005,6 +1006,7 @@ def strip_jsonc(text: str) -> str:
 
 def _json(text: str, path: str, root: str, *, jsonc: bool = False) -> dict[str, Any]:
     try:
+        text = text.removeprefix(_BOM)
         data = json.loads(strip_jsonc(text) if jsonc else text)
     except json.JSONDecodeError as exc:
         raise _error(root, path, f"JSON syntax error: {exc.msg}", exc.lineno) from None

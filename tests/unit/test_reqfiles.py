@@ -707,3 +707,9 @@ def test_local_paths_are_resolved_against_the_files_folder() -> None:
     assert rf.parse_pipfile(pipfile, "Pipfile").project is None
     lock = 'lock-version = "1.0"\n[[packages]]\nname = "me"\ndirectory = {path = ".."}\n'
     assert rf.parse_pylock(lock, "locks/pylock.toml").project == "install"
+
+
+def test_a_byte_order_mark_is_ignored() -> None:
+    assert req({"requirements.txt": "\ufeffnumpy\n"}).requirements == ("numpy",)
+    assert rf.parse_pyproject('\ufeff[project]\nname = "x"\n').project_name == "x"
+    assert rf.parse_devcontainer('\ufeff{"image": "x"}').image == "x"
