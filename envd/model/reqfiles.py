@@ -1300,6 +1300,7 @@ def _conda_only_error(
 def parse_apt_txt(text: str, path: str = "apt.txt", *, root: str = "") -> Parsed:
     """apt.txt: one Debian package per line; `#` comments."""
     acc = _Acc(source=path, format="apt.txt")
+    text = text.removeprefix(_BOM)
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -1321,6 +1322,7 @@ def parse_apt_txt(text: str, path: str = "apt.txt", *, root: str = "") -> Parsed
 def parse_runtime_txt(text: str, path: str = "runtime.txt", *, root: str = "") -> Parsed:
     """runtime.txt: `python-3.10`, `python-3`, `python-3.10.4`."""
     acc = _Acc(source=path, format="runtime.txt")
+    text = text.removeprefix(_BOM)
     lines = [(n, ln.strip()) for n, ln in enumerate(text.splitlines(), 1) if ln.strip()]
     if not lines:
         raise _error(root, path, "the file is empty", 1, "write e.g. `python-3.11`")
@@ -1341,6 +1343,7 @@ def parse_runtime_txt(text: str, path: str = "runtime.txt", *, root: str = "") -
 def parse_python_version(text: str, path: str = ".python-version", *, root: str = "") -> Parsed:
     """.python-version (pyenv, uv): `3.11` or `3.11.7`; the first version line wins."""
     acc = _Acc(source=path, format=".python-version")
+    text = text.removeprefix(_BOM)
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
