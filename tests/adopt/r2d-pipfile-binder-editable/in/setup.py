@@ -1,0 +1,3 @@
+from setuptools import setup
+
+setup(name="dummy", version="1.0")

@@ -1,0 +1,179 @@
+"""`envctl init` on real projects: every case in tests/adopt gives its expected envd.yaml or error.
+
+A case is tests/adopt/<name>/ with the project's files under in/, and either expected.yaml (the
+envd.yaml adopt must write, compared as data) or error.txt (lines the error must contain);
+notes.txt lists lines that must appear among the notes and warnings; template.yaml, if there,
+is the template merged under the project's files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from envd.errors import SpecError
+from envd.model.adopt import Adopted, adopt, render
+from envd.model.spec import parse_spec
+
+CORPUS = Path(__file__).resolve().parent.parent / "adopt"
+CASES = sorted(p for p in CORPUS.iterdir() if p.is_dir())
+
+
+def project_files(case: Path) -> dict[str, str]:
+    base = case / "in"
+    return {
+        p.relative_to(base).as_posix(): p.read_text()
+        for p in sorted(base.rglob("*"))
+        if p.is_file()
+    }
+
+
+def run(case: Path) -> Adopted:
+    template_path = case / "template.yaml"
+    template = yaml.safe_load(template_path.read_text()) if template_path.exists() else None
+    return adopt(project_files(case), case.name, template, root=f"/projects/{case.name}")
+
+
+def lines(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_corpus_is_large_and_covers_every_format() -> None:
+    assert len(CASES) >= 25
+    names = {Path(p).name for case in CASES for p in project_files(case)}
+    for name in (
+        "requirements.txt",
+        "pyproject.toml",
+        "uv.lock",
+        "Pipfile.lock",
+        "pylock.toml",
+        "Pipfile",
+        "environment.yml",
+        "apt.txt",
+        "runtime.txt",
+        ".python-version",
+        "postBuild",
+        "devcontainer.json",
+        "cog.yaml",
+        "constraints.txt",
+    ):
+        assert name in names, name
+    assert sum((case / "error.txt").exists() for case in CASES) >= 5
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_case(case: Path) -> None:
+    expected_path, error_path = case / "expected.yaml", case / "error.txt"
+    assert expected_path.exists() != error_path.exists(), "a case has expected.yaml or error.txt"
+    if error_path.exists():
+        with pytest.raises(SpecError) as info:
+            run(case)
+        for line in lines(error_path):
+            assert line in str(info.value), str(info.value)
+        return
+    result = run(case)
+    document = yaml.safe_load(result.text)
+    assert document == yaml.safe_load(expected_path.read_text()), result.text
+    assert document == dict(result.document)
+    assert result.text.startswith("# Written by `envctl init`")
+    said = [*result.notes, *result.warnings]
+    for line in lines(case / "notes.txt"):
+        assert any(line in note for note in said), f"{line!r} not in {said}"
+    assert run(case) == result  # same files, same output
+
+
+def known_to_spec(document: dict[str, Any]) -> bool:
+    setup = document.get("setup", [])
+    return not any(k in document for k in ("constraints", "project", "requirements")) and all(
+        isinstance(s, str) for s in setup
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_output_is_a_valid_spec_where_the_parser_knows_its_keys(case: Path) -> None:
+    if not (case / "expected.yaml").exists():
+        pytest.skip("an error case")
+    result = run(case)
+    if not known_to_spec(dict(result.document)):
+        pytest.skip("uses keys the spec parser is being extended for")
+    spec = parse_spec(result.text, source="envd.yaml", project_dir=f"/p/{case.name}")
+    assert spec.name == case.name
+
+
+def test_template_keys_are_overridden_and_lists_merged() -> None:
+    template = {
+        "base": {"debian": "bookworm"},
+        "python": "3.11",
+        "packages": ["numpy", "pandas"],
+        "env": {"A": "1", "B": "2"},
+        "runs": {"metrics": ["metrics.json"]},
+    }
+    files = {
+        "runtime.txt": "python-3.13\n",
+        "environment.yml": "dependencies:\n  - pandas\n  - scipy\n",
+        ".devcontainer/devcontainer.json": '{"containerEnv": {"B": "3"}}',
+    }
+    result = adopt(files, "Proj", template)
+    doc = dict(result.document)
+    assert doc["base"] == {"debian": "trixie"}
+    assert doc["python"] == "3.13"
+    assert doc["packages"] == ["numpy", "pandas", "scipy"]
+    assert doc["env"] == {"A": "1", "B": "3"}
+    assert doc["runs"] == {"metrics": ["metrics.json"]}
+    assert list(doc)[:4] == ["version", "name", "base", "python"]
+    assert list(doc)[-1] == "runs"
+    assert template["packages"] == ["numpy", "pandas"]  # the template is not changed
+
+
+def test_an_image_from_the_project_drops_the_templates_python() -> None:
+    files = {".devcontainer.json": '{"image": "ghcr.io/org/img:1"}'}
+    doc = adopt(files, "p", {"base": {"debian": "bookworm"}, "python": "3.11"}).document
+    assert doc["base"] == {"image": "ghcr.io/org/img:1"}
+    assert "python" not in doc
+
+
+def test_render_quotes_what_yaml_would_misread() -> None:
+    text = render({"python": "3.10", "a": "yes", "b": "x: y", "c": "# no", "d": ["on", 8888]})
+    assert yaml.safe_load(text) == {
+        "python": "3.10",
+        "a": "yes",
+        "b": "x: y",
+        "c": "# no",
+        "d": ["on", 8888],
+    }
+
+
+def test_name_comes_from_the_directory() -> None:
+    assert adopt({}, "My Project!").document["name"] == "my-project"
+    assert adopt({}, "___").document["name"] == "project"
+    assert adopt({}, "a__b.c").document["name"] == "a__b.c"
+    assert adopt({}, "Data._.Science--2").document["name"] == "data-science-2"
+    assert len(str(adopt({}, "x" * 300).document["name"])) == 128
+
+
+def test_conflicting_python_versions_are_warned_about() -> None:
+    files = {
+        "runtime.txt": "python-3.11\n",
+        ".python-version": "3.13\n",
+        "pyproject.toml": '[project]\nname = "x"\nrequires-python = ">=3.12"\n',
+    }
+    result = adopt(files, "p")
+    assert result.document["python"] == "3.11"
+    assert any(".python-version asks for Python 3.13" in w for w in result.warnings)
+    assert any("pyproject.toml requires Python >=3.12" in w for w in result.warnings)
+
+
+def test_python_versions_pick_the_suite() -> None:
+    for python, suite in (("3.9", "bullseye"), ("3.11.4", "bookworm"), ("3.13", "trixie")):
+        doc = adopt({".python-version": python}, "p").document
+        assert doc["base"] == {"debian": suite}
+        assert doc["python"] == python[:4]
+    with pytest.raises(SpecError) as info:
+        adopt({".python-version": "3.12"}, "p", root="/r")
+    assert info.value.file == "/r/.python-version"
+    assert info.value.hint and "python:3.12-slim" in info.value.hint
