@@ -98,6 +98,18 @@ class LockFile:
     python: tuple[PythonPackage, ...]  # sorted by name
     shared_image: str = ""  # "registry/repo@sha256:..." when pinned by `share image --pin`
     lock_version: int = LOCK_VERSION
+    # (what, short sha256) for each pinned fact, then ("root", sha256 of the whole lock):
+    # written by `dumps`, checked by `loads`, so a hand edit is named, not silently built.
+    integrity: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False)
+
+
+class LockEdited(LockError):
+    """envd.lock's content no longer matches its integrity record: it was edited by hand."""
+
+    def __init__(self, message: str, *, hint: str, lock: LockFile, edited: tuple[str, ...]):
+        super().__init__(message, hint=hint)
+        self.lock = lock  # as read, not to be trusted
+        self.edited = edited  # python package names whose pins were edited
 
 
 _T = TypeVar("_T", bound="DataclassInstance")
@@ -146,7 +158,54 @@ def dumps(lock: LockFile) -> str:
             packages=tuple(sorted(lock.base.packages, key=lambda d: (d.name, d.arch, d.version))),
         ),
     )
+    lock = dataclasses.replace(lock, integrity=integrity(lock))
     return json.dumps(dataclasses.asdict(lock), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def integrity(lock: LockFile) -> tuple[tuple[str, str], ...]:
+    """A short digest of every pinned fact, and a root digest over all of the lock."""
+
+    def short(value: object) -> str:
+        return hashlib.sha256(_canonical_json(value)).hexdigest()[:16]
+
+    facts: list[tuple[str, str]] = [
+        ("base", short(dataclasses.asdict(lock.base))),
+        ("target", short(dataclasses.asdict(lock.target))),
+        ("inputs", short([lock.inputs_hash, dataclasses.asdict(lock.inputs)])),
+        ("tools", short([lock.envd_version, lock.uv_version, lock.shared_image])),
+    ]
+    for d in sorted(lock.system, key=lambda d: (d.name, d.arch, d.version)):
+        facts.append((f"debian {d.name}", short(dataclasses.asdict(d))))
+    for p in sorted(lock.python, key=lambda p: p.name):
+        facts.append((f"python {p.name} version", short([p.version, p.index])))
+        facts.append((f"python {p.name} sha256", short(sorted(p.hashes))))
+    root = dataclasses.asdict(dataclasses.replace(lock, integrity=()))
+    return (*facts, ("root", hashlib.sha256(_canonical_json(root)).hexdigest()))
+
+
+def integrity_changes(lock: LockFile) -> list[str]:
+    """What was edited since `dumps` wrote the lock ([] when nothing; an old lock has no record)."""
+    if not lock.integrity:
+        return []
+    recorded, actual = dict(lock.integrity), dict(integrity(lock))
+    changes = []
+    for what in sorted(set(recorded) | set(actual)):
+        if what == "root" or recorded.get(what) == actual.get(what):
+            continue
+        kind, _, name = what.partition(" ")
+        if kind == "python" and name.endswith(" sha256"):
+            changes.append(f"{name[: -len(' sha256')]}'s sha256 changed")
+        elif kind == "python" and name.endswith(" version"):
+            changes.append(f"{name[: -len(' version')]}'s pinned version changed")
+        elif what not in recorded:
+            changes.append(f"{what} was added")
+        elif what not in actual:
+            changes.append(f"{what} was removed")
+        else:
+            changes.append(f"{what} changed")
+    if not changes and recorded.get("root") != actual.get("root"):
+        changes.append("its content changed")
+    return changes
 
 
 def loads(text: str, source: str) -> LockFile:
@@ -181,6 +240,22 @@ def loads(text: str, source: str) -> LockFile:
         seen.add(package.name)
         if not package.hashes or not all(_SHA256.fullmatch(h) for h in package.hashes):
             raise _corrupt(source, f"python[{i}]: {package.name} needs sha256 hashes")
+    edits = integrity_changes(lock)
+    if edits:
+        edited = tuple(
+            sorted(
+                {w.split(" ", 2)[1] for w, _ in lock.integrity if w.startswith("python ")}
+                & {e.split("'", 1)[0] for e in edits}
+            )
+        )
+        raise LockEdited(
+            f"{source} was edited: "
+            + "; ".join(edits[:10])
+            + (f" (and {len(edits) - 10} more)" if len(edits) > 10 else ""),
+            hint="run `envctl lock` to re-resolve (the edited pins are resolved again)",
+            lock=lock,
+            edited=edited,
+        )
     return lock
 
 

@@ -24,6 +24,7 @@ from envd.model.cuda import accelerator_variant, min_driver_for_cuda, torch_pypi
 from envd.model.lockfile import (
     BaseLock,
     DebianPackage,
+    LockEdited,
     LockFile,
     dumps,
     hash_inputs,
@@ -33,7 +34,7 @@ from envd.model.spec import LOCK_FILENAME, Spec
 from envd.model.target import check_python, inspect_target
 from envd.progress import Progress, Reporter
 from envd.services.debian_base import DEFAULT_MIRROR, ensure_debian_base
-from envd.services.projects import Projects
+from envd.services.projects import LockState, Projects, lock_path
 
 
 @dataclass(frozen=True)
@@ -96,9 +97,16 @@ class Locker:
     ) -> LockOutcome:
         """Resolve envd.yaml into envd.lock (`write=False`: resolve only, e.g. for a dry run)."""
         spec = self._projects.spec(row)
-        state = self._projects.lock_state(row, spec)
+        edited: tuple[str, ...] = ()
+        try:
+            state = self._projects.lock_state(row, spec)
+        except LockEdited as exc:  # re-resolve: the edited pins are not kept
+            edited = exc.edited
+            kept = tuple(p for p in exc.lock.python if p.name not in edited)
+            previous_lock = replace(exc.lock, python=kept)
+            state = LockState(lock_path(row), previous_lock, (exc.message,))
         path, previous = state.path, state.lock
-        previous_text = dumps(previous) if previous is not None else None
+        previous_text = dumps(previous) if previous is not None and not edited else None
         inputs = inputs_from_spec(spec)
         reasons = state.reasons if previous else ("new lock",)
         if previous is not None and not reasons and not upgrade and not upgrade_packages:

@@ -138,7 +138,7 @@ def test_files_belong_to_a_non_root_caller(shared: Envctl, default_project: Path
         f"req = pb.EnterRequest(project=pb.ProjectRef(ref={str(default_project)!r}),"
         " command=sys.argv[1:], uid=4321, gid=4321, user_name='ada',"
         f" cwd={str(mine)!r})\n"
-        "t = [e.target for e in AppContext().client().stream('Enter', req)"
+        "t = [e.target for e in AppContext().client().enter(req)"
         " if e.HasField('target')][0]\n"
         "print(json.dumps({'argv': exec_argv(t, False), 'env': dict(t.env), 'run': t.run_id}))\n"
     )

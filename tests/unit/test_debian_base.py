@@ -440,9 +440,7 @@ def test_restore_makes_a_removed_base_again(tmp_path: Path, build: FakeBuild) ->
     assert list(engine.images) == [locked.reference]
 
 
-def test_a_tag_pointing_at_another_image_is_never_trusted(
-    tmp_path: Path, build: FakeBuild
-) -> None:
+def test_a_tag_pointing_at_another_image_is_never_trusted(tmp_path: Path, build: FakeBuild) -> None:
     """The lock's base tag moved to a different image: it is imported again from the tarball."""
     engine = FakeImages()
     locked = ensure(engine, tmp_path)

@@ -276,3 +276,29 @@ def test_staleness_catches_a_stale_hash() -> None:
     assert lockfile.staleness(make_lock(inputs_hash="sha256:" + "0" * 64), INPUTS) == [
         "inputs hash changed"
     ]
+
+
+# hand edits
+
+
+def test_a_hand_edited_sha256_is_named() -> None:
+    data = json.loads(lockfile.dumps(make_lock()))
+    data["python"][0]["hashes"] = ["sha256:" + "0" * 64]
+    with pytest.raises(lockfile.LockEdited, match="numpy's sha256 changed") as edited:
+        lockfile.loads(json.dumps(data), "envd.lock")
+    assert edited.value.exit_code == 1 and edited.value.edited == ("numpy",)
+    assert edited.value.hint is not None and "envctl lock" in edited.value.hint
+
+
+def test_a_hand_edited_version_is_named() -> None:
+    data = json.loads(lockfile.dumps(make_lock()))
+    data["python"][1]["version"] = "0.0.1"
+    with pytest.raises(lockfile.LockEdited, match="pandas's pinned version changed"):
+        lockfile.loads(json.dumps(data), "envd.lock")
+
+
+def test_a_lock_without_an_integrity_record_still_reads() -> None:
+    """Locks written before the record existed are read as they are."""
+    data = json.loads(lockfile.dumps(make_lock()))
+    del data["integrity"]
+    assert lockfile.loads(json.dumps(data), "envd.lock") == make_lock()
