@@ -81,6 +81,7 @@ class HashCache:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         self._pending: list[tuple[bytes, int, int, int, int, str]] = []
+        self._preloaded: dict[bytes, tuple[int, int, int, int, str]] = {}
         self.reads = 0  # files read (cache misses), for tests and stats
         self.hits = 0
         self.skipped: list[str] = []  # paths left out: special files, over max_files
@@ -98,12 +99,28 @@ class HashCache:
     # ------------------------------------------------------------ single files
 
     def _lookup(self, path: bytes, key: StatKey) -> str | None:
-        row = self._db.execute(
-            "SELECT dev, ino, size, mtime_ns, sha256 FROM hashes WHERE path = ?", (path,)
-        ).fetchone()
+        if path in self._preloaded:
+            row: tuple[int, int, int, int, str] | None = self._preloaded[path]
+        else:
+            row = self._db.execute(
+                "SELECT dev, ino, size, mtime_ns, sha256 FROM hashes WHERE path = ?", (path,)
+            ).fetchone()
         if row is not None and tuple(row[:4]) == key:
             return str(row[4])
         return None
+
+    def _preload(self, folder: str) -> None:
+        """Read the cached rows below `folder` in one range scan (path BLOBs sort bytewise)."""
+        prefix = os.fsencode(folder.rstrip(os.sep) + os.sep)
+        upper = prefix[:-1] + bytes([prefix[-1] + 1])
+        self._preloaded = {
+            bytes(row[0]): (row[1], row[2], row[3], row[4], row[5])
+            for row in self._db.execute(
+                "SELECT path, dev, ino, size, mtime_ns, sha256 FROM hashes"
+                " WHERE path >= ? AND path < ?",
+                (prefix, upper),
+            )
+        }
 
     def _read(self, path: str) -> tuple[str, os.stat_result, bool]:
         """sha256 of the file, its stat, and whether it held still while read."""
@@ -198,13 +215,18 @@ class HashCache:
         st = os.lstat(root)
         if not stat.S_ISDIR(st.st_mode):
             return self._entries([(root, st)], os.path.dirname(root))
+        self._preload(root)
         return self._entries(self._walk(root), root)
 
     def _entries(self, items: Iterable[tuple[str, os.stat_result]], base: str) -> dict[str, str]:
         out: dict[str, str] = {}
+        prefix = base.rstrip(os.sep) + os.sep
         try:
             for path, st in items:
-                rel = os.path.relpath(path, base).replace(os.sep, "/")
+                if path.startswith(prefix):
+                    rel = path[len(prefix) :].replace(os.sep, "/")
+                else:
+                    rel = os.path.relpath(path, base).replace(os.sep, "/")
                 if len(out) >= self._max_files:
                     self.skipped.append(f"{rel} (over {self._max_files} files)")
                     continue
@@ -220,6 +242,7 @@ class HashCache:
                 else:
                     self.skipped.append(f"{rel} (not a regular file)")
         finally:
+            self._preloaded = {}
             self._flush()
         return dict(sorted(out.items()))
 
@@ -244,6 +267,7 @@ class HashCache:
             except FileNotFoundError:
                 continue
             if stat.S_ISDIR(st.st_mode):
+                self._preload(target)
                 items: Iterable[tuple[str, os.stat_result]] = self._walk(target)
             else:
                 items = [(target, st)]
