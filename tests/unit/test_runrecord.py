@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
+from envd.gateways.hashcache import HashCache, changed
+from envd.model.provenance import build_statement, check_statement, statement_json
 from envd.model.runrecord import (
     MAX_METRICS,
     Change,
@@ -25,6 +33,7 @@ from envd.model.runrecord import (
     trace,
     varying,
 )
+from envd.model.spec import parse_spec
 
 
 def h(text: str) -> str:
@@ -308,3 +317,157 @@ def test_trace_finds_the_producing_run() -> None:
     assert [r.id for r in result.overwritten] == ["new"]
     assert [(r.id, p) for r, p in result.same_content] == [("copy", "backup/m.pkl")]
     assert trace("models/m.pkl", h("v3"), [older]).producer is None
+
+
+# ------------------------------------------------------------------ project templates
+# environments/<t>/project/ is a whole project for `envctl new NAME --template T`: every
+# occurrence of the placeholder `__project__` (the package folder's name, and text in any file)
+# becomes NAME. `instantiate` below does exactly that, as `envctl new` is to.
+
+PLACEHOLDER = "__project__"
+ENVIRONMENTS = Path(__file__).resolve().parents[2] / "environments"
+TEMPLATES = ("default", "sklearn", "pytorch-cpu", "jupyter")
+NEEDS = {"default": "yaml", "sklearn": "sklearn", "pytorch-cpu": "torch", "jupyter": "pandas"}
+
+
+def instantiate(template: str, target: Path, name: str) -> Path:
+    source = ENVIRONMENTS / template / "project"
+    for path in sorted(source.rglob("*")):
+        if "__pycache__" in path.parts or ".ruff_cache" in path.parts:
+            continue
+        relative = Path(
+            *(name if part == PLACEHOLDER else part for part in path.relative_to(source).parts)
+        )
+        if path.is_dir():
+            (target / relative).mkdir(parents=True, exist_ok=True)
+        else:
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            (target / relative).write_text(path.read_text().replace(PLACEHOLDER, name))
+    return target
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_template_is_a_whole_project(template: str) -> None:
+    root = ENVIRONMENTS / template / "project"
+    for name in ("envd.yaml", "params.yaml", "README.md", ".gitignore", "pyproject.toml"):
+        assert (root / name).is_file(), name
+    package = root / PLACEHOLDER
+    for name in ("__init__.py", "config.py", "train.py", "evaluate.py"):
+        assert (package / name).is_file(), name
+    assert list((root / "tests").glob("test_*.py"))
+    for path in root.rglob("*.py"):
+        ast.parse(path.read_text(), str(path))
+    readme = (root / "README.md").read_text()
+    for word in ("envctl lock", "envctl enter", f"python -m {PLACEHOLDER}.train", "trace", "share"):
+        assert word in readme, word
+    ignored = (root / ".gitignore").read_text().split()
+    assert {"data/", "models/", "metrics.json"} <= set(ignored)
+    assert "params.yaml" in (package / "config.py").read_text()
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_template_envd_yaml_is_the_environment_plus_runs(template: str) -> None:
+    plain = yaml.safe_load((ENVIRONMENTS / template / "envd.yaml").read_text())
+    text = (ENVIRONMENTS / template / "project" / "envd.yaml").read_text()
+    project = yaml.safe_load(text)
+    assert project.pop("name") == PLACEHOLDER
+    assert project.pop("runs") == {
+        "params": ["params.yaml"],
+        "data": ["data/"],
+        "outputs": ["models/"],
+        "metrics": ["metrics.json"],
+    }
+    packages = project.pop("packages")
+    assert packages[: len(plain["packages"])] == plain.pop("packages")
+    assert "pytest" in packages and set(packages[len(plain.get("packages", [])) :]) >= {"pytest"}
+    assert project == plain  # same base, python, env, ports, gpu
+    # The rest is a valid spec (the `runs:` section is cut: it comes last in these files).
+    spec_text = text[: text.index("\nruns:")].replace(PLACEHOLDER, "demo") + "\n"
+    spec = parse_spec(spec_text, source="envd.yaml", project_dir="/tmp/demo")
+    assert "pytest" in " ".join(spec.packages)
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_template_params_flatten(template: str) -> None:
+    params = flatten_params(
+        "params.yaml", (ENVIRONMENTS / template / "project" / "params.yaml").read_text()
+    )
+    assert params.notes == ()
+    assert params.values["seed"] == "0"
+    assert any(key.startswith("model.") for key in params.values)
+
+
+def test_default_template_needs_only_pyyaml(tmp_path: Path) -> None:
+    root = instantiate("default", tmp_path / "demo", "demo_proj")
+    imported = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"demo_proj", "__future__"}
+    assert third_party <= {"yaml", "pytest"}, third_party
+
+
+def test_default_template_run_is_recorded_end_to_end(tmp_path: Path) -> None:
+    """Instantiate, train and evaluate as `envctl enter` would, and record the run."""
+    root = instantiate("default", tmp_path / "demo", "demo_proj")
+    assert PLACEHOLDER not in "".join(p.read_text() for p in root.rglob("*") if p.is_file())
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+    runs_paths = ["models/", "metrics.json"]
+    with HashCache(tmp_path / "hashes.sqlite") as cache:
+        before = cache.snapshot(root, runs_paths)
+        for entry in ("train", "evaluate"):
+            subprocess.run(
+                [sys.executable, "-m", f"demo_proj.{entry}"],
+                cwd=root,
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+        after = cache.snapshot(root, runs_paths)
+        outputs = changed(before, after)
+        data = cache.snapshot(root, ["data/"])
+    assert set(outputs) == {"models/model.json", "metrics.json"}
+    assert set(data) == {"data/dataset.csv"}
+    metrics = parse_metrics("metrics.json", (root / "metrics.json").read_text())
+    assert metrics.notes == ()
+    assert set(metrics.values) == {
+        "train.accuracy",
+        "train.log_loss",
+        "test.accuracy",
+        "test.log_loss",
+        "test.samples",
+    }
+    assert 0.7 < metrics.values["test.accuracy"] <= 1.0
+    record = RunRecord(
+        id="run-1",
+        command=("python", "-m", "demo_proj.train"),
+        params={"params.yaml": (root / "params.yaml").read_text()},
+        data=data,
+        outputs=outputs,
+        metrics=metrics.values,
+    )
+    assert record.param_values["model.learning_rate"] == "0.5"
+    statement = statement_json(build_statement(record, builder_id="https://example.org/envd"))
+    model_digest = hashlib.sha256((root / "models" / "model.json").read_bytes()).hexdigest()
+    assert check_statement(statement, "models/model.json", model_digest).ok
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_template_own_tests_pass(template: str, tmp_path: Path) -> None:
+    """The template's tests, run by pytest inside the instantiated project."""
+    pytest.importorskip(NEEDS[template])
+    root = instantiate(template, tmp_path / "proj", "my_model")
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " passed" in result.stdout
