@@ -14,7 +14,7 @@ from __project__.config import DATASET, load_params
 def make_dataset(params: dict[str, Any]) -> pd.DataFrame:
     p = params["data"]
     rng = np.random.default_rng(params["seed"])
-    centres = rng.uniform(-4, 4, size=(p["classes"], p["features"]))
+    centres = rng.uniform(-2, 2, size=(p["classes"], p["features"]))
     labels = rng.integers(0, p["classes"], size=p["samples"])
     x = centres[labels] + rng.normal(0.0, p["spread"], size=(p["samples"], p["features"]))
     frame = pd.DataFrame(x.round(6), columns=[f"x{i}" for i in range(p["features"])])
