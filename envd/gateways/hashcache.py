@@ -24,6 +24,7 @@ import hashlib
 import os
 import sqlite3
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -75,7 +76,8 @@ class HashCache:
         self._racy_ns = racy_ns
         self._retries = retries
         self._max_files = max_files
-        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._lock = threading.RLock()  # one connection, shared by the daemon's threads
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
@@ -87,8 +89,9 @@ class HashCache:
         self.skipped: list[str] = []  # paths left out: special files, over max_files
 
     def close(self) -> None:
-        self._flush()
-        self._db.close()
+        with self._lock:
+            self._flush()
+            self._db.close()
 
     def __enter__(self) -> HashCache:
         return self
@@ -179,6 +182,10 @@ class HashCache:
         """sha256 of a regular file (`symlink:<target>` for a link, which is not followed)."""
         path = os.path.abspath(os.fspath(path))
         st = os.lstat(path)
+        with self._lock:
+            return self._hash_one(path, st)
+
+    def _hash_one(self, path: str, st: os.stat_result) -> str:
         try:
             if stat.S_ISLNK(st.st_mode):
                 return SYMLINK_PREFIX + os.readlink(path)
@@ -213,10 +220,11 @@ class HashCache:
         """{posix relpath: digest} for every file below `root` (or {name: digest} for a file)."""
         root = os.path.abspath(os.fspath(root))
         st = os.lstat(root)
-        if not stat.S_ISDIR(st.st_mode):
-            return self._entries([(root, st)], os.path.dirname(root))
-        self._preload(root)
-        return self._entries(self._walk(root), root)
+        with self._lock:
+            if not stat.S_ISDIR(st.st_mode):
+                return self._entries([(root, st)], os.path.dirname(root))
+            self._preload(root)
+            return self._entries(self._walk(root), root)
 
     def _entries(self, items: Iterable[tuple[str, os.stat_result]], base: str) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -239,6 +247,8 @@ class HashCache:
                         continue  # removed since it was listed
                     except FileChangingError:
                         self.skipped.append(f"{rel} (kept changing while it was read)")
+                    except PermissionError:
+                        self.skipped.append(f"{rel} (not readable)")
                 else:
                     self.skipped.append(f"{rel} (not a regular file)")
         finally:
@@ -266,12 +276,13 @@ class HashCache:
                 st = os.lstat(target)
             except FileNotFoundError:
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                self._preload(target)
-                items: Iterable[tuple[str, os.stat_result]] = self._walk(target)
-            else:
-                items = [(target, st)]
-            out.update(self._entries(items, root_path))
+            with self._lock:
+                if stat.S_ISDIR(st.st_mode):
+                    self._preload(target)
+                    items: Iterable[tuple[str, os.stat_result]] = self._walk(target)
+                else:
+                    items = [(target, st)]
+                out.update(self._entries(items, root_path))
         return dict(sorted(out.items()))
 
 

@@ -240,3 +240,14 @@ def test_200_mb_rehash_is_fast_when_cached(tmp_path: Path) -> None:
     assert again == first
     print(f"\n200 MiB in 200 files: cold {cold * 1000:.0f} ms, cached {warm * 1000:.1f} ms")
     assert warm < 0.05
+
+
+def test_usable_from_several_threads(tree: Path, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with HashCache(tmp_path / "hashes.sqlite") as cache:
+        expected = cache.hash_tree(tree)
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda _: cache.hash_tree(tree), range(8)))
+        assert all(r == expected for r in results)
+        assert cache.reads == 3
