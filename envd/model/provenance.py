@@ -71,7 +71,8 @@ def build_statement(
     repository: str = "",
     workspace: str = DEFAULT_WORKSPACE,
 ) -> dict[str, Any]:
-    """The in-toto Statement for `run`. Outputs recorded as symlinks are not subjects.
+    """The in-toto Statement for `run`. Outputs recorded as symlinks are not subjects; a run
+    with no output file has nothing to attest (ValueError).
 
     `builder_id` names who ran it (a URI, e.g. `https://github.com/envd/envd/daemon@HOST`);
     `repository` is the code's URI (e.g. `git+https://host/team/churn`), else the workspace.
@@ -83,6 +84,8 @@ def build_statement(
         for path, digest in sorted(run.outputs.items())
         if SHA256_RE.match(digest)
     ]
+    if not subjects:
+        raise ValueError(f"run {run.id} recorded no output files: a statement needs a subject")
     dependencies: list[dict[str, Any]] = [
         {"name": path, "uri": _file_uri(workspace, path), "digest": {"sha256": digest}}
         for path, digest in sorted(run.data.items())

@@ -519,6 +519,7 @@ def sort_runs(runs: Iterable[RunRecord], key: str) -> list[RunRecord]:
     """Sort by a metric, ascending; `-name` for descending. Runs without it go last."""
     descending = key.startswith("-")
     name = key.lstrip("-+")
+    runs = list(runs)
     have = [r for r in runs if name in r.metrics]
     missing = [r for r in runs if name not in r.metrics]
     have.sort(key=lambda r: r.metrics[name], reverse=descending)

@@ -109,6 +109,11 @@ def test_builder_id_must_be_a_uri() -> None:
         build_statement(record(), builder_id="laptop")
 
 
+def test_a_run_without_outputs_has_nothing_to_attest() -> None:
+    with pytest.raises(ValueError, match="no output"):
+        build_statement(RunRecord(id="r", outputs={"l": "symlink:x"}), builder_id=BUILDER)
+
+
 def test_check_accepts_own_output_and_finds_the_subject() -> None:
     text = statement_json(statement())
     result = check_statement(text, "models/model.pkl", h("model"))

@@ -253,6 +253,7 @@ def test_sort_by_metric() -> None:
     runs = [run("a", metrics={"acc": 0.5}), run("b"), run("c", metrics={"acc": 0.9})]
     assert [r.id for r in sort_runs(runs, "acc")] == ["a", "c", "b"]
     assert [r.id for r in sort_runs(runs, "-acc")] == ["c", "a", "b"]
+    assert [r.id for r in sort_runs(iter(runs), "acc")] == ["a", "c", "b"]
 
 
 # ------------------------------------------------------------------ diff
