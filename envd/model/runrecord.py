@@ -19,6 +19,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, Literal
 
@@ -635,3 +636,46 @@ def trace(path: str, sha256: str, runs: Iterable[RunRecord]) -> TraceResult:
                     same.append((run, other))
                     break
     return TraceResult(tuple(exact), tuple(same), tuple(overwritten))
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def render_trace(path: str, sha256: str, result: TraceResult) -> str:
+    """`envctl trace FILE`: the run behind these bytes, and everything it ran with."""
+    run = result.producer
+    lines: list[str] = []
+    if run is None:
+        lines.append(f"{path} (sha256 {sha256[:12]}): no recorded run wrote these bytes")
+        if result.overwritten:
+            ids = ", ".join(r.id for r in result.overwritten)
+            lines.append(f"  changed since it was written by: {ids}")
+        for other, other_path in result.same_content:
+            lines.append(f"  the same bytes were written as {other_path} by run {other.id}")
+        return "\n".join(lines) + "\n"
+    code = run.code
+    commit = code.commit[:12] if code.commit else "(no git repository)"
+    if code.dirty:
+        commit += f" + uncommitted changes (diff sha256 {code.diff_sha256[:12]})"
+    lines += [
+        f"{path} (sha256 {sha256[:12]}) was written by run {run.id}",
+        f"  command:      {' '.join(run.command)}  (exit {run.exit_code})",
+        f"  when:         {_when(run.started_at)} - {_when(run.ended_at)}",
+        f"  environment:  {run.environment_hash or '-'}  image {run.image or '-'}",
+        f"  host:         {run.host_hash or '-'}",
+        f"  lock:         {run.lock_sha256 or '-'}",
+        f"  code:         {commit}",
+    ]
+    for name in sorted(run.params):
+        lines.append(f"  params:       {name}")
+    for key, value in run.param_values.items():
+        lines.append(f"    {key} = {value}")
+    for data_path, digest in sorted(run.data.items()):
+        lines.append(f"  data:         {data_path}  {digest[:12]}")
+    for name, number in sorted(run.metrics.items()):
+        lines.append(f"  metric:       {name} = {format_number(number)}")
+    if len(result.exact) > 1:
+        others = ", ".join(r.id for r in result.exact[1:])
+        lines.append(f"  also written, with the same bytes, by: {others}")
+    return "\n".join(lines) + "\n"

@@ -28,6 +28,7 @@ from envd.model.runrecord import (
     parse_where,
     render_diff,
     render_table,
+    render_trace,
     runs_table,
     sort_runs,
     trace,
@@ -318,6 +319,29 @@ def test_trace_finds_the_producing_run() -> None:
     assert [r.id for r in result.overwritten] == ["new"]
     assert [(r.id, p) for r, p in result.same_content] == [("copy", "backup/m.pkl")]
     assert trace("models/m.pkl", h("v3"), [older]).producer is None
+
+
+def test_render_trace_names_everything_the_file_came_from() -> None:
+    run_a = RunRecord(
+        id="run-7",
+        command=("python", "-m", "p.train"),
+        started_at=0.0,
+        ended_at=60.0,
+        environment_hash="e" * 64,
+        code=CodeState(COMMIT, True, h("diff")),
+        params={"params.yaml": "lr: 0.1\n"},
+        data={"data/x.csv": h("x")},
+        outputs={"models/m.pkl": h("m")},
+        metrics={"acc": 0.9},
+    )
+    text = render_trace("models/m.pkl", h("m"), trace("models/m.pkl", h("m"), [run_a]))
+    assert "written by run run-7" in text
+    assert "python -m p.train" in text and "e" * 64 in text
+    assert COMMIT[:12] + " + uncommitted changes" in text
+    assert "lr = 0.1" in text and "data/x.csv" in text and "acc = 0.9" in text
+    assert "1970-01-01 00:01:00 UTC" in text
+    missing = render_trace("models/m.pkl", h("z"), trace("models/m.pkl", h("z"), [run_a]))
+    assert "no recorded run" in missing and "run-7" in missing
 
 
 # ------------------------------------------------------------------ project templates
