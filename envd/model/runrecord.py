@@ -207,18 +207,36 @@ def _file_format(name: str) -> Literal["json", "yaml", "csv"]:
     return "json"
 
 
-def _flatten(value: Any, prefix: str, out: dict[str, Any], lists: bool) -> None:
+class _TooMany(Exception):
+    pass
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any], lists: bool, limit: int) -> None:
+    """Nested mappings as dotted keys; stops (_TooMany) past `limit` keys, so that a YAML
+    file of aliases (a "billion laughs") cannot expand without end."""
     if isinstance(value, Mapping):
         if not value and prefix:
             out[prefix] = {}
         for key, item in value.items():
             name = f"{prefix}.{key}" if prefix else str(key)
-            _flatten(item, name, out, lists)
+            _flatten(item, name, out, lists, limit)
     elif lists and isinstance(value, list):
         for index, item in enumerate(value):
-            _flatten(item, f"{prefix}.{index}" if prefix else str(index), out, lists)
+            _flatten(item, f"{prefix}.{index}" if prefix else str(index), out, lists, limit)
     else:
+        if len(out) >= limit:
+            raise _TooMany
         out[prefix] = value
+
+
+def _load(kind: str, text: str) -> Any:
+    """JSON or YAML text; ValueError for bad or too deeply nested text."""
+    try:
+        return json.loads(text) if kind == "json" else yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc).splitlines()[0] if str(exc) else "invalid") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def parse_metrics(name: str, text: str, *, max_bytes: int = MAX_METRICS_BYTES) -> Parsed:
@@ -240,15 +258,20 @@ def parse_metrics(name: str, text: str, *, max_bytes: int = MAX_METRICS_BYTES) -
         raw, notes = _csv_metrics(name, text)
     else:
         try:
-            loaded = json.loads(text) if kind == "json" else yaml.safe_load(text)
-        except (ValueError, yaml.YAMLError) as exc:
+            loaded = _load(kind, text)
+        except ValueError as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return Parsed({}, (f"{name}: not valid {kind.upper()}: {first}",))
         if loaded is None:
             return Parsed({}, (f"{name}: empty",))
         if not isinstance(loaded, Mapping):
             return Parsed({}, (f"{name}: top level is not an object of name: number",))
-        _flatten(loaded, "", raw, lists=False)
+        try:
+            _flatten(loaded, "", raw, lists=False, limit=4 * MAX_METRICS)
+        except _TooMany:
+            notes.append(f"{name}: more than {4 * MAX_METRICS} values; the rest skipped")
+        except RecursionError:
+            return Parsed({}, (f"{name}: nested too deeply; not read",))
     metrics: dict[str, float] = {}
     for key, value in raw.items():
         number = _number(value) if kind == "csv" or not isinstance(value, str) else None
@@ -321,17 +344,24 @@ def flatten_params(name: str, text: str, *, max_bytes: int = MAX_PARAMS_BYTES) -
         return Parsed({}, (f"{name}: {size} bytes is over the {max_bytes}-byte limit; not read",))
     kind = _file_format(name)
     try:
-        loaded = json.loads(text) if kind == "json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError):
+        loaded = _load(kind, text)
+    except ValueError:
         return Parsed({name: text.strip()}, (f"{name}: not {kind.upper()}; kept as text",))
     if not isinstance(loaded, Mapping):
         return Parsed({name: _scalar_text(loaded)} if loaded is not None else {})
     raw: dict[str, Any] = {}
-    _flatten(loaded, "", raw, lists=False)
     notes: list[str] = []
-    if len(raw) > MAX_PARAMS:
+    try:
+        _flatten(loaded, "", raw, lists=False, limit=MAX_PARAMS)
+    except _TooMany:
         notes.append(f"{name}: more than {MAX_PARAMS} params; the rest skipped")
-    return Parsed({k: _scalar_text(v) for k, v in list(raw.items())[:MAX_PARAMS]}, tuple(notes))
+    except RecursionError:
+        return Parsed({}, (f"{name}: nested too deeply; not read",))
+    try:
+        values = {k: _scalar_text(v) for k, v in raw.items()}
+    except RecursionError:
+        return Parsed({}, (f"{name}: nested too deeply; not read",))
+    return Parsed(values, tuple(notes))
 
 
 def flatten_params_files(files: Mapping[str, str]) -> tuple[dict[str, str], tuple[str, ...]]:

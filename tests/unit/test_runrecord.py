@@ -113,6 +113,23 @@ def test_bad_and_oversized_files() -> None:
     assert cut.values == {} and "limit" in cut.notes[0]
 
 
+def test_hostile_files_are_bounded() -> None:
+    laughs = "a: &a [1, 1]\n" + "".join(
+        f"{c}: &{c} {{{', '.join(f'k{i}: *{p}' for i in range(9))}}}\n"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    parsed = parse_metrics("m.yaml", laughs)  # 9**8 values if expanded
+    assert len(parsed.values) <= MAX_METRICS
+    assert any("more than" in n for n in parsed.notes)
+    assert len(flatten_params("p.yaml", laughs).values) <= 2000
+    deep = "[" * 100_000 + "]" * 100_000
+    assert "not valid JSON" in parse_metrics("m.json", deep).notes[0]
+    for depth in (990, 5000):
+        nested = '{"a":' * depth + "1" + "}" * depth
+        assert parse_metrics("m.json", nested).values in ({}, {".".join(["a"] * depth): 1.0})
+        flatten_params("p.json", nested)  # no RecursionError escapes
+
+
 def test_too_many_metrics_are_cut() -> None:
     parsed = parse_metrics("m.json", json.dumps({f"k{i}": i for i in range(MAX_METRICS + 5)}))
     assert len(parsed.values) == MAX_METRICS
