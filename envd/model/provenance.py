@@ -37,7 +37,8 @@ from envd.model.runrecord import SHA256_RE, RunRecord
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://github.com/envd/envd/run/v1"  # envd's run build type
-DEFAULT_WORKSPACE = "/workspace"  # where a project lives inside its container
+DEFAULT_WORKSPACE = "/workspace"
+MAX_STATEMENT_CHARS = 64 << 20  # where a project lives inside its container
 
 _HEX_RE = re.compile(r"^[0-9a-f]+$")
 _DIGEST_LENGTHS = {"sha256": 64, "sha512": 128, "sha1": 40, "gitCommit": (40, 64)}
@@ -328,6 +329,8 @@ def check_statement(statement_json_text: str, file_name: str, file_sha256: str) 
     length, timestamps RFC 3339, duplicate JSON keys and NaN refused.
     """
     c = _Checker()
+    if len(statement_json_text) > MAX_STATEMENT_CHARS:
+        return StatementCheck(False, (f"statement: over {MAX_STATEMENT_CHARS} characters",))
     if not SHA256_RE.match(file_sha256):
         c.fail("file", f"{file_sha256!r} is not a sha256 hex digest")
     try:
@@ -336,6 +339,8 @@ def check_statement(statement_json_text: str, file_name: str, file_sha256: str) 
         )
     except ValueError as exc:
         return StatementCheck(False, (f"statement: not valid JSON: {exc}",))
+    except RecursionError:
+        return StatementCheck(False, ("statement: nested too deeply",))
     top = c.obj(raw, "statement", ("_type", "subject", "predicateType", "predicate"))
     if top is None:
         return StatementCheck(False, tuple(c.errors))
@@ -417,8 +422,12 @@ def check_statement(statement_json_text: str, file_name: str, file_sha256: str) 
             for i, item in enumerate(_list(c, rd, "byproducts", "predicate.runDetails")):
                 c.resource(item, f"predicate.runDetails.byproducts[{i}]")
 
-    if not _no_bad_numbers(raw):
-        c.fail("statement", "contains a non-finite number")
+    try:
+        finite = _no_bad_numbers(raw)
+    except RecursionError:
+        finite = False
+    if not finite:
+        c.fail("statement", "contains a non-finite number, or is nested too deeply")
 
     subject, name_matches = "", False
     for name, digests in subjects:

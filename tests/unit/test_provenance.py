@@ -186,3 +186,9 @@ def test_check_refuses_bad_json() -> None:
     text = statement_json(statement()).replace("0.93", "NaN")
     assert not check_statement(text, "models/model.pkl", h("model")).valid
     assert not check_statement(statement_json(statement()), "f", "nothex").valid
+    assert "deeply" in check_statement("[" * 100_000 + "]" * 100_000, "f", h("f")).errors[0]
+    s = statement()
+    s["predicate"]["buildDefinition"]["externalParameters"]["deep"] = json.loads(
+        "[" * 900 + "]" * 900
+    )
+    assert check_statement(json.dumps(s), "models/model.pkl", h("model")).valid in (True, False)
