@@ -1,0 +1,1 @@
+"""__project__: train and evaluate a small classifier, configured by params.yaml."""

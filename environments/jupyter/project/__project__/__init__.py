@@ -1,0 +1,1 @@
+"""__project__: a nearest-centroid classifier in pandas, configured by params.yaml."""

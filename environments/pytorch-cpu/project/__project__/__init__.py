@@ -1,0 +1,1 @@
+"""__project__: a small PyTorch classifier, configured by params.yaml."""

@@ -1,0 +1,1 @@
+"""__project__: a scikit-learn classifier, configured by params.yaml."""

@@ -1,0 +1,194 @@
+"""Provenance: in-toto Statement v1 with a SLSA Provenance v1 predicate, and its checker."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from envd.model.provenance import (
+    BUILD_TYPE,
+    PREDICATE_TYPE,
+    STATEMENT_TYPE,
+    build_statement,
+    check_statement,
+    rfc3339,
+    statement_json,
+)
+from envd.model.runrecord import CodeState, RunRecord
+
+
+def h(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+COMMIT = "c" * 40
+BUILDER = "https://github.com/envd/envd/daemon@laptop"
+
+
+def record() -> RunRecord:
+    return RunRecord(
+        id="run-42",
+        project="churn",
+        command=("python", "-m", "churn.train"),
+        started_at=1_700_000_000.0,
+        ended_at=1_700_000_061.25,
+        exit_code=0,
+        image="sha256:" + h("image"),
+        environment_hash=h("env"),
+        host_hash=h("host"),
+        lock_sha256=h("lock"),
+        code=CodeState(COMMIT, True, h("diff")),
+        params={"params.yaml": "lr: 0.1\n"},
+        data={"data/train.csv": h("train"), "data/a b.csv": h("ab")},
+        outputs={
+            "models/model.pkl": h("model"),
+            "metrics.json": h("metrics"),
+            "models/latest": "symlink:model.pkl",
+        },
+        metrics={"accuracy": 0.93},
+    )
+
+
+def statement() -> dict[str, Any]:
+    return build_statement(record(), builder_id=BUILDER, envd_version="0.1.0")
+
+
+def test_statement_layout() -> None:
+    s = statement()
+    assert s["_type"] == STATEMENT_TYPE
+    assert s["predicateType"] == PREDICATE_TYPE
+    assert s["subject"] == [
+        {"name": "metrics.json", "digest": {"sha256": h("metrics")}},
+        {"name": "models/model.pkl", "digest": {"sha256": h("model")}},
+    ]  # sorted; the symlink is no subject
+    bd = s["predicate"]["buildDefinition"]
+    assert bd["buildType"] == BUILD_TYPE
+    assert bd["externalParameters"] == {
+        "command": ["python", "-m", "churn.train"],
+        "params": {"params.yaml": "lr: 0.1\n"},
+    }
+    assert bd["internalParameters"]["environmentHash"] == h("env")
+    deps = {d["name"]: d for d in bd["resolvedDependencies"]}
+    assert deps["data/a b.csv"]["uri"] == "file:///workspace/data/a%20b.csv"
+    assert deps["data/train.csv"]["digest"] == {"sha256": h("train")}
+    assert deps["code"]["digest"] == {"gitCommit": COMMIT}
+    assert deps["code"]["annotations"] == {"dirty": True, "diffSha256": h("diff")}
+    assert deps["image"]["digest"] == {"sha256": h("image")}
+    assert deps["image"]["annotations"] == {"environmentHash": h("env")}
+    assert deps["envd.lock"]["digest"] == {"sha256": h("lock")}
+    rd = s["predicate"]["runDetails"]
+    assert rd["builder"] == {"id": BUILDER, "version": {"envd": "0.1.0"}}
+    assert rd["metadata"] == {
+        "invocationId": "run-42",
+        "startedOn": "2023-11-14T22:13:20Z",
+        "finishedOn": "2023-11-14T22:14:21.250Z",
+    }
+    assert rd["byproducts"][0]["annotations"] == {"accuracy": 0.93}
+    assert json.loads(base64.b64decode(rd["byproducts"][0]["content"])) == {"accuracy": 0.93}
+
+
+def test_rfc3339_is_utc() -> None:
+    assert rfc3339(0) == "1970-01-01T00:00:00Z"
+    assert rfc3339(1.5) == "1970-01-01T00:00:01.500Z"
+
+
+def test_json_is_canonical_and_deterministic() -> None:
+    text = statement_json(statement())
+    assert text == statement_json(statement())
+    assert text.endswith("}\n") and "\n" not in text[:-1]
+    assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":")) + "\n"
+
+
+def test_builder_id_must_be_a_uri() -> None:
+    with pytest.raises(ValueError):
+        build_statement(record(), builder_id="laptop")
+
+
+def test_a_run_without_outputs_has_nothing_to_attest() -> None:
+    with pytest.raises(ValueError, match="no output"):
+        build_statement(RunRecord(id="r", outputs={"l": "symlink:x"}), builder_id=BUILDER)
+
+
+def test_check_accepts_own_output_and_finds_the_subject() -> None:
+    text = statement_json(statement())
+    result = check_statement(text, "models/model.pkl", h("model"))
+    assert result.valid, result.errors
+    assert result.ok and result.subject == "models/model.pkl" and result.name_matches
+    absolute = check_statement(text, "/home/me/churn/models/model.pkl", h("model"))
+    assert absolute.ok and absolute.name_matches
+    renamed = check_statement(text, "copy.pkl", h("model"))
+    assert renamed.ok and not renamed.name_matches
+    other = check_statement(text, "models/model.pkl", h("something else"))
+    assert other.valid and not other.ok and other.subject == ""
+
+
+def _broken(mutate: Any) -> list[str]:
+    s = copy.deepcopy(statement())
+    mutate(s)
+    return list(check_statement(json.dumps(s), "models/model.pkl", h("model")).errors)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda s: s.update(_type="https://in-toto.io/Statement/v0.1"), "_type"),
+        (lambda s: s.update(predicateType="https://slsa.dev/provenance/v0.2"), "predicateType"),
+        (lambda s: s.pop("subject"), "missing 'subject'"),
+        (lambda s: s.update(subject=[]), "subject: empty"),
+        (lambda s: s.update(extra=1), "unknown field 'extra'"),
+        (lambda s: s["subject"][0]["digest"].update(sha256="ABC"), "lowercase hex"),
+        (lambda s: s["subject"][0]["digest"].update(sha256="ab"), "hex digits"),
+        (lambda s: s["subject"][0].update(name=3), "expected a string"),
+        (lambda s: s["subject"][0].update(digest={}), "no digest"),
+        (lambda s: s["predicate"]["buildDefinition"].pop("buildType"), "buildType"),
+        (lambda s: s["predicate"]["buildDefinition"].update(buildType="not a uri"), "URI"),
+        (lambda s: s["predicate"]["buildDefinition"].update(externalParameters=[]), "object"),
+        (lambda s: s["predicate"]["runDetails"]["builder"].pop("id"), "missing 'id'"),
+        (lambda s: s["predicate"]["runDetails"]["metadata"].update(startedOn="yesterday"), "RFC"),
+        (
+            lambda s: s["predicate"]["runDetails"]["metadata"].update(
+                finishedOn="2000-01-01T00:00:00Z"
+            ),
+            "before",
+        ),
+        (
+            lambda s: s["predicate"]["buildDefinition"]["resolvedDependencies"][0].update(
+                digest={"gitCommit": "abc"}
+            ),
+            "hex digits",
+        ),
+        (
+            lambda s: s["predicate"]["buildDefinition"]["resolvedDependencies"].append(
+                {"name": "x"}
+            ),
+            "at least one of",
+        ),
+        (lambda s: s["predicate"].update(runDetails="x"), "expected an object"),
+        (lambda s: s["predicate"]["runDetails"]["byproducts"][0].update(content="@@"), "base64"),
+    ],
+)
+def test_check_refuses_malformed_statements(mutate: Any, expected: str) -> None:
+    errors = _broken(mutate)
+    assert errors, "a malformed statement passed"
+    assert any(expected in e for e in errors), errors
+
+
+def test_check_refuses_bad_json() -> None:
+    assert not check_statement("{", "f", h("f")).valid
+    assert not check_statement("[]", "f", h("f")).valid
+    dup = '{"_type": "a", "_type": "b"}'
+    assert "duplicate" in check_statement(dup, "f", h("f")).errors[0]
+    text = statement_json(statement()).replace("0.93", "NaN")
+    assert not check_statement(text, "models/model.pkl", h("model")).valid
+    assert not check_statement(statement_json(statement()), "f", "nothex").valid
+    assert "deeply" in check_statement("[" * 100_000 + "]" * 100_000, "f", h("f")).errors[0]
+    s = statement()
+    s["predicate"]["buildDefinition"]["externalParameters"]["deep"] = json.loads(
+        "[" * 900 + "]" * 900
+    )
+    assert check_statement(json.dumps(s), "models/model.pkl", h("model")).valid in (True, False)
