@@ -106,6 +106,14 @@ class Envctl:
     def ok(self, *args: str, input: str | None = None) -> str:
         return self(*args, input=input, check=True).stdout
 
+    @property
+    def namespace(self) -> str:
+        """This home's prefix for images (`NS/proj:KEY`) and volumes (`NS-uv-cache`)."""
+        from envd.daemon.wiring import namespace_of, owner_of
+        from envd.paths import resolve_paths
+
+        return namespace_of(owner_of(resolve_paths({"ENVD_HOME": str(self.home)})))
+
 
 def _envctl_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)

@@ -57,6 +57,11 @@ def owner_of(paths: Paths) -> str:
     return hashlib.sha256(str(paths.home).encode()).hexdigest()[:16]
 
 
+def namespace_of(owner: str) -> str:
+    """The repository prefix of this home's images and volumes: `envd-<owner>/churn:KEY`."""
+    return f"envd-{owner[:12]}"
+
+
 @dataclass(frozen=True)
 class Services:
     """Everything the servicer calls, built once by `build_services`."""
@@ -117,6 +122,7 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
     paths.home.mkdir(parents=True, exist_ok=True)
     paths.cache.mkdir(parents=True, exist_ok=True)
     owner = owner_of(paths)
+    namespace = namespace_of(owner)
     store = Store(paths.database)
     events = EventBus()
     settings = Settings(paths.config_file, events)
@@ -124,13 +130,17 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
     host = HostProbe(nvml_from_env)
     projects = Projects(store, events)
     locker = Locker(projects, engine, events, store, paths.cache)
-    images = Images(store, engine, projects)
-    steps = StepRunner(engine, store, owner, paths.cache / "debian")
+    images = Images(store, engine, projects, namespace)
+    steps = StepRunner(
+        engine, store, owner, paths.cache / "debian", namespace, scratch=paths.home / "tmp"
+    )
     warm = WarmContainers(engine, events, lambda: settings.current, owner)
     content = ContentHasher(engine, paths.cache / "layers")
     fingerprints = Fingerprints(engine, store, host, images, warm, content)
-    sharing = Sharing(engine, projects, images, fingerprints, events)
-    builder = Builder(projects, locker, images, steps, fingerprints, sharing, host, engine, events)
+    sharing = Sharing(engine, projects, images, fingerprints, events, namespace)
+    builder = Builder(
+        projects, locker, images, steps, fingerprints, sharing, host, engine, events, namespace
+    )
     runs = Runs(store)
     entering = Entering(projects, images, builder, warm, fingerprints, runs, host, engine, events)
     watcher = (

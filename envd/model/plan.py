@@ -53,6 +53,7 @@ class BuildPlan:
     requirements: str  # the hashed requirements file the packages step installs
     env: tuple[tuple[str, str], ...]  # the image's environment (spec env + venv)
     labels: tuple[tuple[str, str], ...]
+    namespace: str = "envd"  # the envd home's own repository prefix (see make_plan)
 
     @property
     def final_key(self) -> str:
@@ -60,7 +61,7 @@ class BuildPlan:
 
     @property
     def tag(self) -> str:
-        return f"envd/{self.project}:{self.final_key[:12]}"
+        return f"{self.namespace}/{self.project}:{self.final_key[:12]}"
 
 
 def step_key(parent: str, kind: str, content: object) -> str:
@@ -132,7 +133,9 @@ CA_ENV = {
 }
 
 
-def make_plan(project: str, lock: LockFile) -> BuildPlan:
+def make_plan(project: str, lock: LockFile, namespace: str = "envd") -> BuildPlan:
+    """The build plan of `lock`; images are named under `namespace`, one per envd home, so
+    two homes on one engine never retag or remove each other's images."""
     steps: list[Step] = []
     base_content = [lock.base.kind, lock.base.digest, lock.base.reference]
     key = step_key("", "base", base_content)
@@ -230,4 +233,5 @@ def make_plan(project: str, lock: LockFile) -> BuildPlan:
         requirements=requirements,
         env=env,
         labels=labels,
+        namespace=namespace,
     )

@@ -54,7 +54,9 @@ class Builder:
         host: HostProbe,
         engine: Engine,
         events: EventBus,
+        namespace: str = "envd",
     ) -> None:
+        self._namespace = namespace
         self._projects = projects
         self._locker = locker
         self._images = images
@@ -68,7 +70,7 @@ class Builder:
         self._flights_lock = threading.Lock()
 
     def plan(self, row: ProjectRow, lock: LockFile) -> p.BuildPlan:
-        return p.make_plan(row.name, lock)
+        return p.make_plan(row.name, lock, self._namespace)
 
     def build(self, row: ProjectRow, progress: Reporter, dry_run: bool = False) -> BuildOutcome:
         # A dry run writes nothing, not even a missing envd.lock (it is resolved in memory).

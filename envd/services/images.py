@@ -15,7 +15,7 @@ from envd.gateways.store import ImageRow, ProjectRow, Store
 from envd.model.plan import BuildPlan, make_plan
 from envd.services.projects import Projects
 
-STEP_REPOSITORY = "envd/cache"
+STEP_REPOSITORY = "cache"  # under the home's namespace: NAMESPACE/cache:KEY
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,13 @@ class ImageEntry:
 
 
 class Images:
-    def __init__(self, store: Store, engine: Engine, projects: Projects) -> None:
+    def __init__(
+        self, store: Store, engine: Engine, projects: Projects, namespace: str = "envd"
+    ) -> None:
         self._store = store
         self._engine = engine
         self._projects = projects
+        self._namespace = namespace  # this envd home's repository prefix
 
     # ------------------------------------------------------------ the current image
 
@@ -48,7 +51,7 @@ class Images:
             return None
         if lock is None:
             return None
-        tag = make_plan(row.name, lock).tag
+        tag = make_plan(row.name, lock, self._namespace).tag
         return tag if self._store.image(tag) is not None else None
 
     def record(self, row: ProjectRow, plan: BuildPlan, image_id: str) -> None:
@@ -97,7 +100,7 @@ class Images:
             except EnvdError:
                 continue
             if lock is not None:
-                keys.update(step.key for step in make_plan(row.name, lock).steps)
+                keys.update(step.key for step in make_plan(row.name, lock, self._namespace).steps)
         return keys
 
     def entries(self) -> list[ImageEntry]:
@@ -111,7 +114,7 @@ class Images:
                 continue
             steps.append(
                 ImageEntry(
-                    f"{STEP_REPOSITORY}:{key[:24]}",
+                    f"{self._namespace}/{STEP_REPOSITORY}:{key[:24]}",
                     image_id,
                     "",
                     f"step:{name}",

@@ -65,7 +65,9 @@ class Sharing:
         images: Images,
         fingerprints: Fingerprints,
         events: EventBus,
+        namespace: str = "envd",
     ) -> None:
+        self._namespace = namespace
         self._engine = engine
         self._projects = projects
         self._images = images
@@ -261,7 +263,7 @@ class Sharing:
                 continue
             if lock is None:
                 continue
-            plan = make_plan(row.name, lock)
+            plan = make_plan(row.name, lock, self._namespace)
             if plan.lock_hash != lock_hash:
                 continue
             differences = lock_differences(lock, section)

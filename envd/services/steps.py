@@ -25,9 +25,10 @@ from envd.progress import Progress, Reporter
 from envd.services.debian_base import restore_debian_base
 
 STEP_ROLE = {"envd.role": "step"}
-CACHE_REPOSITORY = "envd/cache"
-UV_VOLUME = "envd-uv-cache"
-APT_VOLUME = "envd-apt-archives"
+# Under the envd home's namespace: step images NAMESPACE/cache:KEY, volumes NAMESPACE-uv-cache.
+CACHE_REPOSITORY = "cache"
+UV_VOLUME = "uv-cache"
+APT_VOLUME = "apt-archives"
 
 # Labels for the image from the parent of its last step (the fingerprint, set in that commit).
 MetadataLabels = Callable[[str, LockFile], dict[str, str]]
@@ -62,11 +63,21 @@ def prepare_run_dir(run_dir: Path, requirements: str) -> None:
 
 
 class StepRunner:
-    def __init__(self, engine: Engine, store: Store, owner: str, debian_cache: Path) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        owner: str,
+        debian_cache: Path,
+        namespace: str = "envd",
+        scratch: Path | None = None,
+    ) -> None:
         self._engine = engine
         self._store = store
         self._owner = owner  # which daemon's step containers these are
         self._debian_cache = debian_cache
+        self._namespace = namespace  # caches are this home's own: no other home writes them
+        self._scratch = scratch  # where the private per-build folder goes (None: the system's)
 
     def cached(self, key: str) -> str | None:
         """A step's image when it is recorded and still on the engine (else forget it)."""
@@ -106,7 +117,9 @@ class StepRunner:
         started = time.monotonic()
         outcomes = [StepOutcome("base", plan.steps[0].key, True, plan.steps[0].summary)]
         parent = self._base_image(lock, progress)
-        with tempfile.TemporaryDirectory(prefix="envd-build-") as tmp:
+        if self._scratch is not None:
+            self._scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="build-", dir=self._scratch) as tmp:
             run_dir = Path(tmp)
             prepare_run_dir(run_dir, plan.requirements)
             previous_key = plan.steps[0].key
@@ -170,16 +183,12 @@ class StepRunner:
         if step.uses_ca or step.uses_uv:
             mounts.append(Mount(str(run_dir), p.RUN_DIR, read_only=True))
         if step.uses_uv:
-            mounts.append(
-                Mount(self._engine.ensure_volume(UV_VOLUME), p.UV_CACHE_MOUNT, volume=True)
-            )
+            mounts.append(Mount(self._volume(UV_VOLUME), p.UV_CACHE_MOUNT, volume=True))
         if step.uses_apt_cache:
-            mounts.append(
-                Mount(self._engine.ensure_volume(APT_VOLUME), p.APT_CACHE_MOUNT, volume=True)
-            )
+            mounts.append(Mount(self._volume(APT_VOLUME), p.APT_CACHE_MOUNT, volume=True))
         final = step.name == "metadata"
         commit = CommitSpec(
-            repository=CACHE_REPOSITORY,
+            repository=f"{self._namespace}/{CACHE_REPOSITORY}",
             tag=step.key[:24],
             labels={**dict(plan.labels), **extra_labels, **_role("image", step.name)}
             if final
@@ -215,6 +224,9 @@ class StepRunner:
                 + "fix envd.yaml and build again",
             )
         return result.image_id
+
+    def _volume(self, name: str) -> str:
+        return self._engine.ensure_volume(f"{self._namespace}-{name}")
 
     def cleanup_orphans(self) -> int:
         """Remove step containers a killed daemon of this $ENVD_HOME left behind."""

@@ -313,7 +313,13 @@ def test_registry_style_base_installs_system_packages_once(
     )  # fmt: skip
     assert ".deb" not in in_image and "Packages" not in in_image, in_image
     cached = docker(
-        "run", "--rm", "-v", "envd-apt-archives:/c", first["image"], "ls", "/c/envd-archives"
+        "run",
+        "--rm",
+        "-v",
+        f"{shared.namespace}-apt-archives:/c",
+        first["image"],
+        "ls",
+        "/c/envd-archives",
     )
     assert any(line.startswith("jq_") for line in cached.split()), cached
 

@@ -232,7 +232,11 @@ def test_the_warm_container_is_labelled_and_mounted(shared: Envctl, default_proj
     info = inspect(warm(shared)["dflt"])
     labels = info["Config"]["Labels"]
     assert labels["envd.role"] == "warm" and labels["envd.project"] == "dflt"
-    assert labels["envd.image"].startswith("envd/dflt:") and labels["envd.owner"]
+    assert (
+        labels["envd.image"].startswith("envd-")
+        and "/dflt:" in labels["envd.image"]
+        and labels["envd.owner"]
+    )
     assert info["Name"] == "/envd-dflt-" + info["Image"].removeprefix("sha256:")[:12]
     assert info["Config"]["Cmd"] == ["sleep", "infinity"] and info["HostConfig"]["Init"]
     assert [(m["Source"], m["Destination"]) for m in info["Mounts"]] == [
@@ -414,7 +418,7 @@ def test_runs_are_recorded(shared: Envctl, default_project: Path) -> None:
     run = runs[0]
     assert run["command"] == ["sh", "-c", "exit 17"] and run["exit_code"] == 17
     assert run["finished"] and run["ended_at"] >= run["started_at"] > 0
-    assert run["image"].startswith("envd/dflt:") and len(run["id"]) == 12
+    assert run["image"].startswith("envd-") and "/dflt:" in run["image"] and len(run["id"]) == 12
     assert run["environment_hash"].startswith("sha256:") and run["host_hash"]
     assert run["git_commit"] == "" and not run["git_dirty"]  # not a git repository
     shown = json.loads(shared.ok("--json", "runs", "show", run["id"]))

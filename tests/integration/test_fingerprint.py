@@ -38,7 +38,9 @@ def test_same_lock_rebuilt_from_scratch_gives_same_hash(shared: Envctl, tmp_path
     first = json.loads(shared.ok("fingerprint", str(path), "--json"))["environment_hash"]
     for image in images() - before:  # this project's own layers, removed behind envd's back
         subprocess.run(["docker", "rmi", "-f", image], capture_output=True, check=True)
-    subprocess.run(["docker", "volume", "rm", "-f", "envd-uv-cache"], capture_output=True)
+    subprocess.run(
+        ["docker", "volume", "rm", "-f", f"{shared.namespace}-uv-cache"], capture_output=True
+    )
     shared.ok("gc")
     out = shared.ok("build", str(path))
     assert "built" in out and "packages" in out
