@@ -27,7 +27,7 @@ import stat
 from pathlib import Path
 
 from envd.errors import LockError, SpecError
-from envd.model.lockfile import LockFile, loads
+from envd.model.lockfile import LockEdited, LockFile, loads
 from envd.model.spec import SPEC_FILENAME, FileRefused, Spec, parse_spec
 
 MIB = 1024 * 1024
@@ -233,6 +233,11 @@ def parse_lock(text: str, path: Path) -> LockFile:
     path = path.absolute()
     try:
         return loads(text, str(path))
+    except LockEdited as exc:  # `envctl lock` re-resolves an edited lock: its hint works
+        exc.hint = (
+            f"run `envctl lock {path.parent}` to re-resolve (the edited pins are resolved again)"
+        )
+        raise
     except LockError as exc:
         fix = _relock_fix(path)
         hint = f"upgrade envd, or {fix}" if (exc.hint or "").startswith("upgrade") else fix

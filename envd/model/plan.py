@@ -28,7 +28,7 @@ UV_CACHE = "/tmp/uv"
 APT_CACHE_MOUNT = "/var/cache/apt"
 APT_ARCHIVES = "/var/cache/apt/envd-archives"
 IDLE_CMD = ("sleep", "infinity")
-PLAN_VERSION = 2  # bump when the meaning of a step changes, so old cache keys stop matching
+PLAN_VERSION = 3  # bump when the meaning of a step changes, so old cache keys stop matching
 # The same for the metadata step alone (3: env and label values are committed unexpanded).
 METADATA_VERSION = 3
 
@@ -162,7 +162,9 @@ def make_plan(project: str, lock: LockFile, namespace: str = "envd") -> BuildPla
             "venv",
             key,
             f"Python {lock.target.python_version} virtualenv at {VENV}",
-            ("python3", "-m", "venv", VENV),
+            # SOURCE_DATE_EPOCH: the .pyc files ensurepip writes are hash-checked (PEP 552), not
+            # stamped with this build's mtimes, so two builds give the same bytes.
+            _with_env({"SOURCE_DATE_EPOCH": "0"}, ["python3", "-m", "venv", VENV]),
         )
     )
 

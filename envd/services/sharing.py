@@ -292,9 +292,6 @@ def lock_differences(lock: LockFile, section: EnvironmentSection) -> list[str]:
             out.append(f"{name}=={version} (pinned by envd.lock) is not installed")
         elif installed[name] != version:
             out.append(f"{name} is {installed[name]}, envd.lock pins {version}")
-    out += [
-        f"{name} is installed but not in envd.lock" for name in sorted(set(installed) - set(locked))
-    ]
     debs = {p.name: p.version for p in section.debian_packages}
     for package in lock.system:
         if debs.get(package.name) != package.version:

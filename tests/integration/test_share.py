@@ -121,7 +121,7 @@ def test_tampered_image_is_refused(
     subprocess.run(["docker", "rmi", "-f", target], capture_output=True)
     proc = colleague("pull", target)
     assert proc.returncode == 9, proc.stderr
-    assert "does not match its fingerprint" in proc.stderr
+    assert "do not match its fingerprint label" in proc.stderr
     gone = subprocess.run(["docker", "image", "inspect", target], capture_output=True)
     assert gone.returncode != 0
 
