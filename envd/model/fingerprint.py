@@ -356,7 +356,13 @@ def format_diff(diff: FingerprintDiff, a_label: str, b_label: str) -> str:
         lines.append(f"{section}: {len(items)} difference(s)")
         for c in items:
             what = f"{c.field}: {c.name}" if c.name else c.field
-            if c.kind == "added":
+            if c.field == "files":  # old: the package that owns the file, when known
+                sign = {"added": "+", "removed": "-"}.get(c.kind, "~")
+                owner = f" ({c.old})" if c.old else ""
+                lines.append(
+                    f"  {sign} file {c.name}{owner}" + ("" if sign != "~" else f" {c.kind}")
+                )
+            elif c.kind == "added":
                 lines.append(f"  + {what} {c.new}")
             elif c.kind == "removed":
                 lines.append(f"  - {what} {c.old}")

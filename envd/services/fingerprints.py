@@ -148,6 +148,17 @@ class Fingerprints:
             )
         return self.for_image(image)
 
+    def image_of(self, row: ProjectRow) -> str:
+        return self._images.current_image(row) or row.image
+
+    def diff(self, a: Fingerprint, b: Fingerprint, a_image: str, b_image: str) -> FingerprintDiff:
+        """What differs, by section; with both images on the engine, file by file too."""
+        diff = diff_fingerprints(a, b)
+        if diff.environment_identical or not (a_image and b_image):
+            return diff
+        files = file_changes(self.manifest(a_image), self.manifest(b_image), "")
+        return FingerprintDiff((*diff.changes, *files), False, diff.host_identical)
+
     def for_run(self, run_id: str) -> Fingerprint:
         run = self._store.run(run_id)
         if run is None:

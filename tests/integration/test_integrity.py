@@ -247,7 +247,7 @@ def test_a_hand_edited_lock_is_named_and_refused(shared: Envctl, tmp_path: Path)
     check = shared("lock", str(path), "--check")
     assert check.returncode == 1, check.stderr
     assert "envd.lock was edited: pyyaml's sha256 changed" in check.stderr
-    assert "run `envctl lock`" in check.stderr
+    assert "run `envctl lock " in check.stderr
     build = shared("build", str(path))
     assert build.returncode == 1 and "pyyaml's sha256 changed" in build.stderr
     shared.ok("lock", str(path))  # the hint works: the edited pin is resolved again
@@ -277,3 +277,19 @@ def test_two_homes_on_one_engine_keep_to_their_own_images(
     colleague.ok("build", str(checkout))
     b = json.loads(colleague.ok("fingerprint", str(checkout), "--json"))["environment"]
     assert a["content_hash"] == b["content_hash"] and a["files"] == b["files"] > 1000
+
+
+def test_one_changed_byte_changes_the_hash_and_diff_names_the_file(
+    shared: Envctl, default_project: Path, tmp_path: Path
+) -> None:
+    image = image_of(shared, default_project)
+    edited = tamper(
+        image, "envd-test-evil/onebyte:1", f"RUN sed -i '1s/^/#/' {SITE}/yaml/cyaml.py", tmp_path
+    )
+    try:
+        proc = shared("diff", str(default_project), edited)
+        assert proc.returncode == 1, proc.stderr
+        assert f"~ file {SITE}/yaml/cyaml.py (python:PyYAML) modified" in proc.stdout
+        assert "content_hash" in proc.stdout
+    finally:
+        docker("rmi", "-f", edited)
