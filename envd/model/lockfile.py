@@ -98,6 +98,9 @@ class LockFile:
     python: tuple[PythonPackage, ...]  # sorted by name
     shared_image: str = ""  # "registry/repo@sha256:..." when pinned by `share image --pin`
     lock_version: int = LOCK_VERSION
+    # The environment hash (every file) of the first build of these pins: a later build or
+    # pull of the same lock, on any machine, must give exactly this environment.
+    environment_hash: str = ""
     # (what, short sha256) for each pinned fact, then ("root", sha256 of the whole lock):
     # written by `dumps`, checked by `loads`, so a hand edit is named, not silently built.
     integrity: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False)
@@ -173,6 +176,7 @@ def integrity(lock: LockFile) -> tuple[tuple[str, str], ...]:
         ("target", short(dataclasses.asdict(lock.target))),
         ("inputs", short([lock.inputs_hash, dataclasses.asdict(lock.inputs)])),
         ("tools", short([lock.envd_version, lock.uv_version, lock.shared_image])),
+        ("environment", short(lock.environment_hash)),
     ]
     for d in sorted(lock.system, key=lambda d: (d.name, d.arch, d.version)):
         facts.append((f"debian {d.name}", short(dataclasses.asdict(d))))

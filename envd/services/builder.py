@@ -21,7 +21,7 @@ from envd.model.cuda import check_host
 from envd.model.lockfile import LockFile
 from envd.model.state import ProjectState
 from envd.progress import Progress, Reporter
-from envd.services.fingerprints import Fingerprints
+from envd.services.fingerprints import ENV_LABEL, Fingerprints
 from envd.services.host import HostProbe
 from envd.services.images import Images
 from envd.services.locker import Locker
@@ -132,7 +132,7 @@ class Builder:
                 lock,
                 plan,
                 progress,
-                metadata_labels=self._fingerprints.labels_before_metadata,
+                metadata_labels=self._checked_labels,
                 previous_image=kept,
             )
             repository, tag = plan.tag.split(":")
@@ -157,11 +157,27 @@ class Builder:
             "build.finished", row.name, plan.tag, elapsed=f"{outcome.elapsed_s:.1f}s"
         )
         try:
-            self._fingerprints.record(outcome.image_id, lock)
+            fp = self._fingerprints.record(outcome.image_id, lock)
+            if not lock.environment_hash:
+                self._locker.record_environment(row, lock, fp.environment_hash)
         except EnvdError as exc:  # the image is built and tagged: report, do not fail it
             log.warning("fingerprint of %s not recorded: %s", row.name, exc.message)
             progress(Progress("build", f"built, but {exc.message}"))
         return outcome
+
+    def _checked_labels(self, parent: str, lock: LockFile) -> dict[str, str]:
+        """The fingerprint label, refused before anything is tagged when envd.lock recorded
+        another environment for the same pins."""
+        labels = self._fingerprints.labels_before_metadata(parent, lock)
+        built = labels[ENV_LABEL]
+        if lock.environment_hash and built != lock.environment_hash:
+            raise VerificationError(
+                "this machine built a different environment from the same envd.lock: "
+                f"{built}, but the lock records {lock.environment_hash}",
+                hint="the base or a package came out as other bytes here; compare with the "
+                "original (`envctl diff PROJECT image:REF`, or pull the shared image)",
+            )
+        return labels
 
     def _from_shared_image(
         self,

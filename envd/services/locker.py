@@ -75,6 +75,19 @@ class Locker:
             )
         return LockOutcome(state.path, state.lock, changed=False, in_sync=True, reasons=())
 
+    def record_environment(
+        self, row: ProjectRow, built_from: LockFile, environment_hash: str
+    ) -> None:
+        """Write the first build's environment hash into envd.lock (only into the same pins)."""
+        state = self._projects.lock_state(row)
+        current = state.lock
+        if current is None or current.environment_hash or not _same_pins(current, built_from):
+            return
+        write_atomic(state.path, dumps(replace(current, environment_hash=environment_hash)))
+        self._events.publish(
+            "project.locked", row.name, str(state.path), environment=environment_hash
+        )
+
     def ensure_lock(self, row: ProjectRow, progress: Reporter, write: bool = True) -> LockFile:
         """The project's lock: made when missing, refused when stale (never silently rewritten)."""
         if self._projects.lock_state(row).lock is None:
@@ -155,6 +168,8 @@ class Locker:
             python=python,
             shared_image=_kept_shared_image(previous, base),
         )
+        if previous is not None and not edited and _same_pins(previous, lock):
+            lock = replace(lock, environment_hash=previous.environment_hash)
         text = dumps(lock)
         changed = text != previous_text
         if not write:
@@ -228,6 +243,17 @@ def _cuda_constraints(spec: Spec) -> tuple[str, ...]:
             hint="raise `cuda:`, or add the PyTorch index for your CUDA to `indexes:`",
         )
     return (constraint,)
+
+
+def _same_pins(a: LockFile, b: LockFile) -> bool:
+    """Whether two locks pin the same environment (so a recorded environment hash still holds)."""
+    return (a.base, a.target, a.system, a.python, a.inputs) == (
+        b.base,
+        b.target,
+        b.system,
+        b.python,
+        b.inputs,
+    )
 
 
 def _kept_shared_image(previous: LockFile | None, base: BaseLock) -> str:

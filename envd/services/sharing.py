@@ -105,7 +105,15 @@ class Sharing:
         state = self._projects.lock_state(row)
         if state.lock is None:
             raise NotFound(f"{state.path} does not exist", hint=f"run `envctl lock {row.name}`")
-        write_atomic(state.path, dump_lock(replace(state.lock, shared_image=reference)))
+        lock, shared = state.lock, self._fingerprints.for_image(reference).environment_hash
+        if lock.environment_hash and lock.environment_hash != shared:
+            raise VerificationError(
+                f"{reference} is not the environment envd.lock records ({shared}, the lock "
+                f"records {lock.environment_hash}); not pinned",
+                hint=f"rebuild with `envctl build {row.name}` and share again",
+            )
+        pinned = replace(lock, shared_image=reference, environment_hash=shared)
+        write_atomic(state.path, dump_lock(pinned))
 
     def save(self, row: ProjectRow, output: Path, progress: Reporter) -> Shared:
         image = self._current(row)
@@ -267,6 +275,11 @@ class Sharing:
             if plan.lock_hash != lock_hash:
                 continue
             differences = lock_differences(lock, section)
+            if lock.environment_hash and lock.environment_hash != section_hash(section):
+                differences.append(
+                    f"its environment is {section_hash(section)}, envd.lock records "
+                    f"{lock.environment_hash}"
+                )
             if differences:
                 return "", (
                     f"it claims to be {row.name}'s environment, but {'; '.join(differences)}"
