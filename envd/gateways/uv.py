@@ -24,6 +24,7 @@ from envd.errors import EnvdError, LockError
 from envd.gateways import proc
 from envd.gateways.trust import host_ca_bundle
 from envd.model.lockfile import PythonPackage
+from envd.model.plan import binary_args
 
 PYPI_SIMPLE = "https://pypi.org/simple"
 _PYPI_HOSTS = frozenset({"pypi.org", "files.pythonhosted.org"})
@@ -58,12 +59,15 @@ def resolve(
     upgrade_packages: Sequence[str] = (),
     cache_dir: str | None = None,
     extra_constraints: Sequence[str] = (),
+    from_source: Sequence[str] = (),
 ) -> tuple[PythonPackage, ...]:
     """Resolve `requirements` to exact versions and sha256 hashes for one Python and platform.
 
     `platform` is a wheel platform tag such as "manylinux_2_36_x86_64". `preferences` (the
     previous lock) are kept where they still satisfy the requirements, except for
-    `upgrade_packages`, or all of them with `upgrade`.
+    `upgrade_packages`, or all of them with `upgrade`. Only wheels are taken, except for the
+    packages in `from_source`, so a package with no wheel for the target is named here, at
+    lock time, never built by accident.
     """
     for line in (*requirements, *extra_constraints):
         if not line.strip() or line.lstrip().startswith("-") or "\n" in line:
@@ -87,6 +91,7 @@ def resolve(
             argv += ["--python", sys.executable]
         argv += ["--generate-hashes", "--emit-index-annotation", "--no-header", "--no-annotate"]
         argv += ["--no-config", "--no-progress", "--quiet", "--color", "never"]
+        argv += binary_args(from_source)
         for index in indexes:
             argv += ["--extra-index-url", index]
         if extra_constraints:
@@ -189,10 +194,23 @@ def _index_name(url: str, indexes: Sequence[str]) -> str:
     return url
 
 
+_NO_WHEEL = re.compile(r"Because (\S+?)(?:==(\S+))? has no usable wheels")
+
+
 def _resolve_error(
     stderr: str, requirements: Sequence[str], indexes: Sequence[str], target: str
 ) -> LockError:
     explanation = _explanation(stderr)
+    if match := _NO_WHEEL.search(stderr):
+        name, version = match[1], match[2]
+        pinned = f"{name}=={version}" if version else name
+        return LockError(
+            f"{pinned} has no wheel for {target}; envd builds nothing from source unless "
+            f"envd.yaml says so:\n{explanation}",
+            hint=f"pick a version of {name} with a wheel for this target, or add "
+            f"`build: {{from_source: [{name}]}}` to envd.yaml (with a compiler in `system:`, "
+            "e.g. build-essential) and run `envctl lock` again",
+        )
     if "No solution found" not in stderr and (url := _failed_url(stderr)):
         index = _index_of_url(url, indexes)
         return LockError(

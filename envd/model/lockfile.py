@@ -84,6 +84,7 @@ class Inputs:
     cuda: str
     env: tuple[tuple[str, str], ...]
     setup: tuple[str, ...]
+    from_source: tuple[str, ...] = ()  # packages built from sdists (in this project's own step)
 
 
 @dataclass(frozen=True)
@@ -137,12 +138,16 @@ def inputs_from_spec(spec: Spec) -> Inputs:
         cuda=spec.cuda or "",
         env=tuple(sorted(spec.env)),
         setup=tuple(spec.setup),
+        from_source=spec.from_source,
     )
 
 
 def hash_inputs(inputs: Inputs) -> str:
     """sha256 of the canonical JSON of `inputs` (sorted keys, UTF-8, compact)."""
-    return "sha256:" + hashlib.sha256(_canonical_json(dataclasses.asdict(inputs))).hexdigest()
+    payload = dataclasses.asdict(inputs)
+    if not payload["from_source"]:
+        del payload["from_source"]  # so locks made before the key existed keep their hash
+    return "sha256:" + hashlib.sha256(_canonical_json(payload)).hexdigest()
 
 
 def dumps(lock: LockFile) -> str:
@@ -272,6 +277,7 @@ def staleness(lock: LockFile, inputs: Inputs) -> list[str]:
     if old.python != new.python:
         reasons.append(f"python changed: {old.python or 'unset'} → {new.python or 'unset'}")
     reasons += _added_removed("system package", old.system, new.system)
+    reasons += _added_removed("source build", old.from_source, new.from_source)
     reasons += _requirement_changes(old.requirements, new.requirements)
     index_changes = _added_removed("index", old.indexes, new.indexes)
     if not index_changes and old.indexes != new.indexes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from envd.model.lockfile import LockFile
@@ -120,6 +121,11 @@ def image_env(lock: LockFile) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(env.items()))
 
 
+def binary_args(from_source: Sequence[str]) -> list[str]:
+    """uv's options for wheels only, except the packages a spec builds from source on purpose."""
+    return ["--only-binary", ":all:", *(a for n in from_source for a in ("--no-binary", n))]
+
+
 def _with_env(env: dict[str, str], argv: list[str]) -> tuple[str, ...]:
     """Variables for one command only: they must not end up in the committed image's config."""
     return ("env", *(f"{k}={v}" for k, v in sorted(env.items())), *argv)
@@ -170,7 +176,8 @@ def make_plan(project: str, lock: LockFile, namespace: str = "envd") -> BuildPla
 
     requirements = requirements_text(lock)
     if lock.python:
-        key = step_key(key, "packages", [requirements, list(lock.inputs.indexes)])
+        from_source = list(lock.inputs.from_source)
+        key = step_key(key, "packages", [requirements, list(lock.inputs.indexes), from_source])
         uv_env = {
             **CA_ENV,
             "UV_CACHE_DIR": UV_CACHE,
@@ -187,6 +194,10 @@ def make_plan(project: str, lock: LockFile, namespace: str = "envd") -> BuildPla
             f"{VENV}/bin/python",
             "--require-hashes",
             "--no-deps",
+            *binary_args(from_source),
+            # A source build happens here, in this project's own step: never a wheel another
+            # project built into the shared cache.
+            *(["--no-cache"] if from_source else []),
             *index_args(lock),
             "-r",
             REQUIREMENTS,

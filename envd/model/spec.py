@@ -111,6 +111,9 @@ class Spec:
     project: ProjectMode | None = None
     runs: Runs = field(default_factory=Runs)
     setup_steps: tuple[SetupStep, ...] = ()
+    # `build: {from_source: [...]}`: packages with no wheel for the target, built from their
+    # sdists in this project's own build step (canonical names). Nothing else is ever built.
+    from_source: tuple[str, ...] = ()
 
     @property
     def all_requirements(self) -> tuple[str, ...]:
@@ -139,6 +142,7 @@ _KEYS = (
     "project",
     "runs",
     "watch",
+    "build",
 )
 _BASE_KEYS = ("image", "debian")
 _RUNS_KEYS = ("params", "data", "outputs", "metrics")
@@ -544,6 +548,7 @@ class _Parser:
             project=self.project(values.get("project")),
             runs=self.runs(values.get("runs")),
             setup_steps=steps,
+            from_source=self.build(values.get("build")),
         )
 
     def version(self, node: yaml.Node | None) -> int:
@@ -674,6 +679,26 @@ class _Parser:
                 hint=hint,
             )
         return cast(GpuMode, value)
+
+    def build(self, node: yaml.Node | None) -> tuple[str, ...]:
+        if node is None:
+            return ()
+        fields = self.mapping(node, "build", ("from_source",))
+        if "from_source" not in fields:
+            return ()
+        names: list[str] = []
+        for i, (text, item) in enumerate(
+            self.strings(fields["from_source"][1], "build.from_source")
+        ):
+            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", text):
+                raise self.error(
+                    f"{_show(text)} is not a package name",
+                    item,
+                    f"build.from_source[{i}]",
+                    hint="name the packages to build from source, e.g. `from_source: [numpy]`",
+                )
+            names.append(re.sub(r"[-_.]+", "-", text).lower())
+        return tuple(sorted(set(names)))
 
     def project(self, node: yaml.Node | None) -> ProjectMode | None:
         if node is None:

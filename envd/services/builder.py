@@ -158,7 +158,8 @@ class Builder:
         )
         try:
             fp = self._fingerprints.record(outcome.image_id, lock)
-            if not lock.environment_hash:
+            if not lock.environment_hash and not lock.inputs.from_source:
+                # (source builds are not bit-reproducible: no hash to hold other machines to)
                 self._locker.record_environment(row, lock, fp.environment_hash)
         except EnvdError as exc:  # the image is built and tagged: report, do not fail it
             log.warning("fingerprint of %s not recorded: %s", row.name, exc.message)

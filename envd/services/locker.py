@@ -156,6 +156,7 @@ class Locker:
             upgrade_packages=upgrade_packages,
             cache_dir=str(self._cache_dir / "uv"),
             extra_constraints=_cuda_constraints(spec),
+            from_source=spec.from_source,
         )
         lock = LockFile(
             envd_version=__version__,

@@ -293,3 +293,28 @@ def test_one_changed_byte_changes_the_hash_and_diff_names_the_file(
         assert "content_hash" in proc.stdout
     finally:
         docker("rmi", "-f", edited)
+
+
+SDIST_ONLY = 'version: 1\nbase: {debian: bookworm}\npackages: ["docopt==0.6.2"]\n'
+
+
+def test_a_package_without_a_wheel_is_named_at_lock_time(shared: Envctl, project) -> None:  # type: ignore[no-untyped-def]
+    path = project("sdist-refused", SDIST_ONLY)
+    proc = shared("lock", str(path))
+    assert proc.returncode == 1, proc.stderr
+    assert "docopt==0.6.2 has no wheel for Python 3.11" in proc.stderr
+    assert "build: {from_source: [docopt]}" in proc.stderr
+    assert not (path / "envd.lock").exists()
+
+
+def test_a_source_build_needs_an_opt_in_and_runs_in_its_own_step(shared: Envctl, project) -> None:  # type: ignore[no-untyped-def]
+    path = project("sdist-built", SDIST_ONLY + "build: {from_source: [docopt]}\n")
+    shared.ok("lock", str(path))
+    lock = json.loads((path / "envd.lock").read_text())
+    assert lock["inputs"]["from_source"] == ["docopt"]
+    out = shared.ok(
+        "enter", str(path), "--", "python", "-c", "import docopt; print(docopt.__version__)"
+    )
+    assert out.strip() == "0.6.2"
+    # No environment hash is held against other machines: source builds are not reproducible.
+    assert json.loads((path / "envd.lock").read_text())["environment_hash"] == ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from envd.model.lockfile import BaseLock, DebianPackage, Inputs, LockFile, PythonPackage, Target
 from envd.model.plan import make_plan, requirements_text
 
@@ -121,3 +123,13 @@ def test_projects_with_one_lock_share_every_step_but_metadata() -> None:
     """Projects with the same packages share every step but the last (labels name the project)."""
     a, b = keys(make_plan("a", lock((NUMPY,)))), keys(make_plan("b", lock((NUMPY,))))
     assert a["packages"] == b["packages"] and a["metadata"] != b["metadata"]
+
+
+def test_only_wheels_are_installed_unless_a_source_build_is_asked_for() -> None:
+    plain = next(s for s in make_plan("p", lock((NUMPY,))).steps if s.name == "packages")
+    assert "--only-binary" in plain.argv and "--no-cache" not in plain.argv
+    opted = replace(lock((NUMPY,)), inputs=replace(lock((NUMPY,)).inputs, from_source=("numpy",)))
+    step = next(s for s in make_plan("p", opted).steps if s.name == "packages")
+    argv = list(step.argv)
+    assert argv[argv.index("--no-binary") + 1] == "numpy" and "--no-cache" in argv
+    assert step.key != plain.key
