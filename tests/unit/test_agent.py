@@ -134,7 +134,8 @@ def run(
     try:
         status = piped.command.wait(timeout=5)
         for thread in [writer, *readers]:
-            thread.join(timeout=5)
+            thread.join(timeout=2)
+            assert not thread.is_alive(), "no EOF: something still holds the pipes"
         return status, bytes(out), bytes(err)
     finally:
         os.close(piped.stdout)
@@ -231,6 +232,17 @@ def test_a_request_without_fds_is_refused(agent: Agent) -> None:
     assert frame["op"] == "exit" and frame["status"] == 126 and "3 fds" in frame["error"]
 
 
+def test_garbage_ends_only_its_connection(agent: Agent) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(agent.path)
+        sock.sendall(struct.pack(">I", 1 << 30) + b"{")
+        sock.settimeout(2)
+        frame = json.loads(sock.recv(4096)[4:])
+        assert frame["status"] == 126 and "bad frame" in frame["error"]
+        assert sock.recv(4096) == b""
+    assert run(agent, ["sh", "-c", "exit 3"])[0] == 3
+
+
 # The caller's own stdin, stdout and stderr.
 
 
@@ -249,6 +261,12 @@ def test_stdio_is_separate_and_binary(agent: Agent) -> None:
 
 def test_stdin_eof_reaches_the_command(agent: Agent) -> None:
     assert run(agent, ["cat"], stdin=b"abc\0def\n") == (0, b"abc\0def\n", b"")
+
+
+def test_signal_dispositions_are_the_defaults(agent: Agent) -> None:
+    # Python ignores SIGPIPE; a command run from it must not: `yes` dies of it, 128 + 13.
+    script = "(yes; echo yes:$? >&2) | head -c 1 >/dev/null"
+    assert run(agent, ["sh", "-c", script]) == (0, b"", b"yes:141\n")
 
 
 def test_cwd_and_env_are_applied(agent: Agent, tmp_path: Path) -> None:
@@ -451,7 +469,8 @@ def test_orphans_are_reaped(agent: Agent) -> None:
 def test_two_commands_run_at_once(agent: Agent) -> None:
     first = start(agent, ["cat"])
     try:
-        assert run(agent, ["sh", "-c", "echo second; exit 4"]) == (4, b"second\n", b"")
+        # The second holds nothing of the first's (its stdin pipe would never see EOF).
+        assert run(agent, ["sh", "-c", "ls /proc/$$/fd; exit 4"]) == (4, b"0\n1\n2\n", b"")
         assert first.command.poll() is None
         assert running_commands(agent.path) == [first.command.pid]
         os.write(first.stdin, b"first\n")
@@ -545,13 +564,17 @@ def test_a_tty_command_output_is_drained_before_its_exit(agent: Agent) -> None:
     assert size - written <= 1 << 16
 
 
-def test_a_tty_command_is_interrupted_by_ctrl_c_and_by_hangup(agent: Agent) -> None:
+def test_a_tty_command_is_interrupted_by_ctrl_c_signals_and_hangup(agent: Agent) -> None:
     terminal = Terminal()
     try:
         with terminal.run(agent, ["sh", "-c", "echo ready; sleep 30"]) as command:
             terminal.wait_for(b"ready")
             os.write(terminal.master, b"\x03")  # the pty's own line discipline makes it SIGINT
             assert command.wait(timeout=2) == 130
+        with terminal.run(agent, ["sh", "-c", "echo steady; sleep 30"]) as command:
+            terminal.wait_for(b"steady")
+            command.send_signal(signal.SIGTERM)  # forwarded to the pty's foreground group
+            assert command.wait(timeout=2) == 143
         with terminal.run(agent, ["sleep", "30"]) as command:
             pid = command.pid
             assert pid is not None
