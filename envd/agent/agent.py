@@ -144,15 +144,24 @@ def set_window_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def parse_run(request: dict[str, object]) -> tuple[list[str], str, dict[str, str], bool, object]:
+def parse_run(
+    request: dict[str, object],
+) -> tuple[list[str], str, dict[str, str], bool, tuple[int, int] | None]:
     argv, cwd, env = request.get("argv"), request.get("cwd"), request.get("env")
+    winsize = request.get("winsize")
     if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
         raise ValueError("argv must be a non-empty list of strings")
     if not isinstance(cwd, str):
         raise ValueError("cwd must be a string")
     if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
         raise ValueError("env must map strings to strings")
-    return argv, cwd, env, request.get("tty") is True, request.get("winsize")
+    if winsize is None:
+        return argv, cwd, env, request.get("tty") is True, None
+    if not (
+        isinstance(winsize, list) and len(winsize) == 2 and all(type(n) is int for n in winsize)
+    ):
+        raise ValueError("winsize must be [rows, cols]")
+    return argv, cwd, env, request.get("tty") is True, (winsize[0], winsize[1])
 
 
 def exec_command(
@@ -289,10 +298,7 @@ class Command:
         if self.tty:
             self.master, slave = os.openpty()
             os.set_blocking(self.master, False)
-            size = window_size(fds[0]) or (24, 80)
-            if isinstance(winsize, list) and len(winsize) >= 2:
-                size = (int(winsize[0]), int(winsize[1]))
-            set_window_size(self.master, *size)
+            set_window_size(self.master, *(winsize or window_size(fds[0]) or (24, 80)))
             child_fds = (slave, slave, slave)
         report_r, report_w = os.pipe()
         pid = os.fork()

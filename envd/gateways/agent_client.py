@@ -69,8 +69,12 @@ class _Connection:
             raise ContainerError(f"the envd agent at {self.where} sent a frame of {size} bytes")
         if len(self._buf) < _HEADER.size + size:
             return None
-        message = json.loads(bytes(self._buf[_HEADER.size : _HEADER.size + size]))
+        body = bytes(self._buf[_HEADER.size : _HEADER.size + size])
         del self._buf[: _HEADER.size + size]
+        try:
+            message = json.loads(body)
+        except ValueError as e:
+            raise ContainerError(f"the envd agent at {self.where} sent {body!r}: {e}") from e
         if not isinstance(message, dict):
             raise ContainerError(f"the envd agent at {self.where} sent {message!r}")
         return message

@@ -6,6 +6,7 @@ is the other end.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
@@ -16,6 +17,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 import tty
@@ -513,7 +515,7 @@ class Terminal:
         return bytes(self.output)
 
     def run(
-        self, agent: Agent, argv: list[str], winsize: tuple[int, int] = (24, 80)
+        self, agent: Agent, argv: list[str], winsize: tuple[int, int] | None = (24, 80)
     ) -> AgentCommand:
         fds = (self.slave, self.slave, self.slave)
         return run_in_agent(agent.path, argv, "/", ENV, fds, tty=True, winsize=winsize)
@@ -533,6 +535,27 @@ def test_a_tty_command_gets_a_controlling_terminal_of_the_given_size(agent: Agen
     finally:
         output = terminal.close()
     assert output == b"33 101\r\nstd-tty\r\nhas-ctty\r\nhello\r\ngot:hello\r\n"
+
+
+def test_a_tty_is_the_size_of_the_callers_terminal_by_default(agent: Agent) -> None:
+    terminal = Terminal()
+    fcntl.ioctl(terminal.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 90, 0, 0))
+    try:
+        with terminal.run(agent, ["stty", "size"], winsize=None) as command:
+            assert command.wait(timeout=2) == 0
+    finally:
+        output = terminal.close()
+    assert output == b"30 90\r\n"
+
+
+def test_a_bad_window_size_is_refused(agent: Agent) -> None:
+    terminal = Terminal()
+    try:
+        command = terminal.run(agent, ["true"], winsize=(24, "80"))  # a careless client
+        assert command.returncode == 126
+        assert command.error is not None and "winsize" in command.error
+    finally:
+        terminal.close()
 
 
 def test_a_tty_follows_window_size_changes(agent: Agent) -> None:
