@@ -44,7 +44,8 @@ class _Connection:
         data = _encode(message)
         with self._send_lock:
             sent = socket.send_fds(self.sock, [data], list(fds)) if fds else 0
-            self.sock.sendall(data[sent:])
+            if sent < len(data):  # (a send of nothing fails once the agent has hung up)
+                self.sock.sendall(data[sent:])
 
     def read(self, deadline: float | None) -> Frame:
         """The next frame; TimeoutError at deadline (monotonic), ContainerError at EOF."""
@@ -210,7 +211,10 @@ def run_in_agent(
         "winsize": list(winsize) if winsize else None,
     }
     try:
-        connection.send(request, fds)
+        try:
+            connection.send(request, fds)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the agent refused the request before reading it all: its reply says why
         return AgentCommand(connection, connection.read(time.monotonic() + connect_timeout))
     except (OSError, TimeoutError) as e:
         connection.sock.close()
