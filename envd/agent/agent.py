@@ -3,9 +3,10 @@
     python3 -I -S agent.py SOCKET [HANGUP_GRACE_S]
 
 Stdlib only, any Python >= 3.9. It runs as the caller's uid and listens on SOCKET, inside a 0700
-directory bind-mounted from the host: that directory is the access check. As PID 1 it reaps every
-child, orphans included (elsewhere it makes itself a child subreaper to do the same). It writes
-no pid files: a command lives as long as its connection, and SIGTERM ends the agent and them all.
+directory bind-mounted from the host: that directory is the access check. SOCKET appears once
+connections are accepted, and goes when the agent stops. As PID 1 it reaps every child, orphans
+included (elsewhere it makes itself a child subreaper to do the same). It writes no pid files:
+a command lives as long as its connection, and SIGTERM ends the agent and them all.
 
 Protocol: one Unix stream connection per command. Every message is a frame: a 4-byte big-endian
 length, then that many bytes of a UTF-8 JSON object with an "op".
@@ -586,19 +587,23 @@ class Agent:
 
 
 def listen(path: str) -> socket.socket:
-    try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)  # left by an agent that did not stop cleanly
-    except FileNotFoundError:
-        pass
+    """Listen on path; it appears only once connections are accepted (then the agent is ready)."""
+    fresh = path + ".new"
+    for old in (path, fresh):
+        try:
+            if stat.S_ISSOCK(os.lstat(old).st_mode):
+                os.unlink(old)  # left by an agent that did not stop cleanly
+        except FileNotFoundError:
+            pass
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     umask = os.umask(0o077)
     try:
-        listener.bind(path)
+        listener.bind(fresh)
     finally:
         os.umask(umask)
     listener.listen(64)
     listener.setblocking(False)
+    os.rename(fresh, path)
     return listener
 
 
