@@ -3,6 +3,10 @@
 `run_in_agent` hands the caller's own stdin/stdout/stderr to the agent in a warm container, which
 runs the command on them directly; the returned `AgentCommand` forwards signals and window-size
 changes and waits for the exit status. Closing it before the command ends hangs the command up.
+
+The container side: mount AGENT_SCRIPT read-only and make `python3 -I -S AGENT_SCRIPT SOCKET` the
+container's command, as the caller's uid, with SOCKET in a 0700 directory bind-mounted from the
+host. SOCKET appears once the agent accepts connections.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import struct
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 
 from envd.errors import ContainerError
@@ -22,6 +27,7 @@ from envd.errors import ContainerError
 _HEADER = struct.Struct(">I")
 _MAX_FRAME = 1 << 20
 CONNECT_TIMEOUT_S = 5.0
+AGENT_SCRIPT = Path(__file__).resolve().parent.parent / "agent" / "agent.py"  # stdlib only
 
 Frame = dict[str, object]
 

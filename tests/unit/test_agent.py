@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from envd.gateways.agent_client import AgentCommand, run_in_agent, running_commands
+from envd.gateways.agent_client import AGENT_SCRIPT, AgentCommand, run_in_agent, running_commands
 
-AGENT = Path(__file__).resolve().parents[2] / "envd" / "agent" / "agent.py"
+AGENT = AGENT_SCRIPT
 GRACE_S = 0.3  # the agent's SIGHUP -> SIGKILL grace in these tests
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
 
@@ -434,8 +434,10 @@ def test_a_command_deaf_to_sighup_is_killed_after_the_grace(agent: Agent) -> Non
         wait_for_child(piped, "sleep")
         piped.command.close()
         hung_up = time.monotonic()
-        time.sleep(GRACE_S / 2)
-        assert sorted(group_members(pid)) == ["sh", "sleep"]
+        time.sleep(GRACE_S / 6)
+        alive = sorted(group_members(pid))
+        if time.monotonic() - hung_up < GRACE_S * 0.8:  # (a loaded machine may be too slow)
+            assert alive == ["sh", "sleep"], "SIGKILL came with the SIGHUP"
         assert read_to_eof(piped.stdout) == b""  # every holder of the pipe is dead
         assert time.monotonic() - hung_up >= GRACE_S * 0.9
         assert wait_for(lambda: running_commands(agent.path) == [])
