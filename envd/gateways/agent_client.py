@@ -63,7 +63,10 @@ class _Connection:
                 left = deadline - time.monotonic()
                 if left <= 0 or not select.select([self.sock], [], [], left)[0]:
                     raise TimeoutError("the command is still running")
-            data = self.sock.recv(1 << 16)
+            try:
+                data = self.sock.recv(1 << 16)
+            except OSError as e:
+                raise ContainerError(f"the envd agent at {self.where} went away: {e}") from e
             if not data:
                 raise ContainerError(f"the envd agent at {self.where} closed the connection")
             self._buf += data

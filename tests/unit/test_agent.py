@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from envd.errors import ContainerError
 from envd.gateways.agent_client import AGENT_SCRIPT, AgentCommand, run_in_agent, running_commands
 
 AGENT = AGENT_SCRIPT
@@ -50,9 +51,10 @@ def agent() -> Iterator[Agent]:
         assert wait_for(lambda: os.path.exists(path) or proc.poll() is not None)
         assert proc.poll() is None, "the agent did not start"
         yield Agent(proc, path)
-        proc.terminate()
-        assert proc.wait(timeout=5) == 0
-        assert not os.path.exists(path)
+        if proc.returncode is None:  # (a test may have ended it)
+            proc.terminate()
+            assert proc.wait(timeout=5) == 0
+            assert not os.path.exists(path)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -451,11 +453,26 @@ def test_stopping_the_agent_ends_its_commands(agent: Agent) -> None:
         agent.proc.terminate()
         assert piped.command.wait(timeout=2) == 143
         assert agent.proc.wait(timeout=2) == 0
+        assert not os.path.exists(agent.path)
     finally:
         piped.close()
 
 
 # PID 1 duties and concurrency.
+
+
+def test_an_agent_that_dies_is_an_error_not_a_status(agent: Agent) -> None:
+    piped = start(agent, ["sleep", "30"])
+    pid = piped.command.pid
+    assert pid is not None
+    try:
+        agent.proc.kill()  # (the container went away)
+        agent.proc.wait()
+        with pytest.raises(ContainerError, match="closed the connection"):
+            piped.command.wait(timeout=2)
+    finally:
+        os.killpg(pid, signal.SIGKILL)  # outside a container nothing else ends it
+        piped.close()
 
 
 def test_orphans_are_reaped(agent: Agent) -> None:
