@@ -207,6 +207,8 @@ def run_in_agent(
     With tty=True the command gets a pty of winsize (rows, cols; default: the size of the
     terminal on fds[0]); the caller puts its terminal in raw mode and restores it afterwards.
     A command that cannot start comes back already ended, with returncode 127 or 126 and error.
+    fds stay open here: a daemon passing on a CLI's fds closes its copies once this returns, so
+    that only the command and the CLI hold them (else its stdout never reaches EOF downstream).
     """
     if not argv:
         raise ValueError("argv is empty")
