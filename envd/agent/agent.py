@@ -1,0 +1,632 @@
+"""The envd agent: a warm container's first process, running commands on the caller's own fds.
+
+    python3 -I -S agent.py SOCKET [HANGUP_GRACE_S]
+
+Stdlib only, any Python >= 3.9. It runs as the caller's uid and listens on SOCKET, inside a 0700
+directory bind-mounted from the host: that directory is the access check. SOCKET appears once
+connections are accepted, and goes when the agent stops. As PID 1 it reaps every child, orphans
+included (elsewhere it makes itself a child subreaper to do the same). It writes no pid files:
+a command lives as long as its connection, and SIGTERM ends the agent and them all.
+
+Protocol: one Unix stream connection per command. Every message is a frame: a 4-byte big-endian
+length, then that many bytes of a UTF-8 JSON object with an "op".
+
+client -> agent
+  {"op": "run", "argv": [...], "cwd": "/workspace", "env": {...}, "tty": false,
+   "winsize": [rows, cols] or null}
+      The first frame. Its bytes carry SCM_RIGHTS with exactly three fds: the caller's stdin,
+      stdout and stderr. Without a tty the command gets them as its 0, 1, 2: nothing is copied.
+      With a tty it gets a new pty as its controlling terminal (size from "winsize", else from
+      the caller's stdin), and the agent relays stdin -> pty and pty -> stdout; the caller puts
+      its own terminal in raw mode.
+  {"op": "signal", "signal": N}
+      N is SIGINT, SIGTERM, SIGHUP or SIGQUIT; it goes to the command's process group (with a
+      tty, the pty's foreground group). The third SIGINT is sent as SIGKILL.
+  {"op": "winsize", "rows": R, "cols": C}
+  Closing the connection before the exit frame hangs the command up: SIGHUP to its process
+  group, then SIGKILL HANGUP_GRACE_S (default 5) later if it still runs.
+  {"op": "status"} instead of "run" (no fds): answered with {"op": "status", "running": [pid]}.
+
+agent -> client
+  {"op": "started", "pid": P}
+      The command runs as P, the leader of a new session and process group.
+  {"op": "exit", "status": S, "signal": N or null, "error": null or "..."}
+      The last frame. S is the command's exit status, 128+N when signal N ended it. When it could
+      not be started, "error" says why, S is 127 (not found) or 126, and no "started" came.
+      With a tty it is sent once the pty's output has been relayed.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import stat
+import struct
+import sys
+import termios
+import time
+from typing import NoReturn
+
+HEADER = struct.Struct(">I")
+MAX_FRAME = 1 << 20
+CHUNK = 1 << 16
+BACKLOG = 4 * CHUNK  # relay buffer per direction; beyond it the agent stops reading
+DEFAULT_GRACE_S = 5.0
+DRAIN_QUIET_S = 0.1  # with a tty: after the exit, output still comes until it is this quiet
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+KILL_AT_SIGINT = 3
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+RESET_SIGNALS = (*STOP_SIGNALS, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGQUIT)
+READ = select.POLLIN | select.POLLHUP | select.POLLERR | select.POLLNVAL
+WRITE = select.POLLOUT | select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"envd-agent: {message}\n")
+    sys.stderr.flush()
+
+
+def encode(message: dict[str, object]) -> bytes:
+    data = json.dumps(message, separators=(",", ":")).encode()
+    return HEADER.pack(len(data)) + data
+
+
+def take_frames(buf: bytearray) -> list[dict[str, object]]:
+    """The complete frames at the start of buf, removed from it."""
+    frames = []
+    while len(buf) >= HEADER.size:
+        (size,) = HEADER.unpack_from(buf)
+        if size > MAX_FRAME:
+            raise ValueError(f"frame of {size} bytes")
+        if len(buf) < HEADER.size + size:
+            break
+        message = json.loads(bytes(buf[HEADER.size : HEADER.size + size]))
+        del buf[: HEADER.size + size]
+        if not isinstance(message, dict):
+            raise ValueError("frame is not a JSON object")
+        frames.append(message)
+    return frames
+
+
+def recv_with_fds(conn: socket.socket, fds: list[int]) -> bytes:
+    """socket.recv_fds (3.9+) by hand: close-on-exec fds, and none leak when truncated."""
+    space = socket.CMSG_SPACE(8 * array.array("i").itemsize)
+    data, ancillary, flags, _ = conn.recvmsg(CHUNK, space, socket.MSG_CMSG_CLOEXEC)
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            received = array.array("i")
+            received.frombytes(payload[: len(payload) - len(payload) % received.itemsize])
+            fds.extend(received)
+    if flags & socket.MSG_CTRUNC:
+        raise ValueError("too many fds")
+    return data
+
+
+def exit_status(wait_status: int) -> tuple[int, int | None]:
+    """(status, signal): 128+N when signal N ended the process, like a shell."""
+    if os.WIFSIGNALED(wait_status):
+        return 128 + os.WTERMSIG(wait_status), os.WTERMSIG(wait_status)
+    if os.WIFEXITED(wait_status):
+        return os.WEXITSTATUS(wait_status), None
+    return 255, None
+
+
+def close(fd: int) -> int:
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    return -1
+
+
+def killpg(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except OSError:  # the group is gone already
+        pass
+
+
+def window_size(fd: int) -> tuple[int, int] | None:
+    try:
+        rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
+    except OSError:
+        return None
+    return (rows, cols) if rows and cols else None
+
+
+def set_window_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def parse_run(
+    request: dict[str, object],
+) -> tuple[list[str], str, dict[str, str], bool, tuple[int, int] | None]:
+    argv, cwd, env = request.get("argv"), request.get("cwd"), request.get("env")
+    winsize = request.get("winsize")
+    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
+        raise ValueError("argv must be a non-empty list of strings")
+    if not isinstance(cwd, str):
+        raise ValueError("cwd must be a string")
+    if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
+        raise ValueError("env must map strings to strings")
+    if winsize is None:
+        return argv, cwd, env, request.get("tty") is True, None
+    if not (
+        isinstance(winsize, list) and len(winsize) == 2 and all(type(n) is int for n in winsize)
+    ):
+        raise ValueError("winsize must be [rows, cols]")
+    return argv, cwd, env, request.get("tty") is True, (winsize[0], winsize[1])
+
+
+def exec_command(
+    argv: list[str],
+    cwd: str,
+    env: dict[str, str],
+    fds: tuple[int, int, int],
+    tty: bool,
+    report: int,
+) -> NoReturn:
+    """In the forked child: become the command, or write why not to report."""
+    stage = "exec"
+    try:
+        signal.set_wakeup_fd(-1)
+        for signum in RESET_SIGNALS:  # Python ignores SIGPIPE and SIGXFSZ; the command must not
+            signal.signal(signum, signal.SIG_DFL)
+        os.setsid()
+        if tty:
+            fcntl.ioctl(fds[0], termios.TIOCSCTTY, 0)
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in fds]
+        for target, fd in enumerate(high):
+            os.dup2(fd, target)
+        stage = "cwd"
+        os.chdir(cwd)
+        stage = "exec"
+        os.execvpe(argv[0], argv, env)
+    except OSError as e:
+        what = argv[0] if stage == "exec" else f"cwd {cwd}"
+        status = 127 if stage == "exec" and e.errno == errno.ENOENT else 126
+        os.write(report, json.dumps([status, f"{what}: {e.strerror}"]).encode())
+    except Exception as e:
+        os.write(report, json.dumps([126, f"{argv[0]}: {e}"]).encode())
+    finally:
+        os._exit(127)
+
+
+class Command:
+    """One connection, and the command it runs."""
+
+    def __init__(self, agent: Agent, conn: socket.socket) -> None:
+        self.agent = agent
+        self.conn: socket.socket | None = conn
+        self.rbuf = bytearray()
+        self.fds: list[int] = []  # received, not handed on yet
+        self.pid = 0
+        self.tty = False
+        self.status: int | None = None  # the wait status, once reaped
+        self.ints = 0
+        self.kill_at: float | None = None
+        self.master = self.stdin = self.stdout = -1  # the tty relay's fds
+        self.to_pty = bytearray()
+        self.to_out = bytearray()
+        self.pty_done = False
+        self.quiet_at = 0.0  # with a tty, after the exit: when its output counts as drained
+
+    # What to wait for, and what came.
+
+    def wanted(self) -> list[tuple[int, int]]:
+        wanted = [(self.conn.fileno(), READ)] if self.conn is not None else []
+        if self.master >= 0:
+            events = select.POLLIN if len(self.to_out) < BACKLOG else 0
+            events |= select.POLLOUT if self.to_pty else 0
+            if events:
+                wanted.append((self.master, events))
+        if self.stdin >= 0 and self.status is None and len(self.to_pty) < BACKLOG:
+            wanted.append((self.stdin, READ))
+        if self.stdout >= 0 and self.to_out:
+            wanted.append((self.stdout, WRITE))
+        return wanted
+
+    def on_event(self, fd: int, events: int) -> None:
+        if self.conn is not None and fd == self.conn.fileno():
+            self.on_conn()
+        elif fd == self.master:
+            self.on_master(events)
+        elif fd == self.stdin:
+            self.on_stdin()
+        elif fd == self.stdout:
+            self.on_stdout(events)
+
+    def on_conn(self) -> None:
+        assert self.conn is not None
+        try:
+            data = recv_with_fds(self.conn, self.fds)
+        except (OSError, ValueError):
+            data = b""
+        if not data:
+            self.hang_up()
+            return
+        self.rbuf += data
+        try:
+            frames = take_frames(self.rbuf)
+        except ValueError as e:
+            self.fail(f"bad frame: {e}")
+            return
+        for frame in frames:
+            if self.conn is None:
+                return
+            self.on_frame(frame)
+
+    def on_frame(self, frame: dict[str, object]) -> None:
+        op = frame.get("op")
+        if not self.pid and op == "run":
+            self.start(frame)
+        elif not self.pid and op == "status":
+            self.send({"op": "status", "running": sorted(self.agent.running)})
+            self.finish()
+        elif not self.pid:
+            self.fail(f"the first frame must be run or status, not {op!r}")
+        elif op == "signal":
+            signum = frame.get("signal")
+            if isinstance(signum, int) and signum in FORWARDED:
+                self.forward(signum)
+        elif op == "winsize":
+            rows, cols = frame.get("rows"), frame.get("cols")
+            if self.master >= 0 and isinstance(rows, int) and isinstance(cols, int):
+                set_window_size(self.master, rows, cols)
+
+    # The command's life.
+
+    def start(self, request: dict[str, object]) -> None:
+        fds, self.fds = self.fds, []
+        try:
+            argv, cwd, env, self.tty, winsize = parse_run(request)
+            if len(fds) != 3:
+                raise ValueError(f"run needs 3 fds (stdin, stdout, stderr), got {len(fds)}")
+        except ValueError as e:
+            for fd in fds:
+                close(fd)
+            self.fail(f"bad run request: {e}")
+            return
+        child_fds = (fds[0], fds[1], fds[2])
+        slave = -1
+        if self.tty:
+            self.master, slave = os.openpty()
+            os.set_blocking(self.master, False)
+            set_window_size(self.master, *(winsize or window_size(fds[0]) or (24, 80)))
+            child_fds = (slave, slave, slave)
+        report_r, report_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            exec_command(argv, cwd, env, child_fds, self.tty, report_w)
+        close(report_w)
+        close(slave)
+        report = b""
+        while True:  # empty when the exec succeeded (the pipe is close-on-exec)
+            chunk = os.read(report_r, 4096)
+            if not chunk:
+                break
+            report += chunk
+        close(report_r)
+        if self.tty:
+            self.stdin, self.stdout = fds[0], fds[1]
+            close(fds[2])
+        else:
+            for fd in fds:
+                close(fd)
+        if report:
+            os.waitpid(pid, 0)
+            status, message = json.loads(report)
+            self.send({"op": "exit", "status": status, "signal": None, "error": message})
+            self.finish()
+            return
+        self.pid = pid
+        self.agent.running[pid] = self
+        self.send({"op": "started", "pid": pid})
+
+    def targets(self) -> list[int]:
+        """The process groups a signal goes to: the command's, and the pty's foreground one."""
+        groups = [self.pid]
+        if self.master >= 0:
+            try:
+                foreground = os.tcgetpgrp(self.master)
+            except OSError:
+                foreground = self.pid
+            if foreground > 0 and foreground != self.pid:
+                groups.insert(0, foreground)
+        return groups
+
+    def forward(self, signum: int) -> None:
+        if self.status is not None:
+            return
+        if signum == signal.SIGINT:
+            self.ints += 1
+            if self.ints >= KILL_AT_SIGINT:
+                signum = signal.SIGKILL
+        groups = self.targets()
+        for group in groups if signum == signal.SIGKILL else groups[:1]:
+            killpg(group, signum)
+
+    def hang_up(self) -> None:
+        """The caller went away: the command gets SIGHUP now and SIGKILL after the grace."""
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        if not self.pid or self.status is not None:
+            self.finish()
+            return
+        for group in self.targets():
+            killpg(group, signal.SIGHUP)
+            killpg(group, signal.SIGCONT)  # a stopped command must see its SIGHUP
+        self.kill_at = time.monotonic() + self.agent.grace_s
+
+    def terminate(self) -> None:
+        """The agent stops: SIGTERM now, SIGKILL after the grace."""
+        if not self.pid:
+            self.finish()
+        elif self.status is None:
+            for group in self.targets():
+                killpg(group, signal.SIGTERM)
+            self.kill_at = time.monotonic() + self.agent.grace_s
+
+    def exited(self, wait_status: int) -> None:
+        self.status = wait_status
+        self.kill_at = None
+        self.quiet_at = time.monotonic() + DRAIN_QUIET_S
+        self.settle()
+
+    def deadline(self) -> float | None:
+        if self.kill_at is not None:
+            return self.kill_at
+        if self.tty and self.status is not None and not self.pty_done and not self.to_out:
+            return self.quiet_at
+        return None
+
+    def on_time(self, now: float) -> None:
+        if self.kill_at is not None and now >= self.kill_at:
+            self.kill_at = None
+            for group in self.targets():
+                killpg(group, signal.SIGKILL)
+        self.settle(now)
+
+    def settle(self, now: float | None = None) -> None:
+        """Finish once the command has exited and, with a tty, its output has gone out."""
+        if self.status is None:
+            return
+        if self.tty:
+            flushed = not self.to_out or self.stdout < 0 or self.conn is None
+            quiet = self.pty_done or (now or time.monotonic()) >= self.quiet_at
+            if not (flushed and quiet):
+                return
+        status, signum = exit_status(self.status)
+        self.send({"op": "exit", "status": status, "signal": signum, "error": None})
+        self.finish()
+
+    # The tty relay: non-blocking on the agent's own pty, bounded writes on the caller's fds.
+
+    def on_master(self, events: int) -> None:
+        if events & select.POLLOUT and self.to_pty:
+            try:
+                del self.to_pty[: os.write(self.master, self.to_pty)]
+            except BlockingIOError:
+                pass
+            except OSError:
+                self.to_pty.clear()
+        if events & (select.POLLIN | select.POLLHUP | select.POLLERR):
+            try:
+                data = os.read(self.master, CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:  # EIO: every holder of the pty's other side has closed it
+                data = b""
+            if data:
+                self.to_out += data
+                self.quiet_at = time.monotonic() + DRAIN_QUIET_S
+            else:
+                self.pty_done = True
+                self.master = close(self.master)
+                self.settle()
+
+    def on_stdin(self) -> None:
+        try:
+            data = os.read(self.stdin, CHUNK)
+        except OSError:
+            data = b""
+        if data:
+            self.to_pty += data
+        else:
+            self.stdin = close(self.stdin)
+
+    def on_stdout(self, events: int) -> None:
+        try:
+            if not events & select.POLLOUT:
+                raise OSError("hung up")
+            del self.to_out[: os.write(self.stdout, self.to_out[: select.PIPE_BUF])]
+            if not self.to_out:  # output paused while it was full: count quiet from now
+                self.quiet_at = max(self.quiet_at, time.monotonic() + DRAIN_QUIET_S)
+        except OSError:
+            self.to_out.clear()
+            self.stdout = close(self.stdout)
+        self.settle()
+
+    # The end.
+
+    def send(self, message: dict[str, object]) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.sendall(encode(message))
+            except OSError:
+                pass
+
+    def fail(self, message: str) -> None:
+        self.send({"op": "exit", "status": 126, "signal": None, "error": message})
+        if self.pid and self.status is None:
+            self.hang_up()
+        else:
+            self.finish()
+
+    def finish(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        for fd in self.fds:
+            close(fd)
+        self.fds = []
+        self.master = close(self.master)
+        self.stdin = close(self.stdin)
+        self.stdout = close(self.stdout)
+        if self.status is None and self.pid:
+            return  # still running, hung up: finished when reaped
+        self.agent.running.pop(self.pid, None)
+        self.agent.commands.discard(self)
+
+
+class Agent:
+    def __init__(self, path: str, grace_s: float) -> None:
+        self.path = path
+        self.grace_s = grace_s
+        self.commands: set[Command] = set()
+        self.running: dict[int, Command] = {}
+        self.stopping = False
+        self.listener: socket.socket | None = listen(path)
+        self.wake_r, wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self.on_stop_signal)
+
+    def on_stop_signal(self, signum: int, frame: object) -> None:
+        self.stopping = True
+
+    def serve(self) -> None:
+        while not (self.stopping and not self.commands):
+            if self.stopping and self.listener is not None:
+                self.stop()
+            poller = select.poll()
+            owners: dict[int, Command | None] = {self.wake_r: None}
+            poller.register(self.wake_r, select.POLLIN)
+            if self.listener is not None:
+                poller.register(self.listener.fileno(), select.POLLIN)
+                owners[self.listener.fileno()] = None
+            for command in self.commands:
+                for fd, events in command.wanted():
+                    poller.register(fd, events)
+                    owners[fd] = command
+            deadlines = [d for d in (c.deadline() for c in self.commands) if d is not None]
+            timeout = None
+            if deadlines:
+                timeout = max(0.0, min(deadlines) - time.monotonic()) * 1000 + 1
+            for fd, events in poller.poll(timeout):
+                owner = owners.get(fd)
+                if owner is not None and owner in self.commands:
+                    self.dispatch(owner, fd, events)
+                elif self.listener is not None and fd == self.listener.fileno():
+                    self.accept()
+            self.reap()
+            now = time.monotonic()
+            for command in list(self.commands):
+                self.dispatch(command, -1, 0, now)
+        if self.listener is not None:
+            self.stop()
+
+    def dispatch(self, command: Command, fd: int, events: int, now: float = 0.0) -> None:
+        """One command's turn; a failure there ends that command, never the agent."""
+        try:
+            if fd >= 0:
+                command.on_event(fd, events)
+            else:
+                command.on_time(now)
+        except Exception as e:
+            log(f"command {command.pid}: {type(e).__name__}: {e}")
+            command.fail(f"envd agent: {type(e).__name__}: {e}")
+
+    def accept(self) -> None:
+        assert self.listener is not None
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        conn.setblocking(True)
+        self.commands.add(Command(self, conn))
+
+    def reap(self) -> None:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                pid, wait_status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            command = self.running.pop(pid, None)
+            if command is not None:  # else an orphan that ended here
+                command.exited(wait_status)
+
+    def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+        for command in list(self.commands):
+            command.terminate()
+
+
+def listen(path: str) -> socket.socket:
+    """Listen on path; it appears only once connections are accepted (then the agent is ready)."""
+    fresh = path + ".new"
+    for old in (path, fresh):
+        try:
+            if stat.S_ISSOCK(os.lstat(old).st_mode):
+                os.unlink(old)  # left by an agent that did not stop cleanly
+        except FileNotFoundError:
+            pass
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    umask = os.umask(0o077)
+    try:
+        listener.bind(fresh)
+    finally:
+        os.umask(umask)
+    listener.listen(64)
+    listener.setblocking(False)
+    os.rename(fresh, path)
+    return listener
+
+
+def become_subreaper() -> None:
+    """Outside a container (tests), orphans of our commands are reparented to us as in one."""
+    if os.getpid() == 1 or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (ImportError, OSError, AttributeError):
+        pass
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) not in (2, 3):
+        log("usage: agent.py SOCKET [HANGUP_GRACE_S]")
+        return 2
+    become_subreaper()
+    Agent(argv[1], float(argv[2]) if len(argv) == 3 else DEFAULT_GRACE_S).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
