@@ -400,7 +400,7 @@ def test_a_failed_build_leaves_the_previous_image_enterable(shared: Envctl) -> N
     failed = shared("enter", str(proj), "--", "true")
     assert failed.returncode == 6, failed.stderr
     assert "build step" in failed.stderr and "Traceback" not in failed.stderr
-    assert "hint: the previous image envd/breaks:" in failed.stderr
+    assert "hint: the previous image envd-" in failed.stderr and "/breaks:" in failed.stderr
     (proj / "envd.yaml").write_text(good_spec)
     (proj / "envd.lock").write_text(good_lock)
     again = shared("enter", str(proj), "--", "echo", "ok")

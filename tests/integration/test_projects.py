@@ -16,14 +16,15 @@ pytestmark = pytest.mark.integration
 
 def test_every_malformed_spec_exits_1_with_its_line(shared: Envctl, tmp_path: Path) -> None:
     for path in BAD:
-        line, expect = expectations(path)
-        project = tmp_path / path.stem
-        project.mkdir()
+        expect = expectations(path)
+        project = tmp_path / path.stem / expect.get("dir", "project")
+        project.mkdir(parents=True)
         shutil.copy(path, project / "envd.yaml")
         proc = shared("validate", str(project))
         assert proc.returncode == 1, (path.name, proc.stderr)
-        assert f"envd.yaml:{line}" in proc.stderr, (path.name, proc.stderr)
-        assert expect in proc.stderr and "Traceback" not in proc.stderr
+        assert f"envd.yaml:{expect['expect-line']}" in proc.stderr, (path.name, proc.stderr)
+        assert expect["expect"] in proc.stderr and "Traceback" not in proc.stderr
+        assert f": {expect['expect-key']}: " in proc.stderr, (path.name, proc.stderr)
 
 
 def test_init_lists_and_never_overwrites(shared: Envctl, tmp_path: Path) -> None:
