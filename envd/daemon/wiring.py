@@ -7,6 +7,7 @@ another object's attributes. `Services` is what the gRPC servicer may call.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from envd.services.sharing import Sharing
 from envd.services.steps import StepRunner
 from envd.services.warm import WarmContainers
 from envd.services.watching import ProjectWatcher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,10 +117,15 @@ class Services:
 
 
 def build_services(paths: Paths, engine: Engine | None = None) -> Services:
-    paths.home.mkdir(parents=True, exist_ok=True)
-    paths.cache.mkdir(parents=True, exist_ok=True)
+    paths.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for cache in (paths.cache, paths.cache / "debian", paths.cache / "layers"):
+        cache.mkdir(parents=True, exist_ok=True, mode=0o700)
     owner = owner_of(paths)
     store = Store(paths.database)
+    # One daemon per home (serve.py's instance lock): a build recorded as running was cut
+    # short by a daemon that died (kill -9, a crash, the machine going down).
+    for name in store.reset_interrupted_builds():
+        log.warning("%s: its build was cut short when the daemon stopped; it is stale", name)
     events = EventBus()
     settings = Settings(paths.config_file, events)
     engine = engine or Engine(extra_labels=engine_labels_from_env())
