@@ -23,7 +23,7 @@ from envd.services.content import ContentHasher
 from envd.services.entering import Entering
 from envd.services.fingerprints import Fingerprints
 from envd.services.host import HostProbe
-from envd.services.images import Images
+from envd.services.images import EngineUsage, Images
 from envd.services.locker import Locker
 from envd.services.projects import Projects
 from envd.services.runs import Runs
@@ -132,7 +132,7 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
     host = HostProbe(nvml_from_env)
     projects = Projects(store, events)
     locker = Locker(projects, engine, events, store, paths.cache)
-    images = Images(store, engine, projects)
+    images = Images(store, engine, projects, EngineUsage(engine))
     steps = StepRunner(engine, store, owner, paths.cache / "debian")
     warm = WarmContainers(engine, events, lambda: settings.current, owner)
     content = ContentHasher(engine, paths.cache / "layers")
