@@ -51,7 +51,8 @@ def daemon_start(obj: AppContext) -> None:
     click.echo(f"envd is running on {obj.paths.socket}")
 
 
-STOP_GRACE_S = 15.0  # after Shutdown, how long the daemon may take before SIGTERM
+STATUS_TIMEOUT_S = 3.0  # a daemon that cannot say its pid in this time is hung
+STOP_GRACE_S = 10.0  # after Shutdown, how long the daemon may take before SIGTERM
 TERM_GRACE_S = 5.0  # after SIGTERM, before SIGKILL
 KILL_WAIT_S = 5.0
 
@@ -64,7 +65,7 @@ def daemon_stop(obj: AppContext) -> None:
     Says "stopped" only once the process has exited: it is asked to shut down, then sent
     SIGTERM, then SIGKILL, each after a bounded wait."""
     from cli.client import check_socket, socket_answers
-    from envd.errors import DaemonUnavailable
+    from envd.errors import DaemonUnavailable, EnvdError
     from envd.v1 import envd_pb2 as pb
 
     check_socket(obj.paths.socket)
@@ -80,13 +81,17 @@ def daemon_stop(obj: AppContext) -> None:
     else:
         client = obj.client(start=False)
         try:
-            pid = int(client.status(pb.StatusRequest(), timeout=10).pid) or _pid(obj)
-        except DaemonUnavailable:
+            pid = int(client.status(pb.StatusRequest(), timeout=STATUS_TIMEOUT_S).pid)
+        except EnvdError:  # the socket accepts, but the daemon does not answer: hung
             pid = _pid(obj)
-        try:
-            client.shutdown(pb.ShutdownRequest(), timeout=10)
-        except DaemonUnavailable:
-            pass  # it may be gone before it answers
+            if pid and _alive(pid) and _is_envd(pid):
+                click.echo(f"envd (pid {pid}) does not answer; stopping it")
+                grace = 0.0
+        if grace:
+            try:
+                client.shutdown(pb.ShutdownRequest(), timeout=10)
+            except EnvdError:
+                pass  # it may be gone before it answers
     if not pid:  # no pid to wait for: the socket going away is all there is
         if not _wait(lambda: not socket_answers(obj.paths.socket), STOP_GRACE_S):
             raise DaemonUnavailable(
