@@ -17,7 +17,7 @@ from envd.events import EventBus
 from envd.gateways.engine import Engine, EngineInfo
 from envd.gateways.nvml import nvml_from_env
 from envd.gateways.store import Store
-from envd.paths import Paths
+from envd.paths import Paths, unusable_path
 from envd.services.builder import Builder
 from envd.services.content import ContentHasher
 from envd.services.entering import Entering
@@ -116,12 +116,31 @@ class Services:
         self.store.close()
 
 
+CONFIG_HEADER = (
+    "# envd's settings: `envctl config` shows them, `envctl config KEY VALUE` sets one\n"
+)
+
+
+def _private_config(paths: Paths) -> None:
+    """config.yaml exists, 0600, before Settings reads it: its atomic rewrites keep the mode
+    of the file they replace, so `envctl config KEY VALUE` never makes it world-readable."""
+    try:
+        fd = os.open(paths.config_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise unusable_path(paths.config_file, exc, paths.home) from exc
+    with os.fdopen(fd, "w") as handle:
+        handle.write(CONFIG_HEADER)
+
+
 def build_services(paths: Paths, engine: Engine | None = None) -> Services:
     paths.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     for cache in (paths.cache, paths.cache / "debian", paths.cache / "layers"):
         cache.mkdir(parents=True, exist_ok=True, mode=0o700)
     owner = owner_of(paths)
     store = Store(paths.database)
+    _private_config(paths)
     # One daemon per home (serve.py's instance lock): a build recorded as running was cut
     # short by a daemon that died (kill -9, a crash, the machine going down).
     for name in store.reset_interrupted_builds():

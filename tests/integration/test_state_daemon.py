@@ -108,6 +108,14 @@ def test_state_is_private_and_a_loose_home_is_tightened(envctl: Envctl, engine: 
     assert "idle_timeout: 600" in (home / "config.yaml").read_text()
 
 
+def test_a_new_config_file_is_private_too(envctl: Envctl, engine: None) -> None:
+    assert not (envctl.home / "config.yaml").exists()
+    envctl.ok("config", "idle_timeout", "120")
+    assert mode(envctl.home / "config.yaml") == 0o600
+    assert "idle_timeout: 120" in (envctl.home / "config.yaml").read_text()
+    assert "120" in envctl.ok("config", "idle_timeout")
+
+
 def test_a_stale_scratch_folder_is_emptied_at_start(envctl: Envctl, engine: None) -> None:
     left = envctl.home / "tmp" / "envd-build-abc123"
     left.mkdir(parents=True)
