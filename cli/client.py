@@ -24,7 +24,14 @@ import grpc
 from google.protobuf.message import Message
 
 from envd.errors import ERRORS_BY_KIND, EXIT_BUG, DaemonUnavailable, EnvdError
-from envd.paths import FILE_MODE, HOME_MODE, Paths, socket_problem, unusable_path
+from envd.paths import (
+    FILE_MODE,
+    HOME_MODE,
+    OTHER_SOCKET,
+    Paths,
+    socket_problem,
+    unusable_path,
+)
 from envd.v1 import envd_pb2 as pb
 from envd.v1 import envd_pb2_grpc
 
@@ -55,10 +62,10 @@ def check_socket(path: Path) -> None:
     envctl must neither talk to a stranger's daemon nor start one that would replace it."""
     try:
         info = path.lstat()
-    except FileNotFoundError:
-        return
+    except (FileNotFoundError, NotADirectoryError):
+        return  # nothing there yet: the daemon makes it (or says why it cannot)
     except OSError as exc:
-        raise unusable_path(path, exc, path.parent) from exc
+        raise unusable_path(path, exc, path.parent, OTHER_SOCKET) from exc
     problem = socket_problem(path, info.st_mode, info.st_uid, os.geteuid())
     if problem is not None:
         raise problem
@@ -101,8 +108,11 @@ def start_daemon(paths: Paths) -> None:
                 return
             said = _daemon_error(out, since)
             if said is not None:  # the daemon said why: its own words and hint
+                message, hint = said
+                details = f"details in {paths.log_file} and {out}"
                 raise DaemonUnavailable(
-                    f"the envd daemon cannot start: {said[0]}", hint=said[1] or f"see {out}"
+                    f"the envd daemon cannot start: {message}",
+                    hint=f"{hint}; {details}" if hint else details,
                 )
             tail = _tail(out, since)
             raise DaemonUnavailable(

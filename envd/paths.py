@@ -57,38 +57,41 @@ class Paths:
         return self.home / "run"
 
 
-_OTHER_HOME = "or point ENVD_HOME at a folder of your own that is writable"
+OTHER_HOME = "or point ENVD_HOME at a folder of your own that is writable"
+OTHER_SOCKET = "or point ENVD_SOCKET at a path of your own"
 
 
-def unusable_path(path: Path, exc: OSError, home: Path) -> StateError:
-    """Why envd cannot write `path` (in its state folder `home`), with a fix that works."""
+def unusable_path(
+    path: Path, exc: OSError, home: Path, alternative: str = OTHER_HOME
+) -> StateError:
+    """Why envd cannot write `path` (in its state folder `home`), with a fix that works;
+    `alternative` is the other way out (another ENVD_HOME; another ENVD_SOCKET)."""
     code = exc.errno
     if code in (errno.ENOSPC, errno.EDQUOT):
         return StateError(
             f"no space left on the file system of {home} to write {path.name}; nothing was changed",
-            hint=f"free some space there (`df -h {home}`), {_OTHER_HOME}, then retry",
+            hint=f"free some space there (`df -h {home}`), {alternative}, then retry",
         )
     if code == errno.EROFS:
         return StateError(
             f"envd's state folder {home} is on a read-only file system",
-            hint=f"remount it read-write, {_OTHER_HOME} "
-            "(e.g. `export ENVD_HOME=~/.local/state/envd`)",
+            hint=f"remount it read-write, {alternative}",
         )
     if code in (errno.EACCES, errno.EPERM):
         return StateError(
             f"envd may not write {path}: permission denied",
-            hint=f"`chmod u+rwx {home}` (it must be yours), {_OTHER_HOME}",
+            hint=f"`chmod u+rwx {home}` (it must be yours), {alternative}",
         )
     if code in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
         return StateError(
             f"{exc.filename or path} is in the way: a file stands where envd needs a folder "
             "(or the reverse)",
             hint=f"move it aside (`mv {exc.filename or path} {exc.filename or path}.old`), "
-            f"{_OTHER_HOME}",
+            f"{alternative}",
         )
     return StateError(
         f"envd cannot use {path}: {exc.strerror or exc}",
-        hint=f"check the file system and the permissions of {home}, {_OTHER_HOME}",
+        hint=f"check the file system and the permissions of {home}, {alternative}",
     )
 
 

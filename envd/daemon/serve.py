@@ -22,6 +22,7 @@ from envd.errors import EXIT_BUG, EXIT_USER, EnvdError, StateError
 from envd.paths import (
     FILE_MODE,
     HOME_MODE,
+    OTHER_SOCKET,
     Paths,
     resolve_paths,
     socket_problem,
@@ -203,7 +204,8 @@ def _prepare_socket(paths: Paths) -> Path:
         if backend.exists() or backend.is_symlink():
             backend.unlink()
     except OSError as exc:
-        raise unusable_path(Path(exc.filename or paths.socket), exc, paths.socket.parent) from exc
+        where = Path(exc.filename or paths.socket)
+        raise unusable_path(where, exc, paths.socket.parent, OTHER_SOCKET) from exc
     return backend
 
 
@@ -291,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return serve(resolve_paths())
     except EnvdError as exc:
+        log.error("envd cannot start: %s", exc)  # when the log is open already
         print(f"envd: error: {exc}", file=sys.stderr)
         return exc.exit_code or EXIT_USER
     except Exception:
