@@ -255,6 +255,9 @@ class Store:
     def _apply(self, version: int) -> None:
         statements = [s.strip() for s in _MIGRATIONS[version].split(";") if s.strip()]
         self._db.execute("BEGIN IMMEDIATE")
+        if self.schema_version() >= version:  # another process migrated it meanwhile
+            self._db.execute("COMMIT")
+            return
         try:
             for statement in statements:
                 self._db.execute(statement)

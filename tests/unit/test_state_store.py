@@ -162,6 +162,22 @@ def test_reopening_a_migrated_database_changes_nothing(tmp_path: Path) -> None:
         store.close()
 
 
+def test_an_unversioned_database_with_tables_is_migrated_too(tmp_path: Path) -> None:
+    """user_version 0 but the tables there (written before versions were kept)."""
+    path = tmp_path / "envd.db"
+    previous_release_db(path)
+    db = sqlite3.connect(str(path))
+    db.execute("PRAGMA user_version=0")
+    db.close()
+    store = Store(path)
+    try:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert [p.name for p in store.projects()] == ["churn", "fresh"]
+    finally:
+        store.close()
+    assert (tmp_path / "envd.db.schema0.bak").exists()
+
+
 def test_a_new_database_starts_at_the_current_schema(tmp_path: Path) -> None:
     store = Store(tmp_path / "envd.db")
     try:
