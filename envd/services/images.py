@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from envd.errors import EnvdError, NotFound
+from envd.errors import EngineUnavailable, EnvdError, NotFound
 from envd.gateways.engine import Engine
 from envd.gateways.store import ImageRow, ProjectRow, Store
 from envd.model.plan import BuildPlan, make_plan
@@ -100,8 +100,13 @@ class Images:
         return tag
 
     def on_engine(self, image: str) -> bool:
-        """Whether the engine has a recorded image; its record goes when it does not."""
-        if self._engine.inspect_image(image) is not None:
+        """Whether the engine has a recorded image; its record goes when it does not. An
+        engine that does not answer cannot say: the record stands, and whatever uses the
+        image next fails with the engine's own error (exit 12), not a record lost."""
+        try:
+            if self._engine.inspect_image(image) is not None:
+                return True
+        except EngineUnavailable:
             return True
         if self._store.image(image) is not None:
             log.warning("%s was removed from the engine behind envd's back; forgetting it", image)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from envd.config import Config
-from envd.errors import EXIT_NOT_FOUND, NotFound
+from envd.errors import EXIT_NOT_FOUND, EngineUnavailable, NotFound
 from envd.events import EventBus
 from envd.gateways.engine import ContainerInfo, ImageInfo, Mount
 from envd.gateways.store import Store
@@ -170,6 +170,17 @@ def test_current_image_forgets_an_image_removed_behind_envds_back(
     del world.engine.tags[tag]  # docker rmi
     assert world.images.current_image(row) is None
     assert world.store.image(tag) is None
+
+
+def test_an_engine_that_does_not_answer_loses_no_record(world: World, tmp_path: Path) -> None:
+    tag = built(world, tmp_path, "p", (NUMPY,), 300)
+
+    def down(ref: str) -> ImageInfo | None:
+        raise EngineUnavailable("the Docker engine does not answer (test)")
+
+    world.engine.inspect_image = down  # type: ignore[method-assign]
+    assert world.images.on_engine(tag)
+    assert world.store.image(tag) is not None
 
 
 def test_share_output_of_a_removed_image_says_not_built(world: World, tmp_path: Path) -> None:
