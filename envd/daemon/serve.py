@@ -268,7 +268,7 @@ def serve(paths: Paths, foreground: bool = True) -> int:
         for leftover in (paths.socket, backend, paths.pid_file):
             try:
                 leftover.unlink()
-            except FileNotFoundError:
+            except OSError:  # gone already, or the file system went read-only meanwhile
                 pass
         instance.close()
     return 0
