@@ -232,3 +232,28 @@ def test_a_zombie_counts_as_exited() -> None:
     finally:
         live.kill()
         live.wait()
+
+
+def test_a_failed_start_is_told_in_the_daemons_own_words(tmp_path: Path) -> None:
+    from cli.client import _daemon_error
+
+    out = tmp_path / "daemon.out"
+    out.write_text("envd: error: an old failure\n  hint: an old hint\n")
+    since = out.stat().st_size
+    with open(out, "a") as f:
+        f.write("some warning\nenvd: error: /x is on a read-only file system\n  hint: remount it\n")
+    assert _daemon_error(out, since) == ("/x is on a read-only file system", "remount it")
+    out.write_text("Traceback (most recent call last):\n  boom\n")
+    assert _daemon_error(out, 0) is None
+
+
+def test_a_socket_path_under_a_file_is_left_to_the_daemon(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    check_socket(blocker / "envd.sock")  # no error here: the daemon says why it cannot bind
+    paths = paths_in(tmp_path / "home")
+    prepare_home(paths)
+    bad = resolve_paths({"ENVD_HOME": str(paths.home), "ENVD_SOCKET": str(blocker / "s.sock")})
+    with pytest.raises(StateError) as caught:
+        _prepare_socket(bad)
+    assert "ENVD_SOCKET" in (caught.value.hint or "")
