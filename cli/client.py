@@ -24,7 +24,14 @@ import grpc
 from google.protobuf.message import Message
 
 from envd.errors import ERRORS_BY_KIND, EXIT_BUG, DaemonUnavailable, EnvdError
-from envd.paths import Paths
+from envd.paths import (
+    FILE_MODE,
+    HOME_MODE,
+    OTHER_SOCKET,
+    Paths,
+    socket_problem,
+    unusable_path,
+)
 from envd.v1 import envd_pb2 as pb
 from envd.v1 import envd_pb2_grpc
 
@@ -50,11 +57,39 @@ def socket_answers(path: Path) -> bool:
     return True
 
 
+def check_socket(path: Path) -> None:
+    """Refuse a socket path that is not a socket, or is another user's (StateError, exit 11):
+    envctl must neither talk to a stranger's daemon nor start one that would replace it."""
+    try:
+        info = path.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        return  # nothing there yet: the daemon makes it (or says why it cannot)
+    except OSError as exc:
+        raise unusable_path(path, exc, path.parent, OTHER_SOCKET) from exc
+    problem = socket_problem(path, info.st_mode, info.st_uid, os.geteuid())
+    if problem is not None:
+        raise problem
+
+
+def _open_daemon_out(paths: Paths) -> int:
+    """$ENVD_HOME (0700) and logs/daemon.out (0600), where the daemon's first words go."""
+    out = paths.logs / "daemon.out"
+    try:
+        paths.home.mkdir(parents=True, exist_ok=True, mode=HOME_MODE)
+        paths.logs.mkdir(exist_ok=True, mode=HOME_MODE)
+        fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+    except OSError as exc:
+        raise unusable_path(Path(exc.filename or out), exc, paths.home) from exc
+    if os.fstat(fd).st_mode & 0o077:
+        os.fchmod(fd, FILE_MODE)
+    return fd
+
+
 def start_daemon(paths: Paths) -> None:
     """Start `envd serve` detached, and wait until its socket answers."""
-    paths.logs.mkdir(parents=True, exist_ok=True)
     out = paths.logs / "daemon.out"
-    with open(out, "ab") as sink:
+    with os.fdopen(_open_daemon_out(paths), "ab") as sink:
+        since = os.fstat(sink.fileno()).st_size  # what this start writes, not earlier ones
         proc = subprocess.Popen(
             [sys.executable, "-m", "envd.daemon.serve", "serve"],
             stdin=subprocess.DEVNULL,
@@ -71,7 +106,15 @@ def start_daemon(paths: Paths) -> None:
             time.sleep(0.2)  # another envctl may have started one at the same moment
             if socket_answers(paths.socket):
                 return
-            tail = _tail(out)
+            said = _daemon_error(out, since)
+            if said is not None:  # the daemon said why: its own words and hint
+                message, hint = said
+                details = f"details in {paths.log_file} and {out}"
+                raise DaemonUnavailable(
+                    f"the envd daemon cannot start: {message}",
+                    hint=f"{hint}; {details}" if hint else details,
+                )
+            tail = _tail(out, since)
             raise DaemonUnavailable(
                 f"the envd daemon failed to start (exit {proc.returncode}): {tail}",
                 hint=f"see {paths.log_file} and {out}",
@@ -83,15 +126,31 @@ def start_daemon(paths: Paths) -> None:
     )
 
 
-def _tail(path: Path, lines: int = 3) -> str:
+def _daemon_error(path: Path, since: int) -> tuple[str, str] | None:
+    """(message, hint) of the `envd: error: ...` a failed start printed, if it did."""
+    lines = _tail(path, since, lines=50).split(" | ")
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("envd: error: "):
+            message = lines[i].removeprefix("envd: error: ")
+            following = lines[i + 1] if i + 1 < len(lines) else ""
+            return message, following.removeprefix("hint: ") if following.startswith(
+                "hint: "
+            ) else ""
+    return None
+
+
+def _tail(path: Path, since: int = 0, lines: int = 3) -> str:
     try:
-        text = path.read_text(errors="replace").strip().splitlines()
+        with open(path, "rb") as f:
+            f.seek(since)
+            text = f.read().decode(errors="replace").strip().splitlines()
     except OSError:
         return ""
-    return " | ".join(text[-lines:])
+    return " | ".join(line.strip() for line in text[-lines:])
 
 
 def connect(paths: Paths, start: bool = True) -> Client:
+    check_socket(paths.socket)
     if not socket_answers(paths.socket):
         if not start:
             raise DaemonUnavailable(

@@ -154,6 +154,15 @@ class EngineUnavailable(EnvdError):
     kind = "engine"
 
 
+class StateError(EnvdError):
+    """$ENVD_HOME or the socket's path cannot be used: read-only, full, another user's, not a
+    socket. The daemon cannot keep (or start with) its state until the user fixes the path."""
+
+    exit_code = EXIT_DAEMON
+    grpc_code = "UNAVAILABLE"
+    kind = "state"
+
+
 ALL_ERRORS: tuple[type[EnvdError], ...] = (
     EnvdError,
     SpecError,
@@ -169,5 +178,6 @@ ALL_ERRORS: tuple[type[EnvdError], ...] = (
     ContainerError,
     DaemonUnavailable,
     EngineUnavailable,
+    StateError,
 )
 ERRORS_BY_KIND: dict[str, type[EnvdError]] = {cls.kind: cls for cls in ALL_ERRORS}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import click
 
@@ -50,25 +51,116 @@ def daemon_start(obj: AppContext) -> None:
     click.echo(f"envd is running on {obj.paths.socket}")
 
 
+STATUS_TIMEOUT_S = 3.0  # a daemon that cannot say its pid in this time is hung
+STOP_GRACE_S = 10.0  # after Shutdown, how long the daemon may take before SIGTERM
+TERM_GRACE_S = 5.0  # after SIGTERM, before SIGKILL
+KILL_WAIT_S = 5.0
+
+
 @daemon_cmd.command("stop")
 @click.pass_obj
 def daemon_stop(obj: AppContext) -> None:
-    """Stop the daemon (warm containers keep running and are found again on restart)."""
-    from cli.client import socket_answers
+    """Stop the daemon (warm containers keep running and are found again on restart).
+
+    Says "stopped" only once the process has exited: it is asked to shut down, then sent
+    SIGTERM, then SIGKILL, each after a bounded wait."""
+    from cli.client import check_socket, socket_answers
+    from envd.errors import DaemonUnavailable, EnvdError
     from envd.v1 import envd_pb2 as pb
 
+    check_socket(obj.paths.socket)
+    grace = STOP_GRACE_S
     if not socket_answers(obj.paths.socket):
-        click.echo("envd is not running")
-        return
-    obj.client(start=False).shutdown(pb.ShutdownRequest(), timeout=10)
-    deadline = time.monotonic() + 10
-    while socket_answers(obj.paths.socket) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if socket_answers(obj.paths.socket):
         pid = _pid(obj)
-        if pid:
-            os.kill(pid, signal.SIGTERM)
-    click.echo("envd stopped")
+        if pid and _alive(pid) and _is_envd(pid):
+            click.echo(f"envd (pid {pid}) does not answer on {obj.paths.socket}; stopping it")
+            grace = 0.0  # it cannot be asked: straight to SIGTERM
+        else:
+            click.echo("envd is not running")
+            return
+    else:
+        client = obj.client(start=False)
+        try:
+            pid = int(client.status(pb.StatusRequest(), timeout=STATUS_TIMEOUT_S).pid)
+        except EnvdError:  # the socket accepts, but the daemon does not answer: hung
+            pid = _pid(obj)
+            if pid and _alive(pid) and _is_envd(pid):
+                click.echo(f"envd (pid {pid}) does not answer; stopping it")
+                grace = 0.0
+        if grace:
+            try:
+                client.shutdown(pb.ShutdownRequest(), timeout=10)
+            except EnvdError:
+                pass  # it may be gone before it answers
+    if not pid:  # no pid to wait for: the socket going away is all there is
+        if not _wait(lambda: not socket_answers(obj.paths.socket), STOP_GRACE_S):
+            raise DaemonUnavailable(
+                f"envd still answers on {obj.paths.socket} and its pid is unknown",
+                hint=f"find it with `fuser {obj.paths.socket}` and stop it",
+            )
+        click.echo("envd stopped")
+        return
+    if _wait(lambda: not _alive(pid), grace):
+        click.echo("envd stopped")
+        return
+    if not _is_envd(pid):
+        click.echo("envd stopped")  # the pid now names another process: envd is gone
+        return
+    if grace:
+        click.echo(f"envd (pid {pid}) did not exit within {grace:.0f}s; sending SIGTERM")
+    _signal(pid, signal.SIGTERM)
+    if _wait(lambda: not _alive(pid), TERM_GRACE_S):
+        click.echo("envd stopped")
+        return
+    _signal(pid, signal.SIGKILL)
+    if not _wait(lambda: not _alive(pid), KILL_WAIT_S):
+        raise DaemonUnavailable(
+            f"envd (pid {pid}) is still running after SIGKILL",
+            hint=f"it may be stuck in the kernel (state D); see `cat /proc/{pid}/status`",
+        )
+    click.echo(f"envd killed (SIGKILL, pid {pid}): it did not exit after SIGTERM")
+
+
+def _wait(done: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in (b"Z", b"X")
+
+
+def _is_envd(pid: int) -> bool:
+    """Whether the pid is an envd daemon (and not a process that reused a dead one's pid)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return any(b"envd" in part for part in argv) and b"serve" in argv
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _pid(obj: AppContext) -> int:

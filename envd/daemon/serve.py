@@ -7,17 +7,27 @@ import fcntl
 import logging
 import logging.handlers
 import os
+import shutil
 import signal
 import socket
+import stat
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from envd import __version__
-from envd.errors import EXIT_BUG, EXIT_USER, EnvdError
-from envd.paths import Paths, resolve_paths
+from envd.errors import EXIT_BUG, EXIT_USER, EnvdError, StateError
+from envd.paths import (
+    FILE_MODE,
+    HOME_MODE,
+    OTHER_SOCKET,
+    Paths,
+    resolve_paths,
+    socket_problem,
+    unusable_path,
+)
 
 log = logging.getLogger("envd")
 
@@ -26,9 +36,101 @@ class AlreadyRunning(EnvdError):
     kind = "daemon"
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """envd.log and its rotations: created 0600 (a rotation renames, so they stay 0600)."""
+
+    def _open(self) -> Any:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, FILE_MODE)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
+def _private_dir(path: Path, tighten: bool = True) -> None:
+    """A folder of envd's, 0700; an existing looser one is tightened when `tighten`."""
+    path.mkdir(parents=True, exist_ok=True, mode=HOME_MODE)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise NotADirectoryError(20, "not a folder", str(path))
+    if tighten and stat.S_IMODE(info.st_mode) & 0o077:
+        path.chmod(HOME_MODE)
+
+
+def _private_files(folder: Path) -> None:
+    """Every plain file directly in `folder` made 0600 (one an older envd left 0644)."""
+    for entry in os.scandir(folder):
+        if entry.is_file(follow_symlinks=False) and entry.stat().st_mode & 0o077:
+            os.chmod(entry.path, FILE_MODE)
+
+
+def _check_home_owner(home: Path) -> None:
+    """envd makes $ENVD_HOME 0700: refuse a shared folder (/tmp) or someone else's."""
+    info = home.stat()
+    if info.st_uid != os.geteuid():
+        raise StateError(
+            f"envd's state folder {home} belongs to uid {info.st_uid}, not to you "
+            f"(uid {os.geteuid()})",
+            hint="point ENVD_HOME at a folder of your own (e.g. `export "
+            "ENVD_HOME=~/.local/state/envd`)",
+        )
+    if info.st_mode & stat.S_ISVTX or stat.S_IMODE(info.st_mode) & 0o002:
+        raise StateError(
+            f"{home} is a shared folder (world-writable or sticky); envd keeps its state "
+            "private, in a folder of its own",
+            hint="point ENVD_HOME at a folder of its own "
+            "(e.g. `export ENVD_HOME=~/.local/state/envd`)",
+        )
+
+
+def prepare_home(paths: Paths) -> None:
+    """$ENVD_HOME private: the folder and envd's folders in it 0700, its files 0600."""
+    home = paths.home
+    where = home
+    try:
+        home.mkdir(parents=True, exist_ok=True, mode=HOME_MODE)
+        _check_home_owner(home)
+        _private_dir(home)
+        for folder in (paths.logs, paths.private_run):
+            where = folder
+            _private_dir(folder)
+        where = home
+        _private_files(home)
+        where = paths.logs
+        _private_files(paths.logs)
+        where = paths.cache
+        inside = paths.cache.is_relative_to(home)
+        _private_dir(paths.cache, tighten=inside)  # an $ENVD_CACHE elsewhere may be shared
+        if inside:
+            for entry in os.scandir(paths.cache):
+                if entry.is_dir(follow_symlinks=False):
+                    _private_dir(Path(entry.path))
+    except OSError as exc:
+        raise unusable_path(Path(exc.filename or where), exc, home) from exc
+
+
+def clean_tmp(paths: Paths) -> None:
+    """Empty $ENVD_HOME/tmp (a daemon killed mid-build leaves files there); only once this
+    daemon holds the instance lock, so no live daemon's files go."""
+    if not paths.tmp.is_dir() or paths.tmp.is_symlink():
+        return
+    _private_dir(paths.tmp)
+    for entry in os.scandir(paths.tmp):
+        log.info("removing %s, left by an earlier daemon", entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            os.unlink(entry.path)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), FILE_MODE)
+        handle.write(text)
+
+
 def _setup_logging(paths: Paths, foreground: bool) -> None:
-    paths.logs.mkdir(parents=True, exist_ok=True)
-    handler: logging.Handler = logging.handlers.RotatingFileHandler(
+    handler: logging.Handler = PrivateRotatingFileHandler(
         paths.log_file, maxBytes=5_000_000, backupCount=3
     )
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -56,7 +158,8 @@ def _socket_answers(path: Path) -> bool:
 
 def _take_instance_lock(paths: Paths) -> IO[str]:
     """One daemon per $ENVD_HOME: an flock held for the daemon's lifetime."""
-    handle = open(paths.home / "daemon.lock", "a+")  # noqa: SIM115 - held until exit
+    fd = os.open(paths.lock_file, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    handle = os.fdopen(fd, "a+")  # held until exit
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -79,21 +182,30 @@ def _read_pid(paths: Paths) -> int:
 
 
 def _prepare_socket(paths: Paths) -> Path:
-    """Make the socket's folder private, replace a stale socket, refuse a live one."""
-    paths.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if paths.socket.exists() or paths.socket.is_symlink():
-        if _socket_answers(paths.socket):
-            raise AlreadyRunning(
-                f"something already answers on {paths.socket}",
-                hint="stop it with `envctl daemon stop`, or set ENVD_SOCKET to another path",
-            )
-        paths.socket.unlink()
-    private = paths.home / "run"
-    private.mkdir(mode=0o700, exist_ok=True)
-    private.chmod(0o700)
-    backend = private / "grpc.sock"
-    if backend.exists():
-        backend.unlink()
+    """Make the socket's folder private, replace a stale socket of ours, refuse a live one,
+    another user's, or anything that is not a socket."""
+    try:
+        paths.socket.parent.mkdir(parents=True, exist_ok=True, mode=HOME_MODE)
+        try:
+            info = paths.socket.lstat()
+        except FileNotFoundError:
+            info = None
+        if info is not None:
+            problem = socket_problem(paths.socket, info.st_mode, info.st_uid, os.geteuid())
+            if problem is not None:
+                raise problem
+            if _socket_answers(paths.socket):
+                raise AlreadyRunning(
+                    f"something already answers on {paths.socket}",
+                    hint="stop it with `envctl daemon stop`, or set ENVD_SOCKET to another path",
+                )
+            paths.socket.unlink()
+        backend = paths.private_run / "grpc.sock"
+        if backend.exists() or backend.is_symlink():
+            backend.unlink()
+    except OSError as exc:
+        where = Path(exc.filename or paths.socket)
+        raise unusable_path(where, exc, paths.socket.parent, OTHER_SOCKET) from exc
     return backend
 
 
@@ -106,9 +218,13 @@ def serve(paths: Paths, foreground: bool = True) -> int:
     from envd.daemon.wiring import build_services
     from envd.v1 import envd_pb2_grpc
 
-    paths.home.mkdir(parents=True, exist_ok=True)
-    instance = _take_instance_lock(paths)
-    _setup_logging(paths, foreground)
+    prepare_home(paths)
+    try:
+        instance = _take_instance_lock(paths)
+        _setup_logging(paths, foreground)
+        clean_tmp(paths)
+    except OSError as exc:
+        raise unusable_path(Path(exc.filename or paths.home), exc, paths.home) from exc
     backend = _prepare_socket(paths)
 
     services = build_services(paths)
@@ -123,10 +239,20 @@ def serve(paths: Paths, foreground: bool = True) -> int:
     )
     server.add_insecure_port(f"unix:{backend}")
     server.start()
-    services.start()  # adopt warm containers before the first request can race us to them
     guard = PeerGuard(paths.socket, backend)
-    guard.listen()
-    paths.pid_file.write_text(f"{os.getpid()}\n")
+    try:
+        services.start()  # adopt warm containers before the first request can race us to them
+        guard.listen()
+        _write_private(paths.pid_file, f"{os.getpid()}\n")
+    except BaseException as exc:
+        guard.close()
+        server.stop(grace=None)
+        services.close()
+        instance.close()
+        if isinstance(exc, OSError):
+            where = Path(exc.filename or paths.socket)
+            raise unusable_path(where, exc, paths.home) from exc
+        raise
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -142,7 +268,7 @@ def serve(paths: Paths, foreground: bool = True) -> int:
         for leftover in (paths.socket, backend, paths.pid_file):
             try:
                 leftover.unlink()
-            except FileNotFoundError:
+            except OSError:  # gone already, or the file system went read-only meanwhile
                 pass
         instance.close()
     return 0
@@ -167,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return serve(resolve_paths())
     except EnvdError as exc:
+        log.error("envd cannot start: %s", exc)  # when the log is open already
         print(f"envd: error: {exc}", file=sys.stderr)
         return exc.exit_code or EXIT_USER
     except Exception:

@@ -7,6 +7,7 @@ another object's attributes. `Services` is what the gRPC servicer may call.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -16,13 +17,13 @@ from envd.events import EventBus
 from envd.gateways.engine import Engine, EngineInfo
 from envd.gateways.nvml import nvml_from_env
 from envd.gateways.store import Store
-from envd.paths import Paths
+from envd.paths import Paths, unusable_path
 from envd.services.builder import Builder
 from envd.services.content import ContentHasher
 from envd.services.entering import Entering
 from envd.services.fingerprints import Fingerprints
 from envd.services.host import HostProbe
-from envd.services.images import Images
+from envd.services.images import EngineUsage, Images
 from envd.services.locker import Locker
 from envd.services.projects import Projects
 from envd.services.runs import Runs
@@ -31,6 +32,8 @@ from envd.services.sharing import Sharing
 from envd.services.steps import StepRunner
 from envd.services.warm import WarmContainers
 from envd.services.watching import ProjectWatcher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -118,26 +121,52 @@ class Services:
         self.store.close()
 
 
+CONFIG_HEADER = (
+    "# envd's settings: `envctl config` shows them, `envctl config KEY VALUE` sets one\n"
+)
+
+
+def _private_config(paths: Paths) -> None:
+    """config.yaml exists, 0600, before Settings reads it: its atomic rewrites keep the mode
+    of the file they replace, so `envctl config KEY VALUE` never makes it world-readable."""
+    try:
+        fd = os.open(paths.config_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise unusable_path(paths.config_file, exc, paths.home) from exc
+    with os.fdopen(fd, "w") as handle:
+        handle.write(CONFIG_HEADER)
+
+
 def build_services(paths: Paths, engine: Engine | None = None) -> Services:
-    paths.home.mkdir(parents=True, exist_ok=True)
-    paths.cache.mkdir(parents=True, exist_ok=True)
+    paths.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for cache in (paths.cache, paths.cache / "debian", paths.cache / "layers"):
+        cache.mkdir(parents=True, exist_ok=True, mode=0o700)
     owner = owner_of(paths)
     namespace = namespace_of(owner)
     store = Store(paths.database)
+    _private_config(paths)
+    # One daemon per home (serve.py's instance lock): a build recorded as running was cut
+    # short by a daemon that died (kill -9, a crash, the machine going down).
+    for name in store.reset_interrupted_builds():
+        log.warning("%s: its build was cut short when the daemon stopped; it is stale", name)
     events = EventBus()
     settings = Settings(paths.config_file, events)
     engine = engine or Engine(extra_labels=engine_labels_from_env())
     host = HostProbe(nvml_from_env)
     projects = Projects(store, events)
     locker = Locker(projects, engine, events, store, paths.cache)
-    images = Images(store, engine, projects, namespace)
+    images = Images(store, engine, projects, namespace, EngineUsage(engine))
     steps = StepRunner(
         engine, store, owner, paths.cache / "debian", namespace, scratch=paths.home / "tmp"
     )
     warm = WarmContainers(engine, events, lambda: settings.current, owner)
     content = ContentHasher(engine, paths.cache / "layers")
     fingerprints = Fingerprints(engine, store, host, images, warm, content)
-    sharing = Sharing(engine, projects, images, fingerprints, events, namespace)
+    sharing = Sharing(
+        engine, projects, images, fingerprints, events, namespace, scratch=paths.home / "tmp"
+    )
     builder = Builder(
         projects, locker, images, steps, fingerprints, sharing, host, engine, events, namespace
     )

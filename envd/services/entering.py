@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envd.errors import BuildFailed, UsageError
+from envd.errors import BuildFailed, NotFound, UsageError
 from envd.events import EventBus
 from envd.gateways.engine import Engine
 from envd.gateways.git import commit_and_dirty
@@ -127,22 +127,25 @@ class Entering:
     def prepare(self, call: EnterCall, progress: Reporter) -> ExecPlan:
         row = self._projects.resolve(call.project)
         spec = self._projects.spec(row)  # an invalid spec stops here, before any build
-        image = self._images.current_image(row)  # no engine call: a fresh project stays fast
+        # The engine is asked only when the store records an image (a fresh project stays
+        # fast): one removed behind envd's back (`docker rmi`) is built again.
+        image = self._images.current_image(row)
         if image is None:
             image = self._build(row, progress)
-        image_id = self._images.image_id(image)
-        request = WarmRequest(
-            row.name,
-            image,
-            image_id,
-            row.path,
-            ports=spec.ports,
-            device_requests=self._devices(spec, call.gpus),
-        )
+        request = self._request(row, spec, call, image)
         before = self._warm.get(row.name)
         if before is None or not fits(before, request):
             self._check_host(row, spec)  # only before a container starts
-        warm = self._warm.ensure(request)
+        try:
+            warm = self._warm.ensure(request)
+        except NotFound:
+            if self._images.on_engine(image):
+                raise
+            # removed between the look above and the container's start: build, start again
+            progress(Progress("build", f"{image} is no longer on the engine; building it again"))
+            request = self._request(row, spec, call, self._build(row, progress))
+            warm = self._warm.ensure(request)
+        image, image_id = request.image, request.image_id
         name = safe_user_name(call.user_name, call.uid)
         self._warm.ensure_user(warm, call.uid, call.gid, name, VENV)
         home = "/root" if call.uid == 0 else f"/home/{name}"
@@ -165,6 +168,16 @@ class Entering:
         )
 
     # ------------------------------------------------------------ image
+
+    def _request(self, row: ProjectRow, spec: Spec, call: EnterCall, image: str) -> WarmRequest:
+        return WarmRequest(
+            row.name,
+            image,
+            self._images.image_id(image),
+            row.path,
+            ports=spec.ports,
+            device_requests=self._devices(spec, call.gpus),
+        )
 
     def _build(self, row: ProjectRow, progress: Reporter) -> str:
         progress(Progress("build", f"building {row.name} first"))

@@ -66,13 +66,20 @@ class Sharing:
         fingerprints: Fingerprints,
         events: EventBus,
         namespace: str = "envd",
+        scratch: Path | None = None,
     ) -> None:
         self._namespace = namespace
+        self._scratch = scratch  # private folder for whole image tarballs (None: the system's)
         self._engine = engine
         self._projects = projects
         self._images = images
         self._fingerprints = fingerprints
         self._events = events
+
+    def _scratch_dir(self, prefix: str) -> tempfile.TemporaryDirectory[str]:
+        if self._scratch is not None:
+            self._scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return tempfile.TemporaryDirectory(prefix=prefix, dir=self._scratch)
 
     def _current(self, row: ProjectRow) -> str:
         image = self._images.current_image(row)
@@ -123,7 +130,7 @@ class Sharing:
         progress(Progress("save", f"writing {image} to {output}"))
         output.parent.mkdir(parents=True, exist_ok=True)
         partial = output.with_name(f".{output.name}.partial")
-        with tempfile.TemporaryDirectory(prefix="envd-save-") as tmp:
+        with self._scratch_dir("save-") as tmp:
             raw = Path(tmp) / ARCHIVE_IMAGE
             self._engine.save(image, raw)
             meta = {
@@ -163,7 +170,7 @@ class Sharing:
         if not path.is_file():
             raise NotFound(f"no archive at {path}")
         progress(Progress("load", f"reading {path}"))
-        with tempfile.TemporaryDirectory(prefix="envd-load-") as tmp:
+        with self._scratch_dir("load-") as tmp:
             try:
                 _check_gzip(path)  # tarfile stops at the tar end marker, before gzip's CRC
                 with tarfile.open(path, "r:gz") as archive:

@@ -163,7 +163,9 @@ class ProjectWatcher:
         if row is None:
             return
         verdict = judge(row, self._projects, self._images)
-        if verdict.state != ProjectState.READY or row.state != ProjectState.BUILDING:
+        building = row.state == ProjectState.BUILDING
+        if not (building and verdict.state in (ProjectState.READY, ProjectState.STALE)):
+            # A build in flight writes envd.lock itself: that is no reason to call it stale.
             self._projects.set_state(name, verdict.state, verdict.reason)
         if verdict.state != ProjectState.READY:
             self._events.publish(f"project.{verdict.state}", name, verdict.reason)
