@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from envd.errors import NotFound, VerificationError
@@ -22,18 +25,32 @@ from envd.model.content import (
 class ContentHasher:
     """Reads an image's layers through the engine once; later calls merge cached summaries."""
 
-    def __init__(self, engine: Engine, cache_dir: Path) -> None:
+    def __init__(self, engine: Engine, cache_dir: Path, keep: int = 4) -> None:
         self._engine = engine
         self._cache_dir = cache_dir
+        self._keep = keep  # merged manifests kept in memory, by their chain of layers
+        self._merged: OrderedDict[tuple[str, ...], Manifest] = OrderedDict()
+        self._lock = threading.Lock()
 
     def image_manifest(self, image_ref: str) -> Manifest:
         image = self._engine.inspect_image(image_ref)
         if image is None:
             raise NotFound(f"image {image_ref} is not on the engine")
-        diff_ids = image.layers
+        with self._lock:
+            if (merged := self._merged.get(image.layers)) is not None:
+                self._merged.move_to_end(image.layers)
+                return merged
+        manifest = self._read(image.id, image_ref, image.layers)
+        with self._lock:
+            self._merged[image.layers] = manifest
+            while len(self._merged) > self._keep:
+                self._merged.popitem(last=False)
+        return manifest
+
+    def _read(self, image_id: str, image_ref: str, diff_ids: tuple[str, ...]) -> Manifest:
         summaries = {d: s for d in set(diff_ids) if (s := self._cached(d)) is not None}
         if any(d not in summaries for d in diff_ids):
-            saved = self._engine.read_image_layers(image.id, summarise_layer, skip=summaries)
+            saved = self._engine.read_image_layers(image_id, summarise_layer, skip=summaries)
             if saved.diff_ids != diff_ids:
                 raise VerificationError(
                     f"image {image_ref} changed while it was read: its layers differ"
@@ -45,7 +62,22 @@ class ContentHasher:
         return merge(summaries[d] for d in diff_ids)
 
     def content_hash(self, image_ref: str) -> str:
-        return content_hash(self.image_manifest(image_ref))
+        """The content hash; once known for a chain of layers, read back without merging."""
+        image = self._engine.inspect_image(image_ref)
+        if image is None:
+            raise NotFound(f"image {image_ref} is not on the engine")
+        chain = hashlib.sha256("\n".join(image.layers).encode()).hexdigest()
+        path = self._cache_dir / "chains" / f"{chain}.txt"
+        try:
+            known = path.read_text(encoding="utf-8").strip()
+            if known.startswith("sha256:") and len(known) == 71:
+                return known
+        except FileNotFoundError:
+            pass
+        digest = content_hash(self.image_manifest(image.id))
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomic(path, digest + "\n", mode=0o600)
+        return digest
 
     # ------------------------------------------------------------ cache
 

@@ -477,8 +477,10 @@ def test_content_hasher_caches_each_layer_once(tmp_path: Path) -> None:
     assert hasher.content_hash("two") == content_hash(manifest(BASE))  # its one layer is cached
     assert hasher.content_hash("one") == content_hash(manifest(BASE, DEBIAN))
     assert engine.reads == 1
-    files = sorted((tmp_path / "cache").iterdir())
+    files = sorted(f for f in (tmp_path / "cache").iterdir() if f.is_file())
     assert [f.name for f in files] == sorted(f"{sha(t)}.json" for t in (base, top))
+    # Each chain of layers keeps its content hash: a later call merges nothing.
+    assert len(list((tmp_path / "cache" / "chains").iterdir())) == 2
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
     with pytest.raises(NotFound):
         hasher.content_hash("missing")
