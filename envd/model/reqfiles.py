@@ -75,6 +75,11 @@ class Parsed:
     requirement_files: tuple[str, ...] = ()  # requirements files it names (checked, not merged)
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    # Where each of `requirements`, `constraints` (and the project line) was written:
+    # (relative path, line), in the same order; filled by the pip requirements reader.
+    requirement_lines: tuple[tuple[str, int], ...] = ()
+    constraint_lines: tuple[tuple[str, int], ...] = ()
+    project_line: tuple[str, int] | None = None
 
 
 @dataclass
@@ -101,6 +106,9 @@ class _Acc:
     requirement_files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    requirement_lines: list[tuple[str, int]] = field(default_factory=list)
+    constraint_lines: list[tuple[str, int]] = field(default_factory=list)
+    project_line: tuple[str, int] | None = None
 
     def index(self, url: str) -> None:
         url = url.rstrip("/")
@@ -129,6 +137,9 @@ class _Acc:
             requirement_files=tuple(self.requirement_files),
             notes=tuple(self.notes),
             warnings=tuple(self.warnings),
+            requirement_lines=tuple(self.requirement_lines),
+            constraint_lines=tuple(self.constraint_lines),
+            project_line=self.project_line,
         )
 
 
@@ -408,6 +419,7 @@ class _RequirementsReader:
                 )
             url = value[: egg.start()].rstrip("#&")
             self.acc.requirements.append(str(Requirement(f"{egg.group(1)} @ {url}")))
+            self.acc.requirement_lines.append((path, number))
             self.acc.warnings.append(
                 f"{shown(self.root, path)}:{number}: `-e {value}` installed as a plain "
                 f"(non-editable) package"
@@ -416,6 +428,7 @@ class _RequirementsReader:
         target = posixpath.normpath(posixpath.join(posixpath.dirname(path), value))
         if target == ".":
             self.acc.project = "editable"
+            self.acc.project_line = self.acc.project_line or (path, number)
             self.acc.notes.append(
                 f"{shown(self.root, path)}:{number}: `-e {value}` is the project itself (editable)"
             )
@@ -433,6 +446,7 @@ class _RequirementsReader:
             target = posixpath.normpath(posixpath.join(posixpath.dirname(path), spec))
             if target == ".":
                 self.acc.project = self.acc.project or "install"
+                self.acc.project_line = self.acc.project_line or (path, number)
                 self.acc.notes.append(
                     f"{shown(self.root, path)}:{number}: `{spec}` is the project itself"
                 )
@@ -481,6 +495,7 @@ class _RequirementsReader:
                     f"{shown(self.root, path)}:{number}: constraint `{text}` constrains nothing"
                 )
             self.acc.constraints.append(text)
+            self.acc.constraint_lines.append((path, number))
             return
         pin = _pin_of(req, tuple(digests))
         if digests and (pin is None or (pin.version is None and pin.url is None)):
@@ -492,6 +507,7 @@ class _RequirementsReader:
                 f"pin it: `{req.name}==VERSION --hash=...`",
             )
         self.acc.requirements.append(text)
+        self.acc.requirement_lines.append((path, number))
         if pin is not None:
             self.acc.pins.append(pin)
 

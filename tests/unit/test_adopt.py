@@ -9,7 +9,6 @@ is the template merged under the project's files.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -87,22 +86,31 @@ def test_case(case: Path) -> None:
     assert run(case) == result  # same files, same output
 
 
-def known_to_spec(document: dict[str, Any]) -> bool:
-    setup = document.get("setup", [])
-    return not any(k in document for k in ("constraints", "project", "requirements")) and all(
-        isinstance(s, str) for s in setup
-    )
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_output_is_a_valid_spec_where_the_parser_knows_its_keys(case: Path) -> None:
+def test_output_is_a_valid_spec_read_with_the_project_files(case: Path) -> None:
     if not (case / "expected.yaml").exists():
         pytest.skip("an error case")
     result = run(case)
-    if not known_to_spec(dict(result.document)):
-        pytest.skip("uses keys the spec parser is being extended for")
-    spec = parse_spec(result.text, source="envd.yaml", project_dir=f"/p/{case.name}")
+    files = project_files(case)
+
+    def read_text(relpath: str) -> str:
+        if relpath not in files:
+            raise FileNotFoundError(relpath)
+        return files[relpath]
+
+    spec = parse_spec(
+        result.text,
+        source="envd.yaml",
+        project_dir=f"/p/{case.name}",
+        read_text=read_text,
+        is_file=files.__contains__,
+    )
     assert spec.name == case.name
+    named = result.document.get("requirements", [])
+    named = [named] if isinstance(named, str) else named
+    assert spec.requirements_files[: len(named)] == tuple(named)  # then the files they include
+    if named:  # every file adopt names is read: its requirements (or pins) reach the spec
+        assert spec.requirements or spec.pins or spec.constraints, result.text
 
 
 def test_template_keys_are_overridden_and_lists_merged() -> None:
