@@ -206,8 +206,8 @@ class Client:
 
     def init_project(
         self, request: pb.InitProjectRequest, *, timeout: float | None = None
-    ) -> pb.Project:
-        return self._unary(self.stub.InitProject, request, pb.Project, timeout)
+    ) -> pb.InitProjectReply:
+        return self._unary(self.stub.InitProject, request, pb.InitProjectReply, timeout)
 
     def list_templates(
         self, request: pb.ListTemplatesRequest, *, timeout: float | None = None

@@ -17,6 +17,7 @@ from envd.gateways.engine import Engine, EngineInfo
 from envd.gateways.nvml import nvml_from_env
 from envd.gateways.store import Store
 from envd.paths import Paths
+from envd.services.adoption import Adoption
 from envd.services.builder import Builder
 from envd.services.content import ContentHasher
 from envd.services.entering import Entering
@@ -84,6 +85,7 @@ class Services:
     entering: Entering
     watcher: ProjectWatcher | None
     started: float
+    adoption: Adoption
 
     def status(self) -> DaemonStatus:
         return DaemonStatus(
@@ -167,4 +169,5 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
         entering=entering,
         watcher=watcher,
         started=time.time(),
+        adoption=Adoption(),
     )

@@ -157,6 +157,20 @@ def load_spec(
             hint = f"envd.yaml must be a regular text file of at most {_size(spec_limit)}"
         raise SpecError(exc.message, file=str(path), line=exc.line, hint=hint) from None
 
+    return parse_spec_text(text, root, source=str(path), requirements_limit=requirements_limit)
+
+
+def parse_spec_text(
+    text: str,
+    project_dir: str | Path,
+    *,
+    source: str | None = None,
+    requirements_limit: int = REQUIREMENTS_MAX_BYTES,
+) -> Spec:
+    """Validate envd.yaml text for `project_dir` (not yet written, e.g. by `envctl init`),
+    reading the files it names as load_spec does."""
+    root = Path(project_dir).resolve()
+
     def read_text(relpath: str) -> str:
         return _read_requirements(root, relpath, requirements_limit)
 
@@ -169,8 +183,51 @@ def load_spec(
             return False
 
     return parse_spec(
-        text, source=str(path), project_dir=str(root), read_text=read_text, is_file=is_file
+        text,
+        source=source or str(root / SPEC_FILENAME),
+        project_dir=str(root),
+        read_text=read_text,
+        is_file=is_file,
     )
+
+
+def read_project_file(
+    project_dir: str | Path, relpath: str, *, limit: int = REQUIREMENTS_MAX_BYTES
+) -> str | None:
+    """The text of a file inside the project (bounded, regular, UTF-8), or None when absent.
+
+    A file that exists but cannot be read, or that resolves outside the project, is a
+    SpecError naming it.
+    """
+    root = Path(project_dir).resolve()
+    path = root / relpath
+    if not os.path.lexists(path):
+        return None
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        raise SpecError("is a symlink loop", file=str(path), hint="remove the link") from None
+    if not resolved.is_relative_to(root):
+        raise SpecError(
+            f"resolves to {resolved}, outside the project",
+            file=str(path),
+            hint="copy the file into the project directory (envd only reads files inside it)",
+        )
+    try:
+        return read_text_bounded(path, limit)
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise SpecError(
+            "cannot be read: permission denied", file=str(path), hint="check its permissions"
+        ) from None
+    except _NotReadable as exc:
+        hint = (
+            "save it as UTF-8 text"
+            if exc.line is not None
+            else f"it must be a regular text file of at most {_size(limit)}"
+        )
+        raise SpecError(exc.message, file=str(path), line=exc.line, hint=hint) from None
 
 
 def _read_requirements(root: Path, relpath: str, limit: int) -> str:

@@ -147,6 +147,22 @@ class InitProjectRequest(_message.Message):
     template: str
     def __init__(self, directory: _Optional[str] = ..., template: _Optional[str] = ...) -> None: ...
 
+class InitProjectReply(_message.Message):
+    __slots__ = ("project", "adopted", "template", "notes", "warnings", "files")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ADOPTED_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    project: Project
+    adopted: bool
+    template: str
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    files: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, project: _Optional[_Union[Project, _Mapping]] = ..., adopted: _Optional[bool] = ..., template: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ..., warnings: _Optional[_Iterable[str]] = ..., files: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class Template(_message.Message):
     __slots__ = ("name", "description")
     NAME_FIELD_NUMBER: _ClassVar[int]

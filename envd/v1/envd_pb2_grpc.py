@@ -63,7 +63,7 @@ class EnvdStub:
         self.InitProject = channel.unary_unary(
                 '/envd.v1.Envd/InitProject',
                 request_serializer=envd_dot_v1_dot_envd__pb2.InitProjectRequest.SerializeToString,
-                response_deserializer=envd_dot_v1_dot_envd__pb2.Project.FromString,
+                response_deserializer=envd_dot_v1_dot_envd__pb2.InitProjectReply.FromString,
                 _registered_method=True)
         self.ListTemplates = channel.unary_unary(
                 '/envd.v1.Envd/ListTemplates',
@@ -412,7 +412,7 @@ def add_EnvdServicer_to_server(servicer, server):
             'InitProject': grpc.unary_unary_rpc_method_handler(
                     servicer.InitProject,
                     request_deserializer=envd_dot_v1_dot_envd__pb2.InitProjectRequest.FromString,
-                    response_serializer=envd_dot_v1_dot_envd__pb2.Project.SerializeToString,
+                    response_serializer=envd_dot_v1_dot_envd__pb2.InitProjectReply.SerializeToString,
             ),
             'ListTemplates': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTemplates,
@@ -701,7 +701,7 @@ class Envd:
             target,
             '/envd.v1.Envd/InitProject',
             envd_dot_v1_dot_envd__pb2.InitProjectRequest.SerializeToString,
-            envd_dot_v1_dot_envd__pb2.Project.FromString,
+            envd_dot_v1_dot_envd__pb2.InitProjectReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -185,3 +185,63 @@ def test_python_versions_pick_the_suite() -> None:
         adopt({".python-version": "3.12"}, "p", root="/r")
     assert info.value.file == "/r/.python-version"
     assert info.value.hint and "python:3.12-slim" in info.value.hint
+
+
+# ---------------------------------------------------------------- the init service
+
+
+def test_init_adopts_the_directorys_files_with_their_includes(tmp_path: Path) -> None:
+    from envd.gateways.projectfiles import load_spec
+    from envd.services.adoption import Adoption
+
+    project = tmp_path / "churn"
+    (project / "reqs").mkdir(parents=True)
+    (project / "requirements.txt").write_text("-r reqs/base.txt\nidna>=3\n")
+    (project / "reqs" / "base.txt").write_text("six==1.16.0 --hash=sha256:" + "a" * 64 + "\n")
+    (project / "runtime.txt").write_text("python-3.11\n")
+    result = Adoption().adopt_into(project)
+    assert result is not None and result.path == project / "envd.yaml"
+    assert result.path.read_text() == result.text
+    assert "requirements.txt" in result.files and "reqs/base.txt" in result.files
+    assert any("runtime.txt" in note for note in result.notes), result.notes
+    spec = load_spec(project)
+    assert spec.requirements == ("six==1.16.0", "idna>=3")
+    assert spec.pins[0].sha256 == ("a" * 64,)
+    assert (spec.base.debian, spec.python) == ("bookworm", "3.11")
+
+
+def test_init_merges_a_template_and_never_overwrites(tmp_path: Path) -> None:
+    from envd.errors import Conflict
+    from envd.services.adoption import Adoption
+
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "requirements.txt").write_text("six\n")
+    result = Adoption().adopt_into(project, "sklearn")
+    assert result is not None
+    document = yaml.safe_load(result.text)
+    assert document["requirements"] == "requirements.txt"
+    assert any("scikit-learn" in p for p in document["packages"]), document
+    before = result.path.read_text()
+    with pytest.raises(Conflict, match="never overwrites"):
+        Adoption().adopt_into(project)
+    assert result.path.read_text() == before
+
+
+def test_init_without_environment_files_leaves_it_to_the_template(tmp_path: Path) -> None:
+    from envd.services.adoption import Adoption
+
+    (tmp_path / "README.md").write_text("hello\n")
+    assert Adoption().adopt_into(tmp_path) is None
+    assert Adoption().adopt_into(tmp_path / "missing") is None
+    assert not (tmp_path / "envd.yaml").exists()
+
+
+def test_init_refuses_files_it_cannot_take_and_writes_nothing(tmp_path: Path) -> None:
+    from envd.services.adoption import Adoption
+
+    (tmp_path / "requirements.txt").write_text("six\nx @ git+https://h/x\n")
+    with pytest.raises(SpecError) as info:
+        Adoption().adopt_into(tmp_path)
+    assert (info.value.file, info.value.line) == (str(tmp_path / "requirements.txt"), 2)
+    assert not (tmp_path / "envd.yaml").exists()
