@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from envd import __version__
 from envd.events import EventBus
 from envd.gateways.engine import Engine, EngineInfo
+from envd.gateways.index import IndexPages
 from envd.gateways.nvml import nvml_from_env
 from envd.gateways.store import Store
 from envd.paths import Paths
@@ -86,6 +87,7 @@ class Services:
     watcher: ProjectWatcher | None
     started: float
     adoption: Adoption
+    index: IndexPages
 
     def status(self) -> DaemonStatus:
         return DaemonStatus(
@@ -170,4 +172,5 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
         watcher=watcher,
         started=time.time(),
         adoption=Adoption(),
+        index=IndexPages(),
     )

@@ -95,6 +95,21 @@ class EnvdStub:
                 request_serializer=envd_dot_v1_dot_envd__pb2.ProjectRef.SerializeToString,
                 response_deserializer=envd_dot_v1_dot_envd__pb2.ExportDockerfileReply.FromString,
                 _registered_method=True)
+        self.ExportPylock = channel.unary_unary(
+                '/envd.v1.Envd/ExportPylock',
+                request_serializer=envd_dot_v1_dot_envd__pb2.ProjectRef.SerializeToString,
+                response_deserializer=envd_dot_v1_dot_envd__pb2.ExportPylockReply.FromString,
+                _registered_method=True)
+        self.ExportSbom = channel.unary_unary(
+                '/envd.v1.Envd/ExportSbom',
+                request_serializer=envd_dot_v1_dot_envd__pb2.ExportSbomRequest.SerializeToString,
+                response_deserializer=envd_dot_v1_dot_envd__pb2.ExportSbomReply.FromString,
+                _registered_method=True)
+        self.ExportDevcontainer = channel.unary_unary(
+                '/envd.v1.Envd/ExportDevcontainer',
+                request_serializer=envd_dot_v1_dot_envd__pb2.ProjectRef.SerializeToString,
+                response_deserializer=envd_dot_v1_dot_envd__pb2.ExportDevcontainerReply.FromString,
+                _registered_method=True)
         self.ListImages = channel.unary_unary(
                 '/envd.v1.Envd/ListImages',
                 request_serializer=envd_dot_v1_dot_envd__pb2.ListImagesRequest.SerializeToString,
@@ -262,6 +277,24 @@ class EnvdServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportDockerfile(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportPylock(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportSbom(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportDevcontainer(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -443,6 +476,21 @@ def add_EnvdServicer_to_server(servicer, server):
                     servicer.ExportDockerfile,
                     request_deserializer=envd_dot_v1_dot_envd__pb2.ProjectRef.FromString,
                     response_serializer=envd_dot_v1_dot_envd__pb2.ExportDockerfileReply.SerializeToString,
+            ),
+            'ExportPylock': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportPylock,
+                    request_deserializer=envd_dot_v1_dot_envd__pb2.ProjectRef.FromString,
+                    response_serializer=envd_dot_v1_dot_envd__pb2.ExportPylockReply.SerializeToString,
+            ),
+            'ExportSbom': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportSbom,
+                    request_deserializer=envd_dot_v1_dot_envd__pb2.ExportSbomRequest.FromString,
+                    response_serializer=envd_dot_v1_dot_envd__pb2.ExportSbomReply.SerializeToString,
+            ),
+            'ExportDevcontainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportDevcontainer,
+                    request_deserializer=envd_dot_v1_dot_envd__pb2.ProjectRef.FromString,
+                    response_serializer=envd_dot_v1_dot_envd__pb2.ExportDevcontainerReply.SerializeToString,
             ),
             'ListImages': grpc.unary_unary_rpc_method_handler(
                     servicer.ListImages,
@@ -864,6 +912,87 @@ class Envd:
             '/envd.v1.Envd/ExportDockerfile',
             envd_dot_v1_dot_envd__pb2.ProjectRef.SerializeToString,
             envd_dot_v1_dot_envd__pb2.ExportDockerfileReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportPylock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/envd.v1.Envd/ExportPylock',
+            envd_dot_v1_dot_envd__pb2.ProjectRef.SerializeToString,
+            envd_dot_v1_dot_envd__pb2.ExportPylockReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportSbom(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/envd.v1.Envd/ExportSbom',
+            envd_dot_v1_dot_envd__pb2.ExportSbomRequest.SerializeToString,
+            envd_dot_v1_dot_envd__pb2.ExportSbomReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportDevcontainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/envd.v1.Envd/ExportDevcontainer',
+            envd_dot_v1_dot_envd__pb2.ProjectRef.SerializeToString,
+            envd_dot_v1_dot_envd__pb2.ExportDevcontainerReply.FromString,
             options,
             channel_credentials,
             insecure,
