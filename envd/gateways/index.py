@@ -55,6 +55,7 @@ class IndexPages:
                 final = response.geturl()
                 kind = response.headers.get_content_type()
         except urllib.error.HTTPError as exc:
+            exc.close()
             raise LockError(
                 f"package index {index} answered {exc.code} for {name}",
                 hint="check that the index in envd.lock is still reachable and has the project",
