@@ -28,11 +28,12 @@ from pathlib import Path
 
 from envd.errors import LockError, SpecError
 from envd.model.lockfile import LockEdited, LockFile, loads
-from envd.model.spec import SPEC_FILENAME, FileRefused, Spec, parse_spec
+from envd.model.spec import SPEC_FILENAME, FileRefused, Spec, parse_spec, requirements_format
 
 MIB = 1024 * 1024
 SPEC_MAX_BYTES = 256 * 1024  # envd.yaml: real ones are a few KiB; pure-Python YAML parses ~9 s/MiB
 REQUIREMENTS_MAX_BYTES = 1 * MIB  # each requirements file (~20,000 lines)
+LOCK_FORMAT_MAX_BYTES = 8 * MIB  # a uv.lock, Pipfile.lock or pylock.toml named in `requirements:`
 LOCK_MAX_BYTES = 32 * MIB  # envd.lock (every artifact hash of a large environment)
 
 _CHUNK = 64 * 1024
@@ -172,7 +173,11 @@ def parse_spec_text(
     root = Path(project_dir).resolve()
 
     def read_text(relpath: str) -> str:
-        return _read_requirements(root, relpath, requirements_limit)
+        kind = requirements_format(relpath)
+        limit = requirements_limit
+        if kind in ("uv.lock", "Pipfile.lock", "pylock"):  # every artifact of every package
+            limit = max(requirements_limit, LOCK_FORMAT_MAX_BYTES)
+        return _read_requirements(root, relpath, limit)
 
     def is_file(relpath: str) -> bool:
         """A regular file inside the project (after symlinks); never opened, so never blocks."""

@@ -103,6 +103,8 @@ def read_environment_files(root: Path) -> dict[str, str]:
         if relpath in seen:
             continue
         seen.add(relpath)
+        if (root / relpath).is_dir():
+            continue  # e.g. a folder called `start`: not an environment file
         text = read_project_file(root, relpath)
         if text is None:
             continue
@@ -117,7 +119,7 @@ def _included(relpath: str, text: str) -> list[str]:
     found: list[str] = []
     if posixpath.basename(relpath) == "cog.yaml":
         found += _COG_REQUIREMENTS.findall(text)
-    elif not relpath.endswith((".toml", ".lock", ".json", ".cfg", ".py")):
+    elif relpath.endswith((".txt", ".in", "environment.yml", "environment.yaml")):
         for line in text.splitlines():
             found += _INCLUDE.findall(line.split(" #", 1)[0])
     out = []

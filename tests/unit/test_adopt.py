@@ -245,3 +245,20 @@ def test_init_refuses_files_it_cannot_take_and_writes_nothing(tmp_path: Path) ->
         Adoption().adopt_into(tmp_path)
     assert (info.value.file, info.value.line) == (str(tmp_path / "requirements.txt"), 2)
     assert not (tmp_path / "envd.yaml").exists()
+
+
+def test_init_reads_only_environment_files_and_their_includes(tmp_path: Path) -> None:
+    from envd.services.adoption import read_environment_files
+
+    (tmp_path / "start").mkdir()  # a folder of that name is not repo2docker's start script
+    (tmp_path / "postBuild").write_text("#!/bin/sh\npython -c . && sh -c data\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "environment.yml").write_text(
+        "dependencies:\n  - python=3.11\n  - pip:\n    - -r reqs/pip.txt\n"
+    )
+    (tmp_path / "reqs").mkdir()
+    (tmp_path / "reqs" / "pip.txt").write_text("-c ../c.txt\nsix\n")
+    (tmp_path / "c.txt").write_text("six<2\n")
+    (tmp_path / "notes.txt").write_text("not read\n")
+    files = read_environment_files(tmp_path)
+    assert sorted(files) == ["c.txt", "environment.yml", "postBuild", "reqs/pip.txt"]

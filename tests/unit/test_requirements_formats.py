@@ -229,3 +229,23 @@ def test_a_hash_the_index_does_not_offer_is_refused_naming_file_and_line() -> No
         keep_file_hashes(resolved(B), (FilePin("six", "1.16.0", (A,), "/p/r.txt", 3),))
     assert info.value.message.startswith("/p/r.txt:3: six==1.16.0")
     assert f"sha256:{A}" in info.value.message
+
+
+def test_an_include_symlinked_outside_the_project_is_refused(tmp_path: Path) -> None:
+    root = project(tmp_path, "requirements: r.txt\n", **{"r.txt": "six\n\n-c link.txt\n"})
+    (tmp_path / "outside.txt").write_text("idna<4\n")
+    (root / "link.txt").symlink_to(tmp_path / "outside.txt")
+    with pytest.raises(SpecError) as info:
+        load_spec(root)
+    assert (info.value.file, info.value.line) == (str(root / "r.txt"), 3)
+    assert "`link.txt` resolves to" in info.value.message
+    assert "outside the project" in info.value.message
+
+
+def test_a_lock_may_be_larger_than_a_requirements_file(tmp_path: Path) -> None:
+    padding = "# " + "x" * 1000 + "\n"
+    root = project(tmp_path, "requirements: uv.lock\n", **{"uv.lock": padding * 200 + UV_LOCK})
+    assert load_spec(root, requirements_limit=100_000).requirements == ("six==1.16.0",)
+    big = project(tmp_path / "b", "requirements: r.txt\n", **{"r.txt": padding * 200 + "six\n"})
+    with pytest.raises(SpecError, match="larger than the limit"):
+        load_spec(big, requirements_limit=100_000)
