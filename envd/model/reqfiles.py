@@ -80,6 +80,9 @@ class Parsed:
     requirement_lines: tuple[tuple[str, int], ...] = ()
     constraint_lines: tuple[tuple[str, int], ...] = ()
     project_line: tuple[str, int] | None = None
+    # uv.lock: what the project at "." depends on (with the lock's markers and extras, pinned
+    # to the locked version), its `dev` group included as uv installs it; () when unknown.
+    direct: tuple[str, ...] = ()
 
 
 @dataclass
@@ -109,6 +112,7 @@ class _Acc:
     requirement_lines: list[tuple[str, int]] = field(default_factory=list)
     constraint_lines: list[tuple[str, int]] = field(default_factory=list)
     project_line: tuple[str, int] | None = None
+    direct: list[str] = field(default_factory=list)
 
     def index(self, url: str) -> None:
         url = url.rstrip("/")
@@ -140,6 +144,7 @@ class _Acc:
             requirement_lines=tuple(self.requirement_lines),
             constraint_lines=tuple(self.constraint_lines),
             project_line=self.project_line,
+            direct=tuple(self.direct),
         )
 
 
@@ -790,9 +795,14 @@ def parse_uv_lock(text: str, path: str = "uv.lock", *, root: str = "") -> Parsed
         raise _error(root, path, "no [[package]] entries", None, "run `uv lock` to write it")
     if isinstance(data.get("requires-python"), str):
         acc.python = data["requires-python"]
+    edges: list[dict[str, Any]] = []
     for package in (_mapping(p, "[[package]]", path, root, text) for p in packages):
         name = canonicalize_name(str(package.get("name", "")))
         source = _mapping(package.get("source") or {}, "source", path, root, text)
+        if source.get("editable") == "." or source.get("virtual") == ".":
+            groups = _mapping(package.get("dev-dependencies") or {}, "dev", path, root, text)
+            for edge in [*package.get("dependencies", []), *groups.get("dev", [])]:
+                edges.append(_mapping(edge, "dependencies", path, root, text))
         if "editable" in source or "virtual" in source:
             where = source.get("editable", source.get("virtual"))
             if where == ".":
@@ -819,7 +829,30 @@ def parse_uv_lock(text: str, path: str = "uv.lock", *, root: str = "") -> Parsed
             acc.index(source["registry"])
         acc.pins.append(Pin(name=name, version=package.get("version"), sha256=digests, url=url))
         acc.requirements.append(f"{name} @ {url}" if url else f"{name}=={package.get('version')}")
+    acc.direct = _uv_lock_direct(edges, acc.pins)
     return acc.freeze()
+
+
+def _uv_lock_direct(edges: list[dict[str, Any]], pins: list[Pin]) -> list[str]:
+    """The root's dependency edges as requirements: `name[extras]==version; marker`."""
+    versions: dict[str, set[str]] = {}
+    for pin in pins:
+        if pin.version is not None and pin.url is None:
+            versions.setdefault(pin.name, set()).add(pin.version)
+    out: list[str] = []
+    for edge in edges:
+        name = canonicalize_name(str(edge.get("name", "")))
+        if name not in versions:
+            continue  # a local workspace member, or a URL source: left out above
+        extras = edge.get("extra") or []
+        extra = f"[{','.join(sorted(str(e) for e in extras))}]" if extras else ""
+        pinned = versions[name]
+        version = f"=={next(iter(pinned))}" if len(pinned) == 1 else ""
+        marker = f"; {edge['marker']}" if isinstance(edge.get("marker"), str) else ""
+        text = str(Requirement(f"{name}{extra}{version}{marker}"))
+        if text not in out:
+            out.append(text)
+    return out
 
 
 @_checked

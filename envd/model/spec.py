@@ -946,8 +946,19 @@ class _Parser:
             for pin in parsed.pins
             if pin.version is not None
         )
+        constraints: tuple[str, ...] = ()
+        if parsed.direct:
+            # uv.lock: the project's own dependency edges (markers kept, so a package for
+            # another platform is not required here), every other pin an `==` constraint.
+            requirements = [_check_requirement(r) for r in parsed.direct]
+            constraints = tuple(
+                f"{package}=={written[0].split('==', 1)[1]}"
+                for package, written in by_name.items()
+                if len(written) == 1 and "==" in written[0]
+            )
         return _Read(
             requirements=tuple(requirements),
+            constraints=constraints,
             pins=pins,
             indexes=self.file_indexes(parsed, text, source),
         )

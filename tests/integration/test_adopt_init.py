@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
+from envd.gateways.trust import host_ca_bundle
 from tests.conftest import Envctl
 
 pytestmark = pytest.mark.integration
@@ -57,3 +63,44 @@ def test_init_in_an_empty_directory_writes_the_default_template(
     out = shared.ok("init", str(project))
     assert "from template `default`" in out
     assert (project / "envd.yaml").is_file()
+
+
+def test_a_project_with_a_real_uv_lock_is_adopted_and_locked_to_its_pins(
+    shared: Envctl, tmp_path: Path
+) -> None:
+    project = tmp_path / "uvproj"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "uvproj"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n'
+        'dependencies = ["six==1.16.0", "colorama; sys_platform == \'win32\'", "idna<4"]\n'
+    )
+    uv_bin = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "VIRTUAL_ENV"))}
+    if bundle := host_ca_bundle():
+        env["SSL_CERT_FILE"] = bundle
+    subprocess.run(
+        [uv_bin, "lock", "--no-config", "--directory", str(project)],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    uv_lock = tomllib.loads((project / "uv.lock").read_text())
+    pinned = {
+        p["name"]: (p["version"], {w["hash"] for w in p.get("wheels", [])} | {p["sdist"]["hash"]})
+        for p in uv_lock["package"]
+        if "registry" in p["source"]
+    }
+    assert {"six", "idna", "colorama"} <= set(pinned)  # uv.lock is for every platform
+    out = shared.ok("init", str(project))
+    assert "uv.lock" in out
+    document = yaml.safe_load((project / "envd.yaml").read_text())
+    assert document["requirements"] == "uv.lock"
+    shared.ok("lock", str(project))
+    locked = {
+        p["name"]: (p["version"], set(p["hashes"]))
+        for p in json.loads((project / "envd.lock").read_text())["python"]
+    }
+    assert set(locked) == {"six", "idna"}  # colorama is for Windows only: not on this target
+    for name, (version, hashes) in locked.items():
+        assert (version, hashes) == pinned[name], name

@@ -249,3 +249,54 @@ def test_a_lock_may_be_larger_than_a_requirements_file(tmp_path: Path) -> None:
     big = project(tmp_path / "b", "requirements: r.txt\n", **{"r.txt": padding * 200 + "six\n"})
     with pytest.raises(SpecError, match="larger than the limit"):
         load_spec(big, requirements_limit=100_000)
+
+
+UV_LOCK_WITH_EDGES = f"""version = 1
+requires-python = ">=3.11"
+
+[[package]]
+name = "app"
+version = "0.1.0"
+source = {{ virtual = "." }}
+dependencies = [
+    {{ name = "colorama", marker = "sys_platform == 'win32'" }},
+    {{ name = "Requests", extra = ["socks"] }},
+]
+
+[package.dev-dependencies]
+dev = [{{ name = "six" }}]
+
+[[package]]
+name = "colorama"
+version = "0.4.6"
+source = {{ registry = "https://pypi.org/simple" }}
+wheels = [{{ url = "https://files/colorama-0.4.6-py2.py3-none-any.whl", hash = "sha256:{A}" }}]
+
+[[package]]
+name = "requests"
+version = "2.32.3"
+source = {{ registry = "https://pypi.org/simple" }}
+wheels = [{{ url = "https://files/requests-2.32.3-py3-none-any.whl", hash = "sha256:{B}" }}]
+
+[[package]]
+name = "six"
+version = "1.16.0"
+source = {{ registry = "https://pypi.org/simple" }}
+wheels = [{{ url = "https://files/six-1.16.0-py2.py3-none-any.whl", hash = "sha256:{C}" }}]
+"""
+
+
+def test_a_uv_lock_keeps_its_dependency_markers_and_constrains_the_rest(tmp_path: Path) -> None:
+    root = project(tmp_path, "requirements: uv.lock\n", **{"uv.lock": UV_LOCK_WITH_EDGES})
+    spec = load_spec(root)
+    assert spec.requirements == (
+        'colorama==0.4.6; sys_platform == "win32"',
+        "requests[socks]==2.32.3",
+        "six==1.16.0",
+    )
+    assert spec.constraints == ("colorama==0.4.6", "requests==2.32.3", "six==1.16.0")
+    assert {p.name: p.sha256 for p in spec.pins} == {
+        "colorama": (A,),
+        "requests": (B,),
+        "six": (C,),
+    }
