@@ -1237,29 +1237,6 @@ class _Parser:
         return tuple(seen)
 
 
-def parse_requirements_text(text: str, source: str) -> tuple[str, ...]:
-    """Requirement lines of a requirements file; options and bad lines are errors with lines."""
-    out = []
-    text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark, as some editors write
-    for number, raw in enumerate(text.split("\n"), start=1):
-        line = re.sub(r"(^|\s)#.*$", "", raw).strip()
-        if not line:
-            continue
-        option = re.search(r"(^|\s)(-{1,2}[A-Za-z][\w-]*)", line)
-        if option is not None:
-            raise SpecError(
-                f"options such as `{option.group(2)}` are not supported in requirements files",
-                file=source,
-                line=number,
-                hint="list packages only; use `indexes:` in envd.yaml for extra indexes",
-            )
-        try:
-            out.append(_check_requirement(line))
-        except _BadRequirement as exc:
-            raise SpecError(exc.message, file=source, line=number, hint=exc.hint) from None
-    return tuple(out)
-
-
 def parse_spec(
     text: str,
     *,
