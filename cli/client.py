@@ -265,8 +265,8 @@ class Client:
 
     def init_project(
         self, request: pb.InitProjectRequest, *, timeout: float | None = None
-    ) -> pb.Project:
-        return self._unary(self.stub.InitProject, request, pb.Project, timeout)
+    ) -> pb.InitProjectReply:
+        return self._unary(self.stub.InitProject, request, pb.InitProjectReply, timeout)
 
     def list_templates(
         self, request: pb.ListTemplatesRequest, *, timeout: float | None = None
@@ -295,6 +295,23 @@ class Client:
         self, request: pb.ProjectRef, *, timeout: float | None = None
     ) -> pb.ExportDockerfileReply:
         return self._unary(self.stub.ExportDockerfile, request, pb.ExportDockerfileReply, timeout)
+
+    def export_pylock(
+        self, request: pb.ProjectRef, *, timeout: float | None = None
+    ) -> pb.ExportPylockReply:
+        return self._unary(self.stub.ExportPylock, request, pb.ExportPylockReply, timeout)
+
+    def export_sbom(
+        self, request: pb.ExportSbomRequest, *, timeout: float | None = None
+    ) -> pb.ExportSbomReply:
+        return self._unary(self.stub.ExportSbom, request, pb.ExportSbomReply, timeout)
+
+    def export_devcontainer(
+        self, request: pb.ProjectRef, *, timeout: float | None = None
+    ) -> pb.ExportDevcontainerReply:
+        return self._unary(
+            self.stub.ExportDevcontainer, request, pb.ExportDevcontainerReply, timeout
+        )
 
     def list_images(
         self, request: pb.ListImagesRequest, *, timeout: float | None = None

@@ -100,6 +100,91 @@ def export_dockerfile(obj: AppContext, project: str | None, output: str | None) 
     click.echo(f"wrote {out / 'Dockerfile'} and {out / 'requirements.lock.txt'}")
 
 
+def _write_or_print(text: str, output: str | None, what: str) -> None:
+    if not output:
+        click.echo(text, nl=False)
+        return
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {path} ({what})", err=True)
+
+
+@export_cmd.command("pylock")
+@click.argument("project", required=False)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write it to FILE.")
+@click.pass_obj
+def export_pylock(obj: AppContext, project: str | None, output: str | None) -> None:
+    """Print PROJECT's envd.lock as a PEP 751 pylock.toml (for uv, pip), each file by URL."""
+    from envd.v1 import envd_pb2 as pb
+
+    reply = obj.client().export_pylock(pb.ProjectRef(ref=project_ref(project)))
+    if obj.as_json:
+        emit_json(reply)
+        return
+    _write_or_print(reply.pylock, output, f"{reply.packages} packages from {reply.lock_path}")
+
+
+@export_cmd.command("sbom")
+@click.argument("project", required=False)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["cyclonedx", "spdx"]),
+    default="cyclonedx",
+    show_default=True,
+    help="CycloneDX 1.6 JSON or SPDX 2.3 JSON.",
+)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write it to FILE.")
+@click.pass_obj
+def export_sbom(obj: AppContext, project: str | None, fmt: str, output: str | None) -> None:
+    """Print an SBOM of PROJECT's built image: every Debian package and Python distribution."""
+    from envd.v1 import envd_pb2 as pb
+
+    request = pb.ExportSbomRequest(
+        project=pb.ProjectRef(ref=project_ref(project)),
+        format=pb.SBOM_FORMAT_SPDX if fmt == "spdx" else pb.SBOM_FORMAT_CYCLONEDX,
+    )
+    reply = obj.client().export_sbom(request)
+    if obj.as_json:
+        emit_json(reply)
+        return
+    _write_or_print(
+        reply.document, output, f"{fmt}, {reply.components} components of {reply.image}"
+    )
+
+
+@export_cmd.command("devcontainer")
+@click.argument("project", required=False)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    help="Write it to FILE (default: PROJECT/.devcontainer/devcontainer.json); `-` prints it.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing devcontainer.json.")
+@click.pass_obj
+def export_devcontainer(
+    obj: AppContext, project: str | None, output: str | None, force: bool
+) -> None:
+    """Write a devcontainer.json that opens PROJECT's built image (VS Code, devcontainer CLI)."""
+    from envd.v1 import envd_pb2 as pb
+
+    reply = obj.client().export_devcontainer(pb.ProjectRef(ref=project_ref(project)))
+    if obj.as_json:
+        emit_json(reply)
+        return
+    if output == "-":
+        click.echo(reply.devcontainer, nl=False)
+        return
+    path = (
+        Path(output) if output else Path(reply.project_dir) / ".devcontainer" / "devcontainer.json"
+    )
+    if path.exists() and not force and path.read_text(encoding="utf-8") != reply.devcontainer:
+        raise click.ClickException(f"{path} already exists; pass --force to replace it")
+    _write_or_print(reply.devcontainer, str(path), f"opens {reply.image}")
+
+
 @click.command("images")
 @click.pass_obj
 def images_cmd(obj: AppContext) -> None:

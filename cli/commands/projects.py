@@ -24,11 +24,22 @@ STATE_NAMES = {
 
 @click.command("init")
 @click.argument("directory", required=False, default=".")
-@click.option("--template", "-t", default="default", show_default=True, help="Template name.")
+@click.option(
+    "--template",
+    "-t",
+    default="",
+    help="Template name (default: adopt the directory's files, else the `default` template); "
+    "with existing files, merged under them.",
+)
 @click.option("--list", "list_only", is_flag=True, help="List the templates and exit.")
 @click.pass_obj
 def init_cmd(obj: AppContext, directory: str, template: str, list_only: bool) -> None:
-    """Write DIRECTORY/envd.yaml from a template and register the project (never overwrites)."""
+    """Write DIRECTORY/envd.yaml and register the project (never overwrites).
+
+    In a directory with requirements.txt, pyproject.toml, uv.lock, environment.yml and the
+    like, envd.yaml is adopted from them (and says what it took from where); otherwise it is
+    the template's.
+    """
     from envd.v1 import envd_pb2 as pb
 
     client = obj.client()
@@ -40,12 +51,21 @@ def init_cmd(obj: AppContext, directory: str, template: str, list_only: bool) ->
             table(["template", "description"], [(t.name, t.description) for t in reply.templates])
         return
     path = os.path.abspath(os.path.expanduser(directory))
-    project = client.init_project(pb.InitProjectRequest(directory=path, template=template))
+    made = client.init_project(pb.InitProjectRequest(directory=path, template=template))
+    project = made.project
     if obj.as_json:
-        emit_json(project)
+        emit_json(made)
+        return
+    if made.adopted:
+        merged = f" (merged over template `{made.template}`)" if made.template else ""
+        click.echo(f"wrote {project.path}/envd.yaml from {', '.join(made.files)}{merged}")
+        for note in made.notes:
+            click.echo(f"  {note}")
+        for warning in made.warnings:
+            click.echo(f"  warning: {warning}")
     else:
-        click.echo(f"wrote {project.path}/envd.yaml from template `{template}`")
-        click.echo(f"registered project `{project.name}`; next: envctl lock {project.name}")
+        click.echo(f"wrote {project.path}/envd.yaml from template `{made.template}`")
+    click.echo(f"registered project `{project.name}`; next: envctl lock {project.name}")
 
 
 @click.command("add")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from envd.daemon.rpc.build import BuildRpc
 from envd.daemon.rpc.daemon import DaemonRpc
 from envd.daemon.rpc.enter import EnterRpc
+from envd.daemon.rpc.export import ExportRpc
 from envd.daemon.rpc.fingerprint import FingerprintRpc
 from envd.daemon.rpc.host import HostRpc
 from envd.daemon.rpc.lock import LockRpc
@@ -22,6 +23,7 @@ class Servicer(
     ProjectsRpc,
     LockRpc,
     BuildRpc,
+    ExportRpc,
     EnterRpc,
     FingerprintRpc,
     HostRpc,

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from envd import __version__
 from envd.events import EventBus
 from envd.gateways.engine import Engine, EngineInfo
+from envd.gateways.index import IndexPages
 from envd.gateways.nvml import nvml_from_env
 from envd.gateways.store import Store
 from envd.paths import Paths, unusable_path
+from envd.services.adoption import Adoption
 from envd.services.builder import Builder
 from envd.services.content import ContentHasher
 from envd.services.entering import Entering
@@ -87,6 +89,8 @@ class Services:
     entering: Entering
     watcher: ProjectWatcher | None
     started: float
+    adoption: Adoption
+    index: IndexPages
 
     def status(self) -> DaemonStatus:
         return DaemonStatus(
@@ -196,4 +200,6 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
         entering=entering,
         watcher=watcher,
         started=time.time(),
+        adoption=Adoption(),
+        index=IndexPages(),
     )

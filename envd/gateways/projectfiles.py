@@ -28,11 +28,12 @@ from pathlib import Path
 
 from envd.errors import LockError, SpecError
 from envd.model.lockfile import LockEdited, LockFile, loads
-from envd.model.spec import SPEC_FILENAME, FileRefused, Spec, parse_spec
+from envd.model.spec import SPEC_FILENAME, FileRefused, Spec, parse_spec, requirements_format
 
 MIB = 1024 * 1024
 SPEC_MAX_BYTES = 256 * 1024  # envd.yaml: real ones are a few KiB; pure-Python YAML parses ~9 s/MiB
 REQUIREMENTS_MAX_BYTES = 1 * MIB  # each requirements file (~20,000 lines)
+LOCK_FORMAT_MAX_BYTES = 8 * MIB  # a uv.lock, Pipfile.lock or pylock.toml named in `requirements:`
 LOCK_MAX_BYTES = 32 * MIB  # envd.lock (every artifact hash of a large environment)
 
 _CHUNK = 64 * 1024
@@ -157,8 +158,26 @@ def load_spec(
             hint = f"envd.yaml must be a regular text file of at most {_size(spec_limit)}"
         raise SpecError(exc.message, file=str(path), line=exc.line, hint=hint) from None
 
+    return parse_spec_text(text, root, source=str(path), requirements_limit=requirements_limit)
+
+
+def parse_spec_text(
+    text: str,
+    project_dir: str | Path,
+    *,
+    source: str | None = None,
+    requirements_limit: int = REQUIREMENTS_MAX_BYTES,
+) -> Spec:
+    """Validate envd.yaml text for `project_dir` (not yet written, e.g. by `envctl init`),
+    reading the files it names as load_spec does."""
+    root = Path(project_dir).resolve()
+
     def read_text(relpath: str) -> str:
-        return _read_requirements(root, relpath, requirements_limit)
+        kind = requirements_format(relpath)
+        limit = requirements_limit
+        if kind in ("uv.lock", "Pipfile.lock", "pylock"):  # every artifact of every package
+            limit = max(requirements_limit, LOCK_FORMAT_MAX_BYTES)
+        return _read_requirements(root, relpath, limit)
 
     def is_file(relpath: str) -> bool:
         """A regular file inside the project (after symlinks); never opened, so never blocks."""
@@ -169,8 +188,51 @@ def load_spec(
             return False
 
     return parse_spec(
-        text, source=str(path), project_dir=str(root), read_text=read_text, is_file=is_file
+        text,
+        source=source or str(root / SPEC_FILENAME),
+        project_dir=str(root),
+        read_text=read_text,
+        is_file=is_file,
     )
+
+
+def read_project_file(
+    project_dir: str | Path, relpath: str, *, limit: int = REQUIREMENTS_MAX_BYTES
+) -> str | None:
+    """The text of a file inside the project (bounded, regular, UTF-8), or None when absent.
+
+    A file that exists but cannot be read, or that resolves outside the project, is a
+    SpecError naming it.
+    """
+    root = Path(project_dir).resolve()
+    path = root / relpath
+    if not os.path.lexists(path):
+        return None
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        raise SpecError("is a symlink loop", file=str(path), hint="remove the link") from None
+    if not resolved.is_relative_to(root):
+        raise SpecError(
+            f"resolves to {resolved}, outside the project",
+            file=str(path),
+            hint="copy the file into the project directory (envd only reads files inside it)",
+        )
+    try:
+        return read_text_bounded(path, limit)
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise SpecError(
+            "cannot be read: permission denied", file=str(path), hint="check its permissions"
+        ) from None
+    except _NotReadable as exc:
+        hint = (
+            "save it as UTF-8 text"
+            if exc.line is not None
+            else f"it must be a regular text file of at most {_size(limit)}"
+        )
+        raise SpecError(exc.message, file=str(path), line=exc.line, hint=hint) from None
 
 
 def _read_requirements(root: Path, relpath: str, limit: int) -> str:

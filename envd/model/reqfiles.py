@@ -75,6 +75,14 @@ class Parsed:
     requirement_files: tuple[str, ...] = ()  # requirements files it names (checked, not merged)
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    # Where each of `requirements`, `constraints` (and the project line) was written:
+    # (relative path, line), in the same order; filled by the pip requirements reader.
+    requirement_lines: tuple[tuple[str, int], ...] = ()
+    constraint_lines: tuple[tuple[str, int], ...] = ()
+    project_line: tuple[str, int] | None = None
+    # uv.lock: what the project at "." depends on (with the lock's markers and extras, pinned
+    # to the locked version), its `dev` group included as uv installs it; () when unknown.
+    direct: tuple[str, ...] = ()
 
 
 @dataclass
@@ -101,6 +109,10 @@ class _Acc:
     requirement_files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    requirement_lines: list[tuple[str, int]] = field(default_factory=list)
+    constraint_lines: list[tuple[str, int]] = field(default_factory=list)
+    project_line: tuple[str, int] | None = None
+    direct: list[str] = field(default_factory=list)
 
     def index(self, url: str) -> None:
         url = url.rstrip("/")
@@ -129,6 +141,10 @@ class _Acc:
             requirement_files=tuple(self.requirement_files),
             notes=tuple(self.notes),
             warnings=tuple(self.warnings),
+            requirement_lines=tuple(self.requirement_lines),
+            constraint_lines=tuple(self.constraint_lines),
+            project_line=self.project_line,
+            direct=tuple(self.direct),
         )
 
 
@@ -408,6 +424,7 @@ class _RequirementsReader:
                 )
             url = value[: egg.start()].rstrip("#&")
             self.acc.requirements.append(str(Requirement(f"{egg.group(1)} @ {url}")))
+            self.acc.requirement_lines.append((path, number))
             self.acc.warnings.append(
                 f"{shown(self.root, path)}:{number}: `-e {value}` installed as a plain "
                 f"(non-editable) package"
@@ -416,6 +433,7 @@ class _RequirementsReader:
         target = posixpath.normpath(posixpath.join(posixpath.dirname(path), value))
         if target == ".":
             self.acc.project = "editable"
+            self.acc.project_line = self.acc.project_line or (path, number)
             self.acc.notes.append(
                 f"{shown(self.root, path)}:{number}: `-e {value}` is the project itself (editable)"
             )
@@ -433,6 +451,7 @@ class _RequirementsReader:
             target = posixpath.normpath(posixpath.join(posixpath.dirname(path), spec))
             if target == ".":
                 self.acc.project = self.acc.project or "install"
+                self.acc.project_line = self.acc.project_line or (path, number)
                 self.acc.notes.append(
                     f"{shown(self.root, path)}:{number}: `{spec}` is the project itself"
                 )
@@ -481,6 +500,7 @@ class _RequirementsReader:
                     f"{shown(self.root, path)}:{number}: constraint `{text}` constrains nothing"
                 )
             self.acc.constraints.append(text)
+            self.acc.constraint_lines.append((path, number))
             return
         pin = _pin_of(req, tuple(digests))
         if digests and (pin is None or (pin.version is None and pin.url is None)):
@@ -492,6 +512,7 @@ class _RequirementsReader:
                 f"pin it: `{req.name}==VERSION --hash=...`",
             )
         self.acc.requirements.append(text)
+        self.acc.requirement_lines.append((path, number))
         if pin is not None:
             self.acc.pins.append(pin)
 
@@ -774,9 +795,14 @@ def parse_uv_lock(text: str, path: str = "uv.lock", *, root: str = "") -> Parsed
         raise _error(root, path, "no [[package]] entries", None, "run `uv lock` to write it")
     if isinstance(data.get("requires-python"), str):
         acc.python = data["requires-python"]
+    edges: list[dict[str, Any]] = []
     for package in (_mapping(p, "[[package]]", path, root, text) for p in packages):
         name = canonicalize_name(str(package.get("name", "")))
         source = _mapping(package.get("source") or {}, "source", path, root, text)
+        if source.get("editable") == "." or source.get("virtual") == ".":
+            groups = _mapping(package.get("dev-dependencies") or {}, "dev", path, root, text)
+            for edge in [*package.get("dependencies", []), *groups.get("dev", [])]:
+                edges.append(_mapping(edge, "dependencies", path, root, text))
         if "editable" in source or "virtual" in source:
             where = source.get("editable", source.get("virtual"))
             if where == ".":
@@ -803,7 +829,30 @@ def parse_uv_lock(text: str, path: str = "uv.lock", *, root: str = "") -> Parsed
             acc.index(source["registry"])
         acc.pins.append(Pin(name=name, version=package.get("version"), sha256=digests, url=url))
         acc.requirements.append(f"{name} @ {url}" if url else f"{name}=={package.get('version')}")
+    acc.direct = _uv_lock_direct(edges, acc.pins)
     return acc.freeze()
+
+
+def _uv_lock_direct(edges: list[dict[str, Any]], pins: list[Pin]) -> list[str]:
+    """The root's dependency edges as requirements: `name[extras]==version; marker`."""
+    versions: dict[str, set[str]] = {}
+    for pin in pins:
+        if pin.version is not None and pin.url is None:
+            versions.setdefault(pin.name, set()).add(pin.version)
+    out: list[str] = []
+    for edge in edges:
+        name = canonicalize_name(str(edge.get("name", "")))
+        if name not in versions:
+            continue  # a local workspace member, or a URL source: left out above
+        extras = edge.get("extra") or []
+        extra = f"[{','.join(sorted(str(e) for e in extras))}]" if extras else ""
+        pinned = versions[name]
+        version = f"=={next(iter(pinned))}" if len(pinned) == 1 else ""
+        marker = f"; {edge['marker']}" if isinstance(edge.get("marker"), str) else ""
+        text = str(Requirement(f"{name}{extra}{version}{marker}"))
+        if text not in out:
+            out.append(text)
+    return out
 
 
 @_checked

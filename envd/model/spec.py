@@ -46,8 +46,10 @@ from typing import Any, Literal, cast
 
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from envd.errors import SpecError
+from envd.model import reqfiles
 
 SPEC_FILENAME = "envd.yaml"
 LOCK_FILENAME = "envd.lock"
@@ -86,6 +88,21 @@ class Runs:
 
 
 @dataclass(frozen=True)
+class FilePin:
+    """An exact version written in a requirements file or lock, with its sha256 digests (hex).
+
+    `envctl lock` resolves it to that version and refuses an index whose artifacts do not
+    carry these digests; the lock keeps them. `source` is the absolute file, `line` where known.
+    """
+
+    name: str  # canonical
+    version: str
+    sha256: tuple[str, ...]
+    source: str
+    line: int | None = None
+
+
+@dataclass(frozen=True)
 class Spec:
     """A validated envd.yaml. Requirement strings are normalised (str(packaging Requirement))."""
 
@@ -114,6 +131,8 @@ class Spec:
     # `build: {from_source: [...]}`: packages with no wheel for the target, built from their
     # sdists in this project's own build step (canonical names). Nothing else is ever built.
     from_source: tuple[str, ...] = ()
+    # Exact pins (with hashes) from the files named in `requirements:`, in the order read.
+    pins: tuple[FilePin, ...] = ()
 
     @property
     def all_requirements(self) -> tuple[str, ...]:
@@ -357,6 +376,73 @@ def _check_requirement(text: str) -> str:
         ) from None
 
 
+REQUIREMENT_FORMATS = ("requirements", "pyproject", "uv.lock", "Pipfile.lock", "pylock")
+
+
+def requirements_format(relpath: str) -> str:
+    """What a file named in `requirements:` is, by its name (else a pip requirements file)."""
+    name = posixpath.basename(relpath)
+    if name == "pyproject.toml":
+        return "pyproject"
+    if name in ("uv.lock", "Pipfile.lock"):
+        return name
+    if name == "pylock.toml" or re.fullmatch(r"pylock\.[^.]+\.toml", name):
+        return "pylock"
+    return "requirements"
+
+
+@dataclass(frozen=True)
+class _Read:
+    """What the files named in `requirements:` say, together."""
+
+    files: tuple[str, ...] = ()
+    requirements: tuple[str, ...] = ()
+    constraints: tuple[str, ...] = ()
+    pins: tuple[FilePin, ...] = ()
+    indexes: tuple[str, ...] = ()
+
+    def plus(self, other: _Read) -> _Read:
+        return _Read(
+            files=self.files + tuple(f for f in other.files if f not in self.files),
+            requirements=self.requirements + other.requirements,
+            constraints=self.constraints + other.constraints,
+            pins=self.pins + other.pins,
+            indexes=self.indexes + tuple(i for i in other.indexes if i not in self.indexes),
+        )
+
+
+def _line_of(text: str, needle: str) -> int | None:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if needle in line:
+            return number
+    return None
+
+
+def _line_naming(text: str, name: str) -> int | None:
+    """The first line of a TOML or JSON lock that names package `name` (any spelling)."""
+    pattern = "[-_.]+".join(re.escape(part) for part in canonicalize_name(name).split("-"))
+    found = re.compile(rf"""(name\s*=\s*["']|^\s*"){pattern}["']""", re.IGNORECASE)
+    for number, line in enumerate(text.splitlines(), start=1):
+        if found.search(line):
+            return number
+    return None
+
+
+def _logical_line(text: str, number: int) -> str | None:
+    """The logical line (continuations joined) that starts on physical line `number`."""
+    lines = text.removeprefix("\ufeff").splitlines()
+    if not 1 <= number <= len(lines):
+        return None
+    parts = []
+    for line in lines[number - 1 :]:
+        if line.endswith("\\"):
+            parts.append(line[:-1])
+            continue
+        parts.append(line)
+        break
+    return "".join(parts)
+
+
 class _BadRequirement(Exception):
     def __init__(self, message: str, hint: str) -> None:
         super().__init__(message)
@@ -523,8 +609,11 @@ class _Parser:
             )
         name = self.name(values.get("name"))
         base = self.base(values["base"])
-        files, requirements = self.requirements(values.get("requirements"))
+        read = self.requirements(values.get("requirements"), has_project="project" in values)
+        files, requirements = read.files, read.requirements
         steps = self.setup(values.get("setup"))
+        indexes = list(self.indexes(values.get("indexes")))
+        indexes += [i for i in read.indexes if i not in indexes]
         return Spec(
             project_dir=self.project_dir,
             name=name,
@@ -534,7 +623,7 @@ class _Parser:
             packages=self.pep508_list(values.get("packages"), "packages"),
             requirements_file=files[0] if files else None,
             requirements=requirements,
-            indexes=tuple(self.indexes(values.get("indexes"))),
+            indexes=tuple(indexes),
             gpu=self.gpu(values.get("gpu")),
             cuda=self.cuda(values.get("cuda")),
             env=self.env(values.get("env")),
@@ -543,12 +632,14 @@ class _Parser:
             watch=self.boolean(values["watch"], "watch") if "watch" in values else True,
             version=version,
             requirements_files=files,
-            constraints=self.pep508_list(values.get("constraints"), "constraints"),
+            constraints=self.pep508_list(values.get("constraints"), "constraints")
+            + read.constraints,
             overrides=self.pep508_list(values.get("overrides"), "overrides"),
             project=self.project(values.get("project")),
             runs=self.runs(values.get("runs")),
             setup_steps=steps,
             from_source=self.build(values.get("build")),
+            pins=read.pins,
         )
 
     def version(self, node: yaml.Node | None) -> int:
@@ -755,9 +846,9 @@ class _Parser:
             for i, (text, item) in enumerate(self.strings(node, key))
         )
 
-    def requirements(self, node: yaml.Node | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def requirements(self, node: yaml.Node | None, *, has_project: bool = False) -> _Read:
         if node is None:
-            return (), ()
+            return _Read()
         if isinstance(node, yaml.SequenceNode):
             named = [
                 (self.relpath(item, f"requirements[{i}]", file=True), item, f"requirements[{i}]")
@@ -777,28 +868,222 @@ class _Parser:
             if relpath in files:
                 raise self.error(f"`{relpath}` is listed twice", item, path)
             files[relpath] = None
-        lines: list[str] = []
+        out = _Read(files=tuple(files))
         for relpath, item, path in named:
             if self.read_text is None:
                 break
+            text = self.read_file(relpath, item, path, top=True)
+            assert text is not None
+            out = out.plus(self.requirements_file(relpath, text, item, path, has_project))
+        return out
+
+    def read_file(self, relpath: str, item: yaml.Node, path: str, *, top: bool) -> str | None:
+        """A file named in `requirements:` (top) or included by one (None when missing)."""
+        assert self.read_text is not None
+        try:
+            return self.read_text(relpath)
+        except (FileNotFoundError, NotADirectoryError):
+            if not top:
+                return None
+            raise self.error(
+                f"requirements file `{relpath}` does not exist",
+                item,
+                path,
+                hint=f"create it next to {self.source}, or remove it from `requirements:`",
+            ) from None
+        except IsADirectoryError:
+            raise self.error(f"requirements file `{relpath}` is a directory", item, path) from None
+        except FileRefused as exc:
+            raise self.error(exc.message, item, path, hint=exc.hint) from None
+
+    def absolute(self, relpath: str) -> str:
+        return posixpath.join(self.project_dir, relpath) if self.project_dir else relpath
+
+    def requirements_file(
+        self, relpath: str, text: str, item: yaml.Node, path: str, has_project: bool
+    ) -> _Read:
+        """One file named in `requirements:`, read as what its name says it is."""
+        kind = requirements_format(relpath)
+        if kind == "requirements":
+            return self.pip_requirements(relpath, text, item, path, has_project)
+        root = self.project_dir
+        if kind == "pyproject":
+            parsed = reqfiles.parse_pyproject(text, relpath, root=root)
+        elif kind == "uv.lock":
+            parsed = reqfiles.parse_uv_lock(text, relpath, root=root)
+        elif kind == "Pipfile.lock":
+            parsed = reqfiles.parse_pipfile_lock(text, relpath, root=root)
+        else:
+            parsed = reqfiles.parse_pylock(text, relpath, root=root)
+        source = self.absolute(relpath)
+        by_name: dict[str, list[str]] = {}
+        for requirement in parsed.requirements:
+            line = _line_naming(text, Requirement(requirement).name)
+            kind_of = _direct_reference(requirement)
+            if kind_of is not None:
+                raise SpecError(
+                    f"`{requirement}` is {kind_of}, which envd does not support yet",
+                    file=source,
+                    line=line,
+                    hint=_DIRECT_HINT,
+                )
+            written = by_name.setdefault(str(canonicalize_name(Requirement(requirement).name)), [])
+            if requirement not in written:
+                written.append(requirement)
+        requirements: list[str] = []
+        for package, written in by_name.items():
+            # A lock resolved for several platforms may pin a package twice (by marker):
+            # then the name is required and the resolver picks one of the pinned versions.
+            requirements.append(_check_requirement(written[0] if len(written) == 1 else package))
+        pins = tuple(
+            FilePin(
+                pin.name,
+                pin.version,
+                pin.sha256,
+                source,
+                _line_naming(text, pin.name),
+            )
+            for pin in parsed.pins
+            if pin.version is not None
+        )
+        constraints: tuple[str, ...] = ()
+        if parsed.direct:
+            # uv.lock: the project's own dependency edges (markers kept, so a package for
+            # another platform is not required here), every other pin an `==` constraint.
+            requirements = [_check_requirement(r) for r in parsed.direct]
+            constraints = tuple(
+                f"{package}=={written[0].split('==', 1)[1]}"
+                for package, written in by_name.items()
+                if len(written) == 1 and "==" in written[0]
+            )
+        return _Read(
+            requirements=tuple(requirements),
+            constraints=constraints,
+            pins=pins,
+            indexes=self.file_indexes(parsed, text, source),
+        )
+
+    def file_indexes(self, parsed: reqfiles.Parsed, text: str, source: str) -> tuple[str, ...]:
+        for url in parsed.indexes:
+            netloc = url.split("://", 1)[-1].split("/", 1)[0]
+            if "@" in netloc:
+                raise SpecError(
+                    "an index URL must not hold credentials (envd.yaml and envd.lock are "
+                    "committed)",
+                    file=source,
+                    line=_line_of(text, netloc),
+                    hint="give credentials to uv instead: ~/.netrc or UV_INDEX_<NAME>_PASSWORD",
+                )
+        return parsed.indexes
+
+    def pip_requirements(
+        self, relpath: str, text: str, item: yaml.Node, path: str, has_project: bool
+    ) -> _Read:
+        """A pip requirements file as pip reads it: -r/-c includes, --hash, index options."""
+        texts = {relpath: text}
+        refused: dict[str, str] = {}
+
+        def read(included: str) -> str | None:
+            if included in texts:
+                return texts[included]
+            if included.startswith("/") or included == ".." or included.startswith("../"):
+                refused[included] = "points outside the project"
+                return None
             try:
-                text = self.read_text(relpath)
-            except (FileNotFoundError, NotADirectoryError):
-                raise self.error(
-                    f"requirements file `{relpath}` does not exist",
-                    item,
-                    path,
-                    hint=f"create it next to {self.source}, or remove it from `requirements:`",
+                found = self.read_file(included, item, path, top=False)
+            except SpecError as exc:
+                if exc.file != self.source:
+                    raise  # the included file's own error (e.g. not UTF-8)
+                refused[included] = exc.message.split(": ", 2)[-1]
+                return None
+            if found is not None:
+                texts[included] = found
+            return found
+
+        try:
+            parsed = reqfiles.parse_requirements(relpath, read, root=self.project_dir)
+        except SpecError as exc:
+            raise self.explained(exc, texts, refused) from None
+        if parsed.project is not None and parsed.project_line is not None and not has_project:
+            where, number = parsed.project_line
+            raise SpecError(
+                "`-e` or a path to the project itself installs the project, which envd does "
+                "with `project:` in envd.yaml",
+                file=self.absolute(where),
+                line=number,
+                hint="remove this line and add `project: editable` (or `install`) to envd.yaml",
+            )
+        requirements = []
+        for requirement, (where, number) in zip(
+            parsed.requirements, parsed.requirement_lines, strict=True
+        ):
+            try:
+                requirements.append(_check_requirement(requirement))
+            except _BadRequirement as bad:
+                raise SpecError(
+                    bad.message, file=self.absolute(where), line=number, hint=bad.hint
                 ) from None
-            except IsADirectoryError:
-                raise self.error(
-                    f"requirements file `{relpath}` is a directory", item, path
+        constraints = []
+        for constraint, (where, number) in zip(
+            parsed.constraints, parsed.constraint_lines, strict=True
+        ):
+            try:
+                constraints.append(_check_requirement(constraint))
+            except _BadRequirement as bad:
+                raise SpecError(
+                    bad.message, file=self.absolute(where), line=number, hint=bad.hint
                 ) from None
-            except FileRefused as exc:
-                raise self.error(exc.message, item, path, hint=exc.hint) from None
-            source = posixpath.join(self.project_dir, relpath) if self.project_dir else relpath
-            lines.extend(parse_requirements_text(text, source))
-        return tuple(files), tuple(lines)
+        pins = []
+        for pin in parsed.pins:
+            if pin.version is None:
+                continue
+            index = next(
+                i
+                for i, r in enumerate(parsed.requirements)
+                if canonicalize_name(Requirement(r).name) == pin.name
+            )
+            where, number = parsed.requirement_lines[index]
+            pins.append(FilePin(pin.name, pin.version, pin.sha256, self.absolute(where), number))
+        source = self.absolute(relpath)
+        return _Read(
+            files=tuple(p for p in parsed.files if p != relpath),
+            requirements=tuple(requirements),
+            constraints=tuple(constraints),
+            pins=tuple(pins),
+            indexes=self.file_indexes(parsed, text, source),
+        )
+
+    def explained(
+        self, exc: SpecError, texts: dict[str, str], refused: dict[str, str]
+    ) -> SpecError:
+        """reqfiles' error, said as envd says it where envd knows more (refusals, URLs)."""
+        if exc.line is None:
+            return exc
+        for relpath, text in texts.items():
+            if self.absolute(relpath) != exc.file:
+                continue
+            for included, why in refused.items():
+                if f"`{included}`" in exc.message:
+                    return SpecError(
+                        f"included file `{included}` {why}"
+                        if not why.startswith("requirements file")
+                        else why,
+                        file=exc.file,
+                        line=exc.line,
+                        hint="include only files inside the project, relative to this file",
+                    )
+            raw = _logical_line(text, exc.line)
+            if raw is not None:
+                requirement = re.split(r"\s--?[A-Za-z]", re.sub(r"(^|\s)#.*$", "", raw))[0]
+                kind = _direct_reference(requirement.strip()) if requirement.strip() else None
+                if kind is not None:
+                    return SpecError(
+                        f"`{requirement.strip()}` is {kind}, which envd does not support yet",
+                        file=exc.file,
+                        line=exc.line,
+                        hint=_DIRECT_HINT,
+                    )
+        return exc
 
     def indexes(self, node: yaml.Node | None) -> list[str]:
         if node is None:
@@ -950,29 +1235,6 @@ class _Parser:
                 )
             seen[port] = i
         return tuple(seen)
-
-
-def parse_requirements_text(text: str, source: str) -> tuple[str, ...]:
-    """Requirement lines of a requirements file; options and bad lines are errors with lines."""
-    out = []
-    text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark, as some editors write
-    for number, raw in enumerate(text.split("\n"), start=1):
-        line = re.sub(r"(^|\s)#.*$", "", raw).strip()
-        if not line:
-            continue
-        option = re.search(r"(^|\s)(-{1,2}[A-Za-z][\w-]*)", line)
-        if option is not None:
-            raise SpecError(
-                f"options such as `{option.group(2)}` are not supported in requirements files",
-                file=source,
-                line=number,
-                hint="list packages only; use `indexes:` in envd.yaml for extra indexes",
-            )
-        try:
-            out.append(_check_requirement(line))
-        except _BadRequirement as exc:
-            raise SpecError(exc.message, file=source, line=number, hint=exc.hint) from None
-    return tuple(out)
 
 
 def parse_spec(

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
+from packaging.utils import canonicalize_name, canonicalize_version
 
 from envd import __version__
 from envd.errors import LockError, LockStale
@@ -26,11 +26,12 @@ from envd.model.lockfile import (
     DebianPackage,
     LockEdited,
     LockFile,
+    PythonPackage,
     dumps,
     hash_inputs,
     inputs_from_spec,
 )
-from envd.model.spec import LOCK_FILENAME, Spec
+from envd.model.spec import LOCK_FILENAME, FilePin, Spec
 from envd.model.target import check_python, inspect_target
 from envd.progress import Progress, Reporter
 from envd.services.debian_base import DEFAULT_MIRROR, ensure_debian_base
@@ -122,6 +123,8 @@ class Locker:
         previous_text = dumps(previous) if previous is not None and not edited else None
         inputs = inputs_from_spec(spec)
         reasons = state.reasons if previous else ("new lock",)
+        if previous is not None and not reasons and not _pins_hold(previous.python, spec.pins):
+            reasons = ("the hashes in a requirements file changed",)
         if previous is not None and not reasons and not upgrade and not upgrade_packages:
             # In sync: nothing to resolve (`--upgrade` re-resolves on purpose).
             return LockOutcome(path, previous, changed=False, in_sync=True, reasons=())
@@ -155,9 +158,10 @@ class Locker:
             upgrade=upgrade,
             upgrade_packages=upgrade_packages,
             cache_dir=str(self._cache_dir / "uv"),
-            extra_constraints=_cuda_constraints(spec),
+            extra_constraints=_cuda_constraints(spec) + spec.constraints,
             from_source=spec.from_source,
         )
+        python = keep_file_hashes(python, spec.pins)
         lock = LockFile(
             envd_version=__version__,
             uv_version=uv.uv_version(),
@@ -229,6 +233,60 @@ class Locker:
                 hint="check the package names (`apt-cache search NAME` on a Debian machine)",
             )
         return parse_simulated_install(result.output)
+
+
+def keep_file_hashes(
+    python: tuple[PythonPackage, ...], pins: tuple[FilePin, ...]
+) -> tuple[PythonPackage, ...]:
+    """The resolution, with each pinned package restricted to the hashes its file gives.
+
+    A requirements file (or a uv.lock, Pipfile.lock, pylock.toml) that names sha256 digests
+    allows only those artifacts, as pip does: every digest must be one the index offers for
+    that version (else the file and the index disagree: refused, naming the file and line),
+    and the lock keeps exactly those digests.
+    """
+    wanted: dict[tuple[str, str], list[FilePin]] = {}
+    for pin in pins:
+        if pin.sha256:
+            wanted.setdefault((pin.name, _version_key(pin.version)), []).append(pin)
+    out = []
+    for package in python:
+        file_pins = wanted.get((package.name, _version_key(package.version)))
+        if not file_pins:
+            out.append(package)
+            continue
+        digests = {f"sha256:{d}" for pin in file_pins for d in pin.sha256}
+        missing = sorted(digests - set(package.hashes))
+        if missing:
+            pin = next(p for p in file_pins if f"sha256:{p.sha256[0]}" in digests)
+            where = pin.source if pin.line is None else f"{pin.source}:{pin.line}"
+            index = package.index or "PyPI"
+            raise LockError(
+                f"{where}: {package.name}=={package.version} has --hash {missing[0]}, which "
+                f"matches none of the artifacts {index} offers for that version "
+                f"({len(package.hashes)} artifacts)",
+                hint="regenerate the file's hashes from the index it was locked against "
+                "(e.g. `uv pip compile --generate-hashes`), or add that index to `indexes:`",
+            )
+        out.append(replace(package, hashes=tuple(sorted(digests))))
+    return tuple(out)
+
+
+def _pins_hold(python: tuple[PythonPackage, ...], pins: tuple[FilePin, ...]) -> bool:
+    """Whether a lock still carries exactly the hashes the requirements files pin."""
+    locked = {(p.name, _version_key(p.version)): set(p.hashes) for p in python}
+    wanted: dict[tuple[str, str], set[str]] = {}
+    for pin in pins:
+        if pin.sha256:
+            wanted.setdefault((pin.name, _version_key(pin.version)), set()).update(
+                f"sha256:{d}" for d in pin.sha256
+            )
+    # A version no longer locked is a changed requirement, which the lock's inputs name.
+    return all(locked.get(key, digests) == digests for key, digests in wanted.items())
+
+
+def _version_key(version: str) -> str:
+    return canonicalize_version(version, strip_trailing_zero=True)
 
 
 def _cuda_constraints(spec: Spec) -> tuple[str, ...]:

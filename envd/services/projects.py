@@ -124,8 +124,10 @@ class Projects:
         self._events.publish("project.added", row.name, str(path))
         return row
 
-    def init(self, directory: Path, template: str) -> ProjectRow:
-        write_template(template or "default", directory.expanduser().resolve())
+    def init(self, directory: Path, template: str, *, written: bool = False) -> ProjectRow:
+        """Register `directory`; write envd.yaml from `template` unless `written` already."""
+        if not written:
+            write_template(template or "default", directory.expanduser().resolve())
         return self.add(directory)
 
     def remove(self, ref: str) -> ProjectRow:

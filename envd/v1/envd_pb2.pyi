@@ -18,6 +18,12 @@ class ProjectState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROJECT_STATE_INVALID: _ClassVar[ProjectState]
     PROJECT_STATE_MISSING: _ClassVar[ProjectState]
     PROJECT_STATE_FAILED: _ClassVar[ProjectState]
+
+class SbomFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SBOM_FORMAT_UNSPECIFIED: _ClassVar[SbomFormat]
+    SBOM_FORMAT_CYCLONEDX: _ClassVar[SbomFormat]
+    SBOM_FORMAT_SPDX: _ClassVar[SbomFormat]
 PROJECT_STATE_UNSPECIFIED: ProjectState
 PROJECT_STATE_NEW: ProjectState
 PROJECT_STATE_READY: ProjectState
@@ -26,6 +32,9 @@ PROJECT_STATE_BUILDING: ProjectState
 PROJECT_STATE_INVALID: ProjectState
 PROJECT_STATE_MISSING: ProjectState
 PROJECT_STATE_FAILED: ProjectState
+SBOM_FORMAT_UNSPECIFIED: SbomFormat
+SBOM_FORMAT_CYCLONEDX: SbomFormat
+SBOM_FORMAT_SPDX: SbomFormat
 
 class ProjectRef(_message.Message):
     __slots__ = ("ref",)
@@ -147,6 +156,22 @@ class InitProjectRequest(_message.Message):
     template: str
     def __init__(self, directory: _Optional[str] = ..., template: _Optional[str] = ...) -> None: ...
 
+class InitProjectReply(_message.Message):
+    __slots__ = ("project", "adopted", "template", "notes", "warnings", "files")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ADOPTED_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    project: Project
+    adopted: bool
+    template: str
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    files: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, project: _Optional[_Union[Project, _Mapping]] = ..., adopted: _Optional[bool] = ..., template: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ..., warnings: _Optional[_Iterable[str]] = ..., files: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class Template(_message.Message):
     __slots__ = ("name", "description")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -266,6 +291,48 @@ class ExportDockerfileReply(_message.Message):
     dockerfile: str
     requirements: str
     def __init__(self, dockerfile: _Optional[str] = ..., requirements: _Optional[str] = ...) -> None: ...
+
+class ExportPylockReply(_message.Message):
+    __slots__ = ("pylock", "lock_path", "packages")
+    PYLOCK_FIELD_NUMBER: _ClassVar[int]
+    LOCK_PATH_FIELD_NUMBER: _ClassVar[int]
+    PACKAGES_FIELD_NUMBER: _ClassVar[int]
+    pylock: str
+    lock_path: str
+    packages: int
+    def __init__(self, pylock: _Optional[str] = ..., lock_path: _Optional[str] = ..., packages: _Optional[int] = ...) -> None: ...
+
+class ExportSbomRequest(_message.Message):
+    __slots__ = ("project", "format")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    project: ProjectRef
+    format: SbomFormat
+    def __init__(self, project: _Optional[_Union[ProjectRef, _Mapping]] = ..., format: _Optional[_Union[SbomFormat, str]] = ...) -> None: ...
+
+class ExportSbomReply(_message.Message):
+    __slots__ = ("document", "format", "image", "environment_hash", "components")
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    document: str
+    format: SbomFormat
+    image: str
+    environment_hash: str
+    components: int
+    def __init__(self, document: _Optional[str] = ..., format: _Optional[_Union[SbomFormat, str]] = ..., image: _Optional[str] = ..., environment_hash: _Optional[str] = ..., components: _Optional[int] = ...) -> None: ...
+
+class ExportDevcontainerReply(_message.Message):
+    __slots__ = ("devcontainer", "image", "project_dir")
+    DEVCONTAINER_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_DIR_FIELD_NUMBER: _ClassVar[int]
+    devcontainer: str
+    image: str
+    project_dir: str
+    def __init__(self, devcontainer: _Optional[str] = ..., image: _Optional[str] = ..., project_dir: _Optional[str] = ...) -> None: ...
 
 class ImageRecord(_message.Message):
     __slots__ = ("image", "image_id", "project", "kind", "size_bytes", "created_at", "last_used_at", "in_use")

@@ -63,7 +63,7 @@ class EnvdStub:
         self.InitProject = channel.unary_unary(
                 '/envd.v1.Envd/InitProject',
                 request_serializer=envd_dot_v1_dot_envd__pb2.InitProjectRequest.SerializeToString,
-                response_deserializer=envd_dot_v1_dot_envd__pb2.Project.FromString,
+                response_deserializer=envd_dot_v1_dot_envd__pb2.InitProjectReply.FromString,
                 _registered_method=True)
         self.ListTemplates = channel.unary_unary(
                 '/envd.v1.Envd/ListTemplates',
@@ -94,6 +94,21 @@ class EnvdStub:
                 '/envd.v1.Envd/ExportDockerfile',
                 request_serializer=envd_dot_v1_dot_envd__pb2.ProjectRef.SerializeToString,
                 response_deserializer=envd_dot_v1_dot_envd__pb2.ExportDockerfileReply.FromString,
+                _registered_method=True)
+        self.ExportPylock = channel.unary_unary(
+                '/envd.v1.Envd/ExportPylock',
+                request_serializer=envd_dot_v1_dot_envd__pb2.ProjectRef.SerializeToString,
+                response_deserializer=envd_dot_v1_dot_envd__pb2.ExportPylockReply.FromString,
+                _registered_method=True)
+        self.ExportSbom = channel.unary_unary(
+                '/envd.v1.Envd/ExportSbom',
+                request_serializer=envd_dot_v1_dot_envd__pb2.ExportSbomRequest.SerializeToString,
+                response_deserializer=envd_dot_v1_dot_envd__pb2.ExportSbomReply.FromString,
+                _registered_method=True)
+        self.ExportDevcontainer = channel.unary_unary(
+                '/envd.v1.Envd/ExportDevcontainer',
+                request_serializer=envd_dot_v1_dot_envd__pb2.ProjectRef.SerializeToString,
+                response_deserializer=envd_dot_v1_dot_envd__pb2.ExportDevcontainerReply.FromString,
                 _registered_method=True)
         self.ListImages = channel.unary_unary(
                 '/envd.v1.Envd/ListImages',
@@ -267,6 +282,24 @@ class EnvdServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportPylock(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportSbom(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportDevcontainer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListImages(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -412,7 +445,7 @@ def add_EnvdServicer_to_server(servicer, server):
             'InitProject': grpc.unary_unary_rpc_method_handler(
                     servicer.InitProject,
                     request_deserializer=envd_dot_v1_dot_envd__pb2.InitProjectRequest.FromString,
-                    response_serializer=envd_dot_v1_dot_envd__pb2.Project.SerializeToString,
+                    response_serializer=envd_dot_v1_dot_envd__pb2.InitProjectReply.SerializeToString,
             ),
             'ListTemplates': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTemplates,
@@ -443,6 +476,21 @@ def add_EnvdServicer_to_server(servicer, server):
                     servicer.ExportDockerfile,
                     request_deserializer=envd_dot_v1_dot_envd__pb2.ProjectRef.FromString,
                     response_serializer=envd_dot_v1_dot_envd__pb2.ExportDockerfileReply.SerializeToString,
+            ),
+            'ExportPylock': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportPylock,
+                    request_deserializer=envd_dot_v1_dot_envd__pb2.ProjectRef.FromString,
+                    response_serializer=envd_dot_v1_dot_envd__pb2.ExportPylockReply.SerializeToString,
+            ),
+            'ExportSbom': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportSbom,
+                    request_deserializer=envd_dot_v1_dot_envd__pb2.ExportSbomRequest.FromString,
+                    response_serializer=envd_dot_v1_dot_envd__pb2.ExportSbomReply.SerializeToString,
+            ),
+            'ExportDevcontainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportDevcontainer,
+                    request_deserializer=envd_dot_v1_dot_envd__pb2.ProjectRef.FromString,
+                    response_serializer=envd_dot_v1_dot_envd__pb2.ExportDevcontainerReply.SerializeToString,
             ),
             'ListImages': grpc.unary_unary_rpc_method_handler(
                     servicer.ListImages,
@@ -701,7 +749,7 @@ class Envd:
             target,
             '/envd.v1.Envd/InitProject',
             envd_dot_v1_dot_envd__pb2.InitProjectRequest.SerializeToString,
-            envd_dot_v1_dot_envd__pb2.Project.FromString,
+            envd_dot_v1_dot_envd__pb2.InitProjectReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -864,6 +912,87 @@ class Envd:
             '/envd.v1.Envd/ExportDockerfile',
             envd_dot_v1_dot_envd__pb2.ProjectRef.SerializeToString,
             envd_dot_v1_dot_envd__pb2.ExportDockerfileReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportPylock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/envd.v1.Envd/ExportPylock',
+            envd_dot_v1_dot_envd__pb2.ProjectRef.SerializeToString,
+            envd_dot_v1_dot_envd__pb2.ExportPylockReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportSbom(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/envd.v1.Envd/ExportSbom',
+            envd_dot_v1_dot_envd__pb2.ExportSbomRequest.SerializeToString,
+            envd_dot_v1_dot_envd__pb2.ExportSbomReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportDevcontainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/envd.v1.Envd/ExportDevcontainer',
+            envd_dot_v1_dot_envd__pb2.ProjectRef.SerializeToString,
+            envd_dot_v1_dot_envd__pb2.ExportDevcontainerReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,7 +9,6 @@ is the template merged under the project's files.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -87,22 +86,31 @@ def test_case(case: Path) -> None:
     assert run(case) == result  # same files, same output
 
 
-def known_to_spec(document: dict[str, Any]) -> bool:
-    setup = document.get("setup", [])
-    return not any(k in document for k in ("constraints", "project", "requirements")) and all(
-        isinstance(s, str) for s in setup
-    )
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_output_is_a_valid_spec_where_the_parser_knows_its_keys(case: Path) -> None:
+def test_output_is_a_valid_spec_read_with_the_project_files(case: Path) -> None:
     if not (case / "expected.yaml").exists():
         pytest.skip("an error case")
     result = run(case)
-    if not known_to_spec(dict(result.document)):
-        pytest.skip("uses keys the spec parser is being extended for")
-    spec = parse_spec(result.text, source="envd.yaml", project_dir=f"/p/{case.name}")
+    files = project_files(case)
+
+    def read_text(relpath: str) -> str:
+        if relpath not in files:
+            raise FileNotFoundError(relpath)
+        return files[relpath]
+
+    spec = parse_spec(
+        result.text,
+        source="envd.yaml",
+        project_dir=f"/p/{case.name}",
+        read_text=read_text,
+        is_file=files.__contains__,
+    )
     assert spec.name == case.name
+    named = result.document.get("requirements", [])
+    named = [named] if isinstance(named, str) else named
+    assert spec.requirements_files[: len(named)] == tuple(named)  # then the files they include
+    if named:  # every file adopt names is read: its requirements (or pins) reach the spec
+        assert spec.requirements or spec.pins or spec.constraints, result.text
 
 
 def test_template_keys_are_overridden_and_lists_merged() -> None:
@@ -177,3 +185,80 @@ def test_python_versions_pick_the_suite() -> None:
         adopt({".python-version": "3.12"}, "p", root="/r")
     assert info.value.file == "/r/.python-version"
     assert info.value.hint and "python:3.12-slim" in info.value.hint
+
+
+# ---------------------------------------------------------------- the init service
+
+
+def test_init_adopts_the_directorys_files_with_their_includes(tmp_path: Path) -> None:
+    from envd.gateways.projectfiles import load_spec
+    from envd.services.adoption import Adoption
+
+    project = tmp_path / "churn"
+    (project / "reqs").mkdir(parents=True)
+    (project / "requirements.txt").write_text("-r reqs/base.txt\nidna>=3\n")
+    (project / "reqs" / "base.txt").write_text("six==1.16.0 --hash=sha256:" + "a" * 64 + "\n")
+    (project / "runtime.txt").write_text("python-3.11\n")
+    result = Adoption().adopt_into(project)
+    assert result is not None and result.path == project / "envd.yaml"
+    assert result.path.read_text() == result.text
+    assert "requirements.txt" in result.files and "reqs/base.txt" in result.files
+    assert any("runtime.txt" in note for note in result.notes), result.notes
+    spec = load_spec(project)
+    assert spec.requirements == ("six==1.16.0", "idna>=3")
+    assert spec.pins[0].sha256 == ("a" * 64,)
+    assert (spec.base.debian, spec.python) == ("bookworm", "3.11")
+
+
+def test_init_merges_a_template_and_never_overwrites(tmp_path: Path) -> None:
+    from envd.errors import Conflict
+    from envd.services.adoption import Adoption
+
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "requirements.txt").write_text("six\n")
+    result = Adoption().adopt_into(project, "sklearn")
+    assert result is not None
+    document = yaml.safe_load(result.text)
+    assert document["requirements"] == "requirements.txt"
+    assert any("scikit-learn" in p for p in document["packages"]), document
+    before = result.path.read_text()
+    with pytest.raises(Conflict, match="never overwrites"):
+        Adoption().adopt_into(project)
+    assert result.path.read_text() == before
+
+
+def test_init_without_environment_files_leaves_it_to_the_template(tmp_path: Path) -> None:
+    from envd.services.adoption import Adoption
+
+    (tmp_path / "README.md").write_text("hello\n")
+    assert Adoption().adopt_into(tmp_path) is None
+    assert Adoption().adopt_into(tmp_path / "missing") is None
+    assert not (tmp_path / "envd.yaml").exists()
+
+
+def test_init_refuses_files_it_cannot_take_and_writes_nothing(tmp_path: Path) -> None:
+    from envd.services.adoption import Adoption
+
+    (tmp_path / "requirements.txt").write_text("six\nx @ git+https://h/x\n")
+    with pytest.raises(SpecError) as info:
+        Adoption().adopt_into(tmp_path)
+    assert (info.value.file, info.value.line) == (str(tmp_path / "requirements.txt"), 2)
+    assert not (tmp_path / "envd.yaml").exists()
+
+
+def test_init_reads_only_environment_files_and_their_includes(tmp_path: Path) -> None:
+    from envd.services.adoption import read_environment_files
+
+    (tmp_path / "start").mkdir()  # a folder of that name is not repo2docker's start script
+    (tmp_path / "postBuild").write_text("#!/bin/sh\npython -c . && sh -c data\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "environment.yml").write_text(
+        "dependencies:\n  - python=3.11\n  - pip:\n    - -r reqs/pip.txt\n"
+    )
+    (tmp_path / "reqs").mkdir()
+    (tmp_path / "reqs" / "pip.txt").write_text("-c ../c.txt\nsix\n")
+    (tmp_path / "c.txt").write_text("six<2\n")
+    (tmp_path / "notes.txt").write_text("not read\n")
+    files = read_environment_files(tmp_path)
+    assert sorted(files) == ["c.txt", "environment.yml", "postBuild", "reqs/pip.txt"]

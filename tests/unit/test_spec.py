@@ -141,7 +141,9 @@ def test_requirements_file_errors_name_the_absolute_file() -> None:
 @pytest.mark.parametrize(
     ("line", "expect"),
     [
-        ("numpy --hash=sha256:00", "`--hash`"),
+        ("numpy==1.0 --hash=sha256:00", "not a sha256 digest"),
+        ("numpy --hash=sha256:" + "a" * 64, "no exact version"),
+        ("--find-links ./wheels", "`--find-links"),
         ("-e .", "`-e`"),
         ("https://example.com/x-1.0.tar.gz", "URL requirement"),
         ("./libs/x", "local path requirement"),

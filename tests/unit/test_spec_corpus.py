@@ -63,10 +63,18 @@ def test_bad_requirement_line_points_into_requirements_file(tmp_path: Path) -> N
     assert "not a requirement!!" in str(info.value)
 
 
-def test_options_in_requirements_file_are_refused(tmp_path: Path) -> None:
+def test_a_missing_include_names_the_including_file_and_line(tmp_path: Path) -> None:
     shutil.copytree(CORPUS / "option-requirements", tmp_path / "p")
     with pytest.raises(SpecError) as info:
         load_spec(tmp_path / "p")
+    assert info.value.file == str(tmp_path / "p" / "requirements.txt")
     assert info.value.line == 2
-    assert "`-r`" in str(info.value)
-    assert info.value.hint and "indexes" in info.value.hint
+    assert "`other.txt` does not exist" in str(info.value)
+    assert info.value.hint and "relative to the file" in info.value.hint
+
+
+def test_an_include_is_read_relative_to_the_including_file(tmp_path: Path) -> None:
+    shutil.copytree(CORPUS / "option-requirements", tmp_path / "p")
+    (tmp_path / "p" / "other.txt").write_text("six==1.16.0\n")
+    spec = load_spec(tmp_path / "p")
+    assert spec.requirements == ("numpy", "six==1.16.0")

@@ -34,10 +34,24 @@ class ProjectsRpc(RpcBase):
 
     def InitProject(
         self, request: pb.InitProjectRequest, context: grpc.ServicerContext
-    ) -> pb.Project:
+    ) -> pb.InitProjectReply:
         from pathlib import Path
 
-        return project_msg(self.services.projects.init(Path(request.directory), request.template))
+        directory = Path(request.directory)
+        adopted = self.services.adoption.adopt_into(directory, request.template)
+        row = self.services.projects.init(directory, request.template, written=adopted is not None)
+        if adopted is None:
+            return pb.InitProjectReply(
+                project=project_msg(row), template=request.template or "default"
+            )
+        return pb.InitProjectReply(
+            project=project_msg(row),
+            adopted=True,
+            template=request.template,
+            notes=list(adopted.notes),
+            warnings=list(adopted.warnings),
+            files=list(adopted.files),
+        )
 
     def ListTemplates(
         self, request: pb.ListTemplatesRequest, context: grpc.ServicerContext
