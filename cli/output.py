@@ -57,8 +57,10 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
 
 def on_terminal() -> bool:
     """Whether stdout is a terminal (not a pipe, a file or a test's capture)."""
-    isatty = getattr(click.get_text_stream("stdout"), "isatty", None)
-    return bool(isatty()) if callable(isatty) else False
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def terminal_width() -> int:
