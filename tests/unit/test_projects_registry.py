@@ -76,7 +76,7 @@ def test_a_changed_name_is_followed_with_its_images_and_runs(
 def test_the_old_name_and_the_path_also_follow_the_rename(
     registry: tuple[Projects, Store, Recorded], tmp_path: Path
 ) -> None:
-    projects, store, _ = registry
+    projects, _, _ = registry
     path = make(tmp_path, "churn", "churn")
     projects.add(path)
     rename(path, "one")
@@ -91,7 +91,7 @@ def test_the_old_name_and_the_path_also_follow_the_rename(
 def test_a_rename_onto_a_live_projects_name_is_refused(
     registry: tuple[Projects, Store, Recorded], tmp_path: Path
 ) -> None:
-    projects, store, _ = registry
+    projects, _, _ = registry
     one = make(tmp_path, "one", "one")
     two = make(tmp_path, "two", "two")
     projects.add(one)
