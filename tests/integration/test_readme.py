@@ -109,8 +109,8 @@ class Flow:
 def flow(tmp_path: Path, engine: None) -> Iterator[Flow]:
     workspace, checkout = tmp_path / "you", tmp_path / "colleague"
     homes = tmp_path / "home-you", tmp_path / "home-colleague"
-    for folder in (workspace, *homes):
-        folder.mkdir()
+    for folder in (workspace, checkout, *homes):
+        folder.mkdir()  # the checkout stays empty until the README's `git commit` is cloned
     you = Envctl(env=_envctl_env(homes[0]), home=homes[0], cwd=workspace)
     colleague = Envctl(env=_envctl_env(homes[1]), home=homes[1], cwd=checkout)
     git = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com"}
