@@ -113,7 +113,11 @@ def diff_lines(diff: FingerprintDiff, a_label: str, b_label: str, width: int | N
     """A diff by section, then by field with counts; a field's packages one per line (width
     None), else in columns across the terminal's width."""
     if diff.identical:
-        return [f"{a_label} and {b_label} are identical"]
+        return [
+            f"{a_label} and {b_label} are identical",
+            "environment: identical",
+            "host: identical",
+        ]
     lines = [f"--- {a_label}", f"+++ {b_label}"]
     for section in ("environment", "host"):
         same = diff.environment_identical if section == "environment" else diff.host_identical

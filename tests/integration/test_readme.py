@@ -253,11 +253,13 @@ def events_stream(runner: Envctl, argv: list[str], line: Line) -> None:
         env=runner.env,
         cwd=runner.cwd,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
     )
+    assert proc.stdout is not None
     seen: list[str] = []
-    reader = threading.Thread(target=lambda: seen.extend(iter(proc.stdout.readline, "")))  # type: ignore[union-attr]
+    stream = proc.stdout
+    reader = threading.Thread(target=lambda: seen.extend(iter(stream.readline, "")))
     reader.start()
     try:
         time.sleep(1.5)  # subscribed by then
@@ -269,6 +271,7 @@ def events_stream(runner: Envctl, argv: list[str], line: Line) -> None:
         proc.terminate()
         proc.wait(timeout=10)
         reader.join(timeout=10)
+        proc.stdout.close()
     assert any("churn" in s for s in seen), f"{line}: no event shown\n{''.join(seen)}"
 
 

@@ -114,7 +114,7 @@ def test_a_diff_groups_packages_with_counts() -> None:
     wide = diff_lines(FingerprintDiff(changes, False, True), "a", "b", 200)
     assert any("+ six 1.16.0" in line and "- idna 3.4" in line for line in wide)
     same = diff_lines(FingerprintDiff((), True, True), "a", "b", None)
-    assert same == ["a and b are identical"]
+    assert same == ["a and b are identical", "environment: identical", "host: identical"]
 
 
 def test_taking_over_a_gone_projects_name_is_noticed(tmp_path: Path) -> None:
