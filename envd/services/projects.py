@@ -48,7 +48,14 @@ class Projects:
         self._events = events
 
     def list(self) -> list[ProjectRow]:
-        return self._store.projects()
+        """Every registered project, under its envd.yaml's current `name:` where it changed."""
+        rows = []
+        for row in self._store.projects():
+            try:
+                rows.append(self.follow_name(row))
+            except Conflict:
+                rows.append(row)  # the rename is refused where the project is used
+        return sorted(rows, key=lambda r: r.name)
 
     def resolve(self, ref: str) -> ProjectRow:
         """A registered name, or a directory path (registered on first use).

@@ -85,7 +85,8 @@ def test_the_old_name_and_the_path_also_follow_the_rename(
     assert projects.resolve(str(path)).name == "two"
     rename(path, "three")
     assert projects.resolve_registered("three").name == "three"
-    assert [p.name for p in projects.list()] == ["three"]
+    rename(path, "four")
+    assert [p.name for p in projects.list()] == ["four"]  # listing follows it too
 
 
 def test_a_rename_onto_a_live_projects_name_is_refused(
