@@ -50,3 +50,16 @@ def test_smoke_runs_every_case_once_on_the_small_template() -> None:
     assert [smoke.times(n) for n in (1, 2, 3)] == [1, 1, 1]
     assert [quick.times(n) for n in (1, 2, 3)] == [3, 6, 9]
     assert (smoke.template, quick.template) == ("default", "sklearn")
+
+
+def test_make_check_runs_the_bench_smoke() -> None:
+    targets: dict[str, tuple[list[str], list[str]]] = {}
+    current = ""
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        if line.startswith("\t") and current:
+            targets[current][1].append(line.strip())
+        elif ":" in line and not line.startswith((" ", "#", ".")) and "=" not in line:
+            current, deps = line.split(":", 1)
+            targets[current] = (deps.split("#")[0].split(), [])
+    assert "bench-smoke" in targets["check"][0]
+    assert any("-m bench --smoke" in command for command in targets["bench-smoke"][1])
