@@ -497,22 +497,40 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(WORK / name, ignore_errors=True)
     WORK.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    phases: list[str] = []
+
+    def phase(name: str, since: float) -> None:
+        phases.append(f"{name} {time.monotonic() - since:.0f}s")
+
     try:
+        t = time.monotonic()
         cases = bench_enter(mode)
+        phase("enter", t)
+        t = time.monotonic()
         cases += bench_build(mode)
+        phase("build", t)
+        t = time.monotonic()
         cases += bench_lock(mode)
+        phase("lock", t)
+        t = time.monotonic()
         cases += bench_share(mode)
+        phase("share", t)
+        t = time.monotonic()
         startup, facts = bench_startup(mode)
+        phase("startup", t)
         cases += startup
     finally:
+        t = time.monotonic()
         cleanup()
+        phase("cleanup", t)
     missing = [c.name for c in cases if not c.a or not c.b]
     if missing:
         raise SystemExit(f"bench: no measurement for {', '.join(missing)}")
     if mode.smoke:
         for c in cases:
             print(f"ok  {c.name}: A {_spread(c.a)}  B {_spread(c.b)}  ratio {c.ratio:.2f}")
-        print(f"bench smoke: {len(cases)} cases ran once in {time.monotonic() - started:.0f}s")
+        took = time.monotonic() - started
+        print(f"bench smoke: {len(cases)} cases ran once in {took:.0f}s ({', '.join(phases)})")
         return 0
     write_report(cases, facts, args.full)
     return 0
