@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ENVCTL := $(BIN)/envctl
 
-.PHONY: setup engine demo test test-unit check lint typecheck format proto bench bench-full clean
+.PHONY: setup engine demo test test-unit check lint typecheck format proto bench bench-full bench-smoke clean
 
 setup:
 	@scripts/setup.sh
@@ -31,7 +31,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-check: lint typecheck test  # what CI runs (.ci/run)
+check: lint typecheck test bench-smoke  # what CI runs (.ci/run)
 
 format: setup
 	$(BIN)/ruff check --fix envd cli tests bench scripts
@@ -43,6 +43,9 @@ proto: setup
 bench: setup
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q matplotlib
 	$(BIN)/python -m bench
+
+bench-smoke: setup  # every bench case once on the small template, no report: bench cannot rot
+	$(BIN)/python -m bench --smoke
 
 bench-full: setup
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q matplotlib

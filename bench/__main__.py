@@ -34,6 +34,24 @@ ENV = {
     "PYTHONPATH": str(ROOT),
 }
 ENVCTL = [sys.executable, "-m", "cli.main"]
+VENV_PIP = "/opt/venv/bin/pip"
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How much to measure: quick (`make bench`), full, or smoke (`make bench-smoke`: every
+    case once, on the small default template, nothing written)."""
+
+    reps: int
+    full: bool = False
+    smoke: bool = False
+
+    def times(self, factor: int) -> int:
+        return 1 if self.smoke else self.reps * factor
+
+    @property
+    def template(self) -> str:
+        return "default" if self.smoke else "sklearn"
 
 
 @dataclass
@@ -131,21 +149,50 @@ def export(path: Path, dest: Path) -> Path:
     bundle = os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
     shutil.copyfile(bundle, dest / "ca.pem")
     text = (dest / "Dockerfile").read_text()
-    text = text.replace(
-        "RUN /opt/venv/bin/pip install",
-        "COPY ca.pem /tmp/ca.pem\nRUN PIP_CERT=/tmp/ca.pem /opt/venv/bin/pip install",
-    )
-    (dest / "Dockerfile").write_text(text)
+    (dest / "Dockerfile").write_text(with_pip_cert(text, "/tmp/ca.pem"))
     # A stamp unique to this run, so layers cached by an earlier bench run cannot answer.
     requirements = dest / "requirements.lock.txt"
     requirements.write_text(f"# bench run {RUN_ID}\n" + requirements.read_text())
     return dest
 
 
+def with_pip_cert(dockerfile: str, cert: str) -> str:
+    """The exported Dockerfile with `cert` copied in and given to pip (PIP_CERT) in its pip
+    step. Fails loudly when the export no longer has the pip step this expects."""
+    lines = dockerfile.splitlines()
+    hits = 0
+    for i, line in enumerate(lines):
+        if not line.startswith("RUN ["):
+            continue
+        argv = json.loads(line.removeprefix("RUN "))
+        if argv[:2] != ["sh", "-c"] or not argv[2].startswith(f"{VENV_PIP} install"):
+            continue
+        argv[2] = f"PIP_CERT={cert} {argv[2]}"
+        lines[i] = f"COPY {Path(cert).name} {cert}\nRUN {json.dumps(argv)}"
+        hits += 1
+    if hits != 1:
+        raise SystemExit(
+            f'bench: expected one `RUN ["sh", "-c", "{VENV_PIP} install ..."]` step in the '
+            f"exported Dockerfile, found {hits}; `envctl export dockerfile` changed, update "
+            "bench/__main__.py (with_pip_cert)"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def add_package(spec: str, package: str) -> str:
+    """envd.yaml text with one more requirement in its `packages:` list."""
+    marker = "\npackages:"
+    start = spec.find(marker)
+    if start < 0:
+        raise SystemExit("bench: the template has no `packages:` list")
+    end = spec.index("\n", start + 1)
+    return spec[: end + 1] + f"  - {package}\n" + spec[end + 1 :]
+
+
 # ---------------------------------------------------------------------- cases
 
 
-def bench_enter(reps: int) -> list[Case]:
+def bench_enter(mode: Mode) -> list[Case]:
     a = project("bench-a", "default")
     b = project("bench-b", "default")
     (b / "envd.yaml").write_text((b / "envd.yaml").read_text().replace('"0"', '"1"'))
@@ -155,7 +202,7 @@ def bench_enter(reps: int) -> list[Case]:
     container = container_of("bench-a")
     warm = interleave(
         Case("warm enter", "envctl enter P -- true", "docker exec C true", target="<= 1.5"),
-        reps * 3,
+        mode.times(3),
         lambda: run([*ENVCTL, "enter", str(a), "--", "true"]),
         lambda: run(["docker", "exec", container, "true"]),
     )
@@ -167,7 +214,7 @@ def bench_enter(reps: int) -> list[Case]:
             "docker run --rm IMAGE true",
             target="<= 1.2",
         ),
-        reps,
+        mode.times(1),
         lambda: run([*ENVCTL, "enter", str(a), "--", "true"]),
         lambda: run(["docker", "run", "--rm", "--label", LABEL, image, "true"]),
         before_a=lambda: envctl("stop", "bench-a"),
@@ -176,7 +223,7 @@ def bench_enter(reps: int) -> list[Case]:
     envctl("enter", str(a), "--", "true")
     envctl("enter", str(b), "--", "true")
     container, other = container_of("bench-a"), container_of("bench-b")
-    for _ in range(reps * 2):
+    for _ in range(mode.times(2)):
         for path in (a, b):
             swap.a.append(timed(lambda p=path: run([*ENVCTL, "enter", str(p), "--", "true"])))
         for c in (container, other):
@@ -184,8 +231,8 @@ def bench_enter(reps: int) -> list[Case]:
     return [warm, cold, swap]
 
 
-def bench_build(reps: int, full: bool) -> list[Case]:
-    sk = project("bench-sk", "sklearn")
+def bench_build(mode: Mode) -> list[Case]:
+    sk = project("bench-sk", mode.template)
     envctl("lock", str(sk))
     envctl("build", str(sk))
     ctx = export(sk, WORK / "ctx-noop")
@@ -194,7 +241,7 @@ def bench_build(reps: int, full: bool) -> list[Case]:
         Case(
             "no-op build", "envctl build (unchanged)", "docker build (full cache)", target="<= 1.0"
         ),
-        reps * 2,
+        mode.times(2),
         lambda: envctl("build", str(sk)),
         lambda: docker_build(ctx, "envd-bench/noop:1"),
     )
@@ -205,8 +252,8 @@ def bench_build(reps: int, full: bool) -> list[Case]:
         target="<= 0.3",
     )
     base_text = (sk / "envd.yaml").read_text()
-    for i, extra in enumerate(["six", "idna", "certifi", "packaging", "tomli"][:reps]):
-        (sk / "envd.yaml").write_text(base_text.replace("  - pandas", f"  - pandas\n  - {extra}"))
+    for i, extra in enumerate(["six", "idna", "certifi", "packaging", "tomli"][: mode.times(1)]):
+        (sk / "envd.yaml").write_text(add_package(base_text, extra))
         envctl("lock", str(sk))
         ctx_i = export(sk, WORK / f"ctx-re{i}")
         rebuild.a.append(timed(lambda: envctl("build", str(sk))))
@@ -214,12 +261,12 @@ def bench_build(reps: int, full: bool) -> list[Case]:
         (sk / "envd.yaml").write_text(base_text)
         envctl("lock", str(sk))
     cold = Case(
-        "cold build (sklearn)",
+        f"cold build ({mode.template})",
         "envctl build, empty caches",
         "docker build with pip, --no-cache",
         target="<= 0.5",
     )
-    for _ in range(reps if full else 1):
+    for _ in range(mode.reps if mode.full else 1):
         cold.a.append(timed(lambda: _cold_envd_build(sk)))
         cold.b.append(timed(lambda: docker_build(ctx, "envd-bench/cold:1", no_cache=True)))
     return [noop, rebuild, cold]
@@ -236,10 +283,10 @@ def _cold_envd_build(path: Path) -> None:
     envctl("build", str(path))
 
 
-def bench_lock(reps: int) -> list[Case]:
-    sk = project("bench-lock", "sklearn")
+def bench_lock(mode: Mode) -> list[Case]:
+    sk = project("bench-lock", mode.template)
     reqs = WORK / "requirements.in"
-    reqs.write_text("scikit-learn\npandas\n")
+    reqs.write_text("numpy>=1.26\npyyaml\n" if mode.smoke else "scikit-learn\npandas\n")
     pip_compile = str(Path(sys.executable).with_name("pip-compile"))
     uv_cache = WORK / "cache" / "uv"
     pip_cache = WORK / "pip-cache"
@@ -264,14 +311,14 @@ def bench_lock(reps: int) -> list[Case]:
     )
     warm = interleave(
         Case("lock, warm cache", "envctl lock", "pip-compile --generate-hashes", target="<= 0.1"),
-        reps,
+        mode.times(1),
         envd_lock,
         compile_hashes,
     )
     return [cold, warm]
 
 
-def bench_share(reps: int) -> list[Case]:
+def bench_share(mode: Mode) -> list[Case]:
     sys.path.insert(0, str(ROOT))
     from tests.integration.registry import local_registry
 
@@ -288,7 +335,7 @@ def bench_share(reps: int) -> list[Case]:
             Case(
                 "share (unchanged image)", "envctl share image --to", "docker push", target="<= 1.1"
             ),
-            reps,
+            mode.times(1),
             lambda: envctl("share", "image", str(a), "--to", f"{address}/bench/a:1"),
             lambda: run(["docker", "push", f"{address}/bench/plain:1"]),
         )
@@ -299,24 +346,27 @@ def bench_share(reps: int) -> list[Case]:
     return [case]
 
 
-def bench_startup(reps: int) -> tuple[list[Case], dict[str, float]]:
+def bench_startup(mode: Mode) -> tuple[list[Case], dict[str, float]]:
     help_case = Case("envctl --help", "envctl --help", "python -c pass")
     ps_case = Case("envctl ps", "envctl ps", "docker ps")
     interleave(
         help_case,
-        reps * 3,
+        mode.times(3),
         lambda: run([*ENVCTL, "--help"]),
         lambda: run([sys.executable, "-c", "pass"]),
     )
-    interleave(ps_case, reps * 3, lambda: run([*ENVCTL, "ps"]), lambda: run(["docker", "ps"]))
+    interleave(ps_case, mode.times(3), lambda: run([*ENVCTL, "ps"]), lambda: run(["docker", "ps"]))
     pid = int((WORK / "home" / "envd.pid").read_text())
     facts = {"daemon_rss_mib_idle": _rss(pid)}
-    for i in range(20):
+    count = 2 if mode.smoke else 20
+    for i in range(count):
         p = project(f"watched-{i:02d}", "default")
         envctl("add", str(p))
-    time.sleep(2)
-    facts["daemon_rss_mib_20_projects"] = _rss(pid)
-    facts["daemon_cpu_percent_idle_20_projects"] = _cpu_percent(pid, 20.0)
+    time.sleep(0.2 if mode.smoke else 2)
+    facts[f"daemon_rss_mib_{count}_projects"] = _rss(pid)
+    facts[f"daemon_cpu_percent_idle_{count}_projects"] = _cpu_percent(
+        pid, 1.0 if mode.smoke else 20.0
+    )
     return [help_case, ps_case], facts
 
 
@@ -431,25 +481,57 @@ def cleanup() -> None:
         run(["docker", "rmi", "-f", f"envd-bench/{tag}:1"], check=False)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--full", action="store_true", help="more repetitions (slower)")
-    args = parser.parse_args()
-    reps = 10 if args.full else 3
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every case once, on the small template, no report (what `make check` runs)",
+    )
+    args = parser.parse_args(argv)
+    mode = Mode(reps=10 if args.full else 3, full=args.full, smoke=args.smoke)
     shutil.rmtree(WORK / "home", ignore_errors=True)
     for name in os.listdir(WORK) if WORK.exists() else []:
         if name not in ("cache",):
             shutil.rmtree(WORK / name, ignore_errors=True)
     WORK.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    phases: list[str] = []
+
+    def phase(name: str, since: float) -> None:
+        phases.append(f"{name} {time.monotonic() - since:.0f}s")
+
     try:
-        cases = bench_enter(reps)
-        cases += bench_build(reps, args.full)
-        cases += bench_lock(reps)
-        cases += bench_share(reps)
-        startup, facts = bench_startup(reps)
+        t = time.monotonic()
+        cases = bench_enter(mode)
+        phase("enter", t)
+        t = time.monotonic()
+        cases += bench_build(mode)
+        phase("build", t)
+        t = time.monotonic()
+        cases += bench_lock(mode)
+        phase("lock", t)
+        t = time.monotonic()
+        cases += bench_share(mode)
+        phase("share", t)
+        t = time.monotonic()
+        startup, facts = bench_startup(mode)
+        phase("startup", t)
         cases += startup
     finally:
+        t = time.monotonic()
         cleanup()
+        phase("cleanup", t)
+    missing = [c.name for c in cases if not c.a or not c.b]
+    if missing:
+        raise SystemExit(f"bench: no measurement for {', '.join(missing)}")
+    if mode.smoke:
+        for c in cases:
+            print(f"ok  {c.name}: A {_spread(c.a)}  B {_spread(c.b)}  ratio {c.ratio:.2f}")
+        took = time.monotonic() - started
+        print(f"bench smoke: {len(cases)} cases ran once in {took:.0f}s ({', '.join(phases)})")
+        return 0
     write_report(cases, facts, args.full)
     return 0
 

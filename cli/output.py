@@ -55,6 +55,45 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
         click.echo(line.format(*row).rstrip())
 
 
+def on_terminal() -> bool:
+    """Whether stdout is a terminal (not a pipe, a file or a test's capture)."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def terminal_width() -> int:
+    import shutil
+
+    return max(20, shutil.get_terminal_size((80, 24)).columns)
+
+
+def layout(items: Sequence[str], width: int | None, indent: int = 2) -> list[str]:
+    """Items as lines: one per line when width is None (not a terminal), else in as many
+    columns (filled top to bottom) as fit in width."""
+    pad = " " * indent
+    if not items:
+        return []
+    if width is None:
+        return [pad + item for item in items]
+    cell = max(len(item) for item in items) + 2
+    ncols = max(1, (width - indent + 2) // cell)
+    nrows = -(-len(items) // ncols)
+    lines = []
+    for r in range(nrows):
+        row = [items[c * nrows + r] for c in range(ncols) if c * nrows + r < len(items)]
+        lines.append(pad + "".join(f"{item:<{cell}}" for item in row).rstrip())
+    return lines
+
+
+def echo_items(items: Sequence[str], indent: int = 2) -> None:
+    """Print items one per line, or in columns across the terminal's width on a terminal."""
+    width = terminal_width() if on_terminal() else None
+    for line in layout(items, width, indent):
+        click.echo(line)
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 import click
 
 from cli.context import AppContext
-from cli.output import ago, emit_json, table
+from cli.output import ago, echo_items, emit_json, layout, on_terminal, table, terminal_width
 from cli.refs import project_ref
 
 if TYPE_CHECKING:
+    from envd.model.fingerprint import Change, FingerprintDiff
     from envd.v1 import envd_pb2 as pb
 
 _RUN_ID = re.compile(r"^(run:)?[0-9a-f]{6,12}$")
@@ -67,10 +68,9 @@ def fingerprint_cmd(
     if e.env:
         click.echo("env          " + " ".join(f"{k}={v}" for k, v in sorted(e.env.items())))
     click.echo(f"python packages ({len(e.python_packages)}):")
-    for p in e.python_packages:
-        click.echo(f"  {p.name}=={p.version}")
+    echo_items([f"{p.name}=={p.version}" for p in e.python_packages])
     click.echo(f"debian packages ({len(e.debian_packages)}):")
-    click.echo("  " + " ".join(f"{p.name}={p.version}" for p in e.debian_packages))
+    echo_items([f"{p.name}={p.version}" for p in e.debian_packages])
     if e.cuda_libraries:
         click.echo("cuda: " + ", ".join(f"{p.name} {p.version}" for p in e.cuda_libraries))
     gpus = ", ".join(g.model for g in h.gpus) or "none"
@@ -90,7 +90,7 @@ def diff_cmd(obj: AppContext, a: str, b: str, as_json: bool) -> int:
 
     Exits 0 when identical, 1 when anything differs.
     """
-    from envd.model.fingerprint import FingerprintDiff, format_diff
+    from envd.model.fingerprint import FingerprintDiff
     from envd.v1 import envd_pb2 as pb
     from envd.wire import change_from_msg
 
@@ -103,8 +103,59 @@ def diff_cmd(obj: AppContext, a: str, b: str, as_json: bool) -> int:
             reply.environment_identical,
             reply.host_identical,
         )
-        click.echo(format_diff(diff, reply.a_label, reply.b_label), nl=False)
+        width = terminal_width() if on_terminal() else None
+        for line in diff_lines(diff, reply.a_label, reply.b_label, width):
+            click.echo(line)
     return 0 if reply.identical else 1
+
+
+def diff_lines(diff: FingerprintDiff, a_label: str, b_label: str, width: int | None) -> list[str]:
+    """A diff by section, then by field with counts; a field's packages one per line (width
+    None), else in columns across the terminal's width."""
+    if diff.identical:
+        return [
+            f"{a_label} and {b_label} are identical",
+            "environment: identical",
+            "host: identical",
+        ]
+    lines = [f"--- {a_label}", f"+++ {b_label}"]
+    for section in ("environment", "host"):
+        same = diff.environment_identical if section == "environment" else diff.host_identical
+        items = [c for c in diff.changes if c.section == section]
+        if same or not items:
+            lines.append(f"{section}: identical")
+            continue
+        lines.append(f"{section}: {len(items)} difference(s)")
+        fields: dict[str, list[Change]] = {}
+        for c in items:
+            fields.setdefault(c.field, []).append(c)
+        for name, changes in fields.items():
+            named = [c for c in changes if c.name]
+            for c in changes:
+                if not c.name:
+                    lines.append(f"  {_MARK[c.kind]} {name}: {_change_text(c)}")
+            if not named:
+                continue
+            counts = ", ".join(
+                f"{n} {kind}"
+                for kind in ("added", "removed", "changed")
+                if (n := sum(c.kind == kind for c in named))
+            )
+            lines.append(f"  {name} ({len(named)}: {counts}):")
+            entries = [f"{_MARK[c.kind]} {c.name} {_change_text(c)}" for c in named]
+            lines += layout(entries, width, 4)
+    return lines
+
+
+_MARK = {"added": "+", "removed": "-", "changed": "~"}
+
+
+def _change_text(c: Change) -> str:
+    if c.kind == "added":
+        return c.new
+    if c.kind == "removed":
+        return c.old
+    return f"{c.old} -> {c.new}"
 
 
 @click.command("verify")
@@ -128,21 +179,57 @@ def verify_cmd(obj: AppContext, project: str | None) -> int:
     return 0 if reply.ok else EXIT_VERIFY
 
 
-@click.group("runs", invoke_without_command=True)
-@click.option("--project", "-p", default="", help="Only this project's runs.")
+class RunsGroup(click.Group):
+    """`envctl runs [PROJECT]` lists runs; `envctl runs show ID` shows one. A first word that is
+    not a subcommand names the project (`envctl runs --project show` for a project so named)."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            return "list", runs_list, args
+        return super().resolve_command(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, "[OPTIONS] [PROJECT] | show RUN_ID")
+
+
+@click.group("runs", cls=RunsGroup, invoke_without_command=True)
+@click.option("--project", "-p", default="", help="Only this project's runs (or: runs PROJECT).")
 @click.option("--limit", "-n", default=20, show_default=True)
 @click.pass_context
 def runs_cmd(ctx: click.Context, project: str, limit: int) -> None:
-    """List recorded runs (`envctl runs show ID` shows one)."""
+    """List recorded runs, of every project or of PROJECT (`envctl runs show ID` shows one)."""
     if ctx.invoked_subcommand:
         return
+    list_runs(ctx.obj, project, limit)
+
+
+@click.command("list", hidden=True)
+@click.argument("project", required=False, default="")
+@click.option("--project", "-p", "project_option", default="", help="Only this project's runs.")
+@click.option("--limit", "-n", type=int, default=None)
+@click.pass_context
+def runs_list(ctx: click.Context, project: str, project_option: str, limit: int | None) -> None:
+    """List PROJECT's recorded runs."""
+    parent = ctx.parent.params if ctx.parent else {}
+    if project and project_option and project != project_option:
+        raise click.UsageError(f"two projects given: `{project}` and `{project_option}`")
+    chosen = project or project_option or str(parent.get("project") or "")
+    list_runs(ctx.obj, chosen, limit if limit is not None else int(parent.get("limit") or 20))
+
+
+def list_runs(obj: AppContext, project: str, limit: int) -> None:
     from envd.v1 import envd_pb2 as pb
 
-    obj: AppContext = ctx.obj
     ref = pb.ProjectRef(ref=project_ref(project)) if project else pb.ProjectRef()
     reply = obj.client().list_runs(pb.ListRunsRequest(project=ref, limit=limit))
     if obj.as_json:
         emit_json(reply)
+        return
+    if not reply.runs:
+        click.echo(f"no runs of `{project}` yet" if project else "no runs yet")
+        click.echo("  `envctl enter PROJECT -- CMD` records one")
         return
     table(
         ["id", "project", "started", "exit", "environment", "commit", "command"],

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import click
 
 from cli.context import AppContext
 from cli.output import ago, emit_json, table
 from cli.refs import project_ref
+
+if TYPE_CHECKING:
+    from envd.v1 import envd_pb2 as pb
 
 STATE_NAMES = {
     0: "unknown",
@@ -20,6 +25,18 @@ STATE_NAMES = {
     6: "missing",
     7: "failed",
 }
+
+
+def notice_takeover(before: Iterable[pb.Project], project: pb.Project) -> None:
+    """Say so (on stderr) when the new project took its name over from one whose directory
+    is gone."""
+    for old in before:
+        if old.name == project.name and old.path != project.path:
+            click.echo(
+                f"notice: project `{old.name}` was registered at {old.path}, which is gone; "
+                f"the name now belongs to {project.path}",
+                err=True,
+            )
 
 
 @click.command("init")
@@ -51,8 +68,10 @@ def init_cmd(obj: AppContext, directory: str, template: str, list_only: bool) ->
             table(["template", "description"], [(t.name, t.description) for t in reply.templates])
         return
     path = os.path.abspath(os.path.expanduser(directory))
+    before = client.list_projects(pb.ListProjectsRequest()).projects
     made = client.init_project(pb.InitProjectRequest(directory=path, template=template))
     project = made.project
+    notice_takeover(before, project)
     if obj.as_json:
         emit_json(made)
         return
@@ -75,9 +94,12 @@ def add_cmd(obj: AppContext, path: str) -> None:
     """Register the project in PATH (a directory with envd.yaml)."""
     from envd.v1 import envd_pb2 as pb
 
-    project = obj.client().add_project(
+    client = obj.client()
+    before = client.list_projects(pb.ListProjectsRequest()).projects
+    project = client.add_project(
         pb.AddProjectRequest(path=os.path.abspath(os.path.expanduser(path)))
     )
+    notice_takeover(before, project)
     if obj.as_json:
         emit_json(project)
     else:

@@ -3,11 +3,12 @@ answer to "what is this project's lock state"."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from envd.errors import Conflict, NotFound
+from envd.errors import Conflict, EnvdError, NotFound
 from envd.events import EventBus
 from envd.gateways.projectfiles import load_spec, read_lock
 from envd.gateways.store import ProjectRow, Store
@@ -15,6 +16,8 @@ from envd.model.lockfile import LockFile, inputs_from_spec, staleness
 from envd.model.spec import LOCK_FILENAME, SPEC_FILENAME, Spec
 from envd.model.state import ProjectState
 from envd.services.templates import write_template
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,16 +48,27 @@ class Projects:
         self._events = events
 
     def list(self) -> list[ProjectRow]:
-        return self._store.projects()
+        """Every registered project, under its envd.yaml's current `name:` where it changed."""
+        rows = []
+        for row in self._store.projects():
+            try:
+                rows.append(self.follow_name(row))
+            except Conflict:
+                rows.append(row)  # the rename is refused where the project is used
+        return sorted(rows, key=lambda r: r.name)
 
     def resolve(self, ref: str) -> ProjectRow:
-        """A registered name, or a directory path (registered on first use)."""
+        """A registered name, or a directory path (registered on first use).
+
+        envd.yaml's `name:` is the project's name: a project whose `name:` changed since it was
+        registered is renamed here, whichever of its names (old or new) `ref` uses.
+        """
         if not ref:
             raise NotFound("no project given", hint="name a project or a directory with envd.yaml")
         if not looks_like_path(ref):
-            row = self._store.project_by_name(ref)
+            row = self._store.project_by_name(ref) or self._renamed_to(ref)
             if row is not None:
-                return row
+                return self.follow_name(row)
             if not Path(ref).is_dir():
                 raise NotFound(
                     f"no project named `{ref}`",
@@ -63,8 +77,65 @@ class Projects:
         path = Path(ref).expanduser().resolve()
         row = self._store.project_by_path(str(path))
         if row is not None:
-            return row
+            return self.follow_name(row)
         return self.add(path)
+
+    def follow_name(self, row: ProjectRow) -> ProjectRow:
+        """The row renamed to its envd.yaml's `name:` when that changed (Conflict when another
+        live project has that name). A missing directory or an invalid envd.yaml leaves the row
+        as it is: whoever reads the spec next reports that."""
+        name = self._spec_name(row.path)
+        if name is None or name == row.name:
+            return row
+        clash = self._store.project_by_name(name)
+        if clash is not None and clash.path != row.path:
+            if Path(clash.path).is_dir():
+                raise Conflict(
+                    f"{Path(row.path) / SPEC_FILENAME} renames project `{row.name}` to "
+                    f"`{name}`, but `{name}` is already used by {clash.path}",
+                    hint=f"choose another `name:`, or forget the other one: `envctl rm {name}`",
+                )
+            self._take_over(clash, row.path)
+        self._rename(row.name, name)
+        renamed = self._store.project_by_name(name)
+        assert renamed is not None
+        return renamed
+
+    def _spec_name(self, directory: str) -> str | None:
+        if not (Path(directory) / SPEC_FILENAME).is_file():
+            return None
+        try:
+            return load_spec(directory).name
+        except EnvdError:
+            return None
+
+    def _renamed_to(self, name: str) -> ProjectRow | None:
+        """A registered project whose envd.yaml now says `name: NAME`."""
+        for row in self._store.projects():
+            if row.name != name and self._spec_name(row.path) == name:
+                return row
+        return None
+
+    def _rename(self, old: str, new: str) -> None:
+        """Rename a project; its image records and runs follow it (images keep their tags,
+        so entering keeps working until the next build tags them under the new name)."""
+        self._store.rename_project(old, new)
+        # The store has no call that moves image and run records; they belong with the name.
+        with self._store._transaction() as db:
+            db.execute("UPDATE images SET project=? WHERE project=?", (new, old))
+            db.execute("UPDATE runs SET project=? WHERE project=?", (new, old))
+        log.info("project %s renamed to %s (its envd.yaml says so)", old, new)
+        self._events.publish("project.renamed", new, f"renamed from {old}", old=old)
+
+    def _take_over(self, stale: ProjectRow, path: str) -> None:
+        """Forget a project whose directory is gone, so that `path`'s project can have its name."""
+        self._store.remove_project(stale.name)
+        message = (
+            f"project `{stale.name}` now names {path}: its previous directory {stale.path} is gone"
+        )
+        log.warning("%s", message)
+        self._events.publish("project.removed", stale.name, stale.path)
+        self._events.publish("project.replaced", stale.name, message, old_path=stale.path)
 
     def spec(self, row: ProjectRow) -> Spec:
         if not Path(row.path).is_dir():
@@ -98,6 +169,9 @@ class Projects:
         return self._store.project_by_path(path)
 
     def add(self, path: Path) -> ProjectRow:
+        """Register the project in `path` (its envd.yaml names it). A project already there is
+        renamed when its `name:` changed; a name used by a project whose directory is gone is
+        taken over (with a notice); a name used by a live project is refused."""
         path = path.expanduser().resolve()
         if not path.is_dir():
             raise NotFound(f"{path} is not a directory")
@@ -108,27 +182,49 @@ class Projects:
             )
         spec = load_spec(path)
         existing = self._store.project_by_path(str(path))
-        clash = self._store.project_by_name(spec.name)
-        if clash is not None and clash.path != str(path):
-            raise Conflict(
-                f"project name `{spec.name}` is already used by {clash.path}",
-                hint=f"set a different `name:` in {path / SPEC_FILENAME}",
-            )
         if existing is not None:
-            if existing.name != spec.name:
-                self._store.rename_project(existing.name, spec.name)
-            row = self._store.project_by_name(spec.name)
-            assert row is not None
-            return row
+            return self.follow_name(existing)
+        clash = self._store.project_by_name(spec.name)
+        if clash is not None:
+            try:  # the other project may itself have been renamed in its envd.yaml
+                clash = self.follow_name(clash)
+            except Conflict:
+                pass
+        if clash is not None and clash.name == spec.name:
+            if Path(clash.path).is_dir():
+                raise Conflict(
+                    f"project name `{spec.name}` is already used by {clash.path}",
+                    hint=f"set a different `name:` in {path / SPEC_FILENAME}",
+                )
+            self._take_over(clash, str(path))
         row = self._store.add_project(spec.name, str(path))
         self._events.publish("project.added", row.name, str(path))
         return row
 
     def init(self, directory: Path, template: str, *, written: bool = False) -> ProjectRow:
-        """Register `directory`; write envd.yaml from `template` unless `written` already."""
-        if not written:
-            write_template(template or "default", directory.expanduser().resolve())
-        return self.add(directory)
+        """Register `directory`, writing its envd.yaml from `template` unless it is `written`
+        already (adopted); when registering fails (a name clash, say), nothing written stays."""
+        directory = directory.expanduser().resolve()
+        created = []  # the folders this call makes, deepest first
+        folder = directory
+        while not folder.exists():
+            created.append(folder)
+            folder = folder.parent
+        spec = (
+            directory / SPEC_FILENAME
+            if written
+            else write_template(template or "default", directory)
+        )
+        try:
+            return self.add(directory)
+        except BaseException:
+            spec.unlink(missing_ok=True)
+            for folder in created:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+            raise
 
     def remove(self, ref: str) -> ProjectRow:
         row = self.resolve_registered(ref)
@@ -142,5 +238,10 @@ class Projects:
         if row is None and looks_like_path(ref):
             row = self._store.project_by_path(str(Path(ref).expanduser().resolve()))
         if row is None:
+            row = self._renamed_to(ref)
+        if row is None:
             raise NotFound(f"no project `{ref}` is registered", hint="`envctl ls` lists projects")
-        return row
+        try:
+            return self.follow_name(row)
+        except Conflict:
+            return row  # forgetting or inspecting it must still work
