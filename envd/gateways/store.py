@@ -336,8 +336,11 @@ class Store:
         return row
 
     def rename_project(self, old: str, new: str) -> None:
+        """Rename a project; its image records and runs follow the name, in one transaction."""
         with self._transaction() as db:
             db.execute("UPDATE projects SET name=? WHERE name=?", (new, old))
+            db.execute("UPDATE images SET project=? WHERE project=?", (new, old))
+            db.execute("UPDATE runs SET project=? WHERE project=?", (new, old))
 
     def remove_project(self, name: str) -> None:
         with self._transaction() as db:

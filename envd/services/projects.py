@@ -120,10 +120,6 @@ class Projects:
         """Rename a project; its image records and runs follow it (images keep their tags,
         so entering keeps working until the next build tags them under the new name)."""
         self._store.rename_project(old, new)
-        # The store has no call that moves image and run records; they belong with the name.
-        with self._store._transaction() as db:
-            db.execute("UPDATE images SET project=? WHERE project=?", (new, old))
-            db.execute("UPDATE runs SET project=? WHERE project=?", (new, old))
         log.info("project %s renamed to %s (its envd.yaml says so)", old, new)
         self._events.publish("project.renamed", new, f"renamed from {old}", old=old)
 
