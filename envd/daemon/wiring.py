@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from envd import __version__
 from envd.events import EventBus
 from envd.gateways.engine import Engine, EngineInfo
+from envd.gateways.hashcache import HashCache
 from envd.gateways.nvml import nvml_from_env
 from envd.gateways.store import Store
 from envd.paths import Paths
@@ -25,7 +26,7 @@ from envd.services.host import HostProbe
 from envd.services.images import Images
 from envd.services.locker import Locker
 from envd.services.projects import Projects
-from envd.services.runs import Runs
+from envd.services.runs import Reruns, Runs
 from envd.services.settings import Settings
 from envd.services.sharing import Sharing
 from envd.services.steps import StepRunner
@@ -82,6 +83,8 @@ class Services:
     builder: Builder
     runs: Runs
     entering: Entering
+    reruns: Reruns
+    hashes: HashCache
     watcher: ProjectWatcher | None
     started: float
 
@@ -115,6 +118,7 @@ class Services:
             self.watcher.stop()
         self.warm.close()
         self.events.close()
+        self.hashes.close()
         self.store.close()
 
 
@@ -141,7 +145,8 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
     builder = Builder(
         projects, locker, images, steps, fingerprints, sharing, host, engine, events, namespace
     )
-    runs = Runs(store)
+    hashes = HashCache(paths.home / "hashes.db")  # created 0600
+    runs = Runs(store, hashes)
     entering = Entering(projects, images, builder, warm, fingerprints, runs, host, engine, events)
     watcher = (
         ProjectWatcher(projects, images, builder, settings, events)
@@ -165,6 +170,8 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
         builder=builder,
         runs=runs,
         entering=entering,
+        reruns=Reruns(runs, projects, images, builder, fingerprints),
+        hashes=hashes,
         watcher=watcher,
         started=time.time(),
     )
