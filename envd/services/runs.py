@@ -66,6 +66,7 @@ class _Pending:
     started: threading.Thread | None = None
     finished: threading.Thread | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    late_data: tuple[str, ...] = ()
 
 
 def _empty_details(run_id: str, image_id: str) -> RunDetailsRow:
@@ -171,7 +172,7 @@ class Runs:
                 for d in pending.spec.data
                 if not os.path.lexists(os.path.join(pending.project_dir, d))
             ]
-            notes += [f"data {d}: missing at the start" for d in missing]
+            pending.late_data = tuple(missing)  # made by the run: hashed when it ends
         except (OSError, ValueError) as exc:
             notes.append(f"data: not hashed: {exc}")
         lock_sha = _sha256_file(os.path.join(pending.project_dir, LOCK_FILENAME))
@@ -230,6 +231,17 @@ class Runs:
                 )
             except (OSError, ValueError) as exc:
                 notes.append(f"outputs: not hashed: {exc}")
+            data = dict(pending.details.data)
+            if pending.late_data:
+                try:
+                    made = self._hashes.snapshot(pending.project_dir, pending.late_data)
+                except (OSError, ValueError) as exc:
+                    made = {}
+                    notes.append(f"data: not hashed: {exc}")
+                data.update(made)
+                notes += [
+                    f"data {d}: made by this run (hashed at its end)" for d in pending.late_data
+                ]
             metrics: dict[str, float] = {}
             for rel in pending.spec.metrics:
                 text = _read_text(os.path.join(pending.project_dir, rel), MAX_METRICS_READ)
@@ -244,7 +256,12 @@ class Runs:
                 for name, value in parsed.values.items():
                     metrics[f"{rel}:{name}" if several else name] = float(value)
             pending.details = replace(
-                pending.details, outputs=outputs, metrics=metrics, notes=tuple(notes), state="done"
+                pending.details,
+                data=data,
+                outputs=outputs,
+                metrics=metrics,
+                notes=tuple(notes),
+                state="done",
             )
             self._store.put_run_details(pending.details)
         except Exception:
