@@ -137,7 +137,20 @@ class Runs:
         if self._hashes is None or not has_runs_section(spec) or not project_dir:
             return
         assert spec is not None
+        # A previous run of this project whose outputs are still being hashed: let it finish
+        # first, or it would read what this run writes (back-to-back runs).
+        with self._lock:
+            earlier = [
+                p
+                for p in self._pending.values()
+                if p.project_dir == project_dir and p.finished is not None
+            ]
+        for previous in earlier:
+            previous.done.wait(self._wait_s)
         pending = _Pending(project_dir, spec)
+        pending.late_data = tuple(
+            d for d in spec.data if not os.path.lexists(os.path.join(project_dir, d))
+        )
         details = _empty_details(run.id, image_id)
         notes: list[str] = []
         params: dict[str, str] = {}
@@ -166,13 +179,8 @@ class Runs:
         notes = list(pending.details.notes)
         data: dict[str, str] = {}
         try:
-            data = self._hashes.snapshot(pending.project_dir, pending.spec.data)
-            missing = [
-                d
-                for d in pending.spec.data
-                if not os.path.lexists(os.path.join(pending.project_dir, d))
-            ]
-            pending.late_data = tuple(missing)  # made by the run: hashed when it ends
+            present = [d for d in pending.spec.data if d not in pending.late_data]
+            data = self._hashes.snapshot(pending.project_dir, present)
         except (OSError, ValueError) as exc:
             notes.append(f"data: not hashed: {exc}")
         lock_sha = _sha256_file(os.path.join(pending.project_dir, LOCK_FILENAME))
