@@ -15,6 +15,7 @@ from envd import __version__
 from envd.events import EventBus
 from envd.gateways.engine import Engine, EngineInfo
 from envd.gateways.hashcache import HashCache
+from envd.gateways.mlflow import mlflow_sink
 from envd.gateways.nvml import nvml_from_env
 from envd.gateways.store import Store
 from envd.paths import Paths
@@ -146,7 +147,7 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
         projects, locker, images, steps, fingerprints, sharing, host, engine, events, namespace
     )
     hashes = HashCache(paths.home / "hashes.db")  # created 0600
-    runs = Runs(store, hashes)
+    runs = Runs(store, hashes, sinks=[mlflow_sink(lambda: settings.current.mlflow_tracking_uri)])
     entering = Entering(projects, images, builder, warm, fingerprints, runs, host, engine, events)
     watcher = (
         ProjectWatcher(projects, images, builder, settings, events)

@@ -220,8 +220,10 @@ class Runs:
                 name=f"out-{run.id}",
             )
             pending.finished.start()
-        elif pending is None:
-            self._publish(run.id)
+        elif pending is None and self._sinks:
+            threading.Thread(
+                target=self._publish, args=(run.id,), daemon=True, name=f"sink-{run.id}"
+            ).start()
         return run
 
     def _record_outputs(self, run_id: str, pending: _Pending) -> None:
