@@ -76,6 +76,7 @@ def runs_cmd() -> None:
 
 @runs_cmd.command("list", hidden=True)
 @click.argument("project", required=False)
+@click.option("--project", "-p", "project_option", default="", help="The same as PROJECT.")
 @click.option("--where", "-w", "wheres", multiple=True, help="KEY=VALUE (or !=, <, >, <=, >=).")
 @click.option("--sort", "-s", default="", help="Sort by a metric (-NAME for descending).")
 @click.option("--status", default="", help="ok, failed, running or an exit code.")
@@ -86,6 +87,7 @@ def runs_cmd() -> None:
 def runs_list(
     obj: AppContext,
     project: str | None,
+    project_option: str,
     wheres: tuple[str, ...],
     sort: str,
     status: str,
@@ -97,6 +99,7 @@ def runs_list(
     from envd.model.runrecord import render_table, runs_table
     from envd.v1 import envd_pb2 as pb
 
+    project = project or project_option
     ref = pb.ProjectRef(ref=project_ref(project)) if project else pb.ProjectRef()
     request = pb.ListRunsRequest(
         project=ref, limit=limit, where=list(wheres), sort=sort, status=status
