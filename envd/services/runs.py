@@ -66,6 +66,7 @@ class _Pending:
     started: threading.Thread | None = None
     finished: threading.Thread | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    outputs_read: threading.Event = field(default_factory=threading.Event)
     late_data: tuple[str, ...] = ()
 
 
@@ -137,6 +138,13 @@ class Runs:
         if self._hashes is None or not has_runs_section(spec) or not project_dir:
             return
         assert spec is not None
+        try:
+            self._start_details(run, spec, project_dir, image_id)
+        except Exception:  # a run without its details, never a failed enter
+            log.warning("run %s: details not recorded", run.id, exc_info=True)
+
+    def _start_details(self, run: RunRow, spec: RunsSpec, project_dir: str, image_id: str) -> None:
+        assert self._hashes is not None
         # A previous run of this project whose outputs are still being hashed: let it finish
         # first, or it would read what this run writes (back-to-back runs).
         with self._lock:
@@ -146,7 +154,7 @@ class Runs:
                 if p.project_dir == project_dir and p.finished is not None
             ]
         for previous in earlier:
-            previous.done.wait(self._wait_s)
+            previous.outputs_read.wait(self._wait_s)
         pending = _Pending(project_dir, spec)
         pending.late_data = tuple(
             d for d in spec.data if not os.path.lexists(os.path.join(project_dir, d))
@@ -227,12 +235,11 @@ class Runs:
         return run
 
     def _record_outputs(self, run_id: str, pending: _Pending) -> None:
+        """After the run: its outputs and metrics first (the project's next run waits for
+        these only), then, once the inputs' thread is done, the whole record."""
         assert self._hashes is not None
         try:
-            if pending.started is not None:
-                pending.started.join()
-            assert pending.details is not None
-            notes = list(pending.details.notes)
+            notes: list[str] = []
             outputs: dict[str, str] = {}
             try:
                 after = self._hashes.stat_snapshot(pending.project_dir, pending.spec.outputs)
@@ -241,18 +248,17 @@ class Runs:
                 )
             except (OSError, ValueError) as exc:
                 notes.append(f"outputs: not hashed: {exc}")
-            data = dict(pending.details.data)
+            made: dict[str, str] = {}
             if pending.late_data:
                 try:
                     made = self._hashes.snapshot(pending.project_dir, pending.late_data)
                 except (OSError, ValueError) as exc:
-                    made = {}
                     notes.append(f"data: not hashed: {exc}")
-                data.update(made)
                 notes += [
                     f"data {d}: made by this run (hashed at its end)" for d in pending.late_data
                 ]
             metrics: dict[str, float] = {}
+            several = len(pending.spec.metrics) > 1
             for rel in pending.spec.metrics:
                 text = _read_text(os.path.join(pending.project_dir, rel), MAX_METRICS_READ)
                 if text is None:
@@ -262,21 +268,25 @@ class Runs:
                     continue
                 parsed = parse_metrics(rel, text)
                 notes += parsed.notes
-                several = len(pending.spec.metrics) > 1
                 for name, value in parsed.values.items():
                     metrics[f"{rel}:{name}" if several else name] = float(value)
+            pending.outputs_read.set()
+            if pending.started is not None:
+                pending.started.join()
+            assert pending.details is not None
             pending.details = replace(
                 pending.details,
-                data=data,
+                data={**pending.details.data, **made},
                 outputs=outputs,
                 metrics=metrics,
-                notes=tuple(notes),
+                notes=(*pending.details.notes, *notes),
                 state="done",
             )
             self._store.put_run_details(pending.details)
         except Exception:
             log.warning("run %s: outputs not recorded", run_id, exc_info=True)
         finally:
+            pending.outputs_read.set()
             pending.done.set()
             with self._lock:
                 self._pending.pop(run_id, None)

@@ -12,6 +12,7 @@ import pytest
 from envd.errors import NotFound, UsageError
 from envd.gateways.hashcache import HashCache
 from envd.gateways.store import RunRow, Store
+from envd.model.runrecord import RunRecord
 from envd.model.spec import Runs as RunsSpec
 from envd.services.newproject import package_name, substitute
 from envd.services.runs import Runs, compare_outputs
@@ -167,3 +168,25 @@ def test_substitution_tells_module_uses_from_the_name() -> None:
         substitute("x/train.py", "from __project__ import data", "a-b", "a_b")
         == "from a_b import data"
     )
+
+
+def test_sinks_get_each_finished_record_after_the_exit_status(
+    tmp_path: Path, project: Path
+) -> None:
+    got: list[RunRecord] = []
+    runs = Runs(Store(tmp_path / "s.db"), HashCache(tmp_path / "s-h.db"), sinks=[got.append])
+    run_once(runs, project, "ffffffffffff", b"m", 0.25)
+    runs.wait("ffffffffffff")
+    deadline = time.monotonic() + 10
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [r.id for r in got] == ["ffffffffffff"]
+    assert got[0].outputs == {"models/model.json": sha(b"m")} and got[0].metrics == {"loss": 0.25}
+    plain: list[RunRecord] = []
+    other = Runs(Store(tmp_path / "p.db"), HashCache(tmp_path / "p-h.db"), sinks=[plain.append])
+    other.start(row("gggggggggggg"))
+    other.finish("gggggggggggg", 1)
+    deadline = time.monotonic() + 10
+    while not plain and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [(r.id, r.exit_code) for r in plain] == [("gggggggggggg", 1)]
