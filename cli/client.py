@@ -368,6 +368,39 @@ class Client:
     def get_run(self, request: pb.GetRunRequest, *, timeout: float | None = None) -> pb.RunRecord:
         return self._unary(self.stub.GetRun, request, pb.RunRecord, timeout)
 
+    def diff_runs(
+        self, request: pb.DiffRunsRequest, *, timeout: float | None = None
+    ) -> pb.DiffRunsReply:
+        return self._unary(self.stub.DiffRuns, request, pb.DiffRunsReply, timeout)
+
+    def trace(self, request: pb.TraceRequest, *, timeout: float | None = None) -> pb.TraceReply:
+        return self._unary(self.stub.Trace, request, pb.TraceReply, timeout)
+
+    def export_run(
+        self, request: pb.ExportRunRequest, *, timeout: float | None = None
+    ) -> pb.ExportRunReply:
+        return self._unary(self.stub.ExportRun, request, pb.ExportRunReply, timeout)
+
+    def import_run(
+        self, request: pb.ImportRunRequest, *, timeout: float | None = None
+    ) -> pb.ImportRunReply:
+        return self._unary(self.stub.ImportRun, request, pb.ImportRunReply, timeout)
+
+    def check_rerun(
+        self, request: pb.CheckRerunRequest, *, timeout: float | None = None
+    ) -> pb.CheckRerunReply:
+        return self._unary(self.stub.CheckRerun, request, pb.CheckRerunReply, timeout)
+
+    def compare_runs(
+        self, request: pb.CompareRunsRequest, *, timeout: float | None = None
+    ) -> pb.CompareRunsReply:
+        return self._unary(self.stub.CompareRuns, request, pb.CompareRunsReply, timeout)
+
+    def new_project(
+        self, request: pb.NewProjectRequest, *, timeout: float | None = None
+    ) -> pb.NewProjectReply:
+        return self._unary(self.stub.NewProject, request, pb.NewProjectReply, timeout)
+
     def share(
         self, request: pb.ShareRequest, *, timeout: float | None = None
     ) -> Iterator[pb.ShareEvent]:

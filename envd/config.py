@@ -13,6 +13,7 @@ _DESCRIPTIONS = {
     "idle_timeout": "seconds a warm container may sit unused before it is stopped (0: never)",
     "watch": "watch registered projects' envd.yaml, envd.lock and requirements files",
     "rebuild_on_change": "rebuild in the background when a watched project changes",
+    "mlflow_tracking_uri": "an MLflow server (http://...) finished runs are logged to; empty: off",
 }
 
 
@@ -21,6 +22,7 @@ class Config:
     idle_timeout: float = 1800.0
     watch: bool = True
     rebuild_on_change: bool = True
+    mlflow_tracking_uri: str = ""
 
     def entries(self) -> list[tuple[str, str, str]]:
         return [
@@ -39,6 +41,10 @@ class Config:
             if text.lower() not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
                 raise UsageError(f"`{key}` takes true or false, not {text!r}")
             value = text.lower() in ("true", "yes", "1", "on")
+        elif isinstance(current, str):
+            value = text.strip()
+            if value and not value.startswith(("http://", "https://")):
+                raise UsageError(f"`{key}` takes an http:// or https:// URL, not {text!r}")
         else:
             try:
                 value = float(text)
@@ -50,6 +56,8 @@ class Config:
 
 
 def _format(value: object) -> str:
+    if value is None:
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():

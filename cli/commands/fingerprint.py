@@ -1,18 +1,16 @@
-"""envctl fingerprint, diff, verify, runs."""
+"""envctl fingerprint, diff, verify (runs: cli/commands/runs.py)."""
 
 from __future__ import annotations
 
 import os
 import re
-import shlex
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from cli.context import AppContext
-from cli.output import ago, echo_items, emit_json, layout, on_terminal, table, terminal_width
+from cli.output import echo_items, emit_json, layout, on_terminal, terminal_width
 from cli.refs import project_ref
 
 if TYPE_CHECKING:
@@ -177,97 +175,3 @@ def verify_cmd(obj: AppContext, project: str | None) -> int:
             what = f"{c.field}: {c.name}" if c.name else c.field
             click.echo(f"  {c.kind} {what} {c.old} -> {c.new}".rstrip(" ->"))
     return 0 if reply.ok else EXIT_VERIFY
-
-
-class RunsGroup(click.Group):
-    """`envctl runs [PROJECT]` lists runs; `envctl runs show ID` shows one. A first word that is
-    not a subcommand names the project (`envctl runs --project show` for a project so named)."""
-
-    def resolve_command(
-        self, ctx: click.Context, args: list[str]
-    ) -> tuple[str | None, click.Command | None, list[str]]:
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
-            return "list", runs_list, args
-        return super().resolve_command(ctx, args)
-
-    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        formatter.write_usage(ctx.command_path, "[OPTIONS] [PROJECT] | show RUN_ID")
-
-
-@click.group("runs", cls=RunsGroup, invoke_without_command=True)
-@click.option("--project", "-p", default="", help="Only this project's runs (or: runs PROJECT).")
-@click.option("--limit", "-n", default=20, show_default=True)
-@click.pass_context
-def runs_cmd(ctx: click.Context, project: str, limit: int) -> None:
-    """List recorded runs, of every project or of PROJECT (`envctl runs show ID` shows one)."""
-    if ctx.invoked_subcommand:
-        return
-    list_runs(ctx.obj, project, limit)
-
-
-@click.command("list", hidden=True)
-@click.argument("project", required=False, default="")
-@click.option("--project", "-p", "project_option", default="", help="Only this project's runs.")
-@click.option("--limit", "-n", type=int, default=None)
-@click.pass_context
-def runs_list(ctx: click.Context, project: str, project_option: str, limit: int | None) -> None:
-    """List PROJECT's recorded runs."""
-    parent = ctx.parent.params if ctx.parent else {}
-    if project and project_option and project != project_option:
-        raise click.UsageError(f"two projects given: `{project}` and `{project_option}`")
-    chosen = project or project_option or str(parent.get("project") or "")
-    list_runs(ctx.obj, chosen, limit if limit is not None else int(parent.get("limit") or 20))
-
-
-def list_runs(obj: AppContext, project: str, limit: int) -> None:
-    from envd.v1 import envd_pb2 as pb
-
-    ref = pb.ProjectRef(ref=project_ref(project)) if project else pb.ProjectRef()
-    reply = obj.client().list_runs(pb.ListRunsRequest(project=ref, limit=limit))
-    if obj.as_json:
-        emit_json(reply)
-        return
-    if not reply.runs:
-        click.echo(f"no runs of `{project}` yet" if project else "no runs yet")
-        click.echo("  `envctl enter PROJECT -- CMD` records one")
-        return
-    table(
-        ["id", "project", "started", "exit", "environment", "commit", "command"],
-        [
-            (
-                r.id,
-                r.project,
-                ago(r.started_at),
-                r.exit_code if r.finished else "running",
-                r.environment_hash.removeprefix("sha256:")[:12] or "-",
-                (r.git_commit[:8] + ("+" if r.git_dirty else "")) or "-",
-                shlex.join(r.command)[:40],
-            )
-            for r in reply.runs
-        ],
-    )
-
-
-@runs_cmd.command("show")
-@click.argument("run_id")
-@click.pass_obj
-def runs_show(obj: AppContext, run_id: str) -> None:
-    """Show one run."""
-    from envd.v1 import envd_pb2 as pb
-
-    r = obj.client().get_run(pb.GetRunRequest(id=run_id))
-    if obj.as_json:
-        emit_json(r)
-        return
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at))
-    took = f"{r.ended_at - r.started_at:.1f}s" if r.finished else "still running"
-    click.echo(f"run          {r.id}")
-    click.echo(f"project      {r.project}")
-    click.echo(f"command      {shlex.join(r.command)}")
-    click.echo(f"started      {when} ({took})")
-    click.echo(f"exit status  {r.exit_code if r.finished else '-'}")
-    click.echo(f"image        {r.image}")
-    click.echo(f"environment  {r.environment_hash or '-'}")
-    click.echo(f"host         {r.host_hash or '-'}")
-    commit = (r.git_commit + (" (dirty)" if r.git_dirty else "")) if r.git_commit else "-"
-    click.echo(f"git commit   {commit}")

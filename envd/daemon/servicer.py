@@ -12,6 +12,7 @@ from envd.daemon.rpc.fingerprint import FingerprintRpc
 from envd.daemon.rpc.host import HostRpc
 from envd.daemon.rpc.lock import LockRpc
 from envd.daemon.rpc.projects import ProjectsRpc
+from envd.daemon.rpc.runs import RunsRpc
 from envd.daemon.rpc.share import ShareRpc
 from envd.daemon.rpc.status import StatusRpc
 from envd.daemon.wiring import Services
@@ -25,6 +26,7 @@ class Servicer(
     BuildRpc,
     ExportRpc,
     EnterRpc,
+    RunsRpc,
     FingerprintRpc,
     HostRpc,
     ShareRpc,

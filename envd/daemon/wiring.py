@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from envd import __version__
 from envd.events import EventBus
 from envd.gateways.engine import Engine, EngineInfo
+from envd.gateways.hashcache import HashCache
 from envd.gateways.index import IndexPages
+from envd.gateways.mlflow import mlflow_sink
 from envd.gateways.nvml import nvml_from_env
 from envd.gateways.store import Store
 from envd.paths import Paths, unusable_path
@@ -28,7 +30,7 @@ from envd.services.host import HostProbe
 from envd.services.images import EngineUsage, Images
 from envd.services.locker import Locker
 from envd.services.projects import Projects
-from envd.services.runs import Runs
+from envd.services.runs import Reruns, Runs
 from envd.services.settings import Settings
 from envd.services.sharing import Sharing
 from envd.services.steps import StepRunner
@@ -87,6 +89,8 @@ class Services:
     builder: Builder
     runs: Runs
     entering: Entering
+    reruns: Reruns
+    hashes: HashCache
     watcher: ProjectWatcher | None
     started: float
     adoption: Adoption
@@ -122,6 +126,7 @@ class Services:
             self.watcher.stop()
         self.warm.close()
         self.events.close()
+        self.hashes.close()
         self.store.close()
 
 
@@ -174,7 +179,8 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
     builder = Builder(
         projects, locker, images, steps, fingerprints, sharing, host, engine, events, namespace
     )
-    runs = Runs(store)
+    hashes = HashCache(paths.home / "hashes.db")  # created 0600
+    runs = Runs(store, hashes, sinks=[mlflow_sink(lambda: settings.current.mlflow_tracking_uri)])
     entering = Entering(projects, images, builder, warm, fingerprints, runs, host, engine, events)
     watcher = (
         ProjectWatcher(projects, images, builder, settings, events)
@@ -198,6 +204,8 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
         builder=builder,
         runs=runs,
         entering=entering,
+        reruns=Reruns(runs, projects, images, builder, fingerprints),
+        hashes=hashes,
         watcher=watcher,
         started=time.time(),
         adoption=Adoption(),

@@ -264,18 +264,7 @@ class HashCache:
         """
         root_path = os.path.realpath(os.fspath(root))
         out: dict[str, str] = {}
-        for rel in paths:
-            clean = os.path.normpath(rel.replace("/", os.sep))
-            if os.path.isabs(clean) or clean == os.pardir or clean.startswith(os.pardir + os.sep):
-                raise ValueError(f"{rel!r} is outside the project")
-            target = os.path.join(root_path, clean) if clean != os.curdir else root_path
-            parent = os.path.realpath(os.path.dirname(target))
-            if os.path.commonpath([parent, root_path]) != root_path:
-                raise ValueError(f"{rel!r} leads outside the project through a symlink")
-            try:
-                st = os.lstat(target)
-            except FileNotFoundError:
-                continue
+        for target, st in _targets(root_path, paths):
             with self._lock:
                 if stat.S_ISDIR(st.st_mode):
                     self._preload(target)
@@ -284,6 +273,56 @@ class HashCache:
                     items = [(target, st)]
                 out.update(self._entries(items, root_path))
         return dict(sorted(out.items()))
+
+    def stat_snapshot(
+        self, root: str | os.PathLike[str], paths: Iterable[str]
+    ) -> dict[str, StatKey]:
+        """{project-relative path: (dev, ino, size, mtime_ns)} below `paths`, reading no file:
+        what a run's start needs to tell, afterwards, which outputs it touched."""
+        root_path = os.path.realpath(os.fspath(root))
+        out: dict[str, StatKey] = {}
+        prefix = root_path.rstrip(os.sep) + os.sep
+        for target, st in _targets(root_path, paths):
+            items = self._walk(target) if stat.S_ISDIR(st.st_mode) else iter([(target, st)])
+            for path, entry in items:
+                out[path[len(prefix) :].replace(os.sep, "/")] = _key(entry)
+        return out
+
+    def hash_paths(self, root: str | os.PathLike[str], rels: Iterable[str]) -> dict[str, str]:
+        """{relpath: digest} of the given project-relative files (missing ones left out)."""
+        root_path = os.path.realpath(os.fspath(root))
+        items: list[tuple[str, os.stat_result]] = []
+        for rel in sorted(rels):
+            path = os.path.join(root_path, rel.replace("/", os.sep))
+            try:
+                items.append((path, os.lstat(path)))
+            except FileNotFoundError:
+                continue
+        with self._lock:
+            return self._entries(items, root_path)
+
+
+def _targets(root_path: str, paths: Iterable[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """(absolute path, lstat) of each existing project-relative path; refuses escapes."""
+    for rel in paths:
+        clean = os.path.normpath(rel.replace("/", os.sep))
+        if os.path.isabs(clean) or clean == os.pardir or clean.startswith(os.pardir + os.sep):
+            raise ValueError(f"{rel!r} is outside the project")
+        target = os.path.join(root_path, clean) if clean != os.curdir else root_path
+        parent = os.path.realpath(os.path.dirname(target))
+        if os.path.commonpath([parent, root_path]) != root_path:
+            raise ValueError(f"{rel!r} leads outside the project through a symlink")
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            continue
+        yield target, st
+
+
+def touched(before: Mapping[str, StatKey], after: Mapping[str, StatKey]) -> list[str]:
+    """Paths that are new in `after` or whose stat data changed: written (maybe with the same
+    bytes) during the run."""
+    return sorted(path for path, key in after.items() if before.get(path) != key)
 
 
 def changed(before: Mapping[str, str], after: Mapping[str, str]) -> dict[str, str]:

@@ -30,7 +30,7 @@ _T = TypeVar("_T")
 
 # PRAGMA user_version of the database. 1: the first release (the `_SCHEMA_V1` tables);
 # each later version is one entry of `_MIGRATIONS`, applied in place, in order, at open.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 2: state_changed_at, migrations; 3: run details
 
 # The first release's schema, kept as it was: a database of any version starts from it.
 _SCHEMA_V1 = """
@@ -90,6 +90,49 @@ CREATE TABLE IF NOT EXISTS kv (
 );
 """
 
+# Migration step "run details" (envd.yaml `runs:`): one row per recorded run with what it read
+# and made, and one row per output file for `trace` (by sha256). Only new tables, so applying
+# it to an older database is adding them; nothing existing changes.
+_RUN_DETAILS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS run_details (
+    run_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL DEFAULT 'pending',   -- pending | done
+    params TEXT NOT NULL DEFAULT '{}',       -- JSON {file: text}
+    data TEXT NOT NULL DEFAULT '{}',         -- JSON {path: sha256}
+    outputs TEXT NOT NULL DEFAULT '{}',      -- JSON {path: sha256}
+    metrics TEXT NOT NULL DEFAULT '{}',      -- JSON {name: number}
+    notes TEXT NOT NULL DEFAULT '[]',        -- JSON [text]
+    lock_sha256 TEXT NOT NULL DEFAULT '',
+    diff_sha256 TEXT NOT NULL DEFAULT '',
+    diff TEXT NOT NULL DEFAULT '',           -- the uncommitted diff itself (bounded)
+    image_id TEXT NOT NULL DEFAULT '',
+    imported INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS run_outputs (
+    sha256 TEXT NOT NULL,
+    path TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (sha256, run_id, path)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class RunDetailsRow:
+    run_id: str
+    state: str
+    params: dict[str, str]
+    data: dict[str, str]
+    outputs: dict[str, str]
+    metrics: dict[str, float]
+    notes: tuple[str, ...]
+    lock_sha256: str
+    diff_sha256: str
+    diff: str
+    imported: bool
+    image_id: str = ""
+
+
 # version -> the statements that take a database from version-1 to version.
 _MIGRATIONS: dict[int, str] = {
     2: """
@@ -101,6 +144,8 @@ CREATE TABLE IF NOT EXISTS migrations (
 );
 """,
 }
+
+_MIGRATIONS[3] = _RUN_DETAILS_SCHEMA  # what a run read and made (envd.yaml `runs:`)
 
 INTERRUPTED_BUILD = "the daemon stopped during its build"
 
@@ -533,6 +578,87 @@ class Store:
                 "WHERE id=?",
                 (environment_hash, host_hash, git_commit, int(git_dirty), run_id),
             )
+
+    # ------------------------------------------------------------ run details (migration step)
+
+    _DETAIL_COLUMNS = (
+        "run_id, state, params, data, outputs, metrics, notes, lock_sha256, diff_sha256, diff, "
+        "imported, image_id"
+    )
+
+    def put_run_details(self, details: RunDetailsRow) -> None:
+        """Insert or replace a run's details, and index its outputs by sha256."""
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO run_details ({self._DETAIL_COLUMNS}) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    details.run_id,
+                    details.state,
+                    json.dumps(details.params, sort_keys=True),
+                    json.dumps(details.data, sort_keys=True),
+                    json.dumps(details.outputs, sort_keys=True),
+                    json.dumps(details.metrics, sort_keys=True),
+                    json.dumps(list(details.notes)),
+                    details.lock_sha256,
+                    details.diff_sha256,
+                    details.diff,
+                    int(details.imported),
+                    details.image_id,
+                ),
+            )
+            db.execute("DELETE FROM run_outputs WHERE run_id=?", (details.run_id,))
+            db.executemany(
+                "INSERT OR IGNORE INTO run_outputs (sha256, path, run_id) VALUES (?, ?, ?)",
+                [(digest, path, details.run_id) for path, digest in details.outputs.items()],
+            )
+
+    def run_details(self, run_id: str) -> RunDetailsRow | None:
+        rows = self._query(
+            f"SELECT {self._DETAIL_COLUMNS} FROM run_details WHERE run_id=?", (run_id,)
+        )
+        return _details(rows[0]) if rows else None
+
+    def runs_with_output(self, sha256: str) -> list[str]:
+        """Ids of the runs that wrote a file with these bytes."""
+        rows = self._query("SELECT DISTINCT run_id FROM run_outputs WHERE sha256=?", (sha256,))
+        return [str(r[0]) for r in rows]
+
+    def runs_with_output_path(self, path: str) -> list[str]:
+        rows = self._query("SELECT DISTINCT run_id FROM run_outputs WHERE path=?", (path,))
+        return [str(r[0]) for r in rows]
+
+    def insert_run(self, run: RunRow) -> bool:
+        """Add a run made elsewhere (an import); False when this id is already recorded."""
+        if self._query("SELECT 1 FROM runs WHERE id=?", (run.id,)):
+            return False
+        self.start_run(run)
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE runs SET ended_at=?, exit_code=?, finished=1 WHERE id=?",
+                (run.ended_at, run.exit_code, run.id),
+            )
+        return True
+
+
+def _details(row: tuple[object, ...]) -> RunDetailsRow:
+    rid, state, params, data, outputs, metrics, notes, lock, diff_sha, diff, imported, image_id = (
+        row
+    )
+    return RunDetailsRow(
+        run_id=str(rid),
+        state=str(state),
+        params={str(k): str(v) for k, v in json.loads(str(params)).items()},
+        data={str(k): str(v) for k, v in json.loads(str(data)).items()},
+        outputs={str(k): str(v) for k, v in json.loads(str(outputs)).items()},
+        metrics={str(k): float(v) for k, v in json.loads(str(metrics)).items()},
+        notes=tuple(str(n) for n in json.loads(str(notes))),
+        lock_sha256=str(lock),
+        diff_sha256=str(diff_sha),
+        diff=str(diff),
+        imported=bool(imported),
+        image_id=str(image_id),
+    )
 
 
 def _run(row: tuple[object, ...]) -> RunRow:

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from envd.model.runrecord import SHA256_RE, RunRecord
+from envd.model.runrecord import SHA256_RE, CodeState, RunRecord
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -474,3 +474,82 @@ def _name_matches(subject_name: str, file_name: str) -> bool:
     if not subject or not wanted:
         return False
     return subject == wanted or subject.endswith("/" + wanted) or wanted.endswith("/" + subject)
+
+
+def _parse_time(text: Any) -> float:
+    if not isinstance(text, str) or not _RFC3339_RE.match(text):
+        return 0.0
+    return datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00")).timestamp()
+
+
+def record_from_statement(statement_json_text: str) -> RunRecord:
+    """The run a statement made by `build_statement` describes (`runs import`).
+
+    The statement must pass `check_statement` and use envd's build type; ValueError otherwise.
+    Times come back at the statement's millisecond precision.
+    """
+    raw = json.loads(statement_json_text)
+    if not isinstance(raw, dict) or not raw.get("subject"):
+        raise ValueError("not an in-toto statement with subjects")
+    first = raw["subject"][0]
+    sha = first.get("digest", {}).get("sha256", "") if isinstance(first, dict) else ""
+    check = check_statement(statement_json_text, str(first.get("name", "")), str(sha))
+    if not check.valid:
+        raise ValueError("invalid statement: " + "; ".join(check.errors[:5]))
+    predicate = raw["predicate"]
+    definition = predicate["buildDefinition"]
+    if definition.get("buildType") != BUILD_TYPE:
+        raise ValueError(f"build type {definition.get('buildType')!r} is not envd's run")
+    external = definition.get("externalParameters", {})
+    internal = definition.get("internalParameters", {})
+    details = predicate.get("runDetails", {})
+    metadata = details.get("metadata", {})
+    outputs = {
+        str(s["name"]): str(s["digest"]["sha256"])
+        for s in raw["subject"]
+        if s.get("name") and "sha256" in s.get("digest", {})
+    }
+    data: dict[str, str] = {}
+    code = CodeState()
+    image = ""
+    lock = ""
+    for dep in definition.get("resolvedDependencies", []):
+        name, digest = dep.get("name", ""), dep.get("digest", {})
+        notes = dep.get("annotations", {})
+        if name == "code" and "gitCommit" in digest:
+            dirty = bool(notes.get("dirty", False))
+            code = CodeState(
+                str(digest["gitCommit"]), dirty, str(notes.get("diffSha256", "")) if dirty else ""
+            )
+        elif name == "image" and "sha256" in digest:
+            image = "sha256:" + str(digest["sha256"])
+        elif name == "envd.lock" and "sha256" in digest:
+            lock = str(digest["sha256"])
+        elif name and "sha256" in digest:
+            data[str(name)] = str(digest["sha256"])
+    metrics: dict[str, float] = {}
+    for item in details.get("byproducts", []):
+        if item.get("name") == "metrics":
+            metrics = {
+                str(k): float(v)
+                for k, v in item.get("annotations", {}).items()
+                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            }
+    params = external.get("params", {})
+    return RunRecord(
+        id=str(metadata.get("invocationId", "")),
+        project=str(internal.get("project", "")),
+        command=tuple(str(c) for c in external.get("command", [])),
+        started_at=_parse_time(metadata.get("startedOn")),
+        ended_at=_parse_time(metadata.get("finishedOn")),
+        exit_code=int(internal.get("exitCode", 0)),
+        image=image,
+        environment_hash=str(internal.get("environmentHash", "")),
+        host_hash=str(internal.get("hostHash", "")),
+        lock_sha256=lock,
+        code=code,
+        params={str(k): str(v) for k, v in params.items()} if isinstance(params, dict) else {},
+        data=data,
+        outputs=outputs,
+        metrics=metrics,
+    )

@@ -153,7 +153,7 @@ class Entering:
         run_id = ""
         argv: tuple[str, ...] = SHELL
         if call.command:
-            run_id = self._record_run(row, call, image_id, image)
+            run_id = self._record_run(row, call, image_id, image, spec)
             env["ENVD_RUN_ID"] = run_id
             argv = call.command if call.tty else wrap_for_signals(run_id, call.command)
         return ExecPlan(
@@ -222,7 +222,9 @@ class Entering:
 
     # ------------------------------------------------------------ runs
 
-    def _record_run(self, row: ProjectRow, call: EnterCall, image_id: str, image: str) -> str:
+    def _record_run(
+        self, row: ProjectRow, call: EnterCall, image_id: str, image: str, spec: Spec
+    ) -> str:
         run = RunRow(
             id=uuid.uuid4().hex[:12],
             project=row.name,
@@ -237,7 +239,7 @@ class Entering:
             git_commit="",
             git_dirty=False,
         )
-        self._runs.start(run)
+        self._runs.start(run, spec.runs, row.path, image_id)
         # Hashes and git state are filled in beside the command: `git status` on a large
         # repository must not delay the command's start. FinishRun waits for them.
         worker = threading.Thread(

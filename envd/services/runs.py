@@ -1,17 +1,212 @@
-"""Run records: every `envctl enter P -- CMD`, its exit status and what it ran on."""
+"""Run records: every `envctl enter P -- CMD`, its exit status and what it ran on.
+
+With a `runs:` section in envd.yaml a run also records what it read and made. At the start
+(on the enter path, so only cheap work): the params files' text and the stat data of the
+declared outputs. Beside the command, in a thread: the data's content hashes (a stat cache
+makes an unchanged data set one lstat per file), envd.lock's sha256 and the uncommitted diff.
+After the exit status is recorded, in another thread: which outputs the run created or
+changed (hashed), and its metrics. `details()` waits for those threads, bounded.
+"""
 
 from __future__ import annotations
 
-from envd.errors import NotFound
-from envd.gateways.store import RunRow, Store
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+from envd.errors import Conflict, NotFound, UsageError, VerificationError
+from envd.gateways.git import commit_and_dirty, uncommitted_diff
+from envd.gateways.hashcache import HashCache, StatKey, touched
+from envd.gateways.store import ProjectRow, RunDetailsRow, RunRow, Store
+from envd.model.runrecord import (
+    MAX_PARAMS_BYTES,
+    SHA256_RE,
+    Change,
+    CodeState,
+    RunRecord,
+    TraceResult,
+    diff_runs,
+    filter_runs,
+    parse_metrics,
+    parse_where,
+    sort_runs,
+    trace,
+)
+from envd.model.spec import LOCK_FILENAME
+from envd.model.spec import Runs as RunsSpec
+from envd.progress import Progress, Reporter
+from envd.services.builder import Builder
+from envd.services.fingerprints import Fingerprints
+from envd.services.images import Images
+from envd.services.projects import Projects
+
+log = logging.getLogger(__name__)
+
+DETAILS_WAIT_S = 300.0  # how long `runs show`, `trace` and `rerun` wait for a run's hashes
+MAX_METRICS_READ = 1 << 20
+
+Records = list[RunRecord]  # aliases: Runs.list shadows `list` inside the class
+Changes = list[Change]
+Strings = list[str]
+
+# Called with each finished run's record (e.g. the MLflow bridge); errors are logged only.
+RunSink = Callable[[RunRecord], None]
+
+
+@dataclass
+class _Pending:
+    project_dir: str
+    spec: RunsSpec
+    before: dict[str, StatKey] = field(default_factory=dict)
+    details: RunDetailsRow | None = None
+    started: threading.Thread | None = None
+    finished: threading.Thread | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    outputs_read: threading.Event = field(default_factory=threading.Event)
+    late_data: tuple[str, ...] = ()
+
+
+def _empty_details(run_id: str, image_id: str) -> RunDetailsRow:
+    return RunDetailsRow(
+        run_id=run_id,
+        state="pending",
+        params={},
+        data={},
+        outputs={},
+        metrics={},
+        notes=(),
+        lock_sha256="",
+        diff_sha256="",
+        diff="",
+        imported=False,
+        image_id=image_id,
+    )
+
+
+def _read_text(path: str, limit: int) -> str | None:
+    try:
+        with open(path, "rb") as file:
+            raw = file.read(limit + 1)
+    except OSError:
+        return None
+    if len(raw) > limit:
+        return None
+    return raw.decode("utf-8", "replace")
+
+
+def _sha256_file(path: str) -> str:
+    try:
+        with open(path, "rb") as file:
+            return hashlib.sha256(file.read()).hexdigest()
+    except OSError:
+        return ""
+
+
+def has_runs_section(spec: RunsSpec | None) -> bool:
+    return spec is not None and bool(spec.params or spec.data or spec.outputs or spec.metrics)
 
 
 class Runs:
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self,
+        store: Store,
+        hashes: HashCache | None = None,
+        sinks: Iterable[RunSink] = (),
+        wait_s: float = DETAILS_WAIT_S,
+    ) -> None:
         self._store = store
+        self._hashes = hashes
+        self._sinks = tuple(sinks)
+        self._wait_s = wait_s
+        self._pending: dict[str, _Pending] = {}
+        self._lock = threading.Lock()
 
-    def start(self, run: RunRow) -> None:
+    # ------------------------------------------------------------ recording
+
+    def start(
+        self,
+        run: RunRow,
+        spec: RunsSpec | None = None,
+        project_dir: str = "",
+        image_id: str = "",
+    ) -> None:
         self._store.start_run(run)
+        if self._hashes is None or not has_runs_section(spec) or not project_dir:
+            return
+        assert spec is not None
+        try:
+            self._start_details(run, spec, project_dir, image_id)
+        except Exception:  # a run without its details, never a failed enter
+            log.warning("run %s: details not recorded", run.id, exc_info=True)
+
+    def _start_details(self, run: RunRow, spec: RunsSpec, project_dir: str, image_id: str) -> None:
+        assert self._hashes is not None
+        # A previous run of this project whose outputs are still being hashed: let it finish
+        # first, or it would read what this run writes (back-to-back runs).
+        with self._lock:
+            earlier = [
+                p
+                for p in self._pending.values()
+                if p.project_dir == project_dir and p.finished is not None
+            ]
+        for previous in earlier:
+            previous.outputs_read.wait(self._wait_s)
+        pending = _Pending(project_dir, spec)
+        pending.late_data = tuple(
+            d for d in spec.data if not os.path.lexists(os.path.join(project_dir, d))
+        )
+        details = _empty_details(run.id, image_id)
+        notes: list[str] = []
+        params: dict[str, str] = {}
+        for rel in spec.params:
+            text = _read_text(os.path.join(project_dir, rel), MAX_PARAMS_BYTES)
+            if text is None:
+                notes.append(f"params {rel}: missing, unreadable or over {MAX_PARAMS_BYTES} bytes")
+            else:
+                params[rel] = text
+        try:
+            pending.before = self._hashes.stat_snapshot(project_dir, spec.outputs)
+        except (OSError, ValueError) as exc:
+            notes.append(f"outputs: not snapshotted at the start: {exc}")
+        pending.details = replace(details, params=params, notes=tuple(notes))
+        self._store.put_run_details(pending.details)
+        pending.started = threading.Thread(
+            target=self._record_inputs, args=(run.id, pending), daemon=True, name=f"in-{run.id}"
+        )
+        with self._lock:
+            self._pending[run.id] = pending
+        pending.started.start()
+
+    def _record_inputs(self, run_id: str, pending: _Pending) -> None:
+        """Beside the command: data hashes, envd.lock's sha256, the uncommitted diff."""
+        assert self._hashes is not None and pending.details is not None
+        notes = list(pending.details.notes)
+        data: dict[str, str] = {}
+        try:
+            present = [d for d in pending.spec.data if d not in pending.late_data]
+            data = self._hashes.snapshot(pending.project_dir, present)
+        except (OSError, ValueError) as exc:
+            notes.append(f"data: not hashed: {exc}")
+        lock_sha = _sha256_file(os.path.join(pending.project_dir, LOCK_FILENAME))
+        diff, diff_sha, cut = uncommitted_diff(pending.project_dir)
+        if cut:
+            notes.append(f"the uncommitted diff is cut to {len(diff)} characters (sha256 is all)")
+        pending.details = replace(
+            pending.details,
+            data=data,
+            lock_sha256=lock_sha,
+            diff=diff,
+            diff_sha256=diff_sha,
+            notes=tuple(notes),
+        )
+        try:
+            self._store.put_run_details(pending.details)
+        except Exception:
+            log.warning("run %s: inputs not recorded", run_id, exc_info=True)
 
     def set_provenance(
         self, run_id: str, environment_hash: str, host_hash: str, commit: str, dirty: bool
@@ -22,7 +217,109 @@ class Runs:
         run = self._store.finish_run(run_id, exit_code)
         if run is None:
             raise NotFound(f"no run {run_id}", hint="`envctl runs` lists them")
+        with self._lock:
+            pending = self._pending.get(run.id)
+        if pending is not None and pending.finished is None:
+            # The exit status is stored; the outputs are hashed after the caller has it.
+            pending.finished = threading.Thread(
+                target=self._record_outputs,
+                args=(run.id, pending),
+                daemon=True,
+                name=f"out-{run.id}",
+            )
+            pending.finished.start()
+        elif pending is None and self._sinks:
+            threading.Thread(
+                target=self._publish, args=(run.id,), daemon=True, name=f"sink-{run.id}"
+            ).start()
         return run
+
+    def _record_outputs(self, run_id: str, pending: _Pending) -> None:
+        """After the run: its outputs and metrics first (the project's next run waits for
+        these only), then, once the inputs' thread is done, the whole record."""
+        assert self._hashes is not None
+        try:
+            notes: list[str] = []
+            outputs: dict[str, str] = {}
+            try:
+                after = self._hashes.stat_snapshot(pending.project_dir, pending.spec.outputs)
+                outputs = self._hashes.hash_paths(
+                    pending.project_dir, touched(pending.before, after)
+                )
+            except (OSError, ValueError) as exc:
+                notes.append(f"outputs: not hashed: {exc}")
+            made: dict[str, str] = {}
+            if pending.late_data:
+                try:
+                    made = self._hashes.snapshot(pending.project_dir, pending.late_data)
+                except (OSError, ValueError) as exc:
+                    notes.append(f"data: not hashed: {exc}")
+                notes += [
+                    f"data {d}: made by this run (hashed at its end)" for d in pending.late_data
+                ]
+            metrics: dict[str, float] = {}
+            several = len(pending.spec.metrics) > 1
+            for rel in pending.spec.metrics:
+                text = _read_text(os.path.join(pending.project_dir, rel), MAX_METRICS_READ)
+                if text is None:
+                    notes.append(
+                        f"metrics {rel}: missing, unreadable or over {MAX_METRICS_READ} bytes"
+                    )
+                    continue
+                parsed = parse_metrics(rel, text)
+                notes += parsed.notes
+                for name, value in parsed.values.items():
+                    metrics[f"{rel}:{name}" if several else name] = float(value)
+            pending.outputs_read.set()
+            if pending.started is not None:
+                pending.started.join()
+            assert pending.details is not None
+            pending.details = replace(
+                pending.details,
+                data={**pending.details.data, **made},
+                outputs=outputs,
+                metrics=metrics,
+                notes=(*pending.details.notes, *notes),
+                state="done",
+            )
+            self._store.put_run_details(pending.details)
+        except Exception:
+            log.warning("run %s: outputs not recorded", run_id, exc_info=True)
+        finally:
+            pending.outputs_read.set()
+            pending.done.set()
+            with self._lock:
+                self._pending.pop(run_id, None)
+        self._publish(run_id)
+
+    def _publish(self, run_id: str) -> None:
+        if not self._sinks:
+            return
+        try:
+            record = self.record(run_id)
+        except Exception:
+            log.warning("run %s: no record for the sinks", run_id, exc_info=True)
+            return
+        for sink in self._sinks:
+            try:
+                sink(record)
+            except Exception:
+                log.warning("run %s: a run sink failed", run_id, exc_info=True)
+
+    def wait(self, run_id: str | None = None, timeout: float | None = None) -> None:
+        """Wait (bounded) until a run's (or every pending run's) details are recorded.
+
+        A run still executing has nothing to wait for yet: only finished runs are waited on.
+        """
+        deadline = time.monotonic() + (self._wait_s if timeout is None else timeout)
+        with self._lock:
+            items = [(r, p) for r, p in self._pending.items() if run_id in (None, r)]
+        for _, pending in items:
+            if pending.finished is None:
+                continue
+            pending.done.wait(max(0.0, deadline - time.monotonic()))
+
+    # ------------------------------------------------------------ reading
 
     def get(self, run_id: str) -> RunRow:
         run = self._store.run(run_id)
@@ -32,3 +329,237 @@ class Runs:
 
     def list(self, project: str = "", limit: int = 50) -> list[RunRow]:
         return self._store.runs(project, limit)
+
+    def details(self, run_id: str) -> RunDetailsRow | None:
+        return self._store.run_details(run_id)
+
+    def record(self, run_id: str, *, wait: bool = True) -> RunRecord:
+        """The run as the model sees it: row and details together."""
+        row = self.get(run_id)
+        if wait:
+            self.wait(row.id)
+        return self._record(row)
+
+    def _record(self, row: RunRow) -> RunRecord:
+        details = self._store.run_details(row.id)
+        commit = row.git_commit
+        dirty = row.git_dirty
+        diff_sha = details.diff_sha256 if details and dirty else ""
+        notes: tuple[str, ...] = details.notes if details else ()
+        if details is not None and details.state == "pending":
+            notes += ("outputs and metrics are not recorded (yet)",)
+        image = details.image_id if details and details.image_id.startswith("sha256:") else ""
+        return RunRecord(
+            id=row.id,
+            project=row.project,
+            command=row.command,
+            started_at=row.started_at,
+            ended_at=row.ended_at,
+            exit_code=row.exit_code,
+            image=image,
+            environment_hash=row.environment_hash,
+            host_hash=row.host_hash,
+            lock_sha256=details.lock_sha256 if details else "",
+            code=CodeState(commit=commit, dirty=dirty, diff_sha256=diff_sha),
+            params=details.params if details else {},
+            data=details.data if details else {},
+            outputs=details.outputs if details else {},
+            metrics=details.metrics if details else {},
+            notes=notes,
+        )
+
+    def records(
+        self,
+        project: str = "",
+        limit: int = 50,
+        where: Iterable[str] = (),
+        sort: str = "",
+        status: str = "",
+    ) -> Records:
+        """Runs as records, filtered (`--where`, `--status ok|failed|running|N`) and sorted."""
+        try:
+            wheres = [parse_where(w) for w in where]
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        self.wait(None, timeout=min(self._wait_s, 30.0))
+        rows = self._store.runs(project, 100_000 if (wheres or status or sort) else limit)
+        rows = [r for r in rows if _status_matches(r, status)]
+        records = filter_runs((self._record(r) for r in rows), wheres)
+        return (sort_runs(records, sort) if sort else records)[:limit]
+
+    def diff(self, a: str, b: str) -> tuple[RunRecord, RunRecord, Changes]:
+        first, second = self.record(a), self.record(b)
+        return first, second, diff_runs(first, second)
+
+    def trace(self, path: str, sha256: str) -> TraceResult:
+        """Which runs wrote these bytes (`path` project-relative, or a file name)."""
+        if not SHA256_RE.match(sha256):
+            raise UsageError(f"{sha256!r} is not a sha256 hex digest")
+        self.wait(None)
+        ids = set(self._store.runs_with_output(sha256)) | set(
+            self._store.runs_with_output_path(path)
+        )
+        records = []
+        for run_id in sorted(ids):
+            row = self._store.run(run_id)
+            if row is not None:
+                records.append(self._record(row))
+        result = trace(path, sha256, records)
+        if result.producer is None and result.same_content:
+            # The same bytes at another path (another checkout, an imported run): that run.
+            _, other_path = result.same_content[0]
+            result = trace(other_path, sha256, records)
+        if result.producer is None:
+            raise NotFound(
+                f"{path}: no recorded run wrote these bytes (sha256 {sha256[:12]})",
+                hint="only outputs declared in envd.yaml `runs: outputs` are recorded",
+            )
+        return result
+
+    # ------------------------------------------------------------ import
+
+    def import_record(self, record: RunRecord, diff: str = "") -> bool:
+        """Store a run recorded elsewhere (its provenance statement); False if already here."""
+        row = RunRow(
+            id=record.id,
+            project=record.project,
+            command=record.command,
+            image=record.image,
+            started_at=record.started_at,
+            ended_at=record.ended_at,
+            exit_code=record.exit_code,
+            finished=True,
+            environment_hash=record.environment_hash,
+            host_hash=record.host_hash,
+            git_commit=record.code.commit,
+            git_dirty=record.code.dirty,
+        )
+        if not self._store.insert_run(row):
+            return False
+        self._store.put_run_details(
+            RunDetailsRow(
+                run_id=record.id,
+                state="done",
+                params=dict(record.params),
+                data=dict(record.data),
+                outputs=dict(record.outputs),
+                metrics=dict(record.metrics),
+                notes=(*record.notes, "imported from a provenance statement"),
+                lock_sha256=record.lock_sha256,
+                diff_sha256=record.code.diff_sha256,
+                diff=diff,
+                imported=True,
+                image_id=record.image,
+            )
+        )
+        return True
+
+    # ------------------------------------------------------------ checks for a rerun
+
+    def input_changes(self, record: RunRecord, project_dir: str, spec: RunsSpec) -> Strings:
+        """What differs now from what `record` ran with: code and data."""
+        reasons: list[str] = []
+        commit, dirty = commit_and_dirty(project_dir)
+        if commit != record.code.commit:
+            reasons.append(f"code: commit {record.code.commit[:12] or '-'} -> {commit[:12] or '-'}")
+        elif dirty != record.code.dirty:
+            reasons.append(f"code: uncommitted changes {record.code.dirty} -> {dirty}")
+        elif dirty:
+            _, diff_sha, _ = uncommitted_diff(project_dir)
+            if diff_sha != record.code.diff_sha256:
+                reasons.append("code: the uncommitted diff changed")
+        if self._hashes is not None and spec.data:
+            now = self._hashes.snapshot(project_dir, spec.data)
+            for path in sorted(set(now) | set(record.data)):
+                if now.get(path) != record.data.get(path):
+                    before, after = record.data.get(path), now.get(path)
+                    if before is None:
+                        reasons.append(f"data {path}: new")
+                    elif after is None:
+                        reasons.append(f"data {path}: removed")
+                    else:
+                        reasons.append(f"data {path}: {before[:12]} -> {after[:12]}")
+        return reasons
+
+
+def _status_matches(row: RunRow, status: str) -> bool:
+    if not status:
+        return True
+    if status == "running":
+        return not row.finished
+    if status in ("ok", "success", "succeeded"):
+        return row.finished and row.exit_code == 0
+    if status in ("failed", "error"):
+        return row.finished and row.exit_code != 0
+    if status.lstrip("-").isdigit():
+        return row.finished and row.exit_code == int(status)
+    raise UsageError(f"--status {status!r}: expected ok, failed, running or an exit code")
+
+
+def compare_outputs(original: RunRecord, again: RunRecord) -> tuple[int, list[str]]:
+    """(outputs of `original` that `again` wrote with identical bytes, the ones that differ)."""
+    identical = 0
+    differing: list[str] = []
+    for path, digest in sorted(original.outputs.items()):
+        if again.outputs.get(path) == digest:
+            identical += 1
+        else:
+            differing.append(path)
+    return identical, differing
+
+
+class Reruns:
+    """`envctl rerun ID`: may the recorded command run again here, in the same environment?"""
+
+    def __init__(
+        self,
+        runs: Runs,
+        projects: Projects,
+        images: Images,
+        builder: Builder,
+        fingerprints: Fingerprints,
+    ) -> None:
+        self._runs = runs
+        self._projects = projects
+        self._images = images
+        self._builder = builder
+        self._fingerprints = fingerprints
+
+    def check(
+        self, run_id: str, force: bool, progress: Reporter
+    ) -> tuple[RunRecord, ProjectRow, list[str], str]:
+        """(the run, its project, what changed in code and data, what was done about the
+        environment). Refuses a different environment, and changed inputs unless `force`."""
+        record = self._runs.record(run_id)
+        if not record.command:
+            raise UsageError(f"run {record.id} has no command to run again")
+        row = self._projects.resolve_registered(record.project)
+        spec = self._projects.spec(row)
+        image = self._images.current_image(row)
+        words = "the project's current image"
+        if image is None:
+            progress(Progress("build", f"building {row.name} from envd.lock"))
+            image = self._builder.build(row, progress).image
+            words = "built from envd.lock"
+        env_hash, _ = self._fingerprints.hashes(self._images.image_id(image))
+        if record.environment_hash and env_hash != record.environment_hash:
+            raise VerificationError(
+                f"run {record.id} ran in environment {record.environment_hash[:19]}; "
+                f"{row.name}'s current environment is {env_hash[:19] or 'unknown'}",
+                hint="check out the envd.yaml and envd.lock the run used "
+                f"(envd.lock sha256 {record.lock_sha256[:12] or '-'}), then rerun",
+            )
+        words += f", environment {env_hash[:19]}" if env_hash else ", environment not recorded"
+        changes = self._runs.input_changes(record, row.path, spec.runs)
+        if changes and not force:
+            raise Conflict(
+                f"run {record.id}'s inputs changed: " + "; ".join(changes),
+                hint="`envctl rerun --force` runs it anyway; the outputs are compared all the same",
+            )
+        return record, row, changes, words
+
+    def compare(self, original: str, again: str) -> tuple[int, int, list[str]]:
+        first = self._runs.record(original)
+        second = self._runs.record(again)
+        identical, differing = compare_outputs(first, second)
+        return identical, len(first.outputs), differing

@@ -714,7 +714,35 @@ class VerifyReply(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., checked: _Optional[str] = ...) -> None: ...
 
 class RunRecord(_message.Message):
-    __slots__ = ("id", "project", "command", "started_at", "ended_at", "exit_code", "finished", "environment_hash", "host_hash", "git_commit", "git_dirty", "image")
+    __slots__ = ("id", "project", "command", "started_at", "ended_at", "exit_code", "finished", "environment_hash", "host_hash", "git_commit", "git_dirty", "image", "params", "data", "outputs", "metrics", "notes", "lock_sha256", "diff_sha256", "diff", "image_id", "imported", "details_pending")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class DataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class OutputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
@@ -727,6 +755,17 @@ class RunRecord(_message.Message):
     GIT_COMMIT_FIELD_NUMBER: _ClassVar[int]
     GIT_DIRTY_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    LOCK_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DIFF_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DIFF_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    IMPORTED_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_PENDING_FIELD_NUMBER: _ClassVar[int]
     id: str
     project: str
     command: _containers.RepeatedScalarFieldContainer[str]
@@ -739,15 +778,168 @@ class RunRecord(_message.Message):
     git_commit: str
     git_dirty: bool
     image: str
-    def __init__(self, id: _Optional[str] = ..., project: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., exit_code: _Optional[int] = ..., finished: _Optional[bool] = ..., environment_hash: _Optional[str] = ..., host_hash: _Optional[str] = ..., git_commit: _Optional[str] = ..., git_dirty: _Optional[bool] = ..., image: _Optional[str] = ...) -> None: ...
+    params: _containers.ScalarMap[str, str]
+    data: _containers.ScalarMap[str, str]
+    outputs: _containers.ScalarMap[str, str]
+    metrics: _containers.ScalarMap[str, float]
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    lock_sha256: str
+    diff_sha256: str
+    diff: str
+    image_id: str
+    imported: bool
+    details_pending: bool
+    def __init__(self, id: _Optional[str] = ..., project: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., exit_code: _Optional[int] = ..., finished: _Optional[bool] = ..., environment_hash: _Optional[str] = ..., host_hash: _Optional[str] = ..., git_commit: _Optional[str] = ..., git_dirty: _Optional[bool] = ..., image: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., data: _Optional[_Mapping[str, str]] = ..., outputs: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., notes: _Optional[_Iterable[str]] = ..., lock_sha256: _Optional[str] = ..., diff_sha256: _Optional[str] = ..., diff: _Optional[str] = ..., image_id: _Optional[str] = ..., imported: _Optional[bool] = ..., details_pending: _Optional[bool] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
-    __slots__ = ("project", "limit")
+    __slots__ = ("project", "limit", "where", "sort", "status")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    WHERE_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     project: ProjectRef
     limit: int
-    def __init__(self, project: _Optional[_Union[ProjectRef, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+    where: _containers.RepeatedScalarFieldContainer[str]
+    sort: str
+    status: str
+    def __init__(self, project: _Optional[_Union[ProjectRef, _Mapping]] = ..., limit: _Optional[int] = ..., where: _Optional[_Iterable[str]] = ..., sort: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
+
+class RunChange(_message.Message):
+    __slots__ = ("kind", "name", "before", "after", "has_before", "has_after")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    HAS_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    HAS_AFTER_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    before: str
+    after: str
+    has_before: bool
+    has_after: bool
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., before: _Optional[str] = ..., after: _Optional[str] = ..., has_before: _Optional[bool] = ..., has_after: _Optional[bool] = ...) -> None: ...
+
+class DiffRunsRequest(_message.Message):
+    __slots__ = ("a", "b")
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    a: str
+    b: str
+    def __init__(self, a: _Optional[str] = ..., b: _Optional[str] = ...) -> None: ...
+
+class DiffRunsReply(_message.Message):
+    __slots__ = ("a", "b", "changes")
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    a: RunRecord
+    b: RunRecord
+    changes: _containers.RepeatedCompositeFieldContainer[RunChange]
+    def __init__(self, a: _Optional[_Union[RunRecord, _Mapping]] = ..., b: _Optional[_Union[RunRecord, _Mapping]] = ..., changes: _Optional[_Iterable[_Union[RunChange, _Mapping]]] = ...) -> None: ...
+
+class TraceRequest(_message.Message):
+    __slots__ = ("path", "sha256")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    sha256: str
+    def __init__(self, path: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class TraceReply(_message.Message):
+    __slots__ = ("path", "exact", "overwritten")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITTEN_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    exact: _containers.RepeatedCompositeFieldContainer[RunRecord]
+    overwritten: _containers.RepeatedCompositeFieldContainer[RunRecord]
+    def __init__(self, path: _Optional[str] = ..., exact: _Optional[_Iterable[_Union[RunRecord, _Mapping]]] = ..., overwritten: _Optional[_Iterable[_Union[RunRecord, _Mapping]]] = ...) -> None: ...
+
+class ExportRunRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ExportRunReply(_message.Message):
+    __slots__ = ("statement",)
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    statement: str
+    def __init__(self, statement: _Optional[str] = ...) -> None: ...
+
+class ImportRunRequest(_message.Message):
+    __slots__ = ("statement",)
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    statement: str
+    def __init__(self, statement: _Optional[str] = ...) -> None: ...
+
+class ImportRunReply(_message.Message):
+    __slots__ = ("run", "added")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    run: RunRecord
+    added: bool
+    def __init__(self, run: _Optional[_Union[RunRecord, _Mapping]] = ..., added: _Optional[bool] = ...) -> None: ...
+
+class CheckRerunRequest(_message.Message):
+    __slots__ = ("id", "force")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    force: bool
+    def __init__(self, id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class CheckRerunReply(_message.Message):
+    __slots__ = ("run", "project", "changes", "environment")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    run: RunRecord
+    project: str
+    changes: _containers.RepeatedScalarFieldContainer[str]
+    environment: str
+    def __init__(self, run: _Optional[_Union[RunRecord, _Mapping]] = ..., project: _Optional[str] = ..., changes: _Optional[_Iterable[str]] = ..., environment: _Optional[str] = ...) -> None: ...
+
+class CompareRunsRequest(_message.Message):
+    __slots__ = ("original", "again")
+    ORIGINAL_FIELD_NUMBER: _ClassVar[int]
+    AGAIN_FIELD_NUMBER: _ClassVar[int]
+    original: str
+    again: str
+    def __init__(self, original: _Optional[str] = ..., again: _Optional[str] = ...) -> None: ...
+
+class CompareRunsReply(_message.Message):
+    __slots__ = ("identical", "total", "differing")
+    IDENTICAL_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DIFFERING_FIELD_NUMBER: _ClassVar[int]
+    identical: int
+    total: int
+    differing: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, identical: _Optional[int] = ..., total: _Optional[int] = ..., differing: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class NewProjectRequest(_message.Message):
+    __slots__ = ("name", "template", "directory")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    template: str
+    directory: str
+    def __init__(self, name: _Optional[str] = ..., template: _Optional[str] = ..., directory: _Optional[str] = ...) -> None: ...
+
+class NewProjectReply(_message.Message):
+    __slots__ = ("project", "package", "files")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    project: Project
+    package: str
+    files: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, project: _Optional[_Union[Project, _Mapping]] = ..., package: _Optional[str] = ..., files: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListRunsReply(_message.Message):
     __slots__ = ("runs",)

@@ -175,6 +175,41 @@ class EnvdStub:
                 request_serializer=envd_dot_v1_dot_envd__pb2.GetRunRequest.SerializeToString,
                 response_deserializer=envd_dot_v1_dot_envd__pb2.RunRecord.FromString,
                 _registered_method=True)
+        self.DiffRuns = channel.unary_unary(
+                '/envd.v1.Envd/DiffRuns',
+                request_serializer=envd_dot_v1_dot_envd__pb2.DiffRunsRequest.SerializeToString,
+                response_deserializer=envd_dot_v1_dot_envd__pb2.DiffRunsReply.FromString,
+                _registered_method=True)
+        self.Trace = channel.unary_unary(
+                '/envd.v1.Envd/Trace',
+                request_serializer=envd_dot_v1_dot_envd__pb2.TraceRequest.SerializeToString,
+                response_deserializer=envd_dot_v1_dot_envd__pb2.TraceReply.FromString,
+                _registered_method=True)
+        self.ExportRun = channel.unary_unary(
+                '/envd.v1.Envd/ExportRun',
+                request_serializer=envd_dot_v1_dot_envd__pb2.ExportRunRequest.SerializeToString,
+                response_deserializer=envd_dot_v1_dot_envd__pb2.ExportRunReply.FromString,
+                _registered_method=True)
+        self.ImportRun = channel.unary_unary(
+                '/envd.v1.Envd/ImportRun',
+                request_serializer=envd_dot_v1_dot_envd__pb2.ImportRunRequest.SerializeToString,
+                response_deserializer=envd_dot_v1_dot_envd__pb2.ImportRunReply.FromString,
+                _registered_method=True)
+        self.CheckRerun = channel.unary_unary(
+                '/envd.v1.Envd/CheckRerun',
+                request_serializer=envd_dot_v1_dot_envd__pb2.CheckRerunRequest.SerializeToString,
+                response_deserializer=envd_dot_v1_dot_envd__pb2.CheckRerunReply.FromString,
+                _registered_method=True)
+        self.CompareRuns = channel.unary_unary(
+                '/envd.v1.Envd/CompareRuns',
+                request_serializer=envd_dot_v1_dot_envd__pb2.CompareRunsRequest.SerializeToString,
+                response_deserializer=envd_dot_v1_dot_envd__pb2.CompareRunsReply.FromString,
+                _registered_method=True)
+        self.NewProject = channel.unary_unary(
+                '/envd.v1.Envd/NewProject',
+                request_serializer=envd_dot_v1_dot_envd__pb2.NewProjectRequest.SerializeToString,
+                response_deserializer=envd_dot_v1_dot_envd__pb2.NewProjectReply.FromString,
+                _registered_method=True)
         self.Share = channel.unary_stream(
                 '/envd.v1.Envd/Share',
                 request_serializer=envd_dot_v1_dot_envd__pb2.ShareRequest.SerializeToString,
@@ -378,6 +413,48 @@ class EnvdServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DiffRuns(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Trace(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckRerun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompareRuns(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def NewProject(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Share(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -556,6 +633,41 @@ def add_EnvdServicer_to_server(servicer, server):
                     servicer.GetRun,
                     request_deserializer=envd_dot_v1_dot_envd__pb2.GetRunRequest.FromString,
                     response_serializer=envd_dot_v1_dot_envd__pb2.RunRecord.SerializeToString,
+            ),
+            'DiffRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiffRuns,
+                    request_deserializer=envd_dot_v1_dot_envd__pb2.DiffRunsRequest.FromString,
+                    response_serializer=envd_dot_v1_dot_envd__pb2.DiffRunsReply.SerializeToString,
+            ),
+            'Trace': grpc.unary_unary_rpc_method_handler(
+                    servicer.Trace,
+                    request_deserializer=envd_dot_v1_dot_envd__pb2.TraceRequest.FromString,
+                    response_serializer=envd_dot_v1_dot_envd__pb2.TraceReply.SerializeToString,
+            ),
+            'ExportRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportRun,
+                    request_deserializer=envd_dot_v1_dot_envd__pb2.ExportRunRequest.FromString,
+                    response_serializer=envd_dot_v1_dot_envd__pb2.ExportRunReply.SerializeToString,
+            ),
+            'ImportRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportRun,
+                    request_deserializer=envd_dot_v1_dot_envd__pb2.ImportRunRequest.FromString,
+                    response_serializer=envd_dot_v1_dot_envd__pb2.ImportRunReply.SerializeToString,
+            ),
+            'CheckRerun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckRerun,
+                    request_deserializer=envd_dot_v1_dot_envd__pb2.CheckRerunRequest.FromString,
+                    response_serializer=envd_dot_v1_dot_envd__pb2.CheckRerunReply.SerializeToString,
+            ),
+            'CompareRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareRuns,
+                    request_deserializer=envd_dot_v1_dot_envd__pb2.CompareRunsRequest.FromString,
+                    response_serializer=envd_dot_v1_dot_envd__pb2.CompareRunsReply.SerializeToString,
+            ),
+            'NewProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.NewProject,
+                    request_deserializer=envd_dot_v1_dot_envd__pb2.NewProjectRequest.FromString,
+                    response_serializer=envd_dot_v1_dot_envd__pb2.NewProjectReply.SerializeToString,
             ),
             'Share': grpc.unary_stream_rpc_method_handler(
                     servicer.Share,
@@ -1344,6 +1456,195 @@ class Envd:
             '/envd.v1.Envd/GetRun',
             envd_dot_v1_dot_envd__pb2.GetRunRequest.SerializeToString,
             envd_dot_v1_dot_envd__pb2.RunRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiffRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/envd.v1.Envd/DiffRuns',
+            envd_dot_v1_dot_envd__pb2.DiffRunsRequest.SerializeToString,
+            envd_dot_v1_dot_envd__pb2.DiffRunsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Trace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/envd.v1.Envd/Trace',
+            envd_dot_v1_dot_envd__pb2.TraceRequest.SerializeToString,
+            envd_dot_v1_dot_envd__pb2.TraceReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/envd.v1.Envd/ExportRun',
+            envd_dot_v1_dot_envd__pb2.ExportRunRequest.SerializeToString,
+            envd_dot_v1_dot_envd__pb2.ExportRunReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/envd.v1.Envd/ImportRun',
+            envd_dot_v1_dot_envd__pb2.ImportRunRequest.SerializeToString,
+            envd_dot_v1_dot_envd__pb2.ImportRunReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckRerun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/envd.v1.Envd/CheckRerun',
+            envd_dot_v1_dot_envd__pb2.CheckRerunRequest.SerializeToString,
+            envd_dot_v1_dot_envd__pb2.CheckRerunReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/envd.v1.Envd/CompareRuns',
+            envd_dot_v1_dot_envd__pb2.CompareRunsRequest.SerializeToString,
+            envd_dot_v1_dot_envd__pb2.CompareRunsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NewProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/envd.v1.Envd/NewProject',
+            envd_dot_v1_dot_envd__pb2.NewProjectRequest.SerializeToString,
+            envd_dot_v1_dot_envd__pb2.NewProjectReply.FromString,
             options,
             channel_credentials,
             insecure,

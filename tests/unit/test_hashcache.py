@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from envd.gateways import hashcache
-from envd.gateways.hashcache import FileChangingError, HashCache, changed, removed
+from envd.gateways.hashcache import FileChangingError, HashCache, changed, removed, touched
 
 LATER = 10**12 * 10**9  # a clock far in the future: nothing is racy
 
@@ -251,3 +251,21 @@ def test_usable_from_several_threads(tree: Path, tmp_path: Path) -> None:
             results = list(pool.map(lambda _: cache.hash_tree(tree), range(8)))
         assert all(r == expected for r in results)
         assert cache.reads == 3
+
+
+def test_stat_snapshot_reads_nothing_and_touched_finds_rewrites(tmp_path: Path, tree: Path) -> None:
+    cache = HashCache(tmp_path / "h.db", clock_ns=lambda: LATER)
+    before = cache.stat_snapshot(tree, ["data/", "missing/"])
+    assert set(before) == {"data/a.csv", "data/sub/b.bin", "data/empty"}
+    assert cache.reads == 0
+    same = tree / "data" / "a.csv"
+    same.write_bytes(same.read_bytes())  # the same bytes, written again: touched
+    os.utime(same, ns=(1, 1))
+    (tree / "data" / "new.txt").write_bytes(b"new")
+    after = cache.stat_snapshot(tree, ["data/"])
+    assert touched(before, after) == ["data/a.csv", "data/new.txt"]
+    digests = cache.hash_paths(tree, [*touched(before, after), "data/gone"])
+    assert digests == {"data/a.csv": sha(b"a,b\n1,2\n"), "data/new.txt": sha(b"new")}
+    with pytest.raises(ValueError):
+        cache.stat_snapshot(tree, ["../elsewhere"])
+    cache.close()

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from cli.commands.fingerprint import diff_lines, runs_cmd
+from cli.commands.fingerprint import diff_lines
+from cli.commands.runs import runs_cmd
 from cli.commands.projects import add_cmd
 from cli.context import AppContext
 from cli.output import layout
@@ -29,7 +30,7 @@ class FakeClient:
         run.exit_code = 3
         return pb.ListRunsReply(runs=[run])
 
-    def get_run(self, request: pb.GetRunRequest) -> pb.RunRecord:
+    def get_run(self, request: pb.GetRunRequest, timeout: float | None = None) -> pb.RunRecord:
         self.calls.append(("get_run", request))
         return pb.RunRecord(id=request.id, project="churn", command=["true"], finished=True)
 

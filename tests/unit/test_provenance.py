@@ -16,6 +16,7 @@ from envd.model.provenance import (
     STATEMENT_TYPE,
     build_statement,
     check_statement,
+    record_from_statement,
     rfc3339,
     statement_json,
 )
@@ -192,3 +193,28 @@ def test_check_refuses_bad_json() -> None:
         "[" * 900 + "]" * 900
     )
     assert check_statement(json.dumps(s), "models/model.pkl", h("model")).valid in (True, False)
+
+
+def test_a_statement_reads_back_as_its_run() -> None:
+    original = record()
+    back = record_from_statement(statement_json(statement()))
+    links = {k: v for k, v in original.outputs.items() if v.startswith("symlink:")}
+    assert links  # a link is not a subject, so it does not come back
+    expected = RunRecord.from_dict(
+        {
+            **original.to_dict(),
+            "outputs": {k: v for k, v in original.outputs.items() if k not in links},
+        }
+    )
+    assert back == expected
+
+
+def test_reading_back_refuses_other_statements() -> None:
+    other = statement()
+    other["predicate"]["buildDefinition"]["buildType"] = "https://example.com/other/v1"
+    with pytest.raises(ValueError, match="build type"):
+        record_from_statement(statement_json(other))
+    broken = statement()
+    broken["subject"][0]["digest"]["sha256"] = "XYZ"
+    with pytest.raises(ValueError, match="invalid statement"):
+        record_from_statement(statement_json(broken))

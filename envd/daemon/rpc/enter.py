@@ -1,4 +1,4 @@
-"""Enter RPCs: prepare an exec, finish a run, list and stop warm containers, list runs."""
+"""Enter RPCs: prepare an exec, finish a run, list and stop warm containers (runs: rpc/runs)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from collections.abc import Iterator
 import grpc
 
 from envd.daemon.rpc import RpcBase, streamed
-from envd.gateways.store import RunRow
 from envd.progress import Reporter
 from envd.services.entering import EnterCall, ExecPlan
 from envd.services.warm import Warm
@@ -22,23 +21,6 @@ def warm_msg(w: Warm) -> pb.WarmContainer:
         started_at=w.started_at,
         last_used_at=w.last_used_at,
         status="retiring" if w.retiring else w.status,
-    )
-
-
-def run_msg(r: RunRow) -> pb.RunRecord:
-    return pb.RunRecord(
-        id=r.id,
-        project=r.project,
-        command=list(r.command),
-        started_at=r.started_at,
-        ended_at=r.ended_at,
-        exit_code=r.exit_code,
-        finished=r.finished,
-        environment_hash=r.environment_hash,
-        host_hash=r.host_hash,
-        git_commit=r.git_commit,
-        git_dirty=r.git_dirty,
-        image=r.image,
     )
 
 
@@ -94,15 +76,3 @@ class EnterRpc(RpcBase):
         if not request.all:
             project = self.services.projects.resolve_registered(request.project.ref).name
         return pb.StopReply(stopped=[warm_msg(w) for w in self.services.warm.stop(project)])
-
-    def ListRuns(
-        self, request: pb.ListRunsRequest, context: grpc.ServicerContext
-    ) -> pb.ListRunsReply:
-        project = ""
-        if request.project.ref:
-            project = self.services.projects.resolve_registered(request.project.ref).name
-        runs = self.services.runs.list(project, request.limit or 50)
-        return pb.ListRunsReply(runs=[run_msg(r) for r in runs])
-
-    def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pb.RunRecord:
-        return run_msg(self.services.runs.get(request.id))

@@ -1,0 +1,419 @@
+"""envctl runs [PROJECT] (show, diff, export, import), trace, rerun, new."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from cli.context import AppContext
+from cli.output import emit_json
+from cli.refs import project_ref
+
+if TYPE_CHECKING:
+    from envd.model.runrecord import RunRecord
+    from envd.v1 import envd_pb2 as pb
+
+LONG_TIMEOUT_S = 3600.0  # a rerun's check may build the environment first
+
+
+def to_record(msg: pb.RunRecord) -> RunRecord:
+    """The daemon's message as the model's record (for the table, diff and trace renderers)."""
+    from envd.model.runrecord import CodeState, RunRecord
+
+    return RunRecord(
+        id=msg.id,
+        project=msg.project,
+        command=tuple(msg.command),
+        started_at=msg.started_at,
+        ended_at=msg.ended_at,
+        exit_code=msg.exit_code,
+        image=msg.image_id,
+        environment_hash=msg.environment_hash,
+        host_hash=msg.host_hash,
+        lock_sha256=msg.lock_sha256,
+        code=CodeState(msg.git_commit, msg.git_dirty, msg.diff_sha256 if msg.git_dirty else ""),
+        params=dict(msg.params),
+        data=dict(msg.data),
+        outputs=dict(msg.outputs),
+        metrics=dict(msg.metrics),
+        notes=tuple(msg.notes),
+    )
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class RunsGroup(click.Group):
+    """`runs [PROJECT] [OPTIONS]` lists; `runs show|diff|export|import ...` are subcommands."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group("runs", cls=RunsGroup)
+def runs_cmd() -> None:
+    """Recorded runs: `envctl runs [PROJECT]` lists them, with the params and metrics that vary.
+
+    `runs show ID`, `runs diff A B`, `runs export ID`, `runs import FILE`.
+    """
+
+
+@runs_cmd.command("list", hidden=True)
+@click.argument("project", required=False)
+@click.option("--project", "-p", "project_option", default="", help="The same as PROJECT.")
+@click.option("--where", "-w", "wheres", multiple=True, help="KEY=VALUE (or !=, <, >, <=, >=).")
+@click.option("--sort", "-s", default="", help="Sort by a metric (-NAME for descending).")
+@click.option("--status", default="", help="ok, failed, running or an exit code.")
+@click.option("--limit", "-n", default=20, show_default=True)
+@click.option("--all-columns", "-a", is_flag=True, help="Every param and metric, not only varying.")
+@click.option("--json", "as_json", is_flag=True, help="The runs as JSON.")
+@click.pass_obj
+def runs_list(
+    obj: AppContext,
+    project: str | None,
+    project_option: str,
+    wheres: tuple[str, ...],
+    sort: str,
+    status: str,
+    limit: int,
+    all_columns: bool,
+    as_json: bool,
+) -> None:
+    """List PROJECT's runs (every project's without one)."""
+    from envd.model.runrecord import render_table, runs_table
+    from envd.v1 import envd_pb2 as pb
+
+    if project and project_option and project != project_option:
+        raise click.UsageError(f"two projects given: `{project}` and `{project_option}`")
+    project = project or project_option
+    ref = pb.ProjectRef(ref=project_ref(project)) if project else pb.ProjectRef()
+    request = pb.ListRunsRequest(
+        project=ref, limit=limit, where=list(wheres), sort=sort, status=status
+    )
+    reply = obj.client().list_runs(request)
+    if as_json or obj.as_json:
+        emit_json(reply)
+        return
+    if not reply.runs:
+        click.echo("no runs recorded" + (" match" if wheres or status else ""))
+        return
+    records = [to_record(r) for r in reply.runs]
+    table = runs_table(records, all_columns=all_columns)
+    extra = {r.id[:12]: r for r in reply.runs}
+    headers = (*table.headers[:2], "started", *table.headers[2:], "commit", "command")
+    rows = []
+    for row in table.rows:
+        msg = extra[row[0]]
+        when = time.strftime("%m-%d %H:%M", time.localtime(msg.started_at))
+        exit_text = row[1] if msg.finished else "running"
+        commit = (msg.git_commit[:8] + ("+" if msg.git_dirty else "")) or "-"
+        rows.append((row[0], exit_text, when, *row[2:], commit, shlex.join(msg.command)))
+    width = shutil.get_terminal_size((120, 24)).columns
+    shown = type(table)(tuple(headers), tuple(rows), table.param_columns, table.metric_columns)
+    click.echo(render_table(shown, width=width), nl=False)
+
+
+@runs_cmd.command("show")
+@click.argument("run_id")
+@click.option("--diff", "show_diff", is_flag=True, help="Print the uncommitted diff too.")
+@click.option("--json", "as_json", is_flag=True, help="The run as JSON.")
+@click.pass_obj
+def runs_show(obj: AppContext, run_id: str, show_diff: bool, as_json: bool) -> None:
+    """Show one run: command, environment, code, params, data, outputs, metrics."""
+    from envd.model.runrecord import flatten_params_files, format_number
+    from envd.v1 import envd_pb2 as pb
+
+    r = obj.client().get_run(pb.GetRunRequest(id=run_id), timeout=LONG_TIMEOUT_S)
+    if as_json or obj.as_json:
+        emit_json(r)
+        return
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at))
+    took = f"{r.ended_at - r.started_at:.1f}s" if r.finished else "still running"
+    click.echo(f"run          {r.id}" + ("  (imported)" if r.imported else ""))
+    click.echo(f"project      {r.project}")
+    click.echo(f"command      {shlex.join(r.command)}")
+    click.echo(f"started      {when} ({took})")
+    click.echo(f"exit status  {r.exit_code if r.finished else '-'}")
+    click.echo(f"image        {r.image or '-'} {r.image_id}".rstrip())
+    click.echo(f"environment  {r.environment_hash or '-'}")
+    click.echo(f"host         {r.host_hash or '-'}")
+    click.echo(f"envd.lock    {r.lock_sha256 or '-'}")
+    commit = r.git_commit or "-"
+    if r.git_dirty:
+        commit += f" + uncommitted changes (diff sha256 {r.diff_sha256 or '-'})"
+    click.echo(f"git commit   {commit}")
+    values, _ = flatten_params_files(dict(r.params))
+    for key, value in values.items():
+        click.echo(f"param        {key} = {value}")
+    for path, digest in sorted(r.data.items()):
+        click.echo(f"data         {path}  {digest}")
+    for path, digest in sorted(r.outputs.items()):
+        click.echo(f"output       {path}  {digest}")
+    for name, number in sorted(r.metrics.items()):
+        click.echo(f"metric       {name} = {format_number(number)}")
+    for note in r.notes:
+        click.echo(f"note         {note}")
+    if show_diff and r.diff:
+        click.echo("uncommitted diff:")
+        click.echo(r.diff, nl=not r.diff.endswith("\n"))
+
+
+@runs_cmd.command("diff")
+@click.argument("a")
+@click.argument("b")
+@click.option("--json", "as_json", is_flag=True, help="The changes as JSON.")
+@click.pass_obj
+def runs_diff(obj: AppContext, a: str, b: str, as_json: bool) -> int:
+    """Name what changed from run A to run B: params, metrics, data, outputs, code, environment.
+
+    Exits 0 when nothing differs, 1 otherwise.
+    """
+    from envd.model.runrecord import Change, render_diff
+    from envd.v1 import envd_pb2 as pb
+
+    reply = obj.client().diff_runs(pb.DiffRunsRequest(a=a, b=b), timeout=LONG_TIMEOUT_S)
+    if as_json or obj.as_json:
+        emit_json(reply)
+    else:
+        changes = [
+            Change(
+                c.kind,  # type: ignore[arg-type]
+                c.name,
+                c.before if c.has_before else None,
+                c.after if c.has_after else None,
+            )
+            for c in reply.changes
+        ]
+        click.echo(render_diff(to_record(reply.a), to_record(reply.b), changes), nl=False)
+    return 1 if reply.changes else 0
+
+
+@runs_cmd.command("export")
+@click.argument("run_id")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write it here.")
+@click.pass_obj
+def runs_export(obj: AppContext, run_id: str, output: str | None) -> None:
+    """The run as an in-toto Statement (SLSA Provenance v1): its outputs, and what made them."""
+    from envd.v1 import envd_pb2 as pb
+
+    reply = obj.client().export_run(pb.ExportRunRequest(id=run_id), timeout=LONG_TIMEOUT_S)
+    if output:
+        Path(output).write_text(reply.statement, encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(reply.statement, nl=False)
+
+
+@runs_cmd.command("import")
+@click.argument("statement", type=click.Path(exists=True, dir_okay=False))
+@click.pass_obj
+def runs_import(obj: AppContext, statement: str) -> None:
+    """Record a run from another envd home's statement, so `trace` finds its outputs here."""
+    from envd.v1 import envd_pb2 as pb
+
+    text = Path(statement).read_text(encoding="utf-8")
+    reply = obj.client().import_run(pb.ImportRunRequest(statement=text))
+    if obj.as_json:
+        emit_json(reply)
+        return
+    verb = "imported" if reply.added else "already recorded:"
+    click.echo(f"{verb} run {reply.run.id} ({len(reply.run.outputs)} outputs)")
+
+
+@click.command("trace")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--provenance",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Check FILE against this in-toto statement (e.g. a colleague's) instead.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The runs as JSON.")
+@click.pass_obj
+def trace_cmd(obj: AppContext, file: str, provenance: str | None, as_json: bool) -> int:
+    """Which run wrote FILE's bytes: its command, environment, code, data, params, metrics.
+
+    Exits 4 when no recorded run wrote these bytes.
+    """
+    from envd.model.runrecord import TraceResult, render_trace
+    from envd.v1 import envd_pb2 as pb
+
+    digest = sha256_of(file)
+    if provenance:
+        return _check_provenance(file, digest, Path(provenance), obj.as_json or as_json)
+    reply = obj.client().trace(
+        pb.TraceRequest(path=os.path.abspath(file), sha256=digest), timeout=LONG_TIMEOUT_S
+    )
+    if as_json or obj.as_json:
+        emit_json(reply)
+        return 0
+    result = TraceResult(
+        tuple(to_record(r) for r in reply.exact), (), tuple(to_record(r) for r in reply.overwritten)
+    )
+    click.echo(render_trace(reply.path, digest, result), nl=False)
+    return 0
+
+
+def _check_provenance(file: str, digest: str, statement: Path, as_json: bool) -> int:
+    from envd.errors import EXIT_VERIFY
+    from envd.model.provenance import check_statement
+
+    check = check_statement(statement.read_text(encoding="utf-8"), file, digest)
+    if as_json:
+        emit_json(
+            {
+                "ok": check.ok,
+                "valid": check.valid,
+                "errors": list(check.errors),
+                "subject": check.subject,
+                "name_matches": check.name_matches,
+                "sha256": digest,
+            }
+        )
+    elif check.ok:
+        name = "" if check.name_matches else f" (named {check.subject} there)"
+        click.echo(f"ok: {file} (sha256 {digest[:12]}) is a subject of {statement}{name}")
+    else:
+        if not check.valid:
+            click.echo(f"INVALID statement {statement}:")
+            for error in check.errors:
+                click.echo(f"  {error}")
+        if not check.subject:
+            click.echo(f"MISMATCH: {file} (sha256 {digest[:12]}) is not a subject of {statement}")
+    return 0 if check.ok else EXIT_VERIFY
+
+
+@click.command("rerun")
+@click.argument("run_id")
+@click.option("--force", is_flag=True, help="Run it even though code or data changed.")
+@click.pass_obj
+def rerun_cmd(obj: AppContext, run_id: str, force: bool) -> int:
+    """Run a recorded command again in its recorded environment; are its outputs identical?
+
+    Refuses when the project's environment differs from the run's, and (without --force) when
+    its code or data changed. Exits with the command's status if it failed, else 0 when every
+    output is identical and 1 when any differs.
+    """
+    from envd.v1 import envd_pb2 as pb
+
+    client = obj.client()
+    check = client.check_rerun(pb.CheckRerunRequest(id=run_id, force=force), timeout=LONG_TIMEOUT_S)
+    original = check.run
+    click.echo(
+        f"rerun {original.id}: {shlex.join(original.command)} in {check.project} "
+        f"({check.environment})",
+        err=True,
+    )
+    for change in check.changes:
+        click.echo(f"  changed (--force): {change}", err=True)
+    code, again = _run_again(obj, check.project, list(original.command))
+    if not again:
+        return code
+    reply = client.compare_runs(
+        pb.CompareRunsRequest(original=original.id, again=again), timeout=LONG_TIMEOUT_S
+    )
+    if obj.as_json:
+        emit_json({"run": again, "exit_code": code, **_compare_dict(reply)})
+    elif reply.total and reply.identical == reply.total:
+        click.echo(
+            f"reproduced: {reply.identical} of {reply.total} outputs identical (run {again})"
+        )
+    elif reply.total == 0:
+        click.echo(f"run {original.id} recorded no outputs to compare (run {again})")
+    else:
+        click.echo(
+            f"not reproduced: {reply.identical} of {reply.total} outputs identical; "
+            f"differing: {', '.join(reply.differing)} (run {again})"
+        )
+    if code:
+        return code
+    return 0 if reply.identical == reply.total else 1
+
+
+def _compare_dict(reply: pb.CompareRunsReply) -> dict[str, Any]:
+    return {"identical": reply.identical, "total": reply.total, "differing": list(reply.differing)}
+
+
+def _run_again(obj: AppContext, project: str, command: list[str]) -> tuple[int, str]:
+    """`enter PROJECT -- COMMAND` from the project's root; (exit status, the new run's id)."""
+    from cli.entering import exec_argv, forward_signals, request_target
+    from envd.errors import EnvdError
+    from envd.v1 import envd_pb2 as pb
+
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    here = os.getcwd()
+    os.chdir("/")  # outside the project: the command runs in /workspace, as recorded
+    try:
+        client, target = request_target(obj.paths, project, command, "", tty)
+    finally:
+        os.chdir(here)
+    argv = exec_argv(target, tty)
+    if not tty:
+        forward_signals(target)
+    proc = subprocess.Popen(argv, start_new_session=not tty)
+    while True:
+        try:
+            code = proc.wait()
+            break
+        except KeyboardInterrupt:
+            continue
+    code = code if code >= 0 else 128 - code
+    if target.run_id:
+        try:
+            client.finish_run(pb.FinishRunRequest(run_id=target.run_id, exit_code=code))
+        except EnvdError as exc:
+            click.echo(
+                f"envctl: warning: run {target.run_id} not recorded: {exc.message}", err=True
+            )
+            return code, ""
+    return code, target.run_id
+
+
+@click.command("new")
+@click.argument("name")
+@click.option(
+    "--template",
+    "-t",
+    default="default",
+    show_default=True,
+    help="default, sklearn, pytorch-cpu or jupyter.",
+)
+@click.option(
+    "--dir", "directory", type=click.Path(file_okay=False), help="Where (default ./NAME)."
+)
+@click.pass_obj
+def new_cmd(obj: AppContext, name: str, template: str, directory: str | None) -> None:
+    """Create a whole project NAME (code, params, tests, envd.yaml with `runs:`) and register it."""
+    from envd.v1 import envd_pb2 as pb
+
+    target = os.path.abspath(directory or name)
+    reply = obj.client().new_project(
+        pb.NewProjectRequest(name=name, template=template, directory=target)
+    )
+    if obj.as_json:
+        emit_json(reply)
+        return
+    p = reply.project
+    click.echo(f"created {p.path} (project `{p.name}`, package `{reply.package}`)")
+    click.echo("next:")
+    click.echo(f"  cd {os.path.relpath(p.path)} && git init && git add -A && git commit -m start")
+    click.echo(f"  envctl lock {p.name}                         # pin every dependency")
+    click.echo(f"  envctl enter {p.name} -- python -m {reply.package}.train   # a recorded run")
+    click.echo(f"  envctl enter {p.name} -- python -m pytest                  # its tests")
+    click.echo(f"  envctl runs {p.name}                         # params and metrics, run by run")
+    click.echo(f"  envctl trace {os.path.relpath(p.path)}/models/model.json  # what made it")

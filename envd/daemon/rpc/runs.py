@@ -1,0 +1,182 @@
+"""Run RPCs: list, show, diff, trace, export and import runs, check and compare a rerun, and
+create a whole project from a template."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import grpc
+
+from envd import __version__
+from envd.daemon.rpc import RpcBase, project_msg
+from envd.errors import UsageError
+from envd.model.provenance import build_statement, record_from_statement, statement_json
+from envd.model.runrecord import Change, RunRecord
+from envd.progress import Progress
+from envd.v1 import envd_pb2 as pb
+
+
+def record_msg(
+    r: RunRecord, *, image: str = "", diff: str = "", imported: bool = False
+) -> pb.RunRecord:
+    return pb.RunRecord(
+        id=r.id,
+        project=r.project,
+        command=list(r.command),
+        started_at=r.started_at,
+        ended_at=r.ended_at,
+        exit_code=r.exit_code,
+        finished=r.ended_at > 0,
+        environment_hash=r.environment_hash,
+        host_hash=r.host_hash,
+        git_commit=r.code.commit,
+        git_dirty=r.code.dirty,
+        image=image,
+        params=dict(r.params),
+        data=dict(r.data),
+        outputs=dict(r.outputs),
+        metrics=dict(r.metrics),
+        notes=list(r.notes),
+        lock_sha256=r.lock_sha256,
+        diff_sha256=r.code.diff_sha256,
+        diff=diff,
+        image_id=r.image,
+        imported=imported,
+        details_pending=any("not recorded (yet)" in n for n in r.notes),
+    )
+
+
+def change_msg(c: Change) -> pb.RunChange:
+    return pb.RunChange(
+        kind=c.kind,
+        name=c.name,
+        before=c.before or "",
+        after=c.after or "",
+        has_before=c.before is not None,
+        has_after=c.after is not None,
+    )
+
+
+def builder_id() -> str:
+    return f"https://github.com/envd/envd/daemon@{socket.gethostname() or 'localhost'}"
+
+
+class RunsRpc(RpcBase):
+    def ListRuns(
+        self, request: pb.ListRunsRequest, context: grpc.ServicerContext
+    ) -> pb.ListRunsReply:
+        project = ""
+        if request.project.ref:
+            project = self.services.projects.resolve_registered(request.project.ref).name
+        records = self.services.runs.records(
+            project,
+            request.limit or 50,
+            where=list(request.where),
+            sort=request.sort,
+            status=request.status,
+        )
+        rows = {r.id: r for r in self.services.runs.list(project, 100_000)} if records else {}
+        return pb.ListRunsReply(
+            runs=[record_msg(r, image=rows[r.id].image if r.id in rows else "") for r in records]
+        )
+
+    def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pb.RunRecord:
+        runs = self.services.runs
+        row = runs.get(request.id)
+        record = runs.record(row.id)
+        details = runs.details(row.id)
+        msg = record_msg(
+            record,
+            image=row.image,
+            diff=details.diff if details else "",
+            imported=bool(details and details.imported),
+        )
+        msg.finished = row.finished
+        return msg
+
+    def DiffRuns(
+        self, request: pb.DiffRunsRequest, context: grpc.ServicerContext
+    ) -> pb.DiffRunsReply:
+        a, b, changes = self.services.runs.diff(request.a, request.b)
+        return pb.DiffRunsReply(
+            a=record_msg(a),
+            b=record_msg(b),
+            changes=[change_msg(c) for c in changes],
+        )
+
+    def Trace(self, request: pb.TraceRequest, context: grpc.ServicerContext) -> pb.TraceReply:
+        path = request.path
+        relative = os.path.basename(path)
+        target = Path(path).resolve()
+        for project in self.services.projects.list():
+            if target.is_relative_to(Path(project.path)):
+                relative = target.relative_to(Path(project.path)).as_posix()
+                break
+        result = self.services.runs.trace(relative, request.sha256)
+        recorded = relative
+        if result.producer is not None:
+            for name, digest in result.producer.outputs.items():
+                if digest == request.sha256 and (name == relative or not recorded):
+                    recorded = name
+                    break
+            else:
+                recorded = next(
+                    n for n, d in sorted(result.producer.outputs.items()) if d == request.sha256
+                )
+        return pb.TraceReply(
+            path=recorded,
+            exact=[record_msg(r) for r in result.exact],
+            overwritten=[record_msg(r) for r in result.overwritten],
+        )
+
+    def ExportRun(
+        self, request: pb.ExportRunRequest, context: grpc.ServicerContext
+    ) -> pb.ExportRunReply:
+        record = self.services.runs.record(request.id)
+        try:
+            statement = build_statement(record, builder_id=builder_id(), envd_version=__version__)
+        except ValueError as exc:
+            raise UsageError(
+                str(exc), hint="declare the run's outputs in envd.yaml `runs: outputs`"
+            ) from None
+        return pb.ExportRunReply(statement=statement_json(statement))
+
+    def ImportRun(
+        self, request: pb.ImportRunRequest, context: grpc.ServicerContext
+    ) -> pb.ImportRunReply:
+        try:
+            record = record_from_statement(request.statement)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UsageError(f"not an envd run statement: {exc}") from None
+        added = self.services.runs.import_record(record)
+        return pb.ImportRunReply(run=record_msg(record, imported=True), added=added)
+
+    def CheckRerun(
+        self, request: pb.CheckRerunRequest, context: grpc.ServicerContext
+    ) -> pb.CheckRerunReply:
+        def quiet(progress: Progress) -> None:  # a build's progress: `envctl build` shows it
+            return None
+
+        record, row, changes, words = self.services.reruns.check(request.id, request.force, quiet)
+        return pb.CheckRerunReply(
+            run=record_msg(record), project=row.name, changes=changes, environment=words
+        )
+
+    def CompareRuns(
+        self, request: pb.CompareRunsRequest, context: grpc.ServicerContext
+    ) -> pb.CompareRunsReply:
+        identical, total, differing = self.services.reruns.compare(request.original, request.again)
+        return pb.CompareRunsReply(identical=identical, total=total, differing=differing)
+
+    def NewProject(
+        self, request: pb.NewProjectRequest, context: grpc.ServicerContext
+    ) -> pb.NewProjectReply:
+        from envd.services.newproject import create
+
+        directory = Path(request.directory or request.name)
+        new = create(self.services.projects, request.name, request.template, directory)
+        return pb.NewProjectReply(
+            project=project_msg(new.project), package=new.package, files=list(new.files)
+        )
