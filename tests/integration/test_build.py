@@ -58,6 +58,14 @@ def test_adding_a_package_reuses_base_and_venv(shared: Envctl, tmp_path: Path) -
 
 
 def test_failing_setup_names_the_step_and_keeps_the_old_image(shared: Envctl) -> None:
+    shared.ok("config", "rebuild_on_change", "false")  # no background rebuild races the checks
+    try:
+        _failing_setup(shared)
+    finally:
+        shared.ok("config", "rebuild_on_change", "true")
+
+
+def _failing_setup(shared: Envctl) -> None:
     path = copy_template("default", shared.cwd / "failing")
     good = build_json(shared, path)["image"]
     spec = (path / "envd.yaml").read_text()

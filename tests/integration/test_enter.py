@@ -314,8 +314,18 @@ def test_stop_and_idle_expiry(shared: Envctl, default_project: Path) -> None:
     shared.ok("config", "idle_timeout", "2")
     try:
         # a command longer than the timeout keeps its container
-        shared.ok("enter", str(default_project), "--", "sleep", "4")
+        running = popen_envctl(
+            shared, "enter", str(default_project), "--", "sleep", "5",
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while "dflt" not in warm(shared) and time.monotonic() < deadline:
+            time.sleep(0.2)
         container = warm(shared)["dflt"]
+        time.sleep(3)  # past the idle timeout, while the command still runs
+        assert warm(shared).get("dflt") == container
+        running.communicate(timeout=60)
+        assert running.returncode == 0
         deadline = time.monotonic() + 20
         while "dflt" in warm(shared) and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -363,20 +373,26 @@ def test_a_rebuild_waits_for_running_commands(shared: Envctl) -> None:
         "--",
         "sh",
         "-c",
-        "echo started; sleep 4; echo finished; exit 3",
+        # long enough to outlast the rebuild below even on a loaded machine; the file it
+        # waits for ends it early once the checks are done
+        "echo started; for i in $(seq 120); do [ -e go ] && break; sleep 0.5; done;"
+        " echo finished; exit 3",
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
     )
-    assert long.stdout is not None and long.stdout.readline() == "started\n"
-    (proj / "envd.yaml").write_text(
-        (proj / "envd.yaml").read_text() + 'setup: ["echo rebuilt > /etc/envd-marker"]\n'
-    )
-    shared.ok("lock", str(proj))
-    assert shared.ok("enter", str(proj), "--", "cat", "/etc/envd-marker") == "rebuilt\n"
-    new = warm(shared)["rebuilt"]
-    assert new != old and exists(old)
-    assert {c["container_id"]: c["status"] for c in containers(shared)}[old] == "retiring"
-    out, _ = long.communicate(timeout=60)
+    try:
+        assert long.stdout is not None and long.stdout.readline() == "started\n"
+        (proj / "envd.yaml").write_text(
+            (proj / "envd.yaml").read_text() + 'setup: ["echo rebuilt > /etc/envd-marker"]\n'
+        )
+        shared.ok("lock", str(proj))
+        assert shared.ok("enter", str(proj), "--", "cat", "/etc/envd-marker") == "rebuilt\n"
+        new = warm(shared)["rebuilt"]
+        assert new != old and exists(old)
+        assert {c["container_id"]: c["status"] for c in containers(shared)}[old] == "retiring"
+    finally:
+        (proj / "go").touch()
+    out, _ = long.communicate(timeout=90)
     assert out == "finished\n" and long.returncode == 3
     shared.ok("config", "idle_timeout", "10")  # the reaper now looks every 5 s
     try:

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli.commands.fingerprint import diff_lines
-from cli.commands.runs import runs_cmd
 from cli.commands.projects import add_cmd
+from cli.commands.runs import runs_cmd
 from cli.context import AppContext
 from cli.output import layout
 from envd.model.fingerprint import Change, FingerprintDiff
