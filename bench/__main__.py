@@ -272,6 +272,42 @@ def bench_build(mode: Mode) -> list[Case]:
     return [noop, rebuild, cold]
 
 
+def bench_content(mode: Mode) -> list[Case]:
+    """The environment's content hash, read from the image's layers: first (no cache) against
+    `docker save` of the same image (the engine handing out the same bytes), and cached."""
+    sys.path.insert(0, str(ROOT))
+    from envd.gateways.engine import Engine
+    from envd.services.content import ContentHasher
+
+    image = image_of(WORK / "bench-sk")
+    engine = Engine()
+    cache = WORK / "content-cache"
+
+    def fresh() -> None:
+        shutil.rmtree(cache, ignore_errors=True)
+        ContentHasher(engine, cache).content_hash(image)
+
+    def save() -> None:
+        with open(os.devnull, "wb") as sink:
+            subprocess.run(["docker", "save", image], stdout=sink, check=True)
+
+    first = interleave(
+        Case("content hash, first", "envd content hash (no cache)", "docker save", target="<= 1.5"),
+        mode.times(1),
+        fresh,
+        save,
+    )
+    warm = ContentHasher(engine, cache)
+    warm.content_hash(image)
+    again = ContentHasher(engine, cache)  # a new daemon: only the files on disk are cached
+    cached = [timed(lambda: again.content_hash(image)) for _ in range(mode.times(3))]
+    files = len(warm.image_manifest(image).entries)
+    first.note = (
+        f"{files} files; cached: median {statistics.median(cached) * 1000:.1f} ms (target <= 50 ms)"
+    )
+    return [first]
+
+
 def _cold_envd_build(path: Path) -> None:
     """Drop this project's image and every step layer nobody else holds, and the uv cache."""
     images = json.loads(envctl("--json", "images"))["images"]
@@ -509,6 +545,9 @@ def main(argv: list[str] | None = None) -> int:
         t = time.monotonic()
         cases += bench_build(mode)
         phase("build", t)
+        t = time.monotonic()
+        cases += bench_content(mode)
+        phase("content", t)
         t = time.monotonic()
         cases += bench_lock(mode)
         phase("lock", t)

@@ -330,6 +330,7 @@ class Engine:
         image: str,
         read_layer: Callable[[IO[bytes]], T],
         skip: Collection[str] = (),
+        skip_sizes: Collection[int] = (),
     ) -> SavedImage[T]:
         """Stream `docker save` of one image and hand each layer tar to read_layer.
 
@@ -343,7 +344,7 @@ class Engine:
             raise _engine_error(exc) from exc
         raw = _ChunkReader(chunks)
         try:
-            return read_saved_image(io.BufferedReader(raw, 1 << 20), read_layer, skip)
+            return read_saved_image(io.BufferedReader(raw, 1 << 20), read_layer, skip, skip_sizes)
         except EnvdError:
             raise
         except Exception as exc:  # the stream broke off: the engine or the connection failed
@@ -717,6 +718,7 @@ class SavedImage(Generic[T]):
     image_id: str  # sha256:<config digest>
     diff_ids: tuple[str, ...]  # bottom first, each one checked against the bytes read
     layers: tuple[T | None, ...]  # read_layer's result per diff-id; None where skipped
+    sizes: tuple[int, ...] = ()  # each layer's size as stored in the archive
 
 
 @dataclass
@@ -725,6 +727,7 @@ class _LayerRead(Generic[T]):
     diff_id: str  # sha256 of the uncompressed tar
     result: T | None
     error: str = ""
+    size: int = 0
 
 
 class _ChunkReader(io.RawIOBase):
@@ -827,8 +830,13 @@ def read_saved_image(
     archive: IO[bytes],
     read_layer: Callable[[IO[bytes]], T],
     skip: Collection[str] = (),
+    skip_sizes: Collection[int] = (),
 ) -> SavedImage[T]:
     """Read a `docker save` tar in one pass: legacy (`<id>/layer.tar`) or OCI (`blobs/sha256/`).
+
+    A layer already known is only hashed, not read: by its digest in the OCI layout; in the
+    legacy layout (which names layers by v1 id) by its size among `skip_sizes`. A guess by size
+    that hashes to an unknown layer comes back unread (None): the caller reads again.
 
     The archive lists layers before manifest.json, so every layer is read as it passes (the
     legacy layout names layers by a v1 id, not by digest); JSON members are kept (bounded) and
@@ -861,8 +869,10 @@ def read_saved_image(
                         jsons[name] = head + member.read()
                         continue
                     digest = "sha256:" + posixpath.basename(name)
-                    parse = not (is_blob and digest in skip)
-                    layers[name] = _read_layer(_Peeked(head, member), read_layer, parse)
+                    parse = digest not in skip if is_blob else info.size not in skip_sizes
+                    read = _read_layer(_Peeked(head, member), read_layer, parse)
+                    read.size = info.size
+                    layers[name] = read
                 elif name.endswith(".json") or name == "index.json":
                     if info.size > _MAX_JSON:
                         raise VerificationError(f"{name} in the image archive is too large")
@@ -908,6 +918,7 @@ def _assemble(
             f"the manifest lists {len(layer_names)} layers, the config {len(diff_ids)}"
         )
     results: list[T | None] = []
+    sizes: list[int] = []
     for name, diff_id in zip(layer_names, diff_ids, strict=True):
         read = layers.get(name)
         if read is None and name in jsons:  # a small blob kept in memory: read it now
@@ -923,4 +934,5 @@ def _assemble(
                 f"layer {name} hashes to {read.diff_id}, but the image says {diff_id}"
             )
         results.append(read.result)
-    return SavedImage(config_digest, diff_ids, tuple(results))
+        sizes.append(read.size)
+    return SavedImage(config_digest, diff_ids, tuple(results), tuple(sizes))

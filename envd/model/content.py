@@ -11,6 +11,7 @@ written as hex under a separate key so no two paths can collide).
 from __future__ import annotations
 
 import base64
+import bisect
 import csv
 import hashlib
 import json
@@ -157,11 +158,6 @@ def _get_text(data: Mapping[str, Any], key: str) -> str:
         return bytes.fromhex(str(data[key + "_hex"])).decode("utf-8", "surrogateescape")
     return str(data.get(key, ""))
 
-
-def _ancestors(path: str) -> Iterator[str]:
-    while path != "/":
-        path = posixpath.dirname(path)
-        yield path
 
 
 def is_excluded(path: str) -> bool:
@@ -365,10 +361,9 @@ def merge(layers: Iterable[LayerSummary]) -> Manifest:
         replaced = {p for p, e in layer.entries.items() if e.kind != "dir"}
         hide_below = layer.whiteouts | layer.opaque | replaced
         if hide_below:
-            for path in list(state):
-                if path in layer.whiteouts or any(a in hide_below for a in _ancestors(path)):
-                    del state[path]
-                    facts.pop(path, None)
+            for path in _hidden(state, layer.whiteouts, hide_below):
+                del state[path]
+                facts.pop(path, None)
         for path, entry in layer.entries.items():
             if entry.kind != "hardlink":
                 state[path] = entry
@@ -380,6 +375,23 @@ def merge(layers: Iterable[LayerSummary]) -> Manifest:
                 _link(state, facts, path, entry)
     kept = {p: e for p, e in state.items() if not is_excluded(p)}
     return Manifest(kept, {p: f for p, f in facts.items() if p in kept})
+
+
+def _hidden(
+    state: Mapping[str, Entry], whiteouts: frozenset[str], hide_below: frozenset[str] | set[str]
+) -> list[str]:
+    """Lower paths a layer hides: its whiteouts themselves, and everything below a whiteout,
+    an opaque directory or a path the layer replaces with a non-directory. Found by prefix
+    search over the sorted paths (a large layer hides few paths; scanning all is slow)."""
+    keys = sorted(state)
+    hidden = [w for w in whiteouts if w in state]
+    for root in hide_below:
+        prefix = root if root.endswith("/") else root + "/"
+        i = bisect.bisect_left(keys, prefix)
+        while i < len(keys) and keys[i].startswith(prefix):
+            hidden.append(keys[i])
+            i += 1
+    return list(dict.fromkeys(hidden))
 
 
 def _link(state: dict[str, Entry], facts: dict[str, Fact], path: str, link: Entry) -> None:

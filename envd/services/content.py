@@ -49,15 +49,20 @@ class ContentHasher:
 
     def _read(self, image_id: str, image_ref: str, diff_ids: tuple[str, ...]) -> Manifest:
         summaries = {d: s for d in set(diff_ids) if (s := self._cached(d)) is not None}
-        if any(d not in summaries for d in diff_ids):
-            saved = self._engine.read_image_layers(image_id, summarise_layer, skip=summaries)
+        sizes = {size for d in summaries if (size := self._size(d)) is not None}
+        for attempt in range(2):
+            if all(d in summaries for d in diff_ids):
+                break
+            saved = self._engine.read_image_layers(
+                image_id, summarise_layer, skip=summaries, skip_sizes=sizes if attempt == 0 else ()
+            )
             if saved.diff_ids != diff_ids:
                 raise VerificationError(
                     f"image {image_ref} changed while it was read: its layers differ"
                 )
-            for diff_id, summary in zip(saved.diff_ids, saved.layers, strict=True):
+            for i, (diff_id, summary) in enumerate(zip(saved.diff_ids, saved.layers, strict=True)):
                 if summary is not None and diff_id not in summaries:
-                    self._store(diff_id, summary)
+                    self._store(diff_id, summary, saved.sizes[i] if saved.sizes else None)
                     summaries[diff_id] = summary
         return merge(summaries[d] for d in diff_ids)
 
@@ -97,10 +102,19 @@ class ContentHasher:
         except ContentError:
             return None  # a damaged entry is read again from the layer bytes
 
-    def _store(self, diff_id: str, summary: LayerSummary) -> None:
+    def _size(self, diff_id: str) -> int | None:
+        """The size the layer had in the engine's archive (to know it there without reading)."""
+        try:
+            return int(self._path(diff_id).with_suffix(".size").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _store(self, diff_id: str, summary: LayerSummary, size: int | None = None) -> None:
         path = self._path(diff_id)
         self._cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_atomic(path, summary_to_json(summary), mode=0o600)
+        if size is not None:
+            write_atomic(path.with_suffix(".size"), f"{size}\n", mode=0o600)
 
 
 def _is_hex(text: str) -> bool:

@@ -449,6 +449,7 @@ class FakeEngine:
         self.archives: dict[str, bytes] = {}
         self.diff_ids: dict[str, tuple[str, ...]] = {}
         self.reads = 0
+        self.parsed = 0  # layers handed to read_layer, over every read
 
     def add(self, ref: str, layers: list[bytes]) -> None:
         self.archives[ref] = saved_archive(layers)
@@ -461,9 +462,16 @@ class FakeEngine:
             id=ref, tags=(), labels={}, size=0, repo_digests=(), layers=self.diff_ids[ref]
         )
 
-    def read_image_layers(self, image: str, read_layer: Any, skip: Any = ()) -> SavedImage[Any]:
+    def read_image_layers(
+        self, image: str, read_layer: Any, skip: Any = (), skip_sizes: Any = ()
+    ) -> SavedImage[Any]:
         self.reads += 1
-        return read_saved_image(io.BytesIO(self.archives[image]), read_layer, skip)
+
+        def counted(stream: Any) -> Any:
+            self.parsed += 1
+            return read_layer(stream)
+
+        return read_saved_image(io.BytesIO(self.archives[image]), counted, skip, skip_sizes)
 
 
 def test_content_hasher_caches_each_layer_once(tmp_path: Path) -> None:
@@ -477,7 +485,7 @@ def test_content_hasher_caches_each_layer_once(tmp_path: Path) -> None:
     assert hasher.content_hash("two") == content_hash(manifest(BASE))  # its one layer is cached
     assert hasher.content_hash("one") == content_hash(manifest(BASE, DEBIAN))
     assert engine.reads == 1
-    files = sorted(f for f in (tmp_path / "cache").iterdir() if f.is_file())
+    files = sorted(f for f in (tmp_path / "cache").iterdir() if f.suffix == ".json")
     assert [f.name for f in files] == sorted(f"{sha(t)}.json" for t in (base, top))
     # Each chain of layers keeps its content hash: a later call merges nothing.
     assert len(list((tmp_path / "cache" / "chains").iterdir())) == 2
@@ -492,3 +500,33 @@ def test_content_hasher_refuses_an_image_whose_layers_changed_under_it(tmp_path:
     engine.diff_ids["img"] = ("sha256:" + "1" * 64,)  # what inspect says differs from the bytes
     with pytest.raises(VerificationError, match="changed"):
         ContentHasher(engine, tmp_path).content_hash("img")  # type: ignore[arg-type]
+
+
+def test_a_known_layer_is_not_read_again_in_the_legacy_layout(tmp_path: Path) -> None:
+    """The legacy save names layers by v1 id: a cached layer is recognised by its size and
+    only hashed, so a new image on a cached base reads its new layer alone."""
+    engine = FakeEngine()
+    grown = [*DEBIAN, M("opt/big", b"x" * 40_000)]
+    base, top = tar_bytes(BASE), tar_bytes(grown)
+    assert len(base) != len(top)
+    engine.add("base", [base])
+    engine.add("child", [base, top])
+    hasher = ContentHasher(engine, tmp_path / "cache")  # type: ignore[arg-type]
+    hasher.content_hash("base")
+    assert engine.parsed == 1
+    assert hasher.content_hash("child") == content_hash(manifest(BASE, grown))
+    assert engine.parsed == 2  # the new layer only
+
+
+def test_a_layer_of_the_same_size_as_a_known_one_is_read_after_all(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    a = tar_bytes([M("etc/one", b"aaaa")])
+    b = tar_bytes([M("etc/one", b"bbbb")])
+    assert len(a) == len(b) and a != b
+    engine.add("a", [a])
+    engine.add("ab", [a, b])
+    hasher = ContentHasher(engine, tmp_path / "cache")  # type: ignore[arg-type]
+    hasher.content_hash("a")
+    expected = content_hash(manifest([M("etc/one", b"aaaa")], [M("etc/one", b"bbbb")]))
+    assert hasher.content_hash("ab") == expected
+    assert engine.reads == 3  # the guess by size was wrong for b: read again, in full
