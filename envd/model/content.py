@@ -159,7 +159,6 @@ def _get_text(data: Mapping[str, Any], key: str) -> str:
     return str(data.get(key, ""))
 
 
-
 def is_excluded(path: str) -> bool:
     return any(path == p or path.startswith(p + "/") for p in EXCLUDED)
 
