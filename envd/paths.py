@@ -34,6 +34,21 @@ class Paths:
     def pid_file(self) -> Path:
         return self.home / "envd.pid"
 
+    @property
+    def private_run(self) -> Path:
+        """The daemon's private (0700) folder: the gRPC backend, the enter socket, agents."""
+        return self.home / "run"
+
+    @property
+    def enter_socket(self) -> Path:
+        """The enter hot path's socket (SCM_RIGHTS, not gRPC), mode 0600 in the 0700 folder."""
+        return self.private_run / "enter.sock"
+
+    @property
+    def agents(self) -> Path:
+        """Per warm container, a 0700 folder (its agent's socket) bind-mounted at /run/envd/sock."""
+        return self.private_run / "agents"
+
 
 def resolve_paths(environ: Mapping[str, str] | None = None) -> Paths:
     """$ENVD_HOME (default ~/.local/state/envd); socket: $ENVD_SOCKET, else

@@ -126,6 +126,10 @@ def serve(paths: Paths, foreground: bool = True) -> int:
     services.start()  # adopt warm containers before the first request can race us to them
     guard = PeerGuard(paths.socket, backend)
     guard.listen()
+    from envd.daemon.enter_socket import EnterSocket
+
+    fast_enter = EnterSocket(paths.enter_socket, services.entering)
+    fast_enter.listen()  # the enter hot path: fds to the warm container's agent
     paths.pid_file.write_text(f"{os.getpid()}\n")
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -137,6 +141,7 @@ def serve(paths: Paths, foreground: bool = True) -> int:
     finally:
         log.info("shutting down")
         guard.close()
+        fast_enter.close()
         server.stop(grace=2).wait(5)
         services.close()
         for leftover in (paths.socket, backend, paths.pid_file):
