@@ -1,16 +1,24 @@
-"""The enter hot path, free of click: ask the daemon for an exec target, run `docker exec`.
+"""The enter hot path, free of click (and, on the fast path, of grpc and protobuf).
 
 `envctl enter P -- CMD` is typed fifty times a day; `cli.main` sends that exact shape here
-before importing click, so the cost over `docker exec` is Python, grpc and one round trip.
+before importing click. First the fast path: our own stdin/stdout/stderr go to the daemon's
+enter socket (SCM_RIGHTS; protocol in envd/daemon/enter_socket.py), which has the warm
+container's agent run CMD on them directly and records the run; we relay signals and window
+sizes and exit with CMD's status. When that socket is absent or refuses (a container without an
+agent, a remote engine, ENVD_ENTER_FAST=0), the gRPC Enter call and `docker exec`, as before.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import signal
+import socket
+import struct
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cli.refs import project_ref
 from envd.errors import EXIT_BUG, EXIT_INTERRUPTED, EnvdError
@@ -21,6 +29,7 @@ if TYPE_CHECKING:
     from envd.v1 import envd_pb2 as pb
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_HEADER = struct.Struct(">I")
 
 
 def user_name() -> str:
@@ -106,9 +115,129 @@ def forward_signals(target: pb.ExecTarget) -> None:
         signal.signal(sig, forward)
 
 
+# ---------------------------------------------------------------- the fast path
+
+
+def _frame(message: dict[str, Any]) -> bytes:
+    data = json.dumps(message, separators=(",", ":")).encode()
+    return _HEADER.pack(len(data)) + data
+
+
+def _window_size(fd: int) -> list[int] | None:
+    try:
+        size = os.get_terminal_size(fd)
+    except OSError:
+        return None
+    return [size.lines, size.columns] if size.lines and size.columns else None
+
+
+class _Refused(Exception):
+    """The daemon will not take this enter on its socket: use gRPC + docker exec."""
+
+
+def enter_fast(paths: Paths, ref: str, command: list[str], gpus: str, tty: bool) -> int:
+    """CMD on our own fds through the daemon's enter socket; _Refused to fall back."""
+    if os.environ.get("ENVD_ENTER_FAST", "1") == "0":
+        raise _Refused("ENVD_ENTER_FAST=0")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(paths.enter_socket))
+    except OSError as exc:
+        sock.close()
+        raise _Refused(str(exc)) from None
+    request = {
+        "op": "enter",
+        "project": ref,
+        "argv": command,
+        "cwd": os.getcwd(),
+        "gpus": gpus,
+        "tty": tty,
+        "winsize": _window_size(0) if tty else None,
+        "term": os.environ.get("TERM", "xterm") if tty else "",
+        "user_name": user_name(),
+    }
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    caught = [*FORWARDED, signal.SIGWINCH] if tty else list(FORWARDED)
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in caught}
+    old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    saved_tty: list[Any] | None = None
+    try:
+        try:
+            socket.send_fds(sock, [_frame(request)], [0, 1, 2])
+        except OSError as exc:
+            raise _Refused(str(exc)) from None
+        buf = bytearray()
+        while True:
+            readable = select.select([sock.fileno(), wake_r], [], [])[0]
+            if wake_r in readable:
+                for signum in os.read(wake_r, 256):
+                    message: dict[str, Any] = {"op": "signal", "signal": signum}
+                    if signum == signal.SIGWINCH:
+                        size = _window_size(0)
+                        if not size:
+                            continue
+                        message = {"op": "winsize", "rows": size[0], "cols": size[1]}
+                    try:  # (before the start too: the daemon passes it on once CMD runs)
+                        sock.sendall(_frame(message))
+                    except OSError:  # the daemon has gone: what it said last is still read
+                        pass
+            if sock.fileno() not in readable:
+                continue
+            data = sock.recv(1 << 16)
+            if not data:
+                raise EnvdError("the envd daemon closed the connection before the command ended")
+            buf += data
+            while len(buf) >= _HEADER.size:
+                (size_,) = _HEADER.unpack_from(buf)
+                if len(buf) < _HEADER.size + size_:
+                    break
+                reply = json.loads(bytes(buf[_HEADER.size : _HEADER.size + size_]))
+                del buf[: _HEADER.size + size_]
+                op = reply.get("op")
+                if op == "refused":
+                    raise _Refused(str(reply.get("reason", "")))
+                if op == "error":
+                    failed = EnvdError(str(reply.get("message", "")), hint=reply.get("hint"))
+                    failed.exit_code = int(reply.get("exit_code", EXIT_BUG))
+                    raise failed
+                if op == "started":
+                    if tty:
+                        import termios
+                        import tty as tty_module
+
+                        saved_tty = termios.tcgetattr(0)
+                        tty_module.setraw(0)
+                elif op == "exit":
+                    if reply.get("error"):
+                        sys.stderr.write(f"envctl: error: {reply['error']}\n")
+                    return int(reply["status"])
+    finally:
+        if saved_tty is not None:
+            import termios
+
+            termios.tcsetattr(0, termios.TCSADRAIN, saved_tty)
+        signal.set_wakeup_fd(old_wakeup)
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+        os.close(wake_r)
+        os.close(wake_w)
+        sock.close()
+
+
+# ---------------------------------------------------------------- gRPC + docker exec
+
+
 def enter(paths: Paths, project: str, command: list[str], gpus: str = "") -> int:
     """Run CMD (or a login shell) in the project's warm container; CMD's status is returned."""
     tty = sys.stdin.isatty() and sys.stdout.isatty()
+    if command:
+        try:
+            return enter_fast(paths, project_ref(project), command, gpus, tty)
+        except _Refused:
+            pass
     client, target = request_target(paths, project_ref(project), command, gpus, tty)
     argv = exec_argv(target, tty)
     if command and not tty:

@@ -298,6 +298,8 @@ class Session:
         """CLI signals and window sizes to the agent until the command ends."""
         for frame in take_frames(self.buf):
             self.control(command, frame)
+        if self.cli_gone:  # it left before the command started: hang it up at once
+            command.hang_up()
         while command.returncode is None:
             watched: list[Any] = [command] if self.cli_gone else [command, self.conn]
             readable = select.select(watched, [], [])[0]
