@@ -16,16 +16,17 @@ import select
 import signal
 import socket
 import struct
-import subprocess
 import sys
-from typing import TYPE_CHECKING, Any
 
 from cli.refs import project_ref
 from envd.errors import EXIT_BUG, EXIT_INTERRUPTED, EnvdError
-from envd.paths import Paths, resolve_paths, run_pid_file
 
+TYPE_CHECKING = False  # not typing's: importing typing (and envd.paths, subprocess) costs ms
 if TYPE_CHECKING:
+    from typing import Any
+
     from cli.client import Client
+    from envd.paths import Paths
     from envd.v1 import envd_pb2 as pb
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -87,6 +88,9 @@ def exec_argv(target: pb.ExecTarget, interactive_tty: bool) -> list[str]:
 
 def forward_signals(target: pb.ExecTarget) -> None:
     """Without a TTY, `docker exec` does not pass signals on: send them to the command."""
+    import subprocess
+
+    from envd.paths import run_pid_file
 
     pid_file = run_pid_file(target.run_id)  # written by the daemon's wrap_for_signals
     interrupts = 0
@@ -135,13 +139,13 @@ class _Refused(Exception):
     """The daemon will not take this enter on its socket: use gRPC + docker exec."""
 
 
-def enter_fast(paths: Paths, ref: str, command: list[str], gpus: str, tty: bool) -> int:
+def enter_fast(where: str, ref: str, command: list[str], gpus: str, tty: bool) -> int:
     """CMD on our own fds through the daemon's enter socket; _Refused to fall back."""
     if os.environ.get("ENVD_ENTER_FAST", "1") == "0":
         raise _Refused("ENVD_ENTER_FAST=0")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(str(paths.enter_socket))
+        sock.connect(where)
     except OSError as exc:
         sock.close()
         raise _Refused(str(exc)) from None
@@ -230,14 +234,30 @@ def enter_fast(paths: Paths, ref: str, command: list[str], gpus: str, tty: bool)
 # ---------------------------------------------------------------- gRPC + docker exec
 
 
-def enter(paths: Paths, project: str, command: list[str], gpus: str = "") -> int:
+def enter_socket_path(environ: dict[str, str] | os._Environ[str] | None = None) -> str:
+    """envd.paths.Paths.enter_socket, without importing envd.paths (dataclasses, typing)."""
+    env = os.environ if environ is None else environ
+    home = env.get("ENVD_HOME") or os.path.join(
+        os.path.expanduser(env.get("HOME", "~")), ".local/state/envd"
+    )
+    return os.path.join(os.path.abspath(home), "run", "enter.sock")
+
+
+def enter(paths: Paths | None, project: str, command: list[str], gpus: str = "") -> int:
     """Run CMD (or a login shell) in the project's warm container; CMD's status is returned."""
+    import subprocess
+
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     if command:
+        where = str(paths.enter_socket) if paths is not None else enter_socket_path()
         try:
-            return enter_fast(paths, project_ref(project), command, gpus, tty)
+            return enter_fast(where, project_ref(project), command, gpus, tty)
         except _Refused:
             pass
+    if paths is None:
+        from envd.paths import resolve_paths
+
+        paths = resolve_paths()
     client, target = request_target(paths, project_ref(project), command, gpus, tty)
     argv = exec_argv(target, tty)
     if command and not tty:
@@ -284,7 +304,7 @@ def main_fast(argv: list[str]) -> int | None:
         return None
     project, command, gpus = parsed
     try:
-        code = enter(resolve_paths(), project, command, gpus)
+        code = enter(None, project, command, gpus)
     except EnvdError as exc:
         sys.stderr.write(f"envctl: error: {exc.message}\n")
         if exc.hint:

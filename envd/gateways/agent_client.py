@@ -239,6 +239,18 @@ def run_in_agent(
         raise
 
 
+def agent_answers(socket_path: str | os.PathLike[str]) -> bool:
+    """Whether an agent listens there (so its container runs); it sees the probe close at once."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(os.fspath(socket_path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 def running_commands(socket_path: str | os.PathLike[str], timeout: float = 2.0) -> list[int]:
     """The pids of the commands the agent runs now (an idle container has none)."""
     connection = _connect(os.fspath(socket_path), timeout)

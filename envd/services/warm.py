@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from envd.config import Config
 from envd.errors import ContainerError
 from envd.events import EventBus
-from envd.gateways.agent_client import AGENT_SCRIPT, running_commands
+from envd.gateways.agent_client import AGENT_SCRIPT, agent_answers, running_commands
 from envd.gateways.engine import ContainerInfo, Mount, RunResult
 from envd.model.plan import IDLE_CMD, WORKDIR
 
@@ -307,6 +307,9 @@ class WarmContainers:
             warm = self.get(request.project)
             if warm is not None:
                 if fits(warm, request):
+                    if warm.agent and agent_answers(warm.agent):  # no engine call needed
+                        warm.last_used_at = time.time()
+                        return warm
                     info = self.engine.inspect_container(warm.container_id)
                     if info is not None and info.status == "running":
                         warm.last_used_at = time.time()
