@@ -522,6 +522,7 @@ class Agent:
         while not (self.stopping and not self.commands):
             if self.stopping and self.listener is not None:
                 self.stop()
+                continue  # that may have ended the last command: look again before waiting
             poller = select.poll()
             owners: dict[int, Command | None] = {self.wake_r: None}
             poller.register(self.wake_r, select.POLLIN)
