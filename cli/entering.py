@@ -10,12 +10,14 @@ agent, a remote engine, ENVD_ENTER_FAST=0), the gRPC Enter call and `docker exec
 
 from __future__ import annotations
 
-import json
+# The fast path uses the C modules under socket, signal, struct and json: their Python
+# wrappers (enum, re) cost more than the rest of envctl's start together.
+import _json
+import _signal  # type: ignore[import-not-found]  # (no stub; the C half of `signal`)
+import _socket
+import _struct
 import os
 import select
-import signal
-import socket
-import struct
 import sys
 
 from cli.refs import project_ref
@@ -29,8 +31,8 @@ if TYPE_CHECKING:
     from envd.paths import Paths
     from envd.v1 import envd_pb2 as pb
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_HEADER = struct.Struct(">I")
+FORWARDED: tuple[int, ...] = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
+_HEADER = _struct.Struct(">I")
 
 
 def user_name() -> str:
@@ -88,6 +90,7 @@ def exec_argv(target: pb.ExecTarget, interactive_tty: bool) -> list[str]:
 
 def forward_signals(target: pb.ExecTarget) -> None:
     """Without a TTY, `docker exec` does not pass signals on: send them to the command."""
+    import signal
     import subprocess
 
     from envd.paths import run_pid_file
@@ -122,8 +125,84 @@ def forward_signals(target: pb.ExecTarget) -> None:
 # ---------------------------------------------------------------- the fast path
 
 
+def _dumps(value: object) -> str:
+    """JSON of None, bools, ints, strings, lists and dicts (what the fast path sends)."""
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return _json.encode_basestring_ascii(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_dumps(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = (_json.encode_basestring_ascii(str(k)) + ":" + _dumps(v) for k, v in value.items())
+        return "{" + ",".join(items) + "}"
+    raise TypeError(f"cannot send {type(value).__name__}")
+
+
+def _skip(text: str, i: int) -> int:
+    while i < len(text) and text[i] in " \t\n\r":
+        i += 1
+    return i
+
+
+def _parse(text: str, i: int) -> tuple[Any, int]:
+    """One JSON value at text[i:] and where it ends (what the daemon sends: its json.dumps)."""
+    i = _skip(text, i)
+    char = text[i : i + 1]
+    if char == '"':
+        return _json.scanstring(text, i + 1)
+    if char in ("{", "["):
+        close = "}" if char == "{" else "]"
+        items: list[Any] = []
+        i = _skip(text, i + 1)
+        while text[i : i + 1] != close:
+            if items:
+                if text[i : i + 1] != ",":
+                    raise ValueError(f"expected , at {i}")
+                i += 1
+            if char == "{":
+                i = _skip(text, i)
+                if text[i : i + 1] != '"':
+                    raise ValueError(f"expected a key at {i}")
+                key, i = _json.scanstring(text, i + 1)
+                i = _skip(text, i)
+                if text[i : i + 1] != ":":
+                    raise ValueError(f"expected : at {i}")
+                value, i = _parse(text, i + 1)
+                items.append((key, value))
+            else:
+                value, i = _parse(text, i)
+                items.append(value)
+            i = _skip(text, i)
+        return (dict(items) if char == "{" else items), i + 1
+    for word, value in (("true", True), ("false", False), ("null", None)):
+        if text.startswith(word, i):
+            return value, i + len(word)
+    end = i
+    while end < len(text) and text[end] in "+-0123456789.eE":
+        end += 1
+    number = text[i:end]
+    if not number:
+        raise ValueError(f"unexpected {char!r} at {i}")
+    return (float(number) if any(c in number for c in ".eE") else int(number)), end
+
+
+def _loads(data: bytes) -> Any:
+    text = data.decode()
+    value, end = _parse(text, 0)
+    if _skip(text, end) != len(text):
+        raise ValueError("trailing data")
+    return value
+
+
 def _frame(message: dict[str, Any]) -> bytes:
-    data = json.dumps(message, separators=(",", ":")).encode()
+    data = _dumps(message).encode()
     return _HEADER.pack(len(data)) + data
 
 
@@ -143,7 +222,7 @@ def enter_fast(where: str, ref: str, command: list[str], gpus: str, tty: bool) -
     """CMD on our own fds through the daemon's enter socket; _Refused to fall back."""
     if os.environ.get("ENVD_ENTER_FAST", "1") == "0":
         raise _Refused("ENVD_ENTER_FAST=0")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.connect(where)
     except OSError as exc:
@@ -163,13 +242,16 @@ def enter_fast(where: str, ref: str, command: list[str], gpus: str, tty: bool) -
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
-    caught = [*FORWARDED, signal.SIGWINCH] if tty else list(FORWARDED)
-    previous = {sig: signal.signal(sig, lambda *_: None) for sig in caught}
-    old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    caught = [*FORWARDED, _signal.SIGWINCH] if tty else list(FORWARDED)
+    previous = {sig: _signal.signal(sig, lambda *_: None) for sig in caught}
+    old_wakeup = _signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     saved_tty: list[Any] | None = None
     try:
         try:
-            socket.send_fds(sock, [_frame(request)], [0, 1, 2])
+            data = _frame(request)
+            fds = _struct.pack("3i", 0, 1, 2)
+            sent = sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
+            sock.sendall(data[sent:])
         except OSError as exc:
             raise _Refused(str(exc)) from None
         buf = bytearray()
@@ -178,7 +260,7 @@ def enter_fast(where: str, ref: str, command: list[str], gpus: str, tty: bool) -
             if wake_r in readable:
                 for signum in os.read(wake_r, 256):
                     message: dict[str, Any] = {"op": "signal", "signal": signum}
-                    if signum == signal.SIGWINCH:
+                    if signum == _signal.SIGWINCH:
                         size = _window_size(0)
                         if not size:
                             continue
@@ -197,7 +279,7 @@ def enter_fast(where: str, ref: str, command: list[str], gpus: str, tty: bool) -
                 (size_,) = _HEADER.unpack_from(buf)
                 if len(buf) < _HEADER.size + size_:
                     break
-                reply = json.loads(bytes(buf[_HEADER.size : _HEADER.size + size_]))
+                reply = _loads(bytes(buf[_HEADER.size : _HEADER.size + size_]))
                 del buf[: _HEADER.size + size_]
                 op = reply.get("op")
                 if op == "refused":
@@ -222,10 +304,10 @@ def enter_fast(where: str, ref: str, command: list[str], gpus: str, tty: bool) -
             import termios
 
             termios.tcsetattr(0, termios.TCSADRAIN, saved_tty)
-        signal.set_wakeup_fd(old_wakeup)
+        _signal.set_wakeup_fd(old_wakeup)
         for sig, handler in previous.items():
             if handler is not None:
-                signal.signal(sig, handler)
+                _signal.signal(sig, handler)
         os.close(wake_r)
         os.close(wake_w)
         sock.close()

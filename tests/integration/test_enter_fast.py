@@ -38,7 +38,9 @@ def envctl_argv(*args: str) -> list[str]:
 
 
 def runs(envctl: Envctl, project: str) -> list[dict]:  # type: ignore[type-arg]
-    return list(json.loads(envctl.ok("--json", "runs", "--project", project, "-n", "50"))["runs"])
+    proc = envctl("--json", "runs", "--project", project, "-n", "50")
+    assert proc.returncode == 0 and proc.stdout.startswith("{"), (proc.stdout, proc.stderr)
+    return list(json.loads(proc.stdout)["runs"])
 
 
 def last_run(envctl: Envctl, project: str, marker: str) -> dict:  # type: ignore[type-arg]
@@ -256,6 +258,8 @@ class Terminal:
             start_new_session=True,
         )
         self.out = b""
+        self.stopping = threading.Event()
+        self.drainer: threading.Thread | None = None
 
     def set_size(self, rows: int, cols: int, fd: int | None = None) -> None:
         size = struct.pack("HHHH", rows, cols, 0, 0)
@@ -277,7 +281,7 @@ class Terminal:
         """Keep reading in the background, so the command's output never blocks."""
 
         def loop() -> None:
-            while True:
+            while not self.stopping.is_set():
                 try:
                     if select.select([self.master], [], [], 0.2)[0]:
                         data = os.read(self.master, 65536)
@@ -289,12 +293,16 @@ class Terminal:
                 except OSError:
                     return
 
-        threading.Thread(target=loop, daemon=True).start()
+        self.drainer = threading.Thread(target=loop, daemon=True)
+        self.drainer.start()
 
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.stopping.set()
+        if self.drainer is not None:  # before its fd number can be someone else's
+            self.drainer.join()
         os.close(self.master)
         os.close(self.slave)
 
@@ -304,7 +312,10 @@ def test_ctrl_c_with_a_tty_reaches_the_command(shared: Envctl, fast: Path) -> No
     term = Terminal(shared, 24, 80, "enter", str(fast), "--", "sh", "-c", f": {marker}; {TRAP_INT}")
     try:
         term.read_until(b"ready")
-        assert termios.tcgetattr(term.slave)[3] & termios.ICANON == 0  # raw while it runs
+        deadline = time.monotonic() + 10  # raw once envctl hears the command started
+        while termios.tcgetattr(term.slave)[3] & termios.ICANON:
+            assert time.monotonic() < deadline, "the terminal never went raw"
+            time.sleep(0.01)
         os.write(term.master, b"\x03")
         term.read_until(b"after")
         term.drain()
