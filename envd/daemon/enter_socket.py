@@ -48,6 +48,7 @@ _HEADER = struct.Struct(">I")
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 MAX_FRAME = 1 << 20
 FORWARDED = {1, 2, 15}  # SIGHUP, SIGINT, SIGTERM
+REQUEST_TIMEOUT_S = 30.0
 AGENT_LOST = 255  # the status of a command whose agent went away before it said
 
 Frame = dict[str, Any]
@@ -196,7 +197,9 @@ class Session:
 
     def run(self, fds: list[int]) -> None:
         try:
+            self.conn.settimeout(REQUEST_TIMEOUT_S)  # a client that never asks holds nothing
             request = self.first_frame(fds)
+            self.conn.settimeout(None)
             call, winsize = self.parse(request, fds)
         except (ValueError, TypeError, KeyError, OSError) as exc:
             self.send({"op": "error", "message": f"bad enter request: {exc}", "exit_code": 2})

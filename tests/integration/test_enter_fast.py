@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pty
+import re
 import select
 import signal
 import struct
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from envd.gateways.agent_client import AGENT_SCRIPT as AGENT_SCRIPT_PATH
 from tests.conftest import Envctl
 from tests.integration.test_enter import new_project, popen_envctl, warm
 
@@ -454,3 +456,48 @@ def test_warm_enter_against_docker_exec(shared: Envctl, fast: Path) -> None:
             times[key].append(time.perf_counter() - start)
     a, b = statistics.median(times["envctl"]), statistics.median(times["docker"])
     print(f"\nwarm enter: envctl {a * 1000:.0f} ms, docker exec {b * 1000:.0f} ms (median of 20)")
+
+
+def test_the_entrypoint_falls_back_to_sleep_without_python(
+    shared: Envctl, fast: Path, tmp_path: Path
+) -> None:
+    """An image with no python3 on its PATH: the marker, and `sleep infinity` as PID 1's child."""
+    from envd.services.warm import AGENT_SOCKET, AGENT_SOCKET_DIR, NO_AGENT, agent_entrypoint
+    from tests.conftest import SESSION_LABEL
+
+    image = inspect_image_of(warm(shared)["dflt"])
+    results = {}
+    for name, path in (("without", "/nowhere"), ("with", "")):
+        folder = tmp_path / name
+        folder.mkdir(mode=0o700)
+        entrypoint = ["/bin/sh", *agent_entrypoint()[1:]]
+        argv = ["docker", "run", "-d", "--rm", "--label", SESSION_LABEL, "--init"]
+        argv += ["-v", f"{folder}:{AGENT_SOCKET_DIR}"]
+        argv += ["-v", f"{AGENT_SCRIPT_PATH}:/run/envd/agent.py:ro"]
+        argv += ["-e", f"PATH={path}"] if path else []
+        argv += ["--entrypoint", entrypoint[0], image, *entrypoint[1:], "/bin/sleep", "infinity"]
+        container = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+        try:
+            deadline = time.monotonic() + 20
+            while not any((folder / f).exists() for f in (NO_AGENT, AGENT_SOCKET)):
+                assert time.monotonic() < deadline, "neither the agent nor the marker"
+                time.sleep(0.05)
+            top = subprocess.run(
+                ["docker", "top", container], capture_output=True, text=True
+            ).stdout
+            sleeping = any(
+                re.search(r"\s{2}/bin/sleep infinity$", line) for line in top.splitlines()
+            )
+            results[name] = ((folder / NO_AGENT).exists(), sleeping, top)
+        finally:
+            subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+    assert results["without"][:2] == (True, True), results
+    assert results["with"][:2] == (False, False), results
+    assert "agent.py" in results["with"][2]
+
+
+def inspect_image_of(container: str) -> str:
+    out = subprocess.run(
+        ["docker", "inspect", "-f", "{{.Image}}", container], capture_output=True, text=True
+    )
+    return out.stdout.strip()
