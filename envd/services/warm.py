@@ -78,6 +78,10 @@ class Agents:
     def user(self) -> str:
         return f"{self.uid}:{self.gid}"
 
+    def fits(self, container: str) -> bool:
+        """Whether the socket's host path is short enough to connect to (sun_path: 108 bytes)."""
+        return len(os.fsencode(self.folder / agent_key(container) / AGENT_SOCKET)) < 108
+
 
 class ContainerEngine(Protocol):
     def start_container(
@@ -393,7 +397,7 @@ class WarmContainers:
         labels = self._labels(request)
         folder = None
         try:
-            if self.agents is None:
+            if self.agents is None or not self.agents.fits(name):
                 info = self.engine.start_container(
                     name,
                     request.image,

@@ -517,3 +517,11 @@ def test_rediscover_adopts_the_agent(agents_home: Path) -> None:
         assert adopted.env["FROM_IMAGE"] == "yes"
     finally:
         engine.stop_all()
+
+
+def test_a_home_too_deep_for_a_socket_path_gets_no_agent(agents_home: Path) -> None:
+    engine = AgentEngine()
+    deep = agents_home / ("d" * 100)
+    warm = with_agents(deep, engine)
+    w = warm.ensure(REQ)
+    assert w.agent == "" and engine.started_as == [] and len(engine.started) == 1
