@@ -1,26 +1,38 @@
-"""The enter hot path, free of click: ask the daemon for an exec target, run `docker exec`.
+"""The enter hot path, free of click (and, on the fast path, of grpc and protobuf).
 
 `envctl enter P -- CMD` is typed fifty times a day; `cli.main` sends that exact shape here
-before importing click, so the cost over `docker exec` is Python, grpc and one round trip.
+before importing click. First the fast path: our own stdin/stdout/stderr go to the daemon's
+enter socket (SCM_RIGHTS; protocol in envd/daemon/enter_socket.py), which has the warm
+container's agent run CMD on them directly and records the run; we relay signals and window
+sizes and exit with CMD's status. When that socket is absent or refuses (a container without an
+agent, a remote engine, ENVD_ENTER_FAST=0), the gRPC Enter call and `docker exec`, as before.
 """
 
 from __future__ import annotations
 
+# The fast path uses the C modules under socket, signal, struct and json: their Python
+# wrappers (enum, re) cost more than the rest of envctl's start together.
+import _json
+import _signal  # type: ignore[import-not-found]  # (no stub; the C half of `signal`)
+import _socket
+import _struct
 import os
-import signal
-import subprocess
+import select
 import sys
-from typing import TYPE_CHECKING
 
 from cli.refs import project_ref
 from envd.errors import EXIT_BUG, EXIT_INTERRUPTED, EnvdError
-from envd.paths import Paths, resolve_paths, run_pid_file
 
+TYPE_CHECKING = False  # not typing's: importing typing (and envd.paths, subprocess) costs ms
 if TYPE_CHECKING:
+    from typing import Any
+
     from cli.client import Client
+    from envd.paths import Paths
     from envd.v1 import envd_pb2 as pb
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+FORWARDED: tuple[int, ...] = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
+_HEADER = _struct.Struct(">I")
 
 
 def user_name() -> str:
@@ -78,6 +90,10 @@ def exec_argv(target: pb.ExecTarget, interactive_tty: bool) -> list[str]:
 
 def forward_signals(target: pb.ExecTarget) -> None:
     """Without a TTY, `docker exec` does not pass signals on: send them to the command."""
+    import signal
+    import subprocess
+
+    from envd.paths import run_pid_file
 
     pid_file = run_pid_file(target.run_id)  # written by the daemon's wrap_for_signals
     interrupts = 0
@@ -106,9 +122,224 @@ def forward_signals(target: pb.ExecTarget) -> None:
         signal.signal(sig, forward)
 
 
-def enter(paths: Paths, project: str, command: list[str], gpus: str = "") -> int:
+# ---------------------------------------------------------------- the fast path
+
+
+def _dumps(value: object) -> str:
+    """JSON of None, bools, ints, strings, lists and dicts (what the fast path sends)."""
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return _json.encode_basestring_ascii(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_dumps(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = (_json.encode_basestring_ascii(str(k)) + ":" + _dumps(v) for k, v in value.items())
+        return "{" + ",".join(items) + "}"
+    raise TypeError(f"cannot send {type(value).__name__}")
+
+
+def _skip(text: str, i: int) -> int:
+    while i < len(text) and text[i] in " \t\n\r":
+        i += 1
+    return i
+
+
+def _parse(text: str, i: int) -> tuple[Any, int]:
+    """One JSON value at text[i:] and where it ends (what the daemon sends: its json.dumps)."""
+    i = _skip(text, i)
+    char = text[i : i + 1]
+    if char == '"':
+        return _json.scanstring(text, i + 1)
+    if char in ("{", "["):
+        close = "}" if char == "{" else "]"
+        items: list[Any] = []
+        i = _skip(text, i + 1)
+        while text[i : i + 1] != close:
+            if items:
+                if text[i : i + 1] != ",":
+                    raise ValueError(f"expected , at {i}")
+                i += 1
+            if char == "{":
+                i = _skip(text, i)
+                if text[i : i + 1] != '"':
+                    raise ValueError(f"expected a key at {i}")
+                key, i = _json.scanstring(text, i + 1)
+                i = _skip(text, i)
+                if text[i : i + 1] != ":":
+                    raise ValueError(f"expected : at {i}")
+                value, i = _parse(text, i + 1)
+                items.append((key, value))
+            else:
+                value, i = _parse(text, i)
+                items.append(value)
+            i = _skip(text, i)
+        return (dict(items) if char == "{" else items), i + 1
+    for word, value in (("true", True), ("false", False), ("null", None)):
+        if text.startswith(word, i):
+            return value, i + len(word)
+    end = i
+    while end < len(text) and text[end] in "+-0123456789.eE":
+        end += 1
+    number = text[i:end]
+    if not number:
+        raise ValueError(f"unexpected {char!r} at {i}")
+    return (float(number) if any(c in number for c in ".eE") else int(number)), end
+
+
+def _loads(data: bytes) -> Any:
+    text = data.decode()
+    value, end = _parse(text, 0)
+    if _skip(text, end) != len(text):
+        raise ValueError("trailing data")
+    return value
+
+
+def _frame(message: dict[str, Any]) -> bytes:
+    data = _dumps(message).encode()
+    return _HEADER.pack(len(data)) + data
+
+
+def _window_size(fd: int) -> list[int] | None:
+    try:
+        size = os.get_terminal_size(fd)
+    except OSError:
+        return None
+    return [size.lines, size.columns] if size.lines and size.columns else None
+
+
+class _Refused(Exception):
+    """The daemon will not take this enter on its socket: use gRPC + docker exec."""
+
+
+def enter_fast(where: str, ref: str, command: list[str], gpus: str, tty: bool) -> int:
+    """CMD on our own fds through the daemon's enter socket; _Refused to fall back."""
+    if os.environ.get("ENVD_ENTER_FAST", "1") == "0":
+        raise _Refused("ENVD_ENTER_FAST=0")
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.connect(where)
+    except OSError as exc:
+        sock.close()
+        raise _Refused(str(exc)) from None
+    request = {
+        "op": "enter",
+        "project": ref,
+        "argv": command,
+        "cwd": os.getcwd(),
+        "gpus": gpus,
+        "tty": tty,
+        "winsize": _window_size(0) if tty else None,
+        "term": os.environ.get("TERM", "xterm") if tty else "",
+        "user_name": user_name(),
+    }
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    caught = [*FORWARDED, _signal.SIGWINCH] if tty else list(FORWARDED)
+    previous = {sig: _signal.signal(sig, lambda *_: None) for sig in caught}
+    old_wakeup = _signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    saved_tty: list[Any] | None = None
+    try:
+        try:
+            data = _frame(request)
+            fds = _struct.pack("3i", 0, 1, 2)
+            sent = sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
+            sock.sendall(data[sent:])
+        except OSError as exc:
+            raise _Refused(str(exc)) from None
+        buf = bytearray()
+        while True:
+            readable = select.select([sock.fileno(), wake_r], [], [])[0]
+            if wake_r in readable:
+                for signum in os.read(wake_r, 256):
+                    message: dict[str, Any] = {"op": "signal", "signal": signum}
+                    if signum == _signal.SIGWINCH:
+                        size = _window_size(0)
+                        if not size:
+                            continue
+                        message = {"op": "winsize", "rows": size[0], "cols": size[1]}
+                    try:  # (before the start too: the daemon passes it on once CMD runs)
+                        sock.sendall(_frame(message))
+                    except OSError:  # the daemon has gone: what it said last is still read
+                        pass
+            if sock.fileno() not in readable:
+                continue
+            data = sock.recv(1 << 16)
+            if not data:
+                raise EnvdError("the envd daemon closed the connection before the command ended")
+            buf += data
+            while len(buf) >= _HEADER.size:
+                (size_,) = _HEADER.unpack_from(buf)
+                if len(buf) < _HEADER.size + size_:
+                    break
+                reply = _loads(bytes(buf[_HEADER.size : _HEADER.size + size_]))
+                del buf[: _HEADER.size + size_]
+                op = reply.get("op")
+                if op == "refused":
+                    raise _Refused(str(reply.get("reason", "")))
+                if op == "error":
+                    failed = EnvdError(str(reply.get("message", "")), hint=reply.get("hint"))
+                    failed.exit_code = int(reply.get("exit_code", EXIT_BUG))
+                    raise failed
+                if op == "started":
+                    if tty:
+                        import termios
+                        import tty as tty_module
+
+                        saved_tty = termios.tcgetattr(0)
+                        tty_module.setraw(0)
+                elif op == "exit":
+                    if reply.get("error"):
+                        sys.stderr.write(f"envctl: error: {reply['error']}\n")
+                    return int(reply["status"])
+    finally:
+        if saved_tty is not None:
+            import termios
+
+            termios.tcsetattr(0, termios.TCSADRAIN, saved_tty)
+        _signal.set_wakeup_fd(old_wakeup)
+        for sig, handler in previous.items():
+            if handler is not None:
+                _signal.signal(sig, handler)
+        os.close(wake_r)
+        os.close(wake_w)
+        sock.close()
+
+
+# ---------------------------------------------------------------- gRPC + docker exec
+
+
+def enter_socket_path(environ: dict[str, str] | os._Environ[str] | None = None) -> str:
+    """envd.paths.Paths.enter_socket, without importing envd.paths (dataclasses, typing)."""
+    env = os.environ if environ is None else environ
+    home = env.get("ENVD_HOME") or os.path.join(
+        os.path.expanduser(env.get("HOME", "~")), ".local/state/envd"
+    )
+    return os.path.join(os.path.abspath(home), "run", "enter.sock")
+
+
+def enter(paths: Paths | None, project: str, command: list[str], gpus: str = "") -> int:
     """Run CMD (or a login shell) in the project's warm container; CMD's status is returned."""
+    import subprocess
+
     tty = sys.stdin.isatty() and sys.stdout.isatty()
+    if command:
+        where = str(paths.enter_socket) if paths is not None else enter_socket_path()
+        try:
+            return enter_fast(where, project_ref(project), command, gpus, tty)
+        except _Refused:
+            pass
+    if paths is None:
+        from envd.paths import resolve_paths
+
+        paths = resolve_paths()
     client, target = request_target(paths, project_ref(project), command, gpus, tty)
     argv = exec_argv(target, tty)
     if command and not tty:
@@ -155,7 +386,7 @@ def main_fast(argv: list[str]) -> int | None:
         return None
     project, command, gpus = parsed
     try:
-        code = enter(resolve_paths(), project, command, gpus)
+        code = enter(None, project, command, gpus)
     except EnvdError as exc:
         sys.stderr.write(f"envctl: error: {exc.message}\n")
         if exc.hint:

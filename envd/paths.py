@@ -53,8 +53,18 @@ class Paths:
 
     @property
     def private_run(self) -> Path:
-        """The gRPC server's own socket lives here (the public one is relayed to it)."""
+        """The daemon's private (0700) folder: the gRPC backend, the enter socket, agents."""
         return self.home / "run"
+
+    @property
+    def enter_socket(self) -> Path:
+        """The enter hot path's socket (SCM_RIGHTS, not gRPC), mode 0600 in the 0700 folder."""
+        return self.private_run / "enter.sock"
+
+    @property
+    def agents(self) -> Path:
+        """Per warm container, a 0700 folder (its agent's socket) bind-mounted at /run/envd/sock."""
+        return self.private_run / "agents"
 
 
 OTHER_HOME = "or point ENVD_HOME at a folder of your own that is writable"

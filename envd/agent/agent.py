@@ -23,6 +23,9 @@ client -> agent
       N is SIGINT, SIGTERM, SIGHUP or SIGQUIT; it goes to the command's process group (with a
       tty, the pty's foreground group). The third SIGINT is sent as SIGKILL.
   {"op": "winsize", "rows": R, "cols": C}
+  {"op": "hangup"}
+      The same hang-up as closing the connection (below), but the exit frame still comes: a
+      daemon whose own caller went away records how the command ended.
   Closing the connection before the exit frame hangs the command up: SIGHUP to its process
   group, then SIGKILL HANGUP_GRACE_S (default 5) later if it still runs.
   {"op": "status"} instead of "run" (no fds): answered with {"op": "status", "running": [pid]}.
@@ -276,6 +279,8 @@ class Command:
             signum = frame.get("signal")
             if isinstance(signum, int) and signum in FORWARDED:
                 self.forward(signum)
+        elif op == "hangup":
+            self.hang_up(keep=True)
         elif op == "winsize":
             rows, cols = frame.get("rows"), frame.get("cols")
             if self.master >= 0 and isinstance(rows, int) and isinstance(cols, int):
@@ -353,14 +358,21 @@ class Command:
         for group in groups if signum == signal.SIGKILL else groups[:1]:
             killpg(group, signum)
 
-    def hang_up(self) -> None:
-        """The caller went away: the command gets SIGHUP now and SIGKILL after the grace."""
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-        if not self.pid or self.status is not None:
-            self.finish()
-            return
+    def hang_up(self, keep: bool = False) -> None:
+        """The caller went away: the command gets SIGHUP now and SIGKILL after the grace.
+
+        keep: the connection stays, for the exit frame (the "hangup" op).
+        """
+        if keep:
+            if not self.pid or self.status is not None or self.kill_at is not None:
+                return
+        else:
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
+            if not self.pid or self.status is not None:
+                self.finish()
+                return
         for group in self.targets():
             killpg(group, signal.SIGHUP)
             killpg(group, signal.SIGCONT)  # a stopped command must see its SIGHUP
@@ -510,6 +522,7 @@ class Agent:
         while not (self.stopping and not self.commands):
             if self.stopping and self.listener is not None:
                 self.stop()
+                continue  # that may have ended the last command: look again before waiting
             poller = select.poll()
             owners: dict[int, Command | None] = {self.wake_r: None}
             poller.register(self.wake_r, select.POLLIN)

@@ -212,6 +212,7 @@ def _prepare_socket(paths: Paths) -> Path:
 def serve(paths: Paths, foreground: bool = True) -> int:
     import grpc
 
+    from envd.daemon.enter_socket import EnterSocket
     from envd.daemon.interceptor import ErrorInterceptor
     from envd.daemon.peerguard import PeerGuard
     from envd.daemon.servicer import Servicer
@@ -240,11 +241,14 @@ def serve(paths: Paths, foreground: bool = True) -> int:
     server.add_insecure_port(f"unix:{backend}")
     server.start()
     guard = PeerGuard(paths.socket, backend)
+    fast_enter = EnterSocket(paths.enter_socket, services.entering)
     try:
         services.start()  # adopt warm containers before the first request can race us to them
         guard.listen()
+        fast_enter.listen()  # the enter hot path: fds to the warm container's agent
         _write_private(paths.pid_file, f"{os.getpid()}\n")
     except BaseException as exc:
+        fast_enter.close()
         guard.close()
         server.stop(grace=None)
         services.close()
@@ -263,6 +267,7 @@ def serve(paths: Paths, foreground: bool = True) -> int:
     finally:
         log.info("shutting down")
         guard.close()
+        fast_enter.close()
         server.stop(grace=2).wait(5)
         services.close()
         for leftover in (paths.socket, backend, paths.pid_file):

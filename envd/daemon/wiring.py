@@ -34,7 +34,7 @@ from envd.services.runs import Reruns, Runs
 from envd.services.settings import Settings
 from envd.services.sharing import Sharing
 from envd.services.steps import StepRunner
-from envd.services.warm import WarmContainers
+from envd.services.warm import Agents, WarmContainers
 from envd.services.watching import ProjectWatcher
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,17 @@ def engine_labels_from_env() -> dict[str, str]:
     raw = os.environ.get("ENVD_ENGINE_LABELS", "")
     pairs = (item.split("=", 1) for item in raw.split(",") if "=" in item)
     return {k.strip(): v.strip() for k, v in pairs}
+
+
+def agents_for(paths: Paths, engine: Engine) -> Agents | None:
+    """Agents in warm containers, unless the engine is remote (its containers cannot mount our
+    files or share our sockets), a fake, or ENVD_AGENT=0: then `enter` is a `docker exec`."""
+    if type(engine) is not Engine or os.environ.get("ENVD_AGENT", "1") == "0":
+        return None
+    host = os.environ.get("DOCKER_HOST", "")
+    if host and not host.startswith("unix://"):
+        return None
+    return Agents(paths.agents)
 
 
 def owner_of(paths: Paths) -> str:
@@ -170,7 +181,9 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
     steps = StepRunner(
         engine, store, owner, paths.cache / "debian", namespace, scratch=paths.home / "tmp"
     )
-    warm = WarmContainers(engine, events, lambda: settings.current, owner)
+    warm = WarmContainers(
+        engine, events, lambda: settings.current, owner, agents_for(paths, engine)
+    )
     content = ContentHasher(engine, paths.cache / "layers")
     fingerprints = Fingerprints(engine, store, host, images, warm, content)
     sharing = Sharing(

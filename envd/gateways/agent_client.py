@@ -61,7 +61,7 @@ class _Connection:
                 return frame
             if deadline is not None:
                 left = deadline - time.monotonic()
-                if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                if not select.select([self.sock], [], [], max(0.0, left))[0]:
                     raise TimeoutError("the command is still running")
             try:
                 data = self.sock.recv(1 << 16)
@@ -124,6 +124,10 @@ class AgentCommand:
     def send_signal(self, signum: int) -> None:
         """SIGINT, SIGTERM, SIGHUP or SIGQUIT to the command's process group (3rd SIGINT kills)."""
         self._control({"op": "signal", "signal": int(signum)})
+
+    def hang_up(self) -> None:
+        """SIGHUP now, SIGKILL after the agent's grace; unlike close(), wait() still works."""
+        self._control({"op": "hangup"})
 
     def resize(self, rows: int, cols: int) -> None:
         """The caller's terminal changed size (tty mode)."""
@@ -233,6 +237,18 @@ def run_in_agent(
     except BaseException:
         connection.sock.close()
         raise
+
+
+def agent_answers(socket_path: str | os.PathLike[str]) -> bool:
+    """Whether an agent listens there (so its container runs); it sees the probe close at once."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(os.fspath(socket_path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def running_commands(socket_path: str | os.PathLike[str], timeout: float = 2.0) -> list[int]:

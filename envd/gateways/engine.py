@@ -517,6 +517,81 @@ class Engine:
             raise ContainerError(f"container {name} vanished right after it started")
         return info
 
+    def start_container_as(
+        self,
+        user: str,
+        name: str,
+        image: str,
+        command: Sequence[str],
+        *,
+        entrypoint: Sequence[str] = (),
+        mounts: Sequence[Mount] = (),
+        labels: Mapping[str, str] | None = None,
+        workdir: str = "",
+        device_requests: Sequence[Mapping[str, Any]] = (),
+        ports: Sequence[int] = (),
+    ) -> ContainerInfo:
+        """start_container, its first process run as user ("uid:gid"), through entrypoint."""
+        import docker.errors
+        import docker.types
+
+        try:
+            api = self.client.api
+            host_config = api.create_host_config(
+                mounts=[
+                    docker.types.Mount(
+                        target=m.target,
+                        source=m.source,
+                        type="volume" if m.volume else "bind",
+                        read_only=m.read_only,
+                    )
+                    for m in mounts
+                ],
+                network_mode="bridge",
+                device_requests=[docker.types.DeviceRequest(**dict(d)) for d in device_requests]
+                or None,
+                port_bindings={p: ("127.0.0.1", p) for p in ports} or None,
+                init=True,
+            )
+            try:
+                created = api.create_container(
+                    image,
+                    command=list(command),
+                    entrypoint=list(entrypoint) or None,
+                    user=user or None,
+                    working_dir=workdir or None,
+                    labels=self.labels(**dict(labels or {})),
+                    host_config=host_config,
+                    name=name,
+                    ports=list(ports) or None,
+                )
+            except docker.errors.ImageNotFound as exc:
+                raise NotFound(
+                    f"image {image} is not on the engine", hint="build it first"
+                ) from exc
+            api.start(str(created["Id"]))
+        except EnvdError:
+            raise
+        except Exception as exc:
+            raise ContainerError(f"could not start container {name}: {_short(exc)}") from exc
+        info = self.inspect_container(str(created["Id"]))
+        if info is None:
+            raise ContainerError(f"container {name} vanished right after it started")
+        return info
+
+    def container_env(self, ref: str) -> dict[str, str]:
+        """The environment a `docker exec` in the container starts from (its Config.Env)."""
+        import docker.errors
+
+        try:
+            attrs = self.client.api.inspect_container(ref)
+        except docker.errors.NotFound:
+            return {}
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+        pairs = (item.split("=", 1) for item in (attrs.get("Config") or {}).get("Env") or [])
+        return {p[0]: p[1] for p in pairs if len(p) == 2}
+
     def inspect_container(self, ref: str) -> ContainerInfo | None:
         import docker.errors
 

@@ -1,7 +1,9 @@
 """Preparing an `enter`: the image, the warm container, the user, and the run record.
 
-The CLI then runs `docker exec` itself, so the command's terminal, pipes and exit status are
-the user's own; it reports the exit status back with FinishRun.
+On the hot path (`fast`, envd/daemon/enter_socket.py) the daemon hands the caller's own fds to
+the container's agent and records the exit status itself. Otherwise (gRPC Enter) the CLI runs
+`docker exec` itself, so the command's terminal, pipes and exit status are the user's own; it
+reports the exit status back with FinishRun.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envd.errors import BuildFailed, NotFound, UsageError
+from envd.errors import BuildFailed, ContainerError, NotFound, UsageError
 from envd.events import EventBus
 from envd.gateways.engine import Engine
 from envd.gateways.git import commit_and_dirty
@@ -52,6 +54,12 @@ class EnterCall:
     uid: int = 0
     gid: int = 0
     user_name: str = ""
+    fast: bool = False  # for the agent (no pid-file wrapper); refused before a run is recorded
+    term: str = ""  # the caller's TERM, for a tty on the fast path
+
+
+class NoAgent(ContainerError):
+    """The warm container has no agent for this caller: enter through `docker exec` instead."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ class ExecPlan:
     argv: tuple[str, ...] = ()
     run_id: str = ""
     started: bool = False
+    agent_socket: str = ""  # fast path: the host path of the container's agent socket
 
 
 def workdir_for(project_dir: str, cwd: str) -> str:
@@ -150,12 +159,17 @@ class Entering:
         self._warm.ensure_user(warm, call.uid, call.gid, name, VENV)
         home = "/root" if call.uid == 0 else f"/home/{name}"
         env = {"HOME": home, "USER": name, "ENVD_PROJECT": row.name}
+        if call.fast:
+            if not warm.agent or warm.agent_user != f"{call.uid}:{call.gid}":
+                raise NoAgent(f"{warm.name} has no envd agent for uid {call.uid}")
+            env = {**warm.env, **({"TERM": call.term} if call.tty and call.term else {}), **env}
         run_id = ""
         argv: tuple[str, ...] = SHELL
         if call.command:
             run_id = self._record_run(row, call, image_id, image, spec)
             env["ENVD_RUN_ID"] = run_id
-            argv = call.command if call.tty else wrap_for_signals(run_id, call.command)
+            fast_or_tty = call.tty or call.fast
+            argv = call.command if fast_or_tty else wrap_for_signals(run_id, call.command)
         return ExecPlan(
             container_id=warm.container_id,
             container_name=warm.name,
@@ -165,6 +179,7 @@ class Entering:
             argv=tuple(argv),
             run_id=run_id,
             started=before is None or before.container_id != warm.container_id,
+            agent_socket=warm.agent if call.fast else "",
         )
 
     # ------------------------------------------------------------ image

@@ -1,4 +1,13 @@
-"""Warm containers: one running container per entered project, so `enter` is a `docker exec`.
+"""Warm containers: one running container per entered project, so `enter` is instant.
+
+A warm container's first process is the envd agent (envd/agent/agent.py, bind-mounted read-only
+at /run/envd/agent.py, never part of an image layer), run by the image's own `python3 -I -S`
+as the daemon's uid:gid. That is the only uid the enter socket admits (SO_PEERCRED), so the
+agent never needs root and never changes uid; a caller of another uid (gRPC Enter with its
+uid) gets `docker exec -u UID:GID`, which the container still serves. The agent listens on
+/run/envd/sock/agent.sock, bind-mounted from a 0700 folder $ENVD_HOME/run/agents/<key>/. An
+image without a usable python3 (>= 3.9) runs `sleep infinity` instead and marks the folder
+with `no-agent`: then `enter` is a `docker exec` (the fallback path), as for remote engines.
 
 The registry lives in memory and is rebuilt from container labels when the daemon starts, so a
 restart finds its warm containers again. Only containers labelled with this daemon's owner are
@@ -7,17 +16,22 @@ ever adopted, listed or removed: several daemons (users, test sessions) may shar
 
 from __future__ import annotations
 
+import hashlib
+import os
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from envd.config import Config
 from envd.errors import ContainerError
 from envd.events import EventBus
+from envd.gateways.agent_client import AGENT_SCRIPT, agent_answers, running_commands
 from envd.gateways.engine import ContainerInfo, Mount, RunResult
 from envd.model.plan import IDLE_CMD, WORKDIR
 
@@ -26,6 +40,47 @@ REAP_EVERY_S = 30.0
 # A container handed to a caller this recently may be about to get its `docker exec`: it is
 # treated as busy even though the engine lists no exec in it yet.
 HANDOFF_GRACE_S = 5.0
+AGENT_FILE = "/run/envd/agent.py"
+AGENT_SOCKET_DIR = "/run/envd/sock"
+AGENT_SOCKET = "agent.sock"
+NO_AGENT = "no-agent"  # written beside the socket when the image has no usable python3
+AGENT_READY_S = 15.0
+
+
+def agent_entrypoint() -> list[str]:
+    """The first process (under docker's init): the agent on the image's python3, else the
+    container's command, `sleep infinity` as always."""
+    sock = f"{AGENT_SOCKET_DIR}/{AGENT_SOCKET}"
+    return [
+        "sh",
+        "-c",
+        "if python3 -I -S -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null; "
+        f"then exec python3 -I -S {AGENT_FILE} {sock}; fi; : > {AGENT_SOCKET_DIR}/{NO_AGENT}; "
+        'exec "$@"',
+        "sh",
+    ]
+
+
+def agent_key(container: str) -> str:
+    """A short folder name per container (socket paths must stay under 108 bytes)."""
+    return hashlib.sha256(container.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Agents:
+    """Where warm containers' agents listen on the host, and as whom they run."""
+
+    folder: Path
+    uid: int = field(default_factory=os.getuid)
+    gid: int = field(default_factory=os.getgid)
+
+    @property
+    def user(self) -> str:
+        return f"{self.uid}:{self.gid}"
+
+    def fits(self, container: str) -> bool:
+        """Whether the socket's host path is short enough to connect to (sun_path: 108 bytes)."""
+        return len(os.fsencode(self.folder / agent_key(container) / AGENT_SOCKET)) < 108
 
 
 class ContainerEngine(Protocol):
@@ -53,6 +108,23 @@ class ContainerEngine(Protocol):
 
     def running_execs(self, container: str) -> int: ...
 
+    def start_container_as(
+        self,
+        user: str,
+        name: str,
+        image: str,
+        command: Sequence[str],
+        *,
+        entrypoint: Sequence[str] = ...,
+        mounts: Sequence[Mount] = ...,
+        labels: Mapping[str, str] | None = ...,
+        workdir: str = ...,
+        device_requests: Sequence[Mapping[str, Any]] = ...,
+        ports: Sequence[int] = ...,
+    ) -> ContainerInfo: ...
+
+    def container_env(self, ref: str) -> dict[str, str]: ...
+
 
 @dataclass
 class Warm:
@@ -67,6 +139,9 @@ class Warm:
     users: set[int] = field(default_factory=set)  # uids with a passwd entry already
     retiring: bool = False  # replaced; removed once its commands finish
     status: str = "running"
+    agent: str = ""  # the host path of its agent's socket; "" when `docker exec` is the way in
+    agent_user: str = ""  # "uid:gid" the agent runs commands as
+    env: dict[str, str] = field(default_factory=dict)  # the container's own (image) environment
 
 
 @dataclass(frozen=True)
@@ -130,8 +205,10 @@ class WarmContainers:
         events: EventBus,
         config: Callable[[], Config],
         owner: str = "",
+        agents: Agents | None = None,
     ) -> None:
         self.engine = engine
+        self.agents = agents  # None: no agent, `docker exec` only (remote engines, fakes)
         self.events = events
         self.config = config  # read each time: `envctl config` may change it
         self.owner = owner
@@ -182,6 +259,7 @@ class WarmContainers:
                 self.engine.remove_container(c.id)
                 continue
             ports = tuple(int(p) for p in c.labels.get("envd.ports", "").split(",") if p.isdigit())
+            agent, agent_user, env = self._agent_of(c)
             warm = Warm(
                 project,
                 c.id,
@@ -191,6 +269,9 @@ class WarmContainers:
                 now,
                 ports=ports,
                 gpus=c.labels.get("envd.gpus", ""),
+                agent=agent,
+                agent_user=agent_user,
+                env=env,
             )
             with self._lock:
                 if any(w.container_id == c.id for w in self.all()):
@@ -230,6 +311,9 @@ class WarmContainers:
             warm = self.get(request.project)
             if warm is not None:
                 if fits(warm, request):
+                    if warm.agent and agent_answers(warm.agent):  # no engine call needed
+                        warm.last_used_at = time.time()
+                        return warm
                     info = self.engine.inspect_container(warm.container_id)
                     if info is not None and info.status == "running":
                         warm.last_used_at = time.time()
@@ -243,7 +327,27 @@ class WarmContainers:
     def _busy(self, warm: Warm, now: float) -> bool:
         """Running a command, or just handed to a caller whose `docker exec` may be starting."""
         recent = now - warm.last_used_at < HANDOFF_GRACE_S
-        return recent or self.engine.running_execs(warm.container_id) > 0
+        return recent or self._running(warm) > 0
+
+    def _running(self, warm: Warm) -> int:
+        """Commands running in it: `docker exec`s, and the agent's own."""
+        running = self.engine.running_execs(warm.container_id)
+        if warm.agent and not running:
+            try:
+                running = len(running_commands(warm.agent))
+            except ContainerError:  # the agent is gone: the container is dying anyway
+                pass
+        return running
+
+    def _agent_of(self, info: ContainerInfo) -> tuple[str, str, dict[str, str]]:
+        """(socket, user, env) of an adopted container's agent; ("", "", {}) without one."""
+        key = info.labels.get("envd.agent", "")
+        if self.agents is None or not key:
+            return "", "", {}
+        sock = self.agents.folder / key / AGENT_SOCKET
+        if not sock.exists():
+            return "", "", {}
+        return str(sock), info.labels.get("envd.agent-user", ""), self.engine.container_env(info.id)
 
     def _retire(self, warm: Warm) -> None:
         """Replace without cutting a running command short."""
@@ -289,17 +393,41 @@ class WarmContainers:
 
     def _start(self, request: WarmRequest) -> Warm:
         name = self._free_name(request)
+        mounts = [Mount(request.project_dir, WORKDIR)]
+        labels = self._labels(request)
+        folder = None
         try:
-            info = self.engine.start_container(
-                name,
-                request.image,
-                list(IDLE_CMD),
-                mounts=[Mount(request.project_dir, WORKDIR)],
-                labels=self._labels(request),
-                workdir=WORKDIR,
-                device_requests=request.device_requests,
-                ports=request.ports,
-            )
+            if self.agents is None or not self.agents.fits(name):
+                info = self.engine.start_container(
+                    name,
+                    request.image,
+                    list(IDLE_CMD),
+                    mounts=mounts,
+                    labels=labels,
+                    workdir=WORKDIR,
+                    device_requests=request.device_requests,
+                    ports=request.ports,
+                )
+            else:
+                key = agent_key(name)
+                folder = self._agent_folder(key)
+                mounts += [
+                    Mount(str(AGENT_SCRIPT), AGENT_FILE, read_only=True),
+                    Mount(str(folder), AGENT_SOCKET_DIR),
+                ]
+                labels |= {"envd.agent": key, "envd.agent-user": self.agents.user}
+                info = self.engine.start_container_as(
+                    self.agents.user,
+                    name,
+                    request.image,
+                    list(IDLE_CMD),
+                    entrypoint=agent_entrypoint(),
+                    mounts=mounts,
+                    labels=labels,
+                    workdir=WORKDIR,
+                    device_requests=request.device_requests,
+                    ports=request.ports,
+                )
         except ContainerError as exc:
             self.engine.remove_container(name)  # created but not started: leave nothing
             if request.ports and not exc.hint:
@@ -309,6 +437,12 @@ class WarmContainers:
                     "environments; `envctl stop PROJECT` frees theirs"
                 )
             raise
+        agent = ""
+        if folder is not None and info.status == "running":
+            agent = self._wait_for_agent(info.id, folder)
+            info = self.engine.inspect_container(info.id) or info
+            if not agent:  # no usable python3 in the image: `docker exec` only
+                shutil.rmtree(folder, ignore_errors=True)
         if info.status != "running":
             self.engine.remove_container(info.id)
             raise ContainerError(
@@ -326,11 +460,42 @@ class WarmContainers:
             now,
             ports=request.ports,
             gpus=request.gpus,
+            agent=agent,
+            agent_user=self.agents.user if agent and self.agents else "",
+            env=self.engine.container_env(info.id) if agent else {},
         )
         with self._lock:
             self._by_project[request.project] = warm
         self.events.publish("container.started", request.project, name, image=request.image)
         return warm
+
+    def _agent_folder(self, key: str) -> Path:
+        """A fresh 0700 folder for one container's agent socket."""
+        assert self.agents is not None
+        self.agents.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder = self.agents.folder / key
+        shutil.rmtree(folder, ignore_errors=True)  # a leftover of a container of that name
+        folder.mkdir(mode=0o700)
+        folder.chmod(0o700)
+        return folder
+
+    def _wait_for_agent(self, container_id: str, folder: Path) -> str:
+        """The agent's socket once it listens; "" when the image has none (or it died)."""
+        sock, marker = folder / AGENT_SOCKET, folder / NO_AGENT
+        deadline = time.monotonic() + AGENT_READY_S
+        checked = time.monotonic()
+        while time.monotonic() < deadline:
+            if sock.exists():
+                return str(sock)
+            if marker.exists():
+                return ""
+            if time.monotonic() - checked > 0.5:  # a container that died says so only here
+                checked = time.monotonic()
+                info = self.engine.inspect_container(container_id)
+                if info is None or info.status != "running":
+                    return ""
+            time.sleep(0.005)
+        return ""
 
     def ensure_user(self, warm: Warm, uid: int, gid: int, name: str, venv: str) -> None:
         if uid in warm.users:
@@ -369,6 +534,8 @@ class WarmContainers:
 
     def _remove(self, warm: Warm, reason: str) -> None:
         self.engine.remove_container(warm.container_id)
+        if warm.agent:
+            shutil.rmtree(Path(warm.agent).parent, ignore_errors=True)
         with self._lock:
             warm.status = "stopped"
             if self._by_project.get(warm.project) is warm:
@@ -403,7 +570,7 @@ class WarmContainers:
                     idle = now - warm.last_used_at
                     if timeout <= 0 or idle <= timeout:
                         continue
-                    if self.engine.running_execs(warm.container_id):
+                    if self._running(warm):
                         warm.last_used_at = now  # in use: idle time starts when it ends
                         continue
                     reason = f"idle for {idle:.0f}s"

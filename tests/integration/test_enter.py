@@ -239,9 +239,12 @@ def test_the_warm_container_is_labelled_and_mounted(shared: Envctl, default_proj
     )
     assert info["Name"] == "/envd-dflt-" + info["Image"].removeprefix("sha256:")[:12]
     assert info["Config"]["Cmd"] == ["sleep", "infinity"] and info["HostConfig"]["Init"]
-    assert [(m["Source"], m["Destination"]) for m in info["Mounts"]] == [
-        (str(default_project), "/workspace")
-    ]
+    mounts = {m["Destination"]: m for m in info["Mounts"]}
+    assert mounts["/workspace"]["Source"] == str(default_project) and mounts["/workspace"]["RW"]
+    # the agent (read-only, from the envd package) and its private socket folder; nothing else
+    assert set(mounts) == {"/workspace", "/run/envd/agent.py", "/run/envd/sock"}
+    assert not mounts["/run/envd/agent.py"]["RW"]
+    assert mounts["/run/envd/sock"]["Source"].startswith(str(shared.home / "run" / "agents"))
 
 
 def test_second_enter_reuses_and_swap_comes_back(shared: Envctl, default_project: Path) -> None:

@@ -428,6 +428,41 @@ def test_closing_the_connection_hangs_up_the_command(agent: Agent) -> None:
         piped.close()
 
 
+def test_a_hangup_request_hangs_up_and_still_reports_the_status(agent: Agent) -> None:
+    """What the daemon does when its CLI went away: the command is hung up, its status comes."""
+    piped = start(agent, ["sh", "-c", "trap 'echo hung-up >&2; exit 5' HUP; echo ready; sleep 30"])
+    try:
+        wait_for_child(piped, "sleep")
+        assert piped.command.poll() is None
+        piped.command.hang_up()
+        assert piped.command.wait(timeout=5) == 5 and piped.command.signal is None
+        assert b"hung-up\n" in read_to_eof(piped.stderr)
+    finally:
+        piped.close()
+
+
+def test_a_hangup_request_to_a_deaf_command_kills_it_after_the_grace(agent: Agent) -> None:
+    piped = start(agent, ["sh", "-c", "trap '' HUP; echo ready; sleep 30"])
+    try:
+        wait_for_child(piped, "sleep")
+        piped.command.hang_up()
+        piped.command.hang_up()  # a second one changes nothing
+        hung_up = time.monotonic()
+        assert piped.command.wait(timeout=5) == 128 + signal.SIGKILL
+        assert time.monotonic() - hung_up >= GRACE_S * 0.9
+    finally:
+        piped.close()
+
+
+def test_poll_reads_an_exit_that_has_come(agent: Agent) -> None:
+    piped = start(agent, ["true"])
+    try:
+        assert wait_for(lambda: piped.command.poll() is not None)
+        assert piped.command.returncode == 0
+    finally:
+        piped.close()
+
+
 def test_a_command_deaf_to_sighup_is_killed_after_the_grace(agent: Agent) -> None:
     piped = start(agent, ["sh", "-c", "trap '' HUP; echo ready; sleep 30"])
     pid = piped.command.pid
@@ -623,3 +658,12 @@ def test_a_tty_command_is_interrupted_by_ctrl_c_signals_and_hangup(agent: Agent)
         assert wait_for(lambda: not group_members(pid))
     finally:
         terminal.close()
+
+
+def test_a_stop_right_after_an_idle_connection_ends_the_agent(agent: Agent) -> None:
+    """(The daemon probes an agent with a connection it closes at once.)"""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.connect(agent.path)
+    probe.close()
+    agent.proc.terminate()
+    assert agent.proc.wait(timeout=5) == 0 and not os.path.exists(agent.path)

@@ -23,6 +23,7 @@ from envd.services.entering import (
     SHELL,
     EnterCall,
     Entering,
+    NoAgent,
     gpu_requests,
     safe_user_name,
     workdir_for,
@@ -312,6 +313,75 @@ def test_exec_target_with_tty_and_for_a_shell(world: World) -> None:
     assert shell.argv == SHELL and shell.run_id == "" and "ENVD_RUN_ID" not in shell.env
     assert world.store.runs("proj", 10)[0].command == ("bash",)
     assert len(world.store.runs("proj", 10)) == 1  # a shell is not a recorded run
+
+
+def test_the_fast_path_is_refused_where_the_container_has_no_agent(world: World) -> None:
+    with pytest.raises(NoAgent):
+        world.enter("python", "-c", "pass", fast=True)
+    assert world.store.runs("proj", 10) == []  # refused before a run is recorded
+    warm = world.warm.all()[0]
+    warm.agent, warm.agent_user = "/run/agents/x/agent.sock", "1000:100"
+    with pytest.raises(NoAgent):  # the agent runs as another uid
+        world.enter("true", fast=True, uid=1001, gid=100)
+    assert world.store.runs("proj", 10) == []
+
+
+def test_the_fast_path_runs_the_command_itself_with_the_image_env(world: World) -> None:
+    world.enter("true")
+    warm = world.warm.all()[0]
+    warm.agent, warm.agent_user = "/run/agents/x/agent.sock", "1000:100"
+    warm.env = {"PATH": "/opt/venv/bin:/usr/bin", "HOME": "/image-home", "PYTHONHASHSEED": "0"}
+    call = {"uid": 1000, "gid": 100, "user_name": "ada", "fast": True, "term": "xterm-kitty"}
+    plan = world.enter("python", "-c", "pass", tty=True, **call)
+    assert plan.agent_socket == warm.agent and plan.argv == ("python", "-c", "pass")
+    assert plan.env == {
+        "PATH": "/opt/venv/bin:/usr/bin",
+        "PYTHONHASHSEED": "0",
+        "TERM": "xterm-kitty",
+        "HOME": "/home/ada",  # envd's own win over the image's
+        "USER": "ada",
+        "ENVD_PROJECT": "proj",
+        "ENVD_RUN_ID": plan.run_id,
+    }
+    piped = world.enter("cat", tty=False, **call)
+    assert piped.argv == ("cat",) and "TERM" not in piped.env  # no pid-file wrapper either
+    assert [r.command for r in world.store.runs("proj", 10)][:2] == [("cat",), plan.argv]
+    assert world.enter("cat").agent_socket == ""  # gRPC's callers still get docker exec
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"op": "enter", "argv": ["sh", "-c", 'echo "é" \\ \n\t\x01', "\udcff"], "tty": True},
+        {"winsize": None, "rows": -24, "f": 1.5e-9, "no": False, "nested": [[], {}, [{"a": 1}]]},
+        [],
+        "plain",
+    ],
+)
+def test_the_cli_speaks_json_without_the_json_module(value: Any) -> None:
+    import json
+
+    from cli.entering import _dumps, _loads
+
+    assert json.loads(_dumps(value)) == value
+    assert _loads(json.dumps(value).encode()) == value
+    assert _loads(json.dumps(value, indent=2).encode()) == value
+
+
+@pytest.mark.parametrize("bad", [b"{", b"[1 2]", b'{"a" 1}', b"tru", b"1 x", b'{"a":1,}x'])
+def test_the_cli_refuses_bad_json(bad: bytes) -> None:
+    from cli.entering import _loads
+
+    with pytest.raises((ValueError, IndexError)):
+        _loads(bad)
+
+
+def test_the_cli_finds_the_enter_socket_where_the_daemon_puts_it() -> None:
+    from cli.entering import enter_socket_path
+    from envd.paths import resolve_paths
+
+    for env in ({"ENVD_HOME": "/tmp/h"}, {"HOME": "/home/ada"}, {"ENVD_HOME": "rel/h"}):
+        assert enter_socket_path(env) == str(resolve_paths(env).enter_socket)
 
 
 def test_root_and_odd_user_names(world: World) -> None:

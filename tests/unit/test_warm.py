@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from envd.config import Config
 from envd.events import EventBus
+from envd.gateways.agent_client import AGENT_SCRIPT, run_in_agent
 from envd.gateways.engine import ContainerInfo
 from envd.services.warm import (
+    AGENT_FILE,
+    AGENT_SOCKET,
+    AGENT_SOCKET_DIR,
     HANDOFF_GRACE_S,
+    NO_AGENT,
+    Agents,
     WarmContainers,
     WarmRequest,
+    agent_entrypoint,
     container_name,
     gpu_key,
     user_setup_script,
@@ -349,3 +369,159 @@ def test_stop_takes_retiring_containers_too() -> None:
     engine.execs_running[old.container_id] = 1
     warm.ensure(NEW)
     assert len(warm.stop("p")) == 2 and engine.containers == {}
+
+
+# ---------------------------------------------------------------- the agent as first process
+
+
+class AgentEngine(FakeEngine):
+    """Starts the real envd agent on this host where a container would run it (or, for an
+    image without python3, writes the marker the entrypoint writes)."""
+
+    def __init__(self, python: bool = True) -> None:
+        super().__init__()
+        self.python = python
+        self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        self.started_as: list[dict[str, Any]] = []
+        self.inspections = 0
+
+    def start_container_as(
+        self, user, name, image, command, *, entrypoint=(), mounts=(), labels=None, **kw
+    ):  # type: ignore[no-untyped-def]
+        info = self.start_container(name, image, command, labels=labels)
+        self.started_as.append(
+            {"user": user, "entrypoint": list(entrypoint), "mounts": list(mounts), "cmd": command}
+        )
+        folder = next(m.source for m in mounts if m.target == AGENT_SOCKET_DIR)
+        if self.python:
+            sock = os.path.join(folder, AGENT_SOCKET)
+            self.agents[info.id] = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(AGENT_SCRIPT), sock, "0.3"]
+            )
+        else:
+            Path(folder, NO_AGENT).touch()
+        return info
+
+    def container_env(self, ref: str) -> dict[str, str]:
+        return {"PATH": "/usr/bin:/bin", "FROM_IMAGE": "yes"}
+
+    def inspect_container(self, ref: str) -> ContainerInfo | None:
+        self.inspections += 1
+        return super().inspect_container(ref)
+
+    def remove_container(self, ref: str) -> None:
+        info = super().inspect_container(ref)
+        agent = self.agents.pop(info.id, None) if info else None
+        if agent is not None:
+            agent.terminate()
+            agent.wait(5)
+        super().remove_container(ref)
+
+    def stop_all(self) -> None:
+        for agent in self.agents.values():
+            agent.kill()
+            agent.wait()
+
+
+@pytest.fixture
+def agents_home() -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="envd-w-", dir="/tmp"))  # sun_path: 108 bytes
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def with_agents(folder: Path, engine: AgentEngine) -> WarmContainers:
+    return WarmContainers(
+        engine, RecordingBus(), Config_(1800), OWNER, Agents(folder / "agents", 1234, 5678)
+    )
+
+
+def test_the_agent_is_the_first_process_mounted_read_only(agents_home: Path) -> None:
+    engine = AgentEngine()
+    warm = with_agents(agents_home, engine)
+    try:
+        w = warm.ensure(REQ)
+        started = engine.started_as[0]
+        assert started["user"] == "1234:5678" and started["cmd"] == ["sleep", "infinity"]
+        assert started["entrypoint"] == agent_entrypoint()
+        assert f"exec python3 -I -S {AGENT_FILE} {AGENT_SOCKET_DIR}/{AGENT_SOCKET}" in " ".join(
+            started["entrypoint"]
+        )
+        mounts = {m.target: m for m in started["mounts"]}
+        assert mounts[AGENT_FILE].source == str(AGENT_SCRIPT) and mounts[AGENT_FILE].read_only
+        folder = Path(mounts[AGENT_SOCKET_DIR].source)
+        assert folder.parent == agents_home / "agents"
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert w.agent == str(folder / AGENT_SOCKET) and Path(w.agent).is_socket()
+        assert w.agent_user == "1234:5678" and w.env["FROM_IMAGE"] == "yes"
+        labels = engine.containers[w.container_id].labels
+        assert labels["envd.agent"] == folder.name and labels["envd.agent-user"] == "1234:5678"
+        before = engine.inspections
+        assert warm.ensure(REQ) is w and engine.inspections == before  # the agent answered
+        warm.stop("p")
+        assert not folder.exists()
+    finally:
+        engine.stop_all()
+
+
+def test_an_image_without_python_gets_no_agent(agents_home: Path) -> None:
+    engine = AgentEngine(python=False)
+    warm = with_agents(agents_home, engine)
+    w = warm.ensure(REQ)
+    assert w.agent == "" and w.agent_user == "" and w.status == "running"
+    assert list((agents_home / "agents").iterdir()) == []  # its folder is gone
+
+
+def test_a_dead_agent_means_a_dead_container(agents_home: Path) -> None:
+    engine = AgentEngine()
+    warm = with_agents(agents_home, engine)
+    try:
+        w = warm.ensure(REQ)
+        engine.agents[w.container_id].kill()
+        engine.agents[w.container_id].wait()
+        engine.kill(w.container_id)
+        again = warm.ensure(REQ)
+        assert again.container_id != w.container_id and again.agent
+    finally:
+        engine.stop_all()
+
+
+def test_a_command_in_the_agent_keeps_a_replaced_container(agents_home: Path) -> None:
+    engine = AgentEngine()
+    warm = with_agents(agents_home, engine)
+    try:
+        w = warm.ensure(REQ)
+        command = run_in_agent(w.agent, ["sleep", "30"], "/", {"PATH": "/usr/bin:/bin"})
+        w.last_used_at -= HANDOFF_GRACE_S + 1  # handed out long ago: only the agent says busy
+        new = warm.ensure(NEW)
+        assert new is not w and w.retiring and w.container_id in engine.containers
+        assert warm.reap(now=w.last_used_at + 2 * HANDOFF_GRACE_S) == []
+        command.send_signal(signal.SIGTERM)
+        assert command.wait(timeout=5) == 128 + signal.SIGTERM
+        assert warm.reap(now=time.time() + 2 * HANDOFF_GRACE_S) == [w]
+    finally:
+        engine.stop_all()
+
+
+def test_rediscover_adopts_the_agent(agents_home: Path) -> None:
+    engine = AgentEngine()
+    first = with_agents(agents_home, engine)
+    try:
+        w = first.ensure(REQ)
+        second = with_agents(agents_home, engine)
+        second.rediscover()
+        (adopted,) = second.all()
+        assert adopted.agent == w.agent and adopted.agent_user == "1234:5678"
+        assert adopted.env["FROM_IMAGE"] == "yes"
+    finally:
+        engine.stop_all()
+
+
+def test_a_home_too_deep_for_a_socket_path_gets_no_agent(agents_home: Path) -> None:
+    engine = AgentEngine()
+    deep = agents_home / ("d" * 100)
+    warm = with_agents(deep, engine)
+    w = warm.ensure(REQ)
+    assert w.agent == "" and engine.started_as == [] and len(engine.started) == 1

@@ -1,0 +1,350 @@
+"""The enter hot path's socket: the CLI's own fds to the warm container's agent (no gRPC).
+
+    $ENVD_HOME/run/enter.sock   mode 0600, in the daemon's 0700 folder; peers of another uid
+                                are refused (SO_PEERCRED), as on the gRPC socket.
+
+One Unix stream connection per `envctl enter P -- CMD`. Frames as the agent's (a 4-byte
+big-endian length, then a UTF-8 JSON object with an "op"; see envd/agent/agent.py).
+
+CLI -> daemon
+  {"op": "enter", "project": REF, "argv": [...], "cwd": "...", "gpus": "", "tty": bool,
+   "winsize": [rows, cols] or null, "term": "xterm", "user_name": "ada"}
+      The first frame, with SCM_RIGHTS: exactly the CLI's stdin, stdout and stderr. The daemon
+      decides as the gRPC Enter does (Entering.prepare: build first if needed, with progress
+      lines on the passed stderr), records the run, and hands the fds to the container's agent.
+  {"op": "signal", "signal": N}   SIGINT, SIGTERM or SIGHUP for the command
+  {"op": "winsize", "rows": R, "cols": C}
+  Closing the connection hangs the command up (SIGHUP, then SIGKILL); its status is recorded.
+
+daemon -> CLI
+  {"op": "refused", "reason": "..."}   no agent here: the CLI enters through gRPC + docker exec
+  {"op": "error", "message": "...", "hint": "..." or null, "exit_code": N}   nothing ran
+  {"op": "started", "run_id": "...", "pid": P}
+  {"op": "exit", "status": S, "signal": N or null, "error": null or "..."}
+      The last frame; the run is recorded with S (128+N for signal N) before it is sent.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import logging
+import os
+import select
+import socket
+import struct
+import threading
+from pathlib import Path
+from typing import Any
+
+from envd.errors import EXIT_BUG, EXIT_INTERRUPTED, ContainerError, EnvdError
+from envd.gateways.agent_client import AgentCommand, run_in_agent
+from envd.progress import Progress
+from envd.services.entering import EnterCall, Entering, NoAgent
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(">I")
+_UCRED = struct.Struct("3i")  # pid, uid, gid
+MAX_FRAME = 1 << 20
+FORWARDED = {1, 2, 15}  # SIGHUP, SIGINT, SIGTERM
+REQUEST_TIMEOUT_S = 30.0
+AGENT_LOST = 255  # the status of a command whose agent went away before it said
+
+Frame = dict[str, Any]
+
+
+def encode(message: Frame) -> bytes:
+    data = json.dumps(message, separators=(",", ":")).encode()
+    return _HEADER.pack(len(data)) + data
+
+
+def take_frames(buf: bytearray) -> list[Frame]:
+    frames = []
+    while len(buf) >= _HEADER.size:
+        (size,) = _HEADER.unpack_from(buf)
+        if size > MAX_FRAME:
+            raise ValueError(f"frame of {size} bytes")
+        if len(buf) < _HEADER.size + size:
+            break
+        message = json.loads(bytes(buf[_HEADER.size : _HEADER.size + size]))
+        del buf[: _HEADER.size + size]
+        if not isinstance(message, dict):
+            raise ValueError("frame is not a JSON object")
+        frames.append(message)
+    return frames
+
+
+def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end."""
+    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    pid, uid, gid = _UCRED.unpack(raw)
+    return pid, uid, gid
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    fds.clear()
+
+
+class EnterSocket:
+    def __init__(self, path: Path, entering: Entering, uid: int | None = None) -> None:
+        self.path = path
+        self.entering = entering
+        self.uid = os.getuid() if uid is None else uid
+        self._listener: socket.socket | None = None
+        self._stopping = threading.Event()
+
+    def listen(self) -> None:
+        """Bind with mode 0600 (never briefly wider), then accept in a thread."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.path.exists() or self.path.is_symlink():
+            self.path.unlink()  # the daemon holds the instance lock: a leftover
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            listener.bind(str(self.path))
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept_loop, name="enter-socket", daemon=True).start()
+
+    def close(self) -> None:
+        self._stopping.set()
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._listener.close()
+            self._listener = None
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            pid, uid, gid = peer_credentials(conn)
+            if uid != self.uid:
+                log.warning("enter: refused a connection from uid %d (pid %d)", uid, pid)
+                conn.close()
+                continue
+            threading.Thread(
+                target=self._serve, args=(conn, uid, gid), name=f"enter-{pid}", daemon=True
+            ).start()
+
+    # ------------------------------------------------------------ one enter
+
+    def _serve(self, conn: socket.socket, uid: int, gid: int) -> None:
+        fds: list[int] = []
+        try:
+            with conn:
+                Session(self.entering, conn, uid, gid).run(fds)
+        except Exception:
+            log.exception("enter: the session failed")
+        finally:
+            _close(fds)
+
+
+class Session:
+    """One CLI connection: decide, record, run in the agent, relay, record the status."""
+
+    def __init__(self, entering: Entering, conn: socket.socket, uid: int, gid: int) -> None:
+        self.entering = entering
+        self.conn = conn
+        self.uid = uid
+        self.gid = gid
+        self.buf = bytearray()
+        self.cli_gone = False
+
+    def send(self, message: Frame) -> None:
+        try:
+            self.conn.sendall(encode(message))
+        except OSError:
+            self.cli_gone = True
+
+    def first_frame(self, fds: list[int]) -> Frame:
+        space = socket.CMSG_SPACE(4 * array.array("i").itemsize)
+        while True:
+            data, ancillary, flags, _ = self.conn.recvmsg(1 << 16, space, socket.MSG_CMSG_CLOEXEC)
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    received = array.array("i")
+                    received.frombytes(payload[: len(payload) - len(payload) % received.itemsize])
+                    fds.extend(received)
+            if flags & socket.MSG_CTRUNC:
+                raise ValueError("too many fds")
+            if not data:
+                raise ValueError("the connection closed before the request")
+            self.buf += data
+            frames = take_frames(self.buf)
+            if frames:
+                if len(frames) > 1:  # keep what came after (signals) for the relay
+                    self.buf[:0] = b"".join(encode(f) for f in frames[1:])
+                return frames[0]
+
+    def run(self, fds: list[int]) -> None:
+        try:
+            self.conn.settimeout(REQUEST_TIMEOUT_S)  # a client that never asks holds nothing
+            request = self.first_frame(fds)
+            self.conn.settimeout(None)
+            call, winsize = self.parse(request, fds)
+        except (ValueError, TypeError, KeyError, OSError) as exc:
+            self.send({"op": "error", "message": f"bad enter request: {exc}", "exit_code": 2})
+            return
+        stderr = fds[2]
+
+        def progress(p: Progress) -> None:
+            if p.log:
+                return
+            try:
+                os.write(stderr, f"[{p.step}] {p.message}\n".encode())
+            except OSError:
+                pass
+
+        try:
+            plan = self.entering.prepare(call, progress)
+        except NoAgent as exc:
+            self.send({"op": "refused", "reason": exc.message})
+            return
+        except EnvdError as exc:
+            self.send(
+                {
+                    "op": "error",
+                    "message": exc.message,
+                    "hint": exc.hint,
+                    "exit_code": exc.exit_code,
+                }
+            )
+            return
+        except Exception:
+            log.exception("enter: prepare failed")
+            self.send({"op": "error", "message": "internal error (a bug)", "exit_code": EXIT_BUG})
+            return
+        if self.gone():  # e.g. Ctrl-C during the build: nothing starts
+            self.record(plan.run_id, EXIT_INTERRUPTED)
+            return
+        try:
+            command = run_in_agent(
+                plan.agent_socket, plan.argv, plan.workdir, plan.env, (fds[0], fds[1], fds[2]),
+                tty=call.tty, winsize=winsize,
+            )  # fmt: skip
+        except ContainerError as exc:
+            self.record(plan.run_id, 126)
+            self.send({"op": "error", "message": exc.message, "hint": exc.hint, "exit_code": 126})
+            return
+        finally:
+            _close(fds)  # only the command and the CLI hold them now
+        with command:
+            if command.returncode is None:
+                self.send({"op": "started", "run_id": plan.run_id, "pid": command.pid})
+                self.relay(command)
+            status = command.returncode
+            assert status is not None
+            self.record(plan.run_id, status)
+            self.send(
+                {"op": "exit", "status": status, "signal": command.signal, "error": command.error}
+            )
+
+    def parse(self, request: Frame, fds: list[int]) -> tuple[EnterCall, tuple[int, int] | None]:
+        if request.get("op") != "enter":
+            raise ValueError(f"the first frame must be enter, not {request.get('op')!r}")
+        if len(fds) != 3:
+            raise ValueError(f"enter needs 3 fds (stdin, stdout, stderr), got {len(fds)}")
+        argv = request["argv"]
+        if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+            raise ValueError("argv must be a list of strings")
+        strings = {k: request.get(k, "") for k in ("project", "cwd", "gpus", "term", "user_name")}
+        if not all(isinstance(v, str) for v in strings.values()):
+            raise ValueError("project, cwd, gpus, term and user_name are strings")
+        winsize = request.get("winsize")
+        size = None
+        if winsize is not None:
+            if not (isinstance(winsize, list) and len(winsize) == 2):
+                raise ValueError("winsize must be [rows, cols]")
+            size = (int(winsize[0]), int(winsize[1]))
+        call = EnterCall(
+            project=strings["project"],
+            command=tuple(argv),
+            gpus=strings["gpus"],
+            tty=request.get("tty") is True,
+            cwd=strings["cwd"],
+            uid=self.uid,
+            gid=self.gid,
+            user_name=strings["user_name"],
+            fast=True,
+            term=strings["term"],
+        )
+        return call, size
+
+    def gone(self) -> bool:
+        """Whether the CLI has closed its end (without reading what it sent)."""
+        try:
+            readable = select.select([self.conn], [], [], 0)[0]
+            return bool(readable) and self.conn.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def relay(self, command: AgentCommand) -> None:
+        """CLI signals and window sizes to the agent until the command ends."""
+        for frame in take_frames(self.buf):
+            self.control(command, frame)
+        if self.cli_gone:  # it left before the command started: hang it up at once
+            command.hang_up()
+        while command.returncode is None:
+            watched: list[Any] = [command] if self.cli_gone else [command, self.conn]
+            readable = select.select(watched, [], [])[0]
+            if self.conn in readable:
+                try:
+                    data = self.conn.recv(1 << 16)
+                except OSError:
+                    data = b""
+                if not data:
+                    self.cli_gone = True
+                    command.hang_up()  # its exit status still comes, and is recorded
+                else:
+                    self.buf += data
+                    try:
+                        frames = take_frames(self.buf)
+                    except ValueError:
+                        frames = []
+                        self.buf.clear()
+                    for frame in frames:
+                        self.control(command, frame)
+            if command in readable:
+                try:
+                    command.wait(timeout=0)
+                except TimeoutError:
+                    pass
+                except ContainerError as exc:  # the agent went away (its container died)
+                    log.warning("enter: %s", exc.message)
+                    command.returncode, command.error = AGENT_LOST, exc.message
+
+    def control(self, command: AgentCommand, frame: Frame) -> None:
+        op = frame.get("op")
+        if op == "signal" and frame.get("signal") in FORWARDED:
+            command.send_signal(int(frame["signal"]))
+        elif op == "winsize":
+            rows, cols = frame.get("rows"), frame.get("cols")
+            if isinstance(rows, int) and isinstance(cols, int):
+                command.resize(rows, cols)
+
+    def record(self, run_id: str, status: int) -> None:
+        if not run_id:
+            return
+        try:
+            self.entering.finish(run_id, status)
+        except Exception:
+            log.exception("enter: run %s not recorded", run_id)
