@@ -1,7 +1,8 @@
 """The build plan rendered as a Dockerfile, for building elsewhere (pure).
 
 Plain Dockerfile syntax for the legacy builder: no heredocs, no `RUN --mount`. The hashed
-requirements travel as a file next to the Dockerfile. Commands use the exec (JSON) form, so a
+requirements travel as a file next to the Dockerfile; setup steps' own files come from the
+build context (the project directory). Commands use the exec (JSON) form, so a
 setup command reaches `sh -c` byte for byte, as it does in envd's own build.
 """
 
@@ -63,7 +64,11 @@ def render(plan: p.BuildPlan, lock: LockFile) -> str:
             pip += ["--no-deps", *p.index_args(lock), "-r", f"/tmp/{REQUIREMENTS_FILE}"]
             out.append(run(["sh", "-c", f"{shlex.join(pip)} && rm /tmp/{REQUIREMENTS_FILE}"]))
         elif step.name.startswith("setup"):
-            out.append(run(["sh", "-c", step.argv[-1]]))
+            # A step's own files come from the build context (the project directory); here
+            # they stay in a layer of their own, which envd's build never commits.
+            for f in step.files:
+                out.append(f"COPY {json.dumps([f.path, f'{p.STEP_FILES}/{f.path}'])}")
+            out.append(run([*p.in_step_files(step.files), "sh", "-c", step.argv[-1]]))
     if not env_written:
         out += [f"ENV {key}={quote(value)}" for key, value in plan.env]
     out += [f"LABEL {json.dumps(key)}={quote(value)}" for key, value in plan.labels]

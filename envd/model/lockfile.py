@@ -85,6 +85,8 @@ class Inputs:
     env: tuple[tuple[str, str], ...]
     setup: tuple[str, ...]
     from_source: tuple[str, ...] = ()  # packages built from sdists (in this project's own step)
+    # The project files each setup step names (`files:`), in setup order; () when none does.
+    setup_files: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,13 @@ def inputs_from_spec(spec: Spec) -> Inputs:
         env=tuple(sorted(spec.env)),
         setup=tuple(spec.setup),
         from_source=spec.from_source,
+        setup_files=_setup_files(spec),
     )
+
+
+def _setup_files(spec: Spec) -> tuple[tuple[str, ...], ...]:
+    files = tuple(step.files for step in spec.setup_steps)
+    return files if any(files) else ()
 
 
 def hash_inputs(inputs: Inputs) -> str:
@@ -147,6 +155,9 @@ def hash_inputs(inputs: Inputs) -> str:
     payload = dataclasses.asdict(inputs)
     if not payload["from_source"]:
         del payload["from_source"]  # so locks made before the key existed keep their hash
+    for key in ("setup_files",):  # (the same for every later key, while it is empty)
+        if not payload[key]:
+            del payload[key]
     return "sha256:" + hashlib.sha256(_canonical_json(payload)).hexdigest()
 
 
@@ -291,6 +302,8 @@ def staleness(lock: LockFile, inputs: Inputs) -> list[str]:
             reasons.append(f"env changed: {key}")
     if old.setup != new.setup:
         reasons.append("setup changed")
+    elif old.setup_files != new.setup_files:
+        reasons.append("setup files changed")
     if not reasons and lock.inputs_hash != hash_inputs(new):
         reasons.append("inputs hash changed")
     return reasons

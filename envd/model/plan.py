@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from envd.model.lockfile import LockFile
@@ -28,10 +28,28 @@ UV_CACHE = "/tmp/uv"
 # `docker-clean` hook of Docker Hub's Debian images deletes /var/cache/apt/archives/*.deb.
 APT_CACHE_MOUNT = "/var/cache/apt"
 APT_ARCHIVES = "/var/cache/apt/envd-archives"
+# A step's own files (a setup step's project files) are a private copy, mounted read-only
+# with the CA bundle at /mnt (not at /workspace: a mount point the image lacks would be left
+# behind, empty, in the committed layer). The command runs from there.
+STEP_FILES = f"{RUN_DIR}/workspace"
 IDLE_CMD = ("sleep", "infinity")
 PLAN_VERSION = 3  # bump when the meaning of a step changes, so old cache keys stop matching
 # The same for the metadata step alone (3: env and label values are committed unexpanded).
 METADATA_VERSION = 3
+
+
+@dataclass(frozen=True)
+class StepFile:
+    """A file a step sees at STEP_FILES/<path> (read-only): named by its content."""
+
+    path: str  # relative, "/"-separated
+    sha256: str  # hex
+    executable: bool = False
+
+
+# What the builder read from the project for the plan: for each entry a `setup:` step names
+# (a file, or `dir/` for every file under it), the files with their digests.
+SetupFiles = Mapping[str, tuple[StepFile, ...]]
 
 
 @dataclass(frozen=True)
@@ -44,6 +62,7 @@ class Step:
     uses_ca: bool = False  # mount the host CA bundle (and point tools at it)
     uses_uv: bool = False  # mount the host uv binary, the uv cache and the requirements file
     uses_apt_cache: bool = False
+    files: tuple[StepFile, ...] = ()  # at STEP_FILES, read-only; never committed
 
 
 @dataclass(frozen=True)
@@ -139,9 +158,38 @@ CA_ENV = {
 }
 
 
-def make_plan(project: str, lock: LockFile, namespace: str = "envd") -> BuildPlan:
+def step_files(lock: LockFile, index: int, setup_files: SetupFiles | None) -> tuple[StepFile, ...]:
+    """The files setup step `index` names, from what the builder read (KeyError if unread).
+
+    None: nothing was read (a caller that only looks at a plan): each entry stands for itself
+    with no digest, so such a step's key, and the tag, match no build."""
+    named = lock.inputs.setup_files[index] if index < len(lock.inputs.setup_files) else ()
+    found: dict[str, StepFile] = {}
+    for entry in named:
+        for f in setup_files[entry] if setup_files is not None else (StepFile(entry, ""),):
+            found[f.path] = f
+    return tuple(found[path] for path in sorted(found))
+
+
+def in_step_files(files: tuple[StepFile, ...]) -> list[str]:
+    """A prefix that runs the rest of argv from STEP_FILES, when a step has files. (Not the
+    container's working directory: the engine would leave it behind in the committed layer.)"""
+    if not files:
+        return []
+    return ["sh", "-c", f'cd {STEP_FILES} && exec "$@"', "sh"]
+
+
+def make_plan(
+    project: str,
+    lock: LockFile,
+    namespace: str = "envd",
+    setup_files: SetupFiles | None = None,
+) -> BuildPlan:
     """The build plan of `lock`; images are named under `namespace`, one per envd home, so
-    two homes on one engine never retag or remove each other's images."""
+    two homes on one engine never retag or remove each other's images.
+
+    `setup_files`: the digests of the project files the lock's setup steps name (read by the
+    builder), so editing one rebuilds from its step on; the plan itself reads nothing."""
     steps: list[Step] = []
     base_content = [lock.base.kind, lock.base.digest, lock.base.reference]
     key = step_key("", "base", base_content)
@@ -216,16 +264,21 @@ def make_plan(project: str, lock: LockFile, namespace: str = "envd") -> BuildPla
 
     env = image_env(lock)
     for i, command in enumerate(lock.inputs.setup):
-        key = step_key(key, "setup", [command, list(env)])
+        files = step_files(lock, i, setup_files)
+        content: list[object] = [command, list(env)]
+        if files:  # (a step without files keeps the key it always had)
+            content.append([[f.path, f.sha256, f.executable] for f in files])
+        key = step_key(key, "setup", content)
         run_env = {**dict(env), **CA_ENV}
         steps.append(
             Step(
                 f"setup[{i}]",
                 key,
                 command,
-                _with_env(run_env, ["sh", "-c", command]),
+                _with_env(run_env, [*in_step_files(files), "sh", "-c", command]),
                 network=True,
                 uses_ca=True,
+                files=files,
             )
         )
 
@@ -236,8 +289,8 @@ def make_plan(project: str, lock: LockFile, namespace: str = "envd") -> BuildPla
         ("envd.project", project),
         ("envd.python", lock.target.python_version),
     )
-    content = [METADATA_VERSION, list(env), list(labels), WORKDIR, list(IDLE_CMD)]
-    key = step_key(key, "metadata", content)
+    metadata = [METADATA_VERSION, list(env), list(labels), WORKDIR, list(IDLE_CMD)]
+    key = step_key(key, "metadata", metadata)
     steps.append(Step("metadata", key, "environment, labels, workdir", ("true",)))
     return BuildPlan(
         project=project,

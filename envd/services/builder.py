@@ -6,15 +6,17 @@ run in envd.services.steps, and the finished image is recorded by envd.services.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from envd.errors import EnvdError, RegistryError, VerificationError
 from envd.events import EventBus
 from envd.gateways.engine import Engine
+from envd.gateways.projectfiles import read_setup_files
 from envd.gateways.store import ProjectRow
 from envd.model import plan as p
 from envd.model.cuda import check_host
@@ -40,6 +42,36 @@ class BuildOutcome:
     cached: bool  # nothing ran
     elapsed_s: float
     lock_hash: str
+
+
+@dataclass(frozen=True)
+class ProjectInputs:
+    """What a build reads from the project besides envd.lock: the setup steps' files (their
+    digests go into the plan, their bytes, by sha256, into the steps that name them)."""
+
+    setup_files: p.SetupFiles = field(default_factory=dict)
+    contents: dict[str, bytes] = field(default_factory=dict)  # sha256 hex -> bytes
+
+
+def read_project_inputs(project_dir: str, lock: LockFile) -> ProjectInputs:
+    entries = sorted({entry for files in lock.inputs.setup_files for entry in files})
+    if not entries:
+        return ProjectInputs()
+    setup: dict[str, tuple[p.StepFile, ...]] = {}
+    contents: dict[str, bytes] = {}
+    for entry, files in read_setup_files(project_dir, entries).items():
+        listed = []
+        for relpath, data, executable in files:
+            digest = hashlib.sha256(data).hexdigest()
+            contents[digest] = data
+            listed.append(p.StepFile(relpath, digest, executable))
+        setup[entry] = tuple(listed)
+    return ProjectInputs(setup, contents)
+
+
+def _reads(lock: LockFile) -> bool:
+    """Whether a build of `lock` depends on project files besides it (setup steps' files)."""
+    return bool(lock.inputs.setup_files)
 
 
 class Builder:
@@ -69,8 +101,12 @@ class Builder:
         self._flights: dict[str, Future[BuildOutcome]] = {}
         self._flights_lock = threading.Lock()
 
-    def plan(self, row: ProjectRow, lock: LockFile) -> p.BuildPlan:
-        return p.make_plan(row.name, lock, self._namespace)
+    def plan(
+        self, row: ProjectRow, lock: LockFile, inputs: ProjectInputs | None = None
+    ) -> p.BuildPlan:
+        if inputs is None:
+            inputs = read_project_inputs(row.path, lock)
+        return p.make_plan(row.name, lock, self._namespace, setup_files=inputs.setup_files)
 
     def build(self, row: ProjectRow, progress: Reporter, dry_run: bool = False) -> BuildOutcome:
         # A dry run writes nothing, not even a missing envd.lock (it is resolved in memory).
@@ -80,7 +116,8 @@ class Builder:
         # The engine is asked only when the answer matters: a no-op build stays engine-free.
         needs_runtime = spec.gpu == "required" and len(host.gpus) > 0
         check_host(spec.gpu, spec.cuda, host, needs_runtime and self._engine.info().nvidia_runtime)
-        plan = self.plan(row, lock)
+        inputs = read_project_inputs(row.path, lock)
+        plan = self.plan(row, lock, inputs)
         if dry_run:
             steps = self._steps.dry_run(lock, plan)
             return BuildOutcome(
@@ -96,7 +133,7 @@ class Builder:
             progress(Progress("build", f"waiting for the running build of {row.name}"))
             return flight.result()
         try:
-            outcome = self._run(row, lock, plan, progress)
+            outcome = self._run(row, lock, plan, inputs, progress)
             flight.set_result(outcome)
         except BaseException as exc:
             flight.set_exception(exc)
@@ -107,7 +144,12 @@ class Builder:
         return outcome
 
     def _run(
-        self, row: ProjectRow, lock: LockFile, plan: p.BuildPlan, progress: Reporter
+        self,
+        row: ProjectRow,
+        lock: LockFile,
+        plan: p.BuildPlan,
+        inputs: ProjectInputs,
+        progress: Reporter,
     ) -> BuildOutcome:
         started = time.monotonic()
         final = self._images.built(plan)
@@ -134,6 +176,7 @@ class Builder:
                 progress,
                 metadata_labels=self._checked_labels,
                 previous_image=kept,
+                contents=inputs.contents,
             )
             repository, tag = plan.tag.split(":")
             self._engine.tag(ran.image_id, repository, tag)
@@ -158,8 +201,9 @@ class Builder:
         )
         try:
             fp = self._fingerprints.record(outcome.image_id, lock)
-            if not lock.environment_hash and not lock.inputs.from_source:
-                # (source builds are not bit-reproducible: no hash to hold other machines to)
+            if not lock.environment_hash and not lock.inputs.from_source and not _reads(lock):
+                # (source builds are not bit-reproducible, and the files of the project a
+                # build reads are not in the lock: no hash to hold other machines to)
                 self._locker.record_environment(row, lock, fp.environment_hash)
         except EnvdError as exc:  # the image is built and tagged: report, do not fail it
             log.warning("fingerprint of %s not recorded: %s", row.name, exc.message)
@@ -171,7 +215,7 @@ class Builder:
         another environment for the same pins."""
         labels = self._fingerprints.labels_before_metadata(parent, lock)
         built = labels[ENV_LABEL]
-        if lock.environment_hash and built != lock.environment_hash:
+        if lock.environment_hash and built != lock.environment_hash and not _reads(lock):
             raise VerificationError(
                 "this machine built a different environment from the same envd.lock: "
                 f"{built}, but the lock records {lock.environment_hash}",

@@ -97,3 +97,17 @@ def test_envd_commits_env_and_labels_with_the_same_quoting() -> None:
         'ENV A="\\$HOME"',
         'CMD ["sleep", "infinity"]',
     ]
+
+
+def test_setup_files_are_copied_and_the_command_runs_where_they_are() -> None:
+    from dataclasses import replace
+
+    from envd.model.plan import STEP_FILES, StepFile
+
+    base = lock((NUMPY,), setup=("bash postBuild",))
+    the_lock = replace(base, inputs=replace(base.inputs, setup_files=(("postBuild",),)))
+    files = {"postBuild": (StepFile("postBuild", "0" * 64, True),)}
+    lines = instructions(render(make_plan("p", the_lock, setup_files=files), the_lock))
+    copy = lines.index(f'COPY ["postBuild", "{STEP_FILES}/postBuild"]')
+    argv = json.loads(lines[copy + 1].removeprefix("RUN "))
+    assert argv[-3:] == ["sh", "-c", "bash postBuild"] and f"cd {STEP_FILES}" in argv[2]

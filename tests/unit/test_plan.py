@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 
+import pytest
+
 from envd.model.lockfile import BaseLock, DebianPackage, Inputs, LockFile, PythonPackage, Target
-from envd.model.plan import make_plan, requirements_text
+from envd.model.plan import STEP_FILES, StepFile, make_plan, requirements_text
 
 
 def lock(
@@ -133,3 +136,71 @@ def test_only_wheels_are_installed_unless_a_source_build_is_asked_for() -> None:
     argv = list(step.argv)
     assert argv[argv.index("--no-binary") + 1] == "numpy" and "--no-cache" in argv
     assert step.key != plain.key
+
+
+def _with_setup_files(the_lock: LockFile, files: tuple[tuple[str, ...], ...]) -> LockFile:
+    return replace(the_lock, inputs=replace(the_lock.inputs, setup_files=files))
+
+
+def _file(path: str, content: str, executable: bool = False) -> StepFile:
+    return StepFile(path, hashlib.sha256(content.encode()).hexdigest(), executable)
+
+
+def test_a_setup_steps_files_are_in_its_key_and_nothing_before() -> None:
+    the_lock = _with_setup_files(
+        lock((NUMPY,), setup=("echo first", "bash postBuild", "echo last")),
+        ((), ("postBuild",), ()),
+    )
+    one = make_plan("p", the_lock, setup_files={"postBuild": (_file("postBuild", "a"),)})
+    two = make_plan("p", the_lock, setup_files={"postBuild": (_file("postBuild", "b"),)})
+    a, b = keys(one), keys(two)
+    assert a["packages"] == b["packages"] and a["setup[0]"] == b["setup[0]"]
+    assert a["setup[1]"] != b["setup[1]"]
+    assert a["setup[2]"] != b["setup[2]"] and a["metadata"] != b["metadata"]
+    step = one.steps[[s.name for s in one.steps].index("setup[1]")]
+    assert step.files == (_file("postBuild", "a"),)
+    assert f"cd {STEP_FILES} && " in " ".join(step.argv) and step.argv[-1] == "bash postBuild"
+    first = one.steps[[s.name for s in one.steps].index("setup[0]")]
+    assert first.files == () and STEP_FILES not in " ".join(first.argv)
+    # the executable bit is content too
+    mode = make_plan("p", the_lock, setup_files={"postBuild": (_file("postBuild", "a", True),)})
+    assert keys(mode)["setup[1]"] != a["setup[1]"]
+
+
+def test_setup_steps_without_files_keep_their_keys() -> None:
+    plain = lock((NUMPY,), setup=("echo one",))
+    assert keys(make_plan("p", plain)) == keys(
+        make_plan("p", plain, setup_files={"unused": (_file("unused", "x"),)})
+    )
+
+
+def test_a_folder_entry_gives_every_file_under_it_once_sorted() -> None:
+    the_lock = _with_setup_files(lock((NUMPY,), setup=("ls",)), (("b", "conf/"),))
+    files = {"conf/": (_file("conf/y", "y"), _file("b", "b")), "b": (_file("b", "b"),)}
+    step = make_plan("p", the_lock, setup_files=files).steps[-2]
+    assert [f.path for f in step.files] == ["b", "conf/y"]
+
+
+def test_a_setup_file_the_builder_did_not_read_is_an_error() -> None:
+    the_lock = _with_setup_files(lock((NUMPY,), setup=("bash postBuild",)), (("postBuild",),))
+    with pytest.raises(KeyError):
+        make_plan("p", the_lock, setup_files={})
+
+
+def test_a_plan_made_without_reading_the_files_matches_no_build() -> None:
+    the_lock = _with_setup_files(lock((NUMPY,), setup=("bash postBuild",)), (("postBuild",),))
+    read = make_plan("p", the_lock, setup_files={"postBuild": (_file("postBuild", "a"),)})
+    assert make_plan("p", the_lock).tag != read.tag
+
+
+def test_setup_files_leave_old_locks_inputs_hash_alone_and_are_a_staleness_reason() -> None:
+    from envd.model.lockfile import hash_inputs, staleness
+
+    the_lock = lock((NUMPY,), setup=("bash postBuild",))
+    old = the_lock.inputs
+    new = replace(old, setup_files=(("postBuild",),))
+    assert hash_inputs(replace(old, setup_files=())) == hash_inputs(old)
+    assert hash_inputs(new) != hash_inputs(old)
+    assert staleness(replace(the_lock, inputs_hash=hash_inputs(old)), new) == [
+        "setup files changed"
+    ]
