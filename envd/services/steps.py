@@ -29,6 +29,7 @@ STEP_ROLE = {"envd.role": "step"}
 CACHE_REPOSITORY = "cache"
 UV_VOLUME = "uv-cache"
 APT_VOLUME = "apt-archives"
+MAX_CHECK_LINES = 200_000  # of the shared-library check's output (a line per shared object)
 
 # Labels for the image from the parent of its last step (the fingerprint, set in that commit).
 MetadataLabels = Callable[[str, LockFile], dict[str, str]]
@@ -147,14 +148,18 @@ class StepRunner:
             run_dir.mkdir()
             prepare_run_dir(run_dir, plan.requirements)
             previous_key = plan.steps[0].key
+            previous_name = plan.steps[0].name
             for step in plan.steps[1:]:
                 cached = self.cached(step.key)
                 if cached is not None:
                     progress(Progress(step.name, f"cached: {step.summary}"))
                     outcomes.append(StepOutcome(step.name, step.key, True, step.summary))
                     parent = cached
-                    previous_key = step.key
+                    previous_key, previous_name = step.key, step.name
                     continue
+                if previous_name == "packages":
+                    # (also when the packages step was cached: a failed check left it so)
+                    self.check_libraries(project, lock, parent, progress, previous_image)
                 progress(
                     Progress(
                         step.name, f"running: {step.summary}", elapsed_s=time.monotonic() - started
@@ -185,8 +190,45 @@ class StepRunner:
                     step.key, previous_key, step.name, parent, max(self._size(parent) - before, 0)
                 )
                 outcomes.append(StepOutcome(step.name, step.key, False, step.summary))
-                previous_key = step.key
+                previous_key, previous_name = step.key, step.name
         return StepsRun(parent, tuple(outcomes))
+
+    def check_libraries(
+        self, project: str, lock: LockFile, image: str, progress: Reporter, previous_image: str
+    ) -> None:
+        """Fail the build naming every shared library a Python package links that the image
+        lacks (`ldd` in a container of the packages step's image: no network, no commit)."""
+        progress(Progress("libraries", "checking the shared libraries Python packages link"))
+        lines: list[str] = []
+
+        def collect(line: str) -> None:
+            if len(lines) < MAX_CHECK_LINES:
+                lines.append(line)
+
+        result = self._engine.run(
+            image,
+            ["sh", "-c", p.missing_libraries_script(lock.target.python_version)],
+            network=False,
+            user="0",
+            labels={**STEP_ROLE, "envd.project": project, "envd.owner": self._owner},
+            on_output=collect,
+        )
+        missing = p.missing_libraries("\n".join(lines))
+        if result.exit_code != 0 and not missing:
+            progress(Progress("libraries", f"the check could not run (exit {result.exit_code})"))
+            return
+        if missing:
+            raise BuildFailed(
+                f"{project}: Python packages need shared libraries the image lacks:\n"
+                + p.missing_libraries_message(missing),
+                hint=(
+                    f"the previous image {previous_image} is still usable; "
+                    if previous_image
+                    else ""
+                )
+                + f"add them to `system:` in envd.yaml, then `envctl lock {project}` and build "
+                "again",
+            )
 
     def _size(self, image: str) -> int:
         info = self._engine.inspect_image(image)

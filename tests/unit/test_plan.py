@@ -204,3 +204,40 @@ def test_setup_files_leave_old_locks_inputs_hash_alone_and_are_a_staleness_reaso
     assert staleness(replace(the_lock, inputs_hash=hash_inputs(old)), new) == [
         "setup files changed"
     ]
+
+
+def test_missing_libraries_are_named_with_their_debian_package() -> None:
+    from envd.model.plan import missing_libraries, missing_libraries_message
+
+    output = "\n".join(
+        [
+            "envd-present\tlib_lightgbm.so",
+            "envd-missing\t./lightgbm/lib/lib_lightgbm.so\tlibgomp.so.1",
+            "envd-missing\t./scipy.libs/libx.so\tlibgomp.so.1",
+            "envd-missing\t./_native.cpython-311-x86_64-linux-gnu.so\tlibfoo.so.3",
+            # another package ships it (loaded by that package): not missing
+            "envd-present\tlibopenblas.so.0",
+            "envd-missing\t./numpy/core/_x.so\tlibopenblas.so.0",
+            "envd-missing\t./torch/lib/libc10_cuda.so\tlibcuda.so.1",  # the driver's
+            "unrelated output",
+        ]
+    )
+    missing = missing_libraries(output)
+    assert missing == [
+        ("_native", "libfoo.so.3"),
+        ("lightgbm", "libgomp.so.1"),
+        ("scipy", "libgomp.so.1"),
+    ]
+    text = missing_libraries_message(missing)
+    assert "lightgbm needs libgomp.so.1: add `system: [libgomp1]` to envd.yaml" in text
+    assert "_native needs libfoo.so.3: find the Debian package" in text
+    assert "packages.debian.org" in text and "keywords=libfoo.so.3" in text
+    assert missing_libraries("envd-present\tx.so\n") == []
+
+
+def test_the_library_check_looks_in_the_venvs_site_packages() -> None:
+    from envd.model.plan import missing_libraries_script
+
+    script = missing_libraries_script("3.11.2")
+    assert script.startswith("cd /opt/venv/lib/python3.11/site-packages ")
+    assert "ldd" in script and "not found" not in script
