@@ -324,6 +324,7 @@ def read_setup_files(
     limit: int = SETUP_FILE_MAX_BYTES,
     total_limit: int = SETUP_FILES_MAX_BYTES,
     count_limit: int = SETUP_FILES_MAX_COUNT,
+    what: str = "`setup:`",
 ) -> dict[str, list[tuple[str, bytes, bool]]]:
     """The files each entry of a `setup:` step's `files:` names, as (relative path, bytes,
     executable): a file, or `dir/` for every regular file under that folder (sorted).
@@ -336,11 +337,11 @@ def read_setup_files(
     total = 0
     count = 0
     for entry in entries:
-        relpaths = _setup_entry_paths(root, entry, count_limit - count)
+        relpaths = _setup_entry_paths(root, entry, count_limit - count, what)
         files: list[tuple[str, bytes, bool]] = []
         for relpath in relpaths:
             path = root / relpath
-            where = f"`setup:` names {relpath}, which"
+            where = f"{what} names {relpath}, which"
             try:
                 resolved = path.resolve()
                 if not resolved.is_relative_to(root):
@@ -379,7 +380,7 @@ def read_setup_files(
     return out
 
 
-def _setup_entry_paths(root: Path, entry: str, budget: int) -> list[str]:
+def _setup_entry_paths(root: Path, entry: str, budget: int, what: str) -> list[str]:
     """`entry` itself, or for `dir/` every regular file under it (relative, sorted)."""
     if not entry.endswith("/"):
         return [entry]
@@ -387,13 +388,13 @@ def _setup_entry_paths(root: Path, entry: str, budget: int) -> list[str]:
     try:
         if not folder.resolve().is_relative_to(root) or not folder.is_dir():
             raise SpecError(
-                f"`setup:` names the folder {entry}, which is not a folder in the project",
+                f"{what} names the folder {entry}, which is not a folder in the project",
                 file=str(folder),
                 hint="create it, or remove it from `files:` in envd.yaml",
             )
     except (OSError, RuntimeError):
         raise SpecError(
-            f"`setup:` names the folder {entry}, which cannot be read", file=str(folder)
+            f"{what} names the folder {entry}, which cannot be read", file=str(folder)
         ) from None
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(folder):  # symlinked folders are not followed
@@ -405,9 +406,31 @@ def _setup_entry_paths(root: Path, entry: str, budget: int) -> list[str]:
             found.append(path.relative_to(root).as_posix())
             if len(found) > budget:
                 raise SpecError(
-                    f"`setup:` names the folder {entry}, which holds more than "
+                    f"{what} names the folder {entry}, which holds more than "
                     f"{SETUP_FILES_MAX_COUNT} files",
                     file=str(folder),
                     hint="name the files the step needs",
                 )
     return sorted(found)
+
+
+def find_project_package(project_dir: str | Path, name: str) -> tuple[str, str | None]:
+    """Where the import package `name` lies: ("src" or "", "src/name/", "name.py", ...
+    relative to the project, or None when neither src/ nor the top holds it)."""
+    root = Path(project_dir).resolve()
+
+    def inside(relpath: str, folder: bool) -> bool:
+        try:
+            target = (root / relpath).resolve()
+            found = target.is_dir() if folder else target.is_file()
+            return target.is_relative_to(root) and found
+        except (OSError, RuntimeError):
+            return False
+
+    for source in ("src", ""):
+        prefix = f"{source}/" if source else ""
+        if inside(f"{prefix}{name}", folder=True):
+            return source, f"{prefix}{name}/"
+        if inside(f"{prefix}{name}.py", folder=False):
+            return source, f"{prefix}{name}.py"
+    return ("src" if inside("src", folder=True) else ""), None

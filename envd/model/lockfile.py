@@ -87,6 +87,7 @@ class Inputs:
     from_source: tuple[str, ...] = ()  # packages built from sdists (in this project's own step)
     # The project files each setup step names (`files:`), in setup order; () when none does.
     setup_files: tuple[tuple[str, ...], ...] = ()
+    project: str = ""  # `project:`: "editable" or "install" the project itself; "" for neither
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ def inputs_from_spec(spec: Spec) -> Inputs:
         setup=tuple(spec.setup),
         from_source=spec.from_source,
         setup_files=_setup_files(spec),
+        project=spec.project or "",
     )
 
 
@@ -155,7 +157,7 @@ def hash_inputs(inputs: Inputs) -> str:
     payload = dataclasses.asdict(inputs)
     if not payload["from_source"]:
         del payload["from_source"]  # so locks made before the key existed keep their hash
-    for key in ("setup_files",):  # (the same for every later key, while it is empty)
+    for key in ("setup_files", "project"):  # (the same for every later key, while it is empty)
         if not payload[key]:
             del payload[key]
     return "sha256:" + hashlib.sha256(_canonical_json(payload)).hexdigest()
@@ -304,6 +306,8 @@ def staleness(lock: LockFile, inputs: Inputs) -> list[str]:
         reasons.append("setup changed")
     elif old.setup_files != new.setup_files:
         reasons.append("setup files changed")
+    if old.project != new.project:
+        reasons.append(f"project changed: {old.project or 'unset'} → {new.project or 'unset'}")
     if not reasons and lock.inputs_hash != hash_inputs(new):
         reasons.append("inputs hash changed")
     return reasons

@@ -6,10 +6,13 @@ changes the packages step's key and every key after it, and nothing before it.
 
 from __future__ import annotations
 
+import base64
+import csv
 import hashlib
+import io
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from envd.model.lockfile import LockFile
 
@@ -74,6 +77,8 @@ class BuildPlan:
     env: tuple[tuple[str, str], ...]  # the image's environment (spec env + venv)
     labels: tuple[tuple[str, str], ...]
     namespace: str = "envd"  # the envd home's own repository prefix (see make_plan)
+    # The bytes of the files the plan itself makes (the project step's dist-info), by sha256.
+    generated: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def final_key(self) -> str:
@@ -184,12 +189,15 @@ def make_plan(
     lock: LockFile,
     namespace: str = "envd",
     setup_files: SetupFiles | None = None,
+    package: ProjectPackage | None = None,
 ) -> BuildPlan:
     """The build plan of `lock`; images are named under `namespace`, one per envd home, so
     two homes on one engine never retag or remove each other's images.
 
     `setup_files`: the digests of the project files the lock's setup steps name (read by the
-    builder), so editing one rebuilds from its step on; the plan itself reads nothing."""
+    builder), so editing one rebuilds from its step on; the plan itself reads nothing.
+    `package`: the project's pyproject.toml as read, for `project:` (its metadata, and for
+    `install` its package's files by digest). None: not read, the keys match no build."""
     steps: list[Step] = []
     base_content = [lock.base.kind, lock.base.digest, lock.base.reference]
     key = step_key("", "base", base_content)
@@ -262,6 +270,27 @@ def make_plan(
             )
         )
 
+    generated: dict[str, bytes] = {}
+    if lock.inputs.project:
+        mode = lock.inputs.project
+        written: tuple[StepFile, ...] = ()
+        if package is not None:
+            written, generated = project_files(package, mode, lock.target.python_version)
+        made: list[object] = [mode, [[f.path, f.sha256, f.executable] for f in written]]
+        if package is None:
+            made.append("unread")
+        key = step_key(key, "project", made)
+        what = f"{package.name} {package.version}" if package else "the project"
+        steps.append(
+            Step(
+                "project",
+                key,
+                f"{what} ({mode}{', live at ' + WORKDIR if mode == 'editable' else ''})",
+                (*in_step_files(written), "cp", "-R", ".", "/"),
+                files=written,
+            )
+        )
+
     env = image_env(lock)
     for i, command in enumerate(lock.inputs.setup):
         files = step_files(lock, i, setup_files)
@@ -300,6 +329,7 @@ def make_plan(
         env=env,
         labels=labels,
         namespace=namespace,
+        generated=tuple(sorted(generated.items())),
     )
 
 
@@ -427,3 +457,158 @@ def missing_libraries_message(missing: list[tuple[str, str]]) -> str:
                 f"&keywords={soname} and add it to `system:` in envd.yaml"
             )
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------ the project itself
+#
+# `project: editable` (or `install`) installs the project from its pyproject.toml without a
+# build backend: a "project" step after the packages writes a dist-info (METADATA, INSTALLER,
+# RECORD with every file's sha256, direct_url.json, entry_points.txt) and, editable, a
+# `__editable__.NAME-VERSION.pth` pointing at /workspace (or /workspace/src), where `envctl
+# enter` binds the project: editing the code needs no build. `install` copies the package's
+# files in instead. Everything is owned by that RECORD, so the image verifies. The project's
+# dependencies are locked from pyproject.toml when `requirements:` names it.
+
+
+class ProjectError(ValueError):
+    """pyproject.toml does not say what envd needs to install the project itself."""
+
+
+@dataclass(frozen=True)
+class ProjectPackage:
+    """What the builder read about the project: pure data, in the project step's key."""
+
+    name: str  # as written in [project]
+    version: str
+    summary: str = ""
+    requires_python: str = ""
+    dependencies: tuple[str, ...] = ()
+    scripts: tuple[tuple[str, str], ...] = ()  # (command, "module:attr"), sorted
+    source: str = ""  # "" or "src": where the import package lies, relative to the project
+    # `install`: the package's files (paths relative to `source`), by content
+    files: tuple[StepFile, ...] = ()
+
+
+def read_pyproject(text: str) -> ProjectPackage:
+    """[project] name, version, description, requires-python, dependencies and scripts."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(text.removeprefix("\ufeff"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ProjectError(f"pyproject.toml is not valid TOML: {exc}") from None
+    table = data.get("project")
+    if not isinstance(table, dict):
+        raise ProjectError("pyproject.toml has no [project] table (PEP 621)")
+    name, version = table.get("name"), table.get("version")
+    if not isinstance(name, str) or not name:
+        raise ProjectError("pyproject.toml: [project] has no `name`")
+    if not isinstance(version, str) or not version:
+        raise ProjectError(
+            "pyproject.toml: [project] has no static `version` (envd installs the project "
+            "without running its build backend, so a dynamic version cannot be read)"
+        )
+    scripts = table.get("scripts") or {}
+    dependencies = table.get("dependencies") or []
+    if not isinstance(scripts, dict) or not all(
+        isinstance(v, str) and ":" in v for v in scripts.values()
+    ):
+        raise ProjectError('pyproject.toml: [project.scripts] must map names to "module:attr"')
+    if not isinstance(dependencies, list) or not all(isinstance(d, str) for d in dependencies):
+        raise ProjectError("pyproject.toml: [project] `dependencies` must be a list of strings")
+    summary = table.get("description")
+    requires = table.get("requires-python")
+    return ProjectPackage(
+        name=name,
+        version=version,
+        summary=summary if isinstance(summary, str) else "",
+        requires_python=requires if isinstance(requires, str) else "",
+        dependencies=tuple(dependencies),
+        scripts=tuple(sorted((str(k), str(v)) for k, v in scripts.items())),
+    )
+
+
+def import_name(name: str) -> str:
+    """The import package a distribution name suggests (`my-pkg` -> `my_pkg`)."""
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def _record_hash(sha256_hex: str) -> str:
+    digest = base64.urlsafe_b64encode(bytes.fromhex(sha256_hex)).rstrip(b"=")
+    return f"sha256={digest.decode()}"
+
+
+def _script(target: str) -> bytes:
+    module, _, attr = target.partition(":")
+    module, attr = module.strip(), attr.strip()
+    head = attr.split(".", 1)[0]
+    return (
+        f"#!{VENV}/bin/python\n"
+        "import sys\n"
+        f"from {module} import {head}\n"
+        "if __name__ == '__main__':\n"
+        "    sys.argv[0] = sys.argv[0].removesuffix('.exe')\n"
+        f"    sys.exit({attr}())\n"
+    ).encode()
+
+
+def project_files(
+    package: ProjectPackage, mode: str, python_version: str
+) -> tuple[tuple[StepFile, ...], dict[str, bytes]]:
+    """Every file the project step writes (paths relative to /), and the bytes of those it
+    makes itself by sha256 (the `install` package's own files come from the project)."""
+    site = site_packages(python_version)
+    dist = f"{import_name(package.name)}-{package.version}.dist-info"
+    root = f"{WORKDIR}/{package.source}".rstrip("/")
+    made: dict[str, tuple[bytes, bool]] = {}
+    metadata = [
+        "Metadata-Version: 2.1",
+        f"Name: {package.name}",
+        f"Version: {package.version}",
+    ]
+    if package.summary:
+        metadata.append(f"Summary: {' '.join(package.summary.split())}")
+    if package.requires_python:
+        metadata.append(f"Requires-Python: {package.requires_python}")
+    metadata += [f"Requires-Dist: {d}" for d in package.dependencies]
+    made[f"{site}/{dist}/METADATA"] = ("\n".join(metadata) + "\n").encode(), False
+    made[f"{site}/{dist}/INSTALLER"] = b"envd\n", False
+    dir_info = {"editable": True} if mode == "editable" else {}
+    url = {"dir_info": dir_info, "url": f"file://{WORKDIR}"}
+    made[f"{site}/{dist}/direct_url.json"] = (
+        (json.dumps(url, sort_keys=True) + "\n").encode(),
+        False,
+    )
+    if package.scripts:
+        lines = ["[console_scripts]", *(f"{k} = {v}" for k, v in package.scripts)]
+        made[f"{site}/{dist}/entry_points.txt"] = ("\n".join(lines) + "\n").encode(), False
+        for command, target in package.scripts:
+            made[f"{VENV}/bin/{command}"] = _script(target), True
+    if mode == "editable":
+        pth = f"__editable__.{import_name(package.name)}-{package.version}.pth"
+        made[f"{site}/{pth}"] = f"{root}\n".encode(), False
+    listed: dict[str, StepFile] = {
+        path: StepFile(path, hashlib.sha256(data).hexdigest(), executable)
+        for path, (data, executable) in made.items()
+    }
+    if mode != "editable":
+        for f in package.files:
+            listed[f"{site}/{f.path}"] = StepFile(f"{site}/{f.path}", f.sha256, f.executable)
+    rows = io.StringIO()
+    writer = csv.writer(rows, lineterminator="\n")
+    for path in sorted(listed):
+        relative = (
+            path.removeprefix(f"{site}/")
+            if path.startswith(f"{site}/")
+            else "../../../" + path.removeprefix(f"{VENV}/")
+        )
+        writer.writerow([relative, _record_hash(listed[path].sha256), ""])
+    writer.writerow([f"{dist}/RECORD", "", ""])
+    record = rows.getvalue().encode()
+    made[f"{site}/{dist}/RECORD"] = record, False
+    listed[f"{site}/{dist}/RECORD"] = StepFile(
+        f"{site}/{dist}/RECORD", hashlib.sha256(record).hexdigest()
+    )
+    generated = {listed[path].sha256: data for path, (data, _) in made.items()}
+    files = tuple(replace(listed[path], path=path.lstrip("/")) for path in sorted(listed))
+    return files, generated

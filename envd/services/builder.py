@@ -11,12 +11,12 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from envd.errors import EnvdError, RegistryError, VerificationError
+from envd.errors import EnvdError, RegistryError, SpecError, VerificationError
 from envd.events import EventBus
 from envd.gateways.engine import Engine
-from envd.gateways.projectfiles import read_setup_files
+from envd.gateways.projectfiles import find_project_package, read_project_file, read_setup_files
 from envd.gateways.store import ProjectRow
 from envd.model import plan as p
 from envd.model.cuda import check_host
@@ -46,32 +46,77 @@ class BuildOutcome:
 
 @dataclass(frozen=True)
 class ProjectInputs:
-    """What a build reads from the project besides envd.lock: the setup steps' files (their
-    digests go into the plan, their bytes, by sha256, into the steps that name them)."""
+    """What a build reads from the project besides envd.lock: the setup steps' files and,
+    for `project:`, its pyproject.toml and package (digests go into the plan, the bytes, by
+    sha256, into the steps that write them)."""
 
     setup_files: p.SetupFiles = field(default_factory=dict)
+    package: p.ProjectPackage | None = None
     contents: dict[str, bytes] = field(default_factory=dict)  # sha256 hex -> bytes
 
 
 def read_project_inputs(project_dir: str, lock: LockFile) -> ProjectInputs:
     entries = sorted({entry for files in lock.inputs.setup_files for entry in files})
-    if not entries:
-        return ProjectInputs()
     setup: dict[str, tuple[p.StepFile, ...]] = {}
     contents: dict[str, bytes] = {}
-    for entry, files in read_setup_files(project_dir, entries).items():
+    for entry, files in read_setup_files(project_dir, entries).items() if entries else ():
         listed = []
         for relpath, data, executable in files:
             digest = hashlib.sha256(data).hexdigest()
             contents[digest] = data
             listed.append(p.StepFile(relpath, digest, executable))
         setup[entry] = tuple(listed)
-    return ProjectInputs(setup, contents)
+    package = None
+    if lock.inputs.project:
+        package = _read_package(project_dir, lock.inputs.project, contents)
+    return ProjectInputs(setup, package, contents)
+
+
+def _read_package(project_dir: str, mode: str, contents: dict[str, bytes]) -> p.ProjectPackage:
+    """The project's pyproject.toml as the project step needs it (SpecError naming what)."""
+    where = f"{project_dir}/pyproject.toml"
+    text = read_project_file(project_dir, "pyproject.toml")
+    if text is None:
+        raise SpecError(
+            f"`project: {mode}` installs the project from its pyproject.toml, and there is none",
+            file=where,
+            hint="add a pyproject.toml with a [project] table (name, version), or remove "
+            "`project:` from envd.yaml",
+        )
+    try:
+        package = p.read_pyproject(text)
+    except p.ProjectError as exc:
+        raise SpecError(
+            str(exc),
+            file=where,
+            hint="envd reads [project] name, version, dependencies and scripts (PEP 621)",
+        ) from None
+    name = p.import_name(package.name)
+    source, entry = find_project_package(project_dir, name)
+    files: list[p.StepFile] = []
+    if mode == "install":
+        if entry is None:
+            raise SpecError(
+                f"`project: install` copies the package {name}, which is not in the project: "
+                f"looked for src/{name}/, src/{name}.py, {name}/ and {name}.py",
+                file=where,
+                hint="name the project after its import package, or use `project: editable`",
+            )
+        read = read_setup_files(project_dir, [entry], what="`project: install`")[entry]
+        for relpath, data, executable in read:
+            if "/__pycache__/" in f"/{relpath}" or relpath.endswith((".pyc", ".pyo")):
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            contents[digest] = data
+            inside = relpath.removeprefix(f"{source}/") if source else relpath
+            files.append(p.StepFile(inside, digest, executable))
+    return replace(package, source=source, files=tuple(files))
 
 
 def _reads(lock: LockFile) -> bool:
-    """Whether a build of `lock` depends on project files besides it (setup steps' files)."""
-    return bool(lock.inputs.setup_files)
+    """Whether a build of `lock` depends on project files besides it (setup steps' files,
+    the project's own pyproject.toml and package)."""
+    return bool(lock.inputs.setup_files) or bool(lock.inputs.project)
 
 
 class Builder:
@@ -106,7 +151,9 @@ class Builder:
     ) -> p.BuildPlan:
         if inputs is None:
             inputs = read_project_inputs(row.path, lock)
-        return p.make_plan(row.name, lock, self._namespace, setup_files=inputs.setup_files)
+        return p.make_plan(
+            row.name, lock, self._namespace, setup_files=inputs.setup_files, package=inputs.package
+        )
 
     def build(self, row: ProjectRow, progress: Reporter, dry_run: bool = False) -> BuildOutcome:
         # A dry run writes nothing, not even a missing envd.lock (it is resolved in memory).

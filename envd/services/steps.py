@@ -173,7 +173,8 @@ class StepRunner:
                 files_dir: Path | None = None
                 if step.files:
                     files_dir = Path(tmp) / f"files-{len(outcomes)}"
-                    prepare_files_dir(files_dir, run_dir, step.files, contents or {})
+                    made = {**dict(plan.generated), **(contents or {})}
+                    prepare_files_dir(files_dir, run_dir, step.files, made)
                 parent = self._run_step(
                     project,
                     plan,

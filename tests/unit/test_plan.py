@@ -241,3 +241,94 @@ def test_the_library_check_looks_in_the_venvs_site_packages() -> None:
     script = missing_libraries_script("3.11.2")
     assert script.startswith("cd /opt/venv/lib/python3.11/site-packages ")
     assert "ldd" in script and "not found" not in script
+
+
+PYPROJECT = """
+[project]
+name = "My-Pkg"
+version = "1.2"
+description = "one\\n two"
+requires-python = ">=3.10"
+dependencies = ["six>=1"]
+[project.scripts]
+mine = "my_pkg.cli:main"
+"""
+
+
+def _project_lock(mode: str) -> LockFile:
+    base = lock((NUMPY,), setup=("echo after",))
+    return replace(base, inputs=replace(base.inputs, project=mode))
+
+
+def test_the_project_step_writes_a_dist_info_its_record_owns() -> None:
+    import base64
+    import csv
+
+    from envd.model.plan import project_files, read_pyproject
+
+    package = replace(read_pyproject(PYPROJECT), source="src")
+    files, generated = project_files(package, "editable", "3.11.2")
+    site = "opt/venv/lib/python3.11/site-packages"
+    by_path = {f.path: f for f in files}
+    dist = f"{site}/my_pkg-1.2.dist-info"
+    assert set(by_path) == {
+        f"{dist}/{n}"
+        for n in ("METADATA", "INSTALLER", "RECORD", "direct_url.json", "entry_points.txt")
+    } | {f"{site}/__editable__.my_pkg-1.2.pth", "opt/venv/bin/mine"}
+    assert all(hashlib.sha256(generated[f.sha256]).hexdigest() == f.sha256 for f in files)
+    assert generated[by_path[f"{site}/__editable__.my_pkg-1.2.pth"].sha256] == b"/workspace/src\n"
+    metadata = generated[by_path[f"{dist}/METADATA"].sha256].decode()
+    assert "Name: My-Pkg\nVersion: 1.2\nSummary: one two\n" in metadata
+    assert "Requires-Dist: six>=1" in metadata
+    assert by_path["opt/venv/bin/mine"].executable
+    rows = list(csv.reader(generated[by_path[f"{dist}/RECORD"].sha256].decode().splitlines()))
+    recorded = {row[0]: row[1] for row in rows}
+    assert recorded.pop("my_pkg-1.2.dist-info/RECORD") == ""
+    for path, f in by_path.items():
+        if path.endswith("/RECORD"):
+            continue
+        relative = path.removeprefix(site + "/") if path.startswith(site) else "../../../bin/mine"
+        digest = base64.urlsafe_b64decode(recorded.pop(relative)[7:] + "==").hex()
+        assert digest == f.sha256
+    assert recorded == {}
+
+
+def test_the_project_step_comes_after_packages_and_keys_its_metadata() -> None:
+    from envd.model.plan import read_pyproject
+
+    one = read_pyproject(PYPROJECT)
+    two = read_pyproject(PYPROJECT.replace('version = "1.2"', 'version = "1.3"'))
+    the_lock = _project_lock("editable")
+    a, b = make_plan("p", the_lock, package=one), make_plan("p", the_lock, package=two)
+    assert [s.name for s in a.steps] == [
+        "base",
+        "venv",
+        "packages",
+        "project",
+        "setup[0]",
+        "metadata",
+    ]
+    ka, kb = keys(a), keys(b)
+    assert ka["packages"] == kb["packages"] and ka["project"] != kb["project"]
+    assert ka["setup[0]"] != kb["setup[0]"]
+    # editable: the code itself is not content (it is live at /workspace); install: it is
+    code = (StepFile("my_pkg/__init__.py", "1" * 64),)
+    assert keys(make_plan("p", the_lock, package=replace(one, files=code))) == ka
+    installed = _project_lock("install")
+    ki = keys(make_plan("p", installed, package=replace(one, files=code)))
+    other = (StepFile("my_pkg/__init__.py", "2" * 64),)
+    assert (
+        ki["project"]
+        != keys(make_plan("p", installed, package=replace(one, files=other)))["project"]
+    )
+    assert make_plan("p", the_lock).tag != a.tag  # not read: matches no build
+    assert "project" not in keys(make_plan("p", lock((NUMPY,))))
+
+
+def test_pyproject_without_what_envd_needs_is_named() -> None:
+    from envd.model.plan import ProjectError, read_pyproject
+
+    with pytest.raises(ProjectError, match="static `version`"):
+        read_pyproject('[project]\nname = "x"\ndynamic = ["version"]\n')
+    with pytest.raises(ProjectError, match=r"no \[project\] table"):
+        read_pyproject("[tool.poetry]\nname = 'x'\n")
