@@ -200,6 +200,8 @@ class Builder:
     ) -> BuildOutcome:
         started = time.monotonic()
         final = self._images.built(plan)
+        if final is not None and final.cache_key != plan.final_key:
+            final = None  # the same lock, but a project file a step reads changed
         if final is not None:
             self._images.touch(plan)
             self._projects.set_image(row.name, plan.tag, plan.lock_hash)

@@ -83,9 +83,13 @@ def test_setup_files_are_seen_keyed_and_not_committed(shared: Envctl) -> None:
     second = build(shared, path)
     ran = [s["name"] for s in second["steps"] if not s["cached"]]
     assert ran == ["setup[1]", "setup[2]", "metadata"]
-    assert second["image"] != first["image"]
+    assert second["image"] != first["image"] and second["image_id"] != first["image_id"]
     assert in_image(second["image"], "cat /opt/marker /opt/after") == "second\nsecond\n"
+    # `enter` uses the image of the files as they are now
+    out = shared.ok("enter", str(path), "--", "cat", "/opt/marker")
+    assert out == "second\n"
 
     # and back: the first build's steps are still cached
     (path / "conf" / "value.txt").write_text("first\n")
-    assert build(shared, path)["cached"] is True
+    back = build(shared, path)
+    assert back["cached"] is True and back["image"] == first["image"]

@@ -190,7 +190,11 @@ def test_a_setup_file_the_builder_did_not_read_is_an_error() -> None:
 def test_a_plan_made_without_reading_the_files_matches_no_build() -> None:
     the_lock = _with_setup_files(lock((NUMPY,), setup=("bash postBuild",)), (("postBuild",),))
     read = make_plan("p", the_lock, setup_files={"postBuild": (_file("postBuild", "a"),)})
-    assert make_plan("p", the_lock).tag != read.tag
+    edited = make_plan("p", the_lock, setup_files={"postBuild": (_file("postBuild", "b"),)})
+    unread = make_plan("p", the_lock)
+    assert len({unread.tag, read.tag, edited.tag}) == 3
+    plain = lock((NUMPY,))
+    assert make_plan("p", plain, setup_files={}).tag == make_plan("p", plain).tag
 
 
 def test_setup_files_leave_old_locks_inputs_hash_alone_and_are_a_staleness_reason() -> None:
