@@ -79,6 +79,7 @@ class BuildPlan:
     namespace: str = "envd"  # the envd home's own repository prefix (see make_plan)
     # The bytes of the files the plan itself makes (the project step's dist-info), by sha256.
     generated: tuple[tuple[str, bytes], ...] = ()
+    project_source: str = ""  # `install`: where the package's files lie in the project
 
     @property
     def final_key(self) -> str:
@@ -330,6 +331,7 @@ def make_plan(
         labels=labels,
         namespace=namespace,
         generated=tuple(sorted(generated.items())),
+        project_source=package.source if package is not None else "",
     )
 
 
