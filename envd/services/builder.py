@@ -13,6 +13,9 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
 from envd.errors import EnvdError, RegistryError, SpecError, VerificationError
 from envd.events import EventBus
 from envd.gateways.engine import Engine
@@ -69,7 +72,30 @@ def read_project_inputs(project_dir: str, lock: LockFile) -> ProjectInputs:
     package = None
     if lock.inputs.project:
         package = _read_package(project_dir, lock.inputs.project, contents)
+        _check_dependencies_locked(project_dir, lock, package)
     return ProjectInputs(setup, package, contents)
+
+
+def _check_dependencies_locked(project_dir: str, lock: LockFile, package: p.ProjectPackage) -> None:
+    """The project's own dependencies must be in envd.lock (they are when `requirements:`
+    names pyproject.toml): envd installs the project, never resolves for it at build time."""
+    pinned = {pin.name for pin in lock.python}
+    missing = []
+    for text in package.dependencies:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if requirement.marker is None and canonicalize_name(requirement.name) not in pinned:
+            missing.append(requirement.name)
+    if missing:
+        raise SpecError(
+            f"`project: {lock.inputs.project}`: pyproject.toml depends on "
+            f"{', '.join(missing)}, which envd.lock does not pin",
+            file=f"{project_dir}/envd.yaml",
+            hint="add `requirements: pyproject.toml` to envd.yaml (its dependencies are then "
+            "locked), and run `envctl lock`",
+        )
 
 
 def _read_package(project_dir: str, mode: str, contents: dict[str, bytes]) -> p.ProjectPackage:

@@ -336,3 +336,35 @@ def test_pyproject_without_what_envd_needs_is_named() -> None:
         read_pyproject('[project]\nname = "x"\ndynamic = ["version"]\n')
     with pytest.raises(ProjectError, match=r"no \[project\] table"):
         read_pyproject("[tool.poetry]\nname = 'x'\n")
+
+
+def test_the_builder_reads_the_project_by_content(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from envd.errors import SpecError
+    from envd.services.builder import read_project_inputs
+
+    (tmp_path / "src" / "my_pkg" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "src" / "my_pkg" / "__init__.py").write_text("VALUE = 1\n")
+    (tmp_path / "src" / "my_pkg" / "__pycache__" / "x.pyc").write_bytes(b"junk")
+    (tmp_path / "postBuild").write_text("echo hi\n")
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    base = lock((NUMPY,), setup=("bash postBuild",))
+    the_lock = replace(
+        base,
+        inputs=replace(base.inputs, project="install", setup_files=(("postBuild",),)),
+        python=(PythonPackage("six", "1.17.0", ("sha256:" + "3" * 64,)),),
+    )
+    read = read_project_inputs(str(tmp_path), the_lock)
+    digest = hashlib.sha256(b"echo hi\n").hexdigest()
+    assert read.setup_files == {"postBuild": (StepFile("postBuild", digest),)}
+    assert read.contents[digest] == b"echo hi\n"
+    assert read.package is not None and read.package.source == "src"
+    assert [f.path for f in read.package.files] == ["my_pkg/__init__.py"]
+    assert read.package.version == "1.2"
+
+    # the project's dependencies must be locked
+    with pytest.raises(SpecError, match=r"depends on six, which envd\.lock does not pin"):
+        read_project_inputs(str(tmp_path), replace(the_lock, python=(NUMPY,)))
+    # a setup file that is gone is named
+    (tmp_path / "postBuild").unlink()
+    with pytest.raises(SpecError, match="names postBuild, which does not exist"):
+        read_project_inputs(str(tmp_path), the_lock)
