@@ -154,13 +154,29 @@ def _setup_files(spec: Spec) -> tuple[tuple[str, ...], ...]:
 
 def hash_inputs(inputs: Inputs) -> str:
     """sha256 of the canonical JSON of `inputs` (sorted keys, UTF-8, compact)."""
-    payload = dataclasses.asdict(inputs)
+    payload = _inputs_dict(inputs)
     if not payload["from_source"]:
         del payload["from_source"]  # so locks made before the key existed keep their hash
-    for key in ("setup_files", "project"):  # (the same for every later key, while it is empty)
+    return "sha256:" + hashlib.sha256(_canonical_json(payload)).hexdigest()
+
+
+# Inputs keys added later: left out of the lock's text, its hashes and its integrity record
+# while empty, so a lock written before they existed reads, hashes and verifies as it did.
+_LATER_INPUTS = ("setup_files", "project")
+
+
+def _inputs_dict(inputs: Inputs) -> dict[str, Any]:
+    payload = dataclasses.asdict(inputs)
+    for key in _LATER_INPUTS:
         if not payload[key]:
             del payload[key]
-    return "sha256:" + hashlib.sha256(_canonical_json(payload)).hexdigest()
+    return payload
+
+
+def _lock_dict(lock: LockFile) -> dict[str, Any]:
+    data = dataclasses.asdict(lock)
+    data["inputs"] = _inputs_dict(lock.inputs)
+    return data
 
 
 def dumps(lock: LockFile) -> str:
@@ -180,7 +196,7 @@ def dumps(lock: LockFile) -> str:
         ),
     )
     lock = dataclasses.replace(lock, integrity=integrity(lock))
-    return json.dumps(dataclasses.asdict(lock), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return json.dumps(_lock_dict(lock), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def integrity(lock: LockFile) -> tuple[tuple[str, str], ...]:
@@ -192,7 +208,7 @@ def integrity(lock: LockFile) -> tuple[tuple[str, str], ...]:
     facts: list[tuple[str, str]] = [
         ("base", short(dataclasses.asdict(lock.base))),
         ("target", short(dataclasses.asdict(lock.target))),
-        ("inputs", short([lock.inputs_hash, dataclasses.asdict(lock.inputs)])),
+        ("inputs", short([lock.inputs_hash, _inputs_dict(lock.inputs)])),
         ("tools", short([lock.envd_version, lock.uv_version, lock.shared_image])),
         ("environment", short(lock.environment_hash)),
     ]
@@ -201,7 +217,7 @@ def integrity(lock: LockFile) -> tuple[tuple[str, str], ...]:
     for p in sorted(lock.python, key=lambda p: p.name):
         facts.append((f"python {p.name} version", short([p.version, p.index])))
         facts.append((f"python {p.name} sha256", short(sorted(p.hashes))))
-    root = dataclasses.asdict(dataclasses.replace(lock, integrity=()))
+    root = _lock_dict(dataclasses.replace(lock, integrity=()))
     return (*facts, ("root", hashlib.sha256(_canonical_json(root)).hexdigest()))
 
 

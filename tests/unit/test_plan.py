@@ -368,3 +368,22 @@ def test_the_builder_reads_the_project_by_content(tmp_path) -> None:  # type: ig
     (tmp_path / "postBuild").unlink()
     with pytest.raises(SpecError, match="names postBuild, which does not exist"):
         read_project_inputs(str(tmp_path), the_lock)
+
+
+def test_locks_without_the_new_inputs_read_and_write_as_before() -> None:
+    import json
+
+    from envd.model.lockfile import dumps, hash_inputs, loads
+
+    plain = lock((NUMPY,), setup=("bash postBuild",))
+    plain = replace(plain, inputs_hash=hash_inputs(plain.inputs))
+    text = dumps(plain)
+    inputs = json.loads(text)["inputs"]
+    # the text (and so the integrity record) of a lock written before these keys existed
+    assert "setup_files" not in inputs and "project" not in inputs
+    assert dumps(loads(text, "envd.lock")) == text
+    with_files = replace(plain.inputs, setup_files=(("postBuild", "conf/"),), project="editable")
+    newer = replace(plain, inputs=with_files, inputs_hash=hash_inputs(with_files))
+    again = loads(dumps(newer), "envd.lock")
+    assert again.inputs.setup_files == (("postBuild", "conf/"),)
+    assert again.inputs.project == "editable"
