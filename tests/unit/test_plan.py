@@ -387,3 +387,28 @@ def test_locks_without_the_new_inputs_read_and_write_as_before() -> None:
     again = loads(dumps(newer), "envd.lock")
     assert again.inputs.setup_files == (("postBuild", "conf/"),)
     assert again.inputs.project == "editable"
+
+
+def test_setup_files_are_read_bounded_and_inside_the_project(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from envd.errors import SpecError
+    from envd.gateways.projectfiles import read_setup_files
+
+    project = tmp_path / "p"
+    (project / "conf" / "sub").mkdir(parents=True)
+    (project / "conf" / "b.txt").write_text("b")
+    (project / "conf" / "sub" / "a.txt").write_text("a")
+    (project / "run.sh").write_text("echo")
+    (project / "run.sh").chmod(0o755)
+    (tmp_path / "secret").write_text("outside")
+    (project / "conf" / "link").symlink_to(tmp_path / "secret")
+    (project / "escape").symlink_to(tmp_path / "secret")
+    read = read_setup_files(project, ["conf/", "run.sh"])
+    assert [(path, data) for path, data, _ in read["conf/"]] == [
+        ("conf/b.txt", b"b"),
+        ("conf/sub/a.txt", b"a"),
+    ]
+    assert read["run.sh"] == [("run.sh", b"echo", True)]
+    with pytest.raises(SpecError, match="outside the project"):
+        read_setup_files(project, ["escape"])
+    with pytest.raises(SpecError, match="larger than the limit"):
+        read_setup_files(project, ["run.sh"], limit=2)
