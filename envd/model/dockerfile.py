@@ -1,13 +1,16 @@
 """The build plan rendered as a Dockerfile, for building elsewhere (pure).
 
 Plain Dockerfile syntax for the legacy builder: no heredocs, no `RUN --mount`. The hashed
-requirements travel as a file next to the Dockerfile. Commands use the exec (JSON) form, so a
+requirements travel as a file next to the Dockerfile; setup steps' own files come from the
+build context (the project directory). Commands use the exec (JSON) form, so a
 setup command reaches `sh -c` byte for byte, as it does in envd's own build.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import posixpath
 import shlex
 
 from envd.model import plan as p
@@ -62,11 +65,42 @@ def render(plan: p.BuildPlan, lock: LockFile) -> str:
             pip = [f"{p.VENV}/bin/pip", "install", "--no-cache-dir", "--require-hashes"]
             pip += ["--no-deps", *p.index_args(lock), "-r", f"/tmp/{REQUIREMENTS_FILE}"]
             out.append(run(["sh", "-c", f"{shlex.join(pip)} && rm /tmp/{REQUIREMENTS_FILE}"]))
+        elif step.name == "project":
+            out += _project(plan, lock, step)
         elif step.name.startswith("setup"):
-            out.append(run(["sh", "-c", step.argv[-1]]))
+            # A step's own files come from the build context (the project directory); here
+            # they stay in a layer of their own, which envd's build never commits.
+            for f in step.files:
+                out.append(f"COPY {json.dumps([f.path, f'{p.STEP_FILES}/{f.path}'])}")
+            out.append(run([*p.in_step_files(step.files), "sh", "-c", step.argv[-1]]))
     if not env_written:
         out += [f"ENV {key}={quote(value)}" for key, value in plan.env]
     out += [f"LABEL {json.dumps(key)}={quote(value)}" for key, value in plan.labels]
     out.append(f"WORKDIR {p.WORKDIR}")
     out.append(f"CMD {json.dumps(list(p.IDLE_CMD))}")
     return "\n".join(out) + "\n"
+
+
+def _project(plan: p.BuildPlan, lock: LockFile, step: p.Step) -> list[str]:
+    """The project step: the files envd makes (dist-info, .pth, scripts) written from the
+    Dockerfile itself, the package's own files (`install`) copied from the build context."""
+    generated = dict(plan.generated)
+    site = p.site_packages(lock.target.python_version).lstrip("/") + "/"
+    out = []
+    made: dict[str, list[object]] = {}
+    for f in step.files:
+        if f.sha256 in generated:
+            made["/" + f.path] = [base64.b64encode(generated[f.sha256]).decode(), f.executable]
+        else:
+            source = posixpath.join(plan.project_source, f.path.removeprefix(site))
+            out.append(f"COPY {json.dumps([source, '/' + f.path])}")
+    script = (
+        "import base64, json, pathlib\n"
+        f"for path, (data, x) in json.loads({json.dumps(json.dumps(made))}).items():\n"
+        "    f = pathlib.Path(path)\n"
+        "    f.parent.mkdir(parents=True, exist_ok=True)\n"
+        "    f.write_bytes(base64.b64decode(data))\n"
+        "    f.chmod(0o755 if x else 0o644)\n"
+    )
+    out.append(run([f"{p.VENV}/bin/python", "-c", script]))
+    return out

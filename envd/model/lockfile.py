@@ -85,6 +85,9 @@ class Inputs:
     env: tuple[tuple[str, str], ...]
     setup: tuple[str, ...]
     from_source: tuple[str, ...] = ()  # packages built from sdists (in this project's own step)
+    # The project files each setup step names (`files:`), in setup order; () when none does.
+    setup_files: tuple[tuple[str, ...], ...] = ()
+    project: str = ""  # `project:`: "editable" or "install" the project itself; "" for neither
 
 
 @dataclass(frozen=True)
@@ -139,15 +142,41 @@ def inputs_from_spec(spec: Spec) -> Inputs:
         env=tuple(sorted(spec.env)),
         setup=tuple(spec.setup),
         from_source=spec.from_source,
+        setup_files=_setup_files(spec),
+        project=spec.project or "",
     )
+
+
+def _setup_files(spec: Spec) -> tuple[tuple[str, ...], ...]:
+    files = tuple(step.files for step in spec.setup_steps)
+    return files if any(files) else ()
 
 
 def hash_inputs(inputs: Inputs) -> str:
     """sha256 of the canonical JSON of `inputs` (sorted keys, UTF-8, compact)."""
-    payload = dataclasses.asdict(inputs)
+    payload = _inputs_dict(inputs)
     if not payload["from_source"]:
         del payload["from_source"]  # so locks made before the key existed keep their hash
     return "sha256:" + hashlib.sha256(_canonical_json(payload)).hexdigest()
+
+
+# Inputs keys added later: left out of the lock's text, its hashes and its integrity record
+# while empty, so a lock written before they existed reads, hashes and verifies as it did.
+_LATER_INPUTS = ("setup_files", "project")
+
+
+def _inputs_dict(inputs: Inputs) -> dict[str, Any]:
+    payload = dataclasses.asdict(inputs)
+    for key in _LATER_INPUTS:
+        if not payload[key]:
+            del payload[key]
+    return payload
+
+
+def _lock_dict(lock: LockFile) -> dict[str, Any]:
+    data = dataclasses.asdict(lock)
+    data["inputs"] = _inputs_dict(lock.inputs)
+    return data
 
 
 def dumps(lock: LockFile) -> str:
@@ -167,7 +196,7 @@ def dumps(lock: LockFile) -> str:
         ),
     )
     lock = dataclasses.replace(lock, integrity=integrity(lock))
-    return json.dumps(dataclasses.asdict(lock), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return json.dumps(_lock_dict(lock), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def integrity(lock: LockFile) -> tuple[tuple[str, str], ...]:
@@ -179,7 +208,7 @@ def integrity(lock: LockFile) -> tuple[tuple[str, str], ...]:
     facts: list[tuple[str, str]] = [
         ("base", short(dataclasses.asdict(lock.base))),
         ("target", short(dataclasses.asdict(lock.target))),
-        ("inputs", short([lock.inputs_hash, dataclasses.asdict(lock.inputs)])),
+        ("inputs", short([lock.inputs_hash, _inputs_dict(lock.inputs)])),
         ("tools", short([lock.envd_version, lock.uv_version, lock.shared_image])),
         ("environment", short(lock.environment_hash)),
     ]
@@ -188,7 +217,7 @@ def integrity(lock: LockFile) -> tuple[tuple[str, str], ...]:
     for p in sorted(lock.python, key=lambda p: p.name):
         facts.append((f"python {p.name} version", short([p.version, p.index])))
         facts.append((f"python {p.name} sha256", short(sorted(p.hashes))))
-    root = dataclasses.asdict(dataclasses.replace(lock, integrity=()))
+    root = _lock_dict(dataclasses.replace(lock, integrity=()))
     return (*facts, ("root", hashlib.sha256(_canonical_json(root)).hexdigest()))
 
 
@@ -291,6 +320,10 @@ def staleness(lock: LockFile, inputs: Inputs) -> list[str]:
             reasons.append(f"env changed: {key}")
     if old.setup != new.setup:
         reasons.append("setup changed")
+    elif old.setup_files != new.setup_files:
+        reasons.append("setup files changed")
+    if old.project != new.project:
+        reasons.append(f"project changed: {old.project or 'unset'} → {new.project or 'unset'}")
     if not reasons and lock.inputs_hash != hash_inputs(new):
         reasons.append("inputs hash changed")
     return reasons

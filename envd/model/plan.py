@@ -6,10 +6,13 @@ changes the packages step's key and every key after it, and nothing before it.
 
 from __future__ import annotations
 
+import base64
+import csv
 import hashlib
+import io
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from envd.model.lockfile import LockFile
 
@@ -28,10 +31,28 @@ UV_CACHE = "/tmp/uv"
 # `docker-clean` hook of Docker Hub's Debian images deletes /var/cache/apt/archives/*.deb.
 APT_CACHE_MOUNT = "/var/cache/apt"
 APT_ARCHIVES = "/var/cache/apt/envd-archives"
+# A step's own files (a setup step's project files) are a private copy, mounted read-only
+# with the CA bundle at /mnt (not at /workspace: a mount point the image lacks would be left
+# behind, empty, in the committed layer). The command runs from there.
+STEP_FILES = f"{RUN_DIR}/workspace"
 IDLE_CMD = ("sleep", "infinity")
 PLAN_VERSION = 3  # bump when the meaning of a step changes, so old cache keys stop matching
 # The same for the metadata step alone (3: env and label values are committed unexpanded).
 METADATA_VERSION = 3
+
+
+@dataclass(frozen=True)
+class StepFile:
+    """A file a step sees at STEP_FILES/<path> (read-only): named by its content."""
+
+    path: str  # relative, "/"-separated
+    sha256: str  # hex
+    executable: bool = False
+
+
+# What the builder read from the project for the plan: for each entry a `setup:` step names
+# (a file, or `dir/` for every file under it), the files with their digests.
+SetupFiles = Mapping[str, tuple[StepFile, ...]]
 
 
 @dataclass(frozen=True)
@@ -44,6 +65,7 @@ class Step:
     uses_ca: bool = False  # mount the host CA bundle (and point tools at it)
     uses_uv: bool = False  # mount the host uv binary, the uv cache and the requirements file
     uses_apt_cache: bool = False
+    files: tuple[StepFile, ...] = ()  # at STEP_FILES, read-only; never committed
 
 
 @dataclass(frozen=True)
@@ -55,6 +77,9 @@ class BuildPlan:
     env: tuple[tuple[str, str], ...]  # the image's environment (spec env + venv)
     labels: tuple[tuple[str, str], ...]
     namespace: str = "envd"  # the envd home's own repository prefix (see make_plan)
+    # The bytes of the files the plan itself makes (the project step's dist-info), by sha256.
+    generated: tuple[tuple[str, bytes], ...] = ()
+    project_source: str = ""  # `install`: where the package's files lie in the project
 
     @property
     def final_key(self) -> str:
@@ -139,9 +164,41 @@ CA_ENV = {
 }
 
 
-def make_plan(project: str, lock: LockFile, namespace: str = "envd") -> BuildPlan:
+def step_files(lock: LockFile, index: int, setup_files: SetupFiles | None) -> tuple[StepFile, ...]:
+    """The files setup step `index` names, from what the builder read (KeyError if unread).
+
+    None: nothing was read (a caller that only looks at a plan): each entry stands for itself
+    with no digest, so such a step's key, and the tag, match no build."""
+    named = lock.inputs.setup_files[index] if index < len(lock.inputs.setup_files) else ()
+    found: dict[str, StepFile] = {}
+    for entry in named:
+        for f in setup_files[entry] if setup_files is not None else (StepFile(entry, ""),):
+            found[f.path] = f
+    return tuple(found[path] for path in sorted(found))
+
+
+def in_step_files(files: tuple[StepFile, ...]) -> list[str]:
+    """A prefix that runs the rest of argv from STEP_FILES, when a step has files. (Not the
+    container's working directory: the engine would leave it behind in the committed layer.)"""
+    if not files:
+        return []
+    return ["sh", "-c", f'cd {STEP_FILES} && exec "$@"', "sh"]
+
+
+def make_plan(
+    project: str,
+    lock: LockFile,
+    namespace: str = "envd",
+    setup_files: SetupFiles | None = None,
+    package: ProjectPackage | None = None,
+) -> BuildPlan:
     """The build plan of `lock`; images are named under `namespace`, one per envd home, so
-    two homes on one engine never retag or remove each other's images."""
+    two homes on one engine never retag or remove each other's images.
+
+    `setup_files`: the digests of the project files the lock's setup steps name (read by the
+    builder), so editing one rebuilds from its step on; the plan itself reads nothing.
+    `package`: the project's pyproject.toml as read, for `project:` (its metadata, and for
+    `install` its package's files by digest). None: not read, the keys match no build."""
     steps: list[Step] = []
     base_content = [lock.base.kind, lock.base.digest, lock.base.reference]
     key = step_key("", "base", base_content)
@@ -214,18 +271,44 @@ def make_plan(project: str, lock: LockFile, namespace: str = "envd") -> BuildPla
             )
         )
 
+    generated: dict[str, bytes] = {}
+    if lock.inputs.project:
+        mode = lock.inputs.project
+        written: tuple[StepFile, ...] = ()
+        if package is not None:
+            written, generated = project_files(package, mode, lock.target.python_version)
+        made: list[object] = [mode, [[f.path, f.sha256, f.executable] for f in written]]
+        if package is None:
+            made.append("unread")
+        key = step_key(key, "project", made)
+        what = f"{package.name} {package.version}" if package else "the project"
+        steps.append(
+            Step(
+                "project",
+                key,
+                f"{what} ({mode}{', live at ' + WORKDIR if mode == 'editable' else ''})",
+                (*in_step_files(written), "cp", "-R", ".", "/"),
+                files=written,
+            )
+        )
+
     env = image_env(lock)
     for i, command in enumerate(lock.inputs.setup):
-        key = step_key(key, "setup", [command, list(env)])
+        files = step_files(lock, i, setup_files)
+        content: list[object] = [command, list(env)]
+        if files:  # (a step without files keeps the key it always had)
+            content.append([[f.path, f.sha256, f.executable] for f in files])
+        key = step_key(key, "setup", content)
         run_env = {**dict(env), **CA_ENV}
         steps.append(
             Step(
                 f"setup[{i}]",
                 key,
                 command,
-                _with_env(run_env, ["sh", "-c", command]),
+                _with_env(run_env, [*in_step_files(files), "sh", "-c", command]),
                 network=True,
                 uses_ca=True,
+                files=files,
             )
         )
 
@@ -236,8 +319,8 @@ def make_plan(project: str, lock: LockFile, namespace: str = "envd") -> BuildPla
         ("envd.project", project),
         ("envd.python", lock.target.python_version),
     )
-    content = [METADATA_VERSION, list(env), list(labels), WORKDIR, list(IDLE_CMD)]
-    key = step_key(key, "metadata", content)
+    metadata = [METADATA_VERSION, list(env), list(labels), WORKDIR, list(IDLE_CMD)]
+    key = step_key(key, "metadata", metadata)
     steps.append(Step("metadata", key, "environment, labels, workdir", ("true",)))
     return BuildPlan(
         project=project,
@@ -247,4 +330,287 @@ def make_plan(project: str, lock: LockFile, namespace: str = "envd") -> BuildPla
         env=env,
         labels=labels,
         namespace=namespace,
+        generated=tuple(sorted(generated.items())),
+        project_source=package.source if package is not None else "",
     )
+
+
+# ------------------------------------------------------------ missing shared libraries
+#
+# After the packages step, envd runs `ldd` on every shared object (`*.so`, `*.so.N`) in the
+# venv's site-packages, in a container of that step's image (no network, nothing committed):
+# a wheel that links a library the image lacks (lightgbm and libgomp.so.1) fails the build
+# there, naming the Debian package to add, instead of failing at the first import.
+
+# Common sonames wheels leave to the system, and the Debian package that provides each
+# (bookworm names; the same in bullseye and trixie unless noted). Unknown ones are named with
+# a search link instead.
+SONAME_PACKAGES: dict[str, str] = {
+    "libgomp.so.1": "libgomp1",  # OpenMP (lightgbm, xgboost builds, faiss)
+    "libGL.so.1": "libgl1",  # OpenGL (opencv-python)
+    "libEGL.so.1": "libegl1",
+    "libOpenGL.so.0": "libopengl0",
+    "libGLX.so.0": "libglx0",
+    "libglib-2.0.so.0": "libglib2.0-0",  # opencv-python
+    "libgthread-2.0.so.0": "libglib2.0-0",
+    "libgobject-2.0.so.0": "libglib2.0-0",
+    "libgfortran.so.5": "libgfortran5",  # Fortran runtimes
+    "libquadmath.so.0": "libquadmath0",
+    "libSM.so.6": "libsm6",  # X11 (opencv, matplotlib backends)
+    "libICE.so.6": "libice6",
+    "libXext.so.6": "libxext6",
+    "libXrender.so.1": "libxrender1",
+    "libX11.so.6": "libx11-6",
+    "libxcb.so.1": "libxcb1",
+    "libfontconfig.so.1": "libfontconfig1",
+    "libfreetype.so.6": "libfreetype6",
+    "libstdc++.so.6": "libstdc++6",
+    "libgcc_s.so.1": "libgcc-s1",
+    "libatomic.so.1": "libatomic1",
+    "libsndfile.so.1": "libsndfile1",  # soundfile
+    "libportaudio.so.2": "libportaudio2",  # sounddevice
+    "libgdal.so.32": "libgdal32",
+    "libgeos_c.so.1": "libgeos-c1v5",
+    "libproj.so.25": "libproj25",
+    "libpq.so.5": "libpq5",  # psycopg (no -binary)
+    "libmariadb.so.3": "libmariadb3",
+    "libsqlite3.so.0": "libsqlite3-0",
+    "libxml2.so.2": "libxml2",
+    "libxslt.so.1": "libxslt1.1",
+    "libjpeg.so.62": "libjpeg62-turbo",
+    "libpng16.so.16": "libpng16-16",
+    "libtiff.so.6": "libtiff6",
+    "libzstd.so.1": "libzstd1",
+    "liblzma.so.5": "liblzma5",
+    "libbz2.so.1.0": "libbz2-1.0",
+    "libz.so.1": "zlib1g",
+    "libffi.so.8": "libffi8",
+    "libssl.so.3": "libssl3",
+    "libcrypto.so.3": "libssl3",
+    "libopenblas.so.0": "libopenblas0",
+    "libblas.so.3": "libblas3",
+    "liblapack.so.3": "liblapack3",
+    "libhdf5_serial.so.103": "libhdf5-103-1",
+    "libnuma.so.1": "libnuma1",
+    "libibverbs.so.1": "libibverbs1",
+    "libaio.so.1": "libaio1",
+}
+# Provided at run time by the NVIDIA container toolkit, never by the image: not missing.
+RUNTIME_SONAMES = frozenset({"libcuda.so.1", "libnvidia-ml.so.1", "libnvcuvid.so.1"})
+MISSING_MARK = "envd-missing"
+PRESENT_MARK = "envd-present"
+
+
+def missing_libraries_script(python_version: str) -> str:
+    """Prints `envd-missing<TAB>FILE<TAB>SONAME` for each library `ldd` cannot find, and
+    `envd-present<TAB>NAME` for every shared object a package ships (it loads those itself)."""
+    site = site_packages(python_version)
+    return (
+        f"cd {site} || exit 0; "
+        "find . -type f \\( -name '*.so' -o -name '*.so.*' \\) | sort | while IFS= read -r f; do "
+        f'printf "{PRESENT_MARK}\\t%s\\n" "${{f##*/}}"; '
+        'ldd "$f" 2>/dev/null | awk -v f="$f" '
+        f'\'$2 == "=>" && $3 == "not" {{ print "{MISSING_MARK}\\t" f "\\t" $1 }}\'; '
+        "done"
+    )
+
+
+def site_packages(python_version: str) -> str:
+    major_minor = ".".join(python_version.split(".")[:2])
+    return f"{VENV}/lib/python{major_minor}/site-packages"
+
+
+def _package_of(path: str) -> str:
+    """The top-level package a site-packages path belongs to (`scipy.libs/...` -> scipy)."""
+    top = path.removeprefix("./").split("/", 1)[0]
+    if top.endswith(".libs"):
+        top = top[: -len(".libs")]
+    return top.split(".", 1)[0] if "/" not in path.removeprefix("./") else top
+
+
+def missing_libraries(output: str) -> list[tuple[str, str]]:
+    """(package, soname) for each library the check's output names as missing, sorted."""
+    present: set[str] = set()
+    missing: set[tuple[str, str]] = set()
+    for line in output.splitlines():
+        parts = line.split("\t")
+        if parts[0] == PRESENT_MARK and len(parts) == 2:
+            present.add(parts[1])
+        elif parts[0] == MISSING_MARK and len(parts) == 3:
+            missing.add((_package_of(parts[1]), parts[2]))
+    return sorted(
+        (package, soname)
+        for package, soname in missing
+        if soname not in present and soname not in RUNTIME_SONAMES
+    )
+
+
+def missing_libraries_message(missing: list[tuple[str, str]]) -> str:
+    """One line per package and library: what to add to envd.yaml, or where to look."""
+    lines = []
+    for package, soname in missing:
+        deb = SONAME_PACKAGES.get(soname)
+        if deb:
+            lines.append(f"{package} needs {soname}: add `system: [{deb}]` to envd.yaml")
+        else:
+            lines.append(
+                f"{package} needs {soname}: find the Debian package that provides it at "
+                "https://packages.debian.org/search?searchon=contents&mode=filename"
+                f"&keywords={soname} and add it to `system:` in envd.yaml"
+            )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------ the project itself
+#
+# `project: editable` (or `install`) installs the project from its pyproject.toml without a
+# build backend: a "project" step after the packages writes a dist-info (METADATA, INSTALLER,
+# RECORD with every file's sha256, direct_url.json, entry_points.txt) and, editable, a
+# `__editable__.NAME-VERSION.pth` pointing at /workspace (or /workspace/src), where `envctl
+# enter` binds the project: editing the code needs no build. `install` copies the package's
+# files in instead. Everything is owned by that RECORD, so the image verifies. The project's
+# dependencies are locked from pyproject.toml when `requirements:` names it.
+
+
+class ProjectError(ValueError):
+    """pyproject.toml does not say what envd needs to install the project itself."""
+
+
+@dataclass(frozen=True)
+class ProjectPackage:
+    """What the builder read about the project: pure data, in the project step's key."""
+
+    name: str  # as written in [project]
+    version: str
+    summary: str = ""
+    requires_python: str = ""
+    dependencies: tuple[str, ...] = ()
+    scripts: tuple[tuple[str, str], ...] = ()  # (command, "module:attr"), sorted
+    source: str = ""  # "" or "src": where the import package lies, relative to the project
+    # `install`: the package's files (paths relative to `source`), by content
+    files: tuple[StepFile, ...] = ()
+
+
+def read_pyproject(text: str) -> ProjectPackage:
+    """[project] name, version, description, requires-python, dependencies and scripts."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(text.removeprefix("\ufeff"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ProjectError(f"pyproject.toml is not valid TOML: {exc}") from None
+    table = data.get("project")
+    if not isinstance(table, dict):
+        raise ProjectError("pyproject.toml has no [project] table (PEP 621)")
+    name, version = table.get("name"), table.get("version")
+    if not isinstance(name, str) or not name:
+        raise ProjectError("pyproject.toml: [project] has no `name`")
+    if not isinstance(version, str) or not version:
+        raise ProjectError(
+            "pyproject.toml: [project] has no static `version` (envd installs the project "
+            "without running its build backend, so a dynamic version cannot be read)"
+        )
+    scripts = table.get("scripts") or {}
+    dependencies = table.get("dependencies") or []
+    if not isinstance(scripts, dict) or not all(
+        isinstance(v, str) and ":" in v for v in scripts.values()
+    ):
+        raise ProjectError('pyproject.toml: [project.scripts] must map names to "module:attr"')
+    if not isinstance(dependencies, list) or not all(isinstance(d, str) for d in dependencies):
+        raise ProjectError("pyproject.toml: [project] `dependencies` must be a list of strings")
+    summary = table.get("description")
+    requires = table.get("requires-python")
+    return ProjectPackage(
+        name=name,
+        version=version,
+        summary=summary if isinstance(summary, str) else "",
+        requires_python=requires if isinstance(requires, str) else "",
+        dependencies=tuple(dependencies),
+        scripts=tuple(sorted((str(k), str(v)) for k, v in scripts.items())),
+    )
+
+
+def import_name(name: str) -> str:
+    """The import package a distribution name suggests (`my-pkg` -> `my_pkg`)."""
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def _record_hash(sha256_hex: str) -> str:
+    digest = base64.urlsafe_b64encode(bytes.fromhex(sha256_hex)).rstrip(b"=")
+    return f"sha256={digest.decode()}"
+
+
+def _script(target: str) -> bytes:
+    module, _, attr = target.partition(":")
+    module, attr = module.strip(), attr.strip()
+    head = attr.split(".", 1)[0]
+    return (
+        f"#!{VENV}/bin/python\n"
+        "import sys\n"
+        f"from {module} import {head}\n"
+        "if __name__ == '__main__':\n"
+        "    sys.argv[0] = sys.argv[0].removesuffix('.exe')\n"
+        f"    sys.exit({attr}())\n"
+    ).encode()
+
+
+def project_files(
+    package: ProjectPackage, mode: str, python_version: str
+) -> tuple[tuple[StepFile, ...], dict[str, bytes]]:
+    """Every file the project step writes (paths relative to /), and the bytes of those it
+    makes itself by sha256 (the `install` package's own files come from the project)."""
+    site = site_packages(python_version)
+    dist = f"{import_name(package.name)}-{package.version}.dist-info"
+    root = f"{WORKDIR}/{package.source}".rstrip("/")
+    made: dict[str, tuple[bytes, bool]] = {}
+    metadata = [
+        "Metadata-Version: 2.1",
+        f"Name: {package.name}",
+        f"Version: {package.version}",
+    ]
+    if package.summary:
+        metadata.append(f"Summary: {' '.join(package.summary.split())}")
+    if package.requires_python:
+        metadata.append(f"Requires-Python: {package.requires_python}")
+    metadata += [f"Requires-Dist: {d}" for d in package.dependencies]
+    made[f"{site}/{dist}/METADATA"] = ("\n".join(metadata) + "\n").encode(), False
+    made[f"{site}/{dist}/INSTALLER"] = b"envd\n", False
+    dir_info = {"editable": True} if mode == "editable" else {}
+    url = {"dir_info": dir_info, "url": f"file://{WORKDIR}"}
+    made[f"{site}/{dist}/direct_url.json"] = (
+        (json.dumps(url, sort_keys=True) + "\n").encode(),
+        False,
+    )
+    if package.scripts:
+        lines = ["[console_scripts]", *(f"{k} = {v}" for k, v in package.scripts)]
+        made[f"{site}/{dist}/entry_points.txt"] = ("\n".join(lines) + "\n").encode(), False
+        for command, target in package.scripts:
+            made[f"{VENV}/bin/{command}"] = _script(target), True
+    if mode == "editable":
+        pth = f"__editable__.{import_name(package.name)}-{package.version}.pth"
+        made[f"{site}/{pth}"] = f"{root}\n".encode(), False
+    listed: dict[str, StepFile] = {
+        path: StepFile(path, hashlib.sha256(data).hexdigest(), executable)
+        for path, (data, executable) in made.items()
+    }
+    if mode != "editable":
+        for f in package.files:
+            listed[f"{site}/{f.path}"] = StepFile(f"{site}/{f.path}", f.sha256, f.executable)
+    rows = io.StringIO()
+    writer = csv.writer(rows, lineterminator="\n")
+    for path in sorted(listed):
+        relative = (
+            path.removeprefix(f"{site}/")
+            if path.startswith(f"{site}/")
+            else "../../../" + path.removeprefix(f"{VENV}/")
+        )
+        writer.writerow([relative, _record_hash(listed[path].sha256), ""])
+    writer.writerow([f"{dist}/RECORD", "", ""])
+    record = rows.getvalue().encode()
+    made[f"{site}/{dist}/RECORD"] = record, False
+    listed[f"{site}/{dist}/RECORD"] = StepFile(
+        f"{site}/{dist}/RECORD", hashlib.sha256(record).hexdigest()
+    )
+    generated = {listed[path].sha256: data for path, (data, _) in made.items()}
+    files = tuple(replace(listed[path], path=path.lstrip("/")) for path in sorted(listed))
+    return files, generated

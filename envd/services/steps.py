@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ STEP_ROLE = {"envd.role": "step"}
 CACHE_REPOSITORY = "cache"
 UV_VOLUME = "uv-cache"
 APT_VOLUME = "apt-archives"
+MAX_CHECK_LINES = 200_000  # of the shared-library check's output (a line per shared object)
 
 # Labels for the image from the parent of its last step (the fingerprint, set in that commit).
 MetadataLabels = Callable[[str, LockFile], dict[str, str]]
@@ -60,6 +61,27 @@ def prepare_run_dir(run_dir: Path, requirements: str) -> None:
     if bundle:
         shutil.copyfile(bundle, run_dir / "ca.pem")
     run_dir.chmod(0o755)
+
+
+def prepare_files_dir(
+    folder: Path, run_dir: Path, files: tuple[p.StepFile, ...], contents: Mapping[str, bytes]
+) -> None:
+    """What a step with its own files sees at /mnt instead of the run dir: the CA bundle, and
+    a private copy of exactly the bytes its plan's digests name at /mnt/workspace. (A mount
+    at a path the image lacks, even nested in another mount, leaves its mount point behind in
+    the committed layer; /mnt itself exists.)"""
+    folder.mkdir(mode=0o755)
+    if (run_dir / "ca.pem").exists():
+        shutil.copyfile(run_dir / "ca.pem", folder / "ca.pem")
+    workspace = folder / Path(p.STEP_FILES).relative_to(p.RUN_DIR)
+    workspace.mkdir(mode=0o755)
+    for f in files:
+        path = workspace / f.path
+        if not path.resolve().is_relative_to(workspace.resolve()):
+            raise ValueError(f"step file {f.path} is outside its folder")
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        path.write_bytes(contents[f.sha256])
+        path.chmod(0o755 if f.executable else 0o644)
 
 
 class StepRunner:
@@ -113,24 +135,31 @@ class StepRunner:
         progress: Reporter,
         metadata_labels: MetadataLabels,
         previous_image: str = "",
+        contents: Mapping[str, bytes] | None = None,
     ) -> StepsRun:
+        """`contents`: the bytes of the files steps name, by sha256 (see Step.files)."""
         started = time.monotonic()
         outcomes = [StepOutcome("base", plan.steps[0].key, True, plan.steps[0].summary)]
         parent = self._base_image(lock, progress)
         if self._scratch is not None:
             self._scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="build-", dir=self._scratch) as tmp:
-            run_dir = Path(tmp)
+            run_dir = Path(tmp) / "mnt"
+            run_dir.mkdir()
             prepare_run_dir(run_dir, plan.requirements)
             previous_key = plan.steps[0].key
+            previous_name = plan.steps[0].name
             for step in plan.steps[1:]:
                 cached = self.cached(step.key)
                 if cached is not None:
                     progress(Progress(step.name, f"cached: {step.summary}"))
                     outcomes.append(StepOutcome(step.name, step.key, True, step.summary))
                     parent = cached
-                    previous_key = step.key
+                    previous_key, previous_name = step.key, step.name
                     continue
+                if previous_name == "packages":
+                    # (also when the packages step was cached: a failed check left it so)
+                    self.check_libraries(project, lock, parent, progress, previous_image)
                 progress(
                     Progress(
                         step.name, f"running: {step.summary}", elapsed_s=time.monotonic() - started
@@ -141,16 +170,66 @@ class StepRunner:
                     progress(Progress("fingerprint", "reading the environment's fingerprint"))
                     extra = metadata_labels(parent, lock)
                 before = self._size(parent)
+                files_dir: Path | None = None
+                if step.files:
+                    files_dir = Path(tmp) / f"files-{len(outcomes)}"
+                    made = {**dict(plan.generated), **(contents or {})}
+                    prepare_files_dir(files_dir, run_dir, step.files, made)
                 parent = self._run_step(
-                    project, plan, step, parent, run_dir, progress, extra, previous_image
+                    project,
+                    plan,
+                    step,
+                    parent,
+                    run_dir,
+                    progress,
+                    extra,
+                    previous_image,
+                    files_dir,
                 )
                 # A step owns only its own layer; the image's size counts every parent's too.
                 self._store.record_step(
                     step.key, previous_key, step.name, parent, max(self._size(parent) - before, 0)
                 )
                 outcomes.append(StepOutcome(step.name, step.key, False, step.summary))
-                previous_key = step.key
+                previous_key, previous_name = step.key, step.name
         return StepsRun(parent, tuple(outcomes))
+
+    def check_libraries(
+        self, project: str, lock: LockFile, image: str, progress: Reporter, previous_image: str
+    ) -> None:
+        """Fail the build naming every shared library a Python package links that the image
+        lacks (`ldd` in a container of the packages step's image: no network, no commit)."""
+        progress(Progress("libraries", "checking the shared libraries Python packages link"))
+        lines: list[str] = []
+
+        def collect(line: str) -> None:
+            if len(lines) < MAX_CHECK_LINES:
+                lines.append(line)
+
+        result = self._engine.run(
+            image,
+            ["sh", "-c", p.missing_libraries_script(lock.target.python_version)],
+            network=False,
+            user="0",
+            labels={**STEP_ROLE, "envd.project": project, "envd.owner": self._owner},
+            on_output=collect,
+        )
+        missing = p.missing_libraries("\n".join(lines))
+        if result.exit_code != 0 and not missing:
+            progress(Progress("libraries", f"the check could not run (exit {result.exit_code})"))
+            return
+        if missing:
+            raise BuildFailed(
+                f"{project}: Python packages need shared libraries the image lacks:\n"
+                + p.missing_libraries_message(missing),
+                hint=(
+                    f"the previous image {previous_image} is still usable; "
+                    if previous_image
+                    else ""
+                )
+                + f"add them to `system:` in envd.yaml, then `envctl lock {project}` and build "
+                "again",
+            )
 
     def _size(self, image: str) -> int:
         info = self._engine.inspect_image(image)
@@ -178,9 +257,12 @@ class StepRunner:
         progress: Reporter,
         extra_labels: dict[str, str],
         previous_image: str,
+        files_dir: Path | None = None,
     ) -> str:
         mounts: list[Mount] = []
-        if step.uses_ca or step.uses_uv:
+        if files_dir is not None:  # (a step with files never uses uv)
+            mounts.append(Mount(str(files_dir), p.RUN_DIR, read_only=True))
+        elif step.uses_ca or step.uses_uv:
             mounts.append(Mount(str(run_dir), p.RUN_DIR, read_only=True))
         if step.uses_uv:
             mounts.append(Mount(self._volume(UV_VOLUME), p.UV_CACHE_MOUNT, volume=True))

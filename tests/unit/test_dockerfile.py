@@ -97,3 +97,43 @@ def test_envd_commits_env_and_labels_with_the_same_quoting() -> None:
         'ENV A="\\$HOME"',
         'CMD ["sleep", "infinity"]',
     ]
+
+
+def test_setup_files_are_copied_and_the_command_runs_where_they_are() -> None:
+    from dataclasses import replace
+
+    from envd.model.plan import STEP_FILES, StepFile
+
+    base = lock((NUMPY,), setup=("bash postBuild",))
+    the_lock = replace(base, inputs=replace(base.inputs, setup_files=(("postBuild",),)))
+    files = {"postBuild": (StepFile("postBuild", "0" * 64, True),)}
+    lines = instructions(render(make_plan("p", the_lock, setup_files=files), the_lock))
+    copy = lines.index(f'COPY ["postBuild", "{STEP_FILES}/postBuild"]')
+    argv = json.loads(lines[copy + 1].removeprefix("RUN "))
+    assert argv[-3:] == ["sh", "-c", "bash postBuild"] and f"cd {STEP_FILES}" in argv[2]
+
+
+def test_the_project_step_writes_the_same_files() -> None:
+    import base64
+    from dataclasses import replace
+
+    from envd.model.plan import ProjectPackage, StepFile
+
+    base = lock((NUMPY,))
+    the_lock = replace(base, inputs=replace(base.inputs, project="install"))
+    code = StepFile("tiny/__init__.py", "3" * 64)
+    package = ProjectPackage("tiny", "0.1", source="src", files=(code,))
+    plan = make_plan("p", the_lock, package=package)
+    lines = instructions(render(plan, the_lock))
+    site = "/opt/venv/lib/python3.11/site-packages"
+    assert f'COPY ["src/tiny/__init__.py", "{site}/tiny/__init__.py"]' in lines
+    argv = json.loads(next(line for line in lines if "base64" in line).removeprefix("RUN "))
+    assert argv[:2] == ["/opt/venv/bin/python", "-c"]
+    compile(argv[2], "RUN", "exec")
+    written = json.loads(argv[2].split("json.loads(", 1)[1].split(").items()", 1)[0])
+    generated = dict(plan.generated)
+    step = next(s for s in plan.steps if s.name == "project")
+    expected = {"/" + f.path: f.sha256 for f in step.files if f.sha256 in generated}
+    assert sorted(json.loads(written)) == sorted(expected)
+    for path, (data, _) in json.loads(written).items():
+        assert generated[expected[path]] == base64.b64decode(data)

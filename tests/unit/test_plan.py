@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 
+import pytest
+
 from envd.model.lockfile import BaseLock, DebianPackage, Inputs, LockFile, PythonPackage, Target
-from envd.model.plan import make_plan, requirements_text
+from envd.model.plan import STEP_FILES, StepFile, make_plan, requirements_text
 
 
 def lock(
@@ -133,3 +136,279 @@ def test_only_wheels_are_installed_unless_a_source_build_is_asked_for() -> None:
     argv = list(step.argv)
     assert argv[argv.index("--no-binary") + 1] == "numpy" and "--no-cache" in argv
     assert step.key != plain.key
+
+
+def _with_setup_files(the_lock: LockFile, files: tuple[tuple[str, ...], ...]) -> LockFile:
+    return replace(the_lock, inputs=replace(the_lock.inputs, setup_files=files))
+
+
+def _file(path: str, content: str, executable: bool = False) -> StepFile:
+    return StepFile(path, hashlib.sha256(content.encode()).hexdigest(), executable)
+
+
+def test_a_setup_steps_files_are_in_its_key_and_nothing_before() -> None:
+    the_lock = _with_setup_files(
+        lock((NUMPY,), setup=("echo first", "bash postBuild", "echo last")),
+        ((), ("postBuild",), ()),
+    )
+    one = make_plan("p", the_lock, setup_files={"postBuild": (_file("postBuild", "a"),)})
+    two = make_plan("p", the_lock, setup_files={"postBuild": (_file("postBuild", "b"),)})
+    a, b = keys(one), keys(two)
+    assert a["packages"] == b["packages"] and a["setup[0]"] == b["setup[0]"]
+    assert a["setup[1]"] != b["setup[1]"]
+    assert a["setup[2]"] != b["setup[2]"] and a["metadata"] != b["metadata"]
+    step = one.steps[[s.name for s in one.steps].index("setup[1]")]
+    assert step.files == (_file("postBuild", "a"),)
+    assert f"cd {STEP_FILES} && " in " ".join(step.argv) and step.argv[-1] == "bash postBuild"
+    first = one.steps[[s.name for s in one.steps].index("setup[0]")]
+    assert first.files == () and STEP_FILES not in " ".join(first.argv)
+    # the executable bit is content too
+    mode = make_plan("p", the_lock, setup_files={"postBuild": (_file("postBuild", "a", True),)})
+    assert keys(mode)["setup[1]"] != a["setup[1]"]
+
+
+def test_setup_steps_without_files_keep_their_keys() -> None:
+    plain = lock((NUMPY,), setup=("echo one",))
+    assert keys(make_plan("p", plain)) == keys(
+        make_plan("p", plain, setup_files={"unused": (_file("unused", "x"),)})
+    )
+
+
+def test_a_folder_entry_gives_every_file_under_it_once_sorted() -> None:
+    the_lock = _with_setup_files(lock((NUMPY,), setup=("ls",)), (("b", "conf/"),))
+    files = {"conf/": (_file("conf/y", "y"), _file("b", "b")), "b": (_file("b", "b"),)}
+    step = make_plan("p", the_lock, setup_files=files).steps[-2]
+    assert [f.path for f in step.files] == ["b", "conf/y"]
+
+
+def test_a_setup_file_the_builder_did_not_read_is_an_error() -> None:
+    the_lock = _with_setup_files(lock((NUMPY,), setup=("bash postBuild",)), (("postBuild",),))
+    with pytest.raises(KeyError):
+        make_plan("p", the_lock, setup_files={})
+
+
+def test_a_plan_made_without_reading_the_files_matches_no_build() -> None:
+    the_lock = _with_setup_files(lock((NUMPY,), setup=("bash postBuild",)), (("postBuild",),))
+    read = make_plan("p", the_lock, setup_files={"postBuild": (_file("postBuild", "a"),)})
+    edited = make_plan("p", the_lock, setup_files={"postBuild": (_file("postBuild", "b"),)})
+    unread = make_plan("p", the_lock)
+    assert len({unread.tag, read.tag, edited.tag}) == 3
+    plain = lock((NUMPY,))
+    assert make_plan("p", plain, setup_files={}).tag == make_plan("p", plain).tag
+
+
+def test_setup_files_leave_old_locks_inputs_hash_alone_and_are_a_staleness_reason() -> None:
+    from envd.model.lockfile import hash_inputs, staleness
+
+    the_lock = lock((NUMPY,), setup=("bash postBuild",))
+    old = the_lock.inputs
+    new = replace(old, setup_files=(("postBuild",),))
+    assert hash_inputs(replace(old, setup_files=())) == hash_inputs(old)
+    assert hash_inputs(new) != hash_inputs(old)
+    assert staleness(replace(the_lock, inputs_hash=hash_inputs(old)), new) == [
+        "setup files changed"
+    ]
+
+
+def test_missing_libraries_are_named_with_their_debian_package() -> None:
+    from envd.model.plan import missing_libraries, missing_libraries_message
+
+    output = "\n".join(
+        [
+            "envd-present\tlib_lightgbm.so",
+            "envd-missing\t./lightgbm/lib/lib_lightgbm.so\tlibgomp.so.1",
+            "envd-missing\t./scipy.libs/libx.so\tlibgomp.so.1",
+            "envd-missing\t./_native.cpython-311-x86_64-linux-gnu.so\tlibfoo.so.3",
+            # another package ships it (loaded by that package): not missing
+            "envd-present\tlibopenblas.so.0",
+            "envd-missing\t./numpy/core/_x.so\tlibopenblas.so.0",
+            "envd-missing\t./torch/lib/libc10_cuda.so\tlibcuda.so.1",  # the driver's
+            "unrelated output",
+        ]
+    )
+    missing = missing_libraries(output)
+    assert missing == [
+        ("_native", "libfoo.so.3"),
+        ("lightgbm", "libgomp.so.1"),
+        ("scipy", "libgomp.so.1"),
+    ]
+    text = missing_libraries_message(missing)
+    assert "lightgbm needs libgomp.so.1: add `system: [libgomp1]` to envd.yaml" in text
+    assert "_native needs libfoo.so.3: find the Debian package" in text
+    assert "packages.debian.org" in text and "keywords=libfoo.so.3" in text
+    assert missing_libraries("envd-present\tx.so\n") == []
+
+
+def test_the_library_check_looks_in_the_venvs_site_packages() -> None:
+    from envd.model.plan import missing_libraries_script
+
+    script = missing_libraries_script("3.11.2")
+    assert script.startswith("cd /opt/venv/lib/python3.11/site-packages ")
+    assert "ldd" in script and "not found" not in script
+
+
+PYPROJECT = """
+[project]
+name = "My-Pkg"
+version = "1.2"
+description = "one\\n two"
+requires-python = ">=3.10"
+dependencies = ["six>=1"]
+[project.scripts]
+mine = "my_pkg.cli:main"
+"""
+
+
+def _project_lock(mode: str) -> LockFile:
+    base = lock((NUMPY,), setup=("echo after",))
+    return replace(base, inputs=replace(base.inputs, project=mode))
+
+
+def test_the_project_step_writes_a_dist_info_its_record_owns() -> None:
+    import base64
+    import csv
+
+    from envd.model.plan import project_files, read_pyproject
+
+    package = replace(read_pyproject(PYPROJECT), source="src")
+    files, generated = project_files(package, "editable", "3.11.2")
+    site = "opt/venv/lib/python3.11/site-packages"
+    by_path = {f.path: f for f in files}
+    dist = f"{site}/my_pkg-1.2.dist-info"
+    assert set(by_path) == {
+        f"{dist}/{n}"
+        for n in ("METADATA", "INSTALLER", "RECORD", "direct_url.json", "entry_points.txt")
+    } | {f"{site}/__editable__.my_pkg-1.2.pth", "opt/venv/bin/mine"}
+    assert all(hashlib.sha256(generated[f.sha256]).hexdigest() == f.sha256 for f in files)
+    assert generated[by_path[f"{site}/__editable__.my_pkg-1.2.pth"].sha256] == b"/workspace/src\n"
+    metadata = generated[by_path[f"{dist}/METADATA"].sha256].decode()
+    assert "Name: My-Pkg\nVersion: 1.2\nSummary: one two\n" in metadata
+    assert "Requires-Dist: six>=1" in metadata
+    assert by_path["opt/venv/bin/mine"].executable
+    rows = list(csv.reader(generated[by_path[f"{dist}/RECORD"].sha256].decode().splitlines()))
+    recorded = {row[0]: row[1] for row in rows}
+    assert recorded.pop("my_pkg-1.2.dist-info/RECORD") == ""
+    for path, f in by_path.items():
+        if path.endswith("/RECORD"):
+            continue
+        relative = path.removeprefix(site + "/") if path.startswith(site) else "../../../bin/mine"
+        digest = base64.urlsafe_b64decode(recorded.pop(relative)[7:] + "==").hex()
+        assert digest == f.sha256
+    assert recorded == {}
+
+
+def test_the_project_step_comes_after_packages_and_keys_its_metadata() -> None:
+    from envd.model.plan import read_pyproject
+
+    one = read_pyproject(PYPROJECT)
+    two = read_pyproject(PYPROJECT.replace('version = "1.2"', 'version = "1.3"'))
+    the_lock = _project_lock("editable")
+    a, b = make_plan("p", the_lock, package=one), make_plan("p", the_lock, package=two)
+    assert [s.name for s in a.steps] == [
+        "base",
+        "venv",
+        "packages",
+        "project",
+        "setup[0]",
+        "metadata",
+    ]
+    ka, kb = keys(a), keys(b)
+    assert ka["packages"] == kb["packages"] and ka["project"] != kb["project"]
+    assert ka["setup[0]"] != kb["setup[0]"]
+    # editable: the code itself is not content (it is live at /workspace); install: it is
+    code = (StepFile("my_pkg/__init__.py", "1" * 64),)
+    assert keys(make_plan("p", the_lock, package=replace(one, files=code))) == ka
+    installed = _project_lock("install")
+    ki = keys(make_plan("p", installed, package=replace(one, files=code)))
+    other = (StepFile("my_pkg/__init__.py", "2" * 64),)
+    assert (
+        ki["project"]
+        != keys(make_plan("p", installed, package=replace(one, files=other)))["project"]
+    )
+    assert make_plan("p", the_lock).tag != a.tag  # not read: matches no build
+    assert "project" not in keys(make_plan("p", lock((NUMPY,))))
+
+
+def test_pyproject_without_what_envd_needs_is_named() -> None:
+    from envd.model.plan import ProjectError, read_pyproject
+
+    with pytest.raises(ProjectError, match="static `version`"):
+        read_pyproject('[project]\nname = "x"\ndynamic = ["version"]\n')
+    with pytest.raises(ProjectError, match=r"no \[project\] table"):
+        read_pyproject("[tool.poetry]\nname = 'x'\n")
+
+
+def test_the_builder_reads_the_project_by_content(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from envd.errors import SpecError
+    from envd.services.builder import read_project_inputs
+
+    (tmp_path / "src" / "my_pkg" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "src" / "my_pkg" / "__init__.py").write_text("VALUE = 1\n")
+    (tmp_path / "src" / "my_pkg" / "__pycache__" / "x.pyc").write_bytes(b"junk")
+    (tmp_path / "postBuild").write_text("echo hi\n")
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    base = lock((NUMPY,), setup=("bash postBuild",))
+    the_lock = replace(
+        base,
+        inputs=replace(base.inputs, project="install", setup_files=(("postBuild",),)),
+        python=(PythonPackage("six", "1.17.0", ("sha256:" + "3" * 64,)),),
+    )
+    read = read_project_inputs(str(tmp_path), the_lock)
+    digest = hashlib.sha256(b"echo hi\n").hexdigest()
+    assert read.setup_files == {"postBuild": (StepFile("postBuild", digest),)}
+    assert read.contents[digest] == b"echo hi\n"
+    assert read.package is not None and read.package.source == "src"
+    assert [f.path for f in read.package.files] == ["my_pkg/__init__.py"]
+    assert read.package.version == "1.2"
+
+    # the project's dependencies must be locked
+    with pytest.raises(SpecError, match=r"depends on six, which envd\.lock does not pin"):
+        read_project_inputs(str(tmp_path), replace(the_lock, python=(NUMPY,)))
+    # a setup file that is gone is named
+    (tmp_path / "postBuild").unlink()
+    with pytest.raises(SpecError, match="names postBuild, which does not exist"):
+        read_project_inputs(str(tmp_path), the_lock)
+
+
+def test_locks_without_the_new_inputs_read_and_write_as_before() -> None:
+    import json
+
+    from envd.model.lockfile import dumps, hash_inputs, loads
+
+    plain = lock((NUMPY,), setup=("bash postBuild",))
+    plain = replace(plain, inputs_hash=hash_inputs(plain.inputs))
+    text = dumps(plain)
+    inputs = json.loads(text)["inputs"]
+    # the text (and so the integrity record) of a lock written before these keys existed
+    assert "setup_files" not in inputs and "project" not in inputs
+    assert dumps(loads(text, "envd.lock")) == text
+    with_files = replace(plain.inputs, setup_files=(("postBuild", "conf/"),), project="editable")
+    newer = replace(plain, inputs=with_files, inputs_hash=hash_inputs(with_files))
+    again = loads(dumps(newer), "envd.lock")
+    assert again.inputs.setup_files == (("postBuild", "conf/"),)
+    assert again.inputs.project == "editable"
+
+
+def test_setup_files_are_read_bounded_and_inside_the_project(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from envd.errors import SpecError
+    from envd.gateways.projectfiles import read_setup_files
+
+    project = tmp_path / "p"
+    (project / "conf" / "sub").mkdir(parents=True)
+    (project / "conf" / "b.txt").write_text("b")
+    (project / "conf" / "sub" / "a.txt").write_text("a")
+    (project / "run.sh").write_text("echo")
+    (project / "run.sh").chmod(0o755)
+    (tmp_path / "secret").write_text("outside")
+    (project / "conf" / "link").symlink_to(tmp_path / "secret")
+    (project / "escape").symlink_to(tmp_path / "secret")
+    read = read_setup_files(project, ["conf/", "run.sh"])
+    assert [(path, data) for path, data, _ in read["conf/"]] == [
+        ("conf/b.txt", b"b"),
+        ("conf/sub/a.txt", b"a"),
+    ]
+    assert read["run.sh"] == [("run.sh", b"echo", True)]
+    with pytest.raises(SpecError, match="outside the project"):
+        read_setup_files(project, ["escape"])
+    with pytest.raises(SpecError, match="larger than the limit"):
+        read_setup_files(project, ["run.sh"], limit=2)

@@ -1,0 +1,135 @@
+"""`project: editable` / `install`: the project itself installed from its pyproject.toml, with
+a dist-info every file of which its RECORD owns (so the image verifies)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from envd.model.content import integrity_problems, manifest_from_tars
+from tests.conftest import Envctl
+
+pytestmark = pytest.mark.integration
+
+PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "tiny-pkg"
+version = "0.3.1"
+description = "a tiny package"
+dependencies = ["six"]
+
+[project.scripts]
+tiny = "tiny_pkg.cli:main"
+"""
+
+SPEC = """\
+version: 1
+base: {debian: bookworm}
+python: "3.11"
+requirements: pyproject.toml
+project: %s
+"""
+
+CLI = "def main():\n    print('tiny says', __import__('tiny_pkg').VALUE)\n"
+
+
+def make(root: Path, mode: str) -> Path:
+    path = root / f"tiny-{mode}"
+    (path / "src" / "tiny_pkg").mkdir(parents=True)
+    (path / "envd.yaml").write_text(SPEC % mode)
+    (path / "pyproject.toml").write_text(PYPROJECT)
+    (path / "src" / "tiny_pkg" / "__init__.py").write_text("VALUE = 'one'\n")
+    (path / "src" / "tiny_pkg" / "cli.py").write_text(CLI)
+    return path
+
+
+def enter(envctl: Envctl, path: Path, code: str) -> str:
+    return envctl.ok("enter", str(path), "--", "python", "-c", code).strip()
+
+
+def build(envctl: Envctl, path: Path) -> dict:  # type: ignore[type-arg]
+    out = envctl.ok("build", "--json", str(path))
+    return json.loads(out[out.index('{\n  "result"') :])["result"]
+
+
+def problems(image: str, tmp: Path) -> list[str]:
+    """What the image's own bytes contradict (a .pth no RECORD owns, a file not as its RECORD
+    says), read as `envctl pull` reads a shared image."""
+    archive = tmp / "image.tar"
+    subprocess.run(["docker", "save", "-o", str(archive), image], check=True)
+    with tarfile.open(archive) as outer:
+        manifest = json.load(outer.extractfile("manifest.json"))  # type: ignore[arg-type]
+        layers = [outer.extractfile(name) for name in manifest[0]["Layers"]]
+        merged = manifest_from_tars(layer for layer in layers if layer is not None)
+    archive.unlink()
+    return [f"{p.path} {p.what}" for p in integrity_problems(merged)]
+
+
+def project_files(image: str) -> list[str]:
+    script = "cd /opt/venv/lib/python3.11/site-packages && ls -d tiny_pkg* __editable__* || true"
+    return subprocess.run(
+        ["docker", "run", "--rm", "--workdir", "/", image, "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+
+
+def test_editable_project_is_live_and_has_metadata(shared: Envctl, tmp_path: Path) -> None:
+    path = make(shared.cwd, "editable")
+    shared.ok("lock", str(path))
+    first = build(shared, path)
+    assert "project" in [s["name"] for s in first["steps"]]
+    code = (
+        "import importlib.metadata as m, tiny_pkg, six; "
+        "print(tiny_pkg.VALUE, m.version('tiny-pkg'), "
+        "m.distribution('tiny-pkg').read_text('direct_url.json').strip())"
+    )
+    out = enter(shared, path, code)
+    assert out.startswith("one 0.3.1 ")
+    assert json.loads(out.split(" ", 2)[2]) == {
+        "dir_info": {"editable": True},
+        "url": "file:///workspace",
+    }
+    assert shared.ok("enter", str(path), "--", "tiny").strip() == "tiny says one"
+
+    # editing the code needs no build: the project at /workspace is what is imported
+    (path / "src" / "tiny_pkg" / "__init__.py").write_text("VALUE = 'two'\n")
+    assert enter(shared, path, "import tiny_pkg; print(tiny_pkg.VALUE)") == "two"
+    assert build(shared, path)["cached"] is True
+    assert project_files(first["image"]) == [
+        "__editable__.tiny_pkg-0.3.1.pth",
+        "tiny_pkg-0.3.1.dist-info",
+    ]
+    assert problems(first["image"], tmp_path) == []
+
+    # the version is the project step's content: it is built again, from that step on
+    (path / "pyproject.toml").write_text(PYPROJECT.replace("0.3.1", "0.4.0"))
+    again = build(shared, path)
+    assert [s["name"] for s in again["steps"] if not s["cached"]] == ["project", "metadata"]
+    assert enter(shared, path, "import importlib.metadata as m; print(m.version('tiny-pkg'))") == (
+        "0.4.0"
+    )
+
+
+def test_installed_project_is_a_copy(shared: Envctl, tmp_path: Path) -> None:
+    path = make(shared.cwd, "install")
+    shared.ok("lock", str(path))
+    first = build(shared, path)
+    code = "import tiny_pkg; print(tiny_pkg.VALUE, tiny_pkg.__file__)"
+    value, where = enter(shared, path, code).split()
+    assert value == "one" and where.startswith("/opt/venv/lib/python3.11/site-packages/tiny_pkg/")
+    (path / "src" / "tiny_pkg" / "__init__.py").write_text("VALUE = 'two'\n")
+    rebuilt = build(shared, path)
+    assert [s["name"] for s in rebuilt["steps"] if not s["cached"]] == ["project", "metadata"]
+    assert enter(shared, path, "import tiny_pkg; print(tiny_pkg.VALUE)") == "two"
+    assert project_files(first["image"]) == ["tiny_pkg", "tiny_pkg-0.3.1.dist-info"]
+    assert problems(rebuilt["image"], tmp_path) == []
