@@ -6,20 +6,15 @@ run in envd.services.steps, and the finished image is recorded by envd.services.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
-
-from envd.errors import EnvdError, RegistryError, SpecError, VerificationError
+from envd.errors import EnvdError, RegistryError, VerificationError
 from envd.events import EventBus
 from envd.gateways.engine import Engine
-from envd.gateways.projectfiles import find_project_package, read_project_file, read_setup_files
 from envd.gateways.store import ProjectRow
 from envd.model import plan as p
 from envd.model.cuda import check_host
@@ -30,6 +25,7 @@ from envd.services.fingerprints import ENV_LABEL, Fingerprints
 from envd.services.host import HostProbe
 from envd.services.images import Images
 from envd.services.locker import Locker
+from envd.services.planning import ProjectInputs, read_project_inputs, reads_project_files
 from envd.services.projects import Projects
 from envd.services.sharing import Sharing
 from envd.services.steps import StepOutcome, StepRunner
@@ -45,104 +41,6 @@ class BuildOutcome:
     cached: bool  # nothing ran
     elapsed_s: float
     lock_hash: str
-
-
-@dataclass(frozen=True)
-class ProjectInputs:
-    """What a build reads from the project besides envd.lock: the setup steps' files and,
-    for `project:`, its pyproject.toml and package (digests go into the plan, the bytes, by
-    sha256, into the steps that write them)."""
-
-    setup_files: p.SetupFiles = field(default_factory=dict)
-    package: p.ProjectPackage | None = None
-    contents: dict[str, bytes] = field(default_factory=dict)  # sha256 hex -> bytes
-
-
-def read_project_inputs(project_dir: str, lock: LockFile) -> ProjectInputs:
-    entries = sorted({entry for files in lock.inputs.setup_files for entry in files})
-    setup: dict[str, tuple[p.StepFile, ...]] = {}
-    contents: dict[str, bytes] = {}
-    for entry, files in read_setup_files(project_dir, entries).items() if entries else ():
-        listed = []
-        for relpath, data, executable in files:
-            digest = hashlib.sha256(data).hexdigest()
-            contents[digest] = data
-            listed.append(p.StepFile(relpath, digest, executable))
-        setup[entry] = tuple(listed)
-    package = None
-    if lock.inputs.project:
-        package = _read_package(project_dir, lock.inputs.project, contents)
-        _check_dependencies_locked(project_dir, lock, package)
-    return ProjectInputs(setup, package, contents)
-
-
-def _check_dependencies_locked(project_dir: str, lock: LockFile, package: p.ProjectPackage) -> None:
-    """The project's own dependencies must be in envd.lock (they are when `requirements:`
-    names pyproject.toml): envd installs the project, never resolves for it at build time."""
-    pinned = {pin.name for pin in lock.python}
-    missing = []
-    for text in package.dependencies:
-        try:
-            requirement = Requirement(text)
-        except InvalidRequirement:
-            continue
-        if requirement.marker is None and canonicalize_name(requirement.name) not in pinned:
-            missing.append(requirement.name)
-    if missing:
-        raise SpecError(
-            f"`project: {lock.inputs.project}`: pyproject.toml depends on "
-            f"{', '.join(missing)}, which envd.lock does not pin",
-            file=f"{project_dir}/envd.yaml",
-            hint="add `requirements: pyproject.toml` to envd.yaml (its dependencies are then "
-            "locked), and run `envctl lock`",
-        )
-
-
-def _read_package(project_dir: str, mode: str, contents: dict[str, bytes]) -> p.ProjectPackage:
-    """The project's pyproject.toml as the project step needs it (SpecError naming what)."""
-    where = f"{project_dir}/pyproject.toml"
-    text = read_project_file(project_dir, "pyproject.toml")
-    if text is None:
-        raise SpecError(
-            f"`project: {mode}` installs the project from its pyproject.toml, and there is none",
-            file=where,
-            hint="add a pyproject.toml with a [project] table (name, version), or remove "
-            "`project:` from envd.yaml",
-        )
-    try:
-        package = p.read_pyproject(text)
-    except p.ProjectError as exc:
-        raise SpecError(
-            str(exc),
-            file=where,
-            hint="envd reads [project] name, version, dependencies and scripts (PEP 621)",
-        ) from None
-    name = p.import_name(package.name)
-    source, entry = find_project_package(project_dir, name)
-    files: list[p.StepFile] = []
-    if mode == "install":
-        if entry is None:
-            raise SpecError(
-                f"`project: install` copies the package {name}, which is not in the project: "
-                f"looked for src/{name}/, src/{name}.py, {name}/ and {name}.py",
-                file=where,
-                hint="name the project after its import package, or use `project: editable`",
-            )
-        read = read_setup_files(project_dir, [entry], what="`project: install`")[entry]
-        for relpath, data, executable in read:
-            if "/__pycache__/" in f"/{relpath}" or relpath.endswith((".pyc", ".pyo")):
-                continue
-            digest = hashlib.sha256(data).hexdigest()
-            contents[digest] = data
-            inside = relpath.removeprefix(f"{source}/") if source else relpath
-            files.append(p.StepFile(inside, digest, executable))
-    return replace(package, source=source, files=tuple(files))
-
-
-def _reads(lock: LockFile) -> bool:
-    """Whether a build of `lock` depends on project files besides it (setup steps' files,
-    the project's own pyproject.toml and package)."""
-    return bool(lock.inputs.setup_files) or bool(lock.inputs.project)
 
 
 class Builder:
@@ -276,7 +174,11 @@ class Builder:
         )
         try:
             fp = self._fingerprints.record(outcome.image_id, lock)
-            if not lock.environment_hash and not lock.inputs.from_source and not _reads(lock):
+            if (
+                not lock.environment_hash
+                and not lock.inputs.from_source
+                and not reads_project_files(lock)
+            ):
                 # (source builds are not bit-reproducible, and the files of the project a
                 # build reads are not in the lock: no hash to hold other machines to)
                 self._locker.record_environment(row, lock, fp.environment_hash)
@@ -290,7 +192,11 @@ class Builder:
         another environment for the same pins."""
         labels = self._fingerprints.labels_before_metadata(parent, lock)
         built = labels[ENV_LABEL]
-        if lock.environment_hash and built != lock.environment_hash and not _reads(lock):
+        if (
+            lock.environment_hash
+            and built != lock.environment_hash
+            and not reads_project_files(lock)
+        ):
             raise VerificationError(
                 "this machine built a different environment from the same envd.lock: "
                 f"{built}, but the lock records {lock.environment_hash}",

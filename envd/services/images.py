@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from envd.errors import EngineUnavailable, EnvdError, NotFound
 from envd.gateways.engine import Engine
 from envd.gateways.store import ImageRow, ProjectRow, Store
-from envd.model.plan import BuildPlan, make_plan
+from envd.model.plan import BuildPlan
+from envd.services.planning import plan_for
 from envd.services.projects import Projects
 
 STEP_REPOSITORY = "cache"  # under the home's namespace: NAMESPACE/cache:KEY
@@ -100,7 +101,10 @@ class Images:
             return None
         if lock is None:
             return None
-        tag = make_plan(row.name, lock, self._namespace).tag
+        try:
+            tag = plan_for(row, lock, self._namespace).tag
+        except EnvdError:  # a setup file or the project package unreadable: build to say so
+            return None
         if self._store.image(tag) is None or not self.on_engine(tag):
             return None
         return tag
@@ -162,10 +166,10 @@ class Images:
         for row in self._store.projects():
             try:
                 lock = self._projects.lock_state(row).lock
-            except EnvdError:
+                if lock is not None:
+                    keys.update(step.key for step in plan_for(row, lock, self._namespace).steps)
+            except EnvdError:  # an unreadable project keeps nothing alive, breaks nothing else
                 continue
-            if lock is not None:
-                keys.update(step.key for step in make_plan(row.name, lock, self._namespace).steps)
         return keys
 
     def container_image_ids(self) -> set[str]:

@@ -29,10 +29,10 @@ from envd.model.content import integrity_problems
 from envd.model.fingerprint import EnvironmentSection, dumps, section_hash
 from envd.model.lockfile import LockFile
 from envd.model.lockfile import dumps as dump_lock
-from envd.model.plan import make_plan
 from envd.progress import Progress, Reporter
 from envd.services.fingerprints import ENV_LABEL, Fingerprints
 from envd.services.images import Images
+from envd.services.planning import plan_for
 from envd.services.projects import Projects
 
 ARCHIVE_IMAGE = "image.tar"
@@ -278,7 +278,10 @@ class Sharing:
                 continue
             if lock is None:
                 continue
-            plan = make_plan(row.name, lock, self._namespace)
+            try:
+                plan = plan_for(row, lock, self._namespace)
+            except EnvdError:
+                continue
             if plan.lock_hash != lock_hash:
                 continue
             differences = lock_differences(lock, section)
