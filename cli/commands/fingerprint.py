@@ -131,21 +131,32 @@ def diff_lines(diff: FingerprintDiff, a_label: str, b_label: str, width: int | N
             named = [c for c in changes if c.name]
             for c in changes:
                 if not c.name:
-                    lines.append(f"  {_MARK[c.kind]} {name}: {_change_text(c)}")
+                    lines.append(f"  {_mark(c.kind)} {name}: {_change_text(c)}")
             if not named:
                 continue
-            counts = ", ".join(
-                f"{n} {kind}"
-                for kind in ("added", "removed", "changed")
-                if (n := sum(c.kind == kind for c in named))
-            )
+            kinds = sorted({c.kind for c in named}, key=lambda k: (_ORDER.get(k, 9), k))
+            counts = ", ".join(f"{sum(c.kind == k for c in named)} {k}" for k in kinds)
             lines.append(f"  {name} ({len(named)}: {counts}):")
-            entries = [f"{_MARK[c.kind]} {c.name} {_change_text(c)}" for c in named]
-            lines += layout(entries, width, 4)
+            if name == "files":  # old: the package that owns the file, when known
+                entries = [
+                    f"{_mark(c.kind)} file {c.name}"
+                    + (f" ({c.old})" if c.old else "")
+                    + ("" if c.kind in ("added", "removed") else f" {c.kind}")
+                    for c in named
+                ]
+                lines += [f"    {entry}" for entry in entries]  # paths: one per line
+            else:
+                entries = [f"{_mark(c.kind)} {c.name} {_change_text(c)}" for c in named]
+                lines += layout(entries, width, 4)
     return lines
 
 
 _MARK = {"added": "+", "removed": "-", "changed": "~"}
+_ORDER = {"added": 0, "removed": 1, "changed": 2}
+
+
+def _mark(kind: str) -> str:
+    return _MARK.get(kind, "~")  # files may also be "modified", "mode" or "symlink"
 
 
 def _change_text(c: Change) -> str:
