@@ -25,7 +25,7 @@ from envd.model.content import (
 class ContentHasher:
     """Reads an image's layers through the engine once; later calls merge cached summaries."""
 
-    def __init__(self, engine: Engine, cache_dir: Path, keep: int = 4) -> None:
+    def __init__(self, engine: Engine, cache_dir: Path, keep: int = 1) -> None:
         self._engine = engine
         self._cache_dir = cache_dir
         self._keep = keep  # merged manifests kept in memory, by their chain of layers
