@@ -37,6 +37,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from envd.daemon.sockets import bind_private, shut
 from envd.errors import EXIT_BUG, EXIT_INTERRUPTED, ContainerError, EnvdError
 from envd.gateways.agent_client import AgentCommand, run_in_agent
 from envd.progress import Progress
@@ -104,26 +105,13 @@ class EnterSocket:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.path.exists() or self.path.is_symlink():
             self.path.unlink()  # the daemon holds the instance lock: a leftover
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
-        try:
-            listener.bind(str(self.path))
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.path, 0o600)
-        listener.listen(64)
-        self._listener = listener
+        self._listener = bind_private(self.path)
         threading.Thread(target=self._accept_loop, name="enter-socket", daemon=True).start()
 
     def close(self) -> None:
         self._stopping.set()
-        if self._listener is not None:
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._listener.close()
-            self._listener = None
+        shut(self._listener)
+        self._listener = None
         try:
             self.path.unlink()
         except FileNotFoundError:

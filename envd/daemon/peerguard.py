@@ -14,6 +14,8 @@ import struct
 import threading
 from pathlib import Path
 
+from envd.daemon.sockets import bind_private, shut
+
 log = logging.getLogger(__name__)
 
 _UCRED = struct.Struct("3i")  # pid, uid, gid
@@ -36,25 +38,12 @@ class PeerGuard:
 
     def listen(self) -> None:
         """Bind the public socket with mode 0600 (never briefly wider)."""
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
-        try:
-            listener.bind(str(self.public))
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.public, 0o600)
-        listener.listen(64)
-        self._listener = listener
+        self._listener = bind_private(self.public)
         threading.Thread(target=self._accept_loop, name="peerguard", daemon=True).start()
 
     def close(self) -> None:
         self._stopping.set()
-        if self._listener is not None:
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._listener.close()
+        shut(self._listener)
 
     def _accept_loop(self) -> None:
         assert self._listener is not None
