@@ -6,12 +6,14 @@ import json
 import subprocess
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from envd.gateways.trust import host_ca_bundle
+from envd.services.watching import DEBOUNCE_S
 from tests.conftest import SESSION_LABEL, Envctl, copy_template
 
 pytestmark = pytest.mark.integration
@@ -71,6 +73,7 @@ def _failing_setup(shared: Envctl) -> None:
     spec = (path / "envd.yaml").read_text()
     (path / "envd.yaml").write_text(spec + "setup: ['echo about to fail; exit 3']\n")
     shared.ok("lock", str(path))
+    time.sleep(DEBOUNCE_S + 1)  # the watcher has judged the edit before the build fails
     proc = shared("build", str(path))
     assert proc.returncode == 6
     assert "setup[0]" in proc.stderr and "about to fail" in proc.stderr
