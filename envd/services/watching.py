@@ -164,7 +164,10 @@ class ProjectWatcher:
             return
         verdict = judge(row, self._projects, self._images)
         building = row.state == ProjectState.BUILDING
-        if not (building and verdict.state in (ProjectState.READY, ProjectState.STALE)):
+        failed = row.state == ProjectState.FAILED and verdict.action == "build"
+        if not (building and verdict.state in (ProjectState.READY, ProjectState.STALE)) and not (
+            failed  # "the image is older than envd.lock" says less than why its build failed
+        ):
             # A build in flight writes envd.lock itself: that is no reason to call it stale.
             self._projects.set_state(name, verdict.state, verdict.reason)
         if verdict.state != ProjectState.READY:
