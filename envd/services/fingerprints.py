@@ -156,7 +156,7 @@ class Fingerprints:
         diff = diff_fingerprints(a, b)
         if diff.environment_identical or not (a_image and b_image):
             return diff
-        files = file_changes(self.manifest(a_image), self.manifest(b_image), "")
+        files = file_changes(self.manifest(a_image), self.manifest(b_image))
         return FingerprintDiff((*diff.changes, *files), False, diff.host_identical)
 
     def for_run(self, run_id: str) -> Fingerprint:
@@ -199,16 +199,21 @@ class Fingerprints:
         now = make_fingerprint(self.image_environment(info), host)
         diff = diff_fingerprints(recorded, now)
         changes = list(diff.changes)
-        if not diff.environment_identical and recorded.environment.content_hash:
-            changes += file_changes(self._content.image_manifest(info.id), None, "image")
         checked = f"image {image}"
         identical = diff.environment_identical
         warm = self._warm.get(row.name)
         if warm is not None and warm.image == image:
+            dirs = {
+                path
+                for path, entry in self._content.image_manifest(info.id).entries.items()
+                if entry.kind == "dir"
+            }
             live = [
                 Change("environment", "files", kind, name=path)
                 for path, kind in self._engine.container_changes(warm.container_id)
                 if not _envd_owned(path)
+                and not _bytecode(path, kind)
+                and not (kind == "changed" and path in dirs)  # its changed children are listed
             ]
             changes += live
             identical = identical and not live
@@ -221,6 +226,7 @@ _ENVD_OWNED = (
     "/etc/passwd",
     "/etc/group",
     "/etc/shadow",
+    "/etc/profile.d/envd.sh",  # the caller's environment for login shells (warm.ensure_user)
     "/home",
     "/root",
     "/tmp",
@@ -230,14 +236,21 @@ _ENVD_OWNED = (
 )
 
 
+def _bytecode(path: str, kind: str) -> bool:
+    """Python's own byte-code cache, written on import (`__pycache__/*.pyc`, added only): not a
+    change to the environment. An edited or removed .py next to it is still reported."""
+    if kind != "added":
+        return False
+    parent, _, base = path.rpartition("/")
+    return base == "__pycache__" or (parent.endswith("/__pycache__") and base.endswith(".pyc"))
+
+
 def _envd_owned(path: str) -> bool:
     return is_excluded(path) or any(path == p or path.startswith(p + "/") for p in _ENVD_OWNED)
 
 
-def file_changes(old: Manifest, new: Manifest | None, what: str) -> list[Change]:
+def file_changes(old: Manifest, new: Manifest) -> list[Change]:
     """Files that differ between two manifests, with the package that owns each when known."""
-    if new is None:
-        return []
     owners = file_owners(new) | file_owners(old)
     return [
         Change("environment", "files", c.kind, name=c.path, old=owners.get(c.path, ""))

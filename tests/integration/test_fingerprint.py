@@ -69,6 +69,11 @@ def test_verify_catches_a_change_made_by_hand(shared: Envctl) -> None:
     path = copy_template("default", shared.cwd / "tampered")
     shared.ok("build", str(path))
     assert shared("verify", str(path)).returncode == 0
+    # Using the environment is no change to it: the caller's user entry, Python's byte-code
+    # cache and the changed folders above them are not reported.
+    shared.ok("enter", str(path), "--", "python", "-c", "import yaml, numpy")
+    ok = shared("verify", str(path))
+    assert ok.returncode == 0 and "warm container" in ok.stdout, ok.stdout
     shared.ok("enter", str(path), "--", "python", "-m", "pip", "uninstall", "-y", "-q", "pyyaml")
     proc = shared("verify", str(path))
     assert proc.returncode == 9
