@@ -29,3 +29,15 @@ def default_project(shared: Envctl) -> Path:
     (path / "envd.yaml").write_text((path / "envd.yaml").read_text() + "name: dflt\n")
     shared.ok("build", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def remote_docker_host(engine: None) -> Iterator[str]:
+    """A second, empty engine that cannot see the tests' files: "tcp://127.0.0.1:PORT"."""
+    from tests.integration.remote_engine import RemoteEngineUnavailable, remote_engine
+
+    try:
+        with remote_engine() as host:
+            yield host
+    except RemoteEngineUnavailable as e:
+        pytest.skip(f"no second Docker engine here: {e}")
