@@ -2,15 +2,17 @@
 
 Privileged containers are refused on this machine (no docker-in-docker), so the second engine
 is a dockerd in its own mount namespace (`unshare -m`) with its own data root, exec root,
-pidfile and bridge, and an empty tmpfs over the folders where tests keep projects (/tmp, /work,
-/root, /home, and /etc/docker): like a team's GPU server, it cannot see the CLI's files, only what comes over
-its API. Its containers reach the package indexes through a MASQUERADE rule for its bridge.
-Everything (process, bridge, iptables rules, storage) is removed on exit.
+pidfile and bridge, and an empty tmpfs over the folders where tests keep projects (/tmp,
+/work, /root, /home, and /etc/docker): like a team's GPU server, it cannot see the CLI's
+files, only what comes over its API. Its containers reach the package indexes through a
+MASQUERADE rule for its bridge. Everything (process, bridge, iptables rules, storage) is
+removed on exit.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -54,12 +56,57 @@ def _run(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _teardown(root: Path, bridge: str, rules: list[tuple[str, ...]]) -> None:
+    pidfile = root / "docker.pid"
+    if pidfile.is_file():
+        try:
+            pid = int(pidfile.read_text().strip() or "0")
+        except ValueError:
+            pid = 0
+        if pid and _alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    for table_flag, table, chain, *spec in reversed(rules):
+        subprocess.run(["iptables", table_flag, table, "-D", chain, *spec], capture_output=True)
+    subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+    # Its overlay mounts lived in its own mount namespace, gone with it.
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def reap_stale() -> None:
+    """Remove engines whose test process died without cleaning up (killed by a timeout)."""
+    for root in Path("/var/tmp").glob("envd-remote-*"):
+        state = root / "state.json"
+        try:
+            record = json.loads(state.read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(int(record["owner"])):
+            continue
+        _teardown(root, record["bridge"], [tuple(r) for r in record["rules"]])
+
+
 @contextmanager
 def remote_engine() -> Iterator[str]:
     """Yield the DOCKER_HOST of a fresh, empty second engine ("tcp://127.0.0.1:PORT")."""
     reason = why_unavailable()
     if reason:
         raise RemoteEngineUnavailable(reason)
+    reap_stale()
     # Not under /tmp: that folder is hidden from the engine.
     root = Path(tempfile.mkdtemp(prefix="envd-remote-", dir="/var/tmp"))
     port = free_port()
@@ -82,6 +129,8 @@ def remote_engine() -> Iterator[str]:
         for table_flag, table, chain, *spec in rules:
             _run("iptables", table_flag, table, "-I", chain, "1", *spec)
             added.append((table_flag, table, chain, *spec))
+        record = {"owner": os.getpid(), "bridge": bridge, "rules": [list(r) for r in added]}
+        (root / "state.json").write_text(json.dumps(record))
         hide = " ".join(f"mount -t tmpfs tmpfs {d};" for d in HIDDEN if Path(d).is_dir())
         script = (
             f"{hide} exec dockerd --data-root {root}/data --exec-root {root}/exec"
@@ -120,8 +169,4 @@ def remote_engine() -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
-        for table_flag, table, chain, *spec in reversed(added):
-            subprocess.run(["iptables", table_flag, table, "-D", chain, *spec], capture_output=True)
-        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
-        # Its overlay mounts lived in its own mount namespace, gone with it.
-        shutil.rmtree(root, ignore_errors=True)
+        _teardown(root, bridge, added)
