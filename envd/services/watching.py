@@ -7,6 +7,7 @@ says to run `envctl lock`; a missing lock is made (there is nothing to overwrite
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,13 +30,24 @@ log = logging.getLogger(__name__)
 DEBOUNCE_S = 1.0  # watchdog pairs rename events with a delay of its own
 
 
-def relevant_files(spec: Spec | None) -> set[str]:
-    files = {SPEC_FILENAME, LOCK_FILENAME}
-    if spec is not None and spec.requirements_file:
-        files.add(Path(spec.requirements_file).name)
+def relevant_files(project_dir: str, spec: Spec | None) -> set[str]:
+    """The absolute paths whose edits can change the project's lock or image: envd.yaml,
+    envd.lock, every requirements file (with the ones they include, wherever they are), the
+    files setup steps read and, for `project:`, pyproject.toml."""
+    root = Path(project_dir)
+    names = [SPEC_FILENAME, LOCK_FILENAME]
+    if spec is None:
+        names.append("requirements.txt")  # the spec is unreadable: keep a common name in view
     else:
-        files.add("requirements.txt")  # the spec is unreadable: keep a common name in view
-    return files
+        names += spec.requirements_files
+        names += [f for step in spec.setup_steps for f in step.files]
+        if spec.project is not None:
+            names.append("pyproject.toml")
+    return {os.path.normpath(root / name) for name in names}
+
+
+def folders_of(files: set[str]) -> set[str]:
+    return {os.path.dirname(f) for f in files}
 
 
 @dataclass(frozen=True)
@@ -122,13 +134,42 @@ class ProjectWatcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._started = False
+        # project directory -> the files that matter to it (absolute), and the folders they
+        # are in: several projects may share a folder (a common requirements/ directory).
+        self._files: dict[str, set[str]] = {}
 
     def start(self) -> None:
         self._started = True
         self._folders.start()
         for row in self._projects.list():
-            self._folders.watch(row.path)
+            self._follow(row.path)
         threading.Thread(target=self._follow_registry, daemon=True, name="watch-registry").start()
+
+    def _follow(self, project_dir: str) -> None:
+        """(Re)read which files matter to the project and watch the folders they are in."""
+        spec = None
+        try:
+            spec = load_spec(project_dir)
+        except EnvdError:
+            pass
+        with self._lock:
+            self._files[project_dir] = relevant_files(project_dir, spec) | {project_dir}
+        self._reconcile()
+
+    def _forget(self, project_dir: str) -> None:
+        with self._lock:
+            self._files.pop(project_dir, None)
+        self._reconcile()
+
+    def _reconcile(self) -> None:
+        with self._lock:
+            wanted = set(self._files) | {
+                folder for files in self._files.values() for folder in folders_of(files)
+            }
+        for folder in wanted:
+            self._folders.watch(folder)
+        for folder in set(self._folders.watched()) - wanted:
+            self._folders.unwatch(folder)
 
     def stop(self) -> None:
         self._stop.set()
@@ -142,21 +183,18 @@ class ProjectWatcher:
     def _follow_registry(self) -> None:
         for event in self._events.subscribe(is_active=lambda: not self._stop.is_set()):
             if event.kind == "project.added":
-                self._folders.watch(event.message)
+                self._follow(event.message)
             elif event.kind == "project.removed":
-                self._folders.unwatch(event.message)
+                self._forget(event.message)
 
     def _on_file(self, directory: str, name: str) -> None:
-        row = self._projects.by_path(directory)
-        if row is None:
-            return
-        spec = None
-        try:
-            spec = load_spec(directory)
-        except EnvdError:
-            pass
-        if name == "" or name in relevant_files(spec):
-            self._debounce.poke(row.name)
+        path = os.path.normpath(os.path.join(directory, name)) if name else directory
+        with self._lock:
+            hit = [d for d, files in self._files.items() if path in files or d == path]
+        for project_dir in hit:
+            row = self._projects.by_path(project_dir)
+            if row is not None:
+                self._debounce.poke(row.name)
 
     def _react(self, name: str) -> None:
         row = self._projects.by_name(name)
@@ -173,7 +211,9 @@ class ProjectWatcher:
         if verdict.state != ProjectState.READY:
             self._events.publish(f"project.{verdict.state}", name, verdict.reason)
         if verdict.state == ProjectState.MISSING:
-            self._folders.unwatch(row.path)
+            self._forget(row.path)
+        else:
+            self._follow(row.path)  # an edit may name other files (a new `-r` include)
         if verdict.action and self._rebuilds_enabled(row):
             self._rebuild(row)
 

@@ -119,3 +119,30 @@ def test_removed_directory_is_reported_missing(shared: Envctl) -> None:
     wait_for(lambda: state(shared, path)[0] == "missing", 10)
     assert "daemon" not in shared.ok("daemon", "status").lower().split("error")[0] or True
     assert shared("daemon", "status").returncode == 0
+
+
+def test_an_edit_to_an_included_requirements_file_in_a_subfolder_is_seen(shared: Envctl) -> None:
+    """`-r deps/base.txt` is an input of the lock like envd.yaml: editing it makes the project
+    stale, and so does a file the edit itself newly includes."""
+    path = copy_template("default", shared.cwd / "includes")
+    (path / "deps").mkdir()
+    (path / "deps" / "base.txt").write_text("pyyaml\n")
+    (path / "requirements.txt").write_text("-r deps/base.txt\n")
+    spec = (path / "envd.yaml").read_text().replace("  - pyyaml\n", "")
+    (path / "envd.yaml").write_text(spec + "requirements: requirements.txt\n")
+    shared.ok("lock", str(path))
+    time.sleep(1.5)  # the watcher has settled on the locked state
+    assert state(shared, path)[0] != "stale"
+    (path / "deps" / "base.txt").write_text("pyyaml\nsix\n")
+    wait_for(lambda: state(shared, path)[0] == "stale", 10)
+    assert "six" in state(shared, path)[1]
+    shared.ok("lock", str(path))
+    wait_for(lambda: state(shared, path)[0] != "stale", 10)
+    (path / "deps" / "more.txt").write_text("idna\n")
+    (path / "deps" / "base.txt").write_text("pyyaml\nsix\n-r more.txt\n")
+    wait_for(lambda: state(shared, path)[0] == "stale", 10)
+    shared.ok("lock", str(path))
+    wait_for(lambda: state(shared, path)[0] != "stale", 10)
+    (path / "deps" / "more.txt").write_text("idna\nsix\nattrs\n")
+    wait_for(lambda: state(shared, path)[0] == "stale", 10)
+    assert "attrs" in state(shared, path)[1]

@@ -1,8 +1,8 @@
 import threading
 import time
 
-from envd.model.spec import Base, Spec
-from envd.services.watching import Debouncer, relevant_files
+from envd.model.spec import Base, SetupStep, Spec
+from envd.services.watching import Debouncer, folders_of, relevant_files
 
 
 def test_a_burst_is_one_change() -> None:
@@ -31,9 +31,24 @@ def test_keys_are_independent() -> None:
     assert sorted(fired) == ["a", "b"]
 
 
-def test_relevant_files() -> None:
+def test_relevant_files_are_every_input_of_the_lock_and_build() -> None:
     spec = Spec(
-        project_dir="/p", name="p", base=Base(debian="bookworm"), requirements_file="deps/req.txt"
+        project_dir="/p",
+        name="p",
+        base=Base(debian="bookworm"),
+        requirements_file="deps/req.txt",
+        requirements_files=("deps/req.txt", "deps/base.txt", "../shared/constraints.txt"),
+        setup_steps=(SetupStep("bash postBuild", ("postBuild",)),),
+        project="editable",
     )
-    assert relevant_files(spec) == {"envd.yaml", "envd.lock", "req.txt"}
-    assert "requirements.txt" in relevant_files(None)
+    assert relevant_files("/p", spec) == {
+        "/p/envd.yaml",
+        "/p/envd.lock",
+        "/p/deps/req.txt",
+        "/p/deps/base.txt",
+        "/shared/constraints.txt",
+        "/p/postBuild",
+        "/p/pyproject.toml",
+    }
+    assert folders_of(relevant_files("/p", spec)) == {"/p", "/p/deps", "/shared"}
+    assert "/p/requirements.txt" in relevant_files("/p", None)
