@@ -40,6 +40,9 @@ class PythonPackage:
     version: str
     hashes: tuple[str, ...]  # "sha256:<hex>", sorted
     index: str = ""  # index URL the artifacts come from; "" means PyPI
+    # A direct URL requirement's file (no fragment): then `hashes` is that one file's sha256,
+    # `version` the one its file name carries, and `index` is "". "" for index packages.
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,9 @@ def _inputs_dict(inputs: Inputs) -> dict[str, Any]:
 def _lock_dict(lock: LockFile) -> dict[str, Any]:
     data = dataclasses.asdict(lock)
     data["inputs"] = _inputs_dict(lock.inputs)
+    for package in data["python"]:
+        if not package["url"]:
+            del package["url"]  # an index package reads, hashes and verifies as it always did
     return data
 
 
@@ -215,7 +221,8 @@ def integrity(lock: LockFile) -> tuple[tuple[str, str], ...]:
     for d in sorted(lock.system, key=lambda d: (d.name, d.arch, d.version)):
         facts.append((f"debian {d.name}", short(dataclasses.asdict(d))))
     for p in sorted(lock.python, key=lambda p: p.name):
-        facts.append((f"python {p.name} version", short([p.version, p.index])))
+        where = [p.version, p.index, p.url] if p.url else [p.version, p.index]
+        facts.append((f"python {p.name} version", short(where)))
         facts.append((f"python {p.name} sha256", short(sorted(p.hashes))))
     root = _lock_dict(dataclasses.replace(lock, integrity=()))
     return (*facts, ("root", hashlib.sha256(_canonical_json(root)).hexdigest()))
@@ -278,6 +285,17 @@ def loads(text: str, source: str) -> LockFile:
         seen.add(package.name)
         if not package.hashes or not all(_SHA256.fullmatch(h) for h in package.hashes):
             raise _corrupt(source, f"python[{i}]: {package.name} needs sha256 hashes")
+        if package.url and (
+            len(package.hashes) != 1
+            or package.index
+            or not package.url.startswith(("https://", "http://"))
+            or "#" in package.url
+        ):
+            raise _corrupt(
+                source,
+                f"python[{i}]: {package.name} from {package.url} needs exactly one sha256, "
+                "an http(s) URL without a fragment, and no index",
+            )
     edits = integrity_changes(lock)
     if edits:
         edited = tuple(
