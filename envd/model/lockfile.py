@@ -41,7 +41,9 @@ class PythonPackage:
     hashes: tuple[str, ...]  # "sha256:<hex>", sorted
     index: str = ""  # index URL the artifacts come from; "" means PyPI
     # A direct URL requirement's file (no fragment): then `hashes` is that one file's sha256,
-    # `version` the one its file name carries, and `index` is "". "" for index packages.
+    # `version` the one its file name carries, and `index` is "". A git requirement:
+    # `git+https://host/repo@<commit>`, hashed as the sdist envd makes of that commit
+    # (envd.model.direct). "" for index packages.
     url: str = ""
 
 
@@ -124,6 +126,7 @@ class LockEdited(LockError):
 
 _T = TypeVar("_T", bound="DataclassInstance")
 _SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
+_GIT_AT_COMMIT = re.compile(r"git\+https?://[^#\s]+@[0-9a-f]{40}")
 _RELOCK_HINT = "run `envctl lock` to write it again"
 
 
@@ -288,13 +291,16 @@ def loads(text: str, source: str) -> LockFile:
         if package.url and (
             len(package.hashes) != 1
             or package.index
-            or not package.url.startswith(("https://", "http://"))
-            or "#" in package.url
+            or not (
+                _GIT_AT_COMMIT.fullmatch(package.url)
+                or (package.url.startswith(("https://", "http://")) and "#" not in package.url)
+            )
         ):
             raise _corrupt(
                 source,
                 f"python[{i}]: {package.name} from {package.url} needs exactly one sha256, "
-                "an http(s) URL without a fragment, and no index",
+                "an http(s) URL without a fragment (or git+http(s) at a 40-hex commit), and no "
+                "index",
             )
     edits = integrity_changes(lock)
     if edits:

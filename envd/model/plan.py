@@ -117,7 +117,9 @@ def requirements_text(lock: LockFile) -> str:
     lines = []
     for p in lock.python:
         hashes = "".join(f" \\\n    --hash={h}" for h in p.hashes)
-        pinned = install_requirement(p.name, p.url) if p.url else f"{p.name}=={p.version}"
+        pinned = (
+            install_requirement(p.name, p.url, p.version) if p.url else f"{p.name}=={p.version}"
+        )
         lines.append(f"{pinned}{hashes}")
     return "\n".join(lines) + ("\n" if lines else "")
 

@@ -915,6 +915,17 @@ class _Parser:
         """Each direct URL names a wheel or sdist of its project; an sdist only when
         `build: {from_source: [...]}` names the project (nothing is built by accident)."""
         for d in direct:
+            if direct_urls.is_vcs(d.url):
+                if d.name not in from_source:
+                    raise SpecError(
+                        direct_urls.vcs_problem(d.requirement).message,
+                        file=d.source,
+                        line=d.line,
+                        key_path=d.key_path,
+                        hint=f"add `build: {{from_source: [{d.name}]}}` to envd.yaml (with a "
+                        "compiler in `system:` if it has C code), or name a wheel by URL",
+                    )
+                continue
             try:
                 artifact = direct_urls.artifact_of(d.url, d.name)
             except direct_urls.DirectUrlProblem as exc:

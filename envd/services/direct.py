@@ -8,13 +8,14 @@ refused unless its bytes have the locked digest. Cache layout: CACHE/<sha256>/<f
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from envd.errors import LockError
-from envd.gateways import urls
+from envd.gateways import git, urls
 from envd.model import direct as d
 from envd.model.lockfile import PythonPackage
 from envd.model.spec import DirectUrl
@@ -26,12 +27,20 @@ _UNREACHABLE_HINT = (
 )
 
 
+_GIT_HINT = (
+    "check the repository URL and the ref (and that its server is reachable from this "
+    "machine); to take the package from an index instead, write `{name}==VERSION`"
+)
+
+
 class DirectFiles:
     def __init__(self, cache: Path) -> None:
         self._cache = cache
 
     def lock(self, requirement: DirectUrl) -> tuple[PythonPackage, Path]:
         """Download a direct URL requirement's file: the lock's entry, and the verified copy."""
+        if d.is_vcs(requirement.url):
+            return self._lock_git(requirement)
         try:
             artifact = d.artifact_of(requirement.url, requirement.name)
         except d.DirectUrlProblem as exc:
@@ -58,9 +67,13 @@ class DirectFiles:
         """Put the locked file of a direct URL package into `folder` (by its file name): the
         cached copy when its bytes still have the locked sha256, else downloaded and checked."""
         digest = package.hashes[0].removeprefix("sha256:")
-        filename = d.filename_of(package.url)
+        filename = d.local_filename(package.name, package.url, package.version)
         cached = self._cache / digest / filename
-        if not (cached.is_file() and urls.sha256_of(cached) == digest):
+        if cached.is_file() and urls.sha256_of(cached) == digest:
+            pass
+        elif d.is_vcs(package.url):
+            self._git_sdist(package.name, package.url, (digest,), "envd.lock", cached)
+        else:
             urls.fetch(
                 package.url,
                 cached,
@@ -76,6 +89,67 @@ class DirectFiles:
             shutil.copyfile(cached, target)
         target.chmod(0o644)
         return target
+
+    def _lock_git(self, requirement: DirectUrl) -> tuple[PythonPackage, Path]:
+        what = f"{requirement.where}: `{requirement.requirement}`"
+        try:
+            repo, ref = d.git_parts(requirement.url)
+        except d.DirectUrlProblem as exc:
+            raise LockError(f"{what}: {exc.message}", hint=exc.hint) from None
+        hint = _GIT_HINT.format(name=requirement.name)
+        commit = ref if d.is_commit(ref) else git.resolve_ref(repo, ref, what=what, hint=hint)
+        url = d.git_locked_url(repo, commit)
+        incoming = self._cache / "incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=incoming) as tmp:
+            path, version = self._git_sdist(
+                requirement.name, url, requirement.sha256, requirement.where, Path(tmp) / "sdist"
+            )
+            digest = urls.sha256_of(path)
+            kept = self._keep(path, digest, d.sdist_filename(requirement.name, version))
+        return PythonPackage(requirement.name, version, (f"sha256:{digest}",), "", url), kept
+
+    def _git_sdist(
+        self, name: str, url: str, expected: tuple[str, ...], where: str, dest: Path
+    ) -> tuple[Path, str]:
+        """The sdist envd makes of a commit's tree, at `dest` (checked against `expected`)."""
+        repo, commit = d.git_parts(url)
+        what = f"{where}: {name} at {url}"
+        hint = _GIT_HINT.format(name=name)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+            tar = Path(tmp) / "tree.tar"
+            versions: list[str] = []
+
+            def prefix_of(pyproject: str) -> str:
+                version = d.static_version(pyproject)
+                wheel = f"{name.replace('-', '_')}-VERSION-py3-none-any.whl"
+                if version is None:
+                    raise LockError(
+                        f"{what}: its pyproject.toml has no static `[project] version`, which "
+                        "envd needs to name the sdist it makes of the commit",
+                        hint="build a wheel of that commit and name it by URL "
+                        f"(`{name} @ https://host/{wheel}`)",
+                    )
+                versions.append(version)
+                return d.sdist_filename(name, version).removesuffix(".tar.gz") + "/"
+
+            git.archive(repo, commit, tar, prefix_of, what=what, hint=hint)
+            version = versions[0]
+            data = d.stored_gzip(tar.read_bytes())
+        actual = hashlib.sha256(data).hexdigest()
+        if expected and actual not in expected:
+            raise urls.UrlDigestMismatch(
+                f"{what}: the sdist of that commit has sha256 {actual}, but {expected[0]} "
+                "is required",
+                hint="the commit's tree gives other bytes than when it was locked (another "
+                "git version?): if that is expected, run `envctl lock` again",
+            )
+        partial = dest.with_name(f".partial-{dest.name}")
+        partial.write_bytes(data)
+        partial.chmod(0o644)
+        os.replace(partial, dest)
+        return dest, version
 
     def _keep(self, path: Path, digest: str, filename: str) -> Path:
         kept = self._cache / digest / filename

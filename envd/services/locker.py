@@ -21,7 +21,7 @@ from envd.gateways.files import write_atomic
 from envd.gateways.store import ProjectRow, Store
 from envd.model.apt import parse_simulated_install, resolve_script
 from envd.model.cuda import accelerator_variant, min_driver_for_cuda, torch_pypi_cuda_constraint
-from envd.model.direct import with_url, without_fragment
+from envd.model.direct import git_parts, is_commit, is_vcs, with_url, without_fragment
 from envd.model.lockfile import (
     BaseLock,
     DebianPackage,
@@ -324,6 +324,12 @@ def direct_changes(python: tuple[PythonPackage, ...], direct: tuple[DirectUrl, .
     for requirement in direct:
         package = locked.get(requirement.name)
         url = without_fragment(requirement.url)
+        if is_vcs(url) and package is not None and package.url:
+            # A branch or tag was resolved when locking: the lock holds its commit then.
+            repo, ref = git_parts(url)
+            held, commit = git_parts(package.url)
+            if repo == held and (ref == commit or not is_commit(ref)):
+                url = package.url
         if package is None or package.url != url:
             was = (package.url or f"{package.version} from an index") if package else "nothing"
             reasons.append(f"{requirement.name}'s URL changed: {was} → {url}")

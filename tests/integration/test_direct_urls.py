@@ -3,11 +3,13 @@ sha256, built with hash checking and imported inside; tampering and unreachable 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.server
 import json
 import shutil
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -217,3 +219,98 @@ def test_a_changed_hash_in_a_requirements_file_is_drift(shared: Envctl, served: 
     check = shared("lock", "--check", str(path))
     assert check.returncode == 5, check.stderr
     assert f"{path / 'requirements.txt'}:2" in check.stderr and other in check.stderr
+
+
+def git(*args: str, cwd: Path) -> str:
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "HOME": str(cwd),
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def git_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A bare repository served over git's dumb HTTP protocol on 127.0.0.1 (a plain server)."""
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", served
+    server.shutdown()
+    server.server_close()
+
+
+def commit_version(work: Path, bare: Path, version: str, value: str) -> str:
+    (work / "vcspkg").mkdir(exist_ok=True)
+    (work / "vcspkg" / "__init__.py").write_text(f"VALUE = {value!r}\n")
+    (work / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["flit_core>=3.4,<4"]\nbuild-backend = "flit_core.buildapi"\n'
+        f'\n[project]\nname = "vcspkg"\nversion = "{version}"\ndescription = "a test"\n'
+    )
+    git("add", "-A", cwd=work)
+    git("commit", "-qm", version, cwd=work)
+    git("push", "-q", str(bare), "HEAD:refs/heads/main", cwd=work)
+    git("update-server-info", cwd=bare)
+    return git("rev-parse", "HEAD", cwd=work)
+
+
+def test_a_git_requirement_is_locked_to_its_commit_and_built_from_an_sdist_of_it(
+    shared: Envctl, git_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    base, served = git_server
+    work, bare = tmp_path / "work", served / "vcspkg.git"
+    work.mkdir()
+    git("init", "-q", "-b", "main", cwd=work)
+    git("init", "-q", "--bare", str(bare), cwd=tmp_path)
+    first = commit_version(work, bare, "0.7", "first")
+    url = f"git+{base}/vcspkg.git@main"
+
+    refused = project(shared, "vcsoff", [f"vcspkg @ {url}"])
+    proc = shared("lock", str(refused))
+    assert proc.returncode == 1 and "from_source: [vcspkg]" in proc.stderr, proc.stderr
+
+    path = project(shared, "vcsone", [f"vcspkg @ {url}"], "build: {from_source: [vcspkg]}\n")
+    shared.ok("lock", str(path))
+    entry = python_entries(path)["vcspkg"]
+    assert entry["url"] == f"git+{base}/vcspkg.git@{first}"  # the branch, as its commit
+    assert entry["version"] == "0.7" and len(entry["hashes"]) == 1
+    out = shared.ok("enter", str(path), "--", "python", "-c", "import vcspkg; print(vcspkg.VALUE)")
+    assert out.strip() == "first"
+
+    # The branch moves on: the lock keeps its commit, and is still in sync with envd.yaml.
+    commit_version(work, bare, "0.8", "second")
+    assert shared("lock", "--check", str(path)).returncode == 0
+    assert python_entries(path)["vcspkg"]["url"].endswith(first)
+    # Pinning another commit in envd.yaml is drift.
+    spec = (path / "envd.yaml").read_text()
+    (path / "envd.yaml").write_text(spec.replace("@main", f"@{'0' * 40}"))
+    check = shared("lock", "--check", str(path))
+    assert check.returncode == 5 and "vcspkg" in check.stderr, check.stderr
+    proc = shared("lock", str(path))  # no such commit there: named, the lock kept
+    assert proc.returncode == 8, proc.stderr
+    assert f"{path / 'envd.yaml'}:6" in proc.stderr and "vcspkg" in proc.stderr
+    (path / "envd.yaml").write_text(spec)
+
+    # The same commit gives the same sdist anywhere: without the cache it is made again.
+    digest = entry["hashes"][0].removeprefix("sha256:")
+    shutil.rmtree(url_cache(shared) / digest)
+    again = project(
+        shared,
+        "vcstwo",
+        [f"vcspkg @ git+{base}/vcspkg.git@{first}"],
+        "build: {from_source: [vcspkg]}\n",
+    )
+    shared.ok("lock", str(again))
+    assert python_entries(again)["vcspkg"]["hashes"] == entry["hashes"]

@@ -82,8 +82,10 @@ def test_a_requirements_file_url_takes_its_hash_options_and_names_the_file_line(
     ("requirement", "expect"),
     [
         ("x @ git+https://github.com/o/x", "only to an exact commit"),
-        ("x @ git+https://github.com/o/x@main", "the ref `main`"),
-        ("x @ git+https://github.com/o/x@" + "a" * 40, "does not install VCS requirements yet"),
+        ("x @ git+https://github.com/o/x@main", "from_source: [x]"),
+        ("x @ git+ssh://git@github.com/o/x@" + "a" * 40, "only git over https"),
+        ("x @ hg+https://h.org/x", "only git over https"),
+        ("x @ git+https://me:tok@github.com/o/x", "must not hold credentials"),
         ("x @ https://user:pw@h.org/x-1.0-py3-none-any.whl", "must not hold credentials"),
         ("x @ file:///opt/x-1.0-py3-none-any.whl", "local path requirement"),
         ("x @ https://h.org/download?id=3", "neither a wheel"),
@@ -142,6 +144,42 @@ def test_the_url_helpers() -> None:
     )
 
 
+def test_git_helpers() -> None:
+    assert direct.git_parts("git+https://h.org/o/r.git@v1.2#egg=r") == (
+        "https://h.org/o/r.git",
+        "v1.2",
+    )
+    assert direct.git_parts("git+https://h.org/o/r") == ("https://h.org/o/r", "HEAD")
+    assert direct.is_commit("a" * 40) and not direct.is_commit("A" * 40)
+    assert direct.static_version('[project]\nname = "r"\nversion = "1.0"\n') == "1.0"
+    assert direct.static_version('[project]\nname = "r"\ndynamic = ["version"]\n') is None
+    assert direct.static_version("not toml [") is None
+    commit = "c" * 40
+    url = direct.git_locked_url("https://h.org/o/r", commit)
+    assert (
+        direct.install_requirement("r-x", url, "1.0") == "r-x @ file:///mnt/direct/r_x-1.0.tar.gz"
+    )
+
+
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 200_001])
+def test_stored_gzip_is_plain_gzip_and_the_same_bytes_every_time(size: int) -> None:
+    import gzip
+
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    packed = direct.stored_gzip(data)
+    assert gzip.decompress(packed) == data
+    assert packed == direct.stored_gzip(data)
+    assert len(packed) == 18 + len(data) + 5 * max(1, -(-size // 65535))
+
+
+def test_a_spec_takes_a_git_requirement_only_with_from_source() -> None:
+    spec = parse(
+        "base: {debian: bookworm}\nbuild: {from_source: [r]}\n"
+        "packages: ['r @ git+https://h.org/o/r@main']\n"
+    )
+    assert spec.direct[0].url == "git+https://h.org/o/r@main"
+
+
 # ---------------------------------------------------------------- the lock record
 
 
@@ -171,9 +209,16 @@ def test_a_hand_edited_url_is_named() -> None:
         lockfile.loads(edited, "envd.lock")
 
 
+def test_a_git_package_at_a_commit_round_trips() -> None:
+    url = direct.git_locked_url("https://h.org/o/r", "e" * 40)
+    lock = make_lock(python=(PythonPackage("r", "1.0", (f"sha256:{DIGEST}",), "", url),))
+    assert lockfile.loads(lockfile.dumps(lock), "envd.lock") == lock
+
+
 @pytest.mark.parametrize(
     "package",
     [
+        PythonPackage("r", "1.0", (f"sha256:{DIGEST}",), "", "git+https://h.org/o/r@main"),
         PythonPackage(
             "tiny-pkg", "1.2.0", (f"sha256:{DIGEST}", "sha256:" + "c" * 64), "", WHEEL_URL
         ),
@@ -244,6 +289,16 @@ def test_direct_changes_name_a_moved_url_and_a_changed_digest() -> None:
     ]
     [reason] = direct_changes(locked, wanted(WHEEL_URL, ("ef" * 32,)))
     assert "required sha256 changed (/p/r.txt:3)" in reason and "ef" * 32 in reason
+    commit = "d" * 40
+    git_locked = (url_package(url=f"git+https://h.org/r@{commit}"),)
+
+    def git_wanted(ref: str) -> tuple[DirectUrl, ...]:
+        url = f"git+https://h.org/r@{ref}"
+        return (DirectUrl("tiny-pkg", f"tiny-pkg @ {url}", url, (), "/p/envd.yaml", 5),)
+
+    assert direct_changes(git_locked, git_wanted("main")) == []  # a branch: its locked commit
+    assert direct_changes(git_locked, git_wanted(commit)) == []
+    assert "URL changed" in direct_changes(git_locked, git_wanted("e" * 40))[0]
     index_pin = (dataclasses.replace(url_package(), url=""),)
     assert "1.2.0 from an index" in direct_changes(index_pin, wanted(WHEEL_URL))[0]
 
@@ -368,3 +423,33 @@ def test_direct_files_lock_names_the_requirement_and_where(files: Files, tmp_pat
     assert info.value.message.startswith(f"/p/envd.yaml:6: `tiny-pkg @ {url}`: the direct URL")
     assert "tiny-pkg==VERSION" in (info.value.hint or "")
     assert [p.name for p in (tmp_path / "incoming").iterdir()] == []
+
+
+def test_resolve_ref_finds_branches_and_tags_and_names_a_missing_one(tmp_path: Path) -> None:
+    import subprocess
+
+    from envd.gateways import git
+
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
+    env |= {"GIT_COMMITTER_EMAIL": "t@t", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+
+    def run(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=tmp_path, env=env, capture_output=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.decode().strip()
+
+    run("init", "-q", "-b", "main")
+    run("commit", "-q", "--allow-empty", "-m", "one")
+    first = run("rev-parse", "HEAD")
+    run("tag", "-a", "v1", "-m", "v1")  # annotated: the commit, not the tag object
+    run("commit", "-q", "--allow-empty", "-m", "two")
+    second = run("rev-parse", "HEAD")
+    repo = str(tmp_path)
+    assert git.resolve_ref(repo, "main", what="w", hint="h") == second
+    assert git.resolve_ref(repo, "v1", what="w", hint="h") == first
+    assert git.resolve_ref(repo, "HEAD", what="w", hint="h") == second
+    with pytest.raises(git.GitUnreachable, match="no branch or tag `nope`") as info:
+        git.resolve_ref(repo, "nope", what="envd.yaml:4", hint="h")
+    assert info.value.exit_code == EXIT_REGISTRY
+    with pytest.raises(git.GitUnreachable, match="failed"):
+        git.resolve_ref(str(tmp_path / "missing"), "main", what="w", hint="h")
