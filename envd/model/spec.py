@@ -14,7 +14,10 @@ Keys (all but `base` optional):
     python: "3.11"
     system: [git]            # Debian packages, optionally `=version`
     packages: [numpy>=1.26]  # PEP 508: by name, or `name @ https://.../file.whl[#sha256=...]`
-                             #   (locked by URL and sha256); VCS and local paths are refused
+                             #   (locked by URL and sha256; an sdist only with from_source),
+                             #   or `name @ git+https://host/repo@REF` (locked to its commit,
+                             #   with from_source); local paths are refused
+    build: {from_source: [name, ...]}  # packages built from source (sdists, git)
     requirements: FILE | [FILE, ...]   # requirements files inside the project (no `..`)
     constraints: [PEP 508, ...]        # optional; stored, not yet used
     overrides: [PEP 508, ...]          # optional; stored, not yet used
@@ -383,8 +386,9 @@ def _direct_reference(text: str) -> str | None:
 
 
 _DIRECT_HINT = (
-    "envd pins every package by version and sha256 from a package index: name a released "
-    "version (e.g. `pkg==1.2`), and add its index under `indexes:` if it is not on PyPI"
+    "envd pins every package by version and sha256: name a released version (e.g. "
+    "`pkg==1.2`, with its index under `indexes:` if it is not on PyPI), or, in `packages:` or "
+    "a requirements file, a file by URL (`pkg @ https://host/pkg-1.2-py3-none-any.whl`)"
 )
 
 

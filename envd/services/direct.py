@@ -136,6 +136,12 @@ class DirectFiles:
 
             git.archive(repo, commit, tar, prefix_of, what=what, hint=hint)
             version = versions[0]
+            if tar.stat().st_size > urls.MAX_BYTES:
+                raise LockError(
+                    f"{what}: the commit's tree is larger than {urls.MAX_BYTES} bytes, more "
+                    "than envd takes for one package",
+                    hint="build a wheel of that commit and name it by URL",
+                )
             data = d.stored_gzip(tar.read_bytes())
         actual = hashlib.sha256(data).hexdigest()
         if expected and actual not in expected:
