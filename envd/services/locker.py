@@ -324,7 +324,9 @@ def direct_changes(python: tuple[PythonPackage, ...], direct: tuple[DirectUrl, .
     for requirement in direct:
         package = locked.get(requirement.name)
         url = without_fragment(requirement.url)
-        if is_vcs(url) and package is not None and package.url:
+        if package is None and Requirement(requirement.requirement).marker is not None:
+            continue  # (a marker this target does not match: nothing to lock)
+        if is_vcs(url) and package is not None and is_vcs(package.url):
             # A branch or tag was resolved when locking: the lock holds its commit then.
             repo, ref = git_parts(url)
             held, commit = git_parts(package.url)

@@ -299,6 +299,9 @@ def test_direct_changes_name_a_moved_url_and_a_changed_digest() -> None:
     assert direct_changes(git_locked, git_wanted("main")) == []  # a branch: its locked commit
     assert direct_changes(git_locked, git_wanted(commit)) == []
     assert "URL changed" in direct_changes(git_locked, git_wanted("e" * 40))[0]
+    assert "URL changed" in direct_changes(locked, git_wanted("main"))[0]  # was https
+    elsewhere = f"tiny-pkg @ {WHEEL_URL} ; sys_platform == 'win32'"
+    assert direct_changes((), (DirectUrl("tiny-pkg", elsewhere, WHEEL_URL, (), "/p/e", 1),)) == []
     index_pin = (dataclasses.replace(url_package(), url=""),)
     assert "1.2.0 from an index" in direct_changes(index_pin, wanted(WHEEL_URL))[0]
 
