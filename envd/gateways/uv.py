@@ -60,6 +60,7 @@ def resolve(
     cache_dir: str | None = None,
     extra_constraints: Sequence[str] = (),
     from_source: Sequence[str] = (),
+    direct: Mapping[str, PythonPackage] | None = None,
 ) -> tuple[PythonPackage, ...]:
     """Resolve `requirements` to exact versions and sha256 hashes for one Python and platform.
 
@@ -68,6 +69,10 @@ def resolve(
     `upgrade_packages`, or all of them with `upgrade`. Only wheels are taken, except for the
     packages in `from_source`, so a package with no wheel for the target is named here, at
     lock time, never built by accident.
+
+    `direct`: the direct URL packages, by canonical name, as locked (URL, version, sha256);
+    `requirements` name their verified local copies (`name @ file:///...`), so uv reads
+    their dependencies from exactly those files.
     """
     for line in (*requirements, *extra_constraints):
         if not line.strip() or line.lstrip().startswith("-") or "\n" in line:
@@ -83,7 +88,8 @@ def resolve(
         source.write_text("".join(f"{r}\n" for r in requirements), encoding="utf-8")
         if not upgrade:
             output.write_text(
-                "".join(f"{p.name}=={p.version}\n" for p in preferences), encoding="utf-8"
+                "".join(f"{p.name}=={p.version}\n" for p in preferences if not p.url),
+                encoding="utf-8",
             )
         argv = [uv, "pip", "compile", str(source), "-o", str(output)]
         argv += ["--python-version", python_version, "--python-platform", target]
@@ -109,7 +115,7 @@ def resolve(
             raise _resolve_error(
                 result.stderr, requirements, indexes, f"Python {python_version} on {platform}"
             )
-        return parse_compiled(output.read_text(encoding="utf-8"), indexes)
+        return parse_compiled(output.read_text(encoding="utf-8"), indexes, direct)
 
 
 def python_platform_for(platform_tag: str, supported: Collection[str]) -> str:
@@ -146,13 +152,24 @@ def python_platform_for(platform_tag: str, supported: Collection[str]) -> str:
     )
 
 
-def parse_compiled(text: str, indexes: Sequence[str] = ()) -> tuple[PythonPackage, ...]:
-    """Packages from `uv pip compile --generate-hashes --emit-index-annotation` output."""
+def parse_compiled(
+    text: str, indexes: Sequence[str] = (), direct: Mapping[str, PythonPackage] | None = None
+) -> tuple[PythonPackage, ...]:
+    """Packages from `uv pip compile --generate-hashes --emit-index-annotation` output.
+
+    A `name @ file:///...` line is one of the `direct` URL packages, taken as locked."""
     entries: list[tuple[str, str, list[str], str]] = []
+    taken: list[PythonPackage] = []
     for raw in text.splitlines():
         line = raw.rstrip().removesuffix("\\").strip()
         if not line or (line.startswith("#") and not raw[:1].isspace()):
             continue
+        if not raw[:1].isspace() and " @ " in line:
+            named = canonicalize_name(line.split(" @ ", 1)[0].split("[", 1)[0].strip())
+            if direct and named in direct:
+                taken.append(direct[named])
+                entries.append((named, "", ["direct"], "direct"))  # its --hash lines follow
+                continue
         if not raw[:1].isspace():
             name, version = _pin(line)
             entries.append((name, version, [], ""))
@@ -160,11 +177,13 @@ def parse_compiled(text: str, indexes: Sequence[str] = ()) -> tuple[PythonPackag
             raise LockError(f"unexpected line in uv's output: {raw!r}")
         elif line.startswith("--hash="):
             entries[-1][2].append(line.removeprefix("--hash="))
-        elif line.startswith("# from "):
+        elif line.startswith("# from ") and entries[-1][3] != "direct":
             name, version, hashes, _ = entries[-1]
             entries[-1] = (name, version, hashes, _index_name(line[7:].strip(), indexes))
-    packages = []
+    packages = list(taken)
     for name, version, hashes, index in entries:
+        if index == "direct":
+            continue
         sha256 = sorted({h for h in hashes if re.fullmatch(r"sha256:[0-9a-f]{64}", h)})
         if not sha256:
             where = index or PYPI_SIMPLE

@@ -40,6 +40,11 @@ class PythonPackage:
     version: str
     hashes: tuple[str, ...]  # "sha256:<hex>", sorted
     index: str = ""  # index URL the artifacts come from; "" means PyPI
+    # A direct URL requirement's file (no fragment): then `hashes` is that one file's sha256,
+    # `version` the one its file name carries, and `index` is "". A git requirement:
+    # `git+https://host/repo@<commit>`, hashed as the sdist envd makes of that commit
+    # (envd.model.direct). "" for index packages.
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,7 @@ class LockEdited(LockError):
 
 _T = TypeVar("_T", bound="DataclassInstance")
 _SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
+_GIT_AT_COMMIT = re.compile(r"git\+https?://[^#\s]+@[0-9a-f]{40}")
 _RELOCK_HINT = "run `envctl lock` to write it again"
 
 
@@ -176,6 +182,9 @@ def _inputs_dict(inputs: Inputs) -> dict[str, Any]:
 def _lock_dict(lock: LockFile) -> dict[str, Any]:
     data = dataclasses.asdict(lock)
     data["inputs"] = _inputs_dict(lock.inputs)
+    for package in data["python"]:
+        if not package["url"]:
+            del package["url"]  # an index package reads, hashes and verifies as it always did
     return data
 
 
@@ -215,7 +224,8 @@ def integrity(lock: LockFile) -> tuple[tuple[str, str], ...]:
     for d in sorted(lock.system, key=lambda d: (d.name, d.arch, d.version)):
         facts.append((f"debian {d.name}", short(dataclasses.asdict(d))))
     for p in sorted(lock.python, key=lambda p: p.name):
-        facts.append((f"python {p.name} version", short([p.version, p.index])))
+        where = [p.version, p.index, p.url] if p.url else [p.version, p.index]
+        facts.append((f"python {p.name} version", short(where)))
         facts.append((f"python {p.name} sha256", short(sorted(p.hashes))))
     root = _lock_dict(dataclasses.replace(lock, integrity=()))
     return (*facts, ("root", hashlib.sha256(_canonical_json(root)).hexdigest()))
@@ -278,6 +288,20 @@ def loads(text: str, source: str) -> LockFile:
         seen.add(package.name)
         if not package.hashes or not all(_SHA256.fullmatch(h) for h in package.hashes):
             raise _corrupt(source, f"python[{i}]: {package.name} needs sha256 hashes")
+        if package.url and (
+            len(package.hashes) != 1
+            or package.index
+            or not (
+                _GIT_AT_COMMIT.fullmatch(package.url)
+                or (package.url.startswith(("https://", "http://")) and "#" not in package.url)
+            )
+        ):
+            raise _corrupt(
+                source,
+                f"python[{i}]: {package.name} from {package.url} needs exactly one sha256, "
+                "an http(s) URL without a fragment (or git+http(s) at a 40-hex commit), and no "
+                "index",
+            )
     edits = integrity_changes(lock)
     if edits:
         edited = tuple(

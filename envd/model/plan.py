@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from envd.model.direct import install_requirement
 from envd.model.lockfile import LockFile
 
 VENV = "/opt/venv"
@@ -101,17 +102,25 @@ def lock_hash(lock: LockFile) -> str:
         lock.inputs_hash,
         lock.base.digest,
         [(p.name, p.version) for p in lock.system],
-        [(p.name, p.version, list(p.hashes), p.index) for p in lock.python],
+        [
+            (p.name, p.version, list(p.hashes), p.index, *([p.url] if p.url else []))
+            for p in lock.python
+        ],
     ]
     return "sha256:" + hashlib.sha256(json.dumps(content).encode()).hexdigest()
 
 
 def requirements_text(lock: LockFile) -> str:
-    """The lock's Python packages as a hashed requirements file (uv/pip --require-hashes)."""
+    """The lock's Python packages as a hashed requirements file (uv/pip --require-hashes).
+
+    A direct URL package is its verified local copy (see envd.services.direct), by hash too."""
     lines = []
     for p in lock.python:
         hashes = "".join(f" \\\n    --hash={h}" for h in p.hashes)
-        lines.append(f"{p.name}=={p.version}{hashes}")
+        pinned = (
+            install_requirement(p.name, p.url, p.version) if p.url else f"{p.name}=={p.version}"
+        )
+        lines.append(f"{pinned}{hashes}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 

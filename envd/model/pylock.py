@@ -127,7 +127,8 @@ def render_pylock(
 def _package(package: PythonPackage, known: Mapping[str, ArtifactFile]) -> dict[str, Any]:
     files = sorted((known[h] for h in set(package.hashes) if h in known), key=lambda f: f.filename)
     entry: dict[str, Any] = {"name": package.name, "version": package.version}
-    entry["index"] = package.index or PYPI_SIMPLE
+    if not package.url:  # (a direct URL package's file names its URL, from no index)
+        entry["index"] = package.index or PYPI_SIMPLE
     sdists = [f for f in files if f.is_sdist]
     if sdists:
         entry["sdist"] = _file(sdists[0])  # PEP 751 has room for one; the first by name

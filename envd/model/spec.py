@@ -13,7 +13,11 @@ Keys (all but `base` optional):
     base: {image: REF} | {debian: SUITE}
     python: "3.11"
     system: [git]            # Debian packages, optionally `=version`
-    packages: [numpy>=1.26]  # PEP 508, by name: direct URLs, VCS and local paths are refused
+    packages: [numpy>=1.26]  # PEP 508: by name, or `name @ https://.../file.whl[#sha256=...]`
+                             #   (locked by URL and sha256; an sdist only with from_source),
+                             #   or `name @ git+https://host/repo@REF` (locked to its commit,
+                             #   with from_source); local paths are refused
+    build: {from_source: [name, ...]}  # packages built from source (sdists, git)
     requirements: FILE | [FILE, ...]   # requirements files inside the project (no `..`)
     constraints: [PEP 508, ...]        # optional; stored, not yet used
     overrides: [PEP 508, ...]          # optional; stored, not yet used
@@ -49,6 +53,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from envd.errors import SpecError
+from envd.model import direct as direct_urls
 from envd.model import reqfiles
 
 SPEC_FILENAME = "envd.yaml"
@@ -103,6 +108,28 @@ class FilePin:
 
 
 @dataclass(frozen=True)
+class DirectUrl:
+    """A direct URL requirement (`name @ https://...`): locked by the URL's file and its sha256.
+
+    `url` is as written (a `#sha256=` fragment kept); `sha256` the digests the requirement
+    allows (its fragment, or a requirements file's `--hash` options), () for any; `source`
+    the absolute file that names it and `line` where.
+    """
+
+    name: str  # canonical
+    requirement: str  # normalised, as in Spec.all_requirements
+    url: str
+    sha256: tuple[str, ...]
+    source: str
+    line: int | None = None
+    key_path: str = ""  # `packages[i]` in envd.yaml; "" in a requirements file
+
+    @property
+    def where(self) -> str:
+        return self.source if self.line is None else f"{self.source}:{self.line}"
+
+
+@dataclass(frozen=True)
 class Spec:
     """A validated envd.yaml. Requirement strings are normalised (str(packaging Requirement))."""
 
@@ -133,6 +160,8 @@ class Spec:
     from_source: tuple[str, ...] = ()
     # Exact pins (with hashes) from the files named in `requirements:`, in the order read.
     pins: tuple[FilePin, ...] = ()
+    # Direct URL requirements of `packages` and requirements files, in the order written.
+    direct: tuple[DirectUrl, ...] = ()
 
     @property
     def all_requirements(self) -> tuple[str, ...]:
@@ -357,14 +386,27 @@ def _direct_reference(text: str) -> str | None:
 
 
 _DIRECT_HINT = (
-    "envd pins every package by version and sha256 from a package index: name a released "
-    "version (e.g. `pkg==1.2`), and add its index under `indexes:` if it is not on PyPI"
+    "envd pins every package by version and sha256: name a released version (e.g. "
+    "`pkg==1.2`, with its index under `indexes:` if it is not on PyPI), or, in `packages:` or "
+    "a requirements file, a file by URL (`pkg @ https://host/pkg-1.2-py3-none-any.whl`)"
 )
 
 
-def _check_requirement(text: str) -> str:
-    """The normalised requirement, or _BadRequirement (message and hint)."""
+def _check_requirement(text: str, *, allow_url: bool = False) -> str:
+    """The normalised requirement, or _BadRequirement (message and hint).
+
+    `allow_url`: a direct URL requirement (`name @ https://...`) is taken, locked by URL and
+    sha256; VCS requirements and local paths are refused either way, saying why."""
     kind = _direct_reference(text)
+    if kind is not None and allow_url and kind.startswith(("a URL", "a VCS")):
+        try:
+            direct_urls.check_url(text)
+        except InvalidRequirement:
+            pass  # said below
+        except direct_urls.DirectUrlProblem as exc:
+            raise _BadRequirement(exc.message, exc.hint) from None
+        else:
+            return str(Requirement(text))
     if kind is not None:
         raise _BadRequirement(f"`{text}` is {kind}, which envd does not support yet", _DIRECT_HINT)
     try:
@@ -400,6 +442,7 @@ class _Read:
     constraints: tuple[str, ...] = ()
     pins: tuple[FilePin, ...] = ()
     indexes: tuple[str, ...] = ()
+    direct: tuple[DirectUrl, ...] = ()
 
     def plus(self, other: _Read) -> _Read:
         return _Read(
@@ -408,6 +451,7 @@ class _Read:
             constraints=self.constraints + other.constraints,
             pins=self.pins + other.pins,
             indexes=self.indexes + tuple(i for i in other.indexes if i not in self.indexes),
+            direct=self.direct + other.direct,
         )
 
 
@@ -610,6 +654,9 @@ class _Parser:
         name = self.name(values.get("name"))
         base = self.base(values["base"])
         read = self.requirements(values.get("requirements"), has_project="project" in values)
+        packages, direct = self.packages(values.get("packages"))
+        from_source = self.build(values.get("build"))
+        self.check_direct(direct + read.direct, from_source)
         files, requirements = read.files, read.requirements
         steps = self.setup(values.get("setup"))
         indexes = list(self.indexes(values.get("indexes")))
@@ -620,7 +667,7 @@ class _Parser:
             base=base,
             python=self.python(values.get("python")),
             system=tuple(self.system(values.get("system"))),
-            packages=self.pep508_list(values.get("packages"), "packages"),
+            packages=packages,
             requirements_file=files[0] if files else None,
             requirements=requirements,
             indexes=tuple(indexes),
@@ -638,8 +685,9 @@ class _Parser:
             project=self.project(values.get("project")),
             runs=self.runs(values.get("runs")),
             setup_steps=steps,
-            from_source=self.build(values.get("build")),
+            from_source=from_source,
             pins=read.pins,
+            direct=direct + read.direct,
         )
 
     def version(self, node: yaml.Node | None) -> int:
@@ -838,6 +886,71 @@ class _Parser:
         except _BadRequirement as exc:
             raise self.error(exc.message, node, path, hint=exc.hint) from None
 
+    def packages(self, node: yaml.Node | None) -> tuple[tuple[str, ...], tuple[DirectUrl, ...]]:
+        """`packages:`, and the direct URL requirements among them."""
+        if node is None:
+            return (), ()
+        out: list[str] = []
+        direct: list[DirectUrl] = []
+        for i, (text, item) in enumerate(self.strings(node, "packages")):
+            path = f"packages[{i}]"
+            try:
+                requirement = _check_requirement(text, allow_url=True)
+            except _BadRequirement as exc:
+                raise self.error(exc.message, item, path, hint=exc.hint) from None
+            out.append(requirement)
+            parsed = Requirement(requirement)
+            if parsed.url:
+                digest = direct_urls.fragment_sha256(parsed.url)
+                direct.append(
+                    DirectUrl(
+                        canonicalize_name(parsed.name),
+                        requirement,
+                        parsed.url,
+                        (digest,) if digest else (),
+                        self.source,
+                        _line(item),
+                        path,
+                    )
+                )
+        return tuple(out), tuple(direct)
+
+    def check_direct(self, direct: tuple[DirectUrl, ...], from_source: tuple[str, ...]) -> None:
+        """Each direct URL names a wheel or sdist of its project; an sdist only when
+        `build: {from_source: [...]}` names the project (nothing is built by accident)."""
+        for d in direct:
+            if direct_urls.is_vcs(d.url):
+                if d.name not in from_source:
+                    raise SpecError(
+                        direct_urls.vcs_problem(d.requirement).message,
+                        file=d.source,
+                        line=d.line,
+                        key_path=d.key_path,
+                        hint=f"add `build: {{from_source: [{d.name}]}}` to envd.yaml (with a "
+                        "compiler in `system:` if it has C code), or name a wheel by URL",
+                    )
+                continue
+            try:
+                artifact = direct_urls.artifact_of(d.url, d.name)
+            except direct_urls.DirectUrlProblem as exc:
+                raise SpecError(
+                    f"`{d.requirement}`: {exc.message}",
+                    file=d.source,
+                    line=d.line,
+                    key_path=d.key_path,
+                    hint=exc.hint,
+                ) from None
+            if not artifact.wheel and d.name not in from_source:
+                raise SpecError(
+                    f"`{d.requirement}` is an sdist ({artifact.filename}), and envd builds "
+                    "nothing from source unless envd.yaml says so",
+                    file=d.source,
+                    line=d.line,
+                    key_path=d.key_path,
+                    hint=f"add `build: {{from_source: [{d.name}]}}` to envd.yaml (with a "
+                    "compiler in `system:` if it has C code), or point the URL at a wheel",
+                )
+
     def pep508_list(self, node: yaml.Node | None, key: str) -> tuple[str, ...]:
         if node is None:
             return ()
@@ -1014,15 +1127,32 @@ class _Parser:
                 hint="remove this line and add `project: editable` (or `install`) to envd.yaml",
             )
         requirements = []
+        direct: list[DirectUrl] = []
+        url_pins = {p.name: p for p in parsed.pins if p.url is not None}
         for requirement, (where, number) in zip(
             parsed.requirements, parsed.requirement_lines, strict=True
         ):
             try:
-                requirements.append(_check_requirement(requirement))
+                requirements.append(_check_requirement(requirement, allow_url=True))
             except _BadRequirement as bad:
                 raise SpecError(
                     bad.message, file=self.absolute(where), line=number, hint=bad.hint
                 ) from None
+            written = Requirement(requirements[-1])
+            if written.url:
+                name = canonicalize_name(written.name)
+                pin = url_pins.get(name)
+                digests = tuple(d.lower() for d in pin.sha256) if pin else ()
+                direct.append(
+                    DirectUrl(
+                        name,
+                        requirements[-1],
+                        written.url,
+                        digests,
+                        self.absolute(where),
+                        number,
+                    )
+                )
         constraints = []
         for constraint, (where, number) in zip(
             parsed.constraints, parsed.constraint_lines, strict=True
@@ -1051,6 +1181,7 @@ class _Parser:
             constraints=tuple(constraints),
             pins=tuple(pins),
             indexes=self.file_indexes(parsed, text, source),
+            direct=tuple(direct),
         )
 
     def explained(

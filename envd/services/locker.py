@@ -21,6 +21,7 @@ from envd.gateways.files import write_atomic
 from envd.gateways.store import ProjectRow, Store
 from envd.model.apt import parse_simulated_install, resolve_script
 from envd.model.cuda import accelerator_variant, min_driver_for_cuda, torch_pypi_cuda_constraint
+from envd.model.direct import git_parts, is_commit, is_vcs, with_url, without_fragment
 from envd.model.lockfile import (
     BaseLock,
     DebianPackage,
@@ -31,10 +32,11 @@ from envd.model.lockfile import (
     hash_inputs,
     inputs_from_spec,
 )
-from envd.model.spec import LOCK_FILENAME, FilePin, Spec
+from envd.model.spec import LOCK_FILENAME, DirectUrl, FilePin, Spec
 from envd.model.target import check_python, inspect_target
 from envd.progress import Progress, Reporter
 from envd.services.debian_base import DEFAULT_MIRROR, ensure_debian_base
+from envd.services.direct import DirectFiles
 from envd.services.projects import LockState, Projects, lock_path
 
 
@@ -61,6 +63,7 @@ class Locker:
         self._events = events
         self._target_cache = target_cache  # the Python target read from a base, by its digest
         self._cache_dir = cache_dir
+        self._direct = DirectFiles(cache_dir / "urls")
 
     # ------------------------------------------------------------ public
 
@@ -69,9 +72,12 @@ class Locker:
         state = self._projects.lock_state(row)
         if state.lock is None:
             raise LockStale(f"{state.path} does not exist", hint=f"run `envctl lock {row.name}`")
-        if state.reasons:
+        reasons = state.reasons
+        if not reasons:
+            reasons = tuple(direct_changes(state.lock.python, self._projects.spec(row).direct))
+        if reasons:
             raise LockStale(
-                f"{state.path} is out of date: " + "; ".join(state.reasons),
+                f"{state.path} is out of date: " + "; ".join(reasons),
                 hint=f"run `envctl lock {row.name}` and commit envd.lock",
             )
         return LockOutcome(state.path, state.lock, changed=False, in_sync=True, reasons=())
@@ -125,6 +131,8 @@ class Locker:
         reasons = state.reasons if previous else ("new lock",)
         if previous is not None and not reasons and not _pins_hold(previous.python, spec.pins):
             reasons = ("the hashes in a requirements file changed",)
+        if previous is not None and not reasons:
+            reasons = tuple(direct_changes(previous.python, spec.direct))
         if previous is not None and not reasons and not upgrade and not upgrade_packages:
             # In sync: nothing to resolve (`--upgrade` re-resolves on purpose).
             return LockOutcome(path, previous, changed=False, in_sync=True, reasons=())
@@ -149,8 +157,9 @@ class Locker:
             Progress("resolve", f"resolving {len(spec.all_requirements)} requirements with uv")
         )
         keep = () if upgrade or previous is None else previous.python
+        direct, requirements = self._direct_files(spec, progress)
         python = uv.resolve(
-            spec.all_requirements,
+            requirements,
             python_version=target.python_version,
             platform=target.platform,
             indexes=spec.indexes,
@@ -160,6 +169,7 @@ class Locker:
             cache_dir=str(self._cache_dir / "uv"),
             extra_constraints=_cuda_constraints(spec) + spec.constraints,
             from_source=spec.from_source,
+            direct=direct,
         )
         python = keep_file_hashes(python, spec.pins)
         lock = LockFile(
@@ -185,6 +195,27 @@ class Locker:
         return LockOutcome(path, lock, changed=changed, in_sync=True, reasons=reasons)
 
     # ------------------------------------------------------------ pieces
+
+    def _direct_files(
+        self, spec: Spec, progress: Reporter
+    ) -> tuple[dict[str, PythonPackage], tuple[str, ...]]:
+        """Each direct URL requirement's file, downloaded and verified: the lock's entries, and
+        the requirements with those URLs pointing at the verified local copies (for uv)."""
+        locked: dict[str, PythonPackage] = {}
+        local: dict[str, str] = {}
+        for requirement in spec.direct:
+            progress(Progress("resolve", f"downloading {requirement.url}"))
+            package, path = self._direct.lock(requirement)
+            other = locked.get(package.name)
+            if other is not None and other != package:
+                raise LockError(
+                    f"{requirement.where}: {package.name} is named by two different direct "
+                    f"URLs ({other.url} and {package.url})",
+                    hint="name each package by one URL",
+                )
+            locked[package.name] = package
+            local[requirement.requirement] = with_url(requirement.requirement, path.as_uri())
+        return locked, tuple(local.get(r, r) for r in spec.all_requirements)
 
     def _base(
         self, spec: Spec, previous: LockFile | None, upgrade: bool, progress: Reporter
@@ -283,6 +314,35 @@ def _pins_hold(python: tuple[PythonPackage, ...], pins: tuple[FilePin, ...]) -> 
             )
     # A version no longer locked is a changed requirement, which the lock's inputs name.
     return all(locked.get(key, digests) == digests for key, digests in wanted.items())
+
+
+def direct_changes(python: tuple[PythonPackage, ...], direct: tuple[DirectUrl, ...]) -> list[str]:
+    """How the direct URL requirements differ from what the lock holds for them: a URL or a
+    required sha256 that the locked file no longer matches (one reason each)."""
+    locked = {p.name: p for p in python}
+    reasons = []
+    for requirement in direct:
+        package = locked.get(requirement.name)
+        url = without_fragment(requirement.url)
+        if package is None and Requirement(requirement.requirement).marker is not None:
+            continue  # (a marker this target does not match: nothing to lock)
+        if is_vcs(url) and package is not None and is_vcs(package.url):
+            # A branch or tag was resolved when locking: the lock holds its commit then.
+            repo, ref = git_parts(url)
+            held, commit = git_parts(package.url)
+            if repo == held and (ref == commit or not is_commit(ref)):
+                url = package.url
+        if package is None or package.url != url:
+            was = (package.url or f"{package.version} from an index") if package else "nothing"
+            reasons.append(f"{requirement.name}'s URL changed: {was} → {url}")
+        elif requirement.sha256 and not {f"sha256:{h}" for h in requirement.sha256} & set(
+            package.hashes
+        ):
+            reasons.append(
+                f"{requirement.name}'s required sha256 changed ({requirement.where}): "
+                f"locked {package.hashes[0]}, required sha256:{requirement.sha256[0]}"
+            )
+    return reasons
 
 
 def _version_key(version: str) -> str:

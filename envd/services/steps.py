@@ -20,9 +20,11 @@ from envd.gateways.engine import CommitSpec, Engine, Mount
 from envd.gateways.store import Store
 from envd.gateways.trust import host_ca_bundle
 from envd.model import plan as p
+from envd.model.direct import DIRECT_DIR
 from envd.model.lockfile import LockFile
 from envd.progress import Progress, Reporter
 from envd.services.debian_base import restore_debian_base
+from envd.services.direct import DirectFiles
 
 STEP_ROLE = {"envd.role": "step"}
 # Under the envd home's namespace: step images NAMESPACE/cache:KEY, volumes NAMESPACE-uv-cache.
@@ -93,6 +95,7 @@ class StepRunner:
         debian_cache: Path,
         namespace: str = "envd",
         scratch: Path | None = None,
+        url_cache: Path | None = None,
     ) -> None:
         self._engine = engine
         self._store = store
@@ -100,6 +103,8 @@ class StepRunner:
         self._debian_cache = debian_cache
         self._namespace = namespace  # caches are this home's own: no other home writes them
         self._scratch = scratch  # where the private per-build folder goes (None: the system's)
+        # The verified files of direct URL packages, shared with the locker (cache/urls).
+        self._direct = DirectFiles(url_cache or debian_cache.parent / "urls")
 
     def cached(self, key: str) -> str | None:
         """A step's image when it is recorded and still on the engine (else forget it)."""
@@ -166,6 +171,8 @@ class StepRunner:
                     )
                 )
                 extra: dict[str, str] = {}
+                if step.name == "packages":
+                    self._place_direct(lock, run_dir, progress)
                 if step.name == "metadata":
                     progress(Progress("fingerprint", "reading the environment's fingerprint"))
                     extra = metadata_labels(parent, lock)
@@ -230,6 +237,15 @@ class StepRunner:
                 + f"add them to `system:` in envd.yaml, then `envctl lock {project}` and build "
                 "again",
             )
+
+    def _place_direct(self, lock: LockFile, run_dir: Path, progress: Reporter) -> None:
+        """The files of the lock's direct URL packages, at /mnt/direct for the packages step:
+        each exactly the bytes the lock's sha256 names (uv checks that hash again)."""
+        folder = run_dir / Path(DIRECT_DIR).relative_to(p.RUN_DIR)
+        for package in lock.python:
+            if package.url:
+                progress(Progress("packages", f"{package.name} {package.version}: {package.url}"))
+                self._direct.place(package, folder)
 
     def _size(self, image: str) -> int:
         info = self._engine.inspect_image(image)

@@ -18,7 +18,7 @@ from envd.errors import NotFound
 from envd.gateways.store import ProjectRow
 from envd.model.devcontainer import render_devcontainer
 from envd.model.lockfile import LockFile
-from envd.model.pylock import PYPI_SIMPLE, render_pylock
+from envd.model.pylock import PYPI_SIMPLE, ArtifactFile, render_pylock
 from envd.model.sbom import render_cyclonedx, render_spdx
 from envd.v1 import envd_pb2 as pb
 
@@ -32,7 +32,11 @@ class ExportRpc(RpcBase):
         lock = outcome.lock
         assert lock is not None
         # envd.lock pins each artifact by sha256 only; the index names the files (PEP 691).
-        files = self.services.index.files_of((p.index or PYPI_SIMPLE, p.name) for p in lock.python)
+        files = self.services.index.files_of(
+            (p.index or PYPI_SIMPLE, p.name) for p in lock.python if not p.url
+        )
+        # A direct URL package's one file is in the lock itself.
+        files += tuple(ArtifactFile(p.url, p.hashes[0]) for p in lock.python if p.url)
         return pb.ExportPylockReply(
             pylock=render_pylock(lock, files),
             lock_path=str(outcome.path),
