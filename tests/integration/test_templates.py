@@ -4,10 +4,13 @@ For a template: `envctl new X --template T`, build, `envctl enter X -- python -m
 project's tests, inside its image), `envctl enter X -- python -m X.train` (a recorded run), and
 `envctl trace X/models/...` names that run. One daemon for the module; each image is built once.
 
-- sklearn (scikit-learn, pandas): a ~0.5 GB image, about a minute to build with a warm uv cache.
-- jupyter (jupyterlab, pandas): about the same size; the server itself is checked to start.
-- pytorch-cpu and pytorch-cuda are not built here: torch is a download of gigabytes and this
-  suite never installs it. Their projects' tests run where torch is (`envctl new X --template
+Measured on 2 shared cores (build, tests, train, trace): sklearn (scikit-learn, pandas) a
+~500 MB image, 60-110 s; jupyter (jupyterlab, pandas) ~490 MB, about 90 s. No other test builds
+these (the bench builds environments/sklearn in its own home, and images are per home), so
+nothing is shared but the session's uv cache: the wheels are downloaded once.
+
+pytorch-cpu and pytorch-cuda are not built here: torch is a download of gigabytes and this
+  suite never installs it. Their projects' tests run where one may have torch (`envctl new X --template
   pytorch-cpu`, then `envctl enter X -- python -m pytest`).
 """
 
