@@ -10,8 +10,8 @@ these (the bench builds environments/sklearn in its own home, and images are per
 nothing is shared but the session's uv cache: the wheels are downloaded once.
 
 pytorch-cpu and pytorch-cuda are not built here: torch is a download of gigabytes and this
-  suite never installs it. Their projects' tests run where one may have torch (`envctl new X --template
-  pytorch-cpu`, then `envctl enter X -- python -m pytest`).
+suite never installs it. Their projects' tests run where one may have torch: `envctl new X
+--template pytorch-cpu`, then `envctl enter X -- python -m pytest`.
 """
 
 from __future__ import annotations
