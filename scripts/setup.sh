@@ -69,3 +69,17 @@ if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$sta
   .venv/bin/python -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
   touch "$stamp"
 fi
+
+# 4. An MLflow tracking server for the MLflow bridge's test, in its own virtualenv
+#    (.venv-mlflow; envd itself needs no mlflow package). ENVD_SKIP_MLFLOW=1 skips it.
+mlflow_stamp=.venv-mlflow/.envd-installed
+if [ "${ENVD_SKIP_MLFLOW:-0}" != 1 ] && { [ ! -f "$mlflow_stamp" ] ||
+  [ scripts/mlflow-server.txt -nt "$mlflow_stamp" ]; }; then
+  say "installing an MLflow server into .venv-mlflow (for tests/integration/test_mlflow_bridge.py)"
+  if .venv/bin/uv venv -q --allow-existing -p "$(command -v python3)" .venv-mlflow &&
+    VIRTUAL_ENV="$PWD/.venv-mlflow" .venv/bin/uv pip install -q -r scripts/mlflow-server.txt; then
+    touch "$mlflow_stamp"
+  else
+    say "warning: no MLflow server installed; the MLflow bridge's test will say so"
+  fi
+fi

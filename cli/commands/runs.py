@@ -46,6 +46,7 @@ def to_record(msg: pb.RunRecord) -> RunRecord:
         outputs=dict(msg.outputs),
         metrics=dict(msg.metrics),
         notes=tuple(msg.notes),
+        workdir=msg.workdir,
     )
 
 
@@ -148,6 +149,7 @@ def runs_show(obj: AppContext, run_id: str, show_diff: bool, as_json: bool) -> N
     click.echo(f"run          {r.id}" + ("  (imported)" if r.imported else ""))
     click.echo(f"project      {r.project}")
     click.echo(f"command      {shlex.join(r.command)}")
+    click.echo(f"directory    {r.workdir or '.'} (in the project)")
     click.echo(f"started      {when} ({took})")
     click.echo(f"exit status  {r.exit_code if r.finished else '-'}")
     click.echo(f"image        {r.image or '-'} {r.image_id}".rstrip())
@@ -305,9 +307,10 @@ def _check_provenance(file: str, digest: str, statement: Path, as_json: bool) ->
 def rerun_cmd(obj: AppContext, run_id: str, force: bool) -> int:
     """Run a recorded command again in its recorded environment; are its outputs identical?
 
-    Refuses when the project's environment differs from the run's, and (without --force) when
-    its code or data changed. Exits with the command's status if it failed, else 0 when every
-    output is identical and 1 when any differs.
+    It runs where the original ran (the same directory within the project), from wherever
+    `rerun` is called. Refuses when the project's environment differs from the run's, and
+    (without --force) when its code or data changed. Exits with the command's status if it
+    failed, else 0 when every output is identical and 1 when any differs.
     """
     from envd.v1 import envd_pb2 as pb
 
@@ -321,7 +324,7 @@ def rerun_cmd(obj: AppContext, run_id: str, force: bool) -> int:
     )
     for change in check.changes:
         click.echo(f"  changed (--force): {change}", err=True)
-    code, again = _run_again(obj, check.project, list(original.command))
+    code, again = _run_again(obj, check.project, list(original.command), check.directory)
     if not again:
         return code
     reply = client.compare_runs(
@@ -349,15 +352,24 @@ def _compare_dict(reply: pb.CompareRunsReply) -> dict[str, Any]:
     return {"identical": reply.identical, "total": reply.total, "differing": list(reply.differing)}
 
 
-def _run_again(obj: AppContext, project: str, command: list[str]) -> tuple[int, str]:
-    """`enter PROJECT -- COMMAND` from the project's root; (exit status, the new run's id)."""
+def _run_again(
+    obj: AppContext, project: str, command: list[str], directory: str
+) -> tuple[int, str]:
+    """`enter PROJECT -- COMMAND` from `directory`, where the run ran (the project's root for
+    a run recorded before envd kept it); (exit status, the new run's id)."""
     from cli.entering import exec_argv, forward_signals, request_target
-    from envd.errors import EnvdError
+    from envd.errors import EnvdError, NotFound
     from envd.v1 import envd_pb2 as pb
 
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     here = os.getcwd()
-    os.chdir("/")  # outside the project: the command runs in /workspace, as recorded
+    try:
+        os.chdir(directory or "/")  # the Enter call sends the caller's directory
+    except OSError as exc:
+        raise NotFound(
+            f"cannot run in {directory}: {exc.strerror}",
+            hint="the run ran there: check out the code it used, then rerun",
+        ) from None
     try:
         client, target = request_target(obj.paths, project, command, "", tty)
     finally:

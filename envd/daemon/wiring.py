@@ -193,7 +193,8 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
         projects, locker, images, steps, fingerprints, sharing, host, engine, events, namespace
     )
     hashes = HashCache(paths.home / "hashes.db")  # created 0600
-    runs = Runs(store, hashes, sinks=[mlflow_sink(lambda: settings.current.mlflow_tracking_uri)])
+    mlflow = mlflow_sink(lambda: settings.current.mlflow_tracking_uri, store.fingerprint_document)
+    runs = Runs(store, hashes, sinks=[mlflow])
     entering = Entering(projects, images, builder, warm, fingerprints, runs, host, engine, events)
     watcher = (
         ProjectWatcher(projects, images, builder, settings, events)

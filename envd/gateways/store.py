@@ -30,7 +30,7 @@ _T = TypeVar("_T")
 
 # PRAGMA user_version of the database. 1: the first release (the `_SCHEMA_V1` tables);
 # each later version is one entry of `_MIGRATIONS`, applied in place, in order, at open.
-SCHEMA_VERSION = 3  # 2: state_changed_at, migrations; 3: run details
+SCHEMA_VERSION = 4  # 2: state_changed_at, migrations; 3: run details; 4: run workdir
 
 # The first release's schema, kept as it was: a database of any version starts from it.
 _SCHEMA_V1 = """
@@ -146,6 +146,8 @@ CREATE TABLE IF NOT EXISTS migrations (
 }
 
 _MIGRATIONS[3] = _RUN_DETAILS_SCHEMA  # what a run read and made (envd.yaml `runs:`)
+# where in the project a run ran (project-relative, "" for its root), for `envctl rerun`
+_MIGRATIONS[4] = "ALTER TABLE runs ADD COLUMN workdir TEXT NOT NULL DEFAULT ''"
 
 INTERRUPTED_BUILD = "the daemon stopped during its build"
 
@@ -177,6 +179,7 @@ class RunRow:
     host_hash: str
     git_commit: str
     git_dirty: bool
+    workdir: str = ""  # where in the project it ran: a relative POSIX path, "" for the root
 
 
 @dataclass(frozen=True)
@@ -513,13 +516,13 @@ class Store:
 
     _RUN_COLUMNS = (
         "id, project, command, image, started_at, ended_at, exit_code, finished, "
-        "environment_hash, host_hash, git_commit, git_dirty"
+        "environment_hash, host_hash, git_commit, git_dirty, workdir"
     )
 
     def start_run(self, run: RunRow) -> None:
         with self._transaction() as db:
             db.execute(
-                f"INSERT INTO runs ({self._RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO runs ({self._RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run.id,
                     run.project,
@@ -533,6 +536,7 @@ class Store:
                     run.host_hash,
                     run.git_commit,
                     int(run.git_dirty),
+                    run.workdir,
                 ),
             )
 
@@ -675,6 +679,7 @@ def _run(row: tuple[object, ...]) -> RunRow:
         host_hash,
         commit,
         dirty,
+        workdir,
     ) = row
     return RunRow(
         id=str(rid),
@@ -689,6 +694,7 @@ def _run(row: tuple[object, ...]) -> RunRow:
         host_hash=str(host_hash),
         git_commit=str(commit),
         git_dirty=bool(dirty),
+        workdir=str(workdir),
     )
 
 

@@ -35,6 +35,13 @@ MAX_PARAMS_BYTES = 1 << 20
 MAX_PARAMS = 2000
 
 
+def is_project_subdir(path: str) -> bool:
+    """A relative POSIX path that stays inside the project ("" is its root)."""
+    if not path:
+        return True
+    return not path.startswith("/") and all(p not in ("", ".", "..") for p in path.split("/"))
+
+
 def is_digest(value: str) -> bool:
     """A file's recorded digest: 64 lowercase hex, or `symlink:<target>` for a link."""
     return bool(SHA256_RE.match(value)) or (
@@ -87,10 +94,13 @@ class RunRecord:
     outputs: Mapping[str, str] = field(default_factory=dict)
     metrics: Mapping[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # what was skipped while recording, for the user
+    workdir: str = ""  # where in the project it ran: relative POSIX path, "" for the root
 
     def __post_init__(self) -> None:
         if not self.id:
             raise ValueError("a run needs an id")
+        if not is_project_subdir(self.workdir):
+            raise ValueError(f"workdir {self.workdir!r} is not a path inside the project")
         for kind, mapping in (("data", self.data), ("outputs", self.outputs)):
             for path, digest in mapping.items():
                 if not isinstance(path, str) or not path:
@@ -132,6 +142,7 @@ class RunRecord:
             "outputs": dict(sorted(self.outputs.items())),
             "metrics": {k: float(v) for k, v in sorted(self.metrics.items())},
             "notes": list(self.notes),
+            "workdir": self.workdir,
         }
 
     def to_json(self) -> str:
@@ -162,6 +173,7 @@ class RunRecord:
             outputs={str(k): str(v) for k, v in (raw.get("outputs") or {}).items()},
             metrics={str(k): float(v) for k, v in (raw.get("metrics") or {}).items()},
             notes=tuple(str(n) for n in raw.get("notes", ())),
+            workdir=str(raw.get("workdir", "")),
         )
 
     @classmethod

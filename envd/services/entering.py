@@ -75,15 +75,21 @@ class ExecPlan:
     agent_socket: str = ""  # fast path: the host path of the container's agent socket
 
 
-def workdir_for(project_dir: str, cwd: str) -> str:
-    """The caller's directory inside the container when it is inside the project."""
+def project_subdir(project_dir: str, cwd: str) -> str:
+    """The caller's directory relative to the project ("" at its root or outside it)."""
     if cwd:
         try:
             rel = Path(cwd).resolve().relative_to(Path(project_dir).resolve())
         except ValueError:
-            return WORKDIR
-        return WORKDIR if str(rel) == "." else f"{WORKDIR}/{rel.as_posix()}"
-    return WORKDIR
+            return ""
+        return "" if str(rel) == "." else rel.as_posix()
+    return ""
+
+
+def workdir_for(project_dir: str, cwd: str) -> str:
+    """The caller's directory inside the container when it is inside the project."""
+    rel = project_subdir(project_dir, cwd)
+    return f"{WORKDIR}/{rel}" if rel else WORKDIR
 
 
 def safe_user_name(name: str, uid: int) -> str:
@@ -253,6 +259,7 @@ class Entering:
             host_hash="",
             git_commit="",
             git_dirty=False,
+            workdir=project_subdir(row.path, call.cwd),
         )
         self._runs.start(run, spec.runs, row.path, image_id)
         # Hashes and git state are filled in beside the command: `git status` on a large

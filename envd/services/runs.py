@@ -366,6 +366,7 @@ class Runs:
             outputs=details.outputs if details else {},
             metrics=details.metrics if details else {},
             notes=notes,
+            workdir=row.workdir,
         )
 
     def records(
@@ -433,6 +434,7 @@ class Runs:
             host_hash=record.host_hash,
             git_commit=record.code.commit,
             git_dirty=record.code.dirty,
+            workdir=record.workdir,
         )
         if not self._store.insert_run(row):
             return False
@@ -527,13 +529,21 @@ class Reruns:
 
     def check(
         self, run_id: str, force: bool, progress: Reporter
-    ) -> tuple[RunRecord, ProjectRow, list[str], str]:
+    ) -> tuple[RunRecord, ProjectRow, list[str], str, str]:
         """(the run, its project, what changed in code and data, what was done about the
-        environment). Refuses a different environment, and changed inputs unless `force`."""
+        environment, the directory it ran in). Refuses a different environment, a directory
+        gone from the project, and changed inputs unless `force`."""
         record = self._runs.record(run_id)
         if not record.command:
             raise UsageError(f"run {record.id} has no command to run again")
         row = self._projects.resolve_registered(record.project)
+        directory = os.path.join(row.path, record.workdir) if record.workdir else row.path
+        if not os.path.isdir(directory):
+            raise NotFound(
+                f"run {record.id} ran in {record.workdir}/ of {row.name}, which is not in "
+                f"{row.path} now",
+                hint="check out the code the run used (`envctl runs show` has its commit)",
+            )
         spec = self._projects.spec(row)
         image = self._images.current_image(row)
         words = "the project's current image"
@@ -556,7 +566,7 @@ class Reruns:
                 f"run {record.id}'s inputs changed: " + "; ".join(changes),
                 hint="`envctl rerun --force` runs it anyway; the outputs are compared all the same",
             )
-        return record, row, changes, words
+        return record, row, changes, words, directory
 
     def compare(self, original: str, again: str) -> tuple[int, int, list[str]]:
         first = self._runs.record(original)

@@ -714,7 +714,7 @@ class VerifyReply(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., checked: _Optional[str] = ...) -> None: ...
 
 class RunRecord(_message.Message):
-    __slots__ = ("id", "project", "command", "started_at", "ended_at", "exit_code", "finished", "environment_hash", "host_hash", "git_commit", "git_dirty", "image", "params", "data", "outputs", "metrics", "notes", "lock_sha256", "diff_sha256", "diff", "image_id", "imported", "details_pending")
+    __slots__ = ("id", "project", "command", "started_at", "ended_at", "exit_code", "finished", "environment_hash", "host_hash", "git_commit", "git_dirty", "image", "params", "data", "outputs", "metrics", "notes", "lock_sha256", "diff_sha256", "diff", "image_id", "imported", "details_pending", "workdir")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -766,6 +766,7 @@ class RunRecord(_message.Message):
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     IMPORTED_FIELD_NUMBER: _ClassVar[int]
     DETAILS_PENDING_FIELD_NUMBER: _ClassVar[int]
+    WORKDIR_FIELD_NUMBER: _ClassVar[int]
     id: str
     project: str
     command: _containers.RepeatedScalarFieldContainer[str]
@@ -789,7 +790,8 @@ class RunRecord(_message.Message):
     image_id: str
     imported: bool
     details_pending: bool
-    def __init__(self, id: _Optional[str] = ..., project: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., exit_code: _Optional[int] = ..., finished: _Optional[bool] = ..., environment_hash: _Optional[str] = ..., host_hash: _Optional[str] = ..., git_commit: _Optional[str] = ..., git_dirty: _Optional[bool] = ..., image: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., data: _Optional[_Mapping[str, str]] = ..., outputs: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., notes: _Optional[_Iterable[str]] = ..., lock_sha256: _Optional[str] = ..., diff_sha256: _Optional[str] = ..., diff: _Optional[str] = ..., image_id: _Optional[str] = ..., imported: _Optional[bool] = ..., details_pending: _Optional[bool] = ...) -> None: ...
+    workdir: str
+    def __init__(self, id: _Optional[str] = ..., project: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., exit_code: _Optional[int] = ..., finished: _Optional[bool] = ..., environment_hash: _Optional[str] = ..., host_hash: _Optional[str] = ..., git_commit: _Optional[str] = ..., git_dirty: _Optional[bool] = ..., image: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., data: _Optional[_Mapping[str, str]] = ..., outputs: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., notes: _Optional[_Iterable[str]] = ..., lock_sha256: _Optional[str] = ..., diff_sha256: _Optional[str] = ..., diff: _Optional[str] = ..., image_id: _Optional[str] = ..., imported: _Optional[bool] = ..., details_pending: _Optional[bool] = ..., workdir: _Optional[str] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
     __slots__ = ("project", "limit", "where", "sort", "status")
@@ -892,16 +894,18 @@ class CheckRerunRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class CheckRerunReply(_message.Message):
-    __slots__ = ("run", "project", "changes", "environment")
+    __slots__ = ("run", "project", "changes", "environment", "directory")
     RUN_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     CHANGES_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
     run: RunRecord
     project: str
     changes: _containers.RepeatedScalarFieldContainer[str]
     environment: str
-    def __init__(self, run: _Optional[_Union[RunRecord, _Mapping]] = ..., project: _Optional[str] = ..., changes: _Optional[_Iterable[str]] = ..., environment: _Optional[str] = ...) -> None: ...
+    directory: str
+    def __init__(self, run: _Optional[_Union[RunRecord, _Mapping]] = ..., project: _Optional[str] = ..., changes: _Optional[_Iterable[str]] = ..., environment: _Optional[str] = ..., directory: _Optional[str] = ...) -> None: ...
 
 class CompareRunsRequest(_message.Message):
     __slots__ = ("original", "again")

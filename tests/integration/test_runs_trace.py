@@ -213,3 +213,34 @@ def test_without_a_runs_section_nothing_extra_is_recorded(runner: Envctl, tmp_pa
     assert shown["outputs"] == {} and shown["params"] == {} and shown["data"] == {}
     assert runner("trace", str(path / "models" / "m.txt")).returncode == 4
     assert not os.path.exists(path / "metrics.json")
+
+
+def test_rerun_runs_in_the_directory_the_run_ran_in(
+    runner: Envctl, demo: Path, two_runs: tuple[str, str]
+) -> None:
+    from dataclasses import replace
+
+    sub = demo / "notebooks"  # empty: git does not see it, the tree stays clean
+    sub.mkdir()
+    inside = replace(runner, cwd=sub)
+    write_cwd = "import os; open('../models/cwd.txt', 'w').write(os.getcwd() + '\\n')"
+    inside.ok("enter", "demo_runs", "--", "python", "-c", write_cwd)
+    run = runs_json(runner, "demo_runs")[0]
+    assert (demo / "models" / "cwd.txt").read_text() == "/workspace/notebooks\n"
+    shown = json.loads(runner.ok("--json", "runs", "show", str(run["id"])))
+    assert shown["workdir"] == "notebooks"
+    assert "directory    notebooks (in the project)" in runner.ok("runs", "show", str(run["id"]))
+
+    (demo / "models" / "cwd.txt").write_text("elsewhere\n")
+    again = runner("rerun", str(run["id"]))  # from outside the project
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "reproduced: 1 of 1 outputs identical" in again.stdout
+    assert (demo / "models" / "cwd.txt").read_text() == "/workspace/notebooks\n"
+    newest = runs_json(runner, "demo_runs")[0]
+    assert newest["id"] != run["id"] and newest["workdir"] == "notebooks"
+
+    sub.rmdir()
+    gone = runner("rerun", str(run["id"]))
+    assert gone.returncode == 4, gone.stdout + gone.stderr
+    assert "ran in notebooks/ of demo_runs" in gone.stderr
+    assert runs_json(runner, "demo_runs")[0]["id"] == newest["id"]  # nothing ran

@@ -513,3 +513,13 @@ def test_template_own_tests_pass(template: str, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert " passed" in result.stdout
+
+
+def test_a_record_keeps_where_in_the_project_it_ran_and_refuses_paths_outside() -> None:
+    record = RunRecord(id="r1", command=("python", "x.py"), workdir="notebooks/week1")
+    again = RunRecord.from_json(record.to_json())
+    assert again.workdir == "notebooks/week1" and again == record
+    assert RunRecord.from_dict({"id": "old"}).workdir == ""  # recorded before workdirs: the root
+    for bad in ("/abs", "../up", "a/../b", "a//b", "./a"):
+        with pytest.raises(ValueError, match="not a path inside the project"):
+            RunRecord(id="r2", workdir=bad)

@@ -114,7 +114,7 @@ def test_a_previous_release_database_is_migrated_in_place_and_keeps_its_rows(
 
     store = Store(path)
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 3
+        assert store.schema_version() == SCHEMA_VERSION == 4
         churn = store.project_by_name("churn")
         assert churn is not None
         assert (churn.path, churn.state, churn.image, churn.lock_hash) == (
@@ -131,8 +131,9 @@ def test_a_previous_release_database_is_migrated_in_place_and_keeps_its_rows(
         run = store.run("run1")
         assert run is not None
         assert (run.command, run.exit_code, run.finished) == (("python", "train.py"), 2, True)
+        assert run.workdir == ""  # step 4: a run from before ran at the project's root
         assert store.get("target:abc") == "cached"
-        assert [m[0] for m in store.migrations()] == [2, 3]
+        assert [m[0] for m in store.migrations()] == [2, 3, 4]
         tables = {
             r[0] for r in store._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
@@ -160,7 +161,7 @@ def test_reopening_a_migrated_database_changes_nothing(tmp_path: Path) -> None:
     store = Store(path)
     try:
         assert store.schema_version() == SCHEMA_VERSION
-        assert len(store.migrations()) == 2  # one row per step applied (2, 3)
+        assert len(store.migrations()) == 3  # one row per step applied (2, 3, 4)
         assert len(store.projects()) == 2
     finally:
         store.close()

@@ -45,6 +45,7 @@ def record_msg(
         image_id=r.image,
         imported=imported,
         details_pending=any("not recorded (yet)" in n for n in r.notes),
+        workdir=r.workdir,
     )
 
 
@@ -159,9 +160,15 @@ class RunsRpc(RpcBase):
         def quiet(progress: Progress) -> None:  # a build's progress: `envctl build` shows it
             return None
 
-        record, row, changes, words = self.services.reruns.check(request.id, request.force, quiet)
+        record, row, changes, words, directory = self.services.reruns.check(
+            request.id, request.force, quiet
+        )
         return pb.CheckRerunReply(
-            run=record_msg(record), project=row.name, changes=changes, environment=words
+            run=record_msg(record),
+            project=row.name,
+            changes=changes,
+            environment=words,
+            directory=directory,
         )
 
     def CompareRuns(
