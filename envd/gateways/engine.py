@@ -84,7 +84,15 @@ def resolve_endpoint(environ: Mapping[str, str] | None = None) -> EngineEndpoint
 
     env = dict(os.environ if environ is None else environ)
     if env.get("DOCKER_HOST"):
-        params = docker.utils.kwargs_from_env(environment=env)
+        try:
+            params = docker.utils.kwargs_from_env(environment=env)
+        except docker.errors.DockerException as exc:  # TLS asked for, but no certificates
+            return EngineEndpoint(
+                host=env["DOCKER_HOST"],
+                error=f"cannot use TLS for DOCKER_HOST={env['DOCKER_HOST']}: {_short(exc)}",
+                hint="DOCKER_CERT_PATH (default ~/.docker) must hold ca.pem, cert.pem and "
+                "key.pem; or unset DOCKER_TLS_VERIFY",
+            )
         return EngineEndpoint(host=str(params["base_url"]), tls=params.get("tls"))
     named_by = "DOCKER_CONTEXT" if env.get("DOCKER_CONTEXT") else "~/.docker/config.json"
     name = env.get("DOCKER_CONTEXT") or ""
