@@ -595,6 +595,11 @@ class Engine:
                 if m.volume:
                     out.append(m)
                     continue
+                if not m.read_only:  # what the container writes would never come back
+                    raise EnvdError(
+                        f"{m.source} cannot be mounted writable on the remote engine at "
+                        f"{self.endpoint.host}: only read-only folders are copied there"
+                    )
                 made.append(self.copy_to_volume(image, Path(m.source), labels))
                 out.append(Mount(made[-1], m.target, read_only=True, volume=True))
         except BaseException:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,16 +12,24 @@ from typing import Any
 
 import pytest
 
-from envd.errors import EXIT_ENGINE, EngineUnavailable
+from envd.errors import EXIT_ENGINE, EngineUnavailable, EnvdError
 from envd.gateways.engine import (
     Engine,
     EngineEndpoint,
     EngineInfo,
+    ImageInfo,
+    Mount,
     RunResult,
     engine_is_remote,
     resolve_endpoint,
 )
-from envd.gateways.nvml import GPU_PROBE_SCRIPT, GpuReport, report_from_nvidia_smi
+from envd.gateways.nvml import (
+    DEBIAN_BASE_LABEL,
+    GPU_PROBE_IMAGE,
+    GPU_PROBE_SCRIPT,
+    GpuReport,
+    report_from_nvidia_smi,
+)
 from envd.model.host import GpuDevice
 from envd.services.host import HostProbe
 
@@ -167,11 +176,24 @@ class FakeRemoteEngine:
             reachable=True, runtimes=self.runtimes, host=self.host, remote=self.remote
         )
 
+    bases: list[ImageInfo] = field(default_factory=list)
+
     def image_exists(self, ref: str) -> bool:
         return ref in self.pulled
 
-    def pull(self, ref: str) -> None:
+    def list_images(self, label: str = "") -> list[ImageInfo]:
+        return self.bases if label == DEBIAN_BASE_LABEL else []
+
+    def pull(self, ref: str) -> ImageInfo:
         self.pulled.append(ref)
+        return ImageInfo(
+            id=f"sha256:{len(self.pulled)}",
+            tags=(ref,),
+            labels={},
+            size=0,
+            repo_digests=(),
+            layers=(),
+        )
 
     def run(
         self,
@@ -229,7 +251,32 @@ def test_remote_engine_with_nvidia_runtime_reports_its_gpus() -> None:
     assert run["devices"] == [
         {"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu", "utility"]]}
     ]
-    assert engine.pulled == [run["image"]]  # the probe image was missing: pulled first
+    assert engine.pulled == [GPU_PROBE_IMAGE]  # no image to run it in: pulled first
+    assert run["image"] == "sha256:1"
+
+
+def test_the_gpu_probe_runs_in_an_imported_debian_base_when_there_is_one() -> None:
+    base = ImageInfo("sha256:base", ("envd/base-debian:x",), {}, 0, (), ())
+    engine = FakeRemoteEngine(runtimes=("nvidia", "runc"), smi_output=SMI, bases=[base])
+    host = HostProbe(CountingNvml, engine).host  # type: ignore[arg-type]
+    assert len(host.gpus) == 2
+    assert engine.pulled == [] and engine.runs[0]["image"] == "sha256:base"
+
+
+def test_a_failing_gpu_probe_is_reported_not_raised() -> None:
+    engine = FakeRemoteEngine(runtimes=("nvidia",), smi_output="")
+
+    def broken(*args: Any, **kwargs: Any) -> RunResult:
+        return RunResult(
+            exit_code=3,
+            output="NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver",
+        )
+
+    engine.run = broken  # type: ignore[method-assign]
+    host = HostProbe(CountingNvml, engine).host  # type: ignore[arg-type]
+    assert host.gpus == ()
+    assert host.gpu_error.startswith("no NVIDIA GPU: nvidia-smi on the engine at tcp://gpu1:2376")
+    assert "couldn't communicate" in host.gpu_error
 
 
 def test_nvidia_smi_listing_none_says_so() -> None:
@@ -237,3 +284,119 @@ def test_nvidia_smi_listing_none_says_so() -> None:
     assert report.gpus == ()
     assert report.error.startswith("no NVIDIA GPU: nvidia-smi on the engine at tcp://x:1")
     assert "No devices were found" in report.error
+
+
+# ---------------------------------------------------------------- host folders on a remote engine
+
+
+class FakeApi:
+    """The docker API calls Engine.run makes, recorded; containers exit 0 at once."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.archives: dict[str, dict[str, bytes]] = {}
+        self.volumes: dict[str, dict[str, str]] = {}
+        self.host_configs: list[dict[str, Any]] = []
+
+    def create_host_config(self, **kwargs: Any) -> dict[str, Any]:
+        self.host_configs.append(kwargs)
+        return kwargs
+
+    def create_volume(self, name: str, labels: dict[str, str]) -> None:
+        self.volumes[name] = labels
+        self.calls.append(("create_volume", name))
+
+    def remove_volume(self, name: str, force: bool = False) -> None:
+        del self.volumes[name]
+        self.calls.append(("remove_volume", name))
+
+    def create_container(self, image: str, **kwargs: Any) -> dict[str, str]:
+        cid = f"c{len(self.calls)}"
+        self.calls.append(("create_container", (cid, image, kwargs.get("command"))))
+        return {"Id": cid}
+
+    def put_archive(self, container: str, path: str, data: Any) -> bool:
+        with tarfile.open(fileobj=data) as tar:
+            self.archives[container] = {
+                m.name: (tar.extractfile(m).read() if m.isfile() else b"")  # type: ignore[union-attr]
+                for m in tar.getmembers()
+            }
+            owners = {(m.uid, m.gid) for m in tar.getmembers()}
+        assert owners == {(0, 0)}
+        self.calls.append(("put_archive", (container, path)))
+        return True
+
+    def start(self, container: str) -> None:
+        self.calls.append(("start", container))
+
+    def logs(self, container: str, **kwargs: Any) -> list[bytes]:
+        return [b"done\n"]
+
+    def wait(self, container: str, timeout: Any = None) -> dict[str, int]:
+        return {"StatusCode": 0}
+
+    def remove_container(self, container: str, **kwargs: Any) -> None:
+        self.calls.append(("remove_container", container))
+
+
+def _engine_at(host: str) -> tuple[Engine, FakeApi]:
+    engine = Engine(extra_labels={"envd.test": "unit"})
+    api = FakeApi()
+    engine._endpoint = EngineEndpoint(host=host)
+    engine._client = type("Client", (), {"api": api})()  # type: ignore[assignment]
+    return engine, api
+
+
+def test_a_folder_mount_on_a_remote_engine_is_a_copy_removed_after_the_run(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "mnt"
+    (folder / "workspace").mkdir(parents=True)
+    (folder / "ca.pem").write_text("CERT")
+    (folder / "workspace" / "setup.sh").write_text("echo hi")
+    engine, api = _engine_at("tcp://gpu1:2375")
+    result = engine.run(
+        "sha256:parent",
+        ["true"],
+        mounts=[Mount(str(folder), "/mnt", read_only=True), Mount("cache", "/c", volume=True)],
+        labels={"envd.owner": "me"},
+    )
+    assert result.exit_code == 0
+    names = [c[0] for c in api.calls]
+    assert names == [
+        "create_volume",
+        "create_container",  # the filler: created from the step's image, never started
+        "put_archive",
+        "remove_container",
+        "create_container",
+        "start",
+        "remove_container",
+        "remove_volume",  # after the container it served
+    ]
+    volume = api.calls[0][1]
+    filler = api.calls[1][1][0]
+    assert api.calls[1][1][1] == "sha256:parent"
+    assert ("start", filler) not in api.calls
+    assert api.archives[filler]["ca.pem"] == b"CERT"
+    assert api.archives[filler]["workspace/setup.sh"] == b"echo hi"
+    mounts = api.host_configs[-1]["mounts"]
+    assert [(m["Source"], m["Target"], m["Type"], m["ReadOnly"]) for m in mounts] == [
+        (volume, "/mnt", "volume", True),
+        ("cache", "/c", "volume", False),
+    ]
+    assert api.volumes == {}
+
+
+def test_a_local_engine_binds_the_folder_itself(tmp_path: Path) -> None:
+    engine, api = _engine_at("unix:///var/run/docker.sock")
+    engine.run("img", ["true"], mounts=[Mount(str(tmp_path), "/mnt", read_only=True)])
+    assert "create_volume" not in [c[0] for c in api.calls]
+    (mount,) = api.host_configs[-1]["mounts"]
+    assert (mount["Source"], mount["Type"]) == (str(tmp_path), "bind")
+
+
+def test_a_writable_folder_is_refused_on_a_remote_engine(tmp_path: Path) -> None:
+    engine, api = _engine_at("ssh://me@gpu1")
+    with pytest.raises(EnvdError, match="cannot be mounted writable on the remote engine"):
+        engine.run("img", ["true"], mounts=[Mount(str(tmp_path), "/work")])
+    assert api.calls == []
