@@ -1019,6 +1019,12 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
 
 
 def _short(exc: BaseException) -> str:
+    # An API error's text leads with the request URL (long: a commit's changes); its
+    # explanation is what the engine said.
+    explanation = getattr(exc, "explanation", None)
+    status = getattr(exc, "status_code", None)
+    if isinstance(explanation, str) and explanation.strip():
+        return (f"{status} " if status else "") + explanation.strip()[:300]
     text = str(exc).strip().splitlines()
     return text[-1][:300] if text else type(exc).__name__
 
