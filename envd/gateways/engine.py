@@ -136,6 +136,9 @@ class EngineInfo:
     name: str = ""  # the engine host's name
     cdi_devices: tuple[str, ...] = ()  # CDI devices the engine discovered ("nvidia.com/gpu=0")
     cdi_spec_dirs: tuple[str, ...] = ()
+    kernel: str = ""  # the engine host's kernel release
+    cpu_count: int = 0  # the engine host's CPUs
+    memory_bytes: int = 0  # the engine host's memory
 
     @property
     def nvidia_runtime(self) -> bool:
@@ -287,6 +290,9 @@ class Engine:
                 str(d.get("ID", "")) for d in discovered if str(d.get("Source", "")) == "cdi"
             ),
             cdi_spec_dirs=tuple(str(d) for d in info.get("CDISpecDirs") or ()),
+            kernel=str(info.get("KernelVersion", "")),
+            cpu_count=int(info.get("NCPU") or 0),
+            memory_bytes=int(info.get("MemTotal") or 0),
         )
 
     def labels(self, **more: str) -> dict[str, str]:

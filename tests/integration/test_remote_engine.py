@@ -80,6 +80,13 @@ def test_info_names_the_remote_engine_and_its_gpus(remote: Envctl, remote_docker
     )
     assert engine["engine_id"] == remote_id["ID"] != local_id["ID"]
     assert engine["arch"] == remote_id["Architecture"]
+    # The host is the engine's machine as that engine reports it.
+    assert (info["arch"], info["kernel"], info["cpu_count"]) == (
+        remote_id["Architecture"],
+        remote_id["KernelVersion"],
+        remote_id["NCPU"],
+    )
+    assert info["cpu_model"].startswith("unknown (a remote engine")
     # Its GPUs are the engine host's: it has no GPU runtime, so none, and the source is named.
     assert info.get("gpus", []) == []
     assert info["gpu_source"] == f"the engine at {remote_docker_host}"

@@ -31,7 +31,7 @@ from envd.gateways.nvml import (
     report_from_nvidia_smi,
 )
 from envd.model.host import GpuDevice
-from envd.services.host import HostProbe
+from envd.services.host import REMOTE_CPU_MODEL, HostProbe
 
 H100 = GpuDevice(0, "NVIDIA H100 80GB HBM3", "GPU-1234", 85_520_809_984, "9.0")
 
@@ -173,7 +173,15 @@ class FakeRemoteEngine:
 
     def info(self) -> EngineInfo:
         return EngineInfo(
-            reachable=True, runtimes=self.runtimes, host=self.host, remote=self.remote
+            reachable=True,
+            runtimes=self.runtimes,
+            host=self.host,
+            remote=self.remote,
+            arch="aarch64",
+            kernel="6.8.0-gh200",
+            os="Ubuntu 24.04 LTS",
+            cpu_count=72,
+            memory_bytes=480 << 30,
         )
 
     bases: list[ImageInfo] = field(default_factory=list)
@@ -217,6 +225,15 @@ def test_remote_engine_without_gpu_runtime_has_no_gpus_though_this_machine_has()
         "(neither the nvidia runtime nor CDI)"
     )
     assert nvml.reads == 0  # the local NVML is never read for a remote engine
+    # The host is the engine's machine, as the engine reports it, not this one.
+    assert (host.arch, host.kernel, host.os, host.cpu_count, host.memory_bytes) == (
+        "aarch64",
+        "6.8.0-gh200",
+        "Ubuntu 24.04 LTS",
+        72,
+        480 << 30,
+    )
+    assert host.cpu_model == REMOTE_CPU_MODEL
     assert engine.runs == []  # nothing to probe without a runtime
 
 
