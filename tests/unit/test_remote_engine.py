@@ -417,3 +417,26 @@ def test_a_writable_folder_is_refused_on_a_remote_engine(tmp_path: Path) -> None
     with pytest.raises(EnvdError, match="cannot be mounted writable on the remote engine"):
         engine.run("img", ["true"], mounts=[Mount(str(tmp_path), "/work")])
     assert api.calls == []
+
+
+@pytest.mark.parametrize(("host", "ssh"), [("ssh://me@gpu1", True), ("tcp://gpu1:2375", False)])
+def test_ssh_hosts_go_through_the_users_ssh_client(
+    host: str, ssh: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import docker
+
+    made: list[dict[str, Any]] = []
+
+    class Client:
+        def __init__(self, **kwargs: Any) -> None:
+            made.append(kwargs)
+
+        def ping(self) -> bool:
+            return True
+
+    monkeypatch.setattr(docker, "DockerClient", Client)
+    engine = Engine()
+    engine._endpoint = EngineEndpoint(host=host)
+    _ = engine.client
+    assert made[0]["base_url"] == host
+    assert made[0]["use_ssh_client"] is ssh  # so ~/.ssh/config, agents and jump hosts work
