@@ -2,6 +2,11 @@
 
 Everything envd creates on the engine carries the label `envd.managed=1`, plus the extra labels
 the daemon was configured with (tests use these to find and remove what they made).
+
+The engine is the one DOCKER_HOST names, else the Docker context (DOCKER_CONTEXT, else the
+current one in ~/.docker/config.json), as the docker CLI picks it. An engine not on a local
+socket is remote (`engine_is_remote`): it cannot see this machine's files, so a one-shot
+container's host folders are copied to it in volumes (`Engine.run`).
 """
 
 from __future__ import annotations
