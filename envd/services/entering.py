@@ -33,6 +33,7 @@ from envd.services.fingerprints import Fingerprints
 from envd.services.host import HostProbe
 from envd.services.images import Images
 from envd.services.projects import Projects
+from envd.services.projectsync import ProjectSync
 from envd.services.runs import Runs
 from envd.services.warm import WarmContainers, WarmRequest, fits
 
@@ -73,6 +74,7 @@ class ExecPlan:
     run_id: str = ""
     started: bool = False
     agent_socket: str = ""  # fast path: the host path of the container's agent socket
+    sync_id: str = ""  # a remote engine: FinishRun with it brings the command's files back
 
 
 def workdir_for(project_dir: str, cwd: str) -> str:
@@ -119,6 +121,7 @@ class Entering:
         host: HostProbe,
         engine: Engine,
         events: EventBus,
+        sync: ProjectSync | None = None,
     ) -> None:
         self._projects = projects
         self._images = images
@@ -129,6 +132,8 @@ class Entering:
         self._host = host
         self._engine = engine
         self._events = events
+        self._sync = sync  # a remote engine: the project lives in a volume there
+        self._syncing: dict[str, tuple[str, str, str, int, int, tuple[str, ...]]] = {}
         self._runtime: tuple[float, bool] | None = None  # (read at, engine has nvidia runtime)
         self._provenance: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
@@ -159,6 +164,7 @@ class Entering:
         self._warm.ensure_user(warm, call.uid, call.gid, name, VENV)
         home = "/root" if call.uid == 0 else f"/home/{name}"
         env = {"HOME": home, "USER": name, "ENVD_PROJECT": row.name}
+        sync_id = self._sync_up(row, spec, warm.container_id, call, progress) if self._sync else ""
         if call.fast:
             if not warm.agent or warm.agent_user != f"{call.uid}:{call.gid}":
                 raise NoAgent(f"{warm.name} has no envd agent for uid {call.uid}")
@@ -180,6 +186,7 @@ class Entering:
             run_id=run_id,
             started=before is None or before.container_id != warm.container_id,
             agent_socket=warm.agent if call.fast else "",
+            sync_id=sync_id,
         )
 
     # ------------------------------------------------------------ image
@@ -192,6 +199,7 @@ class Entering:
             row.path,
             ports=spec.ports,
             device_requests=self._devices(spec, call.gpus),
+            project_volume=self._sync.volume(row.name) if self._sync else "",
         )
 
     def _build(self, row: ProjectRow, progress: Reporter) -> str:
@@ -207,6 +215,29 @@ class Entering:
                     "with no build; or fix envd.yaml and enter again"
                 )
             raise
+
+    # ------------------------------------------------------------ a remote engine's volume
+
+    def _sync_up(
+        self, row: ProjectRow, spec: Spec, container: str, call: EnterCall, progress: Reporter
+    ) -> str:
+        assert self._sync is not None
+        data = (*spec.runs.data, *spec.runs.outputs)
+        report = self._sync.up(row.name, row.path, container, call.uid, call.gid, data, progress)
+        for note in report.notes:
+            progress(Progress("sync", note))
+        sync_id = uuid.uuid4().hex[:12]
+        with self._lock:
+            self._syncing[sync_id] = (row.name, row.path, container, call.uid, call.gid, data)
+        return sync_id
+
+    def sync_back(self, sync_id: str) -> list[str]:
+        """Bring back what a command made in the volume; the notes (conflicts) to show."""
+        with self._lock:
+            pending = self._syncing.pop(sync_id, None)
+        if self._sync is None or pending is None:
+            return []
+        return self._sync.down(*pending).notes
 
     # ------------------------------------------------------------ host and GPUs
 

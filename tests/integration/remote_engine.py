@@ -3,9 +3,9 @@
 Privileged containers are refused on this machine (no docker-in-docker), so the second engine
 is a dockerd in its own mount namespace (`unshare -m`) with its own data root, exec root,
 pidfile and bridge, and an empty tmpfs over the folders where tests keep projects (/tmp, /work,
-/root, /home, and /etc/docker): like a team's GPU server, it cannot see the CLI's files, only what comes over
-its API. Its containers reach the package indexes through a MASQUERADE rule for its bridge.
-Everything (process, bridge, iptables rules, storage) is removed on exit.
+/root, /home, and /etc/docker): like a team's GPU server, it cannot see the CLI's files, only
+what comes over its API. Its containers reach the package indexes through a MASQUERADE rule
+for its bridge. Everything (process, bridge, iptables rules, storage) is removed on exit.
 """
 
 from __future__ import annotations
