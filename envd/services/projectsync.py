@@ -166,9 +166,16 @@ def _inside(root: str, relpath: str) -> bool:
 
 class ProjectSync:
     def __init__(
-        self, files: VolumeFiles, state_dir: Path, namespace: str, owner: str, engine: str
+        self,
+        files: VolumeFiles,
+        state_dir: Path,
+        namespace: str,
+        owner: str,
+        engine: str,
+        max_file_bytes: int = MAX_FILE_BYTES,
     ) -> None:
         self._files = files
+        self._max = max_file_bytes
         self._dir = state_dir
         self._namespace = namespace
         self._owner = owner
@@ -305,11 +312,11 @@ class ProjectSync:
     ) -> dict[str, Stat]:
         """Leave out new files over the size bound that `runs:` does not declare (named)."""
         for path, st in list(listing.items()):
-            if path not in base and over_bound(path, st, data):
+            if path not in base and over_bound(path, st, data, self._max):
                 del listing[path]
                 report.notes.append(
-                    f"not synced: {path} ({st.size >> 20} MiB {where}) is over the "
-                    f"{MAX_FILE_BYTES >> 20} MiB bound; declare it under `runs: data:` or "
+                    f"not synced: {path} ({_size(st.size)} {where}) is over the "
+                    f"{_size(self._max)} bound; declare it under `runs: data:` or "
                     "`outputs:` in envd.yaml to move it"
                 )
         return listing
@@ -325,12 +332,7 @@ class ProjectSync:
         engine_stats: Mapping[str, Stat] | None,
         progress: Reporter | None,
     ) -> tuple[dict[str, Seen], Pulled]:
-        if todo.remove_remote:
-            self._files.remove(container, WORKDIR, list(todo.remove_remote))
-        outgoing = [Outgoing(p, os.path.join(root, p), host_stats[p]) for p in todo.push]
-        pushed = self._files.write(
-            container, WORKDIR, outgoing, uid, gid, _progress_sink(progress, "sending")
-        )
+        # Pulls first: a conflict's engine copy is read before the host's replaces it.
         pulled: Pulled = {}
         if todo.pull:
             assert engine_stats is not None  # a pull follows a listing
@@ -351,6 +353,13 @@ class ProjectSync:
             missing = set(dest) - {r for r, t in todo.pull if t in pulled}
             if missing:
                 log.warning("not brought back (gone meanwhile?): %s", sorted(missing)[:10])
+        if todo.remove_remote:
+            self._files.remove(container, WORKDIR, list(todo.remove_remote))
+        pushed: dict[str, Seen] = {}
+        if todo.push:
+            outgoing = [Outgoing(p, os.path.join(root, p), host_stats[p]) for p in todo.push]
+            sink = _progress_sink(progress, "sending")
+            pushed = self._files.write(container, WORKDIR, outgoing, uid, gid, sink)
         for path in todo.remove_local:
             full = os.path.join(root, path)
             seen = host_stats.get(path)
@@ -430,6 +439,13 @@ def _write_host(
     st = os.lstat(full)
     entry = Entry(FILE, digest.hexdigest(), member.mode & 0o7777, "", st.st_size)
     return entry, (st.st_size, st.st_mtime_ns)
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _progress_sink(progress: Reporter | None, verb: str) -> ByteSink | None:
