@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from cli.context import AppContext
 from cli.output import emit_json, human_bytes, table
+
+if TYPE_CHECKING:
+    from envd.v1 import envd_pb2 as pb
 
 
 @click.command("info")
@@ -25,18 +30,25 @@ def info_cmd(obj: AppContext, as_json: bool) -> None:
         ("kernel", host.kernel),
         ("cpu", f"{host.cpu_model} ({host.arch}, {host.cpu_count} cores)"),
         ("memory", human_bytes(host.memory_bytes)),
+        ("engine at", _where(engine)),
         (
             "engine",
             f"Docker {engine.version}, runtimes: {', '.join(engine.runtimes) or '-'}"
             if engine.reachable
             else f"unreachable: {engine.error}",
         ),
-        ("nvidia runtime", "yes" if engine.nvidia_runtime else "no"),
     ]
+    if engine.reachable and engine.remote:
+        rows.append(("engine host", f"{engine.name} ({engine.os}, {engine.arch})"))
+    if engine.reachable:
+        rows.append(("engine id", engine.engine_id or "-"))
+    rows.append(("nvidia runtime", "yes" if engine.nvidia_runtime else "no"))
     if host.gpus:
         rows.append(("driver", f"{host.driver_version} (CUDA {host.cuda_driver_version})"))
     else:
         rows.append(("gpus", f"none ({host.gpu_error or 'no NVIDIA GPU found'})"))
+    if host.gpu_source:
+        rows.append(("gpus from", host.gpu_source))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key.ljust(width)}  {value}")
@@ -49,3 +61,9 @@ def info_cmd(obj: AppContext, as_json: bool) -> None:
                 for g in host.gpus
             ],
         )
+
+
+def _where(engine: pb.EngineInfo) -> str:
+    """ "tcp://gpu1:2376 (remote, context gpu1)": where the engine is and how it was chosen."""
+    how = f"context {engine.context}" if engine.context else "DOCKER_HOST"
+    return f"{engine.host or '-'} ({'remote' if engine.remote else 'local'}, {how})"
