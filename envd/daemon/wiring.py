@@ -72,12 +72,10 @@ def agents_for(paths: Paths, engine: Engine) -> Agents | None:
 
 
 def remote_engine(engine: Engine) -> str:
-    """The DOCKER_HOST of an engine that cannot see our files (tcp://, ssh://); "" if local."""
-    remote = getattr(engine, "remote", None)  # the engine gateway's own answer, where it has one
-    host = os.environ.get("DOCKER_HOST", "")
-    if type(engine) is not Engine or remote is False:
+    """The address of an engine that cannot see our files (tcp://, ssh://); "" if local."""
+    if type(engine) is not Engine or not engine.remote:
         return ""
-    return host if remote is True or (host and not host.startswith("unix://")) else ""
+    return engine.endpoint.host
 
 
 def project_sync_for(

@@ -225,7 +225,7 @@ class Entering:
         data = (*spec.runs.data, *spec.runs.outputs)
         report = self._sync.up(row.name, row.path, container, call.uid, call.gid, data, progress)
         for note in report.notes:
-            progress(Progress("sync", note))
+            progress(Progress("sync", note, log=True))
         sync_id = uuid.uuid4().hex[:12]
         with self._lock:
             self._syncing[sync_id] = (row.name, row.path, container, call.uid, call.gid, data)

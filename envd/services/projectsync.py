@@ -277,7 +277,10 @@ class ProjectSync:
 
         engine_stats: dict[str, Stat] | None = None
         engine: dict[str, Entry] | None = None
-        if fresh or list_engine or not state.clean or p.running:
+        # The volume is read only when it may differ from the base, or when the host changed:
+        # then a change made there meanwhile (a `docker exec` of someone's) is a named conflict.
+        host_changed = not plan(base, host, None).empty
+        if fresh or list_engine or host_changed or not state.clean or p.running:
             listed = self._files.listing(container, WORKDIR)
             engine_stats = self._bounded(listed, base, data, "on the engine", report)
             changed = to_hash(base, engine_stats, "engine")

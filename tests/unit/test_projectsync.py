@@ -376,3 +376,13 @@ def test_enter_on_a_local_engine_bind_mounts_and_never_syncs(tmp_path: Path) -> 
         assert not mount.volume and mount.source == str(w.project) and plan_.sync_id == ""
     finally:
         close(w)
+
+
+def test_a_change_there_outside_envd_is_not_overwritten_by_a_host_edit(proj: Project) -> None:
+    proj.run()
+    proj.volume.edit("train.py", b"edited by a docker exec\n")
+    proj.write("train.py", "mine\n")
+    notes = proj.up()
+    assert len(notes) == 1 and "conflict: train.py" in notes[0]
+    assert (proj.root / "train.py.envd-remote").read_text() == "edited by a docker exec\n"
+    assert proj.volume.text("train.py") == "mine\n"
