@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import posixpath
+import secrets
 import tarfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
@@ -21,6 +23,7 @@ from envd.gateways.engine import Engine, _engine_error
 from envd.model.projectsync import FILE, Stat, find_script, parse_find, parse_sha256sum
 
 CHUNK = 1 << 20
+VOLUME_ID = "envd.volume-id"
 ARGV_BATCH = 500  # paths per `sha256sum`/`rm` exec, far under any ARG_MAX
 # (path, bytes sent of it, its size): called per chunk of a file being sent or received.
 ByteSink = Callable[[str, int, int], None]
@@ -67,7 +70,8 @@ class EngineFiles:
     # ------------------------------------------------------------ the volume
 
     def ensure_volume(self, name: str, labels: Mapping[str, str]) -> str:
-        """Create the project's volume unless it exists; its creation time (its identity)."""
+        """Create the project's volume unless it exists; its identity: a random label given at
+        creation (a volume removed and made again under the same name is another one)."""
         import docker.errors
 
         client = self._engine.client
@@ -75,10 +79,12 @@ class EngineFiles:
             try:
                 attrs = client.api.inspect_volume(name)
             except docker.errors.NotFound:
-                attrs = client.api.create_volume(name, labels=self._engine.labels(**labels))
+                more = {**labels, VOLUME_ID: secrets.token_hex(8)}
+                attrs = client.api.create_volume(name, labels=self._engine.labels(**more))
         except Exception as exc:
             raise _engine_error(exc) from exc
-        return str(attrs.get("CreatedAt", ""))
+        # Not CreatedAt: the engine reports the folder's mtime there, which moves with its files.
+        return str((attrs.get("Labels") or {}).get(VOLUME_ID, "")) or f"unlabelled {name}"
 
     def remove_volume(self, name: str) -> None:
         import docker.errors
@@ -251,6 +257,7 @@ def _tar_stream(
     for d in _dirs(files):
         info = tarfile.TarInfo(d)
         info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, uid, gid
+        info.mtime = int(time.time())
         yield _header(info)
     for f in files:
         info = tarfile.TarInfo(f.relpath)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 FILE = "f"
 LINK = "l"
@@ -92,13 +92,12 @@ class SyncState:
     """What the daemon keeps per project between syncs (a 0600 JSON file)."""
 
     volume: str = ""
-    volume_created: str = ""  # the volume's creation time: a new volume starts from nothing
+    volume_id: str = ""  # the volume's identity: a volume made anew starts from nothing
     engine: str = ""  # DOCKER_HOST of the engine the volume is on
-    clean: bool = True  # the volume is as the base says (no command ran since the last sync)
     files: dict[str, Synced] = field(default_factory=dict)
 
     def matches(self, volume: str, created: str, engine: str) -> bool:
-        return (self.volume, self.volume_created, self.engine) == (volume, created, engine)
+        return (self.volume, self.volume_id, self.engine) == (volume, created, engine)
 
 
 # ---------------------------------------------------------------- what moves
@@ -134,6 +133,24 @@ def to_hash(base: Base, listing: Mapping[str, Stat], side: str) -> list[str]:
         if known is None or known.entry.kind != FILE or getattr(known, side) != seen:
             out.append(path)
     return sorted(out)
+
+
+def unchanged(base: Base, listing: Mapping[str, Stat], side: str) -> bool:
+    """Whether one side's listing shows exactly the base: same paths, stat and link targets."""
+    if listing.keys() != base.keys():
+        return False
+    for path, stat in listing.items():
+        known = base[path]
+        if stat.kind != known.entry.kind:
+            return False
+        if stat.kind == LINK:
+            if stat.target != known.entry.target:
+                return False
+        elif getattr(known, side) != (stat.size, stat.mtime_ns) or (
+            bool(stat.mode & 0o100) != bool(known.entry.mode & 0o100)
+        ):
+            return False
+    return True
 
 
 def entries(
@@ -374,9 +391,8 @@ def state_to_json(state: SyncState) -> dict[str, object]:
     return {
         "version": STATE_VERSION,
         "volume": state.volume,
-        "volume_created": state.volume_created,
+        "volume_id": state.volume_id,
         "engine": state.engine,
-        "clean": state.clean,
         "files": {path: _row(s) for path, s in sorted(state.files.items())},
     }
 
@@ -401,14 +417,9 @@ def state_from_json(data: object) -> SyncState:
         }
         return SyncState(
             volume=str(data.get("volume", "")),
-            volume_created=str(data.get("volume_created", "")),
+            volume_id=str(data.get("volume_id", "")),
             engine=str(data.get("engine", "")),
-            clean=bool(data.get("clean", False)),
             files=files,
         )
     except (TypeError, ValueError, IndexError):
         return SyncState()
-
-
-def with_files(state: SyncState, files: dict[str, Synced], clean: bool) -> SyncState:
-    return replace(state, files=files, clean=clean)

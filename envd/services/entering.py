@@ -164,11 +164,11 @@ class Entering:
         self._warm.ensure_user(warm, call.uid, call.gid, name, VENV)
         home = "/root" if call.uid == 0 else f"/home/{name}"
         env = {"HOME": home, "USER": name, "ENVD_PROJECT": row.name}
-        sync_id = self._sync_up(row, spec, warm.container_id, call, progress) if self._sync else ""
         if call.fast:
             if not warm.agent or warm.agent_user != f"{call.uid}:{call.gid}":
                 raise NoAgent(f"{warm.name} has no envd agent for uid {call.uid}")
             env = {**warm.env, **({"TERM": call.term} if call.tty and call.term else {}), **env}
+        sync_id = self._sync_up(row, spec, warm.container_id, call, progress) if self._sync else ""
         run_id = ""
         argv: tuple[str, ...] = SHELL
         if call.command:

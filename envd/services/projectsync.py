@@ -4,9 +4,9 @@ A remote engine cannot bind-mount the project, so its warm container mounts the 
 volume (`envd-<owner12>-project-<name>`) at the workdir. Before each command `up` sends what
 changed on the host; after it `down` brings back what the command created, changed or
 deleted. Both are the same three-way sync against the last-synced manifest (envd/model/
-projectsync.py), stored per project as a 0600 JSON file in the daemon's state folder. When no
-command ran since the last sync the volume is known to hold that manifest, so `up` of an
-unchanged project is one lstat per host file and no engine call at all.
+projectsync.py), stored per project as a 0600 JSON file in the daemon's state folder. `up`
+reads the volume only when the host changed, so an unchanged project costs one lstat per
+host file and no engine call; `down` always lists the volume (one `find`).
 
 `runs:` data and outputs lie inside the project (the spec refuses others); they move like any
 file, at any size, where other files over the size bound stay where they are (and are named).
@@ -49,6 +49,7 @@ from envd.model.projectsync import (
     state_from_json,
     state_to_json,
     to_hash,
+    unchanged,
 )
 from envd.progress import Progress, Reporter
 
@@ -108,7 +109,6 @@ class SyncReport:
 @dataclass
 class _Project:
     lock: threading.Lock = field(default_factory=threading.Lock)
-    running: int = 0  # commands started after an `up` and not yet synced back
     state: SyncState | None = None
 
 
@@ -211,14 +211,10 @@ class ProjectSync:
         data: Sequence[str] = (),
         progress: Reporter | None = None,
     ) -> SyncReport:
-        """Before a command: the volume gets the host's changes (and the engine's come back,
-        if a command changed it since the last sync). The command then counts as running."""
-        p = self._project(project)
-        with p.lock:
-            report = self._sync(p, project, project_dir, container, uid, gid, data, progress)
-            p.running += 1
-            self._save(project, p, clean=False)
-        return report
+        """Before a command: the volume gets the host's changes. The volume is read only when
+        there are any (so a change made there meanwhile, say by a `docker exec`, is a named
+        conflict, not overwritten): an unchanged project costs no engine call at all."""
+        return self._sync(project, project_dir, container, uid, gid, data, progress, False)
 
     def down(
         self,
@@ -230,16 +226,27 @@ class ProjectSync:
         data: Sequence[str] = (),
     ) -> SyncReport:
         """After a command: what it created, changed or deleted comes back; conflicts named."""
-        p = self._project(project)
-        with p.lock:
-            p.running = max(0, p.running - 1)
-            report = self._sync(p, project, project_dir, container, uid, gid, data, None, True)
-            self._save(project, p, clean=p.running == 0)
-        return report
+        return self._sync(project, project_dir, container, uid, gid, data, None, True)
 
     # ------------------------------------------------------------ one sync
 
     def _sync(
+        self,
+        project: str,
+        root: str,
+        container: str,
+        uid: int,
+        gid: int,
+        data: Sequence[str],
+        progress: Reporter | None,
+        after_command: bool,
+    ) -> SyncReport:
+        p = self._project(project)
+        with p.lock:
+            return self._locked_sync(p, project, root, container, uid, gid, data, progress,
+                                     after_command)  # fmt: skip
+
+    def _locked_sync(
         self,
         p: _Project,
         project: str,
@@ -249,7 +256,7 @@ class ProjectSync:
         gid: int,
         data: Sequence[str],
         progress: Reporter | None,
-        list_engine: bool = False,
+        after_command: bool,
     ) -> SyncReport:
         volume = f"{self._namespace}-project-{project}"
         with self._lock:
@@ -260,11 +267,13 @@ class ProjectSync:
         state = p.state if p.state is not None else self._load(project)
         fresh = not state.matches(volume, created, self._engine)
         if fresh:  # a new volume (or engine): it holds nothing of ours yet
-            state = SyncState(volume, created, self._engine, clean=False, files={})
+            state = SyncState(volume, created, self._engine, files={})
         base = state.files
         report = SyncReport()
 
         host_stats = self._bounded(scan_host(root), base, data, "here", report)
+        if not fresh and not after_command and unchanged(base, host_stats, "host"):
+            return report  # the common case: one lstat per file, nothing else
         moved = to_hash(base, host_stats, "host")
         host_hashes = {}
         for path in moved:
@@ -277,10 +286,7 @@ class ProjectSync:
 
         engine_stats: dict[str, Stat] | None = None
         engine: dict[str, Entry] | None = None
-        # The volume is read only when it may differ from the base, or when the host changed:
-        # then a change made there meanwhile (a `docker exec` of someone's) is a named conflict.
-        host_changed = not plan(base, host, None).empty
-        if fresh or list_engine or host_changed or not state.clean or p.running:
+        if fresh or after_command or not plan(base, host, None).empty:
             listed = self._files.listing(container, WORKDIR)
             engine_stats = self._bounded(listed, base, data, "on the engine", report)
             changed = to_hash(base, engine_stats, "engine")
@@ -293,10 +299,14 @@ class ProjectSync:
         pushed, pulled = self._apply(todo, root, container, uid, gid, host_stats, engine_stats,
                                      progress)  # fmt: skip
         files = after(base, host, host_stats, engine_stats, todo, pushed, pulled)
-        p.state = SyncState(volume, created, self._engine, state.clean, files)
         report.sent, report.removed_remote = len(todo.push), len(todo.remove_remote)
         report.received, report.removed_local = len(todo.pull), len(todo.remove_local)
         report.notes[:0] = [c.message() for c in todo.conflicts]
+        if fresh or files != base:  # (an unchanged sync writes nothing)
+            p.state = SyncState(volume, created, self._engine, files)
+            self._save(project, p.state)
+        else:
+            p.state = state
         if not todo.empty:
             log.info(
                 "%s: synced (%d sent, %d removed there, %d back, %d removed here, %d conflicts)",
@@ -387,17 +397,12 @@ class ProjectSync:
         except (OSError, ValueError):
             return SyncState()
 
-    def _save(self, project: str, p: _Project, clean: bool) -> None:
-        if p.state is None:
-            return
-        p.state = SyncState(
-            p.state.volume, p.state.volume_created, p.state.engine, clean, p.state.files
-        )
+    def _save(self, project: str, state: SyncState) -> None:
         self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=f".{project}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump(state_to_json(p.state), f, separators=(",", ":"))
+                json.dump(state_to_json(state), f, separators=(",", ":"))
             os.replace(tmp, self._path(project))  # mkstemp made it 0600
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -66,9 +66,7 @@ def fingerprint(envctl: Envctl, path: Path) -> dict:  # type: ignore[type-arg]
     return json.loads(envctl.ok("fingerprint", "--json", str(path)))
 
 
-def test_info_names_the_remote_engine_and_its_gpus(
-    remote: Envctl, remote_docker_host: str
-) -> None:
+def test_info_names_the_remote_engine_and_its_gpus(remote: Envctl, remote_docker_host: str) -> None:
     info = json.loads(remote.ok("info", "--json"))
     engine = info["engine"]
     assert engine["reachable"] is True
@@ -121,9 +119,12 @@ def test_build_on_the_remote_engine_matches_the_local_build(
         remote_docker_host, "volume", "ls", "-q", "--filter", "label=envd.role=mount"
     )
     assert volumes.strip() == ""
-    assert remote_docker(
-        remote_docker_host, "run", "--rm", tag, "python", "-c", "import numpy, yaml; print(1)"
-    ) == "1\n"
+    assert (
+        remote_docker(
+            remote_docker_host, "run", "--rm", tag, "python", "-c", "import numpy, yaml; print(1)"
+        )
+        == "1\n"
+    )
     # A rebuild takes every step from the remote engine's cache.
     again = remote.ok("build", str(remote_project))
     assert "up to date" in again or "cached" in again

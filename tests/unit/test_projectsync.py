@@ -137,7 +137,7 @@ def test_many_small_files_in_a_folder_come_in_one_archive_a_lone_one_by_itself()
 
 
 def test_the_state_survives_json_and_a_damaged_one_is_empty() -> None:
-    state = SyncState("v", "t", "tcp://h", False, base(a="1"))
+    state = SyncState("v", "t", "tcp://h", base(a="1"))
     assert state_from_json(json.loads(json.dumps(state_to_json(state)))) == state
     assert state_from_json({"version": 1, "files": {"a": [1]}}) == SyncState()
     assert state_from_json([]) == SyncState()
@@ -284,15 +284,17 @@ def test_the_state_is_private_and_survives_a_daemon_restart(proj: Project) -> No
     (state_file,) = proj.state.glob("*.json")
     assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
     proj.sync = proj.new_service()
-    assert proj.up() == [] and proj.volume.calls == []  # clean, as stored
+    assert proj.up() == [] and proj.volume.calls == []  # the stored state is read
 
 
-def test_a_restart_during_a_command_lists_the_volume_on_the_next_enter(proj: Project) -> None:
+def test_what_a_command_made_while_the_daemon_restarted_comes_back_with_the_next(
+    proj: Project,
+) -> None:
     proj.run()
     proj.up()
     proj.volume.edit("out.txt", b"made while the daemon restarted\n")
     proj.sync = proj.new_service()  # the command's sync back never came
-    proj.up()
+    proj.run()
     assert (proj.root / "out.txt").read_text() == "made while the daemon restarted\n"
 
 
