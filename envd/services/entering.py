@@ -139,6 +139,8 @@ class Entering:
         self._lock = threading.Lock()
 
     def prepare(self, call: EnterCall, progress: Reporter) -> ExecPlan:
+        if call.fast and self._sync is not None:  # a remote engine has no agents: refuse early
+            raise NoAgent("the engine is remote: enter through `docker exec`")
         row = self._projects.resolve(call.project)
         spec = self._projects.spec(row)  # an invalid spec stops here, before any build
         # The engine is asked only when the store records an image (a fresh project stays

@@ -131,6 +131,20 @@ def test_a_file_changed_on_both_sides_is_named_and_the_host_copy_kept(
     assert check.stdout == "mine\n" and "conflict" not in check.stderr
 
 
+def test_a_shell_session_syncs_back_and_large_files_show_progress(
+    remote: Envctl, project: Path
+) -> None:
+    # No command: a login shell reading its commands from stdin (no terminal here).
+    shell = remote("enter", str(project), input="echo from-shell > shell.txt\n", timeout=300)
+    assert shell.returncode == 0, shell.stderr
+    assert (project / "shell.txt").read_text() == "from-shell\n"
+    (project / "weights.bin").write_bytes(os.urandom(24 << 20))
+    done = enter(remote, project, "wc -c < weights.bin")
+    assert done.returncode == 0 and done.stdout.strip() == str(24 << 20), done.stderr
+    assert "[sync] sending weights.bin" in done.stderr
+    (project / "weights.bin").unlink()
+
+
 def test_an_unchanged_thousand_file_project_adds_little_to_an_enter(
     remote: Envctl,
     project: Path,

@@ -388,3 +388,17 @@ def test_a_change_there_outside_envd_is_not_overwritten_by_a_host_edit(proj: Pro
     assert len(notes) == 1 and "conflict: train.py" in notes[0]
     assert (proj.root / "train.py.envd-remote").read_text() == "edited by a docker exec\n"
     assert proj.volume.text("train.py") == "mine\n"
+
+
+def test_the_fast_path_is_refused_at_once_on_a_remote_engine(tmp_path: Path) -> None:
+    from envd.services.entering import EnterCall, NoAgent
+    from tests.unit.test_entering import close, make_world
+
+    volume = FakeVolume()
+    w = make_world(tmp_path, sync=ProjectSync(volume, tmp_path / "s", "ns", "o", "tcp://h:1"))
+    try:
+        with pytest.raises(NoAgent):
+            w.entering.prepare(EnterCall(str(w.project), ("true",), fast=True), lambda p: None)
+        assert w.builder.builds == [] and volume.calls == []  # nothing built, nothing synced
+    finally:
+        close(w)
