@@ -17,7 +17,10 @@ if TYPE_CHECKING:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def info_cmd(obj: AppContext, as_json: bool) -> None:
-    """Show the host: CPU, memory, kernel, engine and runtimes, GPUs, driver and CUDA."""
+    """Show the host: CPU, memory, kernel, engine and runtimes, GPUs, driver and CUDA.
+
+    The host is where the engine runs containers: the engine's machine when DOCKER_HOST or
+    the Docker context names a remote one."""
     from envd.v1 import envd_pb2 as pb
 
     host = obj.client().host_info(pb.HostInfoRequest(), timeout=60)
@@ -26,6 +29,12 @@ def info_cmd(obj: AppContext, as_json: bool) -> None:
         return
     engine = host.engine
     rows = [
+        (
+            "host",
+            f"{engine.name or '?'}, the remote engine's machine"
+            if engine.remote
+            else "this machine",
+        ),
         ("os", host.os),
         ("kernel", host.kernel),
         ("cpu", f"{host.cpu_model} ({host.arch}, {host.cpu_count} cores)"),
@@ -38,8 +47,6 @@ def info_cmd(obj: AppContext, as_json: bool) -> None:
             else f"unreachable: {engine.error}",
         ),
     ]
-    if engine.reachable and engine.remote:
-        rows.append(("engine host", f"{engine.name} ({engine.os}, {engine.arch})"))
     if engine.reachable:
         rows.append(("engine id", engine.engine_id or "-"))
     rows.append(("nvidia runtime", "yes" if engine.nvidia_runtime else "no"))

@@ -84,7 +84,15 @@ def resolve_endpoint(environ: Mapping[str, str] | None = None) -> EngineEndpoint
 
     env = dict(os.environ if environ is None else environ)
     if env.get("DOCKER_HOST"):
-        params = docker.utils.kwargs_from_env(environment=env)
+        try:
+            params = docker.utils.kwargs_from_env(environment=env)
+        except docker.errors.DockerException as exc:  # TLS asked for, but no certificates
+            return EngineEndpoint(
+                host=env["DOCKER_HOST"],
+                error=f"cannot use TLS for DOCKER_HOST={env['DOCKER_HOST']}: {_short(exc)}",
+                hint="DOCKER_CERT_PATH (default ~/.docker) must hold ca.pem, cert.pem and "
+                "key.pem; or unset DOCKER_TLS_VERIFY",
+            )
         return EngineEndpoint(host=str(params["base_url"]), tls=params.get("tls"))
     named_by = "DOCKER_CONTEXT" if env.get("DOCKER_CONTEXT") else "~/.docker/config.json"
     name = env.get("DOCKER_CONTEXT") or ""
@@ -128,6 +136,9 @@ class EngineInfo:
     name: str = ""  # the engine host's name
     cdi_devices: tuple[str, ...] = ()  # CDI devices the engine discovered ("nvidia.com/gpu=0")
     cdi_spec_dirs: tuple[str, ...] = ()
+    kernel: str = ""  # the engine host's kernel release
+    cpu_count: int = 0  # the engine host's CPUs
+    memory_bytes: int = 0  # the engine host's memory
 
     @property
     def nvidia_runtime(self) -> bool:
@@ -279,6 +290,9 @@ class Engine:
                 str(d.get("ID", "")) for d in discovered if str(d.get("Source", "")) == "cdi"
             ),
             cdi_spec_dirs=tuple(str(d) for d in info.get("CDISpecDirs") or ()),
+            kernel=str(info.get("KernelVersion", "")),
+            cpu_count=int(info.get("NCPU") or 0),
+            memory_bytes=int(info.get("MemTotal") or 0),
         )
 
     def labels(self, **more: str) -> dict[str, str]:
@@ -587,6 +601,11 @@ class Engine:
                 if m.volume:
                     out.append(m)
                     continue
+                if not m.read_only:  # what the container writes would never come back
+                    raise EnvdError(
+                        f"{m.source} cannot be mounted writable on the remote engine at "
+                        f"{self.endpoint.host}: only read-only folders are copied there"
+                    )
                 made.append(self.copy_to_volume(image, Path(m.source), labels))
                 out.append(Mount(made[-1], m.target, read_only=True, volume=True))
         except BaseException:
@@ -1006,6 +1025,12 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
 
 
 def _short(exc: BaseException) -> str:
+    # An API error's text leads with the request URL (long: a commit's changes); its
+    # explanation is what the engine said.
+    explanation = getattr(exc, "explanation", None)
+    status = getattr(exc, "status_code", None)
+    if isinstance(explanation, str) and explanation.strip():
+        return (f"{status} " if status else "") + explanation.strip()[:300]
     text = str(exc).strip().splitlines()
     return text[-1][:300] if text else type(exc).__name__
 

@@ -209,6 +209,7 @@ def nvml_from_env() -> Nvml:
 # ---------------------------------------------------------------- GPUs of a remote engine
 
 GPU_PROBE_IMAGE = "debian:bookworm-slim"  # any glibc image: the runtime brings nvidia-smi
+DEBIAN_BASE_LABEL = "envd.base.suite"  # on the Debian bases envd imports (services/debian_base)
 _QUERY = "index,name,uuid,memory.total,compute_cap,driver_version"
 GPU_PROBE_SCRIPT = (
     f"nvidia-smi --query-gpu={_QUERY} --format=csv,noheader,nounits || exit 3; "
@@ -271,10 +272,8 @@ class EngineGpus:
                 "(neither the nvidia runtime nor CDI)",
                 source=source,
             )
-        image = self.image or GPU_PROBE_IMAGE
         try:
-            if not self.engine.image_exists(image):
-                self.engine.pull(image)
+            image = self._probe_image()
             result = self.engine.run(
                 image,
                 ["sh", "-c", GPU_PROBE_SCRIPT],
@@ -296,3 +295,15 @@ class EngineGpus:
                 source=source,
             )
         return report_from_nvidia_smi(result.output, source)
+
+    def _probe_image(self) -> str:
+        """ENVD_GPU_PROBE_IMAGE; else debian:bookworm-slim when the engine has it, else a
+        Debian base envd imported there (no registry needed), else debian:bookworm-slim pulled."""
+        if self.image:
+            return self.image
+        if self.engine.image_exists(GPU_PROBE_IMAGE):
+            return GPU_PROBE_IMAGE
+        bases = self.engine.list_images(label=DEBIAN_BASE_LABEL)
+        if bases:
+            return bases[0].id
+        return self.engine.pull(GPU_PROBE_IMAGE).id

@@ -55,6 +55,12 @@ class FakeEngine:
             del self.containers[info.id]
             self.removed.append(info.id)
 
+    def list_volumes(self, label: str = "") -> list[tuple[str, dict[str, str]]]:
+        return []  # a fake engine holds no copies of host folders
+
+    def remove_volume(self, name: str) -> None:
+        return None
+
     def exec_capture(self, container: str, argv: Sequence[str], user: str = "") -> RunResult:
         self.exec_calls.append((container, tuple(argv), user))
         return RunResult(0, "")

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from envd.gateways.trust import host_ca_bundle
 from tests.conftest import SESSION_LABEL, Envctl, _envctl_env, copy_template, stop_daemon
 from tests.integration.registry import local_registry
 
@@ -78,6 +80,13 @@ def test_info_names_the_remote_engine_and_its_gpus(remote: Envctl, remote_docker
     )
     assert engine["engine_id"] == remote_id["ID"] != local_id["ID"]
     assert engine["arch"] == remote_id["Architecture"]
+    # The host is the engine's machine as that engine reports it.
+    assert (info["arch"], info["kernel"], info["cpu_count"]) == (
+        remote_id["Architecture"],
+        remote_id["KernelVersion"],
+        remote_id["NCPU"],
+    )
+    assert info["cpu_model"].startswith("unknown (a remote engine")
     # Its GPUs are the engine host's: it has no GPU runtime, so none, and the source is named.
     assert info.get("gpus", []) == []
     assert info["gpu_source"] == f"the engine at {remote_docker_host}"
@@ -143,3 +152,95 @@ def test_share_and_pull_on_the_remote_engine(
     out = remote.ok("pull", reference)
     assert "verified" in out
     assert remote_docker(remote_docker_host, "image", "inspect", "-f", "{{.Id}}", reference)
+
+
+def _daemon_env(home: Path, config: Path, **more: str) -> dict[str, str]:
+    env = _envctl_env(home)
+    env.pop("DOCKER_HOST", None)
+    env.pop("DOCKER_CONTEXT", None)
+    env.update(DOCKER_CONFIG=str(config), **more)
+    return env
+
+
+def test_the_current_docker_context_names_the_engine(
+    tmp_path: Path, remote_docker_host: str
+) -> None:
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    cli_env = {**os.environ, "DOCKER_CONFIG": str(config)}
+    cli_env.pop("DOCKER_HOST", None)
+    for argv in (
+        ["context", "create", "gpu-server", "--docker", f"host={remote_docker_host}"],
+        ["context", "use", "gpu-server"],
+    ):
+        done = subprocess.run(["docker", *argv], env=cli_env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    home = tmp_path / "home"
+    home.mkdir()
+    runner = Envctl(env=_daemon_env(home, config), home=home, cwd=tmp_path)
+    try:
+        engine = json.loads(runner.ok("info", "--json"))["engine"]
+        assert (engine["host"], engine["context"], engine["remote"]) == (
+            remote_docker_host,
+            "gpu-server",
+            True,
+        )
+        assert engine["reachable"] is True
+        assert f"{remote_docker_host} (remote, context gpu-server)" in runner.ok("info")
+    finally:
+        stop_daemon(runner)
+
+
+def test_an_unknown_context_is_an_engine_error(tmp_path: Path) -> None:
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = _daemon_env(home, config, DOCKER_CONTEXT="nowhere")
+    runner = Envctl(env=env, home=home, cwd=tmp_path)
+    try:
+        path = copy_template("default", tmp_path / "p")
+        proc = runner("lock", str(path))
+        assert proc.returncode == 12, proc.stderr  # the engine errors' exit code
+        assert "Docker context 'nowhere'" in proc.stderr
+        assert "docker context ls" in proc.stderr
+        assert not (path / "envd.lock").exists()  # nothing half-written
+        engine = json.loads(runner.ok("info", "--json"))["engine"]
+        assert engine["reachable"] is False and engine["context"] == "nowhere"
+    finally:
+        stop_daemon(runner)
+
+
+def test_the_ca_bundle_copied_there_is_in_no_layer(
+    remote: Envctl, remote_project: Path, remote_docker_host: str, tmp_path: Path
+) -> None:
+    bundle = host_ca_bundle()
+    assert bundle
+    tag = next(
+        p["image"]
+        for p in json.loads(remote.ok("--json", "ls"))["projects"]
+        if p["path"] == str(remote_project)
+    )
+    archive = tmp_path / "image.tar"
+    remote_docker(remote_docker_host, "save", "-o", str(archive), tag)
+    packaged = remote_docker(
+        remote_docker_host, "run", "--rm", tag, "cat", "/etc/ssl/certs/ca-certificates.crt"
+    )
+    extra = [c for c in _pem_blocks(Path(bundle).read_text()) if c not in _pem_blocks(packaged)]
+    with tarfile.open(archive) as outer:
+        for member in outer.getmembers():
+            if not member.name.endswith("layer.tar"):
+                continue
+            with tarfile.open(fileobj=outer.extractfile(member)) as layer:
+                names = layer.getnames()
+                assert not any(n.startswith(("mnt/", "envd-fill")) for n in names), names
+                for inner in layer.getmembers():
+                    if inner.isfile() and inner.size < 5_000_000:
+                        data = layer.extractfile(inner).read().decode("latin-1")  # type: ignore[union-attr]
+                        for cert in extra:
+                            assert cert not in data, inner.name
+
+
+def _pem_blocks(text: str) -> list[str]:
+    parts = text.split("-----BEGIN CERTIFICATE-----")[1:]
+    return [p.split("-----END CERTIFICATE-----")[0].strip() for p in parts]
