@@ -186,18 +186,18 @@ class EngineFiles:
         """Write files into the volume in one streamed archive, owned by uid:gid, with each
         file's mtime cut to whole seconds (so the volume's stat of it is known exactly):
         returns (size, mtime_ns) per file as written."""
-        written: dict[str, tuple[int, int]] = {}
-        for f in files:
-            if f.stat.kind == FILE:
-                written[f.relpath] = (f.stat.size, f.stat.mtime_ns // 10**9 * 10**9)
-        if not files:
-            return written
-        stream = _tar_stream(files, uid, gid, on_bytes)
-        try:
-            self._engine.client.api.put_archive(container, workdir, stream)
-        except Exception as exc:
-            raise _engine_error(exc) from exc
-        return written
+        sent: set[str] = set()
+        if files:
+            stream = _tar_stream(files, uid, gid, on_bytes, sent)
+            try:
+                self._engine.client.api.put_archive(container, workdir, stream)
+            except Exception as exc:
+                raise _engine_error(exc) from exc
+        return {
+            f.relpath: (f.stat.size, f.stat.mtime_ns // 10**9 * 10**9)
+            for f in files
+            if f.stat.kind == FILE and f.relpath in sent
+        }
 
     def remove(self, container: str, workdir: str, paths: Sequence[str]) -> None:
         for i in range(0, len(paths), ARGV_BATCH):
@@ -251,9 +251,15 @@ def _header(info: tarfile.TarInfo) -> bytes:
 
 
 def _tar_stream(
-    files: Sequence[Outgoing], uid: int, gid: int, on_bytes: ByteSink | None
+    files: Sequence[Outgoing],
+    uid: int,
+    gid: int,
+    on_bytes: ByteSink | None,
+    sent_files: set[str] | None = None,
 ) -> Iterator[bytes]:
-    """A tar archive of the files, produced chunk by chunk (a large file is never in memory)."""
+    """A tar archive of the files, produced chunk by chunk (a large file is never in memory).
+    A file gone since it was listed is left out (the next sync sees it gone); the ones sent
+    are added to sent_files."""
     for d in _dirs(files):
         info = tarfile.TarInfo(d)
         info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, uid, gid
@@ -269,9 +275,13 @@ def _tar_stream(
             yield _header(info)
             continue
         info.size = f.stat.size
+        try:
+            source = open(f.host_path, "rb")  # noqa: SIM115 (closed below, after the yields)
+        except OSError:
+            continue
         yield _header(info)
         sent = 0
-        with open(f.host_path, "rb") as source:
+        with source:
             while sent < info.size:
                 data = source.read(min(CHUNK, info.size - sent))
                 if not data:  # shrank since it was listed: pad; the next sync sends it again
@@ -282,4 +292,6 @@ def _tar_stream(
                 yield data
         if info.size % tarfile.BLOCKSIZE:
             yield b"\0" * (tarfile.BLOCKSIZE - info.size % tarfile.BLOCKSIZE)
+        if sent_files is not None:
+            sent_files.add(f.relpath)
     yield b"\0" * (2 * tarfile.BLOCKSIZE)

@@ -14,6 +14,7 @@ file, at any size, where other files over the size bound stay where they are (an
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -27,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
-from envd.errors import ContainerError
 from envd.gateways.engine_files import Outgoing
 from envd.model.plan import WORKDIR
 from envd.model.projectsync import (
@@ -297,8 +297,14 @@ class ProjectSync:
         if fresh:
             self._files.own_workdir(container, WORKDIR, uid, gid)
         pushed, pulled = self._apply(todo, root, container, uid, gid, host_stats, engine_stats,
-                                     progress)  # fmt: skip
+                                     progress, report.notes)  # fmt: skip
         files = after(base, host, host_stats, engine_stats, todo, pushed, pulled)
+        for rel, target in todo.pull:
+            if target not in pulled and target == rel:  # not written: try again next time
+                if rel in base:
+                    files[rel] = base[rel]
+                else:
+                    files.pop(rel, None)
         report.sent, report.removed_remote = len(todo.push), len(todo.remove_remote)
         report.received, report.removed_local = len(todo.pull), len(todo.remove_local)
         report.notes[:0] = [c.message() for c in todo.conflicts]
@@ -344,6 +350,7 @@ class ProjectSync:
         host_stats: Mapping[str, Stat],
         engine_stats: Mapping[str, Stat] | None,
         progress: Reporter | None,
+        notes: list[str],
     ) -> tuple[dict[str, Seen], Pulled]:
         # Pulls first: a conflict's engine copy is read before the host's replaces it.
         pulled: Pulled = {}
@@ -356,7 +363,11 @@ class ProjectSync:
                 if not _inside(root, target):
                     log.warning("not writing %s: a folder on its way is a link", target)
                     return
-                entry, host_seen = _write_host(root, target, member, body)
+                try:
+                    entry, host_seen = _write_host(root, target, member, body)
+                except OSError as exc:  # a folder here where the engine has a file, say
+                    notes.append(f"not brought back: {target} cannot be written here ({exc})")
+                    return
                 es = engine_stats.get(rel)
                 pulled[target] = (entry, host_seen, (es.size, es.mtime_ns) if es else (-1, -1))
 
@@ -439,7 +450,7 @@ def _write_host(
                 f.write(chunk)
         os.chmod(tmp, member.mode & 0o777)
         if os.path.isdir(full) and not os.path.islink(full):
-            raise ContainerError(f"{relpath} is a folder here and a file on the engine")
+            raise IsADirectoryError(errno.EISDIR, "a folder here, a file on the engine", relpath)
         os.replace(tmp, full)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

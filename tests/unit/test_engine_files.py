@@ -48,3 +48,15 @@ def test_a_file_that_shrank_since_the_listing_keeps_the_archive_readable(tmp_pat
     with tarfile.open(fileobj=io.BytesIO(b"".join(_tar_stream(files, 0, 0, None)))) as tar:
         after = tar.extractfile("after.txt")
         assert after is not None and after.read() == b"next"
+
+
+def test_a_file_gone_before_it_is_sent_is_left_out_of_the_archive(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("x")
+    (tmp_path / "b").write_text("y")
+    listing = scan_host(str(tmp_path))
+    (tmp_path / "a").unlink()
+    sent: set[str] = set()
+    files = [Outgoing(p, str(tmp_path / p), s) for p, s in sorted(listing.items())]
+    with tarfile.open(fileobj=io.BytesIO(b"".join(_tar_stream(files, 0, 0, None, sent)))) as tar:
+        assert tar.getnames() == ["b"]
+    assert sent == {"b"}

@@ -402,3 +402,13 @@ def test_the_fast_path_is_refused_at_once_on_a_remote_engine(tmp_path: Path) -> 
         assert w.builder.builds == [] and volume.calls == []  # nothing built, nothing synced
     finally:
         close(w)
+
+
+def test_a_file_there_where_a_folder_is_here_is_named_and_tried_again(proj: Project) -> None:
+    proj.run()
+    proj.up()
+    proj.volume.edit("data", b"a file on the engine\n")  # here, data/ is a folder
+    notes = proj.down()
+    assert any("not brought back: data" in n for n in notes)
+    assert (proj.root / "data" / "a.csv").read_text() == "1,2\n"
+    assert any("not brought back: data" in n for n in proj.run())  # not forgotten
