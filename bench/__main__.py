@@ -238,6 +238,72 @@ def bench_enter(mode: Mode) -> list[Case]:
     ]
 
 
+def bench_remote(mode: Mode) -> list[Case]:
+    """enter on a remote engine (a second dockerd that cannot see our files, as in the tests),
+    against `docker exec` through the same DOCKER_HOST; and what syncing an unchanged
+    1,000-file project into its volume adds (target: <= 100 ms). Left out where no second
+    engine can run (it needs root)."""
+    from tests.integration.remote_engine import RemoteEngineUnavailable, remote_engine
+
+    engine = remote_engine()
+    try:
+        host = engine.__enter__()
+    except RemoteEngineUnavailable as exc:
+        print(f"bench: no second engine ({exc}): the remote enter cases are left out")
+        return []
+    home = WORK / "remote-home"
+    env = {**ENV, "ENVD_HOME": str(home), "ENVD_SOCKET": str(home / "envd.sock")}
+    env |= {"DOCKER_HOST": host}
+    env.pop("DOCKER_CONTEXT", None)
+
+    def remote(*args: str) -> str:
+        proc = run([*ENVCTL, *args], check=False, env=env)
+        if proc.returncode != 0:
+            raise SystemExit(f"envctl {' '.join(args)} (remote) failed:\n{proc.stderr}")
+        return proc.stdout
+
+    try:
+        few = project("bench-remote", "default")
+        many = project("bench-remote-many", "default")
+        for i in range(1000):
+            folder = many / f"pkg{i // 100}"
+            folder.mkdir(exist_ok=True)
+            (folder / f"m{i}.py").write_text(f"X = {i}\n")
+        for path in (few, many):
+            remote("build", str(path))
+            remote("enter", str(path), "--", "true")  # the first sync sends everything
+        found = run(["docker", "ps", "-q", "--filter", "label=envd.project=bench-remote"], env=env)
+        container = found.stdout.split()[0]
+        warm = interleave(
+            Case(
+                "remote enter",
+                "envctl enter P -- true (DOCKER_HOST=tcp://)",
+                "docker exec C true (same DOCKER_HOST)",
+                target="<= 1.5",
+            ),
+            mode.times(3),
+            lambda: remote("enter", str(few), "--", "true"),
+            lambda: run(["docker", "exec", container, "true"], env=env),
+        )
+        synced = interleave(
+            Case(
+                "remote enter, 1,000 files",
+                "enter -- true (1,000 unchanged files synced)",
+                "enter -- true (3 files synced)",
+            ),
+            mode.times(3),
+            lambda: remote("enter", str(many), "--", "true"),
+            lambda: remote("enter", str(few), "--", "true"),
+        )
+        added = statistics.median(synced.a) - statistics.median(synced.b)
+        synced.note = f"syncing 1,000 unchanged files adds {added * 1000:.0f} ms (target <= 100 ms)"
+        return [warm, synced]
+    finally:
+        run([*ENVCTL, "stop", "--all"], check=False, env=env)
+        run([*ENVCTL, "daemon", "stop"], check=False, env=env)
+        engine.__exit__(None, None, None)
+
+
 def _piped(argv: list[str], size: int, direction: str) -> None:
     """`size` bytes through the command's stdin ("in") or out of its stdout ("out")."""
     if direction == "in":
@@ -672,6 +738,9 @@ def main(argv: list[str] | None = None) -> int:
         t = time.monotonic()
         cases = bench_enter(mode)
         phase("enter", t)
+        t = time.monotonic()
+        cases += bench_remote(mode)
+        phase("remote", t)
         t = time.monotonic()
         cases += bench_build(mode)
         phase("build", t)

@@ -356,13 +356,18 @@ def enter(paths: Paths | None, project: str, command: list[str], gpus: str = "")
         except KeyboardInterrupt:
             continue  # with a TTY, Ctrl-C went to the command itself; wait for it to end
     code = code if code >= 0 else 128 - code
-    if target.run_id:
+    if target.run_id or target.sync_id:
         from envd.v1 import envd_pb2 as pb
 
+        request = pb.FinishRunRequest(run_id=target.run_id, exit_code=code, sync_id=target.sync_id)
         try:
-            client.finish_run(pb.FinishRunRequest(run_id=target.run_id, exit_code=code))
+            reply = client.finish_run(request)
         except EnvdError as exc:  # the command's status matters more than its record
-            sys.stderr.write(f"envctl: warning: run {target.run_id} not recorded: {exc.message}\n")
+            what = f"run {target.run_id} not recorded" if target.run_id else "files not synced"
+            sys.stderr.write(f"envctl: warning: {what}: {exc.message}\n")
+        else:
+            for note in reply.notes:  # sync conflicts: the user must know, whatever the status
+                sys.stderr.write(f"envctl: {note}\n")
     return code
 
 

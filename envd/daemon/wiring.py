@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from envd import __version__
 from envd.events import EventBus
 from envd.gateways.engine import Engine, EngineInfo
+from envd.gateways.engine_files import EngineFiles
 from envd.gateways.hashcache import HashCache
 from envd.gateways.index import IndexPages
 from envd.gateways.mlflow import mlflow_sink
@@ -30,6 +31,7 @@ from envd.services.host import HostProbe
 from envd.services.images import EngineUsage, Images
 from envd.services.locker import Locker
 from envd.services.projects import Projects
+from envd.services.projectsync import ProjectSync
 from envd.services.runs import Reruns, Runs
 from envd.services.settings import Settings
 from envd.services.sharing import Sharing
@@ -67,6 +69,23 @@ def agents_for(paths: Paths, engine: Engine) -> Agents | None:
     if engine.remote:  # DOCKER_HOST or the Docker context names another machine
         return None
     return Agents(paths.agents)
+
+
+def remote_engine(engine: Engine) -> str:
+    """The address of an engine that cannot see our files (tcp://, ssh://); "" if local."""
+    if type(engine) is not Engine or not engine.remote:
+        return ""
+    return engine.endpoint.host
+
+
+def project_sync_for(
+    paths: Paths, engine: Engine, namespace: str, owner: str
+) -> ProjectSync | None:
+    """Syncing projects into volumes, on a remote engine only (a local one bind-mounts them)."""
+    where = remote_engine(engine)
+    if not where:
+        return None
+    return ProjectSync(EngineFiles(engine), paths.home / "sync", namespace, owner, where)
 
 
 def owner_of(paths: Paths) -> str:
@@ -194,7 +213,10 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
     hashes = HashCache(paths.home / "hashes.db")  # created 0600
     mlflow = mlflow_sink(lambda: settings.current.mlflow_tracking_uri, store.fingerprint_document)
     runs = Runs(store, hashes, sinks=[mlflow])
-    entering = Entering(projects, images, builder, warm, fingerprints, runs, host, engine, events)
+    sync = project_sync_for(paths, engine, namespace, owner)
+    entering = Entering(
+        projects, images, builder, warm, fingerprints, runs, host, engine, events, sync
+    )
     watcher = (
         ProjectWatcher(projects, images, builder, settings, events)
         if settings.current.watch

@@ -33,6 +33,7 @@ from envd.services.fingerprints import Fingerprints
 from envd.services.host import HostProbe
 from envd.services.images import Images
 from envd.services.projects import Projects
+from envd.services.projectsync import ProjectSync
 from envd.services.runs import Runs
 from envd.services.warm import WarmContainers, WarmRequest, fits
 
@@ -73,6 +74,7 @@ class ExecPlan:
     run_id: str = ""
     started: bool = False
     agent_socket: str = ""  # fast path: the host path of the container's agent socket
+    sync_id: str = ""  # a remote engine: FinishRun with it brings the command's files back
 
 
 def project_subdir(project_dir: str, cwd: str) -> str:
@@ -125,6 +127,7 @@ class Entering:
         host: HostProbe,
         engine: Engine,
         events: EventBus,
+        sync: ProjectSync | None = None,
     ) -> None:
         self._projects = projects
         self._images = images
@@ -135,11 +138,15 @@ class Entering:
         self._host = host
         self._engine = engine
         self._events = events
+        self._sync = sync  # a remote engine: the project lives in a volume there
+        self._syncing: dict[str, tuple[str, str, str, int, int, tuple[str, ...]]] = {}
         self._runtime: tuple[float, bool] | None = None  # (read at, engine has nvidia runtime)
         self._provenance: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
 
     def prepare(self, call: EnterCall, progress: Reporter) -> ExecPlan:
+        if call.fast and self._sync is not None:  # a remote engine has no agents: refuse early
+            raise NoAgent("the engine is remote: enter through `docker exec`")
         row = self._projects.resolve(call.project)
         spec = self._projects.spec(row)  # an invalid spec stops here, before any build
         # The engine is asked only when the store records an image (a fresh project stays
@@ -169,6 +176,7 @@ class Entering:
             if not warm.agent or warm.agent_user != f"{call.uid}:{call.gid}":
                 raise NoAgent(f"{warm.name} has no envd agent for uid {call.uid}")
             env = {**warm.env, **({"TERM": call.term} if call.tty and call.term else {}), **env}
+        sync_id = self._sync_up(row, spec, warm.container_id, call, progress) if self._sync else ""
         run_id = ""
         argv: tuple[str, ...] = SHELL
         if call.command:
@@ -186,6 +194,7 @@ class Entering:
             run_id=run_id,
             started=before is None or before.container_id != warm.container_id,
             agent_socket=warm.agent if call.fast else "",
+            sync_id=sync_id,
         )
 
     # ------------------------------------------------------------ image
@@ -198,6 +207,7 @@ class Entering:
             row.path,
             ports=spec.ports,
             device_requests=self._devices(spec, call.gpus),
+            project_volume=self._sync.volume(row.name) if self._sync else "",
         )
 
     def _build(self, row: ProjectRow, progress: Reporter) -> str:
@@ -213,6 +223,29 @@ class Entering:
                     "with no build; or fix envd.yaml and enter again"
                 )
             raise
+
+    # ------------------------------------------------------------ a remote engine's volume
+
+    def _sync_up(
+        self, row: ProjectRow, spec: Spec, container: str, call: EnterCall, progress: Reporter
+    ) -> str:
+        assert self._sync is not None
+        data = (*spec.runs.data, *spec.runs.outputs)
+        report = self._sync.up(row.name, row.path, container, call.uid, call.gid, data, progress)
+        for note in report.notes:
+            progress(Progress("sync", note, log=True))
+        sync_id = uuid.uuid4().hex[:12]
+        with self._lock:
+            self._syncing[sync_id] = (row.name, row.path, container, call.uid, call.gid, data)
+        return sync_id
+
+    def sync_back(self, sync_id: str) -> list[str]:
+        """Bring back what a command made in the volume; the notes (conflicts) to show."""
+        with self._lock:
+            pending = self._syncing.pop(sync_id, None)
+        if self._sync is None or pending is None:
+            return []
+        return self._sync.down(*pending).notes
 
     # ------------------------------------------------------------ host and GPUs
 

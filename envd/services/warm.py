@@ -152,6 +152,7 @@ class WarmRequest:
     project_dir: str
     ports: tuple[int, ...] = ()
     device_requests: tuple[Mapping[str, Any], ...] = ()
+    project_volume: str = ""  # a remote engine: this volume (kept in sync) instead of the bind
 
     @property
     def gpus(self) -> str:
@@ -394,6 +395,8 @@ class WarmContainers:
     def _start(self, request: WarmRequest) -> Warm:
         name = self._free_name(request)
         mounts = [Mount(request.project_dir, WORKDIR)]
+        if request.project_volume:  # a remote engine: see envd/services/projectsync.py
+            mounts = [Mount(request.project_volume, WORKDIR, volume=True)]
         labels = self._labels(request)
         folder = None
         try:

@@ -431,7 +431,7 @@ class EnterRequest(_message.Message):
     def __init__(self, project: _Optional[_Union[ProjectRef, _Mapping]] = ..., command: _Optional[_Iterable[str]] = ..., gpus: _Optional[str] = ..., tty: _Optional[bool] = ..., cwd: _Optional[str] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., user_name: _Optional[str] = ...) -> None: ...
 
 class ExecTarget(_message.Message):
-    __slots__ = ("container_id", "container_name", "user", "workdir", "env", "argv", "run_id", "started")
+    __slots__ = ("container_id", "container_name", "user", "workdir", "env", "argv", "run_id", "started", "sync_id")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -447,6 +447,7 @@ class ExecTarget(_message.Message):
     ARGV_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
+    SYNC_ID_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     container_name: str
     user: str
@@ -455,7 +456,8 @@ class ExecTarget(_message.Message):
     argv: _containers.RepeatedScalarFieldContainer[str]
     run_id: str
     started: bool
-    def __init__(self, container_id: _Optional[str] = ..., container_name: _Optional[str] = ..., user: _Optional[str] = ..., workdir: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., argv: _Optional[_Iterable[str]] = ..., run_id: _Optional[str] = ..., started: _Optional[bool] = ...) -> None: ...
+    sync_id: str
+    def __init__(self, container_id: _Optional[str] = ..., container_name: _Optional[str] = ..., user: _Optional[str] = ..., workdir: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., argv: _Optional[_Iterable[str]] = ..., run_id: _Optional[str] = ..., started: _Optional[bool] = ..., sync_id: _Optional[str] = ...) -> None: ...
 
 class EnterEvent(_message.Message):
     __slots__ = ("progress", "target")
@@ -466,16 +468,20 @@ class EnterEvent(_message.Message):
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., target: _Optional[_Union[ExecTarget, _Mapping]] = ...) -> None: ...
 
 class FinishRunRequest(_message.Message):
-    __slots__ = ("run_id", "exit_code")
+    __slots__ = ("run_id", "exit_code", "sync_id")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    SYNC_ID_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     exit_code: int
-    def __init__(self, run_id: _Optional[str] = ..., exit_code: _Optional[int] = ...) -> None: ...
+    sync_id: str
+    def __init__(self, run_id: _Optional[str] = ..., exit_code: _Optional[int] = ..., sync_id: _Optional[str] = ...) -> None: ...
 
 class FinishRunReply(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("notes",)
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WarmContainer(_message.Message):
     __slots__ = ("project", "container_id", "image", "started_at", "last_used_at", "status")

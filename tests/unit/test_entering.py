@@ -183,7 +183,9 @@ class World:
         return self.__dict__.setdefault("_progress", [])
 
 
-def make_world(tmp_path: Path, *, gpus: int = 0, runtimes: tuple[str, ...] = ()) -> World:
+def make_world(
+    tmp_path: Path, *, gpus: int = 0, runtimes: tuple[str, ...] = (), sync: Any = None
+) -> World:
     project = tmp_path / "proj"
     project.mkdir()
     (project / "envd.yaml").write_text(SPEC)
@@ -204,6 +206,7 @@ def make_world(tmp_path: Path, *, gpus: int = 0, runtimes: tuple[str, ...] = ())
         Host(host(gpus)),  # type: ignore[arg-type]
         engine,  # type: ignore[arg-type]
         events,
+        sync,
     )
     return World(entering, warm, store, fingerprints, engine, builder, project, events.seen)
 

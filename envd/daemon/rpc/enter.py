@@ -53,6 +53,7 @@ class EnterRpc(RpcBase):
                     argv=list(plan.argv),
                     run_id=plan.run_id,
                     started=plan.started,
+                    sync_id=plan.sync_id,
                 )
             )
 
@@ -61,8 +62,11 @@ class EnterRpc(RpcBase):
     def FinishRun(
         self, request: pb.FinishRunRequest, context: grpc.ServicerContext
     ) -> pb.FinishRunReply:
-        self.services.entering.finish(request.run_id, request.exit_code)
-        return pb.FinishRunReply()
+        # Files first: the run's record hashes the outputs the command wrote, here.
+        notes = self.services.entering.sync_back(request.sync_id) if request.sync_id else []
+        if request.run_id:
+            self.services.entering.finish(request.run_id, request.exit_code)
+        return pb.FinishRunReply(notes=notes)
 
     def ListContainers(
         self, request: pb.ListContainersRequest, context: grpc.ServicerContext

@@ -1,0 +1,297 @@
+"""Files in a project volume on the engine, reached through the warm container that mounts it.
+
+The sibling of engine.py for remote engines (see envd/model/projectsync.py): a labelled volume
+per project, a listing of it in one `find` (stat data only), hashes of the few files whose stat
+moved (`sha256sum`), streamed tar archives in (`put_archive`, with progress for large files)
+and out (`get_archive`), and removals. Commands run as root in the container, so listing and
+writing never depend on the caller's uid; files are written owned by the caller.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import secrets
+import tarfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from envd.errors import ContainerError, EnvdError
+from envd.gateways.engine import Engine, _engine_error
+from envd.model.projectsync import FILE, Stat, find_script, parse_find, parse_sha256sum
+
+CHUNK = 1 << 20
+VOLUME_ID = "envd.volume-id"
+ARGV_BATCH = 500  # paths per `sha256sum`/`rm` exec, far under any ARG_MAX
+# (path, bytes sent of it, its size): called per chunk of a file being sent or received.
+ByteSink = Callable[[str, int, int], None]
+# (relative path, member, its bytes or None for a link): one file read from the volume.
+MemberSink = Callable[[str, tarfile.TarInfo, IO[bytes] | None], None]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One host file or link to write into the volume."""
+
+    relpath: str
+    host_path: str
+    stat: Stat
+
+
+class _Chunks(io.RawIOBase):
+    """A readable stream over the engine's response chunks."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), len(self._pending))
+        view[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+class EngineFiles:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    # ------------------------------------------------------------ the volume
+
+    def ensure_volume(self, name: str, labels: Mapping[str, str]) -> str:
+        """Create the project's volume unless it exists; its identity: a random label given at
+        creation (a volume removed and made again under the same name is another one)."""
+        import docker.errors
+
+        client = self._engine.client
+        try:
+            try:
+                attrs = client.api.inspect_volume(name)
+            except docker.errors.NotFound:
+                more = {**labels, VOLUME_ID: secrets.token_hex(8)}
+                attrs = client.api.create_volume(name, labels=self._engine.labels(**more))
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+        # Not CreatedAt: the engine reports the folder's mtime there, which moves with its files.
+        return str((attrs.get("Labels") or {}).get(VOLUME_ID, "")) or f"unlabelled {name}"
+
+    def remove_volume(self, name: str) -> None:
+        import docker.errors
+
+        try:
+            self._engine.client.api.remove_volume(name, force=True)
+        except docker.errors.NotFound:
+            return
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+
+    # ------------------------------------------------------------ reading
+
+    def _exec(self, container: str, argv: Sequence[str]) -> tuple[int, bytes, bytes]:
+        try:
+            api = self._engine.client.api
+            exec_id = api.exec_create(container, list(argv), user="0")["Id"]
+            out, err = api.exec_start(exec_id, demux=True)
+            code = api.exec_inspect(exec_id).get("ExitCode")
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+        return int(code if code is not None else 1), out or b"", err or b""
+
+    def listing(self, container: str, workdir: str) -> dict[str, Stat]:
+        """Every file and link in the volume with its stat data, in one exec."""
+        code, out, err = self._exec(container, ["sh", "-c", find_script(workdir)])
+        if code not in (0, 1) or (code == 1 and not out):
+            raise ContainerError(
+                f"cannot list {workdir} in container {container[:12]} "
+                f"(exit {code}: {err.decode(errors='replace').strip()[-200:]})",
+                hint="the image needs GNU find (findutils) to sync a project with a remote "
+                "engine; Debian and Ubuntu images have it",
+            )
+        return parse_find(out)
+
+    def hashes(self, container: str, workdir: str, paths: Sequence[str]) -> dict[str, str]:
+        """sha256 of the given files; those it cannot hash (no sha256sum) are left out."""
+        out: dict[str, str] = {}
+        for i in range(0, len(paths), ARGV_BATCH):
+            batch = list(paths[i : i + ARGV_BATCH])
+            argv = ["sh", "-c", f'cd {workdir} && exec sha256sum -- "$@"', "sh", *batch]
+            code, stdout, _ = self._exec(container, argv)
+            if code == 0:
+                out |= parse_sha256sum(stdout.decode("utf-8", "surrogateescape"), batch)
+        return out
+
+    def read(
+        self,
+        container: str,
+        workdir: str,
+        groups: Iterable[tuple[str, frozenset[str]]],
+        on_member: MemberSink,
+        on_bytes: ByteSink | None = None,
+    ) -> None:
+        """Stream each group's archive and hand over the wanted files and links in it."""
+        for root, wanted in groups:
+            try:
+                chunks, _ = self._engine.client.api.get_archive(
+                    container, posixpath.join(workdir, root), chunk_size=CHUNK
+                )
+            except Exception as exc:
+                error = _engine_error(exc)
+                error.message = f"cannot read {root} from the engine: {error.message}"
+                raise error from exc
+            parent = posixpath.dirname(root)
+            try:
+                with tarfile.open(
+                    fileobj=io.BufferedReader(_Chunks(chunks), CHUNK),
+                    mode="r|",
+                    errors="surrogateescape",
+                ) as tar:
+                    for member in tar:
+                        rel = posixpath.normpath(posixpath.join(parent, member.name))
+                        if rel not in wanted:
+                            continue
+                        if member.issym():
+                            on_member(rel, member, None)
+                        elif member.isfile():
+                            data = tar.extractfile(member)
+                            if data is not None:
+                                source = _Counting(data, rel, member.size, on_bytes)
+                                on_member(rel, member, source)  # type: ignore[arg-type]
+            except EnvdError:
+                raise
+            except (tarfile.TarError, OSError) as exc:
+                raise ContainerError(f"the engine's archive of {root} broke off: {exc}") from exc
+
+    # ------------------------------------------------------------ writing
+
+    def write(
+        self,
+        container: str,
+        workdir: str,
+        files: Sequence[Outgoing],
+        uid: int,
+        gid: int,
+        on_bytes: ByteSink | None = None,
+    ) -> dict[str, tuple[int, int]]:
+        """Write files into the volume in one streamed archive, owned by uid:gid, with each
+        file's mtime cut to whole seconds (so the volume's stat of it is known exactly):
+        returns (size, mtime_ns) per file as written."""
+        sent: set[str] = set()
+        if files:
+            stream = _tar_stream(files, uid, gid, on_bytes, sent)
+            try:
+                self._engine.client.api.put_archive(container, workdir, stream)
+            except Exception as exc:
+                raise _engine_error(exc) from exc
+        return {
+            f.relpath: (f.stat.size, f.stat.mtime_ns // 10**9 * 10**9)
+            for f in files
+            if f.stat.kind == FILE and f.relpath in sent
+        }
+
+    def remove(self, container: str, workdir: str, paths: Sequence[str]) -> None:
+        for i in range(0, len(paths), ARGV_BATCH):
+            batch = list(paths[i : i + ARGV_BATCH])
+            argv = ["sh", "-c", f'cd {workdir} && exec rm -f -- "$@"', "sh", *batch]
+            code, _, err = self._exec(container, argv)
+            if code != 0:
+                raise ContainerError(
+                    f"cannot remove files from {workdir} on the engine: "
+                    f"{err.decode(errors='replace').strip()[-200:]}"
+                )
+
+    def own_workdir(self, container: str, workdir: str, uid: int, gid: int) -> None:
+        """The volume's top folder belongs to the caller (a fresh volume's is root's)."""
+        code, _, err = self._exec(container, ["chown", f"{uid}:{gid}", workdir])
+        if code != 0:
+            raise ContainerError(
+                f"cannot hand {workdir} to {uid}:{gid} on the engine: "
+                f"{err.decode(errors='replace').strip()[-200:]}"
+            )
+
+
+class _Counting:
+    """A member's stream that reports progress as it is read."""
+
+    def __init__(self, raw: IO[bytes], path: str, size: int, sink: ByteSink | None) -> None:
+        self._raw, self._path, self._size, self._sink = raw, path, size, sink
+        self._done = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._done += len(data)
+        if self._sink is not None and data:
+            self._sink(self._path, self._done, self._size)
+        return data
+
+
+def _dirs(files: Sequence[Outgoing]) -> list[str]:
+    """Every folder above the files, parents first (so they are created owned by the caller)."""
+    out: set[str] = set()
+    for f in files:
+        parent = posixpath.dirname(f.relpath)
+        while parent and parent not in out:
+            out.add(parent)
+            parent = posixpath.dirname(parent)
+    return sorted(out, key=lambda p: (p.count("/"), p))
+
+
+def _header(info: tarfile.TarInfo) -> bytes:
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _tar_stream(
+    files: Sequence[Outgoing],
+    uid: int,
+    gid: int,
+    on_bytes: ByteSink | None,
+    sent_files: set[str] | None = None,
+) -> Iterator[bytes]:
+    """A tar archive of the files, produced chunk by chunk (a large file is never in memory).
+    A file gone since it was listed is left out (the next sync sees it gone); the ones sent
+    are added to sent_files."""
+    for d in _dirs(files):
+        info = tarfile.TarInfo(d)
+        info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, uid, gid
+        info.mtime = int(time.time())
+        yield _header(info)
+    for f in files:
+        info = tarfile.TarInfo(f.relpath)
+        info.uid, info.gid = uid, gid
+        info.mtime = f.stat.mtime_ns // 10**9
+        info.mode = f.stat.mode & 0o7777
+        if f.stat.kind != FILE:
+            info.type, info.linkname = tarfile.SYMTYPE, f.stat.target
+            yield _header(info)
+            continue
+        info.size = f.stat.size
+        try:
+            source = open(f.host_path, "rb")  # noqa: SIM115 (closed below, after the yields)
+        except OSError:
+            continue
+        yield _header(info)
+        sent = 0
+        with source:
+            while sent < info.size:
+                data = source.read(min(CHUNK, info.size - sent))
+                if not data:  # shrank since it was listed: pad; the next sync sends it again
+                    data = b"\0" * min(CHUNK, info.size - sent)
+                sent += len(data)
+                if on_bytes is not None:
+                    on_bytes(f.relpath, sent, info.size)
+                yield data
+        if info.size % tarfile.BLOCKSIZE:
+            yield b"\0" * (tarfile.BLOCKSIZE - info.size % tarfile.BLOCKSIZE)
+        if sent_files is not None:
+            sent_files.add(f.relpath)
+    yield b"\0" * (2 * tarfile.BLOCKSIZE)

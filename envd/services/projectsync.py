@@ -1,0 +1,485 @@
+"""The project on a remote engine: a volume kept in step with the project directory.
+
+A remote engine cannot bind-mount the project, so its warm container mounts the project's
+volume (`envd-<owner12>-project-<name>`) at the workdir. Before each command `up` sends what
+changed on the host; after it `down` brings back what the command created, changed or
+deleted. Both are the same three-way sync against the last-synced manifest (envd/model/
+projectsync.py), stored per project as a 0600 JSON file in the daemon's state folder. `up`
+reads the volume only when the host changed, so an unchanged project costs one lstat per
+host file and no engine call; `down` always lists the volume (one `find`).
+
+`runs:` data and outputs lie inside the project (the spec refuses others); they move like any
+file, at any size, where other files over the size bound stay where they are (and are named).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import stat as stat_module
+import tarfile
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+from envd.gateways.engine_files import Outgoing
+from envd.model.plan import WORKDIR
+from envd.model.projectsync import (
+    FILE,
+    IGNORED_NAMES,
+    LINK,
+    MAX_FILE_BYTES,
+    Entry,
+    Stat,
+    Synced,
+    SyncPlan,
+    SyncState,
+    after,
+    entries,
+    fetch_groups,
+    ignored_name,
+    over_bound,
+    plan,
+    state_from_json,
+    state_to_json,
+    to_hash,
+    unchanged,
+)
+from envd.progress import Progress, Reporter
+
+log = logging.getLogger(__name__)
+
+BIG_FILE = 8 << 20  # files from this size on report their progress
+ByteSink = Callable[[str, int, int], None]
+MemberSink = Callable[[str, tarfile.TarInfo, IO[bytes] | None], None]
+Seen = tuple[int, int]  # (size, mtime_ns) as one side's listing shows a file
+Pulled = dict[str, tuple[Entry, Seen, Seen]]  # host path: content, host and volume stat
+
+
+class VolumeFiles(Protocol):
+    """What envd/gateways/engine_files.py offers (a fake in tests)."""
+
+    def ensure_volume(self, name: str, labels: Mapping[str, str]) -> str: ...
+
+    def listing(self, container: str, workdir: str) -> dict[str, Stat]: ...
+
+    def hashes(self, container: str, workdir: str, paths: Sequence[str]) -> dict[str, str]: ...
+
+    def read(
+        self,
+        container: str,
+        workdir: str,
+        groups: Iterable[tuple[str, frozenset[str]]],
+        on_member: MemberSink,
+        on_bytes: ByteSink | None = ...,
+    ) -> None: ...
+
+    def write(
+        self,
+        container: str,
+        workdir: str,
+        files: Sequence[Outgoing],
+        uid: int,
+        gid: int,
+        on_bytes: ByteSink | None = ...,
+    ) -> dict[str, tuple[int, int]]: ...
+
+    def remove(self, container: str, workdir: str, paths: Sequence[str]) -> None: ...
+
+    def own_workdir(self, container: str, workdir: str, uid: int, gid: int) -> None: ...
+
+
+@dataclass
+class SyncReport:
+    """What one sync did, for the caller to show."""
+
+    sent: int = 0
+    removed_remote: int = 0
+    received: int = 0
+    removed_local: int = 0
+    notes: list[str] = field(default_factory=list)  # conflicts and files left behind
+
+
+@dataclass
+class _Project:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    state: SyncState | None = None
+
+
+def scan_host(root: str) -> dict[str, Stat]:
+    """Every file and link under root (not following links), ignored names left out."""
+    out: dict[str, Stat] = {}
+    stack = [("", root)]
+    while stack:
+        rel_dir, folder = stack.pop()
+        try:
+            items = list(os.scandir(folder))
+        except OSError:
+            continue
+        for item in items:
+            if item.name in IGNORED_NAMES:
+                continue
+            rel = f"{rel_dir}{item.name}"
+            try:
+                st = item.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat_module.S_ISDIR(st.st_mode):
+                stack.append((rel + "/", item.path))
+            elif ignored_name(rel):
+                continue
+            elif stat_module.S_ISREG(st.st_mode):
+                out[rel] = Stat(FILE, st.st_size, st.st_mtime_ns, st.st_mode & 0o7777)
+            elif stat_module.S_ISLNK(st.st_mode):
+                try:
+                    target = os.readlink(item.path)
+                except OSError:
+                    continue
+                out[rel] = Stat(LINK, 0, st.st_mtime_ns, 0o777, target)
+    return out
+
+
+def sha256_of(path: str) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _inside(root: str, relpath: str) -> bool:
+    """No folder on the way to relpath is a link (the engine must not write outside root)."""
+    folder = os.path.dirname(os.path.join(root, relpath))
+    real = os.path.realpath(folder)
+    base = os.path.realpath(root)
+    return real == base or real.startswith(base + os.sep)
+
+
+class ProjectSync:
+    def __init__(
+        self,
+        files: VolumeFiles,
+        state_dir: Path,
+        namespace: str,
+        owner: str,
+        engine: str,
+        max_file_bytes: int = MAX_FILE_BYTES,
+    ) -> None:
+        self._files = files
+        self._max = max_file_bytes
+        self._dir = state_dir
+        self._namespace = namespace
+        self._owner = owner
+        self._engine = engine  # which engine (DOCKER_HOST): a state of another one is void
+        self._projects: dict[str, _Project] = {}
+        self._lock = threading.Lock()
+        self._volumes: dict[str, str] = {}  # volume -> its creation time, once ensured
+
+    def volume(self, project: str) -> str:
+        """The project's volume, created (labelled) unless it exists."""
+        name = f"{self._namespace}-project-{project}"
+        created = self._files.ensure_volume(
+            name,
+            {"envd.role": "project-files", "envd.project": project, "envd.owner": self._owner},
+        )
+        with self._lock:
+            self._volumes[name] = created
+        return name
+
+    def _project(self, project: str) -> _Project:
+        with self._lock:
+            return self._projects.setdefault(project, _Project())
+
+    # ------------------------------------------------------------ the two directions
+
+    def up(
+        self,
+        project: str,
+        project_dir: str,
+        container: str,
+        uid: int,
+        gid: int,
+        data: Sequence[str] = (),
+        progress: Reporter | None = None,
+    ) -> SyncReport:
+        """Before a command: the volume gets the host's changes. The volume is read only when
+        there are any (so a change made there meanwhile, say by a `docker exec`, is a named
+        conflict, not overwritten): an unchanged project costs no engine call at all."""
+        return self._sync(project, project_dir, container, uid, gid, data, progress, False)
+
+    def down(
+        self,
+        project: str,
+        project_dir: str,
+        container: str,
+        uid: int,
+        gid: int,
+        data: Sequence[str] = (),
+    ) -> SyncReport:
+        """After a command: what it created, changed or deleted comes back; conflicts named."""
+        return self._sync(project, project_dir, container, uid, gid, data, None, True)
+
+    # ------------------------------------------------------------ one sync
+
+    def _sync(
+        self,
+        project: str,
+        root: str,
+        container: str,
+        uid: int,
+        gid: int,
+        data: Sequence[str],
+        progress: Reporter | None,
+        after_command: bool,
+    ) -> SyncReport:
+        p = self._project(project)
+        with p.lock:
+            return self._locked_sync(p, project, root, container, uid, gid, data, progress,
+                                     after_command)  # fmt: skip
+
+    def _locked_sync(
+        self,
+        p: _Project,
+        project: str,
+        root: str,
+        container: str,
+        uid: int,
+        gid: int,
+        data: Sequence[str],
+        progress: Reporter | None,
+        after_command: bool,
+    ) -> SyncReport:
+        volume = f"{self._namespace}-project-{project}"
+        with self._lock:
+            created = self._volumes.get(volume)
+        if created is None:  # e.g. a daemon restarted between a command's start and end
+            self.volume(project)
+            created = self._volumes[volume]
+        state = p.state if p.state is not None else self._load(project)
+        fresh = not state.matches(volume, created, self._engine)
+        if fresh:  # a new volume (or engine): it holds nothing of ours yet
+            state = SyncState(volume, created, self._engine, files={})
+        base = state.files
+        report = SyncReport()
+
+        host_stats = self._bounded(scan_host(root), base, data, "here", report)
+        if not fresh and not after_command and unchanged(base, host_stats, "host"):
+            return report  # the common case: one lstat per file, nothing else
+        moved = to_hash(base, host_stats, "host")
+        host_hashes = {}
+        for path in moved:
+            digest = sha256_of(os.path.join(root, path))
+            if digest is None:  # vanished or unreadable since the scan: not this time
+                host_stats.pop(path, None)
+            else:
+                host_hashes[path] = digest
+        host = entries(base, host_stats, "host", host_hashes)
+
+        engine_stats: dict[str, Stat] | None = None
+        engine: dict[str, Entry] | None = None
+        if fresh or after_command or not plan(base, host, None).empty:
+            listed = self._files.listing(container, WORKDIR)
+            engine_stats = self._bounded(listed, base, data, "on the engine", report)
+            changed = to_hash(base, engine_stats, "engine")
+            engine = entries(
+                base, engine_stats, "engine", self._files.hashes(container, WORKDIR, changed)
+            )
+        todo = plan(base, host, engine)
+        if fresh:
+            self._files.own_workdir(container, WORKDIR, uid, gid)
+        pushed, pulled = self._apply(todo, root, container, uid, gid, host_stats, engine_stats,
+                                     progress, report.notes)  # fmt: skip
+        files = after(base, host, host_stats, engine_stats, todo, pushed, pulled)
+        for rel, target in todo.pull:
+            if target not in pulled and target == rel:  # not written: try again next time
+                if rel in base:
+                    files[rel] = base[rel]
+                else:
+                    files.pop(rel, None)
+        report.sent, report.removed_remote = len(todo.push), len(todo.remove_remote)
+        report.received, report.removed_local = len(todo.pull), len(todo.remove_local)
+        report.notes[:0] = [c.message() for c in todo.conflicts]
+        if fresh or files != base:  # (an unchanged sync writes nothing)
+            p.state = SyncState(volume, created, self._engine, files)
+            self._save(project, p.state)
+        else:
+            p.state = state
+        if not todo.empty:
+            log.info(
+                "%s: synced (%d sent, %d removed there, %d back, %d removed here, %d conflicts)",
+                project, report.sent, report.removed_remote, report.received,
+                report.removed_local, len(todo.conflicts),
+            )  # fmt: skip
+        return report
+
+    def _bounded(
+        self,
+        listing: dict[str, Stat],
+        base: Mapping[str, Synced],
+        data: Sequence[str],
+        where: str,
+        report: SyncReport,
+    ) -> dict[str, Stat]:
+        """Leave out new files over the size bound that `runs:` does not declare (named)."""
+        for path, st in list(listing.items()):
+            if path not in base and over_bound(path, st, data, self._max):
+                del listing[path]
+                report.notes.append(
+                    f"not synced: {path} ({_size(st.size)} {where}) is over the "
+                    f"{_size(self._max)} bound; declare it under `runs: data:` or "
+                    "`outputs:` in envd.yaml to move it"
+                )
+        return listing
+
+    def _apply(
+        self,
+        todo: SyncPlan,
+        root: str,
+        container: str,
+        uid: int,
+        gid: int,
+        host_stats: Mapping[str, Stat],
+        engine_stats: Mapping[str, Stat] | None,
+        progress: Reporter | None,
+        notes: list[str],
+    ) -> tuple[dict[str, Seen], Pulled]:
+        # Pulls first: a conflict's engine copy is read before the host's replaces it.
+        pulled: Pulled = {}
+        if todo.pull:
+            assert engine_stats is not None  # a pull follows a listing
+            dest = dict(todo.pull)
+
+            def receive(rel: str, member: tarfile.TarInfo, body: IO[bytes] | None) -> None:
+                target = dest[rel]
+                if not _inside(root, target):
+                    log.warning("not writing %s: a folder on its way is a link", target)
+                    return
+                try:
+                    entry, host_seen = _write_host(root, target, member, body)
+                except OSError as exc:  # a folder here where the engine has a file, say
+                    notes.append(f"not brought back: {target} cannot be written here ({exc})")
+                    return
+                es = engine_stats.get(rel)
+                pulled[target] = (entry, host_seen, (es.size, es.mtime_ns) if es else (-1, -1))
+
+            groups = fetch_groups(dest, engine_stats)
+            sink = _progress_sink(progress, "receiving")
+            self._files.read(container, WORKDIR, groups, receive, sink)
+            missing = set(dest) - {r for r, t in todo.pull if t in pulled}
+            if missing:
+                log.warning("not brought back (gone meanwhile?): %s", sorted(missing)[:10])
+        if todo.remove_remote:
+            self._files.remove(container, WORKDIR, list(todo.remove_remote))
+        pushed: dict[str, Seen] = {}
+        if todo.push:
+            outgoing = [Outgoing(p, os.path.join(root, p), host_stats[p]) for p in todo.push]
+            sink = _progress_sink(progress, "sending")
+            pushed = self._files.write(container, WORKDIR, outgoing, uid, gid, sink)
+        for path in todo.remove_local:
+            full = os.path.join(root, path)
+            seen = host_stats.get(path)
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                continue
+            if seen is not None and (st.st_size, st.st_mtime_ns) != (seen.size, seen.mtime_ns):
+                continue  # edited here meanwhile: keep it (the next sync sends it)
+            if _inside(root, path):
+                os.unlink(full)
+        return pushed, pulled
+
+    # ------------------------------------------------------------ the state file
+
+    def _path(self, project: str) -> Path:
+        return self._dir / f"{project}.json"
+
+    def _load(self, project: str) -> SyncState:
+        try:
+            return state_from_json(json.loads(self._path(project).read_text()))
+        except (OSError, ValueError):
+            return SyncState()
+
+    def _save(self, project: str, state: SyncState) -> None:
+        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=self._dir, prefix=f".{project}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(state_to_json(state), f, separators=(",", ":"))
+            os.replace(tmp, self._path(project))  # mkstemp made it 0600
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def forget(self, project: str) -> None:
+        """Drop a project's sync state (its volume is gone or about to be)."""
+        with self._lock:
+            self._projects.pop(project, None)
+        self._path(project).unlink(missing_ok=True)
+
+
+def _write_host(
+    root: str, relpath: str, member: tarfile.TarInfo, body: IO[bytes] | None
+) -> tuple[Entry, tuple[int, int]]:
+    """Write one file or link from the volume into the project, atomically."""
+    full = os.path.join(root, relpath)
+    folder = os.path.dirname(full)
+    os.makedirs(folder, exist_ok=True)
+    if body is None:  # a link
+        tmp = os.path.join(folder, f".{os.path.basename(full)}.envd-tmp")
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(member.linkname, tmp)
+        os.replace(tmp, full)
+        st = os.lstat(full)
+        return Entry(LINK, "", 0, member.linkname), (0, st.st_mtime_ns)
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(full)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            while chunk := body.read(1 << 20):
+                digest.update(chunk)
+                f.write(chunk)
+        os.chmod(tmp, member.mode & 0o777)
+        if os.path.isdir(full) and not os.path.islink(full):
+            raise IsADirectoryError(errno.EISDIR, "a folder here, a file on the engine", relpath)
+        os.replace(tmp, full)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    st = os.lstat(full)
+    entry = Entry(FILE, digest.hexdigest(), member.mode & 0o7777, "", st.st_size)
+    return entry, (st.st_size, st.st_mtime_ns)
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _progress_sink(progress: Reporter | None, verb: str) -> ByteSink | None:
+    """Progress of large files only, about every 5 %."""
+    if progress is None:
+        return None
+    shown: dict[str, int] = {}
+
+    def sink(path: str, done: int, total: int) -> None:
+        if total < BIG_FILE:
+            return
+        step = max(total // 20, 1)
+        if done < total and done - shown.get(path, -step) < step:
+            return
+        shown[path] = done
+        progress(Progress("sync", f"{verb} {path}", current=done, total=total))
+
+    return sink

@@ -1,0 +1,212 @@
+"""The project on a remote engine: synced into a volume there around each `enter`.
+
+The engine (tests/integration/remote_engine.py) cannot see the project's folder; what a
+command there sees of the project, and what it makes, travels through the sync only.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from envd.gateways.engine import Engine
+from envd.gateways.engine_files import EngineFiles
+from envd.services.projectsync import ProjectSync
+from tests.conftest import Envctl, _envctl_env, stop_daemon
+
+pytestmark = pytest.mark.integration
+
+
+def remote_docker(host: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DOCKER_HOST": host}
+    return subprocess.run(["docker", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory: pytest.TempPathFactory, remote_docker_host: str) -> Iterator[Envctl]:
+    root = tmp_path_factory.mktemp("remote-sync")
+    home = root / "home"
+    home.mkdir()
+    env = _envctl_env(home)
+    env["DOCKER_HOST"] = remote_docker_host
+    env.pop("DOCKER_CONTEXT", None)
+    runner = Envctl(env=env, home=home, cwd=root)
+    yield runner
+    runner("stop", "--all", timeout=60)
+    stop_daemon(runner)
+
+
+@pytest.fixture(scope="module")
+def project(remote: Envctl, default_project: Path) -> Path:
+    """environments/default (its lock too), with a few files of its own, built on the engine."""
+    path = remote.cwd / "synced"
+    path.mkdir()
+    for name in ("envd.yaml", "envd.lock"):
+        (path / name).write_bytes((default_project / name).read_bytes())
+    (path / "src").mkdir()
+    (path / "src" / "train.py").write_text("print('v1')\n")
+    (path / "data").mkdir()
+    (path / "data" / "x.csv").write_text("1,2\n")
+    (path / ".git").mkdir()
+    (path / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    remote.ok("build", str(path))
+    return path
+
+
+def enter(remote: Envctl, path: Path, script: str) -> subprocess.CompletedProcess[str]:
+    return remote("enter", str(path), "--", "sh", "-c", script, timeout=300)
+
+
+def warm_container(host: str, project: str) -> str:
+    found = remote_docker(host, "ps", "-q", "--filter", f"label=envd.project={project}")
+    return found.stdout.split()[0]
+
+
+def test_what_a_command_writes_comes_back_and_host_edits_go_there(
+    remote: Envctl, project: Path, remote_docker_host: str
+) -> None:
+    done = enter(remote, project, "echo hi > out.txt; ls -a; cat src/train.py")
+    assert done.returncode == 0, done.stderr
+    assert (project / "out.txt").read_text() == "hi\n"
+    listed = done.stdout.split()
+    assert "envd.yaml" in listed and "src" in listed and ".git" not in listed
+    assert "v1" in done.stdout
+    (project / "src" / "train.py").write_text("print('v2')\n")
+    again = enter(remote, project, "cat src/train.py")
+    assert again.returncode == 0 and again.stdout == "print('v2')\n", again.stderr
+    # Its status is the command's, as on a local engine.
+    assert enter(remote, project, "exit 3").returncode == 3
+    # The warm container mounts the project's volume, not a folder of this machine.
+    volumes = remote_docker(
+        remote_docker_host, "volume", "ls", "-q", "--filter", "label=envd.role=project-files"
+    ).stdout.split()
+    assert len(volumes) == 1 and volumes[0].endswith("-project-dflt")
+
+
+def test_deleted_here_is_gone_there_and_deleted_there_is_gone_here(
+    remote: Envctl, project: Path
+) -> None:
+    (project / "data" / "x.csv").unlink()
+    done = enter(remote, project, "test -e data/x.csv && echo present || echo gone")
+    assert done.stdout == "gone\n", done.stderr
+    (project / "scratch.txt").write_text("tmp\n")
+    assert enter(remote, project, "rm scratch.txt").returncode == 0
+    assert not (project / "scratch.txt").exists()
+
+
+def test_a_file_changed_on_both_sides_is_named_and_the_host_copy_kept(
+    remote: Envctl, project: Path, remote_docker_host: str
+) -> None:
+    notes = project / "notes.md"
+    notes.write_text("v1\n")
+    assert enter(remote, project, "true").returncode == 0
+    started = project / "started"
+    argv = [sys.executable, "-m", "cli.main", "enter", str(project), "--", "sh", "-c",
+            "echo theirs > notes.md; echo > started; sleep 3"]  # fmt: skip
+    job = subprocess.Popen(
+        argv, env=remote.env, cwd=remote.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    container = warm_container(remote_docker_host, "dflt")
+    deadline = time.monotonic() + 60
+    while remote_docker(remote_docker_host, "exec", container, "test", "-e", "started").returncode:
+        assert time.monotonic() < deadline and job.poll() is None
+        time.sleep(0.1)
+    notes.write_text("mine\n")  # while the command runs, after it wrote its own
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 0, err
+    assert started.exists()  # brought back with the rest
+    assert notes.read_text() == "mine\n"
+    assert (project / "notes.md.envd-remote").read_text() == "theirs\n"
+    assert "conflict: notes.md" in err and "notes.md.envd-remote" in err
+    # The engine now holds the host's copy; the conflict copy never travels.
+    check = enter(remote, project, "cat notes.md; ls notes.md.envd-remote 2>/dev/null; true")
+    assert check.stdout == "mine\n" and "conflict" not in check.stderr
+
+
+def test_a_shell_session_syncs_back_and_large_files_show_progress(
+    remote: Envctl, project: Path
+) -> None:
+    # No command: a login shell reading its commands from stdin (no terminal here).
+    shell = remote("enter", str(project), input="echo from-shell > shell.txt\n", timeout=300)
+    assert shell.returncode == 0, shell.stderr
+    assert (project / "shell.txt").read_text() == "from-shell\n"
+    (project / "weights.bin").write_bytes(os.urandom(24 << 20))
+    done = enter(remote, project, "wc -c < weights.bin")
+    assert done.returncode == 0 and done.stdout.strip() == str(24 << 20), done.stderr
+    assert "[sync] sending weights.bin" in done.stderr
+    (project / "weights.bin").unlink()
+
+
+def test_an_unchanged_thousand_file_project_adds_little_to_an_enter(
+    remote: Envctl,
+    project: Path,
+    remote_docker_host: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    many = remote.cwd / "many"
+    many.mkdir()
+    for name in ("envd.yaml", "envd.lock"):
+        (many / name).write_bytes((project / name).read_bytes())
+    text = (many / "envd.yaml").read_text().replace("name: dflt", "name: many")
+    (many / "envd.yaml").write_text(text)
+    for i in range(1000):
+        folder = many / f"pkg{i // 100}"
+        folder.mkdir(exist_ok=True)
+        (folder / f"m{i}.py").write_text(f"X = {i}\n")
+    first = enter(remote, many, "ls pkg9 | wc -l")
+    assert first.returncode == 0 and first.stdout.strip() == "100", first.stderr
+
+    # The sync itself, as the daemon runs it (the real gateway, that engine), before and
+    # after a command: what it adds to an enter, without the CLI's start-up in the figure.
+    monkeypatch.setenv("DOCKER_HOST", remote_docker_host)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    sync = ProjectSync(
+        EngineFiles(Engine()), tmp_path / "sync", remote.namespace, "measure", remote_docker_host
+    )
+    container = warm_container(remote_docker_host, "many")
+    sync.volume("many")
+    uid, gid = os.getuid(), os.getgid()
+    sync.up("many", str(many), container, uid, gid)  # a state of its own: compares everything
+    sync.down("many", str(many), container, uid, gid)
+    ups, downs = [], []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        up = sync.up("many", str(many), container, uid, gid)
+        t1 = time.perf_counter()
+        down = sync.down("many", str(many), container, uid, gid)
+        ups.append(t1 - t0)
+        downs.append(time.perf_counter() - t1)
+        assert (up.sent, up.received, down.sent, down.received) == (0, 0, 0, 0)
+    up_s, down_s = statistics.median(ups), statistics.median(downs)
+
+    def median_enter(path: Path) -> float:
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            assert enter(remote, path, "true").returncode == 0
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    few, thousand = median_enter(project), median_enter(many)
+    docker_times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        assert remote_docker(remote_docker_host, "exec", container, "true").returncode == 0
+        docker_times.append(time.perf_counter() - t0)
+    exec_s = statistics.median(docker_times)
+    print(
+        f"\nsync of 1,000 unchanged files: up {up_s * 1000:.1f} ms, down {down_s * 1000:.1f} ms; "
+        f"envctl enter: {few * 1000:.0f} ms (a few files), {thousand * 1000:.0f} ms (1,000); "
+        f"docker exec through the same DOCKER_HOST: {exec_s * 1000:.0f} ms"
+    )
+    assert up_s < 0.05  # no engine call: one lstat per file
+    assert up_s + down_s < 0.3  # the target is 0.1 s; shared test machines are noisy
