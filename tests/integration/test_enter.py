@@ -508,4 +508,6 @@ def test_engine_down_is_a_clear_error(envctl: Envctl) -> None:
     envctl.env["DOCKER_HOST"] = f"unix://{envctl.cwd}/no-engine.sock"
     proc = envctl("enter", str(proj), "--", "true")
     assert proc.returncode == 12, proc.stderr
-    assert "the Docker engine does not answer" in proc.stderr and "Traceback" not in proc.stderr
+    where = envctl.env["DOCKER_HOST"]
+    assert f"the Docker engine at {where} (DOCKER_HOST) does not answer" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
