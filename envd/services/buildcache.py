@@ -134,15 +134,17 @@ class BuildCache:
         if not target:
             return Fetched()
         repository = parse_repository(target)
-        have, _ = self._steps.cached_prefix(plan)
+        have, image = self._steps.cached_prefix(plan)
         if have == len(plan.steps) - 1:
             return Fetched(target)
+        if image is None and not (lock.base.kind == "debian" and self._has_base(lock)):
+            have = -1  # not even the base is here
         refused: list[str] = []
         try:
             for index in range(len(plan.steps) - 1, have, -1):
                 step = plan.steps[index]
-                if step.name == "base" and (lock.base.kind != "debian" or self._has_base(lock)):
-                    continue  # an image base comes from its own registry; a known one is here
+                if step.name == "base" and lock.base.kind != "debian":
+                    continue  # an image base comes from its own registry
                 data = self._registry.get_record(repository, RECORD_PREFIX + step.key)
                 if data is None:
                     continue
