@@ -239,7 +239,10 @@ def config_cmd(obj: AppContext, key: str | None, value: str | None, project: str
         reply = client.set_config(pb.SetConfigRequest(key=key, value=value))
     else:
         reply = client.get_config(pb.GetConfigRequest())
-    entries = [e for e in reply.entries if not key or e.key == key]
+    if project:  # (the daemon names the override by the project's name, a path given or not)
+        entries = [e for e in reply.entries if e.key == "cache" or e.key.startswith("cache[")]
+    else:
+        entries = [e for e in reply.entries if not key or e.key == key]
     if key and not entries:
         raise click.UsageError(f"unknown setting {key!r}")
     if obj.as_json:

@@ -17,6 +17,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from envd.errors import RegistryError
 
@@ -124,6 +125,28 @@ class RegistryClient:
         if status != 201:
             raise RegistryError(f"{repository} refused the record {tag} (HTTP {status})")
 
+    def manifest_layers(self, repository: Repository, tag: str) -> list[Layer]:
+        """The layers of the image manifest REPOSITORY:TAG (compressed digests and sizes)."""
+        accept = f"{DOCKER_MANIFEST}, {OCI_MANIFEST}"
+        status, body, _ = self._call(repository, "GET", f"/manifests/{tag}", accept=accept)
+        if status == 404:
+            return []
+        try:
+            layers = json.loads(body)["layers"]
+            return [Layer(str(x["digest"]), int(x["size"]), str(x["mediaType"])) for x in layers]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(f"{repository}:{tag}: an unreadable manifest ({exc})") from None
+
+    def open_blob(self, repository: Repository, layer: Layer) -> Blob:
+        """A layer's bytes as they come (each read has the timeout); at most its size."""
+        url = f"{repository.base_url}/blobs/{layer.digest}"
+        opener = self._direct if is_loopback(repository.host) else self._proxied
+        try:
+            response = opener.open(urllib.request.Request(url), timeout=self._timeout)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise RegistryError(f"cannot read {layer.digest} from {repository}: {exc}") from None
+        return Blob(response, layer.size)
+
     # ------------------------------------------------------------ http
 
     def _call(
@@ -184,3 +207,42 @@ class RegistryClient:
         if len(body) > MAX_BODY:
             raise RegistryError(f"{repository} sent more than {MAX_BODY} bytes for {url}")
         return status, body, found
+
+
+@dataclass(frozen=True)
+class Layer:
+    digest: str  # of the bytes the registry holds (compressed)
+    size: int
+    media_type: str
+
+    @property
+    def gzip(self) -> bool:
+        return self.media_type.endswith(("gzip", ".tar.gzip")) or "+gzip" in self.media_type
+
+
+class Blob:
+    """A blob being read: refuses to read past the size the manifest names."""
+
+    def __init__(self, response: Any, size: int) -> None:
+        self._response = response
+        self._left = size
+
+    def read(self, size: int = -1) -> bytes:
+        want = self._left + 1 if size < 0 else min(size, self._left + 1)
+        try:
+            data: bytes = self._response.read(want)
+        except OSError as exc:
+            raise RegistryError(f"reading a layer from the build cache failed: {exc}") from None
+        self._left -= len(data)
+        if self._left < 0:
+            raise RegistryError("the build cache sent a layer larger than its manifest says")
+        return data
+
+    def close(self) -> None:
+        self._response.close()
+
+    def __enter__(self) -> Blob:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -20,19 +20,25 @@ through the engine, with its credentials and registry settings.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import logging
+import tarfile
+import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import IO, cast
 
 from envd.config import Config
 from envd.errors import EnvdError, RegistryError, VerificationError
 from envd.events import EventBus
 from envd.gateways.engine import Engine, ImageInfo
-from envd.gateways.registry import RegistryClient, Repository, parse_repository
+from envd.gateways.registry import Blob, Layer, RegistryClient, Repository, parse_repository
 from envd.gateways.store import Store
 from envd.model import plan as p
-from envd.model.content import ContentError, integrity_problems
+from envd.model.content import ContentError, LayerSummary, integrity_problems, summarise_layer
 from envd.model.fingerprint import section_hash
 from envd.model.lockfile import LockFile
 from envd.progress import Progress, Reporter
@@ -143,7 +149,7 @@ class BuildCache:
         try:
             for index in range(len(plan.steps) - 1, have, -1):
                 step = plan.steps[index]
-                if step.name == "base" and lock.base.kind != "debian":
+                if step.name == "base" and (lock.base.kind != "debian" or not lock.base.reference):
                     continue  # an image base comes from its own registry
                 data = self._registry.get_record(repository, RECORD_PREFIX + step.key)
                 if data is None:
@@ -197,7 +203,17 @@ class BuildCache:
         reference = f"{repository}:{step.key}"
         known = self._engine.image_ids()
         progress(Progress("cache", f"pulling {step.name} from {repository}"))
-        info = self._engine.pull(reference)
+        # While the engine pulls, the same layers are read here from the registry and
+        # summarised (each checked against its diff-id): hashing the image costs no second read.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-read") as pool:
+            reading = pool.submit(self._summarise_layers, repository, step.key, record)
+            try:
+                info = self._engine.pull(reference)
+            finally:
+                try:
+                    reading.result()
+                except (EnvdError, ContentError, OSError, ValueError, EOFError) as exc:
+                    log.info("reading %s's layers alongside the pull: %s", reference, exc)
         new = info.id not in known
         try:
             self._check(info, record, plan, index, lock, progress)
@@ -216,6 +232,29 @@ class BuildCache:
             self._store.record_step(step.key, parent, step.name, info.id, 0)
         self._engine.remove_image(reference)  # untag: the local tag holds it now
         return info.id
+
+    def _summarise_layers(self, repository: Repository, tag: str, record: StepRecord) -> None:
+        """Summaries of the layers this engine's cache lacks, from the registry's bytes; one
+        whose bytes are not its diff-id is not kept (the engine's copy is read instead)."""
+        layers = self._registry.manifest_layers(repository, tag)
+        if len(layers) != len(record.layers):
+            return
+        wanted = [
+            (layer, diff_id)
+            for layer, diff_id in zip(layers, record.layers, strict=True)
+            if not self._content.has_summary(diff_id)
+        ]
+
+        def summarise(layer: Layer, diff_id: str) -> None:
+            with self._registry.open_blob(repository, layer) as blob:
+                summary, digest = _summarise_blob(blob, layer)
+            if digest == diff_id:
+                self._content.add_summary(diff_id, summary)
+
+        if wanted:  # (decompressing and hashing leave the interpreter lock to other layers)
+            with ThreadPoolExecutor(min(len(wanted), 3), thread_name_prefix="layer") as pool:
+                for done in [pool.submit(summarise, *item) for item in wanted]:
+                    done.result()
 
     def _check(
         self,
@@ -281,10 +320,9 @@ class BuildCache:
     def forget(self, fetched: Fetched) -> None:
         """Drop what a build admitted from the cache (its result disagreed with the lock)."""
         for key in fetched.keys:
-            image = self._store.step_image(key)
             self._store.drop_step(key)
-            if image is not None:
-                self._engine.remove_image(image, force=True)
+            # Only this home's tag: on a shared engine another home may hold the same image.
+            self._engine.remove_image(f"{self._namespace}/{CACHE_REPOSITORY}:{key[:24]}")
 
     # ------------------------------------------------------------ out
 
@@ -353,3 +391,37 @@ class BuildCache:
         finally:
             self._engine.remove_image(reference)  # the local tags keep the image
         self._registry.put_record(repository, RECORD_PREFIX + step.key, record.to_bytes())
+
+
+class _Sha256Reader:
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._hash = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._hash.update(data)
+        return data
+
+    def digest(self) -> str:
+        while self.read(1 << 20):
+            pass
+        return "sha256:" + self._hash.hexdigest()
+
+
+def _summarise_blob(blob: Blob, layer: Layer) -> tuple[LayerSummary, str]:
+    """A layer's summary and the sha256 of its uncompressed tar (its diff-id)."""
+    source = cast(IO[bytes], blob)
+    opened = gzip.GzipFile(fileobj=source, mode="rb") if layer.gzip else None
+    try:
+        inner = _Sha256Reader(cast(IO[bytes], opened) if opened is not None else source)
+        try:
+            summary = summarise_layer(cast(IO[bytes], inner))
+        except tarfile.TarError as exc:
+            raise ContentError(f"unreadable layer {layer.digest}: {exc}") from None
+        return summary, inner.digest()
+    except zlib.error as exc:
+        raise ContentError(f"corrupt layer {layer.digest}: {exc}") from None
+    finally:
+        if opened is not None:
+            opened.close()

@@ -163,3 +163,88 @@ def test_a_tampered_entry_is_refused_and_built_here(
     finally:
         other("stop", "--all", timeout=60)
         stop_daemon(other)
+
+
+def test_a_forged_record_is_caught_by_the_locks_environment(
+    shared: Envctl, built: tuple[Path, str], registry: str, tmp_path: Path
+) -> None:
+    """Whoever can push rewrites the packages step (one extra file, which no RECORD owns)
+    and its record to match, and removes the last step: the pulled prefix passes its own
+    checks, but the environment built on it is not the lock's, so it is built again here."""
+    from envd.gateways.engine import Engine
+    from envd.gateways.registry import RegistryClient, parse_repository
+    from envd.services.buildcache import StepRecord
+    from envd.services.content import ContentHasher
+
+    path, _ = built
+    client, repository = RegistryClient(), parse_repository(f"{registry}/team/cache")
+    records = {}
+    for tag in tags(registry):
+        if tag.startswith("rec-"):
+            data = client.get_record(repository, tag)
+            assert data is not None
+            records[tag] = StepRecord.from_bytes(data)
+    (packages,) = [r for r in records.values() if r.step == "packages"]
+    (final,) = [r for r in records.values() if r.step == "metadata"]
+    for tag in (final.key, f"rec-{final.key}"):
+        url = f"http://{registry}/v2/team/cache/manifests/{tag}"
+        accept = "application/vnd.docker.distribution.manifest.v2+json, "
+        accept += "application/vnd.oci.image.manifest.v1+json"
+        head = urllib.request.Request(url, method="HEAD", headers={"Accept": accept})
+        with urllib.request.urlopen(head, timeout=10) as r:
+            digest = r.headers["Docker-Content-Digest"]
+        delete = f"http://{registry}/v2/team/cache/manifests/{digest}"
+        urllib.request.urlopen(urllib.request.Request(delete, method="DELETE"), timeout=10)
+    site = "/opt/venv/lib/python3.11/site-packages"
+    script = f"echo 'EVIL = 1' > {site}/evil_extra.py"
+    container = docker("create", packages.image_id, "sh", "-c", script).strip()
+    reference = f"{registry}/team/cache:{packages.key}"
+    try:
+        docker("start", "-a", container)
+        forged = docker("commit", container, reference).strip()
+        engine = Engine()
+        info = engine.inspect_image(forged)
+        assert info is not None
+        digest = ContentHasher(engine, tmp_path / "layers").content_hash(forged)
+        docker("push", reference)
+        record = StepRecord(packages.key, "packages", info.id, info.layers, digest)
+        client.put_record(repository, f"rec-{packages.key}", record.to_bytes())
+    finally:
+        docker("rm", "-f", container)
+        subprocess.run(["docker", "rmi", reference], capture_output=True)
+    other = colleague(tmp_path, "home4", registry)
+    try:
+        project = checkout(path, tmp_path / "sk4")
+        proc = other("build", str(project), timeout=1800)
+        assert proc.returncode == 0, proc.stderr
+        assert "[cache] pulled 3 of 4 steps" in proc.stderr
+        assert "this machine built a different environment" in proc.stderr
+        assert "(building it here)" in proc.stderr
+        assert "[packages] running:" in proc.stderr
+        assert environment_hash(other, project) == environment_hash(shared, path)
+        assert "pushed 2 of 4 steps" in proc.stderr  # the forged one and the missing last
+        out = docker("run", "--rm", image_of(other), "ls", site)
+        assert "evil_extra.py" not in out.split()
+    finally:
+        other("stop", "--all", timeout=60)
+        stop_daemon(other)
+
+
+def test_the_setting_is_checked_and_a_project_may_have_its_own(
+    envctl: Envctl, project: object, registry: str
+) -> None:
+    bad = envctl("config", "cache", "http://127.0.0.1:5000/team/cache")
+    assert bad.returncode == 2 and "without a scheme" in bad.stderr
+    assert "e.g. registry.example.com/team/envd-cache" in bad.stderr
+    assert "cache" not in (envctl.home / "config.yaml").read_text()  # nothing was written
+    unknown = envctl("config", "cache", f"{registry}/team/other", "--project", "nope")
+    assert unknown.returncode == 4 and "no project `nope` is registered" in unknown.stderr
+    path = project("p1", "version: 1\nbase: {debian: bookworm}\nname: p1\n")  # type: ignore[operator]
+    envctl.ok("add", str(path))
+    envctl.ok("config", "cache", f"{registry}/team/cache")
+    envctl.ok("config", "cache", "off", "--project", str(path))
+    shown = json.loads(envctl.ok("--json", "config"))
+    assert shown["cache"] == f"{registry}/team/cache" and shown["cache[p1]"] == "off"
+    envctl.ok("config", "cache", "", "--project", "p1")
+    assert "cache[p1]" not in json.loads(envctl.ok("--json", "config"))
+    assert envctl("config", "idle_timeout", "5", "--project", "p1").returncode == 2
