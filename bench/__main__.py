@@ -448,10 +448,10 @@ def bench_share(mode: Mode) -> list[Case]:
 def bench_team_cache(mode: Mode) -> list[Case]:
     """A colleague's first build of the template: a new envd home on an empty engine (the
     second, "remote" engine when this machine can start one), from the team build cache that
-    the bench home filled, against the same cold build without the cache. Each run gets a
-    fresh engine and home; the cold one keeps the bench's Debian base tarball (no mmdebstrap
-    charged to it), the cached one starts with an empty envd cache (its content hashes are
-    computed from the pulled bytes)."""
+    the bench home filled, against the same first build without the cache. Each run gets a
+    fresh engine and a fresh home with its own, empty envd cache ($ENVD_HOME/cache, as a
+    colleague's machine has): the cold build makes the Debian base (mmdebstrap) and downloads
+    every wheel; the cached one pulls, and hashes what it pulled."""
     sys.path.insert(0, str(ROOT))
     from tests.integration.registry import local_registry
     from tests.integration.remote_engine import RemoteEngineUnavailable, remote_engine
@@ -482,7 +482,7 @@ def bench_team_cache(mode: Mode) -> list[Case]:
 
         def colleague(n: int, cached: bool) -> None:
             home = team / f"home-{n}"
-            cache = team / f"cache-{n}" if cached else WORK / "cache"
+            cache = team / f"home-{n}" / "cache"
             checkout = team / f"sk-{n}"
             checkout.mkdir()
             for name in ("envd.yaml", "envd.lock"):
