@@ -207,6 +207,7 @@ def replay_dict(report: GpuReport) -> dict[str, object]:
         "driver_version": report.driver_version,
         "cuda_driver_version": report.cuda_driver_version,
         "error": report.error,
+        "source": report.source,
     }
 
 

@@ -66,8 +66,7 @@ def agents_for(paths: Paths, engine: Engine) -> Agents | None:
     files or share our sockets), a fake, or ENVD_AGENT=0: then `enter` is a `docker exec`."""
     if type(engine) is not Engine or os.environ.get("ENVD_AGENT", "1") == "0":
         return None
-    host = os.environ.get("DOCKER_HOST", "")
-    if host and not host.startswith("unix://"):
+    if engine.remote:  # DOCKER_HOST or the Docker context names another machine
         return None
     return Agents(paths.agents)
 
@@ -179,7 +178,7 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
     events = EventBus()
     settings = Settings(paths.config_file, events)
     engine = engine or Engine(extra_labels=engine_labels_from_env())
-    host = HostProbe(nvml_from_env)
+    host = HostProbe(nvml_from_env, engine)
     projects = Projects(store, events)
     locker = Locker(projects, engine, events, store, paths.cache)
     images = Images(store, engine, projects, namespace, EngineUsage(engine))

@@ -2,6 +2,11 @@
 
 Everything envd creates on the engine carries the label `envd.managed=1`, plus the extra labels
 the daemon was configured with (tests use these to find and remove what they made).
+
+The engine is the one DOCKER_HOST names, else the Docker context (DOCKER_CONTEXT, else the
+current one in ~/.docker/config.json), as the docker CLI picks it. An engine not on a local
+socket is remote (`engine_is_remote`): it cannot see this machine's files, so a one-shot
+container's host folders are copied to it in volumes (`Engine.run`).
 """
 
 from __future__ import annotations
@@ -10,11 +15,14 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import posixpath
 import tarfile
+import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
@@ -35,6 +43,88 @@ MANAGED_LABEL = "envd.managed"
 OutputSink = Callable[[str], None]
 
 
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+# Where a bind mount's files are copied into its volume on a remote engine (never started).
+_FILL_TARGET = "/envd-fill"
+
+
+def engine_is_remote(host: str) -> bool:
+    """THE rule: an engine on a local socket shares our filesystem; any other does not.
+
+    unix:// (and npipe://, fd://) are this machine's engine, whose bind mounts see our files;
+    tcp:// and ssh:// are another machine (even tcp://127.0.0.1 may be a dockerd in its own
+    mount namespace), so host paths must be copied to it.
+    """
+    scheme = host.split("://", 1)[0] if "://" in host else "unix"
+    return scheme not in ("unix", "http+unix", "npipe", "fd")
+
+
+@dataclass(frozen=True)
+class EngineEndpoint:
+    """Which engine envd talks to, resolved the way the docker CLI does, before connecting."""
+
+    host: str  # "unix:///var/run/docker.sock", "tcp://gpu1:2376", "ssh://me@gpu1"
+    context: str = ""  # the Docker context that named it; "" when DOCKER_HOST did
+    tls: Any = None  # docker.tls.TLSConfig, or None
+    error: str = ""  # why it cannot be used (an unknown context); "" when it can
+    hint: str = ""
+
+    @property
+    def remote(self) -> bool:
+        return engine_is_remote(self.host)
+
+    @property
+    def source(self) -> str:
+        """How it was chosen, for `envctl info`: "DOCKER_HOST" or "context NAME"."""
+        return f"context {self.context}" if self.context else "DOCKER_HOST"
+
+
+def resolve_endpoint(environ: Mapping[str, str] | None = None) -> EngineEndpoint:
+    """DOCKER_HOST (with DOCKER_TLS_VERIFY / DOCKER_CERT_PATH) when set; else the Docker
+    context DOCKER_CONTEXT names, else the current one in ~/.docker/config.json."""
+    import docker.context
+    import docker.errors
+    import docker.utils
+    from docker.context.config import get_current_context_name
+
+    env = dict(os.environ if environ is None else environ)
+    if env.get("DOCKER_HOST"):
+        try:
+            params = docker.utils.kwargs_from_env(environment=env)
+        except docker.errors.DockerException as exc:  # TLS asked for, but no certificates
+            return EngineEndpoint(
+                host=env["DOCKER_HOST"],
+                error=f"cannot use TLS for DOCKER_HOST={env['DOCKER_HOST']}: {_short(exc)}",
+                hint="DOCKER_CERT_PATH (default ~/.docker) must hold ca.pem, cert.pem and "
+                "key.pem; or unset DOCKER_TLS_VERIFY",
+            )
+        return EngineEndpoint(host=str(params["base_url"]), tls=params.get("tls"))
+    named_by = "DOCKER_CONTEXT" if env.get("DOCKER_CONTEXT") else "~/.docker/config.json"
+    name = env.get("DOCKER_CONTEXT") or ""
+    try:
+        if not name:
+            name = str(get_current_context_name() or "default")
+        if name == "default":
+            return EngineEndpoint(host=DEFAULT_HOST, context="default")
+        ctx = docker.context.ContextAPI.get_context(name)
+    except (docker.errors.DockerException, OSError, ValueError, KeyError) as exc:
+        return EngineEndpoint(
+            host="",
+            context=name,
+            error=f"the Docker context {name!r} ({named_by}) cannot be read: {_short(exc)}",
+            hint="check it with `docker context inspect NAME`, or set DOCKER_HOST",
+        )
+    if ctx is None or not ctx.Host:
+        return EngineEndpoint(
+            host="",
+            context=name,
+            error=f"the Docker context {name!r} that {named_by} names is not known",
+            hint="`docker context ls` lists the known ones; pick one with DOCKER_CONTEXT=NAME "
+            "or `docker context use NAME`, or set DOCKER_HOST",
+        )
+    return EngineEndpoint(host=str(ctx.Host), context=name, tls=ctx.TLSConfig)
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     reachable: bool
@@ -42,10 +132,30 @@ class EngineInfo:
     api_version: str = ""
     runtimes: tuple[str, ...] = ()
     error: str = ""
+    host: str = ""  # where the engine is: "unix:///var/run/docker.sock", "tcp://gpu1:2376"
+    context: str = ""  # the Docker context that named it; "" for DOCKER_HOST
+    remote: bool = False  # not on a local socket: it cannot see this machine's files
+    engine_id: str = ""  # the engine's own ID (`docker info` ID)
+    os: str = ""  # the engine host's OS ("Debian GNU/Linux 12 (bookworm)")
+    arch: str = ""  # the engine host's architecture ("x86_64", "aarch64")
+    name: str = ""  # the engine host's name
+    cdi_devices: tuple[str, ...] = ()  # CDI devices the engine discovered ("nvidia.com/gpu=0")
+    cdi_spec_dirs: tuple[str, ...] = ()
+    kernel: str = ""  # the engine host's kernel release
+    cpu_count: int = 0  # the engine host's CPUs
+    memory_bytes: int = 0  # the engine host's memory
 
     @property
     def nvidia_runtime(self) -> bool:
         return "nvidia" in self.runtimes
+
+    @property
+    def nvidia_cdi(self) -> bool:
+        """CDI can hand this engine's containers NVIDIA GPUs (discovered, or spec folders on an
+        engine too old to list what it discovered)."""
+        if self.cdi_devices:
+            return any(d.startswith("nvidia.com/gpu") for d in self.cdi_devices)
+        return bool(self.cdi_spec_dirs)
 
 
 @dataclass(frozen=True)
@@ -109,8 +219,23 @@ class Engine:
         self._timeout = timeout
         self._client: docker.DockerClient | None = None
         self._client_lock = threading.Lock()
+        self._endpoint: EngineEndpoint | None = None
+        self._endpoint_lock = threading.Lock()
 
     # ------------------------------------------------------------ connection
+
+    @property
+    def endpoint(self) -> EngineEndpoint:
+        """Where the engine is (read once from the environment; nothing is contacted)."""
+        with self._endpoint_lock:
+            if self._endpoint is None:
+                self._endpoint = resolve_endpoint()
+            return self._endpoint
+
+    @property
+    def remote(self) -> bool:
+        """Whether the engine is on another machine (see `engine_is_remote`)."""
+        return self.endpoint.remote
 
     @property
     def client(self) -> docker.DockerClient:
@@ -118,18 +243,35 @@ class Engine:
             if self._client is None:
                 import docker
 
+                where = self.endpoint
+                if where.error:
+                    raise EngineUnavailable(where.error, hint=where.hint)
                 try:
-                    self._client = docker.from_env(timeout=self._timeout)
+                    self._client = docker.DockerClient(
+                        base_url=where.host,
+                        tls=where.tls or False,
+                        timeout=self._timeout,
+                        use_ssh_client=where.host.startswith("ssh://"),
+                    )
                     self._client.ping()
                 except Exception as exc:  # docker raises several unrelated types here
                     self._client = None
                     raise EngineUnavailable(
-                        f"the Docker engine does not answer ({_short(exc)})",
-                        hint="start it with `make engine` (or `dockerd &`), then retry",
+                        f"the Docker engine at {where.host} ({where.source}) does not answer "
+                        f"({_short(exc)})",
+                        hint="start it with `make engine` (or `dockerd &`), then retry"
+                        if not where.remote
+                        else "is that engine running and reachable from here? "
+                        "(`docker version` with the same DOCKER_HOST or context tells)",
                     ) from exc
             return self._client
 
     def info(self) -> EngineInfo:
+        where = self.endpoint
+        found = self._info()
+        return replace(found, host=where.host, context=where.context, remote=where.remote)
+
+    def _info(self) -> EngineInfo:
         try:
             client = self.client
             version = client.version()
@@ -139,11 +281,23 @@ class Engine:
         except Exception as exc:
             self._client = None
             return EngineInfo(reachable=False, error=_short(exc))
+        discovered = info.get("DiscoveredDevices") or []
         return EngineInfo(
             reachable=True,
             version=str(version.get("Version", "")),
             api_version=str(version.get("ApiVersion", "")),
             runtimes=tuple(sorted((info.get("Runtimes") or {}).keys())),
+            engine_id=str(info.get("ID", "")),
+            os=str(info.get("OperatingSystem", "")),
+            arch=str(info.get("Architecture", "")),
+            name=str(info.get("Name", "")),
+            cdi_devices=tuple(
+                str(d.get("ID", "")) for d in discovered if str(d.get("Source", "")) == "cdi"
+            ),
+            cdi_spec_dirs=tuple(str(d) for d in info.get("CDISpecDirs") or ()),
+            kernel=str(info.get("KernelVersion", "")),
+            cpu_count=int(info.get("NCPU") or 0),
+            memory_bytes=int(info.get("MemTotal") or 0),
         )
 
     def labels(self, **more: str) -> dict[str, str]:
@@ -381,14 +535,19 @@ class Engine:
         on_output: OutputSink | None = None,
         commit: CommitSpec | None = None,
         timeout: float | None = None,
+        device_requests: Sequence[Mapping[str, Any]] = (),
     ) -> RunResult:
         """Run argv in a fresh container and wait; optionally commit it as an image.
 
-        The container is always removed, also when the caller is interrupted.
+        The container is always removed, also when the caller is interrupted. On a remote
+        engine a read-only bind mount of a host folder becomes a copy of it in a fresh volume
+        (see `_materialise`), removed with the container.
         """
         container_id = ""
         tail = _Tail()
+        volumes: list[str] = []
         try:
+            mounts, volumes = self._materialise(image, mounts, labels or {})
             container_id = self._create(
                 image,
                 list(argv),
@@ -398,6 +557,7 @@ class Engine:
                 user=user,
                 workdir=workdir,
                 labels=self.labels(**dict(labels or {})),
+                device_requests=device_requests,
             )
             api = self.client.api
             api.start(container_id)
@@ -424,6 +584,107 @@ class Engine:
         finally:
             if container_id:
                 self.remove_container(container_id)
+            for volume in volumes:
+                self.remove_volume(volume)
+
+    def _materialise(
+        self, image: str, mounts: Sequence[Mount], labels: Mapping[str, str]
+    ) -> tuple[list[Mount], list[str]]:
+        """The mounts as a remote engine can make them, and the volumes made for them.
+
+        A local engine binds our folders as they are. A remote one cannot see them: each
+        folder's files are copied into a fresh labelled volume (through a container of `image`
+        that is created, never started, and removed), mounted read-only where the folder was.
+        Volumes are never committed, so nothing copied (the CA bundle) lands in an image.
+        """
+        if not self.remote or all(m.volume for m in mounts):
+            return list(mounts), []
+        out: list[Mount] = []
+        made: list[str] = []
+        try:
+            for m in mounts:
+                if m.volume:
+                    out.append(m)
+                    continue
+                if not m.read_only:  # what the container writes would never come back
+                    raise EnvdError(
+                        f"{m.source} cannot be mounted writable on the remote engine at "
+                        f"{self.endpoint.host}: only read-only folders are copied there"
+                    )
+                made.append(self.copy_to_volume(image, Path(m.source), labels))
+                out.append(Mount(made[-1], m.target, read_only=True, volume=True))
+        except BaseException:
+            for volume in made:
+                self.remove_volume(volume)
+            raise
+        return out, made
+
+    def copy_to_volume(self, image: str, folder: Path, labels: Mapping[str, str]) -> str:
+        """A fresh volume (labelled envd.role=mount) holding a copy of a host folder's files;
+        returns its name. Owners become root, modes are kept; symbolic links stay links."""
+        import docker.types
+
+        if not folder.is_dir():
+            raise EnvdError(
+                f"{folder} cannot be mounted on the remote engine at {self.endpoint.host}: "
+                "only folders can be copied there"
+            )
+        name = f"envd-mnt-{uuid.uuid4().hex[:20]}"
+        api = self.client.api
+        volume_labels = self.labels(
+            **{**dict(labels), "envd.role": "mount", "envd.source": str(folder)}
+        )
+        filler = ""
+        try:
+            api.create_volume(name=name, labels=volume_labels)
+            host_config = api.create_host_config(
+                mounts=[docker.types.Mount(_FILL_TARGET, name, type="volume", no_copy=True)],
+                network_mode="none",
+            )
+            filler = str(
+                api.create_container(
+                    image,
+                    command=["true"],
+                    labels=volume_labels,
+                    host_config=host_config,
+                    network_disabled=True,
+                )["Id"]
+            )
+            with tempfile.TemporaryFile() as archive:
+                _tar_folder(folder, archive)
+                archive.seek(0)
+                if not api.put_archive(filler, _FILL_TARGET, archive):
+                    raise EnvdError(f"the engine refused the copy of {folder}")
+        except BaseException as exc:
+            if filler:
+                self.remove_container(filler)
+            self.remove_volume(name)
+            if isinstance(exc, EnvdError) or not isinstance(exc, Exception):
+                raise
+            raise _engine_error(exc) from exc
+        self.remove_container(filler)
+        return name
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume; a missing one is fine."""
+        import docker.errors
+
+        try:
+            self.client.api.remove_volume(name, force=True)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if exc.status_code == 404:
+                return
+            raise _engine_error(exc) from exc
+
+    def list_volumes(self, label: str = MANAGED_LABEL) -> list[tuple[str, dict[str, str]]]:
+        """(name, labels) of the volumes carrying label."""
+        try:
+            found = self.client.api.volumes(filters={"label": label}) or {}
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+        return [(str(v["Name"]), dict(v.get("Labels") or {})) for v in found.get("Volumes") or []]
 
     def _create(
         self,
@@ -744,6 +1005,19 @@ class CommitSpec:
         return out
 
 
+def _tar_folder(folder: Path, out: IO[bytes]) -> None:
+    """A folder's contents as a tar (names relative to it), owned by root, modes kept."""
+
+    def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        return info
+
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for entry in sorted(folder.iterdir()):
+            tar.add(entry, arcname=entry.name, recursive=True, filter=as_root)
+
+
 def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
     pending = b""
     for chunk in chunks:
@@ -756,6 +1030,12 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
 
 
 def _short(exc: BaseException) -> str:
+    # An API error's text leads with the request URL (long: a commit's changes); its
+    # explanation is what the engine said.
+    explanation = getattr(exc, "explanation", None)
+    status = getattr(exc, "status_code", None)
+    if isinstance(explanation, str) and explanation.strip():
+        return (f"{status} " if status else "") + explanation.strip()[:300]
     text = str(exc).strip().splitlines()
     return text[-1][:300] if text else type(exc).__name__
 

@@ -37,4 +37,5 @@ def detect_host(nvml: Nvml, root: Path = Path("/")) -> HostInfo:
         driver_version=report.driver_version,
         cuda_driver_version=report.cuda_driver_version,
         gpu_error=report.error,
+        gpu_source=report.source,
     )

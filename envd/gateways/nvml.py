@@ -6,14 +6,18 @@ report whose `error` says why there are no (or fewer) GPUs, so a CPU host is a h
 
 from __future__ import annotations
 
+import csv
 import importlib
+import io
 import json
 import os
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from envd.gateways.engine import Engine
 from envd.model.host import GpuDevice
 
 # NVML return codes (nvml.h); stable ABI values, so a fake module need not define them.
@@ -41,6 +45,8 @@ class GpuReport:
     # Why there are no (or fewer) GPUs; "" when all went well. With no GPUs it always reads
     # "no NVIDIA GPU: <reason>", a clause the checks and `envctl info` show as is.
     error: str = ""
+    # Where the GPUs were read: "NVML on this machine", "the engine at tcp://gpu1:2376".
+    source: str = ""
 
 
 class Nvml(Protocol):
@@ -83,6 +89,9 @@ def _describe(exc: BaseException) -> str:
     return _text(exc) or type(exc).__name__
 
 
+LOCAL_SOURCE = "NVML on this machine"
+
+
 def cuda_version_text(code: int) -> str:
     """NVML's integer CUDA version as text: 12040 -> "12.4", 13000 -> "13.0"."""
     return f"{code // 1000}.{(code % 1000) // 10}"
@@ -95,6 +104,9 @@ class NvmlGateway:
     module_loader: Callable[[], NvmlModule] = field(default=_import_pynvml)
 
     def read(self) -> GpuReport:
+        return replace(self._read(), source=LOCAL_SOURCE)
+
+    def _read(self) -> GpuReport:
         try:
             nvml = self.module_loader()
         except ImportError as exc:
@@ -180,11 +192,118 @@ class RecordedGpus:
                 driver_version=str(data.get("driver_version", "")),
                 cuda_driver_version=str(data.get("cuda_driver_version", "")),
                 error=str(data.get("error", "")),
+                source=str(data.get("source") or f"the recorded report {self.path}"),
             )
         except (OSError, ValueError, TypeError, AttributeError) as exc:
-            return GpuReport(error=f"cannot read the recorded GPU report {self.path}: {exc}")
+            return GpuReport(
+                error=f"cannot read the recorded GPU report {self.path}: {exc}",
+                source=f"the recorded report {self.path}",
+            )
 
 
 def nvml_from_env() -> Nvml:
     recorded = os.environ.get("ENVD_NVML_REPORT")
     return RecordedGpus(recorded) if recorded else NvmlGateway()
+
+
+# ---------------------------------------------------------------- GPUs of a remote engine
+
+GPU_PROBE_IMAGE = "debian:bookworm-slim"  # any glibc image: the runtime brings nvidia-smi
+DEBIAN_BASE_LABEL = "envd.base.suite"  # on the Debian bases envd imports (services/debian_base)
+_QUERY = "index,name,uuid,memory.total,compute_cap,driver_version"
+GPU_PROBE_SCRIPT = (
+    f"nvidia-smi --query-gpu={_QUERY} --format=csv,noheader,nounits || exit 3; "
+    "nvidia-smi | grep -o 'CUDA Version: [0-9.]*' || true"
+)
+_CUDA_LINE = re.compile(r"CUDA Version: ([0-9]+\.[0-9]+)")
+
+
+def report_from_nvidia_smi(text: str, source: str) -> GpuReport:
+    """The GPU report from GPU_PROBE_SCRIPT's output (CSV rows, then the CUDA version)."""
+    gpus: list[GpuDevice] = []
+    driver = ""
+    errors: list[str] = []
+    for row in csv.reader(io.StringIO(text)):
+        cells = [c.strip() for c in row]
+        if len(cells) != 6 or not cells[0].isdigit():
+            continue
+        index, name, uuid, memory, compute, driver = cells
+        try:
+            memory_bytes = int(float(memory)) << 20  # MiB
+        except ValueError:
+            memory_bytes = 0  # "[N/A]" on unified-memory parts
+        gpus.append(GpuDevice(int(index), name, uuid, memory_bytes, compute))
+    match = _CUDA_LINE.search(text)
+    cuda = match.group(1) if match else ""
+    if not cuda and gpus:
+        errors.append("nvidia-smi did not say the driver's CUDA version")
+    error = "; ".join(errors)
+    if not gpus:
+        tail = " ".join(text.strip().splitlines()[-3:])[:300]
+        error = f"no NVIDIA GPU: nvidia-smi on {source} lists none ({tail or 'no output'})"
+    return GpuReport(tuple(gpus), driver, cuda, error, source)
+
+
+@dataclass
+class EngineGpus:
+    """The GPUs of the engine's machine, for an engine on another machine: nvidia-smi in a
+    throwaway container given every GPU (detection only; nothing is built or verified)."""
+
+    engine: Engine
+    image: str = field(default_factory=lambda: os.environ.get("ENVD_GPU_PROBE_IMAGE", ""))
+
+    def read(self) -> GpuReport:
+        host = self.engine.endpoint.host
+        source = f"the engine at {host}"
+        info = self.engine.info()
+        if not info.reachable:
+            return GpuReport(
+                error=f"no NVIDIA GPU: the engine at {host} does not answer ({info.error})",
+                source=source,
+            )
+        request: dict[str, object]
+        if info.nvidia_runtime:
+            request = {"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu", "utility"]]}
+        elif info.nvidia_cdi:
+            request = {"Driver": "cdi", "DeviceIDs": ["nvidia.com/gpu=all"]}
+        else:
+            return GpuReport(
+                error=f"no NVIDIA GPU: no GPU runtime on the engine at {host} "
+                "(neither the nvidia runtime nor CDI)",
+                source=source,
+            )
+        try:
+            image = self._probe_image()
+            result = self.engine.run(
+                image,
+                ["sh", "-c", GPU_PROBE_SCRIPT],
+                network=False,
+                labels={"envd.role": "gpu-probe"},
+                device_requests=[request],
+                timeout=120,
+            )
+        except Exception as exc:  # detection never fails the daemon: say why there are none
+            return GpuReport(
+                error=f"no NVIDIA GPU: the GPU probe on the engine at {host} failed ({exc})",
+                source=source,
+            )
+        if result.exit_code != 0:
+            tail = " ".join(result.output.strip().splitlines()[-3:])[:300]
+            return GpuReport(
+                error=f"no NVIDIA GPU: nvidia-smi on the engine at {host} failed "
+                f"(exit {result.exit_code}: {tail})",
+                source=source,
+            )
+        return report_from_nvidia_smi(result.output, source)
+
+    def _probe_image(self) -> str:
+        """ENVD_GPU_PROBE_IMAGE; else debian:bookworm-slim when the engine has it, else a
+        Debian base envd imported there (no registry needed), else debian:bookworm-slim pulled."""
+        if self.image:
+            return self.image
+        if self.engine.image_exists(GPU_PROBE_IMAGE):
+            return GPU_PROBE_IMAGE
+        bases = self.engine.list_images(label=DEBIAN_BASE_LABEL)
+        if bases:
+            return bases[0].id
+        return self.engine.pull(GPU_PROBE_IMAGE).id

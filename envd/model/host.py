@@ -32,6 +32,8 @@ class HostInfo:
     driver_version: str  # "" on a CPU host
     cuda_driver_version: str  # highest CUDA the driver supports, "12.4"; "" on a CPU host
     gpu_error: str  # why there are no (or fewer) GPUs; "" when NVML read them all
+    # where the GPUs were read: "NVML on this machine", "the engine at tcp://gpu1:2376"
+    gpu_source: str = ""
 
 
 # Arm CPUs name no model in /proc/cpuinfo; implementer and part decoded as lscpu's table does.

@@ -2,6 +2,8 @@
 
 Caches (uv, apt archives) are named volumes mounted into steps and never committed; the host
 CA bundle and the uv binary are bind-mounted read-only, so neither is ever baked into an image.
+On a remote engine the gateway turns those binds into read-only copies in volumes of their own
+(Engine.run), removed with each step's container: still never in a committed layer.
 """
 
 from __future__ import annotations
@@ -320,12 +322,16 @@ class StepRunner:
         return self._engine.ensure_volume(f"{self._namespace}-{name}")
 
     def cleanup_orphans(self) -> int:
-        """Remove step containers a killed daemon of this $ENVD_HOME left behind."""
+        """Remove step containers a killed daemon of this $ENVD_HOME left behind, and the
+        copies of its folders a remote engine held for them (volumes labelled envd.role=mount)."""
         removed = 0
         for container in self._engine.list_containers("envd.role=step"):
             if container.labels.get("envd.owner") == self._owner:  # not another daemon's
                 self._engine.remove_container(container.id)
                 removed += 1
+        for name, labels in self._engine.list_volumes("envd.role=mount"):
+            if labels.get("envd.owner") == self._owner:
+                self._engine.remove_volume(name)
         return removed
 
 

@@ -81,20 +81,36 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class EngineInfo(_message.Message):
-    __slots__ = ("reachable", "version", "api_version", "error", "runtimes", "nvidia_runtime")
+    __slots__ = ("reachable", "version", "api_version", "error", "runtimes", "nvidia_runtime", "host", "context", "remote", "engine_id", "os", "arch", "name", "nvidia_cdi")
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     API_VERSION_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RUNTIMES_FIELD_NUMBER: _ClassVar[int]
     NVIDIA_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_ID_FIELD_NUMBER: _ClassVar[int]
+    OS_FIELD_NUMBER: _ClassVar[int]
+    ARCH_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NVIDIA_CDI_FIELD_NUMBER: _ClassVar[int]
     reachable: bool
     version: str
     api_version: str
     error: str
     runtimes: _containers.RepeatedScalarFieldContainer[str]
     nvidia_runtime: bool
-    def __init__(self, reachable: _Optional[bool] = ..., version: _Optional[str] = ..., api_version: _Optional[str] = ..., error: _Optional[str] = ..., runtimes: _Optional[_Iterable[str]] = ..., nvidia_runtime: _Optional[bool] = ...) -> None: ...
+    host: str
+    context: str
+    remote: bool
+    engine_id: str
+    os: str
+    arch: str
+    name: str
+    nvidia_cdi: bool
+    def __init__(self, reachable: _Optional[bool] = ..., version: _Optional[str] = ..., api_version: _Optional[str] = ..., error: _Optional[str] = ..., runtimes: _Optional[_Iterable[str]] = ..., nvidia_runtime: _Optional[bool] = ..., host: _Optional[str] = ..., context: _Optional[str] = ..., remote: _Optional[bool] = ..., engine_id: _Optional[str] = ..., os: _Optional[str] = ..., arch: _Optional[str] = ..., name: _Optional[str] = ..., nvidia_cdi: _Optional[bool] = ...) -> None: ...
 
 class StatusReply(_message.Message):
     __slots__ = ("version", "uptime_s", "socket_path", "pid", "home", "log_path", "engine", "projects", "warm_containers")
@@ -520,7 +536,7 @@ class HostInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class HostInfoReply(_message.Message):
-    __slots__ = ("cpu_model", "arch", "cpu_count", "memory_bytes", "kernel", "os", "engine", "gpus", "driver_version", "cuda_driver_version", "gpu_error")
+    __slots__ = ("cpu_model", "arch", "cpu_count", "memory_bytes", "kernel", "os", "engine", "gpus", "driver_version", "cuda_driver_version", "gpu_error", "gpu_source")
     CPU_MODEL_FIELD_NUMBER: _ClassVar[int]
     ARCH_FIELD_NUMBER: _ClassVar[int]
     CPU_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -532,6 +548,7 @@ class HostInfoReply(_message.Message):
     DRIVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     CUDA_DRIVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     GPU_ERROR_FIELD_NUMBER: _ClassVar[int]
+    GPU_SOURCE_FIELD_NUMBER: _ClassVar[int]
     cpu_model: str
     arch: str
     cpu_count: int
@@ -543,7 +560,8 @@ class HostInfoReply(_message.Message):
     driver_version: str
     cuda_driver_version: str
     gpu_error: str
-    def __init__(self, cpu_model: _Optional[str] = ..., arch: _Optional[str] = ..., cpu_count: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., kernel: _Optional[str] = ..., os: _Optional[str] = ..., engine: _Optional[_Union[EngineInfo, _Mapping]] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., driver_version: _Optional[str] = ..., cuda_driver_version: _Optional[str] = ..., gpu_error: _Optional[str] = ...) -> None: ...
+    gpu_source: str
+    def __init__(self, cpu_model: _Optional[str] = ..., arch: _Optional[str] = ..., cpu_count: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., kernel: _Optional[str] = ..., os: _Optional[str] = ..., engine: _Optional[_Union[EngineInfo, _Mapping]] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., driver_version: _Optional[str] = ..., cuda_driver_version: _Optional[str] = ..., gpu_error: _Optional[str] = ..., gpu_source: _Optional[str] = ...) -> None: ...
 
 class NamedVersion(_message.Message):
     __slots__ = ("name", "version", "detail")

@@ -12,6 +12,7 @@ from envd.gateways.engine import ContainerInfo, Mount, RunResult
 
 @dataclass
 class FakeEngine:
+    remote: bool = False  # a local engine: the GPUs come from NVML here
     containers: dict[str, ContainerInfo] = field(default_factory=dict)
     execs_running: dict[str, int] = field(default_factory=dict)
     started: list[str] = field(default_factory=list)
@@ -53,6 +54,12 @@ class FakeEngine:
         if info is not None:
             del self.containers[info.id]
             self.removed.append(info.id)
+
+    def list_volumes(self, label: str = "") -> list[tuple[str, dict[str, str]]]:
+        return []  # a fake engine holds no copies of host folders
+
+    def remove_volume(self, name: str) -> None:
+        return None
 
     def exec_capture(self, container: str, argv: Sequence[str], user: str = "") -> RunResult:
         self.exec_calls.append((container, tuple(argv), user))

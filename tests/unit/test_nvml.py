@@ -90,6 +90,7 @@ def test_one_h100() -> None:
         driver_version="550.54.15",
         cuda_driver_version="12.4",
         error="",
+        source="NVML on this machine",
     )
     assert (module.inits, module.shutdowns) == (1, 1)
 

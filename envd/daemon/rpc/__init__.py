@@ -51,6 +51,14 @@ def engine_msg(info: EngineInfo) -> pb.EngineInfo:
         error=info.error,
         runtimes=list(info.runtimes),
         nvidia_runtime=info.nvidia_runtime,
+        host=info.host,
+        context=info.context,
+        remote=info.remote,
+        engine_id=info.engine_id,
+        os=info.os,
+        arch=info.arch,
+        name=info.name,
+        nvidia_cdi=info.nvidia_cdi,
     )
 
 

@@ -34,4 +34,5 @@ class HostRpc(RpcBase):
             driver_version=host.driver_version,
             cuda_driver_version=host.cuda_driver_version,
             gpu_error=host.gpu_error,
+            gpu_source=host.gpu_source,
         )
