@@ -15,6 +15,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -578,6 +579,90 @@ def bench_share(mode: Mode) -> list[Case]:
     return [case]
 
 
+def bench_team_cache(mode: Mode) -> list[Case]:
+    """A colleague's first build of the template: a new envd home on an empty engine (the
+    second, "remote" engine when this machine can start one), from the team build cache that
+    the bench home filled, against the same first build without the cache. Each run gets a
+    fresh engine and a fresh home with its own, empty envd cache ($ENVD_HOME/cache, as a
+    colleague's machine has): the cold build makes the Debian base (mmdebstrap) and downloads
+    every wheel; the cached one pulls, and hashes what it pulled."""
+    sys.path.insert(0, str(ROOT))
+    from tests.integration.registry import local_registry
+    from tests.integration.remote_engine import RemoteEngineUnavailable, remote_engine
+
+    sk = WORK / "bench-sk"
+    root = WORK / "team-registry"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    case = Case(
+        f"team cache ({mode.template})",
+        "second home, empty engine, from the cache",
+        "second home, empty engine, cold build",
+        target="<= 0.3",
+    )
+    with local_registry(root) as address:
+        repository = f"{address}/bench/cache"
+        envctl("config", "cache", repository)
+        try:
+            # Untagged, the image is built again from its cached steps (nothing runs), and
+            # that build pushes every step.
+            run(["docker", "rmi", image_of(sk)])
+            envctl("build", str(sk))
+        finally:
+            envctl("config", "cache", "")
+
+        # (not under /tmp, which the second engine cannot see: a cold build mounts files)
+        team = Path(tempfile.mkdtemp(prefix="envd-bench-team-", dir="/var/tmp"))
+
+        def colleague(n: int, cached: bool) -> None:
+            home = team / f"home-{n}"
+            # (smoke: the bench's own cache, so `make check` makes no second Debian base)
+            cache = WORK / "cache" if mode.smoke else team / f"home-{n}" / "cache"
+            checkout = team / f"sk-{n}"
+            checkout.mkdir()
+            for name in ("envd.yaml", "envd.lock"):
+                shutil.copyfile(sk / name, checkout / name)
+            try:
+                with remote_engine() as host:
+                    _team_build(home, cache, checkout, host, repository if cached else "")
+            except RemoteEngineUnavailable:
+                _team_build(home, cache, checkout, "", repository if cached else "")
+
+        try:
+            for n in range(mode.times(1)):
+                case.a.append(_team_time(lambda n=n: colleague(2 * n, True)))
+                case.b.append(_team_time(lambda n=n: colleague(2 * n + 1, False)))
+        finally:
+            shutil.rmtree(team, ignore_errors=True)
+    case.note = "time of `envctl build` alone (the engine's and the daemon's start excluded)"
+    return [case]
+
+
+_TEAM_TIMES: list[float] = []
+
+
+def _team_time(action: Callable[[], None]) -> float:
+    _TEAM_TIMES.clear()
+    action()
+    return _TEAM_TIMES[-1]
+
+
+def _team_build(home: Path, cache: Path, project_dir: Path, host: str, repository: str) -> None:
+    env = {
+        **ENV,
+        "ENVD_HOME": str(home),
+        "ENVD_SOCKET": str(home / "envd.sock"),
+        "ENVD_CACHE": str(cache),
+    }
+    if host:
+        env["DOCKER_HOST"] = host
+    try:
+        run([*ENVCTL, "config", "cache", repository], env=env)  # (starts the daemon)
+        _TEAM_TIMES.append(timed(lambda: run([*ENVCTL, "build", str(project_dir)], env=env)))
+    finally:
+        run([*ENVCTL, "daemon", "stop"], env=env, check=False)
+
+
 def bench_startup(mode: Mode) -> tuple[list[Case], dict[str, float]]:
     help_case = Case("envctl --help", "envctl --help", "python -c pass")
     ps_case = Case("envctl ps", "envctl ps", "docker ps")
@@ -753,6 +838,9 @@ def main(argv: list[str] | None = None) -> int:
         t = time.monotonic()
         cases += bench_share(mode)
         phase("share", t)
+        t = time.monotonic()
+        cases += bench_team_cache(mode)
+        phase("team cache", t)
         t = time.monotonic()
         startup, facts = bench_startup(mode)
         phase("startup", t)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -14,7 +15,17 @@ _DESCRIPTIONS = {
     "watch": "watch registered projects' envd.yaml, envd.lock and requirements files",
     "rebuild_on_change": "rebuild in the background when a watched project changes",
     "mlflow_tracking_uri": "an MLflow server (http://...) finished runs are logged to; empty: off",
+    "cache": "a registry repository (REGISTRY/REPO) builds share step images through; empty: off",
 }
+PROJECT_CACHE = "cache for project {name}: overrides `cache` (`off`: no cache)"
+# REGISTRY/REPO: a host (with a dot or a port, or localhost), then a lowercase repository path
+# (OCI distribution's grammar), and no tag or digest: the cache chooses the tags.
+_HOST = r"(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?"
+_HOST_PORT = r"[A-Za-z0-9-]+:[0-9]{1,5}"
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+CACHE_REFERENCE = re.compile(rf"(?:{_HOST}|{_HOST_PORT})/{_PATH}")
+_PROJECT_KEY = re.compile(r"cache\[([^\]\s]+)\]")
+MAX_CACHE_REFERENCE = 200  # leaves room for `:` and a 64-character tag in a reference
 
 
 @dataclass(frozen=True)
@@ -23,14 +34,39 @@ class Config:
     watch: bool = True
     rebuild_on_change: bool = True
     mlflow_tracking_uri: str = ""
+    cache: str = ""
+    # per-project overrides of `cache`, set as `cache[NAME]` ("off": none for that project)
+    project_caches: tuple[tuple[str, str], ...] = ()
 
     def entries(self) -> list[tuple[str, str, str]]:
-        return [
-            (f.name, _format(getattr(self, f.name)), _DESCRIPTIONS[f.name]) for f in fields(self)
+        out = [
+            (f.name, _format(getattr(self, f.name)), _DESCRIPTIONS[f.name])
+            for f in fields(self)
+            if f.name in _DESCRIPTIONS
         ]
+        for name, value in self.project_caches:
+            out.append((f"cache[{name}]", value, PROJECT_CACHE.format(name=name)))
+        return out
+
+    def cache_for(self, project: str) -> str:
+        """The build cache a project's builds use ("" for none)."""
+        override = dict(self.project_caches).get(project)
+        if override is None:
+            return self.cache
+        return "" if override == "off" else override
 
     def with_value(self, key: str, text: str) -> Config:
-        kinds = {f.name: f.type for f in fields(self)}
+        if (match := _PROJECT_KEY.fullmatch(key)) is not None:
+            name, reference = match.group(1), text.strip()
+            if reference and reference != "off":
+                reference = check_cache_reference(key, reference)
+            overrides = dict(self.project_caches)
+            if reference:
+                overrides[name] = reference
+            else:
+                overrides.pop(name, None)
+            return replace(self, project_caches=tuple(sorted(overrides.items())))
+        kinds = {f.name: f.type for f in fields(self) if f.name in _DESCRIPTIONS}
         if key not in kinds:
             raise UsageError(
                 f"unknown setting `{key}`", hint=f"settings are: {', '.join(sorted(kinds))}"
@@ -41,6 +77,8 @@ class Config:
             if text.lower() not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
                 raise UsageError(f"`{key}` takes true or false, not {text!r}")
             value = text.lower() in ("true", "yes", "1", "on")
+        elif key == "cache":
+            value = check_cache_reference(key, text.strip()) if text.strip() else ""
         elif isinstance(current, str):
             value = text.strip()
             if value and not value.startswith(("http://", "https://")):
@@ -53,6 +91,28 @@ class Config:
             if value < 0:
                 raise UsageError(f"`{key}` cannot be negative")
         return replace(self, **{key: value})
+
+
+def check_cache_reference(key: str, text: str) -> str:
+    """REGISTRY/REPO as given (UsageError naming what is wrong)."""
+    example = "e.g. registry.example.com/team/envd-cache or 127.0.0.1:5000/team/cache"
+    if "://" in text:
+        raise UsageError(
+            f"`{key}` takes REGISTRY/REPO without a scheme, not {text!r}",
+            hint=f"{example} (registries on 127.0.0.0/8 are reached in plain http)",
+        )
+    if "@" in text or (":" in text.rsplit("/", 1)[-1] and "/" in text):
+        raise UsageError(
+            f"`{key}` takes a repository without a tag or digest, not {text!r}",
+            hint=f"the cache names its tags by step key; {example}",
+        )
+    if len(text) > MAX_CACHE_REFERENCE or CACHE_REFERENCE.fullmatch(text) is None:
+        raise UsageError(
+            f"`{key}` takes REGISTRY/REPO (a registry host, then a lowercase repository "
+            f"path), not {text!r}",
+            hint=example,
+        )
+    return text
 
 
 def _format(value: object) -> str:
@@ -80,4 +140,6 @@ def parse_config(text: str, source: str) -> Config:
 
 
 def dump_config(config: Config) -> str:
-    return yaml.safe_dump({k: yaml.safe_load(v) for k, v, _ in config.entries()}, sort_keys=True)
+    # (registry references stay text: `off` would read back as false)
+    data = {k: v if k.startswith("cache") else yaml.safe_load(v) for k, v, _ in config.entries()}
+    return yaml.safe_dump(data, sort_keys=True)

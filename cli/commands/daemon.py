@@ -215,17 +215,34 @@ def events_cmd(obj: AppContext, project: str, as_json: bool) -> None:
 @click.command("config")
 @click.argument("key", required=False)
 @click.argument("value", required=False)
+@click.option(
+    "--project",
+    "-p",
+    default="",
+    help="Set KEY for this project only (`cache`: its own build cache, or `off`; an empty "
+    "VALUE removes the override).",
+)
 @click.pass_obj
-def config_cmd(obj: AppContext, key: str | None, value: str | None) -> None:
-    """Show settings, or set KEY to VALUE (stored in $ENVD_HOME/config.yaml)."""
+def config_cmd(obj: AppContext, key: str | None, value: str | None, project: str) -> None:
+    """Show settings, or set KEY to VALUE (stored in $ENVD_HOME/config.yaml).
+
+    `envctl config cache REGISTRY/REPO` shares build steps through a registry (a team build
+    cache); `envctl config cache ''` turns it off."""
     from envd.v1 import envd_pb2 as pb
 
+    if project:
+        if key != "cache":
+            raise click.UsageError("--project applies to `cache` only")
+        key = f"cache[{project}]"
     client = obj.client()
     if key and value is not None:
         reply = client.set_config(pb.SetConfigRequest(key=key, value=value))
     else:
         reply = client.get_config(pb.GetConfigRequest())
-    entries = [e for e in reply.entries if not key or e.key == key]
+    if project:  # (the daemon names the override by the project's name, a path given or not)
+        entries = [e for e in reply.entries if e.key == "cache" or e.key.startswith("cache[")]
+    else:
+        entries = [e for e in reply.entries if not key or e.key == key]
     if key and not entries:
         raise click.UsageError(f"unknown setting {key!r}")
     if obj.as_json:

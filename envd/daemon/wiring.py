@@ -20,9 +20,11 @@ from envd.gateways.hashcache import HashCache
 from envd.gateways.index import IndexPages
 from envd.gateways.mlflow import mlflow_sink
 from envd.gateways.nvml import nvml_from_env
+from envd.gateways.registry import RegistryClient
 from envd.gateways.store import Store
 from envd.paths import Paths, unusable_path
 from envd.services.adoption import Adoption
+from envd.services.buildcache import BuildCache
 from envd.services.builder import Builder
 from envd.services.content import ContentHasher
 from envd.services.entering import Entering
@@ -138,6 +140,9 @@ class Services:
         )
 
     def set_config(self, key: str, value: str) -> None:
+        if key.startswith("cache[") and key.endswith("]") and value.strip():
+            # a project's own cache: for a registered project, by its name (a path works too)
+            key = f"cache[{self.projects.resolve_registered(key[len('cache[') : -1]).name}]"
         self.settings.set(key, value)
         self.warm.wake()  # the idle timeout may have changed
 
@@ -207,8 +212,29 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
     sharing = Sharing(
         engine, projects, images, fingerprints, events, namespace, scratch=paths.home / "tmp"
     )
+    build_cache = BuildCache(
+        engine,
+        store,
+        steps,
+        content,
+        fingerprints,
+        RegistryClient(),
+        lambda: settings.current,
+        events,
+        namespace,
+    )
     builder = Builder(
-        projects, locker, images, steps, fingerprints, sharing, host, engine, events, namespace
+        projects,
+        locker,
+        images,
+        steps,
+        fingerprints,
+        sharing,
+        host,
+        engine,
+        events,
+        namespace,
+        cache=build_cache,
     )
     hashes = HashCache(paths.home / "hashes.db")  # created 0600
     mlflow = mlflow_sink(lambda: settings.current.mlflow_tracking_uri, store.fingerprint_document)

@@ -21,6 +21,7 @@ from envd.model.cuda import check_host
 from envd.model.lockfile import LockFile
 from envd.model.state import ProjectState
 from envd.progress import Progress, Reporter
+from envd.services.buildcache import BuildCache, Fetched
 from envd.services.fingerprints import ENV_LABEL, Fingerprints
 from envd.services.host import HostProbe
 from envd.services.images import Images
@@ -28,7 +29,7 @@ from envd.services.locker import Locker
 from envd.services.planning import ProjectInputs, read_project_inputs, reads_project_files
 from envd.services.projects import Projects
 from envd.services.sharing import Sharing
-from envd.services.steps import StepOutcome, StepRunner
+from envd.services.steps import StepOutcome, StepRunner, StepsRun
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,10 @@ class Builder:
         engine: Engine,
         events: EventBus,
         namespace: str = "envd",
+        cache: BuildCache | None = None,
     ) -> None:
         self._namespace = namespace
+        self._cache = cache  # the team build cache (a registry), when one is configured
         self._projects = projects
         self._locker = locker
         self._images = images
@@ -141,16 +144,39 @@ class Builder:
         kept = previous.image if previous and previous.image else ""
         self._projects.set_state(row.name, ProjectState.BUILDING)
         self._events.publish("build.started", row.name, plan.tag)
+        fetched = Fetched()
         try:
-            ran = self._steps.run(
-                row.name,
-                lock,
-                plan,
-                progress,
-                metadata_labels=self._checked_labels,
-                previous_image=kept,
-                contents=inputs.contents,
-            )
+
+            def run_steps() -> StepsRun:
+                return self._steps.run(
+                    row.name,
+                    lock,
+                    plan,
+                    progress,
+                    metadata_labels=self._checked_labels,
+                    previous_image=kept,
+                    contents=inputs.contents,
+                )
+
+            if self._cache is not None:
+                fetched = self._cache.fetch(row.name, lock, plan, progress)
+            try:
+                ran = run_steps()
+            except VerificationError as exc:
+                if self._cache is None or not fetched.keys:
+                    raise
+                # What the cache gave passed its checks, yet the build from it is not the
+                # lock's environment: forget it and build every step here.
+                progress(
+                    Progress(
+                        "cache",
+                        f"refused {fetched.repository}:{fetched.keys[0][:12]}: {exc.message} "
+                        "(building it here)",
+                    )
+                )
+                self._cache.forget(fetched)
+                fetched = Fetched(fetched.repository, (), fetched.refused + fetched.keys)
+                ran = run_steps()
             repository, tag = plan.tag.split(":")
             self._engine.tag(ran.image_id, repository, tag)
             self._images.record(row, plan, ran.image_id)
@@ -185,6 +211,8 @@ class Builder:
         except EnvdError as exc:  # the image is built and tagged: report, do not fail it
             log.warning("fingerprint of %s not recorded: %s", row.name, exc.message)
             progress(Progress("build", f"built, but {exc.message}"))
+        if self._cache is not None:
+            self._cache.push(row.name, lock, plan, progress, fetched)
         return outcome
 
     def _checked_labels(self, parent: str, lock: LockFile) -> dict[str, str]:

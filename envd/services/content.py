@@ -86,6 +86,14 @@ class ContentHasher:
 
     # ------------------------------------------------------------ cache
 
+    def has_summary(self, diff_id: str) -> bool:
+        return self._path(diff_id).exists()
+
+    def add_summary(self, diff_id: str, summary: LayerSummary) -> None:
+        """A summary read from a layer's bytes elsewhere, whose sha256 was checked to be
+        `diff_id` (the build cache reads layers from the registry as the engine pulls them)."""
+        self._store(diff_id, summary)
+
     def _path(self, diff_id: str) -> Path:
         algorithm, _, hexdigest = diff_id.partition(":")
         if algorithm != "sha256" or len(hexdigest) != 64 or not _is_hex(hexdigest):

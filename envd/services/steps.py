@@ -118,6 +118,14 @@ class StepRunner:
             return None
         return image_id
 
+    def cached_prefix(self, plan: p.BuildPlan) -> tuple[int, str | None]:
+        """(index, image) of the last step whose image is cached; (0, None) for none."""
+        for index in range(len(plan.steps) - 1, 0, -1):
+            image = self.cached(plan.steps[index].key)
+            if image is not None:
+                return index, image
+        return 0, None
+
     def dry_run(self, lock: LockFile, plan: p.BuildPlan) -> tuple[StepOutcome, ...]:
         """Which steps a build would take from the cache, asking the engine only."""
         # What base_image would use: a Debian base by its tag, an image base by its digest.
@@ -147,7 +155,10 @@ class StepRunner:
         """`contents`: the bytes of the files steps name, by sha256 (see Step.files)."""
         started = time.monotonic()
         outcomes = [StepOutcome("base", plan.steps[0].key, True, plan.steps[0].summary)]
-        parent = self._base_image(lock, progress)
+        # The longest cached prefix, looked up from the last step (it may have come from a
+        # team cache without the images before it): the base is needed only below it.
+        last, cached_image = self.cached_prefix(plan)
+        parent = cached_image or self._base_image(lock, progress)
         if self._scratch is not None:
             self._scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="build-", dir=self._scratch) as tmp:
@@ -156,12 +167,10 @@ class StepRunner:
             prepare_run_dir(run_dir, plan.requirements)
             previous_key = plan.steps[0].key
             previous_name = plan.steps[0].name
-            for step in plan.steps[1:]:
-                cached = self.cached(step.key)
-                if cached is not None:
+            for index, step in enumerate(plan.steps[1:], start=1):
+                if index <= last:  # (in the image `parent` already is)
                     progress(Progress(step.name, f"cached: {step.summary}"))
                     outcomes.append(StepOutcome(step.name, step.key, True, step.summary))
-                    parent = cached
                     previous_key, previous_name = step.key, step.name
                     continue
                 if previous_name == "packages":
