@@ -16,6 +16,7 @@ import re
 import shlex
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,3 +248,64 @@ def test_the_readme_adoption_and_exports_work_as_written(walk: Walk) -> None:
                 assert json.loads(data)["image"], data
         else:
             raise AssertionError(f"{line}: the README test does not know `envctl {verb}`")
+
+
+TEAM_TRAIN = (
+    "import pathlib, numpy\n"
+    "pathlib.Path('models').mkdir(exist_ok=True)\n"
+    "pathlib.Path('models/model.txt').write_text(numpy.__version__)\n"
+    "print('trained on the server')\n"
+)
+
+
+def test_the_readme_team_flow_works_as_written(walk: Walk, remote_docker_host: str) -> None:
+    """`## Working with a team`: the engine is the second, empty dockerd (it sees none of these
+    files), `registry.example.com/...` a local registry, `ssh://me@gpu-server` its tcp address,
+    and churn/ the default template with a train.py that writes models/model.txt."""
+    from tests.integration.registry import local_registry
+
+    churn = walk.cwd / "churn"
+    envctl(walk, commands("Working with a team")[0], ["init", "--template", "default", "churn/"])
+    (churn / "train.py").write_text(TEAM_TRAIN)
+    registry_root = walk.cwd / "registry"
+    registry_root.mkdir()
+    with local_registry(registry_root) as registry:
+        for line in commands("Working with a team"):
+            argv = [
+                a.replace("ssh://me@gpu-server", remote_docker_host).replace(
+                    "registry.example.com", registry
+                )
+                for a in line.argv
+            ]
+            if argv[0] == "export":
+                key, value = argv[1].split("=", 1)
+                walk.env[key] = value
+                continue
+            assert argv[0] == "envctl", f"{line}: the README test does not know this command"
+            verb = argv[1]
+            out = envctl(walk, line, argv[1:])
+            if verb == "daemon":
+                assert "stopped" in out or "not running" in out, f"{line}\n{out}"
+            elif verb == "info":
+                assert f"{remote_docker_host} (remote, DOCKER_HOST)" in out, f"{line}\n{out}"
+            elif verb == "config":
+                assert registry in envctl(walk, line, ["config"]), f"{line}: not set"
+            elif verb == "build":
+                # built on the second engine, pushed to the cache
+                where = {**walk.env}
+                images = subprocess.run(
+                    ["docker", "images", "-q", "--filter", "label=envd.project=churn"],
+                    env=where, capture_output=True, text=True, check=True,
+                ).stdout  # fmt: skip
+                assert images.strip(), f"{line}: no image on {remote_docker_host}"
+                tags = json.loads(
+                    urllib.request.urlopen(
+                        f"http://{registry}/v2/team/envd-cache/tags/list", timeout=10
+                    ).read()
+                )["tags"]
+                assert tags, f"{line}: nothing pushed to the cache\n{out}"
+            elif verb == "enter":
+                assert "trained on the server" in out, f"{line}\n{out}"
+                assert (churn / "models" / "model.txt").is_file(), f"{line}: nothing came back"
+            else:
+                raise AssertionError(f"{line}: the README test does not know `envctl {verb}`")
