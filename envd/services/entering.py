@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 import shlex
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -33,14 +32,13 @@ from envd.services.fingerprints import Fingerprints
 from envd.services.host import HostProbe
 from envd.services.images import Images
 from envd.services.projects import Projects
-from envd.services.runs import Runs
+from envd.services.runs import ProvenanceFill, Runs
 from envd.services.warm import WarmContainers, WarmRequest, fits
 
 log = logging.getLogger(__name__)
 
 SHELL = ("sh", "-c", "if command -v bash >/dev/null; then exec bash -l; else exec sh -l; fi")
 RUNTIME_TTL_S = 300.0  # how long the engine's runtime list is trusted
-PROVENANCE_WAIT_S = 30.0
 _USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 
 
@@ -130,15 +128,16 @@ class Entering:
         self._engine = engine
         self._events = events
         self._runtime: tuple[float, bool] | None = None  # (read at, engine has nvidia runtime)
-        self._provenance: dict[str, threading.Thread] = {}
-        self._lock = threading.Lock()
 
     def prepare(self, call: EnterCall, progress: Reporter) -> ExecPlan:
         row = self._projects.resolve(call.project)
         spec = self._projects.spec(row)  # an invalid spec stops here, before any build
         # The engine is asked only when the store records an image (a fresh project stays
         # fast): one removed behind envd's back (`docker rmi`) is built again.
-        image = self._images.current_image(row)
+        image = self._images.current_image(row, check_engine=False)
+        check_later = image is not None and self._held_by_warm(call, row.name, image)
+        if image is not None and not check_later and not self._images.on_engine(image):
+            image = None
         if image is None:
             image = self._build(row, progress)
         request = self._request(row, spec, call, image)
@@ -166,7 +165,9 @@ class Entering:
         run_id = ""
         argv: tuple[str, ...] = SHELL
         if call.command:
-            run_id = self._record_run(row, call, image_id, image, spec)
+            run_id = self._record_run(
+                row, call, image_id, image, spec, check_image=image if check_later else ""
+            )
             env["ENVD_RUN_ID"] = run_id
             fast_or_tty = call.tty or call.fast
             argv = call.command if fast_or_tty else wrap_for_signals(run_id, call.command)
@@ -183,6 +184,16 @@ class Entering:
         )
 
     # ------------------------------------------------------------ image
+
+    def _held_by_warm(self, call: EnterCall, project: str, image: str) -> bool:
+        """Whether the engine check of `image` may wait until the command runs: a warm
+        container of it with an agent holds the image on the engine (by ID, even when
+        `docker rmi -f` untags it), so the command can start there. The tag is checked beside
+        the command (_provenance_of): a removed one is forgotten and the next enter builds it
+        again. A container that died meanwhile is started afresh, and a missing image then
+        found as before (NotFound in prepare)."""
+        warm = self._warm.get(project)
+        return bool(call.fast and call.command and warm and warm.agent and warm.image == image)
 
     def _request(self, row: ProjectRow, spec: Spec, call: EnterCall, image: str) -> WarmRequest:
         return WarmRequest(
@@ -238,7 +249,13 @@ class Entering:
     # ------------------------------------------------------------ runs
 
     def _record_run(
-        self, row: ProjectRow, call: EnterCall, image_id: str, image: str, spec: Spec
+        self,
+        row: ProjectRow,
+        call: EnterCall,
+        image_id: str,
+        image: str,
+        spec: Spec,
+        check_image: str = "",
     ) -> str:
         run = RunRow(
             id=uuid.uuid4().hex[:12],
@@ -254,44 +271,48 @@ class Entering:
             git_commit="",
             git_dirty=False,
         )
-        self._runs.start(run, spec.runs, row.path, image_id)
-        # Hashes and git state are filled in beside the command: `git status` on a large
-        # repository must not delay the command's start. FinishRun waits for them.
-        worker = threading.Thread(
-            target=self._fill_provenance,
-            args=(run.id, row.path, image_id),
-            daemon=True,
-            name=f"run-{run.id}",
+        self._runs.start(
+            run,
+            spec.runs,
+            row.path,
+            image_id,
+            provenance=self._provenance_of(row.path, image_id, check_image),
         )
-        with self._lock:
-            self._provenance[run.id] = worker
-        worker.start()
+        if not call.fast:
+            # `docker exec` starts only once the CLI has the plan: git runs beside it.
+            self._runs.fill_provenance(run.id)
         return run.id
 
-    def _fill_provenance(self, run_id: str, project_dir: str, image_id: str) -> None:
-        try:
+    def _provenance_of(self, project_dir: str, image_id: str, check_image: str) -> ProvenanceFill:
+        def fill() -> tuple[str, str, str, bool]:
+            if check_image:
+                try:
+                    self._images.on_engine(check_image)  # forgets one removed behind our back
+                except Exception:
+                    log.warning("could not check %s on the engine", check_image, exc_info=True)
             try:
                 env_hash, host_hash = self._fingerprints.hashes(image_id)
             except Exception:  # engine away: a run without hashes, not a failed run
-                log.warning("run %s: no fingerprint hashes", run_id, exc_info=True)
+                log.warning("no fingerprint hashes for %s", image_id, exc_info=True)
                 env_hash, host_hash = "", ""
             commit, dirty = commit_and_dirty(project_dir)
-            self._runs.set_provenance(run_id, env_hash, host_hash, commit, dirty)
-        except Exception:  # e.g. the daemon closing its store: the run stays, without these
-            log.warning("run %s: provenance not recorded", run_id, exc_info=True)
-        finally:
-            with self._lock:
-                self._provenance.pop(run_id, None)
+            return env_hash, host_hash, commit, dirty
+
+        return fill
+
+    def started(self, run_id: str) -> None:
+        """The fast path's command runs (or never will): its hashes and git state are read
+        now, beside it, so that `git status` on a large repository delays neither its start
+        nor its exit status. Readers of the run wait for them (Runs.wait_provenance)."""
+        if run_id:
+            self._runs.fill_provenance(run_id)
 
     def wait_provenance(self, run_id: str | None = None) -> None:
         """Wait until a run's (or every pending run's) hashes and git state are stored."""
-        with self._lock:
-            workers = [w for r, w in self._provenance.items() if run_id in (None, r)]
-        for worker in workers:
-            worker.join(PROVENANCE_WAIT_S)
+        self._runs.wait_provenance(run_id)
 
     def finish(self, run_id: str, exit_code: int) -> RunRow:
-        self.wait_provenance(run_id)
+        self.started(run_id)  # (a command that never started: its record is complete too)
         run = self._runs.finish(run_id, exit_code)
         self._warm.touch(run.project)
         self._events.publish(
