@@ -244,8 +244,6 @@ class Session:
             started = time.perf_counter_ns()
             if command.returncode is None:
                 self.send({"op": "started", "run_id": plan.run_id, "pid": command.pid})
-            self.entering.started(plan.run_id)  # its git state and hashes, beside it
-            if command.returncode is None:
                 self.relay(command)
             ended = time.perf_counter_ns()
             status = command.returncode
@@ -254,13 +252,15 @@ class Session:
             self.send(
                 {"op": "exit", "status": status, "signal": command.signal, "error": command.error}
             )
+        done = time.perf_counter_ns()
+        self.entering.check_image(plan.check_image)  # (the CLI has its exit status)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "enter %s: request %.1f ms, prepare %.1f, agent start %.1f, command %.1f, "
                 "record %.1f",
                 plan.run_id,
                 *((b - a) / 1e6 for a, b in pairwise(
-                    (began, received, prepared, started, ended, time.perf_counter_ns())
+                    (began, received, prepared, started, ended, done)
                 )),
             )  # fmt: skip
 

@@ -71,6 +71,7 @@ class ExecPlan:
     run_id: str = ""
     started: bool = False
     agent_socket: str = ""  # fast path: the host path of the container's agent socket
+    check_image: str = ""  # to look up on the engine once the command has run (check_image)
 
 
 def workdir_for(project_dir: str, cwd: str) -> str:
@@ -165,9 +166,7 @@ class Entering:
         run_id = ""
         argv: tuple[str, ...] = SHELL
         if call.command:
-            run_id = self._record_run(
-                row, call, image_id, image, spec, check_image=image if check_later else ""
-            )
+            run_id = self._record_run(row, call, image_id, image, spec)
             env["ENVD_RUN_ID"] = run_id
             fast_or_tty = call.tty or call.fast
             argv = call.command if fast_or_tty else wrap_for_signals(run_id, call.command)
@@ -181,17 +180,18 @@ class Entering:
             run_id=run_id,
             started=before is None or before.container_id != warm.container_id,
             agent_socket=warm.agent if call.fast else "",
+            check_image=image if check_later else "",
         )
 
     # ------------------------------------------------------------ image
 
     def _held_by_warm(self, call: EnterCall, project: str, image: str) -> bool:
-        """Whether the engine check of `image` may wait until the command runs: a warm
+        """Whether the engine check of `image` may wait until the command has run: a warm
         container of it with an agent holds the image on the engine (by ID, even when
-        `docker rmi -f` untags it), so the command can start there. The tag is checked beside
-        the command (_provenance_of): a removed one is forgotten and the next enter builds it
-        again. A container that died meanwhile is started afresh, and a missing image then
-        found as before (NotFound in prepare)."""
+        `docker rmi -f` untags it), so the command can start there. The tag is looked up
+        afterwards (ExecPlan.check_image, check_image): a removed one is forgotten then and
+        the next enter builds it again. A container that died meanwhile is started afresh,
+        and a missing image then found as before (NotFound in prepare)."""
         warm = self._warm.get(project)
         return bool(call.fast and call.command and warm and warm.agent and warm.image == image)
 
@@ -249,13 +249,7 @@ class Entering:
     # ------------------------------------------------------------ runs
 
     def _record_run(
-        self,
-        row: ProjectRow,
-        call: EnterCall,
-        image_id: str,
-        image: str,
-        spec: Spec,
-        check_image: str = "",
+        self, row: ProjectRow, call: EnterCall, image_id: str, image: str, spec: Spec
     ) -> str:
         run = RunRow(
             id=uuid.uuid4().hex[:12],
@@ -272,24 +266,15 @@ class Entering:
             git_dirty=False,
         )
         self._runs.start(
-            run,
-            spec.runs,
-            row.path,
-            image_id,
-            provenance=self._provenance_of(row.path, image_id, check_image),
+            run, spec.runs, row.path, image_id, provenance=self._provenance_of(row.path, image_id)
         )
-        if not call.fast:
-            # `docker exec` starts only once the CLI has the plan: git runs beside it.
-            self._runs.fill_provenance(run.id)
+        # Hashes and git state are read beside the command (`git status` on a large repository
+        # must not delay its start); the exit status is answered once they are stored.
+        self._runs.fill_provenance(run.id)
         return run.id
 
-    def _provenance_of(self, project_dir: str, image_id: str, check_image: str) -> ProvenanceFill:
+    def _provenance_of(self, project_dir: str, image_id: str) -> ProvenanceFill:
         def fill() -> tuple[str, str, str, bool]:
-            if check_image:
-                try:
-                    self._images.on_engine(check_image)  # forgets one removed behind our back
-                except Exception:
-                    log.warning("could not check %s on the engine", check_image, exc_info=True)
             try:
                 env_hash, host_hash = self._fingerprints.hashes(image_id)
             except Exception:  # engine away: a run without hashes, not a failed run
@@ -300,20 +285,26 @@ class Entering:
 
         return fill
 
-    def started(self, run_id: str) -> None:
-        """The fast path's command runs (or never will): its hashes and git state are read
-        now, beside it, so that `git status` on a large repository delays neither its start
-        nor its exit status. Readers of the run wait for them (Runs.wait_provenance)."""
-        if run_id:
-            self._runs.fill_provenance(run_id)
-
     def wait_provenance(self, run_id: str | None = None) -> None:
         """Wait until a run's (or every pending run's) hashes and git state are stored."""
         self._runs.wait_provenance(run_id)
 
+    def check_image(self, image: str) -> None:
+        """After a command that ran in a warm container without the engine being asked about
+        its image (ExecPlan.check_image): a tag removed behind envd's back is forgotten now,
+        so that the next enter builds it again."""
+        if not image:
+            return
+        try:
+            self._images.on_engine(image)
+        except Exception:
+            log.warning("could not look %s up on the engine", image, exc_info=True)
+
     def finish(self, run_id: str, exit_code: int) -> RunRow:
-        self.started(run_id)  # (a command that never started: its record is complete too)
         run = self._runs.finish(run_id, exit_code)
+        # The state it ran on is part of its record when its caller learns how it ended (an
+        # edit right after the exit is not this run's); bounded, and usually long done.
+        self._runs.wait_provenance(run.id)
         self._warm.touch(run.project)
         self._events.publish(
             "run.recorded",

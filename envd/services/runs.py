@@ -8,9 +8,10 @@ After the exit status is recorded, in another thread: which outputs the run crea
 changed (hashed), and its metrics. `details()` waits for those threads, bounded.
 
 Every run's provenance (environment and host hashes, git commit and dirty state) is filled in
-by a thread its caller starts once the command runs (`fill_provenance`): `git status` never
-delays a command's start nor its exit status. Whoever reads a run (get, list, records, record)
-waits for that first, bounded, so a run read back at once still shows its commit.
+by a thread its caller starts beside the command (`fill_provenance`), so `git status` never
+delays its start; `finish` does not wait for it either (Entering does, before it answers the
+exit status). Whoever reads a run (get, list, records, record) waits for it first, bounded,
+and starts it if nobody has.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ class Runs:
         provenance: ProvenanceFill | None = None,
     ) -> None:
         """Record a run's start. Its `provenance` is computed once fill_provenance(run.id) is
-        called (the caller does, once the command runs); until then readers of it wait."""
+        called (or a reader needs it); readers of the run wait for it."""
         self._store.start_run(run)
         if provenance is not None:
             with self._lock:

@@ -187,8 +187,10 @@ class World:
     runs: Runs
 
     def finish(self, run_id: str, exit_code: int) -> Any:
-        """Record the exit status, then read the run back as `envctl runs` would."""
-        return self.runs.get(self.entering.finish(run_id, exit_code).id)
+        """Record the exit status, then read the stored run (no waiting): what a caller told
+        the exit status can see at once."""
+        self.entering.finish(run_id, exit_code)
+        return self.store.run(run_id)
 
     def enter(self, *command: str, **kw: Any) -> Any:
         call = EnterCall(str(self.project), tuple(command), **kw)
@@ -533,8 +535,8 @@ def test_engine_down_is_engine_unavailable(world: World) -> None:
 
 def test_a_fast_enter_checks_its_image_beside_the_command(world: World, tmp_path: Path) -> None:
     """With a warm container of the image (which holds it on the engine), the engine is asked
-    about the tag only once the command runs; one removed behind envd's back (`docker rmi -f`
-    untags it) is forgotten then, and the next enter builds it again."""
+    about the tag only once the command has run; one removed behind envd's back (`docker rmi
+    -f` untags it) is forgotten then, and the next enter builds it again."""
     world.enter("true")
     warm = world.warm.get("proj")
     assert warm is not None and world.builder.builds == ["proj"]
@@ -548,15 +550,14 @@ def test_a_fast_enter_checks_its_image_beside_the_command(world: World, tmp_path
         world.engine.image_lookups.clear()
         plan = world.enter("true", **fast)
         assert world.engine.image_lookups == []  # nothing asked before the command starts
-        world.entering.started(plan.run_id)
-        world.runs.wait_provenance(plan.run_id)
+        assert plan.check_image == tag
+        world.entering.check_image(plan.check_image)  # (once it has run)
         assert world.engine.image_lookups == [tag]
 
         world.engine.images_removed.add(tag)
         plan = world.enter("true", **fast)
         assert plan.container_id == warm.container_id and world.builder.builds == ["proj"]
-        world.entering.started(plan.run_id)
-        world.runs.wait_provenance(plan.run_id)
+        world.entering.check_image(plan.check_image)
         assert not world.store.image(tag)  # forgotten beside the command
         with pytest.raises(NoAgent):  # (the fake engine's new container has no agent)
             world.enter("true", **fast)
@@ -570,5 +571,5 @@ def test_a_plain_enter_still_checks_its_image_first(world: World) -> None:
     world.enter("true")
     tag = world.builder.current
     world.engine.images_removed.add(str(tag))
-    world.enter("true")
+    assert world.enter("true").check_image == ""
     assert world.builder.builds == ["proj", "proj"]

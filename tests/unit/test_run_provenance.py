@@ -1,5 +1,5 @@
-"""A run's provenance (hashes, commit, dirty) is filled in beside the command: recording the
-exit status never waits for it, and every reader of the run does (bounded)."""
+"""A run's provenance (hashes, commit, dirty) is filled in beside the command: Runs.finish
+records the exit status without waiting for it, and every reader of the run waits (bounded)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def test_the_fill_starts_only_when_asked(runs: Runs) -> None:
     fill.release.set()
     runs.start(row("r2"), provenance=fill)
     time.sleep(0.05)
-    assert fill.calls == 0  # (the caller starts it once the command runs)
+    assert fill.calls == 0  # (the caller starts it beside the command)
     runs.fill_provenance("r2")
     runs.fill_provenance("r2")  # once only
     runs.wait_provenance("r2")
