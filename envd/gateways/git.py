@@ -85,6 +85,9 @@ def uncommitted_diff(directory: str, max_chars: int = MAX_DIFF_CHARS) -> tuple[s
     whether the text was cut). ("", "", False) when clean or outside a repository."""
     import hashlib
 
+    if not _maybe_in_a_repository(directory):
+        return "", "", False
+
     try:
         diff = run(
             [*_GIT, "-C", directory, "diff", "--no-color", "--no-ext-diff", "--binary", "HEAD"],

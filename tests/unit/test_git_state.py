@@ -76,3 +76,26 @@ def test_a_symlink_into_a_repository_finds_it(tmp_path: Path, repo: Path) -> Non
     link = tmp_path / "link"
     link.symlink_to(repo / "inner")
     assert commit_and_dirty(str(link))[0] == sh_git(repo, "rev-parse", "HEAD")
+
+
+def test_no_diff_and_no_git_outside_any_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if any((p / ".git").exists() for p in (tmp_path, *tmp_path.parents)):
+        pytest.skip("the temporary folder is inside a git checkout")
+
+    def no_git(*args: Any, **kw: Any) -> Any:
+        raise AssertionError("git was started")
+
+    monkeypatch.setattr(git, "run", no_git)
+    monkeypatch.delenv("GIT_DIR", raising=False)
+    assert git.uncommitted_diff(str(tmp_path)) == ("", "", False)
+
+
+def test_the_diff_of_a_repository_is_read(repo: Path) -> None:
+    (repo / "f").write_text("x\n")
+    sh_git(repo, "add", "f")
+    sh_git(repo, "commit", "-qm", "x")
+    (repo / "f").write_text("y\n")
+    diff, digest, cut = git.uncommitted_diff(str(repo))
+    assert "-x\n+y" in diff and len(digest) == 64 and not cut
