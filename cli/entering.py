@@ -327,8 +327,6 @@ def enter_socket_path(environ: dict[str, str] | os._Environ[str] | None = None) 
 
 def enter(paths: Paths | None, project: str, command: list[str], gpus: str = "") -> int:
     """Run CMD (or a login shell) in the project's warm container; CMD's status is returned."""
-    import subprocess
-
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     if command:
         where = str(paths.enter_socket) if paths is not None else enter_socket_path()
@@ -336,6 +334,8 @@ def enter(paths: Paths | None, project: str, command: list[str], gpus: str = "")
             return enter_fast(where, project_ref(project), command, gpus, tty)
         except _Refused:
             pass
+    import subprocess  # (after the fast path: with enum, re and locale it costs milliseconds)
+
     if paths is None:
         from envd.paths import resolve_paths
 

@@ -34,6 +34,8 @@ import select
 import socket
 import struct
 import threading
+import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +186,7 @@ class Session:
                 return frames[0]
 
     def run(self, fds: list[int]) -> None:
+        began = time.perf_counter_ns()
         try:
             self.conn.settimeout(REQUEST_TIMEOUT_S)  # a client that never asks holds nothing
             request = self.first_frame(fds)
@@ -202,6 +205,7 @@ class Session:
             except OSError:
                 pass
 
+        received = time.perf_counter_ns()
         try:
             plan = self.entering.prepare(call, progress)
         except NoAgent as exc:
@@ -221,6 +225,7 @@ class Session:
             log.exception("enter: prepare failed")
             self.send({"op": "error", "message": "internal error (a bug)", "exit_code": EXIT_BUG})
             return
+        prepared = time.perf_counter_ns()
         if self.gone():  # e.g. Ctrl-C during the build: nothing starts
             self.record(plan.run_id, EXIT_INTERRUPTED)
             return
@@ -236,15 +241,28 @@ class Session:
         finally:
             _close(fds)  # only the command and the CLI hold them now
         with command:
+            started = time.perf_counter_ns()
             if command.returncode is None:
                 self.send({"op": "started", "run_id": plan.run_id, "pid": command.pid})
                 self.relay(command)
+            ended = time.perf_counter_ns()
             status = command.returncode
             assert status is not None
             self.record(plan.run_id, status)
             self.send(
                 {"op": "exit", "status": status, "signal": command.signal, "error": command.error}
             )
+        done = time.perf_counter_ns()
+        self.entering.check_image(plan.check_image)  # (the CLI has its exit status)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "enter %s: request %.1f ms, prepare %.1f, agent start %.1f, command %.1f, "
+                "record %.1f",
+                plan.run_id,
+                *((b - a) / 1e6 for a, b in pairwise(
+                    (began, received, prepared, started, ended, done)
+                )),
+            )  # fmt: skip
 
     def parse(self, request: Frame, fds: list[int]) -> tuple[EnterCall, tuple[int, int] | None]:
         if request.get("op") != "enter":

@@ -17,6 +17,12 @@ Every read is bounded, before any byte is decoded:
   (the spec parser already refuses absolute paths and `..`).
 
 Spec and requirements problems are SpecError (exit 1), lock problems LockError.
+
+Parsing costs milliseconds (YAML, the lock's integrity check) and `enter` reads both on every
+call, so the last parse of each envd.yaml and envd.lock is kept: a read whose bytes (and, for
+envd.yaml, the outcome of every read of the files it names) equal the last one's gets that
+parse again. Files are still read every time, so every check above still applies to each
+call, and an edit is seen however fast it follows (no timestamps are trusted).
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from envd.errors import LockError, SpecError
 from envd.model.lockfile import LockEdited, LockFile, loads
@@ -37,6 +46,14 @@ LOCK_FORMAT_MAX_BYTES = 8 * MIB  # a uv.lock, Pipfile.lock or pylock.toml named 
 LOCK_MAX_BYTES = 32 * MIB  # envd.lock (every artifact hash of a large environment)
 
 _CHUNK = 64 * 1024
+# What parsing an envd.yaml read besides it: ("text", relpath, outcome) or ("file", relpath, bool)
+_Read = tuple[str, str, object]
+_CACHE_MAX = 256  # projects whose last parse is kept (each a few KiB to a few MiB)
+_cache_lock = threading.Lock()
+# (root, limits) -> (envd.yaml text, what its parse read, the Spec)
+_spec_cache: dict[tuple[str, int, int], tuple[str, tuple[_Read, ...], Spec]] = {}
+# absolute path -> (envd.lock text, the LockFile)
+_lock_cache: dict[str, tuple[str, LockFile]] = {}
 
 
 class _NotReadable(Exception):
@@ -158,7 +175,20 @@ def load_spec(
             hint = f"envd.yaml must be a regular text file of at most {_size(spec_limit)}"
         raise SpecError(exc.message, file=str(path), line=exc.line, hint=hint) from None
 
-    return parse_spec_text(text, root, source=str(path), requirements_limit=requirements_limit)
+    key = (str(root), spec_limit, requirements_limit)
+    cached = _spec_cache.get(key)
+    if (
+        cached is not None
+        and cached[0] == text
+        and _same_reads(root, requirements_limit, cached[1])
+    ):
+        return cached[2]
+    reads: list[_Read] = []
+    spec = parse_spec_text(
+        text, root, source=str(path), requirements_limit=requirements_limit, reads=reads
+    )
+    _remember(_spec_cache, key, (text, tuple(reads), spec))
+    return spec
 
 
 def parse_spec_text(
@@ -167,11 +197,26 @@ def parse_spec_text(
     *,
     source: str | None = None,
     requirements_limit: int = REQUIREMENTS_MAX_BYTES,
+    reads: list[_Read] | None = None,
 ) -> Spec:
     """Validate envd.yaml text for `project_dir` (not yet written, e.g. by `envctl init`),
-    reading the files it names as load_spec does."""
+    reading the files it names as load_spec does (each read's outcome appended to `reads`)."""
     root = Path(project_dir).resolve()
+    read_text, is_file = _spec_readers(root, requirements_limit)
+    if reads is not None:
+        read_text, is_file = _recorded(read_text, is_file, reads)
+    return parse_spec(
+        text,
+        source=source or str(root / SPEC_FILENAME),
+        project_dir=str(root),
+        read_text=read_text,
+        is_file=is_file,
+    )
 
+
+def _spec_readers(
+    root: Path, requirements_limit: int
+) -> tuple[Callable[[str], str], Callable[[str], bool]]:
     def read_text(relpath: str) -> str:
         kind = requirements_format(relpath)
         limit = requirements_limit
@@ -187,13 +232,60 @@ def parse_spec_text(
         except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
             return False
 
-    return parse_spec(
-        text,
-        source=source or str(root / SPEC_FILENAME),
-        project_dir=str(root),
-        read_text=read_text,
-        is_file=is_file,
-    )
+    return read_text, is_file
+
+
+def _read_outcome(read_text: Callable[[str], str], relpath: str) -> object:
+    """A requirements read as a comparable value: its text, or the error it raised."""
+    try:
+        return ("ok", read_text(relpath))
+    except Exception as exc:  # compared, then raised again where the parser reads it
+        return ("error", type(exc).__name__, str(exc))
+
+
+def _recorded(
+    read_text: Callable[[str], str], is_file: Callable[[str], bool], reads: list[_Read]
+) -> tuple[Callable[[str], str], Callable[[str], bool]]:
+    def recorded_read(relpath: str) -> str:
+        try:
+            text = read_text(relpath)
+        except Exception as exc:
+            reads.append(("text", relpath, ("error", type(exc).__name__, str(exc))))
+            raise
+        reads.append(("text", relpath, ("ok", text)))
+        return text
+
+    def recorded_is_file(relpath: str) -> bool:
+        answer = is_file(relpath)
+        reads.append(("file", relpath, answer))
+        return answer
+
+    return recorded_read, recorded_is_file
+
+
+def _same_reads(root: Path, requirements_limit: int, reads: tuple[_Read, ...]) -> bool:
+    """Whether every file a cached parse read reads the same now."""
+    read_text, is_file = _spec_readers(root, requirements_limit)
+    for kind, relpath, outcome in reads:
+        now = is_file(relpath) if kind == "file" else _read_outcome(read_text, relpath)
+        if now != outcome:
+            return False
+    return True
+
+
+def _remember(cache: dict[Any, Any], key: object, value: object) -> None:
+    with _cache_lock:
+        cache.pop(key, None)
+        if len(cache) >= _CACHE_MAX:
+            del cache[next(iter(cache))]  # the oldest entry
+        cache[key] = value
+
+
+def forget_parses() -> None:
+    """Drop every kept parse (tests; a daemon never needs to)."""
+    with _cache_lock:
+        _spec_cache.clear()
+        _lock_cache.clear()
 
 
 def read_project_file(
@@ -309,7 +401,15 @@ def parse_lock(text: str, path: Path) -> LockFile:
 def read_lock(path: Path, *, limit: int = LOCK_MAX_BYTES) -> LockFile | None:
     """The lock at `path`, or None when there is none."""
     text = read_lock_text(path, limit=limit)
-    return None if text is None else parse_lock(text, path)
+    if text is None:
+        return None
+    key = str(path.absolute())
+    cached = _lock_cache.get(key)
+    if cached is not None and cached[0] == text:
+        return cached[1]
+    lock = parse_lock(text, path)
+    _remember(_lock_cache, key, (text, lock))
+    return lock
 
 
 SETUP_FILE_MAX_BYTES = 16 * MIB  # each file a `setup:` step names

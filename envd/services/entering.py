@@ -34,14 +34,13 @@ from envd.services.host import HostProbe
 from envd.services.images import Images
 from envd.services.projects import Projects
 from envd.services.projectsync import ProjectSync
-from envd.services.runs import Runs
+from envd.services.runs import ProvenanceFill, Runs
 from envd.services.warm import WarmContainers, WarmRequest, fits
 
 log = logging.getLogger(__name__)
 
 SHELL = ("sh", "-c", "if command -v bash >/dev/null; then exec bash -l; else exec sh -l; fi")
 RUNTIME_TTL_S = 300.0  # how long the engine's runtime list is trusted
-PROVENANCE_WAIT_S = 30.0
 _USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 
 
@@ -75,6 +74,7 @@ class ExecPlan:
     started: bool = False
     agent_socket: str = ""  # fast path: the host path of the container's agent socket
     sync_id: str = ""  # a remote engine: FinishRun with it brings the command's files back
+    check_image: str = ""  # to look up on the engine once the command has run (check_image)
 
 
 def project_subdir(project_dir: str, cwd: str) -> str:
@@ -140,9 +140,8 @@ class Entering:
         self._events = events
         self._sync = sync  # a remote engine: the project lives in a volume there
         self._syncing: dict[str, tuple[str, str, str, int, int, tuple[str, ...]]] = {}
+        self._lock = threading.Lock()  # guards _syncing
         self._runtime: tuple[float, bool] | None = None  # (read at, engine has nvidia runtime)
-        self._provenance: dict[str, threading.Thread] = {}
-        self._lock = threading.Lock()
 
     def prepare(self, call: EnterCall, progress: Reporter) -> ExecPlan:
         if call.fast and self._sync is not None:  # a remote engine has no agents: refuse early
@@ -151,7 +150,10 @@ class Entering:
         spec = self._projects.spec(row)  # an invalid spec stops here, before any build
         # The engine is asked only when the store records an image (a fresh project stays
         # fast): one removed behind envd's back (`docker rmi`) is built again.
-        image = self._images.current_image(row)
+        image = self._images.current_image(row, check_engine=False)
+        check_later = image is not None and self._held_by_warm(call, row.name, image)
+        if image is not None and not check_later and not self._images.on_engine(image):
+            image = None
         if image is None:
             image = self._build(row, progress)
         request = self._request(row, spec, call, image)
@@ -195,9 +197,20 @@ class Entering:
             started=before is None or before.container_id != warm.container_id,
             agent_socket=warm.agent if call.fast else "",
             sync_id=sync_id,
+            check_image=image if check_later else "",
         )
 
     # ------------------------------------------------------------ image
+
+    def _held_by_warm(self, call: EnterCall, project: str, image: str) -> bool:
+        """Whether the engine check of `image` may wait until the command has run: a warm
+        container of it with an agent holds the image on the engine (by ID, even when
+        `docker rmi -f` untags it), so the command can start there. The tag is looked up
+        afterwards (ExecPlan.check_image, check_image): a removed one is forgotten then and
+        the next enter builds it again. A container that died meanwhile is started afresh,
+        and a missing image then found as before (NotFound in prepare)."""
+        warm = self._warm.get(project)
+        return bool(call.fast and call.command and warm and warm.agent and warm.image == image)
 
     def _request(self, row: ProjectRow, spec: Spec, call: EnterCall, image: str) -> WarmRequest:
         return WarmRequest(
@@ -294,45 +307,46 @@ class Entering:
             git_dirty=False,
             workdir=project_subdir(row.path, call.cwd),
         )
-        self._runs.start(run, spec.runs, row.path, image_id)
-        # Hashes and git state are filled in beside the command: `git status` on a large
-        # repository must not delay the command's start. FinishRun waits for them.
-        worker = threading.Thread(
-            target=self._fill_provenance,
-            args=(run.id, row.path, image_id),
-            daemon=True,
-            name=f"run-{run.id}",
+        self._runs.start(
+            run, spec.runs, row.path, image_id, provenance=self._provenance_of(row.path, image_id)
         )
-        with self._lock:
-            self._provenance[run.id] = worker
-        worker.start()
+        # Hashes and git state are read beside the command (`git status` on a large repository
+        # must not delay its start); the exit status is answered once they are stored.
+        self._runs.fill_provenance(run.id)
         return run.id
 
-    def _fill_provenance(self, run_id: str, project_dir: str, image_id: str) -> None:
-        try:
+    def _provenance_of(self, project_dir: str, image_id: str) -> ProvenanceFill:
+        def fill() -> tuple[str, str, str, bool]:
             try:
                 env_hash, host_hash = self._fingerprints.hashes(image_id)
             except Exception:  # engine away: a run without hashes, not a failed run
-                log.warning("run %s: no fingerprint hashes", run_id, exc_info=True)
+                log.warning("no fingerprint hashes for %s", image_id, exc_info=True)
                 env_hash, host_hash = "", ""
             commit, dirty = commit_and_dirty(project_dir)
-            self._runs.set_provenance(run_id, env_hash, host_hash, commit, dirty)
-        except Exception:  # e.g. the daemon closing its store: the run stays, without these
-            log.warning("run %s: provenance not recorded", run_id, exc_info=True)
-        finally:
-            with self._lock:
-                self._provenance.pop(run_id, None)
+            return env_hash, host_hash, commit, dirty
+
+        return fill
 
     def wait_provenance(self, run_id: str | None = None) -> None:
         """Wait until a run's (or every pending run's) hashes and git state are stored."""
-        with self._lock:
-            workers = [w for r, w in self._provenance.items() if run_id in (None, r)]
-        for worker in workers:
-            worker.join(PROVENANCE_WAIT_S)
+        self._runs.wait_provenance(run_id)
+
+    def check_image(self, image: str) -> None:
+        """After a command that ran in a warm container without the engine being asked about
+        its image (ExecPlan.check_image): a tag removed behind envd's back is forgotten now,
+        so that the next enter builds it again."""
+        if not image:
+            return
+        try:
+            self._images.on_engine(image)
+        except Exception:
+            log.warning("could not look %s up on the engine", image, exc_info=True)
 
     def finish(self, run_id: str, exit_code: int) -> RunRow:
-        self.wait_provenance(run_id)
         run = self._runs.finish(run_id, exit_code)
+        # The state it ran on is part of its record when its caller learns how it ended (an
+        # edit right after the exit is not this run's); bounded, and usually long done.
+        self._runs.wait_provenance(run.id)
         self._warm.touch(run.project)
         self._events.publish(
             "run.recorded",

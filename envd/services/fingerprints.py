@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from envd.errors import NotFound
@@ -31,6 +32,9 @@ from envd.services.images import Images
 from envd.services.warm import WarmContainers
 
 ENV_LABEL = "envd.fingerprint.environment"
+# How long the engine's version is trusted for host hashes: every run records one, and asking
+# the engine (its /version and /info) costs more than the whole warm `enter` otherwise.
+ENGINE_VERSION_TTL_S = 60.0
 
 
 def _host_dict(section: HostSection) -> dict[str, object]:
@@ -62,6 +66,7 @@ class Fingerprints:
         self._images = images
         self._warm = warm
         self._pending: dict[str, EnvironmentSection] = {}  # image -> section, between steps
+        self._engine_version: tuple[float, str] | None = None  # (read at, version)
 
     # ------------------------------------------------------------ the host
 
@@ -71,11 +76,23 @@ class Fingerprints:
             cpu_model=host.cpu_model,
             arch=host.arch,
             kernel=host.kernel,
-            engine_version=self._engine.info().version,
+            engine_version=self.engine_version(),
             gpus=tuple(HostGpu(g.name, g.compute_capability, g.memory_bytes) for g in host.gpus),
             driver_version=host.driver_version,
             cuda_driver_version=host.cuda_driver_version,
         )
+
+    def engine_version(self) -> str:
+        """The engine's version, read again after ENGINE_VERSION_TTL_S (not kept while the
+        engine does not answer)."""
+        now = time.monotonic()
+        cached = self._engine_version
+        if cached is not None and now - cached[0] <= ENGINE_VERSION_TTL_S:
+            return cached[1]
+        info = self._engine.info()
+        if info.reachable:
+            self._engine_version = (now, info.version)
+        return info.version
 
     def host_hash(self) -> str:
         section = self.host_section()

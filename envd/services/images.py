@@ -91,10 +91,11 @@ class Images:
 
     # ------------------------------------------------------------ the current image
 
-    def current_image(self, row: ProjectRow) -> str | None:
+    def current_image(self, row: ProjectRow, *, check_engine: bool = True) -> str | None:
         """The image matching the project's current lock, when the engine still has it: a
         record of one removed behind envd's back (`docker rmi`) is forgotten. The engine is
-        asked only when the store records one (a fresh project costs no engine call)."""
+        asked only when the store records one (a fresh project costs no engine call), and
+        not at all with check_engine=False (the caller asks on_engine itself, later)."""
         try:
             lock = self._projects.lock_state(row).current
         except EnvdError:
@@ -105,7 +106,7 @@ class Images:
             tag = plan_for(row, lock, self._namespace).tag
         except EnvdError:  # a setup file or the project package unreadable: build to say so
             return None
-        if self._store.image(tag) is None or not self.on_engine(tag):
+        if self._store.image(tag) is None or (check_engine and not self.on_engine(tag)):
             return None
         return tag
 

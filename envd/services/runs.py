@@ -6,6 +6,12 @@ declared outputs. Beside the command, in a thread: the data's content hashes (a 
 makes an unchanged data set one lstat per file), envd.lock's sha256 and the uncommitted diff.
 After the exit status is recorded, in another thread: which outputs the run created or
 changed (hashed), and its metrics. `details()` waits for those threads, bounded.
+
+Every run's provenance (environment and host hashes, git commit and dirty state) is filled in
+by a thread its caller starts beside the command (`fill_provenance`), so `git status` never
+delays its start; `finish` does not wait for it either (Entering does, before it answers the
+exit status). Whoever reads a run (get, list, records, record) waits for it first, bounded,
+and starts it if nobody has.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from envd.services.projects import Projects
 log = logging.getLogger(__name__)
 
 DETAILS_WAIT_S = 300.0  # how long `runs show`, `trace` and `rerun` wait for a run's hashes
+PROVENANCE_WAIT_S = 30.0  # how long a reader waits for a run's commit and hashes
 MAX_METRICS_READ = 1 << 20
 
 Records = list[RunRecord]  # aliases: Runs.list shadows `list` inside the class
@@ -55,6 +62,15 @@ Strings = list[str]
 
 # Called with each finished run's record (e.g. the MLflow bridge); errors are logged only.
 RunSink = Callable[[RunRecord], None]
+# A run's (environment hash, host hash, git commit, git dirty), computed off the hot path.
+ProvenanceFill = Callable[[], tuple[str, str, str, bool]]
+
+
+@dataclass
+class _Provenance:
+    fill: ProvenanceFill
+    started: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -123,6 +139,7 @@ class Runs:
         self._sinks = tuple(sinks)
         self._wait_s = wait_s
         self._pending: dict[str, _Pending] = {}
+        self._provenance: dict[str, _Provenance] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ recording
@@ -133,8 +150,14 @@ class Runs:
         spec: RunsSpec | None = None,
         project_dir: str = "",
         image_id: str = "",
+        provenance: ProvenanceFill | None = None,
     ) -> None:
+        """Record a run's start. Its `provenance` is computed once fill_provenance(run.id) is
+        called (or a reader needs it); readers of the run wait for it."""
         self._store.start_run(run)
+        if provenance is not None:
+            with self._lock:
+                self._provenance[run.id] = _Provenance(provenance)
         if self._hashes is None or not has_runs_section(spec) or not project_dir:
             return
         assert spec is not None
@@ -212,6 +235,39 @@ class Runs:
         self, run_id: str, environment_hash: str, host_hash: str, commit: str, dirty: bool
     ) -> None:
         self._store.set_run_provenance(run_id, environment_hash, host_hash, commit, dirty)
+
+    def fill_provenance(self, run_id: str) -> None:
+        """Start computing a run's provenance, in a thread (the first call only)."""
+        with self._lock:
+            pending = self._provenance.get(run_id)
+            if pending is None or pending.started:
+                return
+            pending.started = True
+        threading.Thread(
+            target=self._fill, args=(run_id, pending), daemon=True, name=f"run-{run_id}"
+        ).start()
+
+    def _fill(self, run_id: str, pending: _Provenance) -> None:
+        try:
+            self.set_provenance(run_id, *pending.fill())
+        except Exception:  # e.g. the daemon closing its store: the run stays, without these
+            log.warning("run %s: provenance not recorded", run_id, exc_info=True)
+        finally:
+            with self._lock:
+                self._provenance.pop(run_id, None)
+            pending.done.set()
+
+    def wait_provenance(
+        self, run_id: str | None = None, timeout: float = PROVENANCE_WAIT_S
+    ) -> None:
+        """Wait (bounded) until a run's (or every run's) provenance is stored; one whose
+        caller has not started it yet is started now (a reader never waits for nothing)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            items = [(r, p) for r, p in self._provenance.items() if run_id in (None, r)]
+        for r, pending in items:
+            self.fill_provenance(r)
+            pending.done.wait(max(0.0, deadline - time.monotonic()))
 
     def finish(self, run_id: str, exit_code: int) -> RunRow:
         run = self._store.finish_run(run_id, exit_code)
@@ -312,6 +368,7 @@ class Runs:
         A run still executing has nothing to wait for yet: only finished runs are waited on.
         """
         deadline = time.monotonic() + (self._wait_s if timeout is None else timeout)
+        self.wait_provenance(run_id, min(PROVENANCE_WAIT_S, deadline - time.monotonic()))
         with self._lock:
             items = [(r, p) for r, p in self._pending.items() if run_id in (None, r)]
         for _, pending in items:
@@ -325,9 +382,13 @@ class Runs:
         run = self._store.run(run_id)
         if run is None:
             raise NotFound(f"no run {run_id}", hint="`envctl runs` lists them")
+        if run.id in self._provenance:
+            self.wait_provenance(run.id)
+            run = self._store.run(run.id) or run
         return run
 
     def list(self, project: str = "", limit: int = 50) -> list[RunRow]:
+        self.wait_provenance()
         return self._store.runs(project, limit)
 
     def details(self, run_id: str) -> RunDetailsRow | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,7 +15,7 @@ import pytest
 from envd.config import Config
 from envd.errors import BuildFailed, EngineUnavailable, NotFound, SpecError, UsageError
 from envd.events import EventBus
-from envd.gateways.engine import ContainerInfo, EngineInfo, Mount
+from envd.gateways.engine import ContainerInfo, EngineInfo, ImageInfo, Mount
 from envd.gateways.store import Store
 from envd.model.host import GpuDevice, HostInfo
 from envd.paths import run_pid_file
@@ -53,6 +55,12 @@ class Engine(FakeEngine):
         self.runtimes = runtimes
         self.info_calls = 0
         self.options: list[dict[str, Any]] = []
+        self.images_removed: set[str] = set()  # images removed behind envd's back
+        self.image_lookups: list[str] = []
+
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        self.image_lookups.append(ref)
+        return None if ref in self.images_removed else ImageInfo(ref, (ref,), {}, 1, (), ())
 
     def info(self) -> EngineInfo:
         self.info_calls += 1
@@ -136,8 +144,11 @@ class Images(images_service.Images):
         super().__init__(store, engine, projects)  # type: ignore[arg-type]
         self.builder = builder
 
-    def current_image(self, row: Any) -> str | None:
-        return self.builder.current
+    def current_image(self, row: Any, *, check_engine: bool = True) -> str | None:
+        tag = self.builder.current
+        if tag is None or not self.recorded(tag):
+            return None
+        return tag if not check_engine or self.on_engine(tag) else None
 
 
 @dataclass
@@ -173,6 +184,13 @@ class World:
     builder: Builder
     project: Path
     events: list[tuple[str, str, dict[str, str]]]
+    runs: Runs
+
+    def finish(self, run_id: str, exit_code: int) -> Any:
+        """Record the exit status, then read the stored run (no waiting): what a caller told
+        the exit status can see at once."""
+        self.entering.finish(run_id, exit_code)
+        return self.store.run(run_id)
 
     def enter(self, *command: str, **kw: Any) -> Any:
         call = EnterCall(str(self.project), tuple(command), **kw)
@@ -196,19 +214,20 @@ def make_world(
     builder = Builder(store)
     warm = WarmContainers(engine, events, Config, "test-owner")  # type: ignore[arg-type]
     fingerprints = Fingerprints()
+    runs = Runs(store)
     entering = Entering(
         projects,
         Images(store, engine, projects, builder),
         builder,  # type: ignore[arg-type]
         warm,
         fingerprints,  # type: ignore[arg-type]
-        Runs(store),
+        runs,
         Host(host(gpus)),  # type: ignore[arg-type]
         engine,  # type: ignore[arg-type]
         events,
         sync,
     )
-    return World(entering, warm, store, fingerprints, engine, builder, project, events.seen)
+    return World(entering, warm, store, fingerprints, engine, builder, project, events.seen, runs)
 
 
 @pytest.fixture
@@ -463,7 +482,7 @@ def test_a_run_is_recorded_with_its_provenance(world: World) -> None:
     git(world.project, "commit", "-qm", "x")
     commit = git(world.project, "rev-parse", "HEAD")
     plan = world.enter("python", "train.py")
-    run = world.entering.finish(plan.run_id, 42)
+    run = world.finish(plan.run_id, 42)
     assert run.finished and run.exit_code == 42 and run.command == ("python", "train.py")
     assert run.environment_hash == "env-of-0001" and run.host_hash == "host-hash"
     assert run.git_commit == commit and not run.git_dirty
@@ -476,12 +495,12 @@ def test_a_run_is_recorded_with_its_provenance(world: World) -> None:
         plan.run_id,
     )
     (world.project / "envd.yaml").write_text(SPEC + "# edited\n")
-    dirty = world.entering.finish(world.enter("true").run_id, 0)
+    dirty = world.finish(world.enter("true").run_id, 0)
     assert dirty.git_dirty and dirty.git_commit == commit
 
 
 def test_a_run_outside_git_has_no_commit(world: World) -> None:
-    run = world.entering.finish(world.enter("true").run_id, 0)
+    run = world.finish(world.enter("true").run_id, 0)
     assert run.git_commit == "" and not run.git_dirty and len(run.id) == 12
 
 
@@ -501,7 +520,7 @@ def test_a_run_is_recorded_even_when_hashes_fail(world: World) -> None:
         raise RuntimeError("engine away")
 
     world.fingerprints.hashes = broken  # type: ignore[method-assign]
-    run = world.entering.finish(world.enter("true").run_id, 3)
+    run = world.finish(world.enter("true").run_id, 3)
     assert run.exit_code == 3 and run.environment_hash == "" and run.host_hash == ""
 
 
@@ -515,3 +534,45 @@ def test_engine_down_is_engine_unavailable(world: World) -> None:
     with pytest.raises(EngineUnavailable) as failed:
         world.enter("true")
     assert failed.value.exit_code == 12
+
+
+def test_a_fast_enter_checks_its_image_beside_the_command(world: World, tmp_path: Path) -> None:
+    """With a warm container of the image (which holds it on the engine), the engine is asked
+    about the tag only once the command has run; one removed behind envd's back (`docker rmi
+    -f` untags it) is forgotten then, and the next enter builds it again."""
+    world.enter("true")
+    warm = world.warm.get("proj")
+    assert warm is not None and world.builder.builds == ["proj"]
+    agent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    agent.bind(str(tmp_path / "agent.sock"))
+    agent.listen(16)  # answers connections: the agent is alive
+    warm.agent, warm.agent_user = str(tmp_path / "agent.sock"), f"{os.getuid()}:{os.getgid()}"
+    fast: dict[str, Any] = {"fast": True, "uid": os.getuid(), "gid": os.getgid()}
+    tag = warm.image
+    try:
+        world.engine.image_lookups.clear()
+        plan = world.enter("true", **fast)
+        assert world.engine.image_lookups == []  # nothing asked before the command starts
+        assert plan.check_image == tag
+        world.entering.check_image(plan.check_image)  # (once it has run)
+        assert world.engine.image_lookups == [tag]
+
+        world.engine.images_removed.add(tag)
+        plan = world.enter("true", **fast)
+        assert plan.container_id == warm.container_id and world.builder.builds == ["proj"]
+        world.entering.check_image(plan.check_image)
+        assert not world.store.image(tag)  # forgotten beside the command
+        with pytest.raises(NoAgent):  # (the fake engine's new container has no agent)
+            world.enter("true", **fast)
+        assert world.builder.builds == ["proj", "proj"]
+    finally:
+        agent.close()
+
+
+def test_a_plain_enter_still_checks_its_image_first(world: World) -> None:
+    """Without an agent (gRPC Enter and `docker exec`), the image is looked up before use."""
+    world.enter("true")
+    tag = world.builder.current
+    world.engine.images_removed.add(str(tag))
+    assert world.enter("true").check_image == ""
+    assert world.builder.builds == ["proj", "proj"]

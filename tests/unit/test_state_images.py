@@ -255,6 +255,7 @@ class VanishingEngine(entering_world.Engine):
     def __init__(self) -> None:
         super().__init__()
         self.present: set[str] = set()
+        self.gone_at_start: set[str] = set()  # present at the look-up, gone at the start
 
     def inspect_image(self, ref: str) -> ImageInfo | None:
         return ImageInfo(ref, (ref,), {}, 1, (), ()) if ref in self.present else None
@@ -272,6 +273,9 @@ class VanishingEngine(entering_world.Engine):
         device_requests: Sequence[Mapping[str, Any]] = (),
         ports: Sequence[int] = (),
     ) -> ContainerInfo:
+        if image in self.gone_at_start:
+            self.gone_at_start.discard(image)
+            self.present.discard(image)
         if image not in self.present:
             raise NotFound(f"image {image} is not on the engine", hint="build it first")
         return super().start_container(
@@ -330,7 +334,8 @@ def test_enter_rebuilds_an_image_removed_before_its_container_starts(tmp_path: P
         assert builder.builds == ["proj"] and first.started
         for cid in list(engine.containers):
             engine.remove_container(cid)  # the container went ...
-        engine.present.clear()  # ... and its image: `docker rmi` behind envd's back
+        engine.gone_at_start = set(engine.present)  # ... and its image: `docker rmi` behind
+        # envd's back, just after enter looked it up
         again = entering.prepare(call, progress.append)
         assert builder.builds == ["proj", "proj"]  # built again instead of failing
         assert again.started and again.container_id != first.container_id
