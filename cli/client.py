@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 
 from envd.errors import ERRORS_BY_KIND, EXIT_BUG, DaemonUnavailable, EnvdError
 from envd.paths import (
+    ENGINE_VARIABLES,
     FILE_MODE,
     HOME_MODE,
     OTHER_SOCKET,
@@ -204,6 +205,9 @@ class Client:
             f"unix:{paths.socket}", options=[("grpc.enable_http_proxy", 0)]
         )
         self.stub = envd_pb2_grpc.EnvdStub(self.channel)  # type: ignore[no-untyped-call]
+        # Which engine our environment names: the daemon refuses a call meant for another.
+        choice = "\0".join(os.environ.get(name, "") for name in ENGINE_VARIABLES)
+        self._metadata = (("envd-engine-bin", choice.encode("utf-8", errors="surrogateescape")),)
 
     def close(self) -> None:
         self.channel.close()
@@ -216,7 +220,7 @@ class Client:
         timeout: float | None,
     ) -> _Reply:
         try:
-            reply = method(request, timeout=timeout)
+            reply = method(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise to_error(exc, self.paths) from None
         if not isinstance(reply, reply_type):
@@ -231,7 +235,7 @@ class Client:
         timeout: float | None,
     ) -> Iterator[_Reply]:
         try:
-            for event in method(request, timeout=timeout):
+            for event in method(request, timeout=timeout, metadata=self._metadata):
                 if not isinstance(event, event_type):
                     raise TypeError(
                         f"the daemon sent {type(event).__name__}, not {event_type.__name__}"

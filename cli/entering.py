@@ -238,6 +238,8 @@ def enter_fast(where: str, ref: str, command: list[str], gpus: str, tty: bool) -
         "winsize": _window_size(0) if tty else None,
         "term": os.environ.get("TERM", "xterm") if tty else "",
         "user_name": user_name(),
+        # which engine this environment names (envd.paths.ENGINE_VARIABLES; a test compares)
+        "engine": [os.environ.get("DOCKER_HOST", ""), os.environ.get("DOCKER_CONTEXT", "")],
     }
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)

@@ -12,6 +12,11 @@ from pathlib import Path
 
 from envd.errors import StateError
 
+# What picks the Docker engine, in the order the engine gateway reads them. A daemon serves one
+# engine: clients send these so it can refuse a command meant for another
+# (envd/daemon/engine_guard.py; cli/entering.py names them literally, a unit test compares).
+ENGINE_VARIABLES = ("DOCKER_HOST", "DOCKER_CONTEXT")
+
 HOME_MODE = 0o700  # $ENVD_HOME and every folder envd makes in it
 FILE_MODE = 0o600  # every file envd writes in it
 

@@ -39,6 +39,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from envd.daemon.engine_guard import EngineGuard
 from envd.daemon.sockets import bind_private, shut
 from envd.errors import EXIT_BUG, EXIT_INTERRUPTED, ContainerError, EnvdError
 from envd.gateways.agent_client import AgentCommand, run_in_agent
@@ -95,9 +96,16 @@ def _close(fds: list[int]) -> None:
 
 
 class EnterSocket:
-    def __init__(self, path: Path, entering: Entering, uid: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        entering: Entering,
+        uid: int | None = None,
+        guard: EngineGuard | None = None,
+    ) -> None:
         self.path = path
         self.entering = entering
+        self.guard = guard
         self.uid = os.getuid() if uid is None else uid
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
@@ -141,7 +149,7 @@ class EnterSocket:
         fds: list[int] = []
         try:
             with conn:
-                Session(self.entering, conn, uid, gid).run(fds)
+                Session(self.entering, conn, uid, gid, self.guard).run(fds)
         except Exception:
             log.exception("enter: the session failed")
         finally:
@@ -151,8 +159,16 @@ class EnterSocket:
 class Session:
     """One CLI connection: decide, record, run in the agent, relay, record the status."""
 
-    def __init__(self, entering: Entering, conn: socket.socket, uid: int, gid: int) -> None:
+    def __init__(
+        self,
+        entering: Entering,
+        conn: socket.socket,
+        uid: int,
+        gid: int,
+        guard: EngineGuard | None = None,
+    ) -> None:
         self.entering = entering
+        self.guard = guard
         self.conn = conn
         self.uid = uid
         self.gid = gid
@@ -192,9 +208,27 @@ class Session:
             request = self.first_frame(fds)
             self.conn.settimeout(None)
             call, winsize = self.parse(request, fds)
+            engine = request.get("engine")
+            if engine is not None and not (
+                isinstance(engine, list) and all(isinstance(v, str) for v in engine)
+            ):
+                raise ValueError("engine must be a list of strings")
         except (ValueError, TypeError, KeyError, OSError) as exc:
             self.send({"op": "error", "message": f"bad enter request: {exc}", "exit_code": 2})
             return
+        if self.guard is not None:
+            try:
+                self.guard.check(engine)
+            except EnvdError as exc:
+                self.send(
+                    {
+                        "op": "error",
+                        "message": exc.message,
+                        "hint": exc.hint,
+                        "exit_code": exc.exit_code,
+                    }
+                )
+                return
         stderr = fds[2]
 
         def progress(p: Progress) -> None:

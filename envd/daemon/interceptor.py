@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from envd.daemon.engine_guard import EXEMPT, EngineGuard, decode
 from envd.errors import EXIT_BUG, EnvdError
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,12 @@ def _abort(context: grpc.ServicerContext, exc: BaseException, log_path: str) -> 
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
-    def __init__(self, log_path: str) -> None:
+    """Errors to status and metadata; and a call from an environment that names another engine
+    than the daemon's is refused before it runs (envd/daemon/engine_guard.py)."""
+
+    def __init__(self, log_path: str, guard: EngineGuard | None = None) -> None:
         self._log_path = log_path
+        self._guard = guard
 
     def intercept_service(
         self,
@@ -72,11 +77,22 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return None
         log_path = self._log_path
+        guard = self._guard if handler_call_details.method not in EXEMPT else None
+        theirs = None
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "envd-engine-bin":
+                theirs = decode(value)
+
+        def admit() -> None:
+            if guard is not None:
+                guard.check(theirs)
+
         if handler.unary_unary is not None:
             inner_uu = handler.unary_unary
 
             def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
                 try:
+                    admit()
                     return inner_uu(request, context)
                 except Exception as exc:
                     _abort(context, exc, log_path)
@@ -91,6 +107,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
             def unary_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 try:
+                    admit()
                     yield from inner_us(request, context)
                 except Exception as exc:
                     _abort(context, exc, log_path)

@@ -212,6 +212,7 @@ def _prepare_socket(paths: Paths) -> Path:
 def serve(paths: Paths, foreground: bool = True) -> int:
     import grpc
 
+    from envd.daemon.engine_guard import EngineGuard, engine_choice
     from envd.daemon.enter_socket import EnterSocket
     from envd.daemon.interceptor import ErrorInterceptor
     from envd.daemon.peerguard import PeerGuard
@@ -229,10 +230,11 @@ def serve(paths: Paths, foreground: bool = True) -> int:
     backend = _prepare_socket(paths)
 
     services = build_services(paths)
+    engine_guard = EngineGuard(engine_choice(os.environ))  # the environment chose our engine
     stop = threading.Event()
     server = grpc.server(
         ThreadPoolExecutor(max_workers=32, thread_name_prefix="rpc"),
-        interceptors=[ErrorInterceptor(str(paths.log_file))],
+        interceptors=[ErrorInterceptor(str(paths.log_file), engine_guard)],
         options=[("grpc.so_reuseport", 0)],
     )
     envd_pb2_grpc.add_EnvdServicer_to_server(  # type: ignore[no-untyped-call]
@@ -241,7 +243,7 @@ def serve(paths: Paths, foreground: bool = True) -> int:
     server.add_insecure_port(f"unix:{backend}")
     server.start()
     guard = PeerGuard(paths.socket, backend)
-    fast_enter = EnterSocket(paths.enter_socket, services.entering)
+    fast_enter = EnterSocket(paths.enter_socket, services.entering, guard=engine_guard)
     try:
         services.start()  # adopt warm containers before the first request can race us to them
         guard.listen()

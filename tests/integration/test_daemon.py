@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Envctl
+from tests.conftest import ROOT, Envctl, copy_template
 
 pytestmark = pytest.mark.integration
 
@@ -136,3 +136,30 @@ def test_daemon_start_failure_names_the_log(envctl: Envctl, tmp_path: Path) -> N
     assert proc.returncode == 11
     assert "envd.log" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_command_for_another_engine_is_refused_not_run_on_this_one(envctl: Envctl) -> None:
+    """The daemon started without DOCKER_HOST serves the local engine: a command whose
+    environment names a remote one must not quietly run here."""
+    proj = copy_template("default", envctl.cwd / "elsewhere")
+    envctl.ok("add", str(proj))
+    other = {**envctl.env, "DOCKER_HOST": "tcp://127.0.0.1:9"}
+    for argv in (["ls"], ["enter", str(proj), "--", "true"], ["build", str(proj)]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "cli.main", *argv], env=other, cwd=envctl.cwd,
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 11, (argv, proc.stderr)
+        assert "DOCKER_HOST=tcp://127.0.0.1:9" in proc.stderr, proc.stderr
+        assert "envctl daemon stop" in proc.stderr and "Traceback" not in proc.stderr
+    # status and stop still reach the daemon in the way; the next command starts one for it
+    status = subprocess.run(
+        [sys.executable, "-m", "cli.main", "daemon", "status"], env=other, cwd=envctl.cwd,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    envctl.env = other
+    envctl.ok("daemon", "stop")
+    assert "elsewhere" in envctl.ok("ls")  # a daemon for that engine, same projects
+    proc = envctl("build", str(proj))  # and it is that engine it asks
+    assert proc.returncode == 12 and "tcp://127.0.0.1:9" in proc.stderr, proc.stderr
