@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from envd import __version__
-from envd.errors import StateError
+from envd.errors import DaemonUnavailable, StateError
 from envd.model.state import ProjectState
 from envd.paths import FILE_MODE, unusable_path
 
@@ -245,6 +245,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.RLock()
+        self._closed = False  # set by close(): a later call is "the daemon stopped"
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             _make_private(path)
@@ -327,12 +328,19 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._db.close()
 
     def _guard(self, work: Callable[[], _T]) -> _T:
         try:
             return work()
         except (OSError, sqlite3.DatabaseError) as exc:
+            if isinstance(exc, sqlite3.ProgrammingError) and self._closed:
+                # `envctl daemon stop` while a build still ran: say so, not "a bug"
+                raise DaemonUnavailable(
+                    "the envd daemon stopped while this command ran",
+                    hint="run the command again: the next envctl command starts the daemon",
+                ) from exc
             if not is_state_failure(exc):
                 raise
             raise state_error(exc, self.path) from exc

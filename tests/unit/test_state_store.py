@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from envd.errors import EXIT_DAEMON, StateError
+from envd.errors import EXIT_DAEMON, DaemonUnavailable, StateError
 from envd.gateways.store import INTERRUPTED_BUILD, SCHEMA_VERSION, Store, state_error
 from envd.model.state import ProjectState
 
@@ -281,3 +281,13 @@ def test_a_write_on_a_database_gone_read_only_is_a_state_error(tmp_path: Path) -
         assert store.projects() == []  # reading still works
     finally:
         store.close()
+
+
+def test_a_store_closed_under_a_running_command_says_the_daemon_stopped(tmp_path: Path) -> None:
+    """`envctl daemon stop` while a build is still recording its steps: exit 11, not a bug."""
+    store = Store(tmp_path / "state.db")
+    store.close()
+    with pytest.raises(DaemonUnavailable) as caught:
+        store.projects()
+    assert caught.value.exit_code == EXIT_DAEMON
+    assert "stopped while this command ran" in caught.value.message
