@@ -176,9 +176,7 @@ def test_ctrl_c_with_a_tty_ends_the_command_with_130(remote: Envctl, project: Pa
         term.close()
 
 
-def test_the_fallback_without_fd_passing_still_works_remote(
-    remote: Envctl, project: Path
-) -> None:
+def test_the_fallback_without_fd_passing_still_works_remote(remote: Envctl, project: Path) -> None:
     done = enter(remote, project, "echo fallback > fb.txt; exit 42", ENVD_ENTER_FAST="0")
     assert done.returncode == 42, done.stderr
     assert (project / "fb.txt").read_text() == "fallback\n"
