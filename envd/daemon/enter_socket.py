@@ -294,6 +294,7 @@ class Session:
             status = command.returncode
             assert status is not None
             self.sync_back(plan.sync_id, notes_fd)  # files first: the record hashes outputs
+            synced = time.perf_counter_ns()
             self.record(plan.run_id, status)
             self.send(
                 {"op": "exit", "status": status, "signal": command.signal, "error": command.error}
@@ -302,11 +303,11 @@ class Session:
         self.entering.check_image(plan.check_image)  # (the CLI has its exit status)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "enter %s: request %.1f ms, prepare %.1f, agent start %.1f, command %.1f, "
-                "record %.1f",
+                "enter %s: request %.1f ms, prepare %.1f, start %.1f, command %.1f, "
+                "sync back %.1f, record %.1f",
                 plan.run_id,
                 *((b - a) / 1e6 for a, b in pairwise(
-                    (began, received, prepared, started, ended, done)
+                    (began, received, prepared, started, ended, synced, done)
                 )),
             )  # fmt: skip
 
