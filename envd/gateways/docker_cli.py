@@ -24,6 +24,7 @@ from envd.errors import ContainerError
 from envd.gateways.engine import Engine
 
 HANG_UP_GRACE_S = 5.0
+WINCH_AGAIN_S = 0.2
 NAMES = {signal.SIGHUP: "HUP", signal.SIGINT: "INT", signal.SIGTERM: "TERM"}
 
 
@@ -103,9 +104,17 @@ class DockerExec:
         self._kill(name)
 
     def resize(self, rows: int, cols: int) -> None:
-        """The docker client reads its terminal's new size on SIGWINCH and resizes the exec."""
+        """The docker client reads its terminal's new size on SIGWINCH and resizes the exec.
+        It listens for SIGWINCH only after its first resize, just after the start, so one
+        more comes a moment later (a size changed in between is not lost)."""
         del rows, cols
-        if self.returncode is None:
+        self._winch()
+        timer = threading.Timer(WINCH_AGAIN_S, self._winch)
+        timer.daemon = True
+        timer.start()
+
+    def _winch(self) -> None:
+        if self._proc.poll() is None:
             try:
                 self._proc.send_signal(signal.SIGWINCH)
             except OSError:

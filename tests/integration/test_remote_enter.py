@@ -36,6 +36,15 @@ def remote(tmp_path_factory: pytest.TempPathFactory, remote_docker_host: str) ->
     yield runner
     runner("stop", "--all", timeout=60)
     stop_daemon(runner)
+    # The engine is the session's: leave it with no volume of ours (another module counts).
+    docker = {**os.environ, "DOCKER_HOST": remote_docker_host}
+    names = subprocess.run(
+        ["docker", "volume", "ls", "-q", "--filter", "label=envd.role=project-files"],
+        env=docker, capture_output=True, text=True, timeout=60,
+    ).stdout.split()  # fmt: skip
+    ours = [n for n in names if n.startswith(f"{runner.namespace}-project-")]
+    if ours:
+        subprocess.run(["docker", "volume", "rm", "-f", *ours], env=docker, timeout=60)
 
 
 @pytest.fixture(scope="module")
