@@ -78,7 +78,12 @@ class DockerExec:
                 "the daemon (the `docker` command on PATH)",
             ) from exc
         self.pid = self._proc.pid
-        self._pidfd = os.pidfd_open(self.pid)
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except OSError as exc:  # a kernel before 5.3
+            self._proc.kill()
+            self._proc.wait()
+            raise ContainerError(f"cannot watch `docker exec` for {container[:12]}: {exc}") from exc
 
     def fileno(self) -> int:
         return self._pidfd

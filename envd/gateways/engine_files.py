@@ -10,6 +10,7 @@ writing never depend on the caller's uid; files are written owned by the caller.
 from __future__ import annotations
 
 import io
+import logging
 import posixpath
 import secrets
 import struct
@@ -25,6 +26,7 @@ from envd.gateways.engine import Engine, _engine_error
 from envd.model.projectsync import FILE, Stat, find_script, parse_find, parse_sha256sum
 
 CHUNK = 1 << 20
+log = logging.getLogger(__name__)
 VOLUME_ID = "envd.volume-id"
 ARGV_BATCH = 500  # paths per `sha256sum`/`rm` exec, far under any ARG_MAX
 LISTER_S = 30.0  # a lister unasked this long ends (an idle container is busy no longer)
@@ -132,8 +134,10 @@ class _Lister:
             try:
                 self._sock.sendall(b"\n")
                 return self._answer()
-            except (OSError, ValueError):
-                return None
+            except (OSError, ValueError):  # its container stopped, say: no more asking
+                log.info("the lister in %s ended; listing with an exec", self._container[:12])
+        self._on_close()
+        return None
 
     def _answer(self) -> tuple[int, bytes, bytes]:
         marker = b"\0" + self._token
@@ -224,12 +228,10 @@ class EngineFiles:
         key = (container, workdir)
         with self._lock:
             lister = self._listers.get(key)
-        answer = lister.ask() if lister is not None else None
+        answer = lister.ask() if lister is not None else None  # (a broken one drops out)
         if answer is None:
-            if lister is not None:
-                self._drop(key, lister)
             answer = self._exec(container, ["sh", "-c", find_script(workdir)])
-            self._start_lister(key)
+            self._start_lister(key)  # unless one is starting
         code, out, err = answer
         if code not in (0, 1) or (code == 1 and not out):
             raise ContainerError(

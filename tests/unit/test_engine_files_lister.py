@@ -16,7 +16,7 @@ def frame(kind: int, data: bytes) -> bytes:
 
 
 def lister_on(sock: socket.socket) -> _Lister:
-    lister = _Lister(engine=None, container="c", workdir="/w", on_close=lambda: None)  # type: ignore[arg-type]
+    lister = _Lister(None, "c", "/w", on_close=lambda: None)  # type: ignore[arg-type]
     lister._sock = sock
     lister._ready.set()
     return lister
@@ -65,3 +65,13 @@ def test_a_lister_that_ended_answers_none_and_an_empty_volume_is_empty() -> None
     t.join()
     lister.close()
     assert lister.ask() is None
+
+
+def test_the_remote_exec_is_docker_exec_with_the_plans_user_folder_and_env() -> None:
+    from envd.gateways.docker_cli import exec_argv
+
+    env = {"B": "2", "A": "1"}
+    argv = exec_argv("c1", ("make", "-j2"), "1000:1000", "/workspace/src", env, True)
+    assert argv == ["docker", "exec", "-i", "-t", "-u", "1000:1000", "-w", "/workspace/src",
+                    "-e", "A=1", "-e", "B=2", "c1", "make", "-j2"]  # fmt: skip
+    assert "-t" not in exec_argv("c1", ("true",), "0:0", "/workspace", {}, False)
