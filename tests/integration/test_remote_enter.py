@@ -208,3 +208,19 @@ def test_a_conflict_is_told_on_the_callers_stderr(remote: Envctl, project: Path)
     assert notes.read_text() == "mine\n"
     assert (project / "notes.md.envd-remote").read_text() == "theirs\n"
     assert "conflict: notes.md" in err
+
+
+def test_killing_the_cli_hangs_the_command_up_and_its_files_still_come_back(
+    remote: Envctl, project: Path
+) -> None:
+    job = popen_envctl(
+        remote, "enter", str(project), "--", "sh", "-c",
+        ": remote-hup; trap 'echo hung-up > hup.txt; exit 5' HUP; echo ready;"
+        " while true; do sleep 0.1; done",
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert job.stdout is not None and job.stdout.readline() == "ready\n"
+    job.kill()
+    job.communicate(timeout=30)
+    assert last_run(remote, "dflt", "remote-hup")["exit_code"] == 5
+    assert (project / "hup.txt").read_text() == "hung-up\n"  # synced back before the record
