@@ -158,8 +158,12 @@ class Entering:
             image = self._build(row, progress)
         request = self._request(row, spec, call, image)
         before = self._warm.get(row.name)
+        volume_ensured = False
         if before is None or not fits(before, request):
             self._check_host(row, spec)  # only before a container starts
+            if self._sync is not None:  # (a warm container that fits holds it on the engine)
+                self._sync.volume(row.name)
+                volume_ensured = True
         try:
             warm = self._warm.ensure(request)
         except NotFound:
@@ -169,6 +173,8 @@ class Entering:
             progress(Progress("build", f"{image} is no longer on the engine; building it again"))
             request = self._request(row, spec, call, self._build(row, progress))
             warm = self._warm.ensure(request)
+        if self._sync is not None and not volume_ensured and warm is not before:
+            self._sync.volume(row.name)  # started afresh after all: its volume is looked at
         image, image_id = request.image, request.image_id
         name = safe_user_name(call.user_name, call.uid)
         self._warm.ensure_user(warm, call.uid, call.gid, name, VENV)
@@ -226,7 +232,7 @@ class Entering:
             row.path,
             ports=spec.ports,
             device_requests=self._devices(spec, call.gpus),
-            project_volume=self._sync.volume(row.name) if self._sync else "",
+            project_volume=self._sync.volume_name(row.name) if self._sync else "",
         )
 
     def _build(self, row: ProjectRow, progress: Reporter) -> str:

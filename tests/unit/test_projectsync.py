@@ -411,6 +411,11 @@ def test_the_fast_path_on_a_remote_engine_is_a_docker_exec_plan_synced_both_ways
         volume.edit("built.txt", b"ok\n")
         assert w.entering.sync_back(plan_.sync_id) == []
         assert (w.project / "built.txt").read_text() == "ok\n"
+        # The warm container that fits holds its volume: the next enter asks nothing of it.
+        looked = volume.calls.count("ensure_volume")
+        again = w.entering.prepare(call, lambda p: None)
+        assert again.container_id == plan_.container_id
+        assert volume.calls.count("ensure_volume") == looked
     finally:
         close(w)
 
