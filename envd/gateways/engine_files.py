@@ -87,6 +87,7 @@ class _Lister:
         self._ready = threading.Event()
         self._lock = threading.Lock()  # one listing at a time
         self._sock: Any = None
+        self._raw: Any = None
         self._closed = False
         self._deadline = time.monotonic() + LISTER_S
 
@@ -108,8 +109,9 @@ class _Lister:
             self._on_close()
             return
         with self._lock:
+            self._raw = raw  # (docker's wrapper, and the HTTP response it keeps)
             if self._closed:
-                sock.close()
+                self._close_socket(sock)
                 return
             self._sock = sock
             self._ready.set()
@@ -168,9 +170,14 @@ class _Lister:
             self._deadline = 0.0
             sock, self._sock = self._sock, None
         if sock is not None:
+            self._close_socket(sock)  # its `read` gets EOF: the exec ends
+
+    def _close_socket(self, sock: Any) -> None:
+        for thing in (sock, self._raw, getattr(self._raw, "_response", None)):
             try:
-                sock.close()  # its `read` gets EOF: the exec ends
-            except OSError:
+                if thing is not None:
+                    thing.close()
+            except Exception:
                 pass
 
 
@@ -249,6 +256,14 @@ class EngineFiles:
             lister = _Lister(self._engine, *key, on_close=lambda: self._drop(key, lister))
             self._listers[key] = lister
         threading.Thread(target=lister.start, name="envd-lister", daemon=True).start()
+
+    def close(self) -> None:
+        """End every lister (their execs end with them)."""
+        with self._lock:
+            listers = list(self._listers.values())
+            self._listers.clear()
+        for lister in listers:
+            lister.close()
 
     def _drop(self, key: tuple[str, str], lister: _Lister) -> None:
         with self._lock:
