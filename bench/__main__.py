@@ -256,7 +256,8 @@ def bench_enter(mode: Mode) -> list[Case]:
 
 def bench_remote(mode: Mode) -> list[Case]:
     """enter on a remote engine (a second dockerd that cannot see our files, as in the tests),
-    against `docker exec` through the same DOCKER_HOST; and what syncing an unchanged
+    envctl started as users start it (hot_envctl), against `docker exec` through the same
+    DOCKER_HOST; and what syncing an unchanged
     1,000-file project into its volume adds (target: <= 100 ms). Left out where no second
     engine can run (it needs root)."""
     from tests.integration.remote_engine import RemoteEngineUnavailable, remote_engine
