@@ -87,7 +87,8 @@ def test_what_a_command_writes_comes_back_and_host_edits_go_there(
     volumes = remote_docker(
         remote_docker_host, "volume", "ls", "-q", "--filter", "label=envd.role=project-files"
     ).stdout.split()
-    assert len(volumes) == 1 and volumes[0].endswith("-project-dflt")
+    mine = [v for v in volumes if v.startswith(f"{remote.namespace}-")]  # other tests' homes too
+    assert mine == [f"{remote.namespace}-project-dflt"], volumes
 
 
 def test_deleted_here_is_gone_there_and_deleted_there_is_gone_here(
