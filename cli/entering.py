@@ -292,7 +292,7 @@ def enter_fast(where: str, ref: str, command: list[str], gpus: str, tty: bool) -
                     failed.exit_code = int(reply.get("exit_code", EXIT_BUG))
                     raise failed
                 if op == "started":
-                    if tty:
+                    if tty and reply.get("raw", True) is not False:
                         import termios
                         import tty as tty_module
 

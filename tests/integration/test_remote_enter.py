@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,6 +182,7 @@ def test_ctrl_c_with_a_tty_ends_the_command_with_130(remote: Envctl, project: Pa
         os.write(term.master, b"\x03")
         term.drain()
         assert term.proc.wait(timeout=30) == 130
+        assert termios.tcgetattr(term.slave) == term.before  # restored
     finally:
         term.close()
 
