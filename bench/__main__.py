@@ -256,7 +256,8 @@ def bench_enter(mode: Mode) -> list[Case]:
 
 def bench_remote(mode: Mode) -> list[Case]:
     """enter on a remote engine (a second dockerd that cannot see our files, as in the tests),
-    against `docker exec` through the same DOCKER_HOST; and what syncing an unchanged
+    envctl started as users start it (hot_envctl), against `docker exec` through the same
+    DOCKER_HOST; and what syncing an unchanged
     1,000-file project into its volume adds (target: <= 100 ms). Left out where no second
     engine can run (it needs root)."""
     from tests.integration.remote_engine import RemoteEngineUnavailable, remote_engine
@@ -272,8 +273,10 @@ def bench_remote(mode: Mode) -> list[Case]:
     env |= {"DOCKER_HOST": host}
     env.pop("DOCKER_CONTEXT", None)
 
+    hot = hot_envctl()
+
     def remote(*args: str) -> str:
-        proc = run([*ENVCTL, *args], check=False, env=env)
+        proc = run([*hot, *args], check=False, env=env)
         if proc.returncode != 0:
             raise SystemExit(f"envctl {' '.join(args)} (remote) failed:\n{proc.stderr}")
         return proc.stdout
@@ -823,8 +826,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["enter"],
-        help="only these cases (warm and cold enter, swap, pipes, runs:), printed, no report",
+        choices=["enter", "remote"],
+        help="only these cases (enter: warm and cold enter, swap, pipes, runs:; remote: enter "
+        "on a second engine), printed, no report",
     )
     args = parser.parse_args(argv)
     mode = Mode(reps=10 if args.full else 3, full=args.full, smoke=args.smoke)
@@ -840,6 +844,11 @@ def main(argv: list[str] | None = None) -> int:
         phases.append(f"{name} {time.monotonic() - since:.0f}s")
 
     try:
+        if args.only == "remote":
+            t = time.monotonic()
+            cases = bench_remote(mode)
+            phase("remote", t)
+            return _print(cases, started, phases, "remote cases")
         t = time.monotonic()
         cases = bench_enter(mode)
         phase("enter", t)

@@ -4,8 +4,9 @@
 before importing click. First the fast path: our own stdin/stdout/stderr go to the daemon's
 enter socket (SCM_RIGHTS; protocol in envd/daemon/enter_socket.py), which has the warm
 container's agent run CMD on them directly and records the run; we relay signals and window
-sizes and exit with CMD's status. When that socket is absent or refuses (a container without an
-agent, a remote engine, ENVD_ENTER_FAST=0), the gRPC Enter call and `docker exec`, as before.
+sizes and exit with CMD's status (on a remote engine the daemon runs `docker exec` on them and
+syncs the files back before it answers). When that socket is absent or refuses (a container
+without an agent, ENVD_ENTER_FAST=0), the gRPC Enter call and `docker exec`, as before.
 """
 
 from __future__ import annotations
@@ -291,7 +292,7 @@ def enter_fast(where: str, ref: str, command: list[str], gpus: str, tty: bool) -
                     failed.exit_code = int(reply.get("exit_code", EXIT_BUG))
                     raise failed
                 if op == "started":
-                    if tty:
+                    if tty and reply.get("raw", True) is not False:
                         import termios
                         import tty as tty_module
 

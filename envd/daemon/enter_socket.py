@@ -11,7 +11,9 @@ CLI -> daemon
    "winsize": [rows, cols] or null, "term": "xterm", "user_name": "ada"}
       The first frame, with SCM_RIGHTS: exactly the CLI's stdin, stdout and stderr. The daemon
       decides as the gRPC Enter does (Entering.prepare: build first if needed, with progress
-      lines on the passed stderr), records the run, and hands the fds to the container's agent.
+      lines on the passed stderr), records the run, and hands the fds to the container's agent;
+      on a remote engine (no agents there) it runs `docker exec` on them itself and brings the
+      command's files back before the exit frame (envd/gateways/docker_cli.py).
   {"op": "signal", "signal": N}   SIGINT, SIGTERM or SIGHUP for the command
   {"op": "winsize", "rows": R, "cols": C}
   Closing the connection hangs the command up (SIGHUP, then SIGKILL); its status is recorded.
@@ -19,7 +21,9 @@ CLI -> daemon
 daemon -> CLI
   {"op": "refused", "reason": "..."}   no agent here: the CLI enters through gRPC + docker exec
   {"op": "error", "message": "...", "hint": "..." or null, "exit_code": N}   nothing ran
-  {"op": "started", "run_id": "...", "pid": P}
+  {"op": "started", "run_id": "...", "pid": P, "raw": false (absent: true)}
+      With a TTY the CLI sets its terminal raw now, unless "raw" is false: a remote engine's
+      `docker exec -t` does that itself (and restores it), so the two never race.
   {"op": "exit", "status": S, "signal": N or null, "error": null or "..."}
       The last frame; the run is recorded with S (128+N for signal N) before it is sent.
 """
@@ -43,6 +47,7 @@ from envd.daemon.engine_guard import EngineGuard
 from envd.daemon.sockets import bind_private, shut
 from envd.errors import EXIT_BUG, EXIT_INTERRUPTED, ContainerError, EnvdError
 from envd.gateways.agent_client import AgentCommand, run_in_agent
+from envd.gateways.docker_cli import DockerExec
 from envd.progress import Progress
 from envd.services.entering import EnterCall, Entering, NoAgent
 
@@ -263,12 +268,20 @@ class Session:
         if self.gone():  # e.g. Ctrl-C during the build: nothing starts
             self.record(plan.run_id, EXIT_INTERRUPTED)
             return
+        notes_fd = -1  # a remote engine: sync notes (conflicts) go to the caller's stderr
+        command: AgentCommand | DockerExec
         try:
-            command = run_in_agent(
-                plan.agent_socket, plan.argv, plan.workdir, plan.env, (fds[0], fds[1], fds[2]),
-                tty=call.tty, winsize=winsize,
-            )  # fmt: skip
+            stdio = (fds[0], fds[1], fds[2])
+            if plan.agent_socket:
+                command = run_in_agent(
+                    plan.agent_socket, plan.argv, plan.workdir, plan.env, stdio,
+                    tty=call.tty, winsize=winsize,
+                )  # fmt: skip
+            else:
+                notes_fd = os.dup(fds[2])
+                command = self.entering.docker_exec(plan, stdio, call.tty)
         except ContainerError as exc:
+            self.sync_back(plan.sync_id, notes_fd)
             self.record(plan.run_id, 126)
             self.send({"op": "error", "message": exc.message, "hint": exc.hint, "exit_code": 126})
             return
@@ -277,11 +290,16 @@ class Session:
         with command:
             started = time.perf_counter_ns()
             if command.returncode is None:
-                self.send({"op": "started", "run_id": plan.run_id, "pid": command.pid})
+                started_frame: Frame = {"op": "started", "run_id": plan.run_id, "pid": command.pid}
+                if not plan.agent_socket:  # `docker exec -t` sets the terminal raw and back
+                    started_frame["raw"] = False
+                self.send(started_frame)
                 self.relay(command)
             ended = time.perf_counter_ns()
             status = command.returncode
             assert status is not None
+            self.sync_back(plan.sync_id, notes_fd)  # files first: the record hashes outputs
+            synced = time.perf_counter_ns()
             self.record(plan.run_id, status)
             self.send(
                 {"op": "exit", "status": status, "signal": command.signal, "error": command.error}
@@ -290,11 +308,11 @@ class Session:
         self.entering.check_image(plan.check_image)  # (the CLI has its exit status)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "enter %s: request %.1f ms, prepare %.1f, agent start %.1f, command %.1f, "
-                "record %.1f",
+                "enter %s: request %.1f ms, prepare %.1f, start %.1f, command %.1f, "
+                "sync back %.1f, record %.1f",
                 plan.run_id,
                 *((b - a) / 1e6 for a, b in pairwise(
-                    (began, received, prepared, started, ended, done)
+                    (began, received, prepared, started, ended, synced, done)
                 )),
             )  # fmt: skip
 
@@ -337,7 +355,7 @@ class Session:
         except OSError:
             return True
 
-    def relay(self, command: AgentCommand) -> None:
+    def relay(self, command: AgentCommand | DockerExec) -> None:
         """CLI signals and window sizes to the agent until the command ends."""
         for frame in take_frames(self.buf):
             self.control(command, frame)
@@ -372,7 +390,7 @@ class Session:
                     log.warning("enter: %s", exc.message)
                     command.returncode, command.error = AGENT_LOST, exc.message
 
-    def control(self, command: AgentCommand, frame: Frame) -> None:
+    def control(self, command: AgentCommand | DockerExec, frame: Frame) -> None:
         op = frame.get("op")
         if op == "signal" and frame.get("signal") in FORWARDED:
             command.send_signal(int(frame["signal"]))
@@ -380,6 +398,29 @@ class Session:
             rows, cols = frame.get("rows"), frame.get("cols")
             if isinstance(rows, int) and isinstance(cols, int):
                 command.resize(rows, cols)
+
+    def sync_back(self, sync_id: str, notes_fd: int) -> None:
+        """A remote engine: what the command made comes back before its status is sent (so the
+        files are here when envctl returns); conflicts are told on the caller's stderr."""
+        if notes_fd < 0:
+            return
+        try:
+            if sync_id:
+                try:
+                    notes = self.entering.sync_back(sync_id)
+                except EnvdError as exc:
+                    notes = [f"warning: files not synced: {exc.message}"]
+                except Exception:
+                    log.exception("enter: sync back failed")
+                    notes = ["warning: files not synced: internal error (a bug)"]
+                text = "".join(f"envctl: {note}\n" for note in notes)
+                if text:
+                    try:
+                        os.write(notes_fd, text.encode(errors="replace"))
+                    except OSError:
+                        pass
+        finally:
+            os.close(notes_fd)
 
     def record(self, run_id: str, status: int) -> None:
         if not run_id:

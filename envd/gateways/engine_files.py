@@ -10,9 +10,12 @@ writing never depend on the caller's uid; files are written owned by the caller.
 from __future__ import annotations
 
 import io
+import logging
 import posixpath
 import secrets
+import struct
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,8 +26,11 @@ from envd.gateways.engine import Engine, _engine_error
 from envd.model.projectsync import FILE, Stat, find_script, parse_find, parse_sha256sum
 
 CHUNK = 1 << 20
+log = logging.getLogger(__name__)
 VOLUME_ID = "envd.volume-id"
 ARGV_BATCH = 500  # paths per `sha256sum`/`rm` exec, far under any ARG_MAX
+LISTER_S = 30.0  # a lister unasked this long ends (an idle container is busy no longer)
+LISTING_TIMEOUT_S = 120.0  # one listing's answer, once asked
 # (path, bytes sent of it, its size): called per chunk of a file being sent or received.
 ByteSink = Callable[[str, int, int], None]
 # (relative path, member, its bytes or None for a link): one file read from the volume.
@@ -63,9 +69,123 @@ class _Chunks(io.RawIOBase):
         return n
 
 
+class _Lister:
+    """An exec in the container that lists the volume each time a line comes on its stdin:
+    find_script, then a NUL, a random token, its status and a newline, on its stdout (over
+    the attached socket, in the engine's 8-byte frames). A listing then costs the `find`, not
+    the start of an exec (as long as the command's own exec on a remote engine). It ends when
+    unasked for LISTER_S (its stdin closed): an idle container is held busy no longer."""
+
+    def __init__(
+        self, engine: Engine, container: str, workdir: str, on_close: Callable[[], None]
+    ) -> None:
+        self._engine = engine
+        self._container = container
+        self._workdir = workdir
+        self._on_close = on_close
+        self._token = b"envd" + secrets.token_hex(8).encode()
+        self._ready = threading.Event()
+        self._lock = threading.Lock()  # one listing at a time
+        self._sock: Any = None
+        self._raw: Any = None
+        self._closed = False
+        self._deadline = time.monotonic() + LISTER_S
+
+    def start(self) -> None:
+        script = (
+            f"while read -r _; do ({find_script(self._workdir)}); s=$?; "
+            f"printf '\\0'; printf '{self._token.decode()}%d\\n' $s; done"
+        )
+        try:
+            api = self._engine.client.api
+            exec_id = api.exec_create(
+                self._container, ["sh", "-c", script], stdin=True, stdout=True, stderr=False,
+                user="0",
+            )["Id"]  # fmt: skip
+            raw = api.exec_start(exec_id, socket=True)
+            sock = getattr(raw, "_sock", raw)
+            sock.settimeout(LISTING_TIMEOUT_S)
+        except Exception:  # the one-shot exec lists instead
+            self._on_close()
+            return
+        with self._lock:
+            self._raw = raw  # (docker's wrapper, and the HTTP response it keeps)
+            if self._closed:
+                self._close_socket(sock)
+                return
+            self._sock = sock
+            self._ready.set()
+        threading.Thread(target=self._expire, name="envd-lister-ttl", daemon=True).start()
+
+    def _expire(self) -> None:
+        while True:
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(left)
+        self._on_close()
+
+    def ask(self) -> tuple[int, bytes, bytes] | None:
+        """(status, stdout, b"") of one listing, or None (the caller lists the usual way)."""
+        if not self._ready.is_set():
+            return None  # still starting: not worth the wait
+        with self._lock:
+            if self._sock is None:
+                return None
+            self._deadline = time.monotonic() + LISTER_S
+            try:
+                self._sock.sendall(b"\n")
+                return self._answer()
+            except (OSError, ValueError):  # its container stopped, say: no more asking
+                log.info("the lister in %s ended; listing with an exec", self._container[:12])
+        self._on_close()
+        return None
+
+    def _answer(self) -> tuple[int, bytes, bytes]:
+        marker = b"\0" + self._token
+        raw = bytearray()
+        out = bytearray()
+        while True:
+            while len(raw) >= 8:
+                (size,) = struct.unpack_from(">I", raw, 4)
+                if len(raw) < 8 + size:
+                    break
+                if raw[0] == 1:
+                    out += raw[8 : 8 + size]
+                del raw[: 8 + size]
+            if out.endswith(b"\n"):
+                at = out.rfind(marker)
+                if at >= 0 and out[at + len(marker) : -1].isdigit():
+                    if raw:
+                        raise ValueError("more than one listing")
+                    return int(out[at + len(marker) : -1]), bytes(out[:at]), b""
+            data = self._sock.recv(1 << 16)
+            if not data:
+                raise ValueError("the lister ended")
+            raw += data
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._deadline = 0.0
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            self._close_socket(sock)  # its `read` gets EOF: the exec ends
+
+    def _close_socket(self, sock: Any) -> None:
+        for thing in (sock, self._raw, getattr(self._raw, "_response", None)):
+            try:
+                if thing is not None:
+                    thing.close()
+            except Exception:
+                pass
+
+
 class EngineFiles:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._lock = threading.Lock()
+        self._listers: dict[tuple[str, str], _Lister] = {}  # (container, workdir) -> lister
 
     # ------------------------------------------------------------ the volume
 
@@ -109,8 +229,17 @@ class EngineFiles:
         return int(code if code is not None else 1), out or b"", err or b""
 
     def listing(self, container: str, workdir: str) -> dict[str, Stat]:
-        """Every file and link in the volume with its stat data, in one exec."""
-        code, out, err = self._exec(container, ["sh", "-c", find_script(workdir)])
+        """Every file and link in the volume with its stat data: from the container's lister
+        (an exec kept waiting, see _Lister) when it has one, else in one exec, after which a
+        lister is started in the background for the next listing."""
+        key = (container, workdir)
+        with self._lock:
+            lister = self._listers.get(key)
+        answer = lister.ask() if lister is not None else None  # (a broken one drops out)
+        if answer is None:
+            answer = self._exec(container, ["sh", "-c", find_script(workdir)])
+            self._start_lister(key)  # unless one is starting
+        code, out, err = answer
         if code not in (0, 1) or (code == 1 and not out):
             raise ContainerError(
                 f"cannot list {workdir} in container {container[:12]} "
@@ -119,6 +248,28 @@ class EngineFiles:
                 "engine; Debian and Ubuntu images have it",
             )
         return parse_find(out)
+
+    def _start_lister(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            if key in self._listers:
+                return
+            lister = _Lister(self._engine, *key, on_close=lambda: self._drop(key, lister))
+            self._listers[key] = lister
+        threading.Thread(target=lister.start, name="envd-lister", daemon=True).start()
+
+    def close(self) -> None:
+        """End every lister (their execs end with them)."""
+        with self._lock:
+            listers = list(self._listers.values())
+            self._listers.clear()
+        for lister in listers:
+            lister.close()
+
+    def _drop(self, key: tuple[str, str], lister: _Lister) -> None:
+        with self._lock:
+            if self._listers.get(key) is lister:
+                del self._listers[key]
+        lister.close()
 
     def hashes(self, container: str, workdir: str, paths: Sequence[str]) -> dict[str, str]:
         """sha256 of the given files; those it cannot hash (no sha256sum) are left out."""

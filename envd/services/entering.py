@@ -1,9 +1,10 @@
 """Preparing an `enter`: the image, the warm container, the user, and the run record.
 
 On the hot path (`fast`, envd/daemon/enter_socket.py) the daemon hands the caller's own fds to
-the container's agent and records the exit status itself. Otherwise (gRPC Enter) the CLI runs
-`docker exec` itself, so the command's terminal, pipes and exit status are the user's own; it
-reports the exit status back with FinishRun.
+the container's agent (on a remote engine, which has no agents: to a `docker exec` the daemon
+runs, then brings the command's files back) and records the exit status itself. Otherwise
+(gRPC Enter) the CLI runs `docker exec` itself, so the command's terminal, pipes and exit
+status are the user's own; it reports the exit status back with FinishRun.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from envd.errors import BuildFailed, ContainerError, NotFound, UsageError
 from envd.events import EventBus
+from envd.gateways.docker_cli import DockerExec, exec_argv
 from envd.gateways.engine import Engine
 from envd.gateways.git import commit_and_dirty
 from envd.gateways.store import ProjectRow, RunRow
@@ -144,8 +146,6 @@ class Entering:
         self._runtime: tuple[float, bool] | None = None  # (read at, engine has nvidia runtime)
 
     def prepare(self, call: EnterCall, progress: Reporter) -> ExecPlan:
-        if call.fast and self._sync is not None:  # a remote engine has no agents: refuse early
-            raise NoAgent("the engine is remote: enter through `docker exec`")
         row = self._projects.resolve(call.project)
         spec = self._projects.spec(row)  # an invalid spec stops here, before any build
         # The engine is asked only when the store records an image (a fresh project stays
@@ -158,8 +158,12 @@ class Entering:
             image = self._build(row, progress)
         request = self._request(row, spec, call, image)
         before = self._warm.get(row.name)
+        volume_ensured = False
         if before is None or not fits(before, request):
             self._check_host(row, spec)  # only before a container starts
+            if self._sync is not None:  # (a warm container that fits holds it on the engine)
+                self._sync.volume(row.name)
+                volume_ensured = True
         try:
             warm = self._warm.ensure(request)
         except NotFound:
@@ -169,12 +173,17 @@ class Entering:
             progress(Progress("build", f"{image} is no longer on the engine; building it again"))
             request = self._request(row, spec, call, self._build(row, progress))
             warm = self._warm.ensure(request)
+        if self._sync is not None and not volume_ensured and warm is not before:
+            self._sync.volume(row.name)  # started afresh after all: its volume is looked at
         image, image_id = request.image, request.image_id
         name = safe_user_name(call.user_name, call.uid)
         self._warm.ensure_user(warm, call.uid, call.gid, name, VENV)
         home = "/root" if call.uid == 0 else f"/home/{name}"
         env = {"HOME": home, "USER": name, "ENVD_PROJECT": row.name}
-        if call.fast:
+        remote = self._sync is not None
+        if call.fast and remote:  # the daemon runs `docker exec` on the caller's fds
+            env = {**({"TERM": call.term} if call.tty and call.term else {}), **env}
+        elif call.fast:
             if not warm.agent or warm.agent_user != f"{call.uid}:{call.gid}":
                 raise NoAgent(f"{warm.name} has no envd agent for uid {call.uid}")
             env = {**warm.env, **({"TERM": call.term} if call.tty and call.term else {}), **env}
@@ -184,8 +193,10 @@ class Entering:
         if call.command:
             run_id = self._record_run(row, call, image_id, image, spec)
             env["ENVD_RUN_ID"] = run_id
-            fast_or_tty = call.tty or call.fast
-            argv = call.command if fast_or_tty else wrap_for_signals(run_id, call.command)
+            # The agent signals the command itself, and so does a terminal; `docker exec` on a
+            # remote engine's fast path is signalled through the pid file, TTY or not.
+            direct = (call.tty or call.fast) and not (call.fast and remote)
+            argv = call.command if direct else wrap_for_signals(run_id, call.command)
         return ExecPlan(
             container_id=warm.container_id,
             container_name=warm.name,
@@ -210,7 +221,8 @@ class Entering:
         the next enter builds it again. A container that died meanwhile is started afresh,
         and a missing image then found as before (NotFound in prepare)."""
         warm = self._warm.get(project)
-        return bool(call.fast and call.command and warm and warm.agent and warm.image == image)
+        held = warm is not None and (bool(warm.agent) or self._sync is not None)
+        return bool(call.fast and call.command and warm and held and warm.image == image)
 
     def _request(self, row: ProjectRow, spec: Spec, call: EnterCall, image: str) -> WarmRequest:
         return WarmRequest(
@@ -220,7 +232,7 @@ class Entering:
             row.path,
             ports=spec.ports,
             device_requests=self._devices(spec, call.gpus),
-            project_volume=self._sync.volume(row.name) if self._sync else "",
+            project_volume=self._sync.volume_name(row.name) if self._sync else "",
         )
 
     def _build(self, row: ProjectRow, progress: Reporter) -> str:
@@ -251,6 +263,12 @@ class Entering:
         with self._lock:
             self._syncing[sync_id] = (row.name, row.path, container, call.uid, call.gid, data)
         return sync_id
+
+    def docker_exec(self, plan: ExecPlan, fds: tuple[int, int, int], tty: bool) -> DockerExec:
+        """A remote engine's fast path: the daemon runs the command as `docker exec` on the
+        caller's own fds (see envd/gateways/docker_cli.py)."""
+        argv = exec_argv(plan.container_id, plan.argv, plan.user, plan.workdir, plan.env, tty)
+        return DockerExec(self._engine, plan.container_id, argv, fds, run_pid_file(plan.run_id))
 
     def sync_back(self, sync_id: str) -> list[str]:
         """Bring back what a command made in the volume; the notes (conflicts) to show."""

@@ -184,9 +184,12 @@ class ProjectSync:
         self._lock = threading.Lock()
         self._volumes: dict[str, str] = {}  # volume -> its creation time, once ensured
 
+    def volume_name(self, project: str) -> str:
+        return f"{self._namespace}-project-{project}"
+
     def volume(self, project: str) -> str:
         """The project's volume, created (labelled) unless it exists."""
-        name = f"{self._namespace}-project-{project}"
+        name = self.volume_name(project)
         created = self._files.ensure_volume(
             name,
             {"envd.role": "project-files", "envd.project": project, "envd.owner": self._owner},

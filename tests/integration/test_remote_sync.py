@@ -170,9 +170,8 @@ def test_an_unchanged_thousand_file_project_adds_little_to_an_enter(
     # after a command: what it adds to an enter, without the CLI's start-up in the figure.
     monkeypatch.setenv("DOCKER_HOST", remote_docker_host)
     monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
-    sync = ProjectSync(
-        EngineFiles(Engine()), tmp_path / "sync", remote.namespace, "measure", remote_docker_host
-    )
+    files = EngineFiles(Engine())
+    sync = ProjectSync(files, tmp_path / "sync", remote.namespace, "measure", remote_docker_host)
     container = warm_container(remote_docker_host, "many")
     sync.volume("many")
     uid, gid = os.getuid(), os.getgid()
@@ -187,6 +186,7 @@ def test_an_unchanged_thousand_file_project_adds_little_to_an_enter(
         ups.append(t1 - t0)
         downs.append(time.perf_counter() - t1)
         assert (up.sent, up.received, down.sent, down.received) == (0, 0, 0, 0)
+    files.close()  # its lister
     up_s, down_s = statistics.median(ups), statistics.median(downs)
 
     def median_enter(path: Path) -> float:

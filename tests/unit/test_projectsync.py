@@ -390,16 +390,32 @@ def test_a_change_there_outside_envd_is_not_overwritten_by_a_host_edit(proj: Pro
     assert proj.volume.text("train.py") == "mine\n"
 
 
-def test_the_fast_path_is_refused_at_once_on_a_remote_engine(tmp_path: Path) -> None:
-    from envd.services.entering import EnterCall, NoAgent
+def test_the_fast_path_on_a_remote_engine_is_a_docker_exec_plan_synced_both_ways(
+    tmp_path: Path,
+) -> None:
+    from envd.paths import run_pid_file
+    from envd.services.entering import EnterCall
     from tests.unit.test_entering import close, make_world
 
     volume = FakeVolume()
     w = make_world(tmp_path, sync=ProjectSync(volume, tmp_path / "s", "ns", "o", "tcp://h:1"))
     try:
-        with pytest.raises(NoAgent):
-            w.entering.prepare(EnterCall(str(w.project), ("true",), fast=True), lambda p: None)
-        assert w.builder.builds == [] and volume.calls == []  # nothing built, nothing synced
+        call = EnterCall(str(w.project), ("make",), fast=True, tty=True, term="xterm-kitty")
+        plan_ = w.entering.prepare(call, lambda p: None)
+        # No agent there: the daemon runs `docker exec`, which passes no signals on, so the
+        # command keeps its pid where a `kill` in the container finds it (TTY or not).
+        assert plan_.agent_socket == "" and plan_.sync_id and plan_.run_id
+        assert plan_.argv[-1] == "make" and run_pid_file(plan_.run_id) in plan_.argv[2]
+        assert plan_.env["TERM"] == "xterm-kitty"
+        assert "envd.yaml" in volume.files  # synced up before it starts
+        volume.edit("built.txt", b"ok\n")
+        assert w.entering.sync_back(plan_.sync_id) == []
+        assert (w.project / "built.txt").read_text() == "ok\n"
+        # The warm container that fits holds its volume: the next enter asks nothing of it.
+        looked = volume.calls.count("ensure_volume")
+        again = w.entering.prepare(call, lambda p: None)
+        assert again.container_id == plan_.container_id
+        assert volume.calls.count("ensure_volume") == looked
     finally:
         close(w)
 
