@@ -496,7 +496,7 @@ class Engine:
             chunks = self.client.api.get_image(image, chunk_size=1 << 20)
         except Exception as exc:
             raise _engine_error(exc) from exc
-        raw = _ChunkReader(chunks)
+        raw = ChunkReader(chunks)
         try:
             return read_saved_image(io.BufferedReader(raw, 1 << 20), read_layer, skip, skip_sizes)
         except EnvdError:
@@ -1085,7 +1085,7 @@ class _LayerRead(Generic[T]):
     size: int = 0
 
 
-class _ChunkReader(io.RawIOBase):
+class ChunkReader(io.RawIOBase):
     """A readable stream over an iterator of byte chunks (the engine's HTTP response)."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:

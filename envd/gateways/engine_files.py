@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from envd.errors import ContainerError, EnvdError
-from envd.gateways.engine import Engine, _engine_error
+from envd.gateways.engine import ChunkReader, Engine, _engine_error
 from envd.model.projectsync import FILE, Stat, find_script, parse_find, parse_sha256sum
 
 CHUNK = 1 << 20
@@ -44,29 +44,6 @@ class Outgoing:
     relpath: str
     host_path: str
     stat: Stat
-
-
-class _Chunks(io.RawIOBase):
-    """A readable stream over the engine's response chunks."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            try:
-                self._pending = next(self._chunks)
-            except StopIteration:
-                return 0
-        view = memoryview(buffer).cast("B")
-        n = min(len(view), len(self._pending))
-        view[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
 
 
 class _Lister:
@@ -303,7 +280,7 @@ class EngineFiles:
             parent = posixpath.dirname(root)
             try:
                 with tarfile.open(
-                    fileobj=io.BufferedReader(_Chunks(chunks), CHUNK),
+                    fileobj=io.BufferedReader(ChunkReader(chunks), CHUNK),
                     mode="r|",
                     errors="surrogateescape",
                 ) as tar:

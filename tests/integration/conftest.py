@@ -41,3 +41,13 @@ def remote_docker_host(engine: None) -> Iterator[str]:
             yield host
     except RemoteEngineUnavailable as e:
         pytest.skip(f"no second Docker engine here: {e}")
+
+
+def remote_runner(root: Path, host: str) -> Envctl:
+    """envctl with a home of its own under root whose daemon's engine is `host`."""
+    home = root / "home"
+    home.mkdir()
+    env = _envctl_env(home)
+    env["DOCKER_HOST"] = host
+    env.pop("DOCKER_CONTEXT", None)
+    return Envctl(env=env, home=home, cwd=root)

@@ -18,6 +18,7 @@ import pytest
 
 from envd.gateways.trust import host_ca_bundle
 from tests.conftest import SESSION_LABEL, Envctl, _envctl_env, copy_template, stop_daemon
+from tests.integration.conftest import remote_runner
 from tests.integration.registry import local_registry
 
 pytestmark = pytest.mark.integration
@@ -34,12 +35,7 @@ def remote_docker(host: str, *args: str) -> str:
 def remote(tmp_path_factory: pytest.TempPathFactory, remote_docker_host: str) -> Iterator[Envctl]:
     """A daemon with its own home whose engine is the remote one."""
     root = tmp_path_factory.mktemp("remote")
-    home = root / "home"
-    home.mkdir()
-    env = _envctl_env(home)
-    env["DOCKER_HOST"] = remote_docker_host
-    env.pop("DOCKER_CONTEXT", None)
-    runner = Envctl(env=env, home=home, cwd=root)
+    runner = remote_runner(root, remote_docker_host)
     yield runner
     runner("stop", "--all", timeout=60)
     stop_daemon(runner)

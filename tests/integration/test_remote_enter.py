@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Envctl, _envctl_env, stop_daemon
+from tests.conftest import Envctl, stop_daemon
+from tests.integration.conftest import remote_runner
 from tests.integration.test_enter import popen_envctl
 from tests.integration.test_enter_fast import TRAP_INT, Terminal, last_run
 
@@ -28,12 +29,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def remote(tmp_path_factory: pytest.TempPathFactory, remote_docker_host: str) -> Iterator[Envctl]:
     root = tmp_path_factory.mktemp("remote-enter")
-    home = root / "home"
-    home.mkdir()
-    env = _envctl_env(home)
-    env["DOCKER_HOST"] = remote_docker_host
-    env.pop("DOCKER_CONTEXT", None)
-    runner = Envctl(env=env, home=home, cwd=root)
+    runner = remote_runner(root, remote_docker_host)
     yield runner
     runner("stop", "--all", timeout=60)
     stop_daemon(runner)

@@ -19,7 +19,8 @@ import pytest
 from envd.gateways.engine import Engine
 from envd.gateways.engine_files import EngineFiles
 from envd.services.projectsync import ProjectSync
-from tests.conftest import Envctl, _envctl_env, stop_daemon
+from tests.conftest import Envctl, stop_daemon
+from tests.integration.conftest import remote_runner
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +33,7 @@ def remote_docker(host: str, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def remote(tmp_path_factory: pytest.TempPathFactory, remote_docker_host: str) -> Iterator[Envctl]:
     root = tmp_path_factory.mktemp("remote-sync")
-    home = root / "home"
-    home.mkdir()
-    env = _envctl_env(home)
-    env["DOCKER_HOST"] = remote_docker_host
-    env.pop("DOCKER_CONTEXT", None)
-    runner = Envctl(env=env, home=home, cwd=root)
+    runner = remote_runner(root, remote_docker_host)
     yield runner
     runner("stop", "--all", timeout=60)
     stop_daemon(runner)
