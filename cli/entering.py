@@ -249,6 +249,11 @@ def enter_fast(where: str, ref: str, command: list[str], gpus: str, tty: bool) -
     previous = {sig: _signal.signal(sig, lambda *_: None) for sig in caught}
     old_wakeup = _signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     saved_tty: list[Any] | None = None
+    original_tty: list[Any] | None = None
+    if tty:
+        import termios
+
+        original_tty = termios.tcgetattr(0)
     try:
         try:
             data = _frame(request)
@@ -291,13 +296,15 @@ def enter_fast(where: str, ref: str, command: list[str], gpus: str, tty: bool) -
                     failed = EnvdError(str(reply.get("message", "")), hint=reply.get("hint"))
                     failed.exit_code = int(reply.get("exit_code", EXIT_BUG))
                     raise failed
-                if op == "started":
-                    if tty and reply.get("raw", True) is not False:
-                        import termios
-                        import tty as tty_module
+                if op == "started" and tty:
+                    import termios
+                    import tty as tty_module
 
-                        saved_tty = termios.tcgetattr(0)
-                        tty_module.setraw(0)
+                    # The state saved is the one before anything ran: on a remote engine
+                    # `docker exec -t` sets the same terminal raw and back on its own, at its
+                    # own time, so what it or we see later is not the user's terminal.
+                    saved_tty = original_tty
+                    tty_module.setraw(0)
                 elif op == "exit":
                     if reply.get("error"):
                         sys.stderr.write(f"envctl: error: {reply['error']}\n")

@@ -21,9 +21,10 @@ CLI -> daemon
 daemon -> CLI
   {"op": "refused", "reason": "..."}   no agent here: the CLI enters through gRPC + docker exec
   {"op": "error", "message": "...", "hint": "..." or null, "exit_code": N}   nothing ran
-  {"op": "started", "run_id": "...", "pid": P, "raw": false (absent: true)}
-      With a TTY the CLI sets its terminal raw now, unless "raw" is false: a remote engine's
-      `docker exec -t` does that itself (and restores it), so the two never race.
+  {"op": "started", "run_id": "...", "pid": P}
+      With a TTY the CLI sets its terminal raw now (a Ctrl-C is then a byte for the command's
+      pty, never a signal to envctl), and at the end restores the state it read before it
+      sent the request (a remote engine's `docker exec -t` sets raw and back on its own).
   {"op": "exit", "status": S, "signal": N or null, "error": null or "..."}
       The last frame; the run is recorded with S (128+N for signal N) before it is sent.
 """
@@ -290,10 +291,7 @@ class Session:
         with command:
             started = time.perf_counter_ns()
             if command.returncode is None:
-                started_frame: Frame = {"op": "started", "run_id": plan.run_id, "pid": command.pid}
-                if not plan.agent_socket:  # `docker exec -t` sets the terminal raw and back
-                    started_frame["raw"] = False
-                self.send(started_frame)
+                self.send({"op": "started", "run_id": plan.run_id, "pid": command.pid})
                 self.relay(command)
             ended = time.perf_counter_ns()
             status = command.returncode
