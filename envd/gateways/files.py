@@ -1,4 +1,5 @@
-"""Local files: atomic writes (with fsync), sha256 of a file, advisory file locks."""
+"""Local files: atomic writes (with fsync), sha256 of a file, advisory file locks, and
+opening a checked relative path beneath a root without following links."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import secrets
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 
 def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o666) -> None:
@@ -62,3 +63,41 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_beneath(
+    root: str | os.PathLike[str],
+    rel: PurePosixPath,
+    flags: int = os.O_RDONLY,
+    mode: int = 0o600,
+    *,
+    make_dirs: bool = False,
+) -> int:
+    """A descriptor for `root/rel`, opened one component at a time with O_NOFOLLOW (an
+    `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` by hand): a symlink anywhere on the way,
+    the last component included, fails with ELOOP or ENOTDIR instead of being followed, so a
+    path checked by `envd.model.safenames.relative` cannot be bent outside `root` by a link
+    planted after the check. `make_dirs` makes missing folders on the way (0700).
+    The caller closes the descriptor."""
+    parts = rel.parts
+    if not parts or rel.is_absolute() or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"open_beneath needs a checked relative path, not {rel!r}")
+    dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(root, dir_flags)
+    try:
+        for part in parts[:-1]:
+            try:
+                nxt = os.open(part, dir_flags, dir_fd=fd)
+            except FileNotFoundError:
+                if not make_dirs:
+                    raise
+                try:
+                    os.mkdir(part, 0o700, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                nxt = os.open(part, dir_flags, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
+    finally:
+        os.close(fd)
