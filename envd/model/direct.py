@@ -32,6 +32,8 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
+from envd.model import safenames
+
 # Where the packages step sees the files of direct URL packages (inside its run dir at /mnt).
 DIRECT_DIR = "/mnt/direct"
 _SHA256_FRAGMENT = re.compile(r"(?:^|&)sha256=([0-9a-fA-F]{64})(?:&|$)")
@@ -78,6 +80,12 @@ def filename_of(url: str) -> str:
 def artifact_of(url: str, requirement_name: str) -> Artifact:
     """The wheel or sdist a URL names, checked against the requirement's name."""
     filename = filename_of(url)
+    if not safenames.is_component(filename):
+        raise DirectUrlProblem(
+            f"the URL's file name {filename!r} is not a plain file name (it holds a path "
+            "separator, `..` or a control character)",
+            hint="name a wheel or sdist file by its own name at the end of the URL",
+        )
     name = canonicalize_name(requirement_name)
     wheel = filename.endswith(".whl")
     try:
@@ -202,8 +210,12 @@ def install_requirement(name: str, url: str, version: str = "") -> str:
 
 
 def local_filename(name: str, url: str, version: str) -> str:
-    """The file name of a direct URL package's verified copy (a git one: its sdist's)."""
-    return sdist_filename(name, version) if is_vcs(url) else filename_of(url)
+    """The file name of a direct URL package's verified copy (a git one: its sdist's),
+    checked to be one plain file name: the URL and version come from envd.lock, which a
+    colleague (or anyone who can push to the repository) wrote, and `%2F` or `..` in them
+    must never become a path on this machine."""
+    filename = sdist_filename(name, version) if is_vcs(url) else filename_of(url)
+    return safenames.component(filename, f"envd.lock: the file name of {name}'s URL {url}")
 
 
 def with_url(requirement: str, url: str) -> str:

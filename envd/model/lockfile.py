@@ -19,6 +19,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from envd.errors import LockError
+from envd.model.direct import local_filename
+from envd.model.safenames import UnsafeName
 from envd.model.spec import Spec
 
 if TYPE_CHECKING:
@@ -302,6 +304,11 @@ def loads(text: str, source: str) -> LockFile:
                 "an http(s) URL without a fragment (or git+http(s) at a 40-hex commit), and no "
                 "index",
             )
+        if package.url:
+            try:
+                local_filename(package.name, package.url, package.version)
+            except UnsafeName as exc:  # (exit 9 like every name refused on its way in)
+                raise UnsafeName(f"{source}: python[{i}]: {exc.message}", hint=exc.hint) from None
     edits = integrity_changes(lock)
     if edits:
         edited = tuple(

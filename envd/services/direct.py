@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,9 +18,12 @@ from pathlib import Path
 from envd.errors import LockError
 from envd.gateways import git, urls
 from envd.model import direct as d
+from envd.model import safenames
 from envd.model.lockfile import PythonPackage
+from envd.model.safenames import UnsafeName
 from envd.model.spec import DirectUrl
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _UNREACHABLE_HINT = (
     "check the URL (and that its server is up and reachable from this machine); a direct URL "
     "has no index to fall back on: to take the package from an index instead, write "
@@ -68,7 +72,7 @@ class DirectFiles:
         cached copy when its bytes still have the locked sha256, else downloaded and checked."""
         digest = package.hashes[0].removeprefix("sha256:")
         filename = d.local_filename(package.name, package.url, package.version)
-        cached = self._cache / digest / filename
+        cached = self._cached(digest, filename)
         if cached.is_file() and urls.sha256_of(cached) == digest:
             pass
         elif d.is_vcs(package.url):
@@ -157,8 +161,14 @@ class DirectFiles:
         os.replace(partial, dest)
         return dest, version
 
+    def _cached(self, digest: str, filename: str) -> Path:
+        """`cache/urls/<sha256>/<file name>`, both parts checked: they come from envd.lock."""
+        if not _HEX64.fullmatch(digest):
+            raise UnsafeName(f"envd.lock: `{digest[:80]}` is not a sha256 digest; refused")
+        return safenames.child(self._cache / digest, filename, "envd.lock: a direct URL's file")
+
     def _keep(self, path: Path, digest: str, filename: str) -> Path:
-        kept = self._cache / digest / filename
+        kept = self._cached(digest, filename)
         kept.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, kept)
         return kept

@@ -18,6 +18,7 @@ from envd.gateways.uv import parse_compiled
 from envd.model import direct, lockfile, plan
 from envd.model.lockfile import PythonPackage
 from envd.model.pylock import ArtifactFile, render_pylock
+from envd.model.safenames import UnsafeName
 from envd.model.spec import DirectUrl, parse_spec
 from envd.services.direct import DirectFiles
 from envd.services.locker import direct_changes
@@ -91,6 +92,8 @@ def test_a_requirements_file_url_takes_its_hash_options_and_names_the_file_line(
         ("x @ https://h.org/download?id=3", "neither a wheel"),
         ("x @ https://h.org/y-1.0-py3-none-any.whl", "a file of y, not of x"),
         ("x @ https://h.org/x-1.0.tar.gz", "from_source: [x]"),
+        ("x @ https://h.org/%2Fetc%2Fx-1.0-py3-none-any.whl", "not a plain file name"),
+        ("x @ https://h.org/..%2F..%2Fx-1.0-py3-none-any.whl", "not a plain file name"),
     ],
 )
 def test_direct_requirements_envd_cannot_lock_are_refused_at_their_line(
@@ -232,6 +235,42 @@ def test_a_malformed_url_entry_is_refused(package: PythonPackage) -> None:
     data["integrity"] = []  # (an old lock without a record: the entry itself is checked)
     with pytest.raises(LockError, match="exactly one sha256"):
         lockfile.loads(json.dumps(data), "envd.lock")
+
+
+@pytest.mark.parametrize(
+    "url, version",
+    [
+        ("https://evil.example/p/%2Fhome%2Fu%2F.bashrc", "1.0"),
+        ("https://evil.example/p/..%2F..%2F..%2F.bashrc", "1.0"),
+        ("https://evil.example/p/..", "1.0"),
+        ("https://evil.example/p/%00x.whl", "1.0"),
+        (direct.git_locked_url("https://h.org/o/r", "e" * 40), "1.0/../../../x"),
+    ],
+)
+def test_a_lock_url_or_version_that_names_a_path_is_refused(url: str, version: str) -> None:
+    """F2: the file name a lock entry gives is one plain name, never a host path."""
+    lock = make_lock(python=(PythonPackage("tiny-pkg", version, (f"sha256:{DIGEST}",), "", url),))
+    data = json.loads(lockfile.dumps(lock))
+    data["integrity"] = []
+    with pytest.raises(UnsafeName, match="envd.lock: python.0.: .*not a plain file name"):
+        lockfile.loads(json.dumps(data), "envd.lock")
+    with pytest.raises(UnsafeName):
+        direct.local_filename("tiny-pkg", url, version)
+
+
+def test_place_refuses_a_crafted_entry_before_downloading(tmp_path: Path) -> None:
+    """Even a lock that skipped the loader's check cannot steer `place` outside the cache."""
+    from envd.services.direct import DirectFiles
+
+    urls_ = DirectFiles(tmp_path / "cache")
+    target = tmp_path / "victim"
+    for package in (
+        url_package(url="https://e.example/" + str(target).replace("/", "%2F")),
+        url_package(digest="../../../" + "a" * 55),
+    ):
+        with pytest.raises(UnsafeName):
+            urls_.place(package, tmp_path / "build")
+    assert not target.exists() and not (tmp_path / "build").exists()
 
 
 def test_the_install_line_is_the_verified_copy_by_hash_and_keys_change_with_the_url() -> None:
