@@ -110,7 +110,7 @@ def test_find_output_is_parsed_with_exact_nanoseconds_and_ignores() -> None:
         b"f\x001\x001.0\x00644\x00pkg/__pycache__/m.pyc\x00\x00"
         b"f\x001\x001.0\x00644\x00.git/HEAD\x00\x00"
     )
-    got = parse_find(out)
+    got = parse_find(out).files
     assert got == {
         "bin/run.sh": Stat(FILE, 12, 1733071234_123456789, 0o755),
         "latest": Stat(LINK, 4, 1733071234_500000000, 0o777, "runs/7"),
