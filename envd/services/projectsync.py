@@ -458,8 +458,11 @@ class ProjectSync:
             dest = dict(todo.pull)
             budget = _Budget(real, data, self._max, self._max_sync, self._free)
 
+            refused: set[str] = set()  # (named in a note already)
+
             def receive(rel: str, member: tarfile.TarInfo, body: IO[bytes] | None) -> None:
                 target = dest[rel]
+                refused.add(rel)
                 size = member.size if body is not None else 0
                 if why := budget.refusal(rel, size):
                     notes.append(f"not brought back: {target} ({why}); the copy here is kept")
@@ -486,13 +489,14 @@ class ProjectSync:
                     notes.append(f"not brought back: {target} {why}")
                     return
                 budget.received(rel, size)
+                refused.discard(rel)
                 es = engine_stats.get(rel)
                 pulled[target] = (entry, host_seen, (es.size, es.mtime_ns) if es else (-1, -1))
 
             groups = fetch_groups(dest, engine_stats)
             sink = _progress_sink(progress, "receiving")
             self._files.read(container, WORKDIR, groups, receive, sink)
-            missing = set(dest) - {r for r, t in todo.pull if t in pulled}
+            missing = set(dest) - refused - {r for r, t in todo.pull if t in pulled}
             if missing:
                 log.warning("not brought back (gone meanwhile?): %s", sorted(missing)[:10])
         if todo.remove_remote:
