@@ -255,6 +255,9 @@ class EngineFiles:
                 f"{MAX_LISTING_BYTES >> 20} MiB; refused (nothing synced)"
             )
         listing = parse_find(out, code)
+        if listing.refused:
+            log.warning("not synced (unsafe names in %s): %s", workdir,
+                        [ascii(n)[:80] for n in listing.refused[:5]])  # fmt: skip
         if not listing.complete:
             log.warning("the listing of %s in %s is incomplete: %s", workdir, container[:12],
                         listing.why)  # fmt: skip

@@ -105,6 +105,7 @@ class Listing:
     files: dict[str, Stat]
     complete: bool = True
     why: str = ""  # why not complete, for the user
+    refused: tuple[str, ...] = ()  # names left out as unsafe (scan_host leaves them out too)
 
 
 @dataclass(frozen=True)
@@ -391,8 +392,9 @@ def mtime_ns(text: str) -> int:
 
 def parse_find(output: bytes, status: int = 0) -> Listing:
     """The files and links of find_script's output (find's exit status: not 0, some were left
-    out); ignored names are left out, and so are names `safenames.relative` refuses or
-    malformed records (the listing is then not complete)."""
+    out, and the listing is not complete; so is one with a malformed record). Ignored names
+    are left out, and so are names `safenames.relative` refuses (in `refused`: the host's
+    scan leaves them out too, so they never count as deleted on either side)."""
     fields = output.split(b"\0")
     out: dict[str, Stat] = {}
     problems: list[str] = []
@@ -400,7 +402,8 @@ def parse_find(output: bytes, status: int = 0) -> Listing:
         problems.append(f"find ended with status {status}")
     if len(fields) % FIND_FIELDS != 1 or fields[-1]:
         problems.append("the listing ends part way through a record")
-    refused = 0
+    refused: list[str] = []
+    malformed = 0
     for i in range(0, len(fields) - FIND_FIELDS + 1, FIND_FIELDS):
         kind, size, mtime, mode, path, target = fields[i : i + FIND_FIELDS]
         rel = path.decode("utf-8", "surrogateescape")
@@ -411,8 +414,13 @@ def parse_find(output: bytes, status: int = 0) -> Listing:
             continue
         try:
             name = relative(rel, "the engine's listing").as_posix()
-            if name != rel:
-                raise UnsafeName(f"{rel!r} is not in its plain form")
+        except UnsafeName:
+            refused.append(rel)
+            continue
+        if name != rel:
+            refused.append(rel)
+            continue
+        try:
             out[rel] = Stat(
                 k,
                 int(size),
@@ -420,11 +428,11 @@ def parse_find(output: bytes, status: int = 0) -> Listing:
                 int(mode, 8),
                 target.decode("utf-8", "surrogateescape") if k == LINK else "",
             )
-        except (UnsafeName, ValueError, UnicodeDecodeError):
-            refused += 1
-    if refused:
-        problems.append(f"{refused} names refused (not plain relative paths)")
-    return Listing(out, not problems, "; ".join(problems))
+        except ValueError:  # (UnicodeDecodeError too)
+            malformed += 1
+    if malformed:
+        problems.append(f"{malformed} malformed records")
+    return Listing(out, not problems, "; ".join(problems), tuple(refused))
 
 
 def parse_sha256sum(output: str, paths: list[str]) -> dict[str, str]:

@@ -452,8 +452,9 @@ def test_a_failing_find_is_an_incomplete_listing_and_unsafe_names_are_refused() 
     out = record % b"ok.txt" + record % b"../../etc/passwd" + record % b"a\nb"
     listing = parse_find(out, 1)
     assert set(listing.files) == {"ok.txt"} and not listing.complete
-    assert "status 1" in listing.why and "2 names refused" in listing.why
-    assert parse_find(record % b"ok.txt").complete
+    assert "status 1" in listing.why
+    assert listing.refused == ("../../etc/passwd", "a\nb")
+    assert parse_find(out).complete  # refused names are left out on both sides alike
     assert not parse_find(record % b"ok.txt" + b"f\x001").complete  # cut off part way
     assert not parse_find(b"f\x00big\x001.0\x00644\x00x\x00\x00").complete  # not a size
 
@@ -611,3 +612,13 @@ def test_a_link_changed_here_is_not_sent_over_a_folder_there(proj: Project) -> N
     assert any("ln is a file or link here and a folder on the engine" in n for n in notes)
     proj.up()
     assert proj.volume.text("ln/kept.txt") == "theirs\n" and "ln" not in proj.volume.files
+
+
+def test_a_name_refused_on_both_sides_is_never_deleted_or_sent(proj: Project) -> None:
+    proj.write("odd\\name.txt", "kept here\n")
+    proj.run()
+    assert "odd\\name.txt" not in proj.volume.files  # never sent
+    proj.volume.edit("odd\\name.txt", b"theirs\n")
+    proj.volume.edit("..", b"not a file name\n")
+    proj.run()
+    assert (proj.root / "odd\\name.txt").read_text() == "kept here\n"
