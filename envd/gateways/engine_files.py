@@ -23,7 +23,15 @@ from typing import IO, Any
 
 from envd.errors import ContainerError, EnvdError
 from envd.gateways.engine import ChunkReader, Engine, _engine_error
-from envd.model.projectsync import FILE, Stat, find_script, parse_find, parse_sha256sum
+from envd.model.projectsync import (
+    FILE,
+    MAX_LISTING_BYTES,
+    Listing,
+    Stat,
+    find_script,
+    parse_find,
+    parse_sha256sum,
+)
 
 CHUNK = 1 << 20
 log = logging.getLogger(__name__)
@@ -103,7 +111,8 @@ class _Lister:
         self._on_close()
 
     def ask(self) -> tuple[int, bytes, bytes] | None:
-        """(status, stdout, b"") of one listing, or None (the caller lists the usual way)."""
+        """(status, stdout, b"") of one listing, or None (the caller lists the usual way).
+        A listing over MAX_LISTING_BYTES is refused (ContainerError)."""
         if not self._ready.is_set():
             return None  # still starting: not worth the wait
         with self._lock:
@@ -113,9 +122,18 @@ class _Lister:
             try:
                 self._sock.sendall(b"\n")
                 return self._answer()
+            except _Oversized as exc:
+                too_long: _Oversized | None = exc
             except (OSError, ValueError):  # its container stopped, say: no more asking
                 log.info("the lister in %s ended; listing with an exec", self._container[:12])
+                too_long = None
         self._on_close()
+        if too_long is not None:
+            raise ContainerError(
+                f"the listing of {self._workdir} in container {self._container[:12]} is "
+                f"{too_long}; refused (nothing synced)",
+                hint="a project with that many files is too large to sync with a remote engine",
+            )
         return None
 
     def _answer(self) -> tuple[int, bytes, bytes]:
@@ -136,6 +154,8 @@ class _Lister:
                     if raw:
                         raise ValueError("more than one listing")
                     return int(out[at + len(marker) : -1]), bytes(out[:at]), b""
+            if len(out) > MAX_LISTING_BYTES:
+                raise _Oversized(f"over {MAX_LISTING_BYTES >> 20} MiB")
             data = self._sock.recv(1 << 16)
             if not data:
                 raise ValueError("the lister ended")
@@ -156,6 +176,10 @@ class _Lister:
                     thing.close()
             except Exception:
                 pass
+
+
+class _Oversized(Exception):
+    pass
 
 
 class EngineFiles:
@@ -205,10 +229,11 @@ class EngineFiles:
             raise _engine_error(exc) from exc
         return int(code if code is not None else 1), out or b"", err or b""
 
-    def listing(self, container: str, workdir: str) -> dict[str, Stat]:
+    def listing(self, container: str, workdir: str) -> Listing:
         """Every file and link in the volume with its stat data: from the container's lister
         (an exec kept waiting, see _Lister) when it has one, else in one exec, after which a
-        lister is started in the background for the next listing."""
+        lister is started in the background for the next listing. find's status 1 (an error
+        part way: a folder gone mid-walk, EIO) gives a listing marked incomplete."""
         key = (container, workdir)
         with self._lock:
             lister = self._listers.get(key)
@@ -224,7 +249,19 @@ class EngineFiles:
                 hint="the image needs GNU find (findutils) to sync a project with a remote "
                 "engine; Debian and Ubuntu images have it",
             )
-        return parse_find(out)
+        if len(out) > MAX_LISTING_BYTES:
+            raise ContainerError(
+                f"the listing of {workdir} in container {container[:12]} is over "
+                f"{MAX_LISTING_BYTES >> 20} MiB; refused (nothing synced)"
+            )
+        listing = parse_find(out, code)
+        if listing.refused:
+            log.warning("not synced (unsafe names in %s): %s", workdir,
+                        [ascii(n)[:80] for n in listing.refused[:5]])  # fmt: skip
+        if not listing.complete:
+            log.warning("the listing of %s in %s is incomplete: %s", workdir, container[:12],
+                        listing.why)  # fmt: skip
+        return listing
 
     def _start_lister(self, key: tuple[str, str]) -> None:
         with self._lock:
@@ -267,38 +304,60 @@ class EngineFiles:
         on_member: MemberSink,
         on_bytes: ByteSink | None = None,
     ) -> None:
-        """Stream each group's archive and hand over the wanted files and links in it."""
+        """Stream each group's archive and hand over the wanted files and links in it. A file
+        hard-linked to another in the same archive (a LNKTYPE member: no data of its own in a
+        stream) is fetched again by itself, where it is a regular file."""
+        alone: list[str] = []
         for root, wanted in groups:
-            try:
-                chunks, _ = self._engine.client.api.get_archive(
-                    container, posixpath.join(workdir, root), chunk_size=CHUNK
-                )
-            except Exception as exc:
-                error = _engine_error(exc)
-                error.message = f"cannot read {root} from the engine: {error.message}"
-                raise error from exc
-            parent = posixpath.dirname(root)
-            try:
-                with tarfile.open(
-                    fileobj=io.BufferedReader(ChunkReader(chunks), CHUNK),
-                    mode="r|",
-                    errors="surrogateescape",
-                ) as tar:
-                    for member in tar:
-                        rel = posixpath.normpath(posixpath.join(parent, member.name))
-                        if rel not in wanted:
-                            continue
-                        if member.issym():
-                            on_member(rel, member, None)
-                        elif member.isfile():
-                            data = tar.extractfile(member)
-                            if data is not None:
-                                source = _Counting(data, rel, member.size, on_bytes)
-                                on_member(rel, member, source)  # type: ignore[arg-type]
-            except EnvdError:
-                raise
-            except (tarfile.TarError, OSError) as exc:
-                raise ContainerError(f"the engine's archive of {root} broke off: {exc}") from exc
+            alone += self._read_group(container, workdir, root, wanted, on_member, on_bytes)
+        for rel in alone:
+            if self._read_group(container, workdir, rel, frozenset({rel}), on_member, on_bytes):
+                log.warning("%s came back as a hard link again; not brought back", rel)
+
+    def _read_group(
+        self,
+        container: str,
+        workdir: str,
+        root: str,
+        wanted: frozenset[str],
+        on_member: MemberSink,
+        on_bytes: ByteSink | None,
+    ) -> list[str]:
+        """One archive's wanted members handed over; the hard links in it (see read)."""
+        links: list[str] = []
+        try:
+            chunks, _ = self._engine.client.api.get_archive(
+                container, posixpath.join(workdir, root), chunk_size=CHUNK
+            )
+        except Exception as exc:
+            error = _engine_error(exc)
+            error.message = f"cannot read {root} from the engine: {error.message}"
+            raise error from exc
+        parent = posixpath.dirname(root)
+        try:
+            with tarfile.open(
+                fileobj=io.BufferedReader(ChunkReader(chunks), CHUNK),
+                mode="r|",
+                errors="surrogateescape",
+            ) as tar:
+                for member in tar:
+                    rel = posixpath.normpath(posixpath.join(parent, member.name))
+                    if rel not in wanted:
+                        continue
+                    if member.issym():
+                        on_member(rel, member, None)
+                    elif member.islnk():
+                        links.append(rel)
+                    elif member.isfile():
+                        data = tar.extractfile(member)
+                        if data is not None:
+                            source = _Counting(data, rel, member.size, on_bytes)
+                            on_member(rel, member, source)  # type: ignore[arg-type]
+        except EnvdError:
+            raise
+        except (tarfile.TarError, OSError) as exc:
+            raise ContainerError(f"the engine's archive of {root} broke off: {exc}") from exc
+        return links
 
     # ------------------------------------------------------------ writing
 

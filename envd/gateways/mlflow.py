@@ -7,29 +7,38 @@ metrics the run's metrics; tags carry envd's hashes (environment, host, lock, im
 data, outputs), so an MLflow run leads back to `envctl trace`. Two artifacts go with it, under
 `envd/`: the environment's fingerprint (`envctl fingerprint`'s file) and the run record.
 
-Artifacts are uploaded through the server's artifact proxy (`mlflow server`'s default since
-MLflow 2: an artifact URI `mlflow-artifacts:/...`) or written to a local artifact root
-(`file:` URI or a path). Any other store (s3:, gs:, ...) cannot be reached over the REST API:
-the run is logged without them and the tag `envd.artifacts` says why.
+Artifacts are uploaded only through the tracking server's own artifact proxy (`mlflow
+server`'s default since MLflow 2: an artifact URI `mlflow-artifacts:/...`), over the tracking
+URI's scheme to its host and port. The server's reply is not trusted to pick a destination: a
+`file:` URI or path (a host path of the server's choosing), `mlflow-artifacts://otherhost/`,
+or any other store (s3:, gs:, ...) is refused; the run is logged without artifacts and the tag
+`envd.artifacts` (and a warning in the log) says why. Replies are read with a bound, https
+uses the host's CA bundle, and the tracking URI's credentials (`https://user:token@host`) go
+in an Authorization header, never into a log line.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlencode, urlparse
+from urllib.parse import SplitResult, quote, unquote, urlencode, urlsplit
 
+from envd.gateways.trust import host_ca_bundle
 from envd.model.runrecord import RunRecord
+from envd.model.safenames import UnsafeName, relative
 
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 10.0
+MAX_REPLY = 4 << 20  # bytes of one JSON reply (runs/create and the like are tiny)
+MAX_ERROR = 500  # bytes of an error reply kept for the message
 MAX_PARAM_VALUE = 6000  # MLflow's limits
 MAX_KEY = 250
 MAX_TAG_VALUE = 8000
@@ -76,10 +85,45 @@ def tags_for(run: RunRecord) -> dict[str, str]:
     return {k: v for k, v in tags.items() if v}
 
 
+def redact(uri: str) -> str:
+    """`uri` without its userinfo (`https://user:token@host/` -> `https://***@host/`)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "(an unparsable URI)"
+    if "@" not in parts.netloc:
+        return uri
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
+def _origin(parts: SplitResult) -> tuple[str, str, int]:
+    """(scheme, host, port) with the scheme's default port filled in."""
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, (parts.hostname or "").lower(), port
+
+
 class MlflowClient:
     def __init__(self, tracking_uri: str, timeout: float = TIMEOUT_S) -> None:
-        self._base = tracking_uri.rstrip("/") + "/api/2.0/mlflow/"
+        parts = urlsplit(tracking_uri.strip())
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise MlflowError(
+                f"tracking URI {redact(tracking_uri)} is not an http(s) URL of a server"
+            )
+        self._headers: dict[str, str] = {}
+        if parts.username is not None or parts.password is not None:
+            user = unquote(parts.username or "")
+            secret = unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{secret}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {token}"
+        self._origin = _origin(parts)
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        netloc = host + (f":{parts.port}" if parts.port else "")
+        self._server = parts._replace(netloc=netloc, query="", fragment="").geturl().rstrip("/")
+        self._base = self._server + "/api/2.0/mlflow/"
+        self._artifacts = self._server + "/api/2.0/mlflow-artifacts/artifacts/"
         self._timeout = timeout
+        self._context = ssl.create_default_context(cafile=host_ca_bundle())
 
     def _call(
         self,
@@ -98,17 +142,26 @@ class MlflowClient:
         elif body is not None:
             data = json.dumps(body).encode()
         request = urllib.request.Request(
-            url, data=data, method=method, headers={"Content-Type": content_type}
+            url, data=data, method=method, headers={"Content-Type": content_type, **self._headers}
         )
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as reply:
-                text = reply.read().decode() or "{}"
+            with urllib.request.urlopen(
+                request, timeout=self._timeout, context=self._context
+            ) as reply:
+                payload = reply.read(MAX_REPLY + 1)
         except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:500]
+            detail = exc.read(MAX_ERROR).decode(errors="replace")
             raise MlflowError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise MlflowError(f"{method} {path}: {exc}") from None
-        result: dict[str, Any] = json.loads(text)
+        if len(payload) > MAX_REPLY:
+            raise MlflowError(f"{method} {path}: the reply is over {MAX_REPLY} bytes; refused")
+        try:
+            result = json.loads(payload.decode() or "{}")
+        except ValueError as exc:
+            raise MlflowError(f"{method} {path}: the reply is not JSON ({exc})") from None
+        if not isinstance(result, dict):
+            raise MlflowError(f"{method} {path}: the reply is not a JSON object")
         return result
 
     def experiment_id(self, name: str) -> str:
@@ -127,35 +180,40 @@ class MlflowClient:
             return str(found["experiment"]["experiment_id"])
 
     def upload(self, artifact_uri: str, name: str, content: bytes) -> str:
-        """Put `content` at `name` under a run's artifact URI; "" or why it could not."""
-        parsed = urlparse(artifact_uri)
-        if parsed.scheme == "mlflow-artifacts":
-            # mlflow-artifacts:/<path> (or mlflow-artifacts://host:port/<path>): the proxy at
-            # <server>/api/2.0/mlflow-artifacts/artifacts/<path>
-            path = parsed.path.strip("/")
-            if parsed.netloc:
-                base = f"http://{parsed.netloc}/api/2.0/mlflow-artifacts/artifacts/"
-            else:
-                base = self._base.replace(
-                    "/api/2.0/mlflow/", "/api/2.0/mlflow-artifacts/artifacts/"
+        """Put `content` at `name` under a run's artifact URI through the tracking server's
+        artifact proxy; "" or why it was not (the URI comes from the server's reply: it may
+        name only a path under that same server, never a host path or another host)."""
+        shown = redact(artifact_uri)[:200]
+        try:
+            parsed = urlsplit(artifact_uri)
+            port = parsed.port
+        except ValueError:
+            return f"artifact URI {shown} from the server is not a URI; not uploaded"
+        scheme = parsed.scheme.lower()
+        if scheme in ("", "file"):
+            return (
+                f"artifact URI {shown} from the server names a local path; envd uploads "
+                "artifacts only through the tracking server's artifact proxy (start `mlflow "
+                "server` with --artifacts-destination, the default)"
+            )
+        if scheme != "mlflow-artifacts":
+            return (
+                f"artifact store {parsed.scheme}: is not reachable over MLflow's REST API "
+                "(start `mlflow server` with its artifact proxy, the default)"
+            )
+        if parsed.netloc:
+            there = (self._origin[0], (parsed.hostname or "").lower(), port or self._origin[2])
+            if there != self._origin:
+                return (
+                    f"artifact URI {shown} from the server names another host than the "
+                    "tracking server; envd sends artifacts only to the tracking server"
                 )
-            self._call("PUT", quote(f"{path}/{name}"), raw=content, base=base)
-            return ""
-        if parsed.scheme in ("", "file"):
-            root = Path(unquote(parsed.path) if parsed.scheme else artifact_uri)
-            if not root.is_absolute():
-                return f"artifact root {artifact_uri} is not an absolute path"
-            target = root / name
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(content)
-            except OSError as exc:
-                return f"artifact root {artifact_uri} not writable here: {exc}"
-            return ""
-        return (
-            f"artifact store {parsed.scheme}: is not reachable over MLflow's REST API "
-            "(start `mlflow server` with its artifact proxy, the default)"
-        )
+        try:
+            path = relative(unquote(parsed.path).lstrip("/"), "MLflow's artifact URI").as_posix()
+        except UnsafeName as exc:
+            return f"{exc.message}; not uploaded"
+        self._call("PUT", quote(f"{path}/{name}"), raw=content, base=self._artifacts)
+        return ""
 
     def log_run(self, run: RunRecord, fingerprint: str | None = None) -> str:
         """Create the MLflow run for `run`, log everything, end it; the MLflow run id.
@@ -173,15 +231,19 @@ class MlflowClient:
                 "tags": [{"key": k, "value": v} for k, v in tags_for(run).items()],
             },
         )
-        info = created["run"]["info"]
-        run_id = str(info["run_id"])
+        try:
+            info = created["run"]["info"]
+            run_id = str(info["run_id"])
+            artifact_uri = str(info.get("artifact_uri", ""))
+        except (KeyError, TypeError, AttributeError):
+            raise MlflowError("POST runs/create: the reply holds no run id") from None
         artifacts = {RECORD_ARTIFACT: run.to_json().encode() + b"\n"}
         if fingerprint:
             artifacts[FINGERPRINT_ARTIFACT] = fingerprint.encode()
         problem = ""
         for name, content in sorted(artifacts.items()):
             try:
-                problem = self.upload(str(info.get("artifact_uri", "")), name, content)
+                problem = self.upload(artifact_uri, name, content)
             except MlflowError as exc:
                 problem = f"artifact {name} not uploaded: {exc}"
             if problem:
@@ -234,6 +296,6 @@ def mlflow_sink(
             return
         document = fingerprint(run.image) if fingerprint is not None and run.image else None
         mlflow_id = MlflowClient(uri).log_run(run, document)
-        log.info("run %s logged to MLflow %s as %s", run.id, uri, mlflow_id)
+        log.info("run %s logged to MLflow %s as %s", run.id, redact(uri), mlflow_id)
 
     return sink

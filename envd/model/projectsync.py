@@ -14,7 +14,12 @@ sent up again, so both sides agree), and the engine's copy is written beside it 
 
 What never moves: `.git` (run records read the commit on the host; a half-synced object store
 would be worse than none), byte-code and tool caches, a host virtualenv, sockets and devices,
-and files over `MAX_FILE_BYTES` unless `runs:` declares them (data and outputs move at any size).
+names `envd.model.safenames.relative` refuses, and files over `MAX_FILE_BYTES` unless `runs:`
+declares them (data and outputs move at any size, as long as the host keeps free space).
+
+The engine's listing is untrusted (a container can make `find` fail or lie): a listing that
+is not known complete deletes nothing here, and a path it leaves out is held as it was
+(`SyncPlan.held`) rather than read as deleted; sizes are checked again on what arrives.
 """
 
 from __future__ import annotations
@@ -23,10 +28,15 @@ import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from envd.model.safenames import UnsafeName, relative
+
 FILE = "f"
 LINK = "l"
 CONFLICT_SUFFIX = ".envd-remote"
 MAX_FILE_BYTES = 512 * 1024 * 1024
+MAX_SYNC_BYTES = 4 * MAX_FILE_BYTES  # undeclared bytes received in one sync
+MIN_FREE_BYTES = 1 << 30  # free space a sync leaves on the host's filesystem
+MAX_LISTING_BYTES = 256 << 20  # one listing's output
 # Folder (or file) names that never move, wherever they are in the project.
 IGNORED_NAMES = frozenset(
     {
@@ -85,6 +95,17 @@ class Synced:
 
 
 Base = Mapping[str, Synced]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One side's files and links; `complete` False when the listing may leave some out (find
+    failed part way, a name was refused): what it leaves out is then unknown, not deleted."""
+
+    files: dict[str, Stat]
+    complete: bool = True
+    why: str = ""  # why not complete, for the user
+    refused: tuple[str, ...] = ()  # names left out as unsafe (scan_host leaves them out too)
 
 
 @dataclass(frozen=True)
@@ -210,6 +231,8 @@ class SyncPlan:
     pull: tuple[tuple[str, str], ...] = ()  # (path in the volume, where on the host)
     remove_local: tuple[str, ...] = ()
     conflicts: tuple[Conflict, ...] = ()
+    held: tuple[str, ...] = ()  # not synced this time; their base stays as it was
+    clashes: tuple[str, ...] = ()  # a file or link here, a folder on the engine: left alone
 
     @property
     def empty(self) -> bool:
@@ -227,23 +250,43 @@ def _change(before: Entry | None, now: Entry | None) -> str:
 
 
 def plan(
-    base: Base, host: Mapping[str, Entry], engine: Mapping[str, Entry] | None = None
+    base: Base,
+    host: Mapping[str, Entry],
+    engine: Mapping[str, Entry] | None = None,
+    *,
+    complete: bool = True,
+    held: Iterable[str] = (),
 ) -> SyncPlan:
     """The transfers that bring host and volume to the same content; engine None: the volume
-    is known to hold exactly the base (nothing ran since the last sync)."""
+    is known to hold exactly the base (nothing ran since the last sync).
+
+    complete False: the engine's listing may leave paths out, so a path missing from it is
+    held (neither deleted here nor sent there) instead of counted as deleted on the engine.
+    held: paths not to touch this time (over the size bound on one side, say)."""
+    listed = engine is not None
     if engine is None:
         engine = {p: s.entry for p, s in base.items()}
+    hold = set(held)
+    if not complete:
+        hold |= (set(base) | set(host)) - set(engine)
+    folders = _folders(engine) if listed else set()
     push: list[str] = []
     remove_remote: list[str] = []
     pull: list[tuple[str, str]] = []
     remove_local: list[str] = []
     conflicts: list[Conflict] = []
+    clashes: list[str] = []
     for path in sorted(set(base) | set(host) | set(engine)):
+        if path in hold:
+            continue
         s = base[path].entry if path in base else None
         h, e = host.get(path), engine.get(path)
         host_moved = not (h.same(s) if h is not None else s is None)
         engine_moved = not (e.same(s) if e is not None else s is None)
         if not host_moved and not engine_moved:
+            continue
+        if host_moved and h is not None and e is None and path in folders:
+            clashes.append(path)  # sending it would replace the engine's folder and its files
             continue
         if host_moved and engine_moved:
             if (h is None and e is None) or (h is not None and h.same(e)):
@@ -263,8 +306,25 @@ def plan(
         else:
             remove_local.append(path)
     return SyncPlan(
-        tuple(push), tuple(remove_remote), tuple(pull), tuple(remove_local), tuple(conflicts)
+        tuple(push),
+        tuple(remove_remote),
+        tuple(pull),
+        tuple(remove_local),
+        tuple(conflicts),
+        tuple(sorted(hold & (set(base) | set(host) | set(engine)))),
+        tuple(clashes),
     )
+
+
+def _folders(paths: Iterable[str]) -> set[str]:
+    """Every folder above the paths."""
+    out: set[str] = set()
+    for path in paths:
+        parent = posixpath.dirname(path)
+        while parent and parent not in out:
+            out.add(parent)
+            parent = posixpath.dirname(parent)
+    return out
 
 
 def after(
@@ -301,6 +361,11 @@ def after(
         out.pop(path, None)
     for c in done.conflicts:
         out.pop(c.copy, None)  # copies are the user's to resolve; they never move
+    for path in (*done.held, *done.clashes):  # untouched: as the last sync left it
+        if path in base:
+            out[path] = base[path]
+        else:
+            out.pop(path, None)
     return out
 
 
@@ -325,10 +390,20 @@ def mtime_ns(text: str) -> int:
     return int(whole) * 1_000_000_000 + int((frac + "000000000")[:9] or 0)
 
 
-def parse_find(output: bytes) -> dict[str, Stat]:
-    """The files and links of find_script's output; ignored names are left out."""
+def parse_find(output: bytes, status: int = 0) -> Listing:
+    """The files and links of find_script's output (find's exit status: not 0, some were left
+    out, and the listing is not complete; so is one with a malformed record). Ignored names
+    are left out, and so are names `safenames.relative` refuses (in `refused`: the host's
+    scan leaves them out too, so they never count as deleted on either side)."""
     fields = output.split(b"\0")
     out: dict[str, Stat] = {}
+    problems: list[str] = []
+    if status != 0:
+        problems.append(f"find ended with status {status}")
+    if len(fields) % FIND_FIELDS != 1 or fields[-1]:
+        problems.append("the listing ends part way through a record")
+    refused: list[str] = []
+    malformed = 0
     for i in range(0, len(fields) - FIND_FIELDS + 1, FIND_FIELDS):
         kind, size, mtime, mode, path, target = fields[i : i + FIND_FIELDS]
         rel = path.decode("utf-8", "surrogateescape")
@@ -337,14 +412,27 @@ def parse_find(output: bytes) -> dict[str, Stat]:
         k = FILE if kind == b"f" else LINK if kind == b"l" else ""
         if not k:
             continue
-        out[rel] = Stat(
-            k,
-            int(size),
-            mtime_ns(mtime.decode()),
-            int(mode, 8),
-            target.decode("utf-8", "surrogateescape") if k == LINK else "",
-        )
-    return out
+        try:
+            name = relative(rel, "the engine's listing").as_posix()
+        except UnsafeName:
+            refused.append(rel)
+            continue
+        if name != rel:
+            refused.append(rel)
+            continue
+        try:
+            out[rel] = Stat(
+                k,
+                int(size),
+                mtime_ns(mtime.decode()),
+                int(mode, 8),
+                target.decode("utf-8", "surrogateescape") if k == LINK else "",
+            )
+        except ValueError:  # (UnicodeDecodeError too)
+            malformed += 1
+    if malformed:
+        problems.append(f"{malformed} malformed records")
+    return Listing(out, not problems, "; ".join(problems), tuple(refused))
 
 
 def parse_sha256sum(output: str, paths: list[str]) -> dict[str, str]:

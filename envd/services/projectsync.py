@@ -10,6 +10,12 @@ host file and no engine call; `down` always lists the volume (one `find`).
 
 `runs:` data and outputs lie inside the project (the spec refuses others); they move like any
 file, at any size, where other files over the size bound stay where they are (and are named).
+
+What comes back is untrusted (a container wrote it): names pass `safenames.relative`, files
+are written through `files.open_beneath` (no link on the way is followed), bytes are counted
+as they arrive (per file, per sync, and the host keeps MIN_FREE_BYTES free) and a file over a
+bound is never written (the host's copy is kept), and a listing not known complete deletes
+nothing here.
 """
 
 from __future__ import annotations
@@ -19,28 +25,33 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import stat as stat_module
 import tarfile
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Protocol
 
 from envd.gateways.engine_files import Outgoing
+from envd.gateways.files import open_beneath
 from envd.model.plan import WORKDIR
 from envd.model.projectsync import (
     FILE,
     IGNORED_NAMES,
     LINK,
     MAX_FILE_BYTES,
+    MAX_SYNC_BYTES,
+    MIN_FREE_BYTES,
     Entry,
+    Listing,
     Stat,
-    Synced,
     SyncPlan,
     SyncState,
     after,
+    declared,
     entries,
     fetch_groups,
     ignored_name,
@@ -51,6 +62,7 @@ from envd.model.projectsync import (
     to_hash,
     unchanged,
 )
+from envd.model.safenames import UnsafeName, relative
 from envd.progress import Progress, Reporter
 
 log = logging.getLogger(__name__)
@@ -67,7 +79,7 @@ class VolumeFiles(Protocol):
 
     def ensure_volume(self, name: str, labels: Mapping[str, str]) -> str: ...
 
-    def listing(self, container: str, workdir: str) -> dict[str, Stat]: ...
+    def listing(self, container: str, workdir: str) -> Listing: ...
 
     def hashes(self, container: str, workdir: str, paths: Sequence[str]) -> dict[str, str]: ...
 
@@ -126,6 +138,8 @@ def scan_host(root: str) -> dict[str, Stat]:
             if item.name in IGNORED_NAMES:
                 continue
             rel = f"{rel_dir}{item.name}"
+            if not _plain(rel):
+                continue  # a name the engine's side refuses too (see parse_find)
             try:
                 st = item.stat(follow_symlinks=False)
             except OSError:
@@ -156,12 +170,66 @@ def sha256_of(path: str) -> str | None:
     return digest.hexdigest()
 
 
-def _inside(root: str, relpath: str) -> bool:
-    """No folder on the way to relpath is a link (the engine must not write outside root)."""
-    folder = os.path.dirname(os.path.join(root, relpath))
-    real = os.path.realpath(folder)
-    base = os.path.realpath(root)
-    return real == base or real.startswith(base + os.sep)
+def _plain(rel: str) -> bool:
+    try:
+        return relative(rel, "a project path").as_posix() == rel
+    except UnsafeName:
+        return False
+
+
+def free_bytes(path: str) -> int:
+    """Bytes free for the user on path's filesystem."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+class _TooLarge(Exception):
+    """A file arriving with more bytes than admitted: it is not written."""
+
+
+class _Budget:
+    """What one sync may receive: undeclared files up to `per_file` each and `total` in all
+    (counted as they arrive), and any file only while the host keeps MIN_FREE_BYTES free."""
+
+    def __init__(
+        self,
+        root: str,
+        data: Sequence[str],
+        per_file: int,
+        total: int,
+        free: Callable[[str], int],
+    ) -> None:
+        self._root, self._data, self._per_file, self._total = root, data, per_file, total
+        self._free = free
+        self.used = 0  # undeclared bytes received so far
+
+    def refusal(self, rel: str, size: int) -> str:
+        """Why `size` bytes of rel may not arrive ("" when they may)."""
+        if not declared(rel, self._data):
+            if size > self._per_file:
+                return (
+                    f"{_size(size)} arriving, over the {_size(self._per_file)} bound; declare "
+                    "it under `runs: data:` or `outputs:` in envd.yaml to move it"
+                )
+            if self.used + size > self._total:
+                return (
+                    f"{_size(size)} arriving would pass the {_size(self._total)} a sync "
+                    "brings back; the next sync brings more"
+                )
+        try:
+            free = self._free(self._root)
+        except OSError:
+            free = 0
+        if free - size < MIN_FREE_BYTES:
+            return (
+                f"{_size(size)} arriving would leave less than {_size(MIN_FREE_BYTES)} free "
+                "here; free some space"
+            )
+        return ""
+
+    def received(self, rel: str, size: int) -> None:
+        if not declared(rel, self._data):
+            self.used += size
 
 
 class ProjectSync:
@@ -173,9 +241,13 @@ class ProjectSync:
         owner: str,
         engine: str,
         max_file_bytes: int = MAX_FILE_BYTES,
+        max_sync_bytes: int = MAX_SYNC_BYTES,
+        free: Callable[[str], int] = free_bytes,
     ) -> None:
         self._files = files
         self._max = max_file_bytes
+        self._max_sync = max_sync_bytes
+        self._free = free
         self._dir = state_dir
         self._namespace = namespace
         self._owner = owner
@@ -274,7 +346,8 @@ class ProjectSync:
         base = state.files
         report = SyncReport()
 
-        host_stats = self._bounded(scan_host(root), base, data, "here", report)
+        held: set[str] = set()
+        host_stats = self._bounded(scan_host(root), data, "here", report, held)
         if not fresh and not after_command and unchanged(base, host_stats, "host"):
             return report  # the common case: one lstat per file, nothing else
         moved = to_hash(base, host_stats, "host")
@@ -289,18 +362,33 @@ class ProjectSync:
 
         engine_stats: dict[str, Stat] | None = None
         engine: dict[str, Entry] | None = None
-        if fresh or after_command or not plan(base, host, None).empty:
+        complete, why = True, ""
+        if fresh or after_command or not plan(base, host, None, held=held).empty:
             listed = self._files.listing(container, WORKDIR)
-            engine_stats = self._bounded(listed, base, data, "on the engine", report)
+            complete, why = listed.complete, listed.why
+            engine_stats = self._bounded(dict(listed.files), data, "on the engine", report, held)
             changed = to_hash(base, engine_stats, "engine")
             engine = entries(
                 base, engine_stats, "engine", self._files.hashes(container, WORKDIR, changed)
             )
-        todo = plan(base, host, engine)
+        todo = plan(base, host, engine, complete=complete, held=held)
+        if not complete:
+            left = len(set(todo.held) - held)
+            report.notes.append(
+                f"the engine's listing of the project was incomplete ({why}): nothing "
+                f"was deleted here this time and {left} paths it left out were left as they "
+                "are; the next sync tries again"
+            )
+            log.warning("%s: incomplete listing (%s): %d paths held", project, why, left)
+        for path in todo.clashes:
+            report.notes.append(
+                f"not synced: {path} is a file or link here and a folder on the engine; "
+                "rename one of them"
+            )
         if fresh:
             self._files.own_workdir(container, WORKDIR, uid, gid)
         pushed, pulled = self._apply(todo, root, container, uid, gid, host_stats, engine_stats,
-                                     progress, report.notes)  # fmt: skip
+                                     data, progress, report.notes)  # fmt: skip
         files = after(base, host, host_stats, engine_stats, todo, pushed, pulled)
         for rel, target in todo.pull:
             if target not in pulled and target == rel:  # not written: try again next time
@@ -309,7 +397,7 @@ class ProjectSync:
                 else:
                     files.pop(rel, None)
         report.sent, report.removed_remote = len(todo.push), len(todo.remove_remote)
-        report.received, report.removed_local = len(todo.pull), len(todo.remove_local)
+        report.received, report.removed_local = len(pulled), len(todo.remove_local)
         report.notes[:0] = [c.message() for c in todo.conflicts]
         if fresh or files != base:  # (an unchanged sync writes nothing)
             p.state = SyncState(volume, created, self._engine, files)
@@ -327,15 +415,17 @@ class ProjectSync:
     def _bounded(
         self,
         listing: dict[str, Stat],
-        base: Mapping[str, Synced],
         data: Sequence[str],
         where: str,
         report: SyncReport,
+        held: set[str],
     ) -> dict[str, Stat]:
-        """Leave out new files over the size bound that `runs:` does not declare (named)."""
+        """Leave out files over the size bound that `runs:` does not declare (named), new or
+        synced before: they are held (neither side's copy replaces or deletes the other)."""
         for path, st in list(listing.items()):
-            if path not in base and over_bound(path, st, data, self._max):
+            if over_bound(path, st, data, self._max):
                 del listing[path]
+                held.add(path)
                 report.notes.append(
                     f"not synced: {path} ({_size(st.size)} {where}) is over the "
                     f"{_size(self._max)} bound; declare it under `runs: data:` or "
@@ -352,32 +442,61 @@ class ProjectSync:
         gid: int,
         host_stats: Mapping[str, Stat],
         engine_stats: Mapping[str, Stat] | None,
+        data: Sequence[str],
         progress: Reporter | None,
         notes: list[str],
     ) -> tuple[dict[str, Seen], Pulled]:
-        # Pulls first: a conflict's engine copy is read before the host's replaces it.
+        real = os.path.realpath(root)  # (open_beneath follows no link, the root's own either)
+        # Deletions first: a link the engine replaced by a folder goes before the folder's
+        # files arrive. Only what is here as the listing before showed it is deleted.
+        for path in todo.remove_local:
+            _remove_host(real, path, host_stats.get(path))
+        # Pulls next: a conflict's engine copy is read before the host's replaces it.
         pulled: Pulled = {}
         if todo.pull:
             assert engine_stats is not None  # a pull follows a listing
             dest = dict(todo.pull)
+            budget = _Budget(real, data, self._max, self._max_sync, self._free)
+
+            refused: set[str] = set()  # (named in a note already)
 
             def receive(rel: str, member: tarfile.TarInfo, body: IO[bytes] | None) -> None:
                 target = dest[rel]
-                if not _inside(root, target):
-                    log.warning("not writing %s: a folder on its way is a link", target)
+                refused.add(rel)
+                size = member.size if body is not None else 0
+                if why := budget.refusal(rel, size):
+                    notes.append(f"not brought back: {target} ({why}); the copy here is kept")
+                    log.warning("not bringing back %s: %s", target, why)
                     return
                 try:
-                    entry, host_seen = _write_host(root, target, member, body)
-                except OSError as exc:  # a folder here where the engine has a file, say
-                    notes.append(f"not brought back: {target} cannot be written here ({exc})")
+                    entry, host_seen = _write_host(real, target, member, body, size)
+                except _TooLarge as exc:
+                    notes.append(
+                        f"not brought back: {target} (more bytes arrived than its archive "
+                        f"header said: {exc}); the copy here is kept"
+                    )
+                    log.warning("not bringing back %s: more bytes than announced", target)
                     return
+                except UnsafeName as exc:
+                    notes.append(f"not brought back: {exc.message}")
+                    return
+                except OSError as exc:  # a folder here where the engine has a file, say
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                        log.warning("not writing %s: a folder on its way is a link", target)
+                        why = "a folder on its way is a link or a file here"
+                    else:
+                        why = f"cannot be written here ({exc})"
+                    notes.append(f"not brought back: {target} {why}")
+                    return
+                budget.received(rel, size)
+                refused.discard(rel)
                 es = engine_stats.get(rel)
                 pulled[target] = (entry, host_seen, (es.size, es.mtime_ns) if es else (-1, -1))
 
             groups = fetch_groups(dest, engine_stats)
             sink = _progress_sink(progress, "receiving")
             self._files.read(container, WORKDIR, groups, receive, sink)
-            missing = set(dest) - {r for r, t in todo.pull if t in pulled}
+            missing = set(dest) - refused - {r for r, t in todo.pull if t in pulled}
             if missing:
                 log.warning("not brought back (gone meanwhile?): %s", sorted(missing)[:10])
         if todo.remove_remote:
@@ -387,17 +506,6 @@ class ProjectSync:
             outgoing = [Outgoing(p, os.path.join(root, p), host_stats[p]) for p in todo.push]
             sink = _progress_sink(progress, "sending")
             pushed = self._files.write(container, WORKDIR, outgoing, uid, gid, sink)
-        for path in todo.remove_local:
-            full = os.path.join(root, path)
-            seen = host_stats.get(path)
-            try:
-                st = os.lstat(full)
-            except FileNotFoundError:
-                continue
-            if seen is not None and (st.st_size, st.st_mtime_ns) != (seen.size, seen.mtime_ns):
-                continue  # edited here meanwhile: keep it (the next sync sends it)
-            if _inside(root, path):
-                os.unlink(full)
         return pushed, pulled
 
     # ------------------------------------------------------------ the state file
@@ -429,36 +537,116 @@ class ProjectSync:
         self._path(project).unlink(missing_ok=True)
 
 
-def _write_host(
-    root: str, relpath: str, member: tarfile.TarInfo, body: IO[bytes] | None
-) -> tuple[Entry, tuple[int, int]]:
-    """Write one file or link from the volume into the project, atomically."""
-    full = os.path.join(root, relpath)
-    folder = os.path.dirname(full)
-    os.makedirs(folder, exist_ok=True)
-    if body is None:  # a link
-        tmp = os.path.join(folder, f".{os.path.basename(full)}.envd-tmp")
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        os.symlink(member.linkname, tmp)
-        os.replace(tmp, full)
-        st = os.lstat(full)
-        return Entry(LINK, "", 0, member.linkname), (0, st.st_mtime_ns)
-    digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(full)}.", suffix=".tmp")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY
+
+
+def _folder(root: str, rel: PurePosixPath, make: bool) -> int:
+    """A descriptor of the folder rel under root (made if missing and `make`), reached
+    through files.open_beneath: a link on the way fails (ELOOP/ENOTDIR), never followed."""
+    if not rel.parts:
+        return os.open(root, _DIR_FLAGS | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        with os.fdopen(fd, "wb") as f:
-            while chunk := body.read(1 << 20):
-                digest.update(chunk)
-                f.write(chunk)
-        os.chmod(tmp, member.mode & 0o777)
-        if os.path.isdir(full) and not os.path.islink(full):
-            raise IsADirectoryError(errno.EISDIR, "a folder here, a file on the engine", relpath)
-        os.replace(tmp, full)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    st = os.lstat(full)
+        return open_beneath(root, rel, _DIR_FLAGS)
+    except FileNotFoundError:
+        if not make:
+            raise
+    for i in range(len(rel.parts)):
+        above = _folder(root, PurePosixPath(*rel.parts[:i]), False)
+        try:
+            os.mkdir(rel.parts[i], 0o777, dir_fd=above)  # (the umask applies, as makedirs)
+        except FileExistsError:
+            pass
+        finally:
+            os.close(above)
+    return open_beneath(root, rel, _DIR_FLAGS)
+
+
+def _unlink_quietly(name: str, folder: int) -> None:
+    try:
+        os.unlink(name, dir_fd=folder)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_host(root: str, relpath: str, seen: Stat | None) -> None:
+    """Delete relpath here unless it changed since `seen` (then the next sync sends it). A
+    link is compared by its target and mtime (an lstat size is its target's length)."""
+    if seen is None:
+        return
+    try:
+        rel = relative(relpath, "a synced path")
+        folder = _folder(root, rel.parent, False)
+    except (UnsafeName, OSError):
+        return  # gone, or a link on the way: nothing of ours to delete
+    try:
+        st = os.stat(rel.name, dir_fd=folder, follow_symlinks=False)
+        if seen.kind == LINK:
+            if not stat_module.S_ISLNK(st.st_mode) or st.st_mtime_ns != seen.mtime_ns:
+                return
+            if os.readlink(rel.name, dir_fd=folder) != seen.target:
+                return
+        elif not stat_module.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (
+            seen.size,
+            seen.mtime_ns,
+        ):
+            return  # edited here meanwhile: keep it
+        os.unlink(rel.name, dir_fd=folder)
+    except OSError:
+        return
+    finally:
+        os.close(folder)
+
+
+def _write_host(
+    root: str, relpath: str, member: tarfile.TarInfo, body: IO[bytes] | None, limit: int
+) -> tuple[Entry, tuple[int, int]]:
+    """Write one file or link from the volume into the project, atomically, beneath root
+    (no link on the way followed); a file with more than `limit` bytes is not written."""
+    rel = relative(relpath, "a path from the engine")
+    name = rel.name
+    folder = _folder(root, rel.parent, True)
+    try:
+        if body is None:  # a link
+            tmp = f".{name}.envd-tmp"
+            _unlink_quietly(tmp, folder)
+            os.symlink(member.linkname, tmp, dir_fd=folder)
+            try:
+                os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+            except BaseException:
+                _unlink_quietly(tmp, folder)
+                raise
+            st = os.stat(name, dir_fd=folder, follow_symlinks=False)
+            return Entry(LINK, "", 0, member.linkname), (0, st.st_mtime_ns)
+        digest = hashlib.sha256()
+        tmp = f".{name}.{secrets.token_hex(4)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o600, dir_fd=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                copied = 0
+                while chunk := body.read(1 << 20):
+                    copied += len(chunk)
+                    if copied > limit:
+                        raise _TooLarge(f"over {limit} bytes")
+                    digest.update(chunk)
+                    f.write(chunk)
+                os.fchmod(f.fileno(), member.mode & 0o777)
+            try:
+                there = os.stat(name, dir_fd=folder, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            else:
+                if stat_module.S_ISDIR(there.st_mode):
+                    raise IsADirectoryError(
+                        errno.EISDIR, "a folder here, a file on the engine", relpath
+                    )
+            os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            _unlink_quietly(tmp, folder)
+            raise
+        st = os.stat(name, dir_fd=folder, follow_symlinks=False)
+    finally:
+        os.close(folder)
     entry = Entry(FILE, digest.hexdigest(), member.mode & 0o7777, "", st.st_size)
     return entry, (st.st_size, st.st_mtime_ns)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from envd.gateways.engine_files import Outgoing
-from envd.model.projectsync import FILE, LINK, Stat
+from envd.model.projectsync import FILE, LINK, Listing, Stat
 
 
 @dataclass
@@ -37,6 +37,7 @@ class FakeVolume:
     written: list[list[str]] = field(default_factory=list)
     owned_by: tuple[int, int] | None = None
     hashing: bool = True  # False: like an image without sha256sum
+    hidden: frozenset[str] = frozenset()  # left out of listings, which then are incomplete
     _clock: Any = field(default_factory=lambda: itertools.count(1))
 
     # ------------------------------------------------ what a command in the container does
@@ -62,12 +63,14 @@ class FakeVolume:
         self.calls.append("ensure_volume")
         return self.created
 
-    def listing(self, container: str, workdir: str) -> dict[str, Stat]:
+    def listing(self, container: str, workdir: str) -> Listing:
         self.calls.append("listing")
-        return {
+        files = {
             p: Stat(i.kind, len(i.data), i.mtime_ns, 0o777 if i.target else i.mode, i.target)
             for p, i in self.files.items()
+            if p not in self.hidden
         }
+        return Listing(files, not self.hidden, "find ended with status 1" if self.hidden else "")
 
     def hashes(self, container: str, workdir: str, paths: Sequence[str]) -> dict[str, str]:
         self.calls.append("hashes")

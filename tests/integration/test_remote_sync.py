@@ -207,3 +207,35 @@ def test_an_unchanged_thousand_file_project_adds_little_to_an_enter(
     )
     assert up_s < 0.05  # no engine call: one lstat per file
     assert up_s + down_s < 0.3  # the target is 0.1 s; shared test machines are noisy
+
+
+def test_a_partial_listing_deletes_nothing_here(
+    remote: Envctl, project: Path, remote_docker_host: str
+) -> None:
+    """find failing part way (here a replaced find that leaves kept/ out and exits 1, as a
+    folder vanishing mid-walk does) must not read as "deleted on the engine"."""
+    (project / "kept").mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (project / "kept" / name).write_text(f"{name}\n")
+    assert enter(remote, project, "true").returncode == 0
+    container = warm_container(remote_docker_host, "dflt")
+    lying = (
+        'real=$(command -v find) && mv "$real" "$real.real" && '
+        "printf '#!/bin/sh\\nshift\\n%s.real . -path ./kept -prune -o \"$@\"\\nexit 1\\n' "
+        '"$real" > "$real" && chmod 755 "$real"'
+    )
+    honest = 'real=$(command -v find.real) && mv "$real" "${real%.real}"'
+    done_setup = remote_docker(remote_docker_host, "exec", "-u", "0", container, "sh", "-c", lying)
+    assert done_setup.returncode == 0, done_setup.stderr
+    try:
+        done = enter(remote, project, "echo made > made.txt")
+    finally:
+        undo = remote_docker(remote_docker_host, "exec", "-u", "0", container, "sh", "-c", honest)
+        assert undo.returncode == 0, undo.stderr
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (project / "kept").iterdir()) == ["a.txt", "b.txt", "c.txt"]
+    assert (project / "made.txt").read_text() == "made\n"  # pulls still proceed
+    assert "incomplete" in done.stderr and "nothing was deleted here" in done.stderr
+    # With find whole again, a deletion there is one here.
+    assert enter(remote, project, "rm kept/a.txt").returncode == 0
+    assert sorted(p.name for p in (project / "kept").iterdir()) == ["b.txt", "c.txt"]

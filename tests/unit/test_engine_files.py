@@ -60,3 +60,59 @@ def test_a_file_gone_before_it_is_sent_is_left_out_of_the_archive(tmp_path: Path
     with tarfile.open(fileobj=io.BytesIO(b"".join(_tar_stream(files, 0, 0, None, sent)))) as tar:
         assert tar.getnames() == ["b"]
     assert sent == {"b"}
+
+
+# ---------------------------------------------------------------- reading archives back
+
+
+def archive(*members: tuple[str, bytes | str]) -> bytes:
+    """A tar: (name, bytes) a file, (name, "=target") a hard link to an earlier member."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(content, str):
+                info.type, info.linkname = tarfile.LNKTYPE, content.removeprefix("=")
+                tar.addfile(info)
+            else:
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return out.getvalue()
+
+
+class FakeApi:
+    """get_archive as the engine answers it: a folder's archive holds a hard-linked file's
+    second name as a LNKTYPE member; the file asked for alone comes as a regular file."""
+
+    def __init__(self, archives: dict[str, bytes]) -> None:
+        self.archives = archives
+        self.asked: list[str] = []
+
+    def get_archive(self, container: str, path: str, chunk_size: int) -> tuple[object, dict]:
+        self.asked.append(path)
+        data = self.archives[path]
+        return iter([data[i : i + 512] for i in range(0, len(data), 512)]), {}
+
+
+def test_hard_linked_files_come_back_as_files() -> None:
+    from types import SimpleNamespace
+
+    from envd.gateways.engine_files import EngineFiles
+
+    api = FakeApi(
+        {
+            "/w/out": archive(("out/a", b"same data"), ("out/b", "=out/a"), ("out/c", "=out/a")),
+            "/w/out/b": archive(("b", b"same data")),
+            "/w/out/c": archive(("c", b"same data")),
+        }
+    )
+    files = EngineFiles(SimpleNamespace(client=SimpleNamespace(api=api)))  # type: ignore[arg-type]
+    got: dict[str, bytes] = {}
+
+    def on_member(rel: str, member: tarfile.TarInfo, body: object) -> None:
+        assert member.isfile() and body is not None
+        got[rel] = body.read()  # type: ignore[attr-defined]
+
+    files.read("cid", "/w", [("out", frozenset({"out/a", "out/b", "out/c"}))], on_member)
+    assert got == {"out/a": b"same data", "out/b": b"same data", "out/c": b"same data"}
+    assert api.asked == ["/w/out", "/w/out/b", "/w/out/c"]

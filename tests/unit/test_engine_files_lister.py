@@ -43,7 +43,7 @@ def test_a_listing_split_over_frames_and_reads_is_whole() -> None:
     t.join()
     assert answer is not None
     code, out, _ = answer
-    assert code == 1 and parse_find(out)["a.py"].kind == FILE
+    assert code == 1 and parse_find(out).files["a.py"].kind == FILE
     ours.close()
     theirs.close()
 

@@ -1,10 +1,19 @@
-"""The MLflow bridge's pure parts: tags from a run, and where artifacts can go (no server)."""
+"""The MLflow bridge: tags from a run, and where artifacts may go (a fake server on 127.0.0.1
+plays a hostile tracking server)."""
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
-from envd.gateways.mlflow import MlflowClient, tags_for
+import pytest
+
+from envd.gateways.mlflow import MlflowClient, MlflowError, mlflow_sink, tags_for
 from envd.model.runrecord import CodeState, RunRecord
 
 COMMIT = "a" * 40
@@ -35,17 +44,157 @@ def test_tags_carry_envds_hashes_and_leave_out_empty_ones() -> None:
     assert "envd.diff_sha256" not in tags  # a clean tree has none
 
 
-def test_artifacts_go_to_a_local_artifact_root(tmp_path: Path) -> None:
+def test_a_local_artifact_root_named_by_the_server_is_refused(tmp_path: Path) -> None:
     client = MlflowClient("http://127.0.0.1:1")
     root = tmp_path / "mlruns" / "1" / "abc" / "artifacts"
-    assert client.upload(f"file://{root}", "envd/run.json", b"{}\n") == ""
-    assert (root / "envd" / "run.json").read_bytes() == b"{}\n"
-    assert client.upload(str(root), "envd/fingerprint.json", b"fp") == ""
-    assert (root / "envd" / "fingerprint.json").read_bytes() == b"fp"
+    assert "local path" in client.upload(f"file://{root}", "envd/run.json", b"{}\n")
+    assert "local path" in client.upload(str(root), "envd/fingerprint.json", b"fp")
+    assert not (tmp_path / "mlruns").exists()
 
 
 def test_an_artifact_store_out_of_reach_is_said_not_guessed() -> None:
     client = MlflowClient("http://127.0.0.1:1")
     problem = client.upload("s3://bucket/1/abc/artifacts", "envd/run.json", b"{}")
     assert "s3:" in problem and "artifact proxy" in problem
-    assert "not an absolute path" in client.upload("mlruns/1", "envd/run.json", b"{}")
+    assert "local path" in client.upload("mlruns/1", "envd/run.json", b"{}")
+
+
+# ---------------------------------------------------------------- a fake tracking server
+
+
+class FakeServer(ThreadingHTTPServer):
+    artifact_uri = ""
+    requests: list[tuple[str, str, dict[str, str]]]
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: FakeServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _reply(self, body: dict[str, Any], code: int = 200) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.server.requests.append((self.command, self.path, dict(self.headers)))
+        if "experiments/get-by-name" in self.path:
+            self._reply({"experiment": {"experiment_id": "7"}})
+        elif self.path.endswith("runs/create"):
+            self._reply(
+                {"run": {"info": {"run_id": "r1", "artifact_uri": self.server.artifact_uri}}}
+            )
+        else:
+            self._reply({})
+
+    do_GET = do_POST = do_PUT = _handle
+
+
+def serve() -> FakeServer:
+    server = FakeServer(("127.0.0.1", 0), Handler)
+    server.requests = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def tracking() -> Iterator[FakeServer]:
+    server = serve()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[FakeServer]:
+    server = serve()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def uri(server: FakeServer, userinfo: str = "") -> str:
+    return f"http://{userinfo}127.0.0.1:{server.server_address[1]}"
+
+
+def finished(client: MlflowClient) -> str:
+    return client.log_run(record(), '{"fingerprint": 1}')
+
+
+def logged_tags(server: FakeServer) -> str:
+    return " ".join(path for method, path, _ in server.requests if method == "POST")
+
+
+def test_a_file_artifact_uri_from_the_server_writes_nothing_and_the_run_is_logged(
+    tracking: FakeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = tmp_path / "f11"
+    tracking.artifact_uri = f"file://{target}"
+    with caplog.at_level(logging.WARNING, "envd.gateways.mlflow"):
+        assert finished(MlflowClient(uri(tracking))) == "r1"
+    assert not target.exists()
+    assert "local path" in caplog.text
+    paths = [path for _, path, _ in tracking.requests]
+    assert not any("mlflow-artifacts" in p for p in paths)
+    assert any(p.endswith("runs/log-batch") for p in paths)
+    assert any(p.endswith("runs/update") for p in paths)
+
+
+def test_an_artifact_uri_on_another_host_sends_nothing_there(
+    tracking: FakeServer, elsewhere: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = elsewhere.server_address[1]
+    tracking.artifact_uri = f"mlflow-artifacts://localhost:{other}/1/r1/artifacts"
+    with caplog.at_level(logging.WARNING, "envd.gateways.mlflow"):
+        assert finished(MlflowClient(uri(tracking))) == "r1"
+    assert elsewhere.requests == []
+    assert "another host" in caplog.text
+    assert not any(method == "PUT" for method, _, _ in tracking.requests)
+
+
+def test_artifacts_go_through_the_tracking_servers_own_proxy(tracking: FakeServer) -> None:
+    port = tracking.server_address[1]
+    for artifact_uri in ("mlflow-artifacts:/1/r1/artifacts",
+                         f"mlflow-artifacts://127.0.0.1:{port}/1/r1/artifacts"):  # fmt: skip
+        tracking.requests.clear()
+        tracking.artifact_uri = artifact_uri
+        finished(MlflowClient(uri(tracking)))
+        puts = sorted(path for method, path, _ in tracking.requests if method == "PUT")
+        assert puts == [
+            "/api/2.0/mlflow-artifacts/artifacts/1/r1/artifacts/envd/fingerprint.json",
+            "/api/2.0/mlflow-artifacts/artifacts/1/r1/artifacts/envd/run.json",
+        ]
+
+
+def test_an_artifact_path_climbing_out_is_refused(tracking: FakeServer) -> None:
+    tracking.artifact_uri = "mlflow-artifacts:/1/../../../etc"
+    finished(MlflowClient(uri(tracking)))
+    assert not any(method == "PUT" for method, _, _ in tracking.requests)
+
+
+def test_credentials_in_the_tracking_uri_are_sent_as_a_header_and_never_logged(
+    tracking: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    tracking.artifact_uri = "mlflow-artifacts:/1/r1/artifacts"
+    sink = mlflow_sink(lambda: uri(tracking, "alice:s3cret@"))
+    with caplog.at_level(logging.DEBUG):
+        sink(record())
+    assert "s3cret" not in caplog.text and "alice" not in caplog.text
+    assert "***@127.0.0.1" in caplog.text
+    assert all(h.get("Authorization") == "Basic YWxpY2U6czNjcmV0" for _, _, h in tracking.requests)
+
+
+def test_an_oversized_reply_is_refused(
+    tracking: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("envd.gateways.mlflow.MAX_REPLY", 10)
+    with pytest.raises(MlflowError, match="over 10 bytes"):
+        finished(MlflowClient(uri(tracking)))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -110,7 +112,7 @@ def test_find_output_is_parsed_with_exact_nanoseconds_and_ignores() -> None:
         b"f\x001\x001.0\x00644\x00pkg/__pycache__/m.pyc\x00\x00"
         b"f\x001\x001.0\x00644\x00.git/HEAD\x00\x00"
     )
-    got = parse_find(out)
+    got = parse_find(out).files
     assert got == {
         "bin/run.sh": Stat(FILE, 12, 1733071234_123456789, 0o755),
         "latest": Stat(LINK, 4, 1733071234_500000000, 0o777, "runs/7"),
@@ -147,16 +149,17 @@ def test_the_state_survives_json_and_a_damaged_one_is_empty() -> None:
 
 
 class Project:
-    def __init__(self, tmp_path: Path, **kw: int) -> None:
+    def __init__(self, tmp_path: Path, **kw: object) -> None:
         self.root = tmp_path / "proj"
-        self.root.mkdir()
+        self.root.mkdir(parents=True)
         self.state = tmp_path / "home" / "sync"
         self.volume = FakeVolume()
         self.sync = self.new_service(**kw)
         self.progress: list[Progress] = []
 
-    def new_service(self, **kw: int) -> ProjectSync:
-        return ProjectSync(self.volume, self.state, "envd-abc", "owner", "tcp://h:1", **kw)
+    def new_service(self, **kw: object) -> ProjectSync:
+        self.kw = kw or getattr(self, "kw", {})
+        return ProjectSync(self.volume, self.state, "envd-abc", "owner", "tcp://h:1", **self.kw)  # type: ignore[arg-type]
 
     def write(self, rel: str, text: str | bytes) -> None:
         path = self.root / rel
@@ -428,3 +431,194 @@ def test_a_file_there_where_a_folder_is_here_is_named_and_tried_again(proj: Proj
     assert any("not brought back: data" in n for n in notes)
     assert (proj.root / "data" / "a.csv").read_text() == "1,2\n"
     assert any("not brought back: data" in n for n in proj.run())  # not forgotten
+
+
+# ---------------------------------------------------------------- trust: what the engine says
+
+
+def test_an_incomplete_listing_plans_no_deletion_and_holds_what_it_left_out() -> None:
+    b = base(kept="1", unlisted="2", edited_here="3")
+    host = {"kept": e("1"), "unlisted": e("2"), "edited_here": e("x")}
+    engine = {"kept": e("1"), "new_there": e("n")}  # find failed part way
+    p = plan(b, host, engine, complete=False)
+    assert p.remove_local == () and p.push == () and p.conflicts == ()
+    assert p.pull == (("new_there", "new_there"),)  # pulls still proceed
+    assert set(p.held) == {"unlisted", "edited_here"}
+    assert plan(b, host, engine).remove_local == ("unlisted",)  # (when complete)
+
+
+def test_a_failing_find_is_an_incomplete_listing_and_unsafe_names_are_refused() -> None:
+    record = b"f\x001\x001.0\x00644\x00%s\x00\x00"
+    out = record % b"ok.txt" + record % b"../../etc/passwd" + record % b"a\nb"
+    listing = parse_find(out, 1)
+    assert set(listing.files) == {"ok.txt"} and not listing.complete
+    assert "status 1" in listing.why
+    assert listing.refused == ("../../etc/passwd", "a\nb")
+    assert parse_find(out).complete  # refused names are left out on both sides alike
+    assert not parse_find(record % b"ok.txt" + b"f\x001").complete  # cut off part way
+    assert not parse_find(b"f\x00big\x001.0\x00644\x00x\x00\x00").complete  # not a size
+
+
+def test_a_partial_listing_deletes_nothing_here_and_the_next_full_one_does(
+    proj: Project,
+) -> None:
+    proj.write("data/b.csv", "5,6\n")
+    proj.run()
+    proj.volume.edit("new.txt", b"made there\n")
+    proj.volume.hidden = frozenset({"train.py", "data/a.csv"})  # find exit 1: left out
+    notes = proj.down()
+    assert (proj.root / "train.py").exists() and (proj.root / "data/a.csv").exists()
+    assert (proj.root / "new.txt").read_text() == "made there\n"  # pulls proceed
+    assert any("incomplete" in n and "nothing was deleted" in n for n in notes)
+    proj.volume.hidden = frozenset()
+    del proj.volume.files["data/a.csv"]  # a real deletion, seen by a complete listing
+    assert proj.down() == []
+    assert not (proj.root / "data/a.csv").exists() and (proj.root / "train.py").exists()
+
+
+def test_a_host_edit_to_a_path_left_out_of_the_listing_is_not_lost(proj: Project) -> None:
+    proj.run()
+    proj.volume.hidden = frozenset({"train.py"})
+    proj.write("train.py", "mine\n")
+    proj.up()
+    assert proj.volume.text("train.py") == "print('hi')\n"  # held, not sent blindly
+    proj.volume.hidden = frozenset()
+    assert proj.up() == []
+    assert proj.volume.text("train.py") == "mine\n"  # sent once the listing is whole
+
+
+class Growing(FakeVolume):
+    """A volume whose files grow between the listing and the archive (a command still
+    writing): the archive's member is larger than the listing said."""
+
+    grow: dict[str, bytes] = {}
+
+    def read(self, container, workdir, groups, on_member, on_bytes=None):  # type: ignore[no-untyped-def]
+        for path, data in self.grow.items():
+            self.files[path].data = data
+        super().read(container, workdir, groups, on_member, on_bytes)
+
+
+def test_a_synced_file_grown_over_the_bound_there_is_not_brought_back(tmp_path: Path) -> None:
+    p = Project(tmp_path, max_file_bytes=100)
+    p.write("known.txt", "small\n")
+    p.run()
+    p.volume.edit("known.txt", b"\0" * 1000)
+    notes = p.down()
+    assert (p.root / "known.txt").read_text() == "small\n"  # the host copy is kept
+    assert any("known.txt" in n and "bound" in n for n in notes)
+    assert "known.txt" in p.volume.files  # and nothing deleted on either side
+    assert p.volume.files["known.txt"].data == b"\0" * 1000
+
+
+def test_bytes_are_counted_as_they_arrive_not_as_listed(tmp_path: Path) -> None:
+    p = Project(tmp_path, max_file_bytes=100)
+    p.volume = Growing()
+    p.sync = p.new_service()
+    p.write("known.txt", "small\n")
+    p.run()
+    p.volume.edit("known.txt", b"edited\n")  # listed at 7 bytes ...
+    p.volume.grow = {"known.txt": b"\1" * 5000}  # ... 5000 arrive
+    notes = p.down()
+    assert (p.root / "known.txt").read_text() == "small\n"
+    assert any("known.txt" in n and "4.9 KiB arriving" in n for n in notes)
+    assert not [f for f in os.listdir(p.root) if f.endswith(".tmp")]  # nothing half-written
+
+
+class Lying(FakeVolume):
+    """An archive whose member's data runs past the size in its header."""
+
+    def read(self, container, workdir, groups, on_member, on_bytes=None):  # type: ignore[no-untyped-def]
+        for _, wanted in groups:
+            for path in sorted(wanted):
+                info = tarfile.TarInfo(path)
+                info.size = len(self.files[path].data)
+                on_member(path, info, io.BytesIO(self.files[path].data + b"\2" * 10_000))
+
+
+def test_more_bytes_than_the_header_said_are_not_written(tmp_path: Path) -> None:
+    p = Project(tmp_path)
+    p.volume = Lying()
+    p.sync = p.new_service()
+    p.write("known.txt", "small\n")
+    p.run()
+    p.volume.edit("known.txt", b"edited\n")
+    notes = p.down()
+    assert (p.root / "known.txt").read_text() == "small\n"
+    assert any("more bytes arrived" in n for n in notes)
+    assert not [f for f in os.listdir(p.root) if f.endswith(".tmp")]
+
+
+def test_a_sync_brings_back_a_bounded_total_and_keeps_the_host_disk_free(tmp_path: Path) -> None:
+    p = Project(tmp_path, max_file_bytes=100, max_sync_bytes=150)
+    p.run()
+    for name in ("a", "b", "c"):
+        p.volume.edit(f"out/{name}.bin", b"\0" * 80)
+    notes = p.down()
+    arrived = sorted(os.listdir(p.root / "out"))
+    assert len(arrived) == 1 and any("a sync brings back" in n for n in notes)
+    p.down()
+    assert len(os.listdir(p.root / "out")) == 2  # the next sync brings more
+
+    q = Project(tmp_path / "q", free=lambda path: 10)  # type: ignore[arg-type]
+    q.run()
+    q.volume.edit("results/model.bin", b"\0" * 80)  # declared: any size, but not a full disk
+    notes = q.down(data=("results/",))
+    assert not (q.root / "results").exists()
+    assert any("free" in n for n in notes)
+
+
+def test_a_link_deleted_there_is_deleted_here_and_not_sent_back(proj: Project) -> None:
+    os.symlink("train.py", proj.root / "made_here")
+    proj.run()
+    proj.volume.link("made_there", "data")
+    proj.down()
+    assert os.readlink(proj.root / "made_there") == "data"
+    del proj.volume.files["made_here"], proj.volume.files["made_there"]
+    proj.down()
+    assert not os.path.lexists(proj.root / "made_here")
+    assert not os.path.lexists(proj.root / "made_there")
+    proj.up()
+    assert "made_here" not in proj.volume.files and "made_there" not in proj.volume.files
+
+
+def test_a_link_replaced_by_a_folder_there_becomes_that_folder_here(
+    proj: Project, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, proj.root / "evil")
+    proj.run()
+    del proj.volume.files["evil"]
+    proj.volume.edit("evil/pwn.txt", b"made by the command\n")
+    notes = proj.down()
+    assert list(outside.iterdir()) == []
+    assert not (proj.root / "evil").is_symlink()
+    assert (proj.root / "evil" / "pwn.txt").read_text() == "made by the command\n"
+    assert notes == []
+    proj.up()
+    assert proj.volume.text("evil/pwn.txt") == "made by the command\n"
+    assert "evil" not in proj.volume.files
+
+
+def test_a_link_changed_here_is_not_sent_over_a_folder_there(proj: Project) -> None:
+    os.symlink("data", proj.root / "ln")
+    proj.run()
+    del proj.volume.files["ln"]
+    proj.volume.edit("ln/kept.txt", b"theirs\n")
+    os.unlink(proj.root / "ln")
+    os.symlink("elsewhere", proj.root / "ln")  # changed here too
+    notes = proj.down()
+    assert any("ln is a file or link here and a folder on the engine" in n for n in notes)
+    proj.up()
+    assert proj.volume.text("ln/kept.txt") == "theirs\n" and "ln" not in proj.volume.files
+
+
+def test_a_name_refused_on_both_sides_is_never_deleted_or_sent(proj: Project) -> None:
+    proj.write("odd\\name.txt", "kept here\n")
+    proj.run()
+    assert "odd\\name.txt" not in proj.volume.files  # never sent
+    proj.volume.edit("odd\\name.txt", b"theirs\n")
+    proj.volume.edit("..", b"not a file name\n")
+    proj.run()
+    assert (proj.root / "odd\\name.txt").read_text() == "kept here\n"
