@@ -782,3 +782,24 @@ def test_the_commands_cannot_read_the_agents_fds(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=5)
     assert (status, out) == (0, b"refused\n"), err
+
+
+def test_output_to_a_terminal_is_there_when_the_status_comes(agent: Agent) -> None:
+    """stdout a terminal, stdin not (no pty): the command writes into a pipe, and the relay
+    copies what it wrote before its exit onto the terminal before wait() returns."""
+    terminal = Terminal()
+    size = 300_000
+    script = f"import os, sys; sys.stdout.write('y' * {size}); sys.stdout.flush(); "
+    script += "sys.exit(3 if os.isatty(1) else 0)"  # a pipe, never the terminal itself
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        fds = (null, terminal.slave, terminal.slave)
+        with run_in_agent(agent.path, [sys.executable, "-c", script], "/", ENV, fds) as command:
+            assert command.wait(timeout=5) == 0
+            written = len(terminal.output)
+            time.sleep(0.1)
+    finally:
+        output = terminal.close()
+        os.close(null)
+    assert output == b"y" * size
+    assert size - written <= 1 << 16  # (only what the kernel's pty buffer held)
