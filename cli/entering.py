@@ -3,10 +3,12 @@
 `envctl enter P -- CMD` is typed fifty times a day; `cli.main` sends that exact shape here
 before importing click. First the fast path: our own stdin/stdout/stderr go to the daemon's
 enter socket (SCM_RIGHTS; protocol in envd/daemon/enter_socket.py), which has the warm
-container's agent run CMD on them directly and records the run; we relay signals and window
-sizes and exit with CMD's status (on a remote engine the daemon runs `docker exec` on them and
-syncs the files back before it answers). When that socket is absent or refuses (a container
-without an agent, ENVD_ENTER_FAST=0), the gRPC Enter call and `docker exec`, as before.
+container's agent run CMD on them directly (a terminal among them stays on the host: the daemon
+relays it through a pipe, envd.gateways.agent_client.TerminalRelay) and records the run; we
+relay signals and window sizes and exit with CMD's status (on a remote engine the daemon runs
+`docker exec` on them and syncs the files back before it answers). When that socket is absent
+or refuses (a container without an agent, ENVD_ENTER_FAST=0), the gRPC Enter call and `docker
+exec`, as before.
 """
 
 from __future__ import annotations

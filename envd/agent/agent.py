@@ -18,7 +18,9 @@ client -> agent
       stdout and stderr. Without a tty the command gets them as its 0, 1, 2: nothing is copied.
       With a tty it gets a new pty as its controlling terminal (size from "winsize", else from
       the caller's stdin), and the agent relays stdin -> pty and pty -> stdout; the caller puts
-      its own terminal in raw mode.
+      its own terminal in raw mode. The host never sends a terminal here (its side relays them
+      through pipes), and the agent is not dumpable: the commands, of its uid, can neither
+      ptrace it nor open what it holds through /proc/<agent>/fd (that takes CAP_SYS_PTRACE).
   {"op": "signal", "signal": N}
       N is SIGINT, SIGTERM, SIGHUP or SIGQUIT; it goes to the command's process group (with a
       tty, the pty's foreground group). The third SIGINT is sent as SIGKILL.
@@ -632,10 +634,25 @@ def become_subreaper() -> None:
         pass
 
 
+def become_undumpable() -> None:
+    """Before any fd comes: /proc/<agent>/fd and ptrace are refused to the commands (our uid);
+    each command is dumpable again from its execve, as any program."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    except (ImportError, OSError, AttributeError) as e:
+        log(f"cannot make the agent undumpable ({e}): its commands can read its fds")
+
+
 def main(argv: list[str]) -> int:
     if len(argv) not in (2, 3):
         log("usage: agent.py SOCKET [HANGUP_GRACE_S]")
         return 2
+    become_undumpable()
     become_subreaper()
     Agent(argv[1], float(argv[2]) if len(argv) == 3 else DEFAULT_GRACE_S).serve()
     return 0

@@ -27,6 +27,11 @@ daemon -> CLI
       sent the request (a remote engine's `docker exec -t` sets raw and back on its own).
   {"op": "exit", "status": S, "signal": N or null, "error": null or "..."}
       The last frame; the run is recorded with S (128+N for signal N) before it is sent.
+      When the warm container dies under the command (its agent goes away without a status),
+      an "error" frame with exit code 10 comes instead, and the run is recorded with 10.
+
+The caller's terminals never reach the container: the agent gets pipes for them, relayed on
+this side (envd.gateways.agent_client.TerminalRelay).
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from typing import Any
 
 from envd.daemon.engine_guard import EngineGuard
 from envd.daemon.sockets import bind_private, shut
-from envd.errors import EXIT_BUG, EXIT_INTERRUPTED, ContainerError, EnvdError
+from envd.errors import EXIT_BUG, EXIT_CONTAINER, EXIT_INTERRUPTED, ContainerError, EnvdError
 from envd.gateways.agent_client import AgentCommand, run_in_agent
 from envd.gateways.docker_cli import DockerExec
 from envd.progress import Progress
@@ -59,7 +64,6 @@ _UCRED = struct.Struct("3i")  # pid, uid, gid
 MAX_FRAME = 1 << 20
 FORWARDED = {1, 2, 15}  # SIGHUP, SIGINT, SIGTERM
 REQUEST_TIMEOUT_S = 30.0
-AGENT_LOST = 255  # the status of a command whose agent went away before it said
 
 Frame = dict[str, Any]
 
@@ -180,6 +184,7 @@ class Session:
         self.gid = gid
         self.buf = bytearray()
         self.cli_gone = False
+        self.lost: ContainerError | None = None  # the agent went away before the status came
 
     def send(self, message: Frame) -> None:
         try:
@@ -299,9 +304,17 @@ class Session:
             self.sync_back(plan.sync_id, notes_fd)  # files first: the record hashes outputs
             synced = time.perf_counter_ns()
             self.record(plan.run_id, status)
-            self.send(
-                {"op": "exit", "status": status, "signal": command.signal, "error": command.error}
-            )
+            if self.lost is not None:
+                self.send(self.container_died(plan.container_name, self.lost))
+            else:
+                self.send(
+                    {
+                        "op": "exit",
+                        "status": status,
+                        "signal": command.signal,
+                        "error": command.error,
+                    }
+                )
         done = time.perf_counter_ns()
         self.entering.check_image(plan.check_image)  # (the CLI has its exit status)
         if log.isEnabledFor(logging.DEBUG):
@@ -386,7 +399,19 @@ class Session:
                     pass
                 except ContainerError as exc:  # the agent went away (its container died)
                     log.warning("enter: %s", exc.message)
-                    command.returncode, command.error = AGENT_LOST, exc.message
+                    command.returncode, self.lost = EXIT_CONTAINER, exc
+
+    @staticmethod
+    def container_died(container: str, exc: ContainerError) -> Frame:
+        """The refusal for a command whose warm container died under it (its end is unknown)."""
+        return {
+            "op": "error",
+            "message": f"the warm container {container} died while the command ran (killed, "
+            f"out of memory, or its engine stopped): how the command ended is unknown "
+            f"({exc.message})",
+            "hint": "enter again: a new warm container starts; `envctl ps` shows the warm ones",
+            "exit_code": EXIT_CONTAINER,
+        }
 
     def control(self, command: AgentCommand | DockerExec, frame: Frame) -> None:
         op = frame.get("op")

@@ -4,6 +4,11 @@
 runs the command on them directly; the returned `AgentCommand` forwards signals and window-size
 changes and waits for the exit status. Closing it before the command ends hangs the command up.
 
+A terminal never enters the container: each of those fds that is a terminal is swapped for a
+pipe, copied to and from the terminal by a thread here (`TerminalRelay`) until the command ends
+(code in the container could otherwise keep reading it after envctl returned, or inject input).
+Pipes and files, the fast path for data, are handed over as they are.
+
 The container side: mount AGENT_SCRIPT read-only and make `python3 -I -S AGENT_SCRIPT SOCKET` the
 container's command, as the caller's uid, with SOCKET in a 0700 directory bind-mounted from the
 host. SOCKET appears once the agent accepts connections.
@@ -26,6 +31,10 @@ from envd.errors import ContainerError
 
 _HEADER = struct.Struct(">I")
 _MAX_FRAME = 1 << 20
+_CHUNK = 1 << 16
+_BACKLOG = 4 * _CHUNK  # relay buffer per terminal; beyond it the relay stops reading
+_DRAIN_LIMIT = 16 * _CHUNK  # output still copied once the command has ended (leftovers write)
+_RELAY_JOIN_S = 10.0  # a terminal stopped with Ctrl-S holds the last write at most this long
 CONNECT_TIMEOUT_S = 5.0
 AGENT_SCRIPT = Path(__file__).resolve().parent.parent / "agent" / "agent.py"  # stdlib only
 
@@ -90,11 +99,195 @@ class _Connection:
         return message
 
 
+def _close(fd: int) -> int:
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    return -1
+
+
+def window_size(fd: int) -> tuple[int, int] | None:
+    """(rows, cols) of the terminal on fd, or None."""
+    try:
+        size = os.get_terminal_size(fd)
+    except OSError:
+        return None
+    return (size.lines, size.columns) if size.lines and size.columns else None
+
+
+class _Copy:
+    """One direction of a relay: src to dst through a bounded buffer (-1: closed)."""
+
+    def __init__(self, src: int, dst: int) -> None:
+        self.src = src
+        self.dst = dst
+        self.buf = bytearray()
+
+
+class TerminalRelay:
+    """The caller's terminals stay on this side: the agent gets pipes, copied here by a thread.
+
+    A terminal stdin becomes a pipe that what is typed is written into; a terminal stdout or
+    stderr a pipe copied onto the terminal (one pipe for both when they are the same terminal,
+    so their order holds). `finish()` when the command has ended: the terminal is no longer
+    read, the output already in the pipes is copied, and every pipe is closed, so a process left
+    behind in the container reads EOF and writes into a closed pipe from then on.
+    """
+
+    def __init__(self, fds: tuple[int, int, int]) -> None:
+        self.handed = list(fds)  # what the agent gets
+        self._theirs: list[int] = []  # our pipes' ends in `handed`: closed here once sent
+        self._copies: list[_Copy] = []
+        self._input: _Copy | None = None  # the terminal to the command's stdin
+        self._lock = threading.Lock()  # _stopping, and the end of the thread's fds
+        self._stopping = False
+        self._done = False
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        try:
+            outputs: dict[tuple[int, int], int] = {}
+            for i, fd in enumerate(fds):
+                if not os.isatty(fd):
+                    continue
+                if i == 0:
+                    r, w = os.pipe()
+                    self._theirs.append(r)
+                    os.set_blocking(w, False)
+                    self._input = _Copy(os.dup(fd), w)
+                    self._copies.append(self._input)
+                    self.handed[0] = r
+                    continue
+                st = os.fstat(fd)
+                key = (st.st_dev, st.st_ino)
+                if key not in outputs:
+                    r, w = os.pipe()
+                    self._theirs.append(w)
+                    os.set_blocking(r, False)
+                    self._copies.append(_Copy(r, os.dup(fd)))
+                    outputs[key] = w
+                self.handed[i] = outputs[key]
+        except OSError:
+            self._close_all()
+            raise
+
+    @staticmethod
+    def needed(fds: Sequence[int]) -> bool:
+        return any(os.isatty(fd) for fd in fds)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="terminal-relay", daemon=True)
+        self._thread.start()
+
+    def sent(self) -> None:
+        """The agent holds its ends now (or never will): ours go, so EOF and EPIPE come."""
+        for fd in self._theirs:
+            _close(fd)
+        self._theirs = []
+
+    def finish(self) -> None:
+        """The command has ended: copy the output that is there, close the pipes, return."""
+        with self._lock:
+            if self._stopping or self._done:
+                return
+            self._stopping = True
+            if self._thread is None:
+                self._close_all()
+                return
+            os.write(self._wake_w, b"x")
+        # (a terminal stopped with Ctrl-S holds the last write: the thread closes all after it)
+        self._thread.join(_RELAY_JOIN_S)
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                poller = select.poll()
+                poller.register(self._wake_r, select.POLLIN)
+                for copy in self._copies:
+                    if copy.src >= 0 and len(copy.buf) < _BACKLOG:
+                        poller.register(copy.src, select.POLLIN)
+                    if copy.dst >= 0 and copy.buf:
+                        poller.register(copy.dst, select.POLLOUT)
+                for fd, _ in poller.poll():
+                    for copy in self._copies:
+                        if fd == copy.src:
+                            self._read(copy)
+                        elif fd == copy.dst:
+                            self._write(copy)
+                for copy in self._copies:
+                    if copy.src < 0 and not copy.buf:
+                        copy.dst = _close(copy.dst)  # EOF passed on
+            self._drain()
+        finally:
+            with self._lock:
+                self._close_all()
+
+    def _read(self, copy: _Copy) -> None:
+        try:
+            data = os.read(copy.src, _CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO: the terminal went away
+            data = b""
+        if data:
+            copy.buf += data
+        else:
+            copy.src = _close(copy.src)
+
+    def _write(self, copy: _Copy) -> None:
+        try:
+            del copy.buf[: os.write(copy.dst, copy.buf[: select.PIPE_BUF])]
+        except BlockingIOError:
+            pass
+        except OSError:  # the command closed its stdin, or the terminal went away
+            copy.buf.clear()
+            copy.dst = _close(copy.dst)
+            copy.src = _close(copy.src)
+
+    def _drain(self) -> None:
+        """What the command wrote before it ended is in the pipes: onto the terminal with it."""
+        for copy in self._copies:
+            if copy is self._input:
+                continue
+            budget = _DRAIN_LIMIT  # a leftover process may go on writing: not for ever
+            while copy.dst >= 0:
+                if not copy.buf:
+                    if copy.src < 0 or budget <= 0:
+                        break
+                    try:
+                        data = os.read(copy.src, _CHUNK)
+                    except OSError:  # BlockingIOError: nothing more there now
+                        break
+                    if not data:
+                        break
+                    budget -= len(data)
+                    copy.buf += data
+                try:
+                    del copy.buf[: os.write(copy.dst, copy.buf)]
+                except OSError:
+                    break
+
+    def _close_all(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        for copy in self._copies:
+            copy.src = _close(copy.src)
+            copy.dst = _close(copy.dst)
+        self.sent()
+        _close(self._wake_r)
+        _close(self._wake_w)
+
+
 class AgentCommand:
     """A command the agent runs. `pid` is its pid in the container (None if it never started)."""
 
-    def __init__(self, connection: _Connection, first: Frame) -> None:
+    def __init__(
+        self, connection: _Connection, first: Frame, relay: TerminalRelay | None = None
+    ) -> None:
         self._connection = connection
+        self._relay = relay
         self._closed = False
         self.pid: int | None = None
         self.returncode: int | None = None
@@ -145,16 +338,25 @@ class AgentCommand:
         while self.returncode is None:
             if self._closed:
                 raise ContainerError("the connection to the envd agent is closed")
-            frame = self._connection.read(deadline)
+            try:
+                frame = self._connection.read(deadline)
+            except ContainerError:
+                self._end_relay()  # the container died: its pipes are closed
+                raise
             if frame.get("op") == "exit":
                 self._on_exit(frame)
         return self.returncode
 
     def close(self) -> None:
         """Forget the command; if it still runs, the agent hangs it up (SIGHUP, then SIGKILL)."""
+        self._end_relay()
         if not self._closed:
             self._closed = True
             self._connection.sock.close()
+
+    def _end_relay(self) -> None:
+        if self._relay is not None:
+            self._relay.finish()
 
     def _control(self, message: Frame) -> None:
         if self.returncode is not None or self._closed:
@@ -171,7 +373,7 @@ class AgentCommand:
         self.returncode = status
         self.signal = signum if isinstance(signum, int) else None
         self.error = error if isinstance(error, str) else None
-        self.close()
+        self.close()  # (a terminal gets the output the command wrote before its exit)
 
 
 def _connect(socket_path: str, timeout: float) -> _Connection:
@@ -213,9 +415,12 @@ def run_in_agent(
     A command that cannot start comes back already ended, with returncode 127 or 126 and error.
     fds stay open here: a daemon passing on a CLI's fds closes its copies once this returns, so
     that only the command and the CLI hold them (else its stdout never reaches EOF downstream).
+    Those that are terminals never reach the agent: it gets pipes, relayed here (TerminalRelay).
     """
     if not argv:
         raise ValueError("argv is empty")
+    if tty and winsize is None:
+        winsize = window_size(fds[0])
     connection = _connect(os.fspath(socket_path), connect_timeout)
     request: Frame = {
         "op": "run",
@@ -225,17 +430,29 @@ def run_in_agent(
         "tty": tty,
         "winsize": list(winsize) if winsize else None,
     }
+    relay: TerminalRelay | None = None
     try:
+        if TerminalRelay.needed(fds):
+            relay = TerminalRelay(fds)
+            relay.start()
         try:
-            connection.send(request, fds)
+            connection.send(request, relay.handed if relay is not None else fds)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the agent refused the request before reading it all: its reply says why
-        return AgentCommand(connection, connection.read(time.monotonic() + connect_timeout))
+        finally:
+            if relay is not None:
+                relay.sent()
+        first = connection.read(time.monotonic() + connect_timeout)
+        return AgentCommand(connection, first, relay)
     except (OSError, TimeoutError) as e:
         connection.sock.close()
+        if relay is not None:
+            relay.finish()
         raise ContainerError(f"the envd agent at {connection.where} did not start it: {e}") from e
     except BaseException:
         connection.sock.close()
+        if relay is not None:
+            relay.finish()
         raise
 
 

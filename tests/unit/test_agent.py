@@ -667,3 +667,139 @@ def test_a_stop_right_after_an_idle_connection_ends_the_agent(agent: Agent) -> N
     probe.close()
     agent.proc.terminate()
     assert agent.proc.wait(timeout=5) == 0 and not os.path.exists(agent.path)
+
+
+# The caller's terminal stays on the host (SECURITY-FINDINGS F4).
+
+FD_REPORT = r"""
+import json, os, stat, sys
+def rdevs(folder):
+    found = {}
+    for name in os.listdir(folder):
+        try:
+            st = os.stat(os.path.join(folder, name))
+        except OSError:
+            continue
+        if stat.S_ISCHR(st.st_mode):
+            found[name] = st.st_rdev
+    return found
+report = {"self": rdevs("/proc/self/fd"), "agent": rdevs(f"/proc/{os.getppid()}/fd")}
+report["ttys"] = [fd for fd in (0, 1, 2) if os.isatty(fd)]
+with open(sys.argv[1], "w") as f:
+    json.dump(report, f)
+"""
+
+MIXES = {
+    "all three": (True, True, True),
+    "stdin only": (True, False, False),
+    "stdout only": (False, True, False),
+    "stderr only": (False, False, True),
+    "stdin and stderr": (True, False, True),
+    "stdout and stderr": (False, True, True),
+}
+
+
+@pytest.mark.parametrize("mix", MIXES, ids=list(MIXES))
+def test_no_terminal_of_the_caller_reaches_the_command_or_the_agent(
+    agent: Agent, tmp_path: Path, mix: str
+) -> None:
+    terminal = Terminal()
+    host_tty = os.fstat(terminal.slave).st_rdev
+    null_r = os.open(os.devnull, os.O_RDONLY)
+    null_w = os.open(os.devnull, os.O_WRONLY)
+    which = MIXES[mix]
+    fds = (
+        terminal.slave if which[0] else null_r,
+        terminal.slave if which[1] else null_w,
+        terminal.slave if which[2] else null_w,
+    )
+    report = tmp_path / "fds.json"
+    argv = [sys.executable, "-I", "-c", FD_REPORT, str(report)]
+    try:
+        tty_mode = which[0] and which[1]
+        with run_in_agent(agent.path, argv, "/", ENV, fds, tty=tty_mode) as command:
+            assert command.wait(timeout=5) == 0
+    finally:
+        terminal.close()
+        os.close(null_r)
+        os.close(null_w)
+    seen = json.loads(report.read_text())
+    assert host_tty not in seen["self"].values(), seen  # the command's own fds
+    assert host_tty not in seen["agent"].values(), seen  # what the agent holds meanwhile
+    assert seen["ttys"] == ([0, 1, 2] if tty_mode else []), seen  # its own pty, or pipes
+
+
+def test_what_is_typed_after_the_command_ends_never_reaches_a_leftover_process(
+    agent: Agent, tmp_path: Path
+) -> None:
+    """`envctl enter P -- sh -c 'setsid ... &' > log` from a terminal: the process left behind
+    must not read what the user types into that terminal afterwards."""
+    master, slave = os.openpty()
+    keys, done = tmp_path / "keys", tmp_path / "done"
+    leftover = f"sleep 0.5; timeout 3 cat <&3 > {keys}; echo $? > {done}"
+    out_r, out_w = os.pipe()
+    try:  # (fd 3: sh gives a job it puts in the background /dev/null as stdin)
+        argv = ["sh", "-c", f"exec 3<&0; setsid sh -c '{leftover}' & :"]
+        with run_in_agent(agent.path, argv, "/", ENV, (slave, out_w, out_w)) as command:
+            assert command.wait(timeout=5) == 0
+        os.write(master, b"typed-later\n")  # envctl has returned: the shell's input now
+        assert wait_for(done.exists, timeout=10)
+        assert b"typed-later" not in keys.read_bytes()
+        assert done.read_text() == "0\n"  # cat read EOF at once, no terminal kept it waiting
+    finally:
+        for fd in (master, slave, out_r, out_w):
+            os.close(fd)
+
+
+def test_the_commands_cannot_read_the_agents_fds(tmp_path: Path) -> None:
+    """Same uid, but the agent is not dumpable: /proc/<agent>/fd takes CAP_SYS_PTRACE, which
+    containers lack (the agent and its commands lose it here through setpriv, as in one)."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("no setpriv here to drop CAP_SYS_PTRACE")
+    drop = ["setpriv", "--bounding-set=-sys_ptrace", "--inh-caps=-sys_ptrace"]
+    script = (
+        "import os, sys\n"
+        "folder = f'/proc/{sys.argv[1]}/fd'\n"
+        "try:\n"
+        "    names = os.listdir(folder)\n"
+        "except PermissionError:\n"
+        "    names = []\n"
+        "for name in names:\n"
+        "    try:\n"
+        "        os.readlink(os.path.join(folder, name))\n"
+        "    except PermissionError:\n"
+        "        continue\n"
+        "    sys.exit(f'read {folder}/{name}')\n"
+        "print('refused')\n"
+    )
+    path = str(tmp_path / "agent.sock")
+    proc = subprocess.Popen([*drop, sys.executable, "-I", "-S", str(AGENT), path, str(GRACE_S)])
+    try:
+        assert wait_for(lambda: os.path.exists(path) or proc.poll() is not None)
+        argv = [sys.executable, "-I", "-c", script, str(proc.pid)]
+        status, out, err = run(Agent(proc, path), argv)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+    assert (status, out) == (0, b"refused\n"), err
+
+
+def test_output_to_a_terminal_is_there_when_the_status_comes(agent: Agent) -> None:
+    """stdout a terminal, stdin not (no pty): the command writes into a pipe, and the relay
+    copies what it wrote before its exit onto the terminal before wait() returns."""
+    terminal = Terminal()
+    size = 300_000
+    script = f"import os, sys; sys.stdout.write('y' * {size}); sys.stdout.flush(); "
+    script += "sys.exit(3 if os.isatty(1) else 0)"  # a pipe, never the terminal itself
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        fds = (null, terminal.slave, terminal.slave)
+        with run_in_agent(agent.path, [sys.executable, "-c", script], "/", ENV, fds) as command:
+            assert command.wait(timeout=5) == 0
+            written = len(terminal.output)
+            time.sleep(0.1)
+    finally:
+        output = terminal.close()
+        os.close(null)
+    assert output == b"y" * size
+    assert size - written <= 1 << 16  # (only what the kernel's pty buffer held)
