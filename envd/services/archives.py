@@ -46,7 +46,7 @@ class Bounds:
     members: int = 4096  # of image.tar: 4 per layer in the legacy layout, at most 127 layers
     metadata: int = 1 * MiB  # envd-share.json, fingerprint.json, manifest.json, repositories...
     config: int = 16 * MiB  # the image config
-    ratio: int = 200  # gunzipped bytes per compressed byte, past `slack` (a gzip bomb)
+    ratio: int = 100  # gunzipped bytes per compressed byte, past `slack` (a gzip bomb)
     slack: int = 64 * MiB
 
 
@@ -384,13 +384,14 @@ def _assemble(found: _ImageMembers, what: str, bounds: Bounds) -> LoadedImage:
             what, f"it lists {len(layer_names)} layers, its config {len(diff_ids)} diff-ids"
         )
     layers: list[Path] = []
+    by_digest: dict[str, Path] = {}  # a layer repeated in the image is sent once
     for name, diff_id in zip(layer_names, diff_ids, strict=True):
         path, sha, _ = _named(found, name, what, "Layers")
         if f"sha256:{sha}" != diff_id:
             raise _malformed(
                 what, f"layer {name} hashes to sha256:{sha}, the config says {diff_id}"
             )
-        layers.append(path)
+        layers.append(by_digest.setdefault(sha, path))
     return LoadedImage({}, f"sha256:{config_sha}", config_path, tuple(layers))
 
 
