@@ -153,6 +153,16 @@ def normalise(name: str) -> str:
     return posixpath.normpath(name).lstrip("/") if name else name
 
 
+_CORRUPT = (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, OverflowError)
+
+
+def _corrupt(what: str, exc: BaseException) -> RegistryError:
+    return RegistryError(
+        f"{what} is corrupt or truncated ({exc})",
+        hint="copy it again, or pull the image from a registry",
+    )
+
+
 def _json(data: bytes) -> Any:
     try:
         return json.loads(data)
@@ -266,11 +276,8 @@ def read_archive(source: IO[bytes], spool: Path, what: str, bounds: Bounds = BOU
                     image_sha = hashing.drain()
             while stream.read(_CHUNK):  # the rest of the gzip stream: its CRC and length
                 pass
-    except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, OverflowError) as exc:
-        raise RegistryError(
-            f"{what} is corrupt or truncated ({exc})",
-            hint="copy it again, or pull the image from a registry",
-        ) from None
+    except _CORRUPT as exc:
+        raise _corrupt(what, exc) from None
     if meta is None or image is None:
         raise RegistryError(
             f"{what} is not an envd archive (missing members: it needs {ARCHIVE_META} "
@@ -290,12 +297,16 @@ def read_image_tar(source: Any, spool: Path, what: str, bounds: Bounds = BOUNDS)
     found = _ImageMembers()
     files = _Spool(spool)
     count = 0
-    with tarfile.open(fileobj=source, mode="r|", tarinfo=_BoundedTarInfo) as tar:
-        for info in tar:
-            count += 1
-            if count > bounds.members:
-                raise _refuse(what, info.name, f"is past the bound of {bounds.members} members")
-            _image_member(tar, info, found, files, what, bounds)
+    try:
+        with tarfile.open(fileobj=source, mode="r|", tarinfo=_BoundedTarInfo) as tar:
+            for info in tar:
+                count += 1
+                if count > bounds.members:
+                    why = f"is past the bound of {bounds.members} members"
+                    raise _refuse(what, info.name, why)
+                _image_member(tar, info, found, files, what, bounds)
+    except _CORRUPT as exc:
+        raise _corrupt(what, exc) from None
     return _assemble(found, what, bounds)
 
 

@@ -285,3 +285,35 @@ def test_load_streams_a_rebuilt_archive_and_a_refusal_tags_nothing(tmp_path: Pat
     assert "repositories" not in names and manifest[0]["RepoTags"] is None
     assert engine.tagged == [] and engine.removed == [image_id]
     assert list((tmp_path / "tmp").iterdir()) == []  # the spool went with the load
+
+
+def test_the_oci_layout_is_read_too(tmp_path: Path) -> None:
+    """What newer engines' `docker save` writes: blobs/sha256/*, index.json, oci-layout."""
+    data = layer("oci")
+    layer_hex = hashlib.sha256(data).hexdigest()
+    config = json.dumps({"rootfs": {"diff_ids": [f"sha256:{layer_hex}"]}}).encode()
+    config_hex = hashlib.sha256(config).hexdigest()
+    manifest = [
+        {
+            "Config": f"blobs/sha256/{config_hex}",
+            "RepoTags": ["envd/victim:1"],
+            "Layers": [f"blobs/sha256/{layer_hex}"],
+        }
+    ]
+    directory = tarfile.TarInfo()
+    directory.type = tarfile.DIRTYPE
+    members: list[tuple[str, bytes | tarfile.TarInfo]] = [
+        ("blobs", directory),
+        ("blobs/sha256", tarfile.TarInfo()),
+        (f"blobs/sha256/{layer_hex}", data),
+        (f"blobs/sha256/{config_hex}", config),
+        ("index.json", b'{"manifests": [{"annotations": {"io.containerd.image.name": "x"}}]}'),
+        ("oci-layout", b'{"imageLayoutVersion": "1.0.0"}'),
+        ("manifest.json", json.dumps(manifest).encode()),
+    ]
+    members[1][1].type = tarfile.DIRTYPE  # type: ignore[union-attr]
+    loaded = parse(outer(tar_bytes(members)), tmp_path / "spool")
+    assert loaded.image_id == f"sha256:{config_hex}"
+    got = untar(rebuilt_image_tar(loaded))
+    assert set(got) == {"manifest.json", f"{config_hex}.json", "000/layer.tar"}
+    assert json.loads(got["manifest.json"])[0]["RepoTags"] is None
