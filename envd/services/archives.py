@@ -163,6 +163,11 @@ def _corrupt(what: str, exc: BaseException) -> RegistryError:
     )
 
 
+def _plain(info: tarfile.TarInfo) -> bool:
+    """A regular file, not sparse: a sparse member's holes would be bytes never counted."""
+    return info.isfile() and info.type != tarfile.GNUTYPE_SPARSE and info.sparse is None
+
+
 def _json(data: bytes) -> Any:
     try:
         return json.loads(data)
@@ -257,7 +262,7 @@ def read_archive(source: IO[bytes], spool: Path, what: str, bounds: Bounds = BOU
                 seen.add(name)
                 if name not in (ARCHIVE_META, ARCHIVE_FINGERPRINT, ARCHIVE_IMAGE):
                     raise _refuse(what, name, "is not part of an envd archive")
-                if not info.isfile():
+                if not _plain(info):
                     raise _refuse(what, name, "is not a plain file")
                 if info.size > bounds.member:
                     raise _refuse(what, name, f"is larger than {_size(bounds.member)}")
@@ -339,8 +344,8 @@ def _image_member(
         target = normalise(posixpath.join(parts[0], info.linkname))
         found.aliases[name] = target
         return
-    if not info.isfile():
-        raise _refuse(what, name, "is a link or a device, not a plain file")
+    if not _plain(info):
+        raise _refuse(what, name, "is a link, a device or a sparse file, not a plain file")
     member = tar.extractfile(info)
     assert member is not None
     if name == "manifest.json":
