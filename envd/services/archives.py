@@ -248,7 +248,7 @@ def read_archive(source: IO[bytes], spool: Path, what: str, bounds: Bounds = BOU
     or not an envd archive, VerificationError (9) for a member or manifest that is refused."""
     counter = _Counter(what, bounds)
     meta: dict[str, Any] | None = None
-    image: LoadedImage | None = None
+    image: _ImageMembers | None = None
     image_sha = ""
     seen: set[str] = set()
     try:
@@ -277,7 +277,7 @@ def read_archive(source: IO[bytes], spool: Path, what: str, bounds: Bounds = BOU
                     _read_small(member, info.size, bounds.metadata, what, name)
                 else:
                     hashing = _Hashing(member)
-                    image = read_image_tar(hashing, spool, f"{what}: {ARCHIVE_IMAGE}", bounds)
+                    image = _image_members(hashing, spool, f"{what}: {ARCHIVE_IMAGE}", bounds)
                     image_sha = hashing.drain()
             while stream.read(_CHUNK):  # the rest of the gzip stream: its CRC and length
                 pass
@@ -293,12 +293,18 @@ def read_archive(source: IO[bytes], spool: Path, what: str, bounds: Bounds = BOU
             f"{what} is corrupt: the image inside does not match its recorded sha256",
             hint="copy it again, or pull the image from a registry",
         )
-    return LoadedImage(meta, image.image_id, image.config, image.layers)
+    # Only now, with the bytes known to be those the sender wrote: what they say.
+    loaded = _assemble(image, f"{what}: {ARCHIVE_IMAGE}", bounds)
+    return LoadedImage(meta, loaded.image_id, loaded.config, loaded.layers)
 
 
 def read_image_tar(source: Any, spool: Path, what: str, bounds: Bounds = BOUNDS) -> LoadedImage:
     """Parse a `docker save` tar from a stream (legacy or OCI layout), keeping the config
     and layers in `spool`; the manifest's tags and every other member are dropped."""
+    return _assemble(_image_members(source, spool, what, bounds), what, bounds)
+
+
+def _image_members(source: Any, spool: Path, what: str, bounds: Bounds) -> _ImageMembers:
     found = _ImageMembers()
     files = _Spool(spool)
     count = 0
@@ -312,7 +318,7 @@ def read_image_tar(source: Any, spool: Path, what: str, bounds: Bounds = BOUNDS)
                 _image_member(tar, info, found, files, what, bounds)
     except _CORRUPT as exc:
         raise _corrupt(what, exc) from None
-    return _assemble(found, what, bounds)
+    return found
 
 
 def _image_member(

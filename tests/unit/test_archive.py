@@ -230,6 +230,11 @@ def test_a_corrupt_or_mismatched_archive_is_a_registry_error(tmp_path: Path) -> 
         parse(outer(image, image_sha256="0" * 64), tmp_path / "s2")
     with pytest.raises(RegistryError, match="corrupt or truncated"):
         parse(b"\x1f\x8b" + bytes(100), tmp_path / "s3")
+    # A layer changed in transit is corruption (8), not a manifest refused (9).
+    changed = [(n, layer("other") if n == "l0/layer.tar" else d) for n, d in members]
+    sha = hashlib.sha256(image).hexdigest()
+    with pytest.raises(RegistryError, match="does not match its recorded sha256"):
+        parse(outer(tar_bytes(changed), image_sha256=sha), tmp_path / "s4")
 
 
 def test_an_image_tar_alone_parses(tmp_path: Path) -> None:
