@@ -3,6 +3,7 @@ inside one (`docker save`). Only envd's refusals (EnvdError) may escape."""
 
 from __future__ import annotations
 
+import atexit
 import io
 import shutil
 import tempfile
@@ -16,6 +17,7 @@ BOUNDS = Bounds(
     compressed=1 << 20, total=4 << 20, member=2 << 20, members=64, metadata=64 << 10, slack=1 << 20
 )
 _SPOOL = Path(tempfile.mkdtemp(prefix="envd-fuzz-archive-"))
+atexit.register(shutil.rmtree, _SPOOL, ignore_errors=True)
 
 
 def _fresh() -> Path:
