@@ -461,18 +461,18 @@ class Engine:
         except Exception as exc:
             raise _engine_error(exc) from exc
 
-    def load(self, path: Path) -> list[str]:
-        """`docker load` a tar archive; returns the loaded image references."""
+    def load(self, archive: Iterator[bytes]) -> list[str]:
+        """`docker load` a tar archive given as a stream of chunks (sent as they come, never
+        held whole in memory); returns the loaded image references."""
         loaded: list[str] = []
         try:
-            with open(path, "rb") as f:
-                for item in self.client.api.load_image(f.read()):
-                    if "error" in item:
-                        raise RegistryError(f"the engine refused the archive: {item['error']}")
-                    stream = str(item.get("stream", ""))
-                    for prefix in ("Loaded image ID: ", "Loaded image: "):
-                        if stream.startswith(prefix):
-                            loaded.append(stream[len(prefix) :].strip())
+            for item in self.client.api.load_image(archive):
+                if "error" in item:
+                    raise RegistryError(f"the engine refused the archive: {item['error']}")
+                stream = str(item.get("stream", ""))
+                for prefix in ("Loaded image ID: ", "Loaded image: "):
+                    if stream.startswith(prefix):
+                        loaded.append(stream[len(prefix) :].strip())
         except RegistryError:
             raise
         except Exception as exc:

@@ -7,13 +7,10 @@ or corrupt image is never registered.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import io
 import json
 import tarfile
 import tempfile
-import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NoReturn
@@ -30,14 +27,17 @@ from envd.model.fingerprint import EnvironmentSection, dumps, section_hash
 from envd.model.lockfile import LockFile
 from envd.model.lockfile import dumps as dump_lock
 from envd.progress import Progress, Reporter
+from envd.services.archives import (
+    ARCHIVE_FINGERPRINT,
+    ARCHIVE_IMAGE,
+    ARCHIVE_META,
+    read_archive,
+    rebuilt_image_tar,
+)
 from envd.services.fingerprints import ENV_LABEL, Fingerprints
 from envd.services.images import Images
 from envd.services.planning import plan_for
 from envd.services.projects import Projects
-
-ARCHIVE_IMAGE = "image.tar"
-ARCHIVE_FINGERPRINT = "fingerprint.json"
-ARCHIVE_META = "envd-share.json"
 
 
 @dataclass(frozen=True)
@@ -171,37 +171,17 @@ class Sharing:
             raise NotFound(f"no archive at {path}")
         progress(Progress("load", f"reading {path}"))
         with self._scratch_dir("load-") as tmp:
+            # Parsed once, bounded; the engine gets an image tar envd writes from the parsed
+            # manifest (config and layers, no tags): the archive's names and tags are never
+            # acted on, and the id is the sha256 of the config it carries.
             try:
-                _check_gzip(path)  # tarfile stops at the tar end marker, before gzip's CRC
-                with tarfile.open(path, "r:gz") as archive:
-                    names = set(archive.getnames())
-                    if not {ARCHIVE_IMAGE, ARCHIVE_META} <= names:
-                        raise RegistryError(f"{path} is not an envd archive (missing members)")
-                    archive.extractall(tmp, filter="data")
-                meta = json.loads((Path(tmp) / ARCHIVE_META).read_text()[:MAX_META])
-                if not isinstance(meta, dict):
-                    raise ValueError("its record is not a JSON object")
-            except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as exc:
-                raise RegistryError(
-                    f"{path} is corrupt or truncated ({exc})",
-                    hint="copy it again, or pull the image from a registry",
-                ) from None
-            raw = Path(tmp) / ARCHIVE_IMAGE
-            if sha256_file(raw) != meta.get("image_sha256"):
-                raise RegistryError(
-                    f"{path} is corrupt: the image inside does not match its recorded sha256",
-                    hint="copy it again, or pull the image from a registry",
-                )
-            # The archive's claims (image id, tags) are never acted on: the id is the sha256
-            # of the config it carries, and the image is loaded without any tag.
-            untagged = Path(tmp) / "untagged.tar"
-            try:
-                image_id = untag_image_tar(raw, untagged)
-            except (tarfile.TarError, OSError, ValueError) as exc:
-                raise RegistryError(f"{path}: the image inside is not readable ({exc})") from None
-            raw.unlink()
+                with open(path, "rb") as source:
+                    parsed = read_archive(source, Path(tmp), str(path))
+            except OSError as exc:
+                raise RegistryError(f"cannot read {path}: {exc.strerror or exc}") from None
+            meta, image_id = parsed.meta, parsed.image_id
             new = image_id not in self._engine.image_ids()
-            self._engine.load(untagged)
+            self._engine.load(rebuilt_image_tar(parsed))
         info = self._engine.inspect_image(image_id)
         if info is None:
             raise RegistryError(f"{path}: the engine did not load the image {image_id}")
@@ -302,9 +282,6 @@ class Sharing:
         return "", ""
 
 
-MAX_META = 1 << 20
-
-
 def lock_differences(lock: LockFile, section: EnvironmentSection) -> list[str]:
     """What an environment's packages contradict in a lock (exact names and versions)."""
     installed = {p.name: p.version for p in section.python_packages}
@@ -323,47 +300,6 @@ def lock_differences(lock: LockFile, section: EnvironmentSection) -> list[str]:
                 f"envd.lock pins {package.version}"
             )
     return out
-
-
-def untag_image_tar(source: Path, target: Path) -> str:
-    """Copy a `docker save` tar without its tags; return the image id (its config's sha256)."""
-    with tarfile.open(source, "r:") as tar:
-        member = tar.getmember("manifest.json")
-        if member.size > MAX_META:
-            raise ValueError("manifest.json is too large")
-        handle = tar.extractfile(member)
-        assert handle is not None
-        manifest = json.loads(handle.read())
-        if not isinstance(manifest, list) or len(manifest) != 1:
-            raise ValueError("the archive must hold exactly one image")
-        config = tar.extractfile(tar.getmember(str(manifest[0]["Config"])))
-        if config is None:
-            raise ValueError("the image config is not a file")
-        digest = hashlib.sha256()
-        while block := config.read(1 << 20):
-            digest.update(block)
-        manifest[0]["RepoTags"] = None
-        with tarfile.open(target, "w:") as out:
-            for info in tar:
-                if info.name in ("repositories", "index.json") and info.isfile():
-                    continue  # legacy tags, and the OCI index's image names
-                if info.name == "manifest.json":
-                    data = json.dumps(manifest).encode()
-                    copy = tarfile.TarInfo("manifest.json")
-                    copy.size, copy.mode = len(data), 0o644
-                    out.addfile(copy, io.BytesIO(data))
-                elif info.isfile():
-                    out.addfile(info, tar.extractfile(info))
-                else:
-                    out.addfile(info)
-    return f"sha256:{digest.hexdigest()}"
-
-
-def _check_gzip(path: Path) -> None:
-    """Read the whole gzip stream, so a flipped or missing byte fails its CRC or length."""
-    with gzip.open(path, "rb") as f:
-        while f.read(1 << 20):
-            pass
 
 
 def _add_text(archive: tarfile.TarFile, name: str, text: str) -> None:

@@ -226,6 +226,7 @@ class WarmContainers:
             "envd.role": ROLE,
             "envd.project": request.project,
             "envd.image": request.image,
+            "envd.image-id": request.image_id,
             "envd.ports": ",".join(str(p) for p in request.ports),
             "envd.gpus": request.gpus,
         }
@@ -393,6 +394,9 @@ class WarmContainers:
         return f"{name}-{secrets.token_hex(2)}"
 
     def _start(self, request: WarmRequest) -> Warm:
+        # By the image ID the store recorded when the image was built or verified, never by
+        # its tag: a tag can be moved (an archive, `docker tag`) to an image envd never checked.
+        image = request.image_id or request.image
         name = self._free_name(request)
         mounts = [Mount(request.project_dir, WORKDIR)]
         if request.project_volume:  # a remote engine: see envd/services/projectsync.py
@@ -403,7 +407,7 @@ class WarmContainers:
             if self.agents is None or not self.agents.fits(name):
                 info = self.engine.start_container(
                     name,
-                    request.image,
+                    image,
                     list(IDLE_CMD),
                     mounts=mounts,
                     labels=labels,
@@ -422,7 +426,7 @@ class WarmContainers:
                 info = self.engine.start_container_as(
                     self.agents.user,
                     name,
-                    request.image,
+                    image,
                     list(IDLE_CMD),
                     entrypoint=agent_entrypoint(),
                     mounts=mounts,

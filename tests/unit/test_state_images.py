@@ -273,9 +273,9 @@ class VanishingEngine(entering_world.Engine):
         device_requests: Sequence[Mapping[str, Any]] = (),
         ports: Sequence[int] = (),
     ) -> ContainerInfo:
-        if image in self.gone_at_start:
-            self.gone_at_start.discard(image)
-            self.present.discard(image)
+        if image in self.gone_at_start:  # gone by tag and by ID (warm starts by ID)
+            self.present -= self.gone_at_start
+            self.gone_at_start = set()
         if image not in self.present:
             raise NotFound(f"image {image} is not on the engine", hint="build it first")
         return super().start_container(
@@ -299,7 +299,7 @@ class BuilderOnEngine(entering_world.Builder):
     def build(self, row: Any, progress: Any) -> Any:
         outcome = super().build(row, progress)
         assert self.engine is not None
-        self.engine.present.add(outcome.image)
+        self.engine.present.update((outcome.image, outcome.image_id))
         return outcome
 
 

@@ -525,3 +525,12 @@ def test_a_home_too_deep_for_a_socket_path_gets_no_agent(agents_home: Path) -> N
     warm = with_agents(deep, engine)
     w = warm.ensure(REQ)
     assert w.agent == "" and engine.started_as == [] and len(engine.started) == 1
+
+
+def test_a_warm_container_starts_from_the_recorded_image_id_not_its_tag() -> None:
+    """A tag can be moved to an image envd never verified (F3): the container is created
+    from the ID the store recorded, whatever the tag points at now."""
+    warm, engine = make()
+    started = warm.ensure(REQ)
+    info = engine.containers[started.container_id]
+    assert info.image == REQ.image_id and info.labels["envd.image"] == REQ.image
