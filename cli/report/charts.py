@@ -26,14 +26,16 @@ class Chart:
 
 
 def charts(report: Report) -> list[Chart]:
-    """One small chart of the metric per varying param, then the parallel coordinates."""
+    """One small chart of the metric per varying param, then the parallel coordinates of the
+    varying params and the metrics that vary (and the charted one)."""
     out: list[Chart] = []
     if report.metric:
         for n, param in enumerate(report.params):
             spec = metric_against_param(report.runs, param, report.metric)
             if spec is not None:
                 out.append(Chart(f"chart-param-{n}", f"{report.metric} by {param}", spec))
-    parallel = parallel_coordinates(report.runs, report.params, report.metrics, report.metric)
+    metrics = [m for m in report.metrics if m in report.varying_metrics or m == report.metric]
+    parallel = parallel_coordinates(report.runs, report.params, metrics, report.metric)
     if parallel is not None:
         out.append(Chart("chart-parallel", "parameters and metrics", parallel))
     return out

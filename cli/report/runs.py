@@ -33,15 +33,17 @@ class Report:
     params: tuple[str, ...]  # the params that vary between the runs (all of them for one run)
     metrics: tuple[str, ...]  # every metric any run has
     metric: str  # the one charted against each param ("" when no run has a metric)
+    varying_metrics: tuple[str, ...]  # the metrics that differ between the runs
     headers: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     anchors: tuple[str, ...]  # per run, the id of its record's section in the page
 
 
 def build_report(title: str, runs: Sequence[ReportRun], metric: str = "") -> Report:
-    """The page's content. `metric` must be one of the runs' metrics; default: the first."""
+    """The page's content. `metric` must be one of the runs' metrics; default: the first one
+    that differs between the runs (else the first)."""
     records = [r.record for r in runs]
-    params, _ = varying(records)
+    params, moving = varying(records)
     metrics = sorted({name for r in records for name in r.metrics})
     if metric and metric not in metrics:
         known = ", ".join(metrics) if metrics else "none"
@@ -49,7 +51,7 @@ def build_report(title: str, runs: Sequence[ReportRun], metric: str = "") -> Rep
             f"metric {metric!r}: none of the {len(runs)} runs in the report has it",
             hint=f"choose one of their metrics with --metric (they have: {known})",
         )
-    chosen = metric or (metrics[0] if metrics else "")
+    chosen = metric or (moving[0] if moving else metrics[0] if metrics else "")
     headers = (
         "run",
         "when",
@@ -68,6 +70,7 @@ def build_report(title: str, runs: Sequence[ReportRun], metric: str = "") -> Rep
         params=tuple(params),
         metrics=tuple(metrics),
         metric=chosen,
+        varying_metrics=tuple(moving),
         headers=headers,
         rows=rows,
         anchors=anchors([r.record.id for r in runs]),
@@ -99,9 +102,14 @@ def _row(run: ReportRun, params: Sequence[str], metrics: Sequence[str]) -> tuple
         shlex.join(r.command),
         *(values.get(k, "") for k in params),
         *(format_number(r.metrics[k]) if k in r.metrics else "" for k in metrics),
-        r.environment_hash[:12] or "-",
+        short_digest(r.environment_hash),
         run.origin,
     )
+
+
+def short_digest(digest: str) -> str:
+    """The first 12 hex digits of a digest, without its `sha256:`; "-" for none."""
+    return digest.removeprefix("sha256:")[:12] or "-"
 
 
 def when(timestamp: float) -> str:

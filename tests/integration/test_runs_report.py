@@ -94,7 +94,7 @@ def test_report_renders_runs_params_metrics_and_charts_with_no_errors(
     runs = json.loads(shared.ok("--json", "runs", "rpt"))["runs"]
     assert len(runs) == 3
     page = tmp_path / "runs.html"
-    out = shared.ok("runs", "report", "rpt", "-o", str(page), "--metric", "train.accuracy")
+    out = shared.ok("runs", "report", "rpt", "-o", str(page), "--metric", "train.log_loss")
     assert f"wrote {page} (3 runs)" in out
 
     dom, log = render(page, tmp_path / "chromium-profile")
@@ -111,6 +111,7 @@ def test_report_renders_runs_params_metrics_and_charts_with_no_errors(
         assert run["git_commit"][:8] in table
         assert f'<section id="run-{run["id"]}"' in dom
         assert run["environment_hash"] in dom
+        assert run["environment_hash"].removeprefix("sha256:")[:12] in table
     for name in ("model.learning_rate", "model.epochs", "train.accuracy", "train.log_loss"):
         assert f">{name}</th>" in table
     assert ">seed</th>" not in table  # the same in every run
@@ -119,7 +120,7 @@ def test_report_renders_runs_params_metrics_and_charts_with_no_errors(
     assert sorted(charts) == ["chart-parallel", "chart-param-0", "chart-param-1"]
     for chart_id, markup in charts.items():
         assert re.search(r'<svg[^>]*class="marks"', markup), f"{chart_id} drew nothing"
-        assert "train.accuracy" in markup, chart_id  # the metric's axis title, as SVG text
+        assert "train.log_loss" in markup, chart_id  # the metric's axis title, as SVG text
     assert "model.epochs" in charts["chart-param-0"]  # params in name order
     assert "model.learning_rate" in charts["chart-param-1"]
     assert "model.learning_rate" in charts["chart-parallel"]

@@ -115,6 +115,23 @@ def test_the_default_metric_is_the_first_and_an_unknown_one_is_refused(
     assert "'f1'" in refused.value.message and "accuracy, loss" in (refused.value.hint or "")
 
 
+def test_the_default_metric_is_the_first_that_varies() -> None:
+    runs = [
+        run(0, "1", metrics={"accuracy": 1.0, "loss": 0.5}),
+        run(1, "2", metrics={"accuracy": 1.0, "loss": 0.2}),
+    ]
+    report = build_report("demo", runs)
+    assert report.metric == "loss" and report.metrics == ("accuracy", "loss")
+    parallel = charts(report)[-1].spec
+    assert parallel["layer"][0]["encoding"]["x"]["sort"] == ["train.lr", "loss"]
+    assert build_report("demo", runs[:1]).metric == "accuracy"  # one run: nothing varies
+
+
+def test_the_environment_is_named_by_its_digest_without_the_algorithm() -> None:
+    record = RunRecord(id="x", environment_hash="sha256:" + "ab" * 32)
+    assert build_report("p", [ReportRun(record)]).rows[0][-2] == "ab" * 6
+
+
 def test_status_and_times_that_no_clock_shows() -> None:
     crashed = ReportRun(RunRecord(id="x", exit_code=3), full={})
     running = ReportRun(RunRecord(id="y"), finished=False)
