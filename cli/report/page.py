@@ -44,7 +44,7 @@ class Asset:
 
 def vendored_assets() -> list[Asset]:
     """The chart libraries in cli/assets/, in load order, each checked against the manifest."""
-    folder = resources.files("cli") / "assets"
+    folder = resources.files("cli.assets")
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     out = []
     for entry in manifest["assets"]:
