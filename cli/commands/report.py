@@ -67,10 +67,13 @@ def report_cmd(
             hint="record one with `envctl enter PROJECT -- COMMAND`, then run the report again",
         )
     title = runs[0].record.project if project else "all projects"
-    page = render(
-        build_report(title, runs, metric), vendored_assets(), generator=f"envctl {__version__}"
-    )
-    write_atomically(output, page)
+    report = build_report(title, runs, metric)
+    write_atomically(output, render(report, vendored_assets(), generator=f"envctl {__version__}"))
+    if obj.as_json:
+        from cli.output import emit_json
+
+        emit_json({"output": os.path.abspath(output), "runs": len(runs), "metric": report.metric})
+        return
     click.echo(f"wrote {output} ({len(runs)} run{'s' if len(runs) != 1 else ''})")
 
 

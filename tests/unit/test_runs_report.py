@@ -22,7 +22,7 @@ from cli.context import AppContext
 from cli.report.charts import axis_of, charts, metric_against_param, parallel_coordinates
 from cli.report.page import Asset, render, script_json, vendored_assets
 from cli.report.runs import ReportRun, anchors, build_report, when
-from envd.errors import NotFound, VerificationError
+from envd.errors import EnvdError, NotFound, VerificationError
 from envd.model.runrecord import CodeState, RunRecord
 from envd.v1 import envd_pb2 as pb
 
@@ -436,6 +436,23 @@ def test_report_refuses_no_runs_and_an_unknown_metric(tmp_path: Path) -> None:
     with pytest.raises(NotFound):
         invoke(FakeClient([message(1, "1", 0.5)]), ["demo", "-o", str(out), "--metric", "f1"])
     assert not out.exists()
+
+
+def test_report_into_a_missing_folder_is_refused_and_says_how_to_fix_it(tmp_path: Path) -> None:
+    out = tmp_path / "nowhere" / "runs.html"
+    with pytest.raises(EnvdError) as refused:
+        invoke(FakeClient([message(1, "1", 0.5)]), ["demo", "-o", str(out)])
+    assert refused.value.exit_code == 1 and str(tmp_path / "nowhere") in refused.value.message
+    assert "-o PATH" in (refused.value.hint or "")
+
+
+def test_report_with_json_says_where_and_what(tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    client = FakeClient([message(1, "1", 0.5)])
+    obj = AppContext(as_json=True, _client=client)  # type: ignore[arg-type]
+    result = CliRunner().invoke(report_cmd, ["-o", str(out)], obj=obj, catch_exceptions=False)
+    assert json.loads(result.output) == {"output": str(out), "runs": 1, "metric": "accuracy"}
+    assert client.requests[0].project.ref == ""  # no PROJECT: every project's runs
 
 
 def test_report_is_a_subcommand_of_runs() -> None:
