@@ -55,6 +55,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "daemon": ("cli.commands.daemon", "daemon_cmd", "Manage the envd daemon."),
 }
 
+# group -> subcommands kept in their own modules: name -> (module, attribute).
+SUBCOMMANDS: dict[str, dict[str, tuple[str, str]]] = {
+    "runs": {"report": ("cli.commands.report", "report_cmd")},
+}
+
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -71,6 +76,9 @@ class LazyGroup(click.Group):
                 return None
             raise
         command = getattr(module, attr, None)
+        if isinstance(command, click.Group):
+            for sub, (sub_module, sub_attr) in SUBCOMMANDS.get(cmd_name, {}).items():
+                command.add_command(getattr(importlib.import_module(sub_module), sub_attr), sub)
         return command if isinstance(command, click.Command) else None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

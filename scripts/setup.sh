@@ -3,7 +3,8 @@
 #   - a virtualenv (.venv) with envd and its dev tools;
 #   - a Docker engine: reused when `docker info` answers, else docker.io is installed and
 #     dockerd started in the background (log: /var/log/envd-dockerd.log);
-#   - mmdebstrap (Debian base images) and docker-registry (sharing tests).
+#   - mmdebstrap (Debian base images) and docker-registry (sharing tests);
+#   - chromium (the runs report's test renders the page headless).
 # Without root or apt it says what to install and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,7 @@ apt_install() {
 missing=()
 have mmdebstrap || missing+=(mmdebstrap)
 have docker-registry || missing+=(docker-registry)
+have chromium || missing+=(chromium)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ! timeout 10 docker info >/dev/null 2>&1 && ! have dockerd; then
   missing+=(docker.io)
