@@ -5,16 +5,26 @@ steps up in the repository, from the last step to the first, and pulls the longe
 prefix (one image: it holds every layer below it); after a build it pushes the steps it has
 that the repository lacks. Each step image REPO:KEY has a record beside it, REPO:rec-KEY,
 written by the pusher after the image: the image ID, the layer diff-ids and the content hash
-of its files (see envd.gateways.registry).
+of its files (see envd.gateways.registry). Records are written anonymously: whoever can push to
+the repository can replace a step and write a record that agrees with it, so a record is a
+claim, never evidence.
 
-What is pulled is admitted (tagged NAMESPACE/cache:KEY) only once it is checked: its ID and
-layers are the record's, its content hash, computed here from its bytes, is the record's, and
-the step's own invariants hold (a base's one layer is the locked tarball; a packages step's
-files agree with their RECORDs and install exactly the locked pins; the last step's fingerprint
-label is its contents and, when envd.lock records one, the lock's environment hash). Anything
-refused is removed, and the steps are built here, so a cache can make a build faster but never
-change what it builds. Registry lookups go over HTTP (a manifest GET or HEAD, bounded and with
-a timeout: the engine has no "does this tag exist" call but a pull); the images themselves move
+A cache step is therefore taken only when the build can be held to something this user
+trusts: the environment hash envd.lock records for the final image (`locked_environment`).
+With none (a fresh lock, or a project whose build reads project files the lock does not
+cover, so the lock cannot say what it makes), nothing is pulled: every step is built here,
+and the hash the builder then writes into envd.lock is this machine's. With one, a pulled
+image is admitted (tagged NAMESPACE/cache:KEY) only once it is checked: its ID and layers are
+the record's, its content hash, computed here from its bytes, is the record's, and the step's
+own invariants hold (a base's one layer is the locked tarball; a packages step's files agree
+with their RECORDs and install exactly the locked pins; a last step's fingerprint label is its
+contents and its environment is the lock's). An intermediate step is then held to the lock
+through the image built on it: the builder compares the final environment hash, every file's
+bytes included, with the lock's, and when they differ (or the build fails) it forgets what it
+took and builds every step here. Anything refused is removed and built here, and pushed again
+after the build, over the refused entry. So a cache makes a build faster but never changes
+what it builds. Registry lookups go over HTTP (a manifest GET or HEAD, bounded and with a
+timeout: the engine has no "does this tag exist" call but a pull); the images themselves move
 through the engine, with its credentials and registry settings.
 """
 
@@ -52,6 +62,19 @@ log = logging.getLogger(__name__)
 
 RECORD_SCHEMA = 1
 RECORD_PREFIX = "rec-"
+
+
+def locked_environment(lock: LockFile) -> str:
+    """The environment hash a build of `lock` must end in; "" when the lock holds it to none
+    (no hash recorded yet, or a build that reads project files the lock does not cover). Only
+    with one may a build take steps from the cache: it is what they are checked against."""
+    return "" if reads_project_files(lock) else lock.environment_hash
+
+
+def _why_unchecked(lock: LockFile) -> str:
+    if reads_project_files(lock):
+        return "this build reads project files, so envd.lock cannot say what it makes"
+    return "envd.lock records no environment hash yet to check them against"
 
 
 @dataclass(frozen=True)
@@ -98,7 +121,8 @@ class StepRecord:
 @dataclass(frozen=True)
 class Fetched:
     """What a build took from the cache: the keys admitted here (to forget if the build then
-    disagrees with the lock), and the keys refused (pushed again after the build)."""
+    disagrees with the lock, or fails before it could be compared), and the keys refused
+    (pushed again after the build)."""
 
     repository: str = ""
     keys: tuple[str, ...] = ()
@@ -142,6 +166,14 @@ class BuildCache:
         repository = parse_repository(target)
         have, image = self._steps.cached_prefix(plan)
         if have == len(plan.steps) - 1:
+            return Fetched(target)
+        if not locked_environment(lock):
+            progress(
+                Progress(
+                    "cache",
+                    f"not taking steps from {target}: {_why_unchecked(lock)} (building here)",
+                )
+            )
             return Fetched(target)
         if image is None and not (lock.base.kind == "debian" and self._has_base(lock)):
             have = -1  # not even the base is here
@@ -267,6 +299,8 @@ class BuildCache:
     ) -> None:
         """VerificationError unless the pulled image is what its record and the lock say."""
         step = plan.steps[index]
+        if not locked_environment(lock):  # (fetch asks nothing then; this holds it here too)
+            raise VerificationError(_why_unchecked(lock))
         if info.id != record.image_id or info.layers != record.layers:
             raise VerificationError(
                 f"the image is not the one its record names (image {info.id[:19]}, record "
@@ -308,13 +342,10 @@ class BuildCache:
             )
         if info.labels.get("envd.lock-hash") != plan.lock_hash:
             raise VerificationError("it was built from another lock")
-        if (
-            lock.environment_hash
-            and built != lock.environment_hash
-            and not reads_project_files(lock)
-        ):
+        expected = locked_environment(lock)
+        if built != expected:  # ("" too: nothing to hold it to, never admitted)
             raise VerificationError(
-                f"its environment is {built}, envd.lock records {lock.environment_hash}"
+                f"its environment is {built}, envd.lock records {expected or 'none'}"
             )
 
     def forget(self, fetched: Fetched) -> None:
