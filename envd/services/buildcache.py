@@ -168,13 +168,7 @@ class BuildCache:
         if have == len(plan.steps) - 1:
             return Fetched(target)
         if not locked_environment(lock):
-            progress(
-                Progress(
-                    "cache",
-                    f"not taking steps from {target}: {_why_unchecked(lock)} (building here)",
-                )
-            )
-            return Fetched(target)
+            return self.unchecked(project, lock, plan, progress)
         if image is None and not (lock.base.kind == "debian" and self._has_base(lock)):
             have = -1  # not even the base is here
         refused: list[str] = []
@@ -212,6 +206,17 @@ class BuildCache:
         if not refused:
             progress(Progress("cache", f"no step of this build is in {target} yet"))
         return Fetched(target, (), tuple(refused))
+
+    def unchecked(
+        self, project: str, lock: LockFile, plan: p.BuildPlan, progress: Reporter
+    ) -> Fetched:
+        """Take nothing: the build has nothing to check cache steps against (says why, when
+        a cache is set and a step is to be built)."""
+        target = self.repository(project)
+        if target and self._steps.cached_prefix(plan)[0] != len(plan.steps) - 1:
+            why = _why_unchecked(lock)
+            progress(Progress("cache", f"not taking steps from {target}: {why} (building here)"))
+        return Fetched(target)
 
     def _has_base(self, lock: LockFile) -> bool:
         layers = self._engine.image_layers(lock.base.reference) if lock.base.reference else None

@@ -161,8 +161,11 @@ class Builder:
             # Steps come from the team cache only when the build is held to the lock's
             # environment hash (checked on the final image, below in _checked_labels or in
             # the cache's own check of a pulled last step); without one, every step runs here.
-            if self._cache is not None and locked_environment(lock):
-                fetched = self._cache.fetch(row.name, lock, plan, progress)
+            if self._cache is not None:
+                if locked_environment(lock):
+                    fetched = self._cache.fetch(row.name, lock, plan, progress)
+                else:
+                    fetched = self._cache.unchecked(row.name, lock, plan, progress)
             try:
                 ran = run_steps()
             except VerificationError as exc:

@@ -651,6 +651,10 @@ class _BuildCacheSpy:
         self.calls.append("fetch")
         return Fetched(CACHE, (plan.steps[2].key,))
 
+    def unchecked(self, project: str, lock: Any, plan: p.BuildPlan, progress: Any) -> Fetched:
+        self.calls.append("unchecked")
+        return Fetched(CACHE)
+
     def forget(self, fetched: Fetched) -> None:
         self.calls.append(f"forget {len(fetched.keys)}")
 
@@ -723,7 +727,7 @@ def build_with(cache: _BuildCacheSpy, lock: Any, fail: BaseException | None = No
 def test_the_cache_is_asked_only_when_the_lock_holds_a_hash_and_a_first_hash_is_local() -> None:
     cache = _BuildCacheSpy()
     fakes = build_with(cache, LOCK)
-    assert cache.calls == ["push"]  # built here, then shared; nothing was fetched
+    assert cache.calls == ["unchecked", "push"]  # built here, then shared; nothing fetched
     assert fakes.recorded == "sha256:here"  # hashed from the image built here
     cache = _BuildCacheSpy()
     fakes = build_with(cache, TRUSTED)
