@@ -124,16 +124,16 @@ def test_a_fresh_lock_takes_no_cache_step_and_records_the_honest_hash(
     try:
         proc = other("build", str(project), timeout=1800)
         assert proc.returncode == 0, proc.stderr
+        entered = other("enter", str(project), "--", "test", "!", "-e", EVIL, timeout=300)
+        assert entered.returncode == 0, (entered.stdout, entered.stderr)
+        written = json.loads((project / "envd.lock").read_text())["environment_hash"]
+        assert written == honest_hash
+        assert "[cache] pulled" not in proc.stderr, proc.stderr
+        assert "[packages] running:" in proc.stderr  # built here
         assert (
             f"[cache] not taking steps from {registry}/team/cache: envd.lock records no "
             "environment hash yet to check them against (building here)"
         ) in proc.stderr
-        assert "[cache] pulled" not in proc.stderr, proc.stderr
-        assert "[packages] running:" in proc.stderr  # built here
-        written = json.loads((project / "envd.lock").read_text())["environment_hash"]
-        assert written == honest_hash
-        entered = other("enter", str(project), "--", "test", "!", "-e", EVIL, timeout=300)
-        assert entered.returncode == 0, (entered.stdout, entered.stderr)
     finally:
         other("stop", "--all", timeout=60)
         stop_daemon(other)
