@@ -12,20 +12,23 @@ claim, never evidence.
 A cache step is therefore taken only when the build can be held to something this user
 trusts: the environment hash envd.lock records for the final image (`locked_environment`).
 With none (a fresh lock, or a project whose build reads project files the lock does not
-cover, so the lock cannot say what it makes), nothing is pulled: every step is built here,
-and the hash the builder then writes into envd.lock is this machine's. With one, a pulled
-image is admitted (tagged NAMESPACE/cache:KEY) only once it is checked: its ID and layers are
-the record's, its content hash, computed here from its bytes, is the record's, and the step's
-own invariants hold (a base's one layer is the locked tarball; a packages step's files agree
-with their RECORDs and install exactly the locked pins; a last step's fingerprint label is its
-contents and its environment is the lock's). An intermediate step is then held to the lock
-through the image built on it: the builder compares the final environment hash, every file's
-bytes included, with the lock's, and when they differ (or the build fails) it forgets what it
-took and builds every step here. Anything refused is removed and built here, and pushed again
-after the build, over the refused entry. So a cache makes a build faster but never changes
-what it builds. Registry lookups go over HTTP (a manifest GET or HEAD, bounded and with a
-timeout: the engine has no "does this tag exist" call but a pull); the images themselves move
-through the engine, with its credentials and registry settings.
+cover, so the lock cannot say what it makes), nothing is pulled: the steps this engine lacks
+are built here, and the hash the builder then writes into envd.lock is hashed here from that
+image, never taken from a record. With one, a pulled image is admitted (tagged
+NAMESPACE/cache:KEY) only once it is checked: its ID and layers are the record's, its content
+hash, computed here from its bytes, is the record's, and the step's own invariants hold (a
+base's one layer is the locked tarball; a packages step's files agree with their RECORDs and
+install exactly the locked pins; a last step's fingerprint label is its contents and its
+environment is the lock's). An intermediate step is then held to the lock through the image
+built on it: the builder compares the final environment hash, every file's bytes included,
+with the lock's; when they differ it forgets what it took and builds every step here, and a
+build that fails before the comparison forgets it too. Anything refused is removed and built
+here, and pushed again after the build, over the refused entry. So a cache makes a build
+faster but never changes what it builds.
+
+Registry lookups go over HTTP (a manifest GET or HEAD, bounded and with a timeout: the engine
+has no "does this tag exist" call but a pull); the images themselves move through the engine,
+with its credentials and registry settings.
 """
 
 from __future__ import annotations
