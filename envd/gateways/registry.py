@@ -4,14 +4,17 @@ The engine pulls and pushes the step images themselves (with Docker's credential
 registry settings); this client only asks whether a tag exists (a manifest HEAD) and reads and
 writes the small records the cache keeps beside each step image (an OCI manifest whose config
 blob is the record). Every call has a timeout and reads at most MAX_BODY bytes. Registries on
-127.0.0.0/8 or localhost are spoken to in plain http, as the engine does; others in https.
+127.0.0.0/8, [::1] or localhost (decided by parsing the host, never by a prefix) are spoken
+to in plain http and without a proxy, as the engine does; others in https.
 Only anonymous access is supported here (a registry that needs a login answers 401).
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,6 +26,7 @@ from envd.errors import RegistryError
 
 MAX_BODY = 64 * 1024  # a manifest or a record; anything larger is not ours
 TIMEOUT_S = 10.0
+_PORT = re.compile(r"[0-9]{1,5}")
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 RECORD_TYPE = "application/vnd.envd.step-record.v1+json"
@@ -52,8 +56,27 @@ class Repository:
 
 
 def is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:].split("]")[0]
-    return name == "localhost" or name.startswith("127.") or name == "::1"
+    """Whether HOST[:PORT] names this machine: the name `localhost`, an IPv4 address in
+    127.0.0.0/8 or the IPv6 address [::1], with an optional numeric port. Decided by parsing,
+    never by a prefix: `127.evil.com` is a name for another machine, and anything that is not
+    exactly a host and a port (`127.0.0.1:5000@evil.com`) is not loopback."""
+    bracketed = host.startswith("[")
+    if bracketed:
+        name, bracket, rest = host[1:].partition("]")
+        if not bracket:
+            return False
+    else:
+        name = host.partition(":")[0]
+        rest = host[len(name) :]
+    if rest and not (rest.startswith(":") and _PORT.fullmatch(rest[1:])):
+        return False
+    if not bracketed and name.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return address.is_loopback and (address.version == 6) == bracketed
 
 
 def parse_repository(reference: str) -> Repository:

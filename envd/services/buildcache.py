@@ -5,17 +5,30 @@ steps up in the repository, from the last step to the first, and pulls the longe
 prefix (one image: it holds every layer below it); after a build it pushes the steps it has
 that the repository lacks. Each step image REPO:KEY has a record beside it, REPO:rec-KEY,
 written by the pusher after the image: the image ID, the layer diff-ids and the content hash
-of its files (see envd.gateways.registry).
+of its files (see envd.gateways.registry). Records are written anonymously: whoever can push to
+the repository can replace a step and write a record that agrees with it, so a record is a
+claim, never evidence.
 
-What is pulled is admitted (tagged NAMESPACE/cache:KEY) only once it is checked: its ID and
-layers are the record's, its content hash, computed here from its bytes, is the record's, and
-the step's own invariants hold (a base's one layer is the locked tarball; a packages step's
-files agree with their RECORDs and install exactly the locked pins; the last step's fingerprint
-label is its contents and, when envd.lock records one, the lock's environment hash). Anything
-refused is removed, and the steps are built here, so a cache can make a build faster but never
-change what it builds. Registry lookups go over HTTP (a manifest GET or HEAD, bounded and with
-a timeout: the engine has no "does this tag exist" call but a pull); the images themselves move
-through the engine, with its credentials and registry settings.
+A cache step is therefore taken only when the build can be held to something this user
+trusts: the environment hash envd.lock records for the final image (`locked_environment`).
+With none (a fresh lock, or a project whose build reads project files the lock does not
+cover, so the lock cannot say what it makes), nothing is pulled: the steps this engine lacks
+are built here, and the hash the builder then writes into envd.lock is hashed here from that
+image, never taken from a record. With one, a pulled image is admitted (tagged
+NAMESPACE/cache:KEY) only once it is checked: its ID and layers are the record's, its content
+hash, computed here from its bytes, is the record's, and the step's own invariants hold (a
+base's one layer is the locked tarball; a packages step's files agree with their RECORDs and
+install exactly the locked pins; a last step's fingerprint label is its contents and its
+environment is the lock's). An intermediate step is then held to the lock through the image
+built on it: the builder compares the final environment hash, every file's bytes included,
+with the lock's; when they differ it forgets what it took and builds every step here, and a
+build that fails before the comparison forgets it too. Anything refused is removed and built
+here, and pushed again after the build, over the refused entry. So a cache makes a build
+faster but never changes what it builds.
+
+Registry lookups go over HTTP (a manifest GET or HEAD, bounded and with a timeout: the engine
+has no "does this tag exist" call but a pull); the images themselves move through the engine,
+with its credentials and registry settings.
 """
 
 from __future__ import annotations
@@ -52,6 +65,19 @@ log = logging.getLogger(__name__)
 
 RECORD_SCHEMA = 1
 RECORD_PREFIX = "rec-"
+
+
+def locked_environment(lock: LockFile) -> str:
+    """The environment hash a build of `lock` must end in; "" when the lock holds it to none
+    (no hash recorded yet, or a build that reads project files the lock does not cover). Only
+    with one may a build take steps from the cache: it is what they are checked against."""
+    return "" if reads_project_files(lock) else lock.environment_hash
+
+
+def _why_unchecked(lock: LockFile) -> str:
+    if reads_project_files(lock):
+        return "this build reads project files, so envd.lock cannot say what it makes"
+    return "envd.lock records no environment hash yet to check them against"
 
 
 @dataclass(frozen=True)
@@ -98,7 +124,8 @@ class StepRecord:
 @dataclass(frozen=True)
 class Fetched:
     """What a build took from the cache: the keys admitted here (to forget if the build then
-    disagrees with the lock), and the keys refused (pushed again after the build)."""
+    disagrees with the lock, or fails before it could be compared), and the keys refused
+    (pushed again after the build)."""
 
     repository: str = ""
     keys: tuple[str, ...] = ()
@@ -143,6 +170,8 @@ class BuildCache:
         have, image = self._steps.cached_prefix(plan)
         if have == len(plan.steps) - 1:
             return Fetched(target)
+        if not locked_environment(lock):
+            return self.unchecked(project, lock, plan, progress)
         if image is None and not (lock.base.kind == "debian" and self._has_base(lock)):
             have = -1  # not even the base is here
         refused: list[str] = []
@@ -180,6 +209,17 @@ class BuildCache:
         if not refused:
             progress(Progress("cache", f"no step of this build is in {target} yet"))
         return Fetched(target, (), tuple(refused))
+
+    def unchecked(
+        self, project: str, lock: LockFile, plan: p.BuildPlan, progress: Reporter
+    ) -> Fetched:
+        """Take nothing: the build has nothing to check cache steps against (says why, when
+        a cache is set and a step is to be built)."""
+        target = self.repository(project)
+        if target and self._steps.cached_prefix(plan)[0] != len(plan.steps) - 1:
+            why = _why_unchecked(lock)
+            progress(Progress("cache", f"not taking steps from {target}: {why} (building here)"))
+        return Fetched(target)
 
     def _has_base(self, lock: LockFile) -> bool:
         layers = self._engine.image_layers(lock.base.reference) if lock.base.reference else None
@@ -267,6 +307,8 @@ class BuildCache:
     ) -> None:
         """VerificationError unless the pulled image is what its record and the lock say."""
         step = plan.steps[index]
+        if not locked_environment(lock):  # (fetch asks nothing then; this holds it here too)
+            raise VerificationError(_why_unchecked(lock))
         if info.id != record.image_id or info.layers != record.layers:
             raise VerificationError(
                 f"the image is not the one its record names (image {info.id[:19]}, record "
@@ -308,13 +350,10 @@ class BuildCache:
             )
         if info.labels.get("envd.lock-hash") != plan.lock_hash:
             raise VerificationError("it was built from another lock")
-        if (
-            lock.environment_hash
-            and built != lock.environment_hash
-            and not reads_project_files(lock)
-        ):
+        expected = locked_environment(lock)
+        if built != expected:  # ("" too: nothing to hold it to, never admitted)
             raise VerificationError(
-                f"its environment is {built}, envd.lock records {lock.environment_hash}"
+                f"its environment is {built}, envd.lock records {expected or 'none'}"
             )
 
     def forget(self, fetched: Fetched) -> None:

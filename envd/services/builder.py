@@ -21,7 +21,7 @@ from envd.model.cuda import check_host
 from envd.model.lockfile import LockFile
 from envd.model.state import ProjectState
 from envd.progress import Progress, Reporter
-from envd.services.buildcache import BuildCache, Fetched
+from envd.services.buildcache import BuildCache, Fetched, locked_environment
 from envd.services.fingerprints import ENV_LABEL, Fingerprints
 from envd.services.host import HostProbe
 from envd.services.images import Images
@@ -158,8 +158,14 @@ class Builder:
                     contents=inputs.contents,
                 )
 
+            # Steps come from the team cache only when the build is held to the lock's
+            # environment hash (checked on the final image, below in _checked_labels or in
+            # the cache's own check of a pulled last step); without one, every step runs here.
             if self._cache is not None:
-                fetched = self._cache.fetch(row.name, lock, plan, progress)
+                if locked_environment(lock):
+                    fetched = self._cache.fetch(row.name, lock, plan, progress)
+                else:
+                    fetched = self._cache.unchecked(row.name, lock, plan, progress)
             try:
                 ran = run_steps()
             except VerificationError as exc:
@@ -182,6 +188,7 @@ class Builder:
             self._images.record(row, plan, ran.image_id)
             self._images.touch(plan)
         except BaseException as exc:
+            self._forget_unconfirmed(fetched)
             reason = exc.message if isinstance(exc, EnvdError) else f"{type(exc).__name__}: {exc}"
             self._projects.set_state(row.name, ProjectState.FAILED, reason.splitlines()[0])
             self._events.publish("build.failed", row.name, reason.splitlines()[0])
@@ -202,9 +209,12 @@ class Builder:
             fp = self._fingerprints.record(outcome.image_id, lock)
             if (
                 not lock.environment_hash
+                and not fetched.keys  # (always so: no hash, no cache step; see above)
                 and not lock.inputs.from_source
                 and not reads_project_files(lock)
             ):
+                # The first hash a lock records is this machine's, hashed here from the
+                # bytes of an image every step of which ran here, never a cache record's.
                 # (source builds are not bit-reproducible, and the files of the project a
                 # build reads are not in the lock: no hash to hold other machines to)
                 self._locker.record_environment(row, lock, fp.environment_hash)
@@ -215,19 +225,26 @@ class Builder:
             self._cache.push(row.name, lock, plan, progress, fetched)
         return outcome
 
+    def _forget_unconfirmed(self, fetched: Fetched) -> None:
+        """A build that failed never compared what it took from the cache with the lock:
+        drop it, so that no later build (of another lock, maybe with no hash) starts on it."""
+        if self._cache is None or not fetched.keys:
+            return
+        try:
+            self._cache.forget(fetched)
+        except EnvdError as exc:
+            log.warning("forgetting %s from the cache: %s", fetched.keys, exc.message)
+
     def _checked_labels(self, parent: str, lock: LockFile) -> dict[str, str]:
         """The fingerprint label, refused before anything is tagged when envd.lock recorded
         another environment for the same pins."""
         labels = self._fingerprints.labels_before_metadata(parent, lock)
         built = labels[ENV_LABEL]
-        if (
-            lock.environment_hash
-            and built != lock.environment_hash
-            and not reads_project_files(lock)
-        ):
+        expected = locked_environment(lock)
+        if expected and built != expected:
             raise VerificationError(
                 "this machine built a different environment from the same envd.lock: "
-                f"{built}, but the lock records {lock.environment_hash}",
+                f"{built}, but the lock records {expected}",
                 hint="the base or a package came out as other bytes here; compare with the "
                 "original (`envctl diff PROJECT image:REF`, or pull the shared image)",
             )

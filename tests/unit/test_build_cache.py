@@ -18,7 +18,13 @@ from envd.config import Config, dump_config, parse_config
 from envd.errors import RegistryError, UsageError
 from envd.events import EventBus
 from envd.gateways.engine import ImageInfo
-from envd.gateways.registry import RECORD_TYPE, RegistryClient, Repository, parse_repository
+from envd.gateways.registry import (
+    RECORD_TYPE,
+    RegistryClient,
+    Repository,
+    is_loopback,
+    parse_repository,
+)
 from envd.model import plan as p
 from envd.model.content import FACT_METADATA, FACT_RECORD, Entry, Fact, Manifest
 from envd.model.fingerprint import EnvironmentSection, Package, section_hash
@@ -358,6 +364,18 @@ def package_files(evil: bool = False) -> Manifest:
     return Manifest(entries, facts)
 
 
+def _honest_environment() -> str:
+    content = FakeContent()
+    content.manifests["probe"] = package_files()
+    fingerprints = FakeFingerprints(content)
+    return section_hash(fingerprints.environment("probe", LOCK.base.digest, dict(LOCK.inputs.env)))
+
+
+# The lock as a colleague's clone has it after a first build: with the environment hash the
+# honest steps make, which is what lets a build take steps from the cache at all.
+TRUSTED = dataclasses.replace(LOCK, environment_hash=_honest_environment())
+
+
 @dataclasses.dataclass
 class World:
     engine: FakeEngine
@@ -386,7 +404,7 @@ class World:
         self.registry.records[f"rec-{step.key}"] = record.to_bytes()
         return info.id
 
-    def fetch(self, lock: Any = LOCK) -> Fetched:
+    def fetch(self, lock: Any = TRUSTED) -> Fetched:
         return self.cache.fetch("sk", lock, PLAN, self.progress)
 
 
@@ -483,8 +501,8 @@ def test_the_last_step_must_be_the_locks_environment(world: World) -> None:
     assert any("is not its contents" in line for line in world.lines)
     world.lines.clear()
     world.publish(3, package_files(), labels)
-    same = dataclasses.replace(LOCK, environment_hash=labels[ENV_LABEL])
-    assert world.fetch(same).keys == (PLAN.final_key,)
+    assert labels[ENV_LABEL] == TRUSTED.environment_hash
+    assert world.fetch(TRUSTED).keys == (PLAN.final_key,)
 
 
 def test_a_base_must_be_the_locked_tarball(world: World) -> None:
@@ -550,3 +568,177 @@ def test_forgetting_drops_only_this_homes_tag(world: World) -> None:
     world.cache.forget(Fetched(CACHE, (PLAN.steps[2].key,)))
     assert world.store.steps == {} and world.engine.tags == {"envd-other/cache:x": packages}
     assert packages in world.engine.images
+
+
+# ------------------------------------------------------------------ nothing to hold it to
+
+
+def poisoned_chain(world: World) -> Manifest:
+    """A packages step and a last step with one extra file (an /etc/profile.d script, which
+    neither a RECORD nor a pin speaks of), published with records that agree with them."""
+    files = package_files()
+    files.entries["/etc/profile.d/evil.sh"] = Entry("file", 0o644, size=1, sha256=sha("evil"))
+    world.publish(2, files)
+    world.publish(3, files, final_labels(files, world))
+    return files
+
+
+def test_a_lock_with_no_environment_hash_takes_nothing_from_the_cache(world: World) -> None:
+    poisoned_chain(world)
+    fresh = dataclasses.replace(TRUSTED, environment_hash="")
+    assert world.fetch(fresh) == Fetched(CACHE)
+    assert world.engine.images == {} and world.engine.tags == {} and world.store.steps == {}
+    assert world.lines == [
+        f"[cache] not taking steps from {CACHE}: envd.lock records no environment hash yet "
+        "to check them against (building here)"
+    ]
+
+
+def test_a_build_that_reads_project_files_takes_nothing_from_the_cache(world: World) -> None:
+    poisoned_chain(world)
+    inputs = dataclasses.replace(TRUSTED.inputs, setup_files=(("setup.sh",),))
+    reads = dataclasses.replace(TRUSTED, inputs=inputs)
+    assert world.fetch(reads) == Fetched(CACHE)
+    assert world.engine.images == {} and world.store.steps == {}
+    assert "this build reads project files" in world.lines[0]
+
+
+# ------------------------------------------------------------------ loopback, by parsing
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1:5000", True),
+        ("127.0.0.1", True),
+        ("127.1.2.3:80", True),
+        ("localhost:5000", True),
+        ("localhost", True),
+        ("[::1]:5000", True),
+        ("[::1]", True),
+        ("127.evil.com:5000", False),
+        ("127.evil.com", False),
+        ("127.0.0.1.nip.io:5000", False),
+        ("localhost.evil.com:5000", False),
+        ("127.0.0.1:5000@evil.com", False),
+        ("127.0.0.1:abc", False),
+        ("127.0.0.1:", False),
+        ("127.1:5000", False),
+        ("[::1", False),
+        ("[127.0.0.1]:5000", False),
+        ("[::2]:5000", False),
+        ("10.0.0.1:5000", False),
+        ("registry.example.com", False),
+        ("", False),
+    ],
+)
+def test_loopback_is_decided_by_parsing_the_host(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+    scheme = "http" if loopback else "https"
+    assert Repository(host, "team/cache").base_url.startswith(f"{scheme}://{host}/v2/")
+
+
+# ------------------------------------------------------------------ the builder and the cache
+
+
+class _BuildCacheSpy:
+    """What the builder asks of the cache; `fetch` admits the packages step."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def fetch(self, project: str, lock: Any, plan: p.BuildPlan, progress: Any) -> Fetched:
+        self.calls.append("fetch")
+        return Fetched(CACHE, (plan.steps[2].key,))
+
+    def unchecked(self, project: str, lock: Any, plan: p.BuildPlan, progress: Any) -> Fetched:
+        self.calls.append("unchecked")
+        return Fetched(CACHE)
+
+    def forget(self, fetched: Fetched) -> None:
+        self.calls.append(f"forget {len(fetched.keys)}")
+
+    def push(self, project: str, lock: Any, plan: Any, progress: Any, fetched: Any) -> int:
+        self.calls.append("push")
+        return 0
+
+
+class _Recorder:
+    """Projects, locker, images, steps, sharing and engine in one: any other call does nothing."""
+
+    def __init__(self, lock: Any, fail: BaseException | None = None) -> None:
+        self.lock, self.fail, self.recorded = lock, fail, ""
+
+    def ensure_lock(self, row: Any, progress: Any, write: bool = True) -> Any:
+        return self.lock
+
+    def spec(self, row: Any) -> Any:
+        return dataclasses.make_dataclass("S", [("gpu", str), ("cuda", Any)])("none", None)
+
+    def built(self, plan: Any) -> None:
+        return None
+
+    def by_name(self, name: str) -> None:
+        return None
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        from envd.services.steps import StepsRun
+
+        if self.fail is not None:
+            raise self.fail
+        return StepsRun("sha256:" + "1" * 64, ())
+
+    def record_environment(self, row: Any, lock: Any, environment_hash: str) -> None:
+        self.recorded = environment_hash
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def build_with(cache: _BuildCacheSpy, lock: Any, fail: BaseException | None = None) -> _Recorder:
+    from envd.gateways.store import ProjectRow
+    from envd.model.state import ProjectState
+    from envd.services.builder import Builder
+
+    fakes = _Recorder(lock, fail)
+    fingerprint = dataclasses.make_dataclass("F", [("environment_hash", str)])("sha256:here")
+    fingerprints = dataclasses.make_dataclass("Fs", [("record", Any)])(lambda *a: fingerprint)
+    host = dataclasses.make_dataclass("H", [("host", Any)])(
+        dataclasses.make_dataclass("I", [("gpus", tuple)])(())
+    )
+    builder = Builder(
+        fakes,
+        fakes,
+        fakes,
+        fakes,
+        fingerprints,
+        fakes,
+        host,
+        fakes,
+        EventBus(),
+        NS,
+        cache,  # type: ignore[arg-type]
+    )
+    row = ProjectRow("sk", "/nonexistent", 0.0, ProjectState.READY, "", "", "")
+    builder.build(row, lambda item: None)
+    return fakes
+
+
+def test_the_cache_is_asked_only_when_the_lock_holds_a_hash_and_a_first_hash_is_local() -> None:
+    cache = _BuildCacheSpy()
+    fakes = build_with(cache, LOCK)
+    assert cache.calls == ["unchecked", "push"]  # built here, then shared; nothing fetched
+    assert fakes.recorded == "sha256:here"  # hashed from the image built here
+    cache = _BuildCacheSpy()
+    fakes = build_with(cache, TRUSTED)
+    assert cache.calls == ["fetch", "push"] and fakes.recorded == ""
+
+
+def test_a_failed_build_forgets_what_it_took_from_the_cache() -> None:
+    from envd.errors import ContainerError
+
+    cache = _BuildCacheSpy()
+    with pytest.raises(ContainerError, match="a step failed"):
+        build_with(cache, TRUSTED, ContainerError("a step failed"))
+    # Never compared with the lock: dropped, so no later build starts on it.
+    assert cache.calls == ["fetch", "forget 1"]
