@@ -381,7 +381,8 @@ class Runs:
     def get(self, run_id: str) -> RunRow:
         run = self._store.run(run_id)
         if run is None:
-            raise NotFound(f"no run {run_id}", hint="`envctl runs` lists them")
+            shown = run_id if len(run_id) <= 40 else f"{run_id[:37]}... ({len(run_id)} characters)"
+            raise NotFound(f"no run {shown}", hint="`envctl runs` lists them")
         if run.id in self._provenance:
             self.wait_provenance(run.id)
             run = self._store.run(run.id) or run

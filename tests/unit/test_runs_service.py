@@ -190,3 +190,14 @@ def test_sinks_get_each_finished_record_after_the_exit_status(
     while not plain and time.monotonic() < deadline:
         time.sleep(0.01)
     assert [(r.id, r.exit_code) for r in plain] == [("gggggggggggg", 1)]
+
+
+def test_an_overlong_or_wildcard_run_id_is_no_run(runs: Runs) -> None:
+    """`runs show <100000-char id>` is "no run" (exit 4), not a database error."""
+    runs.start(row("abc123def456"))
+    runs.start(row("abc999def456"))
+    assert runs.get("abc1").id == "abc123def456"
+    for wanted in ("x" * 100_000, "abc" + "%" * 50_000, "%", "_bc", "abc_", "a\\"):
+        with pytest.raises(NotFound, match="no run") as caught:
+            runs.get(wanted)
+        assert caught.value.exit_code == 4
