@@ -424,6 +424,11 @@ def rerun_cmd(obj: AppContext, run_id: str, force: bool, project: str, yes: bool
     return 0 if reply.identical == reply.total else 1
 
 
+def _can_ask() -> bool:
+    """Whether a person can answer a question: stdin and stderr are a terminal."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
 def _confirm_imported(run: pb.RunRecord, project: str, yes: bool) -> None:
     """An imported run's command is someone else's: say so, and run it only when the user
     agrees on a terminal, or passed --yes. Without a terminal and without --yes: refused."""
@@ -440,7 +445,7 @@ def _confirm_imported(run: pb.RunRecord, project: str, yes: bool) -> None:
     )
     if yes:
         return
-    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+    if not _can_ask():
         raise EnvdError(
             f"run {run.id} was imported from {origin}; its command was not run without "
             "confirmation",
