@@ -304,3 +304,19 @@ def test_reading_back_refuses_fields_envd_does_not_write(mutate: Any, expected: 
 def test_reading_back_anything_else_is_a_refusal(text: str) -> None:
     with pytest.raises(StatementRefused):
         record_from_statement(text, origin="x", now=NOW)
+
+
+def test_the_fuzz_target_refuses_or_accepts_its_seed_corpus() -> None:
+    from pathlib import Path
+
+    from tests.fuzz.fuzz_provenance import target
+
+    seeds = sorted((Path(__file__).parents[1] / "fuzz" / "corpus" / "provenance").iterdir())
+    accepted = 0
+    for seed in seeds:
+        try:
+            target(seed.read_bytes())
+            accepted += 1
+        except EnvdError:
+            pass
+    assert len(seeds) >= 5 and accepted == 1  # valid.json only
