@@ -288,7 +288,8 @@ def runs_import(obj: AppContext, statement: str) -> None:
     from envd.v1 import envd_pb2 as pb
 
     text = read_statement(statement)
-    reply = obj.client().import_run(pb.ImportRunRequest(statement=text, origin=statement))
+    origin = os.path.abspath(statement)
+    reply = obj.client().import_run(pb.ImportRunRequest(statement=text, origin=origin))
     if obj.as_json:
         emit_json(reply)
         return
