@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS hashes (
 
 StatKey = tuple[int, int, int, int]
 _At = tuple[int, str]  # a folder's descriptor and a name in it
+_Item = tuple[str, os.stat_result, _At | None]  # a path, its lstat, where to open it
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _key(st: os.stat_result) -> StatKey:
@@ -203,24 +205,38 @@ class HashCache:
 
     # ------------------------------------------------------------ trees
 
-    def _walk(self, top: str) -> Iterator[tuple[str, os.stat_result]]:
-        """(path, lstat) of every entry below `top` that is not a folder; links not followed."""
-        stack = [top]
+    def _walk(self, top: str) -> Iterator[_Item]:
+        """(path, lstat, where) of every entry below `top` that is not a folder; links not
+        followed. Each folder is opened from `top` one component at a time without following
+        a link (`files.open_beneath`) and listed through its descriptor, and each entry is
+        read through that descriptor (`where`): a folder swapped for a link to outside while
+        the tree is walked (a process in the container) is never entered."""
+        stack = [PurePosixPath()]
         while stack:
-            folder = stack.pop()
+            rel = stack.pop()
             try:
-                entries = sorted(os.scandir(folder), key=lambda e: e.name)
-            except (FileNotFoundError, NotADirectoryError):
+                fd = open_beneath(top, rel, _DIR_FLAGS) if rel.parts else os.open(top, _DIR_FLAGS)
+            except FileNotFoundError:
+                continue  # removed since it was listed
+            except OSError as exc:  # ELOOP, ENOTDIR: a link or a file where a folder was
+                where = os.path.join(top, *rel.parts)
+                self.skipped.append(f"{where}/ (not walked: {exc.strerror})")
                 continue
-            for entry in entries:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(entry.path)
-                else:
-                    yield entry.path, st
+            try:
+                with os.scandir(fd) as listing:
+                    entries = sorted(listing, key=lambda e: e.name)
+                folder = os.path.join(top, *rel.parts)
+                for entry in entries:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if stat.S_ISDIR(st.st_mode):
+                        stack.append(rel / entry.name)
+                    else:
+                        yield os.path.join(folder, entry.name), st, (fd, entry.name)
+            finally:
+                os.close(fd)
 
     def hash_tree(self, root: str | os.PathLike[str]) -> dict[str, str]:
         """{posix relpath: digest} for every file below `root` (or {name: digest} for a file)."""
@@ -228,15 +244,15 @@ class HashCache:
         st = os.lstat(root)
         with self._lock:
             if not stat.S_ISDIR(st.st_mode):
-                return self._entries([(root, st)], os.path.dirname(root))
+                return self._entries([(root, st, None)], os.path.dirname(root))
             self._preload(root)
             return self._entries(self._walk(root), root)
 
-    def _entries(self, items: Iterable[tuple[str, os.stat_result]], base: str) -> dict[str, str]:
+    def _entries(self, items: Iterable[_Item], base: str) -> dict[str, str]:
         out: dict[str, str] = {}
         prefix = base.rstrip(os.sep) + os.sep
         try:
-            for path, st in items:
+            for path, st, at in items:
                 if path.startswith(prefix):
                     rel = path[len(prefix) :].replace(os.sep, "/")
                 else:
@@ -245,10 +261,11 @@ class HashCache:
                     self.skipped.append(f"{rel} (over {self._max_files} files)")
                     continue
                 if stat.S_ISLNK(st.st_mode):
-                    out[rel] = SYMLINK_PREFIX + os.readlink(path)
+                    link = os.readlink(at[1], dir_fd=at[0]) if at else os.readlink(path)
+                    out[rel] = SYMLINK_PREFIX + link
                 elif stat.S_ISREG(st.st_mode):
                     try:
-                        out[rel] = self._hash_regular(path, st)
+                        out[rel] = self._hash_regular(path, st, at)
                     except FileNotFoundError:
                         continue  # removed since it was listed
                     except FileChangingError:
@@ -274,9 +291,9 @@ class HashCache:
             with self._lock:
                 if stat.S_ISDIR(st.st_mode):
                     self._preload(target)
-                    items: Iterable[tuple[str, os.stat_result]] = self._walk(target)
+                    items: Iterable[_Item] = self._walk(target)
                 else:
-                    items = [(target, st)]
+                    items = [(target, st, None)]
                 out.update(self._entries(items, root_path))
         return dict(sorted(out.items()))
 
@@ -289,8 +306,8 @@ class HashCache:
         out: dict[str, StatKey] = {}
         prefix = root_path.rstrip(os.sep) + os.sep
         for target, st in _targets(root_path, paths):
-            items = self._walk(target) if stat.S_ISDIR(st.st_mode) else iter([(target, st)])
-            for path, entry in items:
+            items = self._walk(target) if stat.S_ISDIR(st.st_mode) else iter([(target, st, None)])
+            for path, entry, _ in items:
                 out[path[len(prefix) :].replace(os.sep, "/")] = _key(entry)
         return out
 
@@ -331,11 +348,10 @@ class HashCache:
         None for something that is neither a file nor a link (recorded in `skipped`)."""
         parts = PurePosixPath(rel)
         folder = parts.parent
-        dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         if folder == PurePosixPath("."):
-            dir_fd = os.open(root_path, dir_flags)
+            dir_fd = os.open(root_path, _DIR_FLAGS)
         else:
-            dir_fd = open_beneath(root_path, folder, dir_flags)
+            dir_fd = open_beneath(root_path, folder, _DIR_FLAGS)
         try:
             name = parts.name
             if name in ("", ".", ".."):
