@@ -6,6 +6,7 @@ import hashlib
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -47,15 +48,67 @@ def to_record(msg: pb.RunRecord) -> RunRecord:
         metrics=dict(msg.metrics),
         notes=tuple(msg.notes),
         workdir=msg.workdir,
+        origin=(msg.origin or "a provenance statement") if msg.imported else "",
     )
 
 
+def open_regular(path: str, what: str) -> int:
+    """A descriptor for the regular file `path`, opened without blocking (a FIFO does not
+    wait for a writer) and checked through the descriptor: a FIFO, a device such as
+    /dev/zero, a socket or a folder is refused (exit 2) before anything is read."""
+    from envd.errors import UsageError
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UsageError(f"cannot open {what} {path}: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "a folder"
+            if stat.S_ISDIR(st.st_mode)
+            else "not a regular file"
+        )
+        raise UsageError(
+            f"{what} {path} is {kind}, not a regular file; refused",
+            hint="name a file (envd reads only regular files it is given)",
+        )
+    os.set_blocking(fd, True)
+    return fd
+
+
 def sha256_of(path: str) -> str:
+    """The sha256 of the regular file `path`, streamed (`trace` reads nothing else)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as file:
+    with os.fdopen(open_regular(path, "the file"), "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_statement(path: str) -> str:
+    """A provenance statement's text, read with its bound (MAX_STATEMENT_CHARS bytes): a
+    larger file is refused after reading one byte more, never read whole."""
+    from envd.model.provenance import MAX_STATEMENT_CHARS, StatementRefused
+
+    with os.fdopen(open_regular(path, "the statement"), "rb") as file:
+        raw = file.read(MAX_STATEMENT_CHARS + 1)
+    if len(raw) > MAX_STATEMENT_CHARS:
+        raise StatementRefused(
+            f"{path}: over {MAX_STATEMENT_CHARS >> 20} MiB, larger than any run statement; "
+            "not imported"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StatementRefused(
+            f"{path}: not UTF-8 text (byte {exc.start}); not a run statement; not imported"
+        ) from None
 
 
 class RunsGroup(click.Group):
@@ -117,14 +170,18 @@ def runs_list(
     records = [to_record(r) for r in reply.runs]
     table = runs_table(records, all_columns=all_columns)
     extra = {r.id[:12]: r for r in reply.runs}
-    headers = (*table.headers[:2], "started", *table.headers[2:], "commit", "command")
+    imported = any(r.imported for r in reply.runs)  # then a column says which, and whence
+    origin_header = ("origin",) if imported else ()
+    headers = (*table.headers[:2], *origin_header, "started", *table.headers[2:])
+    headers = (*headers, "commit", "command")
     rows = []
     for row in table.rows:
         msg = extra[row[0]]
         when = time.strftime("%m-%d %H:%M", time.localtime(msg.started_at))
         exit_text = row[1] if msg.finished else "running"
         commit = (msg.git_commit[:8] + ("+" if msg.git_dirty else "")) or "-"
-        rows.append((row[0], exit_text, when, *row[2:], commit, shlex.join(msg.command)))
+        origin = (f"imported: {msg.origin}" if msg.imported else "here",) if imported else ()
+        rows.append((row[0], exit_text, *origin, when, *row[2:], commit, shlex.join(msg.command)))
     width = shutil.get_terminal_size((120, 24)).columns
     shown = type(table)(tuple(headers), tuple(rows), table.param_columns, table.metric_columns)
     click.echo(render_table(shown, width=width), nl=False)
@@ -146,7 +203,8 @@ def runs_show(obj: AppContext, run_id: str, show_diff: bool, as_json: bool) -> N
         return
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at))
     took = f"{r.ended_at - r.started_at:.1f}s" if r.finished else "still running"
-    click.echo(f"run          {r.id}" + ("  (imported)" if r.imported else ""))
+    origin = f"  (imported from {r.origin or 'a provenance statement'})" if r.imported else ""
+    click.echo(f"run          {r.id}{origin}")
     click.echo(f"project      {r.project}")
     click.echo(f"command      {shlex.join(r.command)}")
     click.echo(f"directory    {r.workdir or '.'} (in the project)")
@@ -229,13 +287,17 @@ def runs_import(obj: AppContext, statement: str) -> None:
     """Record a run from another envd home's statement, so `trace` finds its outputs here."""
     from envd.v1 import envd_pb2 as pb
 
-    text = Path(statement).read_text(encoding="utf-8")
-    reply = obj.client().import_run(pb.ImportRunRequest(statement=text))
+    text = read_statement(statement)
+    origin = os.path.abspath(statement)
+    reply = obj.client().import_run(pb.ImportRunRequest(statement=text, origin=origin))
     if obj.as_json:
         emit_json(reply)
         return
     verb = "imported" if reply.added else "already recorded:"
-    click.echo(f"{verb} run {reply.run.id} ({len(reply.run.outputs)} outputs)")
+    click.echo(
+        f"{verb} run {reply.run.id} ({len(reply.run.outputs)} outputs) from {reply.run.origin}; "
+        f"it is marked as imported, and `rerun` asks before running its command"
+    )
 
 
 @click.command("trace")
@@ -275,7 +337,7 @@ def _check_provenance(file: str, digest: str, statement: Path, as_json: bool) ->
     from envd.errors import EXIT_VERIFY
     from envd.model.provenance import check_statement
 
-    check = check_statement(statement.read_text(encoding="utf-8"), file, digest)
+    check = check_statement(read_statement(str(statement)), file, digest)
     if as_json:
         emit_json(
             {
@@ -303,19 +365,32 @@ def _check_provenance(file: str, digest: str, statement: Path, as_json: bool) ->
 @click.command("rerun")
 @click.argument("run_id")
 @click.option("--force", is_flag=True, help="Run it even though code or data changed.")
+@click.option(
+    "--project",
+    "-p",
+    "project",
+    default="",
+    help="Run it in this registered project (default: the one the run names).",
+)
+@click.option("--yes", "-y", is_flag=True, help="Run an imported run's command without asking.")
 @click.pass_obj
-def rerun_cmd(obj: AppContext, run_id: str, force: bool) -> int:
+def rerun_cmd(obj: AppContext, run_id: str, force: bool, project: str, yes: bool) -> int:
     """Run a recorded command again in its recorded environment; are its outputs identical?
 
     It runs where the original ran (the same directory within the project), from wherever
     `rerun` is called. Refuses when the project's environment differs from the run's, and
-    (without --force) when its code or data changed. Exits with the command's status if it
-    failed, else 0 when every output is identical and 1 when any differs.
+    (without --force) when its code or data changed. An imported run's command was written
+    by whoever made its statement: it is shown and asked about first (or --yes), and one
+    without an environment hash is refused. Exits with the command's status if it failed,
+    else 0 when every output is identical and 1 when any differs.
     """
     from envd.v1 import envd_pb2 as pb
 
     client = obj.client()
-    check = client.check_rerun(pb.CheckRerunRequest(id=run_id, force=force), timeout=LONG_TIMEOUT_S)
+    request = pb.CheckRerunRequest(id=run_id, force=force)
+    if project:
+        request.project.ref = project_ref(project)
+    check = client.check_rerun(request, timeout=LONG_TIMEOUT_S)
     original = check.run
     click.echo(
         f"rerun {original.id}: {shlex.join(original.command)} in {check.project} "
@@ -324,6 +399,8 @@ def rerun_cmd(obj: AppContext, run_id: str, force: bool) -> int:
     )
     for change in check.changes:
         click.echo(f"  changed (--force): {change}", err=True)
+    if original.imported:
+        _confirm_imported(original, check.project, yes)
     code, again = _run_again(obj, check.project, list(original.command), check.directory)
     if not again:
         return code
@@ -346,6 +423,37 @@ def rerun_cmd(obj: AppContext, run_id: str, force: bool) -> int:
     if code:
         return code
     return 0 if reply.identical == reply.total else 1
+
+
+def _can_ask() -> bool:
+    """Whether a person can answer a question: stdin and stderr are a terminal."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _confirm_imported(run: pb.RunRecord, project: str, yes: bool) -> None:
+    """An imported run's command is someone else's: say so, and run it only when the user
+    agrees on a terminal, or passed --yes. Without a terminal and without --yes: refused."""
+    from envd.errors import EnvdError
+
+    origin = run.origin or "a provenance statement"
+    click.echo(
+        f"run {run.id} was imported from {origin}: whoever wrote that statement chose "
+        "this command\n"
+        f"  command:      {shlex.join(run.command)}\n"
+        f"  project:      {project} (mounted read-write)\n"
+        f"  environment:  {run.environment_hash}",
+        err=True,
+    )
+    if yes:
+        return
+    if not _can_ask():
+        raise EnvdError(
+            f"run {run.id} was imported from {origin}; its command was not run without "
+            "confirmation",
+            hint="read the command above; `envctl rerun --yes` runs it",
+        )
+    if not click.confirm("run this command?", default=False, err=True):
+        raise EnvdError(f"run {run.id}: not rerun (declined)")
 
 
 def _compare_dict(reply: pb.CompareRunsReply) -> dict[str, Any]:

@@ -27,7 +27,9 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+
+from envd.gateways.files import open_beneath
 
 SYMLINK_PREFIX = "symlink:"
 RACY_NS = 1_000_000_000
@@ -46,6 +48,9 @@ CREATE TABLE IF NOT EXISTS hashes (
 """
 
 StatKey = tuple[int, int, int, int]
+_At = tuple[int, str]  # a folder's descriptor and a name in it
+_Item = tuple[str, os.stat_result, _At | None]  # a path, its lstat, where to open it
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _key(st: os.stat_result) -> StatKey:
@@ -125,10 +130,13 @@ class HashCache:
             )
         }
 
-    def _read(self, path: str) -> tuple[str, os.stat_result, bool]:
-        """sha256 of the file, its stat, and whether it held still while read."""
+    def _read(self, path: str, at: _At | None = None) -> tuple[str, os.stat_result, bool]:
+        """sha256 of the file, its stat, and whether it held still while read. With `at`
+        (a folder's descriptor and a name in it) the file is opened and re-stat-ed there,
+        not through `path`, which is then only the cache key."""
+        flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | os.O_CLOEXEC
         for _ in range(max(self._retries, 1)):
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+            fd = os.open(at[1], flags, dir_fd=at[0]) if at else os.open(path, flags)
             try:
                 before = os.fstat(fd)
                 if not stat.S_ISREG(before.st_mode):
@@ -142,21 +150,21 @@ class HashCache:
                 os.close(fd)
             self.reads += 1
             try:
-                now = os.lstat(path)
+                now = os.lstat(at[1], dir_fd=at[0]) if at else os.lstat(path)
             except FileNotFoundError:
                 now = None
             if _key(before) == _key(after) and now is not None and _key(now) == _key(after):
                 return digest.hexdigest(), after, True
         return digest.hexdigest(), after, False
 
-    def _hash_regular(self, path: str, st: os.stat_result) -> str:
+    def _hash_regular(self, path: str, st: os.stat_result, at: _At | None = None) -> str:
         encoded = os.fsencode(path)
         key = _key(st)
         cached = self._lookup(encoded, key)
         if cached is not None:
             self.hits += 1
             return cached
-        digest, after, steady = self._read(path)
+        digest, after, steady = self._read(path, at)
         if not steady:
             raise FileChangingError(f"{path}: changed while it was read {self._retries} times")
         racy = after.st_mtime_ns >= self._clock_ns() - self._racy_ns
@@ -197,24 +205,38 @@ class HashCache:
 
     # ------------------------------------------------------------ trees
 
-    def _walk(self, top: str) -> Iterator[tuple[str, os.stat_result]]:
-        """(path, lstat) of every entry below `top` that is not a folder; links not followed."""
-        stack = [top]
+    def _walk(self, top: str) -> Iterator[_Item]:
+        """(path, lstat, where) of every entry below `top` that is not a folder; links not
+        followed. Each folder is opened from `top` one component at a time without following
+        a link (`files.open_beneath`) and listed through its descriptor, and each entry is
+        read through that descriptor (`where`): a folder swapped for a link to outside while
+        the tree is walked (a process in the container) is never entered."""
+        stack = [PurePosixPath()]
         while stack:
-            folder = stack.pop()
+            rel = stack.pop()
             try:
-                entries = sorted(os.scandir(folder), key=lambda e: e.name)
-            except (FileNotFoundError, NotADirectoryError):
+                fd = open_beneath(top, rel, _DIR_FLAGS) if rel.parts else os.open(top, _DIR_FLAGS)
+            except FileNotFoundError:
+                continue  # removed since it was listed
+            except OSError as exc:  # ELOOP, ENOTDIR: a link or a file where a folder was
+                where = os.path.join(top, *rel.parts)
+                self.skipped.append(f"{where}/ (not walked: {exc.strerror})")
                 continue
-            for entry in entries:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(entry.path)
-                else:
-                    yield entry.path, st
+            try:
+                with os.scandir(fd) as listing:
+                    entries = sorted(listing, key=lambda e: e.name)
+                folder = os.path.join(top, *rel.parts)
+                for entry in entries:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if stat.S_ISDIR(st.st_mode):
+                        stack.append(rel / entry.name)
+                    else:
+                        yield os.path.join(folder, entry.name), st, (fd, entry.name)
+            finally:
+                os.close(fd)
 
     def hash_tree(self, root: str | os.PathLike[str]) -> dict[str, str]:
         """{posix relpath: digest} for every file below `root` (or {name: digest} for a file)."""
@@ -222,15 +244,15 @@ class HashCache:
         st = os.lstat(root)
         with self._lock:
             if not stat.S_ISDIR(st.st_mode):
-                return self._entries([(root, st)], os.path.dirname(root))
+                return self._entries([(root, st, None)], os.path.dirname(root))
             self._preload(root)
             return self._entries(self._walk(root), root)
 
-    def _entries(self, items: Iterable[tuple[str, os.stat_result]], base: str) -> dict[str, str]:
+    def _entries(self, items: Iterable[_Item], base: str) -> dict[str, str]:
         out: dict[str, str] = {}
         prefix = base.rstrip(os.sep) + os.sep
         try:
-            for path, st in items:
+            for path, st, at in items:
                 if path.startswith(prefix):
                     rel = path[len(prefix) :].replace(os.sep, "/")
                 else:
@@ -239,10 +261,11 @@ class HashCache:
                     self.skipped.append(f"{rel} (over {self._max_files} files)")
                     continue
                 if stat.S_ISLNK(st.st_mode):
-                    out[rel] = SYMLINK_PREFIX + os.readlink(path)
+                    link = os.readlink(at[1], dir_fd=at[0]) if at else os.readlink(path)
+                    out[rel] = SYMLINK_PREFIX + link
                 elif stat.S_ISREG(st.st_mode):
                     try:
-                        out[rel] = self._hash_regular(path, st)
+                        out[rel] = self._hash_regular(path, st, at)
                     except FileNotFoundError:
                         continue  # removed since it was listed
                     except FileChangingError:
@@ -268,9 +291,9 @@ class HashCache:
             with self._lock:
                 if stat.S_ISDIR(st.st_mode):
                     self._preload(target)
-                    items: Iterable[tuple[str, os.stat_result]] = self._walk(target)
+                    items: Iterable[_Item] = self._walk(target)
                 else:
-                    items = [(target, st)]
+                    items = [(target, st, None)]
                 out.update(self._entries(items, root_path))
         return dict(sorted(out.items()))
 
@@ -283,23 +306,66 @@ class HashCache:
         out: dict[str, StatKey] = {}
         prefix = root_path.rstrip(os.sep) + os.sep
         for target, st in _targets(root_path, paths):
-            items = self._walk(target) if stat.S_ISDIR(st.st_mode) else iter([(target, st)])
-            for path, entry in items:
+            items = self._walk(target) if stat.S_ISDIR(st.st_mode) else iter([(target, st, None)])
+            for path, entry, _ in items:
                 out[path[len(prefix) :].replace(os.sep, "/")] = _key(entry)
         return out
 
     def hash_paths(self, root: str | os.PathLike[str], rels: Iterable[str]) -> dict[str, str]:
-        """{relpath: digest} of the given project-relative files (missing ones left out)."""
+        """{relpath: digest} of the given project-relative files (missing ones left out).
+
+        Each file is reached from `root` one folder at a time without following a link
+        (`files.open_beneath`): a folder swapped for a symlink after the paths were listed
+        (a process left in the container) leaves the path out, in `skipped`, and never
+        gets a file outside `root` hashed."""
         root_path = os.path.realpath(os.fspath(root))
-        items: list[tuple[str, os.stat_result]] = []
-        for rel in sorted(rels):
-            path = os.path.join(root_path, rel.replace("/", os.sep))
-            try:
-                items.append((path, os.lstat(path)))
-            except FileNotFoundError:
-                continue
+        out: dict[str, str] = {}
         with self._lock:
-            return self._entries(items, root_path)
+            try:
+                for rel in sorted(rels):
+                    if len(out) >= self._max_files:
+                        self.skipped.append(f"{rel} (over {self._max_files} files)")
+                        continue
+                    try:
+                        digest = self._hash_beneath(root_path, rel)
+                    except FileNotFoundError:
+                        continue  # removed since it was listed
+                    except FileChangingError:
+                        self.skipped.append(f"{rel} (kept changing while it was read)")
+                        continue
+                    except (OSError, ValueError) as exc:  # ELOOP/ENOTDIR: a link on the way
+                        why = exc.strerror if isinstance(exc, OSError) else str(exc)
+                        self.skipped.append(f"{rel} (not reached inside the project: {why})")
+                        continue
+                    if digest is not None:
+                        out[rel] = digest
+            finally:
+                self._flush()
+        return dict(sorted(out.items()))
+
+    def _hash_beneath(self, root_path: str, rel: str) -> str | None:
+        """The digest of `root_path/rel`, its folders opened without following links;
+        None for something that is neither a file nor a link (recorded in `skipped`)."""
+        parts = PurePosixPath(rel)
+        folder = parts.parent
+        if folder == PurePosixPath("."):
+            dir_fd = os.open(root_path, _DIR_FLAGS)
+        else:
+            dir_fd = open_beneath(root_path, folder, _DIR_FLAGS)
+        try:
+            name = parts.name
+            if name in ("", ".", ".."):
+                raise ValueError(f"{rel!r} is not a file's path")
+            st = os.lstat(name, dir_fd=dir_fd)
+            if stat.S_ISLNK(st.st_mode):
+                return SYMLINK_PREFIX + os.readlink(name, dir_fd=dir_fd)
+            if not stat.S_ISREG(st.st_mode):
+                self.skipped.append(f"{rel} (not a regular file)")
+                return None
+            path = os.path.join(root_path, *folder.parts, name)
+            return self._hash_regular(path, st, (dir_fd, name))
+        finally:
+            os.close(dir_fd)
 
 
 def _targets(root_path: str, paths: Iterable[str]) -> Iterator[tuple[str, os.stat_result]]:

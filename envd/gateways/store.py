@@ -150,6 +150,7 @@ _MIGRATIONS[3] = _RUN_DETAILS_SCHEMA  # what a run read and made (envd.yaml `run
 _MIGRATIONS[4] = "ALTER TABLE runs ADD COLUMN workdir TEXT NOT NULL DEFAULT ''"
 
 INTERRUPTED_BUILD = "the daemon stopped during its build"
+MAX_RUN_ID = 128  # longer ids are no run's (envd's are 12 hex digits; imported ones are bounded)
 
 
 @dataclass(frozen=True)
@@ -557,9 +558,20 @@ class Store:
         return self.run(run_id)
 
     def run(self, run_id: str) -> RunRow | None:
+        """The run with this id, or the one run whose id starts with it (None if none or
+        several). An id longer than any run's is no run: it never reaches SQLite's LIKE, and
+        `%`, `_` and `\\` in it match themselves."""
+        if not run_id or len(run_id) > MAX_RUN_ID:
+            return None
+        pattern = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         rows = self._query(
-            f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id=? OR id LIKE ?", (run_id, f"{run_id}%")
+            f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id=? OR id LIKE ? ESCAPE '\\' "
+            "ORDER BY id=? DESC LIMIT 2",
+            (run_id, f"{pattern}%", run_id),
         )
+        exact = [r for r in rows if r[0] == run_id]
+        if exact:
+            return _run(exact[0])
         return _run(rows[0]) if len(rows) == 1 else None
 
     def runs(self, project: str = "", limit: int = 50) -> list[RunRow]:

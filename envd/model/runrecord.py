@@ -17,7 +17,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -95,6 +95,13 @@ class RunRecord:
     metrics: Mapping[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # what was skipped while recording, for the user
     workdir: str = ""  # where in the project it ran: relative POSIX path, "" for the root
+    # Where an imported run came from (the statement's file, or "a provenance statement");
+    # "" for a run made here. Shown wherever the run is, and ranked after local runs.
+    origin: str = ""
+
+    @property
+    def imported(self) -> bool:
+        return bool(self.origin)
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -143,6 +150,7 @@ class RunRecord:
             "metrics": {k: float(v) for k, v in sorted(self.metrics.items())},
             "notes": list(self.notes),
             "workdir": self.workdir,
+            **({"origin": self.origin} if self.origin else {}),
         }
 
     def to_json(self) -> str:
@@ -174,6 +182,7 @@ class RunRecord:
             metrics={str(k): float(v) for k, v in (raw.get("metrics") or {}).items()},
             notes=tuple(str(n) for n in raw.get("notes", ())),
             workdir=str(raw.get("workdir", "")),
+            origin=str(raw.get("origin", "")),
         )
 
     @classmethod
@@ -661,12 +670,28 @@ class TraceResult:
         return self.exact[0] if self.exact else None
 
 
-def trace(path: str, sha256: str, runs: Iterable[RunRecord]) -> TraceResult:
-    """Find the runs behind the file `path` (project-relative) whose content is `sha256`."""
+def trace_rank(now: float) -> Callable[[RunRecord], tuple[bool, bool, float, str]]:
+    """The order `trace` lists runs in (reversed): runs made here before imported ones, a
+    run dated after `now` after every other, then the newest first."""
+
+    def rank(run: RunRecord) -> tuple[bool, bool, float, str]:
+        return (not run.imported, run.ended_at <= now, run.ended_at, run.id)
+
+    return rank
+
+
+def trace(
+    path: str, sha256: str, runs: Iterable[RunRecord], *, now: float = math.inf
+) -> TraceResult:
+    """Find the runs behind the file `path` (project-relative) whose content is `sha256`.
+
+    Each list is in `trace_rank` order: the producer is the newest run made here, an
+    imported run only when no local one wrote these bytes, and never a run dated after
+    `now` while another is there."""
     exact: list[RunRecord] = []
     same: list[tuple[RunRecord, str]] = []
     overwritten: list[RunRecord] = []
-    for run in sorted(runs, key=lambda r: (r.ended_at, r.id), reverse=True):
+    for run in sorted(runs, key=trace_rank(now), reverse=True):
         recorded = run.outputs.get(path)
         if recorded == sha256:
             exact.append(run)
@@ -684,6 +709,11 @@ def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def imported_mark(run: RunRecord) -> str:
+    """` (imported from ORIGIN)` for an imported run, "" for one made here."""
+    return f" (imported from {run.origin})" if run.imported else ""
+
+
 def render_trace(path: str, sha256: str, result: TraceResult) -> str:
     """`envctl trace FILE`: the run behind these bytes, and everything it ran with."""
     run = result.producer
@@ -691,17 +721,20 @@ def render_trace(path: str, sha256: str, result: TraceResult) -> str:
     if run is None:
         lines.append(f"{path} (sha256 {sha256[:12]}): no recorded run wrote these bytes")
         if result.overwritten:
-            ids = ", ".join(r.id for r in result.overwritten)
+            ids = ", ".join(r.id + imported_mark(r) for r in result.overwritten)
             lines.append(f"  changed since it was written by: {ids}")
         for other, other_path in result.same_content:
-            lines.append(f"  the same bytes were written as {other_path} by run {other.id}")
+            lines.append(
+                f"  the same bytes were written as {other_path} by run {other.id}"
+                + imported_mark(other)
+            )
         return "\n".join(lines) + "\n"
     code = run.code
     commit = code.commit[:12] if code.commit else "(no git repository)"
     if code.dirty:
         commit += f" + uncommitted changes (diff sha256 {code.diff_sha256[:12]})"
     lines += [
-        f"{path} (sha256 {sha256[:12]}) was written by run {run.id}",
+        f"{path} (sha256 {sha256[:12]}) was written by run {run.id}{imported_mark(run)}",
         f"  command:      {' '.join(run.command)}  (exit {run.exit_code})",
         f"  when:         {_when(run.started_at)} - {_when(run.ended_at)}",
         f"  environment:  {run.environment_hash or '-'}  image {run.image or '-'}",
@@ -718,6 +751,6 @@ def render_trace(path: str, sha256: str, result: TraceResult) -> str:
     for name, number in sorted(run.metrics.items()):
         lines.append(f"  metric:       {name} = {format_number(number)}")
     if len(result.exact) > 1:
-        others = ", ".join(r.id for r in result.exact[1:])
+        others = ", ".join(r.id + imported_mark(r) for r in result.exact[1:])
         lines.append(f"  also written, with the same bytes, by: {others}")
     return "\n".join(lines) + "\n"

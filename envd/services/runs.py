@@ -28,6 +28,7 @@ from envd.errors import Conflict, NotFound, UsageError, VerificationError
 from envd.gateways.git import commit_and_dirty, uncommitted_diff
 from envd.gateways.hashcache import HashCache, StatKey, touched
 from envd.gateways.store import ProjectRow, RunDetailsRow, RunRow, Store
+from envd.model.provenance import record_from_statement
 from envd.model.runrecord import (
     MAX_PARAMS_BYTES,
     SHA256_RE,
@@ -381,7 +382,8 @@ class Runs:
     def get(self, run_id: str) -> RunRow:
         run = self._store.run(run_id)
         if run is None:
-            raise NotFound(f"no run {run_id}", hint="`envctl runs` lists them")
+            shown = run_id if len(run_id) <= 40 else f"{run_id[:37]}... ({len(run_id)} characters)"
+            raise NotFound(f"no run {shown}", hint="`envctl runs` lists them")
         if run.id in self._provenance:
             self.wait_provenance(run.id)
             run = self._store.run(run.id) or run
@@ -428,6 +430,7 @@ class Runs:
             metrics=details.metrics if details else {},
             notes=notes,
             workdir=row.workdir,
+            origin=_origin(details),
         )
 
     def records(
@@ -466,11 +469,12 @@ class Runs:
             row = self._store.run(run_id)
             if row is not None:
                 records.append(self._record(row))
-        result = trace(path, sha256, records)
+        now = time.time()
+        result = trace(path, sha256, records, now=now)
         if result.producer is None and result.same_content:
             # The same bytes at another path (another checkout, an imported run): that run.
             _, other_path = result.same_content[0]
-            result = trace(other_path, sha256, records)
+            result = trace(other_path, sha256, records, now=now)
         if result.producer is None:
             raise NotFound(
                 f"{path}: no recorded run wrote these bytes (sha256 {sha256[:12]})",
@@ -479,6 +483,13 @@ class Runs:
         return result
 
     # ------------------------------------------------------------ import
+
+    def import_statement(self, text: str, origin: str) -> tuple[RunRecord, bool]:
+        """`runs import`: the run a provenance statement read from `origin` describes, and
+        whether it was added (False: already here). A statement that is not envd's, or that
+        dates the run after now (plus a day of clock skew), is refused (StatementRefused)."""
+        record = record_from_statement(text, origin=_origin_name(origin), now=time.time())
+        return record, self.import_record(record)
 
     def import_record(self, record: RunRecord, diff: str = "") -> bool:
         """Store a run recorded elsewhere (its provenance statement); False if already here."""
@@ -507,7 +518,7 @@ class Runs:
                 data=dict(record.data),
                 outputs=dict(record.outputs),
                 metrics=dict(record.metrics),
-                notes=(*record.notes, "imported from a provenance statement"),
+                notes=(*record.notes, IMPORTED_NOTE + (record.origin or STATEMENT)),
                 lock_sha256=record.lock_sha256,
                 diff_sha256=record.code.diff_sha256,
                 diff=diff,
@@ -543,6 +554,28 @@ class Runs:
                     else:
                         reasons.append(f"data {path}: {before[:12]} -> {after[:12]}")
         return reasons
+
+
+IMPORTED_NOTE = "imported from "  # the note an imported run carries, then its origin
+STATEMENT = "a provenance statement"  # the origin of a run imported before envd kept it
+MAX_ORIGIN = 200
+
+
+def _origin_name(origin: str) -> str:
+    """Where a statement was read, as shown beside its run: printable, bounded."""
+    shown = "".join(c if c.isprintable() else "?" for c in origin)
+    if len(shown) > MAX_ORIGIN:
+        shown = "..." + shown[-(MAX_ORIGIN - 3) :]
+    return shown or STATEMENT
+
+
+def _origin(details: RunDetailsRow | None) -> str:
+    if details is None or not details.imported:
+        return ""
+    for note in reversed(details.notes):
+        if note.startswith(IMPORTED_NOTE):
+            return note[len(IMPORTED_NOTE) :] or STATEMENT
+    return STATEMENT
 
 
 def _status_matches(row: RunRow, status: str) -> bool:
@@ -589,15 +622,26 @@ class Reruns:
         self._fingerprints = fingerprints
 
     def check(
-        self, run_id: str, force: bool, progress: Reporter
+        self, run_id: str, force: bool, progress: Reporter, project: str = ""
     ) -> tuple[RunRecord, ProjectRow, list[str], str, str]:
         """(the run, its project, what changed in code and data, what was done about the
-        environment, the directory it ran in). Refuses a different environment, a directory
-        gone from the project, and changed inputs unless `force`."""
+        environment, the directory it ran in). The project is `project` (a registered name
+        or path) if given, else the one the run names. Refuses an imported run without an
+        environment hash, a different environment, a directory gone from the project, and
+        changed inputs unless `force`."""
         record = self._runs.record(run_id)
         if not record.command:
             raise UsageError(f"run {record.id} has no command to run again")
-        row = self._projects.resolve_registered(record.project)
+        if record.imported and not record.environment_hash:
+            raise VerificationError(
+                f"run {record.id} was imported from {record.origin} and records no environment "
+                "hash: envd cannot check that it would run in the environment it ran in; "
+                "not rerun",
+                hint="rerun only imported runs whose statement names their environment "
+                "(`envctl runs export` writes it), or run the command yourself with "
+                "`envctl enter`",
+            )
+        row = self._projects.resolve_registered(project or record.project)
         directory = os.path.join(row.path, record.workdir) if record.workdir else row.path
         if not os.path.isdir(directory):
             raise NotFound(

@@ -738,7 +738,7 @@ class VerifyReply(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., checked: _Optional[str] = ...) -> None: ...
 
 class RunRecord(_message.Message):
-    __slots__ = ("id", "project", "command", "started_at", "ended_at", "exit_code", "finished", "environment_hash", "host_hash", "git_commit", "git_dirty", "image", "params", "data", "outputs", "metrics", "notes", "lock_sha256", "diff_sha256", "diff", "image_id", "imported", "details_pending", "workdir")
+    __slots__ = ("id", "project", "command", "started_at", "ended_at", "exit_code", "finished", "environment_hash", "host_hash", "git_commit", "git_dirty", "image", "params", "data", "outputs", "metrics", "notes", "lock_sha256", "diff_sha256", "diff", "image_id", "imported", "details_pending", "workdir", "origin")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -791,6 +791,7 @@ class RunRecord(_message.Message):
     IMPORTED_FIELD_NUMBER: _ClassVar[int]
     DETAILS_PENDING_FIELD_NUMBER: _ClassVar[int]
     WORKDIR_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     id: str
     project: str
     command: _containers.RepeatedScalarFieldContainer[str]
@@ -815,7 +816,8 @@ class RunRecord(_message.Message):
     imported: bool
     details_pending: bool
     workdir: str
-    def __init__(self, id: _Optional[str] = ..., project: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., exit_code: _Optional[int] = ..., finished: _Optional[bool] = ..., environment_hash: _Optional[str] = ..., host_hash: _Optional[str] = ..., git_commit: _Optional[str] = ..., git_dirty: _Optional[bool] = ..., image: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., data: _Optional[_Mapping[str, str]] = ..., outputs: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., notes: _Optional[_Iterable[str]] = ..., lock_sha256: _Optional[str] = ..., diff_sha256: _Optional[str] = ..., diff: _Optional[str] = ..., image_id: _Optional[str] = ..., imported: _Optional[bool] = ..., details_pending: _Optional[bool] = ..., workdir: _Optional[str] = ...) -> None: ...
+    origin: str
+    def __init__(self, id: _Optional[str] = ..., project: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., exit_code: _Optional[int] = ..., finished: _Optional[bool] = ..., environment_hash: _Optional[str] = ..., host_hash: _Optional[str] = ..., git_commit: _Optional[str] = ..., git_dirty: _Optional[bool] = ..., image: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., data: _Optional[_Mapping[str, str]] = ..., outputs: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., notes: _Optional[_Iterable[str]] = ..., lock_sha256: _Optional[str] = ..., diff_sha256: _Optional[str] = ..., diff: _Optional[str] = ..., image_id: _Optional[str] = ..., imported: _Optional[bool] = ..., details_pending: _Optional[bool] = ..., workdir: _Optional[str] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
     __slots__ = ("project", "limit", "where", "sort", "status")
@@ -896,10 +898,12 @@ class ExportRunReply(_message.Message):
     def __init__(self, statement: _Optional[str] = ...) -> None: ...
 
 class ImportRunRequest(_message.Message):
-    __slots__ = ("statement",)
+    __slots__ = ("statement", "origin")
     STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     statement: str
-    def __init__(self, statement: _Optional[str] = ...) -> None: ...
+    origin: str
+    def __init__(self, statement: _Optional[str] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class ImportRunReply(_message.Message):
     __slots__ = ("run", "added")
@@ -910,12 +914,14 @@ class ImportRunReply(_message.Message):
     def __init__(self, run: _Optional[_Union[RunRecord, _Mapping]] = ..., added: _Optional[bool] = ...) -> None: ...
 
 class CheckRerunRequest(_message.Message):
-    __slots__ = ("id", "force")
+    __slots__ = ("id", "force", "project")
     ID_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     id: str
     force: bool
-    def __init__(self, id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+    project: ProjectRef
+    def __init__(self, id: _Optional[str] = ..., force: _Optional[bool] = ..., project: _Optional[_Union[ProjectRef, _Mapping]] = ...) -> None: ...
 
 class CheckRerunReply(_message.Message):
     __slots__ = ("run", "project", "changes", "environment", "directory")

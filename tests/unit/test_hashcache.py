@@ -269,3 +269,58 @@ def test_stat_snapshot_reads_nothing_and_touched_finds_rewrites(tmp_path: Path, 
     with pytest.raises(ValueError):
         cache.stat_snapshot(tree, ["../elsewhere"])
     cache.close()
+
+
+def test_hash_paths_never_hashes_a_file_reached_through_a_swapped_folder(
+    tmp_path: Path, tree: Path
+) -> None:
+    """F13: a folder listed by the snapshot, swapped for a link to outside before hashing."""
+    cache = HashCache(tmp_path / "h.db", clock_ns=lambda: LATER)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "b.bin").write_bytes(b"a secret outside the project")
+    listed = cache.stat_snapshot(tree, ["data/"])
+    assert "data/sub/b.bin" in listed
+    (tree / "data" / "sub" / "b.bin").unlink()
+    (tree / "data" / "sub").rmdir()
+    (tree / "data" / "sub").symlink_to(outside)
+    digests = cache.hash_paths(tree, sorted(listed))
+    assert "data/sub/b.bin" not in digests
+    assert sha(b"a secret outside the project") not in digests.values()
+    assert digests["data/a.csv"] == sha(b"a,b\n1,2\n")
+    assert any(s.startswith("data/sub/b.bin (not reached inside") for s in cache.skipped)
+    (tree / "data" / "link").symlink_to("a.csv")
+    assert cache.hash_paths(tree, ["data/link"]) == {"data/link": "symlink:a.csv"}
+    cache.close()
+
+
+def test_a_folder_swapped_for_a_link_while_a_tree_is_hashed_is_not_entered(
+    tmp_path: Path, tree: Path
+) -> None:
+    """F13, the data side: `snapshot` runs beside the command, which can swap a folder for a
+    link to outside between the listing of its parent and the walk into it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"a secret outside the project")
+    (tree / "data" / "zz.txt").write_bytes(b"listed after sub/")
+    reads: list[int] = []
+    swapped: list[bool] = []
+
+    def clock() -> int:  # called once per file read; data/sub is a folder when listed
+        reads.append(1)
+        if len(reads) == 3:  # data/a.csv, data/empty, data/zz.txt: sub/ is walked next
+            sub = tree / "data" / "sub"
+            (sub / "b.bin").unlink()
+            sub.rmdir()
+            sub.symlink_to(outside)
+            swapped.append(True)
+        return LATER
+
+    cache = HashCache(tmp_path / "h.db", clock_ns=clock)
+    digests = cache.snapshot(tree, ["data/"])
+    assert swapped
+    assert "data/sub/secret" not in digests
+    assert sha(b"a secret outside the project") not in digests.values()
+    assert digests["data/a.csv"] == sha(b"a,b\n1,2\n")
+    assert any("data/sub/ (not walked" in s for s in cache.skipped), cache.skipped
+    cache.close()

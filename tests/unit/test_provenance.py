@@ -6,14 +6,17 @@ import base64
 import copy
 import hashlib
 import json
+import re
 from typing import Any
 
 import pytest
 
+from envd.errors import EnvdError
 from envd.model.provenance import (
     BUILD_TYPE,
     PREDICATE_TYPE,
     STATEMENT_TYPE,
+    StatementRefused,
     build_statement,
     check_statement,
     record_from_statement,
@@ -204,9 +207,11 @@ def test_a_statement_reads_back_as_its_run() -> None:
         {
             **original.to_dict(),
             "outputs": {k: v for k, v in original.outputs.items() if k not in links},
+            "origin": "a provenance statement",
         }
     )
     assert back == expected
+    assert back.imported
 
 
 def test_reading_back_refuses_other_statements() -> None:
@@ -218,3 +223,100 @@ def test_reading_back_refuses_other_statements() -> None:
     broken["subject"][0]["digest"]["sha256"] = "XYZ"
     with pytest.raises(ValueError, match="invalid statement"):
         record_from_statement(statement_json(broken))
+
+
+NOW = 1_700_000_100.0  # just after record()'s run ended
+
+
+def test_an_imported_run_carries_where_it_came_from() -> None:
+    back = record_from_statement(statement_json(statement()), origin="s.json", now=NOW)
+    assert back.imported and back.origin == "s.json"
+
+
+@pytest.mark.parametrize("field", ["startedOn", "finishedOn"])
+def test_a_statement_dated_in_the_future_is_refused(field: str) -> None:
+    """F8: a run from 2099 would be the newest producer of every file it lists."""
+    forged = statement()
+    metadata = forged["predicate"]["runDetails"]["metadata"]
+    metadata[field] = "2099-01-01T00:00:00Z"
+    if field == "startedOn":
+        metadata["finishedOn"] = "2099-01-01T00:00:01Z"
+    with pytest.raises(StatementRefused, match=f"s.json: {field} 2099-01-01T00:00:00Z is in the"):
+        record_from_statement(statement_json(forged), origin="s.json", now=NOW)
+    # within a day of clock skew it is accepted
+    metadata[field] = rfc3339(NOW + 3600)
+    metadata["finishedOn"] = rfc3339(NOW + 3600)
+    record_from_statement(statement_json(forged), origin="s.json", now=NOW)
+
+
+def _set(path: str, value: Any) -> Any:
+    def mutate(s: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = s
+        for key in parents:
+            node = node[int(key)] if key.isdigit() else node[key]
+        node[int(last) if last.isdigit() else last] = value
+
+    return mutate
+
+
+BD = "predicate.buildDefinition"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (_set("subject.0.name", "../../home/u/.bashrc"), "climbs out"),
+        (_set("subject.0.name", "/etc/passwd"), "absolute path"),
+        (_set(f"{BD}.resolvedDependencies.0.name", "a/../../b"), "climbs out"),
+        (_set(f"{BD}.externalParameters.params", {"../p.yaml": "x"}), "climbs out"),
+        (_set(f"{BD}.externalParameters.params", {"p.yaml": 3}), "not {file: text}"),
+        (_set(f"{BD}.externalParameters.command", "rm -rf ~"), "not a list of strings"),
+        (_set(f"{BD}.externalParameters.command", [["sh"]]), "not a list of strings"),
+        (_set(f"{BD}.internalParameters.exitCode", "0"), "not an exit status"),
+        (_set(f"{BD}.internalParameters.exitCode", 2**40), "not an exit status"),
+        (_set(f"{BD}.internalParameters.exitCode", True), "not an exit status"),
+        (_set(f"{BD}.internalParameters.environmentHash", "x" * 100), "not in the form"),
+        (_set(f"{BD}.internalParameters.environmentHash", ["sha256:"]), "not a string"),
+        (_set(f"{BD}.internalParameters.project", "p" * 300), "300 characters"),
+        (_set("predicate.runDetails.metadata.invocationId", "x" * 100_000), "not in the form"),
+        (_set("predicate.runDetails.metadata.invocationId", "%"), "not in the form"),
+        (_set("predicate.runDetails.metadata", {}), "names no run id"),
+        (_set(f"{BD}.resolvedDependencies.2.annotations", {"dirty": "yes"}), "annotations"),
+        (_set(f"{BD}.buildType", "https://example.com/other/v1"), "build type"),
+        (_set("subject", [1]), "invalid statement"),
+        (_set("predicate", []), "invalid statement"),
+    ],
+)
+def test_reading_back_refuses_fields_envd_does_not_write(mutate: Any, expected: str) -> None:
+    """Every refusal is an EnvdError (exit 9) naming the statement, never a KeyError."""
+    forged = statement()
+    mutate(forged)
+    with pytest.raises(EnvdError, match=re.escape(expected)) as caught:
+        record_from_statement(statement_json(forged), origin="s.json", now=NOW)
+    assert caught.value.exit_code == 9
+    assert "s.json" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "text", ["", "[]", "{}", '{"subject": {}}', "1e400", "[" * 100_000, '"\\ud800"', "\x00"]
+)
+def test_reading_back_anything_else_is_a_refusal(text: str) -> None:
+    with pytest.raises(StatementRefused):
+        record_from_statement(text, origin="x", now=NOW)
+
+
+def test_the_fuzz_target_refuses_or_accepts_its_seed_corpus() -> None:
+    from pathlib import Path
+
+    from tests.fuzz.fuzz_provenance import target
+
+    seeds = sorted((Path(__file__).parents[1] / "fuzz" / "corpus" / "provenance").iterdir())
+    accepted = 0
+    for seed in seeds:
+        try:
+            target(seed.read_bytes())
+            accepted += 1
+        except EnvdError:
+            pass
+    assert len(seeds) >= 5 and accepted == 1  # valid.json only

@@ -523,3 +523,29 @@ def test_a_record_keeps_where_in_the_project_it_ran_and_refuses_paths_outside() 
     for bad in ("/abs", "../up", "a/../b", "a//b", "./a"):
         with pytest.raises(ValueError, match="not a path inside the project"):
             RunRecord(id="r2", workdir=bad)
+
+
+def test_trace_prefers_local_runs_and_never_ranks_a_future_run_first() -> None:
+    """F8: a forged statement dated 2099 does not become the producer of these bytes."""
+    bytes_ = {"models/m.pkl": h("v1")}
+    local = RunRecord(id="local", ended_at=100.0, outputs=bytes_)
+    forged = RunRecord(id="forged", ended_at=4.1e9, outputs=bytes_, origin="s.json")
+    later_import = RunRecord(id="later", ended_at=150.0, outputs=bytes_, origin="t.json")
+    result = trace("models/m.pkl", h("v1"), [forged, later_import, local], now=200.0)
+    assert [r.id for r in result.exact] == ["local", "later", "forged"]
+    only_imported = trace("models/m.pkl", h("v1"), [forged, later_import], now=200.0)
+    assert only_imported.producer is later_import
+    future_here = RunRecord(id="clock", ended_at=4.1e9, outputs=bytes_)
+    assert trace("models/m.pkl", h("v1"), [future_here, local], now=200.0).producer is local
+
+
+def test_render_trace_marks_imported_runs() -> None:
+    run = RunRecord(id="run-9", ended_at=1.0, outputs={"m": h("m")}, origin="s.json")
+    local = RunRecord(id="run-8", ended_at=2.0, outputs={"m": h("m")})
+    text = render_trace("m", h("m"), trace("m", h("m"), [run]))
+    assert "written by run run-9 (imported from s.json)" in text
+    both = render_trace("m", h("m"), trace("m", h("m"), [run, local]))
+    assert "written by run run-8\n" in both
+    assert "also written, with the same bytes, by: run-9 (imported from s.json)" in both
+    assert RunRecord.from_json(run.to_json()).origin == "s.json"
+    assert "origin" not in local.to_dict()  # a local run's canonical JSON is unchanged

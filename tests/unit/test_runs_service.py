@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from envd.errors import NotFound, UsageError
+from envd.errors import NotFound, UsageError, VerificationError
 from envd.gateways.hashcache import HashCache
 from envd.gateways.store import RunRow, Store
 from envd.model.runrecord import RunRecord
 from envd.model.spec import Runs as RunsSpec
 from envd.services.newproject import package_name, substitute
-from envd.services.runs import Runs, compare_outputs
+from envd.services.runs import Reruns, Runs, compare_outputs
 
 SPEC = RunsSpec(
     params=("params.yaml",), data=("data/",), outputs=("models/",), metrics=("metrics.json",)
@@ -190,3 +190,83 @@ def test_sinks_get_each_finished_record_after_the_exit_status(
     while not plain and time.monotonic() < deadline:
         time.sleep(0.01)
     assert [(r.id, r.exit_code) for r in plain] == [("gggggggggggg", 1)]
+
+
+def test_an_overlong_or_wildcard_run_id_is_no_run(runs: Runs) -> None:
+    """`runs show <100000-char id>` is "no run" (exit 4), not a database error."""
+    runs.start(row("abc123def456"))
+    runs.start(row("abc999def456"))
+    assert runs.get("abc1").id == "abc123def456"
+    for wanted in ("x" * 100_000, "abc" + "%" * 50_000, "%", "_bc", "abc_", "a\\"):
+        with pytest.raises(NotFound, match="no run") as caught:
+            runs.get(wanted)
+        assert caught.value.exit_code == 4
+
+
+# ------------------------------------------------------------------ imported runs (issue 24)
+
+
+class _NoProjects:
+    """Reruns' collaborators: each call is recorded and refused (the checks come first)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def resolve_registered(self, ref: str) -> object:
+        self.asked.append(ref)
+        raise NotFound(f"no project named {ref}")
+
+
+def _statement(runs: Runs, project: Path, **changes: object) -> str:
+    from envd.model.provenance import build_statement, statement_json
+
+    run_once(runs, project, "abc000000001", b"model-1", 0.5)
+    record = runs.record("abc000000001")
+    fields = {**record.to_dict(), "id": "forged000001", **changes}
+    forged = RunRecord.from_dict(fields)
+    return statement_json(build_statement(forged, builder_id="https://example.com/b"))
+
+
+def test_a_statement_from_the_future_is_refused_and_nothing_is_stored(
+    runs: Runs, project: Path, tmp_path: Path
+) -> None:
+    text = _statement(runs, project, ended_at=4_070_908_800.0, started_at=4_070_908_700.0)
+    other = Runs(Store(tmp_path / "other.db"), HashCache(tmp_path / "other-hashes.db"))
+    refusal = r"s\.json: startedOn 2098-12-31T23:58:20Z is in the future"
+    with pytest.raises(VerificationError, match=refusal) as caught:
+        other.import_statement(text, "s.json")
+    assert caught.value.exit_code == 9
+    assert other.list() == []
+
+
+def test_trace_names_the_local_run_and_marks_an_imported_one(runs: Runs, project: Path) -> None:
+    text = _statement(runs, project, ended_at=time.time() + 3600, command=["touch", "x"])
+    record, added = runs.import_statement(text, "/tmp/s.json")
+    assert added and record.origin == "/tmp/s.json"
+    result = runs.trace("models/model.json", sha(b"model-1"))
+    assert result.producer is not None and result.producer.id == "abc000000001"
+    assert not result.producer.imported
+    assert [(r.id, r.origin) for r in result.exact[1:]] == [("forged000001", "/tmp/s.json")]
+    assert runs.record("forged000001").origin == "/tmp/s.json"
+
+
+def test_rerun_refuses_an_imported_run_without_an_environment_hash(
+    runs: Runs, project: Path
+) -> None:
+    """F7: an empty hash skipped the environment check; now the run is refused first."""
+    runs.import_statement(_statement(runs, project, environment_hash=""), "s.json")
+    projects = _NoProjects()
+    reruns = Reruns(runs, projects, object(), object(), object())  # type: ignore[arg-type]
+    with pytest.raises(VerificationError, match=r"imported from s\.json and records no envir"):
+        reruns.check("forged000001", False, lambda _: None)
+    assert projects.asked == []  # refused before any project was looked at
+
+
+def test_rerun_runs_in_the_project_the_user_names(runs: Runs, project: Path) -> None:
+    env = "sha256:" + "e" * 64
+    runs.import_statement(_statement(runs, project, environment_hash=env), "s.json")
+    projects = _NoProjects()
+    reruns = Reruns(runs, projects, object(), object(), object())  # type: ignore[arg-type]
+    with pytest.raises(NotFound):
+        reruns.check("forged000001", False, lambda _: None, project="mine")
+    assert projects.asked == ["mine"]

@@ -12,15 +12,13 @@ import grpc
 from envd import __version__
 from envd.daemon.rpc import RpcBase, project_msg
 from envd.errors import UsageError
-from envd.model.provenance import build_statement, record_from_statement, statement_json
+from envd.model.provenance import build_statement, statement_json
 from envd.model.runrecord import Change, RunRecord
 from envd.progress import Progress
 from envd.v1 import envd_pb2 as pb
 
 
-def record_msg(
-    r: RunRecord, *, image: str = "", diff: str = "", imported: bool = False
-) -> pb.RunRecord:
+def record_msg(r: RunRecord, *, image: str = "", diff: str = "") -> pb.RunRecord:
     return pb.RunRecord(
         id=r.id,
         project=r.project,
@@ -43,7 +41,8 @@ def record_msg(
         diff_sha256=r.code.diff_sha256,
         diff=diff,
         image_id=r.image,
-        imported=imported,
+        imported=r.imported,
+        origin=r.origin,
         details_pending=any("not recorded (yet)" in n for n in r.notes),
         workdir=r.workdir,
     )
@@ -92,7 +91,6 @@ class RunsRpc(RpcBase):
             record,
             image=row.image,
             diff=details.diff if details else "",
-            imported=bool(details and details.imported),
         )
         msg.finished = row.finished
         return msg
@@ -147,12 +145,8 @@ class RunsRpc(RpcBase):
     def ImportRun(
         self, request: pb.ImportRunRequest, context: grpc.ServicerContext
     ) -> pb.ImportRunReply:
-        try:
-            record = record_from_statement(request.statement)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise UsageError(f"not an envd run statement: {exc}") from None
-        added = self.services.runs.import_record(record)
-        return pb.ImportRunReply(run=record_msg(record, imported=True), added=added)
+        record, added = self.services.runs.import_statement(request.statement, request.origin)
+        return pb.ImportRunReply(run=record_msg(record), added=added)
 
     def CheckRerun(
         self, request: pb.CheckRerunRequest, context: grpc.ServicerContext
@@ -161,7 +155,7 @@ class RunsRpc(RpcBase):
             return None
 
         record, row, changes, words, directory = self.services.reruns.check(
-            request.id, request.force, quiet
+            request.id, request.force, quiet, project=request.project.ref
         )
         return pb.CheckRerunReply(
             run=record_msg(record),
