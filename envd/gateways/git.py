@@ -11,6 +11,7 @@ killed instead of freezing the daemon, and the helper's memory is bounded.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -141,6 +142,13 @@ class _Readers:
             _stop(proc)
         return reply if "error" not in reply else None
 
+    def close(self) -> None:
+        """End the idle readers (a reader also ends by itself when its stdin closes)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for proc in idle:
+            _stop(proc)
+
 
 def _start_reader() -> subprocess.Popen[bytes] | None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
@@ -182,6 +190,7 @@ def _read_line(fd: int, deadline: float, limit: int) -> bytes | None:
 
 
 _READERS = _Readers()
+atexit.register(_READERS.close)
 
 
 # ---------------------------------------------------------------- inside a reader process
@@ -310,8 +319,7 @@ def _read_diff(root: str, max_chars: int) -> dict[str, Any]:
     for index, delta in enumerate(diff.deltas):
         size = max(delta.old_file.size, delta.new_file.size)
         if size > _MAX_FILE_BYTES:
-            a, b = delta.old_file.path, delta.new_file.path
-            text = f"diff --git a/{a} b/{b}\n# not diffed: {size} bytes (over {_MAX_FILE_BYTES})\n"
+            text = _big_file_line(root, delta, size)
         else:
             patch = diff[index]
             text = patch.data.decode("utf-8", "replace") if patch is not None else ""
@@ -323,6 +331,32 @@ def _read_diff(root: str, max_chars: int) -> dict[str, Any]:
     if total == 0:
         return {"text": "", "sha256": "", "cut": False}
     return {"text": "".join(kept), "sha256": digest.hexdigest(), "cut": total > max_chars}
+
+
+def _big_file_line(root: str, delta: pygit2.DiffDelta, size: int) -> str:
+    """A changed file too large to diff: named, with what identifies its two versions (the
+    work tree's by a streamed sha256), so the diff's sha256 still changes with its content."""
+    old, new = delta.old_file, delta.new_file
+    new_id = str(new.id)
+    if set(new_id) == {"0"} and new.path:  # the work tree's side: not hashed by libgit2
+        new_id = "missing"
+        try:
+            fd = open_beneath(
+                root, relative(new.path, "a changed file"), os.O_RDONLY | os.O_NONBLOCK
+            )
+        except (UnsafeName, OSError):
+            fd = -1
+        if fd >= 0:
+            with os.fdopen(fd, "rb") as handle:
+                if stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    digest = hashlib.sha256()
+                    while chunk := handle.read(1 << 20):
+                        digest.update(chunk)
+                    new_id = f"sha256:{digest.hexdigest()}"
+    return (
+        f"diff --git a/{old.path} b/{new.path}\n"
+        f"# not diffed: {size} bytes (over {_MAX_FILE_BYTES}); {old.id} -> {new_id}\n"
+    )
 
 
 def _serve() -> None:

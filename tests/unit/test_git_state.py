@@ -156,6 +156,16 @@ def test_a_long_diff_is_cut_and_hashed_whole(repo: Path) -> None:
     assert digest == whole_sha == hashlib.sha256(whole.encode()).hexdigest()
 
 
+def test_a_file_too_large_to_diff_is_named_with_its_versions(repo: Path) -> None:
+    big = git._MAX_FILE_BYTES + 1
+    committed(repo, {"big": "a" * big})
+    (repo / "big").write_text("b" * big)
+    text, digest, _ = uncommitted_diff(str(repo))
+    assert "diff --git a/big b/big\n# not diffed: " in text and len(text) < 1000
+    (repo / "big").write_text("c" * big)
+    assert uncommitted_diff(str(repo))[1] != digest  # its content still counts
+
+
 def plant_everything(repo: Path, marker_dir: Path) -> list[str]:
     """Every command git could run for status or diff, each touching a marker of its own;
     returns the config lines (for .git/config or a file it includes)."""
