@@ -290,6 +290,10 @@ def _open_confined(root: str) -> pygit2.Repository:
         raise _Refused(f"its work tree is {repo.workdir}, not {root} (core.worktree)")
     if os.path.realpath(repo.path) != os.path.realpath(git_dir):
         raise _Refused(f"libgit2 opened {repo.path}, not {git_dir}")
+    if "/.git/modules/" in git_dir:  # a submodule's folder names its work tree: this one
+        worktree = repo.config["core.worktree"] if "core.worktree" in repo.config else ""
+        if not worktree or os.path.realpath(os.path.join(git_dir, worktree)) != root:
+            raise _Refused(f"{git_dir} is the repository of another submodule")
     return repo
 
 

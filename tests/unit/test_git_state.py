@@ -298,6 +298,15 @@ def test_worktrees_and_submodules_are_read(tmp_path: Path, repo: Path) -> None:
     assert commit_and_dirty(str(repo / "lib")) == (lib_head, False)
     (repo / "lib" / "lib.py").write_text("a = 2\n")
     assert commit_and_dirty(str(repo / "lib")) == (lib_head, True)
+    # a project inside the superproject whose .git names the library's folder: not its own
+    other = repo / "other"
+    other.mkdir()
+    (other / ".git").write_text("gitdir: ../.git/modules/lib\n")
+    (other / "lib.py").write_text("a = 3\n")
+    assert_unread(other)
+    modules = repo / ".git" / "modules" / "lib"
+    subprocess.run(["git", "config", "-f", str(modules / "config"), "--unset", "core.worktree"])
+    assert_unread(other)  # (libgit2 would take the `.git` file's folder as its work tree)
 
 
 def test_a_fifo_planted_in_the_repository_stops_the_read_not_envd(
