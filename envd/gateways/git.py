@@ -291,7 +291,8 @@ def _open_confined(root: str) -> pygit2.Repository:
     if os.path.realpath(repo.path) != os.path.realpath(git_dir):
         raise _Refused(f"libgit2 opened {repo.path}, not {git_dir}")
     if "/.git/modules/" in git_dir:  # a submodule's folder names its work tree: this one
-        worktree = repo.config["core.worktree"] if "core.worktree" in repo.config else ""
+        config = repo.config  # (no .get: pygit2's Config is not a Mapping)
+        worktree = str(config["core.worktree"]) if "core.worktree" in config else ""
         if not worktree or os.path.realpath(os.path.join(git_dir, worktree)) != root:
             raise _Refused(f"{git_dir} is the repository of another submodule")
     return repo
