@@ -152,9 +152,12 @@ class _Readers:
 
 def _start_reader() -> subprocess.Popen[bytes] | None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    # the envd this daemon runs, wherever it was imported from (a checkout, the cwd)
+    source = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH", "")) if p)
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "envd.gateways.git"],
+            [sys.executable, "-P", "-m", "envd.gateways.git"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
