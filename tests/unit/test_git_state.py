@@ -126,6 +126,16 @@ def test_a_symlink_into_a_repository_finds_it(tmp_path: Path, repo: Path) -> Non
     assert commit_and_dirty(str(link)) == (head, False)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_a_checkout_owned_by_another_uid_is_read(repo: Path) -> None:
+    head = committed(repo, {"f": "x\n"})
+    (repo / "f").write_text("y\n")
+    for path in (repo, *repo.rglob("*")):
+        os.lchown(path, 54321, 54321)
+    assert commit_and_dirty(str(repo)) == (head, True)
+    assert "+y" in uncommitted_diff(str(repo))[0]
+
+
 def test_the_diff_is_against_head_with_binary_patches(repo: Path) -> None:
     committed(repo, {"f": "x\n", "gone": "old\n", "bin": "\0\1\2"})
     assert uncommitted_diff(str(repo)) == ("", "", False)  # clean
