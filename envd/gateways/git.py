@@ -203,6 +203,10 @@ _MEMORY_LIMIT = 2 << 30  # the reader's address space
 _MAX_SMALL_FILE = 1 << 16  # `.git` files, `gitdir` back-links, HEAD
 
 
+_MAX_OPENED = 8  # repositories a reader keeps open (status then reuses libgit2's caches)
+_OPENED: dict[str, pygit2.Repository] = {}  # root -> its repository, least recent first
+
+
 class _Refused(Exception):
     """The repository reaches outside its own folder: read as "not a repository"."""
 
@@ -286,7 +290,9 @@ def _open_confined(root: str) -> pygit2.Repository:
     if os.path.basename(os.path.dirname(git_dir)) == "worktrees":
         common = os.path.dirname(os.path.dirname(git_dir))
     _check_refs(git_dir, common)
-    repo = pygit2.Repository(root, RepositoryOpenFlag.NO_SEARCH)
+    repo = _OPENED.pop(root, None)  # (libgit2 re-reads refs, index and packs as they change)
+    if repo is None or os.path.realpath(repo.path) != os.path.realpath(git_dir):
+        repo = pygit2.Repository(root, RepositoryOpenFlag.NO_SEARCH)
     if repo.is_bare or repo.workdir is None:
         raise _Refused("a bare repository")
     if os.path.realpath(repo.workdir) != root:
@@ -298,6 +304,9 @@ def _open_confined(root: str) -> pygit2.Repository:
         worktree = str(config["core.worktree"]) if "core.worktree" in config else ""
         if not worktree or os.path.realpath(os.path.join(git_dir, worktree)) != root:
             raise _Refused(f"{git_dir} is the repository of another submodule")
+    _OPENED[root] = repo
+    while len(_OPENED) > _MAX_OPENED:
+        del _OPENED[next(iter(_OPENED))]
     return repo
 
 
@@ -319,8 +328,10 @@ def _read_diff(root: str, max_chars: int) -> dict[str, Any]:
     if repo.head_is_unborn:
         return {"text": "", "sha256": "", "cut": False}
     tree = repo.head.peel(pygit2.Tree)
-    diff = tree.diff_to_index(repo.index, DiffOption.SHOW_BINARY)
-    diff.merge(repo.index.diff_to_workdir(DiffOption.SHOW_BINARY))
+    index = repo.index
+    index.read(force=False)  # (the index of a repository kept open: as it is on disk now)
+    diff = tree.diff_to_index(index, DiffOption.SHOW_BINARY)
+    diff.merge(index.diff_to_workdir(DiffOption.SHOW_BINARY))
     digest = hashlib.sha256()
     kept: list[str] = []
     kept_chars = total = 0
