@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
+import logging
 import os
 import select
 import stat
@@ -34,6 +35,8 @@ from envd.model.safenames import UnsafeName, relative
 
 if TYPE_CHECKING:
     import pygit2
+
+log = logging.getLogger(__name__)
 
 # Only for the bare repositories envd makes itself (VCS requirements). Nothing there is
 # configured by anyone else; the overrides are belt and braces.
@@ -124,9 +127,14 @@ class _Readers:
             limit = 8 * int(request.get("max_chars", 0)) + 65536
             line = _read_line(proc.stdout.fileno(), time.monotonic() + timeout, limit)
             if line is None:
+                log.warning(
+                    "git: %s not read in %.0f s (a FIFO or a huge repository?); "
+                    "its runs have no commit for the next %.0f s",
+                    root, timeout, _STUCK_FOR_S,
+                )  # fmt: skip
                 with self._lock:
                     self._stuck[root] = time.monotonic()
-            else:
+            elif line:
                 parsed = json.loads(line)
                 reply = parsed if isinstance(parsed, dict) else None
         except (OSError, ValueError):
@@ -134,6 +142,8 @@ class _Readers:
         if reply is None:
             _stop(proc)
             return None
+        if "refused" in reply or "error" in reply:
+            log.info("git: %s not read: %s", root, reply.get("refused") or reply.get("error"))
         with self._lock:
             if len(self._idle) < _MAX_READERS:
                 self._idle.append(proc)
@@ -178,16 +188,18 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _read_line(fd: int, deadline: float, limit: int) -> bytes | None:
-    """One line from `fd` (a reader replies with exactly one per request), or None when it
-    does not come before `deadline`, the reader ended, or the line grows past `limit`."""
+    """One line from `fd` (a reader replies with exactly one per request); None when it does
+    not come before `deadline`, b"" when the reader ended or the line grows past `limit`."""
+    poller = select.poll()  # (select() fails on descriptors past 1024: a busy daemon has them)
+    poller.register(fd, select.POLLIN)
     buf = bytearray()
     while not buf.endswith(b"\n"):
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
+        if left <= 0 or not poller.poll(left * 1000):
             return None
         chunk = os.read(fd, 1 << 16)
         if not chunk or len(buf) + len(chunk) > limit:
-            return None
+            return b""
         buf += chunk
     return bytes(buf)
 
