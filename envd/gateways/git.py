@@ -286,7 +286,8 @@ def _check_refs(git_dir: str, common: str) -> None:
     if not head.startswith("ref:"):
         return
     try:
-        os.close(open_beneath(common, relative(head[4:].strip(), "HEAD")))
+        ref = relative(head[4:].strip(), "HEAD")
+        os.close(open_beneath(common, ref, os.O_RDONLY | os.O_NONBLOCK))
     except FileNotFoundError:
         return  # a packed ref, or an unborn branch
     except (UnsafeName, OSError) as exc:
