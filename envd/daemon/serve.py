@@ -218,6 +218,7 @@ def serve(paths: Paths, foreground: bool = True) -> int:
     from envd.daemon.peerguard import PeerGuard
     from envd.daemon.servicer import Servicer
     from envd.daemon.wiring import build_services
+    from envd.gateways.git import prestart_reader
     from envd.v1 import envd_pb2_grpc
 
     prepare_home(paths)
@@ -230,6 +231,7 @@ def serve(paths: Paths, foreground: bool = True) -> int:
     backend = _prepare_socket(paths)
 
     services = build_services(paths)
+    prestart_reader()  # the git reader's start-up off the first enter's path
     engine_guard = EngineGuard(engine_choice(os.environ))  # the environment chose our engine
     stop = threading.Event()
     server = grpc.server(
