@@ -196,7 +196,7 @@ _BASE_KEYS = ("image", "debian")
 _RUNS_KEYS = ("params", "data", "outputs", "metrics")
 _SETUP_KEYS = ("run", "files")
 # One path component of a Docker repository name (distribution/reference).
-_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*$")
+_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")  # Docker's, minus `-*` (ReDoS)
 _SEPARATOR = re.compile(r"^(?:[._]|__|-+)$")
 _DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
 _SUITE = re.compile(r"^[a-z][a-z0-9-]*$")
