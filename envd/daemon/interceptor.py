@@ -56,9 +56,12 @@ def disk_full(exc: BaseException) -> StateError | None:
                     hint="free space on the file system of envd's home (`df -h`), then retry",
                 )
             folder = os.path.dirname(os.fsdecode(written)) or "."
+            shown = folder
+            while not os.path.isdir(shown) and os.path.dirname(shown) != shown:
+                shown = os.path.dirname(shown)  # a scratch folder is gone by now: its parent
             return StateError(
                 f"{what} under {folder} (writing {os.fsdecode(written)})",
-                hint=f"free space on that file system (`df -h {folder}`), then retry",
+                hint=f"free space on that file system (`df -h {shown}`), then retry",
             )
         cause = cause.__cause__ or cause.__context__
     return None
