@@ -405,6 +405,11 @@ def _check_requirement(text: str, *, allow_url: bool = False) -> str:
             pass  # said below
         except direct_urls.DirectUrlProblem as exc:
             raise _BadRequirement(exc.message, exc.hint) from None
+        except ValueError as exc:  # urlsplit: "Invalid IPv6 URL" (a `[` in the host)
+            raise _BadRequirement(
+                f"`{text}` names a URL that cannot be parsed ({exc})",
+                "name a file by its https URL (`pkg @ https://host/pkg-1.2-py3-none-any.whl`)",
+            ) from None
         else:
             return str(Requirement(text))
     if kind is not None:

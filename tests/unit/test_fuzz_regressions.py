@@ -63,3 +63,9 @@ def test_project_name_check_does_not_backtrack() -> None:
     text = "base: {debian: bookworm}\nname: " + "a" * 120 + "^a\n"
     with pytest.raises(SpecError, match="is not a valid project name"):
         parse_spec(text, source="/p/envd.yaml", project_dir="/p")
+
+
+def test_a_package_url_that_urlsplit_refuses_is_a_spec_error() -> None:
+    text = "base: {debian: bookworm}\npackages:\n  - pkg @ https://examplepkg-1.[.tar.gz\n"
+    with pytest.raises(SpecError, match="names a URL that cannot be parsed"):
+        parse_spec(text, source="/p/envd.yaml", project_dir="/p")
