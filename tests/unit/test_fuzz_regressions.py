@@ -69,3 +69,10 @@ def test_a_package_url_that_urlsplit_refuses_is_a_spec_error() -> None:
     text = "base: {debian: bookworm}\npackages:\n  - pkg @ https://examplepkg-1.[.tar.gz\n"
     with pytest.raises(SpecError, match="names a URL that cannot be parsed"):
         parse_spec(text, source="/p/envd.yaml", project_dir="/p")
+
+
+def test_image_reference_check_does_not_backtrack() -> None:
+    # the same `[-]*` in the image path pattern: 80 letters took over 10 s
+    text = 'base: {image: "' + "E" * 80 + 'pn@y"}\n'
+    with pytest.raises(SpecError, match="is not an image reference"):
+        parse_spec(text, source="/p/envd.yaml", project_dir="/p")
