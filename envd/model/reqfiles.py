@@ -1226,6 +1226,8 @@ def parse_environment_yml(
             mark.line + 1 if mark else None,
             "check indentation (spaces, not tabs)",
         ) from None
+    except yaml.YAMLError as exc:  # a control character (ReaderError) has no mark
+        raise _error(root, path, f"YAML syntax error: {exc}", None) from None
     if not isinstance(data, dict):
         raise _error(root, path, "expected a mapping with `dependencies:`", 1)
     acc = _Acc(source=path, format="environment.yml")

@@ -13,7 +13,7 @@ from envd.errors import EnvdError
 from tests.fuzz import run
 
 CORPUS = Path(run.__file__).parent / "corpus"
-MINE = ("lockfile", "pyproject", "requirements", "spec", "uvlock")
+MINE = ("lockfile", "pyproject", "reqformats", "requirements", "spec", "uvlock")
 
 
 def test_the_harness_finds_every_target() -> None:

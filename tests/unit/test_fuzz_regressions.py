@@ -7,7 +7,12 @@ import pytest
 
 from envd.errors import LockError, SpecError
 from envd.model import lockfile
-from envd.model.reqfiles import parse_pyproject, parse_requirements, parse_uv_lock
+from envd.model.reqfiles import (
+    parse_environment_yml,
+    parse_pyproject,
+    parse_requirements,
+    parse_uv_lock,
+)
 from envd.model.spec import parse_spec
 
 
@@ -76,3 +81,9 @@ def test_image_reference_check_does_not_backtrack() -> None:
     text = 'base: {image: "' + "E" * 80 + 'pn@y"}\n'
     with pytest.raises(SpecError, match="is not an image reference"):
         parse_spec(text, source="/p/envd.yaml", project_dir="/p")
+
+
+def test_environment_yml_with_a_control_character_is_a_spec_error() -> None:
+    text = "dependenci\x01\x00\x00\x00\x00\x00\x00\x00es: [python=3.13]\n"
+    with pytest.raises(SpecError, match="environment.yml: YAML syntax error"):
+        parse_environment_yml(text, root="/p")
