@@ -85,5 +85,5 @@ def test_image_reference_check_does_not_backtrack() -> None:
 
 def test_environment_yml_with_a_control_character_is_a_spec_error() -> None:
     text = "dependenci\x01\x00\x00\x00\x00\x00\x00\x00es: [python=3.13]\n"
-    with pytest.raises(SpecError, match="environment.yml: YAML syntax error"):
+    with pytest.raises(SpecError, match=r"environment\.yml: YAML syntax error"):
         parse_environment_yml(text, root="/p")
