@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ENVCTL := $(BIN)/envctl
 
-.PHONY: setup engine demo test test-unit check lint typecheck format proto bench bench-full bench-smoke clean
+.PHONY: setup engine demo test test-unit check lint typecheck format proto bench bench-full bench-smoke fuzz fuzz-smoke clean
 
 setup:
 	@scripts/setup.sh
@@ -31,7 +31,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-check: lint typecheck test bench-smoke  # what CI runs (.ci/run)
+check: lint typecheck test bench-smoke fuzz-smoke  # what CI runs (.ci/run)
 
 format: setup
 	$(BIN)/ruff check --fix envd cli tests bench scripts
@@ -50,6 +50,15 @@ bench-smoke: setup  # every bench case once on the small template, no report: be
 bench-full: setup
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q matplotlib
 	$(BIN)/python -m bench --full
+
+FUZZ_SECONDS ?= 600
+FUZZ_SMOKE_SECONDS ?= 15
+
+fuzz: setup  # every tests/fuzz/fuzz_*.py target for FUZZ_SECONDS each (atheris); crashes in tests/fuzz/crashes/
+	$(BIN)/python -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
+
+fuzz-smoke: setup  # a short run of every fuzz target: the targets cannot rot
+	$(BIN)/python -m tests.fuzz.run --seconds $(FUZZ_SMOKE_SECONDS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -6,18 +6,23 @@ values must be printable ASCII (grpc fails the whole call with "Invalid metadata
 and a message or hint often holds a path, so those travel as UTF-8 bytes in binary keys,
 `envd-message-bin` and `envd-hint-bin`. The status details carry the message too, made ASCII
 (backslash escapes), for clients that read only the status.
+
+A full disk is no bug: an OSError ENOSPC or EDQUOT that reaches here (a build copying into
+$ENVD_HOME/tmp, say) is the README's exit 11, StateError, naming the folder that is full.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 
 from envd.daemon.engine_guard import EXEMPT, EngineGuard, decode
-from envd.errors import EXIT_BUG, EnvdError
+from envd.errors import EXIT_BUG, EnvdError, StateError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,38 @@ def _utf8(text: str) -> bytes:
         return text.encode("utf-8", errors="backslashreplace")
 
 
+def disk_full(exc: BaseException) -> StateError | None:
+    """A full disk or quota anywhere in the chain of `exc` (not an EnvdError), as StateError."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen and not isinstance(cause, EnvdError):
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            what = "no space left on device" if cause.errno == errno.ENOSPC else "disk quota full"
+            written = cause.filename2 if cause.filename2 is not None else cause.filename
+            if written is None:
+                return StateError(
+                    f"{what} (while envd wrote a file)",
+                    hint="free space on the file system of envd's home (`df -h`), then retry",
+                )
+            folder = os.path.dirname(os.fsdecode(written)) or "."
+            shown = folder
+            while not os.path.isdir(shown) and os.path.dirname(shown) != shown:
+                shown = os.path.dirname(shown)  # a scratch folder is gone by now: its parent
+            return StateError(
+                f"{what} under {folder} (writing {os.fsdecode(written)})",
+                hint=f"free space on that file system (`df -h {shown}`), then retry",
+            )
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def _abort(context: grpc.ServicerContext, exc: BaseException, log_path: str) -> None:
+    if not isinstance(exc, EnvdError):
+        full = disk_full(exc)
+        if full is not None:
+            log.warning("%s: %s: %s", full.message, type(exc).__name__, exc)
+            exc = full
     if isinstance(exc, EnvdError):
         code = getattr(grpc.StatusCode, exc.grpc_code)
         metadata: tuple[tuple[str, str | bytes], ...] = (

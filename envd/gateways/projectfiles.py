@@ -13,8 +13,11 @@ Every read is bounded, before any byte is decoded:
   read, so a file that grows, or lies about its size (procfs), cannot exhaust memory;
 - the bytes must be UTF-8; the error names the absolute file and the line of the first
   bad byte;
-- a requirements file must lie inside the project directory, also after resolving symlinks
-  (the spec parser already refuses absolute paths and `..`).
+- every file must lie inside the project directory, also after resolving symlinks (a link
+  inside the project may point to another file inside it), envd.yaml included (the spec parser
+  already refuses absolute paths and `..`). The resolved path is then opened one component
+  at a time without following links (`files.open_beneath`), so a link planted meanwhile (by
+  a container, which can write the project) fails the read instead of leading outside.
 
 Spec and requirements problems are SpecError (exit 1), lock problems LockError.
 
@@ -32,10 +35,11 @@ import os
 import stat
 import threading
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from envd.errors import LockError, SpecError
+from envd.gateways.files import open_beneath
 from envd.model.lockfile import LockEdited, LockFile, loads
 from envd.model.spec import SPEC_FILENAME, FileRefused, Spec, parse_spec, requirements_format
 
@@ -59,10 +63,13 @@ _lock_cache: dict[str, tuple[str, LockFile]] = {}
 class _NotReadable(Exception):
     """A project file that is not a bounded, regular, UTF-8 file; `line` for decoding errors."""
 
-    def __init__(self, message: str, line: int | None = None) -> None:
+    def __init__(
+        self, message: str, line: int | None = None, *, outside: Path | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.line = line
+        self.outside = outside  # where it resolves, outside the project: the fix is to copy it in
 
 
 def _kind(mode: int) -> str:
@@ -91,7 +98,24 @@ def read_bounded(path: Path, limit: int) -> bytes:
     """At most `limit` bytes of the regular file at `path`, or _NotReadable.
 
     FileNotFoundError (also for a dangling symlink) and PermissionError pass through.
+    A project's files are read with read_beneath, which also keeps them inside the project.
     """
+    _stat_regular(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno in (errno.ENXIO, errno.ELOOP, errno.EISDIR):
+            raise _NotReadable("is not a regular file") from None
+        raise
+    try:
+        return _read_open(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def _stat_regular(path: Path) -> None:
+    """Refuse a path that is not a regular file (after links), without opening it."""
     try:
         st = os.stat(path)  # never blocks, not even on a FIFO or a socket
     except NotADirectoryError:
@@ -102,32 +126,61 @@ def read_bounded(path: Path, limit: int) -> bytes:
         raise
     if not stat.S_ISREG(st.st_mode):
         raise _NotReadable(f"is {_kind(st.st_mode)}, not a regular file")
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def read_beneath(root: Path, relpath: str, limit: int) -> tuple[bytes, int]:
+    """At most `limit` bytes of the regular file `root/relpath`, and its mode, or _NotReadable.
+
+    `root` is resolved. Links inside `root` are followed, but where the file resolves to must
+    lie inside `root`; that resolved path is then opened without following any link, so a
+    link swapped in after the check fails the read. FileNotFoundError and PermissionError
+    pass through.
+    """
+    path = root / relpath
+    _stat_regular(path)
     try:
-        fd = os.open(path, flags)
+        resolved = path.resolve(strict=True)
+    except (RuntimeError, OSError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+        if isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise
+        raise _NotReadable("is a symlink loop") from None
+    if resolved == root or not resolved.is_relative_to(root):
+        raise _NotReadable(f"resolves to {resolved}, outside the project", outside=resolved)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY  # open_beneath adds O_NOFOLLOW, O_CLOEXEC
+    try:
+        fd = open_beneath(root, PurePosixPath(resolved.relative_to(root).as_posix()), flags)
     except OSError as exc:
-        if exc.errno in (errno.ENXIO, errno.ELOOP, errno.EISDIR):
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _NotReadable(
+                "changed while envd read it (a symlink appeared on its path)"
+            ) from None
+        if exc.errno in (errno.ENXIO, errno.EISDIR):
             raise _NotReadable("is not a regular file") from None
         raise
     try:
-        st = os.fstat(fd)  # what was opened, not what the name pointed at a moment ago
-        if not stat.S_ISREG(st.st_mode):
-            raise _NotReadable(f"is {_kind(st.st_mode)}, not a regular file")
-        if st.st_size > limit:
-            raise _NotReadable(f"is {st.st_size} bytes, larger than the limit of {_size(limit)}")
-        chunks: list[bytes] = []
-        total = 0
-        while total <= limit:
-            chunk = os.read(fd, min(_CHUNK, limit + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > limit:
-            raise _NotReadable(f"is larger than the limit of {_size(limit)}")
-        return b"".join(chunks)
+        return _read_open(fd, limit), os.fstat(fd).st_mode
     finally:
         os.close(fd)
+
+
+def _read_open(fd: int, limit: int) -> bytes:
+    """At most `limit` bytes of the open descriptor `fd`, which must be a regular file."""
+    st = os.fstat(fd)  # what was opened, not what the name pointed at a moment ago
+    if not stat.S_ISREG(st.st_mode):
+        raise _NotReadable(f"is {_kind(st.st_mode)}, not a regular file")
+    if st.st_size > limit:
+        raise _NotReadable(f"is {st.st_size} bytes, larger than the limit of {_size(limit)}")
+    chunks: list[bytes] = []
+    total = 0
+    while total <= limit:
+        chunk = os.read(fd, min(_CHUNK, limit + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    if total > limit:
+        raise _NotReadable(f"is larger than the limit of {_size(limit)}")
+    return b"".join(chunks)
 
 
 def decode_utf8(data: bytes) -> str:
@@ -156,7 +209,7 @@ def load_spec(
     root = Path(project_dir).resolve()
     path = root / SPEC_FILENAME
     try:
-        text = read_text_bounded(path, spec_limit)
+        text = decode_utf8(read_beneath(root, SPEC_FILENAME, spec_limit)[0])
     except FileNotFoundError:
         what = "envd.yaml is a dangling symlink" if path.is_symlink() else "no envd.yaml here"
         raise SpecError(
@@ -169,11 +222,18 @@ def load_spec(
             "cannot be read: permission denied", file=str(path), hint="check its permissions"
         ) from None
     except _NotReadable as exc:
+        message = exc.message
         if exc.line is not None:
             hint = "save envd.yaml as UTF-8 (it is YAML text)"
+        elif exc.outside is not None:
+            message = f"points to {exc.outside}, outside the project"
+            hint = (
+                "copy the file into the project in place of the link "
+                "(envd reads only files inside the project)"
+            )
         else:
             hint = f"envd.yaml must be a regular text file of at most {_size(spec_limit)}"
-        raise SpecError(exc.message, file=str(path), line=exc.line, hint=hint) from None
+        raise SpecError(message, file=str(path), line=exc.line, hint=hint) from None
 
     key = (str(root), spec_limit, requirements_limit)
     cached = _spec_cache.get(key)
@@ -301,17 +361,7 @@ def read_project_file(
     if not os.path.lexists(path):
         return None
     try:
-        resolved = path.resolve()
-    except (OSError, RuntimeError):
-        raise SpecError("is a symlink loop", file=str(path), hint="remove the link") from None
-    if not resolved.is_relative_to(root):
-        raise SpecError(
-            f"resolves to {resolved}, outside the project",
-            file=str(path),
-            hint="copy the file into the project directory (envd only reads files inside it)",
-        )
-    try:
-        return read_text_bounded(path, limit)
+        return decode_utf8(read_beneath(root, relpath, limit)[0])
     except FileNotFoundError:
         return None
     except PermissionError:
@@ -319,11 +369,12 @@ def read_project_file(
             "cannot be read: permission denied", file=str(path), hint="check its permissions"
         ) from None
     except _NotReadable as exc:
-        hint = (
-            "save it as UTF-8 text"
-            if exc.line is not None
-            else f"it must be a regular text file of at most {_size(limit)}"
-        )
+        if exc.line is not None:
+            hint = "save it as UTF-8 text"
+        elif exc.outside is not None:
+            hint = "copy the file into the project directory (envd only reads files inside it)"
+        else:
+            hint = f"it must be a regular text file of at most {_size(limit)}"
         raise SpecError(exc.message, file=str(path), line=exc.line, hint=hint) from None
 
 
@@ -331,16 +382,7 @@ def _read_requirements(root: Path, relpath: str, limit: int) -> str:
     """A requirements file named by envd.yaml (relpath already checked to stay inside)."""
     path = root / relpath
     try:
-        resolved = path.resolve()
-    except (OSError, RuntimeError):
-        raise FileRefused(f"requirements file `{relpath}` is a symlink loop") from None
-    if not resolved.is_relative_to(root):
-        raise FileRefused(
-            f"requirements file `{relpath}` resolves to {resolved}, outside the project",
-            hint="copy the file into the project directory (envd only reads files inside it)",
-        )
-    try:
-        return read_text_bounded(path, limit)
+        return decode_utf8(read_beneath(root, relpath, limit)[0])
     except PermissionError:
         raise FileRefused(
             f"requirements file `{relpath}` cannot be read: permission denied",
@@ -354,10 +396,11 @@ def _read_requirements(root: Path, relpath: str, limit: int) -> str:
                 line=exc.line,
                 hint="save the requirements file as UTF-8 text",
             ) from None
-        raise FileRefused(
-            f"requirements file `{relpath}` {exc.message}",
-            hint=f"name a regular text file of at most {_size(limit)}",
-        ) from None
+        if exc.outside is not None:
+            hint = "copy the file into the project directory (envd only reads files inside it)"
+        else:
+            hint = f"name a regular text file of at most {_size(limit)}"
+        raise FileRefused(f"requirements file `{relpath}` {exc.message}", hint=hint) from None
 
 
 def _relock_fix(path: Path) -> str:
@@ -365,20 +408,21 @@ def _relock_fix(path: Path) -> str:
 
 
 def read_lock_text(path: Path, *, limit: int = LOCK_MAX_BYTES) -> str | None:
-    """The checked text of the lock at `path` (regular, bounded, UTF-8), or None when absent."""
+    """The checked text of the lock at `path` (regular, bounded, UTF-8, inside its project
+    folder after links), or None when absent."""
     if not path.exists():
         return None
     path = path.absolute()
     fix = _relock_fix(path)
     try:
-        return read_text_bounded(path, limit)
+        return decode_utf8(read_beneath(path.parent.resolve(), path.name, limit)[0])
     except FileNotFoundError:
         return None
     except PermissionError:
         raise LockError(f"{path}: cannot be read: permission denied", hint=fix) from None
     except _NotReadable as exc:
         where = f"{path}:{exc.line}" if exc.line is not None else str(path)
-        hint = fix if exc.line is not None else f"it must be a regular file; {fix}"
+        hint = fix if exc.line is not None else f"it must be a regular file in the project; {fix}"
         raise LockError(f"{where}: {exc.message}", hint=hint) from None
 
 
@@ -443,15 +487,8 @@ def read_setup_files(
             path = root / relpath
             where = f"{what} names {relpath}, which"
             try:
-                resolved = path.resolve()
-                if not resolved.is_relative_to(root):
-                    raise SpecError(
-                        f"{where} resolves to {resolved}, outside the project",
-                        file=str(path),
-                        hint="copy the file into the project directory",
-                    )
-                data = read_bounded(path, min(limit, total_limit - total))
-                executable = bool(os.stat(path).st_mode & 0o111)
+                data, mode = read_beneath(root, relpath, min(limit, total_limit - total))
+                executable = bool(mode & 0o111)
             except FileNotFoundError:
                 raise SpecError(
                     f"{where} does not exist",
@@ -467,12 +504,13 @@ def read_setup_files(
             except (OSError, RuntimeError):
                 raise SpecError(f"{where} cannot be read", file=str(path)) from None
             except _NotReadable as exc:
-                raise SpecError(
-                    f"{where} {exc.message}",
-                    file=str(path),
-                    hint=f"name regular files of at most {_size(limit)} each, "
-                    f"{_size(total_limit)} in all",
-                ) from None
+                hint = (
+                    "copy the file into the project directory"
+                    if exc.outside is not None
+                    else f"name regular files of at most {_size(limit)} each, "
+                    f"{_size(total_limit)} in all"
+                )
+                raise SpecError(f"{where} {exc.message}", file=str(path), hint=hint) from None
             total += len(data)
             files.append((relpath, data, executable))
         count += len(relpaths)

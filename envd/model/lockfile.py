@@ -264,6 +264,10 @@ def loads(text: str, source: str) -> LockFile:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise _corrupt(source, f"not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    except RecursionError:  # json recurses once per level: `[[[[...` deeper than the stack
+        raise _corrupt(source, "not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise _corrupt(source, f"not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise _corrupt(source, "expected a JSON object at the top level")
     version = data.get("lock_version")

@@ -196,14 +196,23 @@ def _checked(parse: Callable[_P, Parsed]) -> Callable[_P, Parsed]:
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Parsed:
         try:
             return parse(*args, **kwargs)
-        except (AttributeError, KeyError, TypeError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError, RecursionError) as exc:
+            # ValueError: a name or version in the file that packaging refuses
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
-            kind = {AttributeError: "a value of the wrong type", KeyError: "a missing key"}
+            if isinstance(exc, RecursionError):
+                what = "values nested too deeply"
+            elif isinstance(exc, KeyError):
+                what = f"a missing key ({exc})"
+            elif isinstance(exc, ValueError):
+                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                what = f"a value that is not valid ({first})"
+            else:
+                what = f"a value of the wrong type ({exc})"
             raise _error(
                 str(bound.arguments["root"]),
                 str(bound.arguments["path"]),
-                f"unexpected content: {kind.get(type(exc), 'a value of the wrong type')} ({exc})",
+                f"unexpected content: {what}",
                 None,
                 "compare it with what its tool writes; regenerate it if it was edited by hand",
             ) from None
@@ -301,14 +310,31 @@ def _options(
     return out
 
 
+MAX_INCLUDE_DEPTH = 32  # -r/-c chains: pip has no bound; a deeper one is a loop through a link
+MAX_INCLUDE_READS = 256  # files read for one top file, includes included
+
+
 class _RequirementsReader:
     def __init__(self, read: Read, root: str, acc: _Acc) -> None:
         self.read = read
         self.root = root
         self.acc = acc
         self.stack: list[str] = []
+        self.reads = 0
 
     def file(self, path: str, *, constraint: bool, via: tuple[str, int] | None) -> None:
+        if via is not None and (
+            len(self.stack) >= MAX_INCLUDE_DEPTH or self.reads >= MAX_INCLUDE_READS
+        ):  # distinct paths can still loop: `-r sub/r.txt` with a link sub -> .
+            raise _error(
+                self.root,
+                via[0],
+                f"includes nested deeper than {MAX_INCLUDE_DEPTH} files, or more than "
+                f"{MAX_INCLUDE_READS} reads of included files",
+                via[1],
+                "include each file once, from the top file (a symlinked folder may loop)",
+            )
+        self.reads += 1
         if path in self.stack:
             cycle = " -> ".join([*self.stack[self.stack.index(path) :], path])
             assert via is not None
@@ -1200,6 +1226,8 @@ def parse_environment_yml(
             mark.line + 1 if mark else None,
             "check indentation (spaces, not tabs)",
         ) from None
+    except yaml.YAMLError as exc:  # a control character (ReaderError) has no mark
+        raise _error(root, path, f"YAML syntax error: {exc}", None) from None
     if not isinstance(data, dict):
         raise _error(root, path, "expected a mapping with `dependencies:`", 1)
     acc = _Acc(source=path, format="environment.yml")

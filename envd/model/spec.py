@@ -196,7 +196,7 @@ _BASE_KEYS = ("image", "debian")
 _RUNS_KEYS = ("params", "data", "outputs", "metrics")
 _SETUP_KEYS = ("run", "files")
 # One path component of a Docker repository name (distribution/reference).
-_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*$")
+_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")  # Docker's, minus `-*` (ReDoS)
 _SEPARATOR = re.compile(r"^(?:[._]|__|-+)$")
 _DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
 _SUITE = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -208,7 +208,7 @@ _DECIMAL = re.compile(r"^[0-9]+$")
 # An image reference: [domain[:port]/]path[:tag][@digest] (distribution/reference grammar).
 _DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
-_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*"
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"  # `-+`, not Docker's `[-]*`: no ReDoS
 _IMAGE = re.compile(
     rf"^(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_PATH_PART}(?:/{_PATH_PART})*)"
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
@@ -405,6 +405,11 @@ def _check_requirement(text: str, *, allow_url: bool = False) -> str:
             pass  # said below
         except direct_urls.DirectUrlProblem as exc:
             raise _BadRequirement(exc.message, exc.hint) from None
+        except ValueError as exc:  # urlsplit: "Invalid IPv6 URL" (a `[` in the host)
+            raise _BadRequirement(
+                f"`{text}` names a URL that cannot be parsed ({exc})",
+                "name a file by its https URL (`pkg @ https://host/pkg-1.2-py3-none-any.whl`)",
+            ) from None
         else:
             return str(Requirement(text))
     if kind is not None:

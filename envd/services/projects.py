@@ -171,7 +171,7 @@ class Projects:
         path = path.expanduser().resolve()
         if not path.is_dir():
             raise NotFound(f"{path} is not a directory")
-        if not (path / SPEC_FILENAME).is_file():
+        if not os.path.lexists(path / SPEC_FILENAME):  # a FIFO or a link: load_spec says why
             raise NotFound(
                 f"{path} has no {SPEC_FILENAME}",
                 hint=f"create one with `envctl init {path}` (see `envctl init --list`)",
