@@ -163,6 +163,16 @@ def read_beneath(root: Path, relpath: str, limit: int) -> tuple[bytes, int]:
         os.close(fd)
 
 
+def read_run_file(root: str | Path, relpath: str, limit: int) -> bytes | None:
+    """`read_beneath` for files a run reads beside its command (params, metrics, envd.lock):
+    the bytes, or None when the file is missing, not a regular file inside the project (a
+    container may have made it a FIFO or a link out) or over `limit`."""
+    try:
+        return read_beneath(Path(root).resolve(), relpath, limit)[0]
+    except (_NotReadable, OSError, RuntimeError):
+        return None
+
+
 def _read_open(fd: int, limit: int) -> bytes:
     """At most `limit` bytes of the open descriptor `fd`, which must be a regular file."""
     st = os.fstat(fd)  # what was opened, not what the name pointed at a moment ago

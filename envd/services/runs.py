@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from envd.errors import Conflict, NotFound, UsageError, VerificationError
 from envd.gateways.git import commit_and_dirty, uncommitted_diff
 from envd.gateways.hashcache import HashCache, StatKey, touched
+from envd.gateways.projectfiles import LOCK_MAX_BYTES, read_run_file
 from envd.gateways.store import ProjectRow, RunDetailsRow, RunRow, Store
 from envd.model.provenance import record_from_statement
 from envd.model.runrecord import (
@@ -104,23 +105,16 @@ def _empty_details(run_id: str, image_id: str) -> RunDetailsRow:
     )
 
 
-def _read_text(path: str, limit: int) -> str | None:
-    try:
-        with open(path, "rb") as file:
-            raw = file.read(limit + 1)
-    except OSError:
-        return None
-    if len(raw) > limit:
-        return None
-    return raw.decode("utf-8", "replace")
+def _read_text(project_dir: str, rel: str, limit: int) -> str | None:
+    """A params or metrics file's text, at most `limit` bytes; None when it is missing, over
+    the limit, or not a regular file inside the project (code in the container can write it)."""
+    raw = read_run_file(project_dir, rel, limit)
+    return None if raw is None else raw.decode("utf-8", "replace")
 
 
-def _sha256_file(path: str) -> str:
-    try:
-        with open(path, "rb") as file:
-            return hashlib.sha256(file.read()).hexdigest()
-    except OSError:
-        return ""
+def _sha256_file(project_dir: str, rel: str) -> str:
+    raw = read_run_file(project_dir, rel, LOCK_MAX_BYTES)
+    return "" if raw is None else hashlib.sha256(raw).hexdigest()
 
 
 def has_runs_section(spec: RunsSpec | None) -> bool:
@@ -187,7 +181,7 @@ class Runs:
         notes: list[str] = []
         params: dict[str, str] = {}
         for rel in spec.params:
-            text = _read_text(os.path.join(project_dir, rel), MAX_PARAMS_BYTES)
+            text = _read_text(project_dir, rel, MAX_PARAMS_BYTES)
             if text is None:
                 notes.append(f"params {rel}: missing, unreadable or over {MAX_PARAMS_BYTES} bytes")
             else:
@@ -215,7 +209,7 @@ class Runs:
             data = self._hashes.snapshot(pending.project_dir, present)
         except (OSError, ValueError) as exc:
             notes.append(f"data: not hashed: {exc}")
-        lock_sha = _sha256_file(os.path.join(pending.project_dir, LOCK_FILENAME))
+        lock_sha = _sha256_file(pending.project_dir, LOCK_FILENAME)
         diff, diff_sha, cut = uncommitted_diff(pending.project_dir)
         if cut:
             notes.append(f"the uncommitted diff is cut to {len(diff)} characters (sha256 is all)")
@@ -317,7 +311,7 @@ class Runs:
             metrics: dict[str, float] = {}
             several = len(pending.spec.metrics) > 1
             for rel in pending.spec.metrics:
-                text = _read_text(os.path.join(pending.project_dir, rel), MAX_METRICS_READ)
+                text = _read_text(pending.project_dir, rel, MAX_METRICS_READ)
                 if text is None:
                     notes.append(
                         f"metrics {rel}: missing, unreadable or over {MAX_METRICS_READ} bytes"
