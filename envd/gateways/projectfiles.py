@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from envd.errors import LockError, SpecError
+from envd.errors import LockError, NotFound, SpecError, UsageError
 from envd.gateways.files import open_beneath
 from envd.model.lockfile import LockEdited, LockFile, loads
 from envd.model.spec import SPEC_FILENAME, FileRefused, Spec, parse_spec, requirements_format
@@ -112,6 +112,22 @@ def read_bounded(path: Path, limit: int) -> bytes:
         return _read_open(fd, limit)
     finally:
         os.close(fd)
+
+
+def read_user_file(path: str | Path, limit: int, what: str) -> bytes:
+    """A file the user named on the command line (`envctl diff A FILE`), read like any
+    untrusted file: a regular file, opened without blocking, at most `limit` bytes. Missing is
+    NotFound (exit 4); a FIFO, a device, a folder or a file over the limit is a UsageError."""
+    try:
+        return read_bounded(Path(path), limit)
+    except FileNotFoundError:
+        raise NotFound(f"no {what} at {path}") from None
+    except PermissionError:
+        raise UsageError(f"cannot read {path}: permission denied") from None
+    except _NotReadable as exc:
+        raise UsageError(f"{path} {exc.message}; refused", hint=f"name the {what} file") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def _stat_regular(path: Path) -> None:

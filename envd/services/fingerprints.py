@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 from envd.errors import NotFound
 from envd.gateways.engine import Engine, ImageInfo
+from envd.gateways.projectfiles import read_user_file
 from envd.gateways.store import ProjectRow, Store
 from envd.model.content import Manifest, diff_manifests, file_owners, is_excluded
 from envd.model.fingerprint import (
@@ -32,6 +32,7 @@ from envd.services.images import Images
 from envd.services.warm import WarmContainers
 
 ENV_LABEL = "envd.fingerprint.environment"
+_FINGERPRINT_MAX_BYTES = 64 << 20  # a fingerprint file named on the command line
 # How long the engine's version is trusted for host hashes: every run records one, and asking
 # the engine (its /version and /info) costs more than the whole warm `enter` otherwise.
 ENGINE_VERSION_TTL_S = 60.0
@@ -189,11 +190,8 @@ class Fingerprints:
         return make_fingerprint(fp.environment, section)
 
     def for_file(self, path: str) -> Fingerprint:
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise NotFound(f"cannot read {path}: {exc.strerror}") from None
-        return loads(text, path)
+        raw = read_user_file(path, _FINGERPRINT_MAX_BYTES, "fingerprint")
+        return loads(raw.decode("utf-8", "replace"), path)
 
     # ------------------------------------------------------------ verify
 

@@ -37,3 +37,20 @@ def test_a_fifo_device_link_out_or_oversized_file_is_skipped_at_once(tmp_path: P
     assert results == dict.fromkeys(
         ("fifo.yaml", "zero.yaml", "out.yaml", "big.json", "missing.json")
     )
+
+
+def test_a_file_the_user_names_is_read_bounded_and_never_blocks(tmp_path: Path) -> None:
+    import pytest
+
+    from envd.errors import NotFound, UsageError
+    from envd.gateways.projectfiles import read_user_file
+
+    (tmp_path / "fp.json").write_text("{}")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "big").write_bytes(b"x" * 100)
+    assert read_user_file(tmp_path / "fp.json", 10, "fingerprint") == b"{}"
+    with pytest.raises(NotFound):
+        read_user_file(tmp_path / "missing", 10, "fingerprint")
+    for path in (tmp_path / "fifo", "/dev/zero", tmp_path, tmp_path / "big"):
+        with pytest.raises(UsageError):
+            read_user_file(path, 10, "fingerprint")
