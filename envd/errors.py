@@ -7,6 +7,9 @@ without matching message text.
 
 from __future__ import annotations
 
+import errno
+import os
+
 # Exit codes, documented in README.md ("Exit codes").
 EXIT_OK = 0
 EXIT_USER = 1
@@ -181,3 +184,29 @@ ALL_ERRORS: tuple[type[EnvdError], ...] = (
     StateError,
 )
 ERRORS_BY_KIND: dict[str, type[EnvdError]] = {cls.kind: cls for cls in ALL_ERRORS}
+
+
+def disk_full(exc: BaseException) -> StateError | None:
+    """A full disk or quota anywhere in the chain of `exc` (not an EnvdError), as StateError."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen and not isinstance(cause, EnvdError):
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            what = "no space left on device" if cause.errno == errno.ENOSPC else "disk quota full"
+            written = cause.filename2 if cause.filename2 is not None else cause.filename
+            if written is None:
+                return StateError(
+                    f"{what} (while envd wrote a file)",
+                    hint="free space on the file system of envd's home (`df -h`), then retry",
+                )
+            folder = os.path.dirname(os.fsdecode(written)) or "."
+            shown = folder
+            while not os.path.isdir(shown) and os.path.dirname(shown) != shown:
+                shown = os.path.dirname(shown)  # a scratch folder is gone by now: its parent
+            return StateError(
+                f"{what} under {folder} (writing {os.fsdecode(written)})",
+                hint=f"free space on that file system (`df -h {shown}`), then retry",
+            )
+        cause = cause.__cause__ or cause.__context__
+    return None

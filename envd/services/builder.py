@@ -12,7 +12,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from envd.errors import EnvdError, RegistryError, VerificationError
+from envd.errors import EnvdError, RegistryError, VerificationError, disk_full
 from envd.events import EventBus
 from envd.gateways.engine import Engine
 from envd.gateways.store import ProjectRow
@@ -189,7 +189,14 @@ class Builder:
             self._images.touch(plan)
         except BaseException as exc:
             self._forget_unconfirmed(fetched)
-            reason = exc.message if isinstance(exc, EnvdError) else f"{type(exc).__name__}: {exc}"
+            full = disk_full(exc)  # (the interceptor makes it exit 11; the state says why too)
+            reason = (
+                exc.message
+                if isinstance(exc, EnvdError)
+                else full.message
+                if full is not None
+                else f"{type(exc).__name__}: {exc}"
+            )
             self._projects.set_state(row.name, ProjectState.FAILED, reason.splitlines()[0])
             self._events.publish("build.failed", row.name, reason.splitlines()[0])
             raise
