@@ -1,0 +1,626 @@
+"""Sharing a run through an OCI registry: `share run`, `pull run`, `runs --from`.
+
+A run goes out as one OCI 1.1 artifact (envd/model/runartifact.py): its record and in-toto
+statement as the config, one blob per params, metrics, data and output file, and the
+environment image as its subject (pushed first, by the engine, if the registry lacks it).
+A blob the registry already has is never sent again (HEAD before upload; a mount from
+another repository of the same registry where envd shared it before). Files are read from
+the project only while their bytes are still the recorded ones, else from the kept copy
+(envd/gateways/keptfiles.py); a file that is neither is named and the share refused.
+
+Coming back, everything is checked before the project is touched: the manifest and config
+are read with bounds, the run comes from its statement by the hardened import path, every
+blob is downloaded to envd's own folder and checked against its digest (and the data,
+outputs and params against the statement), and the environment is pulled by digest and
+verified as `envctl pull` does. Only then are files placed, through safenames and
+open_beneath, never over a different local file without `force`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import BinaryIO
+
+from envd import __version__
+from envd.errors import NotFound, UsageError, VerificationError
+from envd.gateways.engine import Engine
+from envd.gateways.files import open_beneath
+from envd.gateways.git import commit_and_dirty
+from envd.gateways.keptfiles import KeptFiles
+from envd.gateways.registry import RegistryClient, Repository, fallback_tag, parse_repository
+from envd.model.provenance import build_statement, rfc3339
+from envd.model.runartifact import (
+    MAX_CONFIG,
+    MAX_MANIFEST,
+    ArtifactRefused,
+    RunFile,
+    SharedRun,
+    check_files,
+    config_json,
+    descriptor,
+    manifest_json,
+    parse_config,
+    parse_manifest,
+    referrers_index,
+    tag_for,
+)
+from envd.model.runrecord import SHA256_RE, RunRecord, filter_runs, parse_metrics, parse_where
+from envd.model.runrecord import sort_runs as sort_records
+from envd.model.safenames import relative
+from envd.progress import Progress, Reporter
+from envd.services.fingerprints import ENV_LABEL
+from envd.services.projects import Projects
+from envd.services.runs import Runs
+from envd.services.sharing import Sharing
+
+_BLOCK = 1 << 20
+ENV_TAG_PREFIX = "env-"
+BuilderId = Callable[[], str]
+
+
+@dataclass(frozen=True)
+class SharedResult:
+    reference: str  # REGISTRY/REPO:RUN_ID
+    digest: str  # the artifact manifest's
+    subject: str  # REGISTRY/REPO@sha256:... (the environment image)
+    uploaded: int
+    skipped: int
+    mounted: int
+    bytes_uploaded: int
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PulledResult:
+    record: RunRecord
+    project: str
+    placed: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    kept: tuple[str, ...]  # local files that differ, left as they are
+    image: str
+    environment_hash: str
+    commit: str  # the checkout's
+    added: bool
+
+
+@dataclass(frozen=True)
+class Listed:
+    run: SharedRun
+    reference: str
+
+
+@dataclass
+class _Source:
+    file: RunFile
+    open: Callable[[], BinaryIO]
+
+
+@dataclass
+class _Counts:
+    uploaded: int = 0
+    skipped: int = 0
+    mounted: int = 0
+    sent: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def split_run_reference(reference: str) -> tuple[Repository, str]:
+    """REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:... -> (repository, tag or digest)."""
+    if "@" in reference:
+        name, _, ref = reference.partition("@")
+    else:
+        slash = reference.rfind("/")
+        colon = reference.rfind(":")
+        if colon <= slash:
+            raise UsageError(
+                f"{reference!r} names no run", hint="e.g. localhost:5000/team/churn:RUN_ID"
+            )
+        name, ref = reference[:colon], reference[colon + 1 :]
+    repository = parse_repository(name)
+    if not repository.host or not repository.name or not ref:
+        raise UsageError(
+            f"{reference!r} is not REGISTRY/REPO:RUN", hint="e.g. 127.0.0.1:5000/team/p:RUN"
+        )
+    return repository, ref
+
+
+def check_repository(to: str) -> Repository:
+    if not to or " " in to or to.startswith("-") or "@" in to:
+        raise UsageError(f"{to!r} is not REGISTRY/REPO", hint="e.g. localhost:5000/team/churn")
+    repository = parse_repository(to)
+    if not repository.name or ":" in repository.name:
+        raise UsageError(
+            f"{to!r} is not REGISTRY/REPO (a run is tagged by its id)",
+            hint="e.g. localhost:5000/team/churn",
+        )
+    return repository
+
+
+class RunSharing:
+    def __init__(
+        self,
+        runs: Runs,
+        projects: Projects,
+        sharing: Sharing,
+        engine: Engine,
+        registry: RegistryClient,
+        kept: KeptFiles,
+        cache: Path,
+        scratch: Path,
+        builder_id: BuilderId,
+    ) -> None:
+        self._runs = runs
+        self._projects = projects
+        self._sharing = sharing
+        self._engine = engine
+        self._registry = registry
+        self._kept = kept
+        self._cache = cache  # manifests and configs read by `runs --from`, by digest
+        self._scratch = scratch  # private folder for blobs being checked
+        self._builder_id = builder_id
+
+    # ------------------------------------------------------------ out
+
+    def share(self, run_id: str, to: str, shared_by: str, progress: Reporter) -> SharedResult:
+        repository = check_repository(to)
+        record = self._runs.record(run_id)
+        try:
+            tag = tag_for(record.id)
+            statement = build_statement(
+                record, builder_id=self._builder_id(), envd_version=__version__
+            )
+        except ValueError as exc:
+            raise UsageError(
+                f"run {record.id} cannot be shared: {exc}",
+                hint="declare the run's outputs in envd.yaml `runs: outputs`",
+            ) from None
+        sources = self._sources(record)
+        subject = self._subject(record, repository, progress)
+        counts = _Counts()
+        for source in sources:
+            self._send(repository, source, counts, progress)
+        config = config_json(record, statement, shared_by, rfc3339(time.time()))
+        config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        config_file = RunFile("params", "config", config_digest, len(config))
+        self._send(repository, _Source(config_file, lambda: _bytes_io(config)), _Counts(), progress)
+        manifest = manifest_json(
+            config_digest,
+            len(config),
+            [s.file for s in sources],
+            subject,
+            record.id,
+            rfc3339(time.time()),
+        )
+        digest = self._registry.put_manifest(repository, tag, manifest, _OCI_MANIFEST)
+        self._index(repository, subject[0], descriptor(digest, len(manifest), record.id))
+        self._remember(repository, [s.file.digest for s in sources])
+        progress(Progress("share", f"shared run {record.id} as {repository}:{tag}"))
+        return SharedResult(
+            f"{repository}:{tag}",
+            digest,
+            f"{repository}@{subject[0]}",
+            counts.uploaded,
+            counts.skipped,
+            counts.mounted,
+            counts.sent,
+            tuple(counts.notes),
+        )
+
+    def _sources(self, record: RunRecord) -> list[_Source]:
+        """Where each file's recorded bytes are: the project, else the kept copy. Refuses,
+        naming them all, when some are in neither."""
+        row = self._projects.resolve_registered(record.project)
+        root = row.path
+        sources: list[_Source] = []
+        for path, text in sorted(record.params.items()):
+            raw = text.encode("utf-8")
+            digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+            sources.append(_Source(RunFile("params", path, digest, len(raw)), _opener(raw)))
+        missing: list[str] = []
+        for kind, files in (("data", record.data), ("output", record.outputs)):
+            for path, hexdigest in sorted(files.items()):
+                if not SHA256_RE.match(hexdigest):
+                    continue  # a symlink: recorded by its target, not shared
+                found = self._find(root, path, hexdigest)
+                if found is None:
+                    missing.append(f"{kind} {path}")
+                    continue
+                opener, size = found
+                file = RunFile(kind, path, "sha256:" + hexdigest, size)  # type: ignore[arg-type]
+                sources.append(_Source(file, opener))
+        if missing:
+            raise VerificationError(
+                f"run {record.id}: these files no longer have the bytes the run recorded, and "
+                "envd did not keep them: " + ", ".join(missing),
+                hint="envd keeps outputs and data of runs it records from now on; rerun the "
+                f"run (`envctl rerun {record.id}`) and share the new one",
+            )
+        try:
+            spec = self._projects.spec(row).runs
+        except Exception:  # a project whose envd.yaml moved on: no metrics file then
+            return sources
+        several = len(spec.metrics) > 1
+        for rel in spec.metrics:
+            metrics = _metrics_file(root, rel, record, several)
+            if metrics is not None:
+                sources.append(
+                    _Source(
+                        RunFile(
+                            "metrics",
+                            rel,
+                            "sha256:" + hashlib.sha256(metrics).hexdigest(),
+                            len(metrics),
+                        ),
+                        _opener(metrics),
+                    )
+                )
+        return sources
+
+    def _find(
+        self, root: str, path: str, hexdigest: str
+    ) -> tuple[Callable[[], BinaryIO], int] | None:
+        kept = self._kept.open(hexdigest)
+        if kept is not None:
+            with kept:
+                if _sha256(kept) == hexdigest:
+                    size = os.fstat(kept.fileno()).st_size
+                    return (lambda: self._kept.open(hexdigest) or _gone(path)), size
+        try:
+            rel = relative(path, "a recorded file")
+            with os.fdopen(open_beneath(root, rel), "rb") as file:
+                if _sha256(file) != hexdigest:
+                    return None
+                size = os.fstat(file.fileno()).st_size
+        except OSError:
+            return None
+        return (lambda: os.fdopen(open_beneath(root, rel), "rb")), size
+
+    def _subject(
+        self, record: RunRecord, repository: Repository, progress: Reporter
+    ) -> tuple[str, int, str]:
+        """The run's environment image in `repository`: (manifest digest, size, media type).
+        Pushed by the engine, under `env-<environment hash>`, after checking that the image
+        the run ran in is still here and is that environment."""
+        if not record.image or not record.environment_hash:
+            raise UsageError(
+                f"run {record.id} records no image or environment hash; it cannot be shared",
+                hint="rerun it with envd (`envctl rerun`) and share the new run",
+            )
+        info = self._engine.inspect_image(record.image)
+        if info is None:
+            raise NotFound(
+                f"run {record.id} ran in image {record.image[:19]}, which is no longer here",
+                hint="rebuild the environment from the run's envd.lock, rerun, and share that run",
+            )
+        if info.labels.get(ENV_LABEL, "") != record.environment_hash:
+            raise VerificationError(
+                f"image {record.image[:19]} is not the environment run {record.id} records "
+                f"({record.environment_hash[:19]})"
+            )
+        tag = ENV_TAG_PREFIX + record.environment_hash.removeprefix("sha256:")[:64]
+        target = f"{repository}:{tag}"
+        progress(Progress("push", f"pushing the environment to {target}"))
+        self._engine.tag(record.image, str(repository), tag)
+        result = self._engine.push(target, lambda line: progress(Progress("push", line, log=True)))
+        found = self._registry.get_manifest(repository, result.digest)
+        if found is None:
+            raise VerificationError(f"{target}: the registry does not have {result.digest}")
+        body, digest = found
+        try:
+            media_type = str(json.loads(body).get("mediaType", "")) or _OCI_MANIFEST
+        except (ValueError, AttributeError):
+            media_type = _OCI_MANIFEST
+        return digest, len(body), media_type
+
+    def _send(
+        self, repository: Repository, source: _Source, counts: _Counts, progress: Reporter
+    ) -> None:
+        file = source.file
+        if self._registry.has_blob(repository, file.digest):
+            counts.skipped += 1
+            return
+        for other in self._known_in(repository, file.digest):
+            if self._registry.mount_blob(repository, file.digest, other):
+                counts.mounted += 1
+                return
+        done = 0
+        started = time.monotonic()
+
+        def sent(n: int) -> None:
+            nonlocal done
+            done += n
+            progress(
+                Progress(
+                    "upload",
+                    f"{file.path}",
+                    done,
+                    file.size,
+                    elapsed_s=time.monotonic() - started,
+                )
+            )
+
+        with source.open() as body:
+            self._registry.upload_blob(repository, file.digest, file.size, body, sent)
+        counts.uploaded += 1
+        counts.sent += file.size
+
+    def _index(self, repository: Repository, subject: str, added: dict[str, object]) -> None:
+        """Make the artifact discoverable from its subject: the referrers API does it by
+        itself; elsewhere the tag-schema fallback index `sha256-<hex>` lists it."""
+        existing, api = self._registry.referrers(repository, subject)
+        if api:
+            return
+        index = referrers_index(existing, added)
+        self._registry.put_manifest(repository, fallback_tag(subject), index, _OCI_INDEX)
+
+    # Blobs shared before, by registry host: a cross-repository mount saves the upload.
+    def _mounts_file(self) -> Path:
+        return self._cache / "mounts.json"
+
+    def _known_in(self, repository: Repository, digest: str) -> list[str]:
+        try:
+            known = json.loads(self._mounts_file().read_text())
+            names = known.get(repository.host, {}).get(digest, [])
+            return [str(n) for n in names if n != repository.name][:3]
+        except (OSError, ValueError, AttributeError):
+            return []
+
+    def _remember(self, repository: Repository, digests: Iterable[str]) -> None:
+        path = self._mounts_file()
+        try:
+            known = json.loads(path.read_text())
+            if not isinstance(known, dict):
+                known = {}
+        except (OSError, ValueError):
+            known = {}
+        host = known.setdefault(repository.host, {})
+        for digest in digests:
+            names = host.setdefault(digest, [])
+            if repository.name not in names:
+                names.append(repository.name)
+                del names[:-8]
+        if len(host) > 100_000:
+            return
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known, sort_keys=True))
+        os.replace(tmp, path)
+
+    # ------------------------------------------------------------ in
+
+    def pull(self, reference: str, project: str, force: bool, progress: Reporter) -> PulledResult:
+        repository, ref = split_run_reference(reference)
+        found = self._registry.get_manifest(repository, ref, limit=MAX_MANIFEST)
+        if found is None:
+            raise NotFound(
+                f"no run {reference} in the registry", hint=f"`envctl runs --from {repository}`"
+            )
+        artifact = parse_manifest(found[0], reference)
+        config = self._registry.get_blob(repository, artifact.config_digest, limit=MAX_CONFIG)
+        shared = parse_config(config, reference, time.time())
+        record = replace(shared.record, origin=reference)
+        check_files(artifact, record, reference)
+        row = self._projects.resolve(project or record.project)
+        self._scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="pull-run-", dir=self._scratch) as tmp:
+            fetched: list[tuple[RunFile, Path]] = []
+            for i, file in enumerate(artifact.files):
+                target = Path(tmp) / str(i)
+                self._fetch(repository, file, target, progress)
+                fetched.append((file, target))
+            progress(Progress("pull", f"pulling the environment {repository}@{artifact.subject}"))
+            received = self._sharing.pull(f"{repository}@{artifact.subject}", progress)
+            if record.environment_hash and received.environment_hash != record.environment_hash:
+                raise VerificationError(
+                    f"{reference}: its environment image is {received.environment_hash[:19]}, "
+                    f"the run records {record.environment_hash[:19]}; nothing placed"
+                )
+            placed, unchanged, kept = _place(row.path, fetched, force)
+        added = self._runs.import_record(record)
+        commit, _ = commit_and_dirty(row.path)
+        return PulledResult(
+            record,
+            row.name,
+            tuple(placed),
+            tuple(unchanged),
+            tuple(kept),
+            received.image,
+            received.environment_hash,
+            commit,
+            added,
+        )
+
+    def _fetch(
+        self, repository: Repository, file: RunFile, target: Path, progress: Reporter
+    ) -> None:
+        """Download one blob to envd's own folder, checking size and digest as it comes."""
+        sha = hashlib.sha256()
+        done = 0
+        started = time.monotonic()
+        with (
+            self._registry.open_digest(repository, file.digest, file.size) as blob,
+            open(target, "wb") as out,
+        ):
+            while block := blob.read(_BLOCK):
+                sha.update(block)
+                out.write(block)
+                done += len(block)
+                progress(
+                    Progress(
+                        "download", file.path, done, file.size, elapsed_s=time.monotonic() - started
+                    )
+                )
+        if done != file.size or "sha256:" + sha.hexdigest() != file.digest:
+            raise ArtifactRefused(
+                f"{repository}: the blob for {file.kind} {file.path} does not match its digest "
+                f"{file.digest[:19]} ({done} bytes received); nothing was written to the project",
+                hint="the registry's copy is damaged or was changed: ask for a fresh share",
+            )
+
+    # ------------------------------------------------------------ the team's runs
+
+    def list_shared(
+        self, source: str, where: Iterable[str] = (), sort: str = "", limit: int = 50
+    ) -> tuple[list[Listed], int]:
+        """The runs shared in REGISTRY/REPO (the newest first), and how many manifests were
+        read from the registry (the rest came from the cache, by digest)."""
+        repository = check_repository(source)
+        try:
+            wheres = [parse_where(w) for w in where]
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        tags = self._registry.tags(repository)
+        digests: dict[str, str] = {}
+        for tag in tags:
+            if tag.startswith("sha256-"):
+                found = self._registry.get_manifest(repository, tag, limit=MAX_MANIFEST)
+                if found is None:
+                    continue
+                try:
+                    manifests = json.loads(found[0]).get("manifests") or []
+                except (ValueError, AttributeError):
+                    continue
+                for m in manifests:
+                    if isinstance(m, dict) and isinstance(m.get("digest"), str):
+                        run_id = (m.get("annotations") or {}).get("dev.envd.run.id", "")
+                        digests.setdefault(str(m["digest"]), str(run_id))
+        named = set(digests.values())
+        for tag in tags:
+            if tag.startswith(("sha256-", ENV_TAG_PREFIX)) or tag in named:
+                continue
+            digest = self._registry.manifest_digest(repository, tag)
+            if digest:
+                digests.setdefault(digest, tag)
+        read = 0
+        listed: list[Listed] = []
+        for digest in sorted(digests):
+            cached = self._cached(digest)
+            if cached is None:
+                manifest = self._registry.get_manifest(repository, digest, limit=MAX_MANIFEST)
+                if manifest is None:
+                    continue
+                read += 1
+                try:
+                    artifact = parse_manifest(manifest[0], f"{repository}@{digest}")
+                except VerificationError:
+                    continue  # not a run: another artifact beside the image
+                config = self._registry.get_blob(repository, artifact.config_digest, MAX_CONFIG)
+                self._store_cached(digest, config)
+                cached = config
+            where_from = f"{repository}@{digest}"
+            try:
+                shared = parse_config(cached, where_from, time.time())
+            except VerificationError:
+                continue
+            run = replace(
+                shared, record=replace(shared.record, origin=f"{repository}:{shared.record.id}")
+            )
+            listed.append(Listed(run, f"{repository}:{shared.record.id}"))
+        by_id = {item.run.record.id: item for item in listed}
+        records = filter_runs((i.run.record for i in listed), wheres)
+        ordered = (
+            sort_records(records, sort)
+            if sort
+            else sorted(records, key=lambda r: r.started_at, reverse=True)
+        )
+        return [by_id[r.id] for r in ordered][:limit], read
+
+    def _cached(self, digest: str) -> bytes | None:
+        path = self._cache / "runs" / digest.replace(":", "-")
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            return None
+        return raw
+
+    def _store_cached(self, digest: str, config: bytes) -> None:
+        folder = self._cache / "runs"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = folder / digest.replace(":", "-")
+        tmp = folder / f".{path.name}.tmp"
+        tmp.write_bytes(config)
+        os.replace(tmp, path)
+
+
+_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def _bytes_io(raw: bytes) -> BinaryIO:
+    return io.BytesIO(raw)
+
+
+def _opener(raw: bytes) -> Callable[[], BinaryIO]:
+    return lambda: io.BytesIO(raw)
+
+
+def _gone(path: str) -> BinaryIO:
+    raise VerificationError(f"{path}: its kept copy went away while sharing")
+
+
+def _sha256(file: BinaryIO) -> str:
+    sha = hashlib.sha256()
+    for block in iter(lambda: file.read(_BLOCK), b""):
+        sha.update(block)
+    return sha.hexdigest()
+
+
+def _metrics_file(root: str, rel: str, record: RunRecord, several: bool) -> bytes | None:
+    """The metrics file's bytes when they still say what the run recorded, else None."""
+    try:
+        with os.fdopen(open_beneath(root, relative(rel, "a metrics file")), "rb") as file:
+            raw = file.read((1 << 20) + 1)
+    except OSError:
+        return None
+    if len(raw) > 1 << 20:
+        return None
+    parsed = parse_metrics(rel, raw.decode("utf-8", "replace"))
+    values = {(f"{rel}:{k}" if several else k): float(v) for k, v in parsed.values.items()}
+    mine = {k: v for k, v in record.metrics.items() if not several or k.startswith(f"{rel}:")}
+    return raw if values == mine and values else None
+
+
+def _place(
+    root: str, fetched: list[tuple[RunFile, Path]], force: bool
+) -> tuple[list[str], list[str], list[str]]:
+    """Copy checked blobs into the project: (placed, already identical, kept as they were)."""
+    placed: list[str] = []
+    unchanged: list[str] = []
+    kept: list[str] = []
+    for file, source in fetched:
+        rel = relative(file.path, "a shared file")
+        try:
+            with os.fdopen(open_beneath(root, rel), "rb") as current:
+                local = "sha256:" + _sha256(current)
+        except FileNotFoundError:
+            local = ""
+        except OSError as exc:
+            raise ArtifactRefused(
+                f"{file.path}: cannot be placed in the project ({exc.strerror}); refused",
+                hint="a link or a folder is in the way: move it, then pull again",
+            ) from None
+        if local == file.digest:
+            unchanged.append(file.path)
+            continue
+        if local and not force:
+            kept.append(file.path)
+            continue
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        with ExitStack() as stack:
+            out = stack.enter_context(
+                os.fdopen(open_beneath(root, rel, flags, 0o644, make_dirs=True), "wb")
+            )
+            src = stack.enter_context(open(source, "rb"))
+            shutil.copyfileobj(src, out, _BLOCK)
+        placed.append(file.path)
+    return placed, unchanged, kept
