@@ -167,7 +167,7 @@ def parse_manifest(raw: bytes, where: str) -> Artifact:
     title is a safe project-relative path, named once."""
     try:
         manifest = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise _refuse(where, "the manifest is not JSON") from None
     if not isinstance(manifest, dict):
         raise _refuse(where, "the manifest is not a JSON object")
@@ -219,7 +219,7 @@ def parse_config(raw: bytes, origin: str, now: float) -> SharedRun:
     The record beside the statement adds only its workdir (a checked relative path)."""
     try:
         document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise _refuse(origin, "the run's config is not JSON") from None
     if not isinstance(document, dict) or not isinstance(document.get("statement"), dict):
         raise _refuse(origin, "the run's config carries no statement")

@@ -134,6 +134,11 @@ def split_run_reference(reference: str) -> tuple[Repository, str]:
     return repository, ref
 
 
+def is_shared_reference(text: str) -> bool:
+    """Whether a run is named as REGISTRY/REPO:RUN (or @sha256:...) rather than by its id."""
+    return "/" in text and (":" in text.rpartition("/")[2] or "@" in text)
+
+
 def check_repository(to: str) -> Repository:
     if not to or " " in to or to.startswith("-") or "@" in to:
         raise UsageError(f"{to!r} is not REGISTRY/REPO", hint="e.g. localhost:5000/team/churn")
@@ -534,6 +539,21 @@ class RunSharing:
             else sorted(records, key=lambda r: r.started_at, reverse=True)
         )
         return [by_id[r.id] for r in ordered][:limit], read
+
+    def shared_record(self, reference: str) -> RunRecord:
+        """The run shared as REGISTRY/REPO:RUN (for `runs diff` across homes); its config is
+        read by digest and cached."""
+        repository, ref = split_run_reference(reference)
+        found = self._registry.get_manifest(repository, ref, limit=MAX_MANIFEST)
+        if found is None:
+            raise NotFound(f"no run {reference} in the registry")
+        config = self._cached(found[1])
+        if config is None:
+            artifact = parse_manifest(found[0], reference)
+            config = self._registry.get_blob(repository, artifact.config_digest, MAX_CONFIG)
+            self._store_cached(found[1], config)
+        shared = parse_config(config, reference, time.time())
+        return replace(shared.record, origin=reference)
 
     def _cached(self, digest: str) -> bytes | None:
         path = self._cache / "runs" / digest.replace(":", "-")

@@ -14,9 +14,9 @@ from envd import __version__
 from envd.daemon.rpc import RpcBase, project_msg, streamed
 from envd.errors import UsageError
 from envd.model.provenance import build_statement, statement_json
-from envd.model.runrecord import Change, RunRecord
+from envd.model.runrecord import Change, RunRecord, diff_runs
 from envd.progress import Progress, Reporter
-from envd.services.runshare import PulledResult, SharedResult
+from envd.services.runshare import PulledResult, SharedResult, is_shared_reference
 from envd.v1 import envd_pb2 as pb
 
 
@@ -100,7 +100,16 @@ class RunsRpc(RpcBase):
     def DiffRuns(
         self, request: pb.DiffRunsRequest, context: grpc.ServicerContext
     ) -> pb.DiffRunsReply:
-        a, b, changes = self.services.runs.diff(request.a, request.b)
+        if is_shared_reference(request.a) or is_shared_reference(request.b):
+            a, b = (
+                self.services.runsharing.shared_record(ref)
+                if is_shared_reference(ref)
+                else self.services.runs.record(ref)
+                for ref in (request.a, request.b)
+            )
+            changes = diff_runs(a, b)
+        else:
+            a, b, changes = self.services.runs.diff(request.a, request.b)
         return pb.DiffRunsReply(
             a=record_msg(a),
             b=record_msg(b),
