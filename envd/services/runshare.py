@@ -415,7 +415,6 @@ class RunSharing:
         shared = parse_config(config, reference, time.time())
         record = replace(shared.record, origin=reference)
         check_files(artifact, record, reference)
-        row = self._projects.resolve(project or record.project)
         self._scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="pull-run-", dir=self._scratch) as tmp:
             fetched: list[tuple[RunFile, Path]] = []
@@ -423,6 +422,8 @@ class RunSharing:
                 target = Path(tmp) / str(i)
                 self._fetch(repository, file, target, progress)
                 fetched.append((file, target))
+            # Every blob checked: only now is the project looked up (registered if new).
+            row = self._projects.resolve(project or record.project)
             progress(Progress("pull", f"pulling the environment {repository}@{artifact.subject}"))
             received = self._sharing.pull(f"{repository}@{artifact.subject}", progress)
             if record.environment_hash and received.environment_hash != record.environment_hash:

@@ -369,3 +369,11 @@ def test_every_tag_is_listed_across_pages(oci: tuple[Repository, type[_Registry]
         registry.manifests[tag] = (b"{}", "application/json")
 
     assert RegistryClient().tags(repo) == ["a", "b", "c", "d", "e"]
+
+
+def test_json_nested_past_the_recursion_limit_is_refused_not_a_crash() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(ArtifactRefused):
+        parse_manifest(deep, "r")
+    with pytest.raises(ArtifactRefused):
+        parse_config(b'{"statement": ' + deep + b"}", "r", now=1_800_000_000.0)
