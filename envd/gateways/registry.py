@@ -180,8 +180,17 @@ class RegistryClient:
 
     def has_blob(self, repository: Repository, digest: str) -> bool:
         """Whether the blob DIGEST is in REPOSITORY (a blob HEAD)."""
-        status, _, _ = self._call(repository, "HEAD", f"/blobs/{digest}")
-        return status == 200
+        return self.blob_size(repository, digest) is not None
+
+    def blob_size(self, repository: Repository, digest: str) -> int | None:
+        """The size of the blob DIGEST in REPOSITORY (a blob HEAD), None when it is not there."""
+        status, _, headers = self._call(repository, "HEAD", f"/blobs/{digest}")
+        if status != 200:
+            return None
+        try:
+            return max(0, int(headers.get("content-length", "")))
+        except ValueError:
+            raise RegistryError(f"{repository}: no size for the blob {digest}") from None
 
     def mount_blob(self, repository: Repository, digest: str, source: str) -> bool:
         """Ask the registry to mount DIGEST from the repository named `source` (same

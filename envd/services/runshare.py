@@ -103,6 +103,7 @@ class Listed:
 class _Source:
     file: RunFile
     open: Callable[[], BinaryIO]
+    present: bool = False  # the registry has it already (counted where it was found)
 
 
 @dataclass
@@ -189,9 +190,9 @@ class RunSharing:
                 f"run {record.id} cannot be shared: {exc}",
                 hint="declare the run's outputs in envd.yaml `runs: outputs`",
             ) from None
-        sources = self._sources(record)
-        subject = self._subject(record, repository, progress)
         counts = _Counts()
+        sources = self._sources(record, repository, counts)
+        subject = self._subject(record, repository, progress)
         for source in sources:
             self._send(repository, source, counts, progress)
         config = config_json(record, statement, shared_by, rfc3339(time.time()))
@@ -221,9 +222,11 @@ class RunSharing:
             tuple(counts.notes),
         )
 
-    def _sources(self, record: RunRecord) -> list[_Source]:
-        """Where each file's recorded bytes are: the project, else the kept copy. Refuses,
-        naming them all, when some are in neither."""
+    def _sources(self, record: RunRecord, repository: Repository, counts: _Counts) -> list[_Source]:
+        """Each file of the run and where its recorded bytes are: already in the registry
+        (a HEAD; mounted from another repository of it where envd shared it before), else
+        in the kept copy or the project, hashed. Refuses, naming them all, when some are in
+        none of these; nothing is uploaded before."""
         row = self._projects.resolve_registered(record.project)
         root = row.path
         sources: list[_Source] = []
@@ -236,6 +239,11 @@ class RunSharing:
             for path, hexdigest in sorted(files.items()):
                 if not SHA256_RE.match(hexdigest):
                     continue  # a symlink: recorded by its target, not shared
+                there = self._in_registry(repository, "sha256:" + hexdigest, counts)
+                if there is not None:
+                    file = RunFile(kind, path, "sha256:" + hexdigest, there)  # type: ignore[arg-type]
+                    sources.append(_Source(file, _opener(b""), present=True))
+                    continue
                 found = self._find(root, path, hexdigest)
                 if found is None:
                     missing.append(f"{kind} {path}")
@@ -270,6 +278,20 @@ class RunSharing:
                     )
                 )
         return sources
+
+    def _in_registry(self, repository: Repository, digest: str, counts: _Counts) -> int | None:
+        """The blob's size when REPOSITORY has it (or it could be mounted there), else None."""
+        size = self._registry.blob_size(repository, digest)
+        if size is not None:
+            counts.skipped += 1
+            return size
+        for other in self._known_in(repository, digest):
+            if self._registry.mount_blob(repository, digest, other):
+                size = self._registry.blob_size(repository, digest)
+                if size is not None:
+                    counts.mounted += 1
+                    return size
+        return None
 
     def _find(
         self, root: str, path: str, hexdigest: str
@@ -331,13 +353,11 @@ class RunSharing:
         self, repository: Repository, source: _Source, counts: _Counts, progress: Reporter
     ) -> None:
         file = source.file
+        if source.present:
+            return
         if self._registry.has_blob(repository, file.digest):
             counts.skipped += 1
             return
-        for other in self._known_in(repository, file.digest):
-            if self._registry.mount_blob(repository, file.digest, other):
-                counts.mounted += 1
-                return
         done = 0
         started = time.monotonic()
 
