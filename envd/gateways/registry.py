@@ -34,6 +34,7 @@ RECORD_TYPE = "application/vnd.envd.step-record.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MAX_LISTING = 4 << 20  # a tag list or a referrers index, bounded
 MAX_TAG_PAGES = 1000
+_SEND_BLOCK = 1 << 20
 _ACCEPT = ", ".join(
     (
         OCI_MANIFEST,
@@ -424,7 +425,8 @@ class _Counting:
         self._on_bytes = on_bytes
 
     def read(self, amount: int = -1) -> bytes:
-        want = self._left if amount < 0 else min(amount, self._left)
+        # http.client asks for 8 KiB at a time; a larger block sends a large file faster.
+        want = self._left if amount < 0 else min(max(amount, _SEND_BLOCK), self._left)
         data = self._body.read(want) if want > 0 else b""
         self._left -= len(data)
         if data and self._on_bytes is not None:

@@ -64,6 +64,7 @@ from envd.services.runs import Runs
 from envd.services.sharing import Sharing
 
 _BLOCK = 1 << 20
+PROGRESS_EVERY_S = 0.2
 ENV_TAG_PREFIX = "env-"
 BuilderId = Callable[[], str]
 
@@ -358,24 +359,14 @@ class RunSharing:
         if self._registry.has_blob(repository, file.digest):
             counts.skipped += 1
             return
-        done = 0
-        started = time.monotonic()
+        meter = _Meter("upload", file, progress)
 
         def sent(n: int) -> None:
-            nonlocal done
-            done += n
-            progress(
-                Progress(
-                    "upload",
-                    f"{file.path}",
-                    done,
-                    file.size,
-                    elapsed_s=time.monotonic() - started,
-                )
-            )
+            meter.add(n)
 
         with source.open() as body:
             self._registry.upload_blob(repository, file.digest, file.size, body, sent)
+        meter.done()
         counts.uploaded += 1
         counts.sent += file.size
 
@@ -472,7 +463,7 @@ class RunSharing:
         """Download one blob to envd's own folder, checking size and digest as it comes."""
         sha = hashlib.sha256()
         done = 0
-        started = time.monotonic()
+        meter = _Meter("download", file, progress)
         with (
             self._registry.open_digest(repository, file.digest, file.size) as blob,
             open(target, "wb") as out,
@@ -481,11 +472,8 @@ class RunSharing:
                 sha.update(block)
                 out.write(block)
                 done += len(block)
-                progress(
-                    Progress(
-                        "download", file.path, done, file.size, elapsed_s=time.monotonic() - started
-                    )
-                )
+                meter.add(len(block))
+        meter.done()
         if done != file.size or "sha256:" + sha.hexdigest() != file.digest:
             raise ArtifactRefused(
                 f"{repository}: the blob for {file.kind} {file.path} does not match its digest "
@@ -591,6 +579,52 @@ class RunSharing:
         tmp = folder / f".{path.name}.tmp"
         tmp.write_bytes(config)
         os.replace(tmp, path)
+
+
+class _Meter:
+    """A transfer's progress: bytes and rate, at most every PROGRESS_EVERY_S (a block of a
+    large file is 8 KiB on the wire: one event each would flood the stream)."""
+
+    def __init__(self, step: str, file: RunFile, progress: Reporter) -> None:
+        self._step = step
+        self._file = file
+        self._progress = progress
+        self._done = 0
+        self._started = time.monotonic()
+        self._shown = 0.0
+
+    def add(self, n: int) -> None:
+        self._done += n
+        now = time.monotonic()
+        if now - self._shown >= PROGRESS_EVERY_S:
+            self._shown = now
+            self._emit(now)
+
+    def done(self) -> None:
+        self._emit(time.monotonic())
+
+    def _emit(self, now: float) -> None:
+        elapsed = now - self._started
+        rate = self._done / elapsed if elapsed > 0 else 0.0
+        self._progress(
+            Progress(
+                self._step,
+                f"{self._file.path} {_human(self._done)} of {_human(self._file.size)}, "
+                f"{_human(int(rate))}/s",
+                self._done,
+                self._file.size,
+                elapsed_s=elapsed,
+            )
+        )
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
 
 
 _OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

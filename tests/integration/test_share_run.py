@@ -175,6 +175,16 @@ def test_a_pulled_run_reruns_with_identical_outputs(team: Team) -> None:
     assert again.returncode == 0, again.stdout + again.stderr
     assert "reproduced: 1 of 1 outputs identical" in again.stdout
 
+    # Other params here: the output that differs is named, and what else differed.
+    params = checkout / "params.yaml"
+    params.write_text(params.read_text().replace("learning_rate: 0.5", "learning_rate: 0.9"))
+    changed = bob("rerun", team.runs[0], "--yes", "--force")
+    git(checkout, "checkout", "--", "params.yaml")
+    assert changed.returncode == 1, changed.stdout + changed.stderr
+    assert "not reproduced: 0 of 1 outputs identical" in changed.stdout
+    assert "models/model.json" in changed.stdout
+    assert "also differs: code" in changed.stdout
+
 
 def test_runs_from_the_registry_show_both_runs_and_the_param_that_varies(team: Team) -> None:
     listing = team.bob.ok("runs", "--from", team.repo)
