@@ -205,6 +205,19 @@ def test_runs_from_the_registry_show_both_runs_and_the_param_that_varies(team: T
     assert [r["run"]["id"] for r in only["runs"]] == [team.runs[1]]
 
 
+def test_a_local_run_diffs_against_a_shared_one_and_the_report_reads_the_registry(
+    team: Team,
+) -> None:
+    diff = team.alice("runs", "diff", team.runs[0], team.refs[1])
+    assert diff.returncode == 1, diff.stdout + diff.stderr
+    assert "model.learning_rate" in diff.stdout
+
+    page = team.bob.cwd / "team.html"
+    team.bob.ok("runs", "report", "--from", team.repo, "-o", str(page))
+    html = page.read_text()
+    assert all(run_id in html for run_id in team.runs)
+
+
 def test_a_second_share_uploads_no_data_blob(team: Team, registry: Registry) -> None:
     run = json.loads(team.alice.ok("--json", "runs", "show", team.runs[0]))
     data_digest = run["data"]["data/dataset.csv"]  # its hex: the query has sha256%3A<hex>
