@@ -122,8 +122,19 @@ def manifest_json(
 
 
 def referrers_index(existing: Iterable[Mapping[str, Any]], added: Mapping[str, Any]) -> bytes:
-    """The tag-schema fallback index: `existing` descriptors plus `added` (one per digest)."""
-    manifests = [dict(d) for d in existing if d.get("digest") != added.get("digest")]
+    """The tag-schema fallback index: `existing` descriptors plus `added`; one per digest, and
+    one per run (a run shared again replaces its earlier manifest there)."""
+
+    def run_of(d: Mapping[str, Any]) -> Any:
+        annotations = d.get("annotations")
+        return annotations.get(RUN_ID) if isinstance(annotations, Mapping) else None
+
+    run = run_of(added)
+    manifests = [
+        dict(d)
+        for d in existing
+        if d.get("digest") != added.get("digest") and (run is None or run_of(d) != run)
+    ]
     manifests.append(dict(added))
     manifests.sort(key=lambda d: str(d.get("digest", "")))
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}

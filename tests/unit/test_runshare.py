@@ -377,3 +377,124 @@ def test_json_nested_past_the_recursion_limit_is_refused_not_a_crash() -> None:
         parse_manifest(deep, "r")
     with pytest.raises(ArtifactRefused):
         parse_config(b'{"statement": ' + deep + b"}", "r", now=1_800_000_000.0)
+
+
+# ------------------------------------------------------------------ sharing, with fakes
+
+
+class _FakeRuns:
+    def __init__(self, run: RunRecord) -> None:
+        self.run = run
+
+    def record(self, run_id: str) -> RunRecord:
+        return self.run
+
+
+class _FakeProjects:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def resolve_registered(self, ref: str) -> object:
+        return type("Row", (), {"path": str(self.path), "name": ref})()
+
+    def spec(self, row: object) -> object:
+        raise RuntimeError("no envd.yaml here")
+
+
+def test_a_file_changed_and_not_kept_is_named_and_nothing_is_uploaded(
+    oci: tuple[Repository, type[_Registry]], tmp_path: Path
+) -> None:
+    from envd.services.runshare import RunSharing
+
+    repo, registry = oci
+    project = tmp_path / "p"
+    (project / "data").mkdir(parents=True)
+    (project / "models").mkdir()
+    (project / "data" / "d.csv").write_bytes(DATA)
+    (project / "models" / "m.json").write_bytes(b"overwritten by a later run")
+    sharing = RunSharing(
+        _FakeRuns(record()),  # type: ignore[arg-type]
+        _FakeProjects(project),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        RegistryClient(purpose="share"),
+        KeptFiles(tmp_path / "kept"),
+        tmp_path / "cache",
+        tmp_path / "tmp",
+        lambda: "https://example.com/b",
+    )
+
+    with pytest.raises(VerificationError, match=r"output models/m\.json") as refused:
+        sharing.share("abc123def456", str(repo), "alice", lambda _: None)
+
+    assert "data" not in str(refused.value).partition("kept them:")[2]
+    assert [m for m, _ in registry.requests if m in ("POST", "PUT")] == []
+
+
+class _FakeEngine:
+    """Holds one image; `push` stores its manifest in the in-memory registry."""
+
+    def __init__(self, registry: type[_Registry], run: RunRecord) -> None:
+        self.registry = registry
+        self.run = run
+        self.pushed: list[str] = []
+
+    def inspect_image(self, ref: str) -> object:
+        labels = {"envd.fingerprint.environment": self.run.environment_hash}
+        return type("Info", (), {"labels": labels, "id": ref})()
+
+    def tag(self, image: str, repository: str, tag: str) -> None:
+        return None
+
+    def push(self, reference: str, on_progress: object = None) -> object:
+        from envd.gateways.engine import PushResult
+
+        body = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}'
+        digest = "sha256:" + sha(body)
+        self.registry.manifests[digest] = (body, "application/vnd.oci.image.manifest.v1+json")
+        self.pushed.append(reference)
+        return PushResult(digest, 1, 0)
+
+
+def test_an_older_runs_kept_output_is_shared_once_and_found_from_its_subject(
+    oci: tuple[Repository, type[_Registry]], tmp_path: Path
+) -> None:
+    from envd.services.runshare import RunSharing
+
+    repo, registry = oci
+    run = record()
+    project = tmp_path / "p"
+    (project / "data").mkdir(parents=True)
+    (project / "models").mkdir()
+    (project / "data" / "d.csv").write_bytes(DATA)
+    (project / "models" / "m.json").write_bytes(MODEL)
+    kept = KeptFiles(tmp_path / "kept")
+    kept.keep(str(project), {"models/m.json": sha(MODEL)})
+    (project / "models" / "m.json").write_bytes(b"a newer run's model")
+    sharing = RunSharing(
+        _FakeRuns(run),  # type: ignore[arg-type]
+        _FakeProjects(project),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        _FakeEngine(registry, run),  # type: ignore[arg-type]
+        RegistryClient(purpose="share"),
+        kept,
+        tmp_path / "cache",
+        tmp_path / "tmp",
+        lambda: "https://example.com/b",
+    )
+    events: list[object] = []
+
+    first = sharing.share(run.id, str(repo), "alice", events.append)
+    before = len(registry.requests)
+    second = sharing.share(run.id, str(repo), "alice", events.append)
+
+    assert (first.uploaded, first.skipped) == (3, 0)  # params, data, the kept model
+    assert (second.uploaded, second.skipped) == (0, 3)
+    assert registry.blobs["sha256:" + sha(MODEL)] == MODEL
+    blob_puts = [p for m, p in registry.requests[before:] if m == "PUT" and "/blobs/" in p]
+    assert len(blob_puts) <= 1  # at most the config (it says when it was shared)
+    manifest, _ = registry.manifests[run.id]
+    artifact = parse_manifest(manifest, "r")
+    found, api = RegistryClient().referrers(repo, artifact.subject)
+    assert not api and [d["annotations"]["dev.envd.run.id"] for d in found] == [run.id]
+    assert any(getattr(e, "step", "") == "upload" for e in events)
