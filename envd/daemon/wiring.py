@@ -41,6 +41,7 @@ from envd.services.runshare import RunSharing
 from envd.services.settings import Settings
 from envd.services.sharing import Sharing
 from envd.services.steps import StepRunner
+from envd.services.teamruns import TeamRuns
 from envd.services.warm import Agents, WarmContainers
 from envd.services.watching import ProjectWatcher
 
@@ -130,6 +131,7 @@ class Services:
     adoption: Adoption
     index: IndexPages
     runsharing: RunSharing
+    teamruns: TeamRuns
 
     def status(self) -> DaemonStatus:
         return DaemonStatus(
@@ -288,4 +290,5 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
         adoption=Adoption(),
         index=IndexPages(),
         runsharing=runsharing,
+        teamruns=TeamRuns(RegistryClient(purpose="share"), paths.home / "shared-runs"),
     )

@@ -1,4 +1,4 @@
-"""Sharing a run through an OCI registry: `share run`, `pull run`, `runs --from`.
+"""Sharing a run through an OCI registry: `envctl share run` and `envctl pull run`.
 
 A run goes out as one OCI 1.1 artifact (envd/model/runartifact.py): its record and in-toto
 statement as the config, one blob per params, metrics, data and output file, and the
@@ -44,7 +44,6 @@ from envd.model.runartifact import (
     MAX_MANIFEST,
     ArtifactRefused,
     RunFile,
-    SharedRun,
     check_files,
     config_json,
     descriptor,
@@ -54,8 +53,7 @@ from envd.model.runartifact import (
     referrers_index,
     tag_for,
 )
-from envd.model.runrecord import SHA256_RE, RunRecord, filter_runs, parse_metrics, parse_where
-from envd.model.runrecord import sort_runs as sort_records
+from envd.model.runrecord import SHA256_RE, RunRecord, parse_metrics
 from envd.model.safenames import relative
 from envd.progress import Progress, Reporter
 from envd.services.fingerprints import ENV_LABEL
@@ -92,12 +90,6 @@ class PulledResult:
     environment_hash: str
     commit: str  # the checkout's
     added: bool
-
-
-@dataclass(frozen=True)
-class Listed:
-    run: SharedRun
-    reference: str
 
 
 @dataclass
@@ -480,105 +472,6 @@ class RunSharing:
                 f"{file.digest[:19]} ({done} bytes received); nothing was written to the project",
                 hint="the registry's copy is damaged or was changed: ask for a fresh share",
             )
-
-    # ------------------------------------------------------------ the team's runs
-
-    def list_shared(
-        self, source: str, where: Iterable[str] = (), sort: str = "", limit: int = 50
-    ) -> tuple[list[Listed], int]:
-        """The runs shared in REGISTRY/REPO (the newest first), and how many manifests were
-        read from the registry (the rest came from the cache, by digest)."""
-        repository = check_repository(source)
-        try:
-            wheres = [parse_where(w) for w in where]
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        tags = self._registry.tags(repository)
-        digests: dict[str, str] = {}
-        for tag in tags:
-            if tag.startswith("sha256-"):
-                found = self._registry.get_manifest(repository, tag, limit=MAX_MANIFEST)
-                if found is None:
-                    continue
-                try:
-                    manifests = json.loads(found[0]).get("manifests") or []
-                except (ValueError, AttributeError):
-                    continue
-                for m in manifests:
-                    if isinstance(m, dict) and isinstance(m.get("digest"), str):
-                        run_id = (m.get("annotations") or {}).get("dev.envd.run.id", "")
-                        digests.setdefault(str(m["digest"]), str(run_id))
-        named = set(digests.values())
-        for tag in tags:
-            if tag.startswith(("sha256-", ENV_TAG_PREFIX)) or tag in named:
-                continue
-            digest = self._registry.manifest_digest(repository, tag)
-            if digest:
-                digests.setdefault(digest, tag)
-        read = 0
-        listed: list[Listed] = []
-        for digest in sorted(digests):
-            cached = self._cached(digest)
-            if cached is None:
-                manifest = self._registry.get_manifest(repository, digest, limit=MAX_MANIFEST)
-                if manifest is None:
-                    continue
-                read += 1
-                try:
-                    artifact = parse_manifest(manifest[0], f"{repository}@{digest}")
-                except VerificationError:
-                    continue  # not a run: another artifact beside the image
-                config = self._registry.get_blob(repository, artifact.config_digest, MAX_CONFIG)
-                self._store_cached(digest, config)
-                cached = config
-            where_from = f"{repository}@{digest}"
-            try:
-                shared = parse_config(cached, where_from, time.time())
-            except VerificationError:
-                continue
-            run = replace(
-                shared, record=replace(shared.record, origin=f"{repository}:{shared.record.id}")
-            )
-            listed.append(Listed(run, f"{repository}:{shared.record.id}"))
-        by_id = {item.run.record.id: item for item in listed}
-        records = filter_runs((i.run.record for i in listed), wheres)
-        ordered = (
-            sort_records(records, sort)
-            if sort
-            else sorted(records, key=lambda r: r.started_at, reverse=True)
-        )
-        return [by_id[r.id] for r in ordered][:limit], read
-
-    def shared_record(self, reference: str) -> RunRecord:
-        """The run shared as REGISTRY/REPO:RUN (for `runs diff` across homes); its config is
-        read by digest and cached."""
-        repository, ref = split_run_reference(reference)
-        found = self._registry.get_manifest(repository, ref, limit=MAX_MANIFEST)
-        if found is None:
-            raise NotFound(f"no run {reference} in the registry")
-        config = self._cached(found[1])
-        if config is None:
-            artifact = parse_manifest(found[0], reference)
-            config = self._registry.get_blob(repository, artifact.config_digest, MAX_CONFIG)
-            self._store_cached(found[1], config)
-        shared = parse_config(config, reference, time.time())
-        return replace(shared.record, origin=reference)
-
-    def _cached(self, digest: str) -> bytes | None:
-        path = self._cache / "runs" / digest.replace(":", "-")
-        try:
-            raw = path.read_bytes()
-        except OSError:
-            return None
-        return raw
-
-    def _store_cached(self, digest: str, config: bytes) -> None:
-        folder = self._cache / "runs"
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = folder / digest.replace(":", "-")
-        tmp = folder / f".{path.name}.tmp"
-        tmp.write_bytes(config)
-        os.replace(tmp, path)
 
 
 class _Meter:

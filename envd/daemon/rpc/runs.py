@@ -102,7 +102,7 @@ class RunsRpc(RpcBase):
     ) -> pb.DiffRunsReply:
         if is_shared_reference(request.a) or is_shared_reference(request.b):
             a, b = (
-                self.services.runsharing.shared_record(ref)
+                self.services.teamruns.shared_record(ref)
                 if is_shared_reference(ref)
                 else self.services.runs.record(ref)
                 for ref in (request.a, request.b)
@@ -247,7 +247,7 @@ class RunsRpc(RpcBase):
     def ListSharedRuns(
         self, request: pb.ListSharedRunsRequest, context: grpc.ServicerContext
     ) -> pb.ListSharedRunsReply:
-        listed, read = self.services.runsharing.list_shared(
+        listed, read = self.services.teamruns.list_shared(
             request.source, list(request.where), request.sort, request.limit or 50
         )
         return pb.ListSharedRunsReply(
