@@ -231,6 +231,20 @@ def test_a_second_share_uploads_no_data_blob(team: Team, registry: Registry) -> 
     assert not [put for put in registry.puts()[before:] if data_digest in put]
 
 
+def test_another_repository_of_the_registry_mounts_the_blobs(
+    team: Team, registry: Registry
+) -> None:
+    run = json.loads(team.alice.ok("--json", "runs", "show", team.runs[0]))
+    data_digest = run["data"]["data/dataset.csv"]
+    before = len(registry.puts())
+
+    out = team.alice("share", "run", team.runs[0], "--to", f"{registry.address}/team/other")
+
+    assert out.returncode == 0, out.stderr
+    assert "mounted" in out.stderr
+    assert not [put for put in registry.puts()[before:] if data_digest in put]
+
+
 def snapshot(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes()
