@@ -48,7 +48,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "rerun": ("cli.commands.runs", "rerun_cmd", "Run a recorded run again; are outputs identical?"),
     "new": ("cli.commands.runs", "new_cmd", "Create a whole project from a template."),
     "share": ("cli.commands.share", "share_cmd", "Share an image to a registry or a file."),
-    "pull": ("cli.commands.share", "pull_cmd", "Pull a shared image and verify it."),
+    "pull": ("cli.commands.share_run", "pull_cmd", "Pull a shared image or run, and verify it."),
     "load": ("cli.commands.share", "load_cmd", "Load a shared archive and verify it."),
     "events": ("cli.commands.daemon", "events_cmd", "Stream what the daemon does."),
     "config": ("cli.commands.daemon", "config_cmd", "Show or change daemon settings."),
@@ -58,6 +58,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 # group -> subcommands kept in their own modules: name -> (module, attribute).
 SUBCOMMANDS: dict[str, dict[str, tuple[str, str]]] = {
     "runs": {"report": ("cli.commands.report", "report_cmd")},
+    "share": {"run": ("cli.commands.share_run", "share_run")},
 }
 
 

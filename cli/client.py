@@ -420,6 +420,21 @@ class Client:
     ) -> Iterator[pb.PullEvent]:
         return self._stream(self.stub.Load, request, pb.PullEvent, timeout)
 
+    def share_run(
+        self, request: pb.ShareRunRequest, *, timeout: float | None = None
+    ) -> Iterator[pb.ShareRunEvent]:
+        return self._stream(self.stub.ShareRun, request, pb.ShareRunEvent, timeout)
+
+    def pull_run(
+        self, request: pb.PullRunRequest, *, timeout: float | None = None
+    ) -> Iterator[pb.PullRunEvent]:
+        return self._stream(self.stub.PullRun, request, pb.PullRunEvent, timeout)
+
+    def list_shared_runs(
+        self, request: pb.ListSharedRunsRequest, *, timeout: float | None = None
+    ) -> pb.ListSharedRunsReply:
+        return self._unary(self.stub.ListSharedRuns, request, pb.ListSharedRunsReply, timeout)
+
     def events(
         self, request: pb.EventsRequest, *, timeout: float | None = None
     ) -> Iterator[pb.DaemonEvent]:

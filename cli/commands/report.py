@@ -39,6 +39,7 @@ MAX_RUNS = 10_000  # the page holds every record: bounded
 @click.option("--sort", "-s", default="", help="Sort by a metric (-NAME for descending).")
 @click.option("--status", default="", help="ok, failed, running or an exit code.")
 @click.option("--limit", "-n", default=500, show_default=True, type=click.IntRange(1, MAX_RUNS))
+@click.option("--from", "source", default="", help="The runs shared in REGISTRY/REPO instead.")
 @click.pass_obj
 def report_cmd(
     obj: AppContext,
@@ -49,6 +50,7 @@ def report_cmd(
     sort: str,
     status: str,
     limit: int,
+    source: str = "",
 ) -> None:
     """Write PROJECT's runs (every project's without one) as one HTML page that works offline:
     the runs table, METRIC against each param that varies, params and metrics side by side
@@ -59,7 +61,11 @@ def report_cmd(
     from envd.errors import NotFound
 
     ref = project_ref(project) if project else ""
-    runs = local_runs(obj.client(), ref, limit=limit, wheres=wheres, sort=sort, status=status)
+    if source:
+        runs = shared_runs(obj.client(), source, limit=limit, wheres=wheres, sort=sort)
+        project = project or source
+    else:
+        runs = local_runs(obj.client(), ref, limit=limit, wheres=wheres, sort=sort, status=status)
     if not runs:
         where = f"project {project}" if project else "any project"
         raise NotFound(
@@ -94,6 +100,24 @@ def local_runs(
         pb.ListRunsRequest(project=ref, limit=limit, where=list(wheres), sort=sort, status=status)
     )
     return [from_message(msg) for msg in reply.runs]
+
+
+def shared_runs(
+    client: Client, source: str, *, limit: int, wheres: tuple[str, ...] = (), sort: str = ""
+) -> list[ReportRun]:
+    """The runs shared in REGISTRY/REPO (`envctl runs --from`), each marked with its reference."""
+    from envd.v1 import envd_pb2 as pb
+
+    request = pb.ListSharedRunsRequest(source=source, where=list(wheres), sort=sort, limit=limit)
+    reply = client.list_shared_runs(request)
+    return [
+        ReportRun(
+            record=from_message(entry.run).record,
+            origin=entry.reference,
+            full=from_message(entry.run).full,
+        )
+        for entry in reply.runs
+    ]
 
 
 def from_message(msg: pb.RunRecord) -> ReportRun:

@@ -137,6 +137,7 @@ def runs_cmd() -> None:
 @click.option("--limit", "-n", default=20, show_default=True)
 @click.option("--all-columns", "-a", is_flag=True, help="Every param and metric, not only varying.")
 @click.option("--json", "as_json", is_flag=True, help="The runs as JSON.")
+@click.option("--from", "source", default="", help="The runs shared in REGISTRY/REPO instead.")
 @click.pass_obj
 def runs_list(
     obj: AppContext,
@@ -148,13 +149,19 @@ def runs_list(
     limit: int,
     all_columns: bool,
     as_json: bool,
+    source: str,
 ) -> None:
-    """List PROJECT's runs (every project's without one)."""
+    """List PROJECT's runs (every project's without one), or those shared in REGISTRY/REPO."""
     from envd.model.runrecord import render_table, runs_table
     from envd.v1 import envd_pb2 as pb
 
     if project and project_option and project != project_option:
         raise click.UsageError(f"two projects given: `{project}` and `{project_option}`")
+    if source:
+        if project or project_option or status:
+            raise click.UsageError("--from lists a registry's runs: no PROJECT or --status")
+        _shared_list(obj, source, wheres, sort, limit, all_columns, as_json)
+        return
     project = project or project_option
     ref = pb.ProjectRef(ref=project_ref(project)) if project else pb.ProjectRef()
     request = pb.ListRunsRequest(
@@ -185,6 +192,54 @@ def runs_list(
     width = shutil.get_terminal_size((120, 24)).columns
     shown = type(table)(tuple(headers), tuple(rows), table.param_columns, table.metric_columns)
     click.echo(render_table(shown, width=width), nl=False)
+
+
+def _shared_list(
+    obj: AppContext,
+    source: str,
+    wheres: tuple[str, ...],
+    sort: str,
+    limit: int,
+    all_columns: bool,
+    as_json: bool,
+) -> None:
+    """`runs --from REGISTRY/REPO`: who shared what, when, at which commit, params, metrics."""
+    from envd.model.runrecord import render_table, runs_table
+    from envd.v1 import envd_pb2 as pb
+
+    request = pb.ListSharedRunsRequest(source=source, where=list(wheres), sort=sort, limit=limit)
+    reply = obj.client().list_shared_runs(request, timeout=LONG_TIMEOUT_S)
+    if as_json or obj.as_json:
+        emit_json(reply)
+        return
+    if not reply.runs:
+        click.echo(f"no runs shared in {source}" + (" match" if wheres else ""))
+        return
+    records = [to_record(e.run) for e in reply.runs]
+    table = runs_table(records, all_columns=all_columns)
+    extra = {e.run.id[:12]: e for e in reply.runs}
+    headers = (*table.headers[:2], "who", "shared", *table.headers[2:], "commit", "command")
+    rows = []
+    for row in table.rows:
+        entry = extra[row[0]]
+        msg = entry.run
+        commit = (msg.git_commit[:8] + ("+" if msg.git_dirty else "")) or "-"
+        when = entry.shared_at[:16].replace("T", " ") or "-"
+        rows.append(
+            (
+                row[0],
+                row[1],
+                entry.shared_by or "-",
+                when,
+                *row[2:],
+                commit,
+                shlex.join(msg.command),
+            )
+        )
+    width = shutil.get_terminal_size((120, 24)).columns
+    shown = type(table)(tuple(headers), tuple(rows), table.param_columns, table.metric_columns)
+    click.echo(render_table(shown, width=width), nl=False)
+    click.echo(f"`envctl pull run {source}:RUN` fetches one", err=True)
 
 
 @runs_cmd.command("show")
@@ -420,6 +475,10 @@ def rerun_cmd(obj: AppContext, run_id: str, force: bool, project: str, yes: bool
             f"not reproduced: {reply.identical} of {reply.total} outputs identical; "
             f"differing: {', '.join(reply.differing)} (run {again})"
         )
+        for change in check.changes:  # what else differed from the original run
+            click.echo(f"  also differs: {change}")
+        if not check.changes:
+            click.echo(f"  code, data and environment were the run's ({check.environment})")
     if code:
         return code
     return 0 if reply.identical == reply.total else 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from envd.gateways.engine import Engine, EngineInfo
 from envd.gateways.engine_files import EngineFiles
 from envd.gateways.hashcache import HashCache
 from envd.gateways.index import IndexPages
+from envd.gateways.keptfiles import KeptFiles
 from envd.gateways.mlflow import mlflow_sink
 from envd.gateways.nvml import nvml_from_env
 from envd.gateways.registry import RegistryClient
@@ -35,9 +37,11 @@ from envd.services.locker import Locker
 from envd.services.projects import Projects
 from envd.services.projectsync import ProjectSync
 from envd.services.runs import Reruns, Runs
+from envd.services.runshare import RunSharing
 from envd.services.settings import Settings
 from envd.services.sharing import Sharing
 from envd.services.steps import StepRunner
+from envd.services.teamruns import TeamRuns
 from envd.services.warm import Agents, WarmContainers
 from envd.services.watching import ProjectWatcher
 
@@ -126,6 +130,8 @@ class Services:
     started: float
     adoption: Adoption
     index: IndexPages
+    runsharing: RunSharing
+    teamruns: TeamRuns
 
     def status(self) -> DaemonStatus:
         return DaemonStatus(
@@ -238,7 +244,19 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
     )
     hashes = HashCache(paths.home / "hashes.db")  # created 0600
     mlflow = mlflow_sink(lambda: settings.current.mlflow_tracking_uri, store.fingerprint_document)
-    runs = Runs(store, hashes, sinks=[mlflow])
+    kept = KeptFiles(paths.home / "runfiles")  # outputs and data, so old runs stay shareable
+    runs = Runs(store, hashes, sinks=[mlflow], kept=kept)
+    runsharing = RunSharing(
+        runs,
+        projects,
+        sharing,
+        engine,
+        RegistryClient(purpose="share"),
+        kept,
+        paths.home / "shared-runs",
+        paths.home / "tmp",
+        lambda: f"https://github.com/envd/envd/daemon@{socket.gethostname() or 'localhost'}",
+    )
     sync = project_sync_for(paths, engine, namespace, owner)
     entering = Entering(
         projects, images, builder, warm, fingerprints, runs, host, engine, events, sync
@@ -271,4 +289,6 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
         started=time.time(),
         adoption=Adoption(),
         index=IndexPages(),
+        runsharing=runsharing,
+        teamruns=TeamRuns(RegistryClient(purpose="share"), paths.home / "shared-runs"),
     )

@@ -1,4 +1,5 @@
-"""A small client of the OCI distribution API (registry HTTP API v2), for the team build cache.
+"""A small client of the OCI distribution API (registry HTTP API v2), for the team build cache
+and for shared runs (`envctl share run`: blobs, OCI 1.1 artifact manifests, referrers).
 
 The engine pulls and pushes the step images themselves (with Docker's credentials and its
 registry settings); this client only asks whether a tag exists (a manifest HEAD) and reads and
@@ -18,9 +19,9 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from envd.errors import RegistryError
 
@@ -30,6 +31,10 @@ _PORT = re.compile(r"[0-9]{1,5}")
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 RECORD_TYPE = "application/vnd.envd.step-record.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MAX_LISTING = 4 << 20  # a tag list or a referrers index, bounded
+MAX_TAG_PAGES = 1000
+_SEND_BLOCK = 1 << 20
 _ACCEPT = ", ".join(
     (
         OCI_MANIFEST,
@@ -85,8 +90,10 @@ def parse_repository(reference: str) -> Repository:
 
 
 class RegistryClient:
-    def __init__(self, timeout: float = TIMEOUT_S) -> None:
+    def __init__(self, timeout: float = TIMEOUT_S, purpose: str = "cache") -> None:
+        """`purpose` names the use in messages: "cache" (the team build cache) or "share"."""
         self._timeout = timeout
+        self._purpose = purpose
         self._direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self._proxied = urllib.request.build_opener()
 
@@ -170,6 +177,148 @@ class RegistryClient:
             raise RegistryError(f"cannot read {layer.digest} from {repository}: {exc}") from None
         return Blob(response, layer.size)
 
+    # ------------------------------------------------------------ blobs and artifacts
+
+    def has_blob(self, repository: Repository, digest: str) -> bool:
+        """Whether the blob DIGEST is in REPOSITORY (a blob HEAD)."""
+        return self.blob_size(repository, digest) is not None
+
+    def blob_size(self, repository: Repository, digest: str) -> int | None:
+        """The size of the blob DIGEST in REPOSITORY (a blob HEAD), None when it is not there."""
+        status, _, headers = self._call(repository, "HEAD", f"/blobs/{digest}")
+        if status != 200:
+            return None
+        try:
+            return max(0, int(headers.get("content-length", "")))
+        except ValueError:
+            raise RegistryError(f"{repository}: no size for the blob {digest}") from None
+
+    def mount_blob(self, repository: Repository, digest: str, source: str) -> bool:
+        """Ask the registry to mount DIGEST from the repository named `source` (same
+        registry) into REPOSITORY; True when it did (201), False when it started an
+        upload instead (202) or does not know the blob there."""
+        query = urllib.parse.urlencode({"mount": digest, "from": source})
+        status, _, headers = self._call(repository, "POST", f"/blobs/uploads/?{query}")
+        if status == 202 and headers.get("location"):
+            self._cancel(repository, headers["location"])
+        return status == 201
+
+    def upload_blob(
+        self,
+        repository: Repository,
+        digest: str,
+        size: int,
+        body: BinaryIO,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        """Upload `size` bytes read from `body` as the blob DIGEST: one POST, then one
+        monolithic PUT streamed from `body` (the registry checks the digest)."""
+        status, _, headers = self._call(repository, "POST", "/blobs/uploads/")
+        location = headers.get("location", "")
+        if status != 202 or not location:
+            raise RegistryError(f"{repository} did not start an upload (HTTP {status})")
+        url = urllib.parse.urljoin(repository.base_url, location)
+        url += ("&" if "?" in url else "?") + urllib.parse.urlencode({"digest": digest})
+        reader = _Counting(body, size, on_bytes)
+        headers_out = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        status, _, _ = self._request(url, "PUT", reader, headers_out, repository)
+        if status != 201:
+            raise RegistryError(f"{repository} refused the blob {digest} (HTTP {status})")
+
+    def get_blob(self, repository: Repository, digest: str, limit: int = MAX_BODY) -> bytes:
+        """A small blob (at most `limit` bytes), checked against its digest."""
+        status, blob, _ = self._call(repository, "GET", f"/blobs/{digest}", limit=limit)
+        if status != 200:
+            raise RegistryError(f"{repository}: the blob {digest} is missing")
+        if "sha256:" + hashlib.sha256(blob).hexdigest() != digest:
+            raise RegistryError(f"{repository}: the blob {digest} does not match its digest")
+        return blob
+
+    def open_digest(self, repository: Repository, digest: str, size: int) -> Blob:
+        """The blob DIGEST's bytes as they come, at most `size` (the caller checks them)."""
+        return self.open_blob(repository, Layer(digest, size, "application/octet-stream"))
+
+    def put_manifest(
+        self, repository: Repository, reference: str, body: bytes, media_type: str
+    ) -> str:
+        """Store a manifest (or index) as REPOSITORY:REFERENCE; its digest."""
+        status, _, _ = self._call(
+            repository, "PUT", f"/manifests/{reference}", data=body, content_type=media_type
+        )
+        if status != 201:
+            raise RegistryError(f"{repository} refused the manifest {reference} (HTTP {status})")
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def get_manifest(
+        self, repository: Repository, reference: str, limit: int = MAX_BODY
+    ) -> tuple[bytes, str] | None:
+        """(the manifest's bytes, its digest) for REPOSITORY:REFERENCE, None when absent. A
+        reference by digest is checked against the bytes."""
+        status, body, _ = self._call(
+            repository, "GET", f"/manifests/{reference}", accept=_ACCEPT, limit=limit
+        )
+        if status == 404:
+            return None
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if reference.startswith("sha256:") and digest != reference:
+            raise RegistryError(f"{repository}: the manifest {reference} does not match its digest")
+        return body, digest
+
+    def manifest_digest(self, repository: Repository, reference: str) -> str:
+        """The digest of REPOSITORY:REFERENCE ("" when absent), from its bytes."""
+        found = self.get_manifest(repository, reference)
+        return found[1] if found else ""
+
+    def tags(self, repository: Repository) -> list[str]:
+        """Every tag of REPOSITORY (paged, bounded)."""
+        found: list[str] = []
+        path = "/tags/list?n=1000"
+        for _ in range(MAX_TAG_PAGES):
+            status, body, headers = self._call(repository, "GET", path, limit=MAX_LISTING)
+            if status == 404:
+                return found
+            try:
+                tags = json.loads(body).get("tags") or []
+                found += [str(t) for t in tags]
+            except (ValueError, AttributeError):
+                raise RegistryError(f"{repository}: an unreadable tag list") from None
+            link = _next_link(headers.get("link", ""))
+            if not link:
+                return found
+            parsed = urllib.parse.urlparse(link)
+            if not parsed.path.startswith(f"/v2/{repository.name}/tags/list"):
+                return found
+            path = parsed.path[len(f"/v2/{repository.name}") :] + (
+                f"?{parsed.query}" if parsed.query else ""
+            )
+        return found
+
+    def referrers(self, repository: Repository, subject: str) -> tuple[list[dict[str, Any]], bool]:
+        """(the descriptors of the artifacts whose subject is SUBJECT, whether the registry
+        answered through the referrers API). Where it has no such API (404), the OCI
+        tag-schema fallback: the index tagged `sha256-<hex>`."""
+        status, body, headers = self._call(
+            repository, "GET", f"/referrers/{subject}", accept=OCI_INDEX, limit=MAX_LISTING
+        )
+        api = status == 200 and headers.get("content-type", "").startswith(OCI_INDEX)
+        if not api:
+            found = self.get_manifest(repository, fallback_tag(subject), limit=MAX_LISTING)
+            if found is None:
+                return [], False
+            body = found[0]
+        try:
+            manifests = json.loads(body).get("manifests") or []
+            return [dict(m) for m in manifests if isinstance(m, dict)], api
+        except (ValueError, AttributeError, TypeError):
+            raise RegistryError(f"{repository}: an unreadable referrers index") from None
+
+    def _cancel(self, repository: Repository, location: str) -> None:
+        url = urllib.parse.urljoin(repository.base_url, location)
+        try:
+            self._request(url, "DELETE", None, {}, repository)
+        except RegistryError:
+            pass  # an abandoned upload expires on the registry
+
     # ------------------------------------------------------------ http
 
     def _call(
@@ -181,27 +330,35 @@ class RegistryClient:
         data: bytes | None = None,
         accept: str = "",
         content_type: str = "",
+        limit: int = MAX_BODY,
     ) -> tuple[int, bytes, Mapping[str, str]]:
         headers = {}
         if accept:
             headers["Accept"] = accept
         if content_type:
             headers["Content-Type"] = content_type
-        return self._request(repository.base_url + path, method, data, headers, repository)
+        return self._request(repository.base_url + path, method, data, headers, repository, limit)
 
     def _request(
         self,
         url: str,
         method: str,
-        data: bytes | None,
+        data: bytes | BinaryIO | _Counting | None,
         headers: Mapping[str, str],
         repository: Repository,
+        limit: int = MAX_BODY,
     ) -> tuple[int, bytes, Mapping[str, str]]:
-        request = urllib.request.Request(url, data=data, method=method, headers=dict(headers))
+        request = urllib.request.Request(
+            url,
+            data=data,
+            method=method,
+            headers=dict(headers),
+        )
+        what = "the build cache" if self._purpose == "cache" else "the registry"
         opener = self._direct if is_loopback(repository.host) else self._proxied
         try:
             with opener.open(request, timeout=self._timeout) as response:
-                body = response.read(MAX_BODY + 1)
+                body = response.read(limit + 1)
                 status = int(response.status)
                 found = {k.lower(): v for k, v in response.headers.items()}
         except urllib.error.HTTPError as exc:
@@ -211,25 +368,70 @@ class RegistryClient:
             exc.close()
             if status in (401, 403):
                 raise RegistryError(
-                    f"{repository} refused envd's build cache access (HTTP {status})",
-                    hint="the build cache reads and writes without a login: use a registry "
-                    "that allows it, or `envctl config cache ''` to turn the cache off",
+                    f"{repository} refused envd's {what} access (HTTP {status})",
+                    hint=(
+                        "the build cache reads and writes without a login: use a registry "
+                        "that allows it, or `envctl config cache ''` to turn the cache off"
+                        if self._purpose == "cache"
+                        else "envd shares runs without a login: use a registry that allows it"
+                    ),
                 ) from None
             if status != 404:
                 raise RegistryError(
                     f"{repository} answered HTTP {status} to {method} {url}",
-                    hint="check the registry, or `envctl config cache ''` to turn it off",
+                    hint="check the registry"
+                    + (
+                        ", or `envctl config cache ''` to turn it off"
+                        if self._purpose == "cache"
+                        else ""
+                    ),
                 ) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             raise RegistryError(
-                f"cannot reach the build cache {repository}: {reason}",
-                hint="is the registry running and reachable? (`envctl config cache ''` turns "
-                "the cache off)",
+                f"cannot reach {what} {repository}: {reason}",
+                hint="is the registry running and reachable?"
+                + (
+                    " (`envctl config cache ''` turns the cache off)"
+                    if self._purpose == "cache"
+                    else ""
+                ),
             ) from None
-        if len(body) > MAX_BODY:
-            raise RegistryError(f"{repository} sent more than {MAX_BODY} bytes for {url}")
+        if len(body) > limit:
+            raise RegistryError(f"{repository} sent more than {limit} bytes for {url}")
         return status, body, found
+
+
+def fallback_tag(subject: str) -> str:
+    """The OCI 1.1 tag-schema fallback for referrers of `sha256:<hex>`: `sha256-<hex>`."""
+    return subject.replace(":", "-", 1)
+
+
+def _next_link(header: str) -> str:
+    """The URL of a `Link: <URL>; rel="next"` header, else ""."""
+    for part in header.split(","):
+        url, _, params = part.partition(";")
+        if 'rel="next"' in params.replace(" ", "") and url.strip().startswith("<"):
+            return url.strip()[1:-1]
+    return ""
+
+
+class _Counting:
+    """A request body that reads at most `size` bytes from `body` and reports each block."""
+
+    def __init__(self, body: BinaryIO, size: int, on_bytes: Callable[[int], None] | None) -> None:
+        self._body = body
+        self._left = size
+        self._on_bytes = on_bytes
+
+    def read(self, amount: int = -1) -> bytes:
+        # http.client asks for 8 KiB at a time; a larger block sends a large file faster.
+        want = self._left if amount < 0 else min(max(amount, _SEND_BLOCK), self._left)
+        data = self._body.read(want) if want > 0 else b""
+        self._left -= len(data)
+        if data and self._on_bytes is not None:
+            self._on_bytes(len(data))
+        return data
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from envd.errors import Conflict, NotFound, UsageError, VerificationError
 from envd.gateways.git import commit_and_dirty, uncommitted_diff
 from envd.gateways.hashcache import HashCache, StatKey, touched
+from envd.gateways.keptfiles import KeptFiles
 from envd.gateways.projectfiles import LOCK_MAX_BYTES, read_run_file
 from envd.gateways.store import ProjectRow, RunDetailsRow, RunRow, Store
 from envd.model.provenance import record_from_statement
@@ -128,9 +129,11 @@ class Runs:
         hashes: HashCache | None = None,
         sinks: Iterable[RunSink] = (),
         wait_s: float = DETAILS_WAIT_S,
+        kept: KeptFiles | None = None,
     ) -> None:
         self._store = store
         self._hashes = hashes
+        self._kept = kept  # outputs and data kept by content, so old runs stay shareable
         self._sinks = tuple(sinks)
         self._wait_s = wait_s
         self._pending: dict[str, _Pending] = {}
@@ -209,6 +212,7 @@ class Runs:
             data = self._hashes.snapshot(pending.project_dir, present)
         except (OSError, ValueError) as exc:
             notes.append(f"data: not hashed: {exc}")
+        notes += self._keep(pending.project_dir, data, "data")
         lock_sha = _sha256_file(pending.project_dir, LOCK_FILENAME)
         diff, diff_sha, cut = uncommitted_diff(pending.project_dir)
         if cut:
@@ -225,6 +229,16 @@ class Runs:
             self._store.put_run_details(pending.details)
         except Exception:
             log.warning("run %s: inputs not recorded", run_id, exc_info=True)
+
+    def _keep(self, project_dir: str, files: dict[str, str], what: str) -> list[str]:
+        if self._kept is None or not files:
+            return []
+        try:
+            missed = self._kept.keep(project_dir, files)
+        except Exception:  # a run without kept files, never a lost record
+            log.warning("%s not kept", what, exc_info=True)
+            return [f"{what}: not kept for sharing"]
+        return [f"{what} {rel}: changed before envd could keep it" for rel in missed]
 
     def set_provenance(
         self, run_id: str, environment_hash: str, host_hash: str, commit: str, dirty: bool
@@ -321,6 +335,8 @@ class Runs:
                 notes += parsed.notes
                 for name, value in parsed.values.items():
                     metrics[f"{rel}:{name}" if several else name] = float(value)
+            # Kept before the project's next run may start: it could overwrite them.
+            notes += self._keep(pending.project_dir, {**outputs, **made}, "outputs")
             pending.outputs_read.set()
             if pending.started is not None:
                 pending.started.join()

@@ -1123,3 +1123,113 @@ class SetConfigRequest(_message.Message):
     key: str
     value: str
     def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class ShareRunRequest(_message.Message):
+    __slots__ = ("run", "to", "shared_by")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    SHARED_BY_FIELD_NUMBER: _ClassVar[int]
+    run: str
+    to: str
+    shared_by: str
+    def __init__(self, run: _Optional[str] = ..., to: _Optional[str] = ..., shared_by: _Optional[str] = ...) -> None: ...
+
+class ShareRunResult(_message.Message):
+    __slots__ = ("reference", "digest", "subject", "files_uploaded", "files_skipped", "files_mounted", "bytes_uploaded", "notes")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    FILES_UPLOADED_FIELD_NUMBER: _ClassVar[int]
+    FILES_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    FILES_MOUNTED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_UPLOADED_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    reference: str
+    digest: str
+    subject: str
+    files_uploaded: int
+    files_skipped: int
+    files_mounted: int
+    bytes_uploaded: int
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, reference: _Optional[str] = ..., digest: _Optional[str] = ..., subject: _Optional[str] = ..., files_uploaded: _Optional[int] = ..., files_skipped: _Optional[int] = ..., files_mounted: _Optional[int] = ..., bytes_uploaded: _Optional[int] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ShareRunEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    result: ShareRunResult
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[ShareRunResult, _Mapping]] = ...) -> None: ...
+
+class PullRunRequest(_message.Message):
+    __slots__ = ("reference", "project", "force")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    reference: str
+    project: ProjectRef
+    force: bool
+    def __init__(self, reference: _Optional[str] = ..., project: _Optional[_Union[ProjectRef, _Mapping]] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class PullRunResult(_message.Message):
+    __slots__ = ("run", "project", "placed", "unchanged", "kept", "image", "environment_hash", "commit", "added")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    PLACED_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    run: RunRecord
+    project: str
+    placed: _containers.RepeatedScalarFieldContainer[str]
+    unchanged: _containers.RepeatedScalarFieldContainer[str]
+    kept: _containers.RepeatedScalarFieldContainer[str]
+    image: str
+    environment_hash: str
+    commit: str
+    added: bool
+    def __init__(self, run: _Optional[_Union[RunRecord, _Mapping]] = ..., project: _Optional[str] = ..., placed: _Optional[_Iterable[str]] = ..., unchanged: _Optional[_Iterable[str]] = ..., kept: _Optional[_Iterable[str]] = ..., image: _Optional[str] = ..., environment_hash: _Optional[str] = ..., commit: _Optional[str] = ..., added: _Optional[bool] = ...) -> None: ...
+
+class PullRunEvent(_message.Message):
+    __slots__ = ("progress", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    result: PullRunResult
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[PullRunResult, _Mapping]] = ...) -> None: ...
+
+class ListSharedRunsRequest(_message.Message):
+    __slots__ = ("source", "where", "sort", "limit")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    WHERE_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    where: _containers.RepeatedScalarFieldContainer[str]
+    sort: str
+    limit: int
+    def __init__(self, source: _Optional[str] = ..., where: _Optional[_Iterable[str]] = ..., sort: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class SharedRunEntry(_message.Message):
+    __slots__ = ("run", "shared_by", "shared_at", "reference")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    SHARED_BY_FIELD_NUMBER: _ClassVar[int]
+    SHARED_AT_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    run: RunRecord
+    shared_by: str
+    shared_at: str
+    reference: str
+    def __init__(self, run: _Optional[_Union[RunRecord, _Mapping]] = ..., shared_by: _Optional[str] = ..., shared_at: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...
+
+class ListSharedRunsReply(_message.Message):
+    __slots__ = ("runs", "manifests_read")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    MANIFESTS_READ_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[SharedRunEntry]
+    manifests_read: int
+    def __init__(self, runs: _Optional[_Iterable[_Union[SharedRunEntry, _Mapping]]] = ..., manifests_read: _Optional[int] = ...) -> None: ...

@@ -240,6 +240,21 @@ class EnvdStub:
                 request_serializer=envd_dot_v1_dot_envd__pb2.SetConfigRequest.SerializeToString,
                 response_deserializer=envd_dot_v1_dot_envd__pb2.GetConfigReply.FromString,
                 _registered_method=True)
+        self.ShareRun = channel.unary_stream(
+                '/envd.v1.Envd/ShareRun',
+                request_serializer=envd_dot_v1_dot_envd__pb2.ShareRunRequest.SerializeToString,
+                response_deserializer=envd_dot_v1_dot_envd__pb2.ShareRunEvent.FromString,
+                _registered_method=True)
+        self.PullRun = channel.unary_stream(
+                '/envd.v1.Envd/PullRun',
+                request_serializer=envd_dot_v1_dot_envd__pb2.PullRunRequest.SerializeToString,
+                response_deserializer=envd_dot_v1_dot_envd__pb2.PullRunEvent.FromString,
+                _registered_method=True)
+        self.ListSharedRuns = channel.unary_unary(
+                '/envd.v1.Envd/ListSharedRuns',
+                request_serializer=envd_dot_v1_dot_envd__pb2.ListSharedRunsRequest.SerializeToString,
+                response_deserializer=envd_dot_v1_dot_envd__pb2.ListSharedRunsReply.FromString,
+                _registered_method=True)
 
 
 class EnvdServicer:
@@ -491,6 +506,25 @@ class EnvdServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ShareRun(self, request, context):
+        """Shared runs (issue 26)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PullRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSharedRuns(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnvdServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -698,6 +732,21 @@ def add_EnvdServicer_to_server(servicer, server):
                     servicer.SetConfig,
                     request_deserializer=envd_dot_v1_dot_envd__pb2.SetConfigRequest.FromString,
                     response_serializer=envd_dot_v1_dot_envd__pb2.GetConfigReply.SerializeToString,
+            ),
+            'ShareRun': grpc.unary_stream_rpc_method_handler(
+                    servicer.ShareRun,
+                    request_deserializer=envd_dot_v1_dot_envd__pb2.ShareRunRequest.FromString,
+                    response_serializer=envd_dot_v1_dot_envd__pb2.ShareRunEvent.SerializeToString,
+            ),
+            'PullRun': grpc.unary_stream_rpc_method_handler(
+                    servicer.PullRun,
+                    request_deserializer=envd_dot_v1_dot_envd__pb2.PullRunRequest.FromString,
+                    response_serializer=envd_dot_v1_dot_envd__pb2.PullRunEvent.SerializeToString,
+            ),
+            'ListSharedRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSharedRuns,
+                    request_deserializer=envd_dot_v1_dot_envd__pb2.ListSharedRunsRequest.FromString,
+                    response_serializer=envd_dot_v1_dot_envd__pb2.ListSharedRunsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1807,6 +1856,87 @@ class Envd:
             '/envd.v1.Envd/SetConfig',
             envd_dot_v1_dot_envd__pb2.SetConfigRequest.SerializeToString,
             envd_dot_v1_dot_envd__pb2.GetConfigReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/envd.v1.Envd/ShareRun',
+            envd_dot_v1_dot_envd__pb2.ShareRunRequest.SerializeToString,
+            envd_dot_v1_dot_envd__pb2.ShareRunEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PullRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/envd.v1.Envd/PullRun',
+            envd_dot_v1_dot_envd__pb2.PullRunRequest.SerializeToString,
+            envd_dot_v1_dot_envd__pb2.PullRunEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSharedRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/envd.v1.Envd/ListSharedRuns',
+            envd_dot_v1_dot_envd__pb2.ListSharedRunsRequest.SerializeToString,
+            envd_dot_v1_dot_envd__pb2.ListSharedRunsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 
 from envd import __version__
-from envd.daemon.rpc import RpcBase, project_msg
+from envd.daemon.rpc import RpcBase, project_msg, streamed
 from envd.errors import UsageError
 from envd.model.provenance import build_statement, statement_json
-from envd.model.runrecord import Change, RunRecord
-from envd.progress import Progress
+from envd.model.runrecord import Change, RunRecord, diff_runs
+from envd.progress import Progress, Reporter
+from envd.services.runshare import PulledResult, SharedResult, is_shared_reference
 from envd.v1 import envd_pb2 as pb
 
 
@@ -98,7 +100,16 @@ class RunsRpc(RpcBase):
     def DiffRuns(
         self, request: pb.DiffRunsRequest, context: grpc.ServicerContext
     ) -> pb.DiffRunsReply:
-        a, b, changes = self.services.runs.diff(request.a, request.b)
+        if is_shared_reference(request.a) or is_shared_reference(request.b):
+            a, b = (
+                self.services.teamruns.shared_record(ref)
+                if is_shared_reference(ref)
+                else self.services.runs.record(ref)
+                for ref in (request.a, request.b)
+            )
+            changes = diff_runs(a, b)
+        else:
+            a, b, changes = self.services.runs.diff(request.a, request.b)
         return pb.DiffRunsReply(
             a=record_msg(a),
             b=record_msg(b),
@@ -180,4 +191,74 @@ class RunsRpc(RpcBase):
         new = create(self.services.projects, request.name, request.template, directory)
         return pb.NewProjectReply(
             project=project_msg(new.project), package=new.package, files=list(new.files)
+        )
+
+    # ------------------------------------------------------------ shared runs (issue 26)
+
+    def ShareRun(
+        self, request: pb.ShareRunRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ShareRunEvent]:
+        def work(progress: Reporter) -> SharedResult:
+            return self.services.runsharing.share(
+                request.run, request.to, request.shared_by, progress
+            )
+
+        def result(r: SharedResult) -> pb.ShareRunEvent:
+            return pb.ShareRunEvent(
+                result=pb.ShareRunResult(
+                    reference=r.reference,
+                    digest=r.digest,
+                    subject=r.subject,
+                    files_uploaded=r.uploaded,
+                    files_skipped=r.skipped,
+                    files_mounted=r.mounted,
+                    bytes_uploaded=r.bytes_uploaded,
+                    notes=list(r.notes),
+                )
+            )
+
+        return streamed(work, lambda p: pb.ShareRunEvent(progress=p), result)
+
+    def PullRun(
+        self, request: pb.PullRunRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.PullRunEvent]:
+        def work(progress: Reporter) -> PulledResult:
+            return self.services.runsharing.pull(
+                request.reference, request.project.ref, request.force, progress
+            )
+
+        def result(r: PulledResult) -> pb.PullRunEvent:
+            return pb.PullRunEvent(
+                result=pb.PullRunResult(
+                    run=record_msg(r.record),
+                    project=r.project,
+                    placed=list(r.placed),
+                    unchanged=list(r.unchanged),
+                    kept=list(r.kept),
+                    image=r.image,
+                    environment_hash=r.environment_hash,
+                    commit=r.commit,
+                    added=r.added,
+                )
+            )
+
+        return streamed(work, lambda p: pb.PullRunEvent(progress=p), result)
+
+    def ListSharedRuns(
+        self, request: pb.ListSharedRunsRequest, context: grpc.ServicerContext
+    ) -> pb.ListSharedRunsReply:
+        listed, read = self.services.teamruns.list_shared(
+            request.source, list(request.where), request.sort, request.limit or 50
+        )
+        return pb.ListSharedRunsReply(
+            runs=[
+                pb.SharedRunEntry(
+                    run=record_msg(item.run.record),
+                    shared_by=item.run.shared_by,
+                    shared_at=item.run.shared_at,
+                    reference=item.reference,
+                )
+                for item in listed
+            ],
+            manifests_read=read,
         )
