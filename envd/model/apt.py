@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from envd.model.lockfile import DebianPackage
 
@@ -10,6 +13,10 @@ from envd.model.lockfile import DebianPackage
 _INST = re.compile(
     r"^Inst (?P<name>\S+) (?:\[[^\]]*\] )?\((?P<version>\S+) [^\[]*\[(?P<arch>[^\]]+)\]"
 )
+
+
+# A Debian package name (Debian policy 5.6.1): also what keeps a remembered name out of argv.
+_DEB_NAME = re.compile(r"^[a-z0-9][a-z0-9.+-]+$")
 
 
 def parse_simulated_install(output: str) -> tuple[DebianPackage, ...]:
@@ -31,3 +38,68 @@ def resolve_script(packages: list[str]) -> list[str]:
         "set -e; apt-get update -qq >/dev/null; "
         f"apt-get install -s --no-install-recommends -y {names}",
     ]
+
+
+# ------------------------------------------------------------ Debian packages wheels need
+#
+# Wheels leave some shared libraries to the system (lightgbm: libgomp.so.1). `envctl lock` adds
+# the Debian packages that provide them to the lock's system packages, with a notice, for the
+# pins it knows to need them: a few well-known distributions below, and every `name==version`
+# whose need a build's library check found (remembered in the state store under `needs_key`).
+# A package already named in `system:` or already in the base is never added or changed.
+KNOWN_NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "lightgbm": (("libgomp.so.1", "libgomp1"),),  # linked, never vendored
+}
+
+
+@dataclass(frozen=True)
+class Addition:
+    package: str  # the Debian package
+    distribution: str  # the Python distribution that needs it
+    soname: str
+
+    def notice(self) -> str:
+        return f"added {self.package}: {self.distribution} needs {self.soname}"
+
+
+def needs_key(pinned: str) -> str:
+    """The state-store key for what `name==version` needs (`name` canonical)."""
+    return f"libraries:{pinned}"
+
+
+def dumps_needs(pairs: Iterable[tuple[str, str]]) -> str:
+    return json.dumps(sorted([soname, deb] for soname, deb in pairs))
+
+
+def loads_needs(text: str | None) -> tuple[tuple[str, str], ...]:
+    """What `dumps_needs` wrote; anything else (an older or damaged record) is nothing."""
+    try:
+        value = json.loads(text or "[]")
+    except ValueError:
+        return ()
+    if not isinstance(value, list):
+        return ()
+    return tuple(
+        (item[0], item[1])
+        for item in value
+        if isinstance(item, list)
+        and len(item) == 2
+        and all(isinstance(x, str) and _DEB_NAME.match(x) for x in item[1:])
+        and isinstance(item[0], str)
+    )
+
+
+def system_additions(
+    pins: Iterable[tuple[str, str]],
+    learned: Mapping[str, tuple[tuple[str, str], ...]],
+    have: Iterable[str],
+) -> tuple[Addition, ...]:
+    """The Debian packages to add for `pins` ((canonical name, version)), given what builds
+    found (`learned`, by `name==version`) and the packages the lock already has (`have`)."""
+    present = set(have)
+    out: dict[str, Addition] = {}
+    for name, version in sorted(pins):
+        for soname, deb in KNOWN_NEEDS.get(name, ()) + learned.get(f"{name}=={version}", ()):
+            if deb not in present and deb not in out:
+                out[deb] = Addition(deb, name, soname)
+    return tuple(out[k] for k in sorted(out))
