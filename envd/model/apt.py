@@ -62,6 +62,20 @@ class Addition:
         return f"added {self.package}: {self.distribution} needs {self.soname}"
 
 
+def installed_script() -> tuple[str, ...]:
+    """argv that lists the Debian packages an image has installed, one name a line."""
+    return ("dpkg-query", "-W", "-f=${db:Status-Abbrev} ${Package}\\n")
+
+
+def parse_installed(output: str) -> list[str]:
+    """The names `installed_script` printed as installed (`ii`), without `:arch`."""
+    return [
+        parts[1].split(":", 1)[0]
+        for parts in (line.split() for line in output.splitlines())
+        if len(parts) == 2 and parts[0] == "ii" and _DEB_NAME.match(parts[1].split(":", 1)[0])
+    ]
+
+
 def needs_key(pinned: str) -> str:
     """The state-store key for what `name==version` needs (`name` canonical)."""
     return f"libraries:{pinned}"

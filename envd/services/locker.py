@@ -21,8 +21,10 @@ from envd.gateways.files import write_atomic
 from envd.gateways.store import ProjectRow, Store
 from envd.model.apt import (
     Addition,
+    installed_script,
     loads_needs,
     needs_key,
+    parse_installed,
     parse_simulated_install,
     resolve_script,
     system_additions,
@@ -251,7 +253,21 @@ class Locker:
         }
         have = [name.split("=", 1)[0] for name in spec.system]
         have += [p.name for p in base.packages] + [p.name for p in system]
-        return system_additions(pins, learned, have)
+        additions = system_additions(pins, learned, have)
+        if additions and base.kind == "image":
+            # A registry image may have them already (its packages are not in the lock).
+            additions = system_additions(pins, learned, have + self._installed(base))
+        return additions
+
+    def _installed(self, base: BaseLock) -> list[str]:
+        """The Debian packages a registry-image base has installed (none when it has no dpkg)."""
+        key = f"dpkg:{base.digest}"
+        cached = self._target_cache.get(key)
+        if cached is None:
+            result = self._engine.run(base.digest, list(installed_script()), user="0")
+            cached = result.output if result.exit_code == 0 else ""
+            self._target_cache.put(key, cached)
+        return parse_installed(cached)
 
     def _base(
         self,

@@ -398,6 +398,13 @@ def test_lock_adds_the_debian_packages_pins_need_unless_named_or_present() -> No
     assert loads_needs("not json") == ()
 
 
+def test_a_registry_images_installed_packages_are_read_from_dpkg() -> None:
+    from envd.model.apt import parse_installed
+
+    output = "ii  libgomp1:amd64\nrc  oldpkg\nii  zlib1g\nii  bad;name\n"
+    assert parse_installed(output) == ["libgomp1", "zlib1g"]
+
+
 PYPROJECT = """
 [project]
 name = "My-Pkg"
