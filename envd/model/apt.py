@@ -117,3 +117,41 @@ def system_additions(
             if deb not in present and deb not in out:
                 out[deb] = Addition(deb, name, soname)
     return tuple(out[k] for k in sorted(out))
+
+
+# ------------------------------------------------------------ Debian's Contents index
+#
+# `dists/SUITE/main/Contents-ARCH.gz` has a line per file of every package: the path (no
+# leading slash), blanks, then `section/package[,section/package...]`. A soname is provided
+# by the packages that put a file of that name in a library folder.
+LIBRARY_DIRS = ("usr/lib/", "lib/")
+DEBIAN_ARCHES = {"x86_64": "amd64", "aarch64": "arm64", "ppc64le": "ppc64el", "s390x": "s390x"}
+
+
+def contents_packages(lines: Iterable[bytes], sonames: Iterable[str]) -> dict[str, str]:
+    """soname -> the Debian package whose library folder has a file of that name (when several
+    do: a runtime package before -dev ones, then the first by name); sonames none provides are
+    left out."""
+    wanted = {s.encode() for s in sonames}
+    found: dict[str, set[str]] = {}
+    for line in lines:
+        if not any(soname in line for soname in wanted):  # (most lines: cheap)
+            continue
+        parts = line.rstrip(b"\n").rsplit(None, 1)
+        if len(parts) != 2:
+            continue
+        path, locations = parts[0].strip(), parts[1]
+        folder, _, name = path.rpartition(b"/")
+        if name not in wanted or not (folder + b"/").decode(errors="replace").startswith(
+            LIBRARY_DIRS
+        ):
+            continue
+        for location in locations.decode(errors="replace").split(","):
+            package = location.rsplit("/", 1)[-1]
+            if _DEB_NAME.match(package):
+                found.setdefault(name.decode(), set()).add(package)
+
+    def rank(package: str) -> tuple[bool, str]:  # a runtime package before a -dev or -dbg
+        return (package.endswith(("-dev", "-dbg", "-dbgsym")), package)
+
+    return {soname: min(packages, key=rank) for soname, packages in found.items()}

@@ -23,6 +23,7 @@ serve lightgbm, whose import would fail.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from packaging.utils import canonicalize_name
@@ -291,12 +292,14 @@ def judge(output: str) -> LibraryReport:
     )
 
 
-def failure_message(failures: tuple[MissingLibrary, ...]) -> str:
-    """One line per distribution and library: the Debian package that provides it, or where
-    to look for one."""
+def failure_message(
+    failures: tuple[MissingLibrary, ...], packages: Mapping[str, str] = SONAME_PACKAGES
+) -> str:
+    """One line per distribution and library: the Debian package that provides it
+    (`packages`: soname -> package), or where to look for one."""
     lines = []
     for m in failures:
-        deb = SONAME_PACKAGES.get(m.soname)
+        deb = packages.get(m.soname)
         where = f"{m.distribution} needs {m.soname} ({m.path})"
         if deb:
             lines.append(f"{where}: Debian's {deb} provides it")
@@ -326,11 +329,13 @@ def notes_message(notes: tuple[MissingLibrary, ...], limit: int = 8) -> str:
     )
 
 
-def needed_packages(failures: tuple[MissingLibrary, ...]) -> dict[str, tuple[tuple[str, str], ...]]:
+def needed_packages(
+    failures: tuple[MissingLibrary, ...], packages: Mapping[str, str] = SONAME_PACKAGES
+) -> dict[str, tuple[tuple[str, str], ...]]:
     """`name==version` -> ((soname, Debian package), ...) for the failures envd can fix."""
     out: dict[str, set[tuple[str, str]]] = {}
     for m in failures:
-        deb = SONAME_PACKAGES.get(m.soname)
+        deb = packages.get(m.soname)
         if deb and m.version:
             out.setdefault(f"{canonicalize_name(m.distribution)}=={m.version}", set()).add(
                 (m.soname, deb)

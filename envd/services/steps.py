@@ -17,17 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from envd.errors import BuildFailed
-from envd.gateways import uv
+from envd.gateways import debian_contents, urls, uv
 from envd.gateways.engine import CommitSpec, Engine, Mount
 from envd.gateways.store import Store
 from envd.gateways.trust import host_ca_bundle
 from envd.model import libraries
 from envd.model import plan as p
-from envd.model.apt import dumps_needs, needs_key
+from envd.model.apt import DEBIAN_ARCHES, dumps_needs, needs_key
 from envd.model.direct import DIRECT_DIR
 from envd.model.lockfile import LockFile
 from envd.progress import Progress, Reporter
-from envd.services.debian_base import restore_debian_base
+from envd.services.debian_base import DEFAULT_MIRROR, restore_debian_base
 from envd.services.direct import DirectFiles
 
 STEP_ROLE = {"envd.role": "step"}
@@ -244,7 +244,8 @@ class StepRunner:
             progress(Progress("libraries", "note: " + libraries.notes_message(report.notes)))
         if not report.failures:
             return
-        needed = libraries.needed_packages(report.failures)
+        packages = self._library_packages(lock, report.failures, progress)
+        needed = libraries.needed_packages(report.failures, packages)
         for pinned, pairs in needed.items():
             self._store.put(needs_key(pinned), dumps_needs(pairs))
         fix = (
@@ -256,13 +257,39 @@ class StepRunner:
         )
         raise BuildFailed(
             f"{project}: Python packages need shared libraries the image lacks:\n"
-            + libraries.failure_message(report.failures),
+            + libraries.failure_message(report.failures, packages),
             hint=(
                 f"the previous image {previous_image} is still usable; " if previous_image else ""
             )
             + fix
             + ", and build again",
         )
+
+    def _library_packages(
+        self, lock: LockFile, failures: tuple[libraries.MissingLibrary, ...], progress: Reporter
+    ) -> dict[str, str]:
+        """soname -> Debian package: envd's table, then the locked suite's Contents index for
+        the sonames the table does not know (a Debian base only: a registry image's suite is
+        not in the lock)."""
+        packages = dict(libraries.SONAME_PACKAGES)
+        unknown = sorted({m.soname for m in failures} - packages.keys())
+        arch = DEBIAN_ARCHES.get(lock.target.arch)
+        if not unknown or lock.base.kind != "debian" or not lock.base.suite or arch is None:
+            return packages
+        progress(Progress("libraries", f"looking up {', '.join(unknown)} in Debian's Contents"))
+        try:
+            packages.update(
+                debian_contents.lookup(
+                    lock.base.mirror or DEFAULT_MIRROR,
+                    lock.base.suite,
+                    arch,
+                    unknown,
+                    self._debian_cache / "contents",
+                )
+            )
+        except urls.UrlUnreachable as exc:
+            progress(Progress("libraries", f"no Contents index: {exc.message}"))
+        return packages
 
     def _place_direct(self, lock: LockFile, run_dir: Path, progress: Reporter) -> None:
         """The files of the lock's direct URL packages, at /mnt/direct for the packages step:

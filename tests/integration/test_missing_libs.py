@@ -78,8 +78,8 @@ def wheel(name: str, files: dict[str, bytes]) -> bytes:
 
 
 def shared_objects(tmp: Path) -> dict[str, bytes]:
-    """An extension module that links libgomp.so.1 and a plugin nothing links that needs a
-    library no Debian package has, built with gcc against stubs of those sonames."""
+    """An extension module that links libgomp.so.1 and libyaml-0.so.2, and a plugin nothing
+    links that needs a library no Debian package has, built with gcc against stubs."""
     (tmp / "x.c").write_text("int envd_x(void) { return 1; }\n")
 
     def so(name: str, soname: str = "", links: tuple[str, ...] = ()) -> bytes:
@@ -90,9 +90,10 @@ def shared_objects(tmp: Path) -> dict[str, bytes]:
         return (tmp / name).read_bytes()
 
     fake_gomp = so("libgomp.so.1", "libgomp.so.1")
+    so("libyaml-0.so.2", "libyaml-0.so.2")  # (not in envd's table: Debian's Contents has it)
     so("libenvdplug.so.2", "libenvdplug.so.2")
     return {
-        "ext": so(EXT, links=("libgomp.so.1",)),
+        "ext": so(EXT, links=("libgomp.so.1", "libyaml-0.so.2")),
         "plugin": so("libplug.so", links=("libenvdplug.so.2",)),
         "gomp": fake_gomp,
     }
@@ -153,6 +154,9 @@ def test_a_wheel_missing_a_library_fails_the_build_then_lock_adds_it(
     proc = shared("build", str(path))
     assert proc.returncode == 6, proc.stderr
     assert f"gompy needs libgomp.so.1 (gompy/{EXT}): Debian's libgomp1 provides it" in proc.stderr
+    assert (
+        f"gompy needs libyaml-0.so.2 (gompy/{EXT}): Debian's libyaml-0-2 provides it" in proc.stderr
+    )
     error = proc.stderr[proc.stderr.index("need shared libraries") :]
     assert "carrier" not in error and "libenvdplug" not in error
     assert f"envctl lock {path.name}" in error
@@ -161,6 +165,7 @@ def test_a_wheel_missing_a_library_fails_the_build_then_lock_adds_it(
     out = shared("lock", str(path))
     assert out.returncode == 0, out.stderr
     assert "added libgomp1: gompy needs libgomp.so.1" in out.stdout + out.stderr
+    assert "added libyaml-0-2: gompy needs libyaml-0.so.2" in out.stdout + out.stderr
     build = shared("build", str(path))
     assert build.returncode == 0, build.stderr
     # the plugin nothing links is a note, naming its distribution

@@ -570,3 +570,54 @@ def test_setup_files_are_read_bounded_and_inside_the_project(tmp_path) -> None: 
         read_setup_files(project, ["escape"])
     with pytest.raises(SpecError, match="larger than the limit"):
         read_setup_files(project, ["run.sh"], limit=2)
+
+
+# ---------------------------------------------------------------- Debian's Contents index
+
+CONTENTS = (
+    b"usr/lib/x86_64-linux-gnu/libgomp.so.1                    libs/libgomp1\n"
+    b"usr/lib/x86_64-linux-gnu/libmpi.so.40  libs/libopenmpi3,libdevel/libopenmpi-dev\n"
+    b"usr/share/doc/libgomp.so.1/changelog.gz                  doc/not-a-library\n"
+    b"usr/lib/x86_64-linux-gnu/libfoo.so.3                     libs/bad;name\n"
+)
+
+
+def test_missing_sonames_resolve_to_packages_from_the_contents_index() -> None:
+    from envd.model.apt import contents_packages
+
+    lines = CONTENTS.splitlines(keepends=True)
+    wanted = ["libgomp.so.1", "libmpi.so.40", "libfoo.so.3", "libnone.so.1"]
+    assert contents_packages(lines, wanted) == {
+        "libgomp.so.1": "libgomp1",
+        "libmpi.so.40": "libopenmpi3",  # (several: the runtime package)
+    }
+
+
+def test_the_contents_index_is_fetched_once_and_read_from_the_cache(tmp_path: Path) -> None:
+    import functools
+    import gzip
+    import http.server
+    import threading
+
+    from envd.gateways.debian_contents import lookup
+
+    served = tmp_path / "mirror" / "dists" / "bookworm" / "main"
+    served.mkdir(parents=True)
+    (served / "Contents-amd64.gz").write_bytes(gzip.compress(CONTENTS))
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "mirror")
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    mirror = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        found = lookup(mirror, "bookworm", "amd64", ["libgomp.so.1"], tmp_path / "cache")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert found == {"libgomp.so.1": "libgomp1"}
+    # the server is gone: the cached index answers
+    assert lookup(mirror, "bookworm", "amd64", ["libmpi.so.40"], tmp_path / "cache") == {
+        "libmpi.so.40": "libopenmpi3"
+    }
