@@ -188,7 +188,9 @@ def check_argv(venv: str, site: str) -> list[str]:
 
 def is_extension_module(path: str) -> bool:
     """Whether `import` loads this object: `*.cpython-*.so`, `*.abi3.so`, or `name.so` with an
-    identifier for a name outside a library folder (`lib`, `*.libs`)."""
+    identifier for a name, outside a library folder (`lib`, `*.libs`) and not `lib*` (those are
+    libraries and plugins: opencv's Qt platform plugins under cv2/qt/plugins load only for a
+    window)."""
     parts = path.split("/")
     base = parts[-1]
     if not base.endswith(".so"):
@@ -268,11 +270,11 @@ def judge(output: str) -> LibraryReport:
         loaders = {dist} | (dists[dist].requires if dist in dists else frozenset())
         return any(soname in ships.get(d, ()) for d in loaders if d)
 
-    def missing(path: str) -> MissingLibrary:
+    def missing(path: str, soname: str) -> MissingLibrary:
         dist = owner[path]
         name = names.get(dist, dist) or _top_folder(path)
         version = dists[dist].version if dist in dists else ""
-        return MissingLibrary(name, version, "", path)
+        return MissingLibrary(name, version, soname, path)
 
     failures: dict[tuple[str, str], MissingLibrary] = {}
     notes: dict[tuple[str, str], MissingLibrary] = {}
@@ -281,8 +283,7 @@ def judge(output: str) -> LibraryReport:
         for soname, target in needs[path]:
             if target or excused(path, soname):
                 continue
-            found = missing(path)
-            found = MissingLibrary(found.distribution, found.version, soname, path)
+            found = missing(path, soname)
             chosen = failures if root else notes
             chosen.setdefault((found.distribution, soname), found)
     failed = {soname for _, soname in failures}
