@@ -185,5 +185,7 @@ def status_cmd(obj: AppContext, project: str | None) -> None:
     for reason in reply.stale_reasons:
         click.echo(f"    - {reason}")
     click.echo(f"  image:  {p.image or 'none'}")
+    for note in reply.host_notes:
+        click.echo(f"  host:   {note}")
     for c in reply.containers:
         click.echo(f"  warm:   {c.container_id[:12]} {c.status}, last used {ago(c.last_used_at)}")

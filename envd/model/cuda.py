@@ -179,6 +179,17 @@ def check_host(spec_gpu: str, spec_cuda: str | None, host: HostInfo, nvidia_runt
         )
 
 
+def host_gap(spec_gpu: str, host: HostInfo) -> str:
+    """What `status` says when the environment needs a GPU this host lacks ("" when not)."""
+    if spec_gpu != "required" or host.gpus:
+        return ""
+    reason = host.gpu_error or "no NVIDIA GPU: NVML lists none"
+    return (
+        f"envd.yaml says `gpu: required`, but this host has {reason}: lock, build and share "
+        "work here; enter and runs need a host with an NVIDIA GPU"
+    )
+
+
 def check_driver_for_lock(min_driver: str, host: HostInfo) -> None:
     """Refuse a lock whose CUDA build needs a newer driver than this host has (no-op on CPU)."""
     if not min_driver or not host.gpus or not host.driver_version:

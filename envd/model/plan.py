@@ -344,130 +344,14 @@ def make_plan(
     )
 
 
-# ------------------------------------------------------------ missing shared libraries
+# ------------------------------------------------------------ site-packages
 #
-# After the packages step, envd runs `ldd` on every shared object (`*.so`, `*.so.N`) in the
-# venv's site-packages, in a container of that step's image (no network, nothing committed):
-# a wheel that links a library the image lacks (lightgbm and libgomp.so.1) fails the build
-# there, naming the Debian package to add, instead of failing at the first import.
-
-# Common sonames wheels leave to the system, and the Debian package that provides each
-# (bookworm names; the same in bullseye and trixie unless noted). Unknown ones are named with
-# a search link instead.
-SONAME_PACKAGES: dict[str, str] = {
-    "libgomp.so.1": "libgomp1",  # OpenMP (lightgbm, xgboost builds, faiss)
-    "libGL.so.1": "libgl1",  # OpenGL (opencv-python)
-    "libEGL.so.1": "libegl1",
-    "libOpenGL.so.0": "libopengl0",
-    "libGLX.so.0": "libglx0",
-    "libglib-2.0.so.0": "libglib2.0-0",  # opencv-python
-    "libgthread-2.0.so.0": "libglib2.0-0",
-    "libgobject-2.0.so.0": "libglib2.0-0",
-    "libgfortran.so.5": "libgfortran5",  # Fortran runtimes
-    "libquadmath.so.0": "libquadmath0",
-    "libSM.so.6": "libsm6",  # X11 (opencv, matplotlib backends)
-    "libICE.so.6": "libice6",
-    "libXext.so.6": "libxext6",
-    "libXrender.so.1": "libxrender1",
-    "libX11.so.6": "libx11-6",
-    "libxcb.so.1": "libxcb1",
-    "libfontconfig.so.1": "libfontconfig1",
-    "libfreetype.so.6": "libfreetype6",
-    "libstdc++.so.6": "libstdc++6",
-    "libgcc_s.so.1": "libgcc-s1",
-    "libatomic.so.1": "libatomic1",
-    "libsndfile.so.1": "libsndfile1",  # soundfile
-    "libportaudio.so.2": "libportaudio2",  # sounddevice
-    "libgdal.so.32": "libgdal32",
-    "libgeos_c.so.1": "libgeos-c1v5",
-    "libproj.so.25": "libproj25",
-    "libpq.so.5": "libpq5",  # psycopg (no -binary)
-    "libmariadb.so.3": "libmariadb3",
-    "libsqlite3.so.0": "libsqlite3-0",
-    "libxml2.so.2": "libxml2",
-    "libxslt.so.1": "libxslt1.1",
-    "libjpeg.so.62": "libjpeg62-turbo",
-    "libpng16.so.16": "libpng16-16",
-    "libtiff.so.6": "libtiff6",
-    "libzstd.so.1": "libzstd1",
-    "liblzma.so.5": "liblzma5",
-    "libbz2.so.1.0": "libbz2-1.0",
-    "libz.so.1": "zlib1g",
-    "libffi.so.8": "libffi8",
-    "libssl.so.3": "libssl3",
-    "libcrypto.so.3": "libssl3",
-    "libopenblas.so.0": "libopenblas0",
-    "libblas.so.3": "libblas3",
-    "liblapack.so.3": "liblapack3",
-    "libhdf5_serial.so.103": "libhdf5-103-1",
-    "libnuma.so.1": "libnuma1",
-    "libibverbs.so.1": "libibverbs1",
-    "libaio.so.1": "libaio1",
-}
-# Provided at run time by the NVIDIA container toolkit, never by the image: not missing.
-RUNTIME_SONAMES = frozenset({"libcuda.so.1", "libnvidia-ml.so.1", "libnvcuvid.so.1"})
-MISSING_MARK = "envd-missing"
-PRESENT_MARK = "envd-present"
-
-
-def missing_libraries_script(python_version: str) -> str:
-    """Prints `envd-missing<TAB>FILE<TAB>SONAME` for each library `ldd` cannot find, and
-    `envd-present<TAB>NAME` for every shared object a package ships (it loads those itself)."""
-    site = site_packages(python_version)
-    return (
-        f"cd {site} || exit 0; "
-        "find . -type f \\( -name '*.so' -o -name '*.so.*' \\) | sort | while IFS= read -r f; do "
-        f'printf "{PRESENT_MARK}\\t%s\\n" "${{f##*/}}"; '
-        'ldd "$f" 2>/dev/null | awk -v f="$f" '
-        f'\'$2 == "=>" && $3 == "not" {{ print "{MISSING_MARK}\\t" f "\\t" $1 }}\'; '
-        "done"
-    )
+# (The shared-library check that runs there after the packages step: envd.model.libraries.)
 
 
 def site_packages(python_version: str) -> str:
     major_minor = ".".join(python_version.split(".")[:2])
     return f"{VENV}/lib/python{major_minor}/site-packages"
-
-
-def _package_of(path: str) -> str:
-    """The top-level package a site-packages path belongs to (`scipy.libs/...` -> scipy)."""
-    top = path.removeprefix("./").split("/", 1)[0]
-    if top.endswith(".libs"):
-        top = top[: -len(".libs")]
-    return top.split(".", 1)[0] if "/" not in path.removeprefix("./") else top
-
-
-def missing_libraries(output: str) -> list[tuple[str, str]]:
-    """(package, soname) for each library the check's output names as missing, sorted."""
-    present: set[str] = set()
-    missing: set[tuple[str, str]] = set()
-    for line in output.splitlines():
-        parts = line.split("\t")
-        if parts[0] == PRESENT_MARK and len(parts) == 2:
-            present.add(parts[1])
-        elif parts[0] == MISSING_MARK and len(parts) == 3:
-            missing.add((_package_of(parts[1]), parts[2]))
-    return sorted(
-        (package, soname)
-        for package, soname in missing
-        if soname not in present and soname not in RUNTIME_SONAMES
-    )
-
-
-def missing_libraries_message(missing: list[tuple[str, str]]) -> str:
-    """One line per package and library: what to add to envd.yaml, or where to look."""
-    lines = []
-    for package, soname in missing:
-        deb = SONAME_PACKAGES.get(soname)
-        if deb:
-            lines.append(f"{package} needs {soname}: add `system: [{deb}]` to envd.yaml")
-        else:
-            lines.append(
-                f"{package} needs {soname}: find the Debian package that provides it at "
-                "https://packages.debian.org/search?searchon=contents&mode=filename"
-                f"&keywords={soname} and add it to `system:` in envd.yaml"
-            )
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------ the project itself

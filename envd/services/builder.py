@@ -17,7 +17,6 @@ from envd.events import EventBus
 from envd.gateways.engine import Engine
 from envd.gateways.store import ProjectRow
 from envd.model import plan as p
-from envd.model.cuda import check_host
 from envd.model.lockfile import LockFile
 from envd.model.state import ProjectState
 from envd.progress import Progress, Reporter
@@ -85,11 +84,8 @@ class Builder:
     def build(self, row: ProjectRow, progress: Reporter, dry_run: bool = False) -> BuildOutcome:
         # A dry run writes nothing, not even a missing envd.lock (it is resolved in memory).
         lock = self._locker.ensure_lock(row, progress, write=not dry_run)
-        spec = self._projects.spec(row)
-        host = self._host.host
-        # The engine is asked only when the answer matters: a no-op build stays engine-free.
-        needs_runtime = spec.gpu == "required" and len(host.gpus) > 0
-        check_host(spec.gpu, spec.cuda, host, needs_runtime and self._engine.info().nvidia_runtime)
+        # `gpu:` and `cuda:` are checked where a GPU is used (enter, runs), never here: a
+        # laptop builds, locks and shares the image a GPU machine runs.
         inputs = read_project_inputs(row.path, lock)
         plan = self.plan(row, lock, inputs)
         if dry_run:

@@ -155,6 +155,7 @@ class Entering:
         if image is not None and not check_later and not self._images.on_engine(image):
             image = None
         if image is None:
+            self._check_host(row, spec)  # (no build for an enter this host cannot run)
             image = self._build(row, progress)
         request = self._request(row, spec, call, image)
         before = self._warm.get(row.name)

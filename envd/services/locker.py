@@ -19,7 +19,16 @@ from envd.gateways import uv
 from envd.gateways.engine import Engine
 from envd.gateways.files import write_atomic
 from envd.gateways.store import ProjectRow, Store
-from envd.model.apt import parse_simulated_install, resolve_script
+from envd.model.apt import (
+    Addition,
+    installed_script,
+    loads_needs,
+    needs_key,
+    parse_installed,
+    parse_simulated_install,
+    resolve_script,
+    system_additions,
+)
 from envd.model.cuda import accelerator_variant, min_driver_for_cuda, torch_pypi_cuda_constraint
 from envd.model.direct import git_parts, is_commit, is_vcs, with_url, without_fragment
 from envd.model.lockfile import (
@@ -133,6 +142,10 @@ class Locker:
             reasons = ("the hashes in a requirements file changed",)
         if previous is not None and not reasons:
             reasons = tuple(direct_changes(previous.python, spec.direct))
+        if previous is not None and not reasons:
+            lacking = self._additions(spec, previous.python, previous.base, previous.system)
+            if lacking:
+                reasons = tuple(a.notice().replace("added", "the lock lacks", 1) for a in lacking)
         if previous is not None and not reasons and not upgrade and not upgrade_packages:
             # In sync: nothing to resolve (`--upgrade` re-resolves on purpose).
             return LockOutcome(path, previous, changed=False, in_sync=True, reasons=())
@@ -172,6 +185,14 @@ class Locker:
             direct=direct,
         )
         python = keep_file_hashes(python, spec.pins)
+        additions = self._additions(spec, python, base, system)
+        if additions:  # (checked here, where the pins are known, so the first build works)
+            for addition in additions:
+                progress(Progress("system", addition.notice()))
+            extra = tuple(a.package for a in additions)
+            if base.kind == "debian":
+                base = self._base(spec, previous, False, progress, extra)
+            system = self._system(spec, base, progress, extra)
         lock = LockFile(
             envd_version=__version__,
             uv_version=uv.uv_version(),
@@ -217,14 +238,50 @@ class Locker:
             local[requirement.requirement] = with_url(requirement.requirement, path.as_uri())
         return locked, tuple(local.get(r, r) for r in spec.all_requirements)
 
+    def _additions(
+        self,
+        spec: Spec,
+        python: tuple[PythonPackage, ...],
+        base: BaseLock,
+        system: tuple[DebianPackage, ...],
+    ) -> tuple[Addition, ...]:
+        """The Debian packages the pins need that neither `system:` nor the base has."""
+        pins = [(canonicalize_name(p.name), p.version) for p in python]
+        learned = {
+            f"{n}=={v}": loads_needs(self._target_cache.get(needs_key(f"{n}=={v}")))
+            for n, v in pins
+        }
+        have = [name.split("=", 1)[0] for name in spec.system]
+        have += [p.name for p in base.packages] + [p.name for p in system]
+        additions = system_additions(pins, learned, have)
+        if additions and base.kind == "image":
+            # A registry image may have them already (its packages are not in the lock).
+            additions = system_additions(pins, learned, have + self._installed(base))
+        return additions
+
+    def _installed(self, base: BaseLock) -> list[str]:
+        """The Debian packages a registry-image base has installed (none when it has no dpkg)."""
+        key = f"dpkg:{base.digest}"
+        cached = self._target_cache.get(key)
+        if cached is None:
+            result = self._engine.run(base.digest, list(installed_script()), user="0")
+            cached = result.output if result.exit_code == 0 else ""
+            self._target_cache.put(key, cached)
+        return parse_installed(cached)
+
     def _base(
-        self, spec: Spec, previous: LockFile | None, upgrade: bool, progress: Reporter
+        self,
+        spec: Spec,
+        previous: LockFile | None,
+        upgrade: bool,
+        progress: Reporter,
+        extra: tuple[str, ...] = (),
     ) -> BaseLock:
         if spec.base.debian:
             return ensure_debian_base(
                 self._engine,
                 spec.base.debian,
-                list(spec.system),
+                [*spec.system, *extra],
                 DEFAULT_MIRROR,
                 self._cache_dir / "debian",
                 progress=progress,
@@ -249,17 +306,20 @@ class Locker:
                 return previous.base
         return BaseLock(kind="image", reference=reference, digest=digest)
 
-    def _system(self, spec: Spec, base: BaseLock, progress: Reporter) -> tuple[DebianPackage, ...]:
-        if not spec.system:
+    def _system(
+        self, spec: Spec, base: BaseLock, progress: Reporter, extra: tuple[str, ...] = ()
+    ) -> tuple[DebianPackage, ...]:
+        names = [*spec.system, *extra]
+        if not names:
             return ()
         if base.kind == "debian":
-            wanted = {name.split("=", 1)[0] for name in spec.system}
+            wanted = {name.split("=", 1)[0] for name in names}
             return tuple(p for p in base.packages if p.name in wanted)
-        progress(Progress("system", f"resolving {len(spec.system)} Debian packages with apt"))
-        result = self._engine.run(base.digest, resolve_script(list(spec.system)), user="0")
+        progress(Progress("system", f"resolving {len(names)} Debian packages with apt"))
+        result = self._engine.run(base.digest, resolve_script(names), user="0")
         if result.exit_code != 0:
             raise LockError(
-                f"apt could not resolve {', '.join(spec.system)} on {base.reference}:\n"
+                f"apt could not resolve {', '.join(names)} on {base.reference}:\n"
                 + "\n".join(result.output.splitlines()[-10:]),
                 hint="check the package names (`apt-cache search NAME` on a Debian machine)",
             )

@@ -17,15 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from envd.errors import BuildFailed
-from envd.gateways import uv
+from envd.gateways import debian_contents, urls, uv
 from envd.gateways.engine import CommitSpec, Engine, Mount
 from envd.gateways.store import Store
 from envd.gateways.trust import host_ca_bundle
+from envd.model import libraries
 from envd.model import plan as p
+from envd.model.apt import DEBIAN_ARCHES, dumps_needs, needs_key
 from envd.model.direct import DIRECT_DIR
 from envd.model.lockfile import LockFile
 from envd.progress import Progress, Reporter
-from envd.services.debian_base import restore_debian_base
+from envd.services.debian_base import DEFAULT_MIRROR, restore_debian_base
 from envd.services.direct import DirectFiles
 
 STEP_ROLE = {"envd.role": "step"}
@@ -215,8 +217,9 @@ class StepRunner:
     def check_libraries(
         self, project: str, lock: LockFile, image: str, progress: Reporter, previous_image: str
     ) -> None:
-        """Fail the build naming every shared library a Python package links that the image
-        lacks (`ldd` in a container of the packages step's image: no network, no commit)."""
+        """Fail the build naming every shared library that what Python loads links and the
+        image lacks (the rule: envd.model.libraries), in a container of the packages step's
+        image (no network, no commit). What envd can fix is remembered for the next lock."""
         progress(Progress("libraries", "checking the shared libraries Python packages link"))
         lines: list[str] = []
 
@@ -224,30 +227,69 @@ class StepRunner:
             if len(lines) < MAX_CHECK_LINES:
                 lines.append(line)
 
+        site = p.site_packages(lock.target.python_version)
         result = self._engine.run(
             image,
-            ["sh", "-c", p.missing_libraries_script(lock.target.python_version)],
+            libraries.check_argv(p.VENV, site),
             network=False,
             user="0",
             labels={**STEP_ROLE, "envd.project": project, "envd.owner": self._owner},
             on_output=collect,
         )
-        missing = p.missing_libraries("\n".join(lines))
-        if result.exit_code != 0 and not missing:
+        report = libraries.judge("\n".join(lines))
+        if result.exit_code != 0 and not report.failures:
             progress(Progress("libraries", f"the check could not run (exit {result.exit_code})"))
             return
-        if missing:
-            raise BuildFailed(
-                f"{project}: Python packages need shared libraries the image lacks:\n"
-                + p.missing_libraries_message(missing),
-                hint=(
-                    f"the previous image {previous_image} is still usable; "
-                    if previous_image
-                    else ""
-                )
-                + f"add them to `system:` in envd.yaml, then `envctl lock {project}` and build "
-                "again",
+        if report.notes:
+            progress(Progress("libraries", "note: " + libraries.notes_message(report.notes)))
+        if not report.failures:
+            return
+        packages = self._library_packages(lock, report.failures, progress)
+        needed = libraries.needed_packages(report.failures, packages)
+        for pinned, pairs in needed.items():
+            self._store.put(needs_key(pinned), dumps_needs(pairs))
+        fix = (
+            f"run `envctl lock {project}`: it adds the Debian packages named above to the "
+            "lock's system packages (or name them in `system:` in envd.yaml)"
+            if needed
+            else "add the Debian packages that provide them to `system:` in envd.yaml, then "
+            f"`envctl lock {project}`"
+        )
+        raise BuildFailed(
+            f"{project}: Python packages need shared libraries the image lacks:\n"
+            + libraries.failure_message(report.failures, packages),
+            hint=(
+                f"the previous image {previous_image} is still usable; " if previous_image else ""
             )
+            + fix
+            + ", and build again",
+        )
+
+    def _library_packages(
+        self, lock: LockFile, failures: tuple[libraries.MissingLibrary, ...], progress: Reporter
+    ) -> dict[str, str]:
+        """soname -> Debian package: envd's table, then the locked suite's Contents index for
+        the sonames the table does not know (a Debian base only: a registry image's suite is
+        not in the lock)."""
+        packages = dict(libraries.SONAME_PACKAGES)
+        unknown = sorted({m.soname for m in failures} - packages.keys())
+        arch = DEBIAN_ARCHES.get(lock.target.arch)
+        if not unknown or lock.base.kind != "debian" or not lock.base.suite or arch is None:
+            return packages
+        progress(Progress("libraries", f"looking up {', '.join(unknown)} in Debian's Contents"))
+        try:
+            packages.update(
+                debian_contents.lookup(
+                    lock.base.mirror or DEFAULT_MIRROR,
+                    lock.base.suite,
+                    arch,
+                    unknown,
+                    self._debian_cache / "contents",
+                )
+            )
+        except urls.UrlUnreachable as exc:
+            progress(Progress("libraries", f"no Contents index: {exc.message}"))
+        return packages
 
     def _place_direct(self, lock: LockFile, run_dir: Path, progress: Reporter) -> None:
         """The files of the lock's direct URL packages, at /mnt/direct for the packages step:

@@ -1083,18 +1083,20 @@ class DaemonEvent(_message.Message):
     def __init__(self, time: _Optional[float] = ..., kind: _Optional[str] = ..., project: _Optional[str] = ..., message: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ProjectStatusReply(_message.Message):
-    __slots__ = ("project", "stale_reasons", "lock_path", "lock_exists", "containers")
+    __slots__ = ("project", "stale_reasons", "lock_path", "lock_exists", "containers", "host_notes")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     STALE_REASONS_FIELD_NUMBER: _ClassVar[int]
     LOCK_PATH_FIELD_NUMBER: _ClassVar[int]
     LOCK_EXISTS_FIELD_NUMBER: _ClassVar[int]
     CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    HOST_NOTES_FIELD_NUMBER: _ClassVar[int]
     project: Project
     stale_reasons: _containers.RepeatedScalarFieldContainer[str]
     lock_path: str
     lock_exists: bool
     containers: _containers.RepeatedCompositeFieldContainer[WarmContainer]
-    def __init__(self, project: _Optional[_Union[Project, _Mapping]] = ..., stale_reasons: _Optional[_Iterable[str]] = ..., lock_path: _Optional[str] = ..., lock_exists: _Optional[bool] = ..., containers: _Optional[_Iterable[_Union[WarmContainer, _Mapping]]] = ...) -> None: ...
+    host_notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, project: _Optional[_Union[Project, _Mapping]] = ..., stale_reasons: _Optional[_Iterable[str]] = ..., lock_path: _Optional[str] = ..., lock_exists: _Optional[bool] = ..., containers: _Optional[_Iterable[_Union[WarmContainer, _Mapping]]] = ..., host_notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ConfigEntry(_message.Message):
     __slots__ = ("key", "value", "description")

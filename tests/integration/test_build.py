@@ -158,15 +158,6 @@ def test_export_dockerfile(shared: Envctl, default_project: Path, tmp_path: Path
     assert "--hash=sha256:" in (tmp_path / "x" / "requirements.lock.txt").read_text()
 
 
-def test_gpu_required_fails_before_any_build(shared: Envctl) -> None:
-    path = copy_template("default", shared.cwd / "needsgpu")
-    spec = (path / "envd.yaml").read_text()
-    (path / "envd.yaml").write_text(spec + "gpu: required\n")
-    proc = shared("build", str(path))
-    assert proc.returncode == 7
-    assert "no NVIDIA GPU" in proc.stderr
-
-
 def test_a_daemon_killed_mid_build_leaves_no_containers(shared: Envctl) -> None:
     import os
     import signal

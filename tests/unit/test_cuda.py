@@ -264,3 +264,16 @@ def test_a_cuda_newer_than_the_table_and_the_driver_is_a_host_error() -> None:
     with pytest.raises(HostRequirementError, match=r"CUDA 14\.0 needs a newer driver") as failed:
         check_host("auto", "14.0", new_driver, True)
     assert failed.value.exit_code == EXIT_HOST
+
+
+# ---------------------------------------------------------------- host_gap (status)
+
+
+def test_status_says_a_gpu_environment_needs_a_gpu_this_host_lacks() -> None:
+    from envd.model.cuda import host_gap
+
+    gap = host_gap("required", CPU_HOST)
+    assert "`gpu: required`" in gap and "the NVIDIA kernel driver is not loaded" in gap
+    assert "build" in gap and "enter and runs need" in gap
+    assert host_gap("required", GPU_HOST) == ""
+    assert host_gap("auto", CPU_HOST) == ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -210,41 +211,198 @@ def test_setup_files_leave_old_locks_inputs_hash_alone_and_are_a_staleness_reaso
     ]
 
 
-def test_missing_libraries_are_named_with_their_debian_package() -> None:
-    from envd.model.plan import missing_libraries, missing_libraries_message
+# ---------------------------------------------------------------- the shared-library check
+
+TORCH_LIKE = "\n".join(
+    [
+        "envd-dist\ttorch\t2.5.1\t1\tnvidia-cublas-cu12,filelock",
+        "envd-dist\tnvidia-cublas-cu12\t12.4.5.8\t0\t",
+        "envd-dist\tnvidia-nvshmem-cu12\t3.2.5\t0\t",
+        "envd-dist\tLightGBM\t4.6.0\t1\tnumpy,scipy",
+        # torch's extension module: its closure (ldd) resolves libtorch_python in the wheel,
+        # misses libcublas (preloaded from nvidia-cublas-cu12, which torch requires) and the
+        # driver's libcuda (the container toolkit's)
+        "envd-object\ttorch/_C.cpython-311-x86_64-linux-gnu.so\ttorch",
+        "envd-needs\ttorch/_C.cpython-311-x86_64-linux-gnu.so\tlibtorch_python.so"
+        "\ttorch/lib/libtorch_python.so",
+        "envd-needs\ttorch/_C.cpython-311-x86_64-linux-gnu.so\tlibcublas.so.12\t",
+        "envd-needs\ttorch/_C.cpython-311-x86_64-linux-gnu.so\tlibcuda.so.1\t",
+        "envd-object\ttorch/lib/libtorch_python.so\ttorch",
+        "envd-needs\ttorch/lib/libtorch_python.so\tlibcublas.so.12\t",
+        "envd-object\ttorch/lib/libgomp.so.1\ttorch",
+        "envd-object\tnvidia/cublas/lib/libcublas.so.12\tnvidia-cublas-cu12",
+        # an optional transport nothing links: a note
+        "envd-object\tnvidia/nvshmem/lib/nvshmem_transport_ucx.so.3\tnvidia-nvshmem-cu12",
+        "envd-needs\tnvidia/nvshmem/lib/nvshmem_transport_ucx.so.3\tlibucp.so.0\t",
+        # lightgbm loads lib_lightgbm.so by ctypes; torch's libgomp.so.1 does not serve it
+        "envd-object\tlightgbm/lib/lib_lightgbm.so\tLightGBM",
+        "envd-needs\tlightgbm/lib/lib_lightgbm.so\tlibgomp.so.1\t",
+        # an extension module no RECORD names: named by its folder
+        "envd-object\tloose/_native.cpython-311-x86_64-linux-gnu.so\t",
+        "envd-needs\tloose/_native.cpython-311-x86_64-linux-gnu.so\tlibfoo.so.3\t",
+        "unrelated output",
+    ]
+)
+
+
+def test_the_library_check_fails_on_what_an_import_misses_and_notes_optional_plugins() -> None:
+    from envd.model.libraries import MissingLibrary, judge
+
+    report = judge(TORCH_LIKE)
+    assert report.failures == (
+        MissingLibrary("LightGBM", "4.6.0", "libgomp.so.1", "lightgbm/lib/lib_lightgbm.so"),
+        MissingLibrary("loose", "", "libfoo.so.3", "loose/_native.cpython-311-x86_64-linux-gnu.so"),
+    )
+    assert report.notes == (
+        MissingLibrary(
+            "nvidia-nvshmem-cu12",
+            "3.2.5",
+            "libucp.so.0",
+            "nvidia/nvshmem/lib/nvshmem_transport_ucx.so.3",
+        ),
+    )
+    assert judge("envd-object\tx.so\t\n") == judge("")
+
+
+def test_a_ctypes_library_needed_by_another_object_or_in_a_code_less_wheel_is_no_root() -> None:
+    from envd.model.libraries import judge
 
     output = "\n".join(
         [
-            "envd-present\tlib_lightgbm.so",
-            "envd-missing\t./lightgbm/lib/lib_lightgbm.so\tlibgomp.so.1",
-            "envd-missing\t./scipy.libs/libx.so\tlibgomp.so.1",
-            "envd-missing\t./_native.cpython-311-x86_64-linux-gnu.so\tlibfoo.so.3",
-            # another package ships it (loaded by that package): not missing
-            "envd-present\tlibopenblas.so.0",
-            "envd-missing\t./numpy/core/_x.so\tlibopenblas.so.0",
-            "envd-missing\t./torch/lib/libc10_cuda.so\tlibcuda.so.1",  # the driver's
-            "unrelated output",
+            "envd-dist\tpkg\t1\t1\t",
+            "envd-dist\tlibsonly\t1\t0\t",
+            "envd-object\tpkg/lib/libhelper.so\tpkg",  # needed by libcore: not a root
+            "envd-needs\tpkg/lib/libhelper.so\tlibmpi.so.40\t",
+            "envd-object\tpkg/lib/libcore.so\tpkg",
+            "envd-needs\tpkg/lib/libcore.so\tlibhelper.so\tpkg/lib/libhelper.so",
+            "envd-needs\tpkg/lib/libcore.so\tlibmpi.so.40\t",
+            "envd-object\tlibsonly/lib/libx.so.1\tlibsonly",  # nothing but libraries
+            "envd-needs\tlibsonly/lib/libx.so.1\tlibfabric.so.1\t",
         ]
     )
-    missing = missing_libraries(output)
-    assert missing == [
-        ("_native", "libfoo.so.3"),
-        ("lightgbm", "libgomp.so.1"),
-        ("scipy", "libgomp.so.1"),
+    report = judge(output)
+    # libcore is the root; its closure (ldd lists it) misses libmpi: a failure of pkg
+    assert [(m.distribution, m.soname) for m in report.failures] == [("pkg", "libmpi.so.40")]
+    assert [(m.distribution, m.soname) for m in report.notes] == [("libsonly", "libfabric.so.1")]
+
+
+def test_extension_modules_are_told_from_libraries() -> None:
+    from envd.model.libraries import is_extension_module
+
+    assert is_extension_module("torch/_C.cpython-311-x86_64-linux-gnu.so")
+    assert is_extension_module("cryptography/hazmat/bindings/_rust.abi3.so")
+    assert is_extension_module("pkg/_speedups.so")
+    assert not is_extension_module("torch/lib/libtorch.so")
+    assert not is_extension_module("nvidia/nvshmem/lib/nvshmem_bootstrap_mpi.so")
+    assert not is_extension_module("pkg/plugin.so.3")
+
+
+def test_missing_libraries_are_named_with_their_debian_package() -> None:
+    from envd.model.libraries import failure_message, judge, needed_packages, notes_message
+
+    report = judge(TORCH_LIKE)
+    text = failure_message(report.failures)
+    assert (
+        "LightGBM needs libgomp.so.1 (lightgbm/lib/lib_lightgbm.so): Debian's libgomp1 "
+        "provides it" in text
+    )
+    assert "loose needs libfoo.so.3" in text and "keywords=libfoo.so.3" in text
+    assert needed_packages(report.failures) == {"lightgbm==4.6.0": (("libgomp.so.1", "libgomp1"),)}
+    assert "nvidia-nvshmem-cu12 (libucp.so.0)" in notes_message(report.notes)
+
+
+def test_the_check_script_reads_real_objects(tmp_path: Path) -> None:
+    """The in-container script, run here on objects built with gcc: RECORD names the
+    distribution, ldd resolves as the loader would."""
+    import shutil
+    import subprocess
+    import sys
+
+    from envd.model.libraries import CHECK_SCRIPT, judge
+
+    if shutil.which("gcc") is None or shutil.which("ldd") is None:
+        pytest.skip("needs gcc and ldd")
+    stubs, site = tmp_path / "stubs", tmp_path / "site"
+    stubs.mkdir()
+
+    def so(path: Path, soname: str = "", links: tuple[str, ...] = ()) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        source = tmp_path / "x.c"
+        source.write_text("int envd_x(void) { return 1; }\n")
+        argv = ["gcc", "-shared", "-fPIC", "-o", str(path), str(source)]
+        argv += [f"-Wl,-soname,{soname}"] if soname else []
+        argv += [f"-L{stubs}", "-Wl,--no-as-needed", *(f"-l:{name}" for name in links)]
+        subprocess.run(argv, check=True)
+
+    so(stubs / "libenvdgone.so.1", "libenvdgone.so.1")
+    so(stubs / "libenvdplug.so.2", "libenvdplug.so.2")
+    so(stubs / "libenvdown.so.1", "libenvdown.so.1")
+    ext = "_ext.cpython-311-x86_64-linux-gnu.so"
+    so(site / "gompy" / ext, links=("libenvdgone.so.1",))
+    so(site / "gompy" / "_own.cpython-311-x86_64-linux-gnu.so", links=("libenvdown.so.1",))
+    (site / "gompy" / "lib").mkdir()
+    shutil.copy(stubs / "libenvdown.so.1", site / "gompy" / "lib" / "libenvdown.so.1")
+    so(site / "gompy" / "plugins" / "libplug.so", links=("libenvdplug.so.2",))
+    (site / "gompy" / "__init__.py").write_text("")
+    (site / "gompy" / "core.py").write_text("")
+    (site / "carrier" / "lib").mkdir(parents=True)  # ships a file of the missing name
+    shutil.copy(stubs / "libenvdgone.so.1", site / "carrier" / "lib" / "libenvdgone.so.1")
+    for name, files in {
+        "gompy": [
+            f"gompy/{ext}",
+            "gompy/_own.cpython-311-x86_64-linux-gnu.so",
+            "gompy/lib/libenvdown.so.1",
+            "gompy/plugins/libplug.so",
+            "gompy/core.py",
+        ],
+        "carrier": ["carrier/lib/libenvdgone.so.1"],
+    }.items():
+        info = site / f"{name}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        (info / "RECORD").write_text("".join(f"{f},,\n" for f in files))
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", CHECK_SCRIPT, str(site)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    report = judge(out)
+    assert [(m.distribution, m.soname, m.path) for m in report.failures] == [
+        ("gompy", "libenvdgone.so.1", f"gompy/{ext}")
     ]
-    text = missing_libraries_message(missing)
-    assert "lightgbm needs libgomp.so.1: add `system: [libgomp1]` to envd.yaml" in text
-    assert "_native needs libfoo.so.3: find the Debian package" in text
-    assert "packages.debian.org" in text and "keywords=libfoo.so.3" in text
-    assert missing_libraries("envd-present\tx.so\n") == []
+    assert [(m.distribution, m.soname) for m in report.notes] == [("gompy", "libenvdplug.so.2")]
 
 
 def test_the_library_check_looks_in_the_venvs_site_packages() -> None:
-    from envd.model.plan import missing_libraries_script
+    from envd.model.libraries import check_argv
 
-    script = missing_libraries_script("3.11.2")
-    assert script.startswith("cd /opt/venv/lib/python3.11/site-packages ")
-    assert "ldd" in script and "not found" not in script
+    argv = check_argv("/opt/venv", "/opt/venv/lib/python3.11/site-packages")
+    assert argv[:3] == ["/opt/venv/bin/python", "-I", "-c"]
+    assert argv[-1] == "/opt/venv/lib/python3.11/site-packages" and "ldd" in argv[3]
+
+
+def test_lock_adds_the_debian_packages_pins_need_unless_named_or_present() -> None:
+    from envd.model.apt import dumps_needs, loads_needs, system_additions
+
+    learned = {"gompy==1.0": loads_needs(dumps_needs([("libgomp.so.1", "libgomp1")]))}
+    pins = [("gompy", "1.0"), ("lightgbm", "4.6.0"), ("six", "1.16.0")]
+    added = system_additions(pins, learned, have=["libc6"])
+    assert [a.notice() for a in added] == ["added libgomp1: gompy needs libgomp.so.1"]
+    assert system_additions([("lightgbm", "4.6.0")], {}, [])[0].notice() == (
+        "added libgomp1: lightgbm needs libgomp.so.1"
+    )
+    assert system_additions(pins, learned, have=["libgomp1"]) == ()  # `system:` wins
+    assert system_additions([("gompy", "2.0")], learned, []) == ()  # another version
+    assert loads_needs('[["x.so.1", "bad name; rm -rf /"]]') == ()
+    assert loads_needs("not json") == ()
+
+
+def test_a_registry_images_installed_packages_are_read_from_dpkg() -> None:
+    from envd.model.apt import parse_installed
+
+    output = "ii  libgomp1:amd64\nrc  oldpkg\nii  zlib1g\nii  bad;name\n"
+    assert parse_installed(output) == ["libgomp1", "zlib1g"]
 
 
 PYPROJECT = """
@@ -412,3 +570,54 @@ def test_setup_files_are_read_bounded_and_inside_the_project(tmp_path) -> None: 
         read_setup_files(project, ["escape"])
     with pytest.raises(SpecError, match="larger than the limit"):
         read_setup_files(project, ["run.sh"], limit=2)
+
+
+# ---------------------------------------------------------------- Debian's Contents index
+
+CONTENTS = (
+    b"usr/lib/x86_64-linux-gnu/libgomp.so.1                    libs/libgomp1\n"
+    b"usr/lib/x86_64-linux-gnu/libmpi.so.40  libs/libopenmpi3,libdevel/libopenmpi-dev\n"
+    b"usr/share/doc/libgomp.so.1/changelog.gz                  doc/not-a-library\n"
+    b"usr/lib/x86_64-linux-gnu/libfoo.so.3                     libs/bad;name\n"
+)
+
+
+def test_missing_sonames_resolve_to_packages_from_the_contents_index() -> None:
+    from envd.model.apt import contents_packages
+
+    lines = CONTENTS.splitlines(keepends=True)
+    wanted = ["libgomp.so.1", "libmpi.so.40", "libfoo.so.3", "libnone.so.1"]
+    assert contents_packages(lines, wanted) == {
+        "libgomp.so.1": "libgomp1",
+        "libmpi.so.40": "libopenmpi3",  # (several: the runtime package)
+    }
+
+
+def test_the_contents_index_is_fetched_once_and_read_from_the_cache(tmp_path: Path) -> None:
+    import functools
+    import gzip
+    import http.server
+    import threading
+
+    from envd.gateways.debian_contents import lookup
+
+    served = tmp_path / "mirror" / "dists" / "bookworm" / "main"
+    served.mkdir(parents=True)
+    (served / "Contents-amd64.gz").write_bytes(gzip.compress(CONTENTS))
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "mirror")
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    mirror = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        found = lookup(mirror, "bookworm", "amd64", ["libgomp.so.1"], tmp_path / "cache")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert found == {"libgomp.so.1": "libgomp1"}
+    # the server is gone: the cached index answers
+    assert lookup(mirror, "bookworm", "amd64", ["libmpi.so.40"], tmp_path / "cache") == {
+        "libmpi.so.40": "libopenmpi3"
+    }

@@ -7,6 +7,7 @@ import grpc
 from envd.daemon.rpc import RpcBase, project_msg
 from envd.daemon.rpc.enter import warm_msg
 from envd.errors import EnvdError
+from envd.model.cuda import host_gap
 from envd.services.projects import lock_path
 from envd.v1 import envd_pb2 as pb
 
@@ -24,7 +25,12 @@ class StatusRpc(RpcBase):
                 reasons = list(state.reasons)
         except EnvdError as exc:
             reasons = [exc.message]
+        try:
+            gap = host_gap(self.services.projects.spec(row).gpu, self.services.host.host)
+        except EnvdError:
+            gap = ""  # (an invalid envd.yaml: `lock` and `build` say why)
         return pb.ProjectStatusReply(
+            host_notes=[gap] if gap else [],
             project=project_msg(row),
             stale_reasons=reasons,
             lock_path=str(path),
