@@ -313,6 +313,8 @@ def loads(text: str, source: str) -> LockFile:
                 local_filename(package.name, package.url, package.version)
             except UnsafeName as exc:  # (exit 9 like every name refused on its way in)
                 raise UnsafeName(f"{source}: python[{i}]: {exc.message}", hint=exc.hint) from None
+            except ValueError as exc:  # urlsplit: "Invalid IPv6 URL" and the like
+                raise _corrupt(source, f"python[{i}]: {package.name}: {exc}") from None
     edits = integrity_changes(lock)
     if edits:
         edited = tuple(

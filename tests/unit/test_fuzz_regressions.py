@@ -87,3 +87,17 @@ def test_environment_yml_with_a_control_character_is_a_spec_error() -> None:
     text = "dependenci\x01\x00\x00\x00\x00\x00\x00\x00es: [python=3.13]\n"
     with pytest.raises(SpecError, match=r"environment\.yml: YAML syntax error"):
         parse_environment_yml(text, root="/p")
+
+
+def test_a_lock_url_urlsplit_rejects_is_refused() -> None:
+    """Found by fuzz_lockfile: `http://[` (an invalid IPv6 host) raised ValueError from the
+    direct-URL file name check."""
+    import json
+
+    from tests.unit.test_direct_urls import make_lock, url_package
+
+    lock = make_lock(python=(url_package(url="http://[::1/x-1.0-py3-none-any.whl"),))
+    data = json.loads(lockfile.dumps(lock))
+    data["integrity"] = []
+    with pytest.raises(LockError, match="Invalid IPv6 URL"):
+        lockfile.loads(json.dumps(data), "envd.lock")
