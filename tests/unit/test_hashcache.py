@@ -269,3 +269,13 @@ def test_stat_snapshot_reads_nothing_and_touched_finds_rewrites(tmp_path: Path, 
     with pytest.raises(ValueError):
         cache.stat_snapshot(tree, ["../elsewhere"])
     cache.close()
+
+
+def test_skipped_notes_are_bounded(tree: Path, tmp_path: Path) -> None:
+    from envd.gateways import hashcache
+
+    with HashCache(tmp_path / "hashes.sqlite", max_files=0) as cache:
+        for _ in range(hashcache.MAX_SKIPPED):  # a long-lived daemon hashing an over-full tree
+            cache.hash_tree(tree)
+        assert len(cache.skipped) == hashcache.MAX_SKIPPED
+        assert all("over 0 files" in note for note in cache.skipped)

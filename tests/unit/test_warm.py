@@ -525,3 +525,20 @@ def test_a_home_too_deep_for_a_socket_path_gets_no_agent(agents_home: Path) -> N
     warm = with_agents(deep, engine)
     w = warm.ensure(REQ)
     assert w.agent == "" and engine.started_as == [] and len(engine.started) == 1
+
+
+def test_ps_asks_the_engine_nothing_while_agents_answer(agents_home: Path) -> None:
+    engine = AgentEngine()
+    warm = with_agents(agents_home, engine)
+    try:
+        w = warm.ensure(REQ)
+        before = engine.inspections
+        assert [x.status for x in warm.refresh()] == ["running"]
+        assert engine.inspections == before  # answered from memory: the agent listens
+        engine.agents[w.container_id].kill()  # the container died: its agent with it
+        engine.agents[w.container_id].wait()
+        engine.kill(w.container_id)
+        assert [x.status for x in warm.refresh()] == ["exited"]
+        assert engine.inspections == before + 1
+    finally:
+        engine.stop_all()
