@@ -40,7 +40,7 @@ log = logging.getLogger("envd")
 # high-water mark of what its thread streamed (a saved image, a layer) resident once it is freed.
 ARENA_MAX = 2
 M_ARENA_MAX = -8  # mallopt(3)
-TRIM_EVERY_S = 5.0
+TRIM_EVERY_S = 1.0
 TRIM_SLACK_BYTES = 8 << 20  # trim once RSS has grown this much since the last trim
 TRACEMALLOC_VARIABLE = "ENVD_TRACEMALLOC"  # set: SIGUSR2 writes the top allocations to logs/
 TRACEMALLOC_TOP = 40
