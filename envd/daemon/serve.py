@@ -42,7 +42,7 @@ ARENA_MAX = 2
 M_ARENA_MAX = -8  # mallopt(3)
 TRIM_EVERY_S = 1.0
 TRIM_SLACK_BYTES = 8 << 20  # trim once RSS has grown this much since the last trim
-TRACEMALLOC_VARIABLE = "ENVD_TRACEMALLOC"  # set: SIGUSR2 writes the top allocations to logs/
+TRACEMALLOC_VARIABLE = "ENVD_TRACEMALLOC"  # set: SIGUSR2 writes logs/tracemalloc.txt
 TRACEMALLOC_TOP = 40
 
 
@@ -323,8 +323,9 @@ def serve(paths: Paths, foreground: bool = True) -> int:
         raise unusable_path(Path(exc.filename or paths.home), exc, paths.home) from exc
     backend = _prepare_socket(paths)
 
-    if os.environ.get(TRACEMALLOC_VARIABLE):
-        tracemalloc.start(int(os.environ.get(TRACEMALLOC_VARIABLE) or 1) or 1)
+    frames = os.environ.get(TRACEMALLOC_VARIABLE, "")
+    if frames:  # "1", or how many frames of each allocation's traceback to keep
+        tracemalloc.start(max(1, int(frames)) if frames.isdigit() else 1)
         signal.signal(signal.SIGUSR2, lambda *_: dump_allocations(paths.logs))
     services = build_services(paths)
     engine_guard = EngineGuard(engine_choice(os.environ))  # the environment chose our engine
