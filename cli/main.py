@@ -50,14 +50,11 @@ def main(argv: list[str] | None = None) -> Any:
 
 def _exit_now(code: int) -> None:
     """Exit without interpreter teardown (grpc's threads), once the output is out."""
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        code = code or 0
-    try:
-        sys.stderr.flush()
-    except (BrokenPipeError, ValueError):  # closed after a broken pipe
-        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # the reader left (`envctl ls | head`)
+            pass
     os._exit(code)
 
 
