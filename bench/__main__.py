@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WORK = Path(os.environ.get("ENVD_BENCH_DIR", "/tmp/envd-bench"))
 RESULTS = ROOT / "bench" / "results"
-LABEL = "envd.bench=1"
+LABEL = os.environ.get("ENVD_BENCH_LABEL", "envd.bench=1")  # cleanup removes what has it
 RUN_ID = f"{time.time_ns()}"
 ENV = {
     **os.environ,
@@ -682,8 +682,12 @@ def _team_build(home: Path, cache: Path, project_dir: Path, host: str, repositor
 
 
 def bench_startup(mode: Mode) -> tuple[list[Case], dict[str, float]]:
-    help_case = Case("envctl --help", "envctl --help", "python -c pass")
-    ps_case = Case("envctl ps", "envctl ps", "docker ps")
+    """`envctl --help` and `envctl ps` as users start them (byte code compiled, as `pip install`
+    leaves it), and the daemon's memory: idle after the other cases, and with 20 projects."""
+    help_case = Case("envctl --help", "envctl --help", "python -c pass", target="<= 2.5")
+    ps_case = Case("envctl ps", "envctl ps", "docker ps", target="<= 3")
+    for folder in ("cli", "envd"):
+        compileall.compile_dir(ROOT / folder, quiet=1)
     interleave(
         help_case,
         mode.times(3),
@@ -691,6 +695,8 @@ def bench_startup(mode: Mode) -> tuple[list[Case], dict[str, float]]:
         lambda: run([sys.executable, "-c", "pass"]),
     )
     interleave(ps_case, mode.times(3), lambda: run([*ENVCTL, "ps"]), lambda: run(["docker", "ps"]))
+    rows = len(json.loads(envctl("--json", "ps"))["containers"])
+    ps_case.note = f"{rows} warm containers listed"
     pid = int((WORK / "home" / "envd.pid").read_text())
     facts = {"daemon_rss_mib_idle": _rss(pid)}
     count = 2 if mode.smoke else 20
@@ -702,7 +708,16 @@ def bench_startup(mode: Mode) -> tuple[list[Case], dict[str, float]]:
     facts[f"daemon_cpu_percent_idle_{count}_projects"] = _cpu_percent(
         pid, 1.0 if mode.smoke else 20.0
     )
+    facts["load_average_1min"] = round(os.getloadavg()[0], 2)
     return [help_case, ps_case], facts
+
+
+def bench_startup_alone(mode: Mode) -> tuple[list[Case], dict[str, float]]:
+    """`--only startup`: one warm container for `ps` to list, then the startup cases."""
+    a = project("bench-a", "default")
+    envctl("build", str(a))
+    envctl("enter", str(a), "--", "true")
+    return bench_startup(mode)
 
 
 def _rss(pid: int) -> float:
@@ -804,7 +819,7 @@ def _chart(cases: list[Case], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def cleanup() -> None:
+def cleanup(tags: bool = True) -> None:
     run([*ENVCTL, "stop", "--all"], check=False)
     run([*ENVCTL, "daemon", "stop"], check=False)
     for kind in ("ps -aq", "images -q"):
@@ -812,7 +827,7 @@ def cleanup() -> None:
         if ids.split():
             verb = ["rm", "-f"] if kind.startswith("ps") else ["rmi", "-f"]
             run(["docker", *verb, *sorted(set(ids.split()))], check=False)
-    for tag in ("noop", "rebuild", "cold"):
+    for tag in ("noop", "rebuild", "cold") if tags else ():  # the build cases' tags
         run(["docker", "rmi", "-f", f"envd-bench/{tag}:1"], check=False)
 
 
@@ -826,9 +841,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["enter", "remote"],
+        choices=["enter", "remote", "startup"],
         help="only these cases (enter: warm and cold enter, swap, pipes, runs:; remote: enter "
-        "on a second engine), printed, no report",
+        "on a second engine; startup: --help, ps and the daemon's memory), printed, no report",
     )
     args = parser.parse_args(argv)
     mode = Mode(reps=10 if args.full else 3, full=args.full, smoke=args.smoke)
@@ -844,6 +859,13 @@ def main(argv: list[str] | None = None) -> int:
         phases.append(f"{name} {time.monotonic() - since:.0f}s")
 
     try:
+        if args.only == "startup":
+            t = time.monotonic()
+            cases, facts = bench_startup_alone(mode)
+            phase("startup", t)
+            for key, value in facts.items():
+                print(f"fact  {key.replace('_', ' ')}: {value}")
+            return _print(cases, started, phases, "startup cases")
         if args.only == "remote":
             t = time.monotonic()
             cases = bench_remote(mode)
@@ -878,7 +900,7 @@ def main(argv: list[str] | None = None) -> int:
         cases += startup
     finally:
         t = time.monotonic()
-        cleanup()
+        cleanup(tags=args.only is None)
         phase("cleanup", t)
     missing = [c.name for c in cases if not c.a or not c.b]
     if missing:
@@ -892,7 +914,8 @@ def main(argv: list[str] | None = None) -> int:
 def _print(cases: list[Case], started: float, phases: list[str], what: str) -> int:
     for c in cases:
         met = f"  target {c.target}: {c.met()}" if c.target else ""
-        print(f"ok  {c.name}: A {_spread(c.a)}  B {_spread(c.b)}  ratio {c.ratio:.2f}{met}")
+        note = f"  ({c.note})" if c.note else ""
+        print(f"ok  {c.name}: A {_spread(c.a)}  B {_spread(c.b)}  ratio {c.ratio:.2f}{met}{note}")
     took = time.monotonic() - started
     print(f"bench {what}: {len(cases)} cases in {took:.0f}s ({', '.join(phases)})")
     return 0

@@ -8,8 +8,6 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import click
-
 if TYPE_CHECKING:
     from envd.v1 import envd_pb2 as pb
 
@@ -38,10 +36,15 @@ def message_dict(message: Any) -> dict[str, Any]:
     return result
 
 
+def echo(text: str = "") -> None:
+    """One line on stdout (click-free: `ps`, `ls`, `images`, `status` never import click)."""
+    sys.stdout.write(text + "\n")
+
+
 def emit_json(data: Any) -> None:
     if hasattr(data, "DESCRIPTOR"):
         data = message_dict(data)
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
+    echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
@@ -50,9 +53,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     for row in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
     line = "  ".join(f"{{:<{w}}}" for w in widths)
-    click.echo(line.format(*[h.upper() for h in headers]).rstrip())
+    echo(line.format(*[h.upper() for h in headers]).rstrip())
     for row in cells:
-        click.echo(line.format(*row).rstrip())
+        echo(line.format(*row).rstrip())
 
 
 def on_terminal() -> bool:
@@ -91,7 +94,7 @@ def echo_items(items: Sequence[str], indent: int = 2) -> None:
     """Print items one per line, or in columns across the terminal's width on a terminal."""
     width = terminal_width() if on_terminal() else None
     for line in layout(items, width, indent):
-        click.echo(line)
+        echo(line)
 
 
 def human_bytes(n: float) -> str:
@@ -123,6 +126,8 @@ class ProgressDisplay:
         self._last_step = ""
 
     def update(self, progress: pb.Progress) -> None:
+        import click
+
         if self.as_json:  # stdout carries only the result; progress goes to stderr as JSON lines
             click.echo(json.dumps({"progress": message_dict(progress)}, sort_keys=True), err=True)
             return
@@ -166,5 +171,7 @@ def follow(events: Iterable[ProgressEvent[_Result]], as_json: bool = False) -> _
     finally:
         display.close()
     if result is None:
+        import click
+
         raise click.ClickException("the daemon ended the call without a result")
     return result

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import click
 
 from cli.context import AppContext
-from cli.output import ago, emit_json, follow, human_bytes, message_dict, table
+from cli.everyday import print_images
+from cli.output import emit_json, follow, human_bytes, message_dict, table
 from cli.refs import project_ref
 
 if TYPE_CHECKING:
@@ -189,26 +190,7 @@ def export_devcontainer(
 @click.pass_obj
 def images_cmd(obj: AppContext) -> None:
     """List the images and cached build steps envd keeps."""
-    from envd.v1 import envd_pb2 as pb
-
-    reply = obj.client().list_images(pb.ListImagesRequest())
-    if obj.as_json:
-        emit_json(reply)
-        return
-    table(
-        ["image", "kind", "project", "size", "last used", "in use"],
-        [
-            (
-                i.image,
-                i.kind,
-                i.project or "-",
-                human_bytes(i.size_bytes),
-                ago(i.last_used_at),
-                "yes" if i.in_use else "no",
-            )
-            for i in reply.images
-        ],
-    )
+    print_images(obj.client(), obj.as_json)
 
 
 @click.command("gc")

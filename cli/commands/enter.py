@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from cli.context import AppContext
-from cli.output import ago, emit_json, table
+from cli.output import emit_json
 from cli.refs import project_ref
 
 
@@ -27,32 +27,6 @@ def enter_cmd(obj: AppContext, project: str, command: tuple[str, ...], gpus: str
     from cli.entering import enter
 
     return enter(obj.paths, project, list(command), gpus)
-
-
-@click.command("ps")
-@click.pass_obj
-def ps_cmd(obj: AppContext) -> None:
-    """List warm environments."""
-    from envd.v1 import envd_pb2 as pb
-
-    reply = obj.client().list_containers(pb.ListContainersRequest())
-    if obj.as_json:
-        emit_json(reply)
-        return
-    table(
-        ["project", "container", "image", "since", "last used", "status"],
-        [
-            (
-                c.project,
-                c.container_id[:12],
-                c.image,
-                ago(c.started_at),
-                ago(c.last_used_at),
-                c.status,
-            )
-            for c in reply.containers
-        ],
-    )
 
 
 @click.command("stop")

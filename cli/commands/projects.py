@@ -1,4 +1,4 @@
-"""envctl init, add, ls, rm, validate, status."""
+"""envctl init, add, ls, ps, rm, validate, status (ls, ps, status print through cli.everyday)."""
 
 from __future__ import annotations
 
@@ -9,22 +9,12 @@ from typing import TYPE_CHECKING
 import click
 
 from cli.context import AppContext
-from cli.output import ago, emit_json, table
+from cli.everyday import print_ls, print_ps, print_status
+from cli.output import emit_json, table
 from cli.refs import project_ref
 
 if TYPE_CHECKING:
     from envd.v1 import envd_pb2 as pb
-
-STATE_NAMES = {
-    0: "unknown",
-    1: "new",
-    2: "ready",
-    3: "stale",
-    4: "building",
-    5: "invalid",
-    6: "missing",
-    7: "failed",
-}
 
 
 def notice_takeover(before: Iterable[pb.Project], project: pb.Project) -> None:
@@ -110,22 +100,14 @@ def add_cmd(obj: AppContext, path: str) -> None:
 @click.pass_obj
 def ls_cmd(obj: AppContext) -> None:
     """List registered projects: name, path, state."""
-    from envd.v1 import envd_pb2 as pb
+    print_ls(obj.client(), obj.as_json)
 
-    reply = obj.client().list_projects(pb.ListProjectsRequest())
-    if obj.as_json:
-        emit_json(reply)
-        return
-    if not reply.projects:
-        click.echo("no projects yet: `envctl init DIR` or `envctl add DIR`")
-        return
-    table(
-        ["name", "state", "image", "path", "reason"],
-        [
-            (p.name, STATE_NAMES.get(p.state, "?"), p.image or "-", p.path, p.state_reason)
-            for p in reply.projects
-        ],
-    )
+
+@click.command("ps")
+@click.pass_obj
+def ps_cmd(obj: AppContext) -> None:
+    """List warm environments."""
+    print_ps(obj.client(), obj.as_json)
 
 
 @click.command("rm")
@@ -171,21 +153,4 @@ def validate_cmd(obj: AppContext, project: str | None) -> None:
 @click.pass_obj
 def status_cmd(obj: AppContext, project: str | None) -> None:
     """Show PROJECT's state, why it is stale, its lock and warm containers."""
-    from envd.v1 import envd_pb2 as pb
-
-    reply = obj.client().project_status(pb.ProjectRef(ref=project_ref(project)))
-    if obj.as_json:
-        emit_json(reply)
-        return
-    p = reply.project
-    click.echo(f"{p.name}: {STATE_NAMES.get(p.state, '?')}  ({p.path})")
-    if p.state_reason:
-        click.echo(f"  reason: {p.state_reason}")
-    click.echo(f"  lock:   {reply.lock_path if reply.lock_exists else 'none (run envctl lock)'}")
-    for reason in reply.stale_reasons:
-        click.echo(f"    - {reason}")
-    click.echo(f"  image:  {p.image or 'none'}")
-    for note in reply.host_notes:
-        click.echo(f"  host:   {note}")
-    for c in reply.containers:
-        click.echo(f"  warm:   {c.container_id[:12]} {c.status}, last used {ago(c.last_used_at)}")
+    print_status(obj.client(), project, obj.as_json)

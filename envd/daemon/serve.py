@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import fcntl
 import logging
 import logging.handlers
@@ -13,6 +15,9 @@ import socket
 import stat
 import sys
 import threading
+import time
+import tracemalloc
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -30,6 +35,95 @@ from envd.paths import (
 )
 
 log = logging.getLogger("envd")
+
+# glibc gives each thread that allocates its own arena (up to 8 per core), and an arena keeps the
+# high-water mark of what its thread streamed (a saved image, a layer) resident once it is freed.
+ARENA_MAX = 2
+M_ARENA_MAX = -8  # mallopt(3)
+TRIM_EVERY_S = 1.0
+TRIM_SLACK_BYTES = 8 << 20  # trim once RSS has grown this much since the last trim
+TRACEMALLOC_VARIABLE = "ENVD_TRACEMALLOC"  # set: SIGUSR2 writes logs/tracemalloc.txt
+TRACEMALLOC_TOP = 40
+
+
+def _libc() -> Any:
+    """glibc, or None (musl, macOS: no mallopt/malloc_trim; memory is left to the allocator)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+
+
+def limit_arenas(libc: Any) -> None:
+    """At most ARENA_MAX malloc arenas; called before any thread is started."""
+    if libc is not None:
+        libc.mallopt(M_ARENA_MAX, ARENA_MAX)
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (VmRSS), from /proc/self/statm; 0 where there is none."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class Trimmer:
+    """Gives freed heap back to the system after work (bench's enter phase: 126 MiB resident
+    after it without this and the arena limit, 91 MiB with them). Looks every TRIM_EVERY_S; trims
+    only when RSS has grown by `slack` since the last trim: an idle daemon costs one small read."""
+
+    def __init__(
+        self,
+        trim: Callable[[], object],
+        rss: Callable[[], int] = resident_bytes,
+        slack: int = TRIM_SLACK_BYTES,
+    ) -> None:
+        self._trim = trim
+        self._rss = rss
+        self._slack = slack
+        self._floor = rss()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self) -> bool:
+        """Trim if RSS grew past the last trim's by more than the slack; whether it trimmed."""
+        now = self._rss()
+        if now - self._floor <= self._slack:
+            self._floor = min(self._floor, now)
+            return False
+        self._trim()
+        self._floor = self._rss()
+        return True
+
+    def start(self, every: float = TRIM_EVERY_S) -> None:
+        def loop() -> None:
+            while not self._stop.wait(every):
+                self.check()
+
+        self._thread = threading.Thread(target=loop, daemon=True, name="trimmer")
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def dump_allocations(logs: Path) -> Path:
+    """logs/tracemalloc.txt: the top allocations by line, the traced total and VmRSS."""
+    snapshot = tracemalloc.take_snapshot()
+    stats = snapshot.statistics("lineno")
+    traced, peak = tracemalloc.get_traced_memory()
+    lines = [
+        f"{time.strftime('%Y-%m-%dT%H:%M:%S')} rss {resident_bytes() >> 20} MiB, "
+        f"traced {traced >> 20} MiB (peak {peak >> 20} MiB)",
+        *(str(stat) for stat in stats[:TRACEMALLOC_TOP]),
+        "",
+    ]
+    _write_private(logs / "tracemalloc.txt", "\n".join(lines))
+    return logs / "tracemalloc.txt"
 
 
 class AlreadyRunning(EnvdError):
@@ -230,6 +324,10 @@ def serve(paths: Paths, foreground: bool = True) -> int:
         raise unusable_path(Path(exc.filename or paths.home), exc, paths.home) from exc
     backend = _prepare_socket(paths)
 
+    frames = os.environ.get(TRACEMALLOC_VARIABLE, "")
+    if frames:  # "1", or how many frames of each allocation's traceback to keep
+        tracemalloc.start(max(1, int(frames)) if frames.isdigit() else 1)
+        signal.signal(signal.SIGUSR2, lambda *_: dump_allocations(paths.logs))
     services = build_services(paths)
     prestart_reader()  # the git reader's start-up off the first enter's path
     engine_guard = EngineGuard(engine_choice(os.environ))  # the environment chose our engine
@@ -262,6 +360,10 @@ def serve(paths: Paths, foreground: bool = True) -> int:
             raise unusable_path(where, exc, paths.home) from exc
         raise
 
+    libc = _libc()
+    trimmer = Trimmer(lambda: libc.malloc_trim(0)) if libc is not None else None
+    if trimmer is not None:
+        trimmer.start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     log.info("envd %s serving on %s (pid %d)", __version__, paths.socket, os.getpid())
@@ -270,6 +372,8 @@ def serve(paths: Paths, foreground: bool = True) -> int:
             pass
     finally:
         log.info("shutting down")
+        if trimmer is not None:
+            trimmer.close()
         guard.close()
         fast_enter.close()
         server.stop(grace=2).wait(5)
@@ -299,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["ENVD_HOME"] = args.home
     if args.socket:
         os.environ["ENVD_SOCKET"] = args.socket
+    limit_arenas(_libc())  # before any thread allocates
     try:
         return serve(resolve_paths())
     except EnvdError as exc:

@@ -11,7 +11,7 @@ Safety, as git does it:
   write in the same clock tick could change the bytes without changing the stat data;
 - symlinks are recorded as links (`symlink:<target>`), never followed, so a tree is never left
   through one; FIFOs, sockets and devices are skipped (listed in `skipped`), and so is anything
-  past `max_files`.
+  past `max_files` (the last MAX_SKIPPED of these notes are kept).
 The SQLite file is created with mode 0600.
 
 `snapshot(root, paths)` hashes project-relative files and folders before and after a run;
@@ -26,6 +26,7 @@ import sqlite3
 import stat
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
@@ -34,6 +35,7 @@ from envd.gateways.files import open_beneath
 SYMLINK_PREFIX = "symlink:"
 RACY_NS = 1_000_000_000
 MAX_FILES = 1_000_000
+MAX_SKIPPED = 1000  # notes kept in `skipped`: the daemon's one cache lives as long as it does
 _BLOCK = 1 << 20
 
 _SCHEMA = """
@@ -91,7 +93,8 @@ class HashCache:
         self._preloaded: dict[bytes, tuple[int, int, int, int, str]] = {}
         self.reads = 0  # files read (cache misses), for tests and stats
         self.hits = 0
-        self.skipped: list[str] = []  # paths left out: special files, over max_files
+        # paths left out (special files, over max_files): the latest, bounded
+        self.skipped: deque[str] = deque(maxlen=MAX_SKIPPED)
 
     def close(self) -> None:
         with self._lock:

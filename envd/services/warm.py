@@ -293,9 +293,12 @@ class WarmContainers:
             return self._by_project.get(project)
 
     def refresh(self) -> list[Warm]:
-        """all(), with each status read from the engine (a container may have died meanwhile)."""
+        """all(), each status current (a container may have died meanwhile). The agent is the
+        container's first process, so one whose agent answers runs: only others ask the engine."""
         warms = self.all()
         for warm in warms:
+            if warm.status == "running" and warm.agent and agent_answers(warm.agent):
+                continue
             info = self.engine.inspect_container(warm.container_id)
             if warm.status == "running" and (info is None or info.status != "running"):
                 warm.status = info.status if info is not None else "gone"

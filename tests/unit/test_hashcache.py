@@ -324,3 +324,13 @@ def test_a_folder_swapped_for_a_link_while_a_tree_is_hashed_is_not_entered(
     assert digests["data/a.csv"] == sha(b"a,b\n1,2\n")
     assert any("data/sub/ (not walked" in s for s in cache.skipped), cache.skipped
     cache.close()
+
+
+def test_skipped_notes_are_bounded(tree: Path, tmp_path: Path) -> None:
+    from envd.gateways import hashcache
+
+    with HashCache(tmp_path / "hashes.sqlite", max_files=0) as cache:
+        for _ in range(hashcache.MAX_SKIPPED):  # a long-lived daemon hashing an over-full tree
+            cache.hash_tree(tree)
+        assert len(cache.skipped) == hashcache.MAX_SKIPPED
+        assert all("over 0 files" in note for note in cache.skipped)

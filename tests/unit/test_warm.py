@@ -534,3 +534,20 @@ def test_a_warm_container_starts_from_the_recorded_image_id_not_its_tag() -> Non
     started = warm.ensure(REQ)
     info = engine.containers[started.container_id]
     assert info.image == REQ.image_id and info.labels["envd.image"] == REQ.image
+
+
+def test_ps_asks_the_engine_nothing_while_agents_answer(agents_home: Path) -> None:
+    engine = AgentEngine()
+    warm = with_agents(agents_home, engine)
+    try:
+        w = warm.ensure(REQ)
+        before = engine.inspections
+        assert [x.status for x in warm.refresh()] == ["running"]
+        assert engine.inspections == before  # answered from memory: the agent listens
+        engine.agents[w.container_id].kill()  # the container died: its agent with it
+        engine.agents[w.container_id].wait()
+        engine.kill(w.container_id)
+        assert [x.status for x in warm.refresh()] == ["exited"]
+        assert engine.inspections == before + 1
+    finally:
+        engine.stop_all()

@@ -1,0 +1,67 @@
+"""The daemon's memory: freed heap goes back to the system after work, and only then."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+from envd.daemon.serve import TRIM_SLACK_BYTES, Trimmer, dump_allocations, resident_bytes
+
+MIB = 1 << 20
+
+
+class Heap:
+    """A fake process: its RSS, and a trim that gives back what was freed."""
+
+    def __init__(self, rss: int, freed: int = 0) -> None:
+        self.rss = rss
+        self.freed = freed
+        self.trims = 0
+
+    def trim(self) -> None:
+        self.trims += 1
+        self.rss -= self.freed
+        self.freed = 0
+
+
+def test_an_idle_daemon_is_not_trimmed() -> None:
+    heap = Heap(60 * MIB)
+    trimmer = Trimmer(heap.trim, rss=lambda: heap.rss)
+    heap.rss += TRIM_SLACK_BYTES  # small growth: no trim
+    assert not trimmer.check() and heap.trims == 0
+
+
+def test_freed_memory_goes_back_after_a_big_operation() -> None:
+    heap = Heap(60 * MIB)
+    trimmer = Trimmer(heap.trim, rss=lambda: heap.rss)
+    heap.rss, heap.freed = 200 * MIB, 140 * MIB  # a build streamed an image and freed it
+    assert trimmer.check() and heap.rss == 60 * MIB
+    assert not trimmer.check() and heap.trims == 1  # the floor is where the trim left it
+
+
+def test_memory_that_stays_in_use_is_trimmed_once() -> None:
+    heap = Heap(60 * MIB)
+    trimmer = Trimmer(heap.trim, rss=lambda: heap.rss)
+    heap.rss = 100 * MIB  # live data (nothing freed): trimming cannot help
+    assert trimmer.check()
+    assert not trimmer.check() and not trimmer.check() and heap.trims == 1
+
+
+def test_resident_bytes_is_this_process() -> None:
+    status = Path("/proc/self/status").read_text()
+    vmrss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+    assert abs(resident_bytes() - vmrss * 1024) < 16 * MIB
+
+
+def test_the_allocation_dump_names_lines_and_totals(tmp_path: Path) -> None:
+    """ENVD_TRACEMALLOC=1 daemons write this on SIGUSR2: where the memory is, and how much."""
+    tracemalloc.start()
+    try:
+        held = [bytearray(1000) for _ in range(1000)]
+        dump = dump_allocations(tmp_path)
+    finally:
+        tracemalloc.stop()
+    lines = dump.read_text().splitlines()
+    assert " rss " in lines[0] and " traced " in lines[0]
+    assert any(__file__ in line for line in lines[1:]) and held
+    assert dump.stat().st_mode & 0o777 == 0o600
