@@ -36,7 +36,8 @@ from envd.services.images import EngineUsage, Images
 from envd.services.locker import Locker
 from envd.services.projects import Projects
 from envd.services.projectsync import ProjectSync
-from envd.services.runs import Reruns, Runs
+from envd.services.reruns import Reruns
+from envd.services.runs import Runs
 from envd.services.runshare import RunSharing
 from envd.services.settings import Settings
 from envd.services.sharing import Sharing

@@ -20,6 +20,7 @@ from packaging.utils import canonicalize_name
 
 from envd.errors import LockError
 from envd.model.direct import local_filename
+from envd.model.fingerprint import EnvironmentSection
 from envd.model.safenames import UnsafeName
 from envd.model.spec import Spec
 
@@ -469,3 +470,23 @@ def _json_type(tp: type) -> str:
     names = {str: "a string", int: "an integer", bool: "a boolean", float: "a number"}
     names |= {list: "a list", dict: "an object", types.NoneType: "null"}
     return names.get(tp, tp.__name__)
+
+
+def lock_differences(lock: LockFile, section: EnvironmentSection) -> list[str]:
+    """What an environment's packages contradict in a lock (exact names and versions)."""
+    installed = {p.name: p.version for p in section.python_packages}
+    locked = {canonicalize_name(p.name): p.version for p in lock.python}
+    out = []
+    for name, version in sorted(locked.items()):
+        if name not in installed:
+            out.append(f"{name}=={version} (pinned by envd.lock) is not installed")
+        elif installed[name] != version:
+            out.append(f"{name} is {installed[name]}, envd.lock pins {version}")
+    debs = {p.name: p.version for p in section.debian_packages}
+    for package in lock.system:
+        if debs.get(package.name) != package.version:
+            out.append(
+                f"Debian package {package.name} is {debs.get(package.name, 'missing')}, "
+                f"envd.lock pins {package.version}"
+            )
+    return out

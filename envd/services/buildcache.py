@@ -53,12 +53,11 @@ from envd.gateways.store import Store
 from envd.model import plan as p
 from envd.model.content import ContentError, LayerSummary, integrity_problems, summarise_layer
 from envd.model.fingerprint import section_hash
-from envd.model.lockfile import LockFile
+from envd.model.lockfile import LockFile, lock_differences
 from envd.progress import Progress, Reporter
 from envd.services.content import ContentHasher
 from envd.services.fingerprints import ENV_LABEL, Fingerprints
 from envd.services.planning import reads_project_files
-from envd.services.sharing import lock_differences
 from envd.services.steps import CACHE_REPOSITORY, StepRunner
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NoReturn
 
-from packaging.utils import canonicalize_name
-
 from envd.errors import EnvdError, NotFound, RegistryError, UsageError, VerificationError
 from envd.events import EventBus
 from envd.gateways.engine import Engine, ImageInfo, split_reference
@@ -24,8 +22,8 @@ from envd.gateways.files import sha256_file, write_atomic
 from envd.gateways.store import ProjectRow
 from envd.model.content import integrity_problems
 from envd.model.fingerprint import EnvironmentSection, dumps, section_hash
-from envd.model.lockfile import LockFile
 from envd.model.lockfile import dumps as dump_lock
+from envd.model.lockfile import lock_differences
 from envd.progress import Progress, Reporter
 from envd.services.archives import (
     ARCHIVE_FINGERPRINT,
@@ -280,26 +278,6 @@ class Sharing:
             self._projects.set_image(row.name, plan.tag, lock_hash)
             return row.name, ""
         return "", ""
-
-
-def lock_differences(lock: LockFile, section: EnvironmentSection) -> list[str]:
-    """What an environment's packages contradict in a lock (exact names and versions)."""
-    installed = {p.name: p.version for p in section.python_packages}
-    locked = {canonicalize_name(p.name): p.version for p in lock.python}
-    out = []
-    for name, version in sorted(locked.items()):
-        if name not in installed:
-            out.append(f"{name}=={version} (pinned by envd.lock) is not installed")
-        elif installed[name] != version:
-            out.append(f"{name} is {installed[name]}, envd.lock pins {version}")
-    debs = {p.name: p.version for p in section.debian_packages}
-    for package in lock.system:
-        if debs.get(package.name) != package.version:
-            out.append(
-                f"Debian package {package.name} is {debs.get(package.name, 'missing')}, "
-                f"envd.lock pins {package.version}"
-            )
-    return out
 
 
 def _add_text(archive: tarfile.TarFile, name: str, text: str) -> None:

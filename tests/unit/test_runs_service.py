@@ -15,7 +15,8 @@ from envd.gateways.store import RunRow, Store
 from envd.model.runrecord import RunRecord
 from envd.model.spec import Runs as RunsSpec
 from envd.services.newproject import package_name, substitute
-from envd.services.runs import Reruns, Runs, compare_outputs
+from envd.services.reruns import Reruns, compare_outputs
+from envd.services.runs import Runs
 
 SPEC = RunsSpec(
     params=("params.yaml",), data=("data/",), outputs=("models/",), metrics=("metrics.json",)
