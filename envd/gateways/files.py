@@ -11,6 +11,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 
 def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o666) -> None:
@@ -101,3 +102,26 @@ def open_beneath(
         return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
     finally:
         os.close(fd)
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class HashingReader:
+    """Passes reads of `stream` through and hashes them (sha256); `drain` reads what the
+    consumer left and gives the hex digest of all of it."""
+
+    def __init__(self, stream: _Readable) -> None:
+        self._stream = stream
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.digest.update(data)
+        return data
+
+    def drain(self) -> str:
+        while self.read(1 << 20):
+            pass
+        return self.digest.hexdigest()

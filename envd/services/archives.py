@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol, cast
 
 from envd.errors import RegistryError, StateError, VerificationError
+from envd.gateways.files import HashingReader
 from envd.model.safenames import UnsafeName, relative
 
 ARCHIVE_IMAGE = "image.tar"
@@ -130,22 +131,6 @@ class _Reader:
         data = self._stream.read(_CHUNK if size is None or size < 0 else min(size, _CHUNK))
         self._count(len(data))
         return data
-
-
-class _Hashing:
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-        self.digest = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
-        self.digest.update(data)
-        return data
-
-    def drain(self) -> str:
-        while self.read(_CHUNK):
-            pass
-        return self.digest.hexdigest()
 
 
 def normalise(name: str) -> str:
@@ -276,7 +261,7 @@ def read_archive(source: IO[bytes], spool: Path, what: str, bounds: Bounds = BOU
                 elif name == ARCHIVE_FINGERPRINT:
                     _read_small(member, info.size, bounds.metadata, what, name)
                 else:
-                    hashing = _Hashing(member)
+                    hashing = HashingReader(member)
                     image = _image_members(hashing, spool, f"{what}: {ARCHIVE_IMAGE}", bounds)
                     image_sha = hashing.drain()
             while stream.read(_CHUNK):  # the rest of the gzip stream: its CRC and length
