@@ -1024,15 +1024,7 @@ class _Parser:
         kind = requirements_format(relpath)
         if kind == "requirements":
             return self.pip_requirements(relpath, text, item, path, has_project)
-        root = self.project_dir
-        if kind == "pyproject":
-            parsed = reqfiles.parse_pyproject(text, relpath, root=root)
-        elif kind == "uv.lock":
-            parsed = reqfiles.parse_uv_lock(text, relpath, root=root)
-        elif kind == "Pipfile.lock":
-            parsed = reqfiles.parse_pipfile_lock(text, relpath, root=root)
-        else:
-            parsed = reqfiles.parse_pylock(text, relpath, root=root)
+        parsed = reqfiles.PARSERS[kind](text, relpath, root=self.project_dir)
         source = self.absolute(relpath)
         by_name: dict[str, list[str]] = {}
         for requirement in parsed.requirements:
