@@ -49,6 +49,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+# One `setup:` entry; one class with the setup steps adopt reads from files.
+from envd.model.reqfiles import SetupStep as SetupStep
+
 SPEC_FILENAME = "envd.yaml"
 LOCK_FILENAME = "envd.lock"
 SCHEMA_VERSION = 1
@@ -64,14 +67,6 @@ class Base:
 
     image: str | None = None
     debian: str | None = None
-
-
-@dataclass(frozen=True)
-class SetupStep:
-    """One `setup:` entry: a command, and project files it needs (relative, inside the project)."""
-
-    run: str
-    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -136,13 +136,6 @@ class RequirementsRead:
         )
 
 
-def _line_of(text: str, needle: str) -> int | None:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if needle in line:
-            return number
-    return None
-
-
 def _line_naming(text: str, name: str) -> int | None:
     """The first line of a TOML or JSON lock that names package `name` (any spelling)."""
     pattern = "[-_.]+".join(re.escape(part) for part in canonicalize_name(name).split("-"))
@@ -302,7 +295,7 @@ class RequirementsSection(Nodes):
                     "an index URL must not hold credentials (envd.yaml and envd.lock are "
                     "committed)",
                     file=source,
-                    line=_line_of(text, netloc),
+                    line=reqfiles.line_of(text, netloc),
                     hint="give credentials to uv instead: ~/.netrc or UV_INDEX_<NAME>_PASSWORD",
                 )
         return parsed.indexes

@@ -7,6 +7,7 @@ import pytest
 
 from envd.errors import SpecError
 from envd.model import reqfiles
+from envd.model.spec_parser import parse_spec
 
 SAMPLES = {
     "requirements": ("requirements.txt", "numpy==1.26.4\n-r more.txt\n"),
@@ -58,3 +59,13 @@ def test_an_error_names_the_file_under_root() -> None:
     with pytest.raises(SpecError) as caught:
         reqfiles.PARSERS["uv.lock"]("[[package]\n", "uv.lock", root="/p")
     assert caught.value.file == "/p/uv.lock"
+
+
+def test_a_setup_step_read_from_a_file_is_the_one_envd_yaml_holds() -> None:
+    adopted = reqfiles.PARSERS["postBuild"]("#!/bin/bash\necho hi\n", "postBuild")
+    spec = parse_spec(
+        "base: {debian: bookworm}\nsetup: [{run: bash postBuild, files: [postBuild]}]\n",
+        source="/p/envd.yaml",
+        project_dir="/p",
+    )
+    assert spec.setup_steps == adopted.setup

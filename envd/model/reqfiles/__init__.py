@@ -37,6 +37,7 @@ from envd.model.reqfiles.base import (
     Pin,
     Read,
     SetupStep,
+    line_of,
     shown,
     strip_jsonc,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "Read",
     "SetupStep",
     "conda_version",
+    "line_of",
     "parse_apt_txt",
     "parse_cog",
     "parse_constraints",

@@ -38,7 +38,8 @@ class Pin:
 
 @dataclass(frozen=True)
 class SetupStep:
-    """A command run after packages; `files` are the project files it needs (and is keyed on)."""
+    """A command run after packages (envd.yaml's `setup:`, or a file's own setup); `files` are
+    the project files it needs and is keyed on (relative, inside the project)."""
 
     run: str
     files: tuple[str, ...] = ()
@@ -175,7 +176,8 @@ def _requirement(text: str, root: str, path: str, line: int | None, hint: str) -
         ) from None
 
 
-def _line_of(text: str, needle: str) -> int | None:
+def line_of(text: str, needle: str) -> int | None:
+    """The first line (from 1) that holds `needle`; None when none does."""
     for number, line in enumerate(text.splitlines(), start=1):
         if needle in line:
             return number
@@ -246,7 +248,7 @@ def _table(value: object, path: str, root: str, key: str, text: str) -> dict[str
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise _error(root, path, f"`{key}` must be a table", _line_of(text, key.split(".")[-1]))
+        raise _error(root, path, f"`{key}` must be a table", line_of(text, key.split(".")[-1]))
     return value
 
 
@@ -255,14 +257,14 @@ def _string_list(value: object, path: str, root: str, key: str, text: str) -> li
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _error(
-            root, path, f"`{key}` must be a list of strings", _line_of(text, key.split(".")[-1])
+            root, path, f"`{key}` must be a list of strings", line_of(text, key.split(".")[-1])
         )
     return list(value)
 
 
 def _add_requirements(acc: _Acc, items: list[str], path: str, root: str, text: str) -> None:
     for item in items:
-        req = _requirement(item, root, path, _line_of(text, item), "PEP 508, e.g. `numpy>=1.26`")
+        req = _requirement(item, root, path, line_of(text, item), "PEP 508, e.g. `numpy>=1.26`")
         acc.requirements.append(str(req))
         pin = _pin_of(req)
         if pin is not None:
@@ -275,7 +277,7 @@ def _mapping(value: object, key: str, path: str, root: str, text: str) -> dict[s
             root,
             path,
             f"unexpected content: `{key}` must be a table, found {type(value).__name__} {value!r}",
-            _line_of(text, repr(value).strip("'")) if isinstance(value, str) else None,
+            line_of(text, repr(value).strip("'")) if isinstance(value, str) else None,
             "compare it with what its tool writes; regenerate it if it was edited by hand",
         )
     return value

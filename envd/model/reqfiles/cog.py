@@ -14,8 +14,8 @@ from envd.model.reqfiles.base import (
     _add_requirements,
     _checked,
     _error,
-    _line_of,
     _nothing,
+    line_of,
     shown,
 )
 from envd.model.reqfiles.requirements_txt import parse_requirements
@@ -41,7 +41,7 @@ def parse_cog(text: str, read: Read, path: str = "cog.yaml", *, root: str = "") 
                 root,
                 path,
                 f"python_version {raw} is a number, which YAML reads as {version}",
-                _line_of(text, "python_version"),
+                line_of(text, "python_version"),
                 f'quote it: python_version: "{raw}"',
             )
         acc.python = str(version)

@@ -15,9 +15,9 @@ from envd.model.reqfiles.base import (
     _Acc,
     _checked,
     _error,
-    _line_of,
     _pin_of,
     _requirement,
+    line_of,
     shown,
 )
 from envd.model.reqfiles.requirements_txt import _RequirementsReader
@@ -127,7 +127,7 @@ def parse_environment_yml(
     acc = _Acc(source=path, format="environment.yml")
     deps = data.get("dependencies") or []
     if not isinstance(deps, list):
-        raise _error(root, path, "`dependencies` must be a list", _line_of(text, "dependencies"))
+        raise _error(root, path, "`dependencies` must be a list", line_of(text, "dependencies"))
     conda_only: list[tuple[str, str | None, int | None]] = []
     moved: list[str] = []
     for dep in deps:
@@ -136,7 +136,7 @@ def parse_environment_yml(
             if not isinstance(pip, list):
                 raise _error(root, path, f"unexpected entry {dep!r} in dependencies", None)
             for item in pip:
-                line = _line_of(text, str(item))
+                line = line_of(text, str(item))
                 text_item = str(item).strip()
                 if text_item.startswith(("-r ", "--requirement ", "--requirement=")):
                     _pip_include_in_conda(acc, text_item, path, root, read, line)
@@ -150,7 +150,7 @@ def parse_environment_yml(
                 if pin:
                     acc.pins.append(pin)
             continue
-        line = _line_of(text, str(dep))
+        line = line_of(text, str(dep))
         match = _CONDA_SPEC.match(str(dep).strip())
         if not match:
             raise _error(root, path, f"`{dep}` is not a conda package spec", line)

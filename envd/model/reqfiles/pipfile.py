@@ -12,9 +12,9 @@ from envd.model.reqfiles.base import (
     _checked,
     _error,
     _is_project,
-    _line_of,
     _table,
     _toml,
+    line_of,
     shown,
 )
 
@@ -34,7 +34,7 @@ def parse_pipfile(text: str, path: str = "Pipfile", *, root: str = "", dev: bool
         acc.notes.append(f"{shown(root, path)}: [dev-packages] left out")
     for section in sections:
         for name, value in _table(data.get(section), path, root, section, text).items():
-            line = _line_of(text, f"{name} =") or _line_of(text, name)
+            line = line_of(text, f"{name} =") or line_of(text, name)
             if isinstance(value, str):
                 req = name if value.strip() == "*" else f"{name}{_pipenv_version(value)}"
             elif isinstance(value, dict):

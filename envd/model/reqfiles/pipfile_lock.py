@@ -13,9 +13,9 @@ from envd.model.reqfiles.base import (
     _error,
     _is_project,
     _json,
-    _line_of,
     _mapping,
     _sha256,
+    line_of,
     shown,
 )
 
@@ -62,7 +62,7 @@ def parse_pipfile_lock(
                         root,
                         path,
                         f'`{name}` has no exact version ("version": {version!r})',
-                        _line_of(text, f'"{name}"'),
+                        line_of(text, f'"{name}"'),
                         "run `pipenv lock` again",
                     )
                 exact = version.removeprefix("==")

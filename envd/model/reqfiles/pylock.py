@@ -12,9 +12,9 @@ from envd.model.reqfiles.base import (
     _checked,
     _error,
     _is_project,
-    _line_of,
     _mapping,
     _toml,
+    line_of,
     shown,
 )
 
@@ -29,7 +29,7 @@ def parse_pylock(text: str, path: str = "pylock.toml", *, root: str = "") -> Par
             root,
             path,
             f"unsupported lock-version {data.get('lock-version')!r}",
-            _line_of(text, "lock-version"),
+            line_of(text, "lock-version"),
             'pylock.toml files written for PEP 751 have `lock-version = "1.0"`',
         )
     if isinstance(data.get("requires-python"), str):

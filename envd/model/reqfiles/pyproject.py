@@ -15,10 +15,10 @@ from envd.model.reqfiles.base import (
     _add_requirements,
     _checked,
     _error,
-    _line_of,
     _string_list,
     _table,
     _toml,
+    line_of,
     shown,
 )
 
@@ -62,7 +62,7 @@ def parse_pyproject(
                     root,
                     path,
                     f"no extra `{extra}` in [project.optional-dependencies]",
-                    _line_of(text, "optional-dependencies"),
+                    line_of(text, "optional-dependencies"),
                     f"extras defined: {', '.join(sorted(optional)) or 'none'}",
                 )
             key = f"project.optional-dependencies.{extra}"
@@ -97,7 +97,7 @@ def _dependency_groups(
                 root,
                 path,
                 f"dependency group include cycle: {' -> '.join([*seen, key])}",
-                _line_of(text, f'include-group = "{group}"'),
+                line_of(text, f'include-group = "{group}"'),
                 "remove one of the `{include-group = ...}` entries",
             )
         if key not in named:
@@ -105,7 +105,7 @@ def _dependency_groups(
                 root,
                 path,
                 f"no dependency group `{group}` in [dependency-groups]",
-                _line_of(text, group),
+                line_of(text, group),
                 f"groups defined: {', '.join(sorted(named)) or 'none'}",
             )
         items = named[key]
@@ -172,7 +172,7 @@ def _poetry(acc: _Acc, poetry: dict[str, Any], path: str, root: str, text: str) 
         acc.project_name = poetry["name"]
     deps = _table(poetry.get("dependencies"), path, root, "tool.poetry.dependencies", text)
     for name, value in deps.items():
-        line = _line_of(text, f"{name} =") or _line_of(text, name)
+        line = line_of(text, f"{name} =") or line_of(text, name)
         version, extras, markers = value, [], None
         if isinstance(value, dict):
             if value.get("optional"):
