@@ -41,7 +41,9 @@ from typing import Any
 from envd.errors import LockError, NotFound, SpecError, UsageError
 from envd.gateways.files import open_beneath
 from envd.model.lockfile import LockEdited, LockFile, loads
-from envd.model.spec import SPEC_FILENAME, FileRefused, Spec, parse_spec, requirements_format
+from envd.model.spec import SPEC_FILENAME, FileRefused, Spec
+from envd.model.spec_parser import parse_spec
+from envd.model.spec_requirements import requirements_format
 
 MIB = 1024 * 1024
 SPEC_MAX_BYTES = 256 * 1024  # envd.yaml: real ones are a few KiB; pure-Python YAML parses ~9 s/MiB

@@ -3,7 +3,7 @@ the files it names are served from memory, as load_spec's readers would serve th
 
 from __future__ import annotations
 
-from envd.model.spec import parse_spec
+from envd.model.spec_parser import parse_spec
 
 _FILES = {
     "requirements.txt": "numpy==1.26.4\n-r more.txt\n",

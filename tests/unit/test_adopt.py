@@ -15,7 +15,7 @@ import yaml
 
 from envd.errors import SpecError
 from envd.model.adopt import Adopted, adopt, render
-from envd.model.spec import parse_spec
+from envd.model.spec_parser import parse_spec
 
 CORPUS = Path(__file__).resolve().parent.parent / "adopt"
 CASES = sorted(p for p in CORPUS.iterdir() if p.is_dir())

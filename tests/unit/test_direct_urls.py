@@ -19,7 +19,8 @@ from envd.model import direct, lockfile, plan
 from envd.model.lockfile import PythonPackage
 from envd.model.pylock import ArtifactFile, render_pylock
 from envd.model.safenames import UnsafeName
-from envd.model.spec import DirectUrl, parse_spec
+from envd.model.spec import DirectUrl
+from envd.model.spec_parser import parse_spec
 from envd.services.direct import DirectFiles
 from envd.services.locker import direct_changes
 from tests.fakes.wheels import wheel_bytes, wheel_name

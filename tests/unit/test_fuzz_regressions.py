@@ -13,7 +13,7 @@ from envd.model.reqfiles import (
     parse_requirements,
     parse_uv_lock,
 )
-from envd.model.spec import parse_spec
+from envd.model.spec_parser import parse_spec
 
 
 @pytest.mark.parametrize(

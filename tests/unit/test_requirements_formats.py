@@ -10,7 +10,8 @@ import pytest
 from envd.errors import LockError, SpecError
 from envd.gateways.projectfiles import load_spec
 from envd.model.lockfile import PythonPackage
-from envd.model.spec import FilePin, requirements_format
+from envd.model.spec import FilePin
+from envd.model.spec_requirements import requirements_format
 from envd.services.locker import _pins_hold, keep_file_hashes
 
 SPEC = "base: {debian: bookworm}\n"

@@ -34,7 +34,7 @@ from envd.model.runrecord import (
     trace,
     varying,
 )
-from envd.model.spec import parse_spec
+from envd.model.spec_parser import parse_spec
 
 
 def h(text: str) -> str:

@@ -8,7 +8,8 @@ import pytest
 
 from envd.errors import SpecError
 from envd.gateways.projectfiles import load_spec
-from envd.model.spec import Base, Runs, SetupStep, parse_spec, suggest_name
+from envd.model.spec import Base, Runs, SetupStep, suggest_name
+from envd.model.spec_parser import parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

@@ -1,0 +1,96 @@
+"""uv.lock: every [[package]] with its version, source and hashes; the project's edges."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from envd.model.reqfiles.base import (
+    Parsed,
+    Pin,
+    Read,
+    _Acc,
+    _checked,
+    _error,
+    _mapping,
+    _sha256,
+    _toml,
+    shown,
+)
+
+
+@_checked
+def parse_uv_lock(text: str, path: str = "uv.lock", *, root: str = "") -> Parsed:
+    """uv.lock: every [[package]] with its version, source and artifact hashes."""
+    data = _toml(text, path, root)
+    acc = _Acc(source=path, format="uv.lock")
+    packages = data.get("package")
+    if not isinstance(packages, list):
+        raise _error(root, path, "no [[package]] entries", None, "run `uv lock` to write it")
+    if isinstance(data.get("requires-python"), str):
+        acc.python = data["requires-python"]
+    edges: list[dict[str, Any]] = []
+    for package in (_mapping(p, "[[package]]", path, root, text) for p in packages):
+        name = canonicalize_name(str(package.get("name", "")))
+        source = _mapping(package.get("source") or {}, "source", path, root, text)
+        if source.get("editable") == "." or source.get("virtual") == ".":
+            groups = _mapping(package.get("dev-dependencies") or {}, "dev", path, root, text)
+            for edge in [*package.get("dependencies", []), *groups.get("dev", [])]:
+                edges.append(_mapping(edge, "dependencies", path, root, text))
+        if "editable" in source or "virtual" in source:
+            where = source.get("editable", source.get("virtual"))
+            if where == ".":
+                acc.project = "editable" if "editable" in source else None
+                acc.project_name = name
+            else:
+                acc.warnings.append(
+                    f"{shown(root, path)}: `{name}` is a local workspace member ({where}); left out"
+                )
+            continue
+        if "directory" in source or "path" in source:
+            acc.warnings.append(f"{shown(root, path)}: `{name}` is a local path; left out")
+            continue
+        hashes = [package.get("sdist", {}).get("hash")] + [
+            w.get("hash") for w in package.get("wheels", [])
+        ]
+        digests = tuple(d for d in (_sha256(h) for h in hashes) if d)
+        url = None
+        if "git" in source:
+            url = f"git+{source['git']}"
+        elif "url" in source:
+            url = source["url"]
+        elif "registry" in source:
+            acc.index(source["registry"])
+        acc.pins.append(Pin(name=name, version=package.get("version"), sha256=digests, url=url))
+        acc.requirements.append(f"{name} @ {url}" if url else f"{name}=={package.get('version')}")
+    acc.direct = _uv_lock_direct(edges, acc.pins)
+    return acc.freeze()
+
+
+def _uv_lock_direct(edges: list[dict[str, Any]], pins: list[Pin]) -> list[str]:
+    """The root's dependency edges as requirements: `name[extras]==version; marker`."""
+    versions: dict[str, set[str]] = {}
+    for pin in pins:
+        if pin.version is not None and pin.url is None:
+            versions.setdefault(pin.name, set()).add(pin.version)
+    out: list[str] = []
+    for edge in edges:
+        name = canonicalize_name(str(edge.get("name", "")))
+        if name not in versions:
+            continue  # a local workspace member, or a URL source: left out above
+        extras = edge.get("extra") or []
+        extra = f"[{','.join(sorted(str(e) for e in extras))}]" if extras else ""
+        pinned = versions[name]
+        version = f"=={next(iter(pinned))}" if len(pinned) == 1 else ""
+        marker = f"; {edge['marker']}" if isinstance(edge.get("marker"), str) else ""
+        text = str(Requirement(f"{name}{extra}{version}{marker}"))
+        if text not in out:
+            out.append(text)
+    return out
+
+
+def parse(text: str, path: str, *, root: str = "", read: Read | None = None) -> Parsed:
+    """The registry's signature (base.Parser)."""
+    return parse_uv_lock(text, path, root=root)
