@@ -203,12 +203,12 @@ def _team_listing(mode: Mode, repo: str) -> Case:
     for i in range(count):
         rate = f"learning_rate: {0.001 * (i + 1):.3f}"
         params.write_text(text.replace("learning_rate: 0.5", rate))
-        run([*hot, "enter", str(path), "--", "python", "-c", QUICK_RUN])
+        _checked([*hot, "enter", str(path), "--", "python", "-c", QUICK_RUN])
     made = time.monotonic() - started
     records = json.loads(envctl("--json", "runs", "benchteam", "-n", str(count)))["runs"]
     started = time.monotonic()
     for record in records:
-        run([*hot, "share", "run", record["id"], "--to", repo])
+        _checked([*hot, "share", "run", record["id"], "--to", repo])
     shared = time.monotonic() - started
     listing = [*hot, "runs", "--from", repo, "-n", str(count)]
     floor: list[float] = []  # any envctl command that asks the daemon: `envctl ps`
@@ -287,6 +287,12 @@ def _dvc_pull(n: int, dvc: Path, repo: Path, files: int) -> float:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _checked(argv: list[str]) -> None:
+    proc = run(argv, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[1:3])} failed (exit {proc.returncode}):\n{proc.stderr}")
 
 
 def _git(cwd: Path, *args: str) -> None:
