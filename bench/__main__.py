@@ -906,6 +906,8 @@ def _print(cases: list[Case], started: float, phases: list[str], what: str) -> i
     for c in cases:
         met = f"  target {c.target}: {c.met()}" if c.target else ""
         print(f"ok  {c.name}: A {_spread(c.a)}  B {_spread(c.b)}  ratio {c.ratio:.2f}{met}")
+        if c.note:
+            print(f"    {c.note}")
     took = time.monotonic() - started
     print(f"bench {what}: {len(cases)} cases in {took:.0f}s ({', '.join(phases)})")
     return 0
