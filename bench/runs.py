@@ -2,7 +2,9 @@
 
 - `envctl share run` of a run with declared data (1 GiB; smoke: 8 MiB) to Debian's
   docker-registry on 127.0.0.1, against `dvc push` of the same files to a local DVC remote
-  (a folder); each repetition gets a fresh registry and a fresh remote. The environment image
+  (a folder); each repetition gets a fresh registry and a fresh remote. Dirty pages are
+  written out (`sync`, untimed) before each timed step, so neither side pays for the
+  writeback of what the other wrote. The environment image
   is pushed to the registry first, untimed: DVC moves no environment, and a team's registry
   has its images already (`share run` still asks the engine to push it: that is timed).
 - `envctl pull run` into a fresh clone with a fresh envd home (its daemon started untimed; the
@@ -99,8 +101,11 @@ def bench_runs(mode: Mode) -> list[Case]:
             with local_registry(root) as address:
                 repo = f"{address}/bench/run"
                 _push_image(project, repo)
+                os.sync()
                 share.a.append(timed(lambda r=repo: envctl("share", "run", run_id, "--to", r)))
+                os.sync()
                 share.b.append(timed(lambda: _dvc_run(dvc, dvc_repo, "push")))
+                os.sync()
                 again.a.append(timed(lambda r=repo: envctl("share", "run", run_id, "--to", r)))
                 second = json.loads(envctl("--json", "share", "run", run_id, "--to", repo))
                 uploaded.append(int(second["result"]["files_uploaded"]))
@@ -179,6 +184,7 @@ def _envd_pull(n: int, project: Path, reference: str, files: int) -> float:
     clone = _clone(project, WORK / f"envd-clone-{n}")
     try:
         with _home(f"home-b-{n}") as env:
+            os.sync()
             took = timed(lambda: run([*ENVCTL, "pull", "run", reference, str(clone)], env=env))
         placed = sorted(p.name for p in (clone / "data").glob("part-*.bin"))
         if len(placed) != files:
@@ -277,6 +283,7 @@ def _dvc_repo(dvc: Path, data: Path) -> Path:
 def _dvc_pull(n: int, dvc: Path, repo: Path, files: int) -> float:
     clone = _clone(repo, WORK / f"dvc-clone-{n}")
     try:
+        os.sync()
         took = timed(lambda: _dvc_run(dvc, clone, "pull"))
         placed = sorted(p.name for p in (clone / "data").glob("part-*.bin"))
         if len(placed) != files:
