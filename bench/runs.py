@@ -52,6 +52,7 @@ GIT = {
     "ENVD_USER": "bench",
 }
 DVC_VENV = WORK / "dvc-venv"
+TEMPLATE_RATE = "learning_rate: 0.5"  # in the default template's params.yaml: each run varies it
 # A run that reads params.yaml and writes an output and metrics, in well under a second.
 QUICK_RUN = (
     "import json, pathlib, yaml\n"
@@ -204,11 +205,13 @@ def _team_listing(mode: Mode, repo: str) -> Case:
     envctl("build", str(path))
     params = path / "params.yaml"
     text = params.read_text()
+    if TEMPLATE_RATE not in text:
+        raise SystemExit(f"bench: {params} has no `{TEMPLATE_RATE}` for the runs to vary")
     hot = hot_envctl()
     started = time.monotonic()
     for i in range(count):
         rate = f"learning_rate: {0.001 * (i + 1):.3f}"
-        params.write_text(text.replace("learning_rate: 0.5", rate))
+        params.write_text(text.replace(TEMPLATE_RATE, rate))
         _checked([*hot, "enter", str(path), "--", "python", "-c", QUICK_RUN])
     made = time.monotonic() - started
     records = json.loads(envctl("--json", "runs", "benchteam", "-n", str(count)))["runs"]
