@@ -841,15 +841,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["enter", "remote", "startup"],
+        choices=["enter", "remote", "startup", "runs"],
         help="only these cases (enter: warm and cold enter, swap, pipes, runs:; remote: enter "
-        "on a second engine; startup: --help, ps and the daemon's memory), printed, no report",
+        "on a second engine; startup: --help, ps and the daemon's memory; runs: share and pull "
+        "a run against DVC, runs --from), printed, no report",
     )
     args = parser.parse_args(argv)
     mode = Mode(reps=10 if args.full else 3, full=args.full, smoke=args.smoke)
     shutil.rmtree(WORK / "home", ignore_errors=True)
     for name in os.listdir(WORK) if WORK.exists() else []:
-        if name not in ("cache",):
+        if name not in ("cache", "dvc-venv"):
             shutil.rmtree(WORK / name, ignore_errors=True)
     WORK.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -871,6 +872,13 @@ def main(argv: list[str] | None = None) -> int:
             cases = bench_remote(mode)
             phase("remote", t)
             return _print(cases, started, phases, "remote cases")
+        if args.only == "runs":
+            from bench.runs import bench_runs
+
+            t = time.monotonic()
+            cases = bench_runs(mode)
+            phase("runs", t)
+            return _print(cases, started, phases, "runs cases")
         t = time.monotonic()
         cases = bench_enter(mode)
         phase("enter", t)
@@ -891,6 +899,11 @@ def main(argv: list[str] | None = None) -> int:
         t = time.monotonic()
         cases += bench_share(mode)
         phase("share", t)
+        t = time.monotonic()
+        from bench.runs import bench_runs
+
+        cases += bench_runs(mode)
+        phase("runs", t)
         t = time.monotonic()
         cases += bench_team_cache(mode)
         phase("team cache", t)
@@ -914,8 +927,9 @@ def main(argv: list[str] | None = None) -> int:
 def _print(cases: list[Case], started: float, phases: list[str], what: str) -> int:
     for c in cases:
         met = f"  target {c.target}: {c.met()}" if c.target else ""
-        note = f"  ({c.note})" if c.note else ""
-        print(f"ok  {c.name}: A {_spread(c.a)}  B {_spread(c.b)}  ratio {c.ratio:.2f}{met}{note}")
+        print(f"ok  {c.name}: A {_spread(c.a)}  B {_spread(c.b)}  ratio {c.ratio:.2f}{met}")
+        if c.note:
+            print(f"    {c.note}")
     took = time.monotonic() - started
     print(f"bench {what}: {len(cases)} cases in {took:.0f}s ({', '.join(phases)})")
     return 0
