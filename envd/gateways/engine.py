@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import os
 import posixpath
 import tarfile
@@ -41,6 +42,11 @@ if TYPE_CHECKING:
 
 MANAGED_LABEL = "envd.managed"
 OutputSink = Callable[[str], None]
+log = logging.getLogger(__name__)
+
+CLASSIC_STORE = "classic"  # the engine's own graph driver: image ID = sha256 of the config
+CONTAINERD_STORE = "containerd"  # containerd's image store: image ID = manifest (index) digest
+_SNAPSHOTTER = "io.containerd.snapshotter.v1"
 
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -144,6 +150,14 @@ class EngineInfo:
     kernel: str = ""  # the engine host's kernel release
     cpu_count: int = 0  # the engine host's CPUs
     memory_bytes: int = 0  # the engine host's memory
+    product: str = ""  # "Docker" or "Podman" (from the version's component names)
+    image_store: str = ""  # CLASSIC_STORE or CONTAINERD_STORE
+
+    @property
+    def profile(self) -> str:
+        """ "Docker 26.1.5 (API 1.45), containerd image store": what the engine is."""
+        what = f"{self.product or 'Docker'} {self.version} (API {self.api_version})"
+        return f"{what}, {self.image_store} image store" if self.image_store else what
 
     @property
     def nvidia_runtime(self) -> bool:
@@ -221,6 +235,7 @@ class Engine:
         self._client_lock = threading.Lock()
         self._endpoint: EngineEndpoint | None = None
         self._endpoint_lock = threading.Lock()
+        self._profile: EngineInfo | None = None
 
     # ------------------------------------------------------------ connection
 
@@ -282,7 +297,7 @@ class Engine:
             self._client = None
             return EngineInfo(reachable=False, error=_short(exc))
         discovered = info.get("DiscoveredDevices") or []
-        return EngineInfo(
+        found = EngineInfo(
             reachable=True,
             version=str(version.get("Version", "")),
             api_version=str(version.get("ApiVersion", "")),
@@ -298,7 +313,20 @@ class Engine:
             kernel=str(info.get("KernelVersion", "")),
             cpu_count=int(info.get("NCPU") or 0),
             memory_bytes=int(info.get("MemTotal") or 0),
+            product=engine_product(version),
+            image_store=image_store(info),
         )
+        if self._profile is None:  # once per daemon start: what the engine is decides paths
+            self._profile = found
+            log.info("engine: %s at %s", found.profile, self.endpoint.host)
+        return found
+
+    @property
+    def image_store(self) -> str:
+        """The engine's image store (read once; CLASSIC_STORE when the engine cannot say)."""
+        if self._profile is None:
+            self._info()
+        return self._profile.image_store if self._profile is not None else CLASSIC_STORE
 
     def labels(self, **more: str) -> dict[str, str]:
         return {MANAGED_LABEL: "1", **self.extra_labels, **more}
@@ -1003,6 +1031,21 @@ class CommitSpec:
         if self.workdir:
             out.append(f"WORKDIR {self.workdir}")
         return out
+
+
+def image_store(info: Mapping[str, Any]) -> str:
+    """CONTAINERD_STORE when `docker info` says its images live in containerd's snapshotters
+    (DriverStatus `driver-type io.containerd.snapshotter.v1`), else CLASSIC_STORE."""
+    for pair in info.get("DriverStatus") or ():
+        if isinstance(pair, list | tuple) and len(pair) == 2 and tuple(pair)[1] == _SNAPSHOTTER:
+            return CONTAINERD_STORE
+    return CLASSIC_STORE
+
+
+def engine_product(version: Mapping[str, Any]) -> str:
+    """ "Podman" when the version's components name Podman's engine, else "Docker"."""
+    names = [str(c.get("Name", "")) for c in version.get("Components") or () if isinstance(c, dict)]
+    return "Podman" if any("podman" in n.lower() for n in names) else "Docker"
 
 
 def _tar_folder(folder: Path, out: IO[bytes]) -> None:

@@ -21,6 +21,10 @@ from envd.model.content import (
     summary_to_json,
 )
 
+# Bumped when merging changes what a chain of layers hashes to (2: the --init placeholder's
+# mode), so a hash cached before is never read back.
+_CHAINS = "chains-2"
+
 
 class ContentHasher:
     """Reads an image's layers through the engine once; later calls merge cached summaries."""
@@ -71,7 +75,7 @@ class ContentHasher:
         image = self._engine.inspect_image(image_ref)
         if image is None:
             raise NotFound(f"image {image_ref} is not on the engine")
-        chain = hashlib.sha256("\n".join(image.layers).encode()).hexdigest()
+        chain = hashlib.sha256("\n".join((_CHAINS, *image.layers)).encode()).hexdigest()
         path = self._cache_dir / "chains" / f"{chain}.txt"
         try:
             known = path.read_text(encoding="utf-8").strip()

@@ -140,9 +140,7 @@ def reap_stale() -> None:
 
 
 def _script(root: Path, folder: Path, bridge: str) -> str:
-    binds = " ".join(
-        f"mount --rbind {d} {root}{d};" for d in SHARED if Path(d).is_dir()
-    )
+    binds = " ".join(f"mount --rbind {d} {root}{d};" for d in SHARED if Path(d).is_dir())
     inner = (
         f"containerd --config {folder}/containerd.toml >{folder}/containerd.log 2>&1 &"
         " i=0; while [ ! -S /run/containerd/containerd.sock ] && [ $i -lt 300 ];"
@@ -240,3 +238,5 @@ def docker26(store: Store) -> Iterator[str]:
         yield host
     finally:
         _teardown(folder, bridge, added, proc.pid if proc is not None else 0)
+        if proc is not None:
+            proc.wait(timeout=30)

@@ -189,6 +189,16 @@ def test_excluded_runtime_paths_are_left_out() -> None:
     assert "/etc/hostname.d/keep" in m.entries
 
 
+def test_the_init_placeholder_hashes_the_same_whatever_mode_the_engine_gave_it() -> None:
+    # `--init` leaves an empty mount point in a step's layer: 0755 on Docker 20.10, 0644 on 26.
+    docker20 = manifest(BASE, [M("usr/sbin/docker-init", mode=0o755)])
+    docker26 = manifest(BASE, [M("usr/sbin/docker-init", mode=0o644)])
+    assert content_hash(docker20) == content_hash(docker26)
+    assert docker26.entries["/usr/sbin/docker-init"].mode == 0o755
+    real = manifest(BASE, [M("usr/sbin/docker-init", b"an init", mode=0o644)])
+    assert real.entries["/usr/sbin/docker-init"].mode == 0o644  # a real file keeps its mode
+
+
 def test_non_utf8_names_are_kept_distinct_and_hashed_deterministically() -> None:
     raw = M(b"opt/caf\xe9.txt", b"latin-1 name")
     text = M("opt/caf\u00e9.txt", b"latin-1 name")
