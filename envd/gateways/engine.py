@@ -481,13 +481,24 @@ class Engine:
         return PushResult(digest=digest, pushed=len(pushed), skipped=len(skipped))
 
     def save(self, image: str, path: Path) -> None:
-        """Write `docker save` of one image to path."""
+        """Write `docker save` of one image to path, its layers uncompressed.
+
+        The containerd image store saves an OCI layout whose layer blobs are gzip (named by
+        the compressed digest); those are rewritten as blobs named by their diff-id, each
+        checked against the config, so an archive has the same layers whatever the store."""
+        raw = path.with_name(f".{path.name}.engine")
         try:
-            with open(path, "wb") as f:
+            with open(raw, "wb") as f:
                 for chunk in self.client.api.get_image(image, chunk_size=1 << 20):
                     f.write(chunk)
+            if uncompress_saved_image(raw, path):
+                log.debug("the engine saved %s with compressed layers: rewritten", image)
+        except EnvdError:
+            raise
         except Exception as exc:
             raise _engine_error(exc) from exc
+        finally:
+            raw.unlink(missing_ok=True)
 
     def load(self, archive: Iterator[bytes]) -> list[str]:
         """`docker load` a tar archive given as a stream of chunks (sent as they come, never
@@ -1103,6 +1114,102 @@ def _engine_error(exc: BaseException) -> EnvdError:
 
 
 # ---------------------------------------------------------------- `docker save` archives
+
+
+def uncompress_saved_image(raw: Path, out: Path) -> bool:
+    """`docker save` output at raw, written to out with every compressed layer uncompressed
+    (named `blobs/sha256/<diff-id>`, checked against the config's diff-ids); manifest.json
+    names them, and the OCI index, which names the compressed manifest, is left out.
+    Returns False (raw moved to out as it is) when no layer is compressed."""
+    with tarfile.open(raw, mode="r:") as tar:
+        try:
+            entry = json.loads(_member_bytes(tar, "manifest.json"))[0]
+            config_name = str(entry["Config"])
+            config_bytes = _member_bytes(tar, config_name)
+            diff_ids = [str(d) for d in json.loads(config_bytes)["rootfs"]["diff_ids"]]
+            layer_names = [str(n) for n in entry["Layers"]]
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            why = f"the engine's image archive has no usable manifest ({exc})"
+            raise VerificationError(why) from exc
+        if len(layer_names) != len(diff_ids):
+            raise VerificationError("the engine's image archive lists layers its config does not")
+        heads = [_member_head(tar, name) for name in layer_names]
+        if not any(h.startswith((_GZIP_MAGIC, _ZSTD_MAGIC)) for h in heads):
+            os.replace(raw, out)
+            return False
+        with tarfile.open(out, mode="w", format=tarfile.PAX_FORMAT) as dest:
+            _add_bytes(dest, config_name, config_bytes)
+            names: list[str] = []
+            for name, diff_id, head in zip(layer_names, diff_ids, heads, strict=True):
+                names.append(f"blobs/sha256/{diff_id.removeprefix('sha256:')}")
+                if names[-1] in names[:-1]:
+                    continue  # a layer repeated in the image is stored once
+                _add_layer(tar, dest, name, names[-1], diff_id, head, out.parent)
+            entry = {"Config": config_name, "RepoTags": entry.get("RepoTags"), "Layers": names}
+            _add_bytes(dest, "manifest.json", json.dumps([entry]).encode())
+    return True
+
+
+def _member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
+    try:
+        member = tar.extractfile(posixpath.normpath(name))
+    except KeyError:
+        member = None
+    if member is None:
+        raise VerificationError(f"{name} is missing from the engine's image archive")
+    return member
+
+
+def _member_bytes(tar: tarfile.TarFile, name: str) -> bytes:
+    data = _member(tar, name).read(_MAX_JSON + 1)
+    if len(data) > _MAX_JSON:
+        raise VerificationError(f"{name} in the engine's image archive is too large")
+    return data
+
+
+def _member_head(tar: tarfile.TarFile, name: str) -> bytes:
+    return _member(tar, name).read(4)
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(posixpath.normpath(name))
+    info.size, info.mode = len(data), 0o444
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _add_layer(
+    tar: tarfile.TarFile,
+    dest: tarfile.TarFile,
+    name: str,
+    to: str,
+    diff_id: str,
+    head: bytes,
+    scratch: Path,
+) -> None:
+    """One layer, uncompressed (spooled beside the archive to learn its size) and checked."""
+    if head.startswith(_ZSTD_MAGIC):
+        raise VerificationError("zstd-compressed layers are not supported")
+    source: IO[bytes] = _member(tar, name)
+    with tempfile.TemporaryFile(dir=scratch) as spool:
+        if head.startswith(_GZIP_MAGIC):
+            source = cast(IO[bytes], gzip.GzipFile(fileobj=source, mode="rb"))
+        digest = hashlib.sha256()
+        try:
+            while block := source.read(1 << 20):
+                digest.update(block)
+                spool.write(block)
+        except (OSError, EOFError) as exc:
+            raise VerificationError(f"layer {name} of the engine's archive: {exc}") from exc
+        if "sha256:" + digest.hexdigest() != diff_id:
+            raise VerificationError(
+                f"layer {name} of the engine's archive hashes to sha256:{digest.hexdigest()}, "
+                f"but its config says {diff_id}"
+            )
+        info = tarfile.TarInfo(to)
+        info.size, info.mode = spool.tell(), 0o444
+        spool.seek(0)
+        dest.addfile(info, spool)
+
 
 T = TypeVar("T")
 _MAX_JSON = 16 << 20  # one manifest, index or config
