@@ -93,7 +93,7 @@ def trixie_root() -> tuple[Path, str]:
             if done.returncode != 0:
                 tail = log.read_text(errors="replace")[-2000:]
                 raise EngineUnavailable(f"mmdebstrap could not build a {SUITE} root:\n{tail}")
-            for mountpoint in SHARED:
+            for mountpoint in (*SHARED, "/.old"):
                 (work / "root" / mountpoint.lstrip("/")).mkdir(parents=True, exist_ok=True)
             version = _version(work / "root")
             if not version:
@@ -139,20 +139,24 @@ def reap_stale() -> None:
         _teardown(folder, record["bridge"], rules, int(record.get("pgid", 0)))
 
 
-def _script(root: Path, folder: Path, bridge: str) -> str:
+def _script(root: Path, folder: Path) -> str:
     binds = " ".join(f"mount --rbind {d} {root}{d};" for d in SHARED if Path(d).is_dir())
     inner = (
-        f"containerd --config {folder}/containerd.toml >{folder}/containerd.log 2>&1 &"
+        "/.old/usr/bin/umount -l /.old || true;"
+        f" containerd --config {folder}/containerd.toml >{folder}/containerd.log 2>&1 &"
         " i=0; while [ ! -S /run/containerd/containerd.sock ] && [ $i -lt 300 ];"
         " do sleep 0.1; i=$((i+1)); done;"
         f" exec dockerd --config-file {folder}/daemon.json"
     )
+    # pivot_root, not chroot: `docker exec` joins a container's mount namespace at that
+    # namespace's root, which is the container's only when the engine's root is the
+    # namespace's (under a chroot it is the host's /, and exec runs outside the container).
     return (
-        # runc makes / a slave mount in each container: the chroot's / must be a mount point.
         f"set -e; mount --bind {root} {root};"
         f" mount -t proc proc {root}/proc; mount --rbind /sys {root}/sys;"
         f" mount --rbind /dev {root}/dev; mount -t tmpfs tmpfs {root}/run; {binds}"
-        f" exec chroot {root} /bin/sh -c '{inner}'"
+        f" mkdir -p {root}/.old; cd {root}; pivot_root . .old; cd /;"
+        f" exec /bin/sh -c '{inner}'"
     )
 
 
@@ -212,7 +216,7 @@ def docker26(store: Store) -> Iterator[str]:
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 ["unshare", "-m", "--propagation", "private", "sh", "-c",
-                 _script(root, folder, bridge)],
+                 _script(root, folder)],
                 stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
         record = {"owner": os.getpid(), "bridge": bridge, "rules": [list(r) for r in added],
