@@ -476,9 +476,39 @@ class Engine:
             raise RegistryError(
                 f"cannot push {reference}: {_short(exc)}", hint=_registry_hint(str(exc))
             ) from exc
+        if not digest and self.image_store == CONTAINERD_STORE:
+            # Docker 26's containerd store ends a push without the aux digest: ask the registry.
+            log.debug("no digest in the push stream of %s: asking the registry", reference)
+            digest = self._registry_digest(reference)
         if not digest:
             raise RegistryError(f"the registry did not return a digest for {reference}")
         return PushResult(digest=digest, pushed=len(pushed), skipped=len(skipped))
+
+    def _registry_digest(self, reference: str) -> str:
+        """The digest the registry serves for reference, as the engine resolves it."""
+        try:
+            found = self.client.api.inspect_distribution(reference)
+        except Exception as exc:
+            raise RegistryError(
+                f"cannot ask the registry for the digest of {reference}: {_short(exc)}",
+                hint=_registry_hint(str(exc)),
+            ) from exc
+        return str((found.get("Descriptor") or {}).get("digest", ""))
+
+    def loaded_image(self, config_id: str, loaded: Sequence[str]) -> str:
+        """The engine's ID of the image it loaded from an untagged archive whose config is
+        config_id: that digest on the classic store; on the containerd store the ID is the
+        digest of the manifest the engine made, which only its load report names."""
+        if self.image_store != CONTAINERD_STORE:
+            return config_id
+        ids = [ref for ref in loaded if ref.startswith("sha256:")]
+        if len(ids) != 1:
+            raise RegistryError(
+                f"the engine did not say which image it loaded for the config {config_id} "
+                f"(it reported {', '.join(loaded) or 'nothing'})"
+            )
+        log.debug("loaded config %s as %s (containerd image store)", config_id, ids[0])
+        return ids[0]
 
     def save(self, image: str, path: Path) -> None:
         """Write `docker save` of one image to path, its layers uncompressed.

@@ -181,7 +181,8 @@ class Sharing:
                 raise RegistryError(f"cannot read {path}: {exc.strerror or exc}") from None
             meta, image_id = parsed.meta, parsed.image_id
             new = image_id not in self._engine.image_ids()
-            self._engine.load(rebuilt_image_tar(parsed))
+            loaded = self._engine.load(rebuilt_image_tar(parsed))
+        image_id = self._engine.loaded_image(image_id, loaded)
         info = self._engine.inspect_image(image_id)
         if info is None:
             raise RegistryError(f"{path}: the engine did not load the image {image_id}")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from envd.errors import VerificationError
+from envd.errors import RegistryError, VerificationError
 from envd.gateways.engine import (
     CLASSIC_STORE,
     CONTAINERD_STORE,
@@ -149,3 +149,36 @@ def test_an_uncompressed_save_is_kept_as_it_is(tmp_path: Path) -> None:
     raw.write_bytes(data)
     assert not uncompress_saved_image(raw, out)
     assert out.read_bytes() == data and not raw.exists()
+
+
+class FakeApi:
+    def push(self, repository: str, **kwargs: Any) -> list[dict[str, Any]]:
+        # What Docker 26's containerd store streams: a status line, no aux digest.
+        return [{"status": "Pushed", "id": "f963a4bce1ae"}, {"status": "1: digest: sha256:x"}]
+
+    def inspect_distribution(self, reference: str) -> dict[str, Any]:
+        return {"Descriptor": {"digest": "sha256:" + "e" * 64}}
+
+
+def engine_with(info: dict[str, Any]) -> Engine:
+    engine = Engine()
+    client = FakeClient()
+    client.store_info = info
+    client.api = FakeApi()  # type: ignore[attr-defined]
+    engine._client = client  # type: ignore[assignment]
+    return engine
+
+
+def test_a_push_without_a_digest_asks_the_registry_on_the_containerd_store() -> None:
+    result = engine_with(DOCKER_26_CONTAINERD_INFO).push("127.0.0.1:5000/team/x:1")
+    assert result.digest == "sha256:" + "e" * 64 and result.pushed == 1
+    with pytest.raises(RegistryError, match="did not return a digest"):
+        engine_with(DOCKER_20_INFO).push("127.0.0.1:5000/team/x:1")
+
+
+def test_a_loaded_image_is_named_by_the_engine_on_the_containerd_store() -> None:
+    config, manifest = "sha256:" + "c" * 64, "sha256:" + "m" * 64
+    assert engine_with(DOCKER_20_INFO).loaded_image(config, [manifest]) == config
+    assert engine_with(DOCKER_26_CONTAINERD_INFO).loaded_image(config, [manifest]) == manifest
+    with pytest.raises(RegistryError, match="did not say which image"):
+        engine_with(DOCKER_26_CONTAINERD_INFO).loaded_image(config, ["x:1"])
