@@ -9,7 +9,9 @@ bytes. Each engine builds environments/default once (module-scoped fixtures).
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,6 +99,17 @@ def test_same_lock_same_content_hash(built: tuple[Envctl, Path], reference: dict
     assert lock["environment_hash"] == reference["lock_environment_hash"]
 
 
+def test_lock_resolves_the_same_pins(built: tuple[Envctl, Path], default_project: Path) -> None:
+    runner, path = built
+    fresh = copy_template("default", path.parent / "relocked")
+    shutil.copy(path / "envd.yaml", fresh / "envd.yaml")
+    runner.ok("lock", str(fresh))
+    mine = json.loads((fresh / "envd.lock").read_text())
+    theirs = json.loads((default_project / "envd.lock").read_text())
+    for key in ("base", "target", "system", "python", "inputs_hash"):
+        assert mine[key] == theirs[key], key
+
+
 def test_enter_runs_a_command(built: tuple[Envctl, Path]) -> None:
     runner, path = built
     out = runner.ok(
@@ -127,6 +140,8 @@ def test_share_and_pull_into_a_fresh_home(
         for name in ("envd.yaml", "envd.lock"):
             (checkout / name).write_bytes((path / name).read_bytes())
         colleague.ok("add", str(checkout))
+        env = {**os.environ, "DOCKER_HOST": host}
+        subprocess.run(["docker", "rmi", shared["reference"]], env=env, capture_output=True)
         out = colleague.ok("pull", shared["reference"])
         assert "verified" in out and "registered for project" in out
         assert "up to date" in colleague.ok("build", str(checkout))
