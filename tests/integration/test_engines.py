@@ -90,8 +90,18 @@ def test_info_names_the_engine_and_its_store(
     assert f"{store} image store" in runner.ok("info")
 
 
-def test_same_lock_same_content_hash(built: tuple[Envctl, Path], reference: dict[str, str]) -> None:
+def test_same_lock_same_content_hash(
+    built: tuple[Envctl, Path],
+    reference: dict[str, str],
+    shared: Envctl,
+    default_project: Path,
+    tmp_path: Path,
+) -> None:
     runner, path = built
+    docker20 = tmp_path / "docker20.fingerprint.json"
+    shared.ok("fingerprint", str(default_project), "--output", str(docker20))
+    diff = runner("diff", str(path), str(docker20))
+    assert "environment: identical" in diff.stdout, diff.stdout + diff.stderr
     fingerprint = json.loads(runner.ok("--json", "fingerprint", str(path)))
     assert fingerprint["environment"]["content_hash"] == reference["content_hash"]
     assert fingerprint["environment_hash"] == reference["environment_hash"]
