@@ -112,7 +112,8 @@ def test_same_lock_same_content_hash(
 def test_lock_resolves_the_same_pins(built: tuple[Envctl, Path], default_project: Path) -> None:
     runner, path = built
     fresh = copy_template("default", path.parent / "relocked")
-    shutil.copy(path / "envd.yaml", fresh / "envd.yaml")
+    spec = (path / "envd.yaml").read_text().replace("name: dflt", "name: relocked")
+    (fresh / "envd.yaml").write_text(spec)
     runner.ok("lock", str(fresh))
     mine = json.loads((fresh / "envd.lock").read_text())
     theirs = json.loads((default_project / "envd.lock").read_text())
