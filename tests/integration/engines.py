@@ -106,23 +106,48 @@ def trixie_root() -> tuple[Path, str]:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _teardown(folder: Path, bridge: str, rules: list[tuple[str, ...]], pgid: int) -> None:
-    if pgid and _alive(pgid):
+def _engine_processes(sid: int) -> list[int]:
+    """The engine's processes: its session (dockerd, containerd, and the shims, which leave
+    the process group but not the session) and their children (containers), all in mount
+    namespaces other than ours (so a reused session number is never mistaken for it)."""
+    ours = os.readlink("/proc/self/ns/mnt")
+    parents: dict[int, int] = {}
+    found: set[int] = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            os.killpg(pgid, signal.SIGTERM)
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            pid = int(stat.parent.name)
+            if os.readlink(f"/proc/{pid}/ns/mnt") == ours:
+                continue
+        except (OSError, IndexError, ValueError):
+            continue
+        parents[pid] = int(fields[1])
+        if int(fields[3]) == sid:
+            found.add(pid)
+    while more := {p for p, parent in parents.items() if parent in found} - found:
+        found |= more
+    return sorted(found)
+
+
+def _signal(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
         except ProcessLookupError:
             pass
-        deadline = time.monotonic() + 30
-        while _alive(pgid) and time.monotonic() < deadline:
+
+
+def _teardown(folder: Path, bridge: str, rules: list[tuple[str, ...]], sid: int) -> None:
+    if sid:
+        _signal(_engine_processes(sid), signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while _engine_processes(sid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _signal(_engine_processes(sid), signal.SIGKILL)
     for table_flag, table, chain, *spec in reversed(rules):
         subprocess.run(["iptables", table_flag, table, "-D", chain, *spec], capture_output=True)
     subprocess.run(["ip", "link", "del", bridge], capture_output=True)
-    # Its mounts (overlays, the chroot's binds) lived in its own mount namespace, gone with it.
+    # Its mounts (overlays, the root's binds) lived in its own mount namespace, gone with it.
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -136,7 +161,7 @@ def reap_stale() -> None:
         if _alive(int(record["owner"])):
             continue
         rules = [tuple(r) for r in record["rules"]]
-        _teardown(folder, record["bridge"], rules, int(record.get("pgid", 0)))
+        _teardown(folder, record["bridge"], rules, int(record.get("sid", 0)))
 
 
 def _script(root: Path, folder: Path) -> str:
@@ -158,6 +183,20 @@ def _script(root: Path, folder: Path) -> str:
         f" mkdir -p {root}/.old; cd {root}; pivot_root . .old; cd /;"
         f" exec /bin/sh -c '{inner}'"
     )
+
+
+def _remove_containers(host: str) -> None:
+    env = {**os.environ, "DOCKER_HOST": host}
+    listed = subprocess.run(
+        ["docker", "ps", "-aq"], env=env, capture_output=True, text=True, timeout=60
+    )
+    if listed.stdout.split():
+        subprocess.run(
+            ["docker", "rm", "-f", *listed.stdout.split()],
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
 
 
 @contextmanager
@@ -206,6 +245,7 @@ def docker26(store: Store) -> Iterator[str]:
         del config["storage-driver"]  # the snapshotter is containerd's overlayfs
     (folder / "daemon.json").write_text(json.dumps(config, indent=1))
     log_path = folder / "dockerd.log"
+    host, up = f"unix://{socket}", False
     try:
         _run("ip", "link", "add", bridge, "type", "bridge")
         _run("ip", "addr", "add", gateway, "dev", bridge)
@@ -220,9 +260,8 @@ def docker26(store: Store) -> Iterator[str]:
                 stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
         record = {"owner": os.getpid(), "bridge": bridge, "rules": [list(r) for r in added],
-                  "pgid": proc.pid}  # fmt: skip
+                  "sid": proc.pid}  # fmt: skip
         (folder / "state.json").write_text(json.dumps(record))
-        host = f"unix://{socket}"
         env = {**os.environ, "DOCKER_HOST": host}
         env.pop("DOCKER_CONTEXT", None)
         deadline = time.monotonic() + 90
@@ -239,8 +278,11 @@ def docker26(store: Store) -> Iterator[str]:
                 tail = log_path.read_text(errors="replace")[-2000:]
                 raise EngineUnavailable(f"Docker 26 ({store} store) did not come up:\n{tail}")
             time.sleep(0.3)
+        up = True
         yield host
     finally:
+        if up:  # containers first, as the engine stops them (warm ones would outlive it)
+            _remove_containers(host)
         _teardown(folder, bridge, added, proc.pid if proc is not None else 0)
         if proc is not None:
             proc.wait(timeout=30)
