@@ -1254,6 +1254,7 @@ class SavedImage(Generic[T]):
     diff_ids: tuple[str, ...]  # bottom first, each one checked against the bytes read
     layers: tuple[T | None, ...]  # read_layer's result per diff-id; None where skipped
     sizes: tuple[int, ...] = ()  # each layer's size as stored in the archive
+    blobs: tuple[str, ...] = ()  # each layer's digest as stored (compressed on containerd's store)
 
 
 @dataclass
@@ -1454,6 +1455,7 @@ def _assemble(
         )
     results: list[T | None] = []
     sizes: list[int] = []
+    blobs: list[str] = []
     for name, diff_id in zip(layer_names, diff_ids, strict=True):
         read = layers.get(name)
         if read is None and name in jsons:  # a small blob kept in memory: read it now
@@ -1470,4 +1472,5 @@ def _assemble(
             )
         results.append(read.result)
         sizes.append(read.size)
-    return SavedImage(config_digest, diff_ids, tuple(results), tuple(sizes))
+        blobs.append(read.blob_digest)
+    return SavedImage(config_digest, diff_ids, tuple(results), tuple(sizes), tuple(blobs))
