@@ -42,7 +42,9 @@ def info_cmd(obj: AppContext, as_json: bool) -> None:
         ("engine at", _where(engine)),
         (
             "engine",
-            f"Docker {engine.version}, runtimes: {', '.join(engine.runtimes) or '-'}"
+            f"{engine.product or 'Docker'} {engine.version} (API {engine.api_version}"
+            f"{f', {engine.image_store} image store' if engine.image_store else ''}), "
+            f"runtimes: {', '.join(engine.runtimes) or '-'}"
             if engine.reachable
             else f"unreachable: {engine.error}",
         ),

@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import os
 import posixpath
 import tarfile
@@ -41,6 +42,11 @@ if TYPE_CHECKING:
 
 MANAGED_LABEL = "envd.managed"
 OutputSink = Callable[[str], None]
+log = logging.getLogger(__name__)
+
+CLASSIC_STORE = "classic"  # the engine's own graph driver: image ID = sha256 of the config
+CONTAINERD_STORE = "containerd"  # containerd's image store: image ID = manifest (index) digest
+_SNAPSHOTTER = "io.containerd.snapshotter.v1"
 
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -144,6 +150,14 @@ class EngineInfo:
     kernel: str = ""  # the engine host's kernel release
     cpu_count: int = 0  # the engine host's CPUs
     memory_bytes: int = 0  # the engine host's memory
+    product: str = ""  # "Docker" or "Podman" (from the version's component names)
+    image_store: str = ""  # CLASSIC_STORE or CONTAINERD_STORE
+
+    @property
+    def profile(self) -> str:
+        """ "Docker 26.1.5 (API 1.45), containerd image store": what the engine is."""
+        what = f"{self.product or 'Docker'} {self.version} (API {self.api_version})"
+        return f"{what}, {self.image_store} image store" if self.image_store else what
 
     @property
     def nvidia_runtime(self) -> bool:
@@ -221,6 +235,7 @@ class Engine:
         self._client_lock = threading.Lock()
         self._endpoint: EngineEndpoint | None = None
         self._endpoint_lock = threading.Lock()
+        self._profile: EngineInfo | None = None
 
     # ------------------------------------------------------------ connection
 
@@ -282,7 +297,7 @@ class Engine:
             self._client = None
             return EngineInfo(reachable=False, error=_short(exc))
         discovered = info.get("DiscoveredDevices") or []
-        return EngineInfo(
+        found = EngineInfo(
             reachable=True,
             version=str(version.get("Version", "")),
             api_version=str(version.get("ApiVersion", "")),
@@ -298,7 +313,20 @@ class Engine:
             kernel=str(info.get("KernelVersion", "")),
             cpu_count=int(info.get("NCPU") or 0),
             memory_bytes=int(info.get("MemTotal") or 0),
+            product=engine_product(version),
+            image_store=image_store(info),
         )
+        if self._profile is None:  # once per daemon start: what the engine is decides paths
+            self._profile = found
+            log.info("engine: %s at %s", found.profile, self.endpoint.host)
+        return found
+
+    @property
+    def image_store(self) -> str:
+        """The engine's image store (read once; CLASSIC_STORE when the engine cannot say)."""
+        if self._profile is None:
+            self._info()
+        return self._profile.image_store if self._profile is not None else CLASSIC_STORE
 
     def labels(self, **more: str) -> dict[str, str]:
         return {MANAGED_LABEL: "1", **self.extra_labels, **more}
@@ -448,18 +476,59 @@ class Engine:
             raise RegistryError(
                 f"cannot push {reference}: {_short(exc)}", hint=_registry_hint(str(exc))
             ) from exc
+        if not digest and self.image_store == CONTAINERD_STORE:
+            # Docker 26's containerd store ends a push without the aux digest: ask the registry.
+            log.debug("no digest in the push stream of %s: asking the registry", reference)
+            digest = self._registry_digest(reference)
         if not digest:
             raise RegistryError(f"the registry did not return a digest for {reference}")
         return PushResult(digest=digest, pushed=len(pushed), skipped=len(skipped))
 
-    def save(self, image: str, path: Path) -> None:
-        """Write `docker save` of one image to path."""
+    def _registry_digest(self, reference: str) -> str:
+        """The digest the registry serves for reference, as the engine resolves it."""
         try:
-            with open(path, "wb") as f:
+            found = self.client.api.inspect_distribution(reference)
+        except Exception as exc:
+            raise RegistryError(
+                f"cannot ask the registry for the digest of {reference}: {_short(exc)}",
+                hint=_registry_hint(str(exc)),
+            ) from exc
+        return str((found.get("Descriptor") or {}).get("digest", ""))
+
+    def loaded_image(self, config_id: str, loaded: Sequence[str]) -> str:
+        """The engine's ID of the image it loaded from an untagged archive whose config is
+        config_id: that digest on the classic store; on the containerd store the ID is the
+        digest of the manifest the engine made, which only its load report names."""
+        if self.image_store != CONTAINERD_STORE:
+            return config_id
+        ids = [ref for ref in loaded if ref.startswith("sha256:")]
+        if len(ids) != 1:
+            raise RegistryError(
+                f"the engine did not say which image it loaded for the config {config_id} "
+                f"(it reported {', '.join(loaded) or 'nothing'})"
+            )
+        log.debug("loaded config %s as %s (containerd image store)", config_id, ids[0])
+        return ids[0]
+
+    def save(self, image: str, path: Path) -> None:
+        """Write `docker save` of one image to path, its layers uncompressed.
+
+        The containerd image store saves an OCI layout whose layer blobs are gzip (named by
+        the compressed digest); those are rewritten as blobs named by their diff-id, each
+        checked against the config, so an archive has the same layers whatever the store."""
+        raw = path.with_name(f".{path.name}.engine")
+        try:
+            with open(raw, "wb") as f:
                 for chunk in self.client.api.get_image(image, chunk_size=1 << 20):
                     f.write(chunk)
+            if uncompress_saved_image(raw, path):
+                log.debug("the engine saved %s with compressed layers: rewritten", image)
+        except EnvdError:
+            raise
         except Exception as exc:
             raise _engine_error(exc) from exc
+        finally:
+            raw.unlink(missing_ok=True)
 
     def load(self, archive: Iterator[bytes]) -> list[str]:
         """`docker load` a tar archive given as a stream of chunks (sent as they come, never
@@ -1005,6 +1074,21 @@ class CommitSpec:
         return out
 
 
+def image_store(info: Mapping[str, Any]) -> str:
+    """CONTAINERD_STORE when `docker info` says its images live in containerd's snapshotters
+    (DriverStatus `driver-type io.containerd.snapshotter.v1`), else CLASSIC_STORE."""
+    for pair in info.get("DriverStatus") or ():
+        if isinstance(pair, list | tuple) and len(pair) == 2 and tuple(pair)[1] == _SNAPSHOTTER:
+            return CONTAINERD_STORE
+    return CLASSIC_STORE
+
+
+def engine_product(version: Mapping[str, Any]) -> str:
+    """ "Podman" when the version's components name Podman's engine, else "Docker"."""
+    names = [str(c.get("Name", "")) for c in version.get("Components") or () if isinstance(c, dict)]
+    return "Podman" if any("podman" in n.lower() for n in names) else "Docker"
+
+
 def _tar_folder(folder: Path, out: IO[bytes]) -> None:
     """A folder's contents as a tar (names relative to it), owned by root, modes kept."""
 
@@ -1061,6 +1145,102 @@ def _engine_error(exc: BaseException) -> EnvdError:
 
 # ---------------------------------------------------------------- `docker save` archives
 
+
+def uncompress_saved_image(raw: Path, out: Path) -> bool:
+    """`docker save` output at raw, written to out with every compressed layer uncompressed
+    (named `blobs/sha256/<diff-id>`, checked against the config's diff-ids); manifest.json
+    names them, and the OCI index, which names the compressed manifest, is left out.
+    Returns False (raw moved to out as it is) when no layer is compressed."""
+    with tarfile.open(raw, mode="r:") as tar:
+        try:
+            entry = json.loads(_member_bytes(tar, "manifest.json"))[0]
+            config_name = str(entry["Config"])
+            config_bytes = _member_bytes(tar, config_name)
+            diff_ids = [str(d) for d in json.loads(config_bytes)["rootfs"]["diff_ids"]]
+            layer_names = [str(n) for n in entry["Layers"]]
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            why = f"the engine's image archive has no usable manifest ({exc})"
+            raise VerificationError(why) from exc
+        if len(layer_names) != len(diff_ids):
+            raise VerificationError("the engine's image archive lists layers its config does not")
+        heads = [_member_head(tar, name) for name in layer_names]
+        if not any(h.startswith((_GZIP_MAGIC, _ZSTD_MAGIC)) for h in heads):
+            os.replace(raw, out)
+            return False
+        with tarfile.open(out, mode="w", format=tarfile.PAX_FORMAT) as dest:
+            _add_bytes(dest, config_name, config_bytes)
+            names: list[str] = []
+            for name, diff_id, head in zip(layer_names, diff_ids, heads, strict=True):
+                names.append(f"blobs/sha256/{diff_id.removeprefix('sha256:')}")
+                if names[-1] in names[:-1]:
+                    continue  # a layer repeated in the image is stored once
+                _add_layer(tar, dest, name, names[-1], diff_id, head, out.parent)
+            entry = {"Config": config_name, "RepoTags": entry.get("RepoTags"), "Layers": names}
+            _add_bytes(dest, "manifest.json", json.dumps([entry]).encode())
+    return True
+
+
+def _member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
+    try:
+        member = tar.extractfile(posixpath.normpath(name))
+    except KeyError:
+        member = None
+    if member is None:
+        raise VerificationError(f"{name} is missing from the engine's image archive")
+    return member
+
+
+def _member_bytes(tar: tarfile.TarFile, name: str) -> bytes:
+    data = _member(tar, name).read(_MAX_JSON + 1)
+    if len(data) > _MAX_JSON:
+        raise VerificationError(f"{name} in the engine's image archive is too large")
+    return data
+
+
+def _member_head(tar: tarfile.TarFile, name: str) -> bytes:
+    return _member(tar, name).read(4)
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(posixpath.normpath(name))
+    info.size, info.mode = len(data), 0o444
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _add_layer(
+    tar: tarfile.TarFile,
+    dest: tarfile.TarFile,
+    name: str,
+    to: str,
+    diff_id: str,
+    head: bytes,
+    scratch: Path,
+) -> None:
+    """One layer, uncompressed (spooled beside the archive to learn its size) and checked."""
+    if head.startswith(_ZSTD_MAGIC):
+        raise VerificationError("zstd-compressed layers are not supported")
+    source: IO[bytes] = _member(tar, name)
+    with tempfile.TemporaryFile(dir=scratch) as spool:
+        if head.startswith(_GZIP_MAGIC):
+            source = cast(IO[bytes], gzip.GzipFile(fileobj=source, mode="rb"))
+        digest = hashlib.sha256()
+        try:
+            while block := source.read(1 << 20):
+                digest.update(block)
+                spool.write(block)
+        except (OSError, EOFError) as exc:
+            raise VerificationError(f"layer {name} of the engine's archive: {exc}") from exc
+        if "sha256:" + digest.hexdigest() != diff_id:
+            raise VerificationError(
+                f"layer {name} of the engine's archive hashes to sha256:{digest.hexdigest()}, "
+                f"but its config says {diff_id}"
+            )
+        info = tarfile.TarInfo(to)
+        info.size, info.mode = spool.tell(), 0o444
+        spool.seek(0)
+        dest.addfile(info, spool)
+
+
 T = TypeVar("T")
 _MAX_JSON = 16 << 20  # one manifest, index or config
 _MAX_JSON_TOTAL = 64 << 20  # all JSON kept from one archive
@@ -1074,6 +1254,7 @@ class SavedImage(Generic[T]):
     diff_ids: tuple[str, ...]  # bottom first, each one checked against the bytes read
     layers: tuple[T | None, ...]  # read_layer's result per diff-id; None where skipped
     sizes: tuple[int, ...] = ()  # each layer's size as stored in the archive
+    blobs: tuple[str, ...] = ()  # each layer's digest as stored (compressed on containerd's store)
 
 
 @dataclass
@@ -1274,6 +1455,7 @@ def _assemble(
         )
     results: list[T | None] = []
     sizes: list[int] = []
+    blobs: list[str] = []
     for name, diff_id in zip(layer_names, diff_ids, strict=True):
         read = layers.get(name)
         if read is None and name in jsons:  # a small blob kept in memory: read it now
@@ -1290,4 +1472,5 @@ def _assemble(
             )
         results.append(read.result)
         sizes.append(read.size)
-    return SavedImage(config_digest, diff_ids, tuple(results), tuple(sizes))
+        blobs.append(read.blob_digest)
+    return SavedImage(config_digest, diff_ids, tuple(results), tuple(sizes), tuple(blobs))

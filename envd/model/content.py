@@ -18,7 +18,7 @@ import json
 import posixpath
 import tarfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 CONTENT_SCHEMA = 1
@@ -34,6 +34,13 @@ EXCLUDED = (
     "/sys",  # same, sysfs
     "/dev",  # devtmpfs/tmpfs mounted at run time; device nodes in a layer are never seen
 )
+
+# Where `--init` bind-mounts the engine's init; a step container leaves an empty placeholder
+# there, whose mode is the engine's choice (0755 on Docker 20.10, 0644 on Docker 26). It is
+# recorded as Docker 20.10 made it, so the hash does not depend on the engine, and every
+# environment hash recorded before stays valid.
+INIT_PLACEHOLDERS = ("/sbin/docker-init", "/usr/sbin/docker-init")
+_EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 # Bounds on what is kept from file contents, so a crafted image cannot exhaust memory.
 MAX_DPKG_STATUS = 32 << 20
@@ -373,6 +380,10 @@ def merge(layers: Iterable[LayerSummary]) -> Manifest:
             if entry.kind == "hardlink":
                 _link(state, facts, path, entry)
     kept = {p: e for p, e in state.items() if not is_excluded(p)}
+    for path in INIT_PLACEHOLDERS:
+        placeholder = kept.get(path)
+        if placeholder is not None and placeholder.kind == "file" and placeholder.size == 0:
+            kept[path] = replace(placeholder, mode=0o755, sha256=_EMPTY_SHA256)
     return Manifest(kept, {p: f for p, f in facts.items() if p in kept})
 
 

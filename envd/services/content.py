@@ -21,6 +21,10 @@ from envd.model.content import (
     summary_to_json,
 )
 
+# Bumped when merging changes what a chain of layers hashes to (2: the --init placeholder's
+# mode), so a hash cached before is never read back.
+_CHAINS = "chains-2"
+
 
 class ContentHasher:
     """Reads an image's layers through the engine once; later calls merge cached summaries."""
@@ -50,11 +54,16 @@ class ContentHasher:
     def _read(self, image_id: str, image_ref: str, diff_ids: tuple[str, ...]) -> Manifest:
         summaries = {d: s for d in set(diff_ids) if (s := self._cached(d)) is not None}
         sizes = {size for d in summaries if (size := self._size(d)) is not None}
+        # A compressed blob (the containerd store) is named by its own digest, not its diff-id.
+        blobs = {blob for d in summaries if (blob := self._blob(d)) is not None}
         for attempt in range(2):
             if all(d in summaries for d in diff_ids):
                 break
             saved = self._engine.read_image_layers(
-                image_id, summarise_layer, skip=summaries, skip_sizes=sizes if attempt == 0 else ()
+                image_id,
+                summarise_layer,
+                skip=set(summaries) | blobs if attempt == 0 else set(summaries),
+                skip_sizes=sizes if attempt == 0 else (),
             )
             if saved.diff_ids != diff_ids:
                 raise VerificationError(
@@ -64,6 +73,8 @@ class ContentHasher:
                 if summary is not None and diff_id not in summaries:
                     self._store(diff_id, summary, saved.sizes[i] if saved.sizes else None)
                     summaries[diff_id] = summary
+                if saved.blobs and saved.blobs[i] not in ("", diff_id):
+                    self._store_blob(diff_id, saved.blobs[i])
         return merge(summaries[d] for d in diff_ids)
 
     def content_hash(self, image_ref: str) -> str:
@@ -71,7 +82,7 @@ class ContentHasher:
         image = self._engine.inspect_image(image_ref)
         if image is None:
             raise NotFound(f"image {image_ref} is not on the engine")
-        chain = hashlib.sha256("\n".join(image.layers).encode()).hexdigest()
+        chain = hashlib.sha256("\n".join((_CHAINS, *image.layers)).encode()).hexdigest()
         path = self._cache_dir / "chains" / f"{chain}.txt"
         try:
             known = path.read_text(encoding="utf-8").strip()
@@ -116,6 +127,20 @@ class ContentHasher:
             return int(self._path(diff_id).with_suffix(".size").read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
+
+    def _blob(self, diff_id: str) -> str | None:
+        """The digest the layer had compressed in the engine's archive, when it differs."""
+        try:
+            blob = self._path(diff_id).with_suffix(".blob").read_text().strip()
+        except FileNotFoundError:
+            return None
+        return blob if blob.startswith("sha256:") and len(blob) == 71 else None
+
+    def _store_blob(self, diff_id: str, blob: str) -> None:
+        path = self._path(diff_id).with_suffix(".blob")
+        if not path.exists():
+            self._cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_atomic(path, f"{blob}\n", mode=0o600)
 
     def _store(self, diff_id: str, summary: LayerSummary, size: int | None = None) -> None:
         path = self._path(diff_id)

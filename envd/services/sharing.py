@@ -177,9 +177,11 @@ class Sharing:
                     parsed = read_archive(source, Path(tmp), str(path))
             except OSError as exc:
                 raise RegistryError(f"cannot read {path}: {exc.strerror or exc}") from None
-            meta, image_id = parsed.meta, parsed.image_id
-            new = image_id not in self._engine.image_ids()
-            self._engine.load(rebuilt_image_tar(parsed))
+            meta, known = parsed.meta, self._engine.image_ids()
+            loaded = self._engine.load(rebuilt_image_tar(parsed))
+        # The ID is the config's digest on the classic store, a manifest's on containerd's.
+        image_id = self._engine.loaded_image(parsed.image_id, loaded)
+        new = image_id not in known
         info = self._engine.inspect_image(image_id)
         if info is None:
             raise RegistryError(f"{path}: the engine did not load the image {image_id}")

@@ -81,7 +81,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class EngineInfo(_message.Message):
-    __slots__ = ("reachable", "version", "api_version", "error", "runtimes", "nvidia_runtime", "host", "context", "remote", "engine_id", "os", "arch", "name", "nvidia_cdi")
+    __slots__ = ("reachable", "version", "api_version", "error", "runtimes", "nvidia_runtime", "host", "context", "remote", "engine_id", "os", "arch", "name", "nvidia_cdi", "product", "image_store")
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     API_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,8 @@ class EngineInfo(_message.Message):
     ARCH_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     NVIDIA_CDI_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_STORE_FIELD_NUMBER: _ClassVar[int]
     reachable: bool
     version: str
     api_version: str
@@ -110,7 +112,9 @@ class EngineInfo(_message.Message):
     arch: str
     name: str
     nvidia_cdi: bool
-    def __init__(self, reachable: _Optional[bool] = ..., version: _Optional[str] = ..., api_version: _Optional[str] = ..., error: _Optional[str] = ..., runtimes: _Optional[_Iterable[str]] = ..., nvidia_runtime: _Optional[bool] = ..., host: _Optional[str] = ..., context: _Optional[str] = ..., remote: _Optional[bool] = ..., engine_id: _Optional[str] = ..., os: _Optional[str] = ..., arch: _Optional[str] = ..., name: _Optional[str] = ..., nvidia_cdi: _Optional[bool] = ...) -> None: ...
+    product: str
+    image_store: str
+    def __init__(self, reachable: _Optional[bool] = ..., version: _Optional[str] = ..., api_version: _Optional[str] = ..., error: _Optional[str] = ..., runtimes: _Optional[_Iterable[str]] = ..., nvidia_runtime: _Optional[bool] = ..., host: _Optional[str] = ..., context: _Optional[str] = ..., remote: _Optional[bool] = ..., engine_id: _Optional[str] = ..., os: _Optional[str] = ..., arch: _Optional[str] = ..., name: _Optional[str] = ..., nvidia_cdi: _Optional[bool] = ..., product: _Optional[str] = ..., image_store: _Optional[str] = ...) -> None: ...
 
 class StatusReply(_message.Message):
     __slots__ = ("version", "uptime_s", "socket_path", "pid", "home", "log_path", "engine", "projects", "warm_containers")

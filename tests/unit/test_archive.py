@@ -263,6 +263,9 @@ class LoadingEngine:
         self.loaded = True
         return [f"Loaded image ID: {self.image_id}"]
 
+    def loaded_image(self, config_id: str, loaded: list[str]) -> str:
+        return config_id  # the classic store: the ID is the config's digest
+
     def inspect_image(self, ref: str) -> ImageInfo | None:
         if not self.loaded or ref != self.image_id:
             return None

@@ -189,6 +189,16 @@ def test_excluded_runtime_paths_are_left_out() -> None:
     assert "/etc/hostname.d/keep" in m.entries
 
 
+def test_the_init_placeholder_hashes_the_same_whatever_mode_the_engine_gave_it() -> None:
+    # `--init` leaves an empty mount point in a step's layer: 0755 on Docker 20.10, 0644 on 26.
+    docker20 = manifest(BASE, [M("usr/sbin/docker-init", mode=0o755)])
+    docker26 = manifest(BASE, [M("usr/sbin/docker-init", mode=0o644)])
+    assert content_hash(docker20) == content_hash(docker26)
+    assert docker26.entries["/usr/sbin/docker-init"].mode == 0o755
+    real = manifest(BASE, [M("usr/sbin/docker-init", b"an init", mode=0o644)])
+    assert real.entries["/usr/sbin/docker-init"].mode == 0o644  # a real file keeps its mode
+
+
 def test_non_utf8_names_are_kept_distinct_and_hashed_deterministically() -> None:
     raw = M(b"opt/caf\xe9.txt", b"latin-1 name")
     text = M("opt/caf\u00e9.txt", b"latin-1 name")
@@ -530,3 +540,44 @@ def test_a_layer_of_the_same_size_as_a_known_one_is_read_after_all(tmp_path: Pat
     expected = content_hash(manifest([M("etc/one", b"aaaa")], [M("etc/one", b"bbbb")]))
     assert hasher.content_hash("ab") == expected
     assert engine.reads == 3  # the guess by size was wrong for b: read again, in full
+
+
+def gzip_saved_archive(layers: list[bytes]) -> bytes:
+    """What the containerd image store saves: gzip blobs named by their own digest."""
+    blobs = [gzip.compress(layer, mtime=0) for layer in layers]
+    config = json.dumps(
+        {"rootfs": {"type": "layers", "diff_ids": ["sha256:" + sha(x) for x in layers]}}
+    ).encode()
+    members = {f"blobs/sha256/{sha(b)}": b for b in blobs}
+    members[f"blobs/sha256/{sha(config)}"] = config
+    members["manifest.json"] = json.dumps(
+        [
+            {
+                "Config": f"blobs/sha256/{sha(config)}",
+                "Layers": [f"blobs/sha256/{sha(b)}" for b in blobs],
+            }
+        ]
+    ).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in sorted(members):
+            info = tarfile.TarInfo(name)
+            info.size = len(members[name])
+            tar.addfile(info, io.BytesIO(members[name]))
+    return buf.getvalue()
+
+
+def test_a_known_compressed_layer_is_not_parsed_again(tmp_path: Path) -> None:
+    """The containerd store names a layer by its compressed digest: once a layer was read,
+    that digest is remembered with its diff-id, so a new image on it parses its new layer
+    alone (the known one is still hashed and checked against the config)."""
+    engine = FakeEngine()
+    base, top = tar_bytes(BASE), tar_bytes(DEBIAN)
+    for ref, layers in (("base", [base]), ("child", [base, top])):
+        engine.archives[ref] = gzip_saved_archive(layers)
+        engine.diff_ids[ref] = tuple("sha256:" + sha(x) for x in layers)
+    hasher = ContentHasher(engine, tmp_path / "cache")  # type: ignore[arg-type]
+    hasher.content_hash("base")
+    assert engine.parsed == 1
+    assert hasher.content_hash("child") == content_hash(manifest(BASE, DEBIAN))
+    assert engine.parsed == 2 and engine.reads == 2

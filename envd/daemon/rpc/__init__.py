@@ -59,6 +59,8 @@ def engine_msg(info: EngineInfo) -> pb.EngineInfo:
         arch=info.arch,
         name=info.name,
         nvidia_cdi=info.nvidia_cdi,
+        product=info.product,
+        image_store=info.image_store,
     )
 
 

@@ -1,0 +1,179 @@
+"""The engines users run: Docker 26 (Debian 13's docker.io), classic and containerd image store.
+
+The same envd.lock, built on the machine's Docker 20.10 and on each Docker 26 store, gives the
+same environment content hash; the environment is entered, shared through a local registry,
+pulled back into a fresh home, saved to an archive and loaded again, each verified from the
+bytes. Each engine builds environments/default once (module-scoped fixtures).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Envctl, _envctl_env, copy_template, stop_daemon
+from tests.integration.engines import EngineUnavailable, docker26
+from tests.integration.registry import local_registry
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with local_registry(tmp_path_factory.mktemp("registry")) as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+def reference(shared: Envctl, default_project: Path) -> dict[str, str]:
+    """What the machine's Docker 20.10 says about environments/default."""
+    fingerprint = json.loads(shared.ok("--json", "fingerprint", str(default_project)))
+    lock = json.loads((default_project / "envd.lock").read_text())
+    return {
+        "content_hash": fingerprint["environment"]["content_hash"],
+        "environment_hash": fingerprint["environment_hash"],
+        "lock_environment_hash": lock["environment_hash"],
+    }
+
+
+def _runner(root: Path, host: str) -> Envctl:
+    home = root / "home"
+    home.mkdir(parents=True)
+    env = _envctl_env(home)
+    env["DOCKER_HOST"] = host
+    env.pop("DOCKER_CONTEXT", None)
+    return Envctl(env=env, home=home, cwd=root)
+
+
+@pytest.fixture(scope="module", params=["classic", "containerd"])
+def d26(request: pytest.FixtureRequest, engine: None) -> Iterator[tuple[str, str]]:
+    """(store, DOCKER_HOST) of a fresh Docker 26 with that image store."""
+    store = str(request.param)
+    try:
+        with docker26(store) as host:  # type: ignore[arg-type]
+            yield store, host
+    except EngineUnavailable as exc:
+        pytest.skip(f"no Docker 26 ({store} store) here: {exc}")
+
+
+@pytest.fixture(scope="module")
+def built(
+    d26: tuple[str, str], default_project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Envctl, Path]]:
+    """environments/default with the Docker 20.10 build's envd.lock, built on Docker 26."""
+    store, host = d26
+    root = tmp_path_factory.mktemp(f"d26-{store}")
+    runner = _runner(root, host)
+    path = copy_template("default", root / "default")
+    shutil.copy(default_project / "envd.yaml", path / "envd.yaml")
+    shutil.copy(default_project / "envd.lock", path / "envd.lock")
+    runner.ok("build", str(path))
+    yield runner, path
+    runner("stop", "--all", timeout=60)
+    stop_daemon(runner)
+
+
+def test_info_names_the_engine_and_its_store(
+    d26: tuple[str, str], built: tuple[Envctl, Path]
+) -> None:
+    store, _ = d26
+    runner, _ = built
+    info = json.loads(runner.ok("--json", "info"))["engine"]
+    assert info["version"].startswith("26.") and info["api_version"] == "1.45"
+    assert info["image_store"] == store
+    assert f"{store} image store" in runner.ok("info")
+
+
+def test_same_lock_same_content_hash(
+    built: tuple[Envctl, Path],
+    reference: dict[str, str],
+    shared: Envctl,
+    default_project: Path,
+    tmp_path: Path,
+) -> None:
+    runner, path = built
+    docker20 = tmp_path / "docker20.fingerprint.json"
+    shared.ok("fingerprint", str(default_project), "--output", str(docker20))
+    diff = runner("diff", str(path), str(docker20))
+    assert "environment: identical" in diff.stdout, diff.stdout + diff.stderr
+    fingerprint = json.loads(runner.ok("--json", "fingerprint", str(path)))
+    assert fingerprint["environment"]["content_hash"] == reference["content_hash"]
+    assert fingerprint["environment_hash"] == reference["environment_hash"]
+    lock = json.loads((path / "envd.lock").read_text())
+    assert lock["environment_hash"] == reference["lock_environment_hash"]
+
+
+def test_lock_resolves_the_same_pins(built: tuple[Envctl, Path], default_project: Path) -> None:
+    runner, path = built
+    fresh = copy_template("default", path.parent / "relocked")
+    spec = (path / "envd.yaml").read_text().replace("name: dflt", "name: relocked")
+    (fresh / "envd.yaml").write_text(spec)
+    runner.ok("lock", str(fresh))
+    mine = json.loads((fresh / "envd.lock").read_text())
+    theirs = json.loads((default_project / "envd.lock").read_text())
+    for key in ("base", "target", "system", "python", "inputs_hash"):
+        assert mine[key] == theirs[key], key
+
+
+def test_enter_runs_a_command(built: tuple[Envctl, Path]) -> None:
+    runner, path = built
+    out = runner.ok(
+        "enter", str(path), "--", "python", "-c", "import numpy; print(numpy.ones(2).sum())"
+    )
+    assert out == "2.0\n"
+    proc = runner("enter", str(path), "--", "sh", "-c", "exit 7")
+    assert proc.returncode == 7
+
+
+def test_share_and_pull_into_a_fresh_home(
+    d26: tuple[str, str],
+    built: tuple[Envctl, Path],
+    registry: str,
+    reference: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    store, host = d26
+    runner, path = built
+    shared = json.loads(
+        runner.ok("--json", "share", "image", str(path), "--to", f"{registry}/d26/{store}")
+    )["result"]
+    assert shared["reference"].startswith(f"{registry}/d26/{store}@sha256:")
+    colleague = _runner(tmp_path, host)
+    try:
+        checkout = tmp_path / "checkout"
+        checkout.mkdir()
+        for name in ("envd.yaml", "envd.lock"):
+            (checkout / name).write_bytes((path / name).read_bytes())
+        colleague.ok("add", str(checkout))
+        env = {**os.environ, "DOCKER_HOST": host}
+        subprocess.run(["docker", "rmi", shared["reference"]], env=env, capture_output=True)
+        out = colleague.ok("pull", shared["reference"])
+        assert "verified" in out and "registered for project" in out
+        assert "up to date" in colleague.ok("build", str(checkout))
+        fingerprint = json.loads(colleague.ok("--json", "fingerprint", str(checkout)))
+        assert fingerprint["environment"]["content_hash"] == reference["content_hash"]
+        out = colleague.ok("enter", str(checkout), "--", "python", "-c", "print(1)")
+        assert out == "1\n"
+    finally:
+        colleague("stop", "--all", timeout=60)
+        stop_daemon(colleague)
+
+
+def test_save_and_load_into_a_fresh_home(
+    d26: tuple[str, str], built: tuple[Envctl, Path], tmp_path: Path
+) -> None:
+    _, host = d26
+    runner, path = built
+    archive = tmp_path / "dflt.tar.gz"
+    runner.ok("share", "image", str(path), "--output", str(archive))
+    colleague = _runner(tmp_path, host)
+    try:
+        assert "verified" in colleague.ok("load", str(archive))
+    finally:
+        stop_daemon(colleague)

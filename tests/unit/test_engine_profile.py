@@ -1,0 +1,184 @@
+"""What the engine is (product, API, image store) is read once per daemon start and said in
+`envctl info`; a containerd-store save (gzip layers in an OCI layout) is written uncompressed,
+each layer checked against the config's diff-ids."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from envd.errors import RegistryError, VerificationError
+from envd.gateways.engine import (
+    CLASSIC_STORE,
+    CONTAINERD_STORE,
+    Engine,
+    engine_product,
+    image_store,
+    read_saved_image,
+    uncompress_saved_image,
+)
+from envd.model.content import summarise_layer
+
+DOCKER_20_INFO = {
+    "DriverStatus": [["Backing Filesystem", "extfs"], ["Native Overlay Diff", "true"]]
+}
+DOCKER_26_CONTAINERD_INFO = {"DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]]}
+PODMAN_VERSION = {"Version": "4.3.1", "Components": [{"Name": "Podman Engine", "Version": "4.3.1"}]}
+DOCKER_VERSION = {"Version": "26.1.5", "Components": [{"Name": "Engine"}, {"Name": "containerd"}]}
+
+
+def test_the_image_store_comes_from_the_driver_status() -> None:
+    assert image_store(DOCKER_20_INFO) == CLASSIC_STORE
+    assert image_store(DOCKER_26_CONTAINERD_INFO) == CONTAINERD_STORE
+    assert image_store({"DriverStatus": None}) == CLASSIC_STORE
+    assert image_store({"DriverStatus": [["driver-type"], "junk"]}) == CLASSIC_STORE
+
+
+def test_podman_is_told_by_its_component_names() -> None:
+    assert engine_product(PODMAN_VERSION) == "Podman"
+    assert engine_product(DOCKER_VERSION) == "Docker"
+    assert engine_product({}) == "Docker"
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.store_info: dict[str, Any] = DOCKER_26_CONTAINERD_INFO
+
+    def version(self) -> dict[str, Any]:
+        return {**DOCKER_VERSION, "ApiVersion": "1.45"}
+
+    def info(self) -> dict[str, Any]:
+        return self.store_info
+
+
+def test_the_profile_is_read_once_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    engine = Engine()
+    client = FakeClient()
+    engine._client = client  # type: ignore[assignment]
+    with caplog.at_level(logging.INFO, logger="envd.gateways.engine"):
+        info = engine.info()
+        assert engine.image_store == CONTAINERD_STORE
+        client.store_info = DOCKER_20_INFO  # what the daemon decided at start holds
+        assert engine.image_store == CONTAINERD_STORE
+    assert info.profile == "Docker 26.1.5 (API 1.45), containerd image store"
+    said = [r.getMessage() for r in caplog.records if "engine:" in r.getMessage()]
+    assert len(said) == 1 and "containerd image store" in said[0]
+
+
+# ------------------------------------------------------------------ containerd-store saves
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def layer_tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def containerd_save(layers: list[bytes], blobs: list[bytes] | None = None) -> bytes:
+    """A `docker save` of the containerd store: gzip layer blobs, an OCI index, manifest.json."""
+    blobs = blobs if blobs is not None else [gzip.compress(layer, mtime=0) for layer in layers]
+    config = json.dumps(
+        {"rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha(x)}" for x in layers]}}
+    ).encode()
+    members = {f"blobs/sha256/{sha(b)}": b for b in blobs}
+    members[f"blobs/sha256/{sha(config)}"] = config
+    members["index.json"] = b'{"schemaVersion": 2, "manifests": []}'
+    members["manifest.json"] = json.dumps(
+        [
+            {
+                "Config": f"blobs/sha256/{sha(config)}",
+                "RepoTags": ["x:1"],
+                "Layers": [f"blobs/sha256/{sha(b)}" for b in blobs],
+            }
+        ]
+    ).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_gzip_layers_are_written_uncompressed_and_named_by_diff_id(tmp_path: Path) -> None:
+    layers = [layer_tar({"a": b"one"}), layer_tar({"b": b"two"})]
+    raw, out = tmp_path / "raw.tar", tmp_path / "image.tar"
+    raw.write_bytes(containerd_save(layers))
+    assert uncompress_saved_image(raw, out)
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    assert "index.json" not in names
+    assert manifest[0]["Layers"] == [f"blobs/sha256/{sha(x)}" for x in layers]
+    with open(out, "rb") as f:
+        saved = read_saved_image(f, summarise_layer)
+    assert saved.diff_ids == tuple(f"sha256:{sha(x)}" for x in layers)
+    assert saved.sizes == tuple(len(x) for x in layers)  # stored uncompressed
+
+
+def test_a_layer_that_is_not_its_diff_id_is_refused(tmp_path: Path) -> None:
+    layers = [layer_tar({"a": b"one"})]
+    other = gzip.compress(layer_tar({"a": b"evil"}), mtime=0)
+    raw, out = tmp_path / "raw.tar", tmp_path / "image.tar"
+    raw.write_bytes(containerd_save(layers, blobs=[other]))
+    with pytest.raises(VerificationError, match="but its config says"):
+        uncompress_saved_image(raw, out)
+
+
+def test_an_uncompressed_save_is_kept_as_it_is(tmp_path: Path) -> None:
+    layers = [layer_tar({"a": b"one"})]
+    data = containerd_save(layers, blobs=layers)
+    raw, out = tmp_path / "raw.tar", tmp_path / "image.tar"
+    raw.write_bytes(data)
+    assert not uncompress_saved_image(raw, out)
+    assert out.read_bytes() == data and not raw.exists()
+
+
+class FakeApi:
+    def push(self, repository: str, **kwargs: Any) -> list[dict[str, Any]]:
+        # What Docker 26's containerd store streams: a status line, no aux digest.
+        return [{"status": "Pushed", "id": "f963a4bce1ae"}, {"status": "1: digest: sha256:x"}]
+
+    def inspect_distribution(self, reference: str) -> dict[str, Any]:
+        return {"Descriptor": {"digest": "sha256:" + "e" * 64}}
+
+
+def engine_with(info: dict[str, Any]) -> Engine:
+    engine = Engine()
+    client = FakeClient()
+    client.store_info = info
+    client.api = FakeApi()  # type: ignore[attr-defined]
+    engine._client = client  # type: ignore[assignment]
+    return engine
+
+
+def test_a_push_without_a_digest_asks_the_registry_on_the_containerd_store() -> None:
+    result = engine_with(DOCKER_26_CONTAINERD_INFO).push("127.0.0.1:5000/team/x:1")
+    assert result.digest == "sha256:" + "e" * 64 and result.pushed == 1
+    with pytest.raises(RegistryError, match="did not return a digest"):
+        engine_with(DOCKER_20_INFO).push("127.0.0.1:5000/team/x:1")
+
+
+def test_a_loaded_image_is_named_by_the_engine_on_the_containerd_store() -> None:
+    config, manifest = "sha256:" + "c" * 64, "sha256:" + "m" * 64
+    assert engine_with(DOCKER_20_INFO).loaded_image(config, [manifest]) == config
+    assert engine_with(DOCKER_26_CONTAINERD_INFO).loaded_image(config, [manifest]) == manifest
+    with pytest.raises(RegistryError, match="did not say which image"):
+        engine_with(DOCKER_26_CONTAINERD_INFO).loaded_image(config, ["x:1"])
