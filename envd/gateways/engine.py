@@ -35,6 +35,7 @@ from envd.errors import (
     RegistryError,
     VerificationError,
 )
+from envd.gateways.files import HashingReader
 from envd.model.dockerfile import quote
 
 if TYPE_CHECKING:
@@ -1299,24 +1300,6 @@ class _Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
-class _Hashing:
-    """Passes reads through and hashes them; `drain` reads what the consumer left."""
-
-    def __init__(self, stream: _Readable) -> None:
-        self._stream = stream
-        self.digest = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
-        self.digest.update(data)
-        return data
-
-    def drain(self) -> str:
-        while self.read(1 << 20):
-            pass
-        return "sha256:" + self.digest.hexdigest()
-
-
 class _Peeked:
     """A stream whose first bytes were already read."""
 
@@ -1337,7 +1320,7 @@ class _Peeked:
 def _read_layer(
     member: _Readable, read_layer: Callable[[IO[bytes]], T], parse: bool
 ) -> _LayerRead[T]:
-    outer = _Hashing(member)
+    outer = HashingReader(member)
     head = outer.read(4)
     source: _Readable = _Peeked(head, outer)
     if head.startswith(_ZSTD_MAGIC):
@@ -1347,19 +1330,19 @@ def _read_layer(
     if head.startswith(_GZIP_MAGIC):
         gz = gzip.GzipFile(fileobj=cast(IO[bytes], source), mode="rb")
         source = gz
-    inner = _Hashing(source)
+    inner = HashingReader(source)
     result: T | None = None
     error = ""
     try:
         if parse:
             result = read_layer(cast(IO[bytes], inner))
-        diff_id = inner.drain()
+        diff_id = "sha256:" + inner.drain()
     except (ValueError, OSError, EOFError, tarfile.TarError) as exc:
         error, diff_id = f"{type(exc).__name__}: {exc}", ""
     finally:
         if gz is not None:
             gz.close()
-    return _LayerRead(outer.drain(), diff_id, result, error)
+    return _LayerRead("sha256:" + outer.drain(), diff_id, result, error)
 
 
 def read_saved_image(
