@@ -81,7 +81,12 @@ class Case:
 def run(
     argv: list[str], check: bool = True, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, env=env or ENV, text=True, capture_output=True, check=check)
+    proc = subprocess.run(argv, env=env or ENV, text=True, capture_output=True)
+    if check and proc.returncode != 0:
+        raise SystemExit(
+            f"bench: `{' '.join(argv)}` exited {proc.returncode}:\n{proc.stderr.strip()[-2000:]}"
+        )
+    return proc
 
 
 def envctl(*args: str) -> str:

@@ -71,6 +71,8 @@ def test_conflict_is_named_and_old_lock_kept(shared: Envctl) -> None:
 
 def test_pytorch_cuda_locks_on_a_cpu_host(shared: Envctl) -> None:
     path = copy_template("pytorch-cuda", shared.cwd / "cuda")
+    # No background build after the lock: it would install torch and CUDA (gigabytes).
+    (path / "envd.yaml").write_text((path / "envd.yaml").read_text() + "watch: false\n")
     shared.ok("lock", str(path))
     data = lock_data(path)
     assert data["target"]["accelerator"] == "cu124"
