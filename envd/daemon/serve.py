@@ -332,6 +332,10 @@ def serve(paths: Paths, foreground: bool = True) -> int:
     prestart_reader()  # the git reader's start-up off the first enter's path
     engine_guard = EngineGuard(engine_choice(os.environ))  # the environment chose our engine
     stop = threading.Event()
+    # Before anyone can learn our pid (the pid file, the socket answering): a SIGTERM from
+    # then on shuts down cleanly, never by the default action that leaves the socket behind.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     server = grpc.server(
         ThreadPoolExecutor(max_workers=32, thread_name_prefix="rpc"),
         interceptors=[ErrorInterceptor(str(paths.log_file), engine_guard)],
@@ -364,8 +368,6 @@ def serve(paths: Paths, foreground: bool = True) -> int:
     trimmer = Trimmer(lambda: libc.malloc_trim(0)) if libc is not None else None
     if trimmer is not None:
         trimmer.start()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     log.info("envd %s serving on %s (pid %d)", __version__, paths.socket, os.getpid())
     try:
         while not stop.wait(3600):
