@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from envd.errors import NotFound, UsageError, VerificationError
+from envd.gateways.projectfiles import read_bounded
 from envd.gateways.registry import RegistryClient
 from envd.model.runartifact import (
     MAX_CONFIG,
@@ -29,6 +31,8 @@ from envd.model.runartifact import (
 from envd.model.runrecord import RunRecord, filter_runs, parse_where
 from envd.model.runrecord import sort_runs as sort_records
 from envd.services.runshare import ENV_TAG_PREFIX, check_repository, split_run_reference
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,8 @@ class TeamRuns:
                     manifests = json.loads(found[0]).get("manifests") or []
                 except (ValueError, AttributeError):
                     continue
-                for m in manifests:
-                    if isinstance(m, dict) and isinstance(m.get("digest"), str):
+                for m in manifests:  # (the index is the registry's word: digests checked)
+                    if isinstance(m, dict) and _DIGEST.fullmatch(str(m.get("digest", ""))):
                         run_id = (m.get("annotations") or {}).get(RUN_ID, "")
                         digests.setdefault(str(m["digest"]), str(run_id))
         named = set(digests.values())
@@ -124,14 +128,18 @@ class TeamRuns:
         return replace(shared.record, origin=reference)
 
     def _cached(self, digest: str) -> bytes | None:
-        path = self._cache / "runs" / digest.replace(":", "-")
-        try:
-            raw = path.read_bytes()
-        except OSError:
+        """A config read before, by its manifest's digest (checked: the digest names a file);
+        read with the config's bound."""
+        if not _DIGEST.fullmatch(digest):
             return None
-        return raw
+        try:
+            return read_bounded(self._cache / "runs" / digest.replace(":", "-"), MAX_CONFIG)
+        except Exception:  # missing, or not a plain bounded file: read it again
+            return None
 
     def _store_cached(self, digest: str, config: bytes) -> None:
+        if not _DIGEST.fullmatch(digest):
+            return
         folder = self._cache / "runs"
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = folder / digest.replace(":", "-")
