@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from envd import __version__
-from envd.errors import NotFound, UsageError, VerificationError
+from envd.errors import NotFound, StateError, UsageError, VerificationError
 from envd.gateways.engine import Engine
 from envd.gateways.files import open_beneath
 from envd.gateways.git import commit_and_dirty
@@ -419,6 +419,7 @@ class RunSharing:
         record = replace(shared.record, origin=reference)
         check_files(artifact, record, reference)
         self._scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _check_room(self._scratch, sum(f.size for f in artifact.files), reference)
         with tempfile.TemporaryDirectory(prefix="pull-run-", dir=self._scratch) as tmp:
             fetched: list[tuple[RunFile, Path]] = []
             for i, file in enumerate(artifact.files):
@@ -508,6 +509,22 @@ class _Meter:
                 self._file.size,
                 elapsed_s=elapsed,
             )
+        )
+
+
+_RESERVE = 1 << 30  # what a pull leaves free on the disk of envd's home
+
+
+def _check_room(folder: Path, total: int, reference: str) -> None:
+    """The sizes a manifest declares are the registry's word, and the blobs must land in
+    envd's home before they are checked: refuse a pull the disk cannot hold (less a reserve)
+    before a byte arrives, instead of filling the disk."""
+    free = shutil.disk_usage(folder).free
+    if total > free - _RESERVE:
+        raise StateError(
+            f"{reference}: its files take {_human(total)}, and {folder} has "
+            f"{_human(max(free, 0))} free (envd keeps {_human(_RESERVE)} free); nothing pulled",
+            hint="free space on that disk (`df -h`), then pull again",
         )
 
 

@@ -498,3 +498,15 @@ def test_an_older_runs_kept_output_is_shared_once_and_found_from_its_subject(
     found, api = RegistryClient().referrers(repo, artifact.subject)
     assert not api and [d["annotations"]["dev.envd.run.id"] for d in found] == [run.id]
     assert any(getattr(e, "step", "") == "upload" for e in events)
+
+
+def test_a_pull_the_disk_cannot_hold_is_refused_before_a_byte_arrives(tmp_path: Path) -> None:
+    """Blob sizes are the registry's word: a manifest declaring more than the disk holds is
+    refused up front (exit 11), not downloaded until the disk is full."""
+    from envd.errors import EXIT_DAEMON, StateError
+    from envd.services.runshare import _check_room
+
+    _check_room(tmp_path, 1024, "reg/repo:run")
+    with pytest.raises(StateError) as err:
+        _check_room(tmp_path, 1 << 60, "reg/repo:run")
+    assert err.value.exit_code == EXIT_DAEMON and "nothing pulled" in err.value.message
