@@ -39,6 +39,8 @@ MIRROR = "http://deb.debian.org/debian"
 SHARED = ("/tmp", "/var/tmp", "/work", "/root", "/home", "/etc/ssl/certs",
           "/usr/share/ca-certificates", "/usr/local/share/ca-certificates")  # fmt: skip
 Store = Literal["classic", "containerd"]
+# The checkout itself (envd bind-mounts its agent from there): CI clones it under /check.
+CHECKOUT_TOP = "/" + Path(__file__).resolve().parts[1]
 
 
 class EngineUnavailable(RuntimeError):
@@ -165,7 +167,10 @@ def reap_stale() -> None:
 
 
 def _script(root: Path, folder: Path) -> str:
-    binds = " ".join(f"mount --rbind {d} {root}{d};" for d in SHARED if Path(d).is_dir())
+    shared = SHARED if CHECKOUT_TOP in SHARED else (*SHARED, CHECKOUT_TOP)
+    binds = " ".join(
+        f"mkdir -p {root}{d}; mount --rbind {d} {root}{d};" for d in shared if Path(d).is_dir()
+    )
     inner = (
         "/.old/usr/bin/umount -l /.old || true;"
         f" containerd --config {folder}/containerd.toml >{folder}/containerd.log 2>&1 &"
