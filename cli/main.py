@@ -19,6 +19,13 @@ EVERYDAY = ("ps", "ls", "images", "status")  # cli.everyday answers their plain 
 
 def main(argv: list[str] | None = None) -> Any:
     args = sys.argv[1:] if argv is None else argv
+    if not sys.platform.startswith("linux"):
+        from envd.errors import unsupported_platform
+
+        refused = unsupported_platform(sys.platform)
+        if refused is not None:
+            sys.stderr.write(f"envctl: error: {refused}\n")
+            sys.exit(refused.exit_code)
     if args[:1] == ["enter"]:  # the hot path skips click when the shape is simple
         from cli.entering import main_fast
 

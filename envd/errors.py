@@ -117,6 +117,25 @@ class HostRequirementError(EnvdError):
     kind = "host"
 
 
+def unsupported_platform(platform: str) -> HostRequirementError | None:
+    """Why envd cannot run on `platform` (sys.platform), or None on Linux.
+
+    The daemon shares the engine's kernel and file system: it passes descriptors into
+    containers, bind-mounts projects, checks peers with SO_PEERCRED and waits on pidfds.
+    Where the engine runs in a VM (Docker Desktop, Colima, OrbStack), none of that reaches
+    the host; DESIGN.md ("Engines in a VM") says what each path would fall back to.
+    """
+    if platform.startswith("linux"):
+        return None
+    shown = {"darwin": "macOS", "win32": "Windows", "cygwin": "Windows (Cygwin)"}
+    return HostRequirementError(
+        f"envd does not support {shown.get(platform, platform)} yet: it runs on Linux, beside "
+        "the engine, sharing its kernel and file system",
+        hint="run envd inside the Linux machine that runs your engine (WSL2 on Windows; the "
+        "Colima, OrbStack or Docker Desktop VM on macOS)",
+    )
+
+
 class RegistryError(EnvdError):
     """A registry or archive could not be read or written."""
 

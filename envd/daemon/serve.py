@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from envd import __version__
-from envd.errors import EXIT_BUG, EXIT_USER, EnvdError, StateError
+from envd.errors import EXIT_BUG, EXIT_USER, EnvdError, StateError, unsupported_platform
 from envd.paths import (
     FILE_MODE,
     HOME_MODE,
@@ -390,6 +390,10 @@ def serve(paths: Paths, foreground: bool = True) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    refused = unsupported_platform(sys.platform)
+    if refused is not None:
+        print(f"envd: error: {refused}", file=sys.stderr)
+        return refused.exit_code
     parser = argparse.ArgumentParser(prog="envd", description="the envd daemon")
     parser.add_argument("--version", action="version", version=f"envd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
