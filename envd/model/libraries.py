@@ -8,8 +8,11 @@ RUNPATH with $ORIGIN, LD_LIBRARY_PATH, ld.so.cache, the system folders), what ea
 The rule (`judge`):
 - Roots are what Python loads: extension modules (`*.cpython-*.so`, `*.abi3.so`, a bare
   `name.so` outside a library folder), and the `lib*.so*` that a distribution with Python code
-  of its own keeps in a package folder or its `lib`/`.libs` folder and that no other object
-  needs (loaded by ctypes: lightgbm's `lib/lib_lightgbm.so`).
+  of its own keeps in a package folder or its `lib`/`.libs` folder, that no other object
+  needs, and whose name (up to `.so`) its own Python code spells out (loaded by ctypes:
+  lightgbm's `lib/lib_lightgbm.so`, named in lightgbm/libpath.py; torch's
+  `libtorch_global_deps.so`). A library nothing links and no code names (torch's bundled
+  `lib/libgfortran.so.5`) is loaded by nothing.
 - A soname `ldd` cannot find for a root (its whole closure: ldd lists it) fails the build,
   unless the root's distribution, or one it requires, ships a file of that name (Python code
   preloads those: torch's `_load_global_deps`, the nvidia-* wheels), or the NVIDIA container
@@ -86,6 +89,7 @@ RUNTIME_SONAMES = frozenset({"libcuda.so.1", "libnvidia-ml.so.1", "libnvcuvid.so
 DIST_MARK = "envd-dist"  # NAME VERSION HAS_CODE(0|1) REQUIRES(comma-separated)
 OBJECT_MARK = "envd-object"  # PATH DISTRIBUTION("" when no RECORD lists it)
 NEEDS_MARK = "envd-needs"  # PATH SONAME TARGET(a site-packages path, "" when not found)
+NAMED_MARK = "envd-named"  # PATH: its distribution's Python code spells its name (up to .so)
 
 # Run by the venv's Python with site-packages as argv[1]; prints the lines above. ldd's
 # resolutions outside site-packages (the system's) are left out: only the missing and the
@@ -98,6 +102,7 @@ SO = re.compile(r"\.so(\.[0-9]+)*$")
 def clean(text):
     return text.replace("\t", " ").replace("\n", " ").replace("\r", " ")
 owner = {}
+sources = {}  # distribution -> its .py files (RECORD), read only to find library names
 for entry in sorted(os.listdir(".")):
     if not entry.endswith(".dist-info"):
         continue
@@ -125,6 +130,8 @@ for entry in sorted(os.listdir(".")):
                 base = os.path.basename(path)
                 if base.endswith(".py") and base != "__init__.py":
                     code = 1
+                if base.endswith(".py") and not path.startswith(".."):
+                    sources.setdefault(name, []).append(path)
                 if SO.search(base) and not path.startswith(".."):
                     owner[path] = name
     except (OSError, csv.Error):
@@ -153,6 +160,29 @@ for root, dirs, files in os.walk("."):
             target = os.path.realpath(parts[2])
             if target.startswith(site + "/"):
                 print("envd-needs", clean(path), clean(parts[0]), target[len(site) + 1:], sep="\t")
+# Which lib*.so* its distribution's Python code names (ctypes loads it by that name). Each
+# distribution's sources are read once, at most 4 MiB a file and 256 MiB in all.
+wanted = {}
+for path, name in owner.items():
+    base = os.path.basename(path)
+    if name and base.startswith("lib") and os.path.isfile(path):
+        wanted.setdefault(name, {}).setdefault(base.split(".so")[0].encode(), []).append(path)
+budget = 256 << 20
+for name, stems in sorted(wanted.items()):
+    for source in sources.get(name, []):
+        if not stems or budget <= 0:
+            break
+        try:
+            if os.path.islink(source):
+                continue
+            with open(source, "rb") as f:
+                text = f.read(4 << 20)
+        except OSError:
+            continue
+        budget -= len(text)
+        for stem in [s for s in stems if s in text]:
+            for path in stems.pop(stem):
+                print("envd-named", clean(path), sep="\t")
 """
 
 _SO = re.compile(r"\.so(\.[0-9]+)*$")
@@ -226,6 +256,7 @@ def judge(output: str) -> LibraryReport:
     names: dict[str, str] = {}  # canonical -> as the distribution spells it
     owner: dict[str, str] = {}  # object -> canonical distribution ("" for none)
     needs: dict[str, list[tuple[str, str]]] = {}
+    named: set[str] = set()  # libraries their distribution's code names
     for line in output.splitlines():
         parts = line.split("\t")
         if parts[0] == DIST_MARK and len(parts) == 5:
@@ -238,6 +269,8 @@ def judge(output: str) -> LibraryReport:
             needs.setdefault(parts[1], [])
         elif parts[0] == NEEDS_MARK and len(parts) == 4 and parts[1] in owner:
             needs[parts[1]].append((parts[2], parts[3]))
+        elif parts[0] == NAMED_MARK and len(parts) == 2:
+            named.add(parts[1])
 
     ships: dict[str, set[str]] = {}
     for path, dist in owner.items():
@@ -259,7 +292,7 @@ def judge(output: str) -> LibraryReport:
             return True
         dist = dists.get(owner[path])
         has_code = dist.has_code if dist is not None else False
-        return has_code and _ctypes_location(path) and not needed_by_others(path)
+        return has_code and _ctypes_location(path) and path in named and not needed_by_others(path)
 
     def excused(path: str, soname: str) -> bool:
         if soname in RUNTIME_SONAMES:

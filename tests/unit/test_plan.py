@@ -237,6 +237,10 @@ TORCH_LIKE = "\n".join(
         # lightgbm loads lib_lightgbm.so by ctypes; torch's libgomp.so.1 does not serve it
         "envd-object\tlightgbm/lib/lib_lightgbm.so\tLightGBM",
         "envd-needs\tlightgbm/lib/lib_lightgbm.so\tlibgomp.so.1\t",
+        "envd-named\tlightgbm/lib/lib_lightgbm.so",
+        # a bundled Fortran runtime nothing links and no code names: loaded by nothing
+        "envd-object\ttorch/lib/libgfortran.so.5\ttorch",
+        "envd-needs\ttorch/lib/libgfortran.so.5\tlibquadmath.so.0\t",
         # an extension module no RECORD names: named by its folder
         "envd-object\tloose/_native.cpython-311-x86_64-linux-gnu.so\t",
         "envd-needs\tloose/_native.cpython-311-x86_64-linux-gnu.so\tlibfoo.so.3\t",
@@ -260,6 +264,7 @@ def test_the_library_check_fails_on_what_an_import_misses_and_notes_optional_plu
             "libucp.so.0",
             "nvidia/nvshmem/lib/nvshmem_transport_ucx.so.3",
         ),
+        MissingLibrary("torch", "2.5.1", "libquadmath.so.0", "torch/lib/libgfortran.so.5"),
     )
     assert judge("envd-object\tx.so\t\n") == judge("")
 
@@ -276,6 +281,8 @@ def test_a_ctypes_library_needed_by_another_object_or_in_a_code_less_wheel_is_no
             "envd-object\tpkg/lib/libcore.so\tpkg",
             "envd-needs\tpkg/lib/libcore.so\tlibhelper.so\tpkg/lib/libhelper.so",
             "envd-needs\tpkg/lib/libcore.so\tlibmpi.so.40\t",
+            "envd-named\tpkg/lib/libcore.so",
+            "envd-named\tpkg/lib/libhelper.so",
             "envd-object\tlibsonly/lib/libx.so.1\tlibsonly",  # nothing but libraries
             "envd-needs\tlibsonly/lib/libx.so.1\tlibfabric.so.1\t",
         ]
@@ -343,8 +350,11 @@ def test_the_check_script_reads_real_objects(tmp_path: Path) -> None:
     (site / "gompy" / "lib").mkdir()
     shutil.copy(stubs / "libenvdown.so.1", site / "gompy" / "lib" / "libenvdown.so.1")
     so(site / "gompy" / "plugins" / "libplug.so", links=("libenvdplug.so.2",))
+    # two libraries nothing links: one the code loads by name (ctypes), one it never names
+    so(site / "gompy" / "lib" / "libctyped.so", links=("libenvdgone.so.1",))
+    so(site / "gompy" / "lib" / "libbundled.so.5", links=("libenvdplug.so.2",))
     (site / "gompy" / "__init__.py").write_text("")
-    (site / "gompy" / "core.py").write_text("")
+    (site / "gompy" / "core.py").write_text("lib = ctypes.CDLL(folder / 'libctyped.so')\n")
     (site / "carrier" / "lib").mkdir(parents=True)  # ships a file of the missing name
     shutil.copy(stubs / "libenvdgone.so.1", site / "carrier" / "lib" / "libenvdgone.so.1")
     for name, files in {
@@ -353,6 +363,8 @@ def test_the_check_script_reads_real_objects(tmp_path: Path) -> None:
             "gompy/_own.cpython-311-x86_64-linux-gnu.so",
             "gompy/lib/libenvdown.so.1",
             "gompy/plugins/libplug.so",
+            "gompy/lib/libctyped.so",
+            "gompy/lib/libbundled.so.5",
             "gompy/core.py",
         ],
         "carrier": ["carrier/lib/libenvdgone.so.1"],
@@ -368,10 +380,18 @@ def test_the_check_script_reads_real_objects(tmp_path: Path) -> None:
         check=True,
     ).stdout
     report = judge(out)
+    assert "envd-named\tgompy/lib/libctyped.so" in out.splitlines()
     assert [(m.distribution, m.soname, m.path) for m in report.failures] == [
         ("gompy", "libenvdgone.so.1", f"gompy/{ext}")
     ]
-    assert [(m.distribution, m.soname) for m in report.notes] == [("gompy", "libenvdplug.so.2")]
+    assert [(m.distribution, m.soname, m.path) for m in report.notes] == [
+        ("gompy", "libenvdplug.so.2", "gompy/lib/libbundled.so.5")
+    ]
+    # the ctypes-loaded library is a root: what it misses fails (listed once per soname)
+    both = judge(out.replace(f"gompy/{ext}\tlibenvdgone.so.1", "gompy/x\tlibenvdgone.so.1"))
+    assert [(m.soname, m.path) for m in both.failures] == [
+        ("libenvdgone.so.1", "gompy/lib/libctyped.so")
+    ]
 
 
 def test_the_library_check_looks_in_the_venvs_site_packages() -> None:
