@@ -325,3 +325,22 @@ def test_cog_old_environment_section_is_read_as_build() -> None:
     text = "environment:\n  python_version: '3.9'\n  python_packages:\n    - pillow==8.2.0\n"
     parsed = cog(text)
     assert parsed.python == "3.9" and parsed.requirements == ("pillow==8.2.0", "cog")
+
+
+def test_init_reads_build_envd_and_the_requirements_it_names(tmp_path: Path) -> None:
+    from envd.services.adoption import Adoption
+
+    project = tmp_path / "proj"
+    (project / "reqs").mkdir(parents=True)
+    (project / "build.envd").write_text(
+        'def build():\n    install.python_packages(requirements="reqs/dev.txt")\n'
+        '    open("ran", "w")\n'
+    )
+    (project / "reqs" / "dev.txt").write_text("-r base.txt\nrich\n")
+    (project / "reqs" / "base.txt").write_text("attrs\n")
+    result = Adoption().adopt_into(project)
+    assert result is not None
+    assert result.files == ("build.envd", "reqs/dev.txt", "reqs/base.txt")
+    assert "requirements: reqs/dev.txt" in (project / "envd.yaml").read_text()
+    assert 'build.envd: not taken: 3: open("ran", "w")' in result.notes
+    assert not (project / "ran").exists()
