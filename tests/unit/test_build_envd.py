@@ -210,6 +210,24 @@ def test_a_huge_file_is_refused_and_a_large_one_is_read_quickly() -> None:
     assert time.monotonic() - started < 10
 
 
+def test_many_calls_it_does_not_know_are_counted_not_listed_one_by_one() -> None:
+    body = "".join(f"    config.jupyter(port={i})\n" for i in range(30_000))
+    started = time.monotonic()
+    parsed = parse("def build():\n" + body)
+    assert time.monotonic() - started < 10
+    assert len(not_taken(parsed)) == 201
+    assert not_taken(parsed)[0] == "build.envd: not taken: 2: config.jupyter(port=0)"
+    assert "29800 more statements or calls" in not_taken(parsed)[-1]
+
+
+def test_a_call_after_a_carriage_return_line_is_named_by_its_own_line() -> None:
+    parsed = parse('def build():\r\n    shell("zsh")\r    config.jupyter()\n')
+    assert not_taken(parsed) == [
+        'build.envd: not taken: 2: shell("zsh") (envctl enter runs the image\'s sh)',
+        "build.envd: not taken: 3: config.jupyter()",
+    ]
+
+
 def test_syntax_errors_name_the_line() -> None:
     with pytest.raises(SpecError) as caught:
         parse("def build():\n    install.python_packages(name=[\n")

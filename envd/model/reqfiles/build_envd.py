@@ -13,7 +13,7 @@ import ast
 import posixpath
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -35,6 +35,7 @@ MAX_CHARS = 1_000_000  # a build file, not data: larger is refused before parsin
 MAX_CALL_DEPTH = 8  # build() -> helper() -> ...: deeper calls are not followed
 MAX_LITERAL_DEPTH = 16  # nesting inside one argument
 MAX_NOTE = 80  # characters of a call shown in a note
+MAX_NOTES = 200  # "not taken" notes, one per statement; past that, one note with the count
 
 _PYTHON = re.compile(r"python(?:(3(?:\.\d+){0,2}))?")
 _VERSION = re.compile(r"3(?:\.\d+){1,2}")
@@ -59,6 +60,17 @@ class _Reader:
     read: Read
     functions: dict[str, ast.FunctionDef]
     acc: _Acc
+    lines: list[str] = field(default_factory=list)
+    skipped: int = 0
+    seen: set[tuple[str, str]] = field(default_factory=set)  # (what, item) already taken
+
+    def first(self, what: str, item: str) -> bool:
+        """Whether `item` is new to `what` (packages, system): one set lookup, not a scan."""
+        if (what, item) in self.seen:
+            return False
+        self.seen.add((what, item))
+        return True
+
     python_from: str = ""
 
     # ------------------------------------------------------------ walking
@@ -141,14 +153,23 @@ class _Reader:
     # ------------------------------------------------------------ notes
 
     def not_taken(self, node: ast.AST, why: str | None = None) -> None:
-        segment = ast.get_source_segment(self.text, node) or type(node).__name__
-        first = segment.splitlines()[0] if segment.splitlines() else segment
-        shown_text = first if len(first) <= MAX_NOTE else first[: MAX_NOTE - 3] + "..."
-        if shown_text != segment:
-            shown_text = shown_text.rstrip() + (" ..." if not shown_text.endswith("...") else "")
-        line = getattr(node, "lineno", 0)
+        self.skipped += 1
+        if self.skipped > MAX_NOTES:
+            return  # parse_build_envd adds one note with the count
+        line = getattr(node, "lineno", 1)
+        end = getattr(node, "end_lineno", line)
+        start_col = getattr(node, "col_offset", 0)
+        # The node's first line, cut at its column (UTF-8 byte offsets, as ast gives them);
+        # not ast.get_source_segment, which splits the whole file again for every node.
+        raw = self.lines[line - 1].encode() if 0 < line <= len(self.lines) else b""
+        end_col = getattr(node, "end_col_offset", None) if end == line else None
+        text = raw[start_col:end_col].decode(errors="replace").rstrip()
+        if len(text) > MAX_NOTE:
+            text = text[: MAX_NOTE - 3] + "..."
+        elif end != line:
+            text += " ..."
         suffix = f" ({why})" if why else ""
-        self.acc.notes.append(f"{self.path}: not taken: {line}: {shown_text}{suffix}")
+        self.acc.notes.append(f"{self.path}: not taken: {line}: {text}{suffix}")
 
     # ------------------------------------------------------------ the calls envd reads
 
@@ -222,7 +243,7 @@ class _Reader:
                 f"{self.path}:{node.lineno}: `{item}`: pip option --{options} not taken; "
                 "name the index in envd.yaml `indexes:`"
             )
-        if str(req) not in self.acc.requirements:
+        if self.first("packages", str(req)):
             self.acc.requirements.append(str(req))
             pin = _pin_of(req)
             if pin is not None:
@@ -250,7 +271,7 @@ class _Reader:
     def apt_packages(self, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> None:
         names = kwargs.get("name", args[0] if args else None)
         for item in _strings(names, node) if names is not None else []:
-            if item not in self.acc.system:
+            if self.first("system", item):
                 self.acc.system.append(item)
 
     def environ(self, node: ast.Call, args: list[Any], kwargs: dict[str, Any]) -> None:
@@ -416,7 +437,15 @@ def parse_build_envd(text: str, read: Read, path: str = "build.envd", *, root: s
         ) from None
     acc = _Acc(source=path, format="build.envd")
     functions = {n.name: n for n in module.body if isinstance(n, ast.FunctionDef)}
-    reader = _Reader(text=text, path=path, root=root, read=read, functions=functions, acc=acc)
+    reader = _Reader(
+        text=text,
+        path=path,
+        root=root,
+        read=read,
+        functions=functions,
+        acc=acc,
+        lines=re.split(r"\r\n|\r|\n", text.removeprefix("\ufeff")),
+    )
     for statement in module.body:
         if isinstance(statement, ast.FunctionDef):
             continue
@@ -430,6 +459,11 @@ def parse_build_envd(text: str, read: Read, path: str = "build.envd", *, root: s
         )
         return acc.freeze()
     reader.function(build, {}, ("build",))
+    if reader.skipped > MAX_NOTES:
+        acc.notes.append(
+            f"{path}: not taken: {reader.skipped - MAX_NOTES} more statements or calls "
+            f"(the first {MAX_NOTES} are listed)"
+        )
     others = sorted(set(functions) - {"build"} - set(_called(build, functions)))
     if others:
         acc.notes.append(
