@@ -228,6 +228,15 @@ def test_a_call_after_a_carriage_return_line_is_named_by_its_own_line() -> None:
     ]
 
 
+def test_helpers_calling_helpers_many_times_stop_at_a_bound() -> None:
+    levels = [f"def f{i}():\n" + f"    f{i + 1}()\n" * 50 for i in range(7)]
+    text = "def build():\n    f0()\n\n" + "\n".join(levels) + "\ndef f7():\n    shell('zsh')\n"
+    started = time.monotonic()
+    parsed = parse(text)  # 50**7 calls if followed to the end
+    assert time.monotonic() - started < 20
+    assert any("stopped after 200000 statements" in w for w in parsed.warnings)
+
+
 def test_syntax_errors_name_the_line() -> None:
     with pytest.raises(SpecError) as caught:
         parse("def build():\n    install.python_packages(name=[\n")

@@ -35,6 +35,7 @@ MAX_CHARS = 1_000_000  # a build file, not data: larger is refused before parsin
 MAX_CALL_DEPTH = 8  # build() -> helper() -> ...: deeper calls are not followed
 MAX_LITERAL_DEPTH = 16  # nesting inside one argument
 MAX_NOTE = 80  # characters of a call shown in a note
+MAX_STATEMENTS = 200_000  # statements read, helpers' bodies once per call: bounds a fan-out
 MAX_NOTES = 200  # "not taken" notes, one per statement; past that, one note with the count
 
 _PYTHON = re.compile(r"python(?:(3(?:\.\d+){0,2}))?")
@@ -46,6 +47,10 @@ _NOT_ENVIRONMENT = {
     "install.conda": "envd builds a venv, not a conda environment",
     "shell": "envctl enter runs the image's sh",
 }
+
+
+class _TooMany(Exception):
+    """More statements read (helpers called many times, from many places) than a build has."""
 
 
 class _NotLiteral(Exception):
@@ -62,6 +67,7 @@ class _Reader:
     acc: _Acc
     lines: list[str] = field(default_factory=list)
     skipped: int = 0
+    statements: int = 0
     seen: set[tuple[str, str]] = field(default_factory=set)  # (what, item) already taken
 
     def first(self, what: str, item: str) -> bool:
@@ -77,6 +83,9 @@ class _Reader:
 
     def function(self, fn: ast.FunctionDef, bound: dict[str, Any], stack: tuple[str, ...]) -> None:
         for statement in fn.body:
+            self.statements += 1
+            if self.statements > MAX_STATEMENTS:
+                raise _TooMany
             if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant):
                 continue  # a docstring
             if isinstance(statement, ast.Pass):
@@ -458,7 +467,13 @@ def parse_build_envd(text: str, read: Read, path: str = "build.envd", *, root: s
             f"{shown(root, path)}: no `def build():`; nothing taken (envd's default target)"
         )
         return acc.freeze()
-    reader.function(build, {}, ("build",))
+    try:
+        reader.function(build, {}, ("build",))
+    except _TooMany:
+        acc.warnings.append(
+            f"{shown(root, path)}: stopped after {MAX_STATEMENTS} statements (functions called "
+            "many times from many places); what came after is not taken: write envd.yaml by hand"
+        )
     if reader.skipped > MAX_NOTES:
         acc.notes.append(
             f"{path}: not taken: {reader.skipped - MAX_NOTES} more statements or calls "
