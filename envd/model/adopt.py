@@ -22,7 +22,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from envd.errors import SpecError
-from envd.model import reqfiles
+from envd.model import adopt_builders, reqfiles
 from envd.model.reqfiles import Parsed, SetupStep
 
 # Debian suites envd builds from, and the Python each ships; the default first.
@@ -151,6 +151,7 @@ def adopt(
     if config:
         found.notes.append(f"used {config}/ for environment files (root copies ignored)")
     _cog(found, files, root)
+    adopt_builders.take_build_envd(found, files, root)
     _python_files(found, where, files, root)
     _system(found, where, files, root)
     _python_packages(found, where, files, root)
@@ -216,12 +217,7 @@ def _cog(found: _Found, files: Mapping[str, str], root: str) -> None:
     )
     _project(found, parsed)
     _setup(found, parsed.setup, "cog.yaml")
-    if parsed.gpu:
-        found.doc["gpu"] = "required"
-        found.notes.append("took gpu: required from cog.yaml (gpu: true)")
-    if parsed.cuda:
-        found.doc["cuda"] = parsed.cuda
-        found.notes.append(f"took cuda {parsed.cuda} from cog.yaml")
+    adopt_builders.take_gpu_env(found, parsed, "cog.yaml", "gpu: true")
 
 
 def _project(found: _Found, parsed: Parsed, *, installable_means: str = "install") -> None:

@@ -2,10 +2,11 @@
 
 Reads the files envd.model.adopt understands (requirements.txt and what it includes,
 pyproject.toml, uv.lock, pylock.toml, Pipfile(.lock), environment.yml, apt.txt, runtime.txt,
-.python-version, postBuild, cog.yaml, devcontainer.json, also under binder/ or .binder/) through
-the bounded readers of envd.gateways.projectfiles, and writes the envd.yaml `adopt()` makes,
-after checking it as `envctl lock` will read it. A template, when named, is merged under the
-project's own files. An existing envd.yaml is never overwritten.
+.python-version, postBuild, cog.yaml, build.envd (parsed, never run), devcontainer.json, also
+under binder/ or .binder/) through the bounded readers of envd.gateways.projectfiles, and
+writes the envd.yaml `adopt()` makes, after checking it as `envctl lock` will read it. A
+template, when named, is merged under the project's own files. An existing envd.yaml is never
+overwritten.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from envd.services.templates import list_templates
 # Files adopt() reads only at the project's root.
 ROOT_FILES = (
     "cog.yaml",
+    "build.envd",
     ".python-version",
     "pyproject.toml",
     "setup.py",
@@ -40,6 +42,8 @@ CONFIG_DIRS = ("", "binder/", ".binder/")
 MAX_FILES = 200  # every file read, includes too: a project's environment files, not its data
 _INCLUDE = re.compile(r"(?:^|\s)(?:-r|-c|--requirement|--constraint)(?:\s+|=)?([^\s#]+)")
 _COG_REQUIREMENTS = re.compile(r"^\s*python_requirements:\s*['\"]?([^'\"\s#]+)", re.MULTILINE)
+# build.envd's install.python_packages(requirements="..."), read without running the file
+_ENVD_REQUIREMENTS = re.compile(r"\brequirements\s*=\s*['\"]([^'\"\n]+)['\"]")
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,8 @@ def _included(relpath: str, text: str) -> list[str]:
     found: list[str] = []
     if posixpath.basename(relpath) == "cog.yaml":
         found += _COG_REQUIREMENTS.findall(text)
+    elif relpath == "build.envd":
+        found += _ENVD_REQUIREMENTS.findall(text)
     elif relpath.endswith((".txt", ".in", "environment.yml", "environment.yaml")):
         for line in text.splitlines():
             found += _INCLUDE.findall(line.split(" #", 1)[0])

@@ -651,7 +651,7 @@ predict: "predict.py:Predictor"
     parsed = rf.parse_cog(text, reader(files), root=ROOT)
     assert parsed.python == "3.11" and parsed.gpu and parsed.cuda == "12.1"
     assert parsed.system == ("ffmpeg",)
-    assert parsed.requirements == ("torch==2.3.1",)
+    assert parsed.requirements == ("torch==2.3.1", "cog")  # cog puts its SDK in every image
     assert parsed.requirement_files == ("reqs/cog.txt",)
     assert parsed.indexes == ("https://example.com/simple",)
     assert parsed.setup == (SetupStep(run="echo hi"), SetupStep(run="pip install x"))

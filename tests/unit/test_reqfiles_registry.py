@@ -24,6 +24,7 @@ SAMPLES = {
     ".python-version": (".python-version", "3.11\n"),
     "postBuild": ("postBuild", "#!/bin/bash\necho hi\n"),
     "cog": ("cog.yaml", "build:\n  python_version: '3.11'\n  python_requirements: r.txt\n"),
+    "build.envd": ("build.envd", 'def build():\n    install.python_packages(name=["numpy"])\n'),
 }
 INCLUDED = {"more.txt": "pandas\n", "r.txt": "torch\n"}
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from envd.model.reqfiles import (
     apt_txt,
+    build_envd,
     cog,
     conda,
     devcontainer,
@@ -41,6 +42,7 @@ from envd.model.reqfiles.base import (
     shown,
     strip_jsonc,
 )
+from envd.model.reqfiles.build_envd import parse_build_envd
 from envd.model.reqfiles.cog import parse_cog
 from envd.model.reqfiles.conda import (
     CONDA_ONLY,
@@ -79,6 +81,7 @@ PARSERS: Mapping[str, Parser] = {
     ".python-version": python_version.parse,
     "postBuild": postbuild.parse,
     "cog": cog.parse,
+    "build.envd": build_envd.parse,
 }
 
 __all__ = [
@@ -96,6 +99,7 @@ __all__ = [
     "conda_version",
     "line_of",
     "parse_apt_txt",
+    "parse_build_envd",
     "parse_cog",
     "parse_constraints",
     "parse_devcontainer",
