@@ -23,7 +23,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from envd.errors import SpecError
 from envd.model import reqfiles
-from envd.model.pythons import AUTO
+from envd.model.pythons import AUTO, buildable_for
 from envd.model.reqfiles import Parsed, SetupStep
 
 # Debian suites envd builds from, and the Python each ships; the default first.
@@ -490,8 +490,11 @@ def _python_auto(document: dict[str, Any], notes: list[str]) -> None:
             "can build that every pin has wheels for)"
         )
         return
-    document["base"] = {"debian": DEFAULT_SUITE}
-    notes.append(f"no base found: base debian {DEFAULT_SUITE}, the default")
+    buildable = buildable_for(str(document["python"]))
+    suite = buildable.suite if buildable else DEFAULT_SUITE
+    document["base"] = {"debian": suite}
+    why = f"the suite of Python {document['python']}" if buildable else "the default"
+    notes.append(f"no base found: base debian {suite}, {why}")
 
 
 # ---------------------------------------------------------------- merge and render

@@ -83,11 +83,15 @@ def chosen_text(chosen: Buildable, rejected: Sequence[tuple[Buildable, str]]) ->
             f"chose {chosen.words} for `python: auto`: the newest Python envd can build, and "
             "every pin has a wheel for it"
         )
+    return f"chose {chosen.words} for `python: auto`: {rejected_text(rejected)}"
+
+
+def rejected_text(rejected: Sequence[tuple[Buildable, str]]) -> str:
+    """ "numpy==1.22.4 has no wheel for 3.13 or 3.11" (one clause per reason)."""
     by_reason: dict[str, list[str]] = {}
     for buildable, reason in rejected:
         by_reason.setdefault(reason, []).append(buildable.python)
-    why = "; ".join(f"{reason} for {or_list(minors)}" for reason, minors in by_reason.items())
-    return f"chose {chosen.words} for `python: auto`: {why}"
+    return "; ".join(f"{reason} for {or_list(minors)}" for reason, minors in by_reason.items())
 
 
 def alternatives_hint(
@@ -99,12 +103,15 @@ def alternatives_hint(
         bases = ", ".join(f"{b.python} (base: {{debian: {b.suite}}})" for b in working)
         parts.append(f"envd can build {bases}")
         if not auto:
-            parts[-1] += ", or write `python: auto` and let `envctl lock` choose"
-    elif pin and wheel_minors:
-        parts.append("no Python envd can build has wheels for every pin")
+            parts[-1] += " (or write `python: auto` with no `base:`, and `envctl lock` chooses)"
     newest = sorted(wheel_minors, key=_key)[-1] if wheel_minors else ""
     if newest and newest not in {b.python for b in working}:
-        parts.append(f'use base: {{image: python:{newest}-slim}} with `python: "{newest}"`')
+        image = f'base: {{image: python:{newest}-slim}} with `python: "{newest}"`'
+        if working:
+            parts.append(f"use {image}")
+        else:
+            builds = or_list([b.python for b in BUILDABLE]).replace(" or ", " and ")
+            parts.append(f"envd builds Python {builds} only: use {image}")
     if pin and not wheel_minors:
         parts.append(
             f"pick a version of {pin.split('==')[0]} with wheels for a Python envd can build, "

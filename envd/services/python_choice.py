@@ -19,6 +19,7 @@ from envd.model.pythons import (
     alternatives_hint,
     chosen_text,
     or_list,
+    rejected_text,
     wheels_text,
 )
 
@@ -61,7 +62,7 @@ def choose(resolve: Resolve, requirements: Sequence[str], arch: str) -> Choice:
             hint=first.hint,
         )
     minors = wheel_minors(resolve, pin, arch)
-    why = "; ".join(f"{reason} for {b.python}" for b, reason in rejected)
+    why = rejected_text(rejected)
     raise LockError(
         f"`python: auto`: no Python envd can build ({tried}) has wheels for every pin: {why}; "
         + wheels_text(pin, minors),
@@ -88,8 +89,14 @@ def explain(
     if not working and not error.pin:
         return error  # a conflict no other Python solves: uv's explanation says it all
     message = error.message
-    if error.pin:
-        message += "\n" + wheels_text(error.pin, minors)
+    if error.pin:  # say first which Pythons the pin has wheels for, then uv's explanation
+        headline = wheels_text(error.pin, minors)
+        if minors:
+            headline += f", not for the project's Python {python}"
+        rest = message.partition("\n")[2]
+        message = f"{headline} (envd builds nothing from source unless envd.yaml says so)" + (
+            f":\n{rest}" if rest else ""
+        )
     return LockError(message, hint=alternatives_hint(error.pin, minors, working, auto=False))
 
 
