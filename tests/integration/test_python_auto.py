@@ -56,3 +56,17 @@ def test_a_fixed_python_the_pins_cannot_use_names_the_pythons_and_bases_that_wor
     assert "envd can build 3.9 (base: {debian: bullseye})" in proc.stderr
     assert "python: auto" in proc.stderr
     assert not (path / "envd.lock").exists()
+
+
+def test_python_auto_with_pins_that_fit_everything_takes_the_newest(shared: Envctl) -> None:
+    path = shared.cwd / "auto-new-pin"
+    path.mkdir()
+    (path / "envd.yaml").write_text(
+        "version: 1\nname: auto-new-pin\npython: auto\npackages: [six]\n"
+    )
+    proc = shared("lock", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "chose Python 3.13 (debian trixie) for `python: auto`: the newest" in proc.stderr
+    data = json.loads((path / "envd.lock").read_text())
+    assert data["base"]["suite"] == "trixie"
+    assert data["target"]["python_version"].startswith("3.13.")

@@ -162,3 +162,11 @@ def test_init_with_no_python_writes_python_auto_with_a_comment_that_parses_back(
     assert line.startswith("python: auto  # ") and "envctl lock" in line
     spec = parse_spec(adopted.text, source="envd.yaml", project_dir="/p/old-project")
     assert (spec.python, spec.base) == ("auto", Base())
+
+
+def test_the_buildable_pythons_are_the_suites_init_knows() -> None:
+    from envd.model.adopt import _SUITE_PYTHONS, SUITES
+
+    assert {(b.suite, b.python) for b in BUILDABLE} == set(SUITES)
+    assert {b.suite: b.version for b in BUILDABLE} == _SUITE_PYTHONS
+    assert [b.python for b in BUILDABLE] == ["3.13", "3.11", "3.9"]  # newest first
