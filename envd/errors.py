@@ -95,6 +95,15 @@ class LockError(EnvdError):
     kind = "lock"
 
 
+class Unresolvable(LockError):
+    """The requirements have no solution for one target Python (no wheel, or a conflict):
+    another Python may still fit them. `pin` names the package with no wheel ("" if unknown)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, pin: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.pin = pin
+
+
 class LockStale(EnvdError):
     """envd.lock no longer matches envd.yaml."""
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from envd.errors import EnvdError, LockError
+from envd.errors import EnvdError, LockError, Unresolvable
 from envd.gateways import proc
 from envd.gateways.trust import host_ca_bundle
 from envd.model.lockfile import PythonPackage
@@ -223,12 +223,13 @@ def _resolve_error(
     if match := _NO_WHEEL.search(stderr):
         name, version = match[1], match[2]
         pinned = f"{name}=={version}" if version else name
-        return LockError(
+        return Unresolvable(
             f"{pinned} has no wheel for {target}; envd builds nothing from source unless "
             f"envd.yaml says so:\n{explanation}",
             hint=f"pick a version of {name} with a wheel for this target, or add "
             f"`build: {{from_source: [{name}]}}` to envd.yaml (with a compiler in `system:`, "
             "e.g. build-essential) and run `envctl lock` again",
+            pin=pinned,
         )
     if "No solution found" not in stderr and (url := _failed_url(stderr)):
         index = _index_of_url(url, indexes)
@@ -243,7 +244,7 @@ def _resolve_error(
         hint = "change the conflicting requirements in envd.yaml, then run `envctl lock` again"
         if "not found in the package registry" in stderr:
             hint = "check the package name, or add the index that has it to `indexes`"
-        return LockError(f"cannot resolve {what} for {target}:\n{explanation}", hint=hint)
+        return Unresolvable(f"cannot resolve {what} for {target}:\n{explanation}", hint=hint)
     return LockError(f"uv pip compile failed for {target}:\n{explanation}")
 
 

@@ -23,6 +23,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from envd.errors import SpecError
 from envd.model import adopt_builders, reqfiles
+from envd.model.pythons import AUTO, buildable_for
 from envd.model.reqfiles import Parsed, SetupStep
 
 # Debian suites envd builds from, and the Python each ships; the default first.
@@ -65,6 +66,7 @@ BINDER_FILES = (
     "REQUIRE",
     "Project.toml",
 )
+_AUTO_COMMENT = "# no Python found: `envctl lock` picks the newest envd builds that fits the pins"
 LOCKS = ("uv.lock", "pylock.toml", "Pipfile.lock")
 Where = Callable[[str], str | None]  # a file name -> its path in the project, if there
 
@@ -161,10 +163,8 @@ def adopt(
     document = _merge(template or {}, found.doc)
     document["version"] = 1
     document["name"] = project_name(directory_name)
-    if "base" not in document:
-        document["base"] = {"debian": DEFAULT_SUITE}
-        found.notes.append(f"no Python version found: base debian {DEFAULT_SUITE}, the default")
-    if "python" not in document and "debian" in document["base"]:
+    _python_auto(document, found.notes)
+    if "python" not in document and "debian" in document.get("base", {}):
         suite = document["base"]["debian"]
         python = dict(SUITES).get(suite)
         if python:
@@ -474,6 +474,25 @@ def _choose(found: _Found, root: str) -> None:
     )
 
 
+def _python_auto(document: dict[str, Any], notes: list[str]) -> None:
+    """No base and no Python found: `python: auto`, which `envctl lock` settles (a named
+    Python with no base keeps the default suite, as before)."""
+    if "base" in document:
+        return
+    if "python" not in document:
+        document["python"] = AUTO
+        notes.append(
+            "no Python version found: python auto (`envctl lock` picks the newest Python envd "
+            "can build that every pin has wheels for)"
+        )
+        return
+    buildable = buildable_for(str(document["python"]))
+    suite = buildable.suite if buildable else DEFAULT_SUITE
+    document["base"] = {"debian": suite}
+    why = f"the suite of Python {document['python']}" if buildable else "the default"
+    notes.append(f"no base found: base debian {suite}, {why}")
+
+
 # ---------------------------------------------------------------- merge and render
 
 
@@ -556,6 +575,8 @@ def render(document: Mapping[str, Any], files: list[str] | tuple[str, ...] = ())
                 continue
             lines.append(f"{key}:")
             lines.extend(_block(value, 2))
+        elif key == "python" and value == AUTO:
+            lines.append(f"{key}: {AUTO}  {_AUTO_COMMENT}")
         else:
             lines.append(f"{key}: {_scalar(value)}")
     return "\n".join(lines) + "\n"

@@ -21,6 +21,7 @@ from packaging.utils import canonicalize_name
 from envd.errors import LockError
 from envd.model.direct import local_filename
 from envd.model.fingerprint import EnvironmentSection
+from envd.model.pythons import AUTO
 from envd.model.safenames import UnsafeName
 from envd.model.spec import Spec
 
@@ -139,6 +140,8 @@ def inputs_from_spec(spec: Spec) -> Inputs:
         base = f"debian:{spec.base.debian}"
     elif spec.base.image:
         base = f"image:{spec.base.image}"
+    elif spec.python == AUTO:
+        base = "auto"  # `python: auto`: the lock chooses the Debian suite
     else:
         raise LockError("envd.yaml: `base` names neither `image` nor `debian`")
     return Inputs(

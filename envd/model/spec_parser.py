@@ -13,6 +13,7 @@ from packaging.utils import canonicalize_name
 
 from envd.errors import SpecError
 from envd.model import direct as direct_urls
+from envd.model.pythons import AUTO, buildable_for
 from envd.model.spec import (
     BASE_KEYS,
     KEYS,
@@ -48,7 +49,7 @@ from envd.model.yamlnodes import (
 
 _DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
 _SUITE = re.compile(r"^[a-z][a-z0-9-]*$")
-_PYTHON = re.compile(r"^3\.\d{1,2}(\.\d{1,2})?$")
+_PYTHON = re.compile(r"^3(\.\d{1,2}(\.\d{1,2})?)?$")  # "3": the newest Python 3 envd builds
 _CUDA = re.compile(r"^\d{1,2}\.\d{1,2}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$")
@@ -99,15 +100,9 @@ class _Parser(RequirementsSection):
         fields = self.mapping(root, "", KEYS)
         values = {key: value for key, (_, value) in fields.items()}
         version = self.version(values.get("version"))
-        if "base" not in values:
-            raise self.error(
-                "missing required key `base`",
-                root,
-                "base",
-                hint="add `base: {debian: bookworm}` or `base: {image: python:3.11-slim}`",
-            )
+        python = self.python(values.get("python"))
         name = self.name(values.get("name"))
-        base = self.base(values["base"])
+        base = self.base_for(values.get("base"), python, values.get("python"), root)
         read = self.requirements(values.get("requirements"), has_project="project" in values)
         packages, direct = self.packages(values.get("packages"))
         from_source = self.build(values.get("build"))
@@ -120,7 +115,7 @@ class _Parser(RequirementsSection):
             project_dir=self.project_dir,
             name=name,
             base=base,
-            python=self.python(values.get("python")),
+            python=python,
             system=tuple(self.system(values.get("system"))),
             packages=packages,
             requirements_file=files[0] if files else None,
@@ -224,6 +219,37 @@ class _Parser(RequirementsSection):
             raise self.error(f"`{text}` is not an image reference", value, "base.image", hint=hint)
         return Base(image=text)
 
+    def base_for(
+        self,
+        node: yaml.Node | None,
+        python: str | None,
+        python_node: yaml.Node | None,
+        root: yaml.Node,
+    ) -> Base:
+        """`base:`, or the Debian suite `python:` names when there is none (`python: "3"` the
+        newest; `python: auto` none yet: `envctl lock` chooses it)."""
+        if python == AUTO:
+            if node is not None:
+                raise self.error(
+                    "`python: auto` lets `envctl lock` choose the base, but `base` is set too",
+                    node,
+                    "base",
+                    hint='remove `base:`, or name the Python (e.g. `python: "3.11"`)',
+                )
+            return Base()
+        if node is not None:
+            return self.base(node)
+        buildable = buildable_for(python) if python else None
+        if buildable is None:
+            raise self.error(
+                "missing required key `base`",
+                python_node or root,
+                "base",
+                hint="add `base: {debian: bookworm}` or `base: {image: python:3.11-slim}`, "
+                "or write `python: auto` to let `envctl lock` choose",
+            )
+        return Base(debian=buildable.suite)
+
     def python(self, node: yaml.Node | None) -> str | None:
         if node is None:
             return None
@@ -235,9 +261,14 @@ class _Parser(RequirementsSection):
                 hint=f'write `python: "{node.value}"` (unquoted, 3.10 reads as 3.1)',
             )
         value = self.string(node, "python")
+        if value == AUTO:
+            return value
         if not _PYTHON.match(value):
             raise self.error(
-                f"`{value}` is not a Python version", node, "python", hint='e.g. "3.11" or "3.11.2"'
+                f"`{value}` is not a Python version",
+                node,
+                "python",
+                hint='e.g. "3.11" or "3.11.2", "3" (the newest envd builds) or auto',
             )
         return value
 

@@ -6,6 +6,7 @@ puts them in order and makes sure a failure leaves the previous lock untouched.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, canonicalize_version
 
 from envd import __version__
-from envd.errors import LockError, LockStale
+from envd.errors import LockError, LockStale, Unresolvable
 from envd.events import EventBus
 from envd.gateways import uv
 from envd.gateways.engine import Engine
@@ -41,12 +42,14 @@ from envd.model.lockfile import (
     hash_inputs,
     inputs_from_spec,
 )
-from envd.model.spec import LOCK_FILENAME, DirectUrl, FilePin, Spec
+from envd.model.pythons import AUTO
+from envd.model.spec import LOCK_FILENAME, Base, DirectUrl, FilePin, Spec
 from envd.model.target import check_python, inspect_target
 from envd.progress import Progress, Reporter
 from envd.services.debian_base import DEFAULT_MIRROR, ensure_debian_base
 from envd.services.direct import DirectFiles
 from envd.services.projects import LockState, Projects, lock_path
+from envd.services.python_choice import Resolve, choose, explain
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,10 @@ class Locker:
             # In sync: nothing to resolve (`--upgrade` re-resolves on purpose).
             return LockOutcome(path, previous, changed=False, in_sync=True, reasons=())
 
+        direct, requirements = self._direct_files(spec, progress)
+        resolver = self._resolver(spec, direct)
+        if spec.python == AUTO:
+            spec = self._choose_python(spec, resolver, requirements, progress)
         base = self._base(spec, previous, upgrade, progress)
         progress(Progress("target", "reading the Python target from the base image"))
         target = inspect_target(
@@ -170,20 +177,23 @@ class Locker:
             Progress("resolve", f"resolving {len(spec.all_requirements)} requirements with uv")
         )
         keep = () if upgrade or previous is None else previous.python
-        direct, requirements = self._direct_files(spec, progress)
-        python = uv.resolve(
-            requirements,
-            python_version=target.python_version,
-            platform=target.platform,
-            indexes=spec.indexes,
-            preferences=keep,
-            upgrade=upgrade,
-            upgrade_packages=upgrade_packages,
-            cache_dir=str(self._cache_dir / "uv"),
-            extra_constraints=_cuda_constraints(spec) + spec.constraints,
-            from_source=spec.from_source,
-            direct=direct,
-        )
+        try:
+            python = uv.resolve(
+                requirements,
+                python_version=target.python_version,
+                platform=target.platform,
+                indexes=spec.indexes,
+                preferences=keep,
+                upgrade=upgrade,
+                upgrade_packages=upgrade_packages,
+                cache_dir=str(self._cache_dir / "uv"),
+                extra_constraints=_cuda_constraints(spec) + spec.constraints,
+                from_source=spec.from_source,
+                direct=direct,
+            )
+        except Unresolvable as exc:  # name the Pythons (and bases) the pins would work with
+            progress(Progress("resolve", "looking for the Pythons the pins have wheels for"))
+            raise explain(exc, resolver, requirements, target.python_version, self._arch()) from exc
         python = keep_file_hashes(python, spec.pins)
         additions = self._additions(spec, python, base, system)
         if additions:  # (checked here, where the pins are known, so the first build works)
@@ -216,6 +226,36 @@ class Locker:
         return LockOutcome(path, lock, changed=changed, in_sync=True, reasons=reasons)
 
     # ------------------------------------------------------------ pieces
+
+    def _resolver(self, spec: Spec, direct: dict[str, PythonPackage]) -> Resolve:
+        """uv's resolution of some requirements for a Python and platform other than the
+        base's (to choose a Python, or to say which would work)."""
+
+        def resolve(requirements: Sequence[str], python_version: str, platform: str) -> object:
+            return uv.resolve(
+                requirements,
+                python_version=python_version,
+                platform=platform,
+                indexes=spec.indexes,
+                cache_dir=str(self._cache_dir / "uv"),
+                extra_constraints=_cuda_constraints(spec) + spec.constraints,
+                from_source=spec.from_source,
+                direct=direct,
+            )
+
+        return resolve
+
+    def _choose_python(
+        self, spec: Spec, resolver: Resolve, requirements: Sequence[str], progress: Reporter
+    ) -> Spec:
+        """`python: auto`: the spec with the newest Python envd can build that fits the pins."""
+        progress(Progress("python", "python: auto: trying the Pythons envd builds, newest first"))
+        choice = choose(resolver, requirements, self._arch())
+        progress(Progress("python", choice.text, log=True))
+        return replace(spec, base=Base(debian=choice.chosen.suite), python=choice.chosen.python)
+
+    def _arch(self) -> str:
+        return self._engine.info().arch or "x86_64"
 
     def _direct_files(
         self, spec: Spec, progress: Reporter
