@@ -390,7 +390,7 @@ def project_problem(files: Mapping[str, str]) -> tuple[str, str, str] | None:
             return (
                 "pyproject.toml",
                 str(exc).removeprefix("pyproject.toml: "),
-                ("give [project] a static name and version"),
+                "give [project] a static name and version",
             )
         return None
     setup_py, setup_cfg = files.get("setup.py"), files.get("setup.cfg")
@@ -399,7 +399,7 @@ def project_problem(files: Mapping[str, str]) -> tuple[str, str, str] | None:
         return (
             where,
             "no [project] table, setup.py or setup.cfg to install from",
-            ("add a [project] table with name and version"),
+            "add a [project] table with name and version",
         )
     where = "setup.py" if setup_py is not None else "setup.cfg"
     try:

@@ -166,6 +166,12 @@ def _from_py(text: str) -> SetupMetadata:
         )
     keywords = {k.arg: k.value for k in call.keywords if k.arg is not None}
     unpacked = any(k.arg is None for k in call.keywords) or bool(call.args)
+    if "ext_modules" in keywords:
+        raise SetupError(
+            "setup.py builds extension modules (`ext_modules=`), and envd installs the project "
+            "without building it, so they would be missing",
+            "publish the package as a wheel and depend on it by name, or remove `project:`",
+        )
     found: dict[str, object] = {}
     for key in ("name", "version", "description", "python_requires", "install_requires"):
         if key in keywords:

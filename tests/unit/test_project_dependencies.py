@@ -209,3 +209,13 @@ def test_a_setup_py_linked_outside_the_project_is_refused(tmp_path: Path) -> Non
     (root / "setup.py").symlink_to(tmp_path / "elsewhere.py")
     with pytest.raises(SpecError, match=r"no pyproject\.toml, setup\.py or setup\.cfg"):
         load_spec(root)  # never read: the link leaves the project
+
+
+def test_extension_modules_are_refused_naming_why() -> None:
+    setup_py = (
+        "from setuptools import Extension, setup\n"
+        "setup(name='fast', version='1', ext_modules=[Extension('fast._c', ['c.c'])])\n"
+    )
+    with pytest.raises(SetupError, match="builds extension modules") as info:
+        read_setup(setup_py, None)
+    assert "wheel" in info.value.hint
