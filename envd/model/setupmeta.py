@@ -38,10 +38,20 @@ class SetupMetadata:
     source: str = ""  # the file the dependencies were read from
 
 
-_FIX = (
-    'write it literally in setup(...) (e.g. `install_requires=["numpy>=1.24"]`), or move '
-    "the metadata to setup.cfg [metadata]/[options] or pyproject.toml [project]"
-)
+_EXAMPLES = {
+    "install_requires": 'install_requires=["numpy>=1.24"]',
+    "version": 'version="1.2.0"',
+    "name": 'name="mypkg"',
+}
+
+
+def _fix(key: str = "install_requires") -> str:
+    example = _EXAMPLES.get(key)
+    literally = f" (e.g. `{example}`)" if example else ""
+    return (
+        f"write `{key}=` literally in setup(...){literally}, or move the metadata to "
+        "setup.cfg [metadata]/[options] or pyproject.toml [project]"
+    )
 
 
 def read_setup(setup_py: str | None, setup_cfg: str | None) -> SetupMetadata:
@@ -142,7 +152,7 @@ def _literal(node: ast.expr, key: str) -> object:
         raise SetupError(
             f"setup.py: `{key}=` is computed when setup.py runs "
             f"(`{ast.unparse(node)[:60]}`); envd reads setup.py without running it",
-            _FIX.replace("install_requires", key) if key != "install_requires" else _FIX,
+            _fix(key),
         ) from None
 
 
@@ -151,7 +161,7 @@ def _strings(value: object, key: str) -> tuple[str, ...]:
         return _lines(value)
     if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
         return tuple(v.strip() for v in value if v.strip())
-    raise SetupError(f"setup.py: `{key}=` must be a list of strings", _FIX)
+    raise SetupError(f"setup.py: `{key}=` must be a list of strings", _fix(key))
 
 
 def _from_py(text: str) -> SetupMetadata:
@@ -180,7 +190,7 @@ def _from_py(text: str) -> SetupMetadata:
         raise SetupError(
             "setup.py passes setup() its arguments through `**` or positionally, so envd "
             "cannot tell its install_requires without running it",
-            _FIX,
+            _fix(),
         )
     scripts: list[tuple[str, str]] = []
     if "entry_points" in keywords:
@@ -196,7 +206,7 @@ def _from_py(text: str) -> SetupMetadata:
             package_dir = dirs[""].strip("/")
     for key in ("name", "version", "description", "python_requires"):
         if key in found and not isinstance(found[key], str):
-            raise SetupError(f"setup.py: `{key}=` must be a string", _FIX)
+            raise SetupError(f"setup.py: `{key}=` must be a string", _fix(key))
     return SetupMetadata(
         name=_opt(found.get("name")),
         version=_opt(found.get("version")),
