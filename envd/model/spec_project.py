@@ -11,12 +11,12 @@ and a lock that lacks them is stale: the gap is found at lock, never first at bu
 from __future__ import annotations
 
 import tomllib
-from dataclasses import replace
 
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from envd.model import reqfiles
 from envd.model.setupmeta import SetupError, read_setup
 from envd.model.spec import IsFile
 from envd.model.spec_requirements import (
@@ -24,6 +24,7 @@ from envd.model.spec_requirements import (
     RequirementsRead,
     RequirementsSection,
     check_requirement,
+    direct_reference,
 )
 
 
@@ -32,8 +33,7 @@ def project_requirements(
 ) -> RequirementsRead:
     """The project's dependencies as one more requirements file's worth (files read included,
     so that they are watched and their changes make the lock stale)."""
-    read_text = section.read_text
-    if read_text is None or is_file is None or "pyproject.toml" in read.files:
+    if section.read_text is None or is_file is None or "pyproject.toml" in read.files:
         return RequirementsRead()
     if is_file("pyproject.toml"):
         text = section.read_file("pyproject.toml", node, "project", top=True) or ""
@@ -42,13 +42,9 @@ def project_requirements(
         except tomllib.TOMLDecodeError:
             data = {"project": {}}  # said by the pyproject parser, at its line
         if isinstance(data.get("project"), dict):
-            found = section.requirements_file("pyproject.toml", text, node, "project", True)
-            local = _uv_sources(data)
-            kept = tuple(
-                r for r in found.requirements if canonicalize_name(Requirement(r).name) not in local
-            )
-            found = replace(found, requirements=kept)
-            return RequirementsRead(files=("pyproject.toml",)).plus(found)
+            parsed = reqfiles.parse_pyproject(text, "pyproject.toml", root=section.project_dir)
+            taken = _taken(section, node, "pyproject.toml", parsed.requirements, read, data)
+            return RequirementsRead(files=("pyproject.toml",), requirements=taken)
     names = [name for name in ("setup.cfg", "setup.py") if is_file(name)]
     if not names:
         return RequirementsRead()
@@ -62,18 +58,38 @@ def project_requirements(
             "project",
             hint=exc.hint,
         ) from None
-    requirements = []
-    for text in meta.install_requires or ():
+    taken = _taken(section, node, meta.source, meta.install_requires or (), read, {})
+    return RequirementsRead(files=tuple(names), requirements=taken)
+
+
+def _taken(
+    section: RequirementsSection,
+    node: yaml.Node,
+    source: str,
+    requirements: tuple[str, ...],
+    read: RequirementsRead,
+    pyproject: dict[str, object],
+) -> tuple[str, ...]:
+    """The project's requirements to lock: those [tool.uv.sources] takes from elsewhere are
+    left to uv.lock, and a URL or VCS one to the requirements file that already names that
+    package (where envd reads how to get it); any other is checked as envd checks them all."""
+    elsewhere = _uv_sources(pyproject)
+    named = {canonicalize_name(Requirement(r).name) for r in read.requirements}
+    out: list[str] = []
+    for text in requirements:
+        name = canonicalize_name(Requirement(text).name)
+        if name in elsewhere or (direct_reference(text) is not None and name in named):
+            continue
         try:
-            requirements.append(check_requirement(text))
+            out.append(check_requirement(text))
         except BadRequirement as exc:
             raise section.error(
-                f"{meta.source}: install_requires `{text}`: {exc.message}",
+                f"{source}: the project's requirement `{text}`: {exc.message}",
                 node,
                 "project",
                 hint=exc.hint,
             ) from None
-    return RequirementsRead(files=tuple(names), requirements=tuple(requirements))
+    return tuple(out)
 
 
 def _uv_sources(data: dict[str, object]) -> set[str]:

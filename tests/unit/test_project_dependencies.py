@@ -219,3 +219,26 @@ def test_extension_modules_are_refused_naming_why() -> None:
     with pytest.raises(SetupError, match="builds extension modules") as info:
         read_setup(setup_py, None)
     assert "wheel" in info.value.hint
+
+
+def test_a_url_dependency_is_taken_from_the_requirements_file_naming_it(tmp_path: Path) -> None:
+    url = "https://files.example.org/tool-1.0-py3-none-any.whl"
+    pyproject = (
+        '[project]\nname = "app"\nversion = "0.1"\n'
+        f'dependencies = ["six", "tool @ {url}"]\n'
+    )
+    files = {"pyproject.toml": pyproject, "requirements.txt": f"tool @ {url}\n"}
+    root = project(tmp_path, "requirements: requirements.txt\nproject: editable\n", **files)
+    assert load_spec(root).all_requirements == (f"tool @ {url}", "six")
+
+
+def test_a_vcs_dependency_nothing_else_names_is_refused_at_project(tmp_path: Path) -> None:
+    pyproject = (
+        '[project]\nname = "app"\nversion = "0.1"\n'
+        'dependencies = ["tool @ git+https://example.org/tool.git"]\n'
+    )
+    root = project(tmp_path, "project: editable\n", **{"pyproject.toml": pyproject})
+    with pytest.raises(SpecError) as info:
+        load_spec(root)
+    assert "pyproject.toml: the project's requirement `tool @ git+" in info.value.message
+    assert info.value.key_path == "project"
