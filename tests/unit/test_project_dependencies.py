@@ -224,8 +224,7 @@ def test_extension_modules_are_refused_naming_why() -> None:
 def test_a_url_dependency_is_taken_from_the_requirements_file_naming_it(tmp_path: Path) -> None:
     url = "https://files.example.org/tool-1.0-py3-none-any.whl"
     pyproject = (
-        '[project]\nname = "app"\nversion = "0.1"\n'
-        f'dependencies = ["six", "tool @ {url}"]\n'
+        f'[project]\nname = "app"\nversion = "0.1"\ndependencies = ["six", "tool @ {url}"]\n'
     )
     files = {"pyproject.toml": pyproject, "requirements.txt": f"tool @ {url}\n"}
     root = project(tmp_path, "requirements: requirements.txt\nproject: editable\n", **files)
