@@ -22,9 +22,10 @@ from packaging.requirements import Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from envd.errors import SpecError
-from envd.model import adopt_builders, reqfiles
+from envd.model import adopt_builders, plan, reqfiles
 from envd.model.pythons import AUTO, buildable_for
 from envd.model.reqfiles import Parsed, SetupStep
+from envd.model.setupmeta import SetupError, read_setup
 
 # Debian suites envd builds from, and the Python each ships; the default first.
 SUITES: tuple[tuple[str, str], ...] = (
@@ -91,6 +92,7 @@ class _Found:
     # (python as written, the file it came from), exact versions and constraints kept apart
     pythons: list[tuple[str, str]] = field(default_factory=list)
     python_ranges: list[tuple[str, str]] = field(default_factory=list)
+    project_lines: list[str] = field(default_factory=list)  # requirements files' `-e .`
 
     def take(self, parsed: Parsed) -> None:
         for path in parsed.files:
@@ -160,6 +162,7 @@ def adopt(
     _extras(found, where, files, root)
     _devcontainer(found, files, root)
     _choose_base(found, root, at=1 if config else 0)
+    _check_project(found, files, root)
     document = _merge(template or {}, found.doc)
     document["version"] = 1
     document["name"] = project_name(directory_name)
@@ -228,6 +231,8 @@ def _project(found: _Found, parsed: Parsed, *, installable_means: str = "install
         return
     if found.doc.get("project") == "editable" and mode == "install":
         return
+    if parsed.format == "requirements":
+        found.project_lines.append(parsed.source)
     if found.doc.get("project") != mode:
         found.doc["project"] = mode
         found.notes.append(f"took project: {mode} from {parsed.source}")
@@ -332,7 +337,9 @@ def _pyproject(found: _Found, text: str, root: str, *, covered: bool) -> None:
         _project(found, parsed, installable_means="editable")
         if parsed.requirements:
             deps = _count(len(parsed.requirements), "dependency", "dependencies")
-            found.notes.append(f"pyproject.toml's {deps} come with the project (project: editable)")
+            found.notes.append(
+                f"pyproject.toml's {deps} come with the project (`envctl lock` pins them)"
+            )
     elif parsed.requirements and not covered:
         found.extend("packages", parsed.requirements, "pyproject.toml", "packages")
     groups = tomllib.loads(text).get("dependency-groups")
@@ -344,6 +351,60 @@ def _pyproject(found: _Found, text: str, root: str, *, covered: bool) -> None:
             "pyproject.toml",
             "the `dev` dependency group (uv installs it by default)",
         )
+
+
+def _check_project(found: _Found, files: Mapping[str, str], root: str) -> None:
+    """`project:` is written only when envd can install the project: its metadata read
+    statically (pyproject.toml [project], else setup.cfg / literal setup.py), as the build
+    and the lock read it; otherwise it is left out, saying why and what to write."""
+    mode = found.doc.get("project")
+    if mode is None:
+        return
+    problem = project_problem(files)
+    if problem is not None:
+        where, message, hint = problem
+        if found.project_lines:  # `-e .` there needs `project:`: refused, not half-written
+            raise SpecError(
+                f"{found.project_lines[0]} installs the project itself (`-e .`), and envd "
+                f"cannot: {message}",
+                file=reqfiles.shown(root, where),
+                hint=hint,
+            )
+        del found.doc["project"]
+        found.warnings.append(
+            f"{reqfiles.shown(root, where)}: {message}; `project: {mode}` left out ({hint})"
+        )
+
+
+def project_problem(files: Mapping[str, str]) -> tuple[str, str, str] | None:
+    """Why envd cannot install this project itself, as (file, message, fix), or None."""
+    text = files.get("pyproject.toml")
+    if text is not None and plan.has_project_table(text):
+        try:
+            plan.read_pyproject(text)
+        except plan.ProjectError as exc:
+            return (
+                "pyproject.toml",
+                str(exc).removeprefix("pyproject.toml: "),
+                "give [project] a static name and version",
+            )
+        return None
+    setup_py, setup_cfg = files.get("setup.py"), files.get("setup.cfg")
+    if setup_py is None and setup_cfg is None:
+        where = "pyproject.toml" if text is not None else "setup.py"
+        return (
+            where,
+            "no [project] table, setup.py or setup.cfg to install from",
+            "add a [project] table with name and version",
+        )
+    where = "setup.py" if setup_py is not None else "setup.cfg"
+    try:
+        plan.package_from_setup(read_setup(setup_py, setup_cfg))
+    except SetupError as exc:
+        return where, exc.message.removeprefix(f"{where}: "), exc.hint
+    except plan.ProjectError as exc:
+        return where, str(exc), "write name= literally in setup(...) or setup.cfg [metadata]"
+    return None
 
 
 def _extras(found: _Found, where: Where, files: Mapping[str, str], root: str) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 from envd.model.direct import install_requirement
 from envd.model.lockfile import LockFile
+from envd.model.setupmeta import SetupMetadata
 
 VENV = "/opt/venv"
 WORKDIR = "/workspace"
@@ -362,7 +363,9 @@ def site_packages(python_version: str) -> str:
 # `__editable__.NAME-VERSION.pth` pointing at /workspace (or /workspace/src), where `envctl
 # enter` binds the project: editing the code needs no build. `install` copies the package's
 # files in instead. Everything is owned by that RECORD, so the image verifies. The project's
-# dependencies are locked from pyproject.toml when `requirements:` names it.
+# dependencies are locked with the rest (envd/model/spec_project.py). A setuptools project
+# without [project] is read the same way from setup.cfg and setup.py's literal keywords
+# (envd/model/setupmeta.py): setup.py is never run.
 
 
 class ProjectError(ValueError):
@@ -420,6 +423,35 @@ def read_pyproject(text: str) -> ProjectPackage:
         requires_python=requires if isinstance(requires, str) else "",
         dependencies=tuple(dependencies),
         scripts=tuple(sorted((str(k), str(v)) for k, v in scripts.items())),
+    )
+
+
+def has_project_table(text: str) -> bool:
+    """Whether pyproject.toml has a [project] table (False for invalid TOML: said when read)."""
+    import tomllib
+
+    try:
+        return isinstance(tomllib.loads(text.removeprefix("\ufeff")).get("project"), dict)
+    except tomllib.TOMLDecodeError:
+        return True
+
+
+def package_from_setup(meta: SetupMetadata) -> ProjectPackage:
+    """A setuptools project's static metadata (setup.cfg, literal setup.py) as the project
+    step installs it: the same dist-info a pyproject.toml project gets."""
+    if not meta.name:
+        raise ProjectError("the project has no literal `name` in setup.py or setup.cfg")
+    for _, target in meta.scripts:
+        if ":" not in target:
+            raise ProjectError(f'console script `{target}` is not "module:attr"')
+    return ProjectPackage(
+        name=meta.name,
+        version=meta.version or "0.0.0",  # setuptools' own default
+        summary=meta.summary or "",
+        requires_python=meta.requires_python or "",
+        dependencies=meta.install_requires or (),
+        scripts=meta.scripts,
+        source=meta.package_dir,
     )
 
 

@@ -33,6 +33,7 @@ from envd.model.spec import (
     Spec,
     suggest_name,
 )
+from envd.model.spec_project import project_requirements
 from envd.model.spec_requirements import (
     BadRequirement,
     RequirementsSection,
@@ -104,6 +105,9 @@ class _Parser(RequirementsSection):
         name = self.name(values.get("name"))
         base = self.base_for(values.get("base"), python, values.get("python"), root)
         read = self.requirements(values.get("requirements"), has_project="project" in values)
+        project = self.project(values.get("project"))
+        if project is not None:
+            read = read.plus(project_requirements(self, self.is_file, values["project"], read))
         packages, direct = self.packages(values.get("packages"))
         from_source = self.build(values.get("build"))
         self.check_direct(direct + read.direct, from_source)
@@ -132,7 +136,7 @@ class _Parser(RequirementsSection):
             constraints=self.pep508_list(values.get("constraints"), "constraints")
             + read.constraints,
             overrides=self.pep508_list(values.get("overrides"), "overrides"),
-            project=self.project(values.get("project")),
+            project=project,
             runs=self.runs(values.get("runs")),
             setup_steps=steps,
             from_source=from_source,
@@ -337,10 +341,11 @@ class _Parser(RequirementsSection):
                 hint="`project: editable` installs the project itself, live at /workspace",
             )
         if self.is_file is not None and not (
-            self.is_file("pyproject.toml") or self.is_file("setup.py")
+            self.is_file("pyproject.toml") or self.is_file("setup.py") or self.is_file("setup.cfg")
         ):
             raise self.error(
-                "`project:` installs the project itself, but it has no pyproject.toml or setup.py",
+                "`project:` installs the project itself, but it has no pyproject.toml, setup.py "
+                "or setup.cfg",
                 node,
                 "project",
                 hint="add a pyproject.toml next to envd.yaml, or remove `project:`",

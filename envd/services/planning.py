@@ -15,6 +15,7 @@ from envd.gateways.projectfiles import find_project_package, read_project_file, 
 from envd.gateways.store import ProjectRow
 from envd.model import plan as p
 from envd.model.lockfile import LockFile
+from envd.model.setupmeta import SetupError, read_setup
 
 
 def plan_for(row: ProjectRow, lock: LockFile, namespace: str) -> p.BuildPlan:
@@ -55,8 +56,9 @@ def read_project_inputs(project_dir: str, lock: LockFile) -> ProjectInputs:
 
 
 def _check_dependencies_locked(project_dir: str, lock: LockFile, package: p.ProjectPackage) -> None:
-    """The project's own dependencies must be in envd.lock (they are when `requirements:`
-    names pyproject.toml): envd installs the project, never resolves for it at build time."""
+    """The project's own dependencies must be in envd.lock (`envctl lock` locks them with the
+    rest, envd/model/spec_project.py): envd installs the project, never resolves for it at
+    build time. A lock written before that lacks them."""
     pinned = {pin.name for pin in lock.python}
     missing = []
     for text in package.dependencies:
@@ -68,11 +70,10 @@ def _check_dependencies_locked(project_dir: str, lock: LockFile, package: p.Proj
             missing.append(requirement.name)
     if missing:
         raise SpecError(
-            f"`project: {lock.inputs.project}`: pyproject.toml depends on "
+            f"`project: {lock.inputs.project}`: the project depends on "
             f"{', '.join(missing)}, which envd.lock does not pin",
             file=f"{project_dir}/envd.yaml",
-            hint="add `requirements: pyproject.toml` to envd.yaml (its dependencies are then "
-            "locked), and run `envctl lock`",
+            hint="run `envctl lock`: it locks the project's own dependencies with the rest",
         )
 
 
@@ -80,6 +81,10 @@ def _read_package(project_dir: str, mode: str, contents: dict[str, bytes]) -> p.
     """The project's pyproject.toml as the project step needs it (SpecError naming what)."""
     where = f"{project_dir}/pyproject.toml"
     text = read_project_file(project_dir, "pyproject.toml")
+    if text is None or not p.has_project_table(text):
+        setup = _read_setup_package(project_dir, mode)
+        if setup is not None:
+            return _with_files(project_dir, mode, setup, contents)
     if text is None:
         raise SpecError(
             f"`project: {mode}` installs the project from its pyproject.toml, and there is none",
@@ -95,8 +100,37 @@ def _read_package(project_dir: str, mode: str, contents: dict[str, bytes]) -> p.
             file=where,
             hint="envd reads [project] name, version, dependencies and scripts (PEP 621)",
         ) from None
+    return _with_files(project_dir, mode, package, contents)
+
+
+def _read_setup_package(project_dir: str, mode: str) -> p.ProjectPackage | None:
+    """A setuptools project without [project]: its setup.cfg/setup.py metadata, read without
+    running setup.py (None when it has neither file)."""
+    setup_py = read_project_file(project_dir, "setup.py")
+    setup_cfg = read_project_file(project_dir, "setup.cfg")
+    if setup_py is None and setup_cfg is None:
+        return None
+    where = f"{project_dir}/{'setup.py' if setup_py is not None else 'setup.cfg'}"
+    try:
+        return p.package_from_setup(read_setup(setup_py, setup_cfg))
+    except SetupError as exc:
+        raise SpecError(f"`project: {mode}`: {exc.message}", file=where, hint=exc.hint) from None
+    except p.ProjectError as exc:
+        raise SpecError(
+            f"`project: {mode}`: {exc}",
+            file=where,
+            hint="write name= and version= literally in setup(...), or in setup.cfg [metadata]",
+        ) from None
+
+
+def _with_files(
+    project_dir: str, mode: str, package: p.ProjectPackage, contents: dict[str, bytes]
+) -> p.ProjectPackage:
+    where = f"{project_dir}/pyproject.toml"
     name = p.import_name(package.name)
     source, entry = find_project_package(project_dir, name)
+    if package.source and entry is None:
+        source = package.source
     files: list[p.StepFile] = []
     if mode == "install":
         if entry is None:

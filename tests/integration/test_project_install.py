@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from envd.model.content import integrity_problems, manifest_from_tars
+from envd.model.lockfile import loads
 from tests.conftest import Envctl
 
 pytestmark = pytest.mark.integration
@@ -133,3 +134,58 @@ def test_installed_project_is_a_copy(shared: Envctl, tmp_path: Path) -> None:
     assert enter(shared, path, "import tiny_pkg; print(tiny_pkg.VALUE)") == "two"
     assert project_files(first["image"]) == ["tiny_pkg", "tiny_pkg-0.3.1.dist-info"]
     assert problems(rebuilt["image"], tmp_path) == []
+
+
+def pinned(path: Path) -> set[str]:
+    lock = loads((path / "envd.lock").read_text(), str(path / "envd.lock"))
+    return {p.name for p in lock.python}
+
+
+def test_init_then_lock_pins_the_projects_own_dependencies(shared: Envctl) -> None:
+    """A PEP 621 project with no `requirements:`: `lock` pins [project] dependencies (before,
+    `build` failed with "depends on six, which envd.lock does not pin")."""
+    path = shared.cwd / "pep621"
+    (path / "src" / "tiny_pkg").mkdir(parents=True)
+    (path / "pyproject.toml").write_text(PYPROJECT)
+    (path / "src" / "tiny_pkg" / "__init__.py").write_text("VALUE = 'one'\n")
+    (path / "src" / "tiny_pkg" / "cli.py").write_text(CLI)
+    shared.ok("init", str(path))
+    spec = (path / "envd.yaml").read_text()
+    assert "project: editable" in spec and "requirements" not in spec
+    shared.ok("lock", str(path))
+    assert "six" in pinned(path)
+    # a dependency added to pyproject.toml: the lock is stale, and `lock` pins it
+    (path / "pyproject.toml").write_text(PYPROJECT.replace('["six"]', '["six", "idna"]'))
+    shared.ok("lock", str(path))
+    assert {"six", "idna"} <= pinned(path)
+    build(shared, path)
+    assert enter(shared, path, "import tiny_pkg, six, idna; print(tiny_pkg.VALUE)") == "one"
+
+
+SETUP_PY = """\
+from setuptools import find_packages, setup
+
+setup(
+    name="legacy-pkg",
+    version="2.1",
+    packages=find_packages(),
+    install_requires=["six"],
+    entry_points={"console_scripts": ["legacy = legacy_pkg.cli:main"]},
+)
+"""
+
+
+def test_a_setup_py_only_project_is_locked_and_installed(shared: Envctl) -> None:
+    path = shared.cwd / "legacy"
+    (path / "legacy_pkg").mkdir(parents=True)
+    (path / "setup.py").write_text(SETUP_PY)
+    (path / "legacy_pkg" / "__init__.py").write_text("VALUE = 'old'\n")
+    (path / "legacy_pkg" / "cli.py").write_text(CLI.replace("tiny_pkg", "legacy_pkg"))
+    shared.ok("init", str(path))
+    assert "project: editable" in (path / "envd.yaml").read_text()
+    shared.ok("lock", str(path))
+    assert "six" in pinned(path)
+    build(shared, path)
+    code = "import importlib.metadata as m, legacy_pkg, six; print(m.version('legacy-pkg'))"
+    assert enter(shared, path, code) == "2.1"
+    assert shared.ok("enter", str(path), "--", "legacy").strip() == "tiny says old"

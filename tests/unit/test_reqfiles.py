@@ -704,7 +704,9 @@ def test_local_paths_are_resolved_against_the_files_folder() -> None:
     parsed = rf.parse_pipfile(pipfile, ".binder/Pipfile")
     assert parsed.project == "editable" and parsed.requirements == ()
     assert any("other" in w for w in parsed.warnings)
-    assert rf.parse_pipfile(pipfile, "Pipfile").project is None
+    # at the root, `..` is outside the project: refused, saying why (was: silently left out)
+    with pytest.raises(SpecError, match=r"`me`: path `\.\.` is outside the project"):
+        rf.parse_pipfile(pipfile, "Pipfile")
     lock = 'lock-version = "1.0"\n[[packages]]\nname = "me"\ndirectory = {path = ".."}\n'
     assert rf.parse_pylock(lock, "locks/pylock.toml").project == "install"
 

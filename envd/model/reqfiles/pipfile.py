@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from envd.model.reqfiles import localpath
 from envd.model.reqfiles.base import (
     Parsed,
     Read,
@@ -43,9 +44,13 @@ def parse_pipfile(text: str, path: str = "Pipfile", *, root: str = "", dev: bool
                     acc.project_name = name
                     continue
                 if "path" in value or "file" in value:
-                    acc.warnings.append(
-                        f"{shown(root, path)}:{line}: `{name}` is a local path; left out"
-                    )
+                    written = str(value.get("path", value.get("file")))
+                    where, target = localpath.locate(path, written)
+                    if where == "outside":
+                        message, hint = localpath.outside_message(f"`{name}`: path", written)
+                        raise _error(root, path, message, line, hint)
+                    message, _ = localpath.inside_message(f"`{name}`: path", target)
+                    acc.warnings.append(f"{shown(root, path)}:{line}: {message}; left out")
                     continue
                 extras = value.get("extras") or []
                 extra = f"[{','.join(extras)}]" if extras else ""

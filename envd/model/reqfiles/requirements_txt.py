@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from packaging.requirements import Requirement
 
 from envd.errors import SpecError
+from envd.model.reqfiles import localpath
 from envd.model.reqfiles.base import (
     _BOM,
     Parsed,
@@ -256,19 +257,18 @@ class _RequirementsReader:
                 f"(non-editable) package"
             )
             return
-        target = posixpath.normpath(posixpath.join(posixpath.dirname(path), value))
-        if target == ".":
+        where, target = localpath.locate(path, value)
+        if where == "project":
             self.acc.project = "editable"
             self.acc.project_line = self.acc.project_line or (path, number)
             self.acc.notes.append(
                 f"{shown(self.root, path)}:{number}: `-e {value}` is the project itself (editable)"
             )
         else:
-            raise report(
-                f"`-e {value}` installs another local directory ({target}); envd installs only "
-                "the project itself as editable",
-                f"depend on it as `NAME @ file:///workspace/{target}`, or make it its own project",
-            )
+            message, hint = (
+                localpath.outside_message if where == "outside" else localpath.inside_message
+            )(f"`-e {value}`:", target)
+            raise report(message, hint)
 
     def requirement(
         self, path: str, number: int, spec: str, hashes: list[str], constraint: bool

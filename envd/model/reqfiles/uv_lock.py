@@ -7,6 +7,7 @@ from typing import Any
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from envd.model.reqfiles import localpath
 from envd.model.reqfiles.base import (
     Parsed,
     Pin,
@@ -17,6 +18,7 @@ from envd.model.reqfiles.base import (
     _mapping,
     _sha256,
     _toml,
+    line_of,
     shown,
 )
 
@@ -45,12 +47,10 @@ def parse_uv_lock(text: str, path: str = "uv.lock", *, root: str = "") -> Parsed
                 acc.project = "editable" if "editable" in source else None
                 acc.project_name = name
             else:
-                acc.warnings.append(
-                    f"{shown(root, path)}: `{name}` is a local workspace member ({where}); left out"
-                )
+                _local(acc, root, path, name, str(where), text)
             continue
         if "directory" in source or "path" in source:
-            acc.warnings.append(f"{shown(root, path)}: `{name}` is a local path; left out")
+            _local(acc, root, path, name, str(source.get("directory", source.get("path"))), text)
             continue
         hashes = [package.get("sdist", {}).get("hash")] + [
             w.get("hash") for w in package.get("wheels", [])
@@ -67,6 +67,17 @@ def parse_uv_lock(text: str, path: str = "uv.lock", *, root: str = "") -> Parsed
         acc.requirements.append(f"{name} @ {url}" if url else f"{name}=={package.get('version')}")
     acc.direct = _uv_lock_direct(edges, acc.pins)
     return acc.freeze()
+
+
+def _local(acc: _Acc, root: str, path: str, name: str, written: str, text: str) -> None:
+    """A workspace member or path dependency: refused outside the project, else left out
+    (envd installs only the project at the top) with a warning saying so."""
+    where, target = localpath.locate(path, written)
+    if where == "outside":
+        message, hint = localpath.outside_message(f"`{name}`: local source", written)
+        raise _error(root, path, message, line_of(text, f'"{written}"'), hint)
+    message, _ = localpath.inside_message(f"`{name}`: local source", target)
+    acc.warnings.append(f"{shown(root, path)}: {message}; left out")
 
 
 def _uv_lock_direct(edges: list[dict[str, Any]], pins: list[Pin]) -> list[str]:

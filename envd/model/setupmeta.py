@@ -1,0 +1,227 @@
+"""A setuptools project without pyproject.toml [project]: its metadata, read statically.
+
+envd installs a project without running its build backend (envd/model/plan.py, "the project
+itself"), so for a project described only by setup.cfg or setup.py the name, version,
+install_requires and console scripts must be written literally: setup.cfg's [metadata] and
+[options], and setup.py's `setup(...)` keyword arguments when they are literals (read with
+`ast`, never executed). What is computed when setup.py runs is refused, naming the fix.
+Pure: texts in, `SetupMetadata` or `SetupError` out.
+"""
+
+from __future__ import annotations
+
+import ast
+import configparser
+from dataclasses import dataclass
+
+
+class SetupError(ValueError):
+    """setup.py/setup.cfg does not say statically what envd needs; `hint` says what to write."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class SetupMetadata:
+    """What setup.cfg and setup.py say literally (None: not said anywhere)."""
+
+    name: str | None = None
+    version: str | None = None
+    summary: str | None = None
+    requires_python: str | None = None
+    install_requires: tuple[str, ...] | None = None
+    scripts: tuple[tuple[str, str], ...] = ()  # console_scripts (command, "module:attr")
+    package_dir: str = ""  # "" or e.g. "src": where the import packages lie
+    source: str = ""  # the file the dependencies were read from
+
+
+_EXAMPLES = {
+    "install_requires": 'install_requires=["numpy>=1.24"]',
+    "version": 'version="1.2.0"',
+    "name": 'name="mypkg"',
+}
+
+
+def _fix(key: str = "install_requires") -> str:
+    example = _EXAMPLES.get(key)
+    literally = f" (e.g. `{example}`)" if example else ""
+    return (
+        f"write `{key}=` literally in setup(...){literally}, or move the metadata to "
+        "setup.cfg [metadata]/[options] or pyproject.toml [project]"
+    )
+
+
+def read_setup(setup_py: str | None, setup_cfg: str | None) -> SetupMetadata:
+    """setup.cfg's metadata, overridden by setup.py's literal keywords (as setuptools does)."""
+    cfg = _from_cfg(setup_cfg) if setup_cfg is not None else SetupMetadata()
+    if setup_py is None:
+        return cfg
+    py = _from_py(setup_py)
+    return SetupMetadata(
+        name=py.name or cfg.name,
+        version=py.version or cfg.version,
+        summary=py.summary or cfg.summary,
+        requires_python=py.requires_python or cfg.requires_python,
+        install_requires=(
+            py.install_requires if py.install_requires is not None else cfg.install_requires
+        ),
+        scripts=py.scripts or cfg.scripts,
+        package_dir=py.package_dir or cfg.package_dir,
+        source=py.source if py.install_requires is not None else cfg.source,
+    )
+
+
+# ------------------------------------------------------------ setup.cfg
+
+
+def _lines(value: str) -> tuple[str, ...]:
+    out = []
+    for line in value.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if line and not line.startswith("#"):
+            out.append(line)
+    return tuple(out)
+
+
+def _from_cfg(text: str) -> SetupMetadata:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(text, source="setup.cfg")
+    except configparser.Error as exc:
+        raise SetupError(
+            f"setup.cfg is not valid: {str(exc).splitlines()[0]}", "fix setup.cfg's syntax"
+        ) from None
+    meta = parser["metadata"] if parser.has_section("metadata") else {}
+    options = parser["options"] if parser.has_section("options") else {}
+    version = meta.get("version")
+    if version is not None and version.strip().startswith(("attr:", "file:")):
+        raise SetupError(
+            f"setup.cfg: version is `{version.strip()}`, computed when the project is built; "
+            "envd installs the project without building it",
+            "write the version literally in setup.cfg [metadata] (`version = 1.2.0`)",
+        )
+    requires = options.get("install_requires")
+    if requires is not None and requires.strip().startswith(("file:", "attr:")):
+        raise SetupError(
+            f"setup.cfg: install_requires is `{requires.strip()}`; envd reads the list only "
+            "when it is written in setup.cfg",
+            "list the requirements under install_requires in setup.cfg [options], one a line",
+        )
+    scripts: list[tuple[str, str]] = []
+    if parser.has_section("options.entry_points"):
+        for line in _lines(parser["options.entry_points"].get("console_scripts", "")):
+            command, _, target = line.partition("=")
+            scripts.append((command.strip(), target.strip()))
+    package_dir = ""
+    for line in _lines(options.get("package_dir", "")):
+        key, _, value = line.partition("=")
+        if not key.strip() and value.strip():
+            package_dir = value.strip().strip("/")
+    return SetupMetadata(
+        name=(meta.get("name") or "").strip() or None,
+        version=(version or "").strip() or None,
+        summary=(meta.get("description") or "").strip() or None,
+        requires_python=(options.get("python_requires") or "").strip() or None,
+        install_requires=_lines(requires) if requires is not None else None,
+        scripts=tuple(sorted(scripts)),
+        package_dir=package_dir,
+        source="setup.cfg",
+    )
+
+
+# ------------------------------------------------------------ setup.py
+
+
+def _setup_call(tree: ast.Module) -> ast.Call | None:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            if name == "setup":
+                return node
+    return None
+
+
+def _literal(node: ast.expr, key: str) -> object:
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise SetupError(
+            f"setup.py: `{key}=` is computed when setup.py runs "
+            f"(`{ast.unparse(node)[:60]}`); envd reads setup.py without running it",
+            _fix(key),
+        ) from None
+
+
+def _strings(value: object, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return _lines(value)
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(v.strip() for v in value if v.strip())
+    raise SetupError(f"setup.py: `{key}=` must be a list of strings", _fix(key))
+
+
+def _from_py(text: str) -> SetupMetadata:
+    try:
+        tree = ast.parse(text, filename="setup.py")
+    except (SyntaxError, ValueError) as exc:
+        raise SetupError(f"setup.py cannot be parsed: {exc}", "fix setup.py's syntax") from None
+    call = _setup_call(tree)
+    if call is None:
+        raise SetupError(
+            "setup.py calls no setup(...)", "call setuptools.setup(...) with the metadata"
+        )
+    keywords = {k.arg: k.value for k in call.keywords if k.arg is not None}
+    unpacked = any(k.arg is None for k in call.keywords) or bool(call.args)
+    if "ext_modules" in keywords:
+        raise SetupError(
+            "setup.py builds extension modules (`ext_modules=`), and envd installs the project "
+            "without building it, so they would be missing",
+            "publish the package as a wheel and depend on it by name, or remove `project:`",
+        )
+    found: dict[str, object] = {}
+    for key in ("name", "version", "description", "python_requires", "install_requires"):
+        if key in keywords:
+            found[key] = _literal(keywords[key], key)
+    if "install_requires" not in found and unpacked:
+        raise SetupError(
+            "setup.py passes setup() its arguments through `**` or positionally, so envd "
+            "cannot tell its install_requires without running it",
+            _fix(),
+        )
+    scripts: list[tuple[str, str]] = []
+    if "entry_points" in keywords:
+        points = _literal(keywords["entry_points"], "entry_points")
+        console = points.get("console_scripts", ()) if isinstance(points, dict) else ()
+        for line in _strings(console, "entry_points"):
+            command, _, target = line.partition("=")
+            scripts.append((command.strip(), target.strip()))
+    package_dir = ""
+    if "package_dir" in keywords:
+        dirs = _literal(keywords["package_dir"], "package_dir")
+        if isinstance(dirs, dict) and isinstance(dirs.get(""), str):
+            package_dir = dirs[""].strip("/")
+    for key in ("name", "version", "description", "python_requires"):
+        if key in found and not isinstance(found[key], str):
+            raise SetupError(f"setup.py: `{key}=` must be a string", _fix(key))
+    return SetupMetadata(
+        name=_opt(found.get("name")),
+        version=_opt(found.get("version")),
+        summary=_opt(found.get("description")),
+        requires_python=_opt(found.get("python_requires")),
+        install_requires=(
+            _strings(found["install_requires"], "install_requires")
+            if "install_requires" in found
+            else None
+        ),
+        scripts=tuple(sorted(scripts)),
+        package_dir=package_dir,
+        source="setup.py",
+    )
+
+
+def _opt(value: object) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None

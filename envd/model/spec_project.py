@@ -1,0 +1,104 @@
+"""`project:`'s own dependencies, locked with everything else.
+
+envd installs the project without resolving anything at build time, so what the project
+depends on must be in envd.lock. With `project:` set, envd.yaml's requirements are taken to
+include the project's own: pyproject.toml's [project] dependencies (as if `requirements:`
+named pyproject.toml), or, for a setuptools project without [project], setup.cfg's or
+setup.py's literal install_requires (envd/model/setupmeta.py). `envctl lock` then pins them,
+and a lock that lacks them is stale: the gap is found at lock, never first at build.
+"""
+
+from __future__ import annotations
+
+import tomllib
+
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from envd.model import reqfiles
+from envd.model.setupmeta import SetupError, read_setup
+from envd.model.spec import IsFile
+from envd.model.spec_requirements import (
+    BadRequirement,
+    RequirementsRead,
+    RequirementsSection,
+    check_requirement,
+    direct_reference,
+)
+
+
+def project_requirements(
+    section: RequirementsSection, is_file: IsFile | None, node: yaml.Node, read: RequirementsRead
+) -> RequirementsRead:
+    """The project's dependencies as one more requirements file's worth (files read included,
+    so that they are watched and their changes make the lock stale)."""
+    if section.read_text is None or is_file is None or "pyproject.toml" in read.files:
+        return RequirementsRead()
+    if is_file("pyproject.toml"):
+        text = section.read_file("pyproject.toml", node, "project", top=True) or ""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            data = {"project": {}}  # said by the pyproject parser, at its line
+        if isinstance(data.get("project"), dict):
+            parsed = reqfiles.parse_pyproject(text, "pyproject.toml", root=section.project_dir)
+            taken = _taken(section, node, "pyproject.toml", parsed.requirements, read, data)
+            return RequirementsRead(files=("pyproject.toml",), requirements=taken)
+    names = [name for name in ("setup.cfg", "setup.py") if is_file(name)]
+    if not names:
+        return RequirementsRead()
+    texts = {name: section.read_file(name, node, "project", top=True) for name in names}
+    try:
+        meta = read_setup(texts.get("setup.py"), texts.get("setup.cfg"))
+    except SetupError as exc:
+        raise section.error(
+            f"`project:` needs the project's dependencies before it is built: {exc.message}",
+            node,
+            "project",
+            hint=exc.hint,
+        ) from None
+    taken = _taken(section, node, meta.source, meta.install_requires or (), read, {})
+    return RequirementsRead(files=tuple(names), requirements=taken)
+
+
+def _taken(
+    section: RequirementsSection,
+    node: yaml.Node,
+    source: str,
+    requirements: tuple[str, ...],
+    read: RequirementsRead,
+    pyproject: dict[str, object],
+) -> tuple[str, ...]:
+    """The project's requirements to lock: those [tool.uv.sources] takes from elsewhere are
+    left to uv.lock, and a URL or VCS one to the requirements file that already names that
+    package (where envd reads how to get it); any other is checked as envd checks them all."""
+    elsewhere = _uv_sources(pyproject)
+    named = {canonicalize_name(Requirement(r).name) for r in read.requirements}
+    out: list[str] = []
+    for text in requirements:
+        name = canonicalize_name(Requirement(text).name)
+        if name in elsewhere or (direct_reference(text) is not None and name in named):
+            continue
+        try:
+            out.append(check_requirement(text))
+        except BadRequirement as exc:
+            raise section.error(
+                f"{source}: the project's requirement `{text}`: {exc.message}",
+                node,
+                "project",
+                hint=exc.hint,
+            ) from None
+    return tuple(out)
+
+
+def _uv_sources(data: dict[str, object]) -> set[str]:
+    """Names [tool.uv.sources] takes from elsewhere than the index (a workspace member, a
+    path, git, a URL): uv.lock pins them, and resolving the bare name from the index would
+    install something else."""
+    tool = data.get("tool")
+    uv = tool.get("uv") if isinstance(tool, dict) else None
+    sources = uv.get("sources") if isinstance(uv, dict) else None
+    if not isinstance(sources, dict):
+        return set()
+    return {str(canonicalize_name(name)) for name in sources}

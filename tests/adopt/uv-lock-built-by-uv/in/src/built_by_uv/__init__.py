@@ -1,0 +1,1 @@
+"""built-by-uv (a stand-in)."""

@@ -1,0 +1,1 @@
+"""envd's own dummy package (repo2docker's test imports `dummy`)."""

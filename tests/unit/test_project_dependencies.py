@@ -1,0 +1,243 @@
+"""`project:` locks the project's own dependencies: pyproject.toml's [project], or a setuptools
+project's setup.cfg / literal setup.py install_requires, read without running setup.py; and
+the build installs a setup.py-only project from that metadata."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from envd.errors import SpecError
+from envd.gateways.projectfiles import load_spec
+from envd.model.lockfile import PythonPackage, hash_inputs, inputs_from_spec
+from envd.model.plan import project_files
+from envd.model.setupmeta import SetupError, read_setup
+from envd.services.planning import read_project_inputs
+from tests.unit.test_plan import lock
+
+SPEC = "base: {debian: bookworm}\npython: '3.11'\n"
+
+PYPROJECT = """\
+[build-system]
+requires = ["setuptools"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "sampleproject"
+version = "3.0.0"
+dependencies = ["peppercorn"]
+
+[project.optional-dependencies]
+dev = ["check-manifest"]
+"""
+
+SETUP_PY = """\
+from setuptools import setup, find_packages
+
+setup(
+    name='Dummy',
+    version='1.0.0',
+    description='Dummy package',
+    packages=find_packages(),
+    install_requires=['numpy', "six>=1.16; python_version >= '3.8'"],
+    entry_points={'console_scripts': ['dummy = dummy.cli:main']},
+)
+"""
+
+
+def project(tmp_path: Path, spec: str, **files: str) -> Path:
+    root = tmp_path / "proj"
+    root.mkdir(parents=True)
+    (root / "envd.yaml").write_text(SPEC + spec)
+    for name, text in files.items():
+        path = root / name.replace("__", "/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def test_project_editable_locks_pyprojects_dependencies(tmp_path: Path) -> None:
+    root = project(tmp_path, "project: editable\n", **{"pyproject.toml": PYPROJECT})
+    spec = load_spec(root)
+    assert spec.all_requirements == ("peppercorn",)  # extras are not chosen
+    assert "pyproject.toml" in spec.requirements_files  # watched: a change makes the lock stale
+    # a lock made before the dependency was added is stale (its inputs differ)
+    before = load_spec(project(tmp_path / "b", "", **{"pyproject.toml": PYPROJECT}))
+    assert hash_inputs(inputs_from_spec(before)) != hash_inputs(inputs_from_spec(spec))
+
+
+def test_requirements_naming_pyproject_is_not_read_twice(tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        "requirements: pyproject.toml\nproject: editable\n",
+        **{"pyproject.toml": PYPROJECT},
+    )
+    assert load_spec(root).all_requirements == ("peppercorn",)
+
+
+def test_project_deps_come_along_with_a_requirements_file(tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        "requirements: requirements.txt\nproject: editable\n",
+        **{"pyproject.toml": PYPROJECT, "requirements.txt": "idna==3.10\n"},
+    )
+    assert load_spec(root).all_requirements == ("idna==3.10", "peppercorn")
+
+
+def test_without_project_key_nothing_is_added(tmp_path: Path) -> None:
+    root = project(tmp_path, "", **{"pyproject.toml": PYPROJECT, "setup.py": SETUP_PY})
+    assert load_spec(root).all_requirements == ()
+
+
+def test_setup_py_install_requires_are_locked(tmp_path: Path) -> None:
+    root = project(tmp_path, "project: editable\n", **{"setup.py": SETUP_PY})
+    spec = load_spec(root)
+    assert spec.all_requirements == ("numpy", 'six>=1.16; python_version >= "3.8"')
+    assert spec.requirements_files == ("setup.py",)
+
+
+def test_setup_cfg_install_requires_are_locked(tmp_path: Path) -> None:
+    cfg = (
+        "[metadata]\nname = mypkg\nversion = 0.2\n\n"
+        "[options]\npackages = find:\ninstall_requires =\n    six\n    idna>=3  # why\n"
+    )
+    root = project(
+        tmp_path,
+        "project: editable\n",
+        **{"setup.cfg": cfg, "setup.py": "import setuptools\nsetuptools.setup()\n"},
+    )
+    assert load_spec(root).all_requirements == ("six", "idna>=3")
+
+
+def test_pyproject_without_project_table_falls_back_to_setup_py(tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        "project: editable\n",
+        **{
+            "pyproject.toml": '[build-system]\nrequires = ["setuptools"]\n',
+            "setup.py": SETUP_PY,
+        },
+    )
+    assert load_spec(root).all_requirements[0] == "numpy"
+
+
+def test_computed_install_requires_is_refused_at_lock_with_the_fix(tmp_path: Path) -> None:
+    setup_py = (
+        "from setuptools import setup\n"
+        "reqs = open('requirements.txt').read().splitlines()\n"
+        "setup(name='x', version='1', install_requires=reqs)\n"
+    )
+    root = project(tmp_path, "project: editable\n", **{"setup.py": setup_py})
+    with pytest.raises(SpecError) as info:
+        load_spec(root)
+    assert "install_requires=` is computed when setup.py runs" in info.value.message
+    assert info.value.key_path == "project"
+    assert "literally" in (info.value.hint or "")
+
+
+def test_setup_kwargs_unpacked_are_refused() -> None:
+    with pytest.raises(SetupError, match="cannot tell its install_requires"):
+        read_setup("from setuptools import setup\nsetup(**META)\n", None)
+
+
+def test_setup_cfg_attr_version_is_refused() -> None:
+    with pytest.raises(SetupError, match="computed when the project is built"):
+        read_setup(None, "[metadata]\nname = a\nversion = attr: a.__version__\n")
+
+
+def test_setup_py_overrides_setup_cfg() -> None:
+    meta = read_setup(
+        "from setuptools import setup\nsetup(version='2.0', package_dir={'': 'lib'})\n",
+        "[metadata]\nname = a\nversion = 1.0\n[options]\ninstall_requires = six\n",
+    )
+    assert (meta.name, meta.version, meta.install_requires) == ("a", "2.0", ("six",))
+    assert meta.package_dir == "lib"
+
+
+def test_a_setup_py_project_is_installed_from_its_metadata(tmp_path: Path) -> None:
+    root = project(tmp_path, "project: editable\n", **{"setup.py": SETUP_PY})
+    (root / "dummy").mkdir()
+    (root / "dummy" / "__init__.py").write_text("")
+    base = lock(())
+    pinned = (
+        PythonPackage("numpy", "2.1.0", ("sha256:" + "1" * 64,)),
+        PythonPackage("six", "1.17.0", ("sha256:" + "2" * 64,)),
+    )
+    the_lock = replace(base, inputs=replace(base.inputs, project="editable"), python=pinned)
+    package = read_project_inputs(str(root), the_lock).package
+    assert package is not None
+    assert (package.name, package.version, package.source) == ("Dummy", "1.0.0", "")
+    files, made = project_files(package, "editable", "3.11")
+    paths = [f.path for f in files]
+    assert "opt/venv/bin/dummy" in paths
+    metadata = next(
+        made[f.sha256] for f in files if f.path.endswith("dummy-1.0.0.dist-info/METADATA")
+    )
+    assert b"Requires-Dist: numpy\n" in metadata
+    # a lock without the project's dependencies is refused, naming them and `envctl lock`
+    with pytest.raises(SpecError, match=r"depends on numpy, which envd\.lock does not pin") as info:
+        read_project_inputs(str(root), replace(the_lock, python=pinned[1:]))
+    assert "envctl lock" in (info.value.hint or "")
+
+
+def test_a_setup_py_without_literal_version_fails_the_build_with_the_fix(tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        "project: install\n",
+        **{"setup.py": "from setuptools import setup\nsetup(name='a', version=V)\n"},
+    )
+    base = lock(())
+    the_lock = replace(base, inputs=replace(base.inputs, project="install"))
+    with pytest.raises(SpecError, match=r"`version=` is computed when setup\.py runs"):
+        read_project_inputs(str(root), the_lock)
+
+
+def test_uv_sources_are_left_to_uv_lock(tmp_path: Path) -> None:
+    pyproject = (
+        '[project]\nname = "app"\nversion = "0.1"\ndependencies = ["lib", "six"]\n\n'
+        "[tool.uv.sources]\nlib = { workspace = true }\n"
+    )
+    root = project(tmp_path, "project: editable\n", **{"pyproject.toml": pyproject})
+    assert load_spec(root).all_requirements == ("six",)  # `lib` is not looked up on the index
+
+
+def test_a_setup_py_linked_outside_the_project_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere.py").write_text(SETUP_PY)
+    root = project(tmp_path, "project: editable\n")
+    (root / "setup.py").symlink_to(tmp_path / "elsewhere.py")
+    with pytest.raises(SpecError, match=r"no pyproject\.toml, setup\.py or setup\.cfg"):
+        load_spec(root)  # never read: the link leaves the project
+
+
+def test_extension_modules_are_refused_naming_why() -> None:
+    setup_py = (
+        "from setuptools import Extension, setup\n"
+        "setup(name='fast', version='1', ext_modules=[Extension('fast._c', ['c.c'])])\n"
+    )
+    with pytest.raises(SetupError, match="builds extension modules") as info:
+        read_setup(setup_py, None)
+    assert "wheel" in info.value.hint
+
+
+def test_a_url_dependency_is_taken_from_the_requirements_file_naming_it(tmp_path: Path) -> None:
+    url = "https://files.example.org/tool-1.0-py3-none-any.whl"
+    pyproject = (
+        f'[project]\nname = "app"\nversion = "0.1"\ndependencies = ["six", "tool @ {url}"]\n'
+    )
+    files = {"pyproject.toml": pyproject, "requirements.txt": f"tool @ {url}\n"}
+    root = project(tmp_path, "requirements: requirements.txt\nproject: editable\n", **files)
+    assert load_spec(root).all_requirements == (f"tool @ {url}", "six")
+
+
+def test_a_vcs_dependency_nothing_else_names_is_refused_at_project(tmp_path: Path) -> None:
+    pyproject = (
+        '[project]\nname = "app"\nversion = "0.1"\n'
+        'dependencies = ["tool @ git+https://example.org/tool.git"]\n'
+    )
+    root = project(tmp_path, "project: editable\n", **{"pyproject.toml": pyproject})
+    with pytest.raises(SpecError) as info:
+        load_spec(root)
+    assert "pyproject.toml: the project's requirement `tool @ git+" in info.value.message
+    assert info.value.key_path == "project"
