@@ -268,7 +268,7 @@ def parse_with_files(text: str, files: dict[str, str]):  # type: ignore[no-untyp
 
 
 def test_start_names_a_project_file() -> None:
-    files = {"binder/start": "#!/bin/sh\nexec \"$@\"\n"}
+    files = {"binder/start": '#!/bin/sh\nexec "$@"\n'}
     spec = parse_with_files("base: {debian: bookworm}\nstart: ./binder//start\n", files)
     assert spec.start == "binder/start"
     assert parse_with_files("base: {debian: bookworm}\n", files).start is None
@@ -304,7 +304,7 @@ def test_a_setup_command_naming_an_unlisted_project_file_is_refused_with_the_fix
         parse_with_files("base: {debian: bookworm}\nsetup: [bash postBuild]\n", files)
     assert "envd.yaml:2: setup[0]" in str(info.value)
     assert info.value.hint == "list it: `- run: bash postBuild` with `files: [postBuild]` under it"
-    with pytest.raises(SpecError, match="`requirements.txt`") as info:
+    with pytest.raises(SpecError, match=r"`requirements\.txt`") as info:
         parse_with_files(
             "base: {debian: bookworm}\nsetup:\n"
             "  - {run: 'bash postBuild && pip install -r requirements.txt', files: [postBuild]}\n",
