@@ -162,6 +162,7 @@ class Entering:
     def prepare(self, call: EnterCall, progress: Reporter) -> ExecPlan:
         row = self._projects.resolve(call.project)
         spec = self._projects.spec(row)  # an invalid spec stops here, before any build
+        command = through_start(row.path, spec, call.command or SHELL)  # (and a bad start)
         # The engine is asked only when the store records an image (a fresh project stays
         # fast): one removed behind envd's back (`docker rmi`) is built again.
         image = self._images.current_image(row, check_engine=False)
@@ -204,9 +205,8 @@ class Entering:
             env = {**warm.env, **({"TERM": call.term} if call.tty and call.term else {}), **env}
         sync_id = self._sync_up(row, spec, warm.container_id, call, progress) if self._sync else ""
         run_id = ""
-        argv = through_start(row.path, spec, SHELL)
+        argv = command
         if call.command:
-            command = through_start(row.path, spec, call.command)
             run_id = self._record_run(row, call, image_id, image, spec)
             env["ENVD_RUN_ID"] = run_id
             # The agent signals the command itself, and so does a terminal; `docker exec` on a

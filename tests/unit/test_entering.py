@@ -361,6 +361,7 @@ def test_a_start_script_that_is_not_executable_names_the_fix(world: World) -> No
     with pytest.raises(UsageError, match="not an executable file") as info:
         world.enter("true")
     assert info.value.hint is not None and "chmod +x start" in info.value.hint
+    assert world.builder.builds == [] and world.engine.started == []  # refused first
 
 
 def test_the_fast_path_is_refused_where_the_container_has_no_agent(world: World) -> None:
