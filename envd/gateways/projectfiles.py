@@ -600,3 +600,15 @@ def find_project_package(project_dir: str | Path, name: str) -> tuple[str, str |
         if inside(f"{prefix}{name}.py", folder=False):
             return source, f"{prefix}{name}.py"
     return ("src" if inside("src", folder=True) else ""), None
+
+
+def is_executable_file(project_dir: str | Path, relpath: str) -> bool:
+    """Whether `relpath` is a regular file inside the project with an execute bit (links
+    followed, never opened)."""
+    root = Path(project_dir).resolve()
+    try:
+        target = (root / relpath).resolve()
+        st = target.stat()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
+        return False
+    return target.is_relative_to(root) and stat.S_ISREG(st.st_mode) and bool(st.st_mode & 0o111)

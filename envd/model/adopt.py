@@ -46,6 +46,7 @@ KEY_ORDER = (
     "indexes",
     "env",
     "setup",
+    "start",
     "ports",
     "gpu",
     "cuda",
@@ -274,7 +275,15 @@ def _python_packages(found: _Found, where: Where, files: Mapping[str, str], root
         found.extend("requirements", parsed.requirement_files, conda, "requirements (pip: -r)")
         found.extend("indexes", parsed.indexes, conda, "indexes")
         _project(found, parsed, installable_means="install")
-    lock = next((p for p in (where(name) for name in LOCKS) if p), None)
+    # repo2docker: environment.yml wins over a Pipfile (its conda build pack comes first)
+    pipenv = [p for p in (where("Pipfile.lock"), where("Pipfile")) if p]
+    if conda and pipenv:
+        found.notes.append(
+            f"{' and '.join(pipenv)} not taken: {conda} describes the Python packages "
+            "(as repo2docker does)"
+        )
+    locks = [name for name in LOCKS if not (conda and name == "Pipfile.lock")]
+    lock = next((p for p in (where(name) for name in locks) if p), None)
     if lock:
         parser = {
             "uv.lock": reqfiles.parse_uv_lock,
@@ -288,14 +297,17 @@ def _python_packages(found: _Found, where: Where, files: Mapping[str, str], root
         )
         found.extend("indexes", parsed.indexes, lock, "indexes")
         _project(found, parsed)
+        if posixpath.basename(lock) == "Pipfile.lock":
+            _pipfile_develop(found, files[lock], lock, parsed, root)
+    pipfile = None if conda else where("Pipfile")
     requirements = where("requirements.txt")
     if requirements and "cog.yaml" in files:
         if requirements not in found.files:
             found.notes.append(f"{requirements} not taken: cog.yaml names its own requirements")
-    elif requirements and (conda or lock):
+    elif requirements and (conda or lock or pipfile):
         found.notes.append(
-            f"{requirements} not taken: {conda or lock} describes the Python packages"
-            + (" (as repo2docker does)" if conda else " with exact pins")
+            f"{requirements} not taken: {conda or lock or pipfile} describes the Python packages"
+            + (" (as repo2docker does)" if conda or pipfile else " with exact pins")
         )
     elif requirements:
         parsed = reqfiles.parse_requirements(requirements, files.get, root=root)
@@ -305,11 +317,12 @@ def _python_packages(found: _Found, where: Where, files: Mapping[str, str], root
         found.extend("requirements", [requirements], requirements + also, "requirements")
         found.extend("indexes", parsed.indexes, requirements, "indexes")
         _project(found, parsed)
-    pipfile = where("Pipfile")
     if pipfile and not lock:
-        parsed = reqfiles.parse_pipfile(files[pipfile], pipfile, root=root)
+        parsed = reqfiles.parse_pipfile(files[pipfile], pipfile, root=root, dev=True)
         found.take(parsed)
         found.extend("packages", parsed.requirements, pipfile, "packages")
+        if tomllib.loads(files[pipfile]).get("dev-packages"):
+            found.notes.append(f"{pipfile}: [dev-packages] {_DEV_TOO}")
         found.extend("indexes", parsed.indexes, pipfile, "indexes")
         _project(found, parsed)
     elif pipfile:
@@ -324,6 +337,21 @@ def _python_packages(found: _Found, where: Where, files: Mapping[str, str], root
         parsed = reqfiles.parse_constraints("constraints.txt", files.get, root=root)
         found.take(parsed)
         found.extend("constraints", parsed.constraints, "constraints.txt", "constraints")
+
+
+_DEV_TOO = "included, as repo2docker installs them (`pipenv install --dev`)"
+
+
+def _pipfile_develop(found: _Found, text: str, lock: str, default: Parsed, root: str) -> None:
+    """Pipfile.lock's `develop` pins, as `packages:` (`requirements:` reads its `default`)."""
+    both = reqfiles.parse_pipfile_lock(text, lock, root=root, dev=True)
+    taken = {Requirement(r).name for r in default.requirements}
+    develop = both.requirements[len(default.requirements) :]
+    develop = tuple(r for r in develop if Requirement(r).name not in taken)
+    if develop:
+        pins = _count(len(develop), "exact pin")
+        found.extend("packages", develop, lock, f"packages (develop, {pins})")
+        found.notes.append(f"{lock}: develop {_DEV_TOO}")
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:
@@ -412,15 +440,43 @@ def _extras(found: _Found, where: Where, files: Mapping[str, str], root: str) ->
     if post:
         parsed = reqfiles.parse_postbuild(files[post], post, root=root)
         found.take(parsed)
+        _node(found, files[post], post)
         _setup(found, parsed.setup, post)
+    start = where("start")
+    if start:
+        found.doc["start"] = start
+        found.files.append(start)
+        found.notes.append(
+            f"took start: {start}: every command runs through it (`{start} CMD...`), "
+            "as repo2docker's entrypoint does"
+        )
     for name, why in (
-        ("start", "envd runs commands with `envctl enter`; a start script is not taken over"),
         ("install.R", "R packages are not supported"),
         ("Project.toml", "Julia projects are not supported"),
     ):
         path = where(name)
         if path:
             found.warnings.append(f"{path}: {why}")
+
+
+# A postBuild line that runs Node.js (repo2docker's base image has it; envd's has not).
+_NODE_COMMAND = re.compile(
+    r"(?:^|[;&|(`]|\b(?:then|do|exec|sudo|time))\s*(node|npm|npx)(?=\s|$|[;&|)`])"
+)
+
+
+def _node(found: _Found, text: str, path: str) -> None:
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = _NODE_COMMAND.search(line.split("#", 1)[0].strip())
+        if not match:
+            continue
+        system = found.doc.setdefault("system", [])
+        system.extend(p for p in ("nodejs", "npm") if p not in system)
+        found.notes.append(
+            f"took system packages nodejs, npm for {path}:{number} (`{line.strip()}`): "
+            f"it runs {match.group(1)}, which repo2docker's base image has"
+        )
+        return
 
 
 def _devcontainer(found: _Found, files: Mapping[str, str], root: str) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from envd.model.direct import install_requirement
 from envd.model.lockfile import LockFile
 from envd.model.setupmeta import SetupMetadata
+from envd.model.spec import DEFAULT_PATH
 
 VENV = "/opt/venv"
 WORKDIR = "/workspace"
@@ -151,7 +152,7 @@ def index_args(lock: LockFile) -> tuple[str, ...]:
 def image_env(lock: LockFile) -> tuple[tuple[str, str], ...]:
     env = dict(lock.inputs.env)
     env["VIRTUAL_ENV"] = VENV
-    env["PATH"] = f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    env.setdefault("PATH", DEFAULT_PATH)  # envd.yaml's PATH replaces it, as ENV PATH does
     env.setdefault("LANG", "C.UTF-8")
     return tuple(sorted(env.items()))
 

@@ -28,8 +28,12 @@ Keys (all but `base` optional):
     indexes: [https://...]   # no credentials in the URL
     gpu: auto | required | none
     cuda: "12.4"
-    env: {NAME: value}       # POSIX names; values without NUL or line breaks
+    env: {NAME: value}       # POSIX names; values without NUL or line breaks; PATH replaces
+                             #   the image's PATH (Docker ENV), written in full: no `$PATH`
     setup: ["cmd", {run: "bash postBuild", files: [postBuild]}]
+                             #   a word naming a project file must be in that step's `files:`
+    start: start             # an executable project file every command runs through, as
+                             #   `start CMD...` (repo2docker's start: it ends `exec "$@"`)
     ports: [8888]            # decimal integers 1-65535, each once
     project: editable | install        # optional; stored, not yet used
     runs: {params: [...], data: [...], outputs: [...], metrics: [...]}
@@ -55,6 +59,9 @@ from envd.model.reqfiles import SetupStep as SetupStep
 SPEC_FILENAME = "envd.yaml"
 LOCK_FILENAME = "envd.lock"
 SCHEMA_VERSION = 1
+# The image's PATH, the venv first; `env: {PATH: ...}` replaces it, as Docker's ENV PATH does.
+VENV_BIN = "/opt/venv/bin"
+DEFAULT_PATH = f"{VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NAME_MAX = 128  # "envd/" + name must stay well inside Docker's 255-character repository limit
 
 GpuMode = Literal["auto", "required", "none"]
@@ -142,6 +149,9 @@ class Spec:
     project: ProjectMode | None = None
     runs: Runs = field(default_factory=Runs)
     setup_steps: tuple[SetupStep, ...] = ()
+    # `start:`: a project file (normalised relative path) that runs every command in the
+    # environment as `start CMD...`; live from the project, so it is not part of the image.
+    start: str | None = None
     # `build: {from_source: [...]}`: packages with no wheel for the target, built from their
     # sdists in this project's own build step (canonical names). Nothing else is ever built.
     from_source: tuple[str, ...] = ()
@@ -172,6 +182,7 @@ KEYS = (
     "cuda",
     "env",
     "setup",
+    "start",
     "ports",
     "project",
     "runs",

@@ -4,6 +4,7 @@ section; `parse_spec` is the entry point (pure: files are read only through call
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import cast
 
@@ -13,9 +14,11 @@ from packaging.utils import canonicalize_name
 
 from envd.errors import SpecError
 from envd.model import direct as direct_urls
+from envd.model import safenames
 from envd.model.pythons import AUTO, buildable_for
 from envd.model.spec import (
     BASE_KEYS,
+    DEFAULT_PATH,
     KEYS,
     NAME_MAX,
     NAME_PATTERN,
@@ -55,6 +58,7 @@ _CUDA = re.compile(r"^\d{1,2}\.\d{1,2}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$")
 _DECIMAL = re.compile(r"^[0-9]+$")
+_PATH_VAR = re.compile(r"\$(?:PATH\b|\{PATH\})")
 # An image reference: [domain[:port]/]path[:tag][@digest] (distribution/reference grammar).
 _DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
@@ -139,6 +143,7 @@ class _Parser(RequirementsSection):
             project=project,
             runs=self.runs(values.get("runs")),
             setup_steps=steps,
+            start=self.start(values.get("start")),
             from_source=from_source,
             pins=read.pins,
             direct=direct + read.direct,
@@ -514,6 +519,14 @@ class _Parser(RequirementsSection):
                     f"env.{key}",
                     hint="keep values on one line; put longer text in a file in the project",
                 )
+            if key == "PATH" and _PATH_VAR.search(text):
+                raise self.error(
+                    "envd.yaml does not expand variables, so `$PATH` would stay as written; "
+                    "PATH replaces the image's PATH, as Docker's ENV PATH does",
+                    value,
+                    "env.PATH",
+                    hint=f"write it in full: `PATH: {_PATH_VAR.sub(DEFAULT_PATH, text)}`",
+                )
             pairs.append((key, text))
         return tuple(sorted(pairs))
 
@@ -549,10 +562,64 @@ class _Parser(RequirementsSection):
                                 f"{path}.files[{j}]",
                                 hint="create it, or remove it from `files:`",
                             )
+                self.check_step_words(run, files, fields["run"][1], f"{path}.run")
                 steps.append(SetupStep(run=run, files=files))
             else:
-                steps.append(SetupStep(run=self.string(item, path)))
+                run = self.string(item, path)
+                self.check_step_words(run, (), item, path)
+                steps.append(SetupStep(run=run))
         return tuple(steps)
+
+    def check_step_words(
+        self, run: str, files: tuple[str, ...], node: yaml.Node, path: str
+    ) -> None:
+        """A word of the command that names a project file the step does not list fails at
+        build ("No such file": a step sees only its `files:`), so it is refused here."""
+        if self.is_file is None:
+            return
+        try:
+            words = shlex.split(run, comments=True)
+        except ValueError:  # (unbalanced quotes: the shell reports it at build)
+            return
+        for word in words:
+            if word.startswith(("-", "/", "~")) or "$" in word or word.endswith("/"):
+                continue
+            try:
+                relpath = safenames.relative(word, "a setup command's word").as_posix()
+            except safenames.UnsafeName:
+                continue
+            listed = relpath in files or any(
+                f.endswith("/") and relpath.startswith(f) for f in files
+            )
+            if listed or not self.is_file(relpath):
+                continue
+            listed_too = ", ".join([*files, relpath])
+            raise self.error(
+                f"the command names the project file `{relpath}`, which is not in the step's "
+                "`files:`; a setup step sees only the files it lists (at build it would fail "
+                'with "No such file")',
+                node,
+                path,
+                hint=f"list it: `- run: {run}` with `files: [{listed_too}]` under it",
+            )
+
+    def start(self, node: yaml.Node | None) -> str | None:
+        """`start:`: a project file that every command runs through."""
+        if node is None:
+            return None
+        relpath = self.relpath(node, "start", file=True)
+        try:
+            safenames.relative(relpath, "`start:`")
+        except safenames.UnsafeName as exc:
+            raise self.error(str(exc), node, "start") from None
+        if self.is_file is not None and not self.is_file(relpath):
+            raise self.error(
+                f"`{relpath}` is not a file in the project",
+                node,
+                "start",
+                hint="name an executable script in the project, e.g. `start: start`",
+            )
+        return relpath
 
     def runs(self, node: yaml.Node | None) -> Runs:
         if node is None:

@@ -24,6 +24,7 @@ from envd.events import EventBus
 from envd.gateways.docker_cli import DockerExec, exec_argv
 from envd.gateways.engine import Engine
 from envd.gateways.git import commit_and_dirty
+from envd.gateways.projectfiles import is_executable_file
 from envd.gateways.store import ProjectRow, RunRow
 from envd.model.cuda import check_driver_for_lock, check_host, parse_gpu_selection
 from envd.model.plan import VENV, WORKDIR
@@ -108,6 +109,19 @@ def wrap_for_signals(run_id: str, command: tuple[str, ...]) -> tuple[str, ...]:
     return ("sh", "-c", f'echo $$ > {run_pid_file(run_id)}; exec "$@"', "sh", *command)
 
 
+def through_start(project_dir: str, spec: Spec, command: tuple[str, ...]) -> tuple[str, ...]:
+    """`command` as envd.yaml's `start:` runs it (`start CMD...`, as repo2docker's entrypoint
+    does), from the project mounted at WORKDIR; `command` itself when there is none."""
+    if spec.start is None:
+        return command
+    if not is_executable_file(project_dir, spec.start):
+        raise UsageError(
+            f"`start: {spec.start}` is not an executable file in the project",
+            hint=f"make it executable: `chmod +x {spec.start}` (it runs as `{spec.start} CMD...`)",
+        )
+    return (f"{WORKDIR}/{spec.start}", *command)
+
+
 def gpu_requests(selection: tuple[int, ...] | None) -> tuple[dict[str, Any], ...]:
     request: dict[str, Any] = {"Driver": "nvidia", "Capabilities": [["gpu"]]}
     if selection is None:
@@ -148,6 +162,7 @@ class Entering:
     def prepare(self, call: EnterCall, progress: Reporter) -> ExecPlan:
         row = self._projects.resolve(call.project)
         spec = self._projects.spec(row)  # an invalid spec stops here, before any build
+        command = through_start(row.path, spec, call.command or SHELL)  # (and a bad start)
         # The engine is asked only when the store records an image (a fresh project stays
         # fast): one removed behind envd's back (`docker rmi`) is built again.
         image = self._images.current_image(row, check_engine=False)
@@ -190,14 +205,14 @@ class Entering:
             env = {**warm.env, **({"TERM": call.term} if call.tty and call.term else {}), **env}
         sync_id = self._sync_up(row, spec, warm.container_id, call, progress) if self._sync else ""
         run_id = ""
-        argv: tuple[str, ...] = SHELL
+        argv = command
         if call.command:
             run_id = self._record_run(row, call, image_id, image, spec)
             env["ENVD_RUN_ID"] = run_id
             # The agent signals the command itself, and so does a terminal; `docker exec` on a
             # remote engine's fast path is signalled through the pid file, TTY or not.
             direct = (call.tty or call.fast) and not (call.fast and remote)
-            argv = call.command if direct else wrap_for_signals(run_id, call.command)
+            argv = command if direct else wrap_for_signals(run_id, command)
         return ExecPlan(
             container_id=warm.container_id,
             container_name=warm.name,

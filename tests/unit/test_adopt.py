@@ -262,3 +262,24 @@ def test_init_reads_only_environment_files_and_their_includes(tmp_path: Path) ->
     (tmp_path / "notes.txt").write_text("not read\n")
     files = read_environment_files(tmp_path)
     assert sorted(files) == ["c.txt", "environment.yml", "postBuild", "reqs/pip.txt"]
+
+
+@pytest.mark.parametrize(
+    ("line", "runs"),
+    [
+        ("npm install --global configurable-http-proxy", True),
+        ("cd js && npx webpack", True),
+        ("if true; then node build.js; fi", True),
+        ("node", True),
+        ("# npm install is not needed", False),
+        ("rm -rf node_modules", False),
+        ("pip install nodeenv", False),
+        ("echo npm-shrinkwrap.json", False),
+    ],
+)
+def test_a_postbuild_that_runs_node_adds_nodejs_and_npm(line: str, runs: bool) -> None:
+    result = adopt({"postBuild": f"#!/bin/bash\nset -e\n{line}\n"}, "p")
+    assert ("system" in result.document) == runs
+    if runs:
+        assert result.document["system"] == ["nodejs", "npm"]
+        assert any(f"postBuild:3 (`{line}`)" in note for note in result.notes), result.notes

@@ -337,6 +337,33 @@ def test_exec_target_with_tty_and_for_a_shell(world: World) -> None:
     assert len(world.store.runs("proj", 10)) == 1  # a shell is not a recorded run
 
 
+def test_a_start_script_runs_every_command_shell_and_fast_path_alike(world: World) -> None:
+    (world.project / "envd.yaml").write_text(SPEC + "start: binder/start\n")
+    (world.project / "binder").mkdir()
+    start = world.project / "binder" / "start"
+    start.write_text('#!/bin/sh\nexport A=1\nexec "$@"\n')
+    start.chmod(0o755)
+    plan = world.enter("python", "-c", "pass")
+    through = ("/workspace/binder/start", "python", "-c", "pass")
+    assert plan.argv == wrap_for_signals(plan.run_id, through)
+    assert world.enter("bash", tty=True).argv == ("/workspace/binder/start", "bash")
+    assert world.enter(tty=True).argv == ("/workspace/binder/start", *SHELL)
+    warm = world.warm.all()[0]
+    warm.agent, warm.agent_user = "/run/agents/x/agent.sock", "1000:100"
+    fast = world.enter("true", fast=True, uid=1000, gid=100, user_name="ada")
+    assert fast.argv == ("/workspace/binder/start", "true")
+    assert world.store.runs("proj", 10)[0].command == ("true",)  # the run is what was asked
+
+
+def test_a_start_script_that_is_not_executable_names_the_fix(world: World) -> None:
+    (world.project / "envd.yaml").write_text(SPEC + "start: start\n")
+    (world.project / "start").write_text('#!/bin/sh\nexec "$@"\n')
+    with pytest.raises(UsageError, match="not an executable file") as info:
+        world.enter("true")
+    assert info.value.hint is not None and "chmod +x start" in info.value.hint
+    assert world.builder.builds == [] and world.engine.started == []  # refused first
+
+
 def test_the_fast_path_is_refused_where_the_container_has_no_agent(world: World) -> None:
     with pytest.raises(NoAgent):
         world.enter("python", "-c", "pass", fast=True)

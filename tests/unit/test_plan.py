@@ -641,3 +641,13 @@ def test_the_contents_index_is_fetched_once_and_read_from_the_cache(tmp_path: Pa
     assert lookup(mirror, "bookworm", "amd64", ["libmpi.so.40"], tmp_path / "cache") == {
         "libmpi.so.40": "libopenmpi3"
     }
+
+
+def test_path_in_env_replaces_the_images_path_for_setup_and_commands() -> None:
+    default = dict(make_plan("p", lock((NUMPY,), setup=("tool",))).env)
+    assert default["PATH"].startswith("/opt/venv/bin:")
+    env = (("PATH", "/opt/tools/bin:/usr/bin:/bin"), ("PYTHONHASHSEED", "0"))
+    plan = make_plan("p", lock((NUMPY,), setup=("tool",), env=env))
+    assert dict(plan.env)["PATH"] == "/opt/tools/bin:/usr/bin:/bin"
+    setup = next(s for s in plan.steps if s.name == "setup[0]")
+    assert "PATH=/opt/tools/bin:/usr/bin:/bin" in setup.argv

@@ -255,3 +255,68 @@ def test_requirements_file_with_a_byte_order_mark_and_crlf() -> None:
         "base: {debian: bookworm}\nrequirements: r.txt\n", {"r.txt": "\ufeffsix\r\nidna\r\n"}
     )
     assert spec.requirements == ("six", "idna")
+
+
+def parse_with_files(text: str, files: dict[str, str]):  # type: ignore[no-untyped-def]
+    return parse_spec(
+        text,
+        source="envd.yaml",
+        project_dir="/p/proj",
+        read_text=lambda rel: files[rel],
+        is_file=files.__contains__,
+    )
+
+
+def test_start_names_a_project_file() -> None:
+    files = {"binder/start": '#!/bin/sh\nexec "$@"\n'}
+    spec = parse_with_files("base: {debian: bookworm}\nstart: ./binder//start\n", files)
+    assert spec.start == "binder/start"
+    assert parse_with_files("base: {debian: bookworm}\n", files).start is None
+    for value, expect in (
+        ("start", "`start` is not a file in the project"),
+        ("../start", "points outside the project"),
+        ("/usr/bin/start", "is not relative to the project"),
+        ("binder/", "names a folder"),
+    ):
+        with pytest.raises(SpecError, match=expect) as info:
+            parse_with_files(f"base: {{debian: bookworm}}\nstart: {value}\n", files)
+        assert "start" in str(info.value)
+
+
+def test_path_in_env_is_kept_and_dollar_path_is_refused_with_the_full_value() -> None:
+    spec = parse_with_files("base: {debian: bookworm}\nenv: {PATH: /opt/x/bin:/usr/bin}\n", {})
+    assert spec.env == (("PATH", "/opt/x/bin:/usr/bin"),)
+    for value in ("/opt/x/bin:$PATH", "/opt/x/bin:${PATH}"):
+        with pytest.raises(SpecError, match="does not expand variables") as info:
+            parse_with_files(f"base: {{debian: bookworm}}\nenv: {{PATH: '{value}'}}\n", {})
+        assert "env.PATH" in str(info.value)
+        assert info.value.hint == (
+            "write it in full: `PATH: /opt/x/bin:/opt/venv/bin:/usr/local/sbin:/usr/local/bin:"
+            "/usr/sbin:/usr/bin:/sbin:/bin`"
+        )
+    other = parse_with_files("base: {debian: bookworm}\nenv: {GREETING: $PATHS}\n", {})
+    assert other.env == (("GREETING", "$PATHS"),)
+
+
+def test_a_setup_command_naming_an_unlisted_project_file_is_refused_with_the_fix() -> None:
+    files = {"postBuild": "echo hi\n", "scripts/a.sh": "", "requirements.txt": "six\n"}
+    with pytest.raises(SpecError, match="names the project file `postBuild`") as info:
+        parse_with_files("base: {debian: bookworm}\nsetup: [bash postBuild]\n", files)
+    assert "envd.yaml:2: setup[0]" in str(info.value)
+    assert info.value.hint == "list it: `- run: bash postBuild` with `files: [postBuild]` under it"
+    with pytest.raises(SpecError, match=r"`requirements\.txt`") as info:
+        parse_with_files(
+            "base: {debian: bookworm}\nsetup:\n"
+            "  - {run: 'bash postBuild && pip install -r requirements.txt', files: [postBuild]}\n",
+            files,
+        )
+    assert "files: [postBuild, requirements.txt]" in str(info.value.hint)
+    fine = parse_with_files(
+        "base: {debian: bookworm}\nsetup:\n"
+        "  - {run: bash postBuild, files: [postBuild]}\n"
+        "  - {run: sh scripts/a.sh, files: [scripts/]}\n"
+        "  - python -m pip --version  # postBuild in a comment\n"
+        "  - cat /etc/os-release missing.txt $HOME/postBuild\n",
+        files,
+    )
+    assert len(fine.setup_steps) == 4
