@@ -8,6 +8,10 @@ connections are accepted, and goes when the agent stops. As PID 1 it reaps every
 included (elsewhere it makes itself a child subreaper to do the same). It writes no pid files:
 a command lives as long as its connection, and SIGTERM ends the agent and them all.
 
+One file on purpose (over the ~600-line rule of issue 29): only this file is bind-mounted into
+the container (read-only, at /run/envd/agent.py), and `-I` keeps its folder off sys.path, so it
+can import nothing beside it; a split would not reach the container.
+
 Protocol: one Unix stream connection per command. Every message is a frame: a 4-byte big-endian
 length, then that many bytes of a UTF-8 JSON object with an "op".
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from envd.errors import ContainerError, EnvdError
-from envd.gateways.engine import ChunkReader, Engine, _engine_error
+from envd.gateways.engine import ChunkReader, Engine, engine_error
 from envd.model.projectsync import (
     FILE,
     MAX_LISTING_BYTES,
@@ -203,7 +203,7 @@ class EngineFiles:
                 more = {**labels, VOLUME_ID: secrets.token_hex(8)}
                 attrs = client.api.create_volume(name, labels=self._engine.labels(**more))
         except Exception as exc:
-            raise _engine_error(exc) from exc
+            raise engine_error(exc) from exc
         # Not CreatedAt: the engine reports the folder's mtime there, which moves with its files.
         return str((attrs.get("Labels") or {}).get(VOLUME_ID, "")) or f"unlabelled {name}"
 
@@ -215,7 +215,7 @@ class EngineFiles:
         except docker.errors.NotFound:
             return
         except Exception as exc:
-            raise _engine_error(exc) from exc
+            raise engine_error(exc) from exc
 
     # ------------------------------------------------------------ reading
 
@@ -226,7 +226,7 @@ class EngineFiles:
             out, err = api.exec_start(exec_id, demux=True)
             code = api.exec_inspect(exec_id).get("ExitCode")
         except Exception as exc:
-            raise _engine_error(exc) from exc
+            raise engine_error(exc) from exc
         return int(code if code is not None else 1), out or b"", err or b""
 
     def listing(self, container: str, workdir: str) -> Listing:
@@ -330,7 +330,7 @@ class EngineFiles:
                 container, posixpath.join(workdir, root), chunk_size=CHUNK
             )
         except Exception as exc:
-            error = _engine_error(exc)
+            error = engine_error(exc)
             error.message = f"cannot read {root} from the engine: {error.message}"
             raise error from exc
         parent = posixpath.dirname(root)
@@ -379,7 +379,7 @@ class EngineFiles:
             try:
                 self._engine.client.api.put_archive(container, workdir, stream)
             except Exception as exc:
-                raise _engine_error(exc) from exc
+                raise engine_error(exc) from exc
         return {
             f.relpath: (f.stat.size, f.stat.mtime_ns // 10**9 * 10**9)
             for f in files
