@@ -9,7 +9,7 @@ from envd.errors import NotFound
 from envd.gateways.engine import Engine, ImageInfo
 from envd.gateways.projectfiles import read_user_file
 from envd.gateways.store import ProjectRow, Store
-from envd.model.content import Manifest, diff_manifests, file_owners, is_excluded
+from envd.model.content import Manifest, is_excluded
 from envd.model.fingerprint import (
     Change,
     EnvironmentSection,
@@ -24,6 +24,7 @@ from envd.model.fingerprint import (
     make_fingerprint,
     section_hash,
 )
+from envd.model.inventory import diff_manifests, file_owners
 from envd.model.lockfile import LockFile
 from envd.model.plan import VENV
 from envd.services.content import ContentHasher
