@@ -576,6 +576,27 @@ class Engine:
         finally:
             raw.close()
 
+    def read_changes(
+        self,
+        container_id: str,
+        read: Callable[[list[tuple[str, int]], Callable[[str], IO[bytes]]], T],
+    ) -> T:
+        """Hand `read` what a stopped container changed: the engine's list of changes (path,
+        kind: 0 modified, 1 added, 2 deleted) and an opener of the tar the archive API gives
+        for one path (members named from that path's last component)."""
+
+        def open_path(path: str) -> IO[bytes]:
+            chunks, _ = self.client.api.get_archive(container_id, path, chunk_size=1 << 20)
+            return io.BufferedReader(ChunkReader(iter(chunks)), 1 << 20)
+
+        try:
+            changes = self.client.api.diff(container_id) or []
+            return read([(str(c["Path"]), int(c["Kind"])) for c in changes], open_path)
+        except (EnvdError, ValueError):  # (a ContentError from `read` is a ValueError)
+            raise
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+
     # ------------------------------------------------------------ volumes
 
     def ensure_volume(self, name: str) -> str:
@@ -639,6 +660,8 @@ class Engine:
             code = int(status.get("StatusCode", 1))
             result = RunResult(exit_code=code, output=tail.text(), container_id=container_id)
             if code == 0 and commit is not None:
+                if commit.before is not None:
+                    commit.before(container_id)
                 committed = api.commit(
                     container_id,
                     repository=commit.repository,
@@ -1062,6 +1085,9 @@ class CommitSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     cmd: Sequence[str] = ()
     workdir: str = ""
+    # Called with the stopped container's ID just before it is committed (to read what it
+    # changed, see read_changes), never after a failed command.
+    before: Callable[[str], None] | None = field(default=None, compare=False)
 
     def instructions(self, labels: Mapping[str, str]) -> list[str]:
         # `docker commit --change` parses values as a Dockerfile does (it expands `$NAME`):

@@ -152,7 +152,7 @@ def is_excluded(path: str) -> bool:
 # ------------------------------------------------------------------ reading one layer
 
 
-class _BoundedTarInfo(tarfile.TarInfo):
+class BoundedTarInfo(tarfile.TarInfo):
     """Refuses pax and GNU long-name headers larger than MAX_HEADER_BYTES before reading them."""
 
     def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
@@ -198,7 +198,7 @@ def summarise_layer(stream: IO[bytes]) -> LayerSummary:
             mode="r|",
             encoding="utf-8",
             errors="surrogateescape",
-            tarinfo=_BoundedTarInfo,
+            tarinfo=BoundedTarInfo,
         ) as tar:
             for info in tar:
                 if len(entries) + len(whiteouts) >= MAX_ENTRIES_PER_LAYER:
@@ -211,13 +211,13 @@ def summarise_layer(stream: IO[bytes]) -> LayerSummary:
                 if base.startswith(WHITEOUT):
                     whiteouts.add(posixpath.join(posixpath.dirname(path), base[len(WHITEOUT) :]))
                     continue
-                entry, data = _read_entry(tar, info, path, MAX_FACT_BYTES_PER_LAYER - fact_bytes)
+                entry, data = read_entry(tar, info, path, MAX_FACT_BYTES_PER_LAYER - fact_bytes)
                 entries.pop(path, None)  # a repeated path: the later entry wins, in its place
                 entries[path] = entry
                 facts.pop(path, None)
                 if data is not None:
                     fact_bytes += len(data)
-                    fact = _parse_fact(path, data)
+                    fact = parse_fact(path, data)
                     if fact is not None:
                         facts[path] = fact
     except tarfile.TarError as exc:
@@ -225,7 +225,7 @@ def summarise_layer(stream: IO[bytes]) -> LayerSummary:
     return LayerSummary(entries, frozenset(whiteouts), frozenset(opaque), facts)
 
 
-def _read_entry(
+def read_entry(
     tar: tarfile.TarFile, info: tarfile.TarInfo, path: str, fact_budget: int
 ) -> tuple[Entry, bytes | None]:
     mode, uid, gid = info.mode & 0o7777, info.uid, info.gid
@@ -264,7 +264,7 @@ def _read_entry(
 # ------------------------------------------------------------------ readable lists
 
 
-def _parse_fact(path: str, data: bytes) -> Fact | None:
+def parse_fact(path: str, data: bytes) -> Fact | None:
     kind = _fact_kind(path)
     if kind is None:
         return None
