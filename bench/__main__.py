@@ -846,10 +846,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["enter", "remote", "startup", "runs"],
+        choices=["enter", "remote", "startup", "runs", "build"],
         help="only these cases (enter: warm and cold enter, swap, pipes, runs:; remote: enter "
         "on a second engine; startup: --help, ps and the daemon's memory; runs: share and pull "
-        "a run against DVC, runs --from), printed, no report",
+        "a run against DVC, runs --from; build: no-op, +1 package and cold builds, and the "
+        "content hash), printed, no report",
     )
     args = parser.parse_args(argv)
     mode = Mode(reps=10 if args.full else 3, full=args.full, smoke=args.smoke)
@@ -884,6 +885,14 @@ def main(argv: list[str] | None = None) -> int:
             cases = bench_runs(mode)
             phase("runs", t)
             return _print(cases, started, phases, "runs cases")
+        if args.only == "build":
+            t = time.monotonic()
+            cases = bench_build(mode)
+            phase("build", t)
+            t = time.monotonic()
+            cases += bench_content(mode)
+            phase("content", t)
+            return _print(cases, started, phases, "build cases")
         t = time.monotonic()
         cases = bench_enter(mode)
         phase("enter", t)
@@ -918,7 +927,7 @@ def main(argv: list[str] | None = None) -> int:
         cases += startup
     finally:
         t = time.monotonic()
-        cleanup(tags=args.only is None)
+        cleanup(tags=args.only in (None, "build"))
         phase("cleanup", t)
     missing = [c.name for c in cases if not c.a or not c.b]
     if missing:

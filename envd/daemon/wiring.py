@@ -208,13 +208,19 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
     projects = Projects(store, events)
     locker = Locker(projects, engine, events, store, paths.cache)
     images = Images(store, engine, projects, namespace, EngineUsage(engine))
+    content = ContentHasher(engine, paths.cache / "layers")
     steps = StepRunner(
-        engine, store, owner, paths.cache / "debian", namespace, scratch=paths.home / "tmp"
+        engine,
+        store,
+        owner,
+        paths.cache / "debian",
+        namespace,
+        scratch=paths.home / "tmp",
+        content=content,
     )
     warm = WarmContainers(
         engine, events, lambda: settings.current, owner, agents_for(paths, engine)
     )
-    content = ContentHasher(engine, paths.cache / "layers")
     fingerprints = Fingerprints(engine, store, host, images, warm, content)
     sharing = Sharing(
         engine, projects, images, fingerprints, events, namespace, scratch=paths.home / "tmp"

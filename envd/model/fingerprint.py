@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from envd.errors import VerificationError
-from envd.model import content
+from envd.model import content, inventory
 from envd.model.content import Manifest
 
 SCHEMA_VERSION = 2  # 2: read from the image's bytes, with the content hash of every file
@@ -116,7 +116,7 @@ def environment_from_manifest(
     os_release = content.key_values(manifest, "/etc/os-release") or content.key_values(
         manifest, "/usr/lib/os-release"
     )
-    debs = content.debian_packages(manifest)
+    debs = inventory.debian_packages(manifest)
     libc = next((d for d in debs if d.name == "libc6"), None)
     pyvenv = content.key_values(manifest, f"{venv}/pyvenv.cfg")
     python_version = pyvenv.get("version_info") or pyvenv.get("version") or _debian_python(debs)
@@ -151,7 +151,7 @@ def _three_part(version: str) -> str:
     return ".".join(parts[:3]) if len(parts) >= 3 else version
 
 
-def _debian_python(debs: list[content.DebianPackage]) -> str:
+def _debian_python(debs: list[inventory.DebianPackage]) -> str:
     """The version of the newest pythonX.Y Debian package (a venv-less image)."""
     found = sorted(
         (d for d in debs if d.name.startswith("python3.") and d.name[8:].isdigit()),
@@ -164,7 +164,7 @@ def _distributions(manifest: Manifest, venv: str) -> tuple[Package, ...]:
     """Python distributions (name canonicalised, version, sha256 of RECORD), venv first."""
     seen: dict[str, Package] = {}
     for dist in sorted(
-        content.python_distributions(manifest), key=lambda d: not d.path.startswith(venv + "/")
+        inventory.python_distributions(manifest), key=lambda d: not d.path.startswith(venv + "/")
     ):
         key = re.sub(r"[-_.]+", "-", dist.name).lower()
         if not key or key in seen:

@@ -51,8 +51,9 @@ from envd.gateways.engine import Engine, ImageInfo
 from envd.gateways.registry import Blob, Layer, RegistryClient, Repository, parse_repository
 from envd.gateways.store import Store
 from envd.model import plan as p
-from envd.model.content import ContentError, LayerSummary, integrity_problems, summarise_layer
+from envd.model.content import ContentError, LayerSummary, summarise_layer
 from envd.model.fingerprint import section_hash
+from envd.model.inventory import integrity_problems
 from envd.model.lockfile import LockFile, lock_differences
 from envd.progress import Progress, Reporter
 from envd.services.content import ContentHasher

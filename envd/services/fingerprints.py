@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import time
 
-from envd.errors import NotFound
+from envd.errors import NotFound, VerificationError
 from envd.gateways.engine import Engine, ImageInfo
 from envd.gateways.projectfiles import read_user_file
 from envd.gateways.store import ProjectRow, Store
-from envd.model.content import Manifest, diff_manifests, file_owners, is_excluded
+from envd.model.content import Manifest, is_excluded
 from envd.model.fingerprint import (
     Change,
     EnvironmentSection,
@@ -24,6 +24,7 @@ from envd.model.fingerprint import (
     make_fingerprint,
     section_hash,
 )
+from envd.model.inventory import diff_manifests, file_owners
 from envd.model.lockfile import LockFile
 from envd.model.plan import VENV
 from envd.services.content import ContentHasher
@@ -134,6 +135,15 @@ class Fingerprints:
 
     def record(self, image_id: str, lock: LockFile) -> Fingerprint:
         section = self._pending.pop(lock.inputs_hash, None)
+        if section is None:
+            # An image whose every step was cached: its environment was read from its layers
+            # and recorded under this image ID (its config and layers) when it was made.
+            document = self._store.fingerprint_document(image_id)
+            try:
+                if document is not None:
+                    section = loads(document, f"the fingerprint of {image_id}").environment
+            except VerificationError:  # (one of an older schema: read the layers again)
+                section = None
         if section is None:
             section = self.environment(image_id, lock.base.digest, dict(lock.inputs.env))
         return self.record_section(image_id, section)

@@ -20,8 +20,8 @@ from envd.events import EventBus
 from envd.gateways.engine import Engine, ImageInfo, split_reference
 from envd.gateways.files import sha256_file, write_atomic
 from envd.gateways.store import ProjectRow
-from envd.model.content import integrity_problems
 from envd.model.fingerprint import EnvironmentSection, dumps, section_hash
+from envd.model.inventory import integrity_problems
 from envd.model.lockfile import dumps as dump_lock
 from envd.model.lockfile import lock_differences
 from envd.progress import Progress, Reporter

@@ -8,6 +8,7 @@ On a remote engine the gateway turns those binds into read-only copies in volume
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -16,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from envd.errors import BuildFailed
+from envd.errors import BuildFailed, EnvdError
 from envd.gateways import debian_contents, urls, uv
 from envd.gateways.engine import CommitSpec, Engine, Mount
 from envd.gateways.store import Store
@@ -24,11 +25,16 @@ from envd.gateways.trust import host_ca_bundle
 from envd.model import libraries
 from envd.model import plan as p
 from envd.model.apt import DEBIAN_ARCHES, dumps_needs, needs_key
+from envd.model.content import LayerSummary
 from envd.model.direct import DIRECT_DIR
+from envd.model.layerchanges import summarise_changes
 from envd.model.lockfile import LockFile
 from envd.progress import Progress, Reporter
+from envd.services.content import ContentHasher
 from envd.services.debian_base import DEFAULT_MIRROR, restore_debian_base
 from envd.services.direct import DirectFiles
+
+log = logging.getLogger(__name__)
 
 STEP_ROLE = {"envd.role": "step"}
 # Under the envd home's namespace: step images NAMESPACE/cache:KEY, volumes NAMESPACE-uv-cache.
@@ -36,6 +42,12 @@ CACHE_REPOSITORY = "cache"
 UV_VOLUME = "uv-cache"
 APT_VOLUME = "apt-archives"
 MAX_CHECK_LINES = 200_000  # of the shared-library check's output (a line per shared object)
+# Steps whose new layer is summarised from what their container changed, as it is committed
+# (envd.model.layerchanges), so no later fingerprint streams the whole image to read it. Only
+# envd's own commands: they write new files and never only re-own a folder they did not make.
+CHANGES_READ = ("venv", "packages", "metadata")
+# Files the engine binds into every container (the archive API shows them, a commit does not).
+ENGINE_BINDS = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
 
 # Labels for the image from the parent of its last step (the fingerprint, set in that commit).
 MetadataLabels = Callable[[str, LockFile], dict[str, str]]
@@ -100,8 +112,10 @@ class StepRunner:
         namespace: str = "envd",
         scratch: Path | None = None,
         url_cache: Path | None = None,
+        content: ContentHasher | None = None,
     ) -> None:
         self._engine = engine
+        self._content = content  # where a new layer's summary is kept, by its diff-id
         self._store = store
         self._owner = owner  # which daemon's step containers these are
         self._debian_cache = debian_cache
@@ -338,6 +352,12 @@ class StepRunner:
         if step.uses_apt_cache:
             mounts.append(Mount(self._volume(APT_VOLUME), p.APT_CACHE_MOUNT, volume=True))
         final = step.name == "metadata"
+        made: list[LayerSummary | None] = []
+
+        def read_layer(container_id: str) -> None:
+            made.append(self._layer_from_changes(container_id, mounts))
+
+        changes_read = self._content is not None and step.name in CHANGES_READ
         commit = CommitSpec(
             repository=f"{self._namespace}/{CACHE_REPOSITORY}",
             tag=step.key[:24],
@@ -347,6 +367,7 @@ class StepRunner:
             env=dict(plan.env) if final else {},
             cmd=p.IDLE_CMD if final else (),
             workdir=p.WORKDIR if final else "",
+            before=read_layer if changes_read else None,
         )
 
         def log(line: str) -> None:
@@ -374,7 +395,30 @@ class StepRunner:
                 )
                 + "fix envd.yaml and build again",
             )
+        if made and made[0] is not None:
+            self._keep_summary(result.image_id, made[0])
         return result.image_id
+
+    def _layer_from_changes(self, container_id: str, mounts: list[Mount]) -> LayerSummary | None:
+        """The summary of the layer the commit of `container_id` makes; None where it must be
+        read from the layer's bytes (or the engine could not say)."""
+        targets = [*ENGINE_BINDS, *(m.target for m in mounts)]
+        try:
+            return self._engine.read_changes(
+                container_id,
+                lambda changes, open_path: summarise_changes(changes, open_path, targets),
+            )
+        except (EnvdError, ValueError) as exc:  # (ContentError: an unreadable archive)
+            log.info("the changes of %s are read from the layer instead: %s", container_id, exc)
+            return None
+
+    def _keep_summary(self, image_id: str, summary: LayerSummary) -> None:
+        """Keep the summary under the diff-id the engine reports for the image's new layer."""
+        info = self._engine.inspect_image(image_id)
+        if self._content is None or info is None or not info.layers:
+            return
+        if not self._content.has_summary(info.layers[-1]):
+            self._content.add_summary(info.layers[-1], summary)
 
     def _volume(self, name: str) -> str:
         return self._engine.ensure_volume(f"{self._namespace}-{name}")

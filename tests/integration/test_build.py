@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from envd.gateways.engine import Engine
 from envd.gateways.trust import host_ca_bundle
+from envd.services.content import ContentHasher
 from envd.services.watching import DEBOUNCE_S
 from tests.conftest import SESSION_LABEL, Envctl, copy_template
 
@@ -57,6 +59,11 @@ def test_adding_a_package_reuses_base_and_venv(shared: Envctl, tmp_path: Path) -
     old_layers, new_layers = layers(old["image"]), layers(new["image"])
     assert new_layers[:2] == old_layers[:2]  # base and venv layers are the same layers
     assert new_layers[2] != old_layers[2]
+    # The new layer was summarised from what its step changed, as it was committed: the
+    # content hash the build recorded is the one the image's bytes give, read afresh.
+    recorded = json.loads(shared.ok("--json", "fingerprint", str(path)))
+    from_bytes = ContentHasher(Engine(), tmp_path / "layers").content_hash(new["image"])
+    assert recorded["environment"]["content_hash"] == from_bytes
 
 
 def test_failing_setup_names_the_step_and_keeps_the_old_image(shared: Envctl) -> None:

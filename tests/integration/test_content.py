@@ -14,7 +14,8 @@ from typing import IO, Any
 import pytest
 
 from envd.gateways.engine import Engine, SavedImage
-from envd.model.content import Change, content_hash, diff_manifests, manifest_from_tars
+from envd.model.content import content_hash, manifest_from_tars
+from envd.model.inventory import Change, diff_manifests
 from envd.services.content import ContentHasher
 from tests.conftest import SESSION_LABEL
 

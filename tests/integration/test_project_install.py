@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from envd.model.content import integrity_problems, manifest_from_tars
+from envd.model.content import manifest_from_tars
+from envd.model.inventory import integrity_problems
 from envd.model.lockfile import loads
 from tests.conftest import Envctl
 

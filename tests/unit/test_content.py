@@ -19,23 +19,25 @@ from envd.errors import NotFound, VerificationError
 from envd.gateways.engine import ImageInfo, SavedImage, read_saved_image
 from envd.model.content import (
     MAX_DPKG_STATUS,
-    Change,
     ContentError,
-    DebianPackage,
-    Distribution,
     Manifest,
     canonical_bytes,
     content_hash,
-    debian_packages,
-    diff_manifests,
-    file_owners,
     manifest_from_tars,
     merge,
-    python_distributions,
-    resolve_dirs,
     summarise_layer,
     summary_from_json,
     summary_to_json,
+)
+from envd.model.inventory import (
+    Change,
+    DebianPackage,
+    Distribution,
+    debian_packages,
+    diff_manifests,
+    file_owners,
+    python_distributions,
+    resolve_dirs,
 )
 from envd.services.content import ContentHasher
 

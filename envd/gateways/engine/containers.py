@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any, TypeVar
 
 from envd.errors import (
     ContainerError,
@@ -16,6 +16,9 @@ from envd.errors import (
 from envd.gateways.engine.connection import EngineConnection
 from envd.gateways.engine.errors import engine_error, short
 from envd.gateways.engine.records import MANAGED_LABEL, ContainerInfo, Mount, RunResult
+from envd.gateways.engine.saved import ChunkReader
+
+T = TypeVar("T")
 
 
 class ContainersMixin(EngineConnection):
@@ -286,5 +289,26 @@ class ContainersMixin(EngineConnection):
                 tar.addfile(info, io.BytesIO(data))
         try:
             self.client.api.put_archive(container, path, buf.getvalue())
+        except Exception as exc:
+            raise engine_error(exc) from exc
+
+    def read_changes(
+        self,
+        container_id: str,
+        read: Callable[[list[tuple[str, int]], Callable[[str], IO[bytes]]], T],
+    ) -> T:
+        """Hand `read` what a stopped container changed: the engine's list of changes (path,
+        kind: 0 modified, 1 added, 2 deleted) and an opener of the tar the archive API gives
+        for one path (members named from that path's last component)."""
+
+        def open_path(path: str) -> IO[bytes]:
+            chunks, _ = self.client.api.get_archive(container_id, path, chunk_size=1 << 20)
+            return io.BufferedReader(ChunkReader(iter(chunks)), 1 << 20)
+
+        try:
+            changes = self.client.api.diff(container_id) or []
+            return read([(str(c["Path"]), int(c["Kind"])) for c in changes], open_path)
+        except (EnvdError, ValueError):  # (a ContentError from `read` is a ValueError)
+            raise
         except Exception as exc:
             raise engine_error(exc) from exc

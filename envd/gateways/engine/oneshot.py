@@ -76,6 +76,8 @@ class OneShotMixin(VolumesMixin):
             code = int(status.get("StatusCode", 1))
             result = RunResult(exit_code=code, output=tail.text(), container_id=container_id)
             if code == 0 and commit is not None:
+                if commit.before is not None:
+                    commit.before(container_id)
                 committed = api.commit(
                     container_id,
                     repository=commit.repository,

@@ -125,6 +125,9 @@ class CommitSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     cmd: Sequence[str] = ()
     workdir: str = ""
+    # Called with the stopped container's ID just before it is committed (to read what it
+    # changed, see read_changes), never after a failed command.
+    before: Callable[[str], None] | None = field(default=None, compare=False)
 
     def instructions(self, labels: Mapping[str, str]) -> list[str]:
         # `docker commit --change` parses values as a Dockerfile does (it expands `$NAME`):
