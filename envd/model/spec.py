@@ -1,8 +1,9 @@
 """envd.yaml, schema version 1: the typed model (this module) and its pure parser.
 
-The parser is three modules: `spec_parser` (`parse_spec`, one method per key) on
-`spec_requirements` (`requirements:` and the files it names, read through `reqfiles`) on
-`yamlnodes` (composition, depth limit, line numbers, typed node accessors).
+The parser is `spec_parser` (`parse_spec`, the document and `version`) with one method per
+key in its parts, `spec_image` (name, base, python, cuda, gpu), `spec_sections` (the packages
+and run keys) and `spec_requirements` (`requirements:` and the files it names, read through
+`reqfiles`), all on `yamlnodes` (composition, depth limit, line numbers, typed accessors).
 
 Parsing never touches the network or Docker; `load_spec` (envd.gateways.projectfiles) reads
 the files, with size and type checks, and hands text to `parse_spec`, which is pure and tested
