@@ -30,7 +30,7 @@ def fresh() -> Iterator[None]:
 def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The sources parsed (envd.yaml by parse_spec, envd.lock by loads), in order."""
     seen: list[str] = []
-    parse_spec, loads = projectfiles.parse_spec, projectfiles.loads
+    parse_spec, loads = projectfiles.loading.parse_spec, projectfiles.loading.loads
 
     def counting_parse(text: str, **kw: Any) -> Any:
         seen.append("spec")
@@ -40,8 +40,8 @@ def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append("lock")
         return loads(text, source)
 
-    monkeypatch.setattr(projectfiles, "parse_spec", counting_parse)
-    monkeypatch.setattr(projectfiles, "loads", counting_loads)
+    monkeypatch.setattr(projectfiles.loading, "parse_spec", counting_parse)
+    monkeypatch.setattr(projectfiles.loading, "loads", counting_loads)
     return seen
 
 
@@ -135,12 +135,12 @@ def test_the_limits_are_part_of_the_key(tmp_path: Path) -> None:
 def test_at_most_cache_max_projects_are_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(projectfiles, "_CACHE_MAX", 2)
+    monkeypatch.setattr(projectfiles.loading, "_CACHE_MAX", 2)
     roots = [project(tmp_path / str(i)) for i in range(3)]
     for root in roots:
         load_spec(root)
-    assert len(projectfiles._spec_cache) == 2
-    assert str(roots[0].resolve()) not in {key[0] for key in projectfiles._spec_cache}
+    assert len(projectfiles.loading._spec_cache) == 2
+    assert str(roots[0].resolve()) not in {key[0] for key in projectfiles.loading._spec_cache}
 
 
 # ---------------------------------------------------------------- envd.lock
