@@ -24,6 +24,7 @@ from envd.gateways.mlflow import mlflow_sink
 from envd.gateways.nvml import nvml_from_env
 from envd.gateways.registry import RegistryClient
 from envd.gateways.store import Store
+from envd.model import names
 from envd.paths import Paths, unusable_path
 from envd.services.adoption import Adoption
 from envd.services.buildcache import BuildCache
@@ -102,7 +103,7 @@ def owner_of(paths: Paths) -> str:
 
 def namespace_of(owner: str) -> str:
     """The repository prefix of this home's images and volumes: `envd-<owner>/churn:KEY`."""
-    return f"envd-{owner[:12]}"
+    return names.namespace(owner)
 
 
 @dataclass(frozen=True)

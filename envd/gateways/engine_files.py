@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from envd.errors import ContainerError, EnvdError
 from envd.gateways.engine import ChunkReader, Engine, engine_error
+from envd.model import names
 from envd.model.projectsync import (
     FILE,
     MAX_LISTING_BYTES,
@@ -35,7 +36,7 @@ from envd.model.projectsync import (
 
 CHUNK = 1 << 20
 log = logging.getLogger(__name__)
-VOLUME_ID = "envd.volume-id"
+VOLUME_ID = names.VOLUME_ID_LABEL
 ARGV_BATCH = 500  # paths per `sha256sum`/`rm` exec, far under any ARG_MAX
 LISTER_S = 30.0  # a lister unasked this long ends (an idle container is busy no longer)
 LISTING_TIMEOUT_S = 120.0  # one listing's answer, once asked

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from envd.gateways.engine import Engine
+from envd.model import names
 from envd.model.host import GpuDevice
 
 # NVML return codes (nvml.h); stable ABI values, so a fake module need not define them.
@@ -209,7 +210,7 @@ def nvml_from_env() -> Nvml:
 # ---------------------------------------------------------------- GPUs of a remote engine
 
 GPU_PROBE_IMAGE = "debian:bookworm-slim"  # any glibc image: the runtime brings nvidia-smi
-DEBIAN_BASE_LABEL = "envd.base.suite"  # on the Debian bases envd imports (services/debian_base)
+DEBIAN_BASE_LABEL = names.BASE_SUITE_LABEL  # on the Debian bases envd imports
 _QUERY = "index,name,uuid,memory.total,compute_cap,driver_version"
 GPU_PROBE_SCRIPT = (
     f"nvidia-smi --query-gpu={_QUERY} --format=csv,noheader,nounits || exit 3; "
@@ -278,7 +279,7 @@ class EngineGpus:
                 image,
                 ["sh", "-c", GPU_PROBE_SCRIPT],
                 network=False,
-                labels={"envd.role": "gpu-probe"},
+                labels={names.ROLE_LABEL: names.ROLE_GPU_PROBE},
                 device_requests=[request],
                 timeout=120,
             )

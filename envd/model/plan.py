@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from envd.model import names
 from envd.model.direct import install_requirement
 from envd.model.lockfile import LockFile
 from envd.model.setupmeta import SetupMetadata
@@ -325,10 +326,10 @@ def make_plan(
 
     digest = lock_hash(lock)
     labels = (
-        ("envd.base-digest", lock.base.digest),
-        ("envd.lock-hash", digest),
-        ("envd.project", project),
-        ("envd.python", lock.target.python_version),
+        (names.BASE_DIGEST_LABEL, lock.base.digest),
+        (names.LOCK_HASH_LABEL, digest),
+        (names.PROJECT_LABEL, project),
+        (names.PYTHON_LABEL, lock.target.python_version),
     )
     metadata = [METADATA_VERSION, list(env), list(labels), WORKDIR, list(IDLE_CMD)]
     key = step_key(key, "metadata", metadata)

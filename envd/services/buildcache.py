@@ -55,6 +55,7 @@ from envd.model.content import ContentError, LayerSummary, summarise_layer
 from envd.model.fingerprint import section_hash
 from envd.model.inventory import integrity_problems
 from envd.model.lockfile import LockFile, lock_differences
+from envd.model.names import LOCK_HASH_LABEL
 from envd.progress import Progress, Reporter
 from envd.services.content import ContentHasher
 from envd.services.fingerprints import ENV_LABEL, Fingerprints
@@ -348,7 +349,7 @@ class BuildCache:
                 f"its fingerprint label ({info.labels.get(ENV_LABEL, 'none')}) is not its "
                 f"contents ({built})"
             )
-        if info.labels.get("envd.lock-hash") != plan.lock_hash:
+        if info.labels.get(LOCK_HASH_LABEL) != plan.lock_hash:
             raise VerificationError("it was built from another lock")
         expected = locked_environment(lock)
         if built != expected:  # ("" too: nothing to hold it to, never admitted)

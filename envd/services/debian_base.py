@@ -19,6 +19,7 @@ from envd.errors import LockError, LockStale
 from envd.gateways import mmdebstrap
 from envd.gateways.files import file_lock, sha256_file, write_atomic
 from envd.gateways.proc import CommandError
+from envd.model import names
 from envd.model.lockfile import BaseLock, DebianPackage
 from envd.progress import Progress, Reporter, ignore
 
@@ -29,9 +30,9 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # base's sha256 and so every Debian lock's base.)
 SOURCE_DATE_EPOCH = 1_700_000_000
 REQUIRED = ("ca-certificates", "python3", "python3-venv")
-REPOSITORY = "envd/base-debian"
-LABEL_SHA256 = "envd.base.tarball-sha256"
-LABEL_SUITE = "envd.base.suite"
+REPOSITORY = names.BASE_REPOSITORY
+LABEL_SHA256 = names.BASE_TARBALL_LABEL
+LABEL_SUITE = names.BASE_SUITE_LABEL
 _IMPORT_CHANGES = (
     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "ENV LANG=C.UTF-8",

@@ -26,13 +26,14 @@ from envd.model.fingerprint import (
 )
 from envd.model.inventory import diff_manifests, file_owners
 from envd.model.lockfile import LockFile
+from envd.model.names import BASE_DIGEST_LABEL, FINGERPRINT_LABEL
 from envd.model.plan import VENV
 from envd.services.content import ContentHasher
 from envd.services.host import HostProbe
 from envd.services.images import Images
 from envd.services.warm import WarmContainers
 
-ENV_LABEL = "envd.fingerprint.environment"
+ENV_LABEL = FINGERPRINT_LABEL
 _FINGERPRINT_MAX_BYTES = 64 << 20  # a fingerprint file named on the command line
 # How long the engine's version is trusted for host hashes: every run records one, and asking
 # the engine (its /version and /info) costs more than the whole warm `enter` otherwise.
@@ -123,7 +124,7 @@ class Fingerprints:
         """An image's environment, with the variables its spec set taken from its own ENV."""
         names = set(spec_env_names(info.env))
         env = dict(e.split("=", 1) for e in info.env if "=" in e and e.split("=", 1)[0] in names)
-        return self.environment(info.id, info.labels.get("envd.base-digest", ""), env)
+        return self.environment(info.id, info.labels.get(BASE_DIGEST_LABEL, ""), env)
 
     # ------------------------------------------------------------ build hooks
 

@@ -17,11 +17,12 @@ from dataclasses import dataclass, replace
 from envd.errors import EngineUnavailable, EnvdError, NotFound
 from envd.gateways.engine import Engine
 from envd.gateways.store import ImageRow, ProjectRow, Store
+from envd.model import names
 from envd.model.plan import BuildPlan
 from envd.services.planning import plan_for
 from envd.services.projects import Projects
 
-STEP_REPOSITORY = "cache"  # under the home's namespace: NAMESPACE/cache:KEY
+STEP_REPOSITORY = names.CACHE_REPOSITORY  # under the home's namespace: NAMESPACE/cache:KEY
 
 log = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from envd.gateways.engine_files import Outgoing
+from envd.model import names
 from envd.model.plan import WORKDIR
 from envd.model.projectsync import (
     MAX_FILE_BYTES,
@@ -194,14 +195,18 @@ class ProjectSync:
         self._volumes: dict[str, str] = {}  # volume -> its creation time, once ensured
 
     def volume_name(self, project: str) -> str:
-        return f"{self._namespace}-project-{project}"
+        return names.project_volume(self._namespace, project)
 
     def volume(self, project: str) -> str:
         """The project's volume, created (labelled) unless it exists."""
         name = self.volume_name(project)
         created = self._files.ensure_volume(
             name,
-            {"envd.role": "project-files", "envd.project": project, "envd.owner": self._owner},
+            {
+                names.ROLE_LABEL: names.ROLE_PROJECT_FILES,
+                names.PROJECT_LABEL: project,
+                names.OWNER_LABEL: self._owner,
+            },
         )
         with self._lock:
             self._volumes[name] = created
@@ -270,7 +275,7 @@ class ProjectSync:
         progress: Reporter | None,
         after_command: bool,
     ) -> SyncReport:
-        volume = f"{self._namespace}-project-{project}"
+        volume = self.volume_name(project)
         with self._lock:
             created = self._volumes.get(volume)
         if created is None:  # e.g. a daemon restarted between a command's start and end

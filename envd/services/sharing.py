@@ -20,6 +20,7 @@ from envd.events import EventBus
 from envd.gateways.engine import Engine, ImageInfo, split_reference
 from envd.gateways.files import sha256_file, write_atomic
 from envd.gateways.store import ProjectRow
+from envd.model import names
 from envd.model.fingerprint import EnvironmentSection, dumps, section_hash
 from envd.model.inventory import integrity_problems
 from envd.model.lockfile import dumps as dump_lock
@@ -250,7 +251,7 @@ class Sharing:
     def _register(self, info: ImageInfo, section: EnvironmentSection) -> tuple[str, str]:
         """(project, "") after tagging the image for the registered project whose current lock
         it was built from; ("", why) when that lock pins something else; ("", "") for none."""
-        lock_hash = info.labels.get("envd.lock-hash", "")
+        lock_hash = info.labels.get(names.LOCK_HASH_LABEL, "")
         for row in self._projects.list():
             try:
                 lock = self._projects.lock_state(row).lock

@@ -22,7 +22,7 @@ from envd.gateways import debian_contents, urls, uv
 from envd.gateways.engine import CommitSpec, Engine, Mount
 from envd.gateways.store import Store
 from envd.gateways.trust import host_ca_bundle
-from envd.model import libraries
+from envd.model import libraries, names
 from envd.model import plan as p
 from envd.model.apt import DEBIAN_ARCHES, dumps_needs, needs_key
 from envd.model.content import LayerSummary
@@ -36,9 +36,9 @@ from envd.services.direct import DirectFiles
 
 log = logging.getLogger(__name__)
 
-STEP_ROLE = {"envd.role": "step"}
+STEP_ROLE = {names.ROLE_LABEL: names.ROLE_STEP}
 # Under the envd home's namespace: step images NAMESPACE/cache:KEY, volumes NAMESPACE-uv-cache.
-CACHE_REPOSITORY = "cache"
+CACHE_REPOSITORY = names.CACHE_REPOSITORY
 UV_VOLUME = "uv-cache"
 APT_VOLUME = "apt-archives"
 MAX_CHECK_LINES = 200_000  # of the shared-library check's output (a line per shared object)
@@ -247,7 +247,7 @@ class StepRunner:
             libraries.check_argv(p.VENV, site),
             network=False,
             user="0",
-            labels={**STEP_ROLE, "envd.project": project, "envd.owner": self._owner},
+            labels={**STEP_ROLE, names.PROJECT_LABEL: project, names.OWNER_LABEL: self._owner},
             on_output=collect,
         )
         report = libraries.judge("\n".join(lines))
@@ -361,9 +361,9 @@ class StepRunner:
         commit = CommitSpec(
             repository=f"{self._namespace}/{CACHE_REPOSITORY}",
             tag=step.key[:24],
-            labels={**dict(plan.labels), **extra_labels, **_role("image", step.name)}
+            labels={**dict(plan.labels), **extra_labels, **_role(names.ROLE_IMAGE, step.name)}
             if final
-            else _role("layer", step.name),
+            else _role(names.ROLE_LAYER, step.name),
             env=dict(plan.env) if final else {},
             cmd=p.IDLE_CMD if final else (),
             workdir=p.WORKDIR if final else "",
@@ -379,7 +379,7 @@ class StepRunner:
             mounts=mounts,
             network=step.network,
             user="0",
-            labels={**STEP_ROLE, "envd.project": project, "envd.owner": self._owner},
+            labels={**STEP_ROLE, names.PROJECT_LABEL: project, names.OWNER_LABEL: self._owner},
             on_output=log,
             commit=commit,
         )
@@ -427,16 +427,18 @@ class StepRunner:
         """Remove step containers a killed daemon of this $ENVD_HOME left behind, and the
         copies of its folders a remote engine held for them (volumes labelled envd.role=mount)."""
         removed = 0
-        for container in self._engine.list_containers("envd.role=step"):
-            if container.labels.get("envd.owner") == self._owner:  # not another daemon's
+        steps = names.label_filter(names.ROLE_LABEL, names.ROLE_STEP)
+        mounts = names.label_filter(names.ROLE_LABEL, names.ROLE_MOUNT)
+        for container in self._engine.list_containers(steps):
+            if container.labels.get(names.OWNER_LABEL) == self._owner:  # not another daemon's
                 self._engine.remove_container(container.id)
                 removed += 1
-        for name, labels in self._engine.list_volumes("envd.role=mount"):
-            if labels.get("envd.owner") == self._owner:
+        for name, labels in self._engine.list_volumes(mounts):
+            if labels.get(names.OWNER_LABEL) == self._owner:
                 self._engine.remove_volume(name)
         return removed
 
 
 def _role(role: str, step: str) -> dict[str, str]:
     """Committed images would inherit the step container's labels: say what they are."""
-    return {"envd.role": role, "envd.step": step}
+    return {names.ROLE_LABEL: role, names.STEP_LABEL: step}

@@ -9,9 +9,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from envd.model import names
 from envd.model.dockerfile import quote
 
-MANAGED_LABEL = "envd.managed"
+MANAGED_LABEL = names.MANAGED_LABEL
 OutputSink = Callable[[str], None]
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from envd.errors import EnvdError
 from envd.gateways.engine.containers import ContainersMixin
 from envd.gateways.engine.errors import engine_error
 from envd.gateways.engine.records import MANAGED_LABEL
+from envd.model import names
 
 # Where a bind mount's files are copied into its volume on a remote engine (never started).
 _FILL_TARGET = "/envd-fill"
@@ -42,10 +43,14 @@ class VolumesMixin(ContainersMixin):
                 f"{folder} cannot be mounted on the remote engine at {self.endpoint.host}: "
                 "only folders can be copied there"
             )
-        name = f"envd-mnt-{uuid.uuid4().hex[:20]}"
+        name = f"{names.MOUNT_VOLUME_PREFIX}{uuid.uuid4().hex[:20]}"
         api = self.client.api
         volume_labels = self.labels(
-            **{**dict(labels), "envd.role": "mount", "envd.source": str(folder)}
+            **{
+                **dict(labels),
+                names.ROLE_LABEL: names.ROLE_MOUNT,
+                names.SOURCE_LABEL: str(folder),
+            }
         )
         filler = ""
         try:
