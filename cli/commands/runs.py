@@ -84,11 +84,8 @@ def open_regular(path: str, what: str) -> int:
 
 def sha256_of(path: str) -> str:
     """The sha256 of the regular file `path`, streamed (`trace` reads nothing else)."""
-    digest = hashlib.sha256()
     with os.fdopen(open_regular(path, "the file"), "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def read_statement(path: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import os
 import secrets
 import stat
@@ -46,12 +47,15 @@ def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o666) -> 
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """The file's sha256 as lowercase hex, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+    """The file's sha256 as lowercase hex (envd's one file hash: `hashlib.file_digest`)."""
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha256_fileobj(f)
+
+
+def sha256_fileobj(file: io.BufferedIOBase) -> str:
+    """The sha256, as lowercase hex, of what is left to read in a binary file opened by the
+    caller (beneath a root, without following links...)."""
+    return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 @contextmanager

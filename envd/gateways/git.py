@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from envd.errors import EnvdError, RegistryError
-from envd.gateways.files import open_beneath
+from envd.gateways.files import open_beneath, sha256_fileobj
 from envd.gateways.proc import run
 from envd.gateways.trust import host_ca_bundle
 from envd.model.safenames import UnsafeName, relative
@@ -398,10 +398,7 @@ def _big_file_line(root: str, delta: pygit2.DiffDelta, size: int) -> str:
         if fd >= 0:
             with os.fdopen(fd, "rb") as handle:
                 if stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                    digest = hashlib.sha256()
-                    while chunk := handle.read(1 << 20):
-                        digest.update(chunk)
-                    new_id = f"sha256:{digest.hexdigest()}"
+                    new_id = f"sha256:{sha256_fileobj(handle)}"
     return (
         f"diff --git a/{old.path} b/{new.path}\n"
         f"# not diffed: {size} bytes (over {_MAX_FILE_BYTES}); {old.id} -> {new_id}\n"

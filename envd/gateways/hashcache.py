@@ -20,7 +20,6 @@ The SQLite file is created with mode 0600.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import stat
@@ -30,13 +29,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
-from envd.gateways.files import open_beneath
+from envd.gateways.files import open_beneath, sha256_fileobj
 
 SYMLINK_PREFIX = "symlink:"
 RACY_NS = 1_000_000_000
 MAX_FILES = 1_000_000
 MAX_SKIPPED = 1000  # notes kept in `skipped`: the daemon's one cache lives as long as it does
-_BLOCK = 1 << 20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS hashes (
@@ -144,10 +142,8 @@ class HashCache:
                 before = os.fstat(fd)
                 if not stat.S_ISREG(before.st_mode):
                     raise FileChangingError(f"{path}: no longer a regular file")
-                digest = hashlib.sha256()
                 with os.fdopen(fd, "rb", closefd=False) as file:
-                    for block in iter(lambda: file.read(_BLOCK), b""):
-                        digest.update(block)
+                    digest = sha256_fileobj(file)
                 after = os.fstat(fd)
             finally:
                 os.close(fd)
@@ -157,8 +153,8 @@ class HashCache:
             except FileNotFoundError:
                 now = None
             if _key(before) == _key(after) and now is not None and _key(now) == _key(after):
-                return digest.hexdigest(), after, True
-        return digest.hexdigest(), after, False
+                return digest, after, True
+        return digest, after, False
 
     def _hash_regular(self, path: str, st: os.stat_result, at: _At | None = None) -> str:
         encoded = os.fsencode(path)

@@ -42,14 +42,6 @@ class Fetched:
     size: int
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fetch(
     url: str,
     dest: Path,

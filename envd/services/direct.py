@@ -17,6 +17,7 @@ from pathlib import Path
 
 from envd.errors import LockError
 from envd.gateways import git, urls
+from envd.gateways.files import sha256_file
 from envd.model import direct as d
 from envd.model import safenames
 from envd.model.lockfile import PythonPackage
@@ -73,7 +74,7 @@ class DirectFiles:
         digest = package.hashes[0].removeprefix("sha256:")
         filename = d.local_filename(package.name, package.url, package.version)
         cached = self._cached(digest, filename)
-        if cached.is_file() and urls.sha256_of(cached) == digest:
+        if cached.is_file() and sha256_file(cached) == digest:
             pass
         elif d.is_vcs(package.url):
             self._git_sdist(package.name, package.url, (digest,), "envd.lock", cached)
@@ -109,7 +110,7 @@ class DirectFiles:
             path, version = self._git_sdist(
                 requirement.name, url, requirement.sha256, requirement.where, Path(tmp) / "sdist"
             )
-            digest = urls.sha256_of(path)
+            digest = sha256_file(path)
             kept = self._keep(path, digest, d.sdist_filename(requirement.name, version))
         return PythonPackage(requirement.name, version, (f"sha256:{digest}",), "", url), kept
 

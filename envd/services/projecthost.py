@@ -16,7 +16,7 @@ import tarfile
 from pathlib import PurePosixPath
 from typing import IO
 
-from envd.gateways.files import open_beneath
+from envd.gateways.files import open_beneath, sha256_file
 from envd.model.projectsync import (
     FILE,
     IGNORED_NAMES,
@@ -64,14 +64,10 @@ def scan_host(root: str) -> dict[str, Stat]:
 
 
 def sha256_of(path: str) -> str | None:
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+        return sha256_file(path)
     except OSError:
         return None
-    return digest.hexdigest()
 
 
 def _plain(rel: str) -> bool:
