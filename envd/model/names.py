@@ -46,6 +46,8 @@ ROLE_WARM = "warm"  # a kept-running container `enter` execs into
 
 BASE_REPOSITORY = "envd/base-debian"  # the Debian bases envd imports
 CACHE_REPOSITORY = "cache"  # step images, under the home's namespace: NAMESPACE/cache:KEY
+UV_CACHE_VOLUME = "uv-cache"  # build caches, volumes under the home's namespace: NAMESPACE-NAME
+APT_ARCHIVES_VOLUME = "apt-archives"
 MOUNT_VOLUME_PREFIX = "envd-mnt-"  # a mount volume: the prefix and a random token
 
 
@@ -59,6 +61,11 @@ def namespace(owner: str) -> str:
     return f"envd-{owner[:12]}"
 
 
+def home_volume(namespace: str, name: str) -> str:
+    """A volume of the home's: `envd-<owner12>-NAME` (e.g. UV_CACHE_VOLUME)."""
+    return f"{namespace}-{name}"
+
+
 def project_volume(namespace: str, project: str) -> str:
     """The volume a project's files are synced to: `envd-<owner12>-project-<name>`."""
-    return f"{namespace}-project-{project}"
+    return home_volume(namespace, f"project-{project}")

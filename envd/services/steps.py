@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 STEP_ROLE = {names.ROLE_LABEL: names.ROLE_STEP}
 # Under the envd home's namespace: step images NAMESPACE/cache:KEY, volumes NAMESPACE-uv-cache.
 CACHE_REPOSITORY = names.CACHE_REPOSITORY
-UV_VOLUME = "uv-cache"
-APT_VOLUME = "apt-archives"
+UV_VOLUME = names.UV_CACHE_VOLUME
+APT_VOLUME = names.APT_ARCHIVES_VOLUME
 MAX_CHECK_LINES = 200_000  # of the shared-library check's output (a line per shared object)
 # Steps whose new layer is summarised from what their container changed, as it is committed
 # (envd.model.layerchanges), so no later fingerprint streams the whole image to read it. Only
@@ -421,7 +421,7 @@ class StepRunner:
             self._content.add_summary(info.layers[-1], summary)
 
     def _volume(self, name: str) -> str:
-        return self._engine.ensure_volume(f"{self._namespace}-{name}")
+        return self._engine.ensure_volume(names.home_volume(self._namespace, name))
 
     def cleanup_orphans(self) -> int:
         """Remove step containers a killed daemon of this $ENVD_HOME left behind, and the
