@@ -4,7 +4,7 @@ reads, parsed, and the last parse of each kept.
 Parsing costs milliseconds (YAML, the lock's integrity check) and `enter` reads both on every
 call, so the last parse of each envd.yaml and envd.lock is kept: a read whose bytes (and, for
 envd.yaml, the outcome of every read of the files it names) equal the last one's gets that
-parse again. Files are still read every time, so every check above still applies to each
+parse again. Files are still read every time, so every check (see the package) applies to each
 call, and an edit is seen however fast it follows (no timestamps are trusted).
 """
 
