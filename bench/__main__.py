@@ -579,6 +579,9 @@ def bench_share(mode: Mode) -> list[Case]:
     from tests.integration.registry import local_registry
 
     a = WORK / "bench-a"
+    if not a.exists():  # `--only share`: the enter cases did not build it
+        a = project("bench-a", "default")
+        envctl("build", str(a))
     root = WORK / "registry"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
@@ -598,7 +601,11 @@ def bench_share(mode: Mode) -> list[Case]:
         moved = json.loads(
             envctl("--json", "share", "image", str(a), "--to", f"{address}/bench/a:1")
         )["result"]["layers_pushed"]
-        case.note = f"layers moved by a second share: {moved}"
+        start = [timed(lambda: envctl("ps")) for _ in range(mode.times(1))]
+        case.note = (
+            f"layers moved by a second share: {moved}; envctl's start and one call to the "
+            f"daemon (`envctl ps`): median {statistics.median(start):.3f} s"
+        )
     return [case]
 
 
@@ -846,11 +853,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["enter", "remote", "startup", "runs", "build"],
+        choices=["enter", "remote", "startup", "runs", "build", "lock", "share"],
         help="only these cases (enter: warm and cold enter, swap, pipes, runs:; remote: enter "
         "on a second engine; startup: --help, ps and the daemon's memory; runs: share and pull "
         "a run against DVC, runs --from; build: no-op, +1 package and cold builds, and the "
-        "content hash), printed, no report",
+        "content hash; lock: cold and warm `envctl lock`; share: re-share of an unchanged "
+        "image), printed, no report",
     )
     args = parser.parse_args(argv)
     mode = Mode(reps=10 if args.full else 3, full=args.full, smoke=args.smoke)
@@ -893,6 +901,11 @@ def main(argv: list[str] | None = None) -> int:
             cases += bench_content(mode)
             phase("content", t)
             return _print(cases, started, phases, "build cases")
+        if args.only in ("lock", "share"):
+            t = time.monotonic()
+            cases = bench_lock(mode) if args.only == "lock" else bench_share(mode)
+            phase(args.only, t)
+            return _print(cases, started, phases, f"{args.only} cases")
         t = time.monotonic()
         cases = bench_enter(mode)
         phase("enter", t)

@@ -224,7 +224,14 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
     )
     fingerprints = Fingerprints(engine, store, host, images, warm, content)
     sharing = Sharing(
-        engine, projects, images, fingerprints, events, namespace, scratch=paths.home / "tmp"
+        engine,
+        projects,
+        images,
+        fingerprints,
+        events,
+        namespace,
+        scratch=paths.home / "tmp",
+        registry=RegistryClient(purpose="share"),
     )
     build_cache = BuildCache(
         engine,

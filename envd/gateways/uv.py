@@ -40,8 +40,19 @@ _MAX_EXPLANATION_LINES = 30
 
 
 def uv_version() -> str:
-    """The version of the uv that `resolve` runs, e.g. "0.13.9"."""
-    result = _run([binary(), "--version"], env=_uv_env(None), timeout=60)
+    """The version of the uv that `resolve` runs, e.g. "0.13.9" (asked once per binary)."""
+    uv = binary()
+    try:
+        changed = os.stat(uv).st_mtime_ns
+    except OSError:
+        changed = 0
+    return _version_of(uv, changed)
+
+
+@functools.lru_cache(maxsize=4)
+def _version_of(uv: str, changed: int) -> str:
+    """`uv --version` of the binary at `uv` as it was at mtime `changed`."""
+    result = _run([uv, "--version"], env=_uv_env(None), timeout=60)
     parts = result.stdout.split()
     if result.returncode != 0 or len(parts) < 2 or parts[0] != "uv":
         raise EnvdError(f"`uv --version` failed: {_tail(result.stderr or result.stdout)}")

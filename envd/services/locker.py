@@ -50,6 +50,7 @@ from envd.services.debian_base import DEFAULT_MIRROR, ensure_debian_base
 from envd.services.direct import DirectFiles
 from envd.services.projects import LockState, Projects, lock_path
 from envd.services.python_choice import Resolve, choose, explain
+from envd.services.resolutions import Resolutions
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,10 @@ class Locker:
         self._target_cache = target_cache  # the Python target read from a base, by its digest
         self._cache_dir = cache_dir
         self._direct = DirectFiles(cache_dir / "urls")
+        # uv's answers by their question, so an unchanged lock is not resolved again.
+        self._resolutions = Resolutions(
+            target_cache, lambda *a, **k: uv.resolve(*a, **k), uv.uv_version
+        )
 
     # ------------------------------------------------------------ public
 
@@ -178,7 +183,7 @@ class Locker:
         )
         keep = () if upgrade or previous is None else previous.python
         try:
-            python = uv.resolve(
+            python = self._resolutions.resolve(
                 requirements,
                 python_version=target.python_version,
                 platform=target.platform,
@@ -232,7 +237,7 @@ class Locker:
         base's (to choose a Python, or to say which would work)."""
 
         def resolve(requirements: Sequence[str], python_version: str, platform: str) -> object:
-            return uv.resolve(
+            return self._resolutions.resolve(
                 requirements,
                 python_version=python_version,
                 platform=platform,

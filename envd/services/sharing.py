@@ -7,10 +7,13 @@ or corrupt image is never registered.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import logging
 import tarfile
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NoReturn
@@ -19,6 +22,7 @@ from envd.errors import EnvdError, NotFound, RegistryError, UsageError, Verifica
 from envd.events import EventBus
 from envd.gateways.engine import Engine, ImageInfo, split_reference
 from envd.gateways.files import sha256_file, write_atomic
+from envd.gateways.registry import OCI_MANIFEST, RegistryClient, Repository, parse_repository
 from envd.gateways.store import ProjectRow
 from envd.model import names
 from envd.model.fingerprint import EnvironmentSection, dumps, section_hash
@@ -56,6 +60,9 @@ class Received:
     environment_hash: str
 
 
+log = logging.getLogger(__name__)
+
+
 class Sharing:
     def __init__(
         self,
@@ -66,8 +73,10 @@ class Sharing:
         events: EventBus,
         namespace: str = "envd",
         scratch: Path | None = None,
+        registry: RegistryClient | None = None,
     ) -> None:
         self._namespace = namespace
+        self._registry = registry  # asked first whether a push would move anything
         self._scratch = scratch  # private folder for whole image tarballs (None: the system's)
         self._engine = engine
         self._projects = projects
@@ -97,15 +106,61 @@ class Sharing:
         if tag == "latest" and not to.endswith(":latest"):
             tag = image.split(":")[-1]
         self._engine.tag(image, repository, tag)
-        progress(Progress("push", f"pushing {image} to {repository}:{tag}"))
-        result = self._engine.push(
-            f"{repository}:{tag}", lambda line: progress(Progress("push", line, log=True))
-        )
-        reference = f"{repository}@{result.digest}"
+        there = self._already_there(image, repository, tag)
+        if there is not None:
+            digest, pushed, skipped = there[0], 0, there[1]
+            progress(Progress("push", f"{repository}:{tag} is {image} already: nothing to push"))
+        else:
+            progress(Progress("push", f"pushing {image} to {repository}:{tag}"))
+            result = self._engine.push(
+                f"{repository}:{tag}", lambda line: progress(Progress("push", line, log=True))
+            )
+            digest, pushed, skipped = result.digest, result.pushed, result.skipped
+        reference = f"{repository}@{digest}"
         if pin:
             self._pin(row, reference)
-        self._events.publish("image.shared", row.name, reference, pushed=str(result.pushed))
-        return Shared(reference, result.digest, result.pushed, result.skipped, pin)
+        self._events.publish("image.shared", row.name, reference, pushed=str(pushed))
+        return Shared(reference, digest, pushed, skipped, pin)
+
+    def _already_there(self, image: str, repository: str, tag: str) -> tuple[str, int] | None:
+        """(manifest digest, layers) when the registry holds this very image, with every blob
+        its manifest names, as REPOSITORY:TAG (the tag moved onto it when it pointed
+        elsewhere): then a push would move nothing. None when it does not, or cannot say
+        (e.g. it needs a login, which only the engine has): then the engine pushes."""
+        if self._registry is None or not _registry_host(repository):
+            return None
+        info = self._engine.inspect_image(image)
+        digests = (
+            [d.partition("@")[2] for d in info.repo_digests if d.partition("@")[0] == repository]
+            if info is not None
+            else []
+        )
+        if info is None or not digests:
+            return None  # never pushed there (as far as the engine knows)
+        where = parse_repository(repository)
+        try:
+            found = self._registry.get_manifest(where, tag)
+            if found is not None and found[1] in digests:  # the tag is this image already
+                blobs = _blobs_of(found[0], info)
+                return (
+                    (found[1], len(blobs) - 1) if blobs and self._has_blobs(where, blobs) else None
+                )
+            for digest in digests:  # the image is there by digest: point the tag at it
+                found = self._registry.get_manifest(where, digest)
+                blobs = _blobs_of(found[0], info) if found is not None else None
+                if found is not None and blobs and self._has_blobs(where, blobs):
+                    media = json.loads(found[0]).get("mediaType") or OCI_MANIFEST
+                    self._registry.put_manifest(where, tag, found[0], str(media))
+                    return digest, len(blobs) - 1
+        except (RegistryError, ValueError) as exc:
+            log.debug("asking %s before pushing: %s; the engine pushes", repository, exc)
+        return None
+
+    def _has_blobs(self, where: Repository, blobs: list[str]) -> bool:
+        registry = self._registry
+        assert registry is not None
+        with ThreadPoolExecutor(max_workers=min(8, len(blobs) or 1)) as pool:
+            return all(pool.map(lambda blob: registry.has_blob(where, blob), blobs))
 
     def _pin(self, row: ProjectRow, reference: str) -> None:
         state = self._projects.lock_state(row)
@@ -289,6 +344,31 @@ def _add_text(archive: tarfile.TarFile, name: str, text: str) -> None:
     member.size = len(data)
     member.mode = 0o644
     archive.addfile(member, io.BytesIO(data))
+
+
+def _registry_host(repository: str) -> bool:
+    """Whether REPOSITORY names its registry (`host:port/…`, `host.domain/…`, `localhost/…`),
+    as the engine decides; Docker Hub's short names need a login dance envd leaves to it."""
+    first, slash, _ = repository.partition("/")
+    return bool(slash) and ("." in first or ":" in first or first == "localhost")
+
+
+def _blobs_of(manifest: bytes, info: ImageInfo) -> list[str] | None:
+    """The config and layer digests an image manifest names, when it is the manifest of
+    `info` (its config is the image's, or it is the image itself on the containerd store);
+    None otherwise (another image, or an index)."""
+    body = json.loads(manifest)
+    config = body.get("config") if isinstance(body, dict) else None
+    layers = body.get("layers") if isinstance(body, dict) else None
+    if not isinstance(config, dict) or not isinstance(layers, list):
+        return None
+    own = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    if info.id not in (config.get("digest"), own):
+        return None
+    digests = [config.get("digest"), *(layer.get("digest") for layer in layers)]
+    if not all(isinstance(d, str) and d.startswith("sha256:") for d in digests):
+        return None
+    return [str(d) for d in digests]
 
 
 def check_reference(to: str) -> None:

@@ -88,3 +88,26 @@ def test_unknown_debian_package_is_named(shared: Envctl) -> None:
     proc = shared("lock", str(path))
     assert proc.returncode == 1
     assert "no-such-package-xyz" in proc.stderr
+
+
+def test_a_lock_made_again_is_the_same_and_a_changed_requirements_file_resolves_again(
+    shared: Envctl,
+) -> None:
+    path = copy_template("default", shared.cwd / "again")
+    (path / "requirements.txt").write_text("six\n")
+    spec = (path / "envd.yaml").read_text()
+    (path / "envd.yaml").write_text(spec + "requirements: requirements.txt\n")
+    shared.ok("lock", str(path))
+    first = (path / "envd.lock").read_bytes()
+    assert "six" in {p["name"] for p in lock_data(path)["python"]}
+    (path / "envd.lock").unlink()
+    shared.ok("lock", str(path))
+    assert (path / "envd.lock").read_bytes() == first
+    (path / "requirements.txt").write_text("six==1.16.0\n")
+    (path / "envd.lock").unlink()
+    shared.ok("lock", str(path))
+    assert {p["name"]: p["version"] for p in lock_data(path)["python"]}["six"] == "1.16.0"
+    (path / "requirements.txt").write_text("six==1.16.0\npackaging==24.1\n")
+    shared.ok("lock", str(path))  # (the lock is stale: locked again, from the previous pins)
+    versions = {p["name"]: p["version"] for p in lock_data(path)["python"]}
+    assert versions["six"] == "1.16.0" and versions["packaging"] == "24.1"

@@ -134,3 +134,24 @@ def test_unreachable_registry_is_a_clear_error(shared: Envctl, default_project: 
     assert "Traceback" not in proc.stderr
     proc = shared("pull", f"127.0.0.1:{free_port()}/team/x:1")
     assert proc.returncode == 8 and "cannot be pulled" in proc.stderr
+
+
+def test_resharing_an_unchanged_image_moves_nothing_and_a_new_tag_only_its_manifest(
+    shared: Envctl, default_project: Path, registry: str
+) -> None:
+    import urllib.request
+
+    first = share(shared, str(default_project), "--to", f"{registry}/team/again:v1")
+    again = share(shared, str(default_project), "--to", f"{registry}/team/again:v1")
+    assert again["layers_pushed"] == 0 and again["layers_skipped"] > 0
+    assert again["digest"] == first["digest"]
+    other = share(shared, str(default_project), "--to", f"{registry}/team/again:v2")
+    assert other["layers_pushed"] == 0 and other["digest"] == first["digest"]
+    request = urllib.request.Request(
+        f"http://{registry}/v2/team/again/manifests/v2",
+        method="HEAD",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=10) as response:
+        assert response.headers["Docker-Content-Digest"] == first["digest"]
