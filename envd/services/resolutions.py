@@ -25,12 +25,16 @@ log = logging.getLogger(__name__)
 
 FRESH_S = 600.0  # PyPI's max-age for its simple pages
 KEY_PREFIX = "resolution:"
+INDEX_KEY = "resolutions"  # the remembered digests, oldest first
+KEEP = 64  # answers remembered at most (a few KiB each): older ones are forgotten
 
 
 class KeyValue(Protocol):
     def get(self, key: str) -> str | None: ...
 
     def put(self, key: str, value: str) -> None: ...
+
+    def delete(self, key: str) -> None: ...
 
 
 Resolver = Callable[..., tuple[PythonPackage, ...]]
@@ -92,7 +96,19 @@ class Resolutions:
             return remembered[1]
         answer = ask()
         self._cache.put(key, json.dumps({"at": now, "python": [asdict(p) for p in answer]}))
+        self._remember(digest)
         return answer
+
+    def _remember(self, digest: str) -> None:
+        """Keep the newest KEEP answers; forget (delete) the rest."""
+        try:
+            known = [d for d in json.loads(self._cache.get(INDEX_KEY) or "[]") if d != digest]
+        except ValueError:
+            known = []
+        known = [d for d in known if isinstance(d, str)] + [digest]
+        for old in known[:-KEEP]:
+            self._cache.delete(KEY_PREFIX + old)
+        self._cache.put(INDEX_KEY, json.dumps(known[-KEEP:]))
 
 
 def _plain(value: object) -> object:

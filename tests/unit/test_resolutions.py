@@ -23,6 +23,9 @@ class Memory:
     def put(self, key: str, value: str) -> None:
         self.values[key] = value
 
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
 
 class Uv:
     """uv as a fake: counts the questions, answers numpy at a version that can change."""
@@ -125,4 +128,19 @@ def test_an_unreadable_entry_or_a_failure_is_not_an_answer() -> None:
     failing = Resolutions(memory, fails, lambda: "0.13.9")
     with pytest.raises(RuntimeError):
         failing.resolve(["pandas"], **SETTINGS)
-    assert len(memory.values) == 1  # nothing remembered for pandas
+    assert len([k for k in memory.values if k.startswith("resolution:")]) == 1  # nothing remembered for pandas
+
+
+def test_only_the_newest_answers_are_remembered() -> None:
+    from envd.services.resolutions import KEEP, KEY_PREFIX
+
+    memory, uv = Memory(), Uv()
+    resolutions = Resolutions(memory, uv.resolve, lambda: uv.uv)
+    for i in range(KEEP + 10):
+        resolutions.resolve([f"pkg{i}"])
+    remembered = [k for k in memory.values if k.startswith(KEY_PREFIX)]
+    assert len(remembered) == KEEP
+    resolutions.resolve([f"pkg{KEEP + 9}"])  # the newest is still there: not asked again
+    assert len(uv.asked) == KEEP + 10
+    resolutions.resolve(["pkg0"])  # the oldest was forgotten: asked again
+    assert len(uv.asked) == KEEP + 11

@@ -206,3 +206,7 @@ class Database:
     def put(self, key: str, value: str) -> None:
         with self._transaction() as db:
             db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+
+    def delete(self, key: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM kv WHERE key=?", (key,))
