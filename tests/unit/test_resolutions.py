@@ -128,7 +128,8 @@ def test_an_unreadable_entry_or_a_failure_is_not_an_answer() -> None:
     failing = Resolutions(memory, fails, lambda: "0.13.9")
     with pytest.raises(RuntimeError):
         failing.resolve(["pandas"], **SETTINGS)
-    assert len([k for k in memory.values if k.startswith("resolution:")]) == 1  # nothing remembered for pandas
+    remembered = [k for k in memory.values if k.startswith("resolution:")]
+    assert len(remembered) == 1  # nothing remembered for pandas
 
 
 def test_only_the_newest_answers_are_remembered() -> None:
