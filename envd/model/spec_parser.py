@@ -108,6 +108,14 @@ class _Parser(RequirementsSection):
         project = self.project(values.get("project"))
         if project is not None:
             read = read.plus(project_requirements(self, self.is_file, values["project"], read))
+        elif read.root_project is not None and "project" not in values:
+            # `uv sync` installs the root project of a uv.lock that marks it editable; so
+            # does envd (a virtual root, `[tool.uv] package = false`, is not installed).
+            project = "editable"
+            node = values["requirements"]
+            read = read.plus(
+                project_requirements(self, self.is_file, node, read, key="requirements")
+            )
         packages, direct = self.packages(values.get("packages"))
         from_source = self.build(values.get("build"))
         self.check_direct(direct + read.direct, from_source)

@@ -124,9 +124,14 @@ class RequirementsRead:
     pins: tuple[FilePin, ...] = ()
     indexes: tuple[str, ...] = ()
     direct: tuple[DirectUrl, ...] = ()
+    # A uv.lock whose root package is `source = { editable = "." }`: `uv sync` installs the
+    # project itself, and so does envd when envd.yaml does not say `project:`. The file
+    # that says so, for the messages (None: no file installs the project).
+    root_project: str | None = None
 
     def plus(self, other: RequirementsRead) -> RequirementsRead:
         return RequirementsRead(
+            root_project=self.root_project or other.root_project,
             files=self.files + tuple(f for f in other.files if f not in self.files),
             requirements=self.requirements + other.requirements,
             constraints=self.constraints + other.constraints,
@@ -285,6 +290,7 @@ class RequirementsSection(Nodes):
             constraints=constraints,
             pins=pins,
             indexes=self.file_indexes(parsed, text, source),
+            root_project=relpath if kind == "uv.lock" and parsed.project == "editable" else None,
         )
 
     def file_indexes(self, parsed: reqfiles.Parsed, text: str, source: str) -> tuple[str, ...]:

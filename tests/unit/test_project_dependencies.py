@@ -241,3 +241,62 @@ def test_a_vcs_dependency_nothing_else_names_is_refused_at_project(tmp_path: Pat
         load_spec(root)
     assert "pyproject.toml: the project's requirement `tool @ git+" in info.value.message
     assert info.value.key_path == "project"
+
+
+def _uv_lock(root_source: str) -> str:
+    return (
+        'version = 1\nrequires-python = ">=3.11"\n\n'
+        f'[[package]]\nname = "app"\nversion = "0.1.0"\nsource = {root_source}\n'
+        'dependencies = [{ name = "six" }]\n\n'
+        '[[package]]\nname = "six"\nversion = "1.17.0"\n'
+        'source = { registry = "https://pypi.org/simple" }\n'
+        'wheels = [{ url = "https://x/six-1.17.0-py2.py3-none-any.whl", hash = "sha256:'
+        + "4" * 64
+        + '" }]\n'
+    )
+
+
+APP_PYPROJECT = '[project]\nname = "app"\nversion = "0.1.0"\ndependencies = ["six"]\n'
+
+
+def test_requirements_uv_lock_installs_its_editable_root_as_uv_sync_does(tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        "requirements: uv.lock\n",
+        **{"uv.lock": _uv_lock('{ editable = "." }'), "pyproject.toml": APP_PYPROJECT},
+    )
+    spec = load_spec(root)
+    assert spec.project == "editable"  # no `project:` written: uv.lock's root says editable
+    assert "pyproject.toml" in spec.requirements_files  # the root's metadata is watched
+    assert "six==1.17.0" in spec.all_requirements
+    # a lock made when uv.lock's root was not installed is stale, saying why
+    virtual = load_spec(
+        project(
+            tmp_path / "v",
+            "requirements: uv.lock\n",
+            **{"uv.lock": _uv_lock('{ virtual = "." }'), "pyproject.toml": APP_PYPROJECT},
+        )
+    )
+    assert virtual.project is None  # `[tool.uv] package = false`: uv sync installs no root
+    assert hash_inputs(inputs_from_spec(virtual)) != hash_inputs(inputs_from_spec(spec))
+
+
+def test_project_written_in_envd_yaml_wins_over_uv_locks_root(tmp_path: Path) -> None:
+    root = project(
+        tmp_path,
+        "requirements: uv.lock\nproject: install\n",
+        **{"uv.lock": _uv_lock('{ editable = "." }'), "pyproject.toml": APP_PYPROJECT},
+    )
+    assert load_spec(root).project == "install"
+
+
+def test_uv_locks_root_with_a_bad_dependency_is_refused_at_requirements(tmp_path: Path) -> None:
+    bad = '[project]\nname = "app"\nversion = "0.1.0"\ndependencies = ["other @ git+https://x/other"]\n'
+    root = project(
+        tmp_path,
+        "requirements: uv.lock\n",
+        **{"uv.lock": _uv_lock('{ editable = "." }'), "pyproject.toml": bad},
+    )
+    with pytest.raises(SpecError) as info:
+        load_spec(root)
+    assert info.value.key_path == "requirements"  # the key that installs the project
