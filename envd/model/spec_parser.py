@@ -145,6 +145,7 @@ class _Parser(RequirementsSection):
             + read.constraints,
             overrides=self.pep508_list(values.get("overrides"), "overrides"),
             project=project,
+            members=read.members,
             runs=self.runs(values.get("runs")),
             setup_steps=steps,
             from_source=from_source,
