@@ -300,3 +300,55 @@ def test_uv_locks_root_with_a_bad_dependency_is_refused_at_requirements(tmp_path
     with pytest.raises(SpecError) as info:
         load_spec(root)
     assert info.value.key_path == "requirements"  # the key that installs the project
+
+
+def test_a_workspace_member_is_installed_editable_from_its_folder(tmp_path: Path) -> None:
+    from envd.model.lockfile import dumps, loads, staleness
+    from envd.model.plan import make_plan
+
+    lib = '[project]\nname = "lib"\nversion = "0.2.0"\ndependencies = ["idna"]\n'
+    app = '[project]\nname = "app"\nversion = "0.1.0"\ndependencies = ["lib", "six"]\n'
+    root = project(
+        tmp_path,
+        "project: editable\n",
+        **{"pyproject.toml": app, "packages__lib__pyproject.toml": lib},
+    )
+    (root / "packages/lib/src/mylib").mkdir(parents=True)
+    (root / "packages/lib/src/mylib/__init__.py").write_text("")
+    base = lock(())
+    pinned = (
+        PythonPackage("idna", "3.10", ("sha256:" + "1" * 64,)),
+        PythonPackage("six", "1.17.0", ("sha256:" + "2" * 64,)),
+    )
+    inputs = replace(base.inputs, project="editable", members=("packages/lib",))
+    the_lock = replace(base, inputs=inputs, inputs_hash=hash_inputs(inputs), python=pinned)
+    read = read_project_inputs(str(root), the_lock)  # `lib` is local: not asked of the lock
+    (member,) = read.members
+    assert (member.name, member.version, member.source) == ("lib", "0.2.0", "packages/lib/src")
+    plan = make_plan("p", the_lock, package=read.package, members=read.members)
+    step = next(s for s in plan.steps if s.name == "project")
+    generated = dict(plan.generated)
+    by_path = {f.path: generated[f.sha256] for f in step.files}
+    site = "opt/venv/lib/python3.11/site-packages"
+    assert by_path[f"{site}/__editable__.lib-0.2.0.pth"] == b"/workspace/packages/lib/src\n"
+    assert b"/workspace/packages/lib" in by_path[f"{site}/lib-0.2.0.dist-info/direct_url.json"]
+    assert f"{site}/app-0.1.0.dist-info/METADATA" in by_path  # the root is still installed
+    # a member's own dependency the lock lacks is named, with the member
+    with pytest.raises(SpecError, match=r"`packages/lib`: the project depends on idna"):
+        read_project_inputs(str(root), replace(the_lock, python=pinned[1:]))
+    # the lock keeps the members, and a lock without them is stale, saying why
+    assert loads(dumps(the_lock), "envd.lock").inputs.members == ("packages/lib",)
+    old = replace(inputs, members=())
+    assert "local packages changed: packages/lib → none" in staleness(the_lock, old)
+    # a lock without members keeps the project step's key it always had
+    plain = replace(base, inputs=replace(base.inputs, project="editable"), python=pinned)
+    keys = {s.name: s.key for s in make_plan("p", plain, package=read.package).steps}
+    assert keys["project"] != step.key
+
+
+def test_a_member_without_pyproject_fails_the_build_naming_it(tmp_path: Path) -> None:
+    root = project(tmp_path, "", **{"packages__lib__setup.py": SETUP_PY})
+    base = lock(())
+    the_lock = replace(base, inputs=replace(base.inputs, members=("packages/lib",)))
+    with pytest.raises(SpecError, match=r"local package `packages/lib` has no pyproject\.toml"):
+        read_project_inputs(str(root), the_lock)
