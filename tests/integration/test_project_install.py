@@ -191,7 +191,18 @@ def test_a_setup_py_only_project_is_locked_and_installed(shared: Envctl) -> None
     assert shared.ok("enter", str(path), "--", "legacy").strip() == "tiny says old"
 
 
-WORKSPACE_LOCK = """\
+_FILES = "https://files.pythonhosted.org/packages"
+_IDNA = (
+    f"{_FILES}/76/c6/c88e154df9c4e1a2a66ccf0005a88dfb2650c1dffb6f5ce603dfbd452ce3/"
+    "idna-3.10-py3-none-any.whl",
+    "946d195a0d259cbba61165e88e65941f16e9b36ea6ddb97f00452bae8b1287d3",
+)
+_SIX = (
+    f"{_FILES}/b7/ce/149a00dd41f10bc29e5921b496af8b574d8413afcd5e30dfa0ed46c2cc5e/"
+    "six-1.17.0-py2.py3-none-any.whl",
+    "4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274",
+)
+WORKSPACE_LOCK = f"""\
 version = 1
 requires-python = ">=3.11"
 
@@ -201,32 +212,26 @@ members = ["app", "lib"]
 [[package]]
 name = "app"
 version = "0.1.0"
-source = { editable = "." }
-dependencies = [{ name = "lib" }, { name = "six" }]
+source = {{ editable = "." }}
+dependencies = [{{ name = "lib" }}, {{ name = "six" }}]
 
 [[package]]
 name = "idna"
 version = "3.10"
-source = { registry = "https://pypi.org/simple" }
-sdist = { url = "https://files.pythonhosted.org/packages/f1/70/7703c29685631f5a7590aa73f1f1d3fa9a380e654b86af429e0934a32f7d/idna-3.10.tar.gz", hash = "sha256:12f65c9b470abda6dc35cf8e63cc574b1c52b11df2c86030af0ac09b01b13ea9", size = 190490 }
-wheels = [
-    { url = "https://files.pythonhosted.org/packages/76/c6/c88e154df9c4e1a2a66ccf0005a88dfb2650c1dffb6f5ce603dfbd452ce3/idna-3.10-py3-none-any.whl", hash = "sha256:946d195a0d259cbba61165e88e65941f16e9b36ea6ddb97f00452bae8b1287d3", size = 70442 },
-]
+source = {{ registry = "https://pypi.org/simple" }}
+wheels = [{{ url = "{_IDNA[0]}", hash = "sha256:{_IDNA[1]}" }}]
 
 [[package]]
 name = "lib"
 version = "0.2.0"
-source = { editable = "packages/lib" }
-dependencies = [{ name = "idna" }]
+source = {{ editable = "packages/lib" }}
+dependencies = [{{ name = "idna" }}]
 
 [[package]]
 name = "six"
 version = "1.17.0"
-source = { registry = "https://pypi.org/simple" }
-sdist = { url = "https://files.pythonhosted.org/packages/94/e7/b2c673351809dca68a0e064b6af791aa332cf192da575fd474ed7d6f16a2/six-1.17.0.tar.gz", hash = "sha256:ff70335d468e7eb6ec65b95b99d3a2836546063f63acc5171de367e834932a81", size = 34031 }
-wheels = [
-    { url = "https://files.pythonhosted.org/packages/b7/ce/149a00dd41f10bc29e5921b496af8b574d8413afcd5e30dfa0ed46c2cc5e/six-1.17.0-py2.py3-none-any.whl", hash = "sha256:4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274", size = 11050 },
-]
+source = {{ registry = "https://pypi.org/simple" }}
+wheels = [{{ url = "{_SIX[0]}", hash = "sha256:{_SIX[1]}" }}]
 """
 
 
@@ -243,7 +248,8 @@ def test_requirements_uv_lock_installs_the_root_and_workspace_members_as_uv_sync
     (path / "uv.lock").write_text(WORKSPACE_LOCK)
     (path / "pyproject.toml").write_text(
         '[project]\nname = "app"\nversion = "0.1.0"\ndependencies = ["lib", "six"]\n\n'
-        '[tool.uv.sources]\nlib = { workspace = true }\n\n[tool.uv.workspace]\nmembers = ["packages/*"]\n'
+        "[tool.uv.sources]\nlib = { workspace = true }\n\n"
+        '[tool.uv.workspace]\nmembers = ["packages/*"]\n'
     )
     (path / "src" / "app" / "__init__.py").write_text("NAME = 'app'\n")
     (path / "packages" / "lib" / "pyproject.toml").write_text(

@@ -750,7 +750,8 @@ version = "1.0"
 source = { directory = "vendor/thing" }
 """
 _PINS = "".join(
-    f'\n[[package]]\nname = "{n}"\nversion = "{v}"\nsource = {{ registry = "https://pypi.org/simple" }}\n'
+    f'\n[[package]]\nname = "{n}"\nversion = "{v}"\n'
+    'source = { registry = "https://pypi.org/simple" }\n'
     for n, v in (("six", "1.17.0"), ("idna", "3.10"), ("anyio", "4.0.0"), ("sniffio", "1.3.1"))
 )
 
