@@ -771,3 +771,22 @@ def test_uv_lock_member_outside_the_project_is_refused() -> None:
     text = WORKSPACE_LOCK.replace('"packages/lib"', '"../lib"') + _PINS
     err = error(rf.parse_uv_lock, text, root=ROOT)
     assert "`lib`: local source `../lib` is outside the project" in err.message
+
+
+def test_pipfile_lock_editable_path_inside_is_installed_and_outside_refused() -> None:
+    def lock(entries: str) -> str:
+        return '{"_meta": {}, "default": {' + entries + "}}"
+
+    six = '"six": {"version": "==1.17.0", "hashes": ["sha256:%s"]}' % ("4" * 64)
+    inside = lock(six + ', "dummy": {"editable": true, "path": "./sub"}')
+    parsed = rf.parse_pipfile_lock(inside)
+    assert parsed.members == ("sub",)  # installed editable from the project's files
+    assert parsed.warnings == () and parsed.requirements == ("six==1.17.0",)
+    # not editable: left out, saying so
+    copied = rf.parse_pipfile_lock(lock(six + ', "dummy": {"path": "sub"}'))
+    assert copied.members == () and "`dummy` is a local path; left out" in copied.warnings[0]
+    # outside the project: refused with the reason (was: left out silently)
+    err = error(
+        rf.parse_pipfile_lock, lock('"dummy": {"editable": true, "path": "../x"}'), root=ROOT
+    )
+    assert "`dummy`: path `../x` is outside the project" in err.message
