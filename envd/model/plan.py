@@ -407,8 +407,10 @@ class ProjectPackage:
     location: str = ""
 
 
-def read_pyproject(text: str) -> ProjectPackage:
-    """[project] name, version, description, requires-python, dependencies and scripts."""
+def read_pyproject(text: str, version: str | None = None) -> ProjectPackage:
+    """[project] name, version, description, requires-python, dependencies and scripts.
+    `version`: the version read elsewhere when [project] declares it dynamic (setuptools'
+    `attr`, read statically: envd.model.setupmeta.literal_attr)."""
     import tomllib
 
     try:
@@ -418,7 +420,7 @@ def read_pyproject(text: str) -> ProjectPackage:
     table = data.get("project")
     if not isinstance(table, dict):
         raise ProjectError("pyproject.toml has no [project] table (PEP 621)")
-    name, version = table.get("name"), table.get("version")
+    name, version = table.get("name"), table.get("version") or version
     if not isinstance(name, str) or not name:
         raise ProjectError("pyproject.toml: [project] has no `name`")
     if not isinstance(version, str) or not version:

@@ -225,3 +225,67 @@ def _from_py(text: str) -> SetupMetadata:
 
 def _opt(value: object) -> str | None:
     return value.strip() or None if isinstance(value, str) else None
+
+
+# ------------------------------------------------------------ `attr:` read statically
+#
+# setuptools resolves `version = attr: pkg.__version__` (setup.cfg) and pyproject.toml's
+# `[tool.setuptools.dynamic] version = { attr = "pkg.VERSION" }` by reading the module with
+# `ast` first, importing it only when the value is not a literal (setuptools.config.expand
+# StaticModule). envd does the first half and never the second: a literal string assigned at
+# the module's top level is the version; anything else stays refused, naming the fix.
+
+
+def dynamic_version_attr(pyproject_text: str) -> str | None:
+    """`pkg.VERSION` when pyproject.toml takes its version from setuptools' `attr`."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(pyproject_text.removeprefix("\ufeff"))
+    except tomllib.TOMLDecodeError:
+        return None
+    project = data.get("project")
+    dynamic = project.get("dynamic") if isinstance(project, dict) else None
+    if not isinstance(dynamic, list) or "version" not in dynamic:
+        return None
+    tool = data.get("tool")
+    setuptools = tool.get("setuptools") if isinstance(tool, dict) else None
+    table = setuptools.get("dynamic") if isinstance(setuptools, dict) else None
+    version = table.get("version") if isinstance(table, dict) else None
+    attr = version.get("attr") if isinstance(version, dict) else None
+    return attr.strip() if isinstance(attr, str) and "." in attr else None
+
+
+def attr_module_files(attr: str) -> tuple[str, ...]:
+    """Where the module of `attr` may lie, relative to the package's folder (src layout first,
+    as setuptools' discovery finds it)."""
+    module = attr.rsplit(".", 1)[0].replace(".", "/")
+    return tuple(
+        f"{base}{module}{tail}" for base in ("src/", "") for tail in ("/__init__.py", ".py")
+    )
+
+
+def literal_attr(module_text: str, attr: str) -> str | None:
+    """The string literally assigned to `attr`'s last name at the module's top level (None:
+    not there, or computed)."""
+    name = attr.rsplit(".", 1)[-1]
+    try:
+        tree = ast.parse(module_text)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+    found: str | None = None
+    for node in tree.body:
+        targets: list[ast.expr] = []
+        value: ast.expr | None = None
+        if isinstance(node, ast.Assign):
+            targets, value = list(node.targets), node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        if value is None or not any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            continue
+        found = (
+            value.value.strip() or None
+            if isinstance(value, ast.Constant) and isinstance(value.value, str)
+            else None
+        )  # the last assignment wins, as when the module runs
+    return found

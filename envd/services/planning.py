@@ -15,7 +15,13 @@ from envd.gateways.projectfiles import find_project_package, read_project_file, 
 from envd.gateways.store import ProjectRow
 from envd.model import plan as p
 from envd.model.lockfile import LockFile
-from envd.model.setupmeta import SetupError, read_setup
+from envd.model.setupmeta import (
+    SetupError,
+    attr_module_files,
+    dynamic_version_attr,
+    literal_attr,
+    read_setup,
+)
 
 
 def plan_for(row: ProjectRow, lock: LockFile, namespace: str) -> p.BuildPlan:
@@ -67,6 +73,20 @@ def read_project_inputs(project_dir: str, lock: LockFile) -> ProjectInputs:
     return ProjectInputs(setup, package, contents, members)
 
 
+def _parse_pyproject(project_dir: str, folder: str, text: str) -> p.ProjectPackage:
+    """pyproject.toml's [project]; a version setuptools takes from `attr` is read from the
+    module's literal assignment, without running it (as setuptools reads it first)."""
+    version = None
+    attr = dynamic_version_attr(text)
+    if attr is not None:
+        for relpath in attr_module_files(attr):
+            module = read_project_file(project_dir, f"{folder}/{relpath}" if folder else relpath)
+            if module is not None:
+                version = literal_attr(module, attr)
+                break
+    return p.read_pyproject(text, version)
+
+
 def _read_member(project_dir: str, member: str) -> p.ProjectPackage:
     """A local package in a subfolder (a uv workspace member) as the project step installs it
     editable: its pyproject.toml [project], its import packages found under the folder."""
@@ -82,7 +102,7 @@ def _read_member(project_dir: str, member: str) -> p.ProjectPackage:
             "package from the workspace (`uv lock` again)",
         )
     try:
-        package = p.read_pyproject(text)
+        package = _parse_pyproject(project_dir, member, text)
     except p.ProjectError as exc:
         raise SpecError(
             f"the local package `{member}`: {exc}",
@@ -133,7 +153,7 @@ def _read_package(project_dir: str, mode: str, contents: dict[str, bytes]) -> p.
             "`project:` from envd.yaml",
         )
     try:
-        package = p.read_pyproject(text)
+        package = _parse_pyproject(project_dir, "", text)
     except p.ProjectError as exc:
         raise SpecError(
             str(exc),

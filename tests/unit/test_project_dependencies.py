@@ -352,3 +352,40 @@ def test_a_member_without_pyproject_fails_the_build_naming_it(tmp_path: Path) ->
     the_lock = replace(base, inputs=replace(base.inputs, members=("packages/lib",)))
     with pytest.raises(SpecError, match=r"local package `packages/lib` has no pyproject\.toml"):
         read_project_inputs(str(root), the_lock)
+
+
+DYNAMIC = """\
+[project]
+name = "pkg-dynamic"
+dynamic = ["version"]
+
+[tool.setuptools.dynamic]
+version = { attr = "pkg_dynamic.VERSION" }
+"""
+
+
+def test_a_setuptools_attr_version_is_read_from_the_modules_literal(tmp_path: Path) -> None:
+    root = project(tmp_path, "project: editable\n", **{"pyproject.toml": DYNAMIC})
+    module = root / "src" / "pkg_dynamic" / "__init__.py"
+    module.parent.mkdir(parents=True)
+    module.write_text('"""doc"""\nVERSION = "0.1"\nVERSION: str = "0.3.1"\n')
+    base = lock(())
+    the_lock = replace(base, inputs=replace(base.inputs, project="editable"))
+    package = read_project_inputs(str(root), the_lock).package
+    assert package is not None and package.version == "0.3.1"  # the last assignment wins
+    # a computed value is never run: refused as before, naming the missing static version
+    module.write_text("import subprocess\nVERSION = subprocess.check_output(['id'])\n")
+    with pytest.raises(SpecError, match=r"has no static `version`"):
+        read_project_inputs(str(root), the_lock)
+
+
+def test_literal_attr_reads_only_top_level_string_literals() -> None:
+    from envd.model.setupmeta import attr_module_files, dynamic_version_attr, literal_attr
+
+    assert dynamic_version_attr(DYNAMIC) == "pkg_dynamic.VERSION"
+    assert dynamic_version_attr(DYNAMIC.replace('dynamic = ["version"]', 'version = "1"')) is None
+    assert attr_module_files("a.b.__version__")[0] == "src/a/b/__init__.py"
+    assert literal_attr("__version__ = '2.0'\n", "pkg.__version__") == "2.0"
+    assert literal_attr("def f():\n    __version__ = '9'\n", "pkg.__version__") is None
+    assert literal_attr("__version__ = get()\n", "pkg.__version__") is None
+    assert literal_attr("not python (", "pkg.__version__") is None
