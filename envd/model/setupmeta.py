@@ -36,6 +36,9 @@ class SetupMetadata:
     scripts: tuple[tuple[str, str], ...] = ()  # console_scripts (command, "module:attr")
     package_dir: str = ""  # "" or e.g. "src": where the import packages lie
     source: str = ""  # the file the dependencies were read from
+    # setup.cfg `version = attr: pkg.__version__`: read from the module's literal assignment
+    # when the project is installed (literal_attr), never by running it
+    version_attr: str | None = None
 
 
 _EXAMPLES = {
@@ -63,6 +66,7 @@ def read_setup(setup_py: str | None, setup_cfg: str | None) -> SetupMetadata:
     return SetupMetadata(
         name=py.name or cfg.name,
         version=py.version or cfg.version,
+        version_attr=None if py.version else cfg.version_attr,
         summary=py.summary or cfg.summary,
         requires_python=py.requires_python or cfg.requires_python,
         install_requires=(
@@ -97,7 +101,16 @@ def _from_cfg(text: str) -> SetupMetadata:
     meta = parser["metadata"] if parser.has_section("metadata") else {}
     options = parser["options"] if parser.has_section("options") else {}
     version = meta.get("version")
-    if version is not None and version.strip().startswith(("attr:", "file:")):
+    version_attr = None
+    if version is not None and version.strip().startswith("attr:"):
+        version_attr = version.strip().removeprefix("attr:").strip()
+        version = None
+        if "." not in version_attr:
+            raise SetupError(
+                f"setup.cfg: version is `attr: {version_attr}`, which names no module",
+                "write `version = attr: mypkg.__version__`, or the version literally",
+            )
+    if version is not None and version.strip().startswith("file:"):
         raise SetupError(
             f"setup.cfg: version is `{version.strip()}`, computed when the project is built; "
             "envd installs the project without building it",
@@ -129,6 +142,7 @@ def _from_cfg(text: str) -> SetupMetadata:
         scripts=tuple(sorted(scripts)),
         package_dir=package_dir,
         source="setup.cfg",
+        version_attr=version_attr,
     )
 
 
@@ -256,13 +270,12 @@ def dynamic_version_attr(pyproject_text: str) -> str | None:
     return attr.strip() if isinstance(attr, str) and "." in attr else None
 
 
-def attr_module_files(attr: str) -> tuple[str, ...]:
-    """Where the module of `attr` may lie, relative to the package's folder (src layout first,
-    as setuptools' discovery finds it)."""
+def attr_module_files(attr: str, package_dir: str = "") -> tuple[str, ...]:
+    """Where the module of `attr` may lie, relative to the package's folder: under
+    `package_dir` when the project names one, else src layout first, as setuptools finds it."""
     module = attr.rsplit(".", 1)[0].replace(".", "/")
-    return tuple(
-        f"{base}{module}{tail}" for base in ("src/", "") for tail in ("/__init__.py", ".py")
-    )
+    bases = (f"{package_dir}/",) if package_dir else ("src/", "")
+    return tuple(f"{base}{module}{tail}" for base in bases for tail in ("/__init__.py", ".py"))
 
 
 def literal_attr(module_text: str, attr: str) -> str | None:

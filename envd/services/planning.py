@@ -76,15 +76,18 @@ def read_project_inputs(project_dir: str, lock: LockFile) -> ProjectInputs:
 def _parse_pyproject(project_dir: str, folder: str, text: str) -> p.ProjectPackage:
     """pyproject.toml's [project]; a version setuptools takes from `attr` is read from the
     module's literal assignment, without running it (as setuptools reads it first)."""
-    version = None
     attr = dynamic_version_attr(text)
-    if attr is not None:
-        for relpath in attr_module_files(attr):
-            module = read_project_file(project_dir, f"{folder}/{relpath}" if folder else relpath)
-            if module is not None:
-                version = literal_attr(module, attr)
-                break
+    version = _attr_version(project_dir, folder, attr) if attr is not None else None
     return p.read_pyproject(text, version)
+
+
+def _attr_version(project_dir: str, folder: str, attr: str, package_dir: str = "") -> str | None:
+    """The literal string `attr` names in its module, found as setuptools finds it."""
+    for relpath in attr_module_files(attr, package_dir):
+        module = read_project_file(project_dir, f"{folder}/{relpath}" if folder else relpath)
+        if module is not None:
+            return literal_attr(module, attr)
+    return None
 
 
 def _read_member(project_dir: str, member: str) -> p.ProjectPackage:
@@ -172,7 +175,21 @@ def _read_setup_package(project_dir: str, mode: str) -> p.ProjectPackage | None:
         return None
     where = f"{project_dir}/{'setup.py' if setup_py is not None else 'setup.cfg'}"
     try:
-        return p.package_from_setup(read_setup(setup_py, setup_cfg))
+        meta = read_setup(setup_py, setup_cfg)
+        if meta.version is None and meta.version_attr is not None:
+            version = _attr_version(project_dir, "", meta.version_attr, meta.package_dir)
+            if version is None:
+                name = meta.version_attr.rsplit(".", 1)[-1]
+                raise SpecError(
+                    f"`project: {mode}`: setup.cfg's version is `attr: {meta.version_attr}`, "
+                    "and that module assigns it no literal string (envd reads the module, "
+                    "never runs it)",
+                    file=f"{project_dir}/setup.cfg",
+                    hint=f'assign it literally in the module (`{name} = "1.2.0"`), or write the '
+                    "version in setup.cfg",
+                )
+            meta = replace(meta, version=version)
+        return p.package_from_setup(meta)
     except SetupError as exc:
         raise SpecError(f"`project: {mode}`: {exc.message}", file=where, hint=exc.hint) from None
     except p.ProjectError as exc:

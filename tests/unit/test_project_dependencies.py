@@ -142,9 +142,32 @@ def test_setup_kwargs_unpacked_are_refused() -> None:
         read_setup("from setuptools import setup\nsetup(**META)\n", None)
 
 
-def test_setup_cfg_attr_version_is_refused() -> None:
-    with pytest.raises(SetupError, match="computed when the project is built"):
-        read_setup(None, "[metadata]\nname = a\nversion = attr: a.__version__\n")
+def test_setup_cfg_attr_version_is_read_from_the_module_at_build(tmp_path: Path) -> None:
+    # (was refused at lock; now read as setuptools reads it first: the module's literal)
+    cfg = (
+        "[metadata]\nname = a\nversion = attr: a.__version__\n\n[options]\ninstall_requires = six\n"
+    )
+    meta = read_setup(None, cfg)
+    assert (meta.version, meta.version_attr, meta.install_requires) == (
+        None,
+        "a.__version__",
+        ("six",),
+    )
+    root = project(tmp_path, "project: editable\n", **{"setup.cfg": cfg})
+    assert load_spec(root).all_requirements == ("six",)  # locks without the version
+    (root / "a").mkdir()
+    (root / "a" / "__init__.py").write_text("__version__ = '4.5.6'\n")
+    base = lock(())
+    pinned = (PythonPackage("six", "1.17.0", ("sha256:" + "2" * 64,)),)
+    the_lock = replace(base, inputs=replace(base.inputs, project="editable"), python=pinned)
+    package = read_project_inputs(str(root), the_lock).package
+    assert package is not None and (package.name, package.version) == ("a", "4.5.6")
+    (root / "a" / "__init__.py").write_text("__version__ = compute()\n")
+    with pytest.raises(SpecError, match=r"assigns it no literal string") as info:
+        read_project_inputs(str(root), the_lock)
+    assert '__version__ = "1.2.0"' in (info.value.hint or "")
+    with pytest.raises(SetupError, match="names no module"):
+        read_setup(None, "[metadata]\nname = a\nversion = attr: nomodule\n")
 
 
 def test_setup_py_overrides_setup_cfg() -> None:
