@@ -66,7 +66,7 @@ def read_setup(setup_py: str | None, setup_cfg: str | None) -> SetupMetadata:
     return SetupMetadata(
         name=py.name or cfg.name,
         version=py.version or cfg.version,
-        version_attr=None if py.version else cfg.version_attr,
+        version_attr=None if py.version else py.version_attr or cfg.version_attr,
         summary=py.summary or cfg.summary,
         requires_python=py.requires_python or cfg.requires_python,
         install_requires=(
@@ -197,8 +197,11 @@ def _from_py(text: str) -> SetupMetadata:
             "publish the package as a wheel and depend on it by name, or remove `project:`",
         )
     found: dict[str, object] = {}
+    version_attr = None
+    if "version" in keywords:
+        version_attr = _imported_attr(tree, keywords["version"])
     for key in ("name", "version", "description", "python_requires", "install_requires"):
-        if key in keywords:
+        if key in keywords and not (key == "version" and version_attr is not None):
             found[key] = _literal(keywords[key], key)
     if "install_requires" not in found and unpacked:
         raise SetupError(
@@ -234,7 +237,33 @@ def _from_py(text: str) -> SetupMetadata:
         scripts=tuple(sorted(scripts)),
         package_dir=package_dir,
         source="setup.py",
+        version_attr=version_attr,
     )
+
+
+def _imported_attr(tree: ast.Module, node: ast.expr) -> str | None:
+    """`version=__version__` after `from pkg import __version__`, or `version=pkg.__version__`
+    after `import pkg`: the module attribute setup.py takes its version from, as `pkg.name`
+    (read later from the module's literal assignment, never run). None for anything else."""
+    imports: dict[str, str] = {}  # local name -> "module.attr" or "module"
+    for statement in tree.body:
+        if isinstance(statement, ast.ImportFrom) and statement.module and not statement.level:
+            for alias in statement.names:
+                imports[alias.asname or alias.name] = f"{statement.module}.{alias.name}"
+        elif isinstance(statement, ast.Import):
+            for alias in statement.names:
+                if alias.asname or "." not in alias.name:
+                    imports[alias.asname or alias.name] = alias.name
+    if isinstance(node, ast.Name) and "." in imports.get(node.id, ""):
+        return imports[node.id]
+    if (
+        isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in imports
+        and "." not in imports[node.value.id]
+    ):
+        return f"{imports[node.value.id]}.{node.attr}"
+    return None
 
 
 def _opt(value: object) -> str | None:

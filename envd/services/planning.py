@@ -181,12 +181,11 @@ def _read_setup_package(project_dir: str, mode: str) -> p.ProjectPackage | None:
             if version is None:
                 name = meta.version_attr.rsplit(".", 1)[-1]
                 raise SpecError(
-                    f"`project: {mode}`: setup.cfg's version is `attr: {meta.version_attr}`, "
-                    "and that module assigns it no literal string (envd reads the module, "
-                    "never runs it)",
-                    file=f"{project_dir}/setup.cfg",
+                    f"`project: {mode}`: the version is `{meta.version_attr}`, and that "
+                    "module assigns it no literal string (envd reads the module, never runs it)",
+                    file=where,
                     hint=f'assign it literally in the module (`{name} = "1.2.0"`), or write the '
-                    "version in setup.cfg",
+                    "version literally in setup.py or setup.cfg",
                 )
             meta = replace(meta, version=version)
         return p.package_from_setup(meta)

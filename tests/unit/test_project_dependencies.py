@@ -412,3 +412,31 @@ def test_literal_attr_reads_only_top_level_string_literals() -> None:
     assert literal_attr("def f():\n    __version__ = '9'\n", "pkg.__version__") is None
     assert literal_attr("__version__ = get()\n", "pkg.__version__") is None
     assert literal_attr("not python (", "pkg.__version__") is None
+
+
+def test_a_setup_py_version_imported_from_the_package_is_read_from_its_literal(
+    tmp_path: Path,
+) -> None:
+    setup_py = (
+        "from setuptools import setup\nfrom mypkg.version import __version__ as V\n"
+        "setup(name='mypkg', version=V, install_requires=['six'])\n"
+    )
+    root = project(tmp_path, "project: install\n", **{"setup.py": setup_py})
+    assert load_spec(root).all_requirements == ("six",)  # locks; the version is read at build
+    (root / "mypkg").mkdir()
+    (root / "mypkg" / "__init__.py").write_text("")
+    (root / "mypkg" / "version.py").write_text("__version__ = '0.9.1'\n")
+    base = lock(())
+    pinned = (PythonPackage("six", "1.17.0", ("sha256:" + "2" * 64,)),)
+    the_lock = replace(base, inputs=replace(base.inputs, project="install"), python=pinned)
+    package = read_project_inputs(str(root), the_lock).package
+    assert package is not None and (package.name, package.version) == ("mypkg", "0.9.1")
+    # `import pkg` then `version=pkg.__version__`: the same, from pkg's module
+    attribute = read_setup(
+        "import six\nfrom setuptools import setup\nsetup(version=six.VER)\n", None
+    )
+    assert (attribute.version, attribute.version_attr) == (None, "six.VER")
+    # computed in the module: refused at build, naming the module attribute and the fix
+    (root / "mypkg" / "version.py").write_text("__version__ = open('V').read()\n")
+    with pytest.raises(SpecError, match=r"`mypkg\.version\.__version__`.*no literal string"):
+        read_project_inputs(str(root), the_lock)
