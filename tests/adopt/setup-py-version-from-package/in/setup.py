@@ -1,6 +1,5 @@
-from setuptools import find_packages, setup
-
 from mypkg import __version__
+from setuptools import find_packages, setup
 
 setup(
     name="mypkg",

@@ -1,8 +1,6 @@
 # envd's own setup.py, in the shape of six's: setup() takes its version from the module it
 # installs (`import six` ... `version=six.__version__`), which only running setup.py gives
 # the legacy backend; envd reads the module's literal instead.
-from __future__ import with_statement
-
 try:
     from setuptools import setup
 except ImportError:
@@ -10,7 +8,7 @@ except ImportError:
 
 import six
 
-with open("README.rst", "r") as fp:
+with open("README.rst") as fp:
     long_description = fp.read()
 
 setup(
