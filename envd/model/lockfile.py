@@ -97,6 +97,7 @@ class Inputs:
     # The project files each setup step names (`files:`), in setup order; () when none does.
     setup_files: tuple[tuple[str, ...], ...] = ()
     project: str = ""  # `project:`: "editable" or "install" the project itself; "" for neither
+    members: tuple[str, ...] = ()  # local packages in subfolders, installed editable
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ def inputs_from_spec(spec: Spec) -> Inputs:
         from_source=spec.from_source,
         setup_files=_setup_files(spec),
         project=spec.project or "",
+        members=spec.members,
     )
 
 
@@ -174,7 +176,7 @@ def hash_inputs(inputs: Inputs) -> str:
 
 # Inputs keys added later: left out of the lock's text, its hashes and its integrity record
 # while empty, so a lock written before they existed reads, hashes and verifies as it did.
-_LATER_INPUTS = ("setup_files", "project")
+_LATER_INPUTS = ("setup_files", "project", "members")
 
 
 def _inputs_dict(inputs: Inputs) -> dict[str, Any]:
@@ -365,6 +367,11 @@ def staleness(lock: LockFile, inputs: Inputs) -> list[str]:
         reasons.append("setup files changed")
     if old.project != new.project:
         reasons.append(f"project changed: {old.project or 'unset'} → {new.project or 'unset'}")
+    if old.members != new.members:
+        reasons.append(
+            f"local packages changed: {', '.join(old.members) or 'none'} → "
+            f"{', '.join(new.members) or 'none'}"
+        )
     if not reasons and lock.inputs_hash != hash_inputs(new):
         reasons.append("inputs hash changed")
     return reasons

@@ -203,6 +203,7 @@ def make_plan(
     namespace: str = "envd",
     setup_files: SetupFiles | None = None,
     package: ProjectPackage | None = None,
+    members: tuple[ProjectPackage, ...] | None = None,
 ) -> BuildPlan:
     """The build plan of `lock`; images are named under `namespace`, one per envd home, so
     two homes on one engine never retag or remove each other's images.
@@ -210,7 +211,9 @@ def make_plan(
     `setup_files`: the digests of the project files the lock's setup steps name (read by the
     builder), so editing one rebuilds from its step on; the plan itself reads nothing.
     `package`: the project's pyproject.toml as read, for `project:` (its metadata, and for
-    `install` its package's files by digest). None: not read, the keys match no build."""
+    `install` its package's files by digest). None: not read, the keys match no build.
+    `members`: the local packages in subfolders the lock installs editable (`members`), as
+    read from their pyproject.toml (None: not read)."""
     steps: list[Step] = []
     base_content = [lock.base.kind, lock.base.digest, lock.base.reference]
     key = step_key("", "base", base_content)
@@ -284,16 +287,30 @@ def make_plan(
         )
 
     generated: dict[str, bytes] = {}
-    if lock.inputs.project:
+    if lock.inputs.project or lock.inputs.members:
         mode = lock.inputs.project
         written: tuple[StepFile, ...] = ()
-        if package is not None:
+        if package is not None and mode:
             written, generated = project_files(package, mode, lock.target.python_version)
         made: list[object] = [mode, [[f.path, f.sha256, f.executable] for f in written]]
-        if package is None:
+        if package is None and mode:
             made.append("unread")
-        key = step_key(key, "project", made)
         what = f"{package.name} {package.version}" if package else "the project"
+        if lock.inputs.members:
+            # (a lock without members keeps the key it always had)
+            extra: list[StepFile] = []
+            for member in members or ():
+                files, made_bytes = project_files(member, "editable", lock.target.python_version)
+                extra += files
+                generated.update(made_bytes)
+            made.append(["members", [[f.path, f.sha256, f.executable] for f in extra]])
+            if members is None or len(members) != len(lock.inputs.members):
+                made.append("members unread")
+            written += tuple(extra)
+            names = ", ".join(f"{m.name} {m.version}" for m in members or ())
+            what = f"{what}, {names}" if mode else names or "the local packages"
+            mode = mode or "editable"
+        key = step_key(key, "project", made)
         steps.append(
             Step(
                 "project",
@@ -387,10 +404,15 @@ class ProjectPackage:
     source: str = ""  # "" or "src": where the import package lies, relative to the project
     # `install`: the package's files (paths relative to `source`), by content
     files: tuple[StepFile, ...] = ()
+    # A local package in a subfolder (a uv workspace member): its folder in the project,
+    # where direct_url.json points ("" for the project itself).
+    location: str = ""
 
 
-def read_pyproject(text: str) -> ProjectPackage:
-    """[project] name, version, description, requires-python, dependencies and scripts."""
+def read_pyproject(text: str, version: str | None = None) -> ProjectPackage:
+    """[project] name, version, description, requires-python, dependencies and scripts.
+    `version`: the version read elsewhere when [project] declares it dynamic (setuptools'
+    `attr`, read statically: envd.model.setupmeta.literal_attr)."""
     import tomllib
 
     try:
@@ -400,7 +422,7 @@ def read_pyproject(text: str) -> ProjectPackage:
     table = data.get("project")
     if not isinstance(table, dict):
         raise ProjectError("pyproject.toml has no [project] table (PEP 621)")
-    name, version = table.get("name"), table.get("version")
+    name, version = table.get("name"), table.get("version") or version
     if not isinstance(name, str) or not name:
         raise ProjectError("pyproject.toml: [project] has no `name`")
     if not isinstance(version, str) or not version:
@@ -503,7 +525,7 @@ def project_files(
     made[f"{site}/{dist}/METADATA"] = ("\n".join(metadata) + "\n").encode(), False
     made[f"{site}/{dist}/INSTALLER"] = b"envd\n", False
     dir_info = {"editable": True} if mode == "editable" else {}
-    url = {"dir_info": dir_info, "url": f"file://{WORKDIR}"}
+    url = {"dir_info": dir_info, "url": f"file://{WORKDIR}/{package.location}".rstrip("/")}
     made[f"{site}/{dist}/direct_url.json"] = (
         (json.dumps(url, sort_keys=True) + "\n").encode(),
         False,

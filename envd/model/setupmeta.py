@@ -36,6 +36,9 @@ class SetupMetadata:
     scripts: tuple[tuple[str, str], ...] = ()  # console_scripts (command, "module:attr")
     package_dir: str = ""  # "" or e.g. "src": where the import packages lie
     source: str = ""  # the file the dependencies were read from
+    # setup.cfg `version = attr: pkg.__version__`: read from the module's literal assignment
+    # when the project is installed (literal_attr), never by running it
+    version_attr: str | None = None
 
 
 _EXAMPLES = {
@@ -63,6 +66,7 @@ def read_setup(setup_py: str | None, setup_cfg: str | None) -> SetupMetadata:
     return SetupMetadata(
         name=py.name or cfg.name,
         version=py.version or cfg.version,
+        version_attr=None if py.version else py.version_attr or cfg.version_attr,
         summary=py.summary or cfg.summary,
         requires_python=py.requires_python or cfg.requires_python,
         install_requires=(
@@ -97,7 +101,16 @@ def _from_cfg(text: str) -> SetupMetadata:
     meta = parser["metadata"] if parser.has_section("metadata") else {}
     options = parser["options"] if parser.has_section("options") else {}
     version = meta.get("version")
-    if version is not None and version.strip().startswith(("attr:", "file:")):
+    version_attr = None
+    if version is not None and version.strip().startswith("attr:"):
+        version_attr = version.strip().removeprefix("attr:").strip()
+        version = None
+        if "." not in version_attr:
+            raise SetupError(
+                f"setup.cfg: version is `attr: {version_attr}`, which names no module",
+                "write `version = attr: mypkg.__version__`, or the version literally",
+            )
+    if version is not None and version.strip().startswith("file:"):
         raise SetupError(
             f"setup.cfg: version is `{version.strip()}`, computed when the project is built; "
             "envd installs the project without building it",
@@ -129,6 +142,7 @@ def _from_cfg(text: str) -> SetupMetadata:
         scripts=tuple(sorted(scripts)),
         package_dir=package_dir,
         source="setup.cfg",
+        version_attr=version_attr,
     )
 
 
@@ -183,8 +197,11 @@ def _from_py(text: str) -> SetupMetadata:
             "publish the package as a wheel and depend on it by name, or remove `project:`",
         )
     found: dict[str, object] = {}
+    version_attr = None
+    if "version" in keywords:
+        version_attr = _imported_attr(tree, keywords["version"])
     for key in ("name", "version", "description", "python_requires", "install_requires"):
-        if key in keywords:
+        if key in keywords and not (key == "version" and version_attr is not None):
             found[key] = _literal(keywords[key], key)
     if "install_requires" not in found and unpacked:
         raise SetupError(
@@ -220,8 +237,97 @@ def _from_py(text: str) -> SetupMetadata:
         scripts=tuple(sorted(scripts)),
         package_dir=package_dir,
         source="setup.py",
+        version_attr=version_attr,
     )
+
+
+def _imported_attr(tree: ast.Module, node: ast.expr) -> str | None:
+    """`version=__version__` after `from pkg import __version__`, or `version=pkg.__version__`
+    after `import pkg`: the module attribute setup.py takes its version from, as `pkg.name`
+    (read later from the module's literal assignment, never run). None for anything else."""
+    imports: dict[str, str] = {}  # local name -> "module.attr" or "module"
+    for statement in tree.body:
+        if isinstance(statement, ast.ImportFrom) and statement.module and not statement.level:
+            for alias in statement.names:
+                imports[alias.asname or alias.name] = f"{statement.module}.{alias.name}"
+        elif isinstance(statement, ast.Import):
+            for alias in statement.names:
+                if alias.asname or "." not in alias.name:
+                    imports[alias.asname or alias.name] = alias.name
+    if isinstance(node, ast.Name) and "." in imports.get(node.id, ""):
+        return imports[node.id]
+    if (
+        isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in imports
+        and "." not in imports[node.value.id]
+    ):
+        return f"{imports[node.value.id]}.{node.attr}"
+    return None
 
 
 def _opt(value: object) -> str | None:
     return value.strip() or None if isinstance(value, str) else None
+
+
+# ------------------------------------------------------------ `attr:` read statically
+#
+# setuptools resolves `version = attr: pkg.__version__` (setup.cfg) and pyproject.toml's
+# `[tool.setuptools.dynamic] version = { attr = "pkg.VERSION" }` by reading the module with
+# `ast` first, importing it only when the value is not a literal (setuptools.config.expand
+# StaticModule). envd does the first half and never the second: a literal string assigned at
+# the module's top level is the version; anything else stays refused, naming the fix.
+
+
+def dynamic_version_attr(pyproject_text: str) -> str | None:
+    """`pkg.VERSION` when pyproject.toml takes its version from setuptools' `attr`."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(pyproject_text.removeprefix("\ufeff"))
+    except tomllib.TOMLDecodeError:
+        return None
+    project = data.get("project")
+    dynamic = project.get("dynamic") if isinstance(project, dict) else None
+    if not isinstance(dynamic, list) or "version" not in dynamic:
+        return None
+    tool = data.get("tool")
+    setuptools = tool.get("setuptools") if isinstance(tool, dict) else None
+    table = setuptools.get("dynamic") if isinstance(setuptools, dict) else None
+    version = table.get("version") if isinstance(table, dict) else None
+    attr = version.get("attr") if isinstance(version, dict) else None
+    return attr.strip() if isinstance(attr, str) and "." in attr else None
+
+
+def attr_module_files(attr: str, package_dir: str = "") -> tuple[str, ...]:
+    """Where the module of `attr` may lie, relative to the package's folder: under
+    `package_dir` when the project names one, else src layout first, as setuptools finds it."""
+    module = attr.rsplit(".", 1)[0].replace(".", "/")
+    bases = (f"{package_dir}/",) if package_dir else ("src/", "")
+    return tuple(f"{base}{module}{tail}" for base in bases for tail in ("/__init__.py", ".py"))
+
+
+def literal_attr(module_text: str, attr: str) -> str | None:
+    """The string literally assigned to `attr`'s last name at the module's top level (None:
+    not there, or computed)."""
+    name = attr.rsplit(".", 1)[-1]
+    try:
+        tree = ast.parse(module_text)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+    found: str | None = None
+    for node in tree.body:
+        targets: list[ast.expr] = []
+        value: ast.expr | None = None
+        if isinstance(node, ast.Assign):
+            targets, value = list(node.targets), node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        if value is None or not any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            continue
+        found = (
+            value.value.strip() or None
+            if isinstance(value, ast.Constant) and isinstance(value.value, str)
+            else None
+        )  # the last assignment wins, as when the module runs
+    return found

@@ -148,6 +148,9 @@ class Spec:
     constraints: tuple[str, ...] = ()  # PEP 508, normalised
     overrides: tuple[str, ...] = ()  # PEP 508, normalised
     project: ProjectMode | None = None
+    # Local packages in subfolders installed editable from the project's files (uv workspace
+    # members, Pipfile `{path = "sub", editable = true}`), relative paths, in the order read.
+    members: tuple[str, ...] = ()
     runs: Runs = field(default_factory=Runs)
     setup_steps: tuple[SetupStep, ...] = ()
     # `start:`: a project file (normalised relative path) that runs every command in the

@@ -71,6 +71,14 @@ class _Parser(ImageSections, PackageSections, RunSections, RequirementsSection):
         project = self.project(values.get("project"))
         if project is not None:
             read = read.plus(project_requirements(self, self.is_file, values["project"], read))
+        elif read.root_project is not None and "project" not in values:
+            # `uv sync` installs the root project of a uv.lock that marks it editable; so
+            # does envd (a virtual root, `[tool.uv] package = false`, is not installed).
+            project = "editable"
+            node = values["requirements"]
+            read = read.plus(
+                project_requirements(self, self.is_file, node, read, key="requirements")
+            )
         packages, direct = self.packages(values.get("packages"))
         from_source = self.build(values.get("build"))
         self.check_direct(direct + read.direct, from_source)
@@ -100,6 +108,7 @@ class _Parser(ImageSections, PackageSections, RunSections, RequirementsSection):
             + read.constraints,
             overrides=self.pep508_list(values.get("overrides"), "overrides"),
             project=project,
+            members=read.members,
             runs=self.runs(values.get("runs")),
             setup_steps=steps,
             start=self.start(values.get("start")),

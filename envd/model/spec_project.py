@@ -29,42 +29,48 @@ from envd.model.spec_requirements import (
 
 
 def project_requirements(
-    section: RequirementsSection, is_file: IsFile | None, node: yaml.Node, read: RequirementsRead
+    section: RequirementsSection,
+    is_file: IsFile | None,
+    node: yaml.Node,
+    read: RequirementsRead,
+    key: str = "project",
 ) -> RequirementsRead:
     """The project's dependencies as one more requirements file's worth (files read included,
-    so that they are watched and their changes make the lock stale)."""
+    so that they are watched and their changes make the lock stale). `key`: the envd.yaml key
+    that installs the project (`requirements` for a uv.lock that installs its root)."""
     if section.read_text is None or is_file is None or "pyproject.toml" in read.files:
         return RequirementsRead()
     if is_file("pyproject.toml"):
-        text = section.read_file("pyproject.toml", node, "project", top=True) or ""
+        text = section.read_file("pyproject.toml", node, key, top=True) or ""
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError:
             data = {"project": {}}  # said by the pyproject parser, at its line
         if isinstance(data.get("project"), dict):
             parsed = reqfiles.parse_pyproject(text, "pyproject.toml", root=section.project_dir)
-            taken = _taken(section, node, "pyproject.toml", parsed.requirements, read, data)
+            taken = _taken(section, node, key, "pyproject.toml", parsed.requirements, read, data)
             return RequirementsRead(files=("pyproject.toml",), requirements=taken)
     names = [name for name in ("setup.cfg", "setup.py") if is_file(name)]
     if not names:
         return RequirementsRead()
-    texts = {name: section.read_file(name, node, "project", top=True) for name in names}
+    texts = {name: section.read_file(name, node, key, top=True) for name in names}
     try:
         meta = read_setup(texts.get("setup.py"), texts.get("setup.cfg"))
     except SetupError as exc:
         raise section.error(
             f"`project:` needs the project's dependencies before it is built: {exc.message}",
             node,
-            "project",
+            key,
             hint=exc.hint,
         ) from None
-    taken = _taken(section, node, meta.source, meta.install_requires or (), read, {})
+    taken = _taken(section, node, key, meta.source, meta.install_requires or (), read, {})
     return RequirementsRead(files=tuple(names), requirements=taken)
 
 
 def _taken(
     section: RequirementsSection,
     node: yaml.Node,
+    key: str,
     source: str,
     requirements: tuple[str, ...],
     read: RequirementsRead,
@@ -86,7 +92,7 @@ def _taken(
             raise section.error(
                 f"{source}: the project's requirement `{text}`: {exc.message}",
                 node,
-                "project",
+                key,
                 hint=exc.hint,
             ) from None
     return tuple(out)

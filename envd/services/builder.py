@@ -78,7 +78,12 @@ class Builder:
         if inputs is None:
             inputs = read_project_inputs(row.path, lock)
         return p.make_plan(
-            row.name, lock, self._namespace, setup_files=inputs.setup_files, package=inputs.package
+            row.name,
+            lock,
+            self._namespace,
+            setup_files=inputs.setup_files,
+            package=inputs.package,
+            members=inputs.members,
         )
 
     def build(self, row: ProjectRow, progress: Reporter, dry_run: bool = False) -> BuildOutcome:

@@ -15,14 +15,25 @@ from envd.gateways.projectfiles import find_project_package, read_project_file, 
 from envd.gateways.store import ProjectRow
 from envd.model import plan as p
 from envd.model.lockfile import LockFile
-from envd.model.setupmeta import SetupError, read_setup
+from envd.model.setupmeta import (
+    SetupError,
+    attr_module_files,
+    dynamic_version_attr,
+    literal_attr,
+    read_setup,
+)
 
 
 def plan_for(row: ProjectRow, lock: LockFile, namespace: str) -> p.BuildPlan:
     """The plan `envctl build` would run for this lock now (reads the files it names)."""
     inputs = read_project_inputs(row.path, lock)
     return p.make_plan(
-        row.name, lock, namespace, setup_files=inputs.setup_files, package=inputs.package
+        row.name,
+        lock,
+        namespace,
+        setup_files=inputs.setup_files,
+        package=inputs.package,
+        members=inputs.members,
     )
 
 
@@ -35,6 +46,7 @@ class ProjectInputs:
     setup_files: p.SetupFiles = field(default_factory=dict)
     package: p.ProjectPackage | None = None
     contents: dict[str, bytes] = field(default_factory=dict)  # sha256 hex -> bytes
+    members: tuple[p.ProjectPackage, ...] = ()  # local packages in subfolders (editable)
 
 
 def read_project_inputs(project_dir: str, lock: LockFile) -> ProjectInputs:
@@ -48,14 +60,65 @@ def read_project_inputs(project_dir: str, lock: LockFile) -> ProjectInputs:
             contents[digest] = data
             listed.append(p.StepFile(relpath, digest, executable))
         setup[entry] = tuple(listed)
+    members = tuple(_read_member(project_dir, member) for member in lock.inputs.members)
+    local = {str(canonicalize_name(m.name)) for m in members}
     package = None
     if lock.inputs.project:
         package = _read_package(project_dir, lock.inputs.project, contents)
-        _check_dependencies_locked(project_dir, lock, package)
-    return ProjectInputs(setup, package, contents)
+        what = f"`project: {lock.inputs.project}`"
+        _check_dependencies_locked(project_dir, lock, package, local, what)
+    for member in members:
+        what = f"the local package `{member.location}`"
+        _check_dependencies_locked(project_dir, lock, member, local, what)
+    return ProjectInputs(setup, package, contents, members)
 
 
-def _check_dependencies_locked(project_dir: str, lock: LockFile, package: p.ProjectPackage) -> None:
+def _parse_pyproject(project_dir: str, folder: str, text: str) -> p.ProjectPackage:
+    """pyproject.toml's [project]; a version setuptools takes from `attr` is read from the
+    module's literal assignment, without running it (as setuptools reads it first)."""
+    attr = dynamic_version_attr(text)
+    version = _attr_version(project_dir, folder, attr) if attr is not None else None
+    return p.read_pyproject(text, version)
+
+
+def _attr_version(project_dir: str, folder: str, attr: str, package_dir: str = "") -> str | None:
+    """The literal string `attr` names in its module, found as setuptools finds it."""
+    for relpath in attr_module_files(attr, package_dir):
+        module = read_project_file(project_dir, f"{folder}/{relpath}" if folder else relpath)
+        if module is not None:
+            return literal_attr(module, attr)
+    return None
+
+
+def _read_member(project_dir: str, member: str) -> p.ProjectPackage:
+    """A local package in a subfolder (a uv workspace member) as the project step installs it
+    editable: its pyproject.toml [project], its import packages found under the folder."""
+    relpath = f"{member}/pyproject.toml"
+    where = f"{project_dir}/{relpath}"
+    text = read_project_file(project_dir, relpath)
+    if text is None:
+        raise SpecError(
+            f"the local package `{member}` has no pyproject.toml: envd installs it from its "
+            "[project] table",
+            file=where,
+            hint="add a pyproject.toml with [project] name and version there, or remove the "
+            "package from the workspace (`uv lock` again)",
+        )
+    try:
+        package = _parse_pyproject(project_dir, member, text)
+    except p.ProjectError as exc:
+        raise SpecError(
+            f"the local package `{member}`: {exc}",
+            file=where,
+            hint="envd reads [project] name, version, dependencies and scripts (PEP 621)",
+        ) from None
+    source, _ = find_project_package(f"{project_dir}/{member}", p.import_name(package.name))
+    return replace(package, source=f"{member}/{source}".rstrip("/"), location=member)
+
+
+def _check_dependencies_locked(
+    project_dir: str, lock: LockFile, package: p.ProjectPackage, local: set[str], what: str
+) -> None:
     """The project's own dependencies must be in envd.lock (`envctl lock` locks them with the
     rest, envd/model/spec_project.py): envd installs the project, never resolves for it at
     build time. A lock written before that lacks them."""
@@ -66,12 +129,12 @@ def _check_dependencies_locked(project_dir: str, lock: LockFile, package: p.Proj
             requirement = Requirement(text)
         except InvalidRequirement:
             continue
-        if requirement.marker is None and canonicalize_name(requirement.name) not in pinned:
+        name = canonicalize_name(requirement.name)
+        if requirement.marker is None and name not in pinned and name not in local:
             missing.append(requirement.name)
     if missing:
         raise SpecError(
-            f"`project: {lock.inputs.project}`: the project depends on "
-            f"{', '.join(missing)}, which envd.lock does not pin",
+            f"{what}: the project depends on {', '.join(missing)}, which envd.lock does not pin",
             file=f"{project_dir}/envd.yaml",
             hint="run `envctl lock`: it locks the project's own dependencies with the rest",
         )
@@ -93,7 +156,7 @@ def _read_package(project_dir: str, mode: str, contents: dict[str, bytes]) -> p.
             "`project:` from envd.yaml",
         )
     try:
-        package = p.read_pyproject(text)
+        package = _parse_pyproject(project_dir, "", text)
     except p.ProjectError as exc:
         raise SpecError(
             str(exc),
@@ -112,7 +175,20 @@ def _read_setup_package(project_dir: str, mode: str) -> p.ProjectPackage | None:
         return None
     where = f"{project_dir}/{'setup.py' if setup_py is not None else 'setup.cfg'}"
     try:
-        return p.package_from_setup(read_setup(setup_py, setup_cfg))
+        meta = read_setup(setup_py, setup_cfg)
+        if meta.version is None and meta.version_attr is not None:
+            version = _attr_version(project_dir, "", meta.version_attr, meta.package_dir)
+            if version is None:
+                name = meta.version_attr.rsplit(".", 1)[-1]
+                raise SpecError(
+                    f"`project: {mode}`: the version is `{meta.version_attr}`, and that "
+                    "module assigns it no literal string (envd reads the module, never runs it)",
+                    file=where,
+                    hint=f'assign it literally in the module (`{name} = "1.2.0"`), or write the '
+                    "version literally in setup.py or setup.cfg",
+                )
+            meta = replace(meta, version=version)
+        return p.package_from_setup(meta)
     except SetupError as exc:
         raise SpecError(f"`project: {mode}`: {exc.message}", file=where, hint=exc.hint) from None
     except p.ProjectError as exc:
@@ -154,4 +230,4 @@ def _with_files(
 def reads_project_files(lock: LockFile) -> bool:
     """Whether a build of `lock` depends on project files besides it (setup steps' files,
     the project's own pyproject.toml and package)."""
-    return bool(lock.inputs.setup_files) or bool(lock.inputs.project)
+    return bool(lock.inputs.setup_files or lock.inputs.project or lock.inputs.members)

@@ -190,3 +190,82 @@ def test_a_setup_py_only_project_is_locked_and_installed(shared: Envctl) -> None
     code = "import importlib.metadata as m, legacy_pkg, six; print(m.version('legacy-pkg'))"
     assert enter(shared, path, code) == "2.1"
     assert shared.ok("enter", str(path), "--", "legacy").strip() == "tiny says old"
+
+
+_FILES = "https://files.pythonhosted.org/packages"
+_IDNA = (
+    f"{_FILES}/76/c6/c88e154df9c4e1a2a66ccf0005a88dfb2650c1dffb6f5ce603dfbd452ce3/"
+    "idna-3.10-py3-none-any.whl",
+    "946d195a0d259cbba61165e88e65941f16e9b36ea6ddb97f00452bae8b1287d3",
+)
+_SIX = (
+    f"{_FILES}/b7/ce/149a00dd41f10bc29e5921b496af8b574d8413afcd5e30dfa0ed46c2cc5e/"
+    "six-1.17.0-py2.py3-none-any.whl",
+    "4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274",
+)
+WORKSPACE_LOCK = f"""\
+version = 1
+requires-python = ">=3.11"
+
+[manifest]
+members = ["app", "lib"]
+
+[[package]]
+name = "app"
+version = "0.1.0"
+source = {{ editable = "." }}
+dependencies = [{{ name = "lib" }}, {{ name = "six" }}]
+
+[[package]]
+name = "idna"
+version = "3.10"
+source = {{ registry = "https://pypi.org/simple" }}
+wheels = [{{ url = "{_IDNA[0]}", hash = "sha256:{_IDNA[1]}" }}]
+
+[[package]]
+name = "lib"
+version = "0.2.0"
+source = {{ editable = "packages/lib" }}
+dependencies = [{{ name = "idna" }}]
+
+[[package]]
+name = "six"
+version = "1.17.0"
+source = {{ registry = "https://pypi.org/simple" }}
+wheels = [{{ url = "{_SIX[0]}", hash = "sha256:{_SIX[1]}" }}]
+"""
+
+
+def test_requirements_uv_lock_installs_the_root_and_workspace_members_as_uv_sync(
+    shared: Envctl, tmp_path: Path
+) -> None:
+    path = shared.cwd / "uv-workspace"
+    (path / "src" / "app").mkdir(parents=True)
+    (path / "packages" / "lib" / "src" / "mylib").mkdir(parents=True)
+    # hand-written: no `project:`; uv.lock's root is editable, so it is installed
+    (path / "envd.yaml").write_text(
+        'version: 1\nbase: {debian: bookworm}\npython: "3.11"\nrequirements: uv.lock\n'
+    )
+    (path / "uv.lock").write_text(WORKSPACE_LOCK)
+    (path / "pyproject.toml").write_text(
+        '[project]\nname = "app"\nversion = "0.1.0"\ndependencies = ["lib", "six"]\n\n'
+        "[tool.uv.sources]\nlib = { workspace = true }\n\n"
+        '[tool.uv.workspace]\nmembers = ["packages/*"]\n'
+    )
+    (path / "src" / "app" / "__init__.py").write_text("NAME = 'app'\n")
+    (path / "packages" / "lib" / "pyproject.toml").write_text(
+        '[project]\nname = "lib"\nversion = "0.2.0"\ndependencies = ["idna"]\n'
+    )
+    (path / "packages" / "lib" / "src" / "mylib" / "__init__.py").write_text("VALUE = 1\n")
+    shared.ok("lock", str(path))
+    assert loads((path / "envd.lock").read_text(), "envd.lock").inputs.members == ("packages/lib",)
+    result = build(shared, path)
+    code = (
+        "import importlib.metadata as m, app, mylib, six, idna; "
+        "print(app.NAME, mylib.VALUE, m.version('app'), m.version('lib'), m.version('idna'))"
+    )
+    assert enter(shared, path, code) == "app 1 0.1.0 0.2.0 3.10"
+    # the member is live at /workspace too: editing it needs no build
+    (path / "packages" / "lib" / "src" / "mylib" / "__init__.py").write_text("VALUE = 2\n")
+    assert enter(shared, path, "import mylib; print(mylib.VALUE)") == "2"
+    assert problems(result["image"], tmp_path) == []

@@ -715,3 +715,78 @@ def test_a_byte_order_mark_is_ignored() -> None:
     assert req({"requirements.txt": "\ufeffnumpy\n"}).requirements == ("numpy",)
     assert rf.parse_pyproject('\ufeff[project]\nname = "x"\n').project_name == "x"
     assert rf.parse_devcontainer('\ufeff{"image": "x"}').image == "x"
+
+
+WORKSPACE_LOCK = """\
+version = 1
+requires-python = ">=3.11"
+
+[[package]]
+name = "root"
+version = "0"
+source = { virtual = "." }
+
+[package.dev-dependencies]
+dev = [{ name = "six" }]
+
+[[package]]
+name = "lib"
+version = "0.1.0"
+source = { editable = "packages/lib" }
+dependencies = [{ name = "idna" }]
+
+[package.dev-dependencies]
+dev = [{ name = "anyio" }]
+
+[[package]]
+name = "app"
+version = "0.1.0"
+source = { virtual = "packages/app" }
+dependencies = [{ name = "lib" }, { name = "sniffio" }]
+
+[[package]]
+name = "vendored"
+version = "1.0"
+source = { directory = "vendor/thing" }
+"""
+_PINS = "".join(
+    f'\n[[package]]\nname = "{n}"\nversion = "{v}"\n'
+    'source = { registry = "https://pypi.org/simple" }\n'
+    for n, v in (("six", "1.17.0"), ("idna", "3.10"), ("anyio", "4.0.0"), ("sniffio", "1.3.1"))
+)
+
+
+def test_uv_lock_workspace_members_are_installed_from_the_project() -> None:
+    parsed = rf.parse_uv_lock(WORKSPACE_LOCK + _PINS)
+    assert parsed.project is None  # a virtual root: uv sync installs no root package
+    assert parsed.members == ("packages/lib",)  # the editable member, from the project
+    # the root's dev group, and each member's own dependencies (not a member's dev group)
+    assert set(parsed.direct) == {"six==1.17.0", "idna==3.10", "sniffio==1.3.1"}
+    # a virtual member is no package: nothing said; a non-editable path source is left out
+    assert len(parsed.warnings) == 1
+    assert "`vendored`" in parsed.warnings[0] and "left out" in parsed.warnings[0]
+
+
+def test_uv_lock_member_outside_the_project_is_refused() -> None:
+    text = WORKSPACE_LOCK.replace('"packages/lib"', '"../lib"') + _PINS
+    err = error(rf.parse_uv_lock, text, root=ROOT)
+    assert "`lib`: local source `../lib` is outside the project" in err.message
+
+
+def test_pipfile_lock_editable_path_inside_is_installed_and_outside_refused() -> None:
+    def lock(entries: str) -> str:
+        return '{"_meta": {}, "default": {' + entries + "}}"
+
+    six = '"six": {"version": "==1.17.0", "hashes": ["sha256:%s"]}' % ("4" * 64)
+    inside = lock(six + ', "dummy": {"editable": true, "path": "./sub"}')
+    parsed = rf.parse_pipfile_lock(inside)
+    assert parsed.members == ("sub",)  # installed editable from the project's files
+    assert parsed.warnings == () and parsed.requirements == ("six==1.17.0",)
+    # not editable: left out, saying so
+    copied = rf.parse_pipfile_lock(lock(six + ', "dummy": {"path": "sub"}'))
+    assert copied.members == () and "`dummy` is a local path; left out" in copied.warnings[0]
+    # outside the project: refused with the reason (was: left out silently)
+    err = error(
+        rf.parse_pipfile_lock, lock('"dummy": {"editable": true, "path": "../x"}'), root=ROOT
+    )
+    assert "`dummy`: path `../x` is outside the project" in err.message

@@ -48,6 +48,11 @@ def _cog(found: _Found, files: Mapping[str, str], root: str) -> None:
 
 
 def _project(found: _Found, parsed: Parsed, *, installable_means: str = "install") -> None:
+    for member in parsed.members:
+        found.notes.append(
+            f"{parsed.source}: the local package `{member}` is installed editable from the "
+            "project's files"
+        )
     mode = parsed.project
     if mode == "install":
         mode = installable_means

@@ -77,6 +77,10 @@ class Parsed:
     # uv.lock: what the project at "." depends on (with the lock's markers and extras, pinned
     # to the locked version), its `dev` group included as uv installs it; () when unknown.
     direct: tuple[str, ...] = ()
+    # Local packages in a subfolder of the project that the file installs editable from the
+    # project's files (uv workspace members, Pipfile `{path = "sub", editable = true}`):
+    # paths relative to the project, checked with envd.model.safenames.
+    members: tuple[str, ...] = ()
 
 
 class Parser(Protocol):
@@ -121,6 +125,7 @@ class _Acc:
     constraint_lines: list[tuple[str, int]] = field(default_factory=list)
     project_line: tuple[str, int] | None = None
     direct: list[str] = field(default_factory=list)
+    members: list[str] = field(default_factory=list)
 
     def index(self, url: str) -> None:
         url = url.rstrip("/")
@@ -153,6 +158,7 @@ class _Acc:
             constraint_lines=tuple(self.constraint_lines),
             project_line=self.project_line,
             direct=tuple(self.direct),
+            members=tuple(self.members),
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from packaging.utils import canonicalize_name
 
+from envd.model.reqfiles import localpath
 from envd.model.reqfiles.base import (
     Parsed,
     Pin,
@@ -47,8 +48,19 @@ def parse_pipfile_lock(
                 if _is_project(path, entry.get("path")):
                     acc.project = "editable" if entry.get("editable") else "install"
                     acc.project_name = canonical
-                else:
-                    acc.warnings.append(f"{shown(root, path)}: `{name}` is a local path; left out")
+                    continue
+                written = entry.get("path")
+                if isinstance(written, str):
+                    where, target = localpath.locate(path, written)
+                    if where == "outside":
+                        message, hint = localpath.outside_message(f"`{name}`: path", written)
+                        raise _error(root, path, message, line_of(text, f'"{name}"'), hint)
+                    if entry.get("editable"):
+                        # installed editable from the project's files, as `pipenv sync` does
+                        if target not in acc.members:
+                            acc.members.append(target)
+                        continue
+                acc.warnings.append(f"{shown(root, path)}: `{name}` is a local path; left out")
                 continue
             digests = tuple(d for d in (_sha256(h) for h in entry.get("hashes", [])) if d)
             if "git" in entry:

@@ -37,20 +37,25 @@ def parse_uv_lock(text: str, path: str = "uv.lock", *, root: str = "") -> Parsed
     for package in (_mapping(p, "[[package]]", path, root, text) for p in packages):
         name = canonicalize_name(str(package.get("name", "")))
         source = _mapping(package.get("source") or {}, "source", path, root, text)
-        if source.get("editable") == "." or source.get("virtual") == ".":
+        where = source.get("editable", source.get("virtual"))
+        if isinstance(where, str) and localpath.locate(path, where)[0] != "outside":
+            # the root (with its `dev` group) and every workspace member: their edges are
+            # installed, as `uv sync --all-packages` installs them
             groups = _mapping(package.get("dev-dependencies") or {}, "dev", path, root, text)
-            for edge in [*package.get("dependencies", []), *groups.get("dev", [])]:
+            dev = groups.get("dev", []) if where == "." else []
+            for edge in [*package.get("dependencies", []), *dev]:
                 edges.append(_mapping(edge, "dependencies", path, root, text))
         if "editable" in source or "virtual" in source:
-            where = source.get("editable", source.get("virtual"))
             if where == ".":
                 acc.project = "editable" if "editable" in source else None
                 acc.project_name = name
             else:
-                _local(acc, root, path, name, str(where), text)
+                kind = "editable" if "editable" in source else "virtual"
+                _local(acc, root, path, name, str(where), text, kind)
             continue
         if "directory" in source or "path" in source:
-            _local(acc, root, path, name, str(source.get("directory", source.get("path"))), text)
+            written = str(source.get("directory", source.get("path")))
+            _local(acc, root, path, name, written, text, "path")
             continue
         hashes = [package.get("sdist", {}).get("hash")] + [
             w.get("hash") for w in package.get("wheels", [])
@@ -69,13 +74,21 @@ def parse_uv_lock(text: str, path: str = "uv.lock", *, root: str = "") -> Parsed
     return acc.freeze()
 
 
-def _local(acc: _Acc, root: str, path: str, name: str, written: str, text: str) -> None:
-    """A workspace member or path dependency: refused outside the project, else left out
-    (envd installs only the project at the top) with a warning saying so."""
+def _local(acc: _Acc, root: str, path: str, name: str, written: str, text: str, kind: str) -> None:
+    """A workspace member or path dependency: refused outside the project. An editable
+    workspace member is installed from the project's files, as `uv sync --all-packages`
+    does; a virtual one is not a package (its dependencies are installed); a non-editable
+    path dependency is left out with a warning saying so."""
     where, target = localpath.locate(path, written)
     if where == "outside":
         message, hint = localpath.outside_message(f"`{name}`: local source", written)
         raise _error(root, path, message, line_of(text, f'"{written}"'), hint)
+    if kind == "editable":
+        if target not in acc.members:
+            acc.members.append(target)
+        return
+    if kind == "virtual":
+        return
     message, _ = localpath.inside_message(f"`{name}`: local source", target)
     acc.warnings.append(f"{shown(root, path)}: {message}; left out")
 

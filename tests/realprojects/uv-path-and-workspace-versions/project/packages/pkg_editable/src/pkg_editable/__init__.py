@@ -1,0 +1,3 @@
+"""envd's own module, in the shape of upstream's."""
+
+NAME = "pkg-editable"
