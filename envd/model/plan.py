@@ -307,8 +307,8 @@ def make_plan(
             if members is None or len(members) != len(lock.inputs.members):
                 made.append("members unread")
             written += tuple(extra)
-            names = ", ".join(f"{m.name} {m.version}" for m in members or ())
-            what = f"{what}, {names}" if mode else names or "the local packages"
+            listed = ", ".join(f"{m.name} {m.version}" for m in members or ())
+            what = f"{what}, {listed}" if mode else listed or "the local packages"
             mode = mode or "editable"
         key = step_key(key, "project", made)
         steps.append(
