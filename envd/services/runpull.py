@@ -4,7 +4,8 @@ is touched (envd/services/runshare.py sends it).
 The manifest and config are read with bounds, the run comes from its statement by the
 hardened import path, every blob is downloaded to envd's own folder (a few at once) and
 checked against its digest as it comes (and the data, outputs and params against the
-statement), and the environment is pulled by digest and verified as `envctl pull` does.
+statement), and the environment is pulled by digest (meanwhile, by the engine) and verified
+as `envctl pull` does.
 Only then are files placed, through safenames and the beneath-the-root helpers, never over a
 different local file without `force`: a checked blob is moved into place where envd's folder
 and the project share a file system, else copied.
@@ -87,13 +88,18 @@ def pull_run(
     check_files(artifact, record, reference)
     scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
     _check_room(scratch, sum(f.size for f in artifact.files), reference)
-    with tempfile.TemporaryDirectory(prefix="pull-run-", dir=scratch) as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="pull-run-", dir=scratch) as tmp,
+        ThreadPoolExecutor(1, thread_name_prefix="pull-env") as puller,
+    ):
+        # The engine pulls (and envd verifies) the environment while the blobs come.
+        progress(Progress("pull", f"pulling the environment {repository}@{artifact.subject}"))
+        environment = puller.submit(sharing.pull, f"{repository}@{artifact.subject}", progress)
         fetched = [(file, Path(tmp) / str(i)) for i, file in enumerate(artifact.files)]
         _each(lambda item: fetch(registry, repository, *item, progress), fetched)
+        received = environment.result()
         # Every blob checked: only now is the project looked up (registered if new).
         row = projects.resolve(project or record.project)
-        progress(Progress("pull", f"pulling the environment {repository}@{artifact.subject}"))
-        received = sharing.pull(f"{repository}@{artifact.subject}", progress)
         if record.environment_hash and received.environment_hash != record.environment_hash:
             raise VerificationError(
                 f"{reference}: its environment image is {received.environment_hash[:19]}, "
