@@ -11,6 +11,9 @@
   image already in the engine, the bench's envd cache shared) against `dvc pull` into a fresh
   clone, which has a fresh DVC cache.
 - A second share of the same run (its data unchanged) against the first.
+- The registry's own floor: the same files PUT to a fresh repository of the same registry by
+  `curl -T`, one at a time (docker-registry hashes and writes what it receives: no client
+  sends faster than it takes them), given in the share case's note.
 - `envctl runs --from` over 200 shared runs (smoke: 5) from a fresh home: the second listing
   against the first (target: the second <= 0.2 s).
 
@@ -19,6 +22,7 @@ DVC lives in the bench's own venv (WORK/dvc-venv), made once with uv and kept be
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -26,6 +30,8 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,6 +98,7 @@ def bench_runs(mode: Mode) -> list[Case]:
         target="<= 0.1",
     )
     uploaded: list[int] = []
+    floor: list[float] = []
     for n in range(mode.times(1)):
         root = WORK / f"run-registry-{n}"
         shutil.rmtree(root, ignore_errors=True)
@@ -107,6 +114,8 @@ def bench_runs(mode: Mode) -> list[Case]:
                 os.sync()
                 share.b.append(timed(lambda: _dvc_run(dvc, dvc_repo, "push")))
                 os.sync()
+                floor.append(_curl_floor(address, project / "data"))
+                os.sync()
                 again.a.append(timed(lambda r=repo: envctl("share", "run", run_id, "--to", r)))
                 second = json.loads(envctl("--json", "share", "run", run_id, "--to", repo))
                 uploaded.append(int(second["result"]["files_uploaded"]))
@@ -118,7 +127,8 @@ def bench_runs(mode: Mode) -> list[Case]:
     again.b = list(share.a)
     share.note = (
         f"{files} files of {size // files >> 20} MiB of random bytes; the environment image "
-        "was in the registry before (pushed untimed)"
+        "was in the registry before (pushed untimed); the registry's floor (`curl -T` of the "
+        f"same files, one at a time): median {statistics.median(floor):.2f} s"
     )
     pull.note = "the environment image was already in the engine; the envd cache is shared"
     again.note = f"files uploaded by a third share: {max(uploaded, default=0)} (expected: 0)"
@@ -241,6 +251,23 @@ def _team_listing(mode: Mode, repo: str) -> Case:
         f"sharing them {shared:.0f} s"
     )
     return case
+
+
+def _curl_floor(address: str, data: Path) -> float:
+    """Seconds for `curl -T` to PUT each data file to a fresh repository of the registry (an
+    upload started untimed, its digest known): what the registry takes, without envd."""
+    total = 0.0
+    for part in sorted(data.glob("part-*.bin")):
+        digest = "sha256:" + hashlib.sha256(part.read_bytes()).hexdigest()
+        started = urllib.request.urlopen(
+            urllib.request.Request(f"http://{address}/v2/bench/floor/blobs/uploads/", method="POST")
+        )
+        location = urllib.parse.urljoin(f"http://{address}/", started.headers["Location"])
+        url = f"{location}{'&' if '?' in location else '?'}digest={digest}"
+        put = ["curl", "-sSf", "-o", "/dev/null", "-H", "Content-Type: application/octet-stream"]
+        put += ["-T", str(part), url]
+        total += timed(lambda argv=put: run(argv))
+    return total
 
 
 # ---------------------------------------------------------------------- DVC

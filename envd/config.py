@@ -16,7 +16,9 @@ _DESCRIPTIONS = {
     "rebuild_on_change": "rebuild in the background when a watched project changes",
     "mlflow_tracking_uri": "an MLflow server (http://...) finished runs are logged to; empty: off",
     "cache": "a registry repository (REGISTRY/REPO) builds share step images through; empty: off",
+    "user": "the name `share run` records as who shared (empty: git's user.name)",
 }
+MAX_USER = 100
 PROJECT_CACHE = "cache for project {name}: overrides `cache` (`off`: no cache)"
 # REGISTRY/REPO: a host (with a dot or a port, or localhost), then a lowercase repository path
 # (OCI distribution's grammar), and no tag or digest: the cache chooses the tags.
@@ -35,6 +37,7 @@ class Config:
     rebuild_on_change: bool = True
     mlflow_tracking_uri: str = ""
     cache: str = ""
+    user: str = ""
     # per-project overrides of `cache`, set as `cache[NAME]` ("off": none for that project)
     project_caches: tuple[tuple[str, str], ...] = ()
 
@@ -79,6 +82,8 @@ class Config:
             value = text.lower() in ("true", "yes", "1", "on")
         elif key == "cache":
             value = check_cache_reference(key, text.strip()) if text.strip() else ""
+        elif key == "user":
+            value = check_user(text)
         elif isinstance(current, str):
             value = text.strip()
             if value and not value.startswith(("http://", "https://")):
@@ -115,6 +120,16 @@ def check_cache_reference(key: str, text: str) -> str:
     return text
 
 
+def check_user(text: str) -> str:
+    """A name to record as who shared a run: one line of printable text, bounded."""
+    name = " ".join(text.split())
+    if len(name) > MAX_USER or not name.isprintable():
+        raise UsageError(
+            f"`user` takes a name of at most {MAX_USER} printable characters, not {text!r}"
+        )
+    return name
+
+
 def _format(value: object) -> str:
     if value is None:
         return ""
@@ -141,5 +156,8 @@ def parse_config(text: str, source: str) -> Config:
 
 def dump_config(config: Config) -> str:
     # (registry references stay text: `off` would read back as false)
-    data = {k: v if k.startswith("cache") else yaml.safe_load(v) for k, v, _ in config.entries()}
+    data = {
+        k: v if k.startswith("cache") or k == "user" else yaml.safe_load(v)
+        for k, v, _ in config.entries()
+    }
     return yaml.safe_dump(data, sort_keys=True)

@@ -199,7 +199,8 @@ def images_cmd(obj: AppContext) -> None:
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
 @click.pass_obj
 def gc_cmd(obj: AppContext, keep_storage: str, keep_duration: str, dry_run: bool) -> None:
-    """Remove images and steps that no registered project's current lock needs."""
+    """Remove images and steps that no registered project's current lock needs, and the
+    kept copies of run files no recorded run names (--keep-storage covers both)."""
     from envd.v1 import envd_pb2 as pb
 
     request = pb.GcRequest(
@@ -214,4 +215,8 @@ def gc_cmd(obj: AppContext, keep_storage: str, keep_duration: str, dry_run: bool
     verb = "would remove" if dry_run else "removed"
     for image in reply.removed:
         click.echo(f"{verb} {image.image} ({image.kind}, {human_bytes(image.size_bytes)})")
-    click.echo(f"{verb} {len(reply.removed)} images, {human_bytes(reply.freed_bytes)}")
+    files = sum(1 for image in reply.removed if image.kind == "run file")
+    kept = f" and {files} kept run files" if files else ""
+    click.echo(
+        f"{verb} {len(reply.removed) - files} images{kept}, {human_bytes(reply.freed_bytes)}"
+    )

@@ -15,9 +15,10 @@ from cli.refs import project_ref
 LONG_TIMEOUT_S = 6 * 3600.0  # a run's data can be large
 
 
-def who() -> str:
-    """Who shares: $ENVD_USER, else git's global user.name, else the login name."""
-    name = os.environ.get("ENVD_USER", "").strip()
+def who(configured: str = "") -> str:
+    """Who shares: $ENVD_USER, else the name set with `envctl config user NAME`
+    (`configured`), else git's global user.name, else the login name."""
+    name = os.environ.get("ENVD_USER", "").strip() or configured.strip()
     if name:
         return name
     try:
@@ -50,8 +51,11 @@ def share_run(obj: AppContext, run_id: str, to: str) -> None:
     """
     from envd.v1 import envd_pb2 as pb
 
-    request = pb.ShareRunRequest(run=run_id, to=to, shared_by=who())
-    result = follow(obj.client().share_run(request, timeout=LONG_TIMEOUT_S), obj.as_json)
+    client = obj.client()
+    settings = client.get_config(pb.GetConfigRequest()).entries
+    configured = next((e.value for e in settings if e.key == "user"), "")
+    request = pb.ShareRunRequest(run=run_id, to=to, shared_by=who(configured))
+    result = follow(client.share_run(request, timeout=LONG_TIMEOUT_S), obj.as_json)
     if obj.as_json:
         emit_json({"result": message_dict(result)})
         return

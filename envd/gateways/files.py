@@ -3,6 +3,7 @@ opening a checked relative path beneath a root without following links."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import io
@@ -84,6 +85,37 @@ def open_beneath(
     path checked by `envd.model.safenames.relative` cannot be bent outside `root` by a link
     planted after the check. `make_dirs` makes missing folders on the way (0700).
     The caller closes the descriptor."""
+    fd = _parent_beneath(root, rel, make_dirs)
+    try:
+        return os.open(rel.parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def rename_beneath(
+    source: str | os.PathLike[str],
+    root: str | os.PathLike[str],
+    rel: PurePosixPath,
+    *,
+    make_dirs: bool = False,
+) -> bool:
+    """Move the file `source` to `root/rel`, its folders reached as `open_beneath` reaches
+    them (a link on the way fails; a link as the last component is replaced, not followed).
+    False, with nothing moved, when the two are on different file systems."""
+    fd = _parent_beneath(root, rel, make_dirs)
+    try:
+        os.rename(source, rel.parts[-1], dst_dir_fd=fd)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            return False
+        raise
+    finally:
+        os.close(fd)
+    return True
+
+
+def _parent_beneath(root: str | os.PathLike[str], rel: PurePosixPath, make_dirs: bool) -> int:
+    """A descriptor for the folder `rel` is in, each component opened with O_NOFOLLOW."""
     parts = rel.parts
     if not parts or rel.is_absolute() or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"open_beneath needs a checked relative path, not {rel!r}")
@@ -103,9 +135,10 @@ def open_beneath(
                 nxt = os.open(part, dir_flags, dir_fd=fd)
             os.close(fd)
             fd = nxt
-        return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
 
 
 class _Readable(Protocol):

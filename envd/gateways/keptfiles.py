@@ -5,7 +5,8 @@ A kept file is a copy made while hashing it (never a hard link: the code that wr
 output usually rewrites it in place, which would change the kept bytes too), written to a
 temporary name and moved into place only when its bytes are the recorded digest. Files are
 read from the project one folder at a time without following links (`files.open_beneath`).
-The store is bounded: past `max_bytes`, the files kept longest ago go first.
+The store is bounded: past `max_bytes`, the files kept longest ago go first; `envctl gc`
+removes the files no recorded run names, and holds the rest to its storage budget.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Set
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,6 +27,8 @@ from envd.model.safenames import UnsafeName, relative
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 20 << 30
+# A file kept this recently may belong to a run whose record is still being written.
+GRACE_S = 3600.0
 _BLOCK = 1 << 20
 
 
@@ -92,18 +96,60 @@ class KeptFiles:
             if os.path.exists(tmp.name):
                 os.unlink(tmp.name)
 
-    def _trim(self) -> None:
-        folder = self._root / "sha256"
+    def collect(
+        self, referenced: Set[str], budget: int | None, dry_run: bool = False
+    ) -> list[tuple[str, int]]:
+        """Remove (unless `dry_run`) each kept file no recorded run names (`referenced`:
+        hex digests) and, while the rest exceeds `budget` bytes (None: no budget), the
+        others kept longest ago. Files kept within GRACE_S are left alone. Returns what
+        goes: (hex digest, size)."""
+        now = time.time()
+        entries = self._entries()
+        unreferenced = [e for e in entries if e[2] not in referenced and now - e[0] > GRACE_S]
+        chosen = {e[2] for e in unreferenced}
+        total = sum(size for _, size, digest in entries if digest not in chosen)
+        for mtime, size, digest in entries:
+            if budget is None or total <= budget:
+                break
+            if digest not in chosen and now - mtime > GRACE_S:
+                chosen.add(digest)
+                total -= size
+        gone: list[tuple[str, int]] = []
+        for _, size, digest in entries:
+            if digest in chosen and (dry_run or self._unlink(self.path(digest))):
+                gone.append((digest, size))
+        return gone
+
+    def _entries(self) -> list[tuple[float, int, str]]:
+        """(mtime, size, hex digest) of each kept file, the longest kept first."""
+        found: list[tuple[float, int, str]] = []
         try:
-            entries = [(e.stat().st_mtime, e.stat().st_size, e.path) for e in os.scandir(folder)]
+            scan = list(os.scandir(self._root / "sha256"))
         except OSError:
-            return
+            return []
+        for entry in scan:
+            if SHA256_RE.match(entry.name) is None:
+                continue  # a temporary file being kept
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            found.append((info.st_mtime, info.st_size, entry.name))
+        return sorted(found)
+
+    @staticmethod
+    def _unlink(path: Path) -> bool:
+        try:
+            os.unlink(path)
+            return True
+        except OSError:
+            return False
+
+    def _trim(self) -> None:
+        entries = self._entries()
         total = sum(size for _, size, _ in entries)
-        for _, size, path in sorted(entries):
+        for _, size, digest in entries:
             if total <= self._max:
                 break
-            try:
-                os.unlink(path)
+            if self._unlink(self.path(digest)):
                 total -= size
-            except OSError:
-                pass

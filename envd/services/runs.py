@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from envd.errors import NotFound, UsageError
@@ -400,6 +400,18 @@ class Runs:
 
     def details(self, run_id: str) -> RunDetailsRow | None:
         return self._store.run_details(run_id)
+
+    def collect_kept(self, budget: int | None, dry_run: bool = False) -> Sequence[tuple[str, int]]:
+        """`envctl gc` for the kept run files: those no recorded run names go, then the
+        oldest of the rest while they exceed `budget` bytes. (hex digest, size) of each."""
+        if self._kept is None:
+            return []
+        referenced: set[str] = set()
+        for row in self._store.runs("", 1 << 62):
+            details = self._store.run_details(row.id)
+            if details is not None:
+                referenced.update(details.data.values(), details.outputs.values())
+        return self._kept.collect(referenced, budget, dry_run)
 
     def record(self, run_id: str, *, wait: bool = True) -> RunRecord:
         """The run as the model sees it: row and details together."""

@@ -1,19 +1,16 @@
-"""Sharing a run through an OCI registry: `envctl share run` and `envctl pull run`.
+"""Sharing a run through an OCI registry: `envctl share run` (`envctl pull run` is
+envd/services/runpull.py).
 
 A run goes out as one OCI 1.1 artifact (envd/model/runartifact.py): its record and in-toto
 statement as the config, one blob per params, metrics, data and output file, and the
-environment image as its subject (pushed first, by the engine, if the registry lacks it).
-A blob the registry already has is never sent again (HEAD before upload; a mount from
-another repository of the same registry where envd shared it before). Files are read from
-the project only while their bytes are still the recorded ones, else from the kept copy
-(envd/gateways/keptfiles.py); a file that is neither is named and the share refused.
-
-Coming back, everything is checked before the project is touched: the manifest and config
-are read with bounds, the run comes from its statement by the hardened import path, every
-blob is downloaded to envd's own folder and checked against its digest (and the data,
-outputs and params against the statement), and the environment is pulled by digest and
-verified as `envctl pull` does. Only then are files placed, through safenames and
-open_beneath, never over a different local file without `force`.
+environment image as its subject (pushed by the engine, if the registry lacks it, while the
+files go up, a few at once). A blob the registry already has is never sent again (HEAD
+before upload; a mount from another repository of the same registry where envd shared it
+before). Files are read from the kept copy (envd/gateways/keptfiles.py), else from the
+project while their bytes are still the recorded ones; a file that is neither is named and
+the share refused. A kept copy is not hashed again: it was kept only once its bytes were
+the digest it is named by, and the registry checks every blob against its digest when the
+upload completes (a damaged copy is refused there, and named).
 """
 
 from __future__ import annotations
@@ -22,34 +19,26 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
-from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from envd import __version__
-from envd.errors import NotFound, StateError, UsageError, VerificationError
+from envd.errors import NotFound, RegistryError, UsageError, VerificationError
 from envd.gateways.engine import Engine
 from envd.gateways.files import open_beneath
-from envd.gateways.git import commit_and_dirty
 from envd.gateways.keptfiles import KeptFiles
 from envd.gateways.registry import RegistryClient, Repository, fallback_tag, parse_repository
 from envd.model.provenance import build_statement, rfc3339
 from envd.model.runartifact import (
-    MAX_CONFIG,
-    MAX_MANIFEST,
-    ArtifactRefused,
     RunFile,
-    check_files,
     config_json,
     descriptor,
     manifest_json,
-    parse_config,
-    parse_manifest,
     referrers_index,
     tag_for,
 )
@@ -58,11 +47,11 @@ from envd.model.safenames import relative
 from envd.progress import Progress, Reporter
 from envd.services.fingerprints import ENV_LABEL
 from envd.services.projects import Projects
+from envd.services.runpull import PulledResult, pull_run
 from envd.services.runs import Runs
+from envd.services.runtransfer import PARALLEL, Meter, sha256_of
 from envd.services.sharing import Sharing
 
-_BLOCK = 1 << 20
-PROGRESS_EVERY_S = 0.2
 ENV_TAG_PREFIX = "env-"
 BuilderId = Callable[[], str]
 
@@ -79,24 +68,12 @@ class SharedResult:
     notes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class PulledResult:
-    record: RunRecord
-    project: str
-    placed: tuple[str, ...]
-    unchanged: tuple[str, ...]
-    kept: tuple[str, ...]  # local files that differ, left as they are
-    image: str
-    environment_hash: str
-    commit: str  # the checkout's
-    added: bool
-
-
 @dataclass
 class _Source:
     file: RunFile
     open: Callable[[], BinaryIO]
     present: bool = False  # the registry has it already (counted where it was found)
+    kept: str = ""  # the kept copy it is read from (not hashed again), if it is
 
 
 @dataclass
@@ -106,6 +83,16 @@ class _Counts:
     mounted: int = 0
     sent: int = 0
     notes: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_upload(self, size: int) -> None:
+        with self.lock:
+            self.uploaded += 1
+            self.sent += size
+
+    def add_skip(self) -> None:
+        with self.lock:
+            self.skipped += 1
 
 
 def split_run_reference(reference: str) -> tuple[Repository, str]:
@@ -185,9 +172,17 @@ class RunSharing:
             ) from None
         counts = _Counts()
         sources = self._sources(record, repository, counts)
-        subject = self._subject(record, repository, progress)
-        for source in sources:
-            self._send(repository, source, counts, progress)
+        self._check_image(record)
+        # The engine pushes the environment while the files go up, PARALLEL at once.
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="share-env") as pusher,
+            ThreadPoolExecutor(PARALLEL, thread_name_prefix="share-run") as senders,
+        ):
+            pushed = pusher.submit(self._subject, record, repository, progress)
+            sends = [senders.submit(self._send, repository, s, counts, progress) for s in sources]
+            for send in sends:
+                send.result()
+            subject = pushed.result()
         config = config_json(record, statement, shared_by, rfc3339(time.time()))
         config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
         config_file = RunFile("params", "config", config_digest, len(config))
@@ -241,9 +236,9 @@ class RunSharing:
                 if found is None:
                     missing.append(f"{kind} {path}")
                     continue
-                opener, size = found
+                opener, size, kept = found
                 file = RunFile(kind, path, "sha256:" + hexdigest, size)  # type: ignore[arg-type]
-                sources.append(_Source(file, opener))
+                sources.append(_Source(file, opener, kept=kept))
         if missing:
             raise VerificationError(
                 f"run {record.id}: these files no longer have the bytes the run recorded, and "
@@ -288,29 +283,25 @@ class RunSharing:
 
     def _find(
         self, root: str, path: str, hexdigest: str
-    ) -> tuple[Callable[[], BinaryIO], int] | None:
+    ) -> tuple[Callable[[], BinaryIO], int, str] | None:
+        """(an opener, the size, the kept copy's hex digest or "") of the recorded bytes."""
         kept = self._kept.open(hexdigest)
-        if kept is not None:
+        if kept is not None:  # not hashed again: see the module's docstring
             with kept:
-                if _sha256(kept) == hexdigest:
-                    size = os.fstat(kept.fileno()).st_size
-                    return (lambda: self._kept.open(hexdigest) or _gone(path)), size
+                size = os.fstat(kept.fileno()).st_size
+            return (lambda: self._kept.open(hexdigest) or _gone(path)), size, hexdigest
         try:
             rel = relative(path, "a recorded file")
             with os.fdopen(open_beneath(root, rel), "rb") as file:
-                if _sha256(file) != hexdigest:
+                if sha256_of(file) != hexdigest:
                     return None
                 size = os.fstat(file.fileno()).st_size
         except OSError:
             return None
-        return (lambda: os.fdopen(open_beneath(root, rel), "rb")), size
+        return (lambda: os.fdopen(open_beneath(root, rel), "rb")), size, ""
 
-    def _subject(
-        self, record: RunRecord, repository: Repository, progress: Reporter
-    ) -> tuple[str, int, str]:
-        """The run's environment image in `repository`: (manifest digest, size, media type).
-        Pushed by the engine, under `env-<environment hash>`, after checking that the image
-        the run ran in is still here and is that environment."""
+    def _check_image(self, record: RunRecord) -> None:
+        """That the image the run ran in is still here and is the environment it records."""
         if not record.image or not record.environment_hash:
             raise UsageError(
                 f"run {record.id} records no image or environment hash; it cannot be shared",
@@ -327,6 +318,12 @@ class RunSharing:
                 f"image {record.image[:19]} is not the environment run {record.id} records "
                 f"({record.environment_hash[:19]})"
             )
+
+    def _subject(
+        self, record: RunRecord, repository: Repository, progress: Reporter
+    ) -> tuple[str, int, str]:
+        """The run's environment image (checked by `_check_image`) in `repository`, pushed
+        by the engine under `env-<environment hash>`: (manifest digest, size, media type)."""
         tag = ENV_TAG_PREFIX + record.environment_hash.removeprefix("sha256:")[:64]
         target = f"{repository}:{tag}"
         progress(Progress("push", f"pushing the environment to {target}"))
@@ -349,18 +346,31 @@ class RunSharing:
         if source.present:
             return
         if self._registry.has_blob(repository, file.digest):
-            counts.skipped += 1
+            counts.add_skip()
             return
-        meter = _Meter("upload", file, progress)
-
-        def sent(n: int) -> None:
-            meter.add(n)
-
-        with source.open() as body:
-            self._registry.upload_blob(repository, file.digest, file.size, body, sent)
+        meter = Meter("upload", file, progress)
+        try:
+            with source.open() as body:
+                self._registry.upload_blob(repository, file.digest, file.size, body, meter.add)
+        except RegistryError:
+            if source.kept:
+                self._check_kept(source)
+            raise
         meter.done()
-        counts.uploaded += 1
-        counts.sent += file.size
+        counts.add_upload(file.size)
+
+    def _check_kept(self, source: _Source) -> None:
+        """After the registry refused a kept copy: when its bytes are not its digest, it is
+        removed and named (a damaged copy); else the registry's refusal stands."""
+        with self._kept.open(source.kept) or _gone(source.file.path) as kept:
+            if sha256_of(kept) == source.kept:
+                return
+        os.unlink(self._kept.path(source.kept))
+        raise VerificationError(
+            f"{source.file.kind} {source.file.path}: envd's kept copy no longer has the bytes "
+            "the run recorded (the registry refused it); it was removed",
+            hint="the file itself, if unchanged in the project, is used when you share again",
+        )
 
     def _index(self, repository: Repository, subject: str, added: dict[str, object]) -> None:
         """Make the artifact discoverable from its subject: the referrers API does it by
@@ -408,133 +418,18 @@ class RunSharing:
 
     def pull(self, reference: str, project: str, force: bool, progress: Reporter) -> PulledResult:
         repository, ref = split_run_reference(reference)
-        found = self._registry.get_manifest(repository, ref, limit=MAX_MANIFEST)
-        if found is None:
-            raise NotFound(
-                f"no run {reference} in the registry", hint=f"`envctl runs --from {repository}`"
-            )
-        artifact = parse_manifest(found[0], reference)
-        config = self._registry.get_blob(repository, artifact.config_digest, limit=MAX_CONFIG)
-        shared = parse_config(config, reference, time.time())
-        record = replace(shared.record, origin=reference)
-        check_files(artifact, record, reference)
-        self._scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _check_room(self._scratch, sum(f.size for f in artifact.files), reference)
-        with tempfile.TemporaryDirectory(prefix="pull-run-", dir=self._scratch) as tmp:
-            fetched: list[tuple[RunFile, Path]] = []
-            for i, file in enumerate(artifact.files):
-                target = Path(tmp) / str(i)
-                self._fetch(repository, file, target, progress)
-                fetched.append((file, target))
-            # Every blob checked: only now is the project looked up (registered if new).
-            row = self._projects.resolve(project or record.project)
-            progress(Progress("pull", f"pulling the environment {repository}@{artifact.subject}"))
-            received = self._sharing.pull(f"{repository}@{artifact.subject}", progress)
-            if record.environment_hash and received.environment_hash != record.environment_hash:
-                raise VerificationError(
-                    f"{reference}: its environment image is {received.environment_hash[:19]}, "
-                    f"the run records {record.environment_hash[:19]}; nothing placed"
-                )
-            placed, unchanged, kept = _place(row.path, fetched, force)
-        added = self._runs.import_record(record)
-        commit, _ = commit_and_dirty(row.path)
-        return PulledResult(
-            record,
-            row.name,
-            tuple(placed),
-            tuple(unchanged),
-            tuple(kept),
-            received.image,
-            received.environment_hash,
-            commit,
-            added,
+        return pull_run(
+            self._registry,
+            self._projects,
+            self._sharing,
+            self._runs,
+            self._scratch,
+            repository,
+            ref,
+            project,
+            force,
+            progress,
         )
-
-    def _fetch(
-        self, repository: Repository, file: RunFile, target: Path, progress: Reporter
-    ) -> None:
-        """Download one blob to envd's own folder, checking size and digest as it comes."""
-        sha = hashlib.sha256()
-        done = 0
-        meter = _Meter("download", file, progress)
-        with (
-            self._registry.open_digest(repository, file.digest, file.size) as blob,
-            open(target, "wb") as out,
-        ):
-            while block := blob.read(_BLOCK):
-                sha.update(block)
-                out.write(block)
-                done += len(block)
-                meter.add(len(block))
-        meter.done()
-        if done != file.size or "sha256:" + sha.hexdigest() != file.digest:
-            raise ArtifactRefused(
-                f"{repository}: the blob for {file.kind} {file.path} does not match its digest "
-                f"{file.digest[:19]} ({done} bytes received); nothing was written to the project",
-                hint="the registry's copy is damaged or was changed: ask for a fresh share",
-            )
-
-
-class _Meter:
-    """A transfer's progress: bytes and rate, at most every PROGRESS_EVERY_S (a block of a
-    large file is 8 KiB on the wire: one event each would flood the stream)."""
-
-    def __init__(self, step: str, file: RunFile, progress: Reporter) -> None:
-        self._step = step
-        self._file = file
-        self._progress = progress
-        self._done = 0
-        self._started = time.monotonic()
-        self._shown = 0.0
-
-    def add(self, n: int) -> None:
-        self._done += n
-        now = time.monotonic()
-        if now - self._shown >= PROGRESS_EVERY_S:
-            self._shown = now
-            self._emit(now)
-
-    def done(self) -> None:
-        self._emit(time.monotonic())
-
-    def _emit(self, now: float) -> None:
-        elapsed = now - self._started
-        rate = self._done / elapsed if elapsed > 0 else 0.0
-        self._progress(
-            Progress(
-                self._step,
-                f"{self._file.path} {_human(self._done)} of {_human(self._file.size)}, "
-                f"{_human(int(rate))}/s",
-                self._done,
-                self._file.size,
-                elapsed_s=elapsed,
-            )
-        )
-
-
-_RESERVE = 1 << 30  # what a pull leaves free on the disk of envd's home
-
-
-def _check_room(folder: Path, total: int, reference: str) -> None:
-    """The sizes a manifest declares are the registry's word, and the blobs must land in
-    envd's home before they are checked: refuse a pull the disk cannot hold (less a reserve)
-    before a byte arrives, instead of filling the disk."""
-    free = shutil.disk_usage(folder).free
-    if total > free - _RESERVE:
-        raise StateError(
-            f"{reference}: its files take {_human(total)}, and {folder} has "
-            f"{_human(max(free, 0))} free (envd keeps {_human(_RESERVE)} free); nothing pulled",
-            hint="free space on that disk (`df -h`), then pull again",
-        )
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 _OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -553,13 +448,6 @@ def _gone(path: str) -> BinaryIO:
     raise VerificationError(f"{path}: its kept copy went away while sharing")
 
 
-def _sha256(file: BinaryIO) -> str:
-    sha = hashlib.sha256()
-    for block in iter(lambda: file.read(_BLOCK), b""):
-        sha.update(block)
-    return sha.hexdigest()
-
-
 def _metrics_file(root: str, rel: str, record: RunRecord, several: bool) -> bytes | None:
     """The metrics file's bytes when they still say what the run recorded, else None."""
     try:
@@ -573,39 +461,3 @@ def _metrics_file(root: str, rel: str, record: RunRecord, several: bool) -> byte
     values = {(f"{rel}:{k}" if several else k): float(v) for k, v in parsed.values.items()}
     mine = {k: v for k, v in record.metrics.items() if not several or k.startswith(f"{rel}:")}
     return raw if values == mine and values else None
-
-
-def _place(
-    root: str, fetched: list[tuple[RunFile, Path]], force: bool
-) -> tuple[list[str], list[str], list[str]]:
-    """Copy checked blobs into the project: (placed, already identical, kept as they were)."""
-    placed: list[str] = []
-    unchanged: list[str] = []
-    kept: list[str] = []
-    for file, source in fetched:
-        rel = relative(file.path, "a shared file")
-        try:
-            with os.fdopen(open_beneath(root, rel), "rb") as current:
-                local = "sha256:" + _sha256(current)
-        except FileNotFoundError:
-            local = ""
-        except OSError as exc:
-            raise ArtifactRefused(
-                f"{file.path}: cannot be placed in the project ({exc.strerror}); refused",
-                hint="a link or a folder is in the way: move it, then pull again",
-            ) from None
-        if local == file.digest:
-            unchanged.append(file.path)
-            continue
-        if local and not force:
-            kept.append(file.path)
-            continue
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        with ExitStack() as stack:
-            out = stack.enter_context(
-                os.fdopen(open_beneath(root, rel, flags, 0o644, make_dirs=True), "wb")
-            )
-            src = stack.enter_context(open(source, "rb"))
-            shutil.copyfileobj(src, out, _BLOCK)
-        placed.append(file.path)
-    return placed, unchanged, kept

@@ -4,7 +4,8 @@ shared run.
 The runs shared in a repository are found through the referrers fallback indexes (one small
 read per environment image) and the tags that are run ids; each run's config is read once, by
 digest, and cached under $ENVD_HOME, so a second listing reads only the tag list, the indexes
-and what is new. Every config goes through the same checks as `pull run` (runartifact).
+and what is new. Every config goes through the same checks as `pull run` (runartifact);
+the daemon remembers what it parsed, by digest, so a listing again parses only what is new.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from envd.model.runrecord import sort_runs as sort_records
 from envd.services.runshare import ENV_TAG_PREFIX, check_repository, split_run_reference
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_PARSED_MAX = 20_000  # configs remembered parsed, by manifest digest
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class TeamRuns:
     def __init__(self, registry: RegistryClient, cache: Path) -> None:
         self._registry = registry
         self._cache = cache  # run configs read from registries, by manifest digest
+        self._parsed: dict[tuple[str, str], SharedRun] = {}  # (repository, digest): parsed
 
     def list_shared(
         self, source: str, where: Iterable[str] = (), sort: str = "", limit: int = 50
@@ -81,6 +84,10 @@ class TeamRuns:
         read = 0
         listed: list[Listed] = []
         for digest in sorted(digests):
+            known = self._parsed.get((str(repository), digest))
+            if known is not None:
+                listed.append(Listed(known, f"{repository}:{known.record.id}"))
+                continue
             cached = self._cached(digest)
             if cached is None:
                 manifest = self._registry.get_manifest(repository, digest, limit=MAX_MANIFEST)
@@ -102,6 +109,8 @@ class TeamRuns:
             run = replace(
                 shared, record=replace(shared.record, origin=f"{repository}:{shared.record.id}")
             )
+            if len(self._parsed) < _PARSED_MAX:
+                self._parsed[(str(repository), digest)] = run
             listed.append(Listed(run, f"{repository}:{shared.record.id}"))
         by_id = {item.run.record.id: item for item in listed}
         records = filter_runs((i.run.record for i in listed), wheres)

@@ -9,7 +9,9 @@ One environment image is built for the whole module (home A's); B pulls it by di
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -272,3 +274,44 @@ def test_a_changed_blob_is_refused_and_nothing_is_written(team: Team, registry: 
     assert out.returncode == 9, out.stdout + out.stderr
     assert "models/model.json" in out.stderr and "does not match" in out.stderr
     assert snapshot(checkout) == before
+
+
+def test_the_configured_user_is_who_shared(team: Team, registry: Registry) -> None:
+    alice = team.alice
+    alice.ok("config", "user", "Alice Liddell")
+    saved = alice.env.pop("ENVD_USER")
+    try:
+        alice.ok("share", "run", team.runs[1], "--to", f"{registry.address}/team/who")
+    finally:
+        alice.env["ENVD_USER"] = saved
+        alice.ok("config", "user", "")
+
+    listing = json.loads(team.bob.ok("--json", "runs", "--from", f"{registry.address}/team/who"))
+
+    assert [r["shared_by"] for r in listing["runs"]] == ["Alice Liddell"]
+    team.bob.env["COLUMNS"] = "300"  # the table cuts long cells to fit the terminal
+    try:
+        table = team.bob.ok("runs", "--from", f"{registry.address}/team/who")
+    finally:
+        del team.bob.env["COLUMNS"]
+    assert "Alice Liddell" in table
+
+
+def test_gc_removes_kept_files_no_run_names_and_keeps_the_rest(team: Team) -> None:
+    alice = team.alice
+    run = json.loads(alice.ok("--json", "runs", "show", team.runs[0]))
+    model = run["outputs"]["models/model.json"]  # overwritten by run 2: only the kept copy has it
+    store = alice.home / "runfiles" / "sha256"
+    assert (store / model).is_file()
+    orphan = store / hashlib.sha256(b"no run names these bytes").hexdigest()
+    orphan.write_bytes(b"no run names these bytes")
+    os.utime(orphan, (1_000_000, 1_000_000))  # kept long ago
+
+    out = alice.ok("gc", "--keep-storage", "100000GB")  # a budget no image needs removing for
+
+    assert f"removed runfiles/sha256/{orphan.name} (run file" in out
+    assert "and 1 kept run files" in out
+    assert not orphan.exists()
+    assert (store / model).is_file()
+    shared = alice("share", "run", team.runs[0], "--to", f"{team.repo}-after-gc")
+    assert shared.returncode == 0, shared.stderr

@@ -35,3 +35,16 @@ def test_bad_values() -> None:
         Config().with_value("watch", "maybe")
     with pytest.raises(UsageError):
         Config().with_value("idle_timeout", "-1")
+
+
+def test_the_user_name_is_kept_as_text(tmp_path: Path) -> None:
+    settings = Settings(tmp_path / "config.yaml", EventBus())
+    settings.set("user", "  Ada   Lovelace ")
+    settings.set("watch", "false")
+    assert Settings(tmp_path / "config.yaml", EventBus()).current.user == "Ada Lovelace"
+    settings.set("user", "yes")  # a name YAML would read as true stays a name
+    assert Settings(tmp_path / "config.yaml", EventBus()).current.user == "yes"
+    with pytest.raises(UsageError, match="printable"):
+        Config().with_value("user", "x" * 101)
+    with pytest.raises(UsageError):
+        Config().with_value("user", "a\x1bb")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from envd.errors import VerificationError
+from envd.errors import RegistryError, VerificationError
 from envd.gateways.keptfiles import KeptFiles
 from envd.gateways.registry import RegistryClient, Repository, fallback_tag
 from envd.model.provenance import build_statement
@@ -34,7 +34,8 @@ from envd.model.runartifact import (
 )
 from envd.model.runrecord import CodeState, RunRecord
 from envd.model.safenames import UnsafeName
-from envd.services.runshare import _place, split_run_reference
+from envd.services.runpull import place
+from envd.services.runshare import split_run_reference
 
 DATA = b"x0,label\n1.0,1\n"
 MODEL = b'{"weights": [1]}\n'
@@ -204,6 +205,27 @@ def test_the_store_stays_under_its_budget_oldest_first(tmp_path: Path) -> None:
     assert [kept.has(sha(b)) for b in blobs] == [False, True, True]
 
 
+def test_gc_removes_what_no_run_names_then_the_oldest_past_the_budget(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    kept = KeptFiles(tmp_path / "kept")
+    blobs = [bytes([i]) * 10 for i in range(4)]
+    for i, blob in enumerate(blobs):
+        (project / str(i)).write_bytes(blob)
+        kept.keep(str(project), {str(i): sha(blob)})
+    for i, blob in enumerate(blobs[:3]):  # kept long ago; the last one just now
+        os.utime(kept.path(sha(blob)), (1000 + i, 1000 + i))
+    named = {sha(blobs[1]), sha(blobs[2])}  # blob 0 and 3: no run names them
+
+    assert kept.collect(named, None, dry_run=True) == [(sha(blobs[0]), 10)]
+    assert kept.has(sha(blobs[0]))
+    assert kept.collect(named, None) == [(sha(blobs[0]), 10)]
+    assert [kept.has(sha(b)) for b in blobs] == [False, True, True, True]
+    # 30 bytes left, a budget of 20: the oldest named file goes; the fresh one stays
+    assert kept.collect(named, 20) == [(sha(blobs[1]), 10)]
+    assert [kept.has(sha(b)) for b in blobs] == [False, False, True, True]
+
+
 # ------------------------------------------------------------------ placing files
 
 
@@ -219,11 +241,11 @@ def test_a_local_file_that_differs_is_kept_unless_forced(tmp_path: Path) -> None
     (project / "data" / "d.csv").write_bytes(b"mine")
     blobs = [fetched(tmp_path, "data/d.csv", DATA), fetched(tmp_path, "models/m.json", MODEL)]
 
-    placed, same, kept = _place(str(project), blobs, force=False)
+    placed, same, kept = place(str(project), blobs, force=False)
 
     assert (placed, same, kept) == (["models/m.json"], [], ["data/d.csv"])
     assert (project / "data" / "d.csv").read_bytes() == b"mine"
-    placed, same, kept = _place(str(project), blobs, force=True)
+    placed, same, kept = place(str(project), blobs, force=True)
     assert (placed, same, kept) == (["data/d.csv"], ["models/m.json"], [])
     assert (project / "data" / "d.csv").read_bytes() == DATA
 
@@ -236,7 +258,7 @@ def test_a_link_on_the_way_is_refused_and_nothing_is_written_through_it(tmp_path
     os.symlink(outside, project / "data")
 
     with pytest.raises(ArtifactRefused, match=r"data/d\.csv"):
-        _place(str(project), [fetched(tmp_path, "data/d.csv", DATA)], force=True)
+        place(str(project), [fetched(tmp_path, "data/d.csv", DATA)], force=True)
     assert list(outside.iterdir()) == []
 
 
@@ -341,6 +363,26 @@ def test_a_blob_is_uploaded_once_and_read_back_checked(
     registry.blobs[digest] = b"tampered"
     with pytest.raises(Exception, match="does not match"):
         client.get_blob(repo, digest)
+
+
+def test_a_file_is_uploaded_from_where_it_stands_and_a_wrong_one_is_refused(
+    oci: tuple[Repository, type[_Registry]], tmp_path: Path
+) -> None:
+    repo, registry = oci
+    client = RegistryClient(purpose="share")
+    raw = os.urandom(40 << 20)  # more than one sendfile(2) call's worth
+    path = tmp_path / "big"
+    path.write_bytes(b"header" + raw)
+    digest = "sha256:" + sha(raw)
+    seen: list[int] = []
+
+    with open(path, "rb") as body:
+        body.seek(len(b"header"))
+        client.upload_blob(repo, digest, len(raw), body, seen.append)
+
+    assert registry.blobs[digest] == raw and sum(seen) == len(raw) and len(seen) > 1
+    with open(path, "rb") as body, pytest.raises(RegistryError, match="HTTP 400"):
+        client.upload_blob(repo, "sha256:" + sha(b"other"), len(raw), body)
 
 
 def test_referrers_fall_back_to_the_tag_schema_index(
@@ -500,11 +542,48 @@ def test_an_older_runs_kept_output_is_shared_once_and_found_from_its_subject(
     assert any(getattr(e, "step", "") == "upload" for e in events)
 
 
+def test_a_damaged_kept_copy_is_refused_named_and_removed(
+    oci: tuple[Repository, type[_Registry]], tmp_path: Path
+) -> None:
+    from envd.services.runshare import RunSharing
+
+    repo, registry = oci
+    run = record()
+    project = tmp_path / "p"
+    (project / "data").mkdir(parents=True)
+    (project / "models").mkdir()
+    (project / "data" / "d.csv").write_bytes(DATA)
+    (project / "models" / "m.json").write_bytes(MODEL)
+    kept = KeptFiles(tmp_path / "kept")
+    kept.keep(str(project), {"models/m.json": sha(MODEL)})
+    (project / "models" / "m.json").write_bytes(b"a newer run's model")
+    damaged = kept.path(sha(MODEL))
+    damaged.chmod(0o600)
+    damaged.write_bytes(MODEL[:-1] + b"!")  # not hashed again before the upload
+    sharing = RunSharing(
+        _FakeRuns(run),  # type: ignore[arg-type]
+        _FakeProjects(project),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        _FakeEngine(registry, run),  # type: ignore[arg-type]
+        RegistryClient(purpose="share"),
+        kept,
+        tmp_path / "cache",
+        tmp_path / "tmp",
+        lambda: "https://example.com/b",
+    )
+
+    with pytest.raises(VerificationError, match=r"models/m\.json: envd's kept copy"):
+        sharing.share(run.id, str(repo), "alice", lambda _: None)
+
+    assert not kept.has(sha(MODEL)) and "sha256:" + sha(MODEL) not in registry.blobs
+    assert run.id not in registry.manifests
+
+
 def test_a_pull_the_disk_cannot_hold_is_refused_before_a_byte_arrives(tmp_path: Path) -> None:
     """Blob sizes are the registry's word: a manifest declaring more than the disk holds is
     refused up front (exit 11), not downloaded until the disk is full."""
     from envd.errors import EXIT_DAEMON, StateError
-    from envd.services.runshare import _check_room
+    from envd.services.runpull import _check_room
 
     _check_room(tmp_path, 1024, "reg/repo:run")
     with pytest.raises(StateError) as err:

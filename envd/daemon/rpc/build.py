@@ -12,6 +12,8 @@ from envd.services.builder import BuildOutcome
 from envd.services.images import ImageEntry
 from envd.v1 import envd_pb2 as pb
 
+KEPT_KIND = "run file"  # a GcReply entry that is a kept run file, not an image
+
 
 def build_result(outcome: BuildOutcome, environment_hash: str = "") -> pb.BuildResult:
     return pb.BuildResult(
@@ -63,13 +65,25 @@ class BuildRpc(RpcBase):
         return pb.ListImagesReply(images=[_image(r) for r in self.services.images.entries()])
 
     def Gc(self, request: pb.GcRequest, context: grpc.ServicerContext) -> pb.GcReply:
-        removed = self.services.images.collect_garbage(
+        images = self.services.images
+        removed = images.collect_garbage(
             keep_storage=request.keep_storage_bytes,
             keep_duration=request.keep_duration_s,
             dry_run=request.dry_run,
         )
+        budget = None
+        if request.keep_storage_bytes:  # kept run files share the budget with the images
+            gone = {r.image for r in removed}
+            left = sum(e.owned_bytes for e in images.entries() if e.image not in gone)
+            budget = max(request.keep_storage_bytes - left, 0)
+        files = self.services.runs.collect_kept(budget, request.dry_run)
         return pb.GcReply(
-            removed=[_image(r) for r in removed], freed_bytes=sum(r.owned_bytes for r in removed)
+            removed=[_image(r) for r in removed]
+            + [
+                pb.ImageRecord(image=f"runfiles/sha256/{d}", kind=KEPT_KIND, size_bytes=n)
+                for d, n in files
+            ],
+            freed_bytes=sum(r.owned_bytes for r in removed) + sum(n for _, n in files),
         )
 
     def RemoveImage(

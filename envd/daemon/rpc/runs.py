@@ -16,7 +16,8 @@ from envd.errors import UsageError
 from envd.model.provenance import build_statement, statement_json
 from envd.model.runrecord import Change, RunRecord, diff_runs
 from envd.progress import Progress, Reporter
-from envd.services.runshare import PulledResult, SharedResult, is_shared_reference
+from envd.services.runpull import PulledResult
+from envd.services.runshare import SharedResult, is_shared_reference
 from envd.v1 import envd_pb2 as pb
 
 

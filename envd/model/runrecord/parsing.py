@@ -75,10 +75,14 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any], lists: bool, limit: i
         out[prefix] = value
 
 
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _load(kind: str, text: str) -> Any:
     """JSON or YAML text; ValueError for bad or too deeply nested text."""
     try:
-        return json.loads(text) if kind == "json" else yaml.safe_load(text)
+        # libyaml's parser where PyYAML has it: `runs` parses every run's params files
+        return json.loads(text) if kind == "json" else yaml.load(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise ValueError(str(exc).splitlines()[0] if str(exc) else "invalid") from None
     except RecursionError:
