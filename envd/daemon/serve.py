@@ -347,7 +347,12 @@ def serve(paths: Paths, foreground: bool = True) -> int:
     server.add_insecure_port(f"unix:{backend}")
     server.start()
     guard = PeerGuard(paths.socket, backend)
-    fast_enter = EnterSocket(paths.enter_socket, services.entering, guard=engine_guard)
+    fast_enter = EnterSocket(
+        paths.enter_socket,
+        services.entering,
+        guard=engine_guard,
+        containers=services.warm.refresh,  # `envctl ps` without gRPC
+    )
     try:
         services.start()  # adopt warm containers before the first request can race us to them
         guard.listen()
