@@ -74,25 +74,31 @@ def resident_bytes() -> int:
 class Trimmer:
     """Gives freed heap back to the system after work (bench's enter phase: 126 MiB resident
     after it without this and the arena limit, 91 MiB with them). Looks every TRIM_EVERY_S; trims
-    only when RSS has grown by `slack` since the last trim: an idle daemon costs one small read."""
+    only when RSS has grown by `slack` since the last trim: an idle daemon costs one small read.
+    `shed` lets caches go that an idle daemon need not keep (True: it let some go), and a
+    trim follows at once: what they held was freed without RSS growing."""
 
     def __init__(
         self,
         trim: Callable[[], object],
         rss: Callable[[], int] = resident_bytes,
         slack: int = TRIM_SLACK_BYTES,
+        shed: Callable[[], bool] | None = None,
     ) -> None:
         self._trim = trim
         self._rss = rss
         self._slack = slack
+        self._shed = shed
         self._floor = rss()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def check(self) -> bool:
-        """Trim if RSS grew past the last trim's by more than the slack; whether it trimmed."""
+        """Trim if RSS grew past the last trim's by more than the slack, or a cache was let go;
+        whether it trimmed."""
+        shed = self._shed is not None and self._shed()
         now = self._rss()
-        if now - self._floor <= self._slack:
+        if not shed and now - self._floor <= self._slack:
             self._floor = min(self._floor, now)
             return False
         self._trim()
@@ -370,7 +376,11 @@ def serve(paths: Paths, foreground: bool = True) -> int:
         raise
 
     libc = _libc()
-    trimmer = Trimmer(lambda: libc.malloc_trim(0)) if libc is not None else None
+    trimmer = (
+        Trimmer(lambda: libc.malloc_trim(0), shed=services.content.shed)
+        if libc is not None
+        else None
+    )
     if trimmer is not None:
         trimmer.start()
     log.info("envd %s serving on %s (pid %d)", __version__, paths.socket, os.getpid())

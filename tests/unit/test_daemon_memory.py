@@ -47,6 +47,22 @@ def test_memory_that_stays_in_use_is_trimmed_once() -> None:
     assert not trimmer.check() and not trimmer.check() and heap.trims == 1
 
 
+def test_a_cache_let_go_is_trimmed_at_once() -> None:
+    """What an idle cache held was freed without RSS growing: the trim follows the shed."""
+    heap = Heap(90 * MIB)
+    kept = [True]
+
+    def shed() -> bool:
+        if not kept[0]:
+            return False
+        kept[0], heap.freed = False, 20 * MIB
+        return True
+
+    trimmer = Trimmer(heap.trim, rss=lambda: heap.rss, shed=shed)
+    assert trimmer.check() and heap.rss == 70 * MIB and heap.trims == 1
+    assert not trimmer.check() and heap.trims == 1  # nothing more to let go: idle again
+
+
 def test_resident_bytes_is_this_process() -> None:
     status = Path("/proc/self/status").read_text()
     vmrss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
