@@ -42,6 +42,8 @@ ARENA_MAX = 2
 M_ARENA_MAX = -8  # mallopt(3)
 TRIM_EVERY_S = 1.0
 TRIM_SLACK_BYTES = 8 << 20  # trim once RSS has grown this much since the last trim
+TRIM_QUIET_TICKS = 5  # ... or once it has held still this many looks after work moved it
+TRIM_MOVED_BYTES = 1 << 20  # "work": RSS moved by this much (in all) since the last trim
 TRACEMALLOC_VARIABLE = "ENVD_TRACEMALLOC"  # set: SIGUSR2 writes logs/tracemalloc.txt
 TRACEMALLOC_TOP = 40
 
@@ -74,9 +76,12 @@ def resident_bytes() -> int:
 class Trimmer:
     """Gives freed heap back to the system after work (bench's enter phase: 126 MiB resident
     after it without this and the arena limit, 91 MiB with them). Looks every TRIM_EVERY_S; trims
-    only when RSS has grown by `slack` since the last trim: an idle daemon costs one small read.
-    `shed` lets caches go that an idle daemon need not keep (True: it let some go), and a
-    trim follows at once: what they held was freed without RSS growing."""
+    when RSS has grown by `slack` since the last trim, and once more when work is over: RSS
+    moved by TRIM_MOVED_BYTES since the last trim, then held still for `quiet` looks (what the
+    work freed after its last growth stayed resident before: 90 MiB after the bench's enter
+    phase). An idle daemon costs one small read a look. `shed` lets caches go that an idle
+    daemon need not keep (True: it let some go), and a trim follows at once: what they held
+    was freed without RSS growing."""
 
     def __init__(
         self,
@@ -84,25 +89,34 @@ class Trimmer:
         rss: Callable[[], int] = resident_bytes,
         slack: int = TRIM_SLACK_BYTES,
         shed: Callable[[], bool] | None = None,
+        quiet: int = TRIM_QUIET_TICKS,
     ) -> None:
         self._trim = trim
         self._rss = rss
         self._slack = slack
         self._shed = shed
-        self._floor = rss()
+        self._quiet = quiet
+        self._floor = self._last = rss()
+        self._moved = 0  # how far RSS moved, in all, since the last trim
+        self._still = 0  # looks since it last moved
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def check(self) -> bool:
-        """Trim if RSS grew past the last trim's by more than the slack, or a cache was let go;
-        whether it trimmed."""
+        """Trim if RSS grew past the last trim's by more than the slack, if work moved it and
+        it has held still since, or if a cache was let go; whether it trimmed."""
         shed = self._shed is not None and self._shed()
         now = self._rss()
-        if not shed and now - self._floor <= self._slack:
+        self._moved += abs(now - self._last)
+        self._still = self._still + 1 if now == self._last else 0
+        self._last = now
+        quiet = self._moved >= TRIM_MOVED_BYTES and self._still >= self._quiet
+        if not shed and not quiet and now - self._floor <= self._slack:
             self._floor = min(self._floor, now)
             return False
         self._trim()
-        self._floor = self._rss()
+        self._floor = self._last = self._rss()
+        self._moved = self._still = 0
         return True
 
     def start(self, every: float = TRIM_EVERY_S) -> None:
