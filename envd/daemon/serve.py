@@ -143,7 +143,30 @@ def dump_allocations(logs: Path) -> Path:
         "",
     ]
     _write_private(logs / "tracemalloc.txt", "\n".join(lines))
+    write_malloc_info(logs / "malloc-info.xml")
     return logs / "tracemalloc.txt"
+
+
+def write_malloc_info(path: Path) -> bool:
+    """glibc's malloc_info(3) at `path` (0600): per arena, what is in use and what is free
+    but still resident (what Python's tracemalloc cannot see: C allocations, fragmentation).
+    False where there is no glibc."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "malloc_info"):
+        return False
+    _write_private(path, "")
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    stream = libc.fopen(os.fsencode(path), b"w")
+    if not stream:
+        return False
+    try:
+        libc.malloc_info(0, stream)
+    finally:
+        libc.fclose(stream)
+    return True
 
 
 class AlreadyRunning(EnvdError):

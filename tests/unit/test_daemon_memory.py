@@ -104,3 +104,7 @@ def test_the_allocation_dump_names_lines_and_totals(tmp_path: Path) -> None:
     assert " rss " in lines[0] and " traced " in lines[0]
     assert any(__file__ in line for line in lines[1:]) and held
     assert dump.stat().st_mode & 0o777 == 0o600
+    info = tmp_path / "malloc-info.xml"  # glibc's own account (C allocations, free pages)
+    if info.exists():
+        assert info.read_text().startswith("<malloc version=")
+        assert info.stat().st_mode & 0o777 == 0o600
