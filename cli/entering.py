@@ -217,20 +217,65 @@ def _window_size(fd: int) -> list[int] | None:
     return [size.lines, size.columns] if size.lines and size.columns else None
 
 
-class _Refused(Exception):
+class Refused(Exception):
     """The daemon will not take this enter on its socket: use gRPC + docker exec."""
 
 
+def ask(where: str, request: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+    """One read-only request on the enter socket (envd/model/listing.py) and its reply frame.
+
+    Refused when there is no daemon to ask there, or it does not know the request (an older
+    daemon calls it a bad enter request, exit 2): the caller asks over gRPC instead (which
+    starts the daemon). The daemon's refusal for another reason is raised as its EnvdError.
+    """
+    if os.environ.get("ENVD_ENTER_FAST", "1") == "0":  # the socket is not used at all
+        raise Refused("ENVD_ENTER_FAST=0")
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(where)
+            sock.sendall(_frame(request))
+            buf = b""
+            size = -1  # the reply's length, once its header is in
+            while size < 0 or len(buf) < _HEADER.size + size:
+                data = sock.recv(1 << 16)
+                if not data:
+                    raise Refused("the daemon closed the connection without a reply")
+                buf += data
+                if size < 0 and len(buf) >= _HEADER.size:
+                    (size,) = _HEADER.unpack_from(buf)
+        except OSError as exc:
+            raise Refused(str(exc)) from None
+    finally:
+        sock.close()
+    reply = _loads(buf[_HEADER.size : _HEADER.size + size])
+    if not isinstance(reply, dict):
+        raise Refused("the reply is not a JSON object")
+    if reply.get("op") == "error":
+        if reply.get("exit_code") == 2:
+            raise Refused(str(reply.get("message", "")))
+        failed = EnvdError(str(reply.get("message", "")), hint=reply.get("hint"))
+        failed.exit_code = int(reply.get("exit_code", EXIT_BUG))
+        raise failed
+    return reply
+
+
+def engine_named() -> list[str]:
+    """Which engine this environment names (envd.paths.ENGINE_VARIABLES; a test compares)."""
+    return [os.environ.get("DOCKER_HOST", ""), os.environ.get("DOCKER_CONTEXT", "")]
+
+
 def enter_fast(where: str, ref: str, command: list[str], gpus: str, tty: bool) -> int:
-    """CMD on our own fds through the daemon's enter socket; _Refused to fall back."""
+    """CMD on our own fds through the daemon's enter socket; Refused to fall back."""
     if os.environ.get("ENVD_ENTER_FAST", "1") == "0":
-        raise _Refused("ENVD_ENTER_FAST=0")
+        raise Refused("ENVD_ENTER_FAST=0")
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.connect(where)
     except OSError as exc:
         sock.close()
-        raise _Refused(str(exc)) from None
+        raise Refused(str(exc)) from None
     request = {
         "op": "enter",
         "project": ref,
@@ -241,8 +286,7 @@ def enter_fast(where: str, ref: str, command: list[str], gpus: str, tty: bool) -
         "winsize": _window_size(0) if tty else None,
         "term": os.environ.get("TERM", "xterm") if tty else "",
         "user_name": user_name(),
-        # which engine this environment names (envd.paths.ENGINE_VARIABLES; a test compares)
-        "engine": [os.environ.get("DOCKER_HOST", ""), os.environ.get("DOCKER_CONTEXT", "")],
+        "engine": engine_named(),
     }
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
@@ -263,7 +307,7 @@ def enter_fast(where: str, ref: str, command: list[str], gpus: str, tty: bool) -
             sent = sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
             sock.sendall(data[sent:])
         except OSError as exc:
-            raise _Refused(str(exc)) from None
+            raise Refused(str(exc)) from None
         buf = bytearray()
         while True:
             readable = select.select([sock.fileno(), wake_r], [], [])[0]
@@ -293,7 +337,7 @@ def enter_fast(where: str, ref: str, command: list[str], gpus: str, tty: bool) -
                 del buf[: _HEADER.size + size_]
                 op = reply.get("op")
                 if op == "refused":
-                    raise _Refused(str(reply.get("reason", "")))
+                    raise Refused(str(reply.get("reason", "")))
                 if op == "error":
                     failed = EnvdError(str(reply.get("message", "")), hint=reply.get("hint"))
                     failed.exit_code = int(reply.get("exit_code", EXIT_BUG))
@@ -344,7 +388,7 @@ def enter(paths: Paths | None, project: str, command: list[str], gpus: str = "")
         where = str(paths.enter_socket) if paths is not None else enter_socket_path()
         try:
             return enter_fast(where, project_ref(project), command, gpus, tty)
-        except _Refused:
+        except Refused:
             pass
     import subprocess  # (after the fast path: with enum, re and locale it costs milliseconds)
 

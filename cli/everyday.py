@@ -3,20 +3,24 @@
 What these print is what the click commands print (they call the same functions below); the
 hot path (cli/main.py) sends a plain invocation here and anything else (an option, `--help`
 after the command, a typo) to click, which owns usage errors. Each imports only what it
-prints: the daemon's client (grpc and the message stubs) and cli/output.py.
+prints: the daemon's client (grpc and the message stubs) and cli/output.py. `ps` first asks
+the daemon's enter socket (envd/model/listing.py: no grpc, no protobuf, no typing); when that
+socket does not answer (no daemon yet, an older one) it asks over gRPC as the others do.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
-from cli.output import ago, echo, emit_json, human_bytes, table
+from cli.plain import ago, echo, human_bytes, table
 from cli.refs import project_ref
 
+TYPE_CHECKING = False  # not typing's: importing typing costs `envctl ps` milliseconds
 if TYPE_CHECKING:
     from cli.client import Client
     from cli.context import AppContext
+    from envd.model.listing import WarmRow
+    from envd.v1 import envd_pb2 as pb
 
 STATE_NAMES = {
     0: "unknown",
@@ -30,6 +34,7 @@ STATE_NAMES = {
 }
 
 PLAIN = ("ps", "ls", "images")  # commands that take no argument
+PS_HEADERS = ["project", "container", "image", "since", "last used", "status"]
 
 
 def print_ps(client: Client, as_json: bool) -> None:
@@ -37,22 +42,63 @@ def print_ps(client: Client, as_json: bool) -> None:
 
     reply = client.list_containers(pb.ListContainersRequest())
     if as_json:
+        from cli.output import emit_json
+
         emit_json(reply)
         return
+    show_ps(rows_of(reply), as_json)
+
+
+def rows_of(reply: pb.ListContainersReply) -> list[WarmRow]:
+    """The gRPC reply's containers as the enter socket's rows (the same fields)."""
+    return [
+        {
+            "project": c.project,
+            "container_id": c.container_id,
+            "image": c.image,
+            "started_at": c.started_at,
+            "last_used_at": c.last_used_at,
+            "status": c.status,
+        }
+        for c in reply.containers
+    ]
+
+
+def show_ps(rows: list[WarmRow], as_json: bool) -> None:
+    """`envctl ps` of these rows: the table, or (--json) the ListContainersReply document."""
+    if as_json:
+        import json
+
+        echo(json.dumps({"containers": rows}, indent=2, sort_keys=True))
+        return
     table(
-        ["project", "container", "image", "since", "last used", "status"],
+        PS_HEADERS,
         [
             (
-                c.project,
-                c.container_id[:12],
-                c.image,
-                ago(c.started_at),
-                ago(c.last_used_at),
-                c.status,
+                r["project"],
+                r["container_id"][:12],
+                r["image"],
+                ago(r["started_at"]),
+                ago(r["last_used_at"]),
+                r["status"],
             )
-            for c in reply.containers
+            for r in rows
         ],
     )
+
+
+def ps_fast(as_json: bool) -> bool:
+    """`envctl ps` over the daemon's enter socket; False when it does not answer there (the
+    gRPC path then starts the daemon or says why it cannot). The daemon's refusal is raised."""
+    from cli.entering import Refused, ask, engine_named, enter_socket_path
+    from envd.model.listing import CONTAINERS, list_request, warm_rows
+
+    try:
+        rows = warm_rows(ask(enter_socket_path(), list_request(CONTAINERS, engine_named())))
+    except (Refused, ValueError):
+        return False
+    show_ps(rows, as_json)
+    return True
 
 
 def print_ls(client: Client, as_json: bool) -> None:
@@ -60,6 +106,8 @@ def print_ls(client: Client, as_json: bool) -> None:
 
     reply = client.list_projects(pb.ListProjectsRequest())
     if as_json:
+        from cli.output import emit_json
+
         emit_json(reply)
         return
     if not reply.projects:
@@ -79,6 +127,8 @@ def print_images(client: Client, as_json: bool) -> None:
 
     reply = client.list_images(pb.ListImagesRequest())
     if as_json:
+        from cli.output import emit_json
+
         emit_json(reply)
         return
     table(
@@ -102,6 +152,8 @@ def print_status(client: Client, project: str | None, as_json: bool) -> None:
 
     reply = client.project_status(pb.ProjectRef(ref=project_ref(project)))
     if as_json:
+        from cli.output import emit_json
+
         emit_json(reply)
         return
     p = reply.project
@@ -156,11 +208,13 @@ def main_fast(args: list[str]) -> int | None:
     if call is None:
         return None
     command, params, as_json = call
-    from cli.context import AppContext
     from envd.errors import EXIT_INTERRUPTED, EnvdError
 
     try:
-        run(AppContext(as_json=as_json), command, params)
+        if command != "ps" or not ps_fast(as_json):
+            from cli.context import AppContext
+
+            run(AppContext(as_json=as_json), command, params)
         sys.stdout.flush()
     except EnvdError as exc:
         sys.stderr.write(f"envctl: error: {exc.message}\n")

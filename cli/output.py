@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from cli.plain import ago as ago  # (re-exported: the commands print with these)
+from cli.plain import echo as echo
+from cli.plain import human_bytes as human_bytes
+from cli.plain import table as table
 
 if TYPE_CHECKING:
     from envd.v1 import envd_pb2 as pb
@@ -36,26 +40,10 @@ def message_dict(message: Any) -> dict[str, Any]:
     return result
 
 
-def echo(text: str = "") -> None:
-    """One line on stdout (click-free: `ps`, `ls`, `images`, `status` never import click)."""
-    sys.stdout.write(text + "\n")
-
-
 def emit_json(data: Any) -> None:
     if hasattr(data, "DESCRIPTOR"):
         data = message_dict(data)
     echo(json.dumps(data, indent=2, sort_keys=True))
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [len(h) for h in headers]
-    for row in cells:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    line = "  ".join(f"{{:<{w}}}" for w in widths)
-    echo(line.format(*[h.upper() for h in headers]).rstrip())
-    for row in cells:
-        echo(line.format(*row).rstrip())
 
 
 def on_terminal() -> bool:
@@ -95,24 +83,6 @@ def echo_items(items: Sequence[str], indent: int = 2) -> None:
     width = terminal_width() if on_terminal() else None
     for line in layout(items, width, indent):
         echo(line)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def ago(ts: float) -> str:
-    if not ts:
-        return "-"
-    delta = max(0.0, time.time() - ts)
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
-        if delta >= size:
-            return f"{delta // size:.0f}{unit} ago"
-    return f"{delta:.0f}s ago"
 
 
 class ProgressDisplay:

@@ -30,6 +30,11 @@ daemon -> CLI
       When the warm container dies under the command (its agent goes away without a status),
       an "error" frame with exit code 10 comes instead, and the run is recorded with 10.
 
+CLI -> daemon (read-only, no fds)
+  {"op": "list", "what": "containers", "engine": [...]}
+      `envctl ps` without gRPC: answered {"op": "containers", ...} from the daemon's memory;
+      the frames are defined in envd/model/listing.py.
+
 The caller's terminals never reach the container: the agent gets pipes for them, relayed on
 this side (envd.gateways.agent_client.TerminalRelay).
 """
@@ -45,17 +50,23 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from envd.daemon.engine_guard import EngineGuard
 from envd.daemon.sockets import bind_private, shut
 from envd.errors import EXIT_BUG, EXIT_CONTAINER, EXIT_INTERRUPTED, ContainerError, EnvdError
 from envd.gateways.agent_client import AgentCommand, run_in_agent
 from envd.gateways.docker_cli import DockerExec
+from envd.model.listing import CONTAINERS, LIST, containers_reply
 from envd.progress import Progress
 from envd.services.entering import EnterCall, Entering, NoAgent
+from envd.services.warm import Warm
+
+if TYPE_CHECKING:
+    from envd.model.listing import WarmRow
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +77,23 @@ FORWARDED = {1, 2, 15}  # SIGHUP, SIGINT, SIGTERM
 REQUEST_TIMEOUT_S = 30.0
 
 Frame = dict[str, Any]
+Lister = Callable[[], list[Warm]]  # the warm containers, each status current
+
+
+def error_frame(exc: EnvdError) -> Frame:
+    return {"op": "error", "message": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
+
+
+def warm_row(w: Warm) -> WarmRow:
+    """What `envctl ps` shows of a warm container (gRPC's WarmContainer has these fields)."""
+    return {
+        "project": w.project,
+        "container_id": w.container_id,
+        "image": w.image,
+        "started_at": w.started_at,
+        "last_used_at": w.last_used_at,
+        "status": "retiring" if w.retiring else w.status,
+    }
 
 
 def encode(message: Frame) -> bytes:
@@ -112,10 +140,12 @@ class EnterSocket:
         entering: Entering,
         uid: int | None = None,
         guard: EngineGuard | None = None,
+        containers: Lister | None = None,
     ) -> None:
         self.path = path
         self.entering = entering
         self.guard = guard
+        self.containers = containers
         self.uid = os.getuid() if uid is None else uid
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
@@ -159,7 +189,7 @@ class EnterSocket:
         fds: list[int] = []
         try:
             with conn:
-                Session(self.entering, conn, uid, gid, self.guard).run(fds)
+                Session(self.entering, conn, uid, gid, self.guard, self.containers).run(fds)
         except Exception:
             log.exception("enter: the session failed")
         finally:
@@ -176,9 +206,11 @@ class Session:
         uid: int,
         gid: int,
         guard: EngineGuard | None = None,
+        containers: Lister | None = None,
     ) -> None:
         self.entering = entering
         self.guard = guard
+        self.containers = containers
         self.conn = conn
         self.uid = uid
         self.gid = gid
@@ -218,28 +250,21 @@ class Session:
             self.conn.settimeout(REQUEST_TIMEOUT_S)  # a client that never asks holds nothing
             request = self.first_frame(fds)
             self.conn.settimeout(None)
-            call, winsize = self.parse(request, fds)
             engine = request.get("engine")
             if engine is not None and not (
                 isinstance(engine, list) and all(isinstance(v, str) for v in engine)
             ):
                 raise ValueError("engine must be a list of strings")
+            if request.get("op") == LIST:
+                _close(fds)  # a list takes none
+                self.answer_list(request, engine)
+                return
+            call, winsize = self.parse(request, fds)
         except (ValueError, TypeError, KeyError, OSError) as exc:
             self.send({"op": "error", "message": f"bad enter request: {exc}", "exit_code": 2})
             return
-        if self.guard is not None:
-            try:
-                self.guard.check(engine)
-            except EnvdError as exc:
-                self.send(
-                    {
-                        "op": "error",
-                        "message": exc.message,
-                        "hint": exc.hint,
-                        "exit_code": exc.exit_code,
-                    }
-                )
-                return
+        if not self.engine_allowed(engine):
+            return
         stderr = fds[2]
 
         def progress(p: Progress) -> None:
@@ -326,6 +351,34 @@ class Session:
                     (began, received, prepared, started, ended, synced, done)
                 )),
             )  # fmt: skip
+
+    def engine_allowed(self, engine: list[str] | None) -> bool:
+        """Whether the caller's environment names our engine; else the refusal is sent."""
+        if self.guard is None:
+            return True
+        try:
+            self.guard.check(engine)
+        except EnvdError as exc:
+            self.send(error_frame(exc))
+            return False
+        return True
+
+    def answer_list(self, request: Frame, engine: list[str] | None) -> None:
+        """A read-only "list" request (envd/model/listing.py): one reply, then the end."""
+        if request.get("what") != CONTAINERS or self.containers is None:
+            raise ValueError(f"cannot list {request.get('what')!r}")
+        if not self.engine_allowed(engine):
+            return
+        try:
+            rows = [warm_row(w) for w in self.containers()]
+        except EnvdError as exc:
+            self.send(error_frame(exc))
+            return
+        except Exception:
+            log.exception("list: the warm containers could not be listed")
+            self.send({"op": "error", "message": "internal error (a bug)", "exit_code": EXIT_BUG})
+            return
+        self.send(containers_reply(rows))
 
     def parse(self, request: Frame, fds: list[int]) -> tuple[EnterCall, tuple[int, int] | None]:
         if request.get("op") != "enter":

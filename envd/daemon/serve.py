@@ -42,6 +42,8 @@ ARENA_MAX = 2
 M_ARENA_MAX = -8  # mallopt(3)
 TRIM_EVERY_S = 1.0
 TRIM_SLACK_BYTES = 8 << 20  # trim once RSS has grown this much since the last trim
+TRIM_QUIET_TICKS = 5  # ... or once it has held still this many looks after work moved it
+TRIM_MOVED_BYTES = 1 << 20  # "work": RSS moved by this much (in all) since the last trim
 TRACEMALLOC_VARIABLE = "ENVD_TRACEMALLOC"  # set: SIGUSR2 writes logs/tracemalloc.txt
 TRACEMALLOC_TOP = 40
 
@@ -74,29 +76,47 @@ def resident_bytes() -> int:
 class Trimmer:
     """Gives freed heap back to the system after work (bench's enter phase: 126 MiB resident
     after it without this and the arena limit, 91 MiB with them). Looks every TRIM_EVERY_S; trims
-    only when RSS has grown by `slack` since the last trim: an idle daemon costs one small read."""
+    when RSS has grown by `slack` since the last trim, and once more when work is over: RSS
+    moved by TRIM_MOVED_BYTES since the last trim, then held still for `quiet` looks (what the
+    work freed after its last growth stayed resident before: 90 MiB after the bench's enter
+    phase). An idle daemon costs one small read a look. `shed` lets caches go that an idle
+    daemon need not keep (True: it let some go), and a trim follows at once: what they held
+    was freed without RSS growing."""
 
     def __init__(
         self,
         trim: Callable[[], object],
         rss: Callable[[], int] = resident_bytes,
         slack: int = TRIM_SLACK_BYTES,
+        shed: Callable[[], bool] | None = None,
+        quiet: int = TRIM_QUIET_TICKS,
     ) -> None:
         self._trim = trim
         self._rss = rss
         self._slack = slack
-        self._floor = rss()
+        self._shed = shed
+        self._quiet = quiet
+        self._floor = self._last = rss()
+        self._moved = 0  # how far RSS moved, in all, since the last trim
+        self._still = 0  # looks since it last moved
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def check(self) -> bool:
-        """Trim if RSS grew past the last trim's by more than the slack; whether it trimmed."""
+        """Trim if RSS grew past the last trim's by more than the slack, if work moved it and
+        it has held still since, or if a cache was let go; whether it trimmed."""
+        shed = self._shed is not None and self._shed()
         now = self._rss()
-        if now - self._floor <= self._slack:
+        self._moved += abs(now - self._last)
+        self._still = self._still + 1 if now == self._last else 0
+        self._last = now
+        quiet = self._moved >= TRIM_MOVED_BYTES and self._still >= self._quiet
+        if not shed and not quiet and now - self._floor <= self._slack:
             self._floor = min(self._floor, now)
             return False
         self._trim()
-        self._floor = self._rss()
+        self._floor = self._last = self._rss()
+        self._moved = self._still = 0
         return True
 
     def start(self, every: float = TRIM_EVERY_S) -> None:
@@ -123,7 +143,30 @@ def dump_allocations(logs: Path) -> Path:
         "",
     ]
     _write_private(logs / "tracemalloc.txt", "\n".join(lines))
+    write_malloc_info(logs / "malloc-info.xml")
     return logs / "tracemalloc.txt"
+
+
+def write_malloc_info(path: Path) -> bool:
+    """glibc's malloc_info(3) at `path` (0600): per arena, what is in use and what is free
+    but still resident (what Python's tracemalloc cannot see: C allocations, fragmentation).
+    False where there is no glibc."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "malloc_info"):
+        return False
+    _write_private(path, "")
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    stream = libc.fopen(os.fsencode(path), b"w")
+    if not stream:
+        return False
+    try:
+        libc.malloc_info(0, stream)
+    finally:
+        libc.fclose(stream)
+    return True
 
 
 class AlreadyRunning(EnvdError):
@@ -347,7 +390,12 @@ def serve(paths: Paths, foreground: bool = True) -> int:
     server.add_insecure_port(f"unix:{backend}")
     server.start()
     guard = PeerGuard(paths.socket, backend)
-    fast_enter = EnterSocket(paths.enter_socket, services.entering, guard=engine_guard)
+    fast_enter = EnterSocket(
+        paths.enter_socket,
+        services.entering,
+        guard=engine_guard,
+        containers=services.warm.refresh,  # `envctl ps` without gRPC
+    )
     try:
         services.start()  # adopt warm containers before the first request can race us to them
         guard.listen()
@@ -365,7 +413,11 @@ def serve(paths: Paths, foreground: bool = True) -> int:
         raise
 
     libc = _libc()
-    trimmer = Trimmer(lambda: libc.malloc_trim(0)) if libc is not None else None
+    trimmer = (
+        Trimmer(lambda: libc.malloc_trim(0), shed=services.content.shed)
+        if libc is not None
+        else None
+    )
     if trimmer is not None:
         trimmer.start()
     log.info("envd %s serving on %s (pid %d)", __version__, paths.socket, os.getpid())

@@ -128,6 +128,7 @@ class Services:
     entering: Entering
     reruns: Reruns
     hashes: HashCache
+    content: ContentHasher  # (its kept manifests are let go when idle: serve.Trimmer)
     watcher: ProjectWatcher | None
     started: float
     adoption: Adoption
@@ -300,6 +301,7 @@ def build_services(paths: Paths, engine: Engine | None = None) -> Services:
         entering=entering,
         reruns=Reruns(runs, projects, images, builder, fingerprints),
         hashes=hashes,
+        content=content,
         watcher=watcher,
         started=time.time(),
         adoption=Adoption(),

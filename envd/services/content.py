@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 from envd.errors import NotFound, VerificationError
@@ -24,28 +26,52 @@ from envd.model.content import (
 # Bumped when merging changes what a chain of layers hashes to (2: the --init placeholder's
 # mode), so a hash cached before is never read back.
 _CHAINS = "chains-2"
+# A merged manifest is the whole image's file list in objects (10-25 MiB resident for the
+# default template's image): kept for the calls of one build or verify, then let go.
+KEEP_IDLE_S = 10.0
 
 
 class ContentHasher:
     """Reads an image's layers through the engine once; later calls merge cached summaries."""
 
-    def __init__(self, engine: Engine, cache_dir: Path, keep: int = 1) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        cache_dir: Path,
+        keep: int = 1,
+        keep_idle_s: float = KEEP_IDLE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._engine = engine
         self._cache_dir = cache_dir
         self._keep = keep  # merged manifests kept in memory, by their chain of layers
+        self._keep_idle_s = keep_idle_s  # ... until none has been asked for this long
+        self._clock = clock
+        self._used = clock()
         self._merged: OrderedDict[tuple[str, ...], Manifest] = OrderedDict()
         self._lock = threading.Lock()
+
+    def shed(self) -> bool:
+        """Let the kept manifests go once none was asked for in keep_idle_s (an idle daemon
+        holds none); whether any was let go. The daemon's trimmer calls this every second."""
+        with self._lock:
+            if not self._merged or self._clock() - self._used < self._keep_idle_s:
+                return False
+            self._merged.clear()
+            return True
 
     def image_manifest(self, image_ref: str) -> Manifest:
         image = self._engine.inspect_image(image_ref)
         if image is None:
             raise NotFound(f"image {image_ref} is not on the engine")
         with self._lock:
+            self._used = self._clock()
             if (merged := self._merged.get(image.layers)) is not None:
                 self._merged.move_to_end(image.layers)
                 return merged
         manifest = self._read(image.id, image_ref, image.layers)
         with self._lock:
+            self._used = self._clock()  # (reading it may have taken long)
             self._merged[image.layers] = manifest
             while len(self._merged) > self._keep:
                 self._merged.popitem(last=False)

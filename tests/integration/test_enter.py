@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import shutil
 import signal
 import socket
@@ -269,6 +270,22 @@ def test_second_enter_reuses_and_swap_comes_back(shared: Envctl, default_project
     ]
     assert f"dflt     {first[:12]}" in table
     shared.ok("stop", "other")
+
+
+def test_ps_on_the_enter_socket_prints_what_ps_over_grpc_prints(
+    shared: Envctl, default_project: Path
+) -> None:
+    """`envctl ps` asks the enter socket (no grpc); ENVD_ENTER_FAST=0 asks over gRPC."""
+    shared.ok("enter", str(default_project), "--", "true")
+    over_grpc = Envctl(env={**shared.env, "ENVD_ENTER_FAST": "0"}, home=shared.home, cwd=shared.cwd)
+    fast, slow = shared.ok("--json", "ps"), over_grpc.ok("--json", "ps")
+    assert fast == slow
+    assert "dflt" in [c["project"] for c in json.loads(fast)["containers"]]
+
+    def cells(table: str) -> list[list[str]]:  # the seconds may tick between the two calls
+        return [re.sub(r"\b\d+[smhd] ago\b", "T ago", line).split() for line in table.splitlines()]
+
+    assert cells(shared.ok("ps")) == cells(over_grpc.ok("ps"))
 
 
 def test_spec_ports_are_published_on_localhost(shared: Envctl) -> None:

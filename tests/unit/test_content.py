@@ -514,6 +514,31 @@ def test_content_hasher_refuses_an_image_whose_layers_changed_under_it(tmp_path:
         ContentHasher(engine, tmp_path).content_hash("img")  # type: ignore[arg-type]
 
 
+def test_an_idle_hasher_lets_its_merged_manifest_go(tmp_path: Path) -> None:
+    """The merged manifest (an image's whole file list) serves the calls of one build, then
+    goes: an idle daemon does not hold it. Read again, it comes from the layer cache."""
+    engine = FakeEngine()
+    engine.add("one", [tar_bytes(BASE), tar_bytes(DEBIAN)])
+    now = [100.0]
+    hasher = ContentHasher(
+        engine,  # type: ignore[arg-type]
+        tmp_path / "cache",
+        keep_idle_s=30.0,
+        clock=lambda: now[0],
+    )
+    first = hasher.image_manifest("one")
+    now[0] += 29.0
+    assert not hasher.shed()  # in use: kept
+    assert hasher.image_manifest("one") is first
+    now[0] += 29.0
+    assert not hasher.shed()  # the second call counts as use
+    now[0] += 1.0
+    assert hasher.shed() and not hasher.shed()
+    again = hasher.image_manifest("one")
+    assert again is not first and again == first == manifest(BASE, DEBIAN)
+    assert engine.reads == 1  # its layers' summaries were cached on disk
+
+
 def test_a_known_layer_is_not_read_again_in_the_legacy_layout(tmp_path: Path) -> None:
     """The legacy save names layers by v1 id: a cached layer is recognised by its size and
     only hashed, so a new image on a cached base reads its new layer alone."""

@@ -47,6 +47,45 @@ def test_memory_that_stays_in_use_is_trimmed_once() -> None:
     assert not trimmer.check() and not trimmer.check() and heap.trims == 1
 
 
+def test_what_work_freed_goes_back_once_the_daemon_is_quiet() -> None:
+    """Work that grew RSS by less than the slack, then freed it: trimmed once RSS holds still."""
+    heap = Heap(60 * MIB)
+    trimmer = Trimmer(heap.trim, rss=lambda: heap.rss, quiet=3)
+    heap.rss, heap.freed = 66 * MIB, 6 * MIB  # an enter: grew, and freed what it used
+    assert not trimmer.check()  # RSS moved: work is going on
+    assert not trimmer.check() and not trimmer.check()
+    assert trimmer.check() and heap.rss == 60 * MIB and heap.trims == 1
+    for _ in range(10):  # idle: nothing moves, nothing more is trimmed
+        assert not trimmer.check()
+    assert heap.trims == 1
+
+
+def test_a_page_or_two_of_jitter_is_not_work() -> None:
+    heap = Heap(60 * MIB)
+    trimmer = Trimmer(heap.trim, rss=lambda: heap.rss, quiet=1)
+    for _ in range(20):
+        heap.rss += 4096 if heap.rss == 60 * MIB else -4096
+        trimmer.check()
+        trimmer.check()
+    assert heap.trims == 0
+
+
+def test_a_cache_let_go_is_trimmed_at_once() -> None:
+    """What an idle cache held was freed without RSS growing: the trim follows the shed."""
+    heap = Heap(90 * MIB)
+    kept = [True]
+
+    def shed() -> bool:
+        if not kept[0]:
+            return False
+        kept[0], heap.freed = False, 20 * MIB
+        return True
+
+    trimmer = Trimmer(heap.trim, rss=lambda: heap.rss, shed=shed)
+    assert trimmer.check() and heap.rss == 70 * MIB and heap.trims == 1
+    assert not trimmer.check() and heap.trims == 1  # nothing more to let go: idle again
+
+
 def test_resident_bytes_is_this_process() -> None:
     status = Path("/proc/self/status").read_text()
     vmrss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
@@ -65,3 +104,7 @@ def test_the_allocation_dump_names_lines_and_totals(tmp_path: Path) -> None:
     assert " rss " in lines[0] and " traced " in lines[0]
     assert any(__file__ in line for line in lines[1:]) and held
     assert dump.stat().st_mode & 0o777 == 0o600
+    info = tmp_path / "malloc-info.xml"  # glibc's own account (C allocations, free pages)
+    if info.exists():
+        assert info.read_text().startswith("<malloc version=")
+        assert info.stat().st_mode & 0o777 == 0o600

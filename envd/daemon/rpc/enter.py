@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 
+from envd.daemon.enter_socket import warm_row
 from envd.daemon.rpc import RpcBase, streamed
 from envd.progress import Reporter
 from envd.services.entering import EnterCall, ExecPlan
@@ -14,14 +15,8 @@ from envd.v1 import envd_pb2 as pb
 
 
 def warm_msg(w: Warm) -> pb.WarmContainer:
-    return pb.WarmContainer(
-        project=w.project,
-        container_id=w.container_id,
-        image=w.image,
-        started_at=w.started_at,
-        last_used_at=w.last_used_at,
-        status="retiring" if w.retiring else w.status,
-    )
+    """The row the enter socket's "list" sends, as a message: both paths show the same."""
+    return pb.WarmContainer(**warm_row(w))
 
 
 class EnterRpc(RpcBase):
