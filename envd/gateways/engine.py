@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import tarfile
 import tempfile
 import threading
@@ -329,6 +330,13 @@ class Engine:
             self._info()
         return self._profile.image_store if self._profile is not None else CLASSIC_STORE
 
+    @property
+    def product(self) -> str:
+        """ "Docker" or "Podman" (read once; "Docker" when the engine cannot say)."""
+        if self._profile is None:
+            self._info()
+        return self._profile.product if self._profile is not None else "Docker"
+
     def labels(self, **more: str) -> dict[str, str]:
         return {MANAGED_LABEL: "1", **self.extra_labels, **more}
 
@@ -380,6 +388,13 @@ class Engine:
         except Exception as exc:
             raise _engine_error(exc) from exc
         image = self.inspect_image(f"{repository}:{tag}")
+        reported = _imported_id(str(out))
+        if image is None and reported:
+            # Podman (4.3) imports under `repository:latest`, ignoring the tag it was given:
+            # the image is found by the ID it reports, and tagged here.
+            log.debug("engine imported %s without tag %s; tagging by ID", reported, tag)
+            self.tag(reported, repository, tag)
+            image = self.inspect_image(f"{repository}:{tag}")
         if image is None:
             raise EnvdError(f"importing {path} into the engine failed: {str(out)[-500:]}")
         return image.id
@@ -454,7 +469,7 @@ class Engine:
         repository, tag = split_reference(reference)
         pushed: set[str] = set()
         skipped: set[str] = set()
-        digest = ""
+        digest = said = ""
         try:
             for item in self.client.api.push(repository, tag=tag, stream=True, decode=True):
                 if "error" in item:
@@ -469,6 +484,8 @@ class Engine:
                     skipped.add(layer)
                 aux = item.get("aux") or {}
                 digest = str(aux.get("Digest", digest))
+                if found := _PUSHED_DIGEST.search(status):
+                    said = found.group(1)
                 if on_progress is not None and status:
                     on_progress(f"{layer}: {status}".strip(": "))
         except RegistryError:
@@ -477,6 +494,10 @@ class Engine:
             raise RegistryError(
                 f"cannot push {reference}: {_short(exc)}", hint=_registry_hint(str(exc))
             ) from exc
+        if not digest and said and self.product == "Podman":
+            # Podman ends a push with no aux digest, only its "digest: ... size: ..." line.
+            log.debug("no aux digest in Podman's push of %s: taken from its status", reference)
+            digest = said
         if not digest and self.image_store == CONTAINERD_STORE:
             # Docker 26's containerd store ends a push without the aux digest: ask the registry.
             log.debug("no digest in the push stream of %s: asking the registry", reference)
@@ -523,7 +544,7 @@ class Engine:
                 for chunk in self.client.api.get_image(image, chunk_size=1 << 20):
                     f.write(chunk)
             if uncompress_saved_image(raw, path):
-                log.debug("the engine saved %s with compressed layers: rewritten", image)
+                log.debug("the engine saved %s compressed or in Podman's layout: rewritten", image)
         except EnvdError:
             raise
         except Exception as exc:
@@ -1084,6 +1105,22 @@ def image_store(info: Mapping[str, Any]) -> str:
     return CLASSIC_STORE
 
 
+def _imported_id(stream: str) -> str:
+    """The image ID an import's answer ends with ("" when it names none)."""
+    found = ""
+    for line in stream.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            for key in ("id", "status"):
+                value = str(event.get(key) or "")
+                if value.startswith("sha256:"):
+                    found = value
+    return found
+
+
 def engine_product(version: Mapping[str, Any]) -> str:
     """ "Podman" when the version's components name Podman's engine, else "Docker"."""
     names = [str(c.get("Name", "")) for c in version.get("Components") or () if isinstance(c, dict)]
@@ -1165,7 +1202,9 @@ def uncompress_saved_image(raw: Path, out: Path) -> bool:
         if len(layer_names) != len(diff_ids):
             raise VerificationError("the engine's image archive lists layers its config does not")
         heads = [_member_head(tar, name) for name in layer_names]
-        if not any(h.startswith((_GZIP_MAGIC, _ZSTD_MAGIC)) for h in heads):
+        # Podman names layers `<diff-id>.tar` (not a layout envd's archives take): rewritten too.
+        podman = any(_DIGEST_TAR.fullmatch(name) for name in layer_names)
+        if not podman and not any(h.startswith((_GZIP_MAGIC, _ZSTD_MAGIC)) for h in heads):
             os.replace(raw, out)
             return False
         with tarfile.open(out, mode="w", format=tarfile.PAX_FORMAT) as dest:
@@ -1247,6 +1286,8 @@ _MAX_JSON = 16 << 20  # one manifest, index or config
 _MAX_JSON_TOTAL = 64 << 20  # all JSON kept from one archive
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_DIGEST_TAR = re.compile(r"[0-9a-f]{64}\.tar")  # Podman's name for a layer in a save
+_PUSHED_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64}) size: \d+")
 
 
 @dataclass(frozen=True)
@@ -1379,7 +1420,10 @@ def read_saved_image(
                 if member is None:
                     continue
                 is_blob = name.startswith("blobs/")
-                if name.endswith("/layer.tar") or is_blob:
+                # Podman (containers/image's docker-archive) writes each layer as
+                # `<diff-id>.tar` at the top, `<id>/layer.tar` being a link to it.
+                by_digest = is_blob or _DIGEST_TAR.fullmatch(name) is not None
+                if name.endswith("/layer.tar") or by_digest:
                     head = member.read(1)
                     if is_blob and head == b"{" and info.size <= _MAX_JSON:
                         json_total += info.size
@@ -1387,8 +1431,8 @@ def read_saved_image(
                             raise VerificationError("the image archive holds too much metadata")
                         jsons[name] = head + member.read()
                         continue
-                    digest = "sha256:" + posixpath.basename(name)
-                    parse = digest not in skip if is_blob else info.size not in skip_sizes
+                    digest = "sha256:" + posixpath.basename(name).removesuffix(".tar")
+                    parse = digest not in skip if by_digest else info.size not in skip_sizes
                     read = _read_layer(_Peeked(head, member), read_layer, parse)
                     read.size = info.size
                     layers[name] = read

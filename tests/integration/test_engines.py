@@ -1,6 +1,7 @@
-"""The engines users run: Docker 26 (Debian 13's docker.io), classic and containerd image store.
+"""The engines users run: Docker 26 (Debian 13's docker.io), classic and containerd image store,
+and rootful Podman 4.3 (Debian 12's podman) through its Docker-compatible API.
 
-The same envd.lock, built on the machine's Docker 20.10 and on each Docker 26 store, gives the
+The same envd.lock, built on the machine's Docker 20.10 and on each of those engines, gives the
 same environment content hash; the environment is entered, shared through a local registry,
 pulled back into a fresh home, saved to an archive and loaded again, each verified from the
 bytes. Each engine builds environments/default once (module-scoped fixtures).
@@ -19,6 +20,7 @@ import pytest
 
 from tests.conftest import Envctl, _envctl_env, copy_template, stop_daemon
 from tests.integration.engines import EngineUnavailable, docker26
+from tests.integration.podman import PodmanUnavailable, podman_service
 from tests.integration.registry import local_registry
 
 pytestmark = pytest.mark.integration
@@ -51,10 +53,18 @@ def _runner(root: Path, host: str) -> Envctl:
     return Envctl(env=env, home=home, cwd=root)
 
 
-@pytest.fixture(scope="module", params=["classic", "containerd"])
-def d26(request: pytest.FixtureRequest, engine: None) -> Iterator[tuple[str, str]]:
-    """(store, DOCKER_HOST) of a fresh Docker 26 with that image store."""
+@pytest.fixture(scope="module", params=["classic", "containerd", "podman"])
+def d26(request: pytest.FixtureRequest, engine: None, registry: str) -> Iterator[tuple[str, str]]:
+    """(store, DOCKER_HOST) of a fresh Docker 26 with that image store, or ("podman", ...) of a
+    fresh rootful Podman that trusts the tests' registry."""
     store = str(request.param)
+    if store == "podman":
+        try:
+            with podman_service((registry,)) as host:
+                yield store, host
+        except PodmanUnavailable as exc:
+            pytest.skip(f"no Podman here: {exc}")
+        return
     try:
         with docker26(store) as host:  # type: ignore[arg-type]
             yield store, host
@@ -85,6 +95,11 @@ def test_info_names_the_engine_and_its_store(
     store, _ = d26
     runner, _ = built
     info = json.loads(runner.ok("--json", "info"))["engine"]
+    if store == "podman":
+        assert info["product"] == "Podman" and info["version"].startswith("4.3.")
+        assert info["api_version"] == "1.41" and info["image_store"] == "classic"
+        assert "Podman 4.3." in runner.ok("info")
+        return
     assert info["version"].startswith("26.") and info["api_version"] == "1.45"
     assert info["image_store"] == store
     assert f"{store} image store" in runner.ok("info")
