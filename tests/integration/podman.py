@@ -99,6 +99,12 @@ def reap_stale() -> None:
         _teardown(folder, int(record.get("pid", 0)))
 
 
+def podman_cli(host: str) -> tuple[list[str], dict[str, str]]:
+    """(argv prefix, env) of the podman CLI on the storage of the service at host."""
+    folder = Path(host.removeprefix("unix://")).parent
+    return ["podman", *_storage(folder)], _env(folder)
+
+
 @contextmanager
 def podman_service(registries: tuple[str, ...] = ()) -> Iterator[str]:
     """Yield the DOCKER_HOST ("unix:///var/tmp/envd-podman-.../podman.sock") of a fresh,

@@ -144,6 +144,9 @@ def test_enter_runs_a_command(built: tuple[Envctl, Path]) -> None:
     assert out == "2.0\n"
     proc = runner("enter", str(path), "--", "sh", "-c", "exit 7")
     assert proc.returncode == 7
+    # The fast path: the command's parent is the envd agent in the container, not `docker exec`.
+    parent = runner.ok("enter", str(path), "--", "sh", "-c", 'tr "\\0" " " </proc/$PPID/cmdline')
+    assert "/run/envd/agent.py" in parent, parent
 
 
 def test_share_and_pull_into_a_fresh_home(
