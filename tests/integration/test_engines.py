@@ -2,9 +2,10 @@
 and rootful Podman 4.3 (Debian 12's podman) through its Docker-compatible API.
 
 The same envd.lock, built on the machine's Docker 20.10 and on each of those engines, gives the
-same environment content hash; the environment is entered, shared through a local registry,
-pulled back into a fresh home, saved to an archive and loaded again, each verified from the
-bytes. Each engine builds environments/default once (module-scoped fixtures).
+same environment content hash; the environment is entered (through the agent: the fast path),
+shared through a local registry, pulled back into a fresh home, saved to an archive and loaded
+again, each verified from the bytes; gc removes what no current lock needs. Each engine builds
+environments/default once (module-scoped fixtures).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tests.conftest import Envctl, _envctl_env, copy_template, stop_daemon
 from tests.integration.engines import EngineUnavailable, docker26
 from tests.integration.podman import PodmanUnavailable, podman_service
 from tests.integration.registry import local_registry
+from tests.integration.test_build import build_json
 
 pytestmark = pytest.mark.integration
 
@@ -195,3 +197,24 @@ def test_save_and_load_into_a_fresh_home(
         assert "verified" in colleague.ok("load", str(archive))
     finally:
         stop_daemon(colleague)
+
+
+def test_gc_keeps_what_a_current_lock_needs(
+    d26: tuple[str, str], built: tuple[Envctl, Path]
+) -> None:
+    _, host = d26
+    runner, path = built
+    gc = copy_template("default", path.parent / "gc")
+    spec = (path / "envd.yaml").read_text().replace("name: dflt", "name: gcme")
+    (gc / "envd.yaml").write_text(spec)
+    first = build_json(runner, gc)["image"]
+    (gc / "envd.yaml").write_text(spec.replace("  - pyyaml", "  - pyyaml\n  - certifi"))
+    runner.ok("lock", str(gc))
+    second = build_json(runner, gc)["image"]
+    names = {r["image"] for r in json.loads(runner.ok("--json", "gc"))["removed"]}
+    assert first in names and second not in names
+    env = {**os.environ, "DOCKER_HOST": host}
+    gone = subprocess.run(["docker", "image", "inspect", first], env=env, capture_output=True)
+    assert gone.returncode != 0
+    assert "up to date" in runner.ok("build", str(gc))
+    assert "up to date" in runner.ok("build", str(path))  # the other project's image is kept
