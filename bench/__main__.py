@@ -328,6 +328,68 @@ def bench_remote(mode: Mode) -> list[Case]:
         engine.__exit__(None, None, None)
 
 
+def bench_podman(mode: Mode) -> list[Case]:
+    """warm enter on rootful Podman (Debian 12's 4.3, served as in the tests) against
+    `podman exec` on the same container, and a no-op build there against the same no-op build
+    on this machine's Docker. Left out where Podman cannot run (it needs root and podman)."""
+    from tests.integration.podman import PodmanUnavailable, podman_cli, podman_service
+
+    service = podman_service()
+    try:
+        host = service.__enter__()
+    except PodmanUnavailable as exc:
+        print(f"bench: no Podman ({exc}): the Podman cases are left out")
+        return []
+    home = WORK / "podman-home"
+    env = {**ENV, "ENVD_HOME": str(home), "ENVD_SOCKET": str(home / "envd.sock")}
+    env |= {"DOCKER_HOST": host}
+    env.pop("DOCKER_CONTEXT", None)
+    podman, podman_env = podman_cli(host)
+    hot = hot_envctl()
+
+    def on_podman(*args: str) -> str:
+        proc = run([*hot, *args], check=False, env=env)
+        if proc.returncode != 0:
+            raise SystemExit(f"envctl {' '.join(args)} (podman) failed:\n{proc.stderr}")
+        return proc.stdout
+
+    try:
+        path = project("bench-podman", mode.template)
+        envctl("lock", str(path))
+        envctl("build", str(path))  # the same lock on Docker, for the no-op build's baseline
+        on_podman("build", str(path))
+        on_podman("enter", str(path), "--", "true")
+        found = run([*podman, "ps", "-q", "--filter", "label=envd.project=bench-podman"],
+                    env=podman_env)  # fmt: skip
+        container = found.stdout.split()[0]
+        warm = interleave(
+            Case(
+                "podman warm enter",
+                "envctl enter P -- true (rootful Podman)",
+                "podman exec C true",
+                target="<= 0.5",
+            ),
+            mode.times(3),
+            lambda: on_podman("enter", str(path), "--", "true"),
+            lambda: run([*podman, "exec", container, "true"], env=podman_env),
+        )
+        noop = interleave(
+            Case(
+                "podman no-op build",
+                "envctl build (unchanged, Podman)",
+                "envctl build (unchanged, Docker)",
+            ),
+            mode.times(2),
+            lambda: on_podman("build", str(path)),
+            lambda: envctl("build", str(path)),
+        )
+        return [warm, noop]
+    finally:
+        run([*ENVCTL, "stop", "--all"], check=False, env=env)
+        run([*ENVCTL, "daemon", "stop"], check=False, env=env)
+        service.__exit__(None, None, None)
+
+
 def _piped(argv: list[str], size: int, direction: str) -> None:
     """`size` bytes through the command's stdin ("in") or out of its stdout ("out")."""
     if direction == "in":
@@ -853,12 +915,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["enter", "remote", "startup", "runs", "build", "lock", "share"],
+        choices=["enter", "remote", "podman", "startup", "runs", "build", "lock", "share"],
         help="only these cases (enter: warm and cold enter, swap, pipes, runs:; remote: enter "
-        "on a second engine; startup: --help, ps and the daemon's memory; runs: share and pull "
-        "a run against DVC, runs --from; build: no-op, +1 package and cold builds, and the "
-        "content hash; lock: cold and warm `envctl lock`; share: re-share of an unchanged "
-        "image), printed, no report",
+        "on a second engine; podman: warm enter and no-op build on rootful Podman; startup: "
+        "--help, ps and the daemon's memory; runs: share and pull a run against DVC, runs "
+        "--from; build: no-op, +1 package and cold builds, and the content hash; lock: cold "
+        "and warm `envctl lock`; share: re-share of an unchanged image), printed, no report",
     )
     args = parser.parse_args(argv)
     mode = Mode(reps=10 if args.full else 3, full=args.full, smoke=args.smoke)
@@ -886,6 +948,11 @@ def main(argv: list[str] | None = None) -> int:
             cases = bench_remote(mode)
             phase("remote", t)
             return _print(cases, started, phases, "remote cases")
+        if args.only == "podman":
+            t = time.monotonic()
+            cases = bench_podman(mode)
+            phase("podman", t)
+            return _print(cases, started, phases, "podman cases")
         if args.only == "runs":
             from bench.runs import bench_runs
 

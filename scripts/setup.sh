@@ -4,7 +4,8 @@
 #   - a Docker engine: reused when `docker info` answers, else docker.io is installed and
 #     dockerd started in the background (log: /var/log/envd-dockerd.log);
 #   - mmdebstrap (Debian base images) and docker-registry (sharing tests);
-#   - chromium (the runs report's test renders the page headless).
+#   - chromium (the runs report's test renders the page headless);
+#   - podman, catatonit, uidmap, slirp4netns (the engine matrix's Podman, tests/integration/podman.py).
 # Without root or apt it says what to install and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,10 @@ missing=()
 have mmdebstrap || missing+=(mmdebstrap)
 have docker-registry || missing+=(docker-registry)
 have chromium || missing+=(chromium)
+have podman || missing+=(podman)
+have catatonit || missing+=(catatonit)
+have newuidmap || missing+=(uidmap)
+have slirp4netns || missing+=(slirp4netns)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ! timeout 10 docker info >/dev/null 2>&1 && ! have dockerd; then
   missing+=(docker.io)

@@ -30,6 +30,7 @@ EXCLUDED = (
     "/etc/hosts",  # same: bind-mounted at run time, placeholder in committed layers
     "/etc/resolv.conf",  # same: written from the host's DNS settings at run time
     "/.dockerenv",  # created by Docker in every container, so committed layers carry it
+    "/run/.containerenv",  # Podman's /.dockerenv: created in every container it runs
     "/proc",  # kernel filesystem mounted at run time; the image only holds a mount point
     "/sys",  # same, sysfs
     "/dev",  # devtmpfs/tmpfs mounted at run time; device nodes in a layer are never seen
@@ -40,6 +41,14 @@ EXCLUDED = (
 # recorded as Docker 20.10 made it, so the hash does not depend on the engine, and every
 # environment hash recorded before stays valid.
 INIT_PLACEHOLDERS = ("/sbin/docker-init", "/usr/sbin/docker-init")
+# Podman's `--init` (catatonit) is bind-mounted here instead; its empty placeholder is recorded
+# as Docker's, where Docker 20.10 would have left it, so both engines give the same hash.
+PODMAN_INIT = "/run/podman-init"
+# Podman makes /etc/mtab -> /proc/mounts in every container that lacks it (Docker does not
+# commit one); dropped when the layer that adds it carries Podman's mark, so an /etc/mtab the
+# image's own files make is kept.
+PODMAN_MARK = "/run/.containerenv"
+PODMAN_MTAB = ("/etc/mtab", "/proc/mounts")
 _EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 # Bounds on what is kept from file contents, so a crafted image cannot exhaust memory.
@@ -349,7 +358,10 @@ def merge(layers: Iterable[LayerSummary]) -> Manifest:
             for path in _hidden(state, layer.whiteouts, hide_below):
                 del state[path]
                 facts.pop(path, None)
+        podman_mtab = _podman_mtab(layer, state)
         for path, entry in layer.entries.items():
+            if path == podman_mtab:
+                continue
             if entry.kind != "hardlink":
                 state[path] = entry
                 facts.pop(path, None)
@@ -359,11 +371,27 @@ def merge(layers: Iterable[LayerSummary]) -> Manifest:
             if entry.kind == "hardlink":
                 _link(state, facts, path, entry)
     kept = {p: e for p, e in state.items() if not is_excluded(p)}
+    podman_init = kept.get(PODMAN_INIT)
+    if podman_init is not None and podman_init.kind == "file" and podman_init.size == 0:
+        del kept[PODMAN_INIT]
+        sbin = kept.get("/sbin")
+        merged_usr = sbin is not None and sbin.kind == "symlink"
+        kept.setdefault("/usr/sbin/docker-init" if merged_usr else "/sbin/docker-init", podman_init)
     for path in INIT_PLACEHOLDERS:
         placeholder = kept.get(path)
         if placeholder is not None and placeholder.kind == "file" and placeholder.size == 0:
             kept[path] = replace(placeholder, mode=0o755, sha256=_EMPTY_SHA256)
     return Manifest(kept, {p: f for p, f in facts.items() if p in kept})
+
+
+def _podman_mtab(layer: LayerSummary, below: Mapping[str, Entry]) -> str:
+    """ "/etc/mtab" when this layer is a Podman container's commit that added Podman's own
+    /etc/mtab symlink (none below it), else ""."""
+    path, target = PODMAN_MTAB
+    mtab = layer.entries.get(path)
+    if PODMAN_MARK not in layer.entries or mtab is None or path in below:
+        return ""
+    return path if mtab.kind == "symlink" and mtab.target == target else ""
 
 
 def _hidden(

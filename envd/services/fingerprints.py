@@ -46,10 +46,21 @@ def _host_dict(section: HostSection) -> dict[str, object]:
     return asdict(section)
 
 
+# What Podman puts in every container's environment, which its commit bakes into the image's
+# ENV (Docker commits neither): left out when the image carries Podman's `container=podman`.
+PODMAN_ENV = ("container=podman", "TERM=xterm")
+
+
 def spec_env_names(image_env: tuple[str, ...]) -> list[str]:
-    """The variables a spec set, from an image's ENV (without what every envd image has)."""
+    """The variables a spec set, from an image's ENV (without what every envd image has, nor
+    what Podman's commit added)."""
     skip = {"PATH", "VIRTUAL_ENV", "LANG", "HOME"}
-    return sorted(n for n in (e.split("=", 1)[0] for e in image_env) if n not in skip)
+    podman = PODMAN_ENV[0] in image_env
+    return sorted(
+        e.split("=", 1)[0]
+        for e in image_env
+        if e.split("=", 1)[0] not in skip and not (podman and e in PODMAN_ENV)
+    )
 
 
 class Fingerprints:

@@ -17,6 +17,7 @@ ever adopted, listed or removed: several daemons (users, test sessions) may shar
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
 import shutil
@@ -34,6 +35,8 @@ from envd.events import EventBus
 from envd.gateways.agent_client import AGENT_SCRIPT, agent_answers, running_commands
 from envd.gateways.engine import ContainerInfo, Mount, RunResult
 from envd.model.plan import IDLE_CMD, WORKDIR
+
+log = logging.getLogger(__name__)
 
 ROLE = "warm"
 REAP_EVERY_S = 30.0
@@ -452,6 +455,8 @@ class WarmContainers:
             agent = self._wait_for_agent(info.id, folder)
             info = self.engine.inspect_container(info.id) or info
             if not agent:  # no usable python3 in the image: `docker exec` only
+                why = "no usable python3" if (folder / NO_AGENT).exists() else "none listens"
+                log.debug("no agent in %s (%s): enter falls back to `docker exec`", info.name, why)
                 shutil.rmtree(folder, ignore_errors=True)
         if info.status != "running":
             self.engine.remove_container(info.id)

@@ -1,9 +1,11 @@
-"""The engines users run: Docker 26 (Debian 13's docker.io), classic and containerd image store.
+"""The engines users run: Docker 26 (Debian 13's docker.io), classic and containerd image store,
+and rootful Podman 4.3 (Debian 12's podman) through its Docker-compatible API.
 
-The same envd.lock, built on the machine's Docker 20.10 and on each Docker 26 store, gives the
-same environment content hash; the environment is entered, shared through a local registry,
-pulled back into a fresh home, saved to an archive and loaded again, each verified from the
-bytes. Each engine builds environments/default once (module-scoped fixtures).
+The same envd.lock, built on the machine's Docker 20.10 and on each of those engines, gives the
+same environment content hash; the environment is entered (through the agent: the fast path),
+shared through a local registry, pulled back into a fresh home, saved to an archive and loaded
+again, each verified from the bytes; gc removes what no current lock needs. Each engine builds
+environments/default once (module-scoped fixtures).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import pytest
 
 from tests.conftest import Envctl, _envctl_env, copy_template, stop_daemon
 from tests.integration.engines import EngineUnavailable, docker26
+from tests.integration.podman import PodmanUnavailable, podman_service
 from tests.integration.registry import local_registry
+from tests.integration.test_build import build_json
 
 pytestmark = pytest.mark.integration
 
@@ -51,10 +55,18 @@ def _runner(root: Path, host: str) -> Envctl:
     return Envctl(env=env, home=home, cwd=root)
 
 
-@pytest.fixture(scope="module", params=["classic", "containerd"])
-def d26(request: pytest.FixtureRequest, engine: None) -> Iterator[tuple[str, str]]:
-    """(store, DOCKER_HOST) of a fresh Docker 26 with that image store."""
+@pytest.fixture(scope="module", params=["classic", "containerd", "podman"])
+def d26(request: pytest.FixtureRequest, engine: None, registry: str) -> Iterator[tuple[str, str]]:
+    """(store, DOCKER_HOST) of a fresh Docker 26 with that image store, or ("podman", ...) of a
+    fresh rootful Podman that trusts the tests' registry."""
     store = str(request.param)
+    if store == "podman":
+        try:
+            with podman_service((registry,)) as host:
+                yield store, host
+        except PodmanUnavailable as exc:
+            pytest.skip(f"no Podman here: {exc}")
+        return
     try:
         with docker26(store) as host:  # type: ignore[arg-type]
             yield store, host
@@ -85,6 +97,11 @@ def test_info_names_the_engine_and_its_store(
     store, _ = d26
     runner, _ = built
     info = json.loads(runner.ok("--json", "info"))["engine"]
+    if store == "podman":
+        assert info["product"] == "Podman" and info["version"].startswith("4.3.")
+        assert info["api_version"] == "1.41" and info["image_store"] == "classic"
+        assert "Podman 4.3." in runner.ok("info")
+        return
     assert info["version"].startswith("26.") and info["api_version"] == "1.45"
     assert info["image_store"] == store
     assert f"{store} image store" in runner.ok("info")
@@ -129,6 +146,9 @@ def test_enter_runs_a_command(built: tuple[Envctl, Path]) -> None:
     assert out == "2.0\n"
     proc = runner("enter", str(path), "--", "sh", "-c", "exit 7")
     assert proc.returncode == 7
+    # The fast path: the command's parent is the envd agent in the container, not `docker exec`.
+    parent = runner.ok("enter", str(path), "--", "sh", "-c", 'tr "\\0" " " </proc/$PPID/cmdline')
+    assert "/run/envd/agent.py" in parent, parent
 
 
 def test_share_and_pull_into_a_fresh_home(
@@ -177,3 +197,24 @@ def test_save_and_load_into_a_fresh_home(
         assert "verified" in colleague.ok("load", str(archive))
     finally:
         stop_daemon(colleague)
+
+
+def test_gc_keeps_what_a_current_lock_needs(
+    d26: tuple[str, str], built: tuple[Envctl, Path]
+) -> None:
+    _, host = d26
+    runner, path = built
+    gc = copy_template("default", path.parent / "gc")
+    spec = (path / "envd.yaml").read_text().replace("name: dflt", "name: gcme")
+    (gc / "envd.yaml").write_text(spec)
+    first = build_json(runner, gc)["image"]
+    (gc / "envd.yaml").write_text(spec.replace("  - pyyaml", "  - pyyaml\n  - certifi"))
+    runner.ok("lock", str(gc))
+    second = build_json(runner, gc)["image"]
+    names = {r["image"] for r in json.loads(runner.ok("--json", "gc"))["removed"]}
+    assert first in names and second not in names
+    env = {**os.environ, "DOCKER_HOST": host}
+    gone = subprocess.run(["docker", "image", "inspect", first], env=env, capture_output=True)
+    assert gone.returncode != 0
+    assert "up to date" in runner.ok("build", str(gc))
+    assert "up to date" in runner.ok("build", str(path))  # the other project's image is kept

@@ -201,6 +201,32 @@ def test_the_init_placeholder_hashes_the_same_whatever_mode_the_engine_gave_it()
     assert real.entries["/usr/sbin/docker-init"].mode == 0o644  # a real file keeps its mode
 
 
+def test_a_podman_step_hashes_as_the_same_step_on_docker() -> None:
+    # What each engine's step container leaves in its committed layer beside the step's files.
+    merged = [M("sbin", kind="symlink", target="usr/sbin"), *BASE]
+    step = [M("opt/venv/bin/python", b"py", mode=0o755)]
+    docker = manifest(merged, [*step, M("usr/sbin/docker-init", mode=0o755)])
+    podman = manifest(merged, [
+        *step,
+        M("run/podman-init", mode=0o755),
+        M("run/.containerenv", mode=0o755),
+        M("etc/mtab", kind="symlink", target="/proc/mounts"),
+        M("etc/hosts", mode=0o755),
+    ])  # fmt: skip
+    assert content_hash(podman) == content_hash(docker)
+    assert "/run/podman-init" not in podman.entries and "/etc/mtab" not in podman.entries
+    unmerged = manifest(BASE, [M("run/podman-init"), M("run/.containerenv")])
+    assert content_hash(unmerged) == content_hash(manifest(BASE, [M("sbin/docker-init")]))
+
+
+def test_an_mtab_the_image_makes_itself_is_kept_on_podman() -> None:
+    own = [M("etc/mtab", kind="symlink", target="/proc/mounts")]
+    base = manifest([*BASE, *own], [M("run/.containerenv"), M("opt/x", b"x")])
+    assert base.entries["/etc/mtab"].target == "/proc/mounts"  # below Podman's layer: kept
+    step = manifest(BASE, [*own, M("opt/x", b"x")])  # no Podman mark: the step made it
+    assert "/etc/mtab" in step.entries
+
+
 def test_non_utf8_names_are_kept_distinct_and_hashed_deterministically() -> None:
     raw = M(b"opt/caf\xe9.txt", b"latin-1 name")
     text = M("opt/caf\u00e9.txt", b"latin-1 name")

@@ -182,3 +182,104 @@ def test_a_loaded_image_is_named_by_the_engine_on_the_containerd_store() -> None
     assert engine_with(DOCKER_26_CONTAINERD_INFO).loaded_image(config, [manifest]) == manifest
     with pytest.raises(RegistryError, match="did not say which image"):
         engine_with(DOCKER_26_CONTAINERD_INFO).loaded_image(config, ["x:1"])
+
+
+# ------------------------------------------------------------------ Podman
+
+
+def podman_save(layers: list[bytes]) -> bytes:
+    """A `docker save` from Podman 4.3 (containers/image's docker-archive): each layer is
+    `<diff-id>.tar` at the top, the legacy `<id>/layer.tar` a symlink to it."""
+    config = json.dumps(
+        {"rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha(x)}" for x in layers]}}
+    ).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        for layer in layers:
+            add(f"{sha(layer)}.tar", layer)
+        add(f"{sha(config)}.json", config)
+        for i, layer in enumerate(layers):
+            link = tarfile.TarInfo(f"{i:064x}/layer.tar")
+            link.type, link.linkname = tarfile.SYMTYPE, f"../{sha(layer)}.tar"
+            tar.addfile(link)
+        entry = {"Config": f"{sha(config)}.json", "RepoTags": ["docker.io/x:1"],
+                 "Layers": [f"{sha(x)}.tar" for x in layers]}  # fmt: skip
+        add("manifest.json", json.dumps([entry]).encode())
+    return buf.getvalue()
+
+
+def test_a_podman_save_is_read_layer_by_layer_and_checked() -> None:
+    layers = [layer_tar({"a": b"one"}), layer_tar({"b": b"two"})]
+    saved = read_saved_image(io.BytesIO(podman_save(layers)), summarise_layer)
+    assert saved.diff_ids == tuple(f"sha256:{sha(x)}" for x in layers)
+    assert [sorted(s.entries) for s in saved.layers if s is not None] == [["/a"], ["/b"]]
+    forged = podman_save(layers).replace(b"two", b"owt")
+    with pytest.raises(VerificationError):
+        read_saved_image(io.BytesIO(forged), summarise_layer)
+
+
+class FakeImportApi:
+    """Podman 4.3's import: the image goes in as `repository:latest`, the tag is ignored."""
+
+    def __init__(self) -> None:
+        self.images: dict[str, dict[str, Any]] = {}
+
+    def import_image_from_file(self, path: str, repository: str, tag: str, changes: Any) -> str:
+        image = {"Id": "sha256:" + "a" * 64, "RepoTags": [f"docker.io/{repository}:latest"]}
+        self.images[f"{repository}:latest"] = self.images[image["Id"]] = image
+        return json.dumps({"status": image["Id"], "id": image["Id"]})
+
+    def tag(self, image: str, repository: str, tag: str) -> bool:
+        self.images[f"{repository}:{tag}"] = self.images[image]
+        return True
+
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        import docker.errors
+
+        if ref not in self.images:
+            raise docker.errors.ImageNotFound(ref)
+        return self.images[ref]
+
+
+def test_an_import_that_ignores_the_tag_is_tagged_by_the_id_it_reports(tmp_path: Path) -> None:
+    engine = engine_with(DOCKER_20_INFO)
+    engine.client.api = FakeImportApi()
+    image_id = engine.import_tarball(tmp_path / "base.tar", "envd/base-debian", "a066ec1a9665")
+    assert image_id == "sha256:" + "a" * 64
+    assert engine.image_exists("envd/base-debian:a066ec1a9665")
+
+
+def test_a_podman_save_is_rewritten_in_the_layout_archives_take(tmp_path: Path) -> None:
+    layers = [layer_tar({"a": b"one"}), layer_tar({"b": b"two"})]
+    raw, out = tmp_path / "raw.tar", tmp_path / "image.tar"
+    raw.write_bytes(podman_save(layers))
+    assert uncompress_saved_image(raw, out)
+    with tarfile.open(out) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        assert not any(n.endswith(".tar") for n in tar.getnames())
+    assert manifest[0]["Layers"] == [f"blobs/sha256/{sha(x)}" for x in layers]
+
+
+class FakePodmanPushApi(FakeApi):
+    def push(self, repository: str, **kwargs: Any) -> list[dict[str, Any]]:
+        # What Podman 4.3 streams: no aux digest, the digest only in its last status line.
+        digest = "sha256:" + "d" * 64
+        return [{"status": "The push refers to repository [x]"},
+                {"status": f"digest: {digest} size: 901", "id": "1"}]  # fmt: skip
+
+
+def test_a_podman_push_takes_the_digest_from_its_status_line() -> None:
+    engine = engine_with(DOCKER_20_INFO)
+    engine.client.version = lambda: {**PODMAN_VERSION, "ApiVersion": "1.41"}  # type: ignore[method-assign]
+    engine.client.api = FakePodmanPushApi()
+    assert engine.push("127.0.0.1:5000/team/x:1").digest == "sha256:" + "d" * 64
+    docker = engine_with(DOCKER_20_INFO)
+    docker.client.api = FakePodmanPushApi()
+    with pytest.raises(RegistryError, match="did not return a digest"):
+        docker.push("127.0.0.1:5000/team/x:1")  # Docker's own stream always has the aux digest

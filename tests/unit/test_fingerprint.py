@@ -149,3 +149,13 @@ def test_identical() -> None:
     diff = diff_fingerprints(a, a)
     assert diff.identical and diff.changes == ()
     assert "identical" in format_diff(diff, "a", "b")
+
+
+def test_what_podmans_commit_adds_to_env_is_not_taken_for_the_specs() -> None:
+    from envd.services.fingerprints import spec_env_names
+
+    docker = ("PATH=/opt/venv/bin:/usr/bin", "VIRTUAL_ENV=/opt/venv", "MY_FLAG=1")
+    podman = (*docker, "TERM=xterm", "container=podman")
+    assert spec_env_names(podman) == spec_env_names(docker) == ["MY_FLAG"]
+    # Without Podman's mark, a TERM the spec set is the spec's.
+    assert spec_env_names((*docker, "TERM=xterm")) == ["MY_FLAG", "TERM"]

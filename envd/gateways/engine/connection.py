@@ -129,5 +129,12 @@ class EngineConnection:
             self._info()
         return self._profile.image_store if self._profile is not None else CLASSIC_STORE
 
+    @property
+    def product(self) -> str:
+        """ "Docker" or "Podman" (read once; "Docker" when the engine cannot say)."""
+        if self._profile is None:
+            self._info()
+        return self._profile.product if self._profile is not None else "Docker"
+
     def labels(self, **more: str) -> dict[str, str]:
         return {MANAGED_LABEL: "1", **self.extra_labels, **more}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TypeVar
@@ -82,6 +83,13 @@ class ImagesMixin(EngineConnection):
         except Exception as exc:
             raise engine_error(exc) from exc
         image = self.inspect_image(f"{repository}:{tag}")
+        reported = _imported_id(str(out))
+        if image is None and reported:
+            # Podman (4.3) imports under `repository:latest`, ignoring the tag it was given:
+            # the image is found by the ID it reports, and tagged here.
+            log.debug("engine imported %s without tag %s; tagging by ID", reported, tag)
+            self.tag(reported, repository, tag)
+            image = self.inspect_image(f"{repository}:{tag}")
         if image is None:
             raise EnvdError(f"importing {path} into the engine failed: {str(out)[-500:]}")
         return image.id
@@ -156,7 +164,7 @@ class ImagesMixin(EngineConnection):
         repository, tag = split_reference(reference)
         pushed: set[str] = set()
         skipped: set[str] = set()
-        digest = ""
+        digest = said = ""
         try:
             for item in self.client.api.push(repository, tag=tag, stream=True, decode=True):
                 if "error" in item:
@@ -171,6 +179,8 @@ class ImagesMixin(EngineConnection):
                     skipped.add(layer)
                 aux = item.get("aux") or {}
                 digest = str(aux.get("Digest", digest))
+                if found := _PUSHED_DIGEST.search(status):
+                    said = found.group(1)
                 if on_progress is not None and status:
                     on_progress(f"{layer}: {status}".strip(": "))
         except RegistryError:
@@ -179,6 +189,10 @@ class ImagesMixin(EngineConnection):
             raise RegistryError(
                 f"cannot push {reference}: {short(exc)}", hint=registry_hint(str(exc))
             ) from exc
+        if not digest and said and self.product == "Podman":
+            # Podman ends a push with no aux digest, only its "digest: ... size: ..." line.
+            log.debug("no aux digest in Podman's push of %s: taken from its status", reference)
+            digest = said
         if not digest and self.image_store == CONTAINERD_STORE:
             # Docker 26's containerd store ends a push without the aux digest: ask the registry.
             log.debug("no digest in the push stream of %s: asking the registry", reference)
@@ -225,7 +239,7 @@ class ImagesMixin(EngineConnection):
                 for chunk in self.client.api.get_image(image, chunk_size=1 << 20):
                     f.write(chunk)
             if uncompress_saved_image(raw, path):
-                log.debug("the engine saved %s with compressed layers: rewritten", image)
+                log.debug("the engine saved %s compressed or in Podman's layout: rewritten", image)
         except EnvdError:
             raise
         except Exception as exc:
@@ -277,3 +291,22 @@ class ImagesMixin(EngineConnection):
             raise engine_error(exc) from exc
         finally:
             raw.close()
+
+
+_PUSHED_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64}) size: \d+")
+
+
+def _imported_id(stream: str) -> str:
+    """The image ID an import's answer ends with ("" when it names none)."""
+    found = ""
+    for line in stream.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            for key in ("id", "status"):
+                value = str(event.get(key) or "")
+                if value.startswith("sha256:"):
+                    found = value
+    return found

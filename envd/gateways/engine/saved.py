@@ -8,6 +8,7 @@ import io
 import json
 import os
 import posixpath
+import re
 import tarfile
 import tempfile
 from collections.abc import Callable, Collection, Iterator
@@ -37,7 +38,9 @@ def uncompress_saved_image(raw: Path, out: Path) -> bool:
         if len(layer_names) != len(diff_ids):
             raise VerificationError("the engine's image archive lists layers its config does not")
         heads = [_member_head(tar, name) for name in layer_names]
-        if not any(h.startswith((_GZIP_MAGIC, _ZSTD_MAGIC)) for h in heads):
+        # Podman names layers `<diff-id>.tar` (not a layout envd's archives take): rewritten too.
+        podman = any(_DIGEST_TAR.fullmatch(name) for name in layer_names)
+        if not podman and not any(h.startswith((_GZIP_MAGIC, _ZSTD_MAGIC)) for h in heads):
             os.replace(raw, out)
             return False
         with tarfile.open(out, mode="w", format=tarfile.PAX_FORMAT) as dest:
@@ -119,6 +122,7 @@ _MAX_JSON = 16 << 20  # one manifest, index or config
 _MAX_JSON_TOTAL = 64 << 20  # all JSON kept from one archive
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_DIGEST_TAR = re.compile(r"[0-9a-f]{64}\.tar")  # Podman's name for a layer in a save
 
 
 @dataclass(frozen=True)
@@ -251,7 +255,10 @@ def read_saved_image(
                 if member is None:
                     continue
                 is_blob = name.startswith("blobs/")
-                if name.endswith("/layer.tar") or is_blob:
+                # Podman (containers/image's docker-archive) writes each layer as
+                # `<diff-id>.tar` at the top, `<id>/layer.tar` being a link to it.
+                by_digest = is_blob or _DIGEST_TAR.fullmatch(name) is not None
+                if name.endswith("/layer.tar") or by_digest:
                     head = member.read(1)
                     if is_blob and head == b"{" and info.size <= _MAX_JSON:
                         json_total += info.size
@@ -259,8 +266,8 @@ def read_saved_image(
                             raise VerificationError("the image archive holds too much metadata")
                         jsons[name] = head + member.read()
                         continue
-                    digest = "sha256:" + posixpath.basename(name)
-                    parse = digest not in skip if is_blob else info.size not in skip_sizes
+                    digest = "sha256:" + posixpath.basename(name).removesuffix(".tar")
+                    parse = digest not in skip if by_digest else info.size not in skip_sizes
                     read = _read_layer(_Peeked(head, member), read_layer, parse)
                     read.size = info.size
                     layers[name] = read
