@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from envd.services.watching import DEBOUNCE_S
 from tests.conftest import Envctl, copy_template
+from tests.integration.events import EventStream
 
 pytestmark = pytest.mark.integration
 
@@ -22,6 +24,11 @@ def state(envctl: Envctl, path: Path) -> tuple[str, str]:
         if p["path"] == str(path):
             return p["state"].removeprefix("PROJECT_STATE_").lower(), p.get("state_reason", "")
     raise AssertionError(f"{path} is not registered")
+
+
+def of(name: str, says: str = "") -> Callable[[dict[str, Any]], bool]:
+    """An event about project `name` whose message mentions `says`."""
+    return lambda event: event["project"] == name and says in event["message"]
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 60) -> None:
@@ -35,28 +42,20 @@ def wait_for(check: Callable[[], bool], timeout: float = 60) -> None:
 def test_edit_marks_stale_then_lock_rebuilds_in_background(shared: Envctl) -> None:
     path = copy_template("default", shared.cwd / "watched")
     shared.ok("build", str(path))
-    events = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "events", "--json"],
-        env=shared.env,
-        cwd=shared.cwd,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        time.sleep(0.5)
+    with EventStream(shared) as events:
         spec = (path / "envd.yaml").read_text()
         (path / "envd.yaml").write_text(spec.replace("  - pyyaml", "  - pyyaml\n  - six"))
-        wait_for(lambda: state(shared, path)[0] == "stale", 10)
+        events.wait("project.stale", of("watched"))
+        assert state(shared, path)[0] == "stale"
         assert "package added: six" in state(shared, path)[1]
         assert "package added: six" in shared.ok("status", str(path))
         shared.ok("lock", str(path))  # the user re-locks; the daemon rebuilds by itself
+        events.wait("watch.rebuild", of("watched"))
+        events.wait("build.finished", of("watched"))
         wait_for(lambda: state(shared, path)[0] == "ready", 120)
         proc = shared("enter", str(path), "--", "python", "-c", "import six")
         assert proc.returncode == 0 and "running:" not in proc.stderr  # no build at enter
-    finally:
-        events.terminate()
-        out, _ = events.communicate(timeout=10)
-    kinds = [json.loads(line)["kind"] for line in out.splitlines() if line.strip()]
+    kinds = events.kinds()
     assert "project.stale" in kinds and "watch.rebuild" in kinds
     assert kinds.index("project.stale") < kinds.index("watch.rebuild")
     assert "build.finished" in kinds
@@ -67,36 +66,35 @@ def test_a_burst_of_saves_starts_one_build(shared: Envctl) -> None:
     shared.ok("build", str(path))
     spec = (path / "envd.yaml").read_text()
     (path / "envd.yaml").write_text(spec.replace("  - pyyaml", "  - pyyaml\n  - idna"))
-    shared.ok("lock", str(path))
-    text = (path / "envd.lock").read_text()
-    events = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "events", "--json"],
-        env=shared.env,
-        cwd=shared.cwd,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    shared.ok("config", "rebuild_on_change", "false")  # the lock itself starts no build
     try:
-        time.sleep(0.5)
+        with EventStream(shared) as events:
+            shared.ok("lock", str(path))
+            events.wait("project.stale", of("burst", "older than envd.lock"))
+    finally:
+        shared.ok("config", "rebuild_on_change", "true")
+    text = (path / "envd.lock").read_text()
+    with EventStream(shared) as events:
         for _ in range(10):  # an editor saving by rename, ten times
             tmp = path / ".envd.lock.swp"
             tmp.write_text(text)
             tmp.rename(path / "envd.lock")
             time.sleep(0.02)
+        events.wait("watch.rebuild", of("burst"))
+        events.wait("build.finished", of("burst"))
         wait_for(lambda: state(shared, path)[0] == "ready", 120)
-        time.sleep(1.5)
-    finally:
-        events.terminate()
-        out, _ = events.communicate(timeout=10)
-    rebuilds = [json.loads(line) for line in out.splitlines() if '"watch.rebuild"' in line]
-    assert len(rebuilds) == 1, out
+        time.sleep(DEBOUNCE_S + 0.5)  # a second (wrong) rebuild would have started by now
+    rebuilds = [e for e in events.events if e["kind"] == "watch.rebuild"]
+    assert len(rebuilds) == 1, events.events
 
 
 def test_invalid_edit_keeps_the_old_image(shared: Envctl) -> None:
     path = copy_template("default", shared.cwd / "breaks")
     shared.ok("build", str(path))
-    (path / "envd.yaml").write_text("base: {debian: bookworm}\npakages: [x]\n")
-    wait_for(lambda: state(shared, path)[0] == "invalid", 10)
+    with EventStream(shared) as events:
+        (path / "envd.yaml").write_text("base: {debian: bookworm}\npakages: [x]\n")
+        events.wait("project.invalid", of("breaks"))
+    assert state(shared, path)[0] == "invalid"
     assert "pakages" in state(shared, path)[1]
     image = next(
         p["image"]
@@ -115,8 +113,10 @@ def test_invalid_edit_keeps_the_old_image(shared: Envctl) -> None:
 def test_removed_directory_is_reported_missing(shared: Envctl) -> None:
     path = copy_template("default", shared.cwd / "vanishing")
     shared.ok("add", str(path))
-    shutil.rmtree(path)
-    wait_for(lambda: state(shared, path)[0] == "missing", 10)
+    with EventStream(shared) as events:
+        shutil.rmtree(path)
+        events.wait("project.missing", of("vanishing"))
+    assert state(shared, path)[0] == "missing"
     assert "daemon" not in shared.ok("daemon", "status").lower().split("error")[0] or True
     assert shared("daemon", "status").returncode == 0
 
@@ -132,18 +132,23 @@ def test_an_edit_to_an_included_requirements_file_in_a_subfolder_is_seen(shared:
     (path / "envd.yaml").write_text(spec + "requirements: requirements.txt\n")
     shared.ok("build", str(path))
     wait_for(lambda: state(shared, path)[0] == "ready", 60)
+    with EventStream(shared) as events:
+        _includes_are_followed(shared, path, events)
+
+
+def _includes_are_followed(shared: Envctl, path: Path, events: EventStream) -> None:
     (path / "deps" / "base.txt").write_text("pyyaml\nsix\n")
-    wait_for(lambda: state(shared, path)[0] == "stale", 10)
+    events.wait("project.stale", of("includes", "six"))
     assert "six" in state(shared, path)[1]
     shared.ok("lock", str(path))  # what the hint says
     shared.ok("build", str(path))
     wait_for(lambda: state(shared, path)[0] == "ready", 60)
     (path / "deps" / "more.txt").write_text("idna\n")
     (path / "deps" / "base.txt").write_text("pyyaml\nsix\n-r more.txt\n")
-    wait_for(lambda: state(shared, path)[0] == "stale", 10)
+    events.wait("project.stale", of("includes", "idna"))
     shared.ok("lock", str(path))
     shared.ok("build", str(path))
     wait_for(lambda: state(shared, path)[0] == "ready", 60)
     (path / "deps" / "more.txt").write_text("idna\nsix\nattrs\n")
-    wait_for(lambda: state(shared, path)[0] == "stale", 10)
+    events.wait("project.stale", of("includes", "attrs"))
     assert "attrs" in state(shared, path)[1]
