@@ -15,8 +15,8 @@ import pytest
 from envd.gateways.engine import Engine
 from envd.gateways.trust import host_ca_bundle
 from envd.services.content import ContentHasher
-from envd.services.watching import DEBOUNCE_S
 from tests.conftest import SESSION_LABEL, Envctl, copy_template
+from tests.integration.events import EventStream
 
 pytestmark = pytest.mark.integration
 
@@ -79,8 +79,13 @@ def _failing_setup(shared: Envctl) -> None:
     good = build_json(shared, path)["image"]
     spec = (path / "envd.yaml").read_text()
     (path / "envd.yaml").write_text(spec + "setup: ['echo about to fail; exit 3']\n")
-    shared.ok("lock", str(path))
-    time.sleep(DEBOUNCE_S + 1)  # the watcher has judged the edit before the build fails
+    with EventStream(shared) as events:
+        shared.ok("lock", str(path))
+        # the watcher has judged the new lock before the build fails
+        events.wait(
+            "project.stale",
+            lambda e: e["project"] == "failing" and "older than envd.lock" in e["message"],
+        )
     proc = shared("build", str(path))
     assert proc.returncode == 6
     assert "setup[0]" in proc.stderr and "about to fail" in proc.stderr
@@ -169,7 +174,6 @@ def test_a_daemon_killed_mid_build_leaves_no_containers(shared: Envctl) -> None:
     import os
     import signal
     import sys
-    import time
 
     path = copy_template("default", shared.cwd / "killed")
     spec = (path / "envd.yaml").read_text()
@@ -195,7 +199,6 @@ def test_a_daemon_killed_mid_build_leaves_no_containers(shared: Envctl) -> None:
 
 def test_timings_cold_and_noop(envctl: Envctl) -> None:
     """Measured, not asserted: a cold build (a fresh daemon: no step cached) and a no-op."""
-    import time
 
     path = copy_template("default", envctl.cwd / "timed")
     started = time.monotonic()

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Envctl, copy_template
+from tests.integration.events import EventStream
 
 pytestmark = pytest.mark.integration
 
@@ -333,25 +334,32 @@ def test_stop_and_idle_expiry(shared: Envctl, default_project: Path) -> None:
     assert shared("stop").returncode == 2
     shared.ok("config", "idle_timeout", "2")
     try:
-        # a command longer than the timeout keeps its container
-        running = popen_envctl(
-            shared, "enter", str(default_project), "--", "sleep", "5",
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while "dflt" not in warm(shared) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        container = warm(shared)["dflt"]
-        time.sleep(3)  # past the idle timeout, while the command still runs
-        assert warm(shared).get("dflt") == container
-        running.communicate(timeout=60)
-        assert running.returncode == 0
-        deadline = time.monotonic() + 20
-        while "dflt" in warm(shared) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert "dflt" not in warm(shared) and not exists(container)
+        with EventStream(shared) as events:
+            _idle_expiry(shared, default_project, events)
     finally:
         shared.ok("config", "idle_timeout", "1800")
+
+
+def _idle_expiry(shared: Envctl, project: Path, events: EventStream) -> None:
+    # a command longer than the timeout keeps its container; it runs until the test says so
+    running = popen_envctl(
+        shared, "enter", str(project), "--", "sh", "-c",
+        "echo started; while [ ! -e go ]; do sleep 0.1; done; echo finished",
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert running.stdout is not None and running.stdout.readline() == "started\n"
+        container = warm(shared)["dflt"]
+        time.sleep(3)  # past the idle timeout (the reaper looks every second), still running
+        assert warm(shared).get("dflt") == container
+    finally:
+        (project / "go").touch()
+    out, _ = running.communicate(timeout=60)
+    (project / "go").unlink()
+    assert out == "finished\n" and running.returncode == 0
+    stopped = events.wait("container.stopped", lambda e: e["project"] == "dflt")
+    assert stopped["fields"]["reason"].startswith("idle for ")
+    assert "dflt" not in warm(shared) and not exists(container)
 
 
 def test_stop_all(shared: Envctl, default_project: Path) -> None:
@@ -414,15 +422,17 @@ def test_a_rebuild_waits_for_running_commands(shared: Envctl) -> None:
         (proj / "go").touch()
     out, _ = long.communicate(timeout=90)
     assert out == "finished\n" and long.returncode == 3
-    shared.ok("config", "idle_timeout", "10")  # the reaper now looks every 5 s
-    try:
-        deadline = time.monotonic() + 30
-        while exists(old) and time.monotonic() < deadline:
+    with EventStream(shared) as events:
+        shared.ok("config", "idle_timeout", "10")  # the reaper now looks every 5 s
+        try:
             shared.ok("enter", str(proj), "--", "true")  # keeps the new one in use
-            time.sleep(0.5)
-        assert not exists(old) and warm(shared)["rebuilt"] == new
-    finally:
-        shared.ok("config", "idle_timeout", "1800")
+            events.wait(
+                "container.stopped",
+                lambda e: e["project"] == "rebuilt" and e["fields"]["reason"] == "replaced",
+            )
+            assert not exists(old) and warm(shared)["rebuilt"] == new
+        finally:
+            shared.ok("config", "idle_timeout", "1800")
     shared.ok("stop", "rebuilt")
 
 
