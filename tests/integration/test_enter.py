@@ -182,11 +182,11 @@ def test_sigterm_reaches_the_command(shared: Envctl, default_project: Path) -> N
         "--",
         "sh",
         "-c",
-        "trap 'echo got-term; exit 7' TERM; while true; do sleep 0.1; done",
+        "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done",
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
     )
-    time.sleep(2.0)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"  # the trap is set
     proc.terminate()
     out, _ = proc.communicate(timeout=30)
     assert "got-term" in out and proc.returncode == 7
