@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import Envctl
 from tests.fakes.wheels import wheel_bytes, wheel_name
+from tests.integration.events import EventStream
 from tests.integration.test_direct_urls import Served, project
 
 pytestmark = pytest.mark.integration
@@ -88,17 +89,14 @@ def test_the_watcher_refuses_a_crafted_lock_without_any_command(
     shared.ok("build", str(path))  # registered and watched (watch: true is the default)
     segment = quote(str(target), safe="")
     files.files[f"/w/{segment}"] = PAYLOAD
-    forge(path, url, files.url(f"/w/{segment}"), hashlib.sha256(PAYLOAD).hexdigest())
-
-    deadline = time.monotonic() + 20
-    reason = ""
-    while time.monotonic() < deadline:
-        for p in json.loads(shared.ok("--json", "ls"))["projects"]:
-            if p["path"] == str(path):
-                reason = p.get("state_reason", "")
-        if "not a plain file name" in reason:
-            break
-        time.sleep(0.3)
+    with EventStream(shared) as events:
+        forge(path, url, files.url(f"/w/{segment}"), hashlib.sha256(PAYLOAD).hexdigest())
+        events.wait("project.stale", lambda e: "not a plain file name" in e["message"])
+    reason = next(
+        p.get("state_reason", "")
+        for p in json.loads(shared.ok("--json", "ls"))["projects"]
+        if p["path"] == str(path)
+    )
     assert "not a plain file name" in reason
     time.sleep(1)
     assert not target.exists() and not target.parent.exists()
