@@ -1,7 +1,7 @@
 """envctl's commands and their one-line help, and `envctl --help` rendered without click.
 
 cli/app.py builds the click group from this table; `envctl --help` prints `help_text()`, the
-same text click would print (tests/unit/test_cli.py compares them), in a tenth of the time.
+same text click would print (tests/unit/cli/test_cli.py compares them), in a tenth of the time.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Envctl
-from tests.unit.test_spec_corpus import BAD, expectations
+from tests.unit.model.test_spec_corpus import BAD, expectations
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from bench.__main__ import Mode, add_package, with_pip_cert
 from envd.model.dockerfile import render
 from envd.model.plan import make_plan
 from tests.conftest import ROOT
-from tests.unit.test_plan import NUMPY, SIX, lock
+from tests.unit.model.test_plan import NUMPY, SIX, lock
 
 
 def test_the_ca_bundle_reaches_the_exported_pip_step() -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from envd.daemon.enter_socket import Frame, Session, encode, take_frames
 from envd.errors import EXIT_CONTAINER
-from tests.unit.test_entering import World, close, make_world
+from tests.unit.services.test_entering import World, close, make_world
 
 
 @pytest.fixture

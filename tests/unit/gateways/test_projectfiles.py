@@ -17,7 +17,7 @@ from envd.errors import LockError, SpecError
 from envd.gateways import projectfiles
 from envd.gateways.projectfiles import load_spec, read_bounded, read_lock
 from envd.model.lockfile import dumps
-from tests.unit.test_lockfile import make_lock
+from tests.unit.model.test_lockfile import make_lock
 
 SPEC = "base: {debian: bookworm}\n"
 

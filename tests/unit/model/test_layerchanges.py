@@ -9,7 +9,7 @@ from typing import IO
 from envd.model.content import content_hash, merge, summarise_layer
 from envd.model.inventory import integrity_problems
 from envd.model.layerchanges import ADDED, DELETED, MODIFIED, archive_roots, summarise_changes
-from tests.unit.test_content import M, tar_bytes
+from tests.unit.model.test_content import M, tar_bytes
 
 RECORD = (
     "pkg/__init__.py,sha256=MaUOWoQ_NA_AhNlKwuHwzoCafFRcbacGj9CzQp7hxGI,8\n"

@@ -24,7 +24,7 @@ from envd.model.spec_parser import parse_spec
 from envd.services.direct import DirectFiles
 from envd.services.locker import direct_changes
 from tests.fakes.wheels import wheel_bytes, wheel_name
-from tests.unit.test_lockfile import make_lock
+from tests.unit.model.test_lockfile import make_lock
 
 DIGEST = "ab" * 32
 WHEEL_URL = "https://files.example.org/w/tiny_pkg-1.2.0-py3-none-any.whl"

@@ -11,7 +11,7 @@ from envd.gateways.projectfiles import load_spec
 from envd.model.spec import Base, Runs, SetupStep, suggest_name
 from envd.model.spec_parser import parse_spec
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def parse(text: str, files: dict[str, str] | None = None):  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ from envd.gateways.projectfiles import load_spec, read_lock
 from envd.gateways.store import Store
 from envd.model.lockfile import dumps
 from envd.services.projects import Projects
-from tests.unit.test_lockfile import make_lock
+from tests.unit.model.test_lockfile import make_lock
 
 SPEC = "base: {debian: bookworm}\n"
 

@@ -32,7 +32,7 @@ from envd.progress import Progress
 from envd.services.buildcache import BuildCache, Fetched, StepRecord
 from envd.services.fingerprints import ENV_LABEL
 from envd.services.settings import Settings
-from tests.unit.test_lockfile import INPUTS, make_lock
+from tests.unit.model.test_lockfile import INPUTS, make_lock
 
 # ------------------------------------------------------------------ the setting
 

@@ -15,7 +15,7 @@ from envd.model.lockfile import PythonPackage, hash_inputs, inputs_from_spec
 from envd.model.plan import project_files
 from envd.model.setupmeta import SetupError, read_setup
 from envd.services.planning import read_project_inputs
-from tests.unit.test_plan import lock
+from tests.unit.model.test_plan import lock
 
 SPEC = "base: {debian: bookworm}\npython: '3.11'\n"
 

@@ -94,7 +94,7 @@ def test_a_lock_url_urlsplit_rejects_is_refused() -> None:
     direct-URL file name check."""
     import json
 
-    from tests.unit.test_direct_urls import make_lock, url_package
+    from tests.unit.services.test_direct_urls import make_lock, url_package
 
     lock = make_lock(python=(url_package(url="http://[::1/x-1.0-py3-none-any.whl"),))
     data = json.loads(lockfile.dumps(lock))

@@ -348,7 +348,7 @@ def test_the_host_scan_lists_files_and_links_only(tmp_path: Path) -> None:
 
 
 def test_enter_on_a_remote_engine_mounts_the_volume_and_brings_files_back(tmp_path: Path) -> None:
-    from tests.unit.test_entering import close, make_world
+    from tests.unit.services.test_entering import close, make_world
 
     volume = FakeVolume()
     sync = ProjectSync(volume, tmp_path / "sync", "envd-abc", "owner", "tcp://h:1")
@@ -372,7 +372,7 @@ def test_enter_on_a_remote_engine_mounts_the_volume_and_brings_files_back(tmp_pa
 
 
 def test_enter_on_a_local_engine_bind_mounts_and_never_syncs(tmp_path: Path) -> None:
-    from tests.unit.test_entering import close, make_world
+    from tests.unit.services.test_entering import close, make_world
 
     w = make_world(tmp_path)
     try:
@@ -398,7 +398,7 @@ def test_the_fast_path_on_a_remote_engine_is_a_docker_exec_plan_synced_both_ways
 ) -> None:
     from envd.paths import run_pid_file
     from envd.services.entering import EnterCall
-    from tests.unit.test_entering import close, make_world
+    from tests.unit.services.test_entering import close, make_world
 
     volume = FakeVolume()
     w = make_world(tmp_path, sync=ProjectSync(volume, tmp_path / "s", "ns", "o", "tcp://h:1"))

@@ -365,7 +365,7 @@ def test_a_library_that_would_end_its_script_tag_is_refused() -> None:
 
 
 def test_the_vendored_libraries_are_the_pinned_releases() -> None:
-    folder = Path(__file__).resolve().parents[2] / "cli" / "assets"
+    folder = Path(__file__).resolve().parents[3] / "cli" / "assets"
     manifest = json.loads((folder / "manifest.json").read_text())
     assets = vendored_assets()
     assert [(a.name, a.version) for a in assets] == [

@@ -20,7 +20,7 @@ from envd.services.builder import Builder
 from envd.services.images import ImageEntry, Images, select_garbage
 from envd.services.projects import LockState, Projects, lock_path
 from envd.services.steps import StepRunner
-from tests.unit.test_plan import NUMPY, SIX, lock
+from tests.unit.model.test_plan import NUMPY, SIX, lock
 
 
 def entry(name: str, used: float, size: int, in_use: bool = False) -> ImageEntry:

@@ -17,7 +17,7 @@ from envd.errors import SpecError
 from envd.model.adopt import Adopted, adopt, render
 from envd.model.spec_parser import parse_spec
 
-CORPUS = Path(__file__).resolve().parent.parent / "adopt"
+CORPUS = Path(__file__).resolve().parents[2] / "adopt"
 CASES = sorted(p for p in CORPUS.iterdir() if p.is_dir())
 
 

@@ -367,7 +367,7 @@ def test_render_trace_names_everything_the_file_came_from() -> None:
 # becomes NAME. `instantiate` below does exactly that, as `envctl new` is to.
 
 PLACEHOLDER = "__project__"
-ENVIRONMENTS = Path(__file__).resolve().parents[2] / "environments"
+ENVIRONMENTS = Path(__file__).resolve().parents[3] / "environments"
 TEMPLATES = ("default", "sklearn", "pytorch-cpu", "jupyter")
 NEEDS = {"default": "yaml", "sklearn": "sklearn", "pytorch-cpu": "torch", "jupyter": "pandas"}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from envd.model import names
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LABEL_KEYS = {value for key, value in vars(names).items() if key.endswith("_LABEL")}
 # Spelled out still, and why: warm.py belongs to another branch (switch it when it merges);
 # mlflow.py writes MLflow run tags, which share some spellings but are not engine labels.

@@ -26,7 +26,7 @@ from envd.errors import EXIT_DAEMON, EnvdError
 from envd.model.listing import CONTAINERS, list_request, warm_rows
 from envd.v1 import envd_pb2 as pb
 from tests.conftest import ROOT
-from tests.unit.test_entering import World, close, make_world
+from tests.unit.services.test_entering import World, close, make_world
 
 OURS = ["", ""]  # the engine the test daemon was started for (no DOCKER_HOST, no context)
 

@@ -311,7 +311,7 @@ def test_the_fuzz_target_refuses_or_accepts_its_seed_corpus() -> None:
 
     from tests.fuzz.fuzz_provenance import target
 
-    seeds = sorted((Path(__file__).parents[1] / "fuzz" / "corpus" / "provenance").iterdir())
+    seeds = sorted((Path(__file__).parents[2] / "fuzz" / "corpus" / "provenance").iterdir())
     accepted = 0
     for seed in seeds:
         try:

@@ -26,7 +26,7 @@ from envd.model.fingerprint import HostGpu, HostSection, section_hash
 from tests.fakes import nvml as fake
 from tests.fakes.nvml import H100, FakePynvml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "scripts" / "gpu_check.py"
 
 

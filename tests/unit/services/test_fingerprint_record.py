@@ -11,8 +11,8 @@ from envd.gateways.engine import EngineInfo
 from envd.gateways.store import Store
 from envd.services.content import ContentHasher
 from envd.services.fingerprints import Fingerprints
-from tests.unit.test_content import BASE, DEBIAN, FakeEngine, tar_bytes
-from tests.unit.test_engine_version_cache import Host
+from tests.unit.model.test_content import BASE, DEBIAN, FakeEngine, tar_bytes
+from tests.unit.services.test_engine_version_cache import Host
 
 
 class Engine(FakeEngine):

@@ -6,7 +6,7 @@ import json
 
 from envd.model.dockerfile import quote, render
 from envd.model.plan import make_plan
-from tests.unit.test_plan import NUMPY, SIX, lock
+from tests.unit.model.test_plan import NUMPY, SIX, lock
 
 
 def instructions(text: str) -> list[str]:

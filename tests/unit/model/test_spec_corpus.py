@@ -18,7 +18,7 @@ import pytest
 from envd.errors import SpecError
 from envd.gateways.projectfiles import load_spec
 
-CORPUS = Path(__file__).resolve().parent.parent / "specs"
+CORPUS = Path(__file__).resolve().parents[2] / "specs"
 BAD = sorted((CORPUS / "bad").glob("*.yaml"))
 
 

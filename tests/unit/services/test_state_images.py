@@ -23,9 +23,9 @@ from envd.services.projects import Projects
 from envd.services.runs import Runs
 from envd.services.sharing import Sharing
 from envd.services.warm import WarmContainers
-from tests.unit import test_entering as entering_world
-from tests.unit.test_imagestore import FakeProjects, project, valid
-from tests.unit.test_plan import NUMPY, SIX, lock
+from tests.unit.model.test_plan import NUMPY, SIX, lock
+from tests.unit.services import test_entering as entering_world
+from tests.unit.services.test_imagestore import FakeProjects, project, valid
 
 # ------------------------------------------------------------ layer_bytes (pure)
 
