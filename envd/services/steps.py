@@ -357,7 +357,13 @@ class StepRunner:
         def read_layer(container_id: str) -> None:
             made.append(self._layer_from_changes(container_id, mounts))
 
-        changes_read = self._content is not None and step.name in CHANGES_READ
+        # Docker only: Podman's changes list differs from its committed layer (it adds
+        # /run/.containerenv and /etc/mtab there), so on Podman the layer is read instead.
+        changes_read = (
+            self._content is not None
+            and step.name in CHANGES_READ
+            and self._engine.product == "Docker"
+        )
         commit = CommitSpec(
             repository=f"{self._namespace}/{CACHE_REPOSITORY}",
             tag=step.key[:24],

@@ -13,6 +13,7 @@ from envd.gateways.engine import ContainerInfo, Mount, RunResult
 @dataclass
 class FakeEngine:
     remote: bool = False  # a local engine: the GPUs come from NVML here
+    product: str = "Docker"  # what the engine profile says (envd.gateways.engine)
     containers: dict[str, ContainerInfo] = field(default_factory=dict)
     execs_running: dict[str, int] = field(default_factory=dict)
     started: list[str] = field(default_factory=list)
