@@ -19,8 +19,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_registry(root: Path) -> Iterator[str]:
-    """Yield "127.0.0.1:PORT"; storage lives in root and goes with it."""
+def local_registry(root: Path, *, access_log: bool = False) -> Iterator[str]:
+    """Yield "127.0.0.1:PORT"; storage lives in root and goes with it. `access_log`: every
+    request is written to root/registry.log (tests that count requests read it)."""
     binary = shutil.which("docker-registry")
     if binary is None:
         raise RuntimeError("docker-registry is not installed: run `make setup`")
@@ -28,7 +29,7 @@ def local_registry(root: Path) -> Iterator[str]:
     config = root / "registry.yml"
     config.write_text(
         "version: 0.1\n"
-        "log: {level: warn}\n"
+        "log: {level: warn" + (", accesslog: {disabled: false}" if access_log else "") + "}\n"
         f"storage: {{filesystem: {{rootdirectory: {root / 'data'}}}, delete: {{enabled: true}}}}\n"
         f"http: {{addr: '127.0.0.1:{port}'}}\n"
     )

@@ -13,10 +13,7 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Envctl, _envctl_env, stop_daemon
-from tests.integration.registry import free_port
+from tests.integration.registry import local_registry
 
 pytestmark = pytest.mark.integration
 
@@ -57,37 +54,10 @@ class Registry:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    """docker-registry with its access log on (the shared helper turns logs down)."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        pytest.fail("docker-registry is not installed: run `make setup`")
+    """docker-registry with its access log on: the tests count its requests."""
     root = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    config = root / "registry.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log: {level: warn, accesslog: {disabled: false}}\n"
-        f"storage: {{filesystem: {{rootdirectory: {root / 'data'}}}, delete: {{enabled: true}}}}\n"
-        f"http: {{addr: '127.0.0.1:{port}'}}\n"
-    )
-    log = open(root / "registry.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
-    address = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(f"http://{address}/v2/", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError((root / "registry.log").read_text()) from None
-                time.sleep(0.1)
+    with local_registry(root, access_log=True) as address:
         yield Registry(address, root)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 def git(cwd: Path, *argv: str) -> str:

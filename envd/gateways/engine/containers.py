@@ -21,6 +21,21 @@ from envd.gateways.engine.saved import ChunkReader
 T = TypeVar("T")
 
 
+def _engine_mounts(mounts: Sequence[Mount]) -> list[Any]:
+    """envd's mounts as docker-py's: a volume by name, or a bind of a host path."""
+    import docker.types
+
+    return [
+        docker.types.Mount(
+            target=m.target,
+            source=m.source,
+            type="volume" if m.volume else "bind",
+            read_only=m.read_only,
+        )
+        for m in mounts
+    ]
+
+
 class ContainersMixin(EngineConnection):
     def _create(
         self,
@@ -43,15 +58,7 @@ class ContainersMixin(EngineConnection):
 
         api = self.client.api
         host_config = api.create_host_config(
-            mounts=[
-                docker.types.Mount(
-                    target=m.target,
-                    source=m.source,
-                    type="volume" if m.volume else "bind",
-                    read_only=m.read_only,
-                )
-                for m in mounts
-            ],
+            mounts=_engine_mounts(mounts),
             network_mode="bridge" if network else "none",
             device_requests=[docker.types.DeviceRequest(**dict(d)) for d in device_requests]
             or None,
@@ -135,15 +142,7 @@ class ContainersMixin(EngineConnection):
         try:
             api = self.client.api
             host_config = api.create_host_config(
-                mounts=[
-                    docker.types.Mount(
-                        target=m.target,
-                        source=m.source,
-                        type="volume" if m.volume else "bind",
-                        read_only=m.read_only,
-                    )
-                    for m in mounts
-                ],
+                mounts=_engine_mounts(mounts),
                 network_mode="bridge",
                 device_requests=[docker.types.DeviceRequest(**dict(d)) for d in device_requests]
                 or None,
