@@ -2,24 +2,21 @@
 
 The one module that reads a package index over HTTP itself (uv resolves; this only lists the
 artifacts a lock already pins, for `envctl export pylock`). HTTPS trusts the host's CA bundle
-(envd.gateways.trust), so it works behind a TLS-intercepting proxy; every request has a
+(envd.gateways.http), so it works behind a TLS-intercepting proxy; every request has a
 timeout and every page is read up to a size limit.
 """
 
 from __future__ import annotations
 
 import json
-import ssl
 import urllib.error
-import urllib.request
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
-from envd import __version__
 from envd.errors import LockError
-from envd.gateways.trust import host_ca_bundle
+from envd.gateways import http
 from envd.model.pylock import ArtifactFile, files_from_simple_json
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
@@ -44,16 +41,13 @@ class IndexPages:
         url = f"{index.rstrip('/')}/{name}/"
         if urlsplit(url).scheme not in ("http", "https"):
             raise LockError(f"not an http(s) package index: {index}")
-        request = urllib.request.Request(
-            url, headers={"Accept": ACCEPT, "User-Agent": f"envd/{__version__}"}
-        )
         try:
-            with urllib.request.urlopen(
-                request, timeout=self._timeout, context=_context()
-            ) as response:
-                body = response.read(self._limit + 1)
+            with http.open_url(url, timeout=self._timeout, headers={"Accept": ACCEPT}) as response:
+                body = http.read_bounded(response, self._limit)
                 final = response.geturl()
                 kind = response.headers.get_content_type()
+        except http.BodyTooLarge:
+            raise LockError(f"{url}: the index page is larger than {self._limit} bytes") from None
         except urllib.error.HTTPError as exc:
             exc.close()
             raise LockError(
@@ -67,8 +61,6 @@ class IndexPages:
                 hint="check the network; behind a TLS-intercepting proxy set SSL_CERT_FILE "
                 "to its CA bundle",
             ) from None
-        if len(body) > self._limit:
-            raise LockError(f"{url}: the index page is larger than {self._limit} bytes")
         if kind == SIMPLE_JSON or kind.endswith("+json") or kind == "application/json":
             try:
                 page = json.loads(body)
@@ -85,10 +77,6 @@ class IndexPages:
         with ThreadPoolExecutor(max_workers=max(1, min(self._workers, len(pairs)))) as pool:
             pages = list(pool.map(lambda pair: self.files(*pair), pairs))
         return tuple(f for page in pages for f in page)
-
-
-def _context() -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=host_ca_bundle())
 
 
 class _Anchors(HTMLParser):

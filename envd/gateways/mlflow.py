@@ -23,14 +23,13 @@ import base64
 import json
 import logging
 import re
-import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import SplitResult, quote, unquote, urlencode, urlsplit
 
-from envd.gateways.trust import host_ca_bundle
+from envd.gateways import http
 from envd.model.runrecord import RunRecord
 from envd.model.safenames import UnsafeName, relative
 
@@ -123,7 +122,6 @@ class MlflowClient:
         self._base = self._server + "/api/2.0/mlflow/"
         self._artifacts = self._server + "/api/2.0/mlflow-artifacts/artifacts/"
         self._timeout = timeout
-        self._context = ssl.create_default_context(cafile=host_ca_bundle())
 
     def _call(
         self,
@@ -145,17 +143,17 @@ class MlflowClient:
             url, data=data, method=method, headers={"Content-Type": content_type, **self._headers}
         )
         try:
-            with urllib.request.urlopen(
-                request, timeout=self._timeout, context=self._context
-            ) as reply:
-                payload = reply.read(MAX_REPLY + 1)
+            with http.open_url(request, timeout=self._timeout) as reply:
+                payload = http.read_bounded(reply, MAX_REPLY)
+        except http.BodyTooLarge:
+            raise MlflowError(
+                f"{method} {path}: the reply is over {MAX_REPLY} bytes; refused"
+            ) from None
         except urllib.error.HTTPError as exc:
             detail = exc.read(MAX_ERROR).decode(errors="replace")
             raise MlflowError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise MlflowError(f"{method} {path}: {exc}") from None
-        if len(payload) > MAX_REPLY:
-            raise MlflowError(f"{method} {path}: the reply is over {MAX_REPLY} bytes; refused")
         try:
             result = json.loads(payload.decode() or "{}")
         except ValueError as exc:

@@ -6,14 +6,15 @@ registry settings); this client only asks whether a tag exists (a manifest HEAD)
 writes the small records the cache keeps beside each step image (an OCI manifest whose config
 blob is the record). Every call has a timeout and reads at most MAX_BODY bytes. Registries on
 127.0.0.0/8, [::1] or localhost (decided by parsing the host, never by a prefix) are spoken
-to in plain http and without a proxy, as the engine does; others in https.
+to in plain http and without a proxy, as the engine does; others in https, trusting the host's
+CA bundle (envd.gateways.http).
 Only anonymous access is supported here (a registry that needs a login answers 401).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import http.client
 import ipaddress
 import json
 import os
@@ -24,9 +25,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from http.client import HTTPConnection, HTTPException
 from typing import Any, BinaryIO
 
 from envd.errors import RegistryError
+from envd.gateways import http
 
 MAX_BODY = 64 * 1024  # a manifest or a record; anything larger is not ours
 TIMEOUT_S = 10.0
@@ -98,8 +101,6 @@ class RegistryClient:
         """`purpose` names the use in messages: "cache" (the team build cache) or "share"."""
         self._timeout = timeout
         self._purpose = purpose
-        self._direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        self._proxied = urllib.request.build_opener()
 
     def has_tag(self, repository: Repository, tag: str) -> bool:
         """Whether REPOSITORY:TAG exists (a manifest HEAD)."""
@@ -174,9 +175,8 @@ class RegistryClient:
     def open_blob(self, repository: Repository, layer: Layer) -> Blob:
         """A layer's bytes as they come (each read has the timeout); at most its size."""
         url = f"{repository.base_url}/blobs/{layer.digest}"
-        opener = self._direct if is_loopback(repository.host) else self._proxied
         try:
-            response = opener.open(urllib.request.Request(url), timeout=self._timeout)
+            response = http.open_url(url, timeout=self._timeout, opener=self._opener(repository))
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise RegistryError(f"cannot read {layer.digest} from {repository}: {exc}") from None
         return Blob(response, layer.size)
@@ -244,7 +244,7 @@ class RegistryClient:
         """PUT `size` bytes of the file `body` (from where it stands) over plain http, with
         sendfile(2); the answer's status."""
         parts = urllib.parse.urlsplit(url)
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=self._timeout)
+        conn = HTTPConnection(parts.hostname or "", parts.port, timeout=self._timeout)
         start = body.tell()
         try:
             conn.putrequest("PUT", parts.path + (f"?{parts.query}" if parts.query else ""))
@@ -266,7 +266,7 @@ class RegistryClient:
             response = conn.getresponse()
             response.read(MAX_BODY)
             return int(response.status)
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, HTTPException) as exc:
             raise RegistryError(f"cannot upload to the registry {repository}: {exc}") from None
         finally:
             conn.close()
@@ -401,12 +401,15 @@ class RegistryClient:
             headers=dict(headers),
         )
         what = "the build cache" if self._purpose == "cache" else "the registry"
-        opener = self._direct if is_loopback(repository.host) else self._proxied
         try:
-            with opener.open(request, timeout=self._timeout) as response:
-                body = response.read(limit + 1)
+            with http.open_url(
+                request, timeout=self._timeout, opener=self._opener(repository)
+            ) as response:
+                body = http.read_bounded(response, limit)
                 status = int(response.status)
                 found = {k.lower(): v for k, v in response.headers.items()}
+        except http.BodyTooLarge:
+            raise RegistryError(f"{repository} sent more than {limit} bytes for {url}") from None
         except urllib.error.HTTPError as exc:
             status = int(exc.code)
             found = {k.lower(): v for k, v in exc.headers.items()}
@@ -443,9 +446,16 @@ class RegistryClient:
                     else ""
                 ),
             ) from None
-        if len(body) > limit:
-            raise RegistryError(f"{repository} sent more than {limit} bytes for {url}")
         return status, body, found
+
+    def _opener(self, repository: Repository) -> urllib.request.OpenerDirector:
+        """Loopback without a proxy (plain http); others through the environment's proxy, https
+        trusting the host's CA bundle as it is now."""
+        return self._direct if is_loopback(repository.host) else http.make_opener()
+
+    @functools.cached_property
+    def _direct(self) -> urllib.request.OpenerDirector:
+        return http.make_opener(proxies=False)  # made at first use: none at the daemon's start
 
 
 def fallback_tag(subject: str) -> str:

@@ -3,28 +3,25 @@
 The one module that fetches a direct URL requirement's file (`name @ https://.../x.whl`).
 The file goes to a temporary name next to its destination while its sha256 is computed, and
 is renamed into place only when complete (and, when a digest is expected, only when it
-matches): a cache never holds a partial or unverified file. HTTPS trusts the host's CA bundle.
+matches): a cache never holds a partial or unverified file. HTTPS trusts the host's CA bundle
+(envd.gateways.http).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import ssl
 import tempfile
 import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from envd import __version__
 from envd.errors import RegistryError, VerificationError
-from envd.gateways.trust import host_ca_bundle
+from envd.gateways import http
 
 MAX_BYTES = 4 * 1024 * 1024 * 1024  # the largest wheels (torch with CUDA) are ~2.5 GiB
 TIMEOUT_S = 60.0  # per connection and per read, not for the whole file
-CHUNK = 1024 * 1024
 
 
 class UrlUnreachable(RegistryError):
@@ -57,7 +54,6 @@ def fetch(
     must be one of them, else UrlDigestMismatch naming both and nothing is kept."""
     if urlsplit(url).scheme not in ("http", "https"):
         raise UrlUnreachable(f"{what}: not an http(s) URL: {url}", hint=hint)
-    request = urllib.request.Request(url, headers={"User-Agent": f"envd/{__version__}"})
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, partial_name = tempfile.mkstemp(prefix=".partial-", dir=dest.parent)
     partial = Path(partial_name)
@@ -66,24 +62,23 @@ def fetch(
         size = 0
         with os.fdopen(fd, "wb") as out:
             try:
-                with urllib.request.urlopen(request, timeout=timeout, context=_context()) as r:
-                    declared = r.headers.get("Content-Length")
-                    if declared and declared.isdigit() and int(declared) > limit:
-                        raise UrlUnreachable(
-                            f"{what}: {url} is {int(declared)} bytes, more than envd downloads "
-                            f"for one file ({limit} bytes)",
-                            hint=hint,
-                        )
-                    while chunk := r.read(CHUNK):
+                with http.open_url(url, timeout=timeout) as response:
+                    for chunk in http.chunks(response, limit):
                         size += len(chunk)
-                        if size > limit:
-                            raise UrlUnreachable(
-                                f"{what}: {url} is larger than {limit} bytes, more than envd "
-                                "downloads for one file",
-                                hint=hint,
-                            )
                         digest.update(chunk)
                         out.write(chunk)
+            except http.BodyTooLarge as exc:
+                if exc.declared is not None:
+                    raise UrlUnreachable(
+                        f"{what}: {url} is {exc.declared} bytes, more than envd downloads "
+                        f"for one file ({limit} bytes)",
+                        hint=hint,
+                    ) from None
+                raise UrlUnreachable(
+                    f"{what}: {url} is larger than {limit} bytes, more than envd "
+                    "downloads for one file",
+                    hint=hint,
+                ) from None
             except urllib.error.HTTPError as exc:
                 exc.close()
                 raise UrlUnreachable(
@@ -111,7 +106,3 @@ def fetch(
         return Fetched(dest, actual, size)
     finally:
         partial.unlink(missing_ok=True)
-
-
-def _context() -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=host_ca_bundle())

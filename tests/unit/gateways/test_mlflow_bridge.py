@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from envd.gateways.mlflow import MlflowClient, MlflowError, mlflow_sink, tags_for
+from envd.gateways.mlflow import MAX_REPLY, MlflowClient, MlflowError, mlflow_sink, tags_for
 from envd.model.runrecord import CodeState, RunRecord
+from tests.unit.gateways.test_http import certificate
 
 COMMIT = "a" * 40
 LOCK = "b" * 64
@@ -64,6 +66,7 @@ def test_an_artifact_store_out_of_reach_is_said_not_guessed() -> None:
 
 class FakeServer(ThreadingHTTPServer):
     artifact_uri = ""
+    created_size = 0  # bytes of padding in the runs/create reply
     requests: list[tuple[str, str, dict[str, str]]]
 
 
@@ -89,18 +92,19 @@ class Handler(BaseHTTPRequestHandler):
         if "experiments/get-by-name" in self.path:
             self._reply({"experiment": {"experiment_id": "7"}})
         elif self.path.endswith("runs/create"):
-            self._reply(
-                {"run": {"info": {"run_id": "r1", "artifact_uri": self.server.artifact_uri}}}
-            )
+            info = {"run_id": "r1", "artifact_uri": self.server.artifact_uri}
+            self._reply({"run": {"info": info}, "padding": "x" * self.server.created_size})
         else:
             self._reply({})
 
     do_GET = do_POST = do_PUT = _handle
 
 
-def serve() -> FakeServer:
+def serve(tls: ssl.SSLContext | None = None) -> FakeServer:
     server = FakeServer(("127.0.0.1", 0), Handler)
     server.requests = []
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -198,3 +202,34 @@ def test_an_oversized_reply_is_refused(
     monkeypatch.setattr("envd.gateways.mlflow.MAX_REPLY", 10)
     with pytest.raises(MlflowError, match="over 10 bytes"):
         finished(MlflowClient(uri(tracking)))
+
+
+def test_a_reply_over_the_named_limit_is_refused_with_the_call_it_answered(
+    tracking: FakeServer,
+) -> None:
+    tracking.created_size = MAX_REPLY + (1 << 20)
+    with pytest.raises(MlflowError) as info:
+        finished(MlflowClient(uri(tracking)))
+    assert str(info.value) == f"POST runs/create: the reply is over {MAX_REPLY} bytes; refused"
+    assert not any(path.endswith("runs/log-batch") for _, path, _ in tracking.requests)
+
+
+def test_an_https_tracking_server_is_trusted_through_the_host_ca_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = certificate(tmp_path, "tracking")
+    other, _ = certificate(tmp_path, "other")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = serve(context)
+    try:
+        address = f"https://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other))
+        with pytest.raises(MlflowError, match="CERTIFICATE_VERIFY_FAILED"):
+            finished(MlflowClient(address))
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+        assert finished(MlflowClient(address)) == "r1"
+    finally:
+        server.shutdown()
+        server.server_close()
