@@ -257,6 +257,8 @@ def project_problem(files: Mapping[str, str]) -> tuple[str, str, str] | None:
     try:
         plan.package_from_setup(read_setup(setup_py, setup_cfg))
     except SetupError as exc:
+        if exc.computable:
+            return None  # computed at lock by the legacy backend, in a throwaway container
         return where, exc.message.removeprefix(f"{where}: "), exc.hint
     except plan.ProjectError as exc:
         return where, str(exc), "write name= literally in setup(...) or setup.cfg [metadata]"

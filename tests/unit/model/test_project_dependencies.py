@@ -11,7 +11,7 @@ import pytest
 
 from envd.errors import SpecError
 from envd.gateways.projectfiles import load_spec
-from envd.model.lockfile import PythonPackage, hash_inputs, inputs_from_spec
+from envd.model.lockfile import PythonPackage, hash_inputs, inputs_from_spec, staleness
 from envd.model.plan import project_files
 from envd.model.setupmeta import SetupError, read_setup
 from envd.services.planning import read_project_inputs
@@ -123,18 +123,28 @@ def test_pyproject_without_project_table_falls_back_to_setup_py(tmp_path: Path) 
     assert load_spec(root).all_requirements[0] == "numpy"
 
 
-def test_computed_install_requires_is_refused_at_lock_with_the_fix(tmp_path: Path) -> None:
+def test_computed_install_requires_is_computed_at_lock_from_hashed_files(tmp_path: Path) -> None:
     setup_py = (
-        "from setuptools import setup\n"
-        "reqs = open('requirements.txt').read().splitlines()\n"
+        "import os\nfrom setuptools import setup\n"
+        "here = os.path.dirname(__file__)\n"
+        "reqs = open(os.path.join(here, 'requirements.txt')).read().splitlines()\n"
         "setup(name='x', version='1', install_requires=reqs)\n"
     )
-    root = project(tmp_path, "project: editable\n", **{"setup.py": setup_py})
-    with pytest.raises(SpecError) as info:
-        load_spec(root)
-    assert "install_requires=` is computed when setup.py runs" in info.value.message
-    assert info.value.key_path == "project"
-    assert "literally" in (info.value.hint or "")
+    root = project(
+        tmp_path, "project: editable\n", **{"setup.py": setup_py, "requirements.txt": "six\n"}
+    )
+    spec = load_spec(root)
+    assert spec.all_requirements == ()  # computed at lock, in a container: not read here
+    assert [entry.split(" ")[0] for entry in spec.computed] == ["setup.py", "requirements.txt"]
+    before = inputs_from_spec(spec)
+    (root / "requirements.txt").write_text("six\nattrs\n")
+    after = inputs_from_spec(load_spec(root))
+    assert hash_inputs(before) != hash_inputs(after)
+    reasons = staleness(replace(lock(()), inputs=before, inputs_hash=hash_inputs(before)), after)
+    assert reasons == [
+        "requirements.txt changed, which setup.py's computed metadata comes from "
+        "(it is computed again in a container at lock)"
+    ]
 
 
 def test_setup_kwargs_unpacked_are_refused() -> None:
