@@ -106,7 +106,7 @@ def test_a_marker_line_printed_by_setup_py_itself_is_not_taken(tmp_path: Path) -
         fake = {"metadata": "Name: evil\nVersion: 6.6.6", "read": []}
         return [f"ENVD-SETUP-METADATA 0000 {json.dumps(fake)}"]
 
-    with pytest.raises(SetupMetadataFailed, match="setup.py failed in the container"):
+    with pytest.raises(SetupMetadataFailed, match=r"setup\.py failed in the container"):
         setup_container.compute(
             FakeEngine(lines),  # type: ignore[arg-type]
             "img",
