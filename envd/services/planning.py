@@ -97,10 +97,16 @@ def _read_member(project_dir: str, member: str) -> p.ProjectPackage:
     relpath = f"{member}/pyproject.toml"
     where = f"{project_dir}/{relpath}"
     text = read_project_file(project_dir, relpath)
+    if text is None or not p.has_project_table(text):
+        package = _member_from_setup(project_dir, member)
+        if package is not None:
+            source, _ = find_project_package(f"{project_dir}/{member}", p.import_name(package.name))
+            source = source or package.source
+            return replace(package, source=f"{member}/{source}".rstrip("/"), location=member)
     if text is None:
         raise SpecError(
-            f"the local package `{member}` has no pyproject.toml: envd installs it from its "
-            "[project] table",
+            f"the local package `{member}` has no pyproject.toml, setup.cfg or setup.py: envd "
+            "installs it from its [project] table or its setuptools metadata",
             file=where,
             hint="add a pyproject.toml with [project] name and version there, or remove the "
             "package from the workspace (`uv lock` again)",
@@ -115,6 +121,40 @@ def _read_member(project_dir: str, member: str) -> p.ProjectPackage:
         ) from None
     source, _ = find_project_package(f"{project_dir}/{member}", p.import_name(package.name))
     return replace(package, source=f"{member}/{source}".rstrip("/"), location=member)
+
+
+def _member_from_setup(project_dir: str, member: str) -> p.ProjectPackage | None:
+    """A local package with only setup.py/setup.cfg: their metadata read statically, as the
+    project's own is (None when it has neither). Metadata such a setup.py computes is refused
+    with the reason: only the project's own is computed in a container at lock."""
+    setup_py = read_project_file(project_dir, f"{member}/setup.py")
+    setup_cfg = read_project_file(project_dir, f"{member}/setup.cfg")
+    if setup_py is None and setup_cfg is None:
+        return None
+    name = "setup.py" if setup_py is not None else "setup.cfg"
+    where = f"{project_dir}/{member}/{name}"
+    try:
+        meta = read_setup(setup_py, setup_cfg)
+        if meta.version is None and meta.version_attr is not None:
+            version = _attr_version(project_dir, member, meta.version_attr, meta.package_dir)
+            meta = replace(meta, version=version)
+        return p.package_from_setup(meta)
+    except SetupError as exc:
+        hint = exc.hint
+        if exc.computable:
+            hint = (
+                f"{hint}; envd computes setup.py's metadata in a container only for the "
+                "project itself, not yet for a local package in a subfolder"
+            )
+        raise SpecError(
+            f"the local package `{member}`: {exc.message}", file=where, hint=hint
+        ) from None
+    except p.ProjectError as exc:
+        raise SpecError(
+            f"the local package `{member}`: {exc}",
+            file=where,
+            hint="write name= and version= literally in setup(...), or in setup.cfg [metadata]",
+        ) from None
 
 
 def _check_dependencies_locked(

@@ -379,8 +379,35 @@ def test_a_workspace_member_is_installed_editable_from_its_folder(tmp_path: Path
     assert keys["project"] != step.key
 
 
-def test_a_member_without_pyproject_fails_the_build_naming_it(tmp_path: Path) -> None:
+def test_a_member_with_only_setup_py_is_installed_from_its_literal_metadata(
+    tmp_path: Path,
+) -> None:
     root = project(tmp_path, "", **{"packages__lib__setup.py": SETUP_PY})
+    (root / "packages/lib/dummy").mkdir()
+    (root / "packages/lib/dummy/__init__.py").write_text("")
+    base = lock(())
+    pinned = (
+        PythonPackage("numpy", "2.1.0", ("sha256:" + "1" * 64,)),
+        PythonPackage("six", "1.17.0", ("sha256:" + "2" * 64,)),
+    )
+    the_lock = replace(base, inputs=replace(base.inputs, members=("packages/lib",)), python=pinned)
+    (member,) = read_project_inputs(str(root), the_lock).members
+    assert (member.name, member.version, member.source) == ("Dummy", "1.0.0", "packages/lib")
+    assert member.scripts == (("dummy", "dummy.cli:main"),)
+    # its dependencies must be locked, as a pyproject member's are
+    with pytest.raises(SpecError, match=r"`packages/lib`: the project depends on numpy"):
+        read_project_inputs(str(root), replace(the_lock, python=pinned[1:]))
+    # metadata such a setup.py computes is refused, saying why
+    (root / "packages/lib/setup.py").write_text(
+        "from setuptools import setup\nsetup(name='d', version='1', install_requires=R)\n"
+    )
+    with pytest.raises(SpecError, match=r"`install_requires=` is computed") as info:
+        read_project_inputs(str(root), the_lock)
+    assert "only for the project itself" in (info.value.hint or "")
+
+
+def test_a_member_without_pyproject_or_setup_fails_the_build_naming_it(tmp_path: Path) -> None:
+    root = project(tmp_path, "", **{"packages__lib__README": "x"})
     base = lock(())
     the_lock = replace(base, inputs=replace(base.inputs, members=("packages/lib",)))
     with pytest.raises(SpecError, match=r"local package `packages/lib` has no pyproject\.toml"):
