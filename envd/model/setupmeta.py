@@ -488,6 +488,25 @@ def named_files(setup_py: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+def cfg_named_files(setup_cfg: str) -> tuple[str, ...]:
+    """The files setup.cfg's `file:` directives name (`install_requires = file:
+    requirements.txt`, `version = file: VERSION`): what the backend reads them from."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(setup_cfg, source="setup.cfg")
+    except configparser.Error:
+        return ()
+    found: list[str] = []
+    for section in parser.sections():
+        for value in parser[section].values():
+            if value.strip().startswith("file:"):
+                for path in value.strip().removeprefix("file:").split(","):
+                    path = path.strip().removeprefix("./")
+                    if path and path not in found:
+                        found.append(path)
+    return tuple(found)
+
+
 def _call_name(node: ast.Call) -> str | None:
     func = node.func
     return func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)

@@ -19,7 +19,7 @@ from packaging.utils import canonicalize_name
 
 from envd.model import reqfiles
 from envd.model.reqfiles import localpath
-from envd.model.setupmeta import SetupError, named_files, read_setup
+from envd.model.setupmeta import SetupError, cfg_named_files, named_files, read_setup
 from envd.model.spec import FileRefused, IsFile
 from envd.model.spec_requirements import (
     BadRequirement,
@@ -80,11 +80,10 @@ def _computed_from(
     requirements.txt it reads, the module it takes the version from). Recorded in the lock's
     inputs, so a change to any of them makes the lock stale."""
     candidates = ["setup.py", "setup.cfg", "pyproject.toml"]
+    named = named_files(texts.get("setup.py") or "") + cfg_named_files(texts.get("setup.cfg") or "")
     candidates += [
         relpath
-        for where, relpath in (
-            localpath.locate("setup.py", name) for name in named_files(texts.get("setup.py") or "")
-        )
+        for where, relpath in (localpath.locate("setup.py", name) for name in named)
         if where == "inside"
     ]
     out: list[str] = []

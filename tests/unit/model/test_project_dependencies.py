@@ -147,6 +147,21 @@ def test_computed_install_requires_is_computed_at_lock_from_hashed_files(tmp_pat
     ]
 
 
+def test_setup_cfg_file_directives_are_computed_from_the_files_they_name(tmp_path: Path) -> None:
+    cfg = (
+        "[metadata]\nname = a\nversion = file: VERSION\n\n"
+        "[options]\ninstall_requires = file: requirements.txt, extra.txt\n"
+    )
+    root = project(
+        tmp_path,
+        "project: editable\n",
+        **{"setup.cfg": cfg, "VERSION": "1.0\n", "requirements.txt": "six\n"},
+    )
+    spec = load_spec(root)
+    # (extra.txt is named but missing: nothing to hash)
+    assert [e.split(" ")[0] for e in spec.computed] == ["setup.cfg", "VERSION", "requirements.txt"]
+
+
 def test_setup_kwargs_unpacked_are_refused() -> None:
     with pytest.raises(SetupError, match="cannot tell its install_requires"):
         read_setup("from setuptools import setup\nsetup(**META)\n", None)
