@@ -101,6 +101,17 @@ def test_computed_setup_metadata_comes_from_a_container_and_its_files_keep_the_l
     assert left.stdout.strip() == ""  # the container is removed
     again = shared("lock", str(directory))  # in sync: nothing runs again
     assert "computed in a container" not in again.stdout + again.stderr
+    # re-locked for another reason, with setup.py's files unchanged: the lock's metadata is
+    # kept, nothing runs again
+    spec = directory / "envd.yaml"
+    document = yaml.safe_load(spec.read_text())
+    document["packages"] = [*(document.get("packages") or []), "idna"]
+    spec.write_text(yaml.safe_dump(document, sort_keys=False))
+    more = shared("lock", str(directory))
+    assert more.returncode == 0, more.stderr
+    assert "computed in a container" not in more.stdout + more.stderr
+    kept = json.loads((directory / "envd.lock").read_text())
+    assert kept["computed"] == computed and "idna" in {p["name"] for p in kept["python"]}
     requirements = directory / "requirements.txt"
     requirements.write_text(requirements.read_text() + "six\n")
     stale = shared("build", str(directory))
