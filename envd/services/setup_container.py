@@ -40,6 +40,7 @@ MAX_FILE_BYTES = 1024 * 1024
 MAX_FILES = 2000
 MAX_TOTAL_BYTES = 32 * 1024 * 1024
 _MAX_LINE = 2 * MAX_METADATA_BYTES
+MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 _TAIL_LINES = 20
 _SKIP_DIRS = frozenset(
     ("__pycache__", "node_modules", "build", "dist", "venv", "env", "site-packages")
@@ -132,6 +133,26 @@ print("ENVD-SETUP-METADATA", nonce, json.dumps(result), flush=True)
 """
 
 
+_EXIT = "ENVD-EXIT "
+
+
+def argv(nonce: str, timeout: float) -> list[str]:
+    """The container's command: `timeout` is its first process (which nothing inside may
+    signal), so setup.py ends after `timeout` seconds (killed 5 s later) and the container with
+    it, whatever it forks; its output is cut at MAX_OUTPUT_BYTES in the container (the engine
+    gateway's reader holds a line whole), and python's exit status is its last line."""
+    pipeline = f'{{ python3 -I -c "$0" "$1" 2>&1; echo "{_EXIT}$?"; }} | head -c {MAX_OUTPUT_BYTES}'
+    return ["timeout", "-k", "5", str(int(timeout)), "sh", "-c", pipeline, SCRIPT, nonce]
+
+
+def _exit_code(tail: list[str], engine_code: int) -> int:
+    """python's exit status (the container's when the output was cut or it timed out)."""
+    for line in reversed(tail):
+        if line.startswith(_EXIT) and line[len(_EXIT) :].strip().isdigit():
+            return engine_code or int(line[len(_EXIT) :].strip())
+    return engine_code
+
+
 @dataclass(frozen=True)
 class Computed:
     """What the container computed, and the project files setup.py opened that envd.lock does
@@ -220,7 +241,7 @@ def _run(
     try:
         result = engine.run(
             image,
-            ["python3", "-I", "-c", SCRIPT, nonce],
+            argv(nonce, timeout),
             mounts=[Mount(str(copy), PROJECT_MOUNT, read_only=True)],
             network=False,
             user="65534:65534",
@@ -233,6 +254,7 @@ def _run(
             f"{project}: running setup.py's legacy backend in a container failed: {exc}",
             hint="check that the engine answers, then run `envctl lock` again",
         ) from exc
+    code = _exit_code(tail, result.exit_code)
     if "ENVD-NO-SETUPTOOLS" in tail:
         raise SetupMetadataFailed(
             f"{project}: setup.py's metadata is computed when it runs, and the base image has "
@@ -242,11 +264,18 @@ def _run(
             "whose python3-venv ships its wheel), or write the metadata literally in "
             "setup.cfg [metadata]/[options] or pyproject.toml [project]",
         )
-    if result.exit_code != 0 or not found:
-        said = "\n".join(tail[-10:])
+    if code != 0 or not found:
+        said = "\n".join(line for line in tail[-10:] if not line.startswith(_EXIT))
+        why = (
+            "timed out"
+            if code in (124, 137)
+            else f"exit {code}"
+            if code
+            else f"no metadata in its first {MAX_OUTPUT_BYTES // 1024 // 1024} MiB of output"
+        )
         raise SetupMetadataFailed(
             f"{project}: setup.py failed in the container that computes its metadata "
-            f"({LEGACY_BACKEND}, no network, exit {result.exit_code}):\n{said}",
+            f"({LEGACY_BACKEND}, no network, {why}):\n{said}",
             hint="fix setup.py so that `python setup.py egg_info` works from a clean copy of "
             "the project without network, or write the metadata literally in setup.cfg or "
             "pyproject.toml [project]",

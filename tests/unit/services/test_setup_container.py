@@ -93,6 +93,9 @@ def test_it_runs_in_a_bounded_throwaway_container_with_only_source_files(tmp_pat
     assert call["network"] is False
     assert call["user"] == "65534:65534"
     assert call["timeout"] == setup_container.TIMEOUT_S
+    # bounded inside the container: `timeout` is its first process, the output is cut
+    assert call["argv"][:6] == ["timeout", "-k", "5", "120", "sh", "-c"]
+    assert f"head -c {setup_container.MAX_OUTPUT_BYTES}" in call["argv"][6]
     assert call["labels"]["envd.project"] == "proj"
     (mount,) = call["mounts"]
     assert mount.read_only and mount.target == "/envd-project"
@@ -101,12 +104,12 @@ def test_it_runs_in_a_bounded_throwaway_container_with_only_source_files(tmp_pat
     assert list((tmp_path / "scratch").iterdir()) == []  # the copy is removed
 
 
-def test_a_marker_line_printed_by_setup_py_itself_is_not_taken(tmp_path: Path) -> None:
+def test_a_marker_line_without_this_runs_nonce_is_not_taken(tmp_path: Path) -> None:
     def lines(nonce: str) -> list[str]:
         fake = {"metadata": "Name: evil\nVersion: 6.6.6", "read": []}
         return [f"ENVD-SETUP-METADATA 0000 {json.dumps(fake)}"]
 
-    with pytest.raises(SetupMetadataFailed, match=r"setup\.py failed in the container"):
+    with pytest.raises(SetupMetadataFailed, match=r"no metadata in its first 4 MiB of output"):
         setup_container.compute(
             FakeEngine(lines),  # type: ignore[arg-type]
             "img",
@@ -118,7 +121,7 @@ def test_a_marker_line_printed_by_setup_py_itself_is_not_taken(tmp_path: Path) -
 
 
 def test_a_failing_setup_py_is_refused_with_its_output(tmp_path: Path) -> None:
-    engine = FakeEngine(lambda nonce: ["Traceback", "FileNotFoundError: VERSION"], exit_code=1)
+    engine = FakeEngine(lambda nonce: ["Traceback", "FileNotFoundError: VERSION", "ENVD-EXIT 1"])
     with pytest.raises(SetupMetadataFailed, match="FileNotFoundError: VERSION") as info:
         setup_container.compute(
             engine,  # type: ignore[arg-type]
@@ -130,6 +133,19 @@ def test_a_failing_setup_py_is_refused_with_its_output(tmp_path: Path) -> None:
         )
     assert "exit 1" in info.value.message
     assert "egg_info" in (info.value.hint or "")
+
+
+def test_a_timeout_is_said(tmp_path: Path) -> None:
+    engine = FakeEngine(lambda nonce: ["running egg_info"], exit_code=124)
+    with pytest.raises(SetupMetadataFailed, match="timed out"):
+        setup_container.compute(
+            engine,  # type: ignore[arg-type]
+            "img",
+            project(tmp_path),
+            tmp_path / "s",
+            project="proj",
+            watched=(),
+        )
 
 
 def test_a_base_without_setuptools_is_refused_naming_the_fix(tmp_path: Path) -> None:
