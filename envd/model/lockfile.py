@@ -23,6 +23,7 @@ from envd.model.direct import local_filename
 from envd.model.fingerprint import EnvironmentSection
 from envd.model.pythons import AUTO
 from envd.model.safenames import UnsafeName
+from envd.model.setupmeta import ComputedMetadata
 from envd.model.spec import Spec
 
 if TYPE_CHECKING:
@@ -98,6 +99,9 @@ class Inputs:
     setup_files: tuple[tuple[str, ...], ...] = ()
     project: str = ""  # `project:`: "editable" or "install" the project itself; "" for neither
     members: tuple[str, ...] = ()  # local packages in subfolders, installed editable
+    # "relpath sha256:<hex>": the files setup.py's computed metadata comes from (the lock's
+    # `computed` says what the legacy backend made of them); () when read statically
+    computed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,10 @@ class LockFile:
     # The environment hash (every file) of the first build of these pins: a later build or
     # pull of the same lock, on any machine, must give exactly this environment.
     environment_hash: str = ""
+    # setup.py's metadata as the PEP 517 legacy backend computed it in a throwaway container
+    # at lock (empty: read statically); the build installs the project from this, never
+    # running setup.py. Left out of the text while empty, so older locks read as they did.
+    computed: ComputedMetadata = dataclasses.field(default_factory=ComputedMetadata)
     # (what, short sha256) for each pinned fact, then ("root", sha256 of the whole lock):
     # written by `dumps`, checked by `loads`, so a hand edit is named, not silently built.
     integrity: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False)
@@ -158,6 +166,7 @@ def inputs_from_spec(spec: Spec) -> Inputs:
         setup_files=_setup_files(spec),
         project=spec.project or "",
         members=spec.members,
+        computed=spec.computed,
     )
 
 
@@ -176,7 +185,7 @@ def hash_inputs(inputs: Inputs) -> str:
 
 # Inputs keys added later: left out of the lock's text, its hashes and its integrity record
 # while empty, so a lock written before they existed reads, hashes and verifies as it did.
-_LATER_INPUTS = ("setup_files", "project", "members")
+_LATER_INPUTS = ("setup_files", "project", "members", "computed")
 
 
 def _inputs_dict(inputs: Inputs) -> dict[str, Any]:
@@ -190,6 +199,8 @@ def _inputs_dict(inputs: Inputs) -> dict[str, Any]:
 def _lock_dict(lock: LockFile) -> dict[str, Any]:
     data = dataclasses.asdict(lock)
     data["inputs"] = _inputs_dict(lock.inputs)
+    if lock.computed == ComputedMetadata():
+        del data["computed"]
     for package in data["python"]:
         if not package["url"]:
             del package["url"]  # an index package reads, hashes and verifies as it always did
@@ -229,6 +240,8 @@ def integrity(lock: LockFile) -> tuple[tuple[str, str], ...]:
         ("tools", short([lock.envd_version, lock.uv_version, lock.shared_image])),
         ("environment", short(lock.environment_hash)),
     ]
+    if lock.computed != ComputedMetadata():
+        facts.append(("computed metadata", short(dataclasses.asdict(lock.computed))))
     for d in sorted(lock.system, key=lambda d: (d.name, d.arch, d.version)):
         facts.append((f"debian {d.name}", short(dataclasses.asdict(d))))
     for p in sorted(lock.python, key=lambda p: p.name):
@@ -372,9 +385,24 @@ def staleness(lock: LockFile, inputs: Inputs) -> list[str]:
             f"local packages changed: {', '.join(old.members) or 'none'} → "
             f"{', '.join(new.members) or 'none'}"
         )
+    if old.computed != new.computed:
+        reasons.append(_computed_change(old.computed, new.computed))
     if not reasons and lock.inputs_hash != hash_inputs(new):
         reasons.append("inputs hash changed")
     return reasons
+
+
+def _computed_change(old: Sequence[str], new: Sequence[str]) -> str:
+    if not new:
+        return "the project's metadata is no longer computed from setup.py"
+    if not old:
+        return "the project's metadata is now computed from setup.py (in a container at lock)"
+    old_by, new_by = (dict(f.rsplit(" ", 1) for f in files) for files in (old, new))
+    changed = sorted(f for f in old_by.keys() | new_by.keys() if old_by.get(f) != new_by.get(f))
+    return (
+        f"{', '.join(changed) or 'the files'} changed, which setup.py's computed metadata "
+        "comes from (it is computed again in a container at lock)"
+    )
 
 
 def _normalise(requirement: str) -> str:

@@ -14,14 +14,19 @@ import ast
 import configparser
 from dataclasses import dataclass
 
+from packaging.requirements import InvalidRequirement, Requirement
+
 
 class SetupError(ValueError):
     """setup.py/setup.cfg does not say statically what envd needs; `hint` says what to write."""
 
-    def __init__(self, message: str, hint: str) -> None:
+    def __init__(self, message: str, hint: str, computable: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # True: the metadata is computed when setup.py runs, and the PEP 517 legacy backend
+        # can compute it (in a throwaway container at lock: envd.services.setup_container)
+        self.computable = computable
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ def _from_cfg(text: str) -> SetupMetadata:
             f"setup.cfg: version is `{version.strip()}`, computed when the project is built; "
             "envd installs the project without building it",
             "write the version literally in setup.cfg [metadata] (`version = 1.2.0`)",
+            computable=True,
         )
     requires = options.get("install_requires")
     if requires is not None and requires.strip().startswith(("file:", "attr:")):
@@ -122,6 +128,7 @@ def _from_cfg(text: str) -> SetupMetadata:
             f"setup.cfg: install_requires is `{requires.strip()}`; envd reads the list only "
             "when it is written in setup.cfg",
             "list the requirements under install_requires in setup.cfg [options], one a line",
+            computable=True,
         )
     scripts: list[tuple[str, str]] = []
     if parser.has_section("options.entry_points"):
@@ -159,6 +166,12 @@ def _setup_call(tree: ast.Module) -> ast.Call | None:
     return None
 
 
+# What METADATA and entry_points.txt say, so the backend can compute it when setup.py does.
+_COMPUTABLE = frozenset(
+    ("name", "version", "description", "python_requires", "install_requires", "entry_points")
+)
+
+
 def _literal(node: ast.expr, key: str) -> object:
     try:
         return ast.literal_eval(node)
@@ -167,6 +180,7 @@ def _literal(node: ast.expr, key: str) -> object:
             f"setup.py: `{key}=` is computed when setup.py runs "
             f"(`{ast.unparse(node)[:60]}`); envd reads setup.py without running it",
             _fix(key),
+            computable=key in _COMPUTABLE,
         ) from None
 
 
@@ -208,6 +222,7 @@ def _from_py(text: str) -> SetupMetadata:
             "setup.py passes setup() its arguments through `**` or positionally, so envd "
             "cannot tell its install_requires without running it",
             _fix(),
+            computable=True,
         )
     scripts: list[tuple[str, str]] = []
     if "entry_points" in keywords:
@@ -331,3 +346,177 @@ def literal_attr(module_text: str, attr: str) -> str | None:
             else None
         )  # the last assignment wins, as when the module runs
     return found
+
+
+# ------------------------------------------------------------ computed by the legacy backend
+#
+# A setup.py whose metadata is computed (`install_requires=open("requirements.txt")...`,
+# `**kwargs`, `version=read_version()`) is run by `setuptools.build_meta:__legacy__` in a
+# throwaway container at lock (envd.services.setup_container), never on the host. What it
+# wrote (METADATA, entry_points.txt) is read here, bounded, and recorded in envd.lock with the
+# hashes of the files it was computed from; a change of any of them makes the lock stale.
+
+LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
+MAX_METADATA_BYTES = 256 * 1024
+_MAX_REQUIRES = 1000
+
+
+@dataclass(frozen=True)
+class ComputedMetadata:
+    """A project's metadata as the PEP 517 legacy backend computed it (envd.lock `computed`;
+    all empty: the metadata was read statically, or there is no project)."""
+
+    name: str = ""
+    version: str = ""
+    summary: str = ""
+    requires_python: str = ""
+    requires: tuple[str, ...] = ()  # Requires-Dist without an `extra` marker, as written
+    scripts: tuple[tuple[str, str], ...] = ()  # console_scripts (command, "module:attr")
+    backend: str = ""  # e.g. "setuptools.build_meta:__legacy__ (setuptools 66.1.1)"
+    # "relpath sha256:<hex>": the files the metadata was computed from (envd.lock inputs
+    # carry the same list, so a changed file makes the lock stale)
+    files: tuple[str, ...] = ()
+
+    def as_setup(self) -> SetupMetadata:
+        """As the project step installs it (the same dist-info a literal setup.py gets)."""
+        return SetupMetadata(
+            name=self.name or None,
+            version=self.version or None,
+            summary=self.summary or None,
+            requires_python=self.requires_python or None,
+            install_requires=self.requires,
+            scripts=self.scripts,
+            source="setup.py",
+        )
+
+
+class MetadataError(ValueError):
+    """What the backend wrote is not metadata envd can take."""
+
+
+def parse_metadata(text: str, entry_points: str = "") -> ComputedMetadata:
+    """METADATA's headers (RFC 822 style; the description body is not read) and
+    entry_points.txt's console_scripts, bounded: MetadataError when they are not sound."""
+    if len(text.encode("utf-8", "replace")) > MAX_METADATA_BYTES:
+        raise MetadataError(f"METADATA is larger than {MAX_METADATA_BYTES // 1024} KiB")
+    headers: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the body (long description) follows the first blank line
+        if line[0] in " \t":
+            if headers:  # a folded header continues the previous one
+                key, value = headers[-1]
+                headers[-1] = (key, f"{value} {line.strip()}")
+            continue
+        key, sep, value = line.partition(":")
+        if not sep or not key.strip() or " " in key.strip():
+            raise MetadataError(f"METADATA line is not a header: {line[:80]!r}")
+        headers.append((key.strip().lower(), value.strip()))
+    single = dict(headers)
+    name, version = single.get("name", ""), single.get("version", "")
+    if not name or not version:
+        raise MetadataError("METADATA names no Name or no Version")
+    requires = []
+    for key, value in headers:
+        if key != "requires-dist":
+            continue
+        try:
+            requirement = Requirement(value)
+        except InvalidRequirement as exc:
+            raise MetadataError(f"Requires-Dist `{value[:80]}` is not PEP 508: {exc}") from None
+        if requirement.marker is not None and "extra" in str(requirement.marker):
+            continue  # an optional extra: installed only when asked for
+        requires.append(value)
+    if len(requires) > _MAX_REQUIRES:
+        raise MetadataError(f"METADATA has more than {_MAX_REQUIRES} Requires-Dist")
+    return ComputedMetadata(
+        name=name,
+        version=version,
+        summary=single.get("summary", ""),
+        requires_python=single.get("requires-python", ""),
+        requires=tuple(requires),
+        scripts=_console_scripts(entry_points),
+    )
+
+
+def _console_scripts(text: str) -> tuple[tuple[str, str], ...]:
+    if not text.strip():
+        return ()
+    parser = configparser.ConfigParser(interpolation=None, delimiters=("=",))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        parser.read_string(text, source="entry_points.txt")
+    except configparser.Error as exc:
+        raise MetadataError(f"entry_points.txt is not valid: {str(exc).splitlines()[0]}") from None
+    if not parser.has_section("console_scripts"):
+        return ()
+    return tuple(
+        sorted(
+            (command.strip(), target.strip())
+            for command, target in parser["console_scripts"].items()
+        )
+    )
+
+
+def named_files(setup_py: str) -> tuple[str, ...]:
+    """Project files setup.py names with literal strings (`open("requirements.txt")`,
+    `os.path.join(here, "pkg", "version.py")`, `Path(__file__).parent / "README.md"`): the
+    files its computed metadata may be read from, hashed into envd.lock. Relative paths as
+    written (the caller keeps those that are files inside the project)."""
+    try:
+        tree = ast.parse(setup_py, filename="setup.py")
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return ()
+    found: list[str] = []
+
+    def add(path: str) -> None:
+        path = path.strip().removeprefix("./")
+        if path and "\n" not in path and len(path) < 256 and path not in found:
+            found.append(path)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            add(node.value)
+        elif isinstance(node, ast.Call) and _call_name(node) == "join":
+            joined = [str(a.value) for a in node.args if isinstance(a, ast.Constant)]
+            if joined and all(isinstance(a, ast.Constant) for a in node.args[-len(joined) :]):
+                add("/".join(joined))
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            divided = _div_parts(node)
+            if divided:
+                add("/".join(divided))
+    return tuple(found)
+
+
+def cfg_named_files(setup_cfg: str) -> tuple[str, ...]:
+    """The files setup.cfg's `file:` directives name (`install_requires = file:
+    requirements.txt`, `version = file: VERSION`): what the backend reads them from."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(setup_cfg, source="setup.cfg")
+    except configparser.Error:
+        return ()
+    found: list[str] = []
+    for section in parser.sections():
+        for value in parser[section].values():
+            if value.strip().startswith("file:"):
+                for path in value.strip().removeprefix("file:").split(","):
+                    path = path.strip().removeprefix("./")
+                    if path and path not in found:
+                        found.append(path)
+    return tuple(found)
+
+
+def _call_name(node: ast.Call) -> str | None:
+    func = node.func
+    return func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+
+
+def _div_parts(node: ast.expr) -> list[str]:
+    """The literal tail of `base / "a" / "b"` (["a", "b"])."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+        right = node.right
+        if isinstance(right, ast.Constant) and isinstance(right.value, str):
+            return [*_div_parts(node.left), right.value]
+        return []
+    return []

@@ -163,6 +163,9 @@ class Spec:
     pins: tuple[FilePin, ...] = ()
     # Direct URL requirements of `packages` and requirements files, in the order written.
     direct: tuple[DirectUrl, ...] = ()
+    # `project:` from a setup.py whose metadata is computed: the files it is computed from,
+    # "relpath sha256:<hex>" (envd.model.spec_project); computed at lock in a container.
+    computed: tuple[str, ...] = ()
 
     @property
     def all_requirements(self) -> tuple[str, ...]:

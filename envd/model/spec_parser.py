@@ -115,6 +115,7 @@ class _Parser(ImageSections, PackageSections, RunSections, RequirementsSection):
             from_source=from_source,
             pins=read.pins,
             direct=direct + read.direct,
+            computed=read.computed,
         )
 
     def version(self, node: yaml.Node | None) -> int:

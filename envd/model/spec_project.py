@@ -10,6 +10,7 @@ and a lock that lacks them is stale: the gap is found at lock, never first at bu
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 
 import yaml
@@ -17,8 +18,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from envd.model import reqfiles
-from envd.model.setupmeta import SetupError, read_setup
-from envd.model.spec import IsFile
+from envd.model.reqfiles import localpath
+from envd.model.setupmeta import SetupError, cfg_named_files, named_files, read_setup
+from envd.model.spec import FileRefused, IsFile
 from envd.model.spec_requirements import (
     BadRequirement,
     RequirementsRead,
@@ -57,6 +59,9 @@ def project_requirements(
     try:
         meta = read_setup(texts.get("setup.py"), texts.get("setup.cfg"))
     except SetupError as exc:
+        if exc.computable:  # computed at lock by the legacy backend, in a throwaway container
+            computed = _computed_from(section, is_file, texts)
+            return RequirementsRead(files=tuple(names), computed=computed)
         raise section.error(
             f"`project:` needs the project's dependencies before it is built: {exc.message}",
             node,
@@ -65,6 +70,35 @@ def project_requirements(
         ) from None
     taken = _taken(section, node, key, meta.source, meta.install_requires or (), read, {})
     return RequirementsRead(files=tuple(names), requirements=taken)
+
+
+def _computed_from(
+    section: RequirementsSection, is_file: IsFile, texts: dict[str, str | None]
+) -> tuple[str, ...]:
+    """ "relpath sha256:<hex>" of the files setup.py's metadata is computed from: setup.py,
+    setup.cfg, pyproject.toml, and every project file setup.py names literally (a
+    requirements.txt it reads, the module it takes the version from). Recorded in the lock's
+    inputs, so a change to any of them makes the lock stale."""
+    candidates = ["setup.py", "setup.cfg", "pyproject.toml"]
+    named = named_files(texts.get("setup.py") or "") + cfg_named_files(texts.get("setup.cfg") or "")
+    candidates += [
+        relpath
+        for where, relpath in (localpath.locate("setup.py", name) for name in named)
+        if where == "inside"
+    ]
+    out: list[str] = []
+    for relpath in dict.fromkeys(candidates):
+        text = texts.get(relpath)
+        if text is None:
+            if relpath in texts or not is_file(relpath) or section.read_text is None:
+                continue
+            try:
+                text = section.read_text(relpath)
+            except (OSError, ValueError, FileRefused):
+                continue  # not a text file envd may read: not hashed
+        digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+        out.append(f"{relpath} sha256:{digest}")
+    return tuple(out)
 
 
 def _taken(

@@ -129,6 +129,9 @@ class RequirementsRead:
     # that says so, for the messages (None: no file installs the project).
     root_project: str | None = None
     members: tuple[str, ...] = ()  # local packages in subfolders installed editable
+    # setup.py's metadata is computed (at lock, by the legacy backend in a container): the
+    # "relpath sha256:<hex>" of the files it is computed from (envd.model.spec_project)
+    computed: tuple[str, ...] = ()
 
     def plus(self, other: RequirementsRead) -> RequirementsRead:
         return RequirementsRead(
@@ -140,6 +143,7 @@ class RequirementsRead:
             pins=self.pins + other.pins,
             indexes=self.indexes + tuple(i for i in other.indexes if i not in self.indexes),
             direct=self.direct + other.direct,
+            computed=self.computed or other.computed,
         )
 
 

@@ -43,9 +43,12 @@ from envd.model.lockfile import (
     inputs_from_spec,
 )
 from envd.model.pythons import AUTO
+from envd.model.setupmeta import ComputedMetadata
 from envd.model.spec import LOCK_FILENAME, Base, DirectUrl, FilePin, Spec
+from envd.model.spec_requirements import BadRequirement, check_requirement
 from envd.model.target import check_python, inspect_target
 from envd.progress import Progress, Reporter
+from envd.services import setup_container
 from envd.services.debian_base import DEFAULT_MIRROR, ensure_debian_base
 from envd.services.direct import DirectFiles
 from envd.services.projects import LockState, Projects, lock_path
@@ -178,6 +181,8 @@ class Locker:
                 min_driver=min_driver_for_cuda(spec.cuda),
             )
         system = self._system(spec, base, progress)
+        computed = self._computed_metadata(row, spec, previous, base, progress, upgrade)
+        requirements = requirements + _computed_requirements(computed)
         progress(
             Progress("resolve", f"resolving {len(spec.all_requirements)} requirements with uv")
         )
@@ -218,6 +223,7 @@ class Locker:
             system=system,
             python=python,
             shared_image=_kept_shared_image(previous, base),
+            computed=computed,
         )
         if previous is not None and not edited and _same_pins(previous, lock):
             lock = replace(lock, environment_hash=previous.environment_hash)
@@ -231,6 +237,63 @@ class Locker:
         return LockOutcome(path, lock, changed=changed, in_sync=True, reasons=reasons)
 
     # ------------------------------------------------------------ pieces
+
+    def _computed_metadata(
+        self,
+        row: ProjectRow,
+        spec: Spec,
+        previous: LockFile | None,
+        base: BaseLock,
+        progress: Reporter,
+        again: bool,
+    ) -> ComputedMetadata:
+        """setup.py's computed metadata (empty when it is read statically): the previous
+        lock's while the files it comes from are unchanged, else computed by the legacy
+        backend in a throwaway container of the base image (never on the host)."""
+        if not spec.computed:
+            return ComputedMetadata()
+        if (
+            not again
+            and previous is not None
+            and previous.inputs.computed == spec.computed
+            and previous.computed.files == spec.computed
+        ):
+            return previous.computed
+        progress(
+            Progress(
+                "project",
+                "setup.py computes its metadata: running the PEP 517 legacy backend in a "
+                "throwaway container of the base image (no network, the project copied in "
+                "read-only)",
+            )
+        )
+        result = setup_container.compute(
+            self._engine,
+            base.reference or base.digest,
+            Path(row.path),
+            self._cache_dir / "setup-metadata",
+            project=row.name,
+            watched=spec.computed,
+        )
+        meta = result.metadata
+        progress(
+            Progress(
+                "project",
+                f"computed in a container by {meta.backend}: {meta.name} {meta.version}, "
+                f"{len(meta.requires)} requirement(s)",
+            )
+        )
+        if result.unwatched:
+            progress(
+                Progress(
+                    "project",
+                    "note: setup.py also read "
+                    + ", ".join(result.unwatched[:5])
+                    + ", which envd.lock does not hash (a change there does not make the "
+                    "lock stale: `envctl lock --upgrade` computes it again)",
+                )
+            )
+        return meta
 
     def _resolver(self, spec: Spec, direct: dict[str, PythonPackage]) -> Resolve:
         """uv's resolution of some requirements for a Python and platform other than the
@@ -448,6 +511,19 @@ def direct_changes(python: tuple[PythonPackage, ...], direct: tuple[DirectUrl, .
                 f"locked {package.hashes[0]}, required sha256:{requirement.sha256[0]}"
             )
     return reasons
+
+
+def _computed_requirements(computed: ComputedMetadata) -> tuple[str, ...]:
+    """The computed Requires-Dist, checked as envd checks every requirement."""
+    out = []
+    for text in computed.requires:
+        try:
+            out.append(check_requirement(text))
+        except BadRequirement as exc:
+            raise LockError(
+                f"setup.py's computed install_requires: `{text}`: {exc.message}", hint=exc.hint
+            ) from None
+    return tuple(out)
 
 
 def _version_key(version: str) -> str:

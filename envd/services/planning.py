@@ -16,6 +16,7 @@ from envd.gateways.store import ProjectRow
 from envd.model import plan as p
 from envd.model.lockfile import LockFile
 from envd.model.setupmeta import (
+    ComputedMetadata,
     SetupError,
     attr_module_files,
     dynamic_version_attr,
@@ -64,7 +65,7 @@ def read_project_inputs(project_dir: str, lock: LockFile) -> ProjectInputs:
     local = {str(canonicalize_name(m.name)) for m in members}
     package = None
     if lock.inputs.project:
-        package = _read_package(project_dir, lock.inputs.project, contents)
+        package = _read_package(project_dir, lock, contents)
         what = f"`project: {lock.inputs.project}`"
         _check_dependencies_locked(project_dir, lock, package, local, what)
     for member in members:
@@ -96,10 +97,16 @@ def _read_member(project_dir: str, member: str) -> p.ProjectPackage:
     relpath = f"{member}/pyproject.toml"
     where = f"{project_dir}/{relpath}"
     text = read_project_file(project_dir, relpath)
+    if text is None or not p.has_project_table(text):
+        package = _member_from_setup(project_dir, member)
+        if package is not None:
+            source, _ = find_project_package(f"{project_dir}/{member}", p.import_name(package.name))
+            source = source or package.source
+            return replace(package, source=f"{member}/{source}".rstrip("/"), location=member)
     if text is None:
         raise SpecError(
-            f"the local package `{member}` has no pyproject.toml: envd installs it from its "
-            "[project] table",
+            f"the local package `{member}` has no pyproject.toml, setup.cfg or setup.py: envd "
+            "installs it from its [project] table or its setuptools metadata",
             file=where,
             hint="add a pyproject.toml with [project] name and version there, or remove the "
             "package from the workspace (`uv lock` again)",
@@ -114,6 +121,40 @@ def _read_member(project_dir: str, member: str) -> p.ProjectPackage:
         ) from None
     source, _ = find_project_package(f"{project_dir}/{member}", p.import_name(package.name))
     return replace(package, source=f"{member}/{source}".rstrip("/"), location=member)
+
+
+def _member_from_setup(project_dir: str, member: str) -> p.ProjectPackage | None:
+    """A local package with only setup.py/setup.cfg: their metadata read statically, as the
+    project's own is (None when it has neither). Metadata such a setup.py computes is refused
+    with the reason: only the project's own is computed in a container at lock."""
+    setup_py = read_project_file(project_dir, f"{member}/setup.py")
+    setup_cfg = read_project_file(project_dir, f"{member}/setup.cfg")
+    if setup_py is None and setup_cfg is None:
+        return None
+    name = "setup.py" if setup_py is not None else "setup.cfg"
+    where = f"{project_dir}/{member}/{name}"
+    try:
+        meta = read_setup(setup_py, setup_cfg)
+        if meta.version is None and meta.version_attr is not None:
+            version = _attr_version(project_dir, member, meta.version_attr, meta.package_dir)
+            meta = replace(meta, version=version)
+        return p.package_from_setup(meta)
+    except SetupError as exc:
+        hint = exc.hint
+        if exc.computable:
+            hint = (
+                f"{hint}; envd computes setup.py's metadata in a container only for the "
+                "project itself, not yet for a local package in a subfolder"
+            )
+        raise SpecError(
+            f"the local package `{member}`: {exc.message}", file=where, hint=hint
+        ) from None
+    except p.ProjectError as exc:
+        raise SpecError(
+            f"the local package `{member}`: {exc}",
+            file=where,
+            hint="write name= and version= literally in setup(...), or in setup.cfg [metadata]",
+        ) from None
 
 
 def _check_dependencies_locked(
@@ -140,12 +181,13 @@ def _check_dependencies_locked(
         )
 
 
-def _read_package(project_dir: str, mode: str, contents: dict[str, bytes]) -> p.ProjectPackage:
+def _read_package(project_dir: str, lock: LockFile, contents: dict[str, bytes]) -> p.ProjectPackage:
     """The project's pyproject.toml as the project step needs it (SpecError naming what)."""
+    mode = lock.inputs.project
     where = f"{project_dir}/pyproject.toml"
     text = read_project_file(project_dir, "pyproject.toml")
     if text is None or not p.has_project_table(text):
-        setup = _read_setup_package(project_dir, mode)
+        setup = _read_setup_package(project_dir, mode, lock.computed)
         if setup is not None:
             return _with_files(project_dir, mode, setup, contents)
     if text is None:
@@ -166,9 +208,12 @@ def _read_package(project_dir: str, mode: str, contents: dict[str, bytes]) -> p.
     return _with_files(project_dir, mode, package, contents)
 
 
-def _read_setup_package(project_dir: str, mode: str) -> p.ProjectPackage | None:
+def _read_setup_package(
+    project_dir: str, mode: str, computed: ComputedMetadata
+) -> p.ProjectPackage | None:
     """A setuptools project without [project]: its setup.cfg/setup.py metadata, read without
-    running setup.py (None when it has neither file)."""
+    running setup.py (None when it has neither file). Metadata setup.py computes is the
+    lock's, computed at lock in a container (envd.services.setup_container)."""
     setup_py = read_project_file(project_dir, "setup.py")
     setup_cfg = read_project_file(project_dir, "setup.cfg")
     if setup_py is None and setup_cfg is None:
@@ -190,12 +235,25 @@ def _read_setup_package(project_dir: str, mode: str) -> p.ProjectPackage | None:
             meta = replace(meta, version=version)
         return p.package_from_setup(meta)
     except SetupError as exc:
+        if exc.computable and computed.name:
+            return _computed_package(mode, computed, where)
         raise SpecError(f"`project: {mode}`: {exc.message}", file=where, hint=exc.hint) from None
     except p.ProjectError as exc:
         raise SpecError(
             f"`project: {mode}`: {exc}",
             file=where,
             hint="write name= and version= literally in setup(...), or in setup.cfg [metadata]",
+        ) from None
+
+
+def _computed_package(mode: str, computed: ComputedMetadata, where: str) -> p.ProjectPackage:
+    try:
+        return p.package_from_setup(computed.as_setup())
+    except p.ProjectError as exc:
+        raise SpecError(
+            f"`project: {mode}`: {exc} (in the metadata computed at lock)",
+            file=where,
+            hint="fix setup.py's entry_points, then `envctl lock`",
         ) from None
 
 

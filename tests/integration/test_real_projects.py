@@ -7,10 +7,13 @@ this host says so in `expect-error`, and the test asserts envd's message instead
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import Envctl
 
@@ -58,3 +61,63 @@ def test_init_lock_build_check(shared: Envctl, tmp_path: Path, folder: Path) -> 
     check = (folder / "check").read_text().strip()
     out = shared.ok("enter", str(directory), "--", "sh", "-c", check)
     print(out)
+
+
+def test_computed_setup_metadata_comes_from_a_container_and_its_files_keep_the_lock(
+    shared: Envctl, tmp_path: Path
+) -> None:
+    # GitPython's setup.py reads its version and install_requires from files when it runs:
+    # `lock` runs the legacy backend in a throwaway container (never on the host), records
+    # what it computed, and a change to requirements.txt makes the lock stale.
+    directory = tmp_path / "gitpython"
+    shutil.copytree(CORPUS / "gitpython-setup-py-reads-requirements" / "project", directory)
+    shared.ok("init", str(directory))
+    name = yaml.safe_load((directory / "envd.yaml").read_text())["name"]
+    proc = shared("lock", str(directory))
+    assert proc.returncode == 0, proc.stderr
+    said = proc.stdout + proc.stderr
+    assert "computed in a container by setuptools.build_meta:__legacy__" in said, said
+    lock = json.loads((directory / "envd.lock").read_text())
+    computed = lock["computed"]
+    assert (computed["name"], computed["version"]) == ("GitPython", "3.1.20")
+    assert computed["requires"][0] == "gitdb<5,>=4.0.1"  # as setuptools writes it
+    # setup.py, and the project files it names literally (its build_py names git/__init__.py)
+    assert {f.split(" ")[0] for f in computed["files"]} == {
+        "setup.py",
+        "VERSION",
+        "requirements.txt",
+        "test-requirements.txt",
+        "git/__init__.py",
+    }
+    assert {"gitdb", "smmap"} <= {p["name"] for p in lock["python"]}
+    assert "typing-extensions" not in {p["name"] for p in lock["python"]}  # its marker
+    assert not list(directory.glob("*.egg-info"))  # setup.py never ran here
+    left = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=envd.project={name}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert left.stdout.strip() == ""  # the container is removed
+    again = shared("lock", str(directory))  # in sync: nothing runs again
+    assert "computed in a container" not in again.stdout + again.stderr
+    # re-locked for another reason, with setup.py's files unchanged: the lock's metadata is
+    # kept, nothing runs again
+    spec = directory / "envd.yaml"
+    document = yaml.safe_load(spec.read_text())
+    document["packages"] = [*(document.get("packages") or []), "idna"]
+    spec.write_text(yaml.safe_dump(document, sort_keys=False))
+    more = shared("lock", str(directory))
+    assert more.returncode == 0, more.stderr
+    assert "computed in a container" not in more.stdout + more.stderr
+    kept = json.loads((directory / "envd.lock").read_text())
+    assert kept["computed"] == computed and "idna" in {p["name"] for p in kept["python"]}
+    requirements = directory / "requirements.txt"
+    requirements.write_text(requirements.read_text() + "six\n")
+    stale = shared("build", str(directory))
+    assert stale.returncode != 0
+    assert "requirements.txt changed, which setup.py's computed metadata" in stale.stderr
+    shared.ok("lock", str(directory))
+    relocked = json.loads((directory / "envd.lock").read_text())
+    assert "six" in relocked["computed"]["requires"]
+    assert "six" in {p["name"] for p in relocked["python"]}

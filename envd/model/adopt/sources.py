@@ -217,6 +217,12 @@ def _check_project(found: _Found, files: Mapping[str, str], root: str) -> None:
     if mode is None:
         return
     problem = project_problem(files)
+    if problem is None and computed_setup(files):
+        found.notes.append(
+            "setup.py computes its metadata when it runs: `envctl lock` runs the PEP 517 "
+            "legacy backend in a throwaway container of the base image to get it (never on "
+            "this machine)"
+        )
     if problem is not None:
         where, message, hint = problem
         if found.project_lines:  # `-e .` there needs `project:`: refused, not half-written
@@ -230,6 +236,21 @@ def _check_project(found: _Found, files: Mapping[str, str], root: str) -> None:
         found.warnings.append(
             f"{reqfiles.shown(root, where)}: {message}; `project: {mode}` left out ({hint})"
         )
+
+
+def computed_setup(files: Mapping[str, str]) -> bool:
+    """Whether the project's setuptools metadata is computed when setup.py runs."""
+    text = files.get("pyproject.toml")
+    if text is not None and plan.has_project_table(text):
+        return False
+    setup_py, setup_cfg = files.get("setup.py"), files.get("setup.cfg")
+    if setup_py is None and setup_cfg is None:
+        return False
+    try:
+        read_setup(setup_py, setup_cfg)
+    except SetupError as exc:
+        return exc.computable
+    return False
 
 
 def project_problem(files: Mapping[str, str]) -> tuple[str, str, str] | None:
@@ -257,6 +278,8 @@ def project_problem(files: Mapping[str, str]) -> tuple[str, str, str] | None:
     try:
         plan.package_from_setup(read_setup(setup_py, setup_cfg))
     except SetupError as exc:
+        if exc.computable:
+            return None  # computed at lock by the legacy backend, in a throwaway container
         return where, exc.message.removeprefix(f"{where}: "), exc.hint
     except plan.ProjectError as exc:
         return where, str(exc), "write name= literally in setup(...) or setup.cfg [metadata]"

@@ -41,3 +41,12 @@ def inside_message(what: str, target: str) -> tuple[str, str]:
         f"run `envctl init {target}` to make it a project of its own, or depend on it by "
         "name from an index",
     )
+
+
+def installed_editable_note(where: str, name: str, target: str) -> str:
+    """A local folder not marked editable, installed editable all the same (a note)."""
+    return (
+        f"{where}: `{name}` (local folder `{target}`, not editable there) is installed "
+        "editable from the project's files: envd installs every local package as a link to "
+        "its folder under /workspace"
+    )

@@ -20,6 +20,9 @@ from envd.model.reqfiles.base import (
     shown,
 )
 
+# a local path that names a file (a built wheel or sdist), not a package folder
+_ARCHIVES = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz")
+
 
 @_checked
 def parse_pipfile_lock(
@@ -55,10 +58,15 @@ def parse_pipfile_lock(
                     if where == "outside":
                         message, hint = localpath.outside_message(f"`{name}`: path", written)
                         raise _error(root, path, message, line_of(text, f'"{name}"'), hint)
-                    if entry.get("editable"):
+                    if entry.get("editable") or not written.endswith(_ARCHIVES):
                         # installed editable from the project's files, as `pipenv sync` does
+                        # (a folder not marked editable too, saying so)
                         if target not in acc.members:
                             acc.members.append(target)
+                        if not entry.get("editable"):
+                            acc.notes.append(
+                                localpath.installed_editable_note(shown(root, path), name, target)
+                            )
                         continue
                 acc.warnings.append(f"{shown(root, path)}: `{name}` is a local path; left out")
                 continue

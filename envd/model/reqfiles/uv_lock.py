@@ -37,10 +37,10 @@ def parse_uv_lock(text: str, path: str = "uv.lock", *, root: str = "") -> Parsed
     for package in (_mapping(p, "[[package]]", path, root, text) for p in packages):
         name = canonicalize_name(str(package.get("name", "")))
         source = _mapping(package.get("source") or {}, "source", path, root, text)
-        where = source.get("editable", source.get("virtual"))
+        where = source.get("editable", source.get("virtual", source.get("directory")))
         if isinstance(where, str) and localpath.locate(path, where)[0] != "outside":
-            # the root (with its `dev` group) and every workspace member: their edges are
-            # installed, as `uv sync --all-packages` installs them
+            # the root (with its `dev` group), every workspace member and local directory
+            # package: their edges are installed, as `uv sync --all-packages` installs them
             groups = _mapping(package.get("dev-dependencies") or {}, "dev", path, root, text)
             dev = groups.get("dev", []) if where == "." else []
             for edge in [*package.get("dependencies", []), *dev]:
@@ -54,8 +54,9 @@ def parse_uv_lock(text: str, path: str = "uv.lock", *, root: str = "") -> Parsed
                 _local(acc, root, path, name, str(where), text, kind)
             continue
         if "directory" in source or "path" in source:
+            kind = "directory" if "directory" in source else "path"
             written = str(source.get("directory", source.get("path")))
-            _local(acc, root, path, name, written, text, "path")
+            _local(acc, root, path, name, written, text, kind)
             continue
         hashes = [package.get("sdist", {}).get("hash")] + [
             w.get("hash") for w in package.get("wheels", [])
@@ -78,7 +79,9 @@ def _local(acc: _Acc, root: str, path: str, name: str, written: str, text: str, 
     """A workspace member or path dependency: refused outside the project. An editable
     workspace member is installed from the project's files, as `uv sync --all-packages`
     does; a virtual one is not a package (its dependencies are installed); a non-editable
-    path dependency is left out with a warning saying so."""
+    local directory is installed from the project's files too (editable: envd installs
+    local packages as links to their folder, saying so); a local file (a wheel or sdist
+    `path`) is left out with a warning saying so."""
     where, target = localpath.locate(path, written)
     if where == "outside":
         message, hint = localpath.outside_message(f"`{name}`: local source", written)
@@ -88,6 +91,11 @@ def _local(acc: _Acc, root: str, path: str, name: str, written: str, text: str, 
             acc.members.append(target)
         return
     if kind == "virtual":
+        return
+    if kind == "directory" and where == "inside":
+        if target not in acc.members:
+            acc.members.append(target)
+        acc.notes.append(localpath.installed_editable_note(shown(root, path), name, target))
         return
     message, _ = localpath.inside_message(f"`{name}`: local source", target)
     acc.warnings.append(f"{shown(root, path)}: {message}; left out")

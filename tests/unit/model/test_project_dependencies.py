@@ -11,7 +11,7 @@ import pytest
 
 from envd.errors import SpecError
 from envd.gateways.projectfiles import load_spec
-from envd.model.lockfile import PythonPackage, hash_inputs, inputs_from_spec
+from envd.model.lockfile import PythonPackage, hash_inputs, inputs_from_spec, staleness
 from envd.model.plan import project_files
 from envd.model.setupmeta import SetupError, read_setup
 from envd.services.planning import read_project_inputs
@@ -123,18 +123,43 @@ def test_pyproject_without_project_table_falls_back_to_setup_py(tmp_path: Path) 
     assert load_spec(root).all_requirements[0] == "numpy"
 
 
-def test_computed_install_requires_is_refused_at_lock_with_the_fix(tmp_path: Path) -> None:
+def test_computed_install_requires_is_computed_at_lock_from_hashed_files(tmp_path: Path) -> None:
     setup_py = (
-        "from setuptools import setup\n"
-        "reqs = open('requirements.txt').read().splitlines()\n"
+        "import os\nfrom setuptools import setup\n"
+        "here = os.path.dirname(__file__)\n"
+        "reqs = open(os.path.join(here, 'requirements.txt')).read().splitlines()\n"
         "setup(name='x', version='1', install_requires=reqs)\n"
     )
-    root = project(tmp_path, "project: editable\n", **{"setup.py": setup_py})
-    with pytest.raises(SpecError) as info:
-        load_spec(root)
-    assert "install_requires=` is computed when setup.py runs" in info.value.message
-    assert info.value.key_path == "project"
-    assert "literally" in (info.value.hint or "")
+    root = project(
+        tmp_path, "project: editable\n", **{"setup.py": setup_py, "requirements.txt": "six\n"}
+    )
+    spec = load_spec(root)
+    assert spec.all_requirements == ()  # computed at lock, in a container: not read here
+    assert [entry.split(" ")[0] for entry in spec.computed] == ["setup.py", "requirements.txt"]
+    before = inputs_from_spec(spec)
+    (root / "requirements.txt").write_text("six\nattrs\n")
+    after = inputs_from_spec(load_spec(root))
+    assert hash_inputs(before) != hash_inputs(after)
+    reasons = staleness(replace(lock(()), inputs=before, inputs_hash=hash_inputs(before)), after)
+    assert reasons == [
+        "requirements.txt changed, which setup.py's computed metadata comes from "
+        "(it is computed again in a container at lock)"
+    ]
+
+
+def test_setup_cfg_file_directives_are_computed_from_the_files_they_name(tmp_path: Path) -> None:
+    cfg = (
+        "[metadata]\nname = a\nversion = file: VERSION\n\n"
+        "[options]\ninstall_requires = file: requirements.txt, extra.txt\n"
+    )
+    root = project(
+        tmp_path,
+        "project: editable\n",
+        **{"setup.cfg": cfg, "VERSION": "1.0\n", "requirements.txt": "six\n"},
+    )
+    spec = load_spec(root)
+    # (extra.txt is named but missing: nothing to hash)
+    assert [e.split(" ")[0] for e in spec.computed] == ["setup.cfg", "VERSION", "requirements.txt"]
 
 
 def test_setup_kwargs_unpacked_are_refused() -> None:
@@ -369,8 +394,35 @@ def test_a_workspace_member_is_installed_editable_from_its_folder(tmp_path: Path
     assert keys["project"] != step.key
 
 
-def test_a_member_without_pyproject_fails_the_build_naming_it(tmp_path: Path) -> None:
+def test_a_member_with_only_setup_py_is_installed_from_its_literal_metadata(
+    tmp_path: Path,
+) -> None:
     root = project(tmp_path, "", **{"packages__lib__setup.py": SETUP_PY})
+    (root / "packages/lib/dummy").mkdir()
+    (root / "packages/lib/dummy/__init__.py").write_text("")
+    base = lock(())
+    pinned = (
+        PythonPackage("numpy", "2.1.0", ("sha256:" + "1" * 64,)),
+        PythonPackage("six", "1.17.0", ("sha256:" + "2" * 64,)),
+    )
+    the_lock = replace(base, inputs=replace(base.inputs, members=("packages/lib",)), python=pinned)
+    (member,) = read_project_inputs(str(root), the_lock).members
+    assert (member.name, member.version, member.source) == ("Dummy", "1.0.0", "packages/lib")
+    assert member.scripts == (("dummy", "dummy.cli:main"),)
+    # its dependencies must be locked, as a pyproject member's are
+    with pytest.raises(SpecError, match=r"`packages/lib`: the project depends on numpy"):
+        read_project_inputs(str(root), replace(the_lock, python=pinned[1:]))
+    # metadata such a setup.py computes is refused, saying why
+    (root / "packages/lib/setup.py").write_text(
+        "from setuptools import setup\nsetup(name='d', version='1', install_requires=R)\n"
+    )
+    with pytest.raises(SpecError, match=r"`install_requires=` is computed") as info:
+        read_project_inputs(str(root), the_lock)
+    assert "only for the project itself" in (info.value.hint or "")
+
+
+def test_a_member_without_pyproject_or_setup_fails_the_build_naming_it(tmp_path: Path) -> None:
+    root = project(tmp_path, "", **{"packages__lib__README": "x"})
     base = lock(())
     the_lock = replace(base, inputs=replace(base.inputs, members=("packages/lib",)))
     with pytest.raises(SpecError, match=r"local package `packages/lib` has no pyproject\.toml"):

@@ -759,12 +759,28 @@ _PINS = "".join(
 def test_uv_lock_workspace_members_are_installed_from_the_project() -> None:
     parsed = rf.parse_uv_lock(WORKSPACE_LOCK + _PINS)
     assert parsed.project is None  # a virtual root: uv sync installs no root package
-    assert parsed.members == ("packages/lib",)  # the editable member, from the project
+    # the editable member and the non-editable local folder, both from the project's files
+    assert parsed.members == ("packages/lib", "vendor/thing")
     # the root's dev group, and each member's own dependencies (not a member's dev group)
     assert set(parsed.direct) == {"six==1.17.0", "idna==3.10", "sniffio==1.3.1"}
-    # a virtual member is no package: nothing said; a non-editable path source is left out
-    assert len(parsed.warnings) == 1
-    assert "`vendored`" in parsed.warnings[0] and "left out" in parsed.warnings[0]
+    # a virtual member is no package: nothing said; the local folder is installed editable,
+    # saying so
+    assert parsed.warnings == ()
+    (note,) = [n for n in parsed.notes if "`vendored`" in n]
+    assert "local folder `vendor/thing`" in note and "installed editable" in note
+
+
+def test_uv_lock_local_file_is_left_out_and_a_folder_outside_refused() -> None:
+    wheel = WORKSPACE_LOCK.replace(
+        '{ directory = "vendor/thing" }', '{ path = "dist/thing-1.0-py3-none-any.whl" }'
+    )
+    parsed = rf.parse_uv_lock(wheel + _PINS)
+    assert parsed.members == ("packages/lib",)
+    assert len(parsed.warnings) == 1 and "`vendored`" in parsed.warnings[0]
+    assert "left out" in parsed.warnings[0]
+    outside = WORKSPACE_LOCK.replace('"vendor/thing"', '"../thing"') + _PINS
+    err = error(rf.parse_uv_lock, outside, root=ROOT)
+    assert "`vendored`: local source `../thing` is outside the project" in err.message
 
 
 def test_uv_lock_member_outside_the_project_is_refused() -> None:
@@ -782,9 +798,16 @@ def test_pipfile_lock_editable_path_inside_is_installed_and_outside_refused() ->
     parsed = rf.parse_pipfile_lock(inside)
     assert parsed.members == ("sub",)  # installed editable from the project's files
     assert parsed.warnings == () and parsed.requirements == ("six==1.17.0",)
-    # not editable: left out, saying so
+    # a folder not editable: installed editable from the project's files, saying so
     copied = rf.parse_pipfile_lock(lock(six + ', "dummy": {"path": "sub"}'))
-    assert copied.members == () and "`dummy` is a local path; left out" in copied.warnings[0]
+    assert copied.members == ("sub",) and copied.warnings == ()
+    assert (
+        "`dummy` (local folder `sub`, not editable there) is installed editable"
+        in (copied.notes[0])
+    )
+    # a built file: left out, saying so
+    wheel = rf.parse_pipfile_lock(lock(six + ', "dummy": {"path": "dist/d-1.0-py3-none-any.whl"}'))
+    assert wheel.members == () and "`dummy` is a local path; left out" in wheel.warnings[0]
     # outside the project: refused with the reason (was: left out silently)
     err = error(
         rf.parse_pipfile_lock, lock('"dummy": {"editable": true, "path": "../x"}'), root=ROOT
