@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from envd.daemon.enter_socket import Frame, Session, encode, take_frames
+from envd.agent.agent import Frame, encode, take_frames
+from envd.daemon.enter_socket import Session
 from envd.errors import EXIT_CONTAINER
 from tests.unit.services.test_entering import World, close, make_world
 
