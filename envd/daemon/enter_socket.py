@@ -45,7 +45,6 @@ import logging
 import os
 import select
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -55,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from envd.agent.agent import Frame, encode, recv_with_fds, take_frames
 from envd.daemon.engine_guard import EngineGuard
+from envd.daemon.peerguard import peer_credentials
 from envd.daemon.sockets import bind_private, shut
 from envd.errors import (
     EXIT_BUG,
@@ -76,7 +76,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_UCRED = struct.Struct("3i")  # pid, uid, gid
 FORWARDED = {1, 2, 15}  # SIGHUP, SIGINT, SIGTERM
 REQUEST_TIMEOUT_S = 30.0
 BUG = "internal error (a bug)"
@@ -94,13 +93,6 @@ def warm_row(w: Warm) -> WarmRow:
         "last_used_at": w.last_used_at,
         "status": "retiring" if w.retiring else w.status,
     }
-
-
-def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the process at the other end."""
-    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    pid, uid, gid = _UCRED.unpack(raw)
-    return pid, uid, gid
 
 
 def _close(fds: list[int]) -> None:
