@@ -10,7 +10,7 @@ a command lives as long as its connection, and SIGTERM ends the agent and them a
 
 One file on purpose: only this file is bind-mounted into the container (read-only, at
 /run/envd/agent.py), and `-I` keeps its folder off sys.path, so it can import nothing beside it.
-The frame codec below (encode, take_frames) is the one envd's daemon and CLI-side client use.
+Its frame codec (encode, take_frames) is the daemon's too: on the enter socket and to agents.
 
 Protocol: one Unix stream connection per command. Every message is a frame: a 4-byte big-endian
 length, then that many bytes of a UTF-8 JSON object with an "op".
@@ -74,7 +74,7 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 KILL_AT_SIGINT = 3
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 RESET_SIGNALS = (*STOP_SIGNALS, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGQUIT)
-Frame = dict[str, Any]  # one message; the daemon and the host's agent client share this codec
+Frame = dict[str, Any]  # one message (the daemon's enter socket and agent client use this codec)
 READ = select.POLLIN | select.POLLHUP | select.POLLERR | select.POLLNVAL
 WRITE = select.POLLOUT | select.POLLHUP | select.POLLERR | select.POLLNVAL
 PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36  # prctl(2) options
@@ -120,12 +120,6 @@ def recv_with_fds(conn: socket.socket, fds: list[int]) -> bytes:
     return data
 
 
-def exit_status(wait_status: int) -> tuple[int, int | None]:
-    """(status, signal): 128+N when signal N ended the process, like a shell."""
-    code = os.waitstatus_to_exitcode(wait_status)  # -N for signal N
-    return (128 - code, -code) if code < 0 else (code, None)
-
-
 def close(fd: int) -> int:
     if fd >= 0:
         with suppress(OSError):
@@ -144,8 +138,7 @@ def read_chunk(fd: int) -> bytes | None:
 
 
 def write_chunk(fd: int, buf: bytearray) -> bool:
-    """What fd takes now from buf (PIPE_BUF at most: never blocks on a writable pipe), removed
-    from it; False when fd has failed (its reader went away)."""
+    """What fd takes now from buf (PIPE_BUF at most), removed from it; False once fd failed."""
     try:
         del buf[: os.write(fd, buf[: select.PIPE_BUF])]
     except BlockingIOError:
@@ -180,40 +173,6 @@ def parse_run(
     if not (isinstance(winsize, list) and [type(n) for n in winsize] == [int, int]):
         raise ValueError("winsize must be [rows, cols]")
     return argv, cwd, env, tty, (winsize[0], winsize[1])
-
-
-def exec_command(
-    argv: list[str],
-    cwd: str,
-    env: dict[str, str],
-    fds: tuple[int, int, int],
-    tty: bool,
-    report: int,
-) -> NoReturn:
-    """In the forked child: become the command, or write why not to report."""
-    stage = "exec"
-    try:
-        signal.set_wakeup_fd(-1)
-        for signum in RESET_SIGNALS:  # Python ignores SIGPIPE and SIGXFSZ; the command must not
-            signal.signal(signum, signal.SIG_DFL)
-        os.setsid()
-        if tty:
-            fcntl.ioctl(fds[0], termios.TIOCSCTTY, 0)
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in fds]
-        for target, fd in enumerate(high):
-            os.dup2(fd, target)
-        stage = "cwd"
-        os.chdir(cwd)
-        stage = "exec"
-        os.execvpe(argv[0], argv, env)
-    except OSError as e:
-        what = argv[0] if stage == "exec" else f"cwd {cwd}"
-        status = 127 if stage == "exec" and e.errno == errno.ENOENT else 126
-        os.write(report, json.dumps([status, f"{what}: {e.strerror}"]).encode())
-    except Exception as e:
-        os.write(report, json.dumps([126, f"{argv[0]}: {e}"]).encode())
-    finally:
-        os._exit(127)
 
 
 class Command:
@@ -321,7 +280,7 @@ class Command:
         report_r, report_w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            exec_command(argv, cwd, env, child_fds, self.tty, report_w)
+            self.exec_command(argv, cwd, env, child_fds, report_w)
         close(report_w)
         close(slave)
         with open(report_r, "rb") as pipe:  # empty when the exec succeeded (close-on-exec)
@@ -338,6 +297,34 @@ class Command:
         self.pid = pid
         self.agent.running[pid] = self
         self.send({"op": "started", "pid": pid})
+
+    def exec_command(
+        self, argv: list[str], cwd: str, env: dict[str, str], fds: tuple[int, int, int], report: int
+    ) -> NoReturn:
+        """In the forked child: become the command, or write why not to report."""
+        stage = "exec"
+        try:
+            signal.set_wakeup_fd(-1)
+            for signum in RESET_SIGNALS:  # Python ignores SIGPIPE and SIGXFSZ; the command must not
+                signal.signal(signum, signal.SIG_DFL)
+            os.setsid()
+            if self.tty:
+                fcntl.ioctl(fds[0], termios.TIOCSCTTY, 0)
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in fds]
+            for target, fd in enumerate(high):
+                os.dup2(fd, target)
+            stage = "cwd"
+            os.chdir(cwd)
+            stage = "exec"
+            os.execvpe(argv[0], argv, env)
+        except OSError as e:
+            what = argv[0] if stage == "exec" else f"cwd {cwd}"
+            status = 127 if stage == "exec" and e.errno == errno.ENOENT else 126
+            os.write(report, json.dumps([status, f"{what}: {e.strerror}"]).encode())
+        except Exception as e:
+            os.write(report, json.dumps([126, f"{argv[0]}: {e}"]).encode())
+        finally:
+            os._exit(127)
 
     def targets(self) -> list[int]:
         """The process groups a signal goes to: the command's, and the pty's foreground one."""
@@ -414,7 +401,8 @@ class Command:
             quiet = self.pty_done or (now or time.monotonic()) >= self.quiet_at
             if not (flushed and quiet):
                 return
-        self.exit(*exit_status(self.status))
+        code = os.waitstatus_to_exitcode(self.status)  # -N when signal N ended it
+        self.exit(*((128 - code, -code) if code < 0 else (code, None)))  # 128+N, as a shell
 
     # The tty relay: non-blocking on the agent's own pty, bounded writes on the caller's fds.
 
@@ -468,12 +456,9 @@ class Command:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
-        for fd in self.fds:
+        for fd in (*self.fds, self.master, self.stdin, self.stdout):
             close(fd)
-        self.fds = []
-        self.master = close(self.master)
-        self.stdin = close(self.stdin)
-        self.stdout = close(self.stdout)
+        self.fds, self.master, self.stdin, self.stdout = [], -1, -1, -1
         if self.status is None and self.pid:
             return  # still running, hung up: finished when reaped
         self.agent.running.pop(self.pid, None)
@@ -488,9 +473,7 @@ class Agent:
         self.running: dict[int, Command] = {}
         self.stopping = False
         self.listener: socket.socket | None = listen(path)
-        self.wake_r, wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-        os.set_blocking(wake_w, False)
+        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         for signum in STOP_SIGNALS:
@@ -500,10 +483,11 @@ class Agent:
         self.stopping = True
 
     def serve(self) -> None:
-        while not (self.stopping and not self.commands):
+        while True:
             if self.stopping and self.listener is not None:
-                self.stop()
-                continue  # that may have ended the last command: look again before waiting
+                self.stop()  # (which may end the last command)
+            if self.stopping and not self.commands:
+                return
             poller = select.poll()
             poller.register(self.wake_r, select.POLLIN)
             listening = self.listener.fileno() if self.listener is not None else -1
@@ -526,8 +510,6 @@ class Agent:
             now = time.monotonic()
             for command in list(self.commands):
                 self.dispatch(command, command.on_time, now)
-        if self.listener is not None:
-            self.stop()
 
     def dispatch(self, command: Command, turn: Callable[..., None], *args: Any) -> None:
         """One command's turn; a failure there ends that command, never the agent."""
