@@ -214,8 +214,9 @@ def _frame(message: dict[str, Any]) -> bytes:
     return _HEADER.pack(len(data)) + data
 
 
-def _take_frame(buf: bytearray) -> Any:
-    """The first complete frame in buf, removed from it; None until one has come whole."""
+def _take_frame(buf: bytearray) -> dict[str, Any] | None:
+    """The first complete frame in buf, removed from it; None until one has come whole.
+    ValueError when it is not a JSON object (as envd.agent.agent.take_frames)."""
     if len(buf) < _HEADER.size:
         return None
     (size,) = _HEADER.unpack_from(buf)
@@ -223,6 +224,8 @@ def _take_frame(buf: bytearray) -> Any:
         return None
     message = _loads(bytes(buf[_HEADER.size : _HEADER.size + size]))
     del buf[: _HEADER.size + size]
+    if not isinstance(message, dict):
+        raise ValueError("frame is not a JSON object")
     return message
 
 
@@ -268,10 +271,10 @@ def ask(where: str, request: dict[str, Any], timeout: float = 60.0) -> dict[str,
                 buf += data
         except OSError as exc:
             raise Refused(str(exc)) from None
+        except ValueError as exc:  # not a reply this CLI reads: gRPC says it in words
+            raise Refused(f"bad reply: {exc}") from None
     finally:
         sock.close()
-    if not isinstance(reply, dict):
-        raise Refused("the reply is not a JSON object")
     if reply.get("op") == "error":
         if reply.get("exit_code") == 2:
             raise Refused(str(reply.get("message", "")))

@@ -82,3 +82,9 @@ def test_the_daemon_refuses_a_frame_over_the_limit_or_not_an_object() -> None:
 def test_the_cli_finds_the_enter_socket_where_the_daemon_puts_it() -> None:
     for env in ({"ENVD_HOME": "/tmp/h"}, {"HOME": "/home/ada"}, {"ENVD_HOME": "rel/h"}):
         assert enter_socket_path(env) == str(resolve_paths(env).enter_socket)
+
+
+def test_the_cli_refuses_a_frame_that_is_not_an_object() -> None:
+    buf = bytearray(HEADER.pack(4) + b"null")
+    with pytest.raises(ValueError, match="not a JSON object"):
+        _take_frame(buf)
