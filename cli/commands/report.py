@@ -121,11 +121,11 @@ def shared_runs(
 
 
 def from_message(msg: pb.RunRecord) -> ReportRun:
-    from cli.commands.runs import to_record
     from cli.output import message_dict
+    from envd.wire import record_from_msg
 
     return ReportRun(
-        record=to_record(msg),
+        record=record_from_msg(msg),
         finished=msg.finished,
         origin="imported" if msg.imported else "",
         full=message_dict(msg),

@@ -7,7 +7,6 @@ import os
 import shlex
 import shutil
 import stat
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,36 +19,9 @@ from cli.output import emit_json
 from cli.refs import project_ref
 
 if TYPE_CHECKING:
-    from envd.model.runrecord import RunRecord
     from envd.v1 import envd_pb2 as pb
 
 LONG_TIMEOUT_S = 3600.0  # a rerun's check may build the environment first
-
-
-def to_record(msg: pb.RunRecord) -> RunRecord:
-    """The daemon's message as the model's record (for the table, diff and trace renderers)."""
-    from envd.model.runrecord import CodeState, RunRecord
-
-    return RunRecord(
-        id=msg.id,
-        project=msg.project,
-        command=tuple(msg.command),
-        started_at=msg.started_at,
-        ended_at=msg.ended_at,
-        exit_code=msg.exit_code,
-        image=msg.image_id,
-        environment_hash=msg.environment_hash,
-        host_hash=msg.host_hash,
-        lock_sha256=msg.lock_sha256,
-        code=CodeState(msg.git_commit, msg.git_dirty, msg.diff_sha256 if msg.git_dirty else ""),
-        params=dict(msg.params),
-        data=dict(msg.data),
-        outputs=dict(msg.outputs),
-        metrics=dict(msg.metrics),
-        notes=tuple(msg.notes),
-        workdir=msg.workdir,
-        origin=(msg.origin or "a provenance statement") if msg.imported else "",
-    )
 
 
 def open_regular(path: str, what: str) -> int:
@@ -151,6 +123,7 @@ def runs_list(
     """List PROJECT's runs (every project's without one), or those shared in REGISTRY/REPO."""
     from envd.model.runrecord import render_table, runs_table
     from envd.v1 import envd_pb2 as pb
+    from envd.wire import record_from_msg as to_record
 
     if project and project_option and project != project_option:
         raise click.UsageError(f"two projects given: `{project}` and `{project_option}`")
@@ -203,6 +176,7 @@ def _shared_list(
     """`runs --from REGISTRY/REPO`: who shared what, when, at which commit, params, metrics."""
     from envd.model.runrecord import render_table, runs_table
     from envd.v1 import envd_pb2 as pb
+    from envd.wire import record_from_msg as to_record
 
     request = pb.ListSharedRunsRequest(source=source, where=list(wheres), sort=sort, limit=limit)
     reply = obj.client().list_shared_runs(request, timeout=LONG_TIMEOUT_S)
@@ -296,22 +270,16 @@ def runs_diff(obj: AppContext, a: str, b: str, as_json: bool) -> int:
 
     Exits 0 when nothing differs, 1 otherwise.
     """
-    from envd.model.runrecord import Change, render_diff
+    from envd.model.runrecord import render_diff
     from envd.v1 import envd_pb2 as pb
+    from envd.wire import record_from_msg as to_record
+    from envd.wire import run_change_from_msg
 
     reply = obj.client().diff_runs(pb.DiffRunsRequest(a=a, b=b), timeout=LONG_TIMEOUT_S)
     if as_json or obj.as_json:
         emit_json(reply)
     else:
-        changes = [
-            Change(
-                c.kind,  # type: ignore[arg-type]
-                c.name,
-                c.before if c.has_before else None,
-                c.after if c.has_after else None,
-            )
-            for c in reply.changes
-        ]
+        changes = [run_change_from_msg(c) for c in reply.changes]
         click.echo(render_diff(to_record(reply.a), to_record(reply.b), changes), nl=False)
     return 1 if reply.changes else 0
 
@@ -368,6 +336,7 @@ def trace_cmd(obj: AppContext, file: str, provenance: str | None, as_json: bool)
     """
     from envd.model.runrecord import TraceResult, render_trace
     from envd.v1 import envd_pb2 as pb
+    from envd.wire import record_from_msg as to_record
 
     digest = sha256_of(file)
     if provenance:
@@ -521,43 +490,17 @@ def _run_again(
 ) -> tuple[int, str]:
     """`enter PROJECT -- COMMAND` from `directory`, where the run ran (the project's root for
     a run recorded before envd kept it); (exit status, the new run's id)."""
-    from cli.entering import exec_argv, forward_signals, request_target
-    from envd.errors import EnvdError, NotFound
-    from envd.v1 import envd_pb2 as pb
+    from cli.entering import run_via_grpc
+    from envd.errors import NotFound
 
-    tty = sys.stdin.isatty() and sys.stdout.isatty()
-    here = os.getcwd()
-    try:
-        os.chdir(directory or "/")  # the Enter call sends the caller's directory
-    except OSError as exc:
+    where = directory or "/"
+    if not os.path.isdir(where):  # (the Enter call maps the caller's folder into /workspace)
         raise NotFound(
-            f"cannot run in {directory}: {exc.strerror}",
+            f"cannot run in {directory}: no such folder here",
             hint="the run ran there: check out the code it used, then rerun",
-        ) from None
-    try:
-        client, target = request_target(obj.paths, project, command, "", tty)
-    finally:
-        os.chdir(here)
-    argv = exec_argv(target, tty)
-    if not tty:
-        forward_signals(target)
-    proc = subprocess.Popen(argv, start_new_session=not tty)
-    while True:
-        try:
-            code = proc.wait()
-            break
-        except KeyboardInterrupt:
-            continue
-    code = code if code >= 0 else 128 - code
-    if target.run_id:
-        try:
-            client.finish_run(pb.FinishRunRequest(run_id=target.run_id, exit_code=code))
-        except EnvdError as exc:
-            click.echo(
-                f"envctl: warning: run {target.run_id} not recorded: {exc.message}", err=True
-            )
-            return code, ""
-    return code, target.run_id
+        )
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    return run_via_grpc(obj.paths, project, command, os.path.realpath(where), tty=tty)
 
 
 @click.command("new")

@@ -8,9 +8,9 @@ connections are accepted, and goes when the agent stops. As PID 1 it reaps every
 included (elsewhere it makes itself a child subreaper to do the same). It writes no pid files:
 a command lives as long as its connection, and SIGTERM ends the agent and them all.
 
-One file on purpose (over the ~600-line rule of issue 29): only this file is bind-mounted into
-the container (read-only, at /run/envd/agent.py), and `-I` keeps its folder off sys.path, so it
-can import nothing beside it; a split would not reach the container.
+One file on purpose: only this file is bind-mounted into the container (read-only, at
+/run/envd/agent.py), and `-I` keeps its folder off sys.path, so it can import nothing beside it.
+Its frame codec (encode, take_frames) is the daemon's too: on the enter socket and to agents.
 
 Protocol: one Unix stream connection per command. Every message is a frame: a 4-byte big-endian
 length, then that many bytes of a UTF-8 JSON object with an "op".
@@ -20,11 +20,11 @@ client -> agent
    "winsize": [rows, cols] or null}
       The first frame. Its bytes carry SCM_RIGHTS with exactly three fds: the caller's stdin,
       stdout and stderr. Without a tty the command gets them as its 0, 1, 2: nothing is copied.
-      With a tty it gets a new pty as its controlling terminal (size from "winsize", else from
-      the caller's stdin), and the agent relays stdin -> pty and pty -> stdout; the caller puts
-      its own terminal in raw mode. The host never sends a terminal here (its side relays them
-      through pipes), and the agent is not dumpable: the commands, of its uid, can neither
-      ptrace it nor open what it holds through /proc/<agent>/fd (that takes CAP_SYS_PTRACE).
+      With a tty it gets a new pty as its controlling terminal (size from "winsize", else 24x80),
+      and the agent relays stdin -> pty and pty -> stdout. The host never sends a terminal here
+      (its side relays them through pipes, and sets its own terminal raw), and the agent is not
+      dumpable: the commands, of its uid, can neither ptrace it nor open what it holds through
+      /proc/<agent>/fd (that takes CAP_SYS_PTRACE).
   {"op": "signal", "signal": N}
       N is SIGINT, SIGTERM, SIGHUP or SIGQUIT; it goes to the command's process group (with a
       tty, the pty's foreground group). The third SIGINT is sent as SIGKILL.
@@ -60,7 +60,9 @@ import struct
 import sys
 import termios
 import time
-from typing import NoReturn
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any, NoReturn
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 1 << 20
@@ -72,21 +74,22 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 KILL_AT_SIGINT = 3
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 RESET_SIGNALS = (*STOP_SIGNALS, signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGQUIT)
+Frame = dict[str, Any]  # one message (the daemon's enter socket and agent client use this codec)
 READ = select.POLLIN | select.POLLHUP | select.POLLERR | select.POLLNVAL
 WRITE = select.POLLOUT | select.POLLHUP | select.POLLERR | select.POLLNVAL
+PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36  # prctl(2) options
 
 
 def log(message: str) -> None:
-    sys.stderr.write(f"envd-agent: {message}\n")
-    sys.stderr.flush()
+    print(f"envd-agent: {message}", file=sys.stderr, flush=True)
 
 
-def encode(message: dict[str, object]) -> bytes:
+def encode(message: Frame) -> bytes:
     data = json.dumps(message, separators=(",", ":")).encode()
     return HEADER.pack(len(data)) + data
 
 
-def take_frames(buf: bytearray) -> list[dict[str, object]]:
+def take_frames(buf: bytearray) -> list[Frame]:
     """The complete frames at the start of buf, removed from it."""
     frames = []
     while len(buf) >= HEADER.size:
@@ -117,37 +120,37 @@ def recv_with_fds(conn: socket.socket, fds: list[int]) -> bytes:
     return data
 
 
-def exit_status(wait_status: int) -> tuple[int, int | None]:
-    """(status, signal): 128+N when signal N ended the process, like a shell."""
-    if os.WIFSIGNALED(wait_status):
-        return 128 + os.WTERMSIG(wait_status), os.WTERMSIG(wait_status)
-    if os.WIFEXITED(wait_status):
-        return os.WEXITSTATUS(wait_status), None
-    return 255, None
-
-
 def close(fd: int) -> int:
     if fd >= 0:
-        try:
+        with suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
     return -1
 
 
-def killpg(pgid: int, signum: int) -> None:
+def read_chunk(fd: int) -> bytes | None:
+    """What fd has now: b"" at its end or on an error, None when a non-blocking fd has none."""
     try:
-        os.killpg(pgid, signum)
-    except OSError:  # the group is gone already
-        pass
-
-
-def window_size(fd: int) -> tuple[int, int] | None:
-    try:
-        rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
-    except OSError:
+        return os.read(fd, CHUNK)
+    except BlockingIOError:
         return None
-    return (rows, cols) if rows and cols else None
+    except OSError:  # EIO: a terminal or pty went away
+        return b""
+
+
+def write_chunk(fd: int, buf: bytearray) -> bool:
+    """What fd takes now from buf (PIPE_BUF at most), removed from it; False once fd failed."""
+    try:
+        del buf[: os.write(fd, buf[: select.PIPE_BUF])]
+    except BlockingIOError:
+        pass
+    except OSError:
+        return False
+    return True
+
+
+def killpg(pgid: int, signum: int) -> None:
+    with suppress(OSError):  # the group is gone already
+        os.killpg(pgid, signum)
 
 
 def set_window_size(fd: int, rows: int, cols: int) -> None:
@@ -155,10 +158,10 @@ def set_window_size(fd: int, rows: int, cols: int) -> None:
 
 
 def parse_run(
-    request: dict[str, object],
+    request: Frame,
 ) -> tuple[list[str], str, dict[str, str], bool, tuple[int, int] | None]:
     argv, cwd, env = request.get("argv"), request.get("cwd"), request.get("env")
-    winsize = request.get("winsize")
+    winsize, tty = request.get("winsize"), request.get("tty") is True
     if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
         raise ValueError("argv must be a non-empty list of strings")
     if not isinstance(cwd, str):
@@ -166,46 +169,10 @@ def parse_run(
     if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
         raise ValueError("env must map strings to strings")
     if winsize is None:
-        return argv, cwd, env, request.get("tty") is True, None
-    if not (
-        isinstance(winsize, list) and len(winsize) == 2 and all(type(n) is int for n in winsize)
-    ):
+        return argv, cwd, env, tty, None
+    if not (isinstance(winsize, list) and [type(n) for n in winsize] == [int, int]):
         raise ValueError("winsize must be [rows, cols]")
-    return argv, cwd, env, request.get("tty") is True, (winsize[0], winsize[1])
-
-
-def exec_command(
-    argv: list[str],
-    cwd: str,
-    env: dict[str, str],
-    fds: tuple[int, int, int],
-    tty: bool,
-    report: int,
-) -> NoReturn:
-    """In the forked child: become the command, or write why not to report."""
-    stage = "exec"
-    try:
-        signal.set_wakeup_fd(-1)
-        for signum in RESET_SIGNALS:  # Python ignores SIGPIPE and SIGXFSZ; the command must not
-            signal.signal(signum, signal.SIG_DFL)
-        os.setsid()
-        if tty:
-            fcntl.ioctl(fds[0], termios.TIOCSCTTY, 0)
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in fds]
-        for target, fd in enumerate(high):
-            os.dup2(fd, target)
-        stage = "cwd"
-        os.chdir(cwd)
-        stage = "exec"
-        os.execvpe(argv[0], argv, env)
-    except OSError as e:
-        what = argv[0] if stage == "exec" else f"cwd {cwd}"
-        status = 127 if stage == "exec" and e.errno == errno.ENOENT else 126
-        os.write(report, json.dumps([status, f"{what}: {e.strerror}"]).encode())
-    except Exception as e:
-        os.write(report, json.dumps([126, f"{argv[0]}: {e}"]).encode())
-    finally:
-        os._exit(127)
+    return argv, cwd, env, tty, (winsize[0], winsize[1])
 
 
 class Command:
@@ -272,7 +239,7 @@ class Command:
                 return
             self.on_frame(frame)
 
-    def on_frame(self, frame: dict[str, object]) -> None:
+    def on_frame(self, frame: Frame) -> None:
         op = frame.get("op")
         if not self.pid and op == "run":
             self.start(frame)
@@ -294,64 +261,78 @@ class Command:
 
     # The command's life.
 
-    def start(self, request: dict[str, object]) -> None:
-        fds, self.fds = self.fds, []
+    def start(self, request: Frame) -> None:
         try:
             argv, cwd, env, self.tty, winsize = parse_run(request)
-            if len(fds) != 3:
-                raise ValueError(f"run needs 3 fds (stdin, stdout, stderr), got {len(fds)}")
+            if len(self.fds) != 3:
+                raise ValueError(f"run needs 3 fds (stdin, stdout, stderr), got {len(self.fds)}")
         except ValueError as e:
-            for fd in fds:
-                close(fd)
-            self.fail(f"bad run request: {e}")
+            self.fail(f"bad run request: {e}")  # (which closes the fds)
             return
+        fds, self.fds = self.fds, []
         child_fds = (fds[0], fds[1], fds[2])
         slave = -1
         if self.tty:
             self.master, slave = os.openpty()
             os.set_blocking(self.master, False)
-            set_window_size(self.master, *(winsize or window_size(fds[0]) or (24, 80)))
+            set_window_size(self.master, *(winsize or (24, 80)))
             child_fds = (slave, slave, slave)
         report_r, report_w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            exec_command(argv, cwd, env, child_fds, self.tty, report_w)
+            self.exec_command(argv, cwd, env, child_fds, report_w)
         close(report_w)
         close(slave)
-        report = b""
-        while True:  # empty when the exec succeeded (the pipe is close-on-exec)
-            chunk = os.read(report_r, 4096)
-            if not chunk:
-                break
-            report += chunk
-        close(report_r)
-        if self.tty:
-            self.stdin, self.stdout = fds[0], fds[1]
-            close(fds[2])
-        else:
-            for fd in fds:
-                close(fd)
+        with open(report_r, "rb") as pipe:  # empty when the exec succeeded (close-on-exec)
+            report = pipe.read()
+        if self.tty:  # the relay's ends; the other fds only the command holds now
+            self.stdin, self.stdout, fds = fds[0], fds[1], fds[2:]
+        for fd in fds:
+            close(fd)
         if report:
             os.waitpid(pid, 0)
             status, message = json.loads(report)
-            self.send({"op": "exit", "status": status, "signal": None, "error": message})
-            self.finish()
+            self.exit(status, error=message)
             return
         self.pid = pid
         self.agent.running[pid] = self
         self.send({"op": "started", "pid": pid})
 
+    def exec_command(
+        self, argv: list[str], cwd: str, env: dict[str, str], fds: tuple[int, int, int], report: int
+    ) -> NoReturn:
+        """In the forked child: become the command, or write why not to report."""
+        stage = "exec"
+        try:
+            signal.set_wakeup_fd(-1)
+            for signum in RESET_SIGNALS:  # Python ignores SIGPIPE and SIGXFSZ; the command must not
+                signal.signal(signum, signal.SIG_DFL)
+            os.setsid()
+            if self.tty:
+                fcntl.ioctl(fds[0], termios.TIOCSCTTY, 0)
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in fds]
+            for target, fd in enumerate(high):
+                os.dup2(fd, target)
+            stage = "cwd"
+            os.chdir(cwd)
+            stage = "exec"
+            os.execvpe(argv[0], argv, env)
+        except OSError as e:
+            what = argv[0] if stage == "exec" else f"cwd {cwd}"
+            status = 127 if stage == "exec" and e.errno == errno.ENOENT else 126
+            os.write(report, json.dumps([status, f"{what}: {e.strerror}"]).encode())
+        except Exception as e:
+            os.write(report, json.dumps([126, f"{argv[0]}: {e}"]).encode())
+        finally:
+            os._exit(127)
+
     def targets(self) -> list[int]:
         """The process groups a signal goes to: the command's, and the pty's foreground one."""
-        groups = [self.pid]
-        if self.master >= 0:
-            try:
+        foreground = self.pid
+        with suppress(OSError):
+            if self.master >= 0:
                 foreground = os.tcgetpgrp(self.master)
-            except OSError:
-                foreground = self.pid
-            if foreground > 0 and foreground != self.pid:
-                groups.insert(0, foreground)
-        return groups
+        return [foreground, self.pid] if foreground > 0 and foreground != self.pid else [self.pid]
 
     def forward(self, signum: int) -> None:
         if self.status is not None:
@@ -365,10 +346,7 @@ class Command:
             killpg(group, signum)
 
     def hang_up(self, keep: bool = False) -> None:
-        """The caller went away: the command gets SIGHUP now and SIGKILL after the grace.
-
-        keep: the connection stays, for the exit frame (the "hangup" op).
-        """
+        """The caller went away (keep: the "hangup" op, the connection stays for the exit)."""
         if keep:
             if not self.pid or self.status is not None or self.kill_at is not None:
                 return
@@ -379,19 +357,21 @@ class Command:
             if not self.pid or self.status is not None:
                 self.finish()
                 return
-        for group in self.targets():
-            killpg(group, signal.SIGHUP)
-            killpg(group, signal.SIGCONT)  # a stopped command must see its SIGHUP
-        self.kill_at = time.monotonic() + self.agent.grace_s
+        self.signal_all(signal.SIGHUP, signal.SIGCONT)  # a stopped command must see its SIGHUP
 
     def terminate(self) -> None:
         """The agent stops: SIGTERM now, SIGKILL after the grace."""
         if not self.pid:
             self.finish()
         elif self.status is None:
-            for group in self.targets():
-                killpg(group, signal.SIGTERM)
-            self.kill_at = time.monotonic() + self.agent.grace_s
+            self.signal_all(signal.SIGTERM)
+
+    def signal_all(self, *signums: int) -> None:
+        """signums to every target group now, SIGKILL after the grace (on_time)."""
+        for group in self.targets():
+            for signum in signums:
+                killpg(group, signum)
+        self.kill_at = time.monotonic() + self.agent.grace_s
 
     def exited(self, wait_status: int) -> None:
         self.status = wait_status
@@ -409,8 +389,7 @@ class Command:
     def on_time(self, now: float) -> None:
         if self.kill_at is not None and now >= self.kill_at:
             self.kill_at = None
-            for group in self.targets():
-                killpg(group, signal.SIGKILL)
+            self.forward(signal.SIGKILL)
         self.settle(now)
 
     def settle(self, now: float | None = None) -> None:
@@ -422,68 +401,52 @@ class Command:
             quiet = self.pty_done or (now or time.monotonic()) >= self.quiet_at
             if not (flushed and quiet):
                 return
-        status, signum = exit_status(self.status)
-        self.send({"op": "exit", "status": status, "signal": signum, "error": None})
-        self.finish()
+        code = os.waitstatus_to_exitcode(self.status)  # -N when signal N ended it
+        self.exit(*((128 - code, -code) if code < 0 else (code, None)))  # 128+N, as a shell
 
     # The tty relay: non-blocking on the agent's own pty, bounded writes on the caller's fds.
 
     def on_master(self, events: int) -> None:
-        if events & select.POLLOUT and self.to_pty:
-            try:
-                del self.to_pty[: os.write(self.master, self.to_pty)]
-            except BlockingIOError:
-                pass
-            except OSError:
-                self.to_pty.clear()
+        if events & select.POLLOUT and self.to_pty and not write_chunk(self.master, self.to_pty):
+            self.to_pty.clear()
         if events & (select.POLLIN | select.POLLHUP | select.POLLERR):
-            try:
-                data = os.read(self.master, CHUNK)
-            except BlockingIOError:
-                return
-            except OSError:  # EIO: every holder of the pty's other side has closed it
-                data = b""
+            data = read_chunk(self.master)  # (EIO: every holder of the pty's slave closed it)
             if data:
                 self.to_out += data
                 self.quiet_at = time.monotonic() + DRAIN_QUIET_S
-            else:
+            elif data is not None:
                 self.pty_done = True
                 self.master = close(self.master)
                 self.settle()
 
     def on_stdin(self) -> None:
-        try:
-            data = os.read(self.stdin, CHUNK)
-        except OSError:
-            data = b""
+        data = read_chunk(self.stdin)
         if data:
             self.to_pty += data
-        else:
+        elif data is not None:
             self.stdin = close(self.stdin)
 
     def on_stdout(self, events: int) -> None:
-        try:
-            if not events & select.POLLOUT:
-                raise OSError("hung up")
-            del self.to_out[: os.write(self.stdout, self.to_out[: select.PIPE_BUF])]
-            if not self.to_out:  # output paused while it was full: count quiet from now
-                self.quiet_at = max(self.quiet_at, time.monotonic() + DRAIN_QUIET_S)
-        except OSError:
-            self.to_out.clear()
+        if not (events & select.POLLOUT and write_chunk(self.stdout, self.to_out)):
+            self.to_out.clear()  # the caller's side hung up
             self.stdout = close(self.stdout)
+        elif not self.to_out:  # output paused while it was full: count quiet from now
+            self.quiet_at = max(self.quiet_at, time.monotonic() + DRAIN_QUIET_S)
         self.settle()
 
     # The end.
 
-    def send(self, message: dict[str, object]) -> None:
+    def send(self, message: Frame) -> None:
         if self.conn is not None:
-            try:
+            with suppress(OSError):
                 self.conn.sendall(encode(message))
-            except OSError:
-                pass
 
     def fail(self, message: str) -> None:
-        self.send({"op": "exit", "status": 126, "signal": None, "error": message})
+        self.exit(126, error=message)
+
+    def exit(self, status: int, signum: int | None = None, error: str | None = None) -> None:
+        """The last frame; a command still running (a failure here) is hung up."""
+        self.send({"op": "exit", "status": status, "signal": signum, "error": error})
         if self.pid and self.status is None:
             self.hang_up()
         else:
@@ -493,12 +456,9 @@ class Command:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
-        for fd in self.fds:
+        for fd in (*self.fds, self.master, self.stdin, self.stdout):
             close(fd)
-        self.fds = []
-        self.master = close(self.master)
-        self.stdin = close(self.stdin)
-        self.stdout = close(self.stdout)
+        self.fds, self.master, self.stdin, self.stdout = [], -1, -1, -1
         if self.status is None and self.pid:
             return  # still running, hung up: finished when reaped
         self.agent.running.pop(self.pid, None)
@@ -513,9 +473,7 @@ class Agent:
         self.running: dict[int, Command] = {}
         self.stopping = False
         self.listener: socket.socket | None = listen(path)
-        self.wake_r, wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-        os.set_blocking(wake_w, False)
+        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         for signum in STOP_SIGNALS:
@@ -525,63 +483,53 @@ class Agent:
         self.stopping = True
 
     def serve(self) -> None:
-        while not (self.stopping and not self.commands):
+        while True:
             if self.stopping and self.listener is not None:
-                self.stop()
-                continue  # that may have ended the last command: look again before waiting
+                self.stop()  # (which may end the last command)
+            if self.stopping and not self.commands:
+                return
             poller = select.poll()
-            owners: dict[int, Command | None] = {self.wake_r: None}
             poller.register(self.wake_r, select.POLLIN)
-            if self.listener is not None:
-                poller.register(self.listener.fileno(), select.POLLIN)
-                owners[self.listener.fileno()] = None
+            listening = self.listener.fileno() if self.listener is not None else -1
+            if listening >= 0:
+                poller.register(listening, select.POLLIN)
+            owners: dict[int, Command] = {}
             for command in self.commands:
                 for fd, events in command.wanted():
                     poller.register(fd, events)
                     owners[fd] = command
-            deadlines = [d for d in (c.deadline() for c in self.commands) if d is not None]
-            timeout = None
-            if deadlines:
-                timeout = max(0.0, min(deadlines) - time.monotonic()) * 1000 + 1
+            due = min((d for c in self.commands if (d := c.deadline()) is not None), default=None)
+            timeout = None if due is None else max(0.0, due - time.monotonic()) * 1000 + 1
             for fd, events in poller.poll(timeout):
                 owner = owners.get(fd)
-                if owner is not None and owner in self.commands:
-                    self.dispatch(owner, fd, events)
-                elif self.listener is not None and fd == self.listener.fileno():
+                if owner is not None and owner in self.commands:  # (not ended by now)
+                    self.dispatch(owner, owner.on_event, fd, events)
+                elif fd == listening:
                     self.accept()
             self.reap()
             now = time.monotonic()
             for command in list(self.commands):
-                self.dispatch(command, -1, 0, now)
-        if self.listener is not None:
-            self.stop()
+                self.dispatch(command, command.on_time, now)
 
-    def dispatch(self, command: Command, fd: int, events: int, now: float = 0.0) -> None:
+    def dispatch(self, command: Command, turn: Callable[..., None], *args: Any) -> None:
         """One command's turn; a failure there ends that command, never the agent."""
         try:
-            if fd >= 0:
-                command.on_event(fd, events)
-            else:
-                command.on_time(now)
+            turn(*args)
         except Exception as e:
             log(f"command {command.pid}: {type(e).__name__}: {e}")
             command.fail(f"envd agent: {type(e).__name__}: {e}")
 
     def accept(self) -> None:
         assert self.listener is not None
-        try:
+        with suppress(OSError):  # (a caller already gone)
             conn, _ = self.listener.accept()
-        except OSError:
-            return
-        conn.setblocking(True)
-        self.commands.add(Command(self, conn))
+            conn.setblocking(True)
+            self.commands.add(Command(self, conn))
 
     def reap(self) -> None:
-        try:
+        with suppress(BlockingIOError):
             while os.read(self.wake_r, 4096):
                 pass
-        except BlockingIOError:
-            pass
         while True:
             try:
                 pid, wait_status = os.waitpid(-1, os.WNOHANG)
@@ -597,10 +545,8 @@ class Agent:
         if self.listener is not None:
             self.listener.close()
             self.listener = None
-            try:
+            with suppress(OSError):
                 os.unlink(self.path)
-            except OSError:
-                pass
         for command in list(self.commands):
             command.terminate()
 
@@ -609,11 +555,9 @@ def listen(path: str) -> socket.socket:
     """Listen on path; it appears only once connections are accepted (then the agent is ready)."""
     fresh = path + ".new"
     for old in (path, fresh):
-        try:
+        with suppress(FileNotFoundError):
             if stat.S_ISSOCK(os.lstat(old).st_mode):
                 os.unlink(old)  # left by an agent that did not stop cleanly
-        except FileNotFoundError:
-            pass
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     umask = os.umask(0o077)
     try:
@@ -626,38 +570,28 @@ def listen(path: str) -> socket.socket:
     return listener
 
 
-def become_subreaper() -> None:
-    """Outside a container (tests), orphans of our commands are reparented to us as in one."""
-    if os.getpid() == 1 or not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
+def prctl(option: int, value: int) -> None:
+    """prctl(2) (Linux); OSError when refused, ImportError or AttributeError without it."""
+    import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except (ImportError, OSError, AttributeError):
-        pass
-
-
-def become_undumpable() -> None:
-    """Before any fd comes: /proc/<agent>/fd and ptrace are refused to the commands (our uid);
-    each command is dumpable again from its execve, as any program."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
-            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-    except (ImportError, OSError, AttributeError) as e:
-        log(f"cannot make the agent undumpable ({e}): its commands can read its fds")
+    if ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
 
 
 def main(argv: list[str]) -> int:
     if len(argv) not in (2, 3):
         log("usage: agent.py SOCKET [HANGUP_GRACE_S]")
         return 2
-    become_undumpable()
-    become_subreaper()
+    if sys.platform.startswith("linux"):
+        # Before any fd comes (see above); each command is dumpable again from its execve.
+        try:
+            prctl(PR_SET_DUMPABLE, 0)
+        except (ImportError, OSError, AttributeError) as e:
+            log(f"cannot make the agent undumpable ({e}): its commands can read its fds")
+        # Outside a container (tests), orphans of our commands are reparented to us as in one.
+        with suppress(ImportError, OSError, AttributeError):
+            if os.getpid() != 1:
+                prctl(PR_SET_CHILD_SUBREAPER, 1)
     Agent(argv[1], float(argv[2]) if len(argv) == 3 else DEFAULT_GRACE_S).serve()
     return 0
 

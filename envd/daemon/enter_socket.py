@@ -3,8 +3,8 @@
     $ENVD_HOME/run/enter.sock   mode 0600, in the daemon's 0700 folder; peers of another uid
                                 are refused (SO_PEERCRED), as on the gRPC socket.
 
-One Unix stream connection per `envctl enter P -- CMD`. Frames as the agent's (a 4-byte
-big-endian length, then a UTF-8 JSON object with an "op"; see envd/agent/agent.py).
+One Unix stream connection per `envctl enter P -- CMD`. Frames as the agent's, with its codec
+(a 4-byte big-endian length, then a UTF-8 JSON object with an "op": envd/agent/agent.py).
 
 CLI -> daemon
   {"op": "enter", "project": REF, "argv": [...], "cwd": "...", "gpus": "", "tty": bool,
@@ -41,13 +41,10 @@ this side (envd.gateways.agent_client.TerminalRelay).
 
 from __future__ import annotations
 
-import array
-import json
 import logging
 import os
 import select
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -55,9 +52,18 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from envd.agent.agent import Frame, encode, recv_with_fds, take_frames
 from envd.daemon.engine_guard import EngineGuard
+from envd.daemon.peerguard import peer_credentials
 from envd.daemon.sockets import bind_private, shut
-from envd.errors import EXIT_BUG, EXIT_CONTAINER, EXIT_INTERRUPTED, ContainerError, EnvdError
+from envd.errors import (
+    EXIT_BUG,
+    EXIT_CONTAINER,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    ContainerError,
+    EnvdError,
+)
 from envd.gateways.agent_client import AgentCommand, run_in_agent
 from envd.gateways.docker_cli import DockerExec
 from envd.model.listing import CONTAINERS, LIST, containers_reply
@@ -70,18 +76,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct(">I")
-_UCRED = struct.Struct("3i")  # pid, uid, gid
-MAX_FRAME = 1 << 20
 FORWARDED = {1, 2, 15}  # SIGHUP, SIGINT, SIGTERM
 REQUEST_TIMEOUT_S = 30.0
+BUG = "internal error (a bug)"
 
-Frame = dict[str, Any]
 Lister = Callable[[], list[Warm]]  # the warm containers, each status current
-
-
-def error_frame(exc: EnvdError) -> Frame:
-    return {"op": "error", "message": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
 
 
 def warm_row(w: Warm) -> WarmRow:
@@ -94,34 +93,6 @@ def warm_row(w: Warm) -> WarmRow:
         "last_used_at": w.last_used_at,
         "status": "retiring" if w.retiring else w.status,
     }
-
-
-def encode(message: Frame) -> bytes:
-    data = json.dumps(message, separators=(",", ":")).encode()
-    return _HEADER.pack(len(data)) + data
-
-
-def take_frames(buf: bytearray) -> list[Frame]:
-    frames = []
-    while len(buf) >= _HEADER.size:
-        (size,) = _HEADER.unpack_from(buf)
-        if size > MAX_FRAME:
-            raise ValueError(f"frame of {size} bytes")
-        if len(buf) < _HEADER.size + size:
-            break
-        message = json.loads(bytes(buf[_HEADER.size : _HEADER.size + size]))
-        del buf[: _HEADER.size + size]
-        if not isinstance(message, dict):
-            raise ValueError("frame is not a JSON object")
-        frames.append(message)
-    return frames
-
-
-def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the process at the other end."""
-    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    pid, uid, gid = _UCRED.unpack(raw)
-    return pid, uid, gid
 
 
 def _close(fds: list[int]) -> None:
@@ -224,17 +195,18 @@ class Session:
         except OSError:
             self.cli_gone = True
 
+    def fail(
+        self, error: EnvdError | str, exit_code: int = EXIT_BUG, hint: str | None = None
+    ) -> None:
+        """The error frame: nothing ran, or how the command ended is unknown (exit_code)."""
+        if isinstance(error, EnvdError):
+            hint, exit_code = error.hint, error.exit_code
+        message = error.message if isinstance(error, EnvdError) else error
+        self.send({"op": "error", "message": message, "hint": hint, "exit_code": exit_code})
+
     def first_frame(self, fds: list[int]) -> Frame:
-        space = socket.CMSG_SPACE(4 * array.array("i").itemsize)
         while True:
-            data, ancillary, flags, _ = self.conn.recvmsg(1 << 16, space, socket.MSG_CMSG_CLOEXEC)
-            for level, kind, payload in ancillary:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    received = array.array("i")
-                    received.frombytes(payload[: len(payload) - len(payload) % received.itemsize])
-                    fds.extend(received)
-            if flags & socket.MSG_CTRUNC:
-                raise ValueError("too many fds")
+            data = recv_with_fds(self.conn, fds)
             if not data:
                 raise ValueError("the connection closed before the request")
             self.buf += data
@@ -261,7 +233,7 @@ class Session:
                 return
             call, winsize = self.parse(request, fds)
         except (ValueError, TypeError, KeyError, OSError) as exc:
-            self.send({"op": "error", "message": f"bad enter request: {exc}", "exit_code": 2})
+            self.fail(f"bad enter request: {exc}", EXIT_USAGE)
             return
         if not self.engine_allowed(engine):
             return
@@ -282,18 +254,11 @@ class Session:
             self.send({"op": "refused", "reason": exc.message})
             return
         except EnvdError as exc:
-            self.send(
-                {
-                    "op": "error",
-                    "message": exc.message,
-                    "hint": exc.hint,
-                    "exit_code": exc.exit_code,
-                }
-            )
+            self.fail(exc)
             return
         except Exception:
             log.exception("enter: prepare failed")
-            self.send({"op": "error", "message": "internal error (a bug)", "exit_code": EXIT_BUG})
+            self.fail(BUG)
             return
         prepared = time.perf_counter_ns()
         if self.gone():  # e.g. Ctrl-C during the build: nothing starts
@@ -314,7 +279,7 @@ class Session:
         except ContainerError as exc:
             self.sync_back(plan.sync_id, notes_fd)
             self.record(plan.run_id, 126)
-            self.send({"op": "error", "message": exc.message, "hint": exc.hint, "exit_code": 126})
+            self.fail(exc.message, 126, exc.hint)
             return
         finally:
             _close(fds)  # only the command and the CLI hold them now
@@ -330,7 +295,7 @@ class Session:
             synced = time.perf_counter_ns()
             self.record(plan.run_id, status)
             if self.lost is not None:
-                self.send(self.container_died(plan.container_name, self.lost))
+                self.container_died(plan.container_name, self.lost)
             else:
                 self.send(
                     {
@@ -359,7 +324,7 @@ class Session:
         try:
             self.guard.check(engine)
         except EnvdError as exc:
-            self.send(error_frame(exc))
+            self.fail(exc)
             return False
         return True
 
@@ -372,11 +337,11 @@ class Session:
         try:
             rows = [warm_row(w) for w in self.containers()]
         except EnvdError as exc:
-            self.send(error_frame(exc))
+            self.fail(exc)
             return
         except Exception:
             log.exception("list: the warm containers could not be listed")
-            self.send({"op": "error", "message": "internal error (a bug)", "exit_code": EXIT_BUG})
+            self.fail(BUG)
             return
         self.send(containers_reply(rows))
 
@@ -454,17 +419,14 @@ class Session:
                     log.warning("enter: %s", exc.message)
                     command.returncode, self.lost = EXIT_CONTAINER, exc
 
-    @staticmethod
-    def container_died(container: str, exc: ContainerError) -> Frame:
+    def container_died(self, container: str, exc: ContainerError) -> None:
         """The refusal for a command whose warm container died under it (its end is unknown)."""
-        return {
-            "op": "error",
-            "message": f"the warm container {container} died while the command ran (killed, "
-            f"out of memory, or its engine stopped): how the command ended is unknown "
-            f"({exc.message})",
-            "hint": "enter again: a new warm container starts; `envctl ps` shows the warm ones",
-            "exit_code": EXIT_CONTAINER,
-        }
+        self.fail(
+            f"the warm container {container} died while the command ran (killed, out of memory, "
+            f"or its engine stopped): how the command ended is unknown ({exc.message})",
+            EXIT_CONTAINER,
+            "enter again: a new warm container starts; `envctl ps` shows the warm ones",
+        )
 
     def control(self, command: AgentCommand | DockerExec, frame: Frame) -> None:
         op = frame.get("op")

@@ -21,11 +21,12 @@ log = logging.getLogger(__name__)
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 
 
-def peer_uid(conn: socket.socket) -> tuple[int, int]:
-    """(pid, uid) of the process at the other end of a Unix socket."""
+def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a Unix socket (the enter socket's
+    check too)."""
     raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    pid, uid, _gid = _UCRED.unpack(raw)
-    return pid, uid
+    pid, uid, gid = _UCRED.unpack(raw)
+    return pid, uid, gid
 
 
 class PeerGuard:
@@ -52,16 +53,17 @@ class PeerGuard:
                 conn, _ = self._listener.accept()
             except OSError:
                 return
-            pid, uid = peer_uid(conn)
+            pid, uid, _ = peer_credentials(conn)
             if uid != self.uid:
                 log.warning("refused a connection from uid %d (pid %d): not the owner", uid, pid)
                 conn.close()
                 continue
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 upstream.connect(str(self.backend))
             except OSError as exc:
                 log.error("cannot reach the gRPC backend at %s: %s", self.backend, exc)
+                upstream.close()
                 conn.close()
                 continue
             _relay(conn, upstream)

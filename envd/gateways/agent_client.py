@@ -16,96 +16,31 @@ host. SOCKET appears once the agent accepts connections.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import socket
-import struct
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from envd.agent.agent import (
+    BACKLOG,
+    CHUNK,
+    Frame,
+    close,
+    encode,
+    read_chunk,
+    take_frames,
+    write_chunk,
+)
 from envd.errors import ContainerError
 
-_HEADER = struct.Struct(">I")
-_MAX_FRAME = 1 << 20
-_CHUNK = 1 << 16
-_BACKLOG = 4 * _CHUNK  # relay buffer per terminal; beyond it the relay stops reading
-_DRAIN_LIMIT = 16 * _CHUNK  # output still copied once the command has ended (leftovers write)
+_DRAIN_LIMIT = 16 * CHUNK  # output still copied once the command has ended (leftovers write)
 _RELAY_JOIN_S = 10.0  # a terminal stopped with Ctrl-S holds the last write at most this long
 CONNECT_TIMEOUT_S = 5.0
 AGENT_SCRIPT = Path(__file__).resolve().parent.parent / "agent" / "agent.py"  # stdlib only
-
-Frame = dict[str, object]
-
-
-def _encode(message: Frame) -> bytes:
-    data = json.dumps(message, separators=(",", ":")).encode()
-    return _HEADER.pack(len(data)) + data
-
-
-class _Connection:
-    """Frames over one connected socket: sends from any thread, reads from one."""
-
-    def __init__(self, sock: socket.socket, where: str) -> None:
-        self.sock = sock
-        self.where = where
-        self._buf = bytearray()
-        self._send_lock = threading.Lock()
-
-    def send(self, message: Frame, fds: Sequence[int] = ()) -> None:
-        data = _encode(message)
-        with self._send_lock:
-            sent = socket.send_fds(self.sock, [data], list(fds)) if fds else 0
-            if sent < len(data):  # (a send of nothing fails once the agent has hung up)
-                self.sock.sendall(data[sent:])
-
-    def read(self, deadline: float | None) -> Frame:
-        """The next frame; TimeoutError at deadline (monotonic), ContainerError at EOF."""
-        while True:
-            frame = self._take()
-            if frame is not None:
-                return frame
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if not select.select([self.sock], [], [], max(0.0, left))[0]:
-                    raise TimeoutError("the command is still running")
-            try:
-                data = self.sock.recv(1 << 16)
-            except OSError as e:
-                raise ContainerError(f"the envd agent at {self.where} went away: {e}") from e
-            if not data:
-                raise ContainerError(f"the envd agent at {self.where} closed the connection")
-            self._buf += data
-
-    def _take(self) -> Frame | None:
-        if len(self._buf) < _HEADER.size:
-            return None
-        (size,) = _HEADER.unpack_from(self._buf)
-        if size > _MAX_FRAME:
-            raise ContainerError(f"the envd agent at {self.where} sent a frame of {size} bytes")
-        if len(self._buf) < _HEADER.size + size:
-            return None
-        body = bytes(self._buf[_HEADER.size : _HEADER.size + size])
-        del self._buf[: _HEADER.size + size]
-        try:
-            message = json.loads(body)
-        except ValueError as e:
-            raise ContainerError(f"the envd agent at {self.where} sent {body!r}: {e}") from e
-        if not isinstance(message, dict):
-            raise ContainerError(f"the envd agent at {self.where} sent {message!r}")
-        return message
-
-
-def _close(fd: int) -> int:
-    if fd >= 0:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    return -1
 
 
 def window_size(fd: int) -> tuple[int, int] | None:
@@ -115,6 +50,44 @@ def window_size(fd: int) -> tuple[int, int] | None:
     except OSError:
         return None
     return (size.lines, size.columns) if size.lines and size.columns else None
+
+
+class _Connection:
+    """Frames over one connected socket: sends from any thread, reads from one."""
+
+    def __init__(self, sock: socket.socket, where: str) -> None:
+        self.sock = sock
+        self.where = where
+        self._buf = bytearray()
+        self._frames: list[Frame] = []  # read, not returned yet
+        self._send_lock = threading.Lock()
+
+    def send(self, message: Frame, fds: Sequence[int] = ()) -> None:
+        data = encode(message)
+        with self._send_lock:
+            sent = socket.send_fds(self.sock, [data], list(fds)) if fds else 0
+            if sent < len(data):  # (a send of nothing fails once the agent has hung up)
+                self.sock.sendall(data[sent:])
+
+    def read(self, deadline: float | None) -> Frame:
+        """The next frame; TimeoutError at deadline (monotonic), ContainerError at EOF."""
+        while not self._frames:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if not select.select([self.sock], [], [], max(0.0, left))[0]:
+                    raise TimeoutError("the command is still running")
+            try:
+                data = self.sock.recv(CHUNK)
+            except OSError as e:
+                raise ContainerError(f"the envd agent at {self.where} went away: {e}") from e
+            if not data:
+                raise ContainerError(f"the envd agent at {self.where} closed the connection")
+            self._buf += data
+            try:
+                self._frames += take_frames(self._buf)
+            except ValueError as e:
+                raise ContainerError(f"the envd agent at {self.where} sent a bad frame: {e}") from e
+        return self._frames.pop(0)
 
 
 class _Copy:
@@ -183,7 +156,7 @@ class TerminalRelay:
     def sent(self) -> None:
         """The agent holds its ends now (or never will): ours go, so EOF and EPIPE come."""
         for fd in self._theirs:
-            _close(fd)
+            close(fd)
         self._theirs = []
 
     def finish(self) -> None:
@@ -205,7 +178,7 @@ class TerminalRelay:
                 poller = select.poll()
                 poller.register(self._wake_r, select.POLLIN)
                 for copy in self._copies:
-                    if copy.src >= 0 and len(copy.buf) < _BACKLOG:
+                    if copy.src >= 0 and len(copy.buf) < BACKLOG:
                         poller.register(copy.src, select.POLLIN)
                     if copy.dst >= 0 and copy.buf:
                         poller.register(copy.dst, select.POLLOUT)
@@ -217,33 +190,24 @@ class TerminalRelay:
                             self._write(copy)
                 for copy in self._copies:
                     if copy.src < 0 and not copy.buf:
-                        copy.dst = _close(copy.dst)  # EOF passed on
+                        copy.dst = close(copy.dst)  # EOF passed on
             self._drain()
         finally:
             with self._lock:
                 self._close_all()
 
     def _read(self, copy: _Copy) -> None:
-        try:
-            data = os.read(copy.src, _CHUNK)
-        except BlockingIOError:
-            return
-        except OSError:  # EIO: the terminal went away
-            data = b""
+        data = read_chunk(copy.src)
         if data:
             copy.buf += data
-        else:
-            copy.src = _close(copy.src)
+        elif data is not None:  # (EIO: the terminal went away)
+            copy.src = close(copy.src)
 
     def _write(self, copy: _Copy) -> None:
-        try:
-            del copy.buf[: os.write(copy.dst, copy.buf[: select.PIPE_BUF])]
-        except BlockingIOError:
-            pass
-        except OSError:  # the command closed its stdin, or the terminal went away
-            copy.buf.clear()
-            copy.dst = _close(copy.dst)
-            copy.src = _close(copy.src)
+        if not write_chunk(copy.dst, copy.buf):  # the command closed its stdin, or the
+            copy.buf.clear()  # terminal went away
+            copy.dst = close(copy.dst)
+            copy.src = close(copy.src)
 
     def _drain(self) -> None:
         """What the command wrote before it ended is in the pipes: onto the terminal with it."""
@@ -256,7 +220,7 @@ class TerminalRelay:
                     if copy.src < 0 or budget <= 0:
                         break
                     try:
-                        data = os.read(copy.src, _CHUNK)
+                        data = os.read(copy.src, CHUNK)
                     except OSError:  # BlockingIOError: nothing more there now
                         break
                     if not data:
@@ -273,11 +237,11 @@ class TerminalRelay:
             return
         self._done = True
         for copy in self._copies:
-            copy.src = _close(copy.src)
-            copy.dst = _close(copy.dst)
+            copy.src = close(copy.src)
+            copy.dst = close(copy.dst)
         self.sent()
-        _close(self._wake_r)
-        _close(self._wake_w)
+        close(self._wake_r)
+        close(self._wake_w)
 
 
 class AgentCommand:

@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from envd.model.plan import WORKDIR
+
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HOST_PORT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*:\d+")
 
@@ -26,7 +28,7 @@ def render_devcontainer(
     uid: int,
     env: Mapping[str, str] | Iterable[tuple[str, str]],
     ports: Iterable[int | str],
-    workspace: str = "/workspace",
+    workspace: str = WORKDIR,
 ) -> str:
     """The devcontainer.json text; the same arguments always give the same bytes.
 

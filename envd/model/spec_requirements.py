@@ -157,21 +157,6 @@ def _line_naming(text: str, name: str) -> int | None:
     return None
 
 
-def _logical_line(text: str, number: int) -> str | None:
-    """The logical line (continuations joined) that starts on physical line `number`."""
-    lines = text.removeprefix("\ufeff").splitlines()
-    if not 1 <= number <= len(lines):
-        return None
-    parts = []
-    for line in lines[number - 1 :]:
-        if line.endswith("\\"):
-            parts.append(line[:-1])
-            continue
-        parts.append(line)
-        break
-    return "".join(parts)
-
-
 class BadRequirement(Exception):
     """A requirement envd does not take: the message and hint, said where it was written."""
 
@@ -427,9 +412,9 @@ class RequirementsSection(Nodes):
                         line=exc.line,
                         hint="include only files inside the project, relative to this file",
                     )
-            raw = _logical_line(text, exc.line)
+            raw = next((ln for n, ln in reqfiles.logical_lines(text) if n == exc.line), None)
             if raw is not None:
-                requirement = re.split(r"\s--?[A-Za-z]", re.sub(r"(^|\s)#.*$", "", raw))[0]
+                requirement = re.split(r"\s--?[A-Za-z]", reqfiles.COMMENT.sub("", raw))[0]
                 kind = direct_reference(requirement.strip()) if requirement.strip() else None
                 if kind is not None:
                     return SpecError(

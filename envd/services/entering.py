@@ -38,7 +38,7 @@ from envd.services.images import Images
 from envd.services.projects import Projects
 from envd.services.projectsync import ProjectSync
 from envd.services.runs import ProvenanceFill, Runs
-from envd.services.warm import WarmContainers, WarmRequest, fits
+from envd.services.warm import WarmContainers, WarmRequest, fits, home_of
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +194,7 @@ class Entering:
         image, image_id = request.image, request.image_id
         name = safe_user_name(call.user_name, call.uid)
         self._warm.ensure_user(warm, call.uid, call.gid, name, VENV)
-        home = "/root" if call.uid == 0 else f"/home/{name}"
-        env = {"HOME": home, "USER": name, "ENVD_PROJECT": row.name}
+        env = {"HOME": home_of(call.uid, name), "USER": name, "ENVD_PROJECT": row.name}
         remote = self._sync is not None
         if call.fast and remote:  # the daemon runs `docker exec` on the caller's fds
             env = {**({"TERM": call.term} if call.tty and call.term else {}), **env}

@@ -27,7 +27,7 @@ from envd.model.fingerprint import (
 from envd.model.inventory import diff_manifests, file_owners
 from envd.model.lockfile import LockFile
 from envd.model.names import BASE_DIGEST_LABEL, FINGERPRINT_LABEL
-from envd.model.plan import VENV
+from envd.model.plan import VENV, WORKDIR
 from envd.services.content import ContentHasher
 from envd.services.host import HostProbe
 from envd.services.images import Images
@@ -269,7 +269,7 @@ _ENVD_OWNED = (
     "/tmp",
     "/run",
     "/var/tmp",
-    "/workspace",
+    WORKDIR,
 )
 
 

@@ -177,12 +177,17 @@ def container_name(project: str, image_id: str) -> str:
     return f"envd-{project}-{image_id.removeprefix('sha256:')[:12]}"
 
 
+def home_of(uid: int, name: str) -> str:
+    """A container user's HOME, as user_setup_script makes it."""
+    return "/root" if uid == 0 else f"/home/{name}"
+
+
 def user_setup_script(uid: int, gid: int, name: str, venv: str) -> str:
     """Run as root once per user: a passwd/group entry, a HOME, and the venv on login PATHs.
 
     `name` must be a safe user name (see envd.services.entering.safe_user_name): it is not quoted.
     """
-    home = "/root" if uid == 0 else f"/home/{name}"
+    home = home_of(uid, name)
     return (
         "set -e; "
         f"grep -q '^[^:]*:[^:]*:{uid}:' /etc/passwd || "

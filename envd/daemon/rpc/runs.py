@@ -14,52 +14,12 @@ from envd import __version__
 from envd.daemon.rpc import RpcBase, project_msg, streamed
 from envd.errors import UsageError
 from envd.model.provenance import build_statement, statement_json
-from envd.model.runrecord import Change, RunRecord, diff_runs
+from envd.model.runrecord import diff_runs
 from envd.progress import Progress, Reporter
 from envd.services.runpull import PulledResult
 from envd.services.runshare import SharedResult, is_shared_reference
 from envd.v1 import envd_pb2 as pb
-
-
-def record_msg(r: RunRecord, *, image: str = "", diff: str = "") -> pb.RunRecord:
-    return pb.RunRecord(
-        id=r.id,
-        project=r.project,
-        command=list(r.command),
-        started_at=r.started_at,
-        ended_at=r.ended_at,
-        exit_code=r.exit_code,
-        finished=r.ended_at > 0,
-        environment_hash=r.environment_hash,
-        host_hash=r.host_hash,
-        git_commit=r.code.commit,
-        git_dirty=r.code.dirty,
-        image=image,
-        params=dict(r.params),
-        data=dict(r.data),
-        outputs=dict(r.outputs),
-        metrics=dict(r.metrics),
-        notes=list(r.notes),
-        lock_sha256=r.lock_sha256,
-        diff_sha256=r.code.diff_sha256,
-        diff=diff,
-        image_id=r.image,
-        imported=r.imported,
-        origin=r.origin,
-        details_pending=any("not recorded (yet)" in n for n in r.notes),
-        workdir=r.workdir,
-    )
-
-
-def change_msg(c: Change) -> pb.RunChange:
-    return pb.RunChange(
-        kind=c.kind,
-        name=c.name,
-        before=c.before or "",
-        after=c.after or "",
-        has_before=c.before is not None,
-        has_after=c.after is not None,
-    )
+from envd.wire import record_msg, run_change_msg
 
 
 def builder_id() -> str:
@@ -114,7 +74,7 @@ class RunsRpc(RpcBase):
         return pb.DiffRunsReply(
             a=record_msg(a),
             b=record_msg(b),
-            changes=[change_msg(c) for c in changes],
+            changes=[run_change_msg(c) for c in changes],
         )
 
     def Trace(self, request: pb.TraceRequest, context: grpc.ServicerContext) -> pb.TraceReply:

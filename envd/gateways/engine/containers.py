@@ -36,6 +36,26 @@ def _engine_mounts(mounts: Sequence[Mount]) -> list[Any]:
     ]
 
 
+def _host_config(
+    api: Any,
+    mounts: Sequence[Mount],
+    network: bool,
+    device_requests: Sequence[Mapping[str, Any]],
+    ports: Sequence[int],
+) -> Any:
+    """A container's mounts, network, GPUs and ports (published on the loopback only), with an
+    init process: the same for every container envd starts."""
+    import docker.types
+
+    return api.create_host_config(
+        mounts=_engine_mounts(mounts),
+        network_mode="bridge" if network else "none",
+        device_requests=[docker.types.DeviceRequest(**dict(d)) for d in device_requests] or None,
+        port_bindings={p: ("127.0.0.1", p) for p in ports} or None,
+        init=True,
+    )
+
+
 class ContainersMixin(EngineConnection):
     def _create(
         self,
@@ -54,17 +74,9 @@ class ContainersMixin(EngineConnection):
         extra_hosts: Mapping[str, str] | None = None,
     ) -> str:
         import docker.errors
-        import docker.types
 
         api = self.client.api
-        host_config = api.create_host_config(
-            mounts=_engine_mounts(mounts),
-            network_mode="bridge" if network else "none",
-            device_requests=[docker.types.DeviceRequest(**dict(d)) for d in device_requests]
-            or None,
-            port_bindings={p: ("127.0.0.1", p) for p in ports} or None,
-            init=True,
-        )
+        host_config = _host_config(api, mounts, network, device_requests, ports)
         try:
             created = api.create_container(
                 image,
@@ -137,18 +149,10 @@ class ContainersMixin(EngineConnection):
     ) -> ContainerInfo:
         """start_container, its first process run as user ("uid:gid"), through entrypoint."""
         import docker.errors
-        import docker.types
 
         try:
             api = self.client.api
-            host_config = api.create_host_config(
-                mounts=_engine_mounts(mounts),
-                network_mode="bridge",
-                device_requests=[docker.types.DeviceRequest(**dict(d)) for d in device_requests]
-                or None,
-                port_bindings={p: ("127.0.0.1", p) for p in ports} or None,
-                init=True,
-            )
+            host_config = _host_config(api, mounts, True, device_requests, ports)
             try:
                 created = api.create_container(
                     image,

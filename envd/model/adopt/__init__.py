@@ -13,7 +13,7 @@ repo2docker reads them, under binder/ or .binder/ (which then hide the root's co
 
 from __future__ import annotations
 
-from envd.model.adopt.core import KEY_ORDER, adopt, project_name
+from envd.model.adopt.core import adopt, project_name
 from envd.model.adopt.found import (
     BINDER_FILES,
     DEFAULT_SUITE,
@@ -30,7 +30,6 @@ from envd.model.adopt.sources import project_problem
 __all__ = [
     "BINDER_FILES",
     "DEFAULT_SUITE",
-    "KEY_ORDER",
     "LOCKS",
     "SUITES",
     "_SUITE_PYTHONS",

@@ -21,25 +21,7 @@ from envd.model.adopt.sources import (
     _python_packages,
     _system,
 )
-
-KEY_ORDER = (
-    "version",
-    "name",
-    "base",
-    "python",
-    "system",
-    "packages",
-    "requirements",
-    "constraints",
-    "indexes",
-    "env",
-    "setup",
-    "start",
-    "ports",
-    "gpu",
-    "cuda",
-    "project",
-)
+from envd.model.spec import KEYS
 
 
 def adopt(
@@ -81,7 +63,7 @@ def adopt(
             document["python"] = python
     if not found.files:
         found.notes.append("no environment files found; wrote the defaults")
-    ordered = {key: document[key] for key in KEY_ORDER if key in document}
+    ordered = {key: document[key] for key in KEYS if key in document}
     ordered.update({k: v for k, v in document.items() if k not in ordered})
     return Adopted(
         text=render(ordered, found.files),

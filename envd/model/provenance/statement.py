@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from envd.model.plan import WORKDIR
 from envd.model.runrecord import SHA256_RE, RunRecord
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://github.com/envd/envd/run/v1"  # envd's run build type
-DEFAULT_WORKSPACE = "/workspace"  # where a project lives inside its container
+DEFAULT_WORKSPACE = WORKDIR  # where a project lives inside its container
 MAX_STATEMENT_CHARS = 64 << 20  # the longest statement read or checked
 MAX_CLOCK_SKEW_S = 86_400.0  # an imported run may end this far past this host's clock
 

@@ -32,6 +32,7 @@ from envd.model.reqfiles import (
 )
 from envd.model.reqfiles.apt_txt import parse_apt_txt
 from envd.model.reqfiles.base import (
+    COMMENT,
     PYPI_INDEXES,
     Parsed,
     Parser,
@@ -39,6 +40,7 @@ from envd.model.reqfiles.base import (
     Read,
     SetupStep,
     line_of,
+    logical_lines,
     shown,
     strip_jsonc,
 )
@@ -85,6 +87,7 @@ PARSERS: Mapping[str, Parser] = {
 }
 
 __all__ = [
+    "COMMENT",
     "CONDA_ONLY",
     "CONDA_TO_PYPI",
     "MAX_INCLUDE_DEPTH",
@@ -98,6 +101,7 @@ __all__ = [
     "SetupStep",
     "conda_version",
     "line_of",
+    "logical_lines",
     "parse_apt_txt",
     "parse_build_envd",
     "parse_cog",

@@ -9,7 +9,7 @@ import json
 import posixpath
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, Protocol
 
@@ -188,6 +188,32 @@ def line_of(text: str, needle: str) -> int | None:
         if needle in line:
             return number
     return None
+
+
+COMMENT = re.compile(r"(^|\s+)#.*$")  # a requirements file's comment, to the line's end
+
+
+def logical_lines(text: str) -> Iterator[tuple[int, str]]:
+    """A requirements file's lines joined at trailing backslashes, numbered by their first
+    physical line (as pip; a comment ends a continuation)."""
+    start: int | None = None
+    parts: list[str] = []
+    for number, line in enumerate(text.removeprefix(_BOM).splitlines(), start=1):
+        if not line.endswith("\\") or COMMENT.match(line):
+            if COMMENT.match(line):
+                line = " " + line  # a comment ends a continuation and stays a comment
+            if parts:
+                parts.append(line)
+                yield start or number, "".join(parts)
+                parts = []
+            else:
+                yield number, line
+        else:
+            if not parts:
+                start = number
+            parts.append(line.strip("\\"))
+    if parts:
+        yield start or 1, "".join(parts)
 
 
 def _pin_of(req: Requirement, sha256: tuple[str, ...] = ()) -> Pin | None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import posixpath
 import re
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from packaging.requirements import Requirement
 
 from envd.errors import SpecError
 from envd.model.reqfiles import localpath
 from envd.model.reqfiles.base import (
-    _BOM,
+    COMMENT,
     Parsed,
     Read,
     _Acc,
@@ -20,10 +20,10 @@ from envd.model.reqfiles.base import (
     _nothing,
     _pin_of,
     _requirement,
+    logical_lines,
     shown,
 )
 
-_COMMENT = re.compile(r"(^|\s+)#.*$")
 _ENV_VAR = re.compile(r"\$\{[A-Z0-9_]+\}")
 _EGG = re.compile(r"#(?:.*&)?egg=([A-Za-z0-9][A-Za-z0-9._-]*)")
 _WHEEL = re.compile(r"([A-Za-z0-9_.]+)-([0-9][^-]*)-[^-]+-[^-]+-[^-]+\.whl$")
@@ -57,28 +57,6 @@ _OPTIONS = {
 }
 _FLAGS = {"no-index", "pre", "prefer-binary", "require-hashes"}
 _PER_LINE = {"hash", "config-settings", "global-option", "install-option"}
-
-
-def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
-    """Lines joined at trailing backslashes, numbered by their first physical line (as pip)."""
-    start: int | None = None
-    parts: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.endswith("\\") or _COMMENT.match(line):
-            if _COMMENT.match(line):
-                line = " " + line  # a comment ends a continuation and stays a comment
-            if parts:
-                parts.append(line)
-                yield start or number, "".join(parts)
-                parts = []
-            else:
-                yield number, line
-        else:
-            if not parts:
-                start = number
-            parts.append(line.strip("\\"))
-    if parts:
-        yield start or 1, "".join(parts)
 
 
 def _options(
@@ -160,12 +138,12 @@ class _RequirementsReader:
         if path not in self.acc.files:
             self.acc.files.append(path)
         self.stack.append(path)
-        for number, raw in _logical_lines(text.removeprefix(_BOM)):
+        for number, raw in logical_lines(text):
             self.line(path, number, raw, constraint)
         self.stack.pop()
 
     def line(self, path: str, number: int, raw: str, constraint: bool) -> None:
-        line = _COMMENT.sub("", raw).strip()
+        line = COMMENT.sub("", raw).strip()
         if not line:
             return
         if _ENV_VAR.search(line):

@@ -19,8 +19,9 @@ import pytest
 from cli.entering import Refused, ask
 from cli.everyday import print_ps, rows_of, show_ps
 from cli.output import message_dict
+from envd.agent.agent import encode, take_frames
 from envd.daemon.engine_guard import EngineGuard
-from envd.daemon.enter_socket import Session, encode, take_frames
+from envd.daemon.enter_socket import Session
 from envd.daemon.rpc.enter import warm_msg
 from envd.errors import EXIT_DAEMON, EnvdError
 from envd.model.listing import CONTAINERS, list_request, warm_rows

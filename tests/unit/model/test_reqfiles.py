@@ -813,3 +813,16 @@ def test_pipfile_lock_editable_path_inside_is_installed_and_outside_refused() ->
         rf.parse_pipfile_lock, lock('"dummy": {"editable": true, "path": "../x"}'), root=ROOT
     )
     assert "`dummy`: path `../x` is outside the project" in err.message
+
+
+def test_logical_lines_join_continuations_as_pip_does() -> None:
+    """One rule for backslash-continued lines: the reader's and the spec's error messages."""
+    from envd.model.reqfiles import logical_lines
+
+    text = "\ufeffnumpy==1.26 \\\n  --hash=sha256:aa\n# a comment \\\nscipy\n\\\n"
+    assert list(logical_lines(text)) == [
+        (1, "numpy==1.26   --hash=sha256:aa"),
+        (3, " # a comment \\"),
+        (4, "scipy"),
+        (5, ""),
+    ]

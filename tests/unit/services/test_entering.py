@@ -398,41 +398,6 @@ def test_the_fast_path_runs_the_command_itself_with_the_image_env(world: World) 
     assert world.enter("cat").agent_socket == ""  # gRPC's callers still get docker exec
 
 
-@pytest.mark.parametrize(
-    "value",
-    [
-        {"op": "enter", "argv": ["sh", "-c", 'echo "é" \\ \n\t\x01', "\udcff"], "tty": True},
-        {"winsize": None, "rows": -24, "f": 1.5e-9, "no": False, "nested": [[], {}, [{"a": 1}]]},
-        [],
-        "plain",
-    ],
-)
-def test_the_cli_speaks_json_without_the_json_module(value: Any) -> None:
-    import json
-
-    from cli.entering import _dumps, _loads
-
-    assert json.loads(_dumps(value)) == value
-    assert _loads(json.dumps(value).encode()) == value
-    assert _loads(json.dumps(value, indent=2).encode()) == value
-
-
-@pytest.mark.parametrize("bad", [b"{", b"[1 2]", b'{"a" 1}', b"tru", b"1 x", b'{"a":1,}x'])
-def test_the_cli_refuses_bad_json(bad: bytes) -> None:
-    from cli.entering import _loads
-
-    with pytest.raises((ValueError, IndexError)):
-        _loads(bad)
-
-
-def test_the_cli_finds_the_enter_socket_where_the_daemon_puts_it() -> None:
-    from cli.entering import enter_socket_path
-    from envd.paths import resolve_paths
-
-    for env in ({"ENVD_HOME": "/tmp/h"}, {"HOME": "/home/ada"}, {"ENVD_HOME": "rel/h"}):
-        assert enter_socket_path(env) == str(resolve_paths(env).enter_socket)
-
-
 def test_root_and_odd_user_names(world: World) -> None:
     assert world.enter("true", uid=0, gid=0, user_name="whoever").env["HOME"] == "/root"
     assert world.enter("true", uid=5, gid=5, user_name="x'; rm -rf /").env["USER"] == "user5"
