@@ -47,6 +47,14 @@ from envd.model.runrecord import (
 )
 from envd.model.spec import LOCK_FILENAME
 from envd.model.spec import Runs as RunsSpec
+from envd.services.runrows import (
+    IMPORTED_NOTE,
+    STATEMENT,
+    empty_details,
+    origin_name,
+    origin_of,
+    status_matches,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,23 +90,6 @@ class _Pending:
     done: threading.Event = field(default_factory=threading.Event)
     outputs_read: threading.Event = field(default_factory=threading.Event)
     late_data: tuple[str, ...] = ()
-
-
-def _empty_details(run_id: str, image_id: str) -> RunDetailsRow:
-    return RunDetailsRow(
-        run_id=run_id,
-        state="pending",
-        params={},
-        data={},
-        outputs={},
-        metrics={},
-        notes=(),
-        lock_sha256="",
-        diff_sha256="",
-        diff="",
-        imported=False,
-        image_id=image_id,
-    )
 
 
 def _read_text(project_dir: str, rel: str, limit: int) -> str | None:
@@ -175,7 +166,7 @@ class Runs:
         pending.late_data = tuple(
             d for d in spec.data if not os.path.lexists(os.path.join(project_dir, d))
         )
-        details = _empty_details(run.id, image_id)
+        details = empty_details(run.id, image_id)
         notes: list[str] = []
         params: dict[str, str] = {}
         for rel in spec.params:
@@ -447,7 +438,7 @@ class Runs:
             metrics=details.metrics if details else {},
             notes=notes,
             workdir=row.workdir,
-            origin=_origin(details),
+            origin=origin_of(details),
         )
 
     def records(
@@ -465,7 +456,7 @@ class Runs:
             raise UsageError(str(exc)) from None
         self.wait(None, timeout=min(self._wait_s, 30.0))
         rows = self._store.runs(project, 100_000 if (wheres or status or sort) else limit)
-        rows = [r for r in rows if _status_matches(r, status)]
+        rows = [r for r in rows if status_matches(r, status)]
         records = filter_runs((self._record(r) for r in rows), wheres)
         return (sort_runs(records, sort) if sort else records)[:limit]
 
@@ -505,7 +496,7 @@ class Runs:
         """`runs import`: the run a provenance statement read from `origin` describes, and
         whether it was added (False: already here). A statement that is not envd's, or that
         dates the run after now (plus a day of clock skew), is refused (StatementRefused)."""
-        record = record_from_statement(text, origin=_origin_name(origin), now=time.time())
+        record = record_from_statement(text, origin=origin_name(origin), now=time.time())
         return record, self.import_record(record)
 
     def import_record(self, record: RunRecord, diff: str = "") -> bool:
@@ -571,39 +562,3 @@ class Runs:
                     else:
                         reasons.append(f"data {path}: {before[:12]} -> {after[:12]}")
         return reasons
-
-
-IMPORTED_NOTE = "imported from "  # the note an imported run carries, then its origin
-STATEMENT = "a provenance statement"  # the origin of a run imported before envd kept it
-MAX_ORIGIN = 200
-
-
-def _origin_name(origin: str) -> str:
-    """Where a statement was read, as shown beside its run: printable, bounded."""
-    shown = "".join(c if c.isprintable() else "?" for c in origin)
-    if len(shown) > MAX_ORIGIN:
-        shown = "..." + shown[-(MAX_ORIGIN - 3) :]
-    return shown or STATEMENT
-
-
-def _origin(details: RunDetailsRow | None) -> str:
-    if details is None or not details.imported:
-        return ""
-    for note in reversed(details.notes):
-        if note.startswith(IMPORTED_NOTE):
-            return note[len(IMPORTED_NOTE) :] or STATEMENT
-    return STATEMENT
-
-
-def _status_matches(row: RunRow, status: str) -> bool:
-    if not status:
-        return True
-    if status == "running":
-        return not row.finished
-    if status in ("ok", "success", "succeeded"):
-        return row.finished and row.exit_code == 0
-    if status in ("failed", "error"):
-        return row.finished and row.exit_code != 0
-    if status.lstrip("-").isdigit():
-        return row.finished and row.exit_code == int(status)
-    raise UsageError(f"--status {status!r}: expected ok, failed, running or an exit code")
