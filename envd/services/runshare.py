@@ -32,7 +32,7 @@ from envd.errors import NotFound, RegistryError, UsageError, VerificationError
 from envd.gateways.engine import Engine
 from envd.gateways.files import open_beneath
 from envd.gateways.keptfiles import KeptFiles
-from envd.gateways.registry import RegistryClient, Repository, fallback_tag, parse_repository
+from envd.gateways.registry import RegistryClient, Repository, fallback_tag
 from envd.model.provenance import build_statement, rfc3339
 from envd.model.runartifact import (
     RunFile,
@@ -48,11 +48,11 @@ from envd.progress import Progress, Reporter
 from envd.services.fingerprints import ENV_LABEL
 from envd.services.projects import Projects
 from envd.services.runpull import PulledResult, pull_run
+from envd.services.runrefs import ENV_TAG_PREFIX, check_repository, split_run_reference
 from envd.services.runs import Runs
 from envd.services.runtransfer import PARALLEL, Meter, sha256_of
 from envd.services.sharing import Sharing
 
-ENV_TAG_PREFIX = "env-"
 BuilderId = Callable[[], str]
 
 
@@ -93,43 +93,6 @@ class _Counts:
     def add_skip(self) -> None:
         with self.lock:
             self.skipped += 1
-
-
-def split_run_reference(reference: str) -> tuple[Repository, str]:
-    """REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:... -> (repository, tag or digest)."""
-    if "@" in reference:
-        name, _, ref = reference.partition("@")
-    else:
-        slash = reference.rfind("/")
-        colon = reference.rfind(":")
-        if colon <= slash:
-            raise UsageError(
-                f"{reference!r} names no run", hint="e.g. localhost:5000/team/churn:RUN_ID"
-            )
-        name, ref = reference[:colon], reference[colon + 1 :]
-    repository = parse_repository(name)
-    if not repository.host or not repository.name or not ref:
-        raise UsageError(
-            f"{reference!r} is not REGISTRY/REPO:RUN", hint="e.g. 127.0.0.1:5000/team/p:RUN"
-        )
-    return repository, ref
-
-
-def is_shared_reference(text: str) -> bool:
-    """Whether a run is named as REGISTRY/REPO:RUN (or @sha256:...) rather than by its id."""
-    return "/" in text and (":" in text.rpartition("/")[2] or "@" in text)
-
-
-def check_repository(to: str) -> Repository:
-    if not to or " " in to or to.startswith("-") or "@" in to:
-        raise UsageError(f"{to!r} is not REGISTRY/REPO", hint="e.g. localhost:5000/team/churn")
-    repository = parse_repository(to)
-    if not repository.name or ":" in repository.name:
-        raise UsageError(
-            f"{to!r} is not REGISTRY/REPO (a run is tagged by its id)",
-            hint="e.g. localhost:5000/team/churn",
-        )
-    return repository
 
 
 class RunSharing:

@@ -31,7 +31,7 @@ from envd.model.runartifact import (
 )
 from envd.model.runrecord import RunRecord, filter_runs, parse_where
 from envd.model.runrecord import sort_runs as sort_records
-from envd.services.runshare import ENV_TAG_PREFIX, check_repository, split_run_reference
+from envd.services.runrefs import ENV_TAG_PREFIX, check_repository, split_run_reference
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _PARSED_MAX = 20_000  # configs remembered parsed, by manifest digest

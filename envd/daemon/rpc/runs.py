@@ -17,7 +17,8 @@ from envd.model.provenance import build_statement, statement_json
 from envd.model.runrecord import diff_runs
 from envd.progress import Progress, Reporter
 from envd.services.runpull import PulledResult
-from envd.services.runshare import SharedResult, is_shared_reference
+from envd.services.runrefs import is_shared_reference
+from envd.services.runshare import SharedResult
 from envd.v1 import envd_pb2 as pb
 from envd.wire import record_msg, run_change_msg
 

@@ -35,7 +35,7 @@ from envd.model.runartifact import (
 from envd.model.runrecord import CodeState, RunRecord
 from envd.model.safenames import UnsafeName
 from envd.services.runpull import place
-from envd.services.runshare import split_run_reference
+from envd.services.runrefs import split_run_reference
 
 DATA = b"x0,label\n1.0,1\n"
 MODEL = b'{"weights": [1]}\n'
