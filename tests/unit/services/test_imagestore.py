@@ -293,3 +293,19 @@ def test_up_to_date_is_not_answered_for_an_image_gone_from_the_engine(
     record_built(app, "p", the_lock)
     app.engine.present.discard(make_plan("p", valid(the_lock)).tag)  # `docker rmi`
     assert app.builder.up_to_date(row) is None
+
+
+def test_up_to_date_sees_a_changed_file_a_setup_step_reads(app: Any, tmp_path: Path) -> None:
+    base = lock((NUMPY,), setup=("bash postBuild",))
+    the_lock = replace(base, inputs=replace(base.inputs, setup_files=(("postBuild",),)))
+    row = project(app, tmp_path, "p", the_lock)
+    script = Path(row.path) / "postBuild"
+    script.write_text("echo one\n")
+    plan = app.builder.plan(row, read_lock(lock_path(row)))  # with the file's digest
+    app.store.record_image(plan.tag, "sha256:" + "f" * 64, "p", "project", plan.final_key, "", 1)
+    app.engine.present.add(plan.tag)
+    assert app.builder.up_to_date(row) is not None
+    script.write_text("echo two\n")  # the same envd.lock: the setup step's input changed
+    assert app.builder.up_to_date(row) is None
+    script.write_text("echo one\n")
+    assert app.builder.up_to_date(row) is not None
