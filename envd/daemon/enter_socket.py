@@ -30,10 +30,13 @@ daemon -> CLI
       When the warm container dies under the command (its agent goes away without a status),
       an "error" frame with exit code 10 comes instead, and the run is recorded with 10.
 
-CLI -> daemon (read-only, no fds)
+CLI -> daemon (no fds; one reply, then the end)
   {"op": "list", "what": "containers", "engine": [...]}
       `envctl ps` without gRPC: answered {"op": "containers", ...} from the daemon's memory;
       the frames are defined in envd/model/listing.py.
+  {"op": "build-check", "project": REF, "engine": [...]}
+      `envctl build P` without gRPC when the image is up to date: answered "up-to-date" or
+      "build-needed"; the frames are defined in envd/model/buildcheck.py.
 
 The caller's terminals never reach the container: the agent gets pipes for them, relayed on
 this side (envd.gateways.agent_client.TerminalRelay).
@@ -66,6 +69,7 @@ from envd.errors import (
 )
 from envd.gateways.agent_client import AgentCommand, run_in_agent
 from envd.gateways.docker_cli import DockerExec
+from envd.model.buildcheck import BUILD_CHECK, build_needed_reply, up_to_date_reply
 from envd.model.listing import CONTAINERS, LIST, containers_reply
 from envd.progress import Progress
 from envd.services.entering import EnterCall, Entering, NoAgent
@@ -227,6 +231,10 @@ class Session:
                 isinstance(engine, list) and all(isinstance(v, str) for v in engine)
             ):
                 raise ValueError("engine must be a list of strings")
+            if request.get("op") == BUILD_CHECK:
+                _close(fds)  # a build-check takes none
+                self.answer_build_check(request, engine)
+                return
             if request.get("op") == LIST:
                 _close(fds)  # a list takes none
                 self.answer_list(request, engine)
@@ -344,6 +352,26 @@ class Session:
             self.fail(BUG)
             return
         self.send(containers_reply(rows))
+
+    def answer_build_check(self, request: Frame, engine: list[str] | None) -> None:
+        """A "build-check" request (envd/model/buildcheck.py): "up-to-date" with the image, or
+        "build-needed" (the CLI then builds over gRPC, which says what it does or why not)."""
+        project = request.get("project")
+        if not isinstance(project, str) or not project:
+            raise ValueError("project must be a non-empty string")
+        if not self.engine_allowed(engine):
+            return
+        try:
+            answer = self.entering.up_to_date(project)
+        except Exception:
+            log.exception("build-check: failed")
+            self.send({"op": "error", "message": "internal error (a bug)", "exit_code": EXIT_BUG})
+            return
+        if answer is None:
+            self.send(build_needed_reply())
+            return
+        outcome, environment_hash = answer
+        self.send(up_to_date_reply(outcome.image, outcome.image_id, environment_hash))
 
     def parse(self, request: Frame, fds: list[int]) -> tuple[EnterCall, tuple[int, int] | None]:
         if request.get("op") != "enter":

@@ -19,12 +19,12 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from envd.errors import LockError
-from envd.model.direct import local_filename
+from envd.model.direct import git_parts, is_commit, is_vcs, local_filename, without_fragment
 from envd.model.fingerprint import EnvironmentSection
 from envd.model.pythons import AUTO
 from envd.model.safenames import UnsafeName
 from envd.model.setupmeta import ComputedMetadata
-from envd.model.spec import Spec
+from envd.model.spec import DirectUrl, Spec
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -403,6 +403,44 @@ def _computed_change(old: Sequence[str], new: Sequence[str]) -> str:
         f"{', '.join(changed) or 'the files'} changed, which setup.py's computed metadata "
         "comes from (it is computed again in a container at lock)"
     )
+
+
+def spec_staleness(lock: LockFile, spec: Spec) -> list[str]:
+    """The one answer to "why does `lock` no longer match `spec`": the inputs that changed
+    (`staleness`) or, when none did, the direct URL requirements the locked files no longer
+    match (`direct_changes`). Empty when in sync. `status`, the watcher, `lock --check` and
+    `build` all ask this, so they cannot disagree."""
+    reasons = staleness(lock, inputs_from_spec(spec))
+    return reasons or direct_changes(lock.python, spec.direct)
+
+
+def direct_changes(python: tuple[PythonPackage, ...], direct: tuple[DirectUrl, ...]) -> list[str]:
+    """How the direct URL requirements differ from what the lock holds for them: a URL or a
+    required sha256 that the locked file no longer matches (one reason each)."""
+    locked = {p.name: p for p in python}
+    reasons = []
+    for requirement in direct:
+        package = locked.get(requirement.name)
+        url = without_fragment(requirement.url)
+        if package is None and Requirement(requirement.requirement).marker is not None:
+            continue  # (a marker this target does not match: nothing to lock)
+        if is_vcs(url) and package is not None and is_vcs(package.url):
+            # A branch or tag was resolved when locking: the lock holds its commit then.
+            repo, ref = git_parts(url)
+            held, commit = git_parts(package.url)
+            if repo == held and (ref == commit or not is_commit(ref)):
+                url = package.url
+        if package is None or package.url != url:
+            was = (package.url or f"{package.version} from an index") if package else "nothing"
+            reasons.append(f"{requirement.name}'s URL changed: {was} → {url}")
+        elif requirement.sha256 and not {f"sha256:{h}" for h in requirement.sha256} & set(
+            package.hashes
+        ):
+            reasons.append(
+                f"{requirement.name}'s required sha256 changed ({requirement.where}): "
+                f"locked {package.hashes[0]}, required sha256:{requirement.sha256[0]}"
+            )
+    return reasons
 
 
 def _normalise(requirement: str) -> str:

@@ -86,9 +86,29 @@ class Builder:
             members=inputs.members,
         )
 
+    def up_to_date(self, row: ProjectRow) -> BuildOutcome | None:
+        """The outcome of `build` when it would run nothing: envd.lock exists, matches
+        envd.yaml, and the image of its plan (with the project files the steps read, as they
+        are now) is recorded and on the engine. None when a build would lock, run a step,
+        pull or fail: the caller then builds (`build` says what it does and why).
+
+        Read from the files now, never from an earlier answer: a changed envd.yaml, envd.lock
+        or step input is seen by this call."""
+        try:
+            snapshot = self._projects.snapshot(row)
+            lock = snapshot.current
+            if lock is None:
+                return None
+            inputs = read_project_inputs(row.path, lock)
+            plan = self.plan(row, lock, inputs)
+        except EnvdError:
+            return None  # the build says why
+        return self._cached(row, plan, time.monotonic())
+
     def build(self, row: ProjectRow, progress: Reporter, dry_run: bool = False) -> BuildOutcome:
         # A dry run writes nothing, not even a missing envd.lock (it is resolved in memory).
-        lock = self._locker.ensure_lock(row, progress, write=not dry_run)
+        snapshot = self._projects.snapshot(row)
+        lock = self._locker.ensure_lock(row, progress, write=not dry_run, snapshot=snapshot)
         # `gpu:` and `cuda:` are checked where a GPU is used (enter, runs), never here: a
         # laptop builds, locks and shares the image a GPU machine runs.
         inputs = read_project_inputs(row.path, lock)
@@ -118,6 +138,19 @@ class Builder:
                 self._flights.pop(plan.final_key, None)
         return outcome
 
+    def _cached(self, row: ProjectRow, plan: p.BuildPlan, started: float) -> BuildOutcome | None:
+        """The plan's image when it is built already (recorded, on the engine, from the same
+        step inputs): marked used and made the project's image."""
+        final = self._images.built(plan)
+        if final is None or final.cache_key != plan.final_key:
+            return None  # (the same lock, but a project file a step reads changed)
+        self._images.touch(plan)
+        self._projects.set_image(row.name, plan.tag, plan.lock_hash)
+        steps = tuple(StepOutcome(s.name, s.key, True, s.summary) for s in plan.steps)
+        return BuildOutcome(
+            plan.tag, final.image_id, steps, True, time.monotonic() - started, plan.lock_hash
+        )
+
     def _run(
         self,
         row: ProjectRow,
@@ -127,16 +160,9 @@ class Builder:
         progress: Reporter,
     ) -> BuildOutcome:
         started = time.monotonic()
-        final = self._images.built(plan)
-        if final is not None and final.cache_key != plan.final_key:
-            final = None  # the same lock, but a project file a step reads changed
-        if final is not None:
-            self._images.touch(plan)
-            self._projects.set_image(row.name, plan.tag, plan.lock_hash)
-            steps = tuple(StepOutcome(s.name, s.key, True, s.summary) for s in plan.steps)
-            return BuildOutcome(
-                plan.tag, final.image_id, steps, True, time.monotonic() - started, plan.lock_hash
-            )
+        cached = self._cached(row, plan, started)
+        if cached is not None:
+            return cached
         if lock.shared_image:
             shared = self._from_shared_image(row, lock, plan, progress, started)
             if shared is not None:

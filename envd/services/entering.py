@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envd.errors import BuildFailed, ContainerError, NotFound, UsageError
+from envd.errors import BuildFailed, ContainerError, EnvdError, NotFound, UsageError
 from envd.events import EventBus
 from envd.gateways.docker_cli import DockerExec, exec_argv
 from envd.gateways.engine import Engine
@@ -31,11 +31,11 @@ from envd.model.plan import VENV, WORKDIR
 from envd.model.spec import Spec
 from envd.paths import run_pid_file
 from envd.progress import Progress, Reporter
-from envd.services.builder import Builder
+from envd.services.builder import Builder, BuildOutcome
 from envd.services.fingerprints import Fingerprints
 from envd.services.host import HostProbe
 from envd.services.images import Images
-from envd.services.projects import Projects
+from envd.services.projects import Projects, ProjectSnapshot
 from envd.services.projectsync import ProjectSync
 from envd.services.runs import ProvenanceFill, Runs
 from envd.services.warm import WarmContainers, WarmRequest, fits, home_of
@@ -165,18 +165,24 @@ class Entering:
         command = through_start(row.path, spec, call.command or SHELL)  # (and a bad start)
         # The engine is asked only when the store records an image (a fresh project stays
         # fast): one removed behind envd's back (`docker rmi`) is built again.
-        image = self._images.current_image(row, check_engine=False)
+        snapshot: ProjectSnapshot | None = None  # envd.lock read once with envd.yaml
+        try:
+            snapshot = self._projects.snapshot(row, spec)
+        except EnvdError:
+            pass  # (an unreadable envd.lock: the build below says why)
+        image = self._images.current_image(row, check_engine=False, snapshot=snapshot)
         check_later = image is not None and self._held_by_warm(call, row.name, image)
         if image is not None and not check_later and not self._images.on_engine(image):
             image = None
         if image is None:
-            self._check_host(row, spec)  # (no build for an enter this host cannot run)
+            self._check_host(row, spec, snapshot)  # (no build for an enter this host cannot run)
             image = self._build(row, progress)
+            snapshot = None  # the build may have written envd.lock: read it again below
         request = self._request(row, spec, call, image)
         before = self._warm.get(row.name)
         volume_ensured = False
         if before is None or not fits(before, request):
-            self._check_host(row, spec)  # only before a container starts
+            self._check_host(row, spec, snapshot)  # only before a container starts
             if self._sync is not None:  # (a warm container that fits holds it on the engine)
                 self._sync.volume(row.name)
                 volume_ensured = True
@@ -250,6 +256,19 @@ class Entering:
             project_volume=self._sync.volume_name(row.name) if self._sync else "",
         )
 
+    def up_to_date(self, ref: str) -> tuple[BuildOutcome, str] | None:
+        """`envctl build REF` when it would run nothing (the enter socket's "build-check"):
+        the build's outcome and its environment hash, read from the project's files now.
+        None when a build has work to do or something to say (an error): build over gRPC."""
+        try:
+            row = self._projects.resolve(ref)
+            outcome = self._builder.up_to_date(row)
+        except EnvdError:
+            return None
+        if outcome is None:
+            return None
+        return outcome, self._fingerprints.hashes(outcome.image_id)[0]
+
     def _build(self, row: ProjectRow, progress: Reporter) -> str:
         progress(Progress("build", f"building {row.name} first"))
         try:
@@ -313,10 +332,12 @@ class Entering:
             self._runtime = (now, self._engine.info().nvidia_runtime)
         return self._runtime[1]
 
-    def _check_host(self, row: ProjectRow, spec: Spec) -> None:
+    def _check_host(
+        self, row: ProjectRow, spec: Spec, snapshot: ProjectSnapshot | None = None
+    ) -> None:
         host = self._host.host
         check_host(spec.gpu, spec.cuda, host, bool(host.gpus) and self._nvidia_runtime())
-        lock = self._projects.lock_state(row, spec).lock
+        lock = (snapshot or self._projects.lock_state(row, spec)).lock
         if lock is not None:
             check_driver_for_lock(lock.target.min_driver, host)
 

@@ -20,7 +20,7 @@ from envd.gateways.store import ImageRow, ProjectRow, Store
 from envd.model import names
 from envd.model.plan import BuildPlan
 from envd.services.planning import plan_for
-from envd.services.projects import Projects
+from envd.services.projects import Projects, ProjectSnapshot
 
 STEP_REPOSITORY = names.CACHE_REPOSITORY  # under the home's namespace: NAMESPACE/cache:KEY
 
@@ -92,13 +92,19 @@ class Images:
 
     # ------------------------------------------------------------ the current image
 
-    def current_image(self, row: ProjectRow, *, check_engine: bool = True) -> str | None:
+    def current_image(
+        self,
+        row: ProjectRow,
+        *,
+        check_engine: bool = True,
+        snapshot: ProjectSnapshot | None = None,
+    ) -> str | None:
         """The image matching the project's current lock, when the engine still has it: a
         record of one removed behind envd's back (`docker rmi`) is forgotten. The engine is
         asked only when the store records one (a fresh project costs no engine call), and
         not at all with check_engine=False (the caller asks on_engine itself, later)."""
-        try:
-            lock = self._projects.lock_state(row).current
+        try:  # (the caller's read of the project, when it made one for this request)
+            lock = (snapshot or self._projects.snapshot(row)).current
         except EnvdError:
             return None
         if lock is None:

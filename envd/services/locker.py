@@ -31,7 +31,7 @@ from envd.model.apt import (
     system_additions,
 )
 from envd.model.cuda import accelerator_variant, min_driver_for_cuda, torch_pypi_cuda_constraint
-from envd.model.direct import git_parts, is_commit, is_vcs, with_url, without_fragment
+from envd.model.direct import with_url
 from envd.model.lockfile import (
     BaseLock,
     DebianPackage,
@@ -44,14 +44,14 @@ from envd.model.lockfile import (
 )
 from envd.model.pythons import AUTO
 from envd.model.setupmeta import ComputedMetadata
-from envd.model.spec import LOCK_FILENAME, Base, DirectUrl, FilePin, Spec
+from envd.model.spec import LOCK_FILENAME, Base, FilePin, Spec
 from envd.model.spec_requirements import BadRequirement, check_requirement
 from envd.model.target import check_python, inspect_target
 from envd.progress import Progress, Reporter
 from envd.services import setup_container
 from envd.services.debian_base import DEFAULT_MIRROR, ensure_debian_base
 from envd.services.direct import DirectFiles
-from envd.services.projects import LockState, Projects, lock_path
+from envd.services.projects import LockState, Projects, ProjectSnapshot, lock_path
 from envd.services.python_choice import Resolve, choose, explain
 from envd.services.resolutions import Resolutions
 
@@ -87,17 +87,14 @@ class Locker:
 
     # ------------------------------------------------------------ public
 
-    def check(self, row: ProjectRow) -> LockOutcome:
+    def check(self, row: ProjectRow, snapshot: ProjectSnapshot | None = None) -> LockOutcome:
         """Compare envd.lock with envd.yaml; raise LockStale naming every reason."""
-        state = self._projects.lock_state(row)
+        state = (snapshot or self._projects.snapshot(row)).state
         if state.lock is None:
             raise LockStale(f"{state.path} does not exist", hint=f"run `envctl lock {row.name}`")
-        reasons = state.reasons
-        if not reasons:
-            reasons = tuple(direct_changes(state.lock.python, self._projects.spec(row).direct))
-        if reasons:
+        if state.reasons:
             raise LockStale(
-                f"{state.path} is out of date: " + "; ".join(reasons),
+                f"{state.path} is out of date: " + "; ".join(state.reasons),
                 hint=f"run `envctl lock {row.name}` and commit envd.lock",
             )
         return LockOutcome(state.path, state.lock, changed=False, in_sync=True, reasons=())
@@ -115,14 +112,21 @@ class Locker:
             "project.locked", row.name, str(state.path), environment=environment_hash
         )
 
-    def ensure_lock(self, row: ProjectRow, progress: Reporter, write: bool = True) -> LockFile:
+    def ensure_lock(
+        self,
+        row: ProjectRow,
+        progress: Reporter,
+        write: bool = True,
+        snapshot: ProjectSnapshot | None = None,
+    ) -> LockFile:
         """The project's lock: made when missing, refused when stale (never silently rewritten)."""
-        if self._projects.lock_state(row).lock is None:
+        snapshot = snapshot or self._projects.snapshot(row)
+        if snapshot.lock is None:
             progress(Progress("lock", f"no {LOCK_FILENAME} yet: locking {row.name}"))
             outcome = self.lock(row, progress, write=write)
             assert outcome.lock is not None
             return outcome.lock
-        outcome = self.check(row)
+        outcome = self.check(row, snapshot)
         assert outcome.lock is not None
         return outcome.lock
 
@@ -151,8 +155,6 @@ class Locker:
         reasons = state.reasons if previous else ("new lock",)
         if previous is not None and not reasons and not _pins_hold(previous.python, spec.pins):
             reasons = ("the hashes in a requirements file changed",)
-        if previous is not None and not reasons:
-            reasons = tuple(direct_changes(previous.python, spec.direct))
         if previous is not None and not reasons:
             lacking = self._additions(spec, previous.python, previous.base, previous.system)
             if lacking:
@@ -482,35 +484,6 @@ def _pins_hold(python: tuple[PythonPackage, ...], pins: tuple[FilePin, ...]) -> 
             )
     # A version no longer locked is a changed requirement, which the lock's inputs name.
     return all(locked.get(key, digests) == digests for key, digests in wanted.items())
-
-
-def direct_changes(python: tuple[PythonPackage, ...], direct: tuple[DirectUrl, ...]) -> list[str]:
-    """How the direct URL requirements differ from what the lock holds for them: a URL or a
-    required sha256 that the locked file no longer matches (one reason each)."""
-    locked = {p.name: p for p in python}
-    reasons = []
-    for requirement in direct:
-        package = locked.get(requirement.name)
-        url = without_fragment(requirement.url)
-        if package is None and Requirement(requirement.requirement).marker is not None:
-            continue  # (a marker this target does not match: nothing to lock)
-        if is_vcs(url) and package is not None and is_vcs(package.url):
-            # A branch or tag was resolved when locking: the lock holds its commit then.
-            repo, ref = git_parts(url)
-            held, commit = git_parts(package.url)
-            if repo == held and (ref == commit or not is_commit(ref)):
-                url = package.url
-        if package is None or package.url != url:
-            was = (package.url or f"{package.version} from an index") if package else "nothing"
-            reasons.append(f"{requirement.name}'s URL changed: {was} → {url}")
-        elif requirement.sha256 and not {f"sha256:{h}" for h in requirement.sha256} & set(
-            package.hashes
-        ):
-            reasons.append(
-                f"{requirement.name}'s required sha256 changed ({requirement.where}): "
-                f"locked {package.hashes[0]}, required sha256:{requirement.sha256[0]}"
-            )
-    return reasons
 
 
 def _computed_requirements(computed: ComputedMetadata) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from envd.errors import Conflict, EnvdError, NotFound
 from envd.events import EventBus
 from envd.gateways.projectfiles import load_spec, read_lock
 from envd.gateways.store import ProjectRow, Store
-from envd.model.lockfile import LockFile, inputs_from_spec, staleness
+from envd.model.lockfile import LockFile, spec_staleness
 from envd.model.spec import LOCK_FILENAME, SPEC_FILENAME, Spec
 from envd.model.state import ProjectState
 from envd.services.templates import write_template
@@ -32,6 +32,30 @@ class LockState:
     def current(self) -> LockFile | None:
         """The lock when it exists and matches envd.yaml, else None."""
         return self.lock if self.lock is not None and not self.reasons else None
+
+
+@dataclass(frozen=True)
+class ProjectSnapshot:
+    """One request's read of a project: envd.yaml and envd.lock, read once, and the one
+    answer to whether they agree. Made by `Projects.snapshot` and passed down, so the parts of
+    one request (build's lock check and plan, status's reasons and GPU notes, the watcher's
+    verdict) never re-read the files, nor disagree about them."""
+
+    row: ProjectRow
+    spec: Spec
+    state: LockState
+
+    @property
+    def lock(self) -> LockFile | None:
+        return self.state.lock
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return self.state.reasons
+
+    @property
+    def current(self) -> LockFile | None:
+        return self.state.current
 
 
 def lock_path(row: ProjectRow) -> Path:
@@ -142,13 +166,20 @@ class Projects:
         return load_spec(row.path)
 
     def lock_state(self, row: ProjectRow, spec: Spec | None = None) -> LockState:
-        """Raises SpecError for an invalid envd.yaml and LockError for an unreadable lock."""
+        """Raises SpecError for an invalid envd.yaml and LockError for an unreadable lock.
+        The reasons are the model's one staleness answer (inputs, then direct URLs)."""
         spec = spec if spec is not None else self.spec(row)
         path = lock_path(row)
         lock = read_lock(path)
         if lock is None:
             return LockState(path, None, (f"no {LOCK_FILENAME} yet",))
-        return LockState(path, lock, tuple(staleness(lock, inputs_from_spec(spec))))
+        return LockState(path, lock, tuple(spec_staleness(lock, spec)))
+
+    def snapshot(self, row: ProjectRow, spec: Spec | None = None) -> ProjectSnapshot:
+        """envd.yaml and envd.lock read once for this request (SpecError, LockError, NotFound
+        as `spec` and `lock_state` raise them)."""
+        spec = spec if spec is not None else self.spec(row)
+        return ProjectSnapshot(row, spec, self.lock_state(row, spec))
 
     def set_state(self, name: str, state: ProjectState, reason: str = "") -> None:
         self._store.set_project_state(name, state, reason)

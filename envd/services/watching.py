@@ -66,7 +66,7 @@ def judge(row: ProjectRow, projects: Projects, images: Images) -> Verdict:
     except SpecError as exc:
         return Verdict(ProjectState.INVALID, exc.message, "")
     try:
-        state = projects.lock_state(row, spec)
+        state = projects.snapshot(row, spec)  # the one staleness answer, as status and build
     except EnvdError as exc:
         return Verdict(ProjectState.STALE, exc.message, "")
     if state.lock is None:
@@ -77,7 +77,7 @@ def judge(row: ProjectRow, projects: Projects, images: Images) -> Verdict:
             f"{SPEC_FILENAME} changed: {'; '.join(state.reasons)}; run envctl lock",
             "",
         )
-    if images.current_image(row) is None:
+    if images.current_image(row, snapshot=state) is None:
         return Verdict(ProjectState.STALE, "the image is older than envd.lock", "build")
     return Verdict(ProjectState.READY, "", "")
 

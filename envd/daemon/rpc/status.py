@@ -19,16 +19,15 @@ class StatusRpc(RpcBase):
         row = self.services.projects.resolve_registered(request.ref)
         path = lock_path(row)
         reasons: list[str] = []
-        try:
-            state = self.services.projects.lock_state(row)
-            if state.lock is not None:
-                reasons = list(state.reasons)
+        gap = ""
+        try:  # one read of envd.yaml and envd.lock for the whole answer
+            spec = self.services.projects.spec(row)
+            gap = host_gap(spec.gpu, self.services.host.host)
+            snapshot = self.services.projects.snapshot(row, spec)
+            if snapshot.lock is not None:
+                reasons = list(snapshot.reasons)
         except EnvdError as exc:
-            reasons = [exc.message]
-        try:
-            gap = host_gap(self.services.projects.spec(row).gpu, self.services.host.host)
-        except EnvdError:
-            gap = ""  # (an invalid envd.yaml: `lock` and `build` say why)
+            reasons = [exc.message]  # (an invalid envd.yaml: `lock` and `build` say why)
         return pb.ProjectStatusReply(
             host_notes=[gap] if gap else [],
             project=project_msg(row),

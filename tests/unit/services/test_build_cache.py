@@ -669,7 +669,7 @@ class _Recorder:
     def __init__(self, lock: Any, fail: BaseException | None = None) -> None:
         self.lock, self.fail, self.recorded = lock, fail, ""
 
-    def ensure_lock(self, row: Any, progress: Any, write: bool = True) -> Any:
+    def ensure_lock(self, row: Any, progress: Any, write: bool = True, snapshot: Any = None) -> Any:
         return self.lock
 
     def spec(self, row: Any) -> Any:

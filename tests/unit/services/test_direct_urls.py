@@ -16,13 +16,12 @@ from envd.errors import EXIT_REGISTRY, EXIT_VERIFY, LockError, SpecError
 from envd.gateways import urls
 from envd.gateways.uv import parse_compiled
 from envd.model import direct, lockfile, plan
-from envd.model.lockfile import PythonPackage
+from envd.model.lockfile import PythonPackage, direct_changes
 from envd.model.pylock import ArtifactFile, render_pylock
 from envd.model.safenames import UnsafeName
 from envd.model.spec import DirectUrl
 from envd.model.spec_parser import parse_spec
 from envd.services.direct import DirectFiles
-from envd.services.locker import direct_changes
 from tests.fakes.wheels import wheel_bytes, wheel_name
 from tests.unit.model.test_lockfile import make_lock
 

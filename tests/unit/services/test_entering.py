@@ -109,6 +109,11 @@ class Builder:
     def current_image(self, row: Any) -> str | None:
         return self.current
 
+    def up_to_date(self, row: Any) -> Outcome | None:
+        """A build's outcome when it would run nothing: the current image, when recorded."""
+        record = self.store.image(self.current) if self.current is not None else None
+        return Outcome(record.image, record.image_id) if record is not None else None
+
     def build(self, row: Any, progress: Any) -> Outcome:
         self.builds.append(row.name)
         progress(Progress("packages", "installing"))
@@ -144,7 +149,9 @@ class Images(images_service.Images):
         super().__init__(store, engine, projects)  # type: ignore[arg-type]
         self.builder = builder
 
-    def current_image(self, row: Any, *, check_engine: bool = True) -> str | None:
+    def current_image(
+        self, row: Any, *, check_engine: bool = True, snapshot: Any = None
+    ) -> str | None:
         tag = self.builder.current
         if tag is None or not self.recorded(tag):
             return None

@@ -119,7 +119,9 @@ class Host:
 
 @dataclass(frozen=True)
 class Locker:
-    def ensure_lock(self, row: ProjectRow, progress: Any, write: bool = True) -> LockFile | None:
+    def ensure_lock(
+        self, row: ProjectRow, progress: Any, write: bool = True, snapshot: Any = None
+    ) -> LockFile | None:
         return read_lock(lock_path(row))
 
 
@@ -254,3 +256,56 @@ def test_the_image_a_project_points_at_is_kept_when_its_lock_moved_on(
 
 def _base_key(the_lock: LockFile) -> str:
     return make_plan("p", valid(the_lock)).steps[0].key
+
+
+# ------------------------------------------------------------ up to date (the build-check)
+
+
+def test_up_to_date_answers_what_a_noop_build_answers(app: Any, tmp_path: Path) -> None:
+    the_lock = lock((NUMPY,))
+    row = project(app, tmp_path, "p", the_lock)
+    record_built(app, "p", the_lock)
+    answer = app.builder.up_to_date(row)
+    built = app.builder.build(row, lambda p: None)
+    assert answer is not None and answer.cached and built.cached
+    assert (answer.image, answer.image_id) == (built.image, built.image_id)
+    assert app.store.project_by_name("p").image == built.image
+
+
+def test_up_to_date_reads_envd_lock_again_each_time(app: Any, tmp_path: Path) -> None:
+    the_lock = lock((NUMPY,))
+    row = project(app, tmp_path, "p", the_lock)
+    record_built(app, "p", the_lock)
+    assert app.builder.up_to_date(row) is not None
+    project(app, tmp_path, "p", lock((NUMPY, SIX)))  # another pin: its image is not built
+    assert app.builder.up_to_date(row) is None
+    project(app, tmp_path, "p", the_lock)  # back: the recorded image answers again
+    assert app.builder.up_to_date(row) is not None
+    lock_path(row).unlink()  # no envd.lock: a build locks first
+    assert app.builder.up_to_date(row) is None
+
+
+def test_up_to_date_is_not_answered_for_an_image_gone_from_the_engine(
+    app: Any, tmp_path: Path
+) -> None:
+    the_lock = lock((NUMPY,))
+    row = project(app, tmp_path, "p", the_lock)
+    record_built(app, "p", the_lock)
+    app.engine.present.discard(make_plan("p", valid(the_lock)).tag)  # `docker rmi`
+    assert app.builder.up_to_date(row) is None
+
+
+def test_up_to_date_sees_a_changed_file_a_setup_step_reads(app: Any, tmp_path: Path) -> None:
+    base = lock((NUMPY,), setup=("bash postBuild",))
+    the_lock = replace(base, inputs=replace(base.inputs, setup_files=(("postBuild",),)))
+    row = project(app, tmp_path, "p", the_lock)
+    script = Path(row.path) / "postBuild"
+    script.write_text("echo one\n")
+    plan = app.builder.plan(row, read_lock(lock_path(row)))  # with the file's digest
+    app.store.record_image(plan.tag, "sha256:" + "f" * 64, "p", "project", plan.final_key, "", 1)
+    app.engine.present.add(plan.tag)
+    assert app.builder.up_to_date(row) is not None
+    script.write_text("echo two\n")  # the same envd.lock: the setup step's input changed
+    assert app.builder.up_to_date(row) is None
+    script.write_text("echo one\n")
+    assert app.builder.up_to_date(row) is not None

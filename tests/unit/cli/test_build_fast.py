@@ -1,0 +1,200 @@
+"""`envctl build P` over the enter socket when the image is up to date
+(envd/model/buildcheck.py): the daemon answers "up-to-date" or "build-needed", the CLI prints
+what the gRPC path prints then, without importing grpc or click, and builds over gRPC else."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli.buildcheck import build_fast
+from cli.commands import build as build_command
+from cli.context import AppContext
+from envd.daemon.engine_guard import EngineGuard
+from envd.daemon.enter_socket import Session, encode, take_frames
+from envd.errors import EXIT_DAEMON
+from envd.model.buildcheck import (
+    BUILD_NEEDED,
+    UP_TO_DATE,
+    build_check_request,
+    up_to_date_image,
+)
+from envd.v1 import envd_pb2 as pb
+from tests.conftest import ROOT
+from tests.unit.cli.test_ps_fast import refuse, serve_once, short_dir  # noqa: F401
+from tests.unit.services.test_entering import World, close, make_world
+
+OURS = ["", ""]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = make_world(tmp_path)
+    yield w
+    close(w)
+
+
+def checked(
+    world: World, request: dict[str, object], guard: EngineGuard | None = None
+) -> dict[str, object]:
+    """The daemon's one reply to `request` on a fresh connection."""
+    cli, daemon = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with cli, daemon:
+        cli.sendall(encode(request))
+        Session(world.entering, daemon, os.getuid(), os.getgid(), guard).run([])
+        daemon.shutdown(socket.SHUT_WR)
+        buf = bytearray()
+        while data := cli.recv(1 << 16):
+            buf += data
+    frames = take_frames(buf)
+    assert len(frames) == 1, frames
+    return frames[0]
+
+
+def test_a_built_project_is_up_to_date_with_its_image_and_environment(world: World) -> None:
+    world.enter("true")  # builds the image
+    image = world.builder.current
+    assert image is not None
+    reply = checked(world, build_check_request(str(world.project), OURS))
+    record = world.store.image(image)
+    assert record is not None
+    assert reply == {
+        "op": UP_TO_DATE,
+        "image": image,
+        "image_id": record.image_id,
+        "environment_hash": f"env-of-{record.image_id[-4:]}",
+    }
+    assert up_to_date_image(reply) == (image, f"env-of-{record.image_id[-4:]}")
+
+
+def test_a_project_that_needs_a_build_is_left_to_grpc(world: World) -> None:
+    reply = checked(world, build_check_request(str(world.project), OURS))
+    assert reply == {"op": BUILD_NEEDED}
+    assert up_to_date_image(reply) is None
+    assert world.builder.builds == []  # the check itself never builds
+
+
+def test_an_unknown_project_is_left_to_grpc_which_says_why(world: World) -> None:
+    assert checked(world, build_check_request("no-such-project", OURS)) == {"op": BUILD_NEEDED}
+
+
+def test_a_check_from_another_engines_environment_is_refused(world: World) -> None:
+    world.enter("true")
+    guard = EngineGuard(("", ""))
+    reply = checked(world, build_check_request(str(world.project), ["tcp://gpu:2376", ""]), guard)
+    assert reply["op"] == "error" and reply["exit_code"] == EXIT_DAEMON, reply
+
+
+def test_a_check_without_a_project_is_a_bad_request(world: World) -> None:
+    reply = checked(world, {"op": "build-check", "project": "", "engine": OURS})
+    assert reply["op"] == "error" and reply["exit_code"] == 2, reply
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"op": "containers", "containers": []},
+        {"op": UP_TO_DATE, "image": "", "image_id": "x", "environment_hash": ""},
+        {"op": UP_TO_DATE, "image": "envd/p:1", "image_id": 3, "environment_hash": ""},
+    ],
+)
+def test_a_reply_that_is_not_a_build_check_answer_is_rejected(reply: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        up_to_date_image(reply)
+
+
+# ---------------------------------------------------------------- the CLI's side
+
+
+def test_the_up_to_date_lines_are_what_the_grpc_path_prints(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    short_dir: str,  # noqa: F811
+) -> None:
+    result = pb.BuildResult(image="envd/p:1", image_id="sha256:1", cached=True,
+                            environment_hash="sha256:" + "e" * 64)  # fmt: skip
+    monkeypatch.setattr(build_command, "run_build", lambda *a: result)
+    by_grpc = CliRunner().invoke(build_command.build_cmd, ["p"], obj=AppContext()).output
+    assert by_grpc.startswith("envd/p:1 is up to date\n")
+    where = Path(short_dir) / "run" / "enter.sock"
+    where.parent.mkdir()
+    reply = {"op": UP_TO_DATE, "image": result.image, "image_id": result.image_id,
+             "environment_hash": result.environment_hash}  # fmt: skip
+    served = serve_once(str(where), lambda conn: refuse(conn, reply))
+    monkeypatch.setenv("ENVD_HOME", short_dir)
+    assert build_fast(["build", "p"]) is True
+    served.join(timeout=10)
+    assert capsys.readouterr().out == by_grpc
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"op": BUILD_NEEDED},
+        {"op": "error", "message": "bad enter request: the first frame must be enter",
+         "exit_code": 2},  # an older daemon
+        {"op": "error", "message": "another engine", "hint": "unset it", "exit_code": 11},
+    ],
+)  # fmt: skip
+def test_anything_but_up_to_date_goes_on_to_grpc(
+    reply: dict[str, object],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    short_dir: str,  # noqa: F811
+) -> None:
+    where = Path(short_dir) / "run" / "enter.sock"
+    where.parent.mkdir()
+    served = serve_once(str(where), lambda conn: refuse(conn, reply))
+    monkeypatch.setenv("ENVD_HOME", short_dir)
+    assert build_fast(["build", "p"]) is False
+    served.join(timeout=10)
+    assert capsys.readouterr().out == ""
+
+
+def test_no_daemon_and_options_go_on_to_click(
+    monkeypatch: pytest.MonkeyPatch,
+    short_dir: str,  # noqa: F811
+) -> None:
+    monkeypatch.setenv("ENVD_HOME", short_dir)  # nothing listens there
+    assert build_fast(["build", "p"]) is False
+    for args in (["build", "--dry-run"], ["build", "p", "--json"], ["build", "--help"]):
+        assert build_fast(args) is False  # (no socket asked: it would refuse above anyway)
+
+
+def test_envctl_build_answers_from_the_enter_socket_without_grpc(
+    world: World,
+    short_dir: str,  # noqa: F811
+) -> None:
+    world.enter("true")
+    image = world.builder.current
+    run = Path(short_dir) / "run"
+    run.mkdir()
+
+    def daemon(conn: socket.socket) -> None:
+        Session(world.entering, conn, os.getuid(), os.getgid()).run([])
+
+    served = serve_once(str(run / "enter.sock"), daemon)
+    code = (
+        "import sys\n"
+        "from cli.main import main\n"
+        f"try:\n    main(['build', {str(world.project)!r}])\nexcept SystemExit as exc:\n"
+        "    print('EXIT', exc.code, 'GRPC', 'grpc' in sys.modules,\n"
+        "          'CLICK', 'click' in sys.modules)\n"
+    )  # fmt: skip
+    env = {**os.environ, "ENVD_HOME": short_dir}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60
+    )
+    served.join(timeout=10)
+    assert out.stdout.splitlines() == [
+        f"{image} is up to date",
+        f"environment env-of-{world.store.image(image).image_id[-4:]}",  # type: ignore[union-attr,arg-type]
+        "EXIT 0 GRPC False CLICK False",
+    ], out.stdout + out.stderr
