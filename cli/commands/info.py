@@ -80,8 +80,8 @@ def _where(engine: pb.EngineInfo) -> str:
 
 
 def _privilege(engine: pb.EngineInfo) -> str:
-    """", rootless" / ", rootful": said for Podman (users run it either way); for Docker only
-    when rootless."""
+    """The engine's privilege, said for Podman (users run it either way, ", rootless" or
+    ", rootful"), and for Docker only when rootless."""
     if engine.rootless:
         return ", rootless"
     return ", rootful" if engine.product == "Podman" else ""
