@@ -128,6 +128,46 @@ def test_docker_says_rootless_only_when_it_is() -> None:
     assert engine.info().profile == "Docker 26.1.5 (API 1.45), containerd image store"
 
 
+class FakeContainersApi(FakeLibpodApi):
+    """What a warm container's start asks the engine, recorded."""
+
+    def __init__(self, rootless: bool) -> None:
+        super().__init__(rootless)
+        self.host_configs: list[dict[str, Any]] = []
+
+    def create_host_config(self, **kwargs: Any) -> dict[str, Any]:
+        return {"Init": kwargs.get("init")}
+
+    def create_container(self, image: str, **kwargs: Any) -> dict[str, str]:
+        self.host_configs.append(kwargs["host_config"])
+        return {"Id": "c1"}
+
+    def start(self, container: str) -> None:
+        return None
+
+    def inspect_container(self, ref: str) -> dict[str, Any]:
+        return {"Id": ref, "Name": "/w", "State": {"Status": "running"}}
+
+
+def warm_start_on(engine: Engine, api: FakeContainersApi) -> dict[str, Any]:
+    engine.client.api = api
+    engine.start_container_as("1000:1000", "w", "img", ["sleep", "infinity"])
+    engine.start_container("w", "img", ["sleep", "infinity"])
+    assert len(api.host_configs) == 2 and api.host_configs[0] == api.host_configs[1]
+    return api.host_configs[0]
+
+
+def test_warm_containers_on_rootless_podman_keep_the_callers_uid() -> None:
+    # Rootless Podman maps the user to the container's root: without keep-id the caller's uid
+    # inside could not reach the agent's folder nor write the project it mounts.
+    rootless, _ = podman_engine(rootless=True)
+    assert warm_start_on(rootless, FakeContainersApi(rootless=True))["UsernsMode"] == "keep-id"
+    rootful, _ = podman_engine(rootless=False)
+    assert "UsernsMode" not in warm_start_on(rootful, FakeContainersApi(rootless=False))
+    docker = engine_with(DOCKER_20_INFO)
+    assert "UsernsMode" not in warm_start_on(docker, FakeContainersApi(rootless=False))
+
+
 # ------------------------------------------------------------------ containerd-store saves
 
 
