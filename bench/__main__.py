@@ -351,7 +351,8 @@ class EngineRow:
 @contextmanager
 def engine_row(kind: str, hot: list[str]) -> Iterator[EngineRow | None]:
     """The row `kind` of ENGINE_ROWS on a fresh engine (served as the tests serve it), or
-    None where this machine cannot run that engine (said). Everything goes on exit."""
+    None where this machine cannot run that engine (said). The engine and all on it go on
+    exit: stop envd's daemon first (`stop_envd`)."""
     from tests.integration.engines import EngineUnavailable, docker26
     from tests.integration.podman import (
         PodmanUnavailable,
@@ -407,10 +408,12 @@ def engine_row(kind: str, hot: list[str]) -> Iterator[EngineRow | None]:
             raise
         print(f"bench: no {kind} here ({exc}): its cases are left out")
         yield None
-    finally:
-        if row is not None:
-            run([*row.envctl, "stop", "--all"], check=False, env=row.env)
-            run([*row.envctl, "daemon", "stop"], check=False, env=row.env)
+
+
+def stop_envd(row: EngineRow) -> None:
+    """The row's warm containers and daemon, stopped while its engine still runs."""
+    run([*row.envctl, "stop", "--all"], check=False, env=row.env)
+    run([*row.envctl, "daemon", "stop"], check=False, env=row.env)
 
 
 def bench_engine(mode: Mode, row: EngineRow, path: Path) -> list[Case]:
@@ -472,8 +475,12 @@ def bench_engines(mode: Mode, kinds: tuple[str, ...] = ENGINE_ROWS) -> list[Case
     cases: list[Case] = []
     for kind in kinds:
         with engine_row(kind, hot) as row:
-            if row is not None:
+            if row is None:
+                continue
+            try:
                 cases += bench_engine(mode, row, path)
+            finally:
+                stop_envd(row)
     return cases
 
 
