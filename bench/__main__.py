@@ -18,7 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -328,66 +329,159 @@ def bench_remote(mode: Mode) -> list[Case]:
         engine.__exit__(None, None, None)
 
 
-def bench_podman(mode: Mode) -> list[Case]:
-    """warm enter on rootful Podman (Debian 12's 4.3, served as in the tests) against
-    `podman exec` on the same container, and a no-op build there against the same no-op build
-    on this machine's Docker. Left out where Podman cannot run (it needs root and podman)."""
-    from tests.integration.podman import PodmanUnavailable, podman_cli, podman_service
+ENGINE_ROWS = ("docker26-classic", "docker26-containerd", "podman", "podman-rootless")
 
-    service = podman_service()
-    try:
-        host = service.__enter__()
-    except PodmanUnavailable as exc:
-        print(f"bench: no Podman ({exc}): the Podman cases are left out")
-        return []
-    home = WORK / "podman-home"
+
+@dataclass
+class EngineRow:
+    """One engine of the matrix, as the bench drives it: envctl (and its daemon) on it, and
+    the engine's own exec (`docker exec` / `podman exec`) for the baseline."""
+
+    name: str  # "Docker 26 (classic store)", "Podman 4.3 (rootless)"
+    envctl: list[str]
+    env: dict[str, str]
+    exec_argv: list[str]  # the engine's CLI, as whom and on which storage it runs
+    exec_env: dict[str, str]
+    folder: Path  # where its projects go (writable by envctl's user)
+    give: Callable[[Path], None] = lambda path: None  # hands what we wrote to envctl's user
+    seed: Callable[[dict[str, object]], None] = lambda lock: None  # its cache, for that lock
+    note: str = ""
+
+
+@contextmanager
+def engine_row(kind: str, hot: list[str]) -> Iterator[EngineRow | None]:
+    """The row `kind` of ENGINE_ROWS on a fresh engine (served as the tests serve it), or
+    None where this machine cannot run that engine (said). The engine and all on it go on
+    exit: stop envd's daemon first (`stop_envd`)."""
+    from tests.integration.engines import EngineUnavailable, docker26
+    from tests.integration.podman import (
+        PodmanUnavailable,
+        podman_cli,
+        podman_service,
+        rootless_podman_service,
+    )
+
+    home = WORK / f"{kind}-home"
     env = {**ENV, "ENVD_HOME": str(home), "ENVD_SOCKET": str(home / "envd.sock")}
-    env |= {"DOCKER_HOST": host}
     env.pop("DOCKER_CONTEXT", None)
-    podman, podman_env = podman_cli(host)
-    hot = hot_envctl()
+    row: EngineRow | None = None
+    try:
+        if kind.startswith("docker26-"):
+            store = kind.removeprefix("docker26-")
+            with docker26(store) as host:  # type: ignore[arg-type]
+                docker_env = {**os.environ, "DOCKER_HOST": host}
+                docker_env.pop("DOCKER_CONTEXT", None)
+                row = EngineRow(
+                    f"Docker 26 ({store} store)", hot, env | {"DOCKER_HOST": host},
+                    ["docker"], docker_env, WORK / kind,
+                )  # fmt: skip
+                yield row
+        elif kind == "podman":
+            with podman_service() as host:
+                podman, podman_env = podman_cli(host)
+                row = EngineRow(
+                    "Podman 4.3 (rootful)", hot, env | {"DOCKER_HOST": host}, podman,
+                    podman_env, WORK / kind,
+                )  # fmt: skip
+                yield row
+        else:
+            with rootless_podman_service() as rootless:
+                reason = rootless.why_envd_cannot_run()
+                if reason:
+                    print(f"bench: no rootless Podman row ({reason}): left out")
+                    yield None
+                    return
+                podman, podman_env = podman_cli(rootless.host)
+                work = rootless.workdir("bench")
+                cache = Path(ENV["ENVD_CACHE"])
+                row = EngineRow(
+                    "Podman 4.3 (rootless)", rootless.envd_argv(),
+                    rootless.envd_env(work / "home", ENVD_ENGINE_LABELS=LABEL), podman,
+                    podman_env, work, give=rootless.give,
+                    seed=lambda lock: rootless.seed_cache(cache, lock),
+                    note=f"envctl runs as {rootless.user} on {rootless.envd_argv()[-3]} -m "
+                    "cli.main (the venv's console script is root's)",
+                )  # fmt: skip
+                yield row
+    except (EngineUnavailable, PodmanUnavailable) as exc:
+        if row is not None:
+            raise
+        print(f"bench: no {kind} here ({exc}): its cases are left out")
+        yield None
 
-    def on_podman(*args: str) -> str:
-        proc = run([*hot, *args], check=False, env=env)
+
+def stop_envd(row: EngineRow) -> None:
+    """The row's warm containers and daemon, stopped while its engine still runs."""
+    run([*row.envctl, "stop", "--all"], check=False, env=row.env)
+    run([*row.envctl, "daemon", "stop"], check=False, env=row.env)
+
+
+def bench_engine(mode: Mode, row: EngineRow, path: Path) -> list[Case]:
+    """warm enter on the row's engine against its own exec on the same container, and a
+    no-op build there against the same no-op build on this machine's Docker (the same lock)."""
+
+    def on_row(*args: str) -> str:
+        proc = run([*row.envctl, *args], check=False, env=row.env)
         if proc.returncode != 0:
-            raise SystemExit(f"envctl {' '.join(args)} (podman) failed:\n{proc.stderr}")
+            raise SystemExit(f"envctl {' '.join(args)} ({row.name}) failed:\n{proc.stderr}")
         return proc.stdout
 
-    try:
-        path = project("bench-podman", mode.template)
-        envctl("lock", str(path))
-        envctl("build", str(path))  # the same lock on Docker, for the no-op build's baseline
-        on_podman("build", str(path))
-        on_podman("enter", str(path), "--", "true")
-        found = run([*podman, "ps", "-q", "--filter", "label=envd.project=bench-podman"],
-                    env=podman_env)  # fmt: skip
-        container = found.stdout.split()[0]
-        warm = interleave(
-            Case(
-                "podman warm enter",
-                "envctl enter P -- true (rootful Podman)",
-                "podman exec C true",
-                target="<= 0.5",
-            ),
-            mode.times(3),
-            lambda: on_podman("enter", str(path), "--", "true"),
-            lambda: run([*podman, "exec", container, "true"], env=podman_env),
-        )
-        noop = interleave(
-            Case(
-                "podman no-op build",
-                "envctl build (unchanged, Podman)",
-                "envctl build (unchanged, Docker)",
-            ),
-            mode.times(2),
-            lambda: on_podman("build", str(path)),
-            lambda: envctl("build", str(path)),
-        )
-        return [warm, noop]
-    finally:
-        run([*ENVCTL, "stop", "--all"], check=False, env=env)
-        run([*ENVCTL, "daemon", "stop"], check=False, env=env)
-        service.__exit__(None, None, None)
+    row.folder.mkdir(parents=True, exist_ok=True)
+    mine = row.folder / path.name
+    mine.mkdir(exist_ok=True)
+    for name in ("envd.yaml", "envd.lock"):
+        shutil.copy(path / name, mine / name)
+    row.give(row.folder)
+    row.seed(json.loads((path / "envd.lock").read_text()))
+    on_row("build", str(mine))
+    on_row("enter", str(mine), "--", "true")
+    found = run([*row.exec_argv, "ps", "-q", "--filter", f"label=envd.project={path.name}"],
+                env=row.exec_env)  # fmt: skip
+    container = found.stdout.split()[0]
+    tool = "podman" if "podman" in row.exec_argv else "docker"
+    warm = interleave(
+        Case(
+            f"{row.name}: warm enter",
+            f"envctl enter P -- true ({row.name})",
+            f"{tool} exec C true",
+            target="<= 0.5",
+            note=row.note,
+        ),
+        mode.times(3),
+        lambda: on_row("enter", str(mine), "--", "true"),
+        lambda: run([*row.exec_argv, "exec", container, "true"], env=row.exec_env),
+    )
+    noop = interleave(
+        Case(
+            f"{row.name}: no-op build",
+            f"envctl build (unchanged, {row.name})",
+            "envctl build (unchanged, this machine's Docker)",
+        ),
+        mode.times(2),
+        lambda: on_row("build", str(mine)),
+        lambda: envctl("build", str(path)),
+    )
+    return [warm, noop]
+
+
+def bench_engines(mode: Mode, kinds: tuple[str, ...] = ENGINE_ROWS) -> list[Case]:
+    """Every engine of the matrix (tests/integration/test_engines.py), one at a time: Docker 26
+    with each image store, Podman rootful and rootless. Rows this machine cannot run are left
+    out (said)."""
+    path = project("bench-engines", mode.template)
+    envctl("lock", str(path))
+    envctl("build", str(path))  # the same lock on this machine's Docker: the no-op baseline
+    hot = hot_envctl()
+    cases: list[Case] = []
+    for kind in kinds:
+        with engine_row(kind, hot) as row:
+            if row is None:
+                continue
+            try:
+                cases += bench_engine(mode, row, path)
+            finally:
+                stop_envd(row)
+    return cases
 
 
 def _piped(argv: list[str], size: int, direction: str) -> None:
@@ -926,9 +1020,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["enter", "remote", "podman", "startup", "runs", "build", "lock", "share"],
+        choices=[
+            "enter",
+            "remote",
+            "engines",
+            "podman",
+            "startup",
+            "runs",
+            "build",
+            "lock",
+            "share",
+        ],
         help="only these cases (enter: warm and cold enter, swap, pipes, runs:; remote: enter "
-        "on a second engine; podman: warm enter and no-op build on rootful Podman; startup: "
+        "on a second engine; engines: warm enter against the engine's own exec and no-op "
+        "build, on each engine of the matrix (Docker 26 classic and containerd store, Podman "
+        "rootful and rootless); podman: those on the Podman rows only; startup: "
         "--help, ps and the daemon's memory; runs: share and pull a run against DVC, runs "
         "--from; build: no-op, +1 package and cold builds, and the content hash; lock: cold "
         "and warm `envctl lock`; share: re-share of an unchanged image), printed, no report",
@@ -959,11 +1065,12 @@ def main(argv: list[str] | None = None) -> int:
             cases = bench_remote(mode)
             phase("remote", t)
             return _print(cases, started, phases, "remote cases")
-        if args.only == "podman":
+        if args.only in ("engines", "podman"):
             t = time.monotonic()
-            cases = bench_podman(mode)
-            phase("podman", t)
-            return _print(cases, started, phases, "podman cases")
+            kinds = ENGINE_ROWS if args.only == "engines" else ("podman", "podman-rootless")
+            cases = bench_engines(mode, kinds)
+            phase(args.only, t)
+            return _print(cases, started, phases, f"{args.only} cases")
         if args.only == "runs":
             from bench.runs import bench_runs
 

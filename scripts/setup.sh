@@ -5,7 +5,8 @@
 #     dockerd started in the background (log: /var/log/envd-dockerd.log);
 #   - mmdebstrap (Debian base images) and docker-registry (sharing tests);
 #   - chromium (the runs report's test renders the page headless);
-#   - podman, catatonit, uidmap, slirp4netns (the engine matrix's Podman, tests/integration/podman.py).
+#   - podman, catatonit, uidmap, slirp4netns (the engine matrix's Podman, tests/integration/podman.py);
+#   - /dev/net/tun present and 0666 (Debian's default; rootless Podman's slirp4netns opens it).
 # Without root or apt it says what to install and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,20 @@ if ! timeout 10 docker info >/dev/null 2>&1 && ! have dockerd; then
   missing+=(docker.io)
 fi
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+
+# 1b. /dev/net/tun, for rootless Podman's networks (slirp4netns opens it as the user). udev and
+#     devtmpfs make it crw-rw-rw- on Debian; some sandboxes leave it 0600 root, or leave it out.
+if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" = 666 ]; then
+  say "/dev/net/tun is there and 0666"
+elif [ "$(id -u)" = 0 ]; then
+  if [ ! -e /dev/net/tun ]; then
+    mkdir -p /dev/net && mknod -m 0666 /dev/net/tun c 10 200
+  fi
+  chmod 0666 /dev/net/tun
+  say "/dev/net/tun made 0666 (Debian's default), for rootless Podman's slirp4netns"
+else
+  say "warning: /dev/net/tun is not 0666 and fixing it needs root; rootless Podman's tests will say so"
+fi
 
 # 2. The engine.
 if timeout 10 docker info >/dev/null 2>&1; then

@@ -43,7 +43,8 @@ def info_cmd(obj: AppContext, as_json: bool) -> None:
         (
             "engine",
             f"{engine.product or 'Docker'} {engine.version} (API {engine.api_version}"
-            f"{f', {engine.image_store} image store' if engine.image_store else ''}), "
+            f"{f', {engine.image_store} image store' if engine.image_store else ''}"
+            f"{_privilege(engine)}), "
             f"runtimes: {', '.join(engine.runtimes) or '-'}"
             if engine.reachable
             else f"unreachable: {engine.error}",
@@ -76,3 +77,11 @@ def _where(engine: pb.EngineInfo) -> str:
     """ "tcp://gpu1:2376 (remote, context gpu1)": where the engine is and how it was chosen."""
     how = f"context {engine.context}" if engine.context else "DOCKER_HOST"
     return f"{engine.host or '-'} ({'remote' if engine.remote else 'local'}, {how})"
+
+
+def _privilege(engine: pb.EngineInfo) -> str:
+    """The engine's privilege, said for Podman (users run it either way, ", rootless" or
+    ", rootful"), and for Docker only when rootless."""
+    if engine.rootless:
+        return ", rootless"
+    return ", rootful" if engine.product == "Podman" else ""

@@ -81,7 +81,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class EngineInfo(_message.Message):
-    __slots__ = ("reachable", "version", "api_version", "error", "runtimes", "nvidia_runtime", "host", "context", "remote", "engine_id", "os", "arch", "name", "nvidia_cdi", "product", "image_store")
+    __slots__ = ("reachable", "version", "api_version", "error", "runtimes", "nvidia_runtime", "host", "context", "remote", "engine_id", "os", "arch", "name", "nvidia_cdi", "product", "image_store", "rootless")
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     API_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,7 @@ class EngineInfo(_message.Message):
     NVIDIA_CDI_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_STORE_FIELD_NUMBER: _ClassVar[int]
+    ROOTLESS_FIELD_NUMBER: _ClassVar[int]
     reachable: bool
     version: str
     api_version: str
@@ -114,7 +115,8 @@ class EngineInfo(_message.Message):
     nvidia_cdi: bool
     product: str
     image_store: str
-    def __init__(self, reachable: _Optional[bool] = ..., version: _Optional[str] = ..., api_version: _Optional[str] = ..., error: _Optional[str] = ..., runtimes: _Optional[_Iterable[str]] = ..., nvidia_runtime: _Optional[bool] = ..., host: _Optional[str] = ..., context: _Optional[str] = ..., remote: _Optional[bool] = ..., engine_id: _Optional[str] = ..., os: _Optional[str] = ..., arch: _Optional[str] = ..., name: _Optional[str] = ..., nvidia_cdi: _Optional[bool] = ..., product: _Optional[str] = ..., image_store: _Optional[str] = ...) -> None: ...
+    rootless: bool
+    def __init__(self, reachable: _Optional[bool] = ..., version: _Optional[str] = ..., api_version: _Optional[str] = ..., error: _Optional[str] = ..., runtimes: _Optional[_Iterable[str]] = ..., nvidia_runtime: _Optional[bool] = ..., host: _Optional[str] = ..., context: _Optional[str] = ..., remote: _Optional[bool] = ..., engine_id: _Optional[str] = ..., os: _Optional[str] = ..., arch: _Optional[str] = ..., name: _Optional[str] = ..., nvidia_cdi: _Optional[bool] = ..., product: _Optional[str] = ..., image_store: _Optional[str] = ..., rootless: _Optional[bool] = ...) -> None: ...
 
 class StatusReply(_message.Message):
     __slots__ = ("version", "uptime_s", "socket_path", "pid", "home", "log_path", "engine", "projects", "warm_containers")

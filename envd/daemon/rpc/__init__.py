@@ -61,6 +61,7 @@ def engine_msg(info: EngineInfo) -> pb.EngineInfo:
         nvidia_cdi=info.nvidia_cdi,
         product=info.product,
         image_store=info.image_store,
+        rootless=info.rootless,
     )
 
 

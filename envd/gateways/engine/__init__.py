@@ -42,6 +42,7 @@ from envd.gateways.engine.records import (
     PushResult,
     RunResult,
     engine_product,
+    engine_rootless,
     image_store,
     split_reference,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "engine_error",
     "engine_is_remote",
     "engine_product",
+    "engine_rootless",
     "image_store",
     "read_saved_image",
     "resolve_endpoint",

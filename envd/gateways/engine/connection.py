@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from envd.errors import EngineUnavailable
 from envd.gateways.engine.endpoint import EngineEndpoint, resolve_endpoint
@@ -17,6 +17,7 @@ from envd.gateways.engine.records import (
     MANAGED_LABEL,
     EngineInfo,
     engine_product,
+    engine_rootless,
     image_store,
 )
 
@@ -98,6 +99,8 @@ class EngineConnection:
             self._client = None
             return EngineInfo(reachable=False, error=short(exc))
         discovered = info.get("DiscoveredDevices") or []
+        product = engine_product(version)
+        libpod = self._libpod_info(client) if product == "Podman" else None
         found = EngineInfo(
             reachable=True,
             version=str(version.get("Version", "")),
@@ -114,13 +117,35 @@ class EngineConnection:
             kernel=str(info.get("KernelVersion", "")),
             cpu_count=int(info.get("NCPU") or 0),
             memory_bytes=int(info.get("MemTotal") or 0),
-            product=engine_product(version),
+            product=product,
             image_store=image_store(info),
+            rootless=engine_rootless(info, libpod),
         )
         if self._profile is None:  # once per daemon start: what the engine is decides paths
             self._profile = found
             log.info("engine: %s at %s", found.profile, self.endpoint.host)
         return found
+
+    @staticmethod
+    def _libpod_info(client: docker.DockerClient) -> dict[str, Any] | None:
+        """Podman's own `info` (its compatible one does not say whether it is rootless)."""
+        try:
+            api = client.api  # Podman 4.3 serves it under a version prefix only
+            reply = api.get(f"{api.base_url}/v{api.api_version}/libpod/info", timeout=30)
+            reply.raise_for_status()
+            found = reply.json()
+        except Exception as exc:  # requests and json raise several unrelated types
+            log.debug("Podman's own info is not readable (%s): taken as rootful", short(exc))
+            return None
+        return found if isinstance(found, dict) else None
+
+    @property
+    def rootless(self) -> bool:
+        """Whether the engine runs as an unprivileged user (read once; False when it cannot
+        say)."""
+        if self._profile is None:
+            self._info()
+        return self._profile.rootless if self._profile is not None else False
 
     @property
     def image_store(self) -> str:

@@ -4,6 +4,7 @@ into, removed."""
 from __future__ import annotations
 
 import io
+import logging
 import tarfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, TypeVar
@@ -19,6 +20,7 @@ from envd.gateways.engine.records import MANAGED_LABEL, ContainerInfo, Mount, Ru
 from envd.gateways.engine.saved import ChunkReader
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def _engine_mounts(mounts: Sequence[Mount]) -> list[Any]:
@@ -57,6 +59,17 @@ def _host_config(
 
 
 class ContainersMixin(EngineConnection):
+    def _warm_userns(self, host_config: Any) -> Any:
+        """A warm container's user namespace. Rootless Podman maps the host user to the
+        container's root and the container's other uids to the user's subordinate ids, so the
+        caller's uid there (the agent's, `exec -u`'s) could neither reach the agent's 0700
+        folder nor write the project it mounts: `keep-id` maps the caller's uid to itself, as
+        Docker (no user namespace) does. Elsewhere: unchanged."""
+        if self.product == "Podman" and self.rootless:
+            log.debug("rootless Podman: warm containers keep the caller's uid (keep-id)")
+            host_config["UsernsMode"] = "keep-id"
+        return host_config
+
     def _create(
         self,
         image: str,
@@ -72,11 +85,14 @@ class ContainersMixin(EngineConnection):
         device_requests: Sequence[Mapping[str, Any]] = (),
         ports: Sequence[int] = (),
         extra_hosts: Mapping[str, str] | None = None,
+        warm: bool = False,
     ) -> str:
         import docker.errors
 
         api = self.client.api
         host_config = _host_config(api, mounts, network, device_requests, ports)
+        if warm:
+            host_config = self._warm_userns(host_config)
         try:
             created = api.create_container(
                 image,
@@ -122,6 +138,7 @@ class ContainersMixin(EngineConnection):
                 name=name,
                 device_requests=device_requests,
                 ports=ports,
+                warm=True,
             )
             self.client.api.start(container_id)
         except EnvdError:
@@ -152,7 +169,7 @@ class ContainersMixin(EngineConnection):
 
         try:
             api = self.client.api
-            host_config = _host_config(api, mounts, True, device_requests, ports)
+            host_config = self._warm_userns(_host_config(api, mounts, True, device_requests, ports))
             try:
                 created = api.create_container(
                     image,

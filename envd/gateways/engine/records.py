@@ -42,12 +42,23 @@ class EngineInfo:
     memory_bytes: int = 0  # the engine host's memory
     product: str = ""  # "Docker" or "Podman" (from the version's component names)
     image_store: str = ""  # CLASSIC_STORE or CONTAINERD_STORE
+    rootless: bool = False  # the engine runs as an unprivileged user (in a user namespace)
 
     @property
     def profile(self) -> str:
-        """ "Docker 26.1.5 (API 1.45), containerd image store": what the engine is."""
+        """ "Docker 26.1.5 (API 1.45), containerd image store": what the engine is; Podman's
+        (which users run either way) says ", rootless" or ", rootful", Docker's only
+        ", rootless"."""
         what = f"{self.product or 'Docker'} {self.version} (API {self.api_version})"
-        return f"{what}, {self.image_store} image store" if self.image_store else what
+        what = f"{what}, {self.image_store} image store" if self.image_store else what
+        return f"{what}, {self.privilege}" if self.privilege else what
+
+    @property
+    def privilege(self) -> str:
+        """ "rootless", "rootful" (said for Podman), or "" (a rootful Docker: the usual)."""
+        if self.rootless:
+            return "rootless"
+        return "rootful" if self.product == "Podman" else ""
 
     @property
     def nvidia_runtime(self) -> bool:
@@ -155,3 +166,15 @@ def engine_product(version: Mapping[str, Any]) -> str:
     """ "Podman" when the version's components name Podman's engine, else "Docker"."""
     names = [str(c.get("Name", "")) for c in version.get("Components") or () if isinstance(c, dict)]
     return "Podman" if any("podman" in n.lower() for n in names) else "Docker"
+
+
+def engine_rootless(info: Mapping[str, Any], libpod_info: Mapping[str, Any] | None = None) -> bool:
+    """Whether the engine runs without root. Docker says `name=rootless` among `docker info`'s
+    SecurityOptions; Podman 4.3's Docker-compatible info does not, its own (libpod) info says
+    `host.security.rootless`."""
+    options = [str(o) for o in info.get("SecurityOptions") or ()]
+    if any("name=rootless" in o.split(",") for o in options):
+        return True
+    host = (libpod_info or {}).get("host")
+    security = host.get("security") if isinstance(host, Mapping) else None
+    return bool(security.get("rootless")) if isinstance(security, Mapping) else False

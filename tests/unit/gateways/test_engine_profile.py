@@ -21,6 +21,7 @@ from envd.gateways.engine import (
     CONTAINERD_STORE,
     Engine,
     engine_product,
+    engine_rootless,
     image_store,
     read_saved_image,
     uncompress_saved_image,
@@ -71,6 +72,100 @@ def test_the_profile_is_read_once_and_logged(caplog: pytest.LogCaptureFixture) -
     assert info.profile == "Docker 26.1.5 (API 1.45), containerd image store"
     said = [r.getMessage() for r in caplog.records if "engine:" in r.getMessage()]
     assert len(said) == 1 and "containerd image store" in said[0]
+
+
+class FakeReply:
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+
+    def raise_for_status(self) -> None:
+        return None
+
+    def json(self) -> dict[str, Any]:
+        return self.body
+
+
+class FakeLibpodApi:
+    """Podman's API: its own info (`/libpod/info`) says whether it runs rootless."""
+
+    base_url = "http+docker://localhost"
+    api_version = "1.41"
+
+    def __init__(self, rootless: bool) -> None:
+        self.rootless = rootless
+        self.asked: list[str] = []
+
+    def get(self, url: str, timeout: int) -> FakeReply:
+        self.asked.append(url)
+        return FakeReply({"host": {"security": {"rootless": self.rootless}}})
+
+
+def podman_engine(rootless: bool) -> tuple[Engine, FakeLibpodApi]:
+    engine = Engine()
+    client = FakeClient()
+    client.store_info = {"SecurityOptions": ["name=seccomp,profile=default"]}
+    client.version = lambda: {**PODMAN_VERSION, "ApiVersion": "1.41"}  # type: ignore[method-assign]
+    client.api = FakeLibpodApi(rootless)  # type: ignore[attr-defined]
+    engine._client = client  # type: ignore[assignment]
+    return engine, client.api  # type: ignore[attr-defined]
+
+
+def test_podman_is_said_rootless_or_rootful_from_its_own_info() -> None:
+    rootless, api = podman_engine(rootless=True)
+    assert rootless.info().profile == "Podman 4.3.1 (API 1.41), classic image store, rootless"
+    assert rootless.rootless and api.asked == ["http+docker://localhost/v1.41/libpod/info"]
+    rootful, _ = podman_engine(rootless=False)
+    assert rootful.info().profile == "Podman 4.3.1 (API 1.41), classic image store, rootful"
+    assert not rootful.rootless
+
+
+def test_docker_says_rootless_only_when_it_is() -> None:
+    assert engine_rootless({"SecurityOptions": ["name=seccomp,profile=builtin", "name=rootless"]})
+    assert not engine_rootless({"SecurityOptions": ["name=seccomp,profile=builtin"]})
+    assert not engine_rootless({}, {"host": "junk"})
+    engine = Engine()
+    engine._client = FakeClient()  # type: ignore[assignment]
+    assert engine.info().profile == "Docker 26.1.5 (API 1.45), containerd image store"
+
+
+class FakeContainersApi(FakeLibpodApi):
+    """What a warm container's start asks the engine, recorded."""
+
+    def __init__(self, rootless: bool) -> None:
+        super().__init__(rootless)
+        self.host_configs: list[dict[str, Any]] = []
+
+    def create_host_config(self, **kwargs: Any) -> dict[str, Any]:
+        return {"Init": kwargs.get("init")}
+
+    def create_container(self, image: str, **kwargs: Any) -> dict[str, str]:
+        self.host_configs.append(kwargs["host_config"])
+        return {"Id": "c1"}
+
+    def start(self, container: str) -> None:
+        return None
+
+    def inspect_container(self, ref: str) -> dict[str, Any]:
+        return {"Id": ref, "Name": "/w", "State": {"Status": "running"}}
+
+
+def warm_start_on(engine: Engine, api: FakeContainersApi) -> dict[str, Any]:
+    engine.client.api = api
+    engine.start_container_as("1000:1000", "w", "img", ["sleep", "infinity"])
+    engine.start_container("w", "img", ["sleep", "infinity"])
+    assert len(api.host_configs) == 2 and api.host_configs[0] == api.host_configs[1]
+    return api.host_configs[0]
+
+
+def test_warm_containers_on_rootless_podman_keep_the_callers_uid() -> None:
+    # Rootless Podman maps the user to the container's root: without keep-id the caller's uid
+    # inside could not reach the agent's folder nor write the project it mounts.
+    rootless, _ = podman_engine(rootless=True)
+    assert warm_start_on(rootless, FakeContainersApi(rootless=True))["UsernsMode"] == "keep-id"
+    rootful, _ = podman_engine(rootless=False)
+    assert "UsernsMode" not in warm_start_on(rootful, FakeContainersApi(rootless=False))
+    docker = engine_with(DOCKER_20_INFO)
+    assert "UsernsMode" not in warm_start_on(docker, FakeContainersApi(rootless=False))
 
 
 # ------------------------------------------------------------------ containerd-store saves
