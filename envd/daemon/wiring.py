@@ -27,6 +27,7 @@ from envd.gateways.store import Store
 from envd.model import names
 from envd.paths import Paths, unusable_path
 from envd.services.adoption import Adoption
+from envd.services.agents import Agents
 from envd.services.buildcache import BuildCache
 from envd.services.builder import Builder
 from envd.services.content import ContentHasher
@@ -44,7 +45,7 @@ from envd.services.settings import Settings
 from envd.services.sharing import Sharing
 from envd.services.steps import StepRunner
 from envd.services.teamruns import TeamRuns
-from envd.services.warm import Agents, WarmContainers
+from envd.services.warm import WarmContainers
 from envd.services.watching import ProjectWatcher
 
 log = logging.getLogger(__name__)

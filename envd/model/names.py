@@ -69,3 +69,8 @@ def home_volume(namespace: str, name: str) -> str:
 def project_volume(namespace: str, project: str) -> str:
     """The volume a project's files are synced to: `envd-<owner12>-project-<name>`."""
     return home_volume(namespace, f"project-{project}")
+
+
+def warm_container(project: str, image_id: str) -> str:
+    """A warm container's name: the project and its image's short id (one per image)."""
+    return f"envd-{project}-{image_id.removeprefix('sha256:')[:12]}"

@@ -16,9 +16,7 @@ ever adopted, listed or removed: several daemons (users, test sessions) may shar
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import secrets
 import shutil
 import threading
@@ -34,7 +32,18 @@ from envd.errors import ContainerError
 from envd.events import EventBus
 from envd.gateways.agent_client import AGENT_SCRIPT, agent_answers, running_commands
 from envd.gateways.engine import ContainerInfo, Mount, RunResult
+from envd.model.names import warm_container
 from envd.model.plan import IDLE_CMD, WORKDIR
+from envd.services.agents import (
+    AGENT_FILE,
+    AGENT_READY_S,
+    AGENT_SOCKET,
+    AGENT_SOCKET_DIR,
+    NO_AGENT,
+    Agents,
+    agent_entrypoint,
+    agent_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,47 +52,6 @@ REAP_EVERY_S = 30.0
 # A container handed to a caller this recently may be about to get its `docker exec`: it is
 # treated as busy even though the engine lists no exec in it yet.
 HANDOFF_GRACE_S = 5.0
-AGENT_FILE = "/run/envd/agent.py"
-AGENT_SOCKET_DIR = "/run/envd/sock"
-AGENT_SOCKET = "agent.sock"
-NO_AGENT = "no-agent"  # written beside the socket when the image has no usable python3
-AGENT_READY_S = 15.0
-
-
-def agent_entrypoint() -> list[str]:
-    """The first process (under docker's init): the agent on the image's python3, else the
-    container's command, `sleep infinity` as always."""
-    sock = f"{AGENT_SOCKET_DIR}/{AGENT_SOCKET}"
-    return [
-        "sh",
-        "-c",
-        "if python3 -I -S -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null; "
-        f"then exec python3 -I -S {AGENT_FILE} {sock}; fi; : > {AGENT_SOCKET_DIR}/{NO_AGENT}; "
-        'exec "$@"',
-        "sh",
-    ]
-
-
-def agent_key(container: str) -> str:
-    """A short folder name per container (socket paths must stay under 108 bytes)."""
-    return hashlib.sha256(container.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Agents:
-    """Where warm containers' agents listen on the host, and as whom they run."""
-
-    folder: Path
-    uid: int = field(default_factory=os.getuid)
-    gid: int = field(default_factory=os.getgid)
-
-    @property
-    def user(self) -> str:
-        return f"{self.uid}:{self.gid}"
-
-    def fits(self, container: str) -> bool:
-        """Whether the socket's host path is short enough to connect to (sun_path: 108 bytes)."""
-        return len(os.fsencode(self.folder / agent_key(container) / AGENT_SOCKET)) < 108
 
 
 class ContainerEngine(Protocol):
@@ -171,10 +139,6 @@ def gpu_key(device_requests: Sequence[Mapping[str, Any]]) -> str:
         if ids:
             return ",".join(str(i) for i in ids)
     return ""
-
-
-def container_name(project: str, image_id: str) -> str:
-    return f"envd-{project}-{image_id.removeprefix('sha256:')[:12]}"
 
 
 def home_of(uid: int, name: str) -> str:
@@ -393,7 +357,7 @@ class WarmContainers:
 
     def _free_name(self, request: WarmRequest) -> str:
         """envd-<project>-<image id>, unless that name is in use by a container to keep."""
-        name = container_name(request.project, request.image_id)
+        name = warm_container(request.project, request.image_id)
         existing = self.engine.inspect_container(name)
         if existing is None:
             return name

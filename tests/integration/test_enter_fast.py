@@ -462,7 +462,7 @@ def test_the_entrypoint_falls_back_to_sleep_without_python(
     shared: Envctl, fast: Path, tmp_path: Path
 ) -> None:
     """An image with no python3 on its PATH: the marker, and `sleep infinity` as PID 1's child."""
-    from envd.services.warm import AGENT_SOCKET, AGENT_SOCKET_DIR, NO_AGENT, agent_entrypoint
+    from envd.services.agents import AGENT_SOCKET, AGENT_SOCKET_DIR, NO_AGENT, agent_entrypoint
     from tests.conftest import SESSION_LABEL
 
     image = inspect_image_of(warm(shared)["dflt"])

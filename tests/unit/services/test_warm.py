@@ -22,17 +22,19 @@ from envd.config import Config
 from envd.events import EventBus
 from envd.gateways.agent_client import AGENT_SCRIPT, run_in_agent
 from envd.gateways.engine import ContainerInfo
-from envd.services.warm import (
+from envd.model.names import warm_container
+from envd.services.agents import (
     AGENT_FILE,
     AGENT_SOCKET,
     AGENT_SOCKET_DIR,
-    HANDOFF_GRACE_S,
     NO_AGENT,
     Agents,
+    agent_entrypoint,
+)
+from envd.services.warm import (
+    HANDOFF_GRACE_S,
     WarmContainers,
     WarmRequest,
-    agent_entrypoint,
-    container_name,
     gpu_key,
     user_setup_script,
 )
@@ -79,7 +81,7 @@ def test_second_ensure_reuses_the_container() -> None:
     warm, engine = make()
     first = warm.ensure(REQ)
     assert warm.ensure(REQ) is first and len(engine.started) == 1
-    assert first.name == container_name("p", REQ.image_id) == "envd-p-aaaaaaaaaaaa"
+    assert first.name == warm_container("p", REQ.image_id) == "envd-p-aaaaaaaaaaaa"
 
 
 def test_container_is_labelled_for_rediscovery() -> None:
@@ -177,7 +179,7 @@ def test_a_dead_container_is_replaced() -> None:
 
 def test_a_leftover_with_our_name_is_replaced() -> None:
     engine = FakeEngine()
-    name = container_name("p", REQ.image_id)
+    name = warm_container("p", REQ.image_id)
     engine.containers["x" * 64] = ContainerInfo(
         "x" * 64, name, REQ.image, "exited", {"envd.owner": OWNER}
     )
