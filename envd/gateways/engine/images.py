@@ -26,6 +26,7 @@ from envd.gateways.engine.records import (
 )
 from envd.gateways.engine.saved import (
     ChunkReader,
+    Prefetched,
     SavedImage,
     read_saved_image,
     uncompress_saved_image,
@@ -282,7 +283,7 @@ class ImagesMixin(EngineConnection):
             chunks = self.client.api.get_image(image, chunk_size=1 << 20)
         except Exception as exc:
             raise engine_error(exc) from exc
-        raw = ChunkReader(chunks)
+        raw = ChunkReader(Prefetched(chunks))  # the engine writes on while we parse
         try:
             return read_saved_image(io.BufferedReader(raw, 1 << 20), read_layer, skip, skip_sizes)
         except EnvdError:

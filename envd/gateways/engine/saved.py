@@ -8,9 +8,11 @@ import io
 import json
 import os
 import posixpath
+import queue
 import re
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import IO, Any, Generic, Protocol, TypeVar, cast
 
 from envd.errors import VerificationError
 from envd.gateways.files import HashingReader
+from envd.model.content_tar import MemberStream, TarReader
 
 
 def uncompress_saved_image(raw: Path, out: Path) -> bool:
@@ -148,7 +151,7 @@ class ChunkReader(io.RawIOBase):
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
-        self._pending = b""
+        self._pending = memoryview(b"")
 
     def readable(self) -> bool:
         return True
@@ -156,13 +159,13 @@ class ChunkReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         while not self._pending:
             try:
-                self._pending = next(self._chunks)
+                self._pending = memoryview(next(self._chunks))
             except StopIteration:
                 return 0
         view = memoryview(buffer).cast("B")
         n = min(len(view), len(self._pending))
         view[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
+        self._pending = self._pending[n:]  # a view: the rest is not copied
         return n
 
     def close(self) -> None:
@@ -170,6 +173,70 @@ class ChunkReader(io.RawIOBase):
         if closer is not None:
             closer()
         super().close()
+
+
+CLOSE_WAIT_S = 10.0
+_END = object()  # the chunks ran out (or broke off: an exception follows in its place)
+
+
+class Prefetched:
+    """An iterator over `chunks` read ahead by a thread of its own, at most `depth` chunks
+    ahead: the engine writes the next part of an archive while this one is parsed and hashed
+    (read in turn, a full socket buffer stops the engine; `docker save` to /dev/null never
+    waits). The thread's error, if any, is raised by the read after the last chunk. `close`
+    stops the thread and closes `chunks` in it."""
+
+    def __init__(self, chunks: Iterator[bytes], depth: int = 8) -> None:
+        self._chunks = chunks
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._fill, daemon=True, name="prefetch")
+        self._thread.start()
+
+    def _fill(self) -> None:
+        try:
+            for chunk in self._chunks:
+                if not self._put(chunk):
+                    break
+            else:
+                self._put(_END)
+        except BaseException as exc:  # handed to the reader, raised there
+            self._put(exc)
+            self._put(_END)
+        finally:
+            closer = getattr(self._chunks, "close", None)
+            if closer is not None:
+                closer()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Prefetched:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._done:
+            raise StopIteration
+        item = self._queue.get()
+        if item is _END:
+            self._done = True
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        return cast(bytes, item)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._done = True
+        self._thread.join(timeout=CLOSE_WAIT_S)  # (it waits on the engine for one chunk at most)
 
 
 class _Readable(Protocol):
@@ -193,10 +260,57 @@ class _Peeked:
         return self._rest.read(size)
 
 
+class _HashedAside:
+    """HashingReader's reads, hashed by a thread of its own (hashlib lets the GIL go on large
+    buffers): a layer's digest is made while its files are parsed and hashed. At most
+    `depth` reads wait to be hashed."""
+
+    def __init__(self, stream: _Readable, depth: int = 16) -> None:
+        self._stream = stream
+        self._digest = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._hash, daemon=True, name="layer-digest")
+        self._thread.start()
+        self._closed = False
+
+    def _hash(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._digest.update(data)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        if data:
+            self._queue.put(data)
+        return data
+
+    def drain(self) -> str:
+        """Reads what the consumer left; the hex digest of all of it."""
+        while self.read(1 << 20):
+            pass
+        self.close()
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._thread.join()
+
+
 def _read_layer(
     member: _Readable, read_layer: Callable[[IO[bytes]], T], parse: bool
 ) -> _LayerRead[T]:
-    outer = HashingReader(member)
+    outer = _HashedAside(member) if parse else HashingReader(member)
+    try:
+        return _read_hashed(outer, read_layer, parse)
+    finally:
+        if isinstance(outer, _HashedAside):
+            outer.close()
+
+
+def _read_hashed(
+    outer: _HashedAside | HashingReader, read_layer: Callable[[IO[bytes]], T], parse: bool
+) -> _LayerRead[T]:
     head = outer.read(4)
     source: _Readable = _Peeked(head, outer)
     if head.startswith(_ZSTD_MAGIC):
@@ -206,19 +320,23 @@ def _read_layer(
     if head.startswith(_GZIP_MAGIC):
         gz = gzip.GzipFile(fileobj=cast(IO[bytes], source), mode="rb")
         source = gz
-    inner = HashingReader(source)
+    # An uncompressed layer's bytes are its tar's: one hash gives both digests.
+    inner = HashingReader(source) if gz is not None else None
     result: T | None = None
     error = ""
     try:
         if parse:
-            result = read_layer(cast(IO[bytes], inner))
-        diff_id = "sha256:" + inner.drain()
+            result = read_layer(cast(IO[bytes], inner or source))
+        diff_id = "sha256:" + inner.drain() if inner is not None else ""
     except (ValueError, OSError, EOFError, tarfile.TarError) as exc:
         error, diff_id = f"{type(exc).__name__}: {exc}", ""
     finally:
         if gz is not None:
             gz.close()
-    return _LayerRead("sha256:" + outer.drain(), diff_id, result, error)
+    blob_digest = "sha256:" + outer.drain()
+    if inner is None and not error:
+        diff_id = blob_digest
+    return _LayerRead(blob_digest, diff_id, result, error)
 
 
 def read_saved_image(
@@ -242,45 +360,53 @@ def read_saved_image(
     links: dict[str, str] = {}
     json_total = 0
     try:
-        with tarfile.open(fileobj=archive, mode="r|") as outer:
-            for info in outer:
-                name = posixpath.normpath(info.name)
-                if info.issym() or info.islnk():
-                    base = posixpath.dirname(name) if info.issym() else ""
-                    links[name] = posixpath.normpath(posixpath.join(base, info.linkname))
-                    continue
-                if not info.isfile():
-                    continue
-                member = outer.extractfile(info)
-                if member is None:
-                    continue
-                is_blob = name.startswith("blobs/")
-                # Podman (containers/image's docker-archive) writes each layer as
-                # `<diff-id>.tar` at the top, `<id>/layer.tar` being a link to it.
-                by_digest = is_blob or _DIGEST_TAR.fullmatch(name) is not None
-                if name.endswith("/layer.tar") or by_digest:
-                    head = member.read(1)
-                    if is_blob and head == b"{" and info.size <= _MAX_JSON:
-                        json_total += info.size
-                        if json_total > _MAX_JSON_TOTAL:
-                            raise VerificationError("the image archive holds too much metadata")
-                        jsons[name] = head + member.read()
-                        continue
-                    digest = "sha256:" + posixpath.basename(name).removesuffix(".tar")
-                    parse = digest not in skip if by_digest else info.size not in skip_sizes
-                    read = _read_layer(_Peeked(head, member), read_layer, parse)
-                    read.size = info.size
-                    layers[name] = read
-                elif name.endswith(".json") or name == "index.json":
-                    if info.size > _MAX_JSON:
-                        raise VerificationError(f"{name} in the image archive is too large")
+        for info, member in _members(archive):
+            name = posixpath.normpath(info.name)
+            if info.issym() or info.islnk():
+                base = posixpath.dirname(name) if info.issym() else ""
+                links[name] = posixpath.normpath(posixpath.join(base, info.linkname))
+                continue
+            if member is None:
+                continue
+            is_blob = name.startswith("blobs/")
+            # Podman (containers/image's docker-archive) writes each layer as
+            # `<diff-id>.tar` at the top, `<id>/layer.tar` being a link to it.
+            by_digest = is_blob or _DIGEST_TAR.fullmatch(name) is not None
+            if name.endswith("/layer.tar") or by_digest:
+                head = member.read(1)
+                if is_blob and head == b"{" and info.size <= _MAX_JSON:
                     json_total += info.size
                     if json_total > _MAX_JSON_TOTAL:
                         raise VerificationError("the image archive holds too much metadata")
-                    jsons[name] = member.read()
+                    jsons[name] = head + member.read()
+                    continue
+                digest = "sha256:" + posixpath.basename(name).removesuffix(".tar")
+                parse = digest not in skip if by_digest else info.size not in skip_sizes
+                read = _read_layer(_Peeked(head, member), read_layer, parse)
+                read.size = info.size
+                layers[name] = read
+            elif name.endswith(".json") or name == "index.json":
+                if info.size > _MAX_JSON:
+                    raise VerificationError(f"{name} in the image archive is too large")
+                json_total += info.size
+                if json_total > _MAX_JSON_TOTAL:
+                    raise VerificationError("the image archive holds too much metadata")
+                jsons[name] = member.read()
     except tarfile.TarError as exc:
         raise VerificationError(f"the engine's image archive is not a readable tar: {exc}") from exc
     return _assemble(layers, jsons, links, read_layer)
+
+
+def _members(archive: IO[bytes]) -> Iterator[tuple[tarfile.TarInfo, _Readable | None]]:
+    """The archive's members, with a stream over each regular file's contents (None for the
+    others): read in large blocks (content_tar), by tarfile from a member that reader leaves."""
+    reader = TarReader(archive, _MAX_JSON, VerificationError)
+    while (info := reader.next()) is not None:
+        yield info, MemberStream(reader.data()) if info.isfile() else None
+    if reader.rest is not None:
+        with tarfile.open(fileobj=reader.rest, mode="r|") as outer:
+            for info in outer:
+                yield info, outer.extractfile(info) if info.isfile() else None
 
 
 def _assemble(
