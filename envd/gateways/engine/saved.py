@@ -239,6 +239,36 @@ class Prefetched:
         self._thread.join(timeout=CLOSE_WAIT_S)  # (it waits on the engine for one chunk at most)
 
 
+class ChunkStream:
+    """`read(size)` over an iterator of byte chunks, each handed on as it came when it fits
+    (the saved-image reader asks for 1 MiB, the size the engine's chunks are read in): no
+    buffer copies them on the way to the parse."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            data, self._pending = self._pending + b"".join(self._chunks), b""
+            return data
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return b""
+            self._pending = chunk
+        if len(self._pending) <= size:
+            data, self._pending = self._pending, b""
+            return data
+        data, self._pending = self._pending[:size], self._pending[size:]
+        return data
+
+    def close(self) -> None:
+        closer = getattr(self._chunks, "close", None)
+        if closer is not None:
+            closer()
+
+
 class _Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 

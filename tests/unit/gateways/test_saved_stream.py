@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from envd.gateways.engine.saved import ChunkReader, Prefetched
+from envd.gateways.engine.saved import ChunkReader, ChunkStream, Prefetched
 
 
 class EngineBroke(OSError):
@@ -49,3 +49,12 @@ def test_stopping_early_closes_the_engines_stream() -> None:
     assert reader.read(10) == b"x" * 10
     reader.close()
     assert closed.wait(5)
+
+
+def test_chunks_that_fit_are_handed_on_as_they_came() -> None:
+    chunks = [b"a" * 100, b"b" * 300, b"c" * 50]
+    stream = ChunkStream(iter(chunks))
+    first = stream.read(100)
+    assert first is chunks[0]  # not copied
+    assert stream.read(120) == b"b" * 120 and stream.read(1000) == b"b" * 180
+    assert stream.read() == b"c" * 50 and stream.read(10) == b""
