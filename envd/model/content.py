@@ -122,6 +122,8 @@ class Manifest:
 
 def normalise(name: str) -> str:
     """A tar member name as an absolute path: '/' root, no '.', '..' or trailing slash."""
+    if not ("//" in name or "/." in name or name.startswith(".") or name.endswith("/")):
+        return name if name.startswith("/") else "/" + name  # nothing to take out (most)
     parts: list[str] = []
     for part in name.split("/"):
         if part in ("", "."):

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import tarfile
 from typing import Any
 
 import pytest
 
-from envd.model.content import ContentError, summarise_layer
+from envd.model.content import ContentError, normalise, summarise_layer
 from envd.model.content_tar import MemberStream, TarReader
 
 Listing = list[tuple[Any, ...]]
@@ -229,3 +230,21 @@ def test_a_huge_long_name_header_is_refused_before_it_is_read() -> None:
     archive = header.tobuf(tarfile.GNU_FORMAT) + bytes(2 << 20) + bytes(1024)
     with pytest.raises(ContentError):
         summarise_layer(io.BytesIO(archive))
+
+
+def test_names_normalise_alike_on_the_quick_path_and_the_long_one() -> None:
+    def slow(name: str) -> str:
+        parts: list[str] = []
+        for part in name.split("/"):
+            if part == "..":
+                if parts:
+                    parts.pop()
+            elif part not in ("", "."):
+                parts.append(part)
+        return "/" + "/".join(parts)
+
+    pieces = ["", ".", "..", "a", ".a", "a.", "b..", "/", "//"]
+    names = {"".join(p) for p in itertools.product(pieces, repeat=4)}
+    names |= {"/" + n for n in names} | {"./" + n for n in names}
+    for name in names:
+        assert normalise(name) == slow(name), name
