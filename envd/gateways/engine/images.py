@@ -25,7 +25,6 @@ from envd.gateways.engine.records import (
 )
 from envd.gateways.engine.saved import (
     ChunkStream,
-    Prefetched,
     SavedImage,
     read_saved_image,
     uncompress_saved_image,
@@ -282,7 +281,7 @@ class ImagesMixin(EngineConnection):
             chunks = self.client.api.get_image(image, chunk_size=1 << 20)
         except Exception as exc:
             raise engine_error(exc) from exc
-        raw = ChunkStream(Prefetched(chunks))  # the engine writes on while we parse
+        raw = ChunkStream(chunks)
         try:
             return read_saved_image(cast(IO[bytes], raw), read_layer, skip, skip_sizes)
         except EnvdError:

@@ -8,11 +8,9 @@ import io
 import json
 import os
 import posixpath
-import queue
 import re
 import tarfile
 import tempfile
-import threading
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,70 +173,6 @@ class ChunkReader(io.RawIOBase):
         super().close()
 
 
-CLOSE_WAIT_S = 10.0
-_END = object()  # the chunks ran out (or broke off: an exception follows in its place)
-
-
-class Prefetched:
-    """An iterator over `chunks` read ahead by a thread of its own, at most `depth` chunks
-    ahead: the engine writes the next part of an archive while this one is parsed and hashed
-    (read in turn, a full socket buffer stops the engine; `docker save` to /dev/null never
-    waits). The thread's error, if any, is raised by the read after the last chunk. `close`
-    stops the thread and closes `chunks` in it."""
-
-    def __init__(self, chunks: Iterator[bytes], depth: int = 8) -> None:
-        self._chunks = chunks
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._done = False
-        self._thread = threading.Thread(target=self._fill, daemon=True, name="prefetch")
-        self._thread.start()
-
-    def _fill(self) -> None:
-        try:
-            for chunk in self._chunks:
-                if not self._put(chunk):
-                    break
-            else:
-                self._put(_END)
-        except BaseException as exc:  # handed to the reader, raised there
-            self._put(exc)
-            self._put(_END)
-        finally:
-            closer = getattr(self._chunks, "close", None)
-            if closer is not None:
-                closer()
-
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __iter__(self) -> Prefetched:
-        return self
-
-    def __next__(self) -> bytes:
-        if self._done:
-            raise StopIteration
-        item = self._queue.get()
-        if item is _END:
-            self._done = True
-            raise StopIteration
-        if isinstance(item, BaseException):
-            self._done = True
-            raise item
-        return cast(bytes, item)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._done = True
-        self._thread.join(timeout=CLOSE_WAIT_S)  # (it waits on the engine for one chunk at most)
-
-
 class ChunkStream:
     """`read(size)` over an iterator of byte chunks, each handed on as it came when it fits
     (the saved-image reader asks for 1 MiB, the size the engine's chunks are read in): no
@@ -290,57 +224,10 @@ class _Peeked:
         return self._rest.read(size)
 
 
-class _HashedAside:
-    """HashingReader's reads, hashed by a thread of its own (hashlib lets the GIL go on large
-    buffers): a layer's digest is made while its files are parsed and hashed. At most
-    `depth` reads wait to be hashed."""
-
-    def __init__(self, stream: _Readable, depth: int = 16) -> None:
-        self._stream = stream
-        self._digest = hashlib.sha256()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
-        self._thread = threading.Thread(target=self._hash, daemon=True, name="layer-digest")
-        self._thread.start()
-        self._closed = False
-
-    def _hash(self) -> None:
-        while (data := self._queue.get()) is not None:
-            self._digest.update(data)
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
-        if data:
-            self._queue.put(data)
-        return data
-
-    def drain(self) -> str:
-        """Reads what the consumer left; the hex digest of all of it."""
-        while self.read(1 << 20):
-            pass
-        self.close()
-        return self._digest.hexdigest()
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._queue.put(None)
-            self._thread.join()
-
-
 def _read_layer(
     member: _Readable, read_layer: Callable[[IO[bytes]], T], parse: bool
 ) -> _LayerRead[T]:
-    outer = _HashedAside(member) if parse else HashingReader(member)
-    try:
-        return _read_hashed(outer, read_layer, parse)
-    finally:
-        if isinstance(outer, _HashedAside):
-            outer.close()
-
-
-def _read_hashed(
-    outer: _HashedAside | HashingReader, read_layer: Callable[[IO[bytes]], T], parse: bool
-) -> _LayerRead[T]:
+    outer = HashingReader(member)
     head = outer.read(4)
     source: _Readable = _Peeked(head, outer)
     if head.startswith(_ZSTD_MAGIC):
