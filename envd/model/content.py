@@ -17,9 +17,14 @@ import hashlib
 import json
 import posixpath
 import tarfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import IO, Any
+
+from envd.model.content_tar import TarReader
+
+Buffer = bytes | memoryview
 
 CONTENT_SCHEMA = 1
 SUMMARY_SCHEMA = 3  # 2: os-release and pyvenv.cfg facts; 3: RECORD hashes
@@ -80,7 +85,7 @@ class ContentError(ValueError):
     """A layer or summary that cannot be read (not a tar, over a bound, bad cache JSON)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # (slots: a 20,000-file image's entries in half the memory)
 class Entry:
     kind: str  # one of KINDS; "hardlink" only inside a LayerSummary
     mode: int  # permission bits including setuid/setgid/sticky
@@ -117,6 +122,8 @@ class Manifest:
 
 def normalise(name: str) -> str:
     """A tar member name as an absolute path: '/' root, no '.', '..' or trailing slash."""
+    if not ("//" in name or "/." in name or name.startswith(".") or name.endswith("/")):
+        return name if name.startswith("/") else "/" + name  # nothing to take out (most)
     parts: list[str] = []
     for part in name.split("/"):
         if part in ("", "."):
@@ -194,48 +201,86 @@ def _fact_kind(path: str) -> tuple[str, int] | None:
     return None
 
 
+class _Layer:
+    """A layer's summary as its members are read, in tar order."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, Entry] = {}
+        self.whiteouts: set[str] = set()
+        self.opaque: set[str] = set()
+        self.facts: dict[str, Fact] = {}
+        self.fact_bytes = 0
+
+    def add(self, info: tarfile.TarInfo, contents: Callable[[], Iterable[Buffer]]) -> None:
+        if len(self.entries) + len(self.whiteouts) >= MAX_ENTRIES_PER_LAYER:
+            raise ContentError(f"a layer with more than {MAX_ENTRIES_PER_LAYER} entries")
+        path = normalise(info.name)
+        base = posixpath.basename(path)
+        if base == OPAQUE:
+            self.opaque.add(posixpath.dirname(path))
+            return
+        if base.startswith(WHITEOUT):
+            self.whiteouts.add(posixpath.join(posixpath.dirname(path), base[len(WHITEOUT) :]))
+            return
+        budget = MAX_FACT_BYTES_PER_LAYER - self.fact_bytes
+        entry, data = _entry(info, path, budget, contents)
+        self.entries.pop(path, None)  # a repeated path: the later entry wins, in its place
+        self.entries[path] = entry
+        self.facts.pop(path, None)
+        if data is not None:
+            self.fact_bytes += len(data)
+            fact = parse_fact(path, data)
+            if fact is not None:
+                self.facts[path] = fact
+
+    def summary(self) -> LayerSummary:
+        return LayerSummary(
+            self.entries, frozenset(self.whiteouts), frozenset(self.opaque), self.facts
+        )
+
+
 def summarise_layer(stream: IO[bytes]) -> LayerSummary:
-    """Read one uncompressed layer tar from start to end-of-archive."""
-    entries: dict[str, Entry] = {}
-    whiteouts: set[str] = set()
-    opaque: set[str] = set()
-    facts: dict[str, Fact] = {}
-    fact_bytes = 0
+    """Read one uncompressed layer tar from start to end-of-archive: in large reads
+    (content_tar), and by tarfile from a member that reader leaves to it on."""
+    layer = _Layer()
     try:
-        with tarfile.open(
-            fileobj=stream,
-            mode="r|",
-            encoding="utf-8",
-            errors="surrogateescape",
-            tarinfo=BoundedTarInfo,
-        ) as tar:
-            for info in tar:
-                if len(entries) + len(whiteouts) >= MAX_ENTRIES_PER_LAYER:
-                    raise ContentError(f"a layer with more than {MAX_ENTRIES_PER_LAYER} entries")
-                path = normalise(info.name)
-                base = posixpath.basename(path)
-                if base == OPAQUE:
-                    opaque.add(posixpath.dirname(path))
-                    continue
-                if base.startswith(WHITEOUT):
-                    whiteouts.add(posixpath.join(posixpath.dirname(path), base[len(WHITEOUT) :]))
-                    continue
-                entry, data = read_entry(tar, info, path, MAX_FACT_BYTES_PER_LAYER - fact_bytes)
-                entries.pop(path, None)  # a repeated path: the later entry wins, in its place
-                entries[path] = entry
-                facts.pop(path, None)
-                if data is not None:
-                    fact_bytes += len(data)
-                    fact = parse_fact(path, data)
-                    if fact is not None:
-                        facts[path] = fact
+        reader = TarReader(stream, MAX_HEADER_BYTES, ContentError)
+        while (info := reader.next()) is not None:
+            layer.add(info, reader.data)
+        if reader.rest is not None:
+            with tarfile.open(
+                fileobj=reader.rest,
+                mode="r|",
+                encoding="utf-8",
+                errors="surrogateescape",
+                tarinfo=BoundedTarInfo,
+            ) as tar:
+                for info in tar:
+                    layer.add(info, partial(_member_contents, tar, info))
     except tarfile.TarError as exc:
         raise ContentError(f"not a readable layer tar: {exc}") from exc
-    return LayerSummary(entries, frozenset(whiteouts), frozenset(opaque), facts)
+    return layer.summary()
+
+
+def _member_contents(tar: tarfile.TarFile, info: tarfile.TarInfo) -> Iterator[bytes]:
+    member = tar.extractfile(info)
+    if member is not None:
+        with member:
+            while block := member.read(1 << 20):
+                yield block
 
 
 def read_entry(
     tar: tarfile.TarFile, info: tarfile.TarInfo, path: str, fact_budget: int
+) -> tuple[Entry, bytes | None]:
+    return _entry(info, path, fact_budget, partial(_member_contents, tar, info))
+
+
+def _entry(
+    info: tarfile.TarInfo,
+    path: str,
+    fact_budget: int,
+    contents: Callable[[], Iterable[Buffer]],
 ) -> tuple[Entry, bytes | None]:
     mode, uid, gid = info.mode & 0o7777, info.uid, info.gid
     if info.isdir():
@@ -257,14 +302,11 @@ def read_entry(
     digest = hashlib.sha256()
     kept = bytearray()
     size = 0
-    member = tar.extractfile(info)
-    if member is not None:
-        with member:
-            while block := member.read(1 << 20):
-                digest.update(block)
-                size += len(block)
-                if keep:
-                    kept += block
+    for block in contents():
+        digest.update(block)
+        size += len(block)
+        if keep:
+            kept += block
     return Entry("file", size=size, sha256=digest.hexdigest(), mode=mode, uid=uid, gid=gid), (
         bytes(kept) if keep else None
     )

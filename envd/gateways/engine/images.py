@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, TypeVar, cast
 
 from envd.errors import (
     EnvdError,
@@ -25,7 +24,7 @@ from envd.gateways.engine.records import (
     split_reference,
 )
 from envd.gateways.engine.saved import (
-    ChunkReader,
+    ChunkStream,
     SavedImage,
     read_saved_image,
     uncompress_saved_image,
@@ -282,9 +281,9 @@ class ImagesMixin(EngineConnection):
             chunks = self.client.api.get_image(image, chunk_size=1 << 20)
         except Exception as exc:
             raise engine_error(exc) from exc
-        raw = ChunkReader(chunks)
+        raw = ChunkStream(chunks)
         try:
-            return read_saved_image(io.BufferedReader(raw, 1 << 20), read_layer, skip, skip_sizes)
+            return read_saved_image(cast(IO[bytes], raw), read_layer, skip, skip_sizes)
         except EnvdError:
             raise
         except Exception as exc:  # the stream broke off: the engine or the connection failed

@@ -18,6 +18,7 @@ from typing import IO, Any, Generic, Protocol, TypeVar, cast
 
 from envd.errors import VerificationError
 from envd.gateways.files import HashingReader
+from envd.model.content_tar import MemberStream, TarReader
 
 
 def uncompress_saved_image(raw: Path, out: Path) -> bool:
@@ -148,7 +149,7 @@ class ChunkReader(io.RawIOBase):
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
-        self._pending = b""
+        self._pending = memoryview(b"")
 
     def readable(self) -> bool:
         return True
@@ -156,13 +157,13 @@ class ChunkReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         while not self._pending:
             try:
-                self._pending = next(self._chunks)
+                self._pending = memoryview(next(self._chunks))
             except StopIteration:
                 return 0
         view = memoryview(buffer).cast("B")
         n = min(len(view), len(self._pending))
         view[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
+        self._pending = self._pending[n:]  # a view: the rest is not copied
         return n
 
     def close(self) -> None:
@@ -170,6 +171,36 @@ class ChunkReader(io.RawIOBase):
         if closer is not None:
             closer()
         super().close()
+
+
+class ChunkStream:
+    """`read(size)` over an iterator of byte chunks, each handed on as it came when it fits
+    (the saved-image reader asks for 1 MiB, the size the engine's chunks are read in): no
+    buffer copies them on the way to the parse."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            data, self._pending = self._pending + b"".join(self._chunks), b""
+            return data
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return b""
+            self._pending = chunk
+        if len(self._pending) <= size:
+            data, self._pending = self._pending, b""
+            return data
+        data, self._pending = self._pending[:size], self._pending[size:]
+        return data
+
+    def close(self) -> None:
+        closer = getattr(self._chunks, "close", None)
+        if closer is not None:
+            closer()
 
 
 class _Readable(Protocol):
@@ -206,19 +237,23 @@ def _read_layer(
     if head.startswith(_GZIP_MAGIC):
         gz = gzip.GzipFile(fileobj=cast(IO[bytes], source), mode="rb")
         source = gz
-    inner = HashingReader(source)
+    # An uncompressed layer's bytes are its tar's: one hash gives both digests.
+    inner = HashingReader(source) if gz is not None else None
     result: T | None = None
     error = ""
     try:
         if parse:
-            result = read_layer(cast(IO[bytes], inner))
-        diff_id = "sha256:" + inner.drain()
+            result = read_layer(cast(IO[bytes], inner or source))
+        diff_id = "sha256:" + inner.drain() if inner is not None else ""
     except (ValueError, OSError, EOFError, tarfile.TarError) as exc:
         error, diff_id = f"{type(exc).__name__}: {exc}", ""
     finally:
         if gz is not None:
             gz.close()
-    return _LayerRead("sha256:" + outer.drain(), diff_id, result, error)
+    blob_digest = "sha256:" + outer.drain()
+    if inner is None and not error:
+        diff_id = blob_digest
+    return _LayerRead(blob_digest, diff_id, result, error)
 
 
 def read_saved_image(
@@ -242,45 +277,53 @@ def read_saved_image(
     links: dict[str, str] = {}
     json_total = 0
     try:
-        with tarfile.open(fileobj=archive, mode="r|") as outer:
-            for info in outer:
-                name = posixpath.normpath(info.name)
-                if info.issym() or info.islnk():
-                    base = posixpath.dirname(name) if info.issym() else ""
-                    links[name] = posixpath.normpath(posixpath.join(base, info.linkname))
-                    continue
-                if not info.isfile():
-                    continue
-                member = outer.extractfile(info)
-                if member is None:
-                    continue
-                is_blob = name.startswith("blobs/")
-                # Podman (containers/image's docker-archive) writes each layer as
-                # `<diff-id>.tar` at the top, `<id>/layer.tar` being a link to it.
-                by_digest = is_blob or _DIGEST_TAR.fullmatch(name) is not None
-                if name.endswith("/layer.tar") or by_digest:
-                    head = member.read(1)
-                    if is_blob and head == b"{" and info.size <= _MAX_JSON:
-                        json_total += info.size
-                        if json_total > _MAX_JSON_TOTAL:
-                            raise VerificationError("the image archive holds too much metadata")
-                        jsons[name] = head + member.read()
-                        continue
-                    digest = "sha256:" + posixpath.basename(name).removesuffix(".tar")
-                    parse = digest not in skip if by_digest else info.size not in skip_sizes
-                    read = _read_layer(_Peeked(head, member), read_layer, parse)
-                    read.size = info.size
-                    layers[name] = read
-                elif name.endswith(".json") or name == "index.json":
-                    if info.size > _MAX_JSON:
-                        raise VerificationError(f"{name} in the image archive is too large")
+        for info, member in _members(archive):
+            name = posixpath.normpath(info.name)
+            if info.issym() or info.islnk():
+                base = posixpath.dirname(name) if info.issym() else ""
+                links[name] = posixpath.normpath(posixpath.join(base, info.linkname))
+                continue
+            if member is None:
+                continue
+            is_blob = name.startswith("blobs/")
+            # Podman (containers/image's docker-archive) writes each layer as
+            # `<diff-id>.tar` at the top, `<id>/layer.tar` being a link to it.
+            by_digest = is_blob or _DIGEST_TAR.fullmatch(name) is not None
+            if name.endswith("/layer.tar") or by_digest:
+                head = member.read(1)
+                if is_blob and head == b"{" and info.size <= _MAX_JSON:
                     json_total += info.size
                     if json_total > _MAX_JSON_TOTAL:
                         raise VerificationError("the image archive holds too much metadata")
-                    jsons[name] = member.read()
+                    jsons[name] = head + member.read()
+                    continue
+                digest = "sha256:" + posixpath.basename(name).removesuffix(".tar")
+                parse = digest not in skip if by_digest else info.size not in skip_sizes
+                read = _read_layer(_Peeked(head, member), read_layer, parse)
+                read.size = info.size
+                layers[name] = read
+            elif name.endswith(".json") or name == "index.json":
+                if info.size > _MAX_JSON:
+                    raise VerificationError(f"{name} in the image archive is too large")
+                json_total += info.size
+                if json_total > _MAX_JSON_TOTAL:
+                    raise VerificationError("the image archive holds too much metadata")
+                jsons[name] = member.read()
     except tarfile.TarError as exc:
         raise VerificationError(f"the engine's image archive is not a readable tar: {exc}") from exc
     return _assemble(layers, jsons, links, read_layer)
+
+
+def _members(archive: IO[bytes]) -> Iterator[tuple[tarfile.TarInfo, _Readable | None]]:
+    """The archive's members, with a stream over each regular file's contents (None for the
+    others): read in large blocks (content_tar), by tarfile from a member that reader leaves."""
+    reader = TarReader(archive, _MAX_JSON, VerificationError)
+    while (info := reader.next()) is not None:
+        yield info, MemberStream(reader.data()) if info.isfile() else None
+    if reader.rest is not None:
+        with tarfile.open(fileobj=reader.rest, mode="r|") as outer:
+            for info in outer:
+                yield info, outer.extractfile(info) if info.isfile() else None
 
 
 def _assemble(

@@ -5,7 +5,16 @@ from __future__ import annotations
 import tracemalloc
 from pathlib import Path
 
-from envd.daemon.serve import TRIM_SLACK_BYTES, Trimmer, dump_allocations, resident_bytes
+import pytest
+
+from envd.daemon.serve import (
+    TRIM_SLACK_BYTES,
+    Trimmer,
+    allocator_env,
+    dump_allocations,
+    forget_allocator,
+    resident_bytes,
+)
 
 MIB = 1 << 20
 
@@ -108,3 +117,22 @@ def test_the_allocation_dump_names_lines_and_totals(tmp_path: Path) -> None:
     if info.exists():
         assert info.read_text().startswith("<malloc version=")
         assert info.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_daemon_starts_again_with_glibcs_malloc_unless_an_allocator_was_chosen() -> None:
+    env = allocator_env({"PATH": "/bin", "ENVD_HOME": "/h"})
+    if env is None:  # no glibc here (musl): nothing to trim, nothing to start again for
+        pytest.skip("no glibc")
+    assert env["PYTHONMALLOC"] == "malloc" and env["PATH"] == "/bin" and env["ENVD_HOME"] == "/h"
+    assert allocator_env(env) is None  # started again: no second re-exec
+    assert allocator_env({"PYTHONMALLOC": "debug"}) is None  # the user's choice stands
+    assert allocator_env({"PYTHONMALLOC": "pymalloc"}) is None
+
+
+def test_what_the_daemon_starts_gets_the_users_environment_back() -> None:
+    started = dict(allocator_env({"PATH": "/bin"}) or {"PATH": "/bin"})
+    forget_allocator(started)
+    assert started == {"PATH": "/bin"}
+    chosen = {"PATH": "/bin", "PYTHONMALLOC": "debug"}  # the user's own: kept
+    forget_allocator(chosen)
+    assert chosen == {"PATH": "/bin", "PYTHONMALLOC": "debug"}
