@@ -86,6 +86,15 @@ def _open_daemon_out(paths: Paths) -> int:
     return fd
 
 
+def _daemon_env(paths: Paths) -> dict[str, str]:
+    """The daemon's environment: ours, its home and socket, and its allocator (so it need not
+    start itself again to get it)."""
+    from envd.allocator import allocator_env  # ctypes: only when a daemon is started
+
+    env = {**os.environ, "ENVD_HOME": str(paths.home), "ENVD_SOCKET": str(paths.socket)}
+    return allocator_env(env) or env
+
+
 def start_daemon(paths: Paths) -> None:
     """Start `envd serve` detached, and wait until its socket answers."""
     out = paths.logs / "daemon.out"
@@ -97,7 +106,7 @@ def start_daemon(paths: Paths) -> None:
             stdout=sink,
             stderr=sink,
             start_new_session=True,
-            env={**os.environ, "ENVD_HOME": str(paths.home), "ENVD_SOCKET": str(paths.socket)},
+            env=_daemon_env(paths),
         )
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:

@@ -17,12 +17,20 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
 from envd import __version__
+from envd.allocator import (
+    allocator_env,
+    forget_allocator,
+    limit_arenas,
+)
+from envd.allocator import (
+    libc as _libc,
+)
 from envd.errors import EXIT_BUG, EXIT_USER, EnvdError, StateError, unsupported_platform
 from envd.paths import (
     FILE_MODE,
@@ -36,59 +44,12 @@ from envd.paths import (
 
 log = logging.getLogger("envd")
 
-# glibc gives each thread that allocates its own arena (up to 8 per core), and an arena keeps the
-# high-water mark of what its thread streamed (a saved image, a layer) resident once it is freed.
-# One arena: malloc_trim(3) gives back only the main arena's free top, never a second arena's
-# (after the bench's enter phase the second of two arenas held 10.8 MB, 9.8 MB of it free, all
-# resident: 88.6 MiB idle with 20 projects, against 79.9 with one arena). The daemon's threads
-# mostly wait; the one lock is not contended.
-ARENA_MAX = 1
-M_ARENA_MAX = -8  # mallopt(3)
 TRIM_EVERY_S = 1.0
 TRIM_SLACK_BYTES = 8 << 20  # trim once RSS has grown this much since the last trim
 TRIM_QUIET_TICKS = 5  # ... or once it has held still this many looks after work moved it
 TRIM_MOVED_BYTES = 1 << 20  # "work": RSS moved by this much (in all) since the last trim
-# Python's small-object allocator keeps a 1 MiB arena while one object in it lives, and the
-# free 16 KiB pools in it resident: after the bench's enter phase 38 arenas held 25 MB of live
-# objects and 12 MB of free pools, which no trim can give back. With PYTHONMALLOC=malloc small
-# objects come from glibc too, whose free pages malloc_trim gives back: 71.5 MiB idle with 20
-# projects, against 79.9 (the content hash of a 20,000-file image: 3% more CPU). Python reads
-# it only at start, so the daemon starts again, as the same process, when the user chose none.
-ALLOCATOR_VARIABLE = "PYTHONMALLOC"
-ALLOCATOR_MARK = "ENVD_ALLOCATOR_SET"  # set by that re-exec only: taken out again at once
 TRACEMALLOC_VARIABLE = "ENVD_TRACEMALLOC"  # set: SIGUSR2 writes logs/tracemalloc.txt
 TRACEMALLOC_TOP = 40
-
-
-def _libc() -> Any:
-    """glibc, or None (musl, macOS: no mallopt/malloc_trim; memory is left to the allocator)."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-    except OSError:
-        return None
-    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
-
-
-def limit_arenas(libc: Any) -> None:
-    """At most ARENA_MAX malloc arenas; called before any thread is started."""
-    if libc is not None:
-        libc.mallopt(M_ARENA_MAX, ARENA_MAX)
-
-
-def allocator_env(environ: dict[str, str]) -> dict[str, str] | None:
-    """The environment to start the daemon again in, with glibc's malloc for Python's small
-    objects; None where it runs so already, where the user chose an allocator
-    (PYTHONMALLOC=debug, pymalloc), or where there is no glibc to trim."""
-    if ALLOCATOR_VARIABLE in environ or ALLOCATOR_MARK in environ or _libc() is None:
-        return None
-    return {**environ, ALLOCATOR_VARIABLE: "malloc", ALLOCATOR_MARK: "1"}
-
-
-def forget_allocator(environ: MutableMapping[str, str]) -> None:
-    """After the re-exec: the processes the daemon starts get the user's environment."""
-    if environ.pop(ALLOCATOR_MARK, None) is not None:
-        environ.pop(ALLOCATOR_VARIABLE, None)
 
 
 def resident_bytes() -> int:
