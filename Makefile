@@ -17,8 +17,15 @@ demo: setup
 	$(ENVCTL) enter environments/default -- python -c "import sys, numpy; print('python', sys.version.split()[0], 'numpy', numpy.__version__)"
 	$(ENVCTL) fingerprint environments/default
 
+# Two pytest-xdist workers: integration tests mostly wait on the engine and the network. Each
+# test module runs whole on one worker, the ones that start engines of their own all on one
+# (tests/conftest.py's scheduler). `make test PYTEST_WORKERS=` runs in one process.
+# ENVD_TEST_ENGINES=default skips the engine matrix's other engines (Docker 26, Podman), with
+# the reason, to time the default engine alone; `make test` without it runs every engine.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
+
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_WORKERS)
 
 test-unit: setup
 	$(BIN)/python -m pytest -m "not integration"

@@ -17,11 +17,29 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SESSION_LABEL = f"envd.test={uuid.uuid4().hex[:12]}"
+# Under pytest-xdist (`-n N`) every worker imports this module in its own process: a worker's
+# label is the controller's run id (`--testrunuid`, set below) and its own worker id, so what a
+# test counts by label is its worker's alone, as in a run without xdist. The controller removes
+# every worker's objects once, after the last worker has ended: a worker that ended first must
+# not remove images another worker still builds on, such as the Debian base tags all homes share.
+SESSION_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+SESSION_LABEL = f"envd.test={SESSION_ID[:12]}" + (f"-{_WORKER}" if _WORKER else "")
+# GNU readline, which xdist's workers load, exports COLUMNS=80 and LINES=24 into the worker's
+# environment, and the daemons a test starts inherit it (envd reads uv's `--help`, which uv wraps
+# to COLUMNS): a worker's tests get these two as the controller had them (its shell's).
+TERMINAL_VARS = ("COLUMNS", "LINES")
+
+
+def _not_in_controller() -> list[str]:
+    return os.environ.get("ENVD_TEST_CONTROLLER_LACKS", "").split() if _WORKER else []
+
+
 # Base tarballs and uv caches are shared by the whole session (they are content-addressed).
 SESSION_CACHE = Path(os.environ.get("ENVD_TEST_CACHE", "/tmp/envd-test-cache"))
 
@@ -36,6 +54,8 @@ def _isolated_home(
     monkeypatch.setenv("ENVD_ENGINE_LABELS", SESSION_LABEL)
     monkeypatch.setenv("ENVD_CACHE", str(SESSION_CACHE))
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    for name in _not_in_controller():
+        monkeypatch.delenv(name, raising=False)
 
 
 def engine_available() -> bool:
@@ -45,13 +65,68 @@ def engine_available() -> bool:
         return False
 
 
+_WORKERS: set[str] = set()  # the xdist controller's record of the workers it started
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _WORKER is None and getattr(config.option, "testrunuid", "") is None:
+        config.option.testrunuid = SESSION_ID  # the workers' labels start with this one's
+    if _WORKER is None and getattr(config.option, "numprocesses", None):  # workers start later
+        lacks = " ".join(name for name in TERMINAL_VARS if name not in os.environ)
+        os.environ["ENVD_TEST_CONTROLLER_LACKS"] = lacks
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    _WORKERS.add(str(node.workerinput["workerid"]))
+
+
+# Test modules that start engines of their own (a second dockerd in a mount namespace, Docker 26,
+# Podman): each picks a free bridge subnet and ports as it starts, so under xdist they all run on
+# one worker, one after another, as they do without it.
+STARTS_ENGINES = ("remote_docker_host", "docker26(", "podman_service(")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`--dist loadfile` (`make test`): each test module runs whole on one worker, so its
+    module-scoped homes, daemons and builds are made once, as without xdist; the modules that
+    start engines of their own are one unit. (xdist's own `loadgroup` cannot be used: it tags
+    node ids through a pytest attribute that pytest 9 no longer reads.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    starts_engines: dict[str, bool] = {}
+
+    class Scheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            if module not in starts_engines:
+                path = Path(config.rootpath) / module
+                text = path.read_text() if path.is_file() else ""
+                starts_engines[module] = any(name in text for name in STARTS_ENGINES)
+            return "second-engines" if starts_engines[module] else module
+
+    return Scheduling(config, log)  # type: ignore[arg-type]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The xdist controller removes the run's engine objects once every worker has ended."""
+    if _WORKERS and engine_available():
+        for worker in sorted(_WORKERS):
+            remove_labelled(f"{SESSION_LABEL}-{worker}")
+
+
 @pytest.fixture(scope="session")
 def engine() -> Iterator[None]:
-    """The real Docker engine; what the session made on it is removed afterwards."""
+    """The real Docker engine; what the session made on it is removed afterwards (under xdist,
+    by the controller: see pytest_sessionfinish)."""
     if not engine_available():
         pytest.fail("no Docker engine answers: run `make setup` (the README's setup) first")
     yield
-    remove_labelled(SESSION_LABEL)
+    if _WORKER is None:
+        remove_labelled(SESSION_LABEL)
 
 
 def remove_labelled(label: str) -> None:
@@ -124,6 +199,8 @@ def _envctl_env(home: Path) -> dict[str, str]:
         ENVD_CACHE=str(SESSION_CACHE),
         PYTHONPATH=str(ROOT),
     )
+    for name in _not_in_controller():
+        env.pop(name, None)
     return env
 
 
