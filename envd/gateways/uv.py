@@ -314,7 +314,10 @@ def _manylinux_version(platform: str, arch: str) -> tuple[int, int] | None:
 @functools.lru_cache(maxsize=4)
 def _supported_platforms(uv: str) -> frozenset[str]:
     """The `--python-platform` values this uv binary accepts, read from its help."""
-    result = _run([uv, "pip", "compile", "--help"], env=_uv_env(None), timeout=60)
+    # Wide: under about 90 columns clap lists the values one per line, and the first
+    # "[possible values: ...]" is then another option's (a shell's COLUMNS=80 broke every lock).
+    env = {**_uv_env(None), "COLUMNS": "1000"}
+    result = _run([uv, "pip", "compile", "--help"], env=env, timeout=60)
     match = re.search(
         r"--python-platform\b.*?\[possible values: ([^\]]*)\]", result.stdout, re.DOTALL
     )

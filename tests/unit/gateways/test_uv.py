@@ -148,6 +148,18 @@ def test_supported_platforms_are_read_from_help(fake: FakeUv) -> None:
     assert "--universal" not in supported
 
 
+def test_a_narrow_terminal_does_not_change_the_platforms(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The real uv: under about 90 columns its help lists values one per line, and a shell's
+    # COLUMNS=80 made envd read another option's values (every lock then failed).
+    monkeypatch.setenv("COLUMNS", "80")
+    uv._supported_platforms.cache_clear()
+    try:
+        supported = uv._supported_platforms(uv.binary())
+    finally:
+        uv._supported_platforms.cache_clear()
+    assert "x86_64-manylinux_2_36" in supported and "first-index" not in supported
+
+
 SUPPORTED = frozenset(
     {
         "linux",
