@@ -194,7 +194,9 @@ def _member_metadata(
 ) -> tuple[str | None, str, tuple[str, ...], tuple[str, ...]]:
     """(name, the file the dependencies come from, the dependencies, the files read)."""
     relpath = f"{member}/pyproject.toml"
+    watched: tuple[str, ...] = ()
     if is_file(relpath):
+        watched = (relpath,)  # adding [project] there changes where the dependencies come from
         text = section.read_file(relpath, node, "requirements", top=True) or ""
         try:
             data = tomllib.loads(text)
@@ -242,4 +244,4 @@ def _member_metadata(
             hint=f"{exc.hint}; {_PIN_IN_LOCK}",
         ) from None
     source = f"{member}/{meta.source}" if meta.source else names[-1]
-    return meta.name, source, meta.install_requires or (), tuple(names)
+    return meta.name, source, meta.install_requires or (), watched + tuple(names)

@@ -293,10 +293,13 @@ def test_a_pipfile_path_package_is_installed_with_its_dependencies_locked(
     lock = loads((path / "envd.lock").read_text(), "envd.lock")
     assert lock.inputs.members == ("sub",)
     (six,) = [p for p in lock.python if p.name == "six"]
-    assert six.sha256  # pinned with its hashes
+    assert six.hashes  # pinned with its hashes
     build(shared, path)
     code = "import importlib.metadata as m, subpkg, six; print(subpkg.VALUE, m.version('subpkg'))"
     assert enter(shared, path, code) == "sub 0.3.0"
+    # installed editable from the project's files: an edit needs no build
+    (path / "sub" / "src" / "subpkg" / "__init__.py").write_text("import six\nVALUE = 'live'\n")
+    assert enter(shared, path, "import subpkg; print(subpkg.VALUE)") == "live"
     # a dependency added to the package makes the lock stale: `lock` pins it
     (path / "sub" / "pyproject.toml").write_text(
         '[project]\nname = "subpkg"\nversion = "0.3.0"\ndependencies = ["six", "idna"]\n'

@@ -120,3 +120,18 @@ def test_a_pipfile_lock_members_dependencies_are_not_read_again(tmp_path: Path) 
     (root / "envd.yaml").write_text(SPEC.replace("Pipfile", "Pipfile.lock"))
     spec = load_spec(root)
     assert spec.members == ("mylib",) and spec.all_requirements == ()
+
+
+def test_a_pyproject_without_project_falls_back_to_setup_py_and_is_watched(tmp_path: Path) -> None:
+    build_only = '[build-system]\nrequires = ["setuptools"]\n'
+    root = project(
+        tmp_path,
+        **{
+            "mylib/pyproject.toml": MYLIB,
+            "tools/pyproject.toml": build_only,
+            "tools/setup.py": TOOLS,
+        },
+    )
+    spec = load_spec(root)
+    assert spec.all_requirements == ("requests", "six>=1.16", "attrs")
+    assert {"tools/pyproject.toml", "tools/setup.py"} <= set(spec.requirements_files)
