@@ -19,7 +19,7 @@ from envd.model.spec import (
     Spec,
 )
 from envd.model.spec_image import ImageSections
-from envd.model.spec_project import project_requirements
+from envd.model.spec_project import member_requirements, project_requirements
 from envd.model.spec_requirements import RequirementsSection
 from envd.model.spec_sections import _DECIMAL, PackageSections, RunSections
 from envd.model.yamlnodes import (
@@ -68,6 +68,9 @@ class _Parser(ImageSections, PackageSections, RunSections, RequirementsSection):
         name = self.name(values.get("name"))
         base = self.base_for(values.get("base"), python, values.get("python"), root)
         read = self.requirements(values.get("requirements"), has_project="project" in values)
+        if read.unpinned_members:
+            node = values["requirements"]
+            read = read.plus(member_requirements(self, self.is_file, node, read))
         project = self.project(values.get("project"))
         if project is not None:
             read = read.plus(project_requirements(self, self.is_file, values["project"], read))

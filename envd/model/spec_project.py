@@ -11,12 +11,14 @@ and a lock that lacks them is stale: the gap is found at lock, never first at bu
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import tomllib
 
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from envd.errors import SpecError
 from envd.model import reqfiles
 from envd.model.reqfiles import localpath
 from envd.model.setupmeta import SetupError, cfg_named_files, named_files, read_setup
@@ -142,3 +144,104 @@ def _uv_sources(data: dict[str, object]) -> set[str]:
     if not isinstance(sources, dict):
         return set()
     return {str(canonicalize_name(name)) for name in sources}
+
+
+_PIN_IN_LOCK = (
+    "or pin the dependencies in a Pipfile.lock (`pipenv lock`) and name it in `requirements:`"
+)
+
+
+def member_requirements(
+    section: RequirementsSection, is_file: IsFile | None, node: yaml.Node, read: RequirementsRead
+) -> RequirementsRead:
+    """The own dependencies of the local packages no lock file pins for (a Pipfile's
+    `{path = "sub"}` without a Pipfile.lock), read statically as the project's are:
+    sub/pyproject.toml [project], else sub/setup.cfg or the literal keywords of sub/setup.py
+    (never run). They are locked with the rest, and the files read are watched, so a change
+    to a member's dependencies makes the lock stale. Another member named by name is not
+    resolved from an index: it is installed from its folder."""
+    if section.read_text is None or is_file is None or not read.unpinned_members:
+        return RequirementsRead()
+    files: list[str] = []
+    found: list[tuple[str, str, tuple[str, ...]]] = []  # (member, source file, requirements)
+    names: set[str] = set()
+    for member in read.unpinned_members:
+        name, source, requirements, read_files = _member_metadata(section, is_file, node, member)
+        files += [f for f in read_files if f not in files]
+        found.append((member, source, requirements))
+        if name:
+            names.add(str(canonicalize_name(name)))
+    taken: list[str] = []
+    for member, source, requirements in found:
+        for text in requirements:
+            if str(canonicalize_name(Requirement(text).name)) in names:
+                continue
+            try:
+                checked = check_requirement(text)
+            except BadRequirement as exc:
+                raise SpecError(
+                    f"the local package `{member}`'s requirement `{text}`: {exc.message}",
+                    file=section.absolute(source),
+                    hint=exc.hint,
+                ) from None
+            if checked not in taken:
+                taken.append(checked)
+    return RequirementsRead(files=tuple(files), requirements=tuple(taken))
+
+
+def _member_metadata(
+    section: RequirementsSection, is_file: IsFile, node: yaml.Node, member: str
+) -> tuple[str | None, str, tuple[str, ...], tuple[str, ...]]:
+    """(name, the file the dependencies come from, the dependencies, the files read)."""
+    relpath = f"{member}/pyproject.toml"
+    watched: tuple[str, ...] = ()
+    if is_file(relpath):
+        watched = (relpath,)  # adding [project] there changes where the dependencies come from
+        text = section.read_file(relpath, node, "requirements", top=True) or ""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(
+                f"the local package `{member}`: pyproject.toml is not valid TOML ({exc})",
+                file=section.absolute(relpath),
+                hint="fix its syntax",
+            ) from None
+        project = data.get("project")
+        if isinstance(project, dict):
+            if "dependencies" in (project.get("dynamic") or []):
+                raise SpecError(
+                    f"the local package `{member}` has dynamic dependencies (computed by its "
+                    "build backend): envd locks a local package's dependencies before it is "
+                    "built, without running anything",
+                    file=section.absolute(relpath),
+                    hint="list them in [project] dependencies, " + _PIN_IN_LOCK,
+                )
+            parsed = reqfiles.parse_pyproject(text, relpath, root=section.project_dir)
+            return parsed.project_name, relpath, parsed.requirements, (relpath,)
+    names = [f"{member}/{n}" for n in ("setup.cfg", "setup.py") if is_file(f"{member}/{n}")]
+    if not names:
+        raise SpecError(
+            f"the local package `{member}` has no pyproject.toml [project], setup.cfg or "
+            "setup.py: envd reads its name, version and dependencies from one of them",
+            file=section.absolute(member),
+            hint="add a pyproject.toml with [project] name, version and dependencies there, "
+            "or remove its `path` entry",
+        )
+    texts = {
+        posixpath.basename(n): section.read_file(n, node, "requirements", top=True) for n in names
+    }
+    try:
+        meta = read_setup(texts.get("setup.py"), texts.get("setup.cfg"))
+    except SetupError as exc:
+        why = (
+            " (computed when setup.py runs; envd computes that only for the project itself)"
+            if exc.computable
+            else ""
+        )
+        raise SpecError(
+            f"the local package `{member}`: {exc.message}{why}",
+            file=section.absolute(names[-1]),
+            hint=f"{exc.hint}; {_PIN_IN_LOCK}",
+        ) from None
+    source = f"{member}/{meta.source}" if meta.source else names[-1]
+    return meta.name, source, meta.install_requires or (), watched + tuple(names)

@@ -99,7 +99,14 @@ def check_requirement(text: str, *, allow_url: bool = False) -> str:
         ) from None
 
 
-REQUIREMENT_FORMATS = ("requirements", "pyproject", "uv.lock", "Pipfile.lock", "pylock")
+REQUIREMENT_FORMATS = (
+    "requirements",
+    "pyproject",
+    "uv.lock",
+    "Pipfile.lock",
+    "Pipfile",
+    "pylock",
+)
 
 
 def requirements_format(relpath: str) -> str:
@@ -107,7 +114,7 @@ def requirements_format(relpath: str) -> str:
     name = posixpath.basename(relpath)
     if name == "pyproject.toml":
         return "pyproject"
-    if name in ("uv.lock", "Pipfile.lock"):
+    if name in ("uv.lock", "Pipfile.lock", "Pipfile"):
         return name
     if name == "pylock.toml" or re.fullmatch(r"pylock\.[^.]+\.toml", name):
         return "pylock"
@@ -129,6 +136,9 @@ class RequirementsRead:
     # that says so, for the messages (None: no file installs the project).
     root_project: str | None = None
     members: tuple[str, ...] = ()  # local packages in subfolders installed editable
+    # those of `members` no lock file pins the dependencies of (a Pipfile's `{path = "sub"}`):
+    # their own dependencies are read from their metadata and locked (spec_project)
+    unpinned_members: tuple[str, ...] = ()
     # setup.py's metadata is computed (at lock, by the legacy backend in a container): the
     # "relpath sha256:<hex>" of the files it is computed from (envd.model.spec_project)
     computed: tuple[str, ...] = ()
@@ -137,6 +147,8 @@ class RequirementsRead:
         return RequirementsRead(
             root_project=self.root_project or other.root_project,
             members=self.members + tuple(m for m in other.members if m not in self.members),
+            unpinned_members=self.unpinned_members
+            + tuple(m for m in other.unpinned_members if m not in self.unpinned_members),
             files=self.files + tuple(f for f in other.files if f not in self.files),
             requirements=self.requirements + other.requirements,
             constraints=self.constraints + other.constraints,
@@ -283,6 +295,7 @@ class RequirementsSection(Nodes):
             indexes=self.file_indexes(parsed, text, source),
             root_project=relpath if kind == "uv.lock" and parsed.project == "editable" else None,
             members=parsed.members,
+            unpinned_members=parsed.members if kind == "Pipfile" else (),
         )
 
     def file_indexes(self, parsed: reqfiles.Parsed, text: str, source: str) -> tuple[str, ...]:

@@ -269,3 +269,40 @@ def test_requirements_uv_lock_installs_the_root_and_workspace_members_as_uv_sync
     (path / "packages" / "lib" / "src" / "mylib" / "__init__.py").write_text("VALUE = 2\n")
     assert enter(shared, path, "import mylib; print(mylib.VALUE)") == "2"
     assert problems(result["image"], tmp_path) == []
+
+
+def test_a_pipfile_path_package_is_installed_with_its_dependencies_locked(
+    shared: Envctl,
+) -> None:
+    """A Pipfile (no Pipfile.lock) naming `{path = "./sub"}`: `init` writes `requirements:
+    Pipfile`, `lock` pins the package's own dependencies (read from sub/pyproject.toml), and
+    the build installs it editable from the project's files."""
+    path = shared.cwd / "pipfile-path"
+    (path / "sub" / "src" / "subpkg").mkdir(parents=True)
+    (path / "Pipfile").write_text(
+        '[packages]\nsubpkg = {path = "./sub", editable = true}\n\n'
+        '[requires]\npython_version = "3.11"\n'
+    )
+    (path / "sub" / "pyproject.toml").write_text(
+        '[project]\nname = "subpkg"\nversion = "0.3.0"\ndependencies = ["six"]\n'
+    )
+    (path / "sub" / "src" / "subpkg" / "__init__.py").write_text("import six\nVALUE = 'sub'\n")
+    shared.ok("init", str(path))
+    assert "requirements: Pipfile" in (path / "envd.yaml").read_text()
+    shared.ok("lock", str(path))
+    lock = loads((path / "envd.lock").read_text(), "envd.lock")
+    assert lock.inputs.members == ("sub",)
+    (six,) = [p for p in lock.python if p.name == "six"]
+    assert six.hashes  # pinned with its hashes
+    build(shared, path)
+    code = "import importlib.metadata as m, subpkg, six; print(subpkg.VALUE, m.version('subpkg'))"
+    assert enter(shared, path, code) == "sub 0.3.0"
+    # installed editable from the project's files: an edit needs no build
+    (path / "sub" / "src" / "subpkg" / "__init__.py").write_text("import six\nVALUE = 'live'\n")
+    assert enter(shared, path, "import subpkg; print(subpkg.VALUE)") == "live"
+    # a dependency added to the package makes the lock stale: `lock` pins it
+    (path / "sub" / "pyproject.toml").write_text(
+        '[project]\nname = "subpkg"\nversion = "0.3.0"\ndependencies = ["six", "idna"]\n'
+    )
+    shared.ok("lock", str(path))
+    assert {"six", "idna"} <= pinned(path)

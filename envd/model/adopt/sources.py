@@ -145,7 +145,20 @@ def _python_packages(found: _Found, where: Where, files: Mapping[str, str], root
         found.extend("requirements", [requirements], requirements + also, "requirements")
         found.extend("indexes", parsed.indexes, requirements, "indexes")
         _project(found, parsed)
-    if pipfile and not lock:
+    if pipfile and not lock and reqfiles.parse_pipfile(files[pipfile], pipfile, root=root).members:
+        # local packages in subfolders: `requirements: Pipfile` installs them (editable, from
+        # the project's files) and locks their own dependencies with the rest
+        parsed = reqfiles.parse_pipfile(files[pipfile], pipfile, root=root)
+        both = reqfiles.parse_pipfile(files[pipfile], pipfile, root=root, dev=True)
+        found.take(both)
+        found.extend("requirements", [pipfile], pipfile, "requirements")
+        dev = both.requirements[len(parsed.requirements) :]
+        found.extend("packages", dev, pipfile, "packages ([dev-packages])")
+        if tomllib.loads(files[pipfile]).get("dev-packages"):
+            found.notes.append(f"{pipfile}: [dev-packages] {_DEV_TOO}")
+        found.extend("indexes", parsed.indexes, pipfile, "indexes")
+        _project(found, parsed)
+    elif pipfile and not lock:
         parsed = reqfiles.parse_pipfile(files[pipfile], pipfile, root=root, dev=True)
         found.take(parsed)
         found.extend("packages", parsed.requirements, pipfile, "packages")

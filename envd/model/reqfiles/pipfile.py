@@ -19,6 +19,9 @@ from envd.model.reqfiles.base import (
     shown,
 )
 
+# a local path that names a file (a built wheel or sdist), not a package folder
+_ARCHIVES = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz")
+
 
 @_checked
 def parse_pipfile(text: str, path: str = "Pipfile", *, root: str = "", dev: bool = False) -> Parsed:
@@ -49,6 +52,16 @@ def parse_pipfile(text: str, path: str = "Pipfile", *, root: str = "", dev: bool
                     if where == "outside":
                         message, hint = localpath.outside_message(f"`{name}`: path", written)
                         raise _error(root, path, message, line, hint)
+                    if "path" in value and not written.endswith(_ARCHIVES):
+                        # a package folder in the project: installed editable from the
+                        # project's files, its own dependencies read from its metadata and
+                        # locked with the rest (envd.model.spec_project.member_requirements)
+                        if target not in acc.members:
+                            acc.members.append(target)
+                        if not value.get("editable"):
+                            at = f"{shown(root, path)}:{line}"
+                            acc.notes.append(localpath.installed_editable_note(at, name, target))
+                        continue
                     message, _ = localpath.inside_message(f"`{name}`: path", target)
                     acc.warnings.append(f"{shown(root, path)}:{line}: {message}; left out")
                     continue
