@@ -9,6 +9,7 @@ import posixpath
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from packaging.requirements import Requirement
@@ -145,7 +146,12 @@ def _python_packages(found: _Found, where: Where, files: Mapping[str, str], root
         found.extend("requirements", [requirements], requirements + also, "requirements")
         found.extend("indexes", parsed.indexes, requirements, "indexes")
         _project(found, parsed)
-    if pipfile and not lock and reqfiles.parse_pipfile(files[pipfile], pipfile, root=root).members:
+    plain = (
+        reqfiles.parse_pipfile(files[pipfile], pipfile, root=root) if pipfile and not lock else None
+    )
+    # `requirements: Pipfile` refuses git and URL entries (envd.yaml takes those as packages:)
+    direct = plain is not None and any(" @ " in r for r in plain.requirements)
+    if pipfile and plain is not None and plain.members and not direct:
         # local packages in subfolders: `requirements: Pipfile` installs them (editable, from
         # the project's files) and locks their own dependencies with the rest
         parsed = reqfiles.parse_pipfile(files[pipfile], pipfile, root=root)
@@ -160,6 +166,13 @@ def _python_packages(found: _Found, where: Where, files: Mapping[str, str], root
         _project(found, parsed)
     elif pipfile and not lock:
         parsed = reqfiles.parse_pipfile(files[pipfile], pipfile, root=root, dev=True)
+        if parsed.members:  # beside git or URL entries: left out (the parser says installed)
+            found.warnings.append(
+                f"{pipfile}: the local packages {', '.join(parsed.members)} left out: beside "
+                "git or URL entries they need a Pipfile.lock (`pipenv lock`), which envd installs"
+            )
+            kept = tuple(n for n in parsed.notes if "editable" not in n)
+            parsed = replace(parsed, members=type(parsed.members)(), notes=kept)
         found.take(parsed)
         found.extend("packages", parsed.requirements, pipfile, "packages")
         if tomllib.loads(files[pipfile]).get("dev-packages"):

@@ -135,3 +135,20 @@ def test_a_pyproject_without_project_falls_back_to_setup_py_and_is_watched(tmp_p
     spec = load_spec(root)
     assert spec.all_requirements == ("requests", "six>=1.16", "attrs")
     assert {"tools/pyproject.toml", "tools/setup.py"} <= set(spec.requirements_files)
+
+
+def test_init_writes_a_loadable_spec_when_a_member_sits_beside_a_git_entry(tmp_path: Path) -> None:
+    from envd.model.adopt import adopt
+
+    pipfile = PIPFILE + '\n[packages.attrs]\ngit = "https://github.com/python-attrs/attrs"\n'
+    files = {"Pipfile": pipfile, "mylib/pyproject.toml": MYLIB, "tools/setup.py": TOOLS}
+    result = adopt(files, "proj", {"base": {"debian": "bookworm"}, "python": "3.11"})
+    assert "requirements" not in result.document  # `requirements: Pipfile` refuses git entries
+    assert result.document["packages"] == ["requests", "pytest"]
+    assert any("mylib, tools left out" in w and "pipenv lock" in w for w in result.warnings)
+    assert not any("installed editable" in note for note in result.notes), result.notes
+    root = tmp_path / "proj"
+    for name, text in {**files, "envd.yaml": result.text}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    load_spec(root)  # it loads
