@@ -172,7 +172,7 @@ def _python_packages(found: _Found, where: Where, files: Mapping[str, str], root
                 "git or URL entries they need a Pipfile.lock (`pipenv lock`), which envd installs"
             )
             kept = tuple(n for n in parsed.notes if "editable" not in n)
-            parsed = replace(parsed, members=type(parsed.members)(), notes=kept)
+            parsed = replace(parsed, members=(), notes=kept)
         found.take(parsed)
         found.extend("packages", parsed.requirements, pipfile, "packages")
         if tomllib.loads(files[pipfile]).get("dev-packages"):
