@@ -82,6 +82,9 @@ def _as_user(user: str) -> list[str]:
     return ["setpriv", "--reuid", user, "--regid", user, "--init-groups"]
 
 
+TMP = "spool"  # the service's $TMPDIR, in its folder
+
+
 def _env(folder: Path) -> dict[str, str]:
     user = _user_of(folder)
     if user:  # the user's own, from nothing of ours (HOME, runtime dir: in the folder)
@@ -94,6 +97,9 @@ def _env(folder: Path) -> dict[str, str]:
         env.pop("DOCKER_HOST", None)
     env["CONTAINERS_REGISTRIES_CONF"] = str(folder / "registries.conf")
     env["CONTAINERS_CONF"] = str(folder / "containers.conf")
+    # The API's image load spools the upload to $TMPDIR (else /var/tmp) as api_load.tar* and
+    # leaves it there (224 MB a load, seen): in the folder, it goes with the folder.
+    env["TMPDIR"] = str(folder / TMP)
     return env
 
 
@@ -213,6 +219,7 @@ def podman_service(registries: tuple[str, ...] = ()) -> Iterator[str]:
     reap_stale()
     folder = Path(tempfile.mkdtemp(prefix="envd-podman-", dir="/var/tmp"))
     os.chmod(folder, 0o755)
+    (folder / TMP).mkdir()
     with _serve(folder, registries, user="") as host:
         yield host
 
@@ -391,11 +398,11 @@ def rootless_podman_service(
     account = pwd.getpwnam(user)
     folder = Path(tempfile.mkdtemp(prefix="envd-podman-rl-", dir="/var/tmp"))
     os.chmod(folder, 0o755)
-    for sub in ("home", "xdg", "work"):
+    for sub in ("home", "xdg", "work", TMP):
         (folder / sub).mkdir(mode=0o700 if sub == "xdg" else 0o755)
     os.chmod(folder / "xdg", 0o700)
     with _serve(folder, registries, user=user):
-        for top in (folder, folder / "home", folder / "xdg", folder / "work"):
+        for top in (folder, folder / "home", folder / "xdg", folder / "work", folder / TMP):
             os.chown(top, account.pw_uid, account.pw_gid)
         yield RootlessPodman(
             host=f"unix://{folder / 'podman.sock'}", folder=folder, user=user,
@@ -426,7 +433,7 @@ def _serve(folder: Path, registries: tuple[str, ...], user: str) -> Iterator[str
     )
     if user:
         account = pwd.getpwnam(user)
-        for top in (folder, folder / "home", folder / "xdg"):
+        for top in (folder, folder / "home", folder / "xdg", folder / TMP):
             os.chown(top, account.pw_uid, account.pw_gid)
     socket = folder / "podman.sock"
     host = f"unix://{socket}"
