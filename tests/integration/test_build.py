@@ -94,8 +94,15 @@ def _failing_setup(shared: Envctl) -> None:
     ls = json.loads(shared.ok("--json", "ls"))["projects"]
     project = next(p for p in ls if p["path"] == str(path))
     assert project["image"] == good and project["state"] == "PROJECT_STATE_FAILED"
-    left = docker(
-        "ps", "-aq", "--filter", "label=envd.role=step", "--filter", f"label={SESSION_LABEL}"
+    left = docker(  # this project's: a background build of another project may be running
+        "ps",
+        "-aq",
+        "--filter",
+        "label=envd.role=step",
+        "--filter",
+        "label=envd.project=failing",
+        "--filter",
+        f"label={SESSION_LABEL}",
     )
     assert left.strip() == ""
 

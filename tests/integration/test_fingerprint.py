@@ -25,7 +25,17 @@ def test_fingerprint_lists_every_package(shared: Envctl, default_project: Path) 
     assert data["environment_hash"].startswith("sha256:") and data["host_hash"]
 
 
-def test_same_lock_rebuilt_from_scratch_gives_same_hash(shared: Envctl, tmp_path: Path) -> None:
+def test_same_lock_rebuilt_from_scratch_gives_same_hash(shared: Envctl) -> None:
+    # The watcher would rebuild the removed image in the background (it judges the envd.lock
+    # the first build wrote a moment later): this test's `build` must be the one that builds.
+    shared.ok("config", "rebuild_on_change", "false")
+    try:
+        _rebuilt_from_scratch(shared)
+    finally:
+        shared.ok("config", "rebuild_on_change", "true")
+
+
+def _rebuilt_from_scratch(shared: Envctl) -> None:
     path = copy_template("default", shared.cwd / "again")
     spec = (path / "envd.yaml").read_text()
     (path / "envd.yaml").write_text(spec.replace("  - pyyaml", "  - pyyaml\n  - packaging"))
