@@ -410,6 +410,23 @@ def rootless_podman_service(
         )  # fmt: skip
 
 
+def _runtime() -> str:
+    """The OCI runtime the service is told to use ("": Podman's default, crun).
+
+    On a host whose cgroups are hybrid (v1 controllers mounted, and the unified v2 hierarchy
+    beside them holding a controller of its own, as hugetlb on some kernels) crun refuses every
+    container ("cgroups in hybrid mode not supported, drop all controllers from cgroupv2");
+    runc, which Docker runs on the same host, does not: the service uses it there."""
+    try:
+        controllers = Path(HYBRID_CONTROLLERS).read_text().split()
+    except OSError:
+        return ""  # cgroup v2 alone (or v1 alone): crun runs
+    return "runc" if controllers and shutil.which("runc", path=PATH) else ""
+
+
+HYBRID_CONTROLLERS = "/sys/fs/cgroup/unified/cgroup.controllers"
+
+
 @contextmanager
 def _serve(folder: Path, registries: tuple[str, ...], user: str) -> Iterator[str]:
     """Serve Podman from `folder` (as `user`, "" for root); everything goes on exit."""
@@ -430,6 +447,7 @@ def _serve(folder: Path, registries: tuple[str, ...], user: str) -> Iterator[str
         '[containers]\ninit_path = "/usr/bin/catatonit"\n'
         f'default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]\n'
         f'[engine]\nstatic_dir = "{folder}/libpod"\nvolume_path = "{folder}/volumes"\n'
+        + (f'runtime = "{runtime}"\n' if (runtime := _runtime()) else "")
     )
     if user:
         account = pwd.getpwnam(user)
