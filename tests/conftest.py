@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,16 @@ class Envctl:
 
     def ok(self, *args: str, input: str | None = None) -> str:
         return self(*args, input=input, check=True).stdout
+
+    @contextmanager
+    def no_background_builds(self) -> Iterator[None]:
+        """The daemon's watcher rebuilds a changed project, or one whose image went missing, in
+        the background: not while a test watches a build of its own or removes an image."""
+        self.ok("config", "rebuild_on_change", "false")
+        try:
+            yield
+        finally:
+            self.ok("config", "rebuild_on_change", "true")
 
     @property
     def namespace(self) -> str:

@@ -44,7 +44,35 @@ def why_unavailable() -> str | None:
     for tool in ("podman", "catatonit", "docker"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (scripts/setup.sh installs it)"
+    return _why_no_runtime()
+
+
+def _why_no_runtime() -> str | None:
+    if _hybrid_cgroups() and shutil.which("runc", path=PATH) is None:
+        return (
+            "this host's cgroups are hybrid, where crun (Podman's default runtime) refuses "
+            "every container, and runc is not installed"
+        )
     return None
+
+
+# On a host whose cgroups are hybrid (v1 controllers mounted, and the unified v2 hierarchy
+# beside them holding a controller of its own, as hugetlb on some kernels) crun refuses every
+# container ("cgroups in hybrid mode not supported, drop all controllers from cgroupv2");
+# runc, which Docker runs on the same host, does not: the services use it there.
+HYBRID_CONTROLLERS = "/sys/fs/cgroup/unified/cgroup.controllers"
+
+
+def _hybrid_cgroups() -> bool:
+    try:
+        return bool(Path(HYBRID_CONTROLLERS).read_text().split())
+    except OSError:
+        return False  # cgroup v2 alone (or v1 alone): crun runs
+
+
+def _runtime() -> str:
+    """The OCI runtime the services are told to use ("": Podman's default, crun)."""
+    return "runc" if _hybrid_cgroups() else ""
 
 
 ROOTLESS_USER = "envdrl"
@@ -363,6 +391,8 @@ def why_rootless_unavailable(user: str = ROOTLESS_USER) -> str | None:
     for tool in ("newuidmap", "newgidmap"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (package uidmap; scripts/setup.sh installs it)"
+    if reason := _why_no_runtime():
+        return reason
     try:
         ensure_user(user)
     except (subprocess.CalledProcessError, KeyError) as exc:
@@ -408,23 +438,6 @@ def rootless_podman_service(
             host=f"unix://{folder / 'podman.sock'}", folder=folder, user=user,
             uid=account.pw_uid, gid=account.pw_gid,
         )  # fmt: skip
-
-
-def _runtime() -> str:
-    """The OCI runtime the service is told to use ("": Podman's default, crun).
-
-    On a host whose cgroups are hybrid (v1 controllers mounted, and the unified v2 hierarchy
-    beside them holding a controller of its own, as hugetlb on some kernels) crun refuses every
-    container ("cgroups in hybrid mode not supported, drop all controllers from cgroupv2");
-    runc, which Docker runs on the same host, does not: the service uses it there."""
-    try:
-        controllers = Path(HYBRID_CONTROLLERS).read_text().split()
-    except OSError:
-        return ""  # cgroup v2 alone (or v1 alone): crun runs
-    return "runc" if controllers and shutil.which("runc", path=PATH) else ""
-
-
-HYBRID_CONTROLLERS = "/sys/fs/cgroup/unified/cgroup.controllers"
 
 
 @contextmanager

@@ -67,11 +67,8 @@ def test_adding_a_package_reuses_base_and_venv(shared: Envctl, tmp_path: Path) -
 
 
 def test_failing_setup_names_the_step_and_keeps_the_old_image(shared: Envctl) -> None:
-    shared.ok("config", "rebuild_on_change", "false")  # no background rebuild races the checks
-    try:
+    with shared.no_background_builds():  # no background rebuild races the checks
         _failing_setup(shared)
-    finally:
-        shared.ok("config", "rebuild_on_change", "true")
 
 
 def _failing_setup(shared: Envctl) -> None:
@@ -226,9 +223,8 @@ def test_timings_cold_and_noop(envctl: Envctl) -> None:
 @pytest.fixture
 def no_background_builds(shared: Envctl) -> Iterator[None]:
     """The watcher rebuilds a project whose image went missing: not while a test removes one."""
-    shared.ok("config", "rebuild_on_change", "false")
-    yield
-    shared.ok("config", "rebuild_on_change", "true")
+    with shared.no_background_builds():
+        yield
 
 
 def test_images_rm_and_images_removed_behind_envds_back(

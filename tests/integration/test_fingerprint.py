@@ -28,11 +28,8 @@ def test_fingerprint_lists_every_package(shared: Envctl, default_project: Path) 
 def test_same_lock_rebuilt_from_scratch_gives_same_hash(shared: Envctl) -> None:
     # The watcher would rebuild the removed image in the background (it judges the envd.lock
     # the first build wrote a moment later): this test's `build` must be the one that builds.
-    shared.ok("config", "rebuild_on_change", "false")
-    try:
+    with shared.no_background_builds():
         _rebuilt_from_scratch(shared)
-    finally:
-        shared.ok("config", "rebuild_on_change", "true")
 
 
 def _rebuilt_from_scratch(shared: Envctl) -> None:
