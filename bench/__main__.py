@@ -1004,11 +1004,16 @@ def _chart(cases: list[Case], path: Path) -> None:
 def cleanup(tags: bool = True) -> None:
     run([*ENVCTL, "stop", "--all"], check=False)
     run([*ENVCTL, "daemon", "stop"], check=False)
-    for kind in ("ps -aq", "images -q"):
+    # Containers, then images (a parent goes once its children have: a few rounds), then the
+    # uv-cache volumes the bench's homes made (a background rebuild may have made one late).
+    for kind, verb in (
+        ("ps -aq", "rm -f"),
+        *[("images -q", "rmi -f")] * 4,
+        ("volume ls -q", "volume rm -f"),
+    ):
         ids = run(["docker", *kind.split(), "--filter", f"label={LABEL}"], check=False).stdout
         if ids.split():
-            verb = ["rm", "-f"] if kind.startswith("ps") else ["rmi", "-f"]
-            run(["docker", *verb, *sorted(set(ids.split()))], check=False)
+            run(["docker", *verb.split(), *sorted(set(ids.split()))], check=False)
     for tag in ("noop", "rebuild", "cold") if tags else ():  # the build cases' tags
         run(["docker", "rmi", "-f", f"envd-bench/{tag}:1"], check=False)
 

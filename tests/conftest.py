@@ -86,28 +86,63 @@ def pytest_configure_node(node: Any) -> None:
 # Podman): each picks a free bridge subnet and ports as it starts, so under xdist they all run on
 # one worker, one after another, as they do without it.
 STARTS_ENGINES = ("remote_docker_host", "docker26(", "podman_service(")
+# Modules whose tests are independent builds, each long (the real-project corpus: one project
+# per test, each locked and built in its own folder): under xdist each test is a unit of its own.
+EACH_TEST_A_UNIT = ("tests/integration/test_real_projects.py",)
+_STARTS_ENGINES: dict[str, bool] = {}
+
+
+def _starts_engines(rootpath: Path, module: str) -> bool:
+    if module not in _STARTS_ENGINES:
+        path = rootpath / module
+        text = path.read_text() if path.is_file() else ""
+        _STARTS_ENGINES[module] = any(name in text for name in STARTS_ENGINES)
+    return _STARTS_ENGINES[module]
+
+
+def _work_unit(rootpath: Path, nodeid: str) -> str:
+    """The xdist work unit a test belongs to: its module, the engine-starting group, or (for
+    EACH_TEST_A_UNIT) the test itself."""
+    module = nodeid.split("::", 1)[0]
+    if module in EACH_TEST_A_UNIT:
+        return nodeid
+    return "second-engines" if _starts_engines(rootpath, module) else module
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run order, which xdist's workers take units in (`make test`): the engine-starting group
+    first (the longest unit), then the other integration modules, then the unit tests, which
+    take seconds and fill the workers' last minutes. The order inside a module is kept."""
+    rootpath = Path(config.rootpath)
+
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::", 1)[0]
+        if _starts_engines(rootpath, module):
+            return 0
+        return 1 if module.startswith("tests/integration/") else 2
+
+    items.sort(key=rank)  # (stable: modules and their tests keep their order within a rank)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """`--dist loadfile` (`make test`): each test module runs whole on one worker, so its
     module-scoped homes, daemons and builds are made once, as without xdist; the modules that
-    start engines of their own are one unit. (xdist's own `loadgroup` cannot be used: it tags
-    node ids through a pytest attribute that pytest 9 no longer reads.)"""
+    start engines of their own are one unit, and each corpus project is one. Units are handed
+    out in collection order (above), not xdist's largest-count-first, which put the unit
+    tests' many small modules first and a four-minute two-test module last. (xdist's own
+    `loadgroup` cannot be used: it tags node ids through a pytest attribute that pytest 9 no
+    longer reads.)"""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
 
-    starts_engines: dict[str, bool] = {}
+    config.option.loadscopereorder = False
+    rootpath = Path(config.rootpath)
 
     class Scheduling(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            if module not in starts_engines:
-                path = Path(config.rootpath) / module
-                text = path.read_text() if path.is_file() else ""
-                starts_engines[module] = any(name in text for name in STARTS_ENGINES)
-            return "second-engines" if starts_engines[module] else module
+            return _work_unit(rootpath, nodeid)
 
     return Scheduling(config, log)  # type: ignore[arg-type]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Envctl, _envctl_env, copy_template, stop_daemon
+from tests.integration.registry import local_registry
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +23,35 @@ def shared(tmp_path_factory: pytest.TempPathFactory, engine: None) -> Iterator[E
     stop_daemon(runner)
 
 
+@pytest.fixture(scope="session")
+def steps_registry(tmp_path_factory: pytest.TempPathFactory, engine: None) -> Iterator[str]:
+    """This worker's team build cache (a real local registry) for `default_project`."""
+    with local_registry(tmp_path_factory.mktemp("steps-registry")) as address:
+        yield address
+
+
+# The envd.lock the worker's first `default_project` build wrote, with the environment hash it
+# recorded: later modules build the same lock, so they take its steps from the build cache.
+_DEFAULT_LOCK: dict[str, bytes] = {}
+
+
 @pytest.fixture(scope="module")
-def default_project(shared: Envctl) -> Path:
-    """environments/default, copied and built once per module."""
+def default_project(shared: Envctl, steps_registry: str) -> Path:
+    """environments/default, copied and built once per module (project `dflt`).
+
+    The worker's first module builds it and pushes its steps to the worker's build cache
+    (envd's own team cache, `envctl config cache --project dflt`); later modules copy that
+    build's envd.lock, so their builds take every step from the cache, verified as a user's
+    would be (IDs, layers, content hash, the lock's environment hash). Tests that must see a
+    cold build make their own copy of the template."""
     path = copy_template("default", shared.cwd / "default")
     (path / "envd.yaml").write_text((path / "envd.yaml").read_text() + "name: dflt\n")
+    if "lock" in _DEFAULT_LOCK:
+        (path / "envd.lock").write_bytes(_DEFAULT_LOCK["lock"])
+    shared.ok("add", str(path))  # (a project's own cache setting names a registered project)
+    shared.ok("config", "cache", f"{steps_registry}/envd-tests/default", "--project", "dflt")
     shared.ok("build", str(path))
+    _DEFAULT_LOCK.setdefault("lock", (path / "envd.lock").read_bytes())
     return path
 
 
