@@ -201,25 +201,6 @@ def test_a_daemon_killed_mid_build_leaves_no_containers(shared: Envctl) -> None:
     assert docker(*step).strip() == ""
 
 
-def test_timings_cold_and_noop(envctl: Envctl) -> None:
-    """Measured, not asserted: a cold build (a fresh daemon: no step cached) and a no-op."""
-
-    path = copy_template("default", envctl.cwd / "timed")
-    started = time.monotonic()
-    envctl.ok("lock", str(path))
-    locked = time.monotonic()
-    cold = build_json(envctl, path)
-    built = time.monotonic()
-    noop = build_json(envctl, path)
-    done = time.monotonic()
-    assert not cold["cached"] and noop["cached"]
-    print(
-        f"\n[timing] default template: lock {locked - started:.1f}s, "
-        f"cold build {built - locked:.1f}s (daemon {cold['elapsed_s']:.1f}s), "
-        f"no-op build {done - built:.2f}s (daemon {noop['elapsed_s'] * 1000:.0f}ms)"
-    )
-
-
 @pytest.fixture
 def no_background_builds(shared: Envctl) -> Iterator[None]:
     """The watcher rebuilds a project whose image went missing: not while a test removes one."""

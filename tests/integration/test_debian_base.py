@@ -126,7 +126,6 @@ def test_second_ensure_runs_no_mmdebstrap(built: Built, monkeypatch: pytest.Monk
         raise AssertionError("mmdebstrap ran for a cached base")
 
     monkeypatch.setattr(mmdebstrap, "build_tarball", refuse)
-    started = time.monotonic()
     again = debian_base.ensure_debian_base(
         built.engine,
         SUITE,
@@ -136,10 +135,7 @@ def test_second_ensure_runs_no_mmdebstrap(built: Built, monkeypatch: pytest.Monk
         labels=TEST_LABELS,
         repository=built.repository,
     )
-    elapsed = time.monotonic() - started
-    assert again == built.lock
-    print(f"ensure_debian_base, cached: {elapsed * 1000:.0f}ms")
-    assert elapsed < 5
+    assert again == built.lock  # (and mmdebstrap never ran: `refuse`)
 
 
 @dataclass
@@ -171,9 +167,8 @@ def test_inspect_target_reads_the_base_once(built: Built) -> None:
     assert target.glibc == "2.36"
     assert target.platform == f"manylinux_2_36_{platform.machine()}"
     assert len(engine.runs) == 1
-    started = time.monotonic()
     assert inspect_target(engine, built.lock.reference, cache=cache, cache_key=key) == target
-    assert len(engine.runs) == 1 and time.monotonic() - started < 1
+    assert len(engine.runs) == 1  # the second answer came from the cache: no container ran
 
 
 def test_base_without_python_is_a_lock_error(built: Built, tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -505,28 +504,6 @@ def test_an_invalid_spec_is_a_clear_error(shared: Envctl, project) -> None:  # t
     proc = shared("enter", str(bad), "--", "true")
     assert proc.returncode == 1 and "pakages" in proc.stderr and "packages" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) <= 3
-
-
-# ---------------------------------------------------------------- cost
-
-
-def test_warm_enter_overhead(shared: Envctl, default_project: Path) -> None:
-    """Measured, not asserted: warm `envctl enter P -- true` against `docker exec C true`."""
-    shared.ok("enter", str(default_project), "--", "true")
-    container = warm(shared)["dflt"]
-    envctl = [sys.executable, "-m", "cli.main", "enter", "dflt", "--", "true"]
-    docker = ["docker", "exec", container, "true"]
-    times: dict[str, list[float]] = {"envctl": [], "docker": []}
-    for _ in range(10):
-        for key, argv in (("envctl", envctl), ("docker", docker)):
-            start = time.perf_counter()
-            subprocess.run(argv, env=shared.env, cwd=shared.cwd, check=True)
-            times[key].append(time.perf_counter() - start)
-    a, b = statistics.median(times["envctl"]), statistics.median(times["docker"])
-    print(
-        f"\nwarm enter: envctl {a * 1000:.0f} ms, docker exec {b * 1000:.0f} ms, "
-        f"ratio {a / b:.2f} (median of 10, interleaved)"
-    )
 
 
 def test_engine_down_is_a_clear_error(envctl: Envctl) -> None:

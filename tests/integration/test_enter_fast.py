@@ -439,25 +439,6 @@ def test_two_projects_swapped_back_and_forth(shared: Envctl, fast: Path) -> None
     shared.ok("stop", "swapfast")
 
 
-# ---------------------------------------------------------------- cost (measured, not asserted)
-
-
-def test_warm_enter_against_docker_exec(shared: Envctl, fast: Path) -> None:
-    import statistics
-
-    container = warm(shared)["dflt"]
-    envctl = envctl_argv("enter", "dflt", "--", "true")
-    docker = ["docker", "exec", container, "true"]
-    times: dict[str, list[float]] = {"envctl": [], "docker": []}
-    for _ in range(20):
-        for key, argv in (("envctl", envctl), ("docker", docker)):
-            start = time.perf_counter()
-            subprocess.run(argv, env=shared.env, cwd=shared.cwd, check=True)
-            times[key].append(time.perf_counter() - start)
-    a, b = statistics.median(times["envctl"]), statistics.median(times["docker"])
-    print(f"\nwarm enter: envctl {a * 1000:.0f} ms, docker exec {b * 1000:.0f} ms (median of 20)")
-
-
 def test_the_entrypoint_falls_back_to_sleep_without_python(
     shared: Envctl, fast: Path, tmp_path: Path
 ) -> None:

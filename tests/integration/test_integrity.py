@@ -176,7 +176,7 @@ def _envd_archive(image_tar: bytes, meta: dict[str, object], out: Path) -> Path:
     import hashlib
 
     meta = {**meta, "image_sha256": hashlib.sha256(image_tar).hexdigest()}
-    with tarfile.open(out, "w:gz") as archive:
+    with tarfile.open(out, "w:gz", compresslevel=1) as archive:  # (level 9: a minute of CPU)
         for name, data in (
             ("envd-share.json", json.dumps(meta).encode()),
             ("fingerprint.json", b"{}"),

@@ -7,12 +7,12 @@ command there sees of the project, and what it makes, travels through the sync o
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,13 +142,33 @@ def test_a_shell_session_syncs_back_and_large_files_show_progress(
     (project / "weights.bin").unlink()
 
 
-def test_an_unchanged_thousand_file_project_adds_little_to_an_enter(
+def count_calls(files: EngineFiles) -> list[str]:
+    """The names of the gateway's methods called from now on (each reaches the engine)."""
+    calls: list[str] = []
+
+    def counted(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return method(*args, **kwargs)
+
+        return call
+
+    for name in ("ensure_volume", "listing", "hashes", "read", "write", "remove", "own_workdir"):
+        setattr(files, name, counted(name, getattr(files, name)))
+    return calls
+
+
+def test_an_unchanged_thousand_file_project_costs_no_engine_call_before_a_command(
     remote: Envctl,
     project: Path,
     remote_docker_host: str,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
+    """What 1,000 unchanged files cost an enter: nothing on the engine before the command (one
+    lstat per file here), one listing after it, nothing moved. (How long that takes is the
+    bench's "remote enter, 1,000 files" case, not a test's: a timed assertion fails on a busy
+    machine.)"""
     many = remote.cwd / "many"
     many.mkdir()
     for name in ("envd.yaml", "envd.lock"):
@@ -163,7 +183,7 @@ def test_an_unchanged_thousand_file_project_adds_little_to_an_enter(
     assert first.returncode == 0 and first.stdout.strip() == "100", first.stderr
 
     # The sync itself, as the daemon runs it (the real gateway, that engine), before and
-    # after a command: what it adds to an enter, without the CLI's start-up in the figure.
+    # after a command.
     monkeypatch.setenv("DOCKER_HOST", remote_docker_host)
     monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
     files = EngineFiles(Engine())
@@ -173,40 +193,17 @@ def test_an_unchanged_thousand_file_project_adds_little_to_an_enter(
     uid, gid = os.getuid(), os.getgid()
     sync.up("many", str(many), container, uid, gid)  # a state of its own: compares everything
     sync.down("many", str(many), container, uid, gid)
-    ups, downs = [], []
-    for _ in range(7):
-        t0 = time.perf_counter()
+    calls = count_calls(files)
+    for _ in range(3):
+        calls.clear()
         up = sync.up("many", str(many), container, uid, gid)
-        t1 = time.perf_counter()
+        assert (up.sent, up.received, calls) == (0, 0, [])  # no engine call before a command
         down = sync.down("many", str(many), container, uid, gid)
-        ups.append(t1 - t0)
-        downs.append(time.perf_counter() - t1)
-        assert (up.sent, up.received, down.sent, down.received) == (0, 0, 0, 0)
+        assert (down.sent, down.received) == (0, 0)
+        assert "listing" in calls  # one find after it, and nothing read, written or removed
+        assert not {"read", "write", "remove", "own_workdir"} & set(calls), calls
     files.close()  # its lister
-    up_s, down_s = statistics.median(ups), statistics.median(downs)
-
-    def median_enter(path: Path) -> float:
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            assert enter(remote, path, "true").returncode == 0
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
-
-    few, thousand = median_enter(project), median_enter(many)
-    docker_times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        assert remote_docker(remote_docker_host, "exec", container, "true").returncode == 0
-        docker_times.append(time.perf_counter() - t0)
-    exec_s = statistics.median(docker_times)
-    print(
-        f"\nsync of 1,000 unchanged files: up {up_s * 1000:.1f} ms, down {down_s * 1000:.1f} ms; "
-        f"envctl enter: {few * 1000:.0f} ms (a few files), {thousand * 1000:.0f} ms (1,000); "
-        f"docker exec through the same DOCKER_HOST: {exec_s * 1000:.0f} ms"
-    )
-    assert up_s < 0.05  # no engine call: one lstat per file
-    assert up_s + down_s < 0.3  # the target is 0.1 s; shared test machines are noisy
+    assert enter(remote, many, "test -f pkg9/m999.py").returncode == 0
 
 
 def test_a_partial_listing_deletes_nothing_here(
