@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,20 +24,25 @@ def shared(tmp_path_factory: pytest.TempPathFactory, engine: None) -> Iterator[E
     stop_daemon(runner)
 
 
+@dataclass
+class DefaultBuildCache:
+    """This worker's team build cache for `default_project`: a real local registry, and the
+    envd.lock the worker's first build of it wrote (with the environment hash it recorded)."""
+
+    registry: str
+    lock: bytes | None = None
+
+
 @pytest.fixture(scope="session")
-def steps_registry(tmp_path_factory: pytest.TempPathFactory, engine: None) -> Iterator[str]:
-    """This worker's team build cache (a real local registry) for `default_project`."""
+def default_build_cache(
+    tmp_path_factory: pytest.TempPathFactory, engine: None
+) -> Iterator[DefaultBuildCache]:
     with local_registry(tmp_path_factory.mktemp("steps-registry")) as address:
-        yield address
-
-
-# The envd.lock the worker's first `default_project` build wrote, with the environment hash it
-# recorded: later modules build the same lock, so they take its steps from the build cache.
-_DEFAULT_LOCK: dict[str, bytes] = {}
+        yield DefaultBuildCache(address)
 
 
 @pytest.fixture(scope="module")
-def default_project(shared: Envctl, steps_registry: str) -> Path:
+def default_project(shared: Envctl, default_build_cache: DefaultBuildCache) -> Path:
     """environments/default, copied and built once per module (project `dflt`).
 
     The worker's first module builds it and pushes its steps to the worker's build cache
@@ -44,14 +50,16 @@ def default_project(shared: Envctl, steps_registry: str) -> Path:
     build's envd.lock, so their builds take every step from the cache, verified as a user's
     would be (IDs, layers, content hash, the lock's environment hash). Tests that must see a
     cold build make their own copy of the template."""
+    cache = default_build_cache
     path = copy_template("default", shared.cwd / "default")
     (path / "envd.yaml").write_text((path / "envd.yaml").read_text() + "name: dflt\n")
-    if "lock" in _DEFAULT_LOCK:
-        (path / "envd.lock").write_bytes(_DEFAULT_LOCK["lock"])
+    if cache.lock is not None:
+        (path / "envd.lock").write_bytes(cache.lock)
     shared.ok("add", str(path))  # (a project's own cache setting names a registered project)
-    shared.ok("config", "cache", f"{steps_registry}/envd-tests/default", "--project", "dflt")
+    shared.ok("config", "cache", f"{cache.registry}/envd-tests/default", "--project", "dflt")
     shared.ok("build", str(path))
-    _DEFAULT_LOCK.setdefault("lock", (path / "envd.lock").read_bytes())
+    if cache.lock is None:
+        cache.lock = (path / "envd.lock").read_bytes()
     return path
 
 
