@@ -1,7 +1,8 @@
 """envctl's entry point. Imports nothing heavy: `enter P -- CMD` goes straight to the
 click-free hot path (cli.entering); `--help` and plain `ps`, `ls`, `images`, `status [P]` to
 their click-free forms (cli.catalog, cli.everyday); a plain `build [P]` whose image is up to
-date is answered on the enter socket (cli.buildcheck); everything else to the click
+date is answered on the enter socket (cli.buildcheck), and so is a plain `share image P --to
+REF` whose image the registry holds already (cli.sharecheck); everything else to the click
 application.
 
 Exit codes: see cli/app.py and README.md.
@@ -51,6 +52,13 @@ def main(argv: list[str] | None = None) -> Any:
             if argv is not None:  # called, not run: leave the interpreter to its caller
                 sys.exit(code)
             _exit_now(code)
+    elif args[:2] == ["share", "image"]:
+        from cli.sharecheck import share_fast
+
+        if share_fast(args):  # nothing to push: answered on the enter socket, no grpc nor click
+            if argv is not None:
+                sys.exit(0)
+            _exit_now(0)
     elif args[:1] == ["build"]:
         from cli.buildcheck import build_fast
 

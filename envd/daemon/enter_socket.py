@@ -37,6 +37,10 @@ CLI -> daemon (no fds; one reply, then the end)
   {"op": "build-check", "project": REF, "engine": [...]}
       `envctl build P` without gRPC when the image is up to date: answered "up-to-date" or
       "build-needed"; the frames are defined in envd/model/buildcheck.py.
+  {"op": "share-check", "project": REF, "to": REGISTRY/REPO[:TAG], "engine": [...]}
+      `envctl share image P --to REF` without gRPC when the registry holds the image already:
+      answered "already-shared" (the share done and recorded, no layer moved) or
+      "share-needed"; the frames are defined in envd/model/sharecheck.py.
 
 The caller's terminals never reach the container: the agent gets pipes for them, relayed on
 this side (envd.gateways.agent_client.TerminalRelay).
@@ -71,8 +75,10 @@ from envd.gateways.agent_client import AgentCommand, run_in_agent
 from envd.gateways.docker_cli import DockerExec
 from envd.model.buildcheck import BUILD_CHECK, build_needed_reply, up_to_date_reply
 from envd.model.listing import CONTAINERS, LIST, containers_reply
+from envd.model.sharecheck import SHARE_CHECK, already_shared_reply, share_needed_reply
 from envd.progress import Progress
 from envd.services.entering import EnterCall, Entering, NoAgent
+from envd.services.sharing import Shared
 from envd.services.warm import Warm
 
 if TYPE_CHECKING:
@@ -85,6 +91,8 @@ REQUEST_TIMEOUT_S = 30.0
 BUG = "internal error (a bug)"
 
 Lister = Callable[[], list[Warm]]  # the warm containers, each status current
+# `share image REF --to TO` when nothing moves: the share and its progress line, else None
+Resharer = Callable[[str, str], tuple[Shared, str] | None]
 
 
 def warm_row(w: Warm) -> WarmRow:
@@ -116,11 +124,13 @@ class EnterSocket:
         uid: int | None = None,
         guard: EngineGuard | None = None,
         containers: Lister | None = None,
+        reshare: Resharer | None = None,
     ) -> None:
         self.path = path
         self.entering = entering
         self.guard = guard
         self.containers = containers
+        self.reshare = reshare
         self.uid = os.getuid() if uid is None else uid
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
@@ -164,7 +174,9 @@ class EnterSocket:
         fds: list[int] = []
         try:
             with conn:
-                Session(self.entering, conn, uid, gid, self.guard, self.containers).run(fds)
+                Session(
+                    self.entering, conn, uid, gid, self.guard, self.containers, self.reshare
+                ).run(fds)
         except Exception:
             log.exception("enter: the session failed")
         finally:
@@ -182,10 +194,12 @@ class Session:
         gid: int,
         guard: EngineGuard | None = None,
         containers: Lister | None = None,
+        reshare: Resharer | None = None,
     ) -> None:
         self.entering = entering
         self.guard = guard
         self.containers = containers
+        self.reshare = reshare
         self.conn = conn
         self.uid = uid
         self.gid = gid
@@ -234,6 +248,10 @@ class Session:
             if request.get("op") == BUILD_CHECK:
                 _close(fds)  # a build-check takes none
                 self.answer_build_check(request, engine)
+                return
+            if request.get("op") == SHARE_CHECK:
+                _close(fds)  # a share-check takes none
+                self.answer_share_check(request, engine)
                 return
             if request.get("op") == LIST:
                 _close(fds)  # a list takes none
@@ -372,6 +390,29 @@ class Session:
             return
         outcome, environment_hash = answer
         self.send(up_to_date_reply(outcome.image, outcome.image_id, environment_hash))
+
+    def answer_share_check(self, request: Frame, engine: list[str] | None) -> None:
+        """A "share-check" request (envd/model/sharecheck.py): "already-shared" when the
+        registry holds the image (the share done), else "share-needed" (the CLI then shares
+        over gRPC, which pushes or says why not)."""
+        project, to = request.get("project"), request.get("to")
+        if not isinstance(project, str) or not project or not isinstance(to, str) or not to:
+            raise ValueError("project and to must be non-empty strings")
+        if self.reshare is None:
+            raise ValueError(f"cannot answer {SHARE_CHECK!r} here")
+        if not self.engine_allowed(engine):
+            return
+        try:
+            answer = self.reshare(project, to)
+        except Exception:
+            log.exception("share-check: failed")
+            self.fail(BUG)
+            return
+        if answer is None:
+            self.send(share_needed_reply())
+            return
+        shared, said = answer
+        self.send(already_shared_reply(shared.reference, shared.digest, shared.skipped, [said]))
 
     def parse(self, request: Frame, fds: list[int]) -> tuple[EnterCall, tuple[int, int] | None]:
         if request.get("op") != "enter":

@@ -383,6 +383,7 @@ def serve(paths: Paths, foreground: bool = True) -> int:
         services.entering,
         guard=engine_guard,
         containers=services.warm.refresh,  # `envctl ps` without gRPC
+        reshare=services.sharing.push_unchanged,  # `share image` with nothing to move
     )
     try:
         services.start()  # adopt warm containers before the first request can race us to them

@@ -101,22 +101,50 @@ class Sharing:
     # ------------------------------------------------------------ out
 
     def push(self, row: ProjectRow, to: str, pin: bool, progress: Reporter) -> Shared:
-        image = self._current(row)
-        repository, tag = split_reference(to)
-        if tag == "latest" and not to.endswith(":latest"):
-            tag = image.split(":")[-1]
-        self._engine.tag(image, repository, tag)
+        image, repository, tag = self._tagged(row, to)
         there = self._already_there(image, repository, tag)
         if there is not None:
             digest, pushed, skipped = there[0], 0, there[1]
-            progress(Progress("push", f"{repository}:{tag} is {image} already: nothing to push"))
+            progress(Progress("push", _nothing_to_push(repository, tag, image)))
         else:
             progress(Progress("push", f"pushing {image} to {repository}:{tag}"))
             result = self._engine.push(
                 f"{repository}:{tag}", lambda line: progress(Progress("push", line, log=True))
             )
             digest, pushed, skipped = result.digest, result.pushed, result.skipped
-        reference = f"{repository}@{digest}"
+        return self._shared(row, f"{repository}@{digest}", digest, pushed, skipped, pin)
+
+    def push_unchanged(self, ref: str, to: str) -> tuple[Shared, str] | None:
+        """`envctl share image REF --to TO` when the registry holds the image already (the
+        enter socket's "share-check"): the share recorded as `push` records it, and the
+        progress line it said. None when a push would move something, or the share has
+        something to say (an error): share over gRPC, which pushes or says why not."""
+        try:
+            check_reference(to)
+            row = self._projects.resolve(ref)
+            image, repository, tag = self._tagged(row, to)
+            there = self._already_there(image, repository, tag)
+        except EnvdError:
+            return None
+        if there is None:
+            return None
+        digest, skipped = there
+        shared = self._shared(row, f"{repository}@{digest}", digest, 0, skipped, pin=False)
+        return shared, _nothing_to_push(repository, tag, image)
+
+    def _tagged(self, row: ProjectRow, to: str) -> tuple[str, str, str]:
+        """(image, repository, tag): the project's current image, tagged REGISTRY/REPO[:TAG]
+        here (without a tag, the image's own)."""
+        image = self._current(row)
+        repository, tag = split_reference(to)
+        if tag == "latest" and not to.endswith(":latest"):
+            tag = image.split(":")[-1]
+        self._engine.tag(image, repository, tag)
+        return image, repository, tag
+
+    def _shared(
+        self, row: ProjectRow, reference: str, digest: str, pushed: int, skipped: int, pin: bool
+    ) -> Shared:
         if pin:
             self._pin(row, reference)
         self._events.publish("image.shared", row.name, reference, pushed=str(pushed))
@@ -369,6 +397,10 @@ def _blobs_of(manifest: bytes, info: ImageInfo) -> list[str] | None:
     if not all(isinstance(d, str) and d.startswith("sha256:") for d in digests):
         return None
     return [str(d) for d in digests]
+
+
+def _nothing_to_push(repository: str, tag: str, image: str) -> str:
+    return f"{repository}:{tag} is {image} already: nothing to push"
 
 
 def check_reference(to: str) -> None:

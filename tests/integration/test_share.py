@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,3 +156,29 @@ def test_resharing_an_unchanged_image_moves_nothing_and_a_new_tag_only_its_manif
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(request, timeout=10) as response:
         assert response.headers["Docker-Content-Digest"] == first["digest"]
+
+
+def test_a_plain_reshare_is_answered_on_the_enter_socket_without_grpc(
+    shared: Envctl, default_project: Path, registry: str, tmp_path: Path
+) -> None:
+    """`envctl share image P --to REF` with nothing to push is answered by the daemon's enter
+    socket (envd/model/sharecheck.py): the same lines as the gRPC path, from an envctl that
+    could not import grpc at all; one that must push still goes through gRPC."""
+    target = f"{registry}/team/fast"
+    first = share(shared, str(default_project), "--to", f"{target}:v1")  # gRPC: pushes
+    by_grpc = shared("share", "image", str(default_project), "--to", f"{target}:v1")
+    shadow = tmp_path / "no-grpc" / "grpc"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('envctl imported grpc')\n")
+    env = dict(shared.env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shadow.parent), env.get("PYTHONPATH")]))
+    no_grpc = Envctl(env=env, home=shared.home, cwd=shared.cwd)
+    fast = no_grpc("share", "image", str(default_project), "--to", f"{target}:v1")
+    assert fast.returncode == 0, fast.stderr
+    assert (fast.stdout, fast.stderr) == (by_grpc.stdout, by_grpc.stderr)
+    assert fast.stdout == f"{target}@{first['digest']}\n"
+    assert "layers: 0 pushed, " in fast.stderr and "nothing to push" in fast.stderr
+    retag = no_grpc("share", "image", str(default_project), "--to=" + f"{target}:v2")
+    assert retag.returncode == 0 and retag.stdout == fast.stdout, retag.stderr  # the manifest
+    elsewhere = no_grpc("share", "image", str(default_project), "--to", f"{registry}/team/new:1")
+    assert elsewhere.returncode != 0 and "envctl imported grpc" in elsewhere.stderr  # a push

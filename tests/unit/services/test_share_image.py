@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from envd.errors import RegistryError
+from envd.errors import NotFound, RegistryError
 from envd.events import EventBus
 from envd.gateways.engine import ImageInfo, PushResult
 from envd.gateways.registry import DOCKER_MANIFEST, Repository
@@ -88,16 +88,35 @@ class Row:
     name: str = "app"
 
 
-def share(engine: Engine, registry: Registry | None, to: str = f"{REPO}:v1") -> Any:
-    sharing = Sharing(
+class Projects:
+    def resolve(self, ref: str) -> Row:
+        if ref != "app":
+            raise NotFound(f"no project {ref!r}")
+        return Row()
+
+
+class Published(EventBus):
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[tuple[str, str, str, str]] = []
+
+    def publish(self, kind: str, project: str = "", message: str = "", **fields: str) -> None:
+        self.published.append((kind, project, message, fields["pushed"]))
+
+
+def sharing_of(engine: Engine, registry: Registry | None, events: EventBus | None = None) -> Any:
+    return Sharing(
         engine,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
+        Projects(),  # type: ignore[arg-type]
         Images(),  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
-        EventBus(),
+        events or EventBus(),
         registry=registry,  # type: ignore[arg-type]
     )
-    return sharing.push(Row(), to, False, lambda p: None)  # type: ignore[arg-type]
+
+
+def share(engine: Engine, registry: Registry | None, to: str = f"{REPO}:v1") -> Any:
+    return sharing_of(engine, registry).push(Row(), to, False, lambda p: None)
 
 
 def test_an_image_the_registry_holds_under_the_tag_is_not_pushed() -> None:
@@ -156,3 +175,44 @@ def test_without_a_registry_client_or_for_a_hub_name_the_engine_pushes() -> None
     registry.holds(body, "v1")
     share(engine, registry, "team/app:v1")
     assert engine.pushes == [f"{REPO}:v1", "team/app:v1"]
+
+
+# ---------------------------------------------------------------- the enter socket's share-check
+
+
+def test_an_unchanged_share_is_done_and_recorded_without_the_engines_push() -> None:
+    registry, body = Registry(), manifest()
+    registry.holds(body, "v1")
+    engine, events = Engine((f"{REPO}@{digest_of(body)}",)), Published()
+    answer = sharing_of(engine, registry, events).push_unchanged("app", f"{REPO}:v2")
+    assert answer is not None
+    shared, said = answer
+    assert (shared.reference, shared.pushed, shared.skipped, shared.pinned) == (
+        f"{REPO}@{digest_of(body)}",
+        0,
+        2,
+        False,
+    )
+    assert said == f"{REPO}:v2 is envd/app:1 already: nothing to push"
+    assert engine.pushes == [] and engine.tags == [f"{REPO}:v2"] and registry.put == ["v2"]
+    assert events.published == [("image.shared", "app", f"{REPO}@{digest_of(body)}", "0")]
+
+
+def test_a_share_with_anything_to_move_or_say_is_left_to_grpc() -> None:
+    body = manifest()
+    lacking = Registry()
+    lacking.holds(body, "v1")
+    lacking.blobs.discard(LAYERS[0])
+    held = Registry()
+    held.holds(body, "v1")
+    pushed = (f"{REPO}@{digest_of(body)}",)
+    for registry, digests, ref, to in (
+        (lacking, pushed, "app", f"{REPO}:v1"),  # a layer to push
+        (held, (), "app", f"{REPO}:v1"),  # never pushed from here
+        (held, pushed, "nope", f"{REPO}:v1"),  # no such project: gRPC says so
+        (held, pushed, "app", "-bad ref"),  # not a reference: gRPC says so
+        (None, pushed, "app", f"{REPO}:v1"),  # no registry client: the engine pushes
+    ):
+        engine = Engine(digests)
+        assert sharing_of(engine, registry).push_unchanged(ref, to) is None
+        assert engine.pushes == []
