@@ -118,15 +118,22 @@ class Sharing:
         """`envctl share image REF --to TO` when the registry holds the image already (the
         enter socket's "share-check"): the share recorded as `push` records it, and the
         progress line it said. None when a push would move something, or the share has
-        something to say (an error): share over gRPC, which pushes or says why not."""
+        something to say (an error, an image removed behind envd's back): share over gRPC,
+        which pushes or says why not. One engine call when the tag is in place already."""
         try:
             check_reference(to)
             row = self._projects.resolve(ref)
-            image, repository, tag = self._tagged(row, to)
-            there = self._already_there(image, repository, tag)
+            image = self._images.current_image(row, check_engine=False)
+            info = self._engine.inspect_image(image) if image is not None else None
+            if image is None or info is None:
+                return None
+            repository, tag = _target(to, image)
+            there = self._already_there(image, repository, tag, info)
+            if there is None:
+                return None
+            if f"{repository}:{tag}" not in info.tags:
+                self._engine.tag(image, repository, tag)
         except EnvdError:
-            return None
-        if there is None:
             return None
         digest, skipped = there
         shared = self._shared(row, f"{repository}@{digest}", digest, 0, skipped, pin=False)
@@ -136,9 +143,7 @@ class Sharing:
         """(image, repository, tag): the project's current image, tagged REGISTRY/REPO[:TAG]
         here (without a tag, the image's own)."""
         image = self._current(row)
-        repository, tag = split_reference(to)
-        if tag == "latest" and not to.endswith(":latest"):
-            tag = image.split(":")[-1]
+        repository, tag = _target(to, image)
         self._engine.tag(image, repository, tag)
         return image, repository, tag
 
@@ -150,14 +155,16 @@ class Sharing:
         self._events.publish("image.shared", row.name, reference, pushed=str(pushed))
         return Shared(reference, digest, pushed, skipped, pin)
 
-    def _already_there(self, image: str, repository: str, tag: str) -> tuple[str, int] | None:
+    def _already_there(
+        self, image: str, repository: str, tag: str, info: ImageInfo | None = None
+    ) -> tuple[str, int] | None:
         """(manifest digest, layers) when the registry holds this very image, with every blob
         its manifest names, as REPOSITORY:TAG (the tag moved onto it when it pointed
         elsewhere): then a push would move nothing. None when it does not, or cannot say
         (e.g. it needs a login, which only the engine has): then the engine pushes."""
         if self._registry is None or not _registry_host(repository):
             return None
-        info = self._engine.inspect_image(image)
+        info = info or self._engine.inspect_image(image)
         digests = (
             [d.partition("@")[2] for d in info.repo_digests if d.partition("@")[0] == repository]
             if info is not None
@@ -397,6 +404,14 @@ def _blobs_of(manifest: bytes, info: ImageInfo) -> list[str] | None:
     if not all(isinstance(d, str) and d.startswith("sha256:") for d in digests):
         return None
     return [str(d) for d in digests]
+
+
+def _target(to: str, image: str) -> tuple[str, str]:
+    """(repository, tag) of REGISTRY/REPO[:TAG]; without a tag, the image's own."""
+    repository, tag = split_reference(to)
+    if tag == "latest" and not to.endswith(":latest"):
+        tag = image.split(":")[-1]
+    return repository, tag
 
 
 def _nothing_to_push(repository: str, tag: str, image: str) -> str:

@@ -66,9 +66,12 @@ class Engine:
     repo_digests: tuple[str, ...]
     pushes: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
+    tagged: tuple[str, ...] = ()
+    inspected: int = 0
 
     def inspect_image(self, reference: str) -> ImageInfo:
-        return ImageInfo(CONFIG, ("envd/app:1",), {}, 1, self.repo_digests, ())
+        self.inspected += 1
+        return ImageInfo(CONFIG, ("envd/app:1", *self.tagged), {}, 1, self.repo_digests, ())
 
     def tag(self, image: str, repository: str, tag: str) -> None:
         self.tags.append(f"{repository}:{tag}")
@@ -79,7 +82,7 @@ class Engine:
 
 
 class Images:
-    def current_image(self, row: Any) -> str:
+    def current_image(self, row: Any, check_engine: bool = True) -> str:
         return "envd/app:1"
 
 
@@ -215,4 +218,12 @@ def test_a_share_with_anything_to_move_or_say_is_left_to_grpc() -> None:
     ):
         engine = Engine(digests)
         assert sharing_of(engine, registry).push_unchanged(ref, to) is None
-        assert engine.pushes == []
+        assert engine.pushes == [] and engine.tags == []
+
+
+def test_an_unchanged_share_under_a_tag_already_in_place_asks_the_engine_once() -> None:
+    registry, body = Registry(), manifest()
+    registry.holds(body, "v1")
+    engine = Engine((f"{REPO}@{digest_of(body)}",), tagged=(f"{REPO}:v1",))
+    assert sharing_of(engine, registry).push_unchanged("app", f"{REPO}:v1") is not None
+    assert engine.inspected == 1 and engine.tags == [] and engine.pushes == []
