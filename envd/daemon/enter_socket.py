@@ -79,7 +79,7 @@ from envd.model.sharecheck import SHARE_CHECK, already_shared_reply, share_neede
 from envd.progress import Progress
 from envd.services.entering import EnterCall, Entering, NoAgent
 from envd.services.sharing import Shared
-from envd.services.warm import Warm
+from envd.services.warmrecord import Warm
 
 if TYPE_CHECKING:
     from envd.model.listing import WarmRow

@@ -47,6 +47,16 @@ def write_atomic(path: str | os.PathLike[str], text: str, mode: int = 0o666) -> 
         os.close(dir_fd)
 
 
+def folder_identity(path: str | os.PathLike[str]) -> str:
+    """ "DEVICE:INODE" of a folder, which a new folder under the same path (deleted and cloned
+    again, or one moved there) does not share; "" when there is none to stat."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    return f"{st.st_dev}:{st.st_ino}"
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """The file's sha256 as lowercase hex (envd's one file hash: `hashlib.file_digest`)."""
     with open(path, "rb") as f:

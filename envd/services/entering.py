@@ -23,6 +23,7 @@ from envd.errors import BuildFailed, ContainerError, EnvdError, NotFound, UsageE
 from envd.events import EventBus
 from envd.gateways.docker_cli import DockerExec, exec_argv
 from envd.gateways.engine import Engine
+from envd.gateways.files import folder_identity
 from envd.gateways.git import commit_and_dirty
 from envd.gateways.projectfiles import is_executable_file
 from envd.gateways.store import ProjectRow, RunRow
@@ -38,7 +39,8 @@ from envd.services.images import Images
 from envd.services.projects import Projects, ProjectSnapshot
 from envd.services.projectsync import ProjectSync
 from envd.services.runs import ProvenanceFill, Runs
-from envd.services.warm import WarmContainers, WarmRequest, fits, home_of
+from envd.services.warm import WarmContainers, home_of
+from envd.services.warmrecord import WarmRequest, fits
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +256,7 @@ class Entering:
             ports=spec.ports,
             device_requests=self._devices(spec, call.gpus),
             project_volume=self._sync.volume_name(row.name) if self._sync else "",
+            workspace="" if self._sync else folder_identity(row.path),
         )
 
     def up_to_date(self, ref: str) -> tuple[BuildOutcome, str] | None:

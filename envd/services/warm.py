@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +43,7 @@ from envd.services.agents import (
     agent_entrypoint,
     agent_key,
 )
+from envd.services.warmrecord import Warm, WarmRequest, fits
 
 log = logging.getLogger(__name__)
 
@@ -95,50 +95,6 @@ class ContainerEngine(Protocol):
     ) -> ContainerInfo: ...
 
     def container_env(self, ref: str) -> dict[str, str]: ...
-
-
-@dataclass
-class Warm:
-    project: str
-    container_id: str
-    name: str
-    image: str
-    started_at: float
-    last_used_at: float
-    ports: tuple[int, ...] = ()
-    gpus: str = ""  # gpu_key of its device requests: "" none, "all", or "0,1"
-    users: set[int] = field(default_factory=set)  # uids with a passwd entry already
-    retiring: bool = False  # replaced; removed once its commands finish
-    status: str = "running"
-    agent: str = ""  # the host path of its agent's socket; "" when `docker exec` is the way in
-    agent_user: str = ""  # "uid:gid" the agent runs commands as
-    env: dict[str, str] = field(default_factory=dict)  # the container's own (image) environment
-
-
-@dataclass(frozen=True)
-class WarmRequest:
-    project: str
-    image: str
-    image_id: str
-    project_dir: str
-    ports: tuple[int, ...] = ()
-    device_requests: tuple[Mapping[str, Any], ...] = ()
-    project_volume: str = ""  # a remote engine: this volume (kept in sync) instead of the bind
-
-    @property
-    def gpus(self) -> str:
-        return gpu_key(self.device_requests)
-
-
-def gpu_key(device_requests: Sequence[Mapping[str, Any]]) -> str:
-    """A short, comparable name for a container's GPU requests (also stored as a label)."""
-    for request in device_requests:
-        if request.get("Count") == -1:
-            return "all"
-        ids = request.get("DeviceIDs")
-        if ids:
-            return ",".join(str(i) for i in ids)
-    return ""
 
 
 def home_of(uid: int, name: str) -> str:
@@ -201,6 +157,7 @@ class WarmContainers:
             "envd.image-id": request.image_id,
             "envd.ports": ",".join(str(p) for p in request.ports),
             "envd.gpus": request.gpus,
+            "envd.workspace": request.workspace,
         }
         if self.owner:
             labels["envd.owner"] = self.owner
@@ -243,6 +200,7 @@ class WarmContainers:
                 now,
                 ports=ports,
                 gpus=c.labels.get("envd.gpus", ""),
+                workspace=c.labels.get("envd.workspace", ""),
                 agent=agent,
                 agent_user=agent_user,
                 env=env,
@@ -444,6 +402,7 @@ class WarmContainers:
             now,
             ports=request.ports,
             gpus=request.gpus,
+            workspace=request.workspace,
             agent=agent,
             agent_user=self.agents.user if agent and self.agents else "",
             env=self.engine.container_env(info.id) if agent else {},
@@ -592,8 +551,3 @@ class WarmContainers:
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
-
-
-def fits(warm: Warm, request: WarmRequest) -> bool:
-    """Whether a warm container serves a request as is (same image, ports and GPUs)."""
-    return warm.image == request.image and warm.ports == request.ports and warm.gpus == request.gpus

@@ -489,6 +489,26 @@ def test_runs_record_the_git_commit(shared: Envctl) -> None:
     shared.ok("stop", "versioned")
 
 
+def test_a_project_folder_cloned_again_is_what_the_next_enter_sees(
+    shared: Envctl, default_project: Path
+) -> None:
+    """`rm -rf P && git clone ... P` (or `mv P P.old` and a new P) while P's container is
+    warm: that container binds the old folder (deleted: empty; moved: the old files), so the
+    next enter starts one that binds the folder there now, with both paths."""
+    shared.ok("enter", str(default_project), "--", "true")  # warm, bound to this folder
+    old = default_project.with_name(default_project.name + ".old")
+    for replace_folder in ("moved", "deleted"):
+        shutil.rmtree(old, ignore_errors=True)
+        default_project.rename(old)
+        shutil.copytree(old, default_project)
+        if replace_folder == "deleted":
+            shutil.rmtree(old)
+        (default_project / "cloned.txt").write_text(f"{replace_folder}\n")
+        seen = shared.ok("enter", str(default_project), "--", "cat", "cloned.txt")
+        assert seen == f"{replace_folder}\n"
+    shutil.rmtree(old, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- errors
 
 

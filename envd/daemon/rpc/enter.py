@@ -10,7 +10,7 @@ from envd.daemon.enter_socket import warm_row
 from envd.daemon.rpc import RpcBase, streamed
 from envd.progress import Reporter
 from envd.services.entering import EnterCall, ExecPlan
-from envd.services.warm import Warm
+from envd.services.warmrecord import Warm
 from envd.v1 import envd_pb2 as pb
 
 

@@ -34,10 +34,9 @@ from envd.services.agents import (
 from envd.services.warm import (
     HANDOFF_GRACE_S,
     WarmContainers,
-    WarmRequest,
-    gpu_key,
     user_setup_script,
 )
+from envd.services.warmrecord import WarmRequest, gpu_key
 from tests.fakes.engine import FakeEngine
 
 OWNER = "owner-a"
@@ -165,6 +164,23 @@ def test_other_ports_or_gpus_replace_the_container() -> None:
     assert len({a.container_id, b.container_id, c.container_id, d.container_id}) == 4
     assert warm.ensure(replace(REQ, ports=(8888,), device_requests=GPU_1)) is d
     assert gpu_key(ALL_GPUS) == "all" and gpu_key(GPU_1) == "1" and gpu_key(()) == ""
+
+
+def test_a_project_folder_made_anew_under_its_path_replaces_the_container() -> None:
+    """Deleted and cloned again (or moved away and another put there): the old container
+    binds the old folder, so it is retired and a new one binds the folder there now; after a
+    daemon restart the folder it binds is known from its label."""
+    warm, engine = make()
+    a = warm.ensure(replace(REQ, workspace="2049:100"))
+    assert engine.containers[a.container_id].labels["envd.workspace"] == "2049:100"
+    assert warm.ensure(replace(REQ, workspace="2049:100")) is a
+    b = warm.ensure(replace(REQ, workspace="2049:200"))
+    assert b.container_id != a.container_id and b.workspace == "2049:200"
+    assert warm.ensure(replace(REQ, workspace="")) is b  # unknown (no folder): reused
+    fresh, _ = make(engine=engine)
+    fresh.rediscover()
+    assert fresh.ensure(replace(REQ, workspace="2049:200")).container_id == b.container_id
+    assert fresh.ensure(replace(REQ, workspace="2049:300")).container_id != b.container_id
 
 
 def test_a_dead_container_is_replaced() -> None:
