@@ -50,3 +50,14 @@ def test_write_atomic_leaves_the_old_file_when_sync_fails(
         files.write_atomic(target, "new\n")
     assert target.read_text() == "old\n"
     assert os.listdir(tmp_path) == ["envd.lock"]
+
+
+def test_a_folder_made_anew_under_the_same_path_has_another_identity(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    first = files.folder_identity(project)
+    assert first == files.folder_identity(str(project)) and first.count(":") == 1
+    project.rename(tmp_path / "p.old")
+    project.mkdir()
+    assert files.folder_identity(project) not in ("", first)
+    assert files.folder_identity(tmp_path / "absent") == ""
