@@ -41,6 +41,32 @@ def default_build_cache(
         yield DefaultBuildCache(address)
 
 
+def from_default_cache(runner: Envctl, path: Path, name: str, cache: DefaultBuildCache) -> None:
+    """Register `path`, a copy of environments/default, as project `name` whose own build cache
+    is the worker's (`envctl config cache REGISTRY/envd-tests/default --project NAME`), and
+    build it as `default_project` is built: the cached envd.lock goes in first if the worker has
+    one, so every step comes from the cache, verified as a user's build is (a fresh lock records
+    no environment hash: nothing is pulled for it); the worker's first such build records the
+    envd.lock it wrote. `name:` is appended to envd.yaml unless it has one (it must then be
+    `name`); the lock's inputs leave out `name:` and `runs:`, so a copy that adds only those
+    takes the cached lock as it is. Tests that must see a cold build, or an envd.lock written
+    from scratch, make their copy without this, as do tests whose later builds of a lock they
+    edit would build every step here anyway (a pulled image brings only the last step's tag)."""
+    spec = path / "envd.yaml"
+    text = spec.read_text()
+    named = [line for line in text.splitlines() if line.startswith("name:")]
+    if not named:
+        spec.write_text(text + f"name: {name}\n")
+    assert named in ([], [f"name: {name}"]), (named, name)
+    if cache.lock is not None:
+        (path / "envd.lock").write_bytes(cache.lock)
+    runner.ok("add", str(path))  # (a project's own cache setting names a registered project)
+    runner.ok("config", "cache", f"{cache.registry}/envd-tests/default", "--project", name)
+    runner.ok("build", str(path))
+    if cache.lock is None:
+        cache.lock = (path / "envd.lock").read_bytes()
+
+
 @pytest.fixture(scope="module")
 def default_project(shared: Envctl, default_build_cache: DefaultBuildCache) -> Path:
     """environments/default, copied and built once per module (project `dflt`).
@@ -48,18 +74,10 @@ def default_project(shared: Envctl, default_build_cache: DefaultBuildCache) -> P
     The worker's first module builds it and pushes its steps to the worker's build cache
     (envd's own team cache, `envctl config cache --project dflt`); later modules copy that
     build's envd.lock, so their builds take every step from the cache, verified as a user's
-    would be (IDs, layers, content hash, the lock's environment hash). Tests that must see a
-    cold build make their own copy of the template."""
-    cache = default_build_cache
+    would be (IDs, layers, content hash, the lock's environment hash): `from_default_cache`.
+    Tests that must see a cold build make their own copy of the template."""
     path = copy_template("default", shared.cwd / "default")
-    (path / "envd.yaml").write_text((path / "envd.yaml").read_text() + "name: dflt\n")
-    if cache.lock is not None:
-        (path / "envd.lock").write_bytes(cache.lock)
-    shared.ok("add", str(path))  # (a project's own cache setting names a registered project)
-    shared.ok("config", "cache", f"{cache.registry}/envd-tests/default", "--project", "dflt")
-    shared.ok("build", str(path))
-    if cache.lock is None:
-        cache.lock = (path / "envd.lock").read_bytes()
+    from_default_cache(shared, path, "dflt", default_build_cache)
     return path
 
 

@@ -37,7 +37,7 @@ def test_sklearn_lock_pins_everything_and_is_stable(shared: Envctl) -> None:
 
 
 def test_check_names_each_kind_of_drift(shared: Envctl) -> None:
-    path = copy_template("default", shared.cwd / "drift")
+    path = copy_template("default", shared.cwd / "drift")  # cold: locked from scratch
     shared.ok("lock", str(path))
     spec = (path / "envd.yaml").read_text()
     cases = {
@@ -57,7 +57,7 @@ def test_check_names_each_kind_of_drift(shared: Envctl) -> None:
 
 
 def test_conflict_is_named_and_old_lock_kept(shared: Envctl) -> None:
-    path = copy_template("default", shared.cwd / "conflict")
+    path = copy_template("default", shared.cwd / "conflict")  # cold: locked from scratch
     shared.ok("lock", str(path))
     before = (path / "envd.lock").read_bytes()
     spec = (path / "envd.yaml").read_text()
@@ -93,7 +93,7 @@ def test_unknown_debian_package_is_named(shared: Envctl) -> None:
 def test_a_lock_made_again_is_the_same_and_a_changed_requirements_file_resolves_again(
     shared: Envctl,
 ) -> None:
-    path = copy_template("default", shared.cwd / "again")
+    path = copy_template("default", shared.cwd / "again")  # cold: edited before its lock
     (path / "requirements.txt").write_text("six\n")
     spec = (path / "envd.yaml").read_text()
     (path / "envd.yaml").write_text(spec + "requirements: requirements.txt\n")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Envctl, copy_template
+from tests.integration.conftest import DefaultBuildCache, from_default_cache
 
 pytestmark = pytest.mark.integration
 
@@ -24,10 +25,12 @@ def set_name(path: Path, name: str) -> None:
     (path / "envd.yaml").write_text("\n".join([*lines, f"name: {name}"]) + "\n")
 
 
-def test_a_renamed_project_keeps_its_runs_and_enters(shared: Envctl, tmp_path: Path) -> None:
+def test_a_renamed_project_keeps_its_runs_and_enters(
+    shared: Envctl, tmp_path: Path, default_build_cache: DefaultBuildCache
+) -> None:
     path = copy_template("default", tmp_path / "renamed")
     set_name(path, "before")
-    shared.ok("build", str(path))
+    from_default_cache(shared, path, "before", default_build_cache)
     assert shared.ok("enter", "before", "--", "python", "-c", "print('one')") == "one\n"
     set_name(path, "after")
     # the new name is known at once, and the run recorded under the old one came along

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Envctl, copy_template
+from tests.integration.conftest import DefaultBuildCache, from_default_cache
 
 GIT = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
 
@@ -24,13 +25,14 @@ def git(cwd: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def project(shared: Envctl) -> Path:
-    """environments/default with a `runs:` section (so the diff is read too), built once."""
+def project(shared: Envctl, default_build_cache: DefaultBuildCache) -> Path:
+    """environments/default with a `runs:` section (so the diff is read too), built once
+    through the worker's build cache (the lock's inputs leave out `name:` and `runs:`)."""
     path = copy_template("default", shared.cwd / "gitp")
     spec = (path / "envd.yaml").read_text()
     (path / "envd.yaml").write_text(spec + "name: gitp\nruns:\n  params: [params.yaml]\n")
     (path / "params.yaml").write_text("rate: 1\n")
-    shared.ok("build", str(path))
+    from_default_cache(shared, path, "gitp", default_build_cache)
     return path
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from envd.model.provenance import rfc3339, statement_json
 from tests.conftest import Envctl, copy_template
+from tests.integration.conftest import DefaultBuildCache, from_default_cache
 
 pytestmark = pytest.mark.integration
 
@@ -29,11 +30,12 @@ PWNED = ["sh", "-c", "touch /workspace/PWNED"]
 
 
 @pytest.fixture(scope="module")
-def project(shared: Envctl) -> Path:
+def project(shared: Envctl, default_build_cache: DefaultBuildCache) -> Path:
+    """Built through the worker's build cache (the lock's inputs leave out `name:`, `runs:`)."""
     path = copy_template("default", shared.cwd / "trustruns")
     spec = path / "envd.yaml"
     spec.write_text(spec.read_text() + "name: trustruns\nruns:\n  outputs: [out/]\n")
-    shared.ok("build", str(path))
+    from_default_cache(shared, path, "trustruns", default_build_cache)
     return path
 
 

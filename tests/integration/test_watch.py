@@ -41,7 +41,7 @@ def wait_for(check: Callable[[], bool], timeout: float = 60) -> None:
 
 def test_edit_marks_stale_then_lock_rebuilds_in_background(shared: Envctl) -> None:
     path = copy_template("default", shared.cwd / "watched")
-    shared.ok("build", str(path))
+    shared.ok("build", str(path))  # cold: a pull tags only the last step; its edit rebuilds all
     with EventStream(shared) as events:
         spec = (path / "envd.yaml").read_text()
         (path / "envd.yaml").write_text(spec.replace("  - pyyaml", "  - pyyaml\n  - six"))
@@ -63,7 +63,7 @@ def test_edit_marks_stale_then_lock_rebuilds_in_background(shared: Envctl) -> No
 
 def test_a_burst_of_saves_starts_one_build(shared: Envctl) -> None:
     path = copy_template("default", shared.cwd / "burst")
-    shared.ok("build", str(path))
+    shared.ok("build", str(path))  # cold: a pull tags only the last step; its edit rebuilds all
     spec = (path / "envd.yaml").read_text()
     (path / "envd.yaml").write_text(spec.replace("  - pyyaml", "  - pyyaml\n  - idna"))
     with shared.no_background_builds(), EventStream(shared) as events:  # lock starts no build
@@ -86,7 +86,7 @@ def test_a_burst_of_saves_starts_one_build(shared: Envctl) -> None:
 
 def test_invalid_edit_keeps_the_old_image(shared: Envctl) -> None:
     path = copy_template("default", shared.cwd / "breaks")
-    shared.ok("build", str(path))
+    shared.ok("build", str(path))  # uncached: the steps of "watched" and "burst" serve it here
     with EventStream(shared) as events:
         (path / "envd.yaml").write_text("base: {debian: bookworm}\npakages: [x]\n")
         events.wait("project.invalid", of("breaks"))
@@ -126,7 +126,7 @@ def test_an_edit_to_an_included_requirements_file_in_a_subfolder_is_seen(shared:
     (path / "requirements.txt").write_text("-r deps/base.txt\n")
     spec = (path / "envd.yaml").read_text().replace("  - pyyaml\n", "")
     (path / "envd.yaml").write_text(spec + "requirements: requirements.txt\n")
-    shared.ok("build", str(path))
+    shared.ok("build", str(path))  # cold: envd.yaml is edited first, the cached lock is stale
     wait_for(lambda: state(shared, path)[0] == "ready", 60)
     with EventStream(shared) as events:
         _includes_are_followed(shared, path, events)
