@@ -178,7 +178,7 @@ class DaemonUnavailable(EnvdError):
 
 
 class EngineUnavailable(EnvdError):
-    """The Docker engine does not answer."""
+    """The container engine (Docker or Podman) does not answer."""
 
     exit_code = EXIT_ENGINE
     grpc_code = "UNAVAILABLE"

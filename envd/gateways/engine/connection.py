@@ -74,7 +74,7 @@ class EngineConnection:
                 except Exception as exc:  # docker raises several unrelated types here
                     self._client = None
                     raise EngineUnavailable(
-                        f"the Docker engine at {where.host} ({where.source}) does not answer "
+                        f"the container engine at {where.host} ({where.source}) does not answer "
                         f"({short(exc)})",
                         hint="start it with `make engine` (or `dockerd &`), then retry"
                         if not where.remote

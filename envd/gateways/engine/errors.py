@@ -32,12 +32,12 @@ def engine_error(exc: BaseException) -> EnvdError:
         exc, requests.exceptions.ConnectionError | docker.errors.DockerException
     ) and not isinstance(exc, docker.errors.APIError):
         return EngineUnavailable(
-            f"the Docker engine does not answer ({short(exc)})",
+            f"the container engine does not answer ({short(exc)})",
             hint="start it with `make engine` (or `dockerd &`), then retry",
         )
     if isinstance(exc, docker.errors.APIError) and exc.status_code == 404:
         return NotFound(short(exc))
-    return EnvdError(f"the Docker engine refused: {short(exc)}")
+    return EnvdError(f"the container engine refused: {short(exc)}")
 
 
 def registry_hint(text: str) -> str:

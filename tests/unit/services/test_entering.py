@@ -527,7 +527,7 @@ def test_engine_down_is_engine_unavailable(world: World) -> None:
     world.enter("true")
 
     def down(ref: str) -> None:
-        raise EngineUnavailable("the Docker engine does not answer (gone)")
+        raise EngineUnavailable("the container engine does not answer (gone)")
 
     world.engine.inspect_container = down  # type: ignore[method-assign, assignment]
     with pytest.raises(EngineUnavailable) as failed:

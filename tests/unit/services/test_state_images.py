@@ -176,7 +176,7 @@ def test_an_engine_that_does_not_answer_loses_no_record(world: World, tmp_path: 
     tag = built(world, tmp_path, "p", (NUMPY,), 300)
 
     def down(ref: str) -> ImageInfo | None:
-        raise EngineUnavailable("the Docker engine does not answer (test)")
+        raise EngineUnavailable("the container engine does not answer (test)")
 
     world.engine.inspect_image = down  # type: ignore[method-assign]
     assert world.images.on_engine(tag)
