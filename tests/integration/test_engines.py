@@ -166,10 +166,12 @@ def built(
     d26.give(path)
     if d26.rootless:
         d26.rootless.seed_cache(SESSION_CACHE, json.loads((path / "envd.lock").read_text()))
-    runner.ok("build", str(path))
-    yield runner, path
-    runner("stop", "--all", timeout=60)
-    stop_daemon(runner)
+    try:  # a build that fails here has started the row's daemon: it is stopped all the same
+        runner.ok("build", str(path))
+        yield runner, path
+    finally:
+        runner("stop", "--all", timeout=60)
+        stop_daemon(runner)
 
 
 def test_info_names_the_engine_and_its_store(d26: Row, built: tuple[Envctl, Path]) -> None:
