@@ -16,17 +16,13 @@ def build_fast(args: list[str]) -> bool:
         return False
     if len(args) == 2 and args[1].startswith("-"):
         return False  # an option (`--dry-run`, `--json`, `--help`): click's
-    from cli.entering import Refused, ask, engine_named, enter_socket_path
+    from cli.entering import answered, engine_named
     from cli.refs import project_ref
-    from envd.errors import EnvdError
     from envd.model.buildcheck import build_check_request, up_to_date_image
 
     request = build_check_request(project_ref(args[1] if len(args) == 2 else None), engine_named())
-    try:
-        answer = up_to_date_image(ask(enter_socket_path(), request))
-    except (Refused, ValueError, EnvdError):  # gRPC says it again, as every build's error
-        return False
-    if answer is None:
+    answer = answered(request, up_to_date_image)
+    if answer is None:  # a build to run, or an error gRPC says as every build's
         return False
     image, environment_hash = answer
     echo(f"{image} is up to date")

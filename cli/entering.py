@@ -33,11 +33,14 @@ from envd.errors import EXIT_BUG, EXIT_INTERRUPTED, EnvdError
 
 TYPE_CHECKING = False  # not typing's: importing typing (and envd.paths, subprocess) costs ms
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Callable
+    from typing import Any, TypeVar
 
     from cli.client import Client
     from envd.paths import Paths
     from envd.v1 import envd_pb2 as pb
+
+    _T = TypeVar("_T")
 
 FORWARDED: tuple[int, ...] = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 _HEADER = _struct.Struct(">I")  # envd.agent.agent.HEADER (tests/unit/cli/test_enter_codec.py)
@@ -280,6 +283,17 @@ def ask(where: str, request: dict[str, Any], timeout: float = 60.0) -> dict[str,
             raise Refused(str(reply.get("message", "")))
         raise _error_of(reply)
     return reply
+
+
+def answered(request: dict[str, Any], read: Callable[[dict[str, Any]], _T | None]) -> _T | None:
+    """A read-only request's answer on the daemon's enter socket, as `read` takes it from the
+    reply; None when the socket does not answer, the reply is not one `read` knows, the daemon
+    refused, or `read` finds nothing to print: the caller then goes on over gRPC (which
+    starts the daemon, does the work, or says why not)."""
+    try:
+        return read(ask(enter_socket_path(), request))
+    except (Refused, ValueError, EnvdError):
+        return None
 
 
 def engine_named() -> list[str]:

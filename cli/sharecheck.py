@@ -38,18 +38,14 @@ def share_fast(args: list[str]) -> bool:
     parsed = share_args(args)
     if parsed is None:
         return False
-    from cli.entering import Refused, ask, engine_named, enter_socket_path
+    from cli.entering import answered, engine_named
     from cli.refs import project_ref
-    from envd.errors import EnvdError
     from envd.model.sharecheck import already_shared, share_check_request
 
     project, to = parsed
     request = share_check_request(project_ref(project), to, engine_named())
-    try:
-        answer = already_shared(ask(enter_socket_path(), request))
-    except (Refused, ValueError, EnvdError):  # gRPC says it again, as every share's error
-        return False
-    if answer is None:
+    answer = answered(request, already_shared)
+    if answer is None:  # layers to push, or an error gRPC says as every share's
         return False
     reference, skipped, said = answer
     if not sys.stderr.isatty():  # (on a terminal the gRPC path's status line is gone by now)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,8 +25,13 @@ from envd.model.buildcheck import (
     up_to_date_image,
 )
 from envd.v1 import envd_pb2 as pb
-from tests.conftest import ROOT
-from tests.unit.cli.test_ps_fast import refuse, serve_once, short_dir  # noqa: F401
+from tests.unit.cli.test_ps_fast import (  # noqa: F401
+    envctl_against,
+    fast_path_answers,
+    refuse,
+    serve_once,
+    short_dir,
+)
 from tests.unit.services.test_entering import World, close, make_world
 
 OURS = ["", ""]
@@ -149,12 +152,7 @@ def test_anything_but_up_to_date_goes_on_to_grpc(
     capsys: pytest.CaptureFixture[str],
     short_dir: str,  # noqa: F811
 ) -> None:
-    where = Path(short_dir) / "run" / "enter.sock"
-    where.parent.mkdir()
-    served = serve_once(str(where), lambda conn: refuse(conn, reply))
-    monkeypatch.setenv("ENVD_HOME", short_dir)
-    assert build_fast(["build", "p"]) is False
-    served.join(timeout=10)
+    assert not fast_path_answers(short_dir, reply, monkeypatch, build_fast, ["build", "p"])
     assert capsys.readouterr().out == ""
 
 
@@ -174,25 +172,11 @@ def test_envctl_build_answers_from_the_enter_socket_without_grpc(
 ) -> None:
     world.enter("true")
     image = world.builder.current
-    run = Path(short_dir) / "run"
-    run.mkdir()
 
     def daemon(conn: socket.socket) -> None:
         Session(world.entering, conn, os.getuid(), os.getgid()).run([])
 
-    served = serve_once(str(run / "enter.sock"), daemon)
-    code = (
-        "import sys\n"
-        "from cli.main import main\n"
-        f"try:\n    main(['build', {str(world.project)!r}])\nexcept SystemExit as exc:\n"
-        "    print('EXIT', exc.code, 'GRPC', 'grpc' in sys.modules,\n"
-        "          'CLICK', 'click' in sys.modules)\n"
-    )  # fmt: skip
-    env = {**os.environ, "ENVD_HOME": short_dir}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60
-    )
-    served.join(timeout=10)
+    out = envctl_against(short_dir, daemon, ["build", str(world.project)])
     assert out.stdout.splitlines() == [
         f"{image} is up to date",
         f"environment env-of-{world.store.image(image).image_id[-4:]}",  # type: ignore[union-attr,arg-type]

@@ -157,6 +157,47 @@ def short_dir() -> Iterator[str]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def fast_path_answers(
+    short_dir: str,
+    reply: dict[str, object],
+    monkeypatch: pytest.MonkeyPatch,
+    fast: Callable[[list[str]], bool],
+    args: list[str],
+) -> bool:
+    """What the CLI's fast path `fast(args)` decides when the daemon's enter socket (under
+    short_dir, as ENVD_HOME) answers `reply` to its one request."""
+    where = Path(short_dir) / "run" / "enter.sock"
+    where.parent.mkdir()
+    served = serve_once(str(where), lambda conn: refuse(conn, reply))
+    monkeypatch.setenv("ENVD_HOME", short_dir)
+    decided = fast(args)
+    served.join(timeout=10)
+    return decided
+
+
+def envctl_against(
+    short_dir: str, daemon: Callable[[socket.socket], None], argv: list[str]
+) -> subprocess.CompletedProcess[str]:
+    """`envctl ARGV` in a process of its own, against `daemon` on the enter socket under
+    short_dir; its last line says how it exited and whether it imported grpc or click."""
+    run = Path(short_dir) / "run"
+    run.mkdir()
+    served = serve_once(str(run / "enter.sock"), daemon)
+    code = (
+        "import sys\n"
+        "from cli.main import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit as exc:\n"
+        "    print('EXIT', exc.code, 'GRPC', 'grpc' in sys.modules,\n"
+        "          'CLICK', 'click' in sys.modules)\n"
+    )  # fmt: skip
+    env = {**os.environ, "ENVD_HOME": short_dir}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60
+    )
+    served.join(timeout=10)
+    return out
+
+
 def refuse(conn: socket.socket, refusal: dict[str, object]) -> None:
     """As the daemon does: the request read (its one frame), then the refusal."""
     buf = bytearray()
@@ -195,25 +236,11 @@ def test_the_daemons_refusal_keeps_its_message_hint_and_exit_code(short_dir: str
 def test_envctl_ps_answers_from_the_enter_socket_without_grpc(world: World, short_dir: str) -> None:
     world.enter("true")
     (warm,) = world.warm.all()
-    run = Path(short_dir) / "run"
-    run.mkdir()
 
     def daemon(conn: socket.socket) -> None:
         Session(world.entering, conn, os.getuid(), os.getgid(), None, world.warm.refresh).run([])
 
-    served = serve_once(str(run / "enter.sock"), daemon)
-    code = (
-        "import sys\n"
-        "from cli.main import main\n"
-        "try:\n    main(['ps'])\nexcept SystemExit as exc:\n"
-        "    print('EXIT', exc.code, 'GRPC', 'grpc' in sys.modules,\n"
-        "          'CLICK', 'click' in sys.modules)\n"
-    )  # fmt: skip
-    env = {**os.environ, "ENVD_HOME": short_dir}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60
-    )
-    served.join(timeout=10)
+    out = envctl_against(short_dir, daemon, ["ps"])
     lines = out.stdout.splitlines()
     assert lines[-1] == "EXIT 0 GRPC False CLICK False", out.stdout + out.stderr
     assert lines[0].split() == ["PROJECT", "CONTAINER", "IMAGE", "SINCE", "LAST", "USED", "STATUS"]

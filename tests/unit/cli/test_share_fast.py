@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,8 +27,13 @@ from envd.model.sharecheck import (
 )
 from envd.services.sharing import Shared
 from envd.v1 import envd_pb2 as pb
-from tests.conftest import ROOT
-from tests.unit.cli.test_ps_fast import refuse, serve_once, short_dir  # noqa: F401
+from tests.unit.cli.test_ps_fast import (  # noqa: F401
+    envctl_against,
+    fast_path_answers,
+    refuse,
+    serve_once,
+    short_dir,
+)
 from tests.unit.services.test_entering import World, close, make_world
 
 OURS = ["", ""]
@@ -222,12 +225,8 @@ def test_anything_but_already_shared_goes_on_to_grpc(
     capsys: pytest.CaptureFixture[str],
     short_dir: str,  # noqa: F811
 ) -> None:
-    where = Path(short_dir) / "run" / "enter.sock"
-    where.parent.mkdir()
-    served = serve_once(str(where), lambda conn: refuse(conn, reply))
-    monkeypatch.setenv("ENVD_HOME", short_dir)
-    assert share_fast(["share", "image", "p", "--to", "r:5000/p:1"]) is False
-    served.join(timeout=10)
+    args = ["share", "image", "p", "--to", "r:5000/p:1"]
+    assert not fast_path_answers(short_dir, reply, monkeypatch, share_fast, args)
     assert capsys.readouterr() == ("", "")
 
 
@@ -243,25 +242,9 @@ def test_envctl_share_answers_from_the_enter_socket_without_grpc(
     world: World,
     short_dir: str,  # noqa: F811
 ) -> None:
-    run = Path(short_dir) / "run"
-    run.mkdir()
-
     def daemon(conn: socket.socket) -> None:
         Session(world.entering, conn, os.getuid(), os.getgid(), reshare=held).run([])
 
-    served = serve_once(str(run / "enter.sock"), daemon)
-    code = (
-        "import sys\n"
-        "from cli.main import main\n"
-        "try:\n    main(['share', 'image', 'p', '--to', '127.0.0.1:5000/team/p:v1'])\n"
-        "except SystemExit as exc:\n"
-        "    print('EXIT', exc.code, 'GRPC', 'grpc' in sys.modules,\n"
-        "          'CLICK', 'click' in sys.modules)\n"
-    )  # fmt: skip
-    env = {**os.environ, "ENVD_HOME": short_dir}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60
-    )
-    served.join(timeout=10)
+    out = envctl_against(short_dir, daemon, ["share", "image", "p", "--to", TO])
     assert out.stdout.splitlines() == [REFERENCE, "EXIT 0 GRPC False CLICK False"], out.stderr
     assert out.stderr == f"[push] {SAID}\nlayers: 0 pushed, 2 already there\n"
