@@ -16,7 +16,7 @@ from cli.buildcheck import build_fast
 from cli.commands import build as build_command
 from cli.context import AppContext
 from envd.daemon.engine_guard import EngineGuard
-from envd.daemon.enter_socket import Session, encode, take_frames
+from envd.daemon.enter_socket import Session
 from envd.errors import EXIT_DAEMON
 from envd.model.buildcheck import (
     BUILD_NEEDED,
@@ -26,8 +26,10 @@ from envd.model.buildcheck import (
 )
 from envd.v1 import envd_pb2 as pb
 from tests.unit.cli.test_ps_fast import (  # noqa: F401
+    REFUSALS,
     envctl_against,
     fast_path_answers,
+    one_reply,
     refuse,
     serve_once,
     short_dir,
@@ -47,18 +49,9 @@ def world(tmp_path: Path) -> Iterator[World]:
 def checked(
     world: World, request: dict[str, object], guard: EngineGuard | None = None
 ) -> dict[str, object]:
-    """The daemon's one reply to `request` on a fresh connection."""
-    cli, daemon = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    with cli, daemon:
-        cli.sendall(encode(request))
-        Session(world.entering, daemon, os.getuid(), os.getgid(), guard).run([])
-        daemon.shutdown(socket.SHUT_WR)
-        buf = bytearray()
-        while data := cli.recv(1 << 16):
-            buf += data
-    frames = take_frames(buf)
-    assert len(frames) == 1, frames
-    return frames[0]
+    return one_reply(
+        lambda conn: Session(world.entering, conn, os.getuid(), os.getgid(), guard), request
+    )
 
 
 def test_a_built_project_is_up_to_date_with_its_image_and_environment(world: World) -> None:
@@ -139,13 +132,8 @@ def test_the_up_to_date_lines_are_what_the_grpc_path_prints(
 
 @pytest.mark.parametrize(
     "reply",
-    [
-        {"op": BUILD_NEEDED},
-        {"op": "error", "message": "bad enter request: the first frame must be enter",
-         "exit_code": 2},  # an older daemon
-        {"op": "error", "message": "another engine", "hint": "unset it", "exit_code": 11},
-    ],
-)  # fmt: skip
+    [{"op": BUILD_NEEDED}, *REFUSALS],
+)
 def test_anything_but_up_to_date_goes_on_to_grpc(
     reply: dict[str, object],
     monkeypatch: pytest.MonkeyPatch,

@@ -19,7 +19,7 @@ import pytest
 from cli.entering import Refused, ask
 from cli.everyday import print_ps, rows_of, show_ps
 from cli.output import message_dict
-from envd.agent.agent import encode, take_frames
+from envd.agent.agent import Frame, encode, take_frames
 from envd.daemon.engine_guard import EngineGuard
 from envd.daemon.enter_socket import Session
 from envd.daemon.rpc.enter import warm_msg
@@ -39,14 +39,12 @@ def world(tmp_path: Path) -> Iterator[World]:
     close(w)
 
 
-def listed(
-    world: World, request: dict[str, object], guard: EngineGuard | None = None
-) -> dict[str, object]:
-    """The daemon's one reply to `request` on a fresh connection."""
+def one_reply(session: Callable[[socket.socket], Session], request: dict[str, object]) -> Frame:
+    """The daemon's one reply to `request` on a fresh connection served by `session(conn)`."""
     cli, daemon = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with cli, daemon:
         cli.sendall(encode(request))
-        Session(world.entering, daemon, os.getuid(), os.getgid(), guard, world.warm.refresh).run([])
+        session(daemon).run([])
         daemon.shutdown(socket.SHUT_WR)
         buf = bytearray()
         while data := cli.recv(1 << 16):
@@ -54,6 +52,21 @@ def listed(
     frames = take_frames(buf)
     assert len(frames) == 1, frames
     return frames[0]
+
+
+# What the CLI's fast paths take as "go on over gRPC", whatever they asked.
+REFUSALS = [
+    {"op": "error", "message": "bad enter request: the first frame must be enter",
+     "exit_code": 2},  # an older daemon
+    {"op": "error", "message": "another engine", "hint": "unset it", "exit_code": 11},
+]  # fmt: skip
+
+
+def listed(world: World, request: dict[str, object], guard: EngineGuard | None = None) -> Frame:
+    def session(conn: socket.socket) -> Session:
+        return Session(world.entering, conn, os.getuid(), os.getgid(), guard, world.warm.refresh)
+
+    return one_reply(session, request)
 
 
 def grpc_reply(world: World) -> pb.ListContainersReply:

@@ -17,7 +17,7 @@ from cli.commands import share as share_command
 from cli.context import AppContext
 from cli.sharecheck import share_args, share_fast
 from envd.daemon.engine_guard import EngineGuard
-from envd.daemon.enter_socket import Resharer, Session, encode, take_frames
+from envd.daemon.enter_socket import Resharer, Session
 from envd.errors import EXIT_DAEMON
 from envd.model.sharecheck import (
     ALREADY_SHARED,
@@ -28,8 +28,10 @@ from envd.model.sharecheck import (
 from envd.services.sharing import Shared
 from envd.v1 import envd_pb2 as pb
 from tests.unit.cli.test_ps_fast import (  # noqa: F401
+    REFUSALS,
     envctl_against,
     fast_path_answers,
+    one_reply,
     refuse,
     serve_once,
     short_dir,
@@ -63,18 +65,10 @@ def checked(
     reshare: Resharer | None = held,
     guard: EngineGuard | None = None,
 ) -> dict[str, object]:
-    """The daemon's one reply to `request` on a fresh connection."""
-    cli, daemon = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    with cli, daemon:
-        cli.sendall(encode(request))
-        Session(world.entering, daemon, os.getuid(), os.getgid(), guard, reshare=reshare).run([])
-        daemon.shutdown(socket.SHUT_WR)
-        buf = bytearray()
-        while data := cli.recv(1 << 16):
-            buf += data
-    frames = take_frames(buf)
-    assert len(frames) == 1, frames
-    return frames[0]
+    def session(conn: socket.socket) -> Session:
+        return Session(world.entering, conn, os.getuid(), os.getgid(), guard, reshare=reshare)
+
+    return one_reply(session, request)
 
 
 def test_an_image_the_registry_holds_is_already_shared(world: World) -> None:
@@ -212,13 +206,8 @@ def test_the_already_shared_lines_are_what_the_grpc_path_prints(
 
 @pytest.mark.parametrize(
     "reply",
-    [
-        {"op": SHARE_NEEDED},
-        {"op": "error", "message": "bad enter request: the first frame must be enter",
-         "exit_code": 2},  # an older daemon
-        {"op": "error", "message": "another engine", "hint": "unset it", "exit_code": 11},
-    ],
-)  # fmt: skip
+    [{"op": SHARE_NEEDED}, *REFUSALS],
+)
 def test_anything_but_already_shared_goes_on_to_grpc(
     reply: dict[str, object],
     monkeypatch: pytest.MonkeyPatch,
