@@ -533,5 +533,6 @@ def test_engine_down_is_a_clear_error(envctl: Envctl) -> None:
     proc = envctl("enter", str(proj), "--", "true")
     assert proc.returncode == 12, proc.stderr
     where = envctl.env["DOCKER_HOST"]
-    assert f"the container engine at {where} (DOCKER_HOST) does not answer" in proc.stderr, proc.stderr
+    said = f"the container engine at {where} (DOCKER_HOST) does not answer"
+    assert said in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
